@@ -1,0 +1,141 @@
+//! Command-line syntax, modelled on the `docker` CLI.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Build OCI images from Dockerfiles, push them, run them. No daemon."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalOpts {
+    /// Store directory [default: /var/lib/kiln as root, else $XDG_DATA_HOME/kiln]
+    #[arg(long, global = true, env = "KILN_ROOT")]
+    pub root: Option<PathBuf>,
+    /// Registry (host[:port]) to reach over plain HTTP; loopback registries always are.
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a Dockerfile
+    Build(BuildArgs),
+    /// Run a command in a new container of an image
+    Run(RunArgs),
+    /// List images
+    Images,
+    /// Remove one or more image names
+    Rmi {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Create a name TARGET that refers to SOURCE
+    Tag { source: String, target: String },
+    /// Show details of images as JSON
+    Inspect {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Pull an image from a registry
+    Pull {
+        image: String,
+        /// Platform to select from a multi-platform image (os/arch[/variant])
+        #[arg(long)]
+        platform: Option<String>,
+    },
+    /// Push an image to a registry
+    Push { image: String },
+    /// Create an image from a root filesystem tarball (like `docker import`)
+    Import {
+        /// A tar archive (optionally gzip-compressed), or `-` for stdin
+        file: PathBuf,
+        /// Name for the new image
+        image: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Build context directory
+    pub context: PathBuf,
+    /// Name and optionally a tag (name:tag); may be repeated
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// Dockerfile path [default: CONTEXT/Dockerfile]
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Set a build-time variable (NAME=VALUE, or NAME to take it from the environment)
+    #[arg(long = "build-arg", value_name = "NAME[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// Build this stage (and what it needs) instead of the last one
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Network for RUN steps: none or host
+    #[arg(long, default_value = "none")]
+    pub network: String,
+    /// Do not use the build cache
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Always re-resolve base image tags against their registries
+    #[arg(long)]
+    pub pull: bool,
+    /// Target platform (os/arch[/variant]) [default: the host's]
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Progress output: plain (one line per event) or quiet
+    #[arg(long, default_value = "plain")]
+    pub progress: String,
+    /// Write the image ID to this file
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// Print only the image ID
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Remove the container's writable layer when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Keep stdin open
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Set an environment variable (K=V, or K to take it from the environment)
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Bind-mount a host path: HOST:CONTAINER[:ro]
+    #[arg(short = 'v', long = "volume")]
+    pub volumes: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// User (name|uid[:group|gid])
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Network: none or host
+    #[arg(long, default_value = "none")]
+    pub network: String,
+    /// Override the image's ENTRYPOINT
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Container hostname
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Image to run
+    pub image: String,
+    /// Command and arguments (replace the image's CMD)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}

@@ -1,0 +1,82 @@
+//! `kiln build`.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use kiln_image::Platform;
+use kiln_sandbox::NetworkMode;
+use kiln_solve::BuildRequest;
+
+use super::{Env, parse_reference};
+use crate::cli::BuildArgs;
+use crate::render;
+
+pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
+    let context_dir = args
+        .context
+        .canonicalize()
+        .with_context(|| format!("build context {}", args.context.display()))?;
+    if !context_dir.is_dir() {
+        bail!(
+            "build context {} is not a directory",
+            args.context.display()
+        );
+    }
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| parse_reference(t))
+        .collect::<Result<Vec<_>>>()?;
+    let mut build_args = BTreeMap::new();
+    for a in &args.build_args {
+        match a.split_once('=') {
+            Some((k, v)) => build_args.insert(k.to_owned(), v.to_owned()),
+            // Docker takes a bare NAME from the environment, and skips it when unset.
+            None => match std::env::var(a) {
+                Ok(v) => build_args.insert(a.clone(), v),
+                Err(_) => continue,
+            },
+        };
+    }
+    let platform = match &args.platform {
+        Some(p) => p.parse::<Platform>().map_err(anyhow::Error::msg)?,
+        None => Platform::host(),
+    };
+    let req = BuildRequest {
+        context_dir,
+        dockerfile: args.file.clone(),
+        tags,
+        build_args,
+        target: args.target.clone(),
+        network: parse_network(&args.network)?,
+        no_cache: args.no_cache,
+        pull: args.pull,
+        platform,
+    };
+    let quiet = args.quiet || args.progress == "quiet";
+    if !matches!(args.progress.as_str(), "plain" | "auto" | "quiet") {
+        bail!(
+            "unsupported --progress {:?} (plain, auto or quiet)",
+            args.progress
+        );
+    }
+    let printer = render::ProgressPrinter::new(quiet);
+    let result = env.engine.build(&req, &|e| printer.event(e))?;
+    let id = result.image.config_digest.to_string();
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if quiet {
+        println!("{id}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn parse_network(s: &str) -> Result<NetworkMode> {
+    match s {
+        "none" => Ok(NetworkMode::None),
+        "host" => Ok(NetworkMode::Host),
+        other => bail!("unsupported network {other:?}: kiln supports none and host for now"),
+    }
+}

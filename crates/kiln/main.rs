@@ -1,0 +1,24 @@
+//! `kiln`: the command-line front end, and the only part of kiln that prints for humans.
+//!
+//! Each subcommand lives in `commands/`; `render` turns engine events and errors into text.
+
+mod cli;
+mod commands;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // When kiln re-executes itself as a sandbox's init, nothing else may run first.
+    kiln_sandbox::maybe_run_init();
+    let cli = cli::Cli::parse();
+    match commands::dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            render::print_error(&err);
+            ExitCode::FAILURE
+        }
+    }
+}

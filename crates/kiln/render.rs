@@ -1,0 +1,166 @@
+//! Turning engine events and errors into text for people.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use kiln_solve::{ProgressEvent, SolveError};
+
+/// Prints build progress as plain lines on stderr (CI-friendly).
+#[derive(Debug)]
+pub struct ProgressPrinter {
+    quiet: bool,
+    lock: Mutex<()>,
+}
+
+impl ProgressPrinter {
+    pub fn new(quiet: bool) -> Self {
+        ProgressPrinter {
+            quiet,
+            lock: Mutex::new(()),
+        }
+    }
+
+    pub fn event(&self, e: ProgressEvent) {
+        let line = match e {
+            ProgressEvent::Warning(w) => format!("WARNING: {w}"),
+            _ if self.quiet => return,
+            ProgressEvent::StepStarted(s) => s.to_string(),
+            ProgressEvent::StepOutput { step, line } => {
+                format!("[{} {}/{}] | {line}", step.stage, step.position, step.total)
+            }
+            ProgressEvent::StepDone { step, elapsed } => {
+                format!(
+                    "[{} {}/{}] DONE {:.1}s",
+                    step.stage,
+                    step.position,
+                    step.total,
+                    elapsed.as_secs_f64()
+                )
+            }
+            ProgressEvent::StepCached(s) => {
+                format!("{s}\n[{} {}/{}] CACHED", s.stage, s.position, s.total)
+            }
+            ProgressEvent::Pulling { reference } => format!("pulling {reference}"),
+            ProgressEvent::BlobFetched { digest, cached } => {
+                format!(
+                    "  {} {}",
+                    digest.short(),
+                    if cached {
+                        "already present"
+                    } else {
+                        "downloaded"
+                    }
+                )
+            }
+            ProgressEvent::ImageWritten { manifest, config } => {
+                format!("writing image {config} (manifest {manifest}) done")
+            }
+            ProgressEvent::Tagged(name) => format!("naming to {name} done"),
+        };
+        let _guard = self.lock.lock();
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }
+}
+
+/// Prints an error; Dockerfile errors get a compiler-style snippet pointing at the line.
+pub fn print_error(err: &anyhow::Error) {
+    let mut out = String::new();
+    let solve = err.chain().find_map(|e| e.downcast_ref::<SolveError>());
+    out.push_str(&format!("error: {err}\n"));
+    for cause in err.chain().skip(1) {
+        out.push_str(&format!("  caused by: {cause}\n"));
+    }
+    if let Some(e) = solve {
+        if let Some(loc) = e.location() {
+            let num = loc.line.to_string();
+            let pad = " ".repeat(num.len());
+            out.push_str(&format!(
+                "{pad}--> {}:{}:{}\n",
+                loc.file.display(),
+                loc.line,
+                loc.col
+            ));
+            out.push_str(&format!("{pad} |\n{num} | {}\n", loc.line_text));
+            out.push_str(&format!(
+                "{pad} | {}{}\n",
+                " ".repeat(loc.col - 1),
+                "^".repeat(loc.len)
+            ));
+        }
+        if let SolveError::RunFailed { output_tail, .. } = e
+            && !output_tail.is_empty()
+        {
+            out.push_str("last output:\n");
+            for l in output_tail {
+                out.push_str(&format!("  {l}\n"));
+            }
+        }
+    }
+    let _ = std::io::stderr().lock().write_all(out.as_bytes());
+}
+
+/// Sizes as `docker images` prints them (decimal units).
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{:.3}", v)
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
+            + UNITS[unit]
+    }
+}
+
+/// "5 minutes ago", as Docker says it.
+pub fn time_ago(now: chrono::DateTime<chrono::Utc>, then: chrono::DateTime<chrono::Utc>) -> String {
+    let secs = (now - then).num_seconds().max(0);
+    let (n, unit) = match secs {
+        s if s < 60 => return "Less than a minute ago".into(),
+        s if s < 3600 => (s / 60, "minute"),
+        s if s < 86_400 => (s / 3600, "hour"),
+        s if s < 86_400 * 14 => (s / 86_400, "day"),
+        s if s < 86_400 * 60 => (s / (86_400 * 7), "week"),
+        s if s < 86_400 * 730 => (s / (86_400 * 30), "month"),
+        s => (s / (86_400 * 365), "year"),
+    };
+    if n == 1 {
+        format!("{} {unit} ago", if unit == "hour" { "An" } else { "1" })
+    } else {
+        format!("{n} {unit}s ago")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(format_size(999), "999B");
+        assert_eq!(format_size(1_234_567), "1.235MB");
+        assert_eq!(format_size(2_000_000), "2MB");
+    }
+
+    #[test]
+    fn ages() {
+        let now = chrono::Utc::now();
+        assert_eq!(time_ago(now, now), "Less than a minute ago");
+        assert_eq!(
+            time_ago(now, now - chrono::Duration::minutes(5)),
+            "5 minutes ago"
+        );
+        assert_eq!(
+            time_ago(now, now - chrono::Duration::hours(1)),
+            "An hour ago"
+        );
+        assert_eq!(time_ago(now, now - chrono::Duration::days(3)), "3 days ago");
+    }
+}

@@ -1,0 +1,192 @@
+//! Archives given to `ADD`: recognising them, and extracting them into a build step's rootfs.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use crate::LayerError;
+use crate::compression::{self, Format};
+use crate::extract::{Extractor, Whiteouts};
+
+/// Whether the file at `path` is a tar archive `ADD` should extract: a plain, gzip- or
+/// zstd-compressed tar, judged by content (magic bytes and a valid first tar header), not by
+/// name. bzip2 and xz archives are not supported yet and count as plain files.
+pub fn is_archive(path: &Path) -> io::Result<bool> {
+    let file = File::open(path)?;
+    let (format, stream) = compression::sniff(file)?;
+    if matches!(format, Format::Bzip2 | Format::Xz) {
+        return Ok(false);
+    }
+    let Ok(mut tar) = compression::decompressed(stream) else {
+        return Ok(false);
+    };
+    let mut header = [0u8; 512];
+    let mut filled = 0;
+    while filled < header.len() {
+        match tar.read(&mut header[filled..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Corrupt compressed data: not an archive we could extract.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::InvalidData
+                        | io::ErrorKind::InvalidInput
+                        | io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(has_valid_checksum(&header))
+}
+
+/// A tar header's checksum: the byte sum of the block with the checksum field read as spaces.
+fn has_valid_checksum(block: &[u8; 512]) -> bool {
+    if block.iter().all(|&b| b == 0) {
+        return false;
+    }
+    let Ok(stored) = tar::Header::from_byte_slice(block).cksum() else {
+        return false;
+    };
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                u32::from(b' ')
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    sum == stored
+}
+
+/// Extracts a (possibly compressed) tar into `root` at `dest_in_root`, an absolute path inside
+/// the container made if missing. Every path, `dest_in_root` included, is resolved inside `root`
+/// as a chroot would: symlinks in the existing tree are followed but cannot leave `root`.
+/// Existing files are replaced, existing directories merged; `.wh.` names are plain files;
+/// ownership, modes and portable xattrs come from the archive. Entries with a `..` component
+/// are refused.
+pub fn extract_archive(
+    archive: impl Read,
+    root: &Path,
+    dest_in_root: &str,
+) -> Result<(), LayerError> {
+    // `..` in the destination comes from the Dockerfile, not from the archive: resolve it
+    // lexically, clamped at `/`.
+    let mut base: Vec<OsString> = Vec::new();
+    for part in dest_in_root.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                base.pop();
+            }
+            _ => base.push(part.into()),
+        }
+    }
+    let tar = compression::decompressed(archive).map_err(LayerError::Archive)?;
+    let extractor = Extractor::new(root, base, Whiteouts::Literal)?;
+    extractor.create_base().map_err(LayerError::io(
+        root.join(dest_in_root.trim_start_matches('/')),
+    ))?;
+    extractor.extract(tar)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{dir, file, gzip, raw_tar, symlink};
+    use std::os::unix::fs::symlink as make_symlink;
+
+    #[test]
+    fn add_follows_symlinks_in_the_rootfs_but_stays_inside_it() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir(r.join("etc")).unwrap();
+        std::fs::write(r.join("etc/existing"), b"old").unwrap();
+        make_symlink("/etc", r.join("dst")).unwrap();
+        let name = format!("kiln-add-test-{}", std::process::id());
+        let archive = gzip(&raw_tar(&[
+            file(&name, b"hello"),
+            file("existing", b"new"),
+            dir("sub"),
+            file("sub/.wh.x", b"wh"),
+        ]));
+
+        extract_archive(&archive[..], r, "/dst").unwrap();
+        assert_eq!(std::fs::read(r.join("etc").join(&name)).unwrap(), b"hello");
+        assert!(
+            !Path::new("/etc").join(&name).exists(),
+            "host /etc untouched"
+        );
+        assert_eq!(
+            std::fs::read(r.join("etc/existing")).unwrap(),
+            b"new",
+            "existing files are overwritten"
+        );
+        assert_eq!(
+            std::fs::read(r.join("etc/sub/.wh.x")).unwrap(),
+            b"wh",
+            "whiteout names are plain files"
+        );
+    }
+
+    #[test]
+    fn add_creates_the_destination_and_confines_archive_symlinks() {
+        let outside = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let o = outside.path().to_str().unwrap();
+        let archive = raw_tar(&[symlink("out", o), file("out/f", b"x"), file("plain", b"p")]);
+        // The archive's symlink points at the host dir's path; inside the root that path does
+        // not exist, so the entry through it fails and nothing is written outside.
+        let err = extract_archive(&archive[..], r, "new/../made/here").unwrap_err();
+        assert!(err.to_string().contains("out/f"), "{err}");
+        assert!(
+            r.join("made/here/out")
+                .symlink_metadata()
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+
+        let err = extract_archive(&raw_tar(&[file("../../escape", b"x")])[..], r, "/").unwrap_err();
+        assert!(matches!(err, LayerError::UnsafeEntry { .. }), "{err}");
+    }
+
+    #[test]
+    fn archives_are_recognised_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar_bytes = raw_tar(&[file("a", b"a")]);
+        let cases: [(&str, Vec<u8>, bool); 6] = [
+            ("plain.tar", tar_bytes.clone(), true),
+            ("x.tar.gz", gzip(&tar_bytes), true),
+            (
+                "x.tar.zst",
+                zstd::stream::encode_all(&tar_bytes[..], 3).unwrap(),
+                true,
+            ),
+            (
+                "text.tar",
+                b"just some text that is not a tar".repeat(40),
+                false,
+            ),
+            ("text.gz", gzip(&b"not a tar either".repeat(100)), false),
+            ("zeros", vec![0u8; 2048], false),
+        ];
+        for (name, bytes, want) in cases {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            assert_eq!(is_archive(&path).unwrap(), want, "{name}");
+        }
+        assert!(is_archive(&dir.path().join("missing")).is_err());
+    }
+}

@@ -1,0 +1,492 @@
+//! The tar extraction engine shared by [`crate::unpack_layer`] and [`crate::extract_archive`].
+//!
+//! Entry names are cleaned first: a leading `/` and `.` components are dropped, and a name with
+//! a `..` component is refused (so are hard links whose target has one). The parent directory
+//! is then opened inside the root (see [`crate::safe_fs`]) and the final component is created
+//! with `*at` calls that never follow it. A later entry replaces an earlier one of the same name,
+//! except that a directory over a directory merges. Directory mtimes are set at the end, since
+//! creating their children changes them.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+use tar::EntryType;
+
+use crate::LayerError;
+use crate::safe_fs;
+use crate::write::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::xattrs::{self, OVERLAY_OPAQUE, PAX_XATTR_PREFIX};
+
+/// What `.wh.` names mean to this extraction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Whiteouts {
+    /// Layer semantics, into a dir that will be an overlay lower dir: `.wh.x` becomes a char
+    /// device 0:0 named `x`, `.wh..wh..opq` makes its directory opaque.
+    ToOverlay,
+    /// Ordinary files (`ADD` of a tarball).
+    Literal,
+}
+
+/// Extracts tar entries under `base` inside `root`.
+pub(crate) struct Extractor {
+    root: OwnedFd,
+    base: Vec<OsString>,
+    whiteouts: Whiteouts,
+    /// Directories whose mtime to set once all entries are in, in creation order.
+    dir_times: Vec<(Vec<OsString>, i64)>,
+}
+
+/// Metadata of one entry, as it will be applied.
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    xattrs: Vec<(OsString, Vec<u8>)>,
+}
+
+impl Extractor {
+    pub(crate) fn new(
+        root: &Path,
+        base: Vec<OsString>,
+        whiteouts: Whiteouts,
+    ) -> Result<Extractor, LayerError> {
+        let root_fd = safe_fs::open_root(root).map_err(LayerError::io(root))?;
+        Ok(Extractor {
+            root: root_fd,
+            base,
+            whiteouts,
+            dir_times: Vec::new(),
+        })
+    }
+
+    /// Makes the extraction base directory (and its parents) if missing.
+    pub(crate) fn create_base(&self) -> io::Result<()> {
+        safe_fs::open_dir(&self.root, &self.base, true).map(drop)
+    }
+
+    /// Extracts every entry of the tar read from `reader`, then returns the reader, positioned
+    /// after the tar's end blocks.
+    pub(crate) fn extract<R: Read>(mut self, reader: R) -> Result<R, LayerError> {
+        let mut archive = tar::Archive::new(reader);
+        for entry in archive.entries().map_err(LayerError::Archive)? {
+            let mut entry = entry.map_err(LayerError::Archive)?;
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            self.apply(&mut entry, &name)?;
+        }
+        for (components, mtime) in std::mem::take(&mut self.dir_times).into_iter().rev() {
+            self.set_dir_time(&components, mtime)
+                .map_err(|source| LayerError::Entry {
+                    entry: String::from_utf8_lossy(join_bytes(&components).as_slice()).into_owned(),
+                    source,
+                })?;
+        }
+        Ok(archive.into_inner())
+    }
+
+    fn apply<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        name: &str,
+    ) -> Result<(), LayerError> {
+        let rel = clean(&entry.path_bytes()).map_err(|reason| unsafe_entry(name, reason))?;
+        let mut kind = entry.header().entry_type();
+        // Pre-POSIX tars mark directories only by a trailing slash.
+        if kind == EntryType::Regular && entry.path_bytes().ends_with(b"/") {
+            kind = EntryType::Directory;
+        }
+        if self.whiteouts == Whiteouts::ToOverlay
+            && let Some(last) = rel.last()
+            && last.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes())
+        {
+            return self.whiteout(&rel, name);
+        }
+        let Some((file_name, parent)) = rel.split_last() else {
+            // The archive's own root (`./`). A layer's root dir is the lower dir itself; an ADD
+            // archive's root is the existing destination, whose metadata is left alone.
+            if self.whiteouts == Whiteouts::ToOverlay && kind.is_dir() {
+                let meta = read_meta(entry).map_err(LayerError::entry(name))?;
+                let root = safe_fs::open_dir(&self.root, &self.base, false)
+                    .map_err(LayerError::entry(name))?;
+                apply_fd_meta(&root, &meta).map_err(LayerError::entry(name))?;
+                self.dir_times.push((self.base.clone(), meta.mtime));
+            }
+            return Ok(());
+        };
+        let parent_components: Vec<OsString> = self.base.iter().chain(parent).cloned().collect();
+        let parent = safe_fs::open_dir(&self.root, &parent_components, true)
+            .map_err(LayerError::entry(name))?;
+        let file_name = file_name.as_os_str();
+        let result = match kind {
+            EntryType::Directory => self.directory(entry, &parent, file_name, &parent_components),
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                regular(entry, &parent, file_name)
+            }
+            EntryType::Symlink => symlink(entry, &parent, file_name),
+            EntryType::Link => return self.hard_link(entry, &parent, file_name, &rel, name),
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                special(entry, &parent, file_name, kind)
+            }
+            // Other types (volume labels, multi-volume parts, unknown vendor types) carry nothing
+            // a container filesystem can hold.
+            _ => Ok(()),
+        };
+        result.map_err(LayerError::entry(name))
+    }
+
+    fn directory<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        parent: &OwnedFd,
+        name: &OsStr,
+        parent_components: &[OsString],
+    ) -> io::Result<()> {
+        let meta = read_meta(entry)?;
+        let mut opaque = false;
+        match safe_fs::existing(parent, name)? {
+            Some(st) if safe_fs::is_dir(&st) => {}
+            existing => {
+                // A directory replacing a whiteout of the same layer: the lower directory was
+                // deleted and a new one made, so nothing below may show through.
+                opaque = self.whiteouts == Whiteouts::ToOverlay
+                    && existing.is_some_and(|st| safe_fs::is_whiteout(&st));
+                safe_fs::remove(parent, name)?;
+                rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700))?;
+            }
+        }
+        let dir = safe_fs::open_child_dir(parent, name)?;
+        apply_fd_meta(&dir, &meta)?;
+        if opaque {
+            rustix::fs::fsetxattr(&dir, OVERLAY_OPAQUE, b"y", XattrFlags::empty())?;
+        }
+        let mut components = parent_components.to_vec();
+        components.push(name.to_owned());
+        self.dir_times.push((components, meta.mtime));
+        Ok(())
+    }
+
+    fn hard_link<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        parent: &OwnedFd,
+        name: &OsStr,
+        rel: &[OsString],
+        entry_name: &str,
+    ) -> Result<(), LayerError> {
+        let target = entry
+            .link_name_bytes()
+            .ok_or_else(|| unsafe_entry(entry_name, "hard link without a target"))?;
+        let target = clean(&target)
+            .map_err(|reason| unsafe_entry(entry_name, format!("hard link target: {reason}")))?;
+        if target == rel {
+            return Ok(()); // a link to itself: already there
+        }
+        let Some((target_name, target_parent)) = target.split_last() else {
+            return Err(unsafe_entry(entry_name, "hard link to the archive root"));
+        };
+        let target_parent: Vec<OsString> = self.base.iter().chain(target_parent).cloned().collect();
+        let link = || -> io::Result<()> {
+            let target_dir = safe_fs::open_dir(&self.root, &target_parent, false)?;
+            if safe_fs::existing(&target_dir, target_name)?.is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "hard link target is not in the archive before it",
+                ));
+            }
+            safe_fs::remove(parent, name)?;
+            // No AT_SYMLINK_FOLLOW: a symlink target is linked itself, never what it points to.
+            rustix::fs::linkat(
+                &target_dir,
+                target_name.as_os_str(),
+                parent,
+                name,
+                AtFlags::empty(),
+            )?;
+            Ok(())
+        };
+        link().map_err(LayerError::entry(entry_name))
+    }
+
+    fn whiteout(&mut self, rel: &[OsString], name: &str) -> Result<(), LayerError> {
+        let (marker, parent) = rel.split_last().expect("called with a last component");
+        let parent_components: Vec<OsString> = self.base.iter().chain(parent).cloned().collect();
+        let run = || -> io::Result<()> {
+            let parent = safe_fs::open_dir(&self.root, &parent_components, true)?;
+            let marker = marker.as_bytes();
+            if marker == OPAQUE_MARKER.as_bytes() {
+                rustix::fs::fsetxattr(&parent, OVERLAY_OPAQUE, b"y", XattrFlags::empty())?;
+                return Ok(());
+            }
+            if marker.starts_with(b".wh..wh.") {
+                return Ok(()); // other AUFS bookkeeping (hard link dirs): nothing to do here
+            }
+            let hidden = OsStr::from_bytes(&marker[WHITEOUT_PREFIX.len()..]);
+            if hidden.is_empty() || hidden == "." || hidden == ".." {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "whiteout of no name",
+                ));
+            }
+            match safe_fs::existing(&parent, hidden)? {
+                None => {
+                    rustix::fs::mknodat(
+                        &parent,
+                        hidden,
+                        FileType::CharacterDevice,
+                        Mode::empty(),
+                        rustix::fs::makedev(0, 0),
+                    )?;
+                }
+                // Whiteouts only hide lower layers, never what this layer itself adds. A
+                // directory added here must still hide the deleted lower one's contents.
+                Some(st) if safe_fs::is_dir(&st) => {
+                    let dir = safe_fs::open_child_dir(&parent, hidden)?;
+                    rustix::fs::fsetxattr(&dir, OVERLAY_OPAQUE, b"y", XattrFlags::empty())?;
+                }
+                Some(_) => {}
+            }
+            Ok(())
+        };
+        run().map_err(LayerError::entry(name))
+    }
+
+    fn set_dir_time(&self, components: &[OsString], mtime: i64) -> io::Result<()> {
+        let times = timestamps(mtime);
+        match components.split_last() {
+            None => Ok(rustix::fs::futimens(&self.root, &times)?),
+            Some((name, parent)) => {
+                let parent = match safe_fs::open_dir(&self.root, parent, false) {
+                    Ok(p) => p,
+                    // Replaced by a later entry: its time no longer applies.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                match safe_fs::existing(&parent, name)? {
+                    Some(st) if safe_fs::is_dir(&st) => Ok(rustix::fs::utimensat(
+                        &parent,
+                        name.as_os_str(),
+                        &times,
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )?),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+fn regular<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    parent: &OwnedFd,
+    name: &OsStr,
+) -> io::Result<()> {
+    let meta = read_meta(entry)?;
+    safe_fs::remove(parent, name)?;
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut file = File::from(rustix::fs::openat(
+        parent,
+        name,
+        flags,
+        Mode::from_raw_mode(0o600),
+    )?);
+    io::copy(entry, &mut file)?;
+    apply_fd_meta(&file, &meta)
+}
+
+fn symlink<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    parent: &OwnedFd,
+    name: &OsStr,
+) -> io::Result<()> {
+    let meta = read_meta(entry)?;
+    let target = entry
+        .link_name_bytes()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "symlink without a target"))?;
+    safe_fs::remove(parent, name)?;
+    rustix::fs::symlinkat(OsStr::from_bytes(&target), parent, name)?;
+    chown_at(parent, name, &meta)?;
+    rustix::fs::utimensat(
+        parent,
+        name,
+        &timestamps(meta.mtime),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
+}
+
+fn special<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    parent: &OwnedFd,
+    name: &OsStr,
+    kind: EntryType,
+) -> io::Result<()> {
+    let meta = read_meta(entry)?;
+    let header = entry.header();
+    let (file_type, dev) = match kind {
+        EntryType::Fifo => (FileType::Fifo, 0),
+        _ => {
+            let major = header.device_major()?.unwrap_or(0);
+            let minor = header.device_minor()?.unwrap_or(0);
+            let file_type = if kind == EntryType::Char {
+                FileType::CharacterDevice
+            } else {
+                FileType::BlockDevice
+            };
+            (file_type, rustix::fs::makedev(major, minor))
+        }
+    };
+    safe_fs::remove(parent, name)?;
+    rustix::fs::mknodat(parent, name, file_type, Mode::empty(), dev)?;
+    chown_at(parent, name, &meta)?;
+    // Just created by us as a non-symlink, so following is moot.
+    rustix::fs::chmodat(
+        parent,
+        name,
+        Mode::from_raw_mode(meta.mode),
+        AtFlags::empty(),
+    )?;
+    rustix::fs::utimensat(
+        parent,
+        name,
+        &timestamps(meta.mtime),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
+}
+
+fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
+    let header = entry.header();
+    let old = header.as_old();
+    let to_id = |id: u64| {
+        u32::try_from(id).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("id {id} out of range"))
+        })
+    };
+    let mut meta = Meta {
+        mode: lenient(&old.mode, header.mode().map(u64::from))? as u32 & 0o7777,
+        uid: to_id(lenient(&old.uid, header.uid())?)?,
+        gid: to_id(lenient(&old.gid, header.gid())?)?,
+        mtime: i64::try_from(lenient(&old.mtime, header.mtime())?).unwrap_or(i64::MAX),
+        xattrs: Vec::new(),
+    };
+    if let Some(pax) = entry.pax_extensions()? {
+        for record in pax {
+            let record = record?;
+            if let Some(name) = record.key_bytes().strip_prefix(PAX_XATTR_PREFIX.as_bytes())
+                && xattrs::is_portable(name)
+            {
+                meta.xattrs.push((
+                    OsStr::from_bytes(name).to_owned(),
+                    record.value_bytes().to_vec(),
+                ));
+            }
+        }
+    }
+    Ok(meta)
+}
+
+/// Some writers leave numeric fields blank (all NUL or spaces); like GNU tar and Go's reader,
+/// read those as 0.
+fn lenient(field: &[u8], parsed: io::Result<u64>) -> io::Result<u64> {
+    match parsed {
+        Err(_) if field.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+        other => other,
+    }
+}
+
+/// Owner first (it clears setuid bits and file capabilities), then mode, xattrs, and mtime.
+fn apply_fd_meta(fd: &impl AsFd, meta: &Meta) -> io::Result<()> {
+    let uid = rustix::fs::Uid::from_raw(meta.uid);
+    let gid = rustix::fs::Gid::from_raw(meta.gid);
+    rustix::fs::fchown(fd, Some(uid), Some(gid))?;
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode))?;
+    for (name, value) in &meta.xattrs {
+        match rustix::fs::fsetxattr(fd, name.as_os_str(), value, XattrFlags::empty()) {
+            // The filesystem cannot store it; as with cp -a, the data matters more.
+            Err(rustix::io::Errno::NOTSUP) => {}
+            other => other?,
+        }
+    }
+    rustix::fs::futimens(fd, &timestamps(meta.mtime))?;
+    Ok(())
+}
+
+fn chown_at(parent: &OwnedFd, name: &OsStr, meta: &Meta) -> io::Result<()> {
+    let uid = rustix::fs::Uid::from_raw(meta.uid);
+    let gid = rustix::fs::Gid::from_raw(meta.gid);
+    Ok(rustix::fs::chownat(
+        parent,
+        name,
+        Some(uid),
+        Some(gid),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
+}
+
+fn timestamps(mtime: i64) -> Timestamps {
+    let t = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+/// The components of an entry name: a leading `/`, empty and `.` components are dropped; `..`
+/// is refused, since in a layer or an archive it can only be an attempt to escape.
+pub(crate) fn clean(name: &[u8]) -> Result<Vec<OsString>, String> {
+    let mut out = Vec::new();
+    for part in name.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => return Err("path contains `..`".into()),
+            _ if part.contains(&0) => return Err("path contains a NUL byte".into()),
+            _ => out.push(OsStr::from_bytes(part).to_owned()),
+        }
+    }
+    Ok(out)
+}
+
+fn join_bytes(components: &[OsString]) -> Vec<u8> {
+    components
+        .iter()
+        .map(|c| c.as_bytes())
+        .collect::<Vec<_>>()
+        .join(&b'/')
+}
+
+fn unsafe_entry(entry: &str, reason: impl Into<String>) -> LayerError {
+    LayerError::UnsafeEntry {
+        entry: entry.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_cleaned_and_dotdot_refused() {
+        let c = |s: &str| {
+            clean(s.as_bytes()).map(|v| {
+                v.into_iter()
+                    .map(|c| c.into_string().unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(c("./a/b/").unwrap(), ["a", "b"]);
+        assert_eq!(c("/abs//x").unwrap(), ["abs", "x"]);
+        assert_eq!(c("./").unwrap(), Vec::<String>::new());
+        assert_eq!(c("..a/b..").unwrap(), ["..a", "b.."]);
+        assert!(c("../x").is_err());
+        assert!(c("a/../../x").is_err());
+    }
+}

@@ -1,0 +1,71 @@
+//! Filesystem ⇄ OCI layer tar.
+//!
+//! - [`write_layer`] turns the upper dir of an overlay mount into one compressed layer blob in the
+//!   store (whiteouts and opaque dirs converted to their `.wh.` names), hashing the tar (diffID)
+//!   and the blob (digest) in the same streaming pass. [`write_tar`] is the seam underneath it, for
+//!   any directory and any writer.
+//! - [`unpack_layer`] turns a layer blob back into a directory that can serve as an overlay lower
+//!   dir (`.wh.` names become overlay whiteouts and opaque xattrs).
+//! - [`extract_archive`] extracts a tarball for `ADD` into an existing root filesystem, with every
+//!   path resolved inside that root as a chroot would.
+//!
+//! Extraction never writes outside its root: every parent directory is opened with `openat2`
+//! (`RESOLVE_IN_ROOT`), and the final component of an entry is never followed.
+
+mod archive;
+mod compression;
+mod extract;
+mod hashing;
+mod safe_fs;
+mod unpack;
+mod write;
+mod xattrs;
+
+#[cfg(test)]
+mod test_support;
+
+use std::io;
+use std::path::PathBuf;
+
+pub use archive::{extract_archive, is_archive};
+pub use compression::Compression;
+pub use unpack::unpack_layer;
+pub use write::{CommittedLayer, SourceKind, import_tar, write_layer, write_layer_from, write_tar};
+
+/// Errors from building or extracting layers. Each names the path or tar entry involved.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// A filesystem or stream operation on `path` failed.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    /// Extracting one entry of an archive failed.
+    #[error("archive entry {entry:?}: {source}")]
+    Entry { entry: String, source: io::Error },
+    /// An archive entry tries to reach outside the extraction root, or is otherwise refused.
+    #[error("archive entry {entry:?} refused: {reason}")]
+    UnsafeEntry { entry: String, reason: String },
+    /// Reading the archive stream itself (decompression, tar framing) failed.
+    #[error("reading the archive: {0}")]
+    Archive(io::Error),
+    /// The directory uses a feature that cannot be expressed as a layer.
+    #[error("{path}: {reason}")]
+    Unsupported { path: PathBuf, reason: String },
+    #[error("gzip compression level {0} is out of range (0..=9)")]
+    InvalidCompressionLevel(u32),
+    #[error(transparent)]
+    Store(#[from] kiln_store::StoreError),
+}
+
+impl LayerError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> LayerError {
+        let path = path.into();
+        move |source| LayerError::Io { path, source }
+    }
+
+    pub(crate) fn entry(entry: &str) -> impl FnOnce(io::Error) -> LayerError + '_ {
+        move |source| LayerError::Entry {
+            entry: entry.to_owned(),
+            source,
+        }
+    }
+}

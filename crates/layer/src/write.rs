@@ -1,0 +1,662 @@
+//! Directory → layer tar, and layer tar → compressed blob in the store, in one streaming pass.
+//!
+//! The tar is deterministic for a given tree: entries are visited depth first with each
+//! directory's children in byte-wise name order (so a parent always precedes its children),
+//! headers carry no user/group names, atimes or ctimes, and xattrs are sorted. File timestamps
+//! are kept as they are (seconds); clamping them is the caller's business.
+
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use flate2::write::GzEncoder;
+use kiln_image::Digest;
+use kiln_store::{BlobWriter, Store};
+use tar::{EntryType, Header};
+
+use crate::LayerError;
+use crate::compression::Compression;
+use crate::hashing::HashingWriter;
+use crate::xattrs::{FileXattrs, PAX_XATTR_PREFIX};
+
+/// Name of the marker entry that makes its directory opaque.
+pub(crate) const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// Prefix of a whiteout entry's name.
+pub(crate) const WHITEOUT_PREFIX: &str = ".wh.";
+
+/// What the directory being archived is, which decides how overlay markers in it are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// The upper dir of an overlay mount (after unmounting): char devices 0:0 and
+    /// `trusted.overlay.whiteout` files become `.wh.` whiteouts, opaque dirs get `.wh..wh..opq`.
+    OverlayUpper,
+    /// An ordinary directory tree (a rootfs to import, a build result to export): archived as is.
+    Plain,
+}
+
+/// A layer blob published in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedLayer {
+    /// Digest of the (compressed) blob.
+    pub digest: Digest,
+    /// Digest of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Size of the blob in bytes.
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// Turns the upper dir of an overlay mount into a layer blob in `store`. `None` when the upper
+/// dir is empty: an empty change adds no layer.
+pub fn write_layer(
+    store: &Store,
+    upper: &Path,
+    compression: Compression,
+) -> Result<Option<CommittedLayer>, LayerError> {
+    write_layer_from(store, upper, SourceKind::OverlayUpper, compression)
+}
+
+/// [`write_layer`] for any kind of directory (e.g. a rootfs being imported).
+pub fn write_layer_from(
+    store: &Store,
+    dir: &Path,
+    kind: SourceKind,
+    compression: Compression,
+) -> Result<Option<CommittedLayer>, LayerError> {
+    let blob = store.blob_writer()?;
+    let encoder = match compression {
+        Compression::None => Encoder::Plain(blob),
+        Compression::Gzip { level } if level <= 9 => Encoder::Gzip(Box::new(GzEncoder::new(
+            blob,
+            flate2::Compression::new(level),
+        ))),
+        Compression::Gzip { level } => return Err(LayerError::InvalidCompressionLevel(level)),
+    };
+    // The buffer batches the tar crate's 512-byte header writes before they are hashed and
+    // compressed.
+    let out = BufWriter::with_capacity(256 * 1024, HashingWriter::new(encoder));
+    let (out, entries) = write_tar(dir, kind, out)?;
+    if entries == 0 {
+        // Dropping the blob writer deletes its temp file.
+        return Ok(None);
+    }
+    let blob_path = store.root().join("tmp");
+    let hashing = out.into_inner().map_err(|e| LayerError::Io {
+        path: blob_path.clone(),
+        source: e.into_error(),
+    })?;
+    let (encoder, diff_id) = hashing.finish();
+    let blob = encoder.finish().map_err(LayerError::io(&blob_path))?;
+    let (digest, size) = blob.commit(None)?;
+    Ok(Some(CommittedLayer {
+        digest,
+        diff_id,
+        size,
+        media_type: compression.media_type().to_owned(),
+    }))
+}
+
+/// Stores an existing tar stream (plain or compressed; e.g. a rootfs tarball for `kiln import`)
+/// as a layer blob, re-compressed with `compression`. Every entry is parsed on the way through,
+/// so a file that is not a tar archive is refused before anything is published.
+pub fn import_tar(
+    store: &Store,
+    tarball: impl Read,
+    compression: Compression,
+) -> Result<CommittedLayer, LayerError> {
+    let blob = store.blob_writer()?;
+    let encoder = match compression {
+        Compression::None => Encoder::Plain(blob),
+        Compression::Gzip { level } if level <= 9 => Encoder::Gzip(Box::new(GzEncoder::new(
+            blob,
+            flate2::Compression::new(level),
+        ))),
+        Compression::Gzip { level } => return Err(LayerError::InvalidCompressionLevel(level)),
+    };
+    let tee = TeeReader {
+        inner: crate::compression::decompressed(tarball).map_err(LayerError::Archive)?,
+        out: HashingWriter::new(encoder),
+    };
+    let mut archive = tar::Archive::new(tee);
+    let mut entries = 0u64;
+    for entry in archive.entries().map_err(LayerError::Archive)? {
+        let mut entry = entry.map_err(LayerError::Archive)?;
+        io::copy(&mut entry, &mut io::sink()).map_err(LayerError::Archive)?;
+        entries += 1;
+    }
+    if entries == 0 {
+        return Err(LayerError::Archive(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the archive has no entries",
+        )));
+    }
+    let mut tee = archive.into_inner();
+    // Trailing padding after the end blocks is part of the tar, and so of its diffID.
+    io::copy(&mut tee, &mut io::sink()).map_err(LayerError::Archive)?;
+    let tmp = store.root().join("tmp");
+    let (encoder, diff_id) = tee.out.finish();
+    let blob = encoder.finish().map_err(LayerError::io(&tmp))?;
+    let (digest, size) = blob.commit(None)?;
+    Ok(CommittedLayer {
+        digest,
+        diff_id,
+        size,
+        media_type: compression.media_type().to_owned(),
+    })
+}
+
+/// Copies everything read through it into `out`.
+struct TeeReader<R, W> {
+    inner: R,
+    out: W,
+}
+
+impl<R: Read, W: Write> Read for TeeReader<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// The compression stage in front of the blob writer.
+enum Encoder {
+    Plain(BlobWriter),
+    Gzip(Box<GzEncoder<BlobWriter>>),
+}
+
+impl Encoder {
+    fn finish(self) -> io::Result<BlobWriter> {
+        match self {
+            Encoder::Plain(w) => Ok(w),
+            Encoder::Gzip(gz) => gz.finish(),
+        }
+    }
+}
+
+impl Write for Encoder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Plain(w) => w.write(buf),
+            Encoder::Gzip(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Plain(w) => w.flush(),
+            Encoder::Gzip(w) => w.flush(),
+        }
+    }
+}
+
+/// Writes the tree under `dir` (not `dir` itself) as a tar into `out`, ending with the tar end
+/// blocks. Returns the writer and the number of entries written (0 for an empty dir).
+/// Sockets are skipped: tar cannot carry them.
+pub fn write_tar<W: Write>(dir: &Path, kind: SourceKind, out: W) -> Result<(W, u64), LayerError> {
+    let mut builder = tar::Builder::new(out);
+    builder.sparse(false);
+    let mut written = 0u64;
+    // First path seen for each multiply-linked inode, to write later ones as hard links.
+    let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let walk = walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .min_depth(1)
+        .sort_by(|a, b| a.file_name().cmp(b.file_name()));
+    for item in walk {
+        let item = item.map_err(|e| {
+            let path = e.path().unwrap_or(dir).to_owned();
+            LayerError::Io {
+                path,
+                source: e.into(),
+            }
+        })?;
+        let path = item.path();
+        let rel = path
+            .strip_prefix(dir)
+            .expect("walkdir yields paths under its root")
+            .as_os_str()
+            .as_bytes();
+        let meta = item.metadata().map_err(|e| LayerError::Io {
+            path: path.to_owned(),
+            source: e.into(),
+        })?;
+        let xattrs = FileXattrs::read(path).map_err(LayerError::io(path))?;
+        let file_type = meta.file_type();
+        if kind == SourceKind::OverlayUpper {
+            if let Some(marker) = xattrs.not_a_diff_marker() {
+                return Err(LayerError::Unsupported {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "has {marker}: mount the overlay with redirect_dir=off,metacopy=off"
+                    ),
+                });
+            }
+            let is_whiteout = (file_type.is_char_device() && meta.rdev() == 0)
+                || (file_type.is_file() && xattrs.is_whiteout());
+            if is_whiteout {
+                let (parent, name) = split_last(rel);
+                append_marker(
+                    &mut builder,
+                    &[parent, WHITEOUT_PREFIX.as_bytes(), name].concat(),
+                )
+                .map_err(LayerError::io(path))?;
+                written += 1;
+                continue;
+            }
+        }
+
+        let mut header = Header::new_ustar();
+        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+        set_common(&mut header, &mut pax, &meta);
+        for (name, value) in xattrs.portable_values(path).map_err(LayerError::io(path))? {
+            if let Ok(name) = std::str::from_utf8(name.as_bytes()) {
+                pax.push((format!("{PAX_XATTR_PREFIX}{name}"), value));
+            }
+        }
+        let mut name = rel.to_vec();
+        let mut content: Option<File> = None;
+        if file_type.is_dir() {
+            header.set_entry_type(EntryType::Directory);
+            name.push(b'/');
+        } else if file_type.is_symlink() {
+            header.set_entry_type(EntryType::Symlink);
+            let target = std::fs::read_link(path).map_err(LayerError::io(path))?;
+            set_link_name(&mut header, &mut pax, target.as_os_str().as_bytes());
+        } else if let Some(first) = (meta.nlink() > 1)
+            .then(|| links.get(&(meta.dev(), meta.ino())))
+            .flatten()
+        {
+            header.set_entry_type(EntryType::Link);
+            set_link_name(&mut header, &mut pax, first);
+        } else if file_type.is_file() {
+            header.set_entry_type(EntryType::Regular);
+            header.set_size(meta.len());
+            if meta.len() >= 0o77777777777 {
+                pax.push(("size".into(), meta.len().to_string().into_bytes()));
+            }
+            content = Some(File::open(path).map_err(LayerError::io(path))?);
+        } else if file_type.is_char_device() || file_type.is_block_device() {
+            header.set_entry_type(if file_type.is_char_device() {
+                EntryType::Char
+            } else {
+                EntryType::Block
+            });
+            let dev = meta.rdev();
+            header
+                .set_device_major(rustix::fs::major(dev))
+                .map_err(LayerError::io(path))?;
+            header
+                .set_device_minor(rustix::fs::minor(dev))
+                .map_err(LayerError::io(path))?;
+        } else if file_type.is_fifo() {
+            header.set_entry_type(EntryType::Fifo);
+        } else {
+            continue; // a socket
+        }
+        if !file_type.is_dir() && meta.nlink() > 1 {
+            links
+                .entry((meta.dev(), meta.ino()))
+                .or_insert_with(|| rel.to_vec());
+        }
+        if !set_name(&mut header, &name) {
+            pax.push(("path".into(), name));
+        }
+        header.set_cksum();
+        if !pax.is_empty() {
+            builder
+                .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .map_err(LayerError::io(path))?;
+        }
+        match content {
+            Some(file) => builder.append(
+                &header,
+                ExactReader {
+                    inner: file,
+                    remaining: meta.len(),
+                },
+            ),
+            None => builder.append(&header, io::empty()),
+        }
+        .map_err(LayerError::io(path))?;
+        written += 1;
+
+        if kind == SourceKind::OverlayUpper
+            && file_type.is_dir()
+            && xattrs.is_opaque(path).map_err(LayerError::io(path))?
+        {
+            append_marker(
+                &mut builder,
+                &[rel, b"/", OPAQUE_MARKER.as_bytes()].concat(),
+            )
+            .map_err(LayerError::io(path))?;
+            written += 1;
+        }
+    }
+    let out = builder.into_inner().map_err(LayerError::io(dir))?;
+    Ok((out, written))
+}
+
+/// `(parent + "/", name)` of a relative path; the parent part is empty at the top level.
+fn split_last(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..=i], &rel[i + 1..]),
+        None => (&[], rel),
+    }
+}
+
+/// Sets mode (with setuid/setgid/sticky), owner and mtime, spilling numbers that do not fit
+/// the ustar fields into PAX records.
+fn set_common(header: &mut Header, pax: &mut Vec<(String, Vec<u8>)>, meta: &Metadata) {
+    zero_numeric_fields(header);
+    header.set_mode(meta.mode() & 0o7777);
+    header.set_uid(u64::from(meta.uid()));
+    header.set_gid(u64::from(meta.gid()));
+    for (key, id) in [("uid", meta.uid()), ("gid", meta.gid())] {
+        if id > 0o7777777 {
+            pax.push((key.into(), id.to_string().into_bytes()));
+        }
+    }
+    header.set_mtime(meta.mtime().max(0) as u64);
+}
+
+/// A fresh ustar header leaves its numeric fields NUL-filled, which strict readers (the `tar`
+/// crate among them) reject; write explicit zeros.
+fn zero_numeric_fields(header: &mut Header) {
+    header.set_mode(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_size(0);
+    header.set_mtime(0);
+    // Set on ustar headers, these never fail.
+    let _ = header.set_device_major(0);
+    let _ = header.set_device_minor(0);
+}
+
+/// An empty regular file entry: a whiteout or the opaque marker. Its metadata is fixed so that
+/// deleting a file gives the same layer whenever it happens.
+fn append_marker<W: Write>(builder: &mut tar::Builder<W>, name: &[u8]) -> io::Result<()> {
+    let mut header = Header::new_ustar();
+    zero_numeric_fields(&mut header);
+    header.set_entry_type(EntryType::Regular);
+    header.set_mode(0o644);
+    if !set_name(&mut header, name) {
+        builder.append_pax_extensions([("path", name)])?;
+    }
+    header.set_cksum();
+    builder.append(&header, io::empty())
+}
+
+/// Puts `name` in the ustar name (and prefix) fields if it fits; otherwise stores a truncated
+/// name (readers take the real one from the PAX `path` record) and returns false.
+fn set_name(header: &mut Header, name: &[u8]) -> bool {
+    let ustar = header.as_ustar_mut().expect("headers are created as ustar");
+    if name.len() <= ustar.name.len() {
+        ustar.name[..name.len()].copy_from_slice(name);
+        true
+    } else {
+        // Split at a '/' so that the prefix fits 155 bytes and the rest fits 100.
+        let split = name
+            .iter()
+            .enumerate()
+            .filter(|&(i, &b)| {
+                b == b'/' && i <= ustar.prefix.len() && name.len() - i - 1 <= ustar.name.len()
+            })
+            .map(|(i, _)| i)
+            .find(|&i| i > 0 && i + 1 < name.len());
+        match split {
+            Some(i) => {
+                ustar.prefix[..i].copy_from_slice(&name[..i]);
+                ustar.name[..name.len() - i - 1].copy_from_slice(&name[i + 1..]);
+                true
+            }
+            None => {
+                let n = ustar.name.len();
+                ustar.name.copy_from_slice(&name[..n]);
+                false
+            }
+        }
+    }
+}
+
+fn set_link_name(header: &mut Header, pax: &mut Vec<(String, Vec<u8>)>, target: &[u8]) {
+    let field = &mut header.as_old_mut().linkname;
+    let n = target.len().min(field.len());
+    field[..n].copy_from_slice(&target[..n]);
+    if target.len() > field.len() {
+        pax.push(("linkpath".into(), target.to_vec()));
+    }
+}
+
+/// Yields exactly `remaining` bytes of a file whose size was recorded in its header, failing
+/// rather than writing a corrupt tar if the file shrank meanwhile (extra bytes are ignored).
+struct ExactReader {
+    inner: File,
+    remaining: u64,
+}
+
+impl Read for ExactReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being archived",
+            ));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{entry_names, gunzip, set_all_mtimes};
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        (dir, store)
+    }
+
+    fn make_tree(root: &Path, reversed: bool) {
+        let mut steps: Vec<Box<dyn Fn()>> = vec![
+            Box::new(|| std::fs::create_dir_all(root.join("etc/conf.d")).unwrap()),
+            Box::new(|| std::fs::write(root.join("a.txt"), b"alpha").unwrap()),
+            Box::new(|| std::fs::write(root.join("b.txt"), b"beta").unwrap()),
+            Box::new(|| std::fs::create_dir_all(root.join("z/y")).unwrap()),
+            Box::new(|| {
+                std::fs::create_dir_all(root.join("z/y")).unwrap();
+                std::fs::write(root.join("z/y/file"), b"deep").unwrap()
+            }),
+        ];
+        if reversed {
+            steps.reverse();
+        }
+        for step in steps {
+            step();
+        }
+        set_all_mtimes(root, 1_700_000_000);
+    }
+
+    #[test]
+    fn same_tree_gives_the_same_digest_whatever_the_creation_order() {
+        let (_d, store) = store();
+        let one = tempfile::tempdir().unwrap();
+        let two = tempfile::tempdir().unwrap();
+        make_tree(one.path(), false);
+        make_tree(two.path(), true);
+        let a = write_layer(&store, one.path(), Compression::default())
+            .unwrap()
+            .unwrap();
+        let a_again = write_layer(&store, one.path(), Compression::default())
+            .unwrap()
+            .unwrap();
+        let b = write_layer(&store, two.path(), Compression::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(a, a_again);
+        assert_eq!(a, b);
+        let names = entry_names(&gunzip(&store.read_blob(&a.digest).unwrap()));
+        assert_eq!(
+            names,
+            [
+                "a.txt",
+                "b.txt",
+                "etc/",
+                "etc/conf.d/",
+                "z/",
+                "z/y/",
+                "z/y/file"
+            ]
+        );
+    }
+
+    #[test]
+    fn digest_size_and_diff_id_match_the_stored_blob() {
+        let (_d, store) = store();
+        let src = tempfile::tempdir().unwrap();
+        make_tree(src.path(), false);
+        let gz = write_layer(&store, src.path(), Compression::Gzip { level: 9 })
+            .unwrap()
+            .unwrap();
+        let blob = store.read_blob(&gz.digest).unwrap();
+        assert_eq!(Digest::of(&blob), gz.digest);
+        assert_eq!(blob.len() as u64, gz.size);
+        assert_eq!(Digest::of(&gunzip(&blob)), gz.diff_id);
+        assert_eq!(gz.media_type, kiln_image::media_type::OCI_LAYER_GZIP);
+
+        let plain = write_layer(&store, src.path(), Compression::None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(plain.digest, plain.diff_id);
+        assert_eq!(
+            plain.diff_id, gz.diff_id,
+            "the same tar under either compression"
+        );
+        assert_eq!(plain.media_type, kiln_image::media_type::OCI_LAYER);
+        assert!(matches!(
+            write_layer(&store, src.path(), Compression::Gzip { level: 10 }),
+            Err(LayerError::InvalidCompressionLevel(10))
+        ));
+    }
+
+    #[test]
+    fn empty_upper_adds_no_layer_and_leaves_no_temp_file() {
+        let (_d, store) = store();
+        let upper = tempfile::tempdir().unwrap();
+        assert_eq!(
+            write_layer(&store, upper.path(), Compression::default()).unwrap(),
+            None
+        );
+        assert_eq!(
+            std::fs::read_dir(store.root().join("tmp")).unwrap().count(),
+            0
+        );
+        assert_eq!(
+            std::fs::read_dir(store.root().join("blobs/sha256"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn headers_carry_metadata_links_and_long_names() {
+        let src = tempfile::tempdir().unwrap();
+        let root = src.path();
+        std::fs::write(root.join("suid"), b"x").unwrap();
+        rustix::fs::chown(
+            root.join("suid"),
+            Some(rustix::fs::Uid::from_raw(1000)),
+            Some(rustix::fs::Gid::from_raw(50)),
+        )
+        .unwrap();
+        std::fs::set_permissions(root.join("suid"), std::fs::Permissions::from_mode(0o4755))
+            .unwrap();
+        std::fs::hard_link(root.join("suid"), root.join("twin")).unwrap();
+        symlink("suid", root.join("link")).unwrap();
+        let long_dir = "d".repeat(120);
+        let long_name = format!("{long_dir}/{}", "f".repeat(130));
+        std::fs::create_dir(root.join(&long_dir)).unwrap();
+        std::fs::write(root.join(&long_name), b"long").unwrap();
+        rustix::fs::lsetxattr(
+            root.join("suid"),
+            "user.note",
+            b"hi",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        // Overlay's own xattrs never leave the host.
+        rustix::fs::lsetxattr(
+            root.join("suid"),
+            "trusted.overlay.origin",
+            b"o",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+
+        let (tar_bytes, count) = write_tar(root, SourceKind::Plain, Vec::new()).unwrap();
+        assert_eq!(count, 5);
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = String::from_utf8(entry.path_bytes().into_owned()).unwrap();
+            let h = entry.header().clone();
+            let xattrs: Vec<String> = entry
+                .pax_extensions()
+                .unwrap()
+                .map(|p| {
+                    p.filter_map(|r| r.ok())
+                        .filter_map(|r| r.key().ok().map(str::to_owned))
+                        .filter(|k| k.starts_with("SCHILY"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            match name.as_str() {
+                "suid" => {
+                    assert_eq!(h.mode().unwrap(), 0o4755);
+                    assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (1000, 50));
+                    assert_eq!(xattrs, ["SCHILY.xattr.user.note"]);
+                    assert_eq!(h.entry_type(), EntryType::Regular);
+                }
+                "twin" => {
+                    assert_eq!(h.entry_type(), EntryType::Link);
+                    assert_eq!(h.link_name_bytes().unwrap().as_ref(), b"suid");
+                }
+                "link" => assert_eq!(entry.link_name_bytes().unwrap().as_ref(), b"suid"),
+                n if n == long_name => assert_eq!(h.size().unwrap(), 4),
+                n if n == format!("{long_dir}/") => assert!(h.entry_type().is_dir()),
+                other => panic!("unexpected entry {other}"),
+            }
+            seen.push(name);
+        }
+        assert_eq!(seen.len(), 5);
+        assert_eq!(seen[0], format!("{long_dir}/"));
+    }
+
+    #[test]
+    fn name_fields_hold_short_split_and_overlong_names() {
+        let mut h = Header::new_ustar();
+        assert!(set_name(&mut h, b"short"));
+        assert_eq!(h.path_bytes().as_ref(), b"short");
+        let split = format!("{}/{}", "p".repeat(150), "n".repeat(99));
+        let mut h = Header::new_ustar();
+        assert!(set_name(&mut h, split.as_bytes()));
+        assert_eq!(h.path_bytes().as_ref(), split.as_bytes());
+        let mut h = Header::new_ustar();
+        assert!(!set_name(&mut h, "x".repeat(300).as_bytes()));
+    }
+}

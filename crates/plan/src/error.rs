@@ -1,0 +1,49 @@
+//! Errors of planning a build. Each names the instruction (by its span) that caused it.
+
+use kiln_dockerfile::{ExpandError, Span};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("the Dockerfile has no FROM instruction, so no build stage")]
+    NoStages,
+
+    #[error("line {}: {keyword} before the first FROM: only ARG may come before FROM", span.start_line)]
+    BeforeFirstFrom { span: Span, keyword: String },
+
+    #[error("line {}: base image name {word:?} is empty after expansion", span.start_line)]
+    EmptyBaseImage { span: Span, word: String },
+
+    #[error("line {}: {source}", span.start_line)]
+    Expand { span: Span, source: ExpandError },
+
+    #[error("line {}: duplicate stage name {name:?}, first used on line {first_line}", span.start_line)]
+    DuplicateStageName {
+        span: Span,
+        name: String,
+        first_line: usize,
+    },
+
+    #[error("line {}: {flag}={value:?} refers to a stage that is not defined before this one", span.start_line)]
+    StageNotYetDefined {
+        span: Span,
+        flag: &'static str,
+        value: String,
+    },
+
+    #[error("target stage {target:?} not found; the stages are: {}", names.join(", "))]
+    TargetNotFound { target: String, names: Vec<String> },
+}
+
+impl PlanError {
+    /// The offending instruction's position, when there is one.
+    pub fn span(&self) -> Option<Span> {
+        match self {
+            PlanError::NoStages | PlanError::TargetNotFound { .. } => None,
+            PlanError::BeforeFirstFrom { span, .. }
+            | PlanError::EmptyBaseImage { span, .. }
+            | PlanError::Expand { span, .. }
+            | PlanError::DuplicateStageName { span, .. }
+            | PlanError::StageNotYetDefined { span, .. } => Some(*span),
+        }
+    }
+}

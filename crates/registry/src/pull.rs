@@ -1,0 +1,404 @@
+//! Pulling an image into the store: resolve the manifest (through an index if there is one),
+//! then stream the config and missing layers into verified blobs.
+//!
+//! Manifests are written to the store last, so a manifest in the store always has all its blobs
+//! beside it, and a failed pull leaves only complete, verified blobs behind.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use kiln_image::{Descriptor, Digest, ImageConfig, Manifest, Platform};
+use kiln_store::{Store, StoreError};
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
+use tokio::sync::mpsc;
+
+use crate::RegistryClient;
+use crate::content::{
+    MANIFEST_ACCEPT, MAX_MANIFEST_SIZE, ManifestError, ParsedManifest, parse_manifest,
+};
+use crate::error::RegistryError;
+use crate::reference::Reference;
+use crate::transport::{Repo, check_status, read_capped};
+
+/// Layers downloaded at the same time.
+const CONCURRENT_DOWNLOADS: usize = 3;
+
+/// Progress of a pull, for progress lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullEvent {
+    /// The reference resolved to this manifest (or index) digest.
+    Resolved {
+        digest: Digest,
+    },
+    LayerStart {
+        digest: Digest,
+        size: u64,
+    },
+    LayerDone {
+        digest: Digest,
+    },
+    /// The layer was already in the store.
+    LayerCached {
+        digest: Digest,
+    },
+}
+
+/// What a pull produced. All of it is in the store.
+#[derive(Debug, Clone)]
+pub struct PulledImage {
+    /// The platform-specific image manifest (not the index).
+    pub manifest_digest: Digest,
+    pub manifest: Manifest,
+    pub config: ImageConfig,
+    pub config_digest: Digest,
+    /// The index the manifest was selected from, when the reference named one.
+    pub index_digest: Option<Digest>,
+}
+
+/// A manifest as fetched: exact bytes, their digest, and what they parse to.
+struct FetchedManifest {
+    bytes: Bytes,
+    digest: Digest,
+    parsed: ParsedManifest,
+}
+
+impl RegistryClient {
+    /// Pulls `reference` for `platform` into `store`. Blobs already in the store are not fetched.
+    pub async fn pull(
+        &self,
+        store: &Store,
+        reference: &Reference,
+        platform: &Platform,
+        on_event: &(dyn Fn(PullEvent) + Send + Sync),
+    ) -> Result<PulledImage, RegistryError> {
+        let repo = self.repo(reference, "pull")?;
+        let top = self
+            .fetch_manifest(
+                &repo,
+                reference,
+                &reference.manifest_reference(),
+                reference.digest(),
+            )
+            .await?;
+        on_event(PullEvent::Resolved {
+            digest: top.digest.clone(),
+        });
+
+        let (index, image) = match &top.parsed {
+            ParsedManifest::Image { .. } => (None, top),
+            ParsedManifest::Index { index, .. } => {
+                let Some(chosen) = index.select(platform) else {
+                    let available = index
+                        .manifests
+                        .iter()
+                        .filter(|d| kiln_image::media_type::is_manifest(&d.media_type))
+                        .filter_map(|d| d.platform.as_ref().map(ToString::to_string))
+                        .collect();
+                    return Err(RegistryError::PlatformNotFound {
+                        reference: reference.familiar(),
+                        wanted: platform.to_string(),
+                        available,
+                    });
+                };
+                let chosen = chosen.digest.clone();
+                let image = self
+                    .fetch_manifest(&repo, reference, &chosen.to_string(), Some(&chosen))
+                    .await?;
+                (Some(top), image)
+            }
+        };
+        let ParsedManifest::Image { manifest, .. } = &image.parsed else {
+            return Err(RegistryError::UnsupportedManifest {
+                reference: format!("{}@{}", reference.repository_with_registry(), image.digest),
+                media_type: format!(
+                    "{} (an index nested in an index)",
+                    image.parsed.media_type()
+                ),
+            });
+        };
+
+        let config_object = format!("config {}", manifest.config.digest);
+        if !store.has_blob(&manifest.config.digest) {
+            self.download_blob(store, &repo, &manifest.config, &config_object)
+                .await?;
+        }
+        let config_bytes = store
+            .read_blob(&manifest.config.digest)
+            .map_err(|e| store_error(&repo, &config_object, e))?;
+        let config: ImageConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| repo.protocol(&config_object, format!("invalid image config: {e}")))?;
+
+        let repo_ref = &repo;
+        futures_util::stream::iter(manifest.layers.iter().map(Ok))
+            .try_for_each_concurrent(CONCURRENT_DOWNLOADS, |layer| async move {
+                if store.has_blob(&layer.digest) {
+                    on_event(PullEvent::LayerCached {
+                        digest: layer.digest.clone(),
+                    });
+                    return Ok(());
+                }
+                on_event(PullEvent::LayerStart {
+                    digest: layer.digest.clone(),
+                    size: layer.size,
+                });
+                self.download_blob(store, repo_ref, layer, &format!("layer {}", layer.digest))
+                    .await?;
+                on_event(PullEvent::LayerDone {
+                    digest: layer.digest.clone(),
+                });
+                Ok::<(), RegistryError>(())
+            })
+            .await?;
+
+        store_manifest(store, &repo, &image)?;
+        if let Some(index) = &index {
+            store_manifest(store, &repo, index)?;
+        }
+        Ok(PulledImage {
+            manifest_digest: image.digest.clone(),
+            manifest: manifest.clone(),
+            config_digest: manifest.config.digest.clone(),
+            config,
+            index_digest: index.map(|i| i.digest),
+        })
+    }
+
+    /// The digest `reference` currently names (its manifest or index), asked with a HEAD request.
+    pub async fn resolve_manifest_digest(
+        &self,
+        reference: &Reference,
+    ) -> Result<Digest, RegistryError> {
+        let repo = self.repo(reference, "pull")?;
+        let name = reference.manifest_reference();
+        let object = format!("manifest {name}");
+        let url = repo.url(&format!("manifests/{name}"));
+        let response = self
+            .send(&repo, &object, |http| {
+                Ok(http.head(url.clone()).header(ACCEPT, MANIFEST_ACCEPT))
+            })
+            .await?;
+        let response = check_status(&repo, &object, response, &[StatusCode::OK]).await?;
+        match content_digest_header(response.headers()) {
+            Some(digest) => digest.map_err(|e| {
+                repo.protocol(
+                    &object,
+                    format!("invalid Docker-Content-Digest header: {e}"),
+                )
+            }),
+            // The header is optional in the spec; without it the bytes themselves tell.
+            None => Ok(self
+                .fetch_manifest(&repo, reference, &name, reference.digest())
+                .await?
+                .digest),
+        }
+    }
+
+    /// GETs a manifest by tag or digest and verifies it against `expected` (when pinned) or the
+    /// registry's `Docker-Content-Digest` header (when it sends one).
+    async fn fetch_manifest(
+        &self,
+        repo: &Repo,
+        reference: &Reference,
+        name: &str,
+        expected: Option<&Digest>,
+    ) -> Result<FetchedManifest, RegistryError> {
+        let object = format!("manifest {name}");
+        let url = repo.url(&format!("manifests/{name}"));
+        let response = self
+            .send(repo, &object, |http| {
+                Ok(http.get(url.clone()).header(ACCEPT, MANIFEST_ACCEPT))
+            })
+            .await?;
+        let response = check_status(repo, &object, response, &[StatusCode::OK]).await?;
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let header_digest = content_digest_header(response.headers())
+            .transpose()
+            .map_err(|e| repo.protocol(&object, e.to_string()))?;
+        let bytes = read_capped(repo, &object, response, MAX_MANIFEST_SIZE).await?;
+        let digest = Digest::of(&bytes);
+        if let Some(want) = expected.or(header_digest.as_ref())
+            && *want != digest
+        {
+            return Err(RegistryError::DigestMismatch {
+                registry: repo.registry.clone(),
+                repository: repo.repository.clone(),
+                object,
+                expected: want.clone(),
+                actual: digest,
+            });
+        }
+        let parsed = parse_manifest(content_type.as_deref(), &bytes).map_err(|e| match e {
+            ManifestError::Unsupported(media_type) => RegistryError::UnsupportedManifest {
+                reference: reference.familiar(),
+                media_type,
+            },
+            ManifestError::Invalid(message) => repo.protocol(&object, message),
+        })?;
+        Ok(FetchedManifest {
+            bytes,
+            digest,
+            parsed,
+        })
+    }
+
+    /// Streams a blob into the store. A blocking task does the file writes; the store only
+    /// publishes the blob if its digest and size match `descriptor`.
+    async fn download_blob(
+        &self,
+        store: &Store,
+        repo: &Repo,
+        descriptor: &Descriptor,
+        object: &str,
+    ) -> Result<(), RegistryError> {
+        let url = repo.url(&format!("blobs/{}", descriptor.digest));
+        let response = self
+            .send(repo, object, |http| Ok(http.get(url.clone())))
+            .await?;
+        let response = check_status(repo, object, response, &[StatusCode::OK]).await?;
+        if let Some(length) = response.content_length()
+            && length != descriptor.size
+        {
+            return Err(repo.protocol(
+                object,
+                format!(
+                    "registry sent {length} bytes, the manifest says {}",
+                    descriptor.size
+                ),
+            ));
+        }
+
+        let writer = store
+            .blob_writer()
+            .map_err(|e| store_error(repo, object, e))?;
+        let (chunks, mut receiver) = mpsc::channel::<Chunk>(16);
+        let expected = (descriptor.digest.clone(), descriptor.size);
+        let write_task =
+            tokio::task::spawn_blocking(move || write_chunks(writer, &mut receiver, expected));
+
+        let mut body = response.bytes_stream();
+        let mut received = 0u64;
+        let mut outcome = Ok(());
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    received += chunk.len() as u64;
+                    // Stop a server that keeps sending instead of writing it all to disk.
+                    if received > descriptor.size {
+                        outcome = Err(repo.protocol(
+                            object,
+                            format!(
+                                "registry sent more than the {} bytes the manifest says",
+                                descriptor.size
+                            ),
+                        ));
+                        break;
+                    }
+                    if chunks.send(Chunk::Data(chunk)).await.is_err() {
+                        break; // The writer failed; its error is reported below.
+                    }
+                }
+                Err(e) => {
+                    outcome = Err(repo.transfer(object, &e));
+                    break;
+                }
+            }
+        }
+        if outcome.is_ok() {
+            // Only an explicit end commits; a dropped sender discards the partial blob.
+            let _ = chunks.send(Chunk::End).await;
+        }
+        drop(chunks);
+        let written = write_task
+            .await
+            .map_err(|e| repo.protocol(object, format!("blob writer task failed: {e}")))?;
+        outcome?;
+        written.map_err(|e| store_error(repo, object, e))
+    }
+}
+
+enum Chunk {
+    Data(Bytes),
+    End,
+}
+
+fn write_chunks(
+    mut writer: kiln_store::BlobWriter,
+    receiver: &mut mpsc::Receiver<Chunk>,
+    (digest, size): (Digest, u64),
+) -> Result<(), StoreError> {
+    while let Some(chunk) = receiver.blocking_recv() {
+        match chunk {
+            Chunk::Data(bytes) => writer.write_all(&bytes).map_err(|source| StoreError::Io {
+                path: format!("temp file for blob {digest}").into(),
+                source,
+            })?,
+            Chunk::End => return writer.commit(Some((&digest, size))).map(drop),
+        }
+    }
+    Ok(()) // Aborted: dropping the writer deletes its temp file.
+}
+
+fn store_manifest(
+    store: &Store,
+    repo: &Repo,
+    manifest: &FetchedManifest,
+) -> Result<(), RegistryError> {
+    let object = format!("manifest {}", manifest.digest);
+    let mut writer = store
+        .blob_writer()
+        .map_err(|e| store_error(repo, &object, e))?;
+    writer.write_all(&manifest.bytes).map_err(|source| {
+        store_error(
+            repo,
+            &object,
+            StoreError::Io {
+                path: format!("temp file for {object}").into(),
+                source,
+            },
+        )
+    })?;
+    writer
+        .commit(Some((&manifest.digest, manifest.bytes.len() as u64)))
+        .map(drop)
+        .map_err(|e| store_error(repo, &object, e))
+}
+
+/// Store failures while pulling; a content mismatch is the registry's fault and says so.
+fn store_error(repo: &Repo, object: &str, error: StoreError) -> RegistryError {
+    match error {
+        StoreError::DigestMismatch { expected, actual } => RegistryError::DigestMismatch {
+            registry: repo.registry.clone(),
+            repository: repo.repository.clone(),
+            object: object.to_owned(),
+            expected,
+            actual,
+        },
+        StoreError::SizeMismatch {
+            expected, actual, ..
+        } => repo.protocol(
+            object,
+            format!("registry sent {actual} bytes, the manifest says {expected}"),
+        ),
+        source => RegistryError::Store {
+            registry: repo.registry.clone(),
+            repository: repo.repository.clone(),
+            object: object.to_owned(),
+            source: Box::new(source),
+        },
+    }
+}
+
+/// The `Docker-Content-Digest` response header, if present.
+pub(crate) fn content_digest_header(
+    headers: &HeaderMap,
+) -> Option<Result<Digest, kiln_image::DigestError>> {
+    headers
+        .get("docker-content-digest")
+        .map(|v| v.to_str().unwrap_or_default().trim().parse())
+}

@@ -1,0 +1,205 @@
+//! The namespace init, PID 1 of the sandbox: it builds the sandbox around itself, forks the
+//! process, and then supervises it.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::Mode;
+use rustix::mount::MountPropagationFlags;
+use rustix::process::Signal;
+use rustix::thread::UnshareFlags;
+
+use super::process::{self, Prepared};
+use super::{report_failure, rootfs, supervise};
+use crate::error::InitFailure;
+use crate::protocol::{InitRequest, StatusMessage, send};
+use crate::spec::NetworkMode;
+use crate::stubs::Stub;
+use crate::sys;
+use crate::user::resolve_user;
+
+/// Search path used to find `args[0]` when the process environment has no PATH (the value
+/// Docker puts in a container's default environment).
+const DEFAULT_SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Runs the namespace init to completion and returns its exit code.
+pub(super) fn run(request: &InitRequest, mut status: File) -> i32 {
+    let mut stubs = Vec::new();
+    let prepared = prepare(request, &mut stubs);
+    // Sent even after a failure: stubs made before it must still be cleaned up.
+    if !stubs.is_empty() && send(&mut status, &StatusMessage::Stubs(stubs)).is_err() {
+        return report_failure(
+            &mut status,
+            InitFailure::Setup {
+                step: "report stubs".into(),
+                message: "host is gone".into(),
+            },
+        );
+    }
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
+        Err(failure) => return report_failure(&mut status, failure),
+    };
+    match sys::fork() {
+        Err(e) => report_failure(&mut status, InitFailure::setup("fork the process")(e)),
+        Ok(None) => process::exec(&prepared, status),
+        Ok(Some(pid)) => {
+            drop(status);
+            supervise::supervise(pid)
+        }
+    }
+}
+
+fn prepare(request: &InitRequest, stubs: &mut Vec<Stub>) -> Result<Prepared, InitFailure> {
+    let spec = &request.sandbox;
+    // The outer init is our parent; if it is killed, the whole sandbox must go.
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
+        .map_err(|e| InitFailure::setup("set the parent-death signal")(e.into()))?;
+    rustix::process::umask(Mode::from_raw_mode(0o022));
+
+    let mut namespaces = UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;
+    if spec.network == NetworkMode::None {
+        namespaces |= UnshareFlags::NEWNET;
+    }
+    sys::unshare(namespaces).map_err(InitFailure::setup("create namespaces"))?;
+    // Nothing mounted from here on may propagate back to the host.
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .map_err(|e| InitFailure::setup("make mounts private")(e.into()))?;
+
+    rootfs::build_and_enter(request, stubs)?;
+
+    if !spec.hostname.is_empty() {
+        rustix::system::sethostname(spec.hostname.as_bytes()).map_err(|e| {
+            InitFailure::setup(format!("set hostname {:?}", spec.hostname))(e.into())
+        })?;
+    }
+    if spec.network == NetworkMode::None {
+        sys::set_loopback_up().map_err(InitFailure::setup("bring up the loopback interface"))?;
+    }
+
+    let process = &request.process;
+    let user = resolve_user(
+        process.user.as_deref(),
+        read_optional("/etc/passwd")?.as_deref(),
+        read_optional("/etc/group")?.as_deref(),
+    )?;
+    let cwd = Path::new("/").join(&process.cwd);
+    std::fs::create_dir_all(&cwd).map_err(InitFailure::setup(format!(
+        "create working directory {}",
+        cwd.display()
+    )))?;
+    rustix::process::chdir(&cwd).map_err(|e| {
+        InitFailure::setup(format!("enter working directory {}", cwd.display()))(e.into())
+    })?;
+
+    let search_path = process
+        .env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_SEARCH_PATH);
+    let program = find_executable(&process.args[0], search_path)?;
+    Ok(Prepared {
+        program: c_string(program.as_os_str().as_encoded_bytes(), "program path")?,
+        args: process
+            .args
+            .iter()
+            .map(|a| c_string(a.as_bytes(), "argument"))
+            .collect::<Result<_, _>>()?,
+        env: process
+            .env
+            .iter()
+            .map(|e| c_string(e.as_bytes(), "environment entry"))
+            .collect::<Result<_, _>>()?,
+        user,
+        set_groups: request.id_map.is_none(),
+    })
+}
+
+fn c_string(bytes: &[u8], what: &str) -> Result<CString, InitFailure> {
+    CString::new(bytes).map_err(|_| InitFailure::Setup {
+        step: "prepare the command".into(),
+        message: format!(
+            "{what} {:?} contains a NUL byte",
+            String::from_utf8_lossy(bytes)
+        ),
+    })
+}
+
+/// Reads a file of the container root, `None` if it does not exist.
+fn read_optional(path: &str) -> Result<Option<String>, InitFailure> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(InitFailure::setup(format!("read {path}"))(e)),
+    }
+}
+
+/// Finds `name` the way a shell does: as a path if it contains a slash, else in each directory
+/// of `search_path` (an empty entry meaning the current directory) as an executable file.
+pub(super) fn find_executable(name: &str, search_path: &str) -> Result<PathBuf, InitFailure> {
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    if !name.is_empty() {
+        for dir in search_path.split(':') {
+            let candidate = Path::new(if dir.is_empty() { "." } else { dir }).join(name);
+            if is_executable_file(&candidate) {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(InitFailure::ExecutableNotFound {
+        name: name.to_string(),
+    })
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn executable_lookup_follows_path_order_and_skips_non_executables() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir(&first).unwrap();
+        std::fs::create_dir(&second).unwrap();
+        std::fs::write(first.join("tool"), "").unwrap();
+        std::fs::write(second.join("tool"), "").unwrap();
+        std::fs::set_permissions(second.join("tool"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let search = format!("{}:{}", first.display(), second.display());
+        assert_eq!(
+            find_executable("tool", &search).unwrap(),
+            second.join("tool")
+        );
+        assert_eq!(
+            find_executable("missing", &search),
+            Err(InitFailure::ExecutableNotFound {
+                name: "missing".into()
+            })
+        );
+        assert_eq!(
+            find_executable("./x/y", &search).unwrap(),
+            PathBuf::from("./x/y")
+        );
+        assert!(find_executable("", &search).is_err());
+    }
+
+    #[test]
+    fn not_found_message_matches_docker() {
+        let message = InitFailure::ExecutableNotFound { name: "foo".into() }.to_string();
+        assert_eq!(message, "exec: \"foo\": executable file not found in $PATH");
+    }
+}

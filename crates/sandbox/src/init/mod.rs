@@ -1,0 +1,124 @@
+//! The re-executed side of the sandbox. `/proc/self/exe __kiln-sandbox-init SPEC_FD STATUS_FD`
+//! runs three generations, each single-threaded so that forking is safe:
+//!
+//! 1. the outer init (this module): reads the spec, creates the user namespace when rootless
+//!    and the PID namespace, forks, forwards signals to its child and exits with its code;
+//! 2. the namespace init ([`container`]), PID 1 of the new PID namespace: creates the other
+//!    namespaces, builds the root filesystem ([`rootfs`]), pivots into it, then forks the
+//!    process and acts as its init (signal forwarding, zombie reaping, [`supervise`]);
+//! 3. the process itself ([`process`]): drops to the requested user and executes.
+//!
+//! The outer init stays outside the new mount namespace, so when it reaps the namespace init
+//! every mount of the sandbox is already gone.
+
+mod container;
+mod process;
+mod rootfs;
+mod supervise;
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Read;
+
+use rustix::io::FdFlags;
+use rustix::thread::UnshareFlags;
+
+use crate::error::InitFailure;
+use crate::protocol::{INIT_MARKER, InitRequest, StatusMessage, send};
+use crate::sys;
+
+/// Exit status of an init that failed before executing the process (Docker uses 125 for
+/// "the container runtime failed"). The status pipe carries the reason.
+const SETUP_FAILED: i32 = 125;
+
+/// Runs the sandbox init and exits if this process was started as one; otherwise returns at
+/// once. Call it as the very first thing in `main`, before any thread is started.
+pub fn maybe_run_init() {
+    let mut args = std::env::args_os();
+    if args.nth(1).as_deref() != Some(OsStr::new(INIT_MARKER)) {
+        return;
+    }
+    let fds: Vec<Option<i32>> = args
+        .map(|a| a.to_str().and_then(|s| s.parse().ok()))
+        .collect();
+    let code = match fds[..] {
+        [Some(spec_fd), Some(status_fd)] => run_outer(spec_fd, status_fd),
+        _ => {
+            eprintln!("kiln sandbox init: expected SPEC_FD STATUS_FD arguments");
+            SETUP_FAILED
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run_outer(spec_fd: i32, status_fd: i32) -> i32 {
+    let status = match sys::take_inherited_fd(status_fd) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("kiln sandbox init: status pipe: {e}");
+            return SETUP_FAILED;
+        }
+    };
+    // Re-armed so that the user's process does not inherit it: its closing tells the host
+    // that exec succeeded.
+    let _ = rustix::io::fcntl_setfd(&status, FdFlags::CLOEXEC);
+    let mut status = File::from(status);
+
+    let request = match read_request(spec_fd).and_then(|r| enter_outer_namespaces(&r).map(|_| r)) {
+        Ok(request) => request,
+        Err(failure) => return report_failure(&mut status, failure),
+    };
+    match sys::fork() {
+        Err(e) => report_failure(
+            &mut status,
+            InitFailure::setup("fork the namespace init")(e),
+        ),
+        Ok(None) => container::run(&request, status),
+        Ok(Some(pid)) => {
+            drop(status);
+            supervise::supervise(pid)
+        }
+    }
+}
+
+/// Sends `failure` to the host (or, if the host is gone, to stderr) and gives the exit status
+/// for it.
+pub(crate) fn report_failure(status: &mut File, failure: InitFailure) -> i32 {
+    if send(status, &StatusMessage::Failed(failure.clone())).is_err() {
+        eprintln!("kiln sandbox init: {failure}");
+    }
+    SETUP_FAILED
+}
+
+fn read_request(spec_fd: i32) -> Result<InitRequest, InitFailure> {
+    let fd = sys::take_inherited_fd(spec_fd).map_err(InitFailure::setup("spec pipe"))?;
+    let mut json = Vec::new();
+    File::from(fd)
+        .read_to_end(&mut json)
+        .map_err(InitFailure::setup("read the spec"))?;
+    serde_json::from_slice(&json).map_err(|e| InitFailure::Setup {
+        step: "parse the spec".into(),
+        message: e.to_string(),
+    })
+}
+
+/// Creates the PID namespace (entered by the next child) and, when rootless, the user
+/// namespace owning all the others, mapping the caller to root.
+fn enter_outer_namespaces(request: &InitRequest) -> Result<(), InitFailure> {
+    sys::block_signals().map_err(InitFailure::setup("block signals"))?;
+    let Some(map) = request.id_map else {
+        return sys::unshare(UnshareFlags::NEWPID)
+            .map_err(InitFailure::setup("create the PID namespace"));
+    };
+    sys::unshare(UnshareFlags::NEWUSER | UnshareFlags::NEWPID)
+        .map_err(InitFailure::setup("create the user and PID namespaces"))?;
+    // setgroups must be denied before an unprivileged process may write its gid_map.
+    for (file, contents) in [
+        ("/proc/self/setgroups", "deny".to_string()),
+        ("/proc/self/uid_map", format!("0 {} 1\n", map.uid)),
+        ("/proc/self/gid_map", format!("0 {} 1\n", map.gid)),
+    ] {
+        std::fs::write(file, contents).map_err(InitFailure::setup(format!("write {file}")))?;
+    }
+    Ok(())
+}

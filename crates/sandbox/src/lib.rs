@@ -1,0 +1,39 @@
+//! Runs a process in Linux namespaces (mount, PID, IPC, UTS, network unless shared, user when
+//! not root) on an overlay root built from layer directories, the way a container runtime
+//! does. It knows nothing of images, layers or Dockerfiles.
+//!
+//! The binary using this crate must call [`maybe_run_init`] first thing in `main`: [`spawn`]
+//! re-executes `/proc/self/exe` as the sandbox's init, which sets up the namespaces and
+//! filesystem, then runs the process as a child of a small PID-1 init that forwards signals
+//! and reaps zombies.
+
+mod error;
+mod host;
+mod init;
+mod overlay;
+mod protocol;
+mod spec;
+mod stubs;
+mod sys;
+mod user;
+
+pub use error::{InitFailure, SandboxError};
+pub use host::{ExitCode, SandboxChild, spawn};
+pub use init::maybe_run_init;
+pub use overlay::OverlayMount;
+pub use spec::{BindMount, NetworkMode, ProcessSpec, SandboxSpec, Stdio};
+
+/// Moves the calling process into a mount namespace of its own whose mounts receive the
+/// host's but never propagate back, so every mount it makes (for example an
+/// [`OverlayMount`]) vanishes when it exits. Needs root, and must run before any thread is
+/// started: the kernel refuses to unshare the mount namespace of a multi-threaded process.
+pub fn enter_private_mount_namespace() -> Result<(), SandboxError> {
+    use rustix::mount::MountPropagationFlags;
+    sys::unshare(rustix::thread::UnshareFlags::NEWNS)
+        .map_err(SandboxError::io("create a private mount namespace"))?;
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
+    )
+    .map_err(|e| SandboxError::io("make / a slave mount")(e.into()))
+}

@@ -1,0 +1,248 @@
+//! Mounting a stack of layer directories as one filesystem: overlayfs in general, with the
+//! degenerate stacks (nothing, or a single read-only layer) handled without it. Used by the
+//! init for the sandbox root and, through [`OverlayMount`], by the engine on the host side.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rustix::mount::{
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, UnmountFlags,
+};
+
+use crate::error::SandboxError;
+
+/// Options that keep the upper dir a plain, self-contained diff: no index, no metadata-only
+/// copy-ups, no directory-rename redirects (renaming a lower dir then fails with EXDEV, and
+/// tools fall back to copying, as they do under Docker).
+const DIFF_FRIENDLY_OPTIONS: [(&str, &str); 3] = [
+    ("index", "off"),
+    ("metacopy", "off"),
+    ("redirect_dir", "off"),
+];
+
+/// Mounts `lowers` (topmost first) with an optional `(upper, work)` pair on `target`.
+/// `empty_lower` must be an empty directory; it is used when there is an upper but no lower,
+/// which overlayfs does not accept. `user_xattr` is needed inside a user namespace.
+pub(crate) fn mount_layers(
+    lowers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+    target: &Path,
+    empty_lower: &Path,
+    user_xattr: bool,
+) -> io::Result<()> {
+    match (lowers, upper) {
+        ([], None) => rustix::mount::mount(
+            "tmpfs",
+            target,
+            "tmpfs",
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+            c"mode=755",
+        )
+        .map_err(io::Error::from),
+        ([single], None) => {
+            rustix::mount::mount_bind(single, target)?;
+            rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
+                .map_err(io::Error::from)
+        }
+        ([], Some(_)) => mount_overlay(&[empty_lower.to_path_buf()], upper, target, user_xattr),
+        _ => mount_overlay(lowers, upper, target, user_xattr),
+    }
+}
+
+/// Mounts overlayfs, passing each lower dir separately through the new mount API so that
+/// neither the one-page limit on mount options nor commas and colons in paths are a problem;
+/// kernels without `lowerdir+` (before 6.8) get a classic escaped option string.
+fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+    target: &Path,
+    user_xattr: bool,
+) -> io::Result<()> {
+    match mount_overlay_fsconfig(lowers, upper, target, user_xattr) {
+        Err(FsconfigError::Unsupported) => {}
+        Err(FsconfigError::Failed(e)) => return Err(e),
+        Ok(()) => return Ok(()),
+    }
+    let data = legacy_options(lowers, upper, user_xattr);
+    let data = std::ffi::CString::new(data)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in a layer path"))?;
+    let flags = if upper.is_none() {
+        MountFlags::RDONLY
+    } else {
+        MountFlags::empty()
+    };
+    rustix::mount::mount("overlay", target, "overlay", flags, data.as_c_str())
+        .map_err(io::Error::from)
+}
+
+enum FsconfigError {
+    /// The kernel lacks the new mount API or `lowerdir+`; try the classic way.
+    Unsupported,
+    Failed(io::Error),
+}
+
+fn mount_overlay_fsconfig(
+    lowers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+    target: &Path,
+    user_xattr: bool,
+) -> Result<(), FsconfigError> {
+    use rustix::io::Errno;
+    use rustix::mount::{fsconfig_create, fsconfig_set_flag, fsconfig_set_string};
+    let failed = |e: Errno| FsconfigError::Failed(e.into());
+
+    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(|_| FsconfigError::Unsupported)?;
+    for (i, lower) in lowers.iter().enumerate() {
+        match fsconfig_set_string(&fs, "lowerdir+", lower) {
+            Err(Errno::INVAL) if i == 0 => return Err(FsconfigError::Unsupported),
+            other => other.map_err(failed)?,
+        }
+    }
+    if let Some((upper, work)) = upper {
+        fsconfig_set_string(&fs, "upperdir", upper).map_err(failed)?;
+        fsconfig_set_string(&fs, "workdir", work).map_err(failed)?;
+    }
+    for (key, value) in DIFF_FRIENDLY_OPTIONS {
+        fsconfig_set_string(&fs, key, value).map_err(failed)?;
+    }
+    if user_xattr {
+        fsconfig_set_flag(&fs, "userxattr").map_err(failed)?;
+    }
+    fsconfig_create(&fs).map_err(failed)?;
+    let attrs = if upper.is_none() {
+        MountAttrFlags::MOUNT_ATTR_RDONLY
+    } else {
+        MountAttrFlags::empty()
+    };
+    let mount =
+        rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(failed)?;
+    rustix::mount::move_mount(
+        &mount,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(failed)
+}
+
+/// The classic `lowerdir=a:b,upperdir=...` string, with `\`, `:` and `,` escaped by a backslash
+/// as overlayfs's option parser expects.
+fn legacy_options(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, user_xattr: bool) -> String {
+    fn escape(path: &Path) -> String {
+        let mut out = String::new();
+        for c in path.to_string_lossy().chars() {
+            if matches!(c, '\\' | ':' | ',') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out
+    }
+    let lowers: Vec<String> = lowers.iter().map(|l| escape(l)).collect();
+    let mut options = vec![format!("lowerdir={}", lowers.join(":"))];
+    if let Some((upper, work)) = upper {
+        options.push(format!("upperdir={}", escape(upper)));
+        options.push(format!("workdir={}", escape(work)));
+    }
+    options.extend(
+        DIFF_FRIENDLY_OPTIONS
+            .iter()
+            .map(|(k, v)| format!("{k}={v}")),
+    );
+    if user_xattr {
+        options.push("userxattr".to_string());
+    }
+    options.join(",")
+}
+
+/// A layer stack mounted on the host side (in the caller's mount namespace), unmounted on drop.
+/// Read-only when there is no upper dir.
+#[derive(Debug)]
+pub struct OverlayMount {
+    target: PathBuf,
+    mounted: bool,
+    /// Kept alive as the stand-in lower dir of an upper-only mount.
+    _empty_lower: Option<tempfile::TempDir>,
+}
+
+impl OverlayMount {
+    /// Mounts `lower_dirs` (topmost first) and, if given, the `(upper, work)` pair on the
+    /// existing directory `target`. Needs CAP_SYS_ADMIN in the caller's mount namespace.
+    pub fn mount(
+        lower_dirs: &[PathBuf],
+        upper: Option<(&Path, &Path)>,
+        target: &Path,
+    ) -> Result<Self, SandboxError> {
+        let empty_lower = match (lower_dirs, upper) {
+            ([], Some(_)) => Some(
+                tempfile::Builder::new()
+                    .prefix("kiln-empty-lower-")
+                    .tempdir()
+                    .map_err(SandboxError::io("create an empty lower dir"))?,
+            ),
+            _ => None,
+        };
+        let empty_path = empty_lower
+            .as_ref()
+            .map(|d| d.path())
+            .unwrap_or(Path::new("/"));
+        let user_xattr = !rustix::process::geteuid().is_root();
+        mount_layers(lower_dirs, upper, target, empty_path, user_xattr).map_err(
+            SandboxError::io(format!(
+                "mount {} layer(s){} on {}",
+                lower_dirs.len(),
+                if upper.is_some() {
+                    " with an upper dir"
+                } else {
+                    ""
+                },
+                target.display()
+            )),
+        )?;
+        Ok(OverlayMount {
+            target: target.to_path_buf(),
+            mounted: true,
+            _empty_lower: empty_lower,
+        })
+    }
+
+    /// Where the merged filesystem is visible.
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+
+    /// Unmounts now, reporting failure (dropping unmounts too, lazily if busy, silently).
+    pub fn unmount(mut self) -> Result<(), SandboxError> {
+        self.mounted = false;
+        rustix::mount::unmount(&self.target, UnmountFlags::empty())
+            .map_err(|e| SandboxError::io(format!("unmount {}", self.target.display()))(e.into()))
+    }
+}
+
+impl Drop for OverlayMount {
+    fn drop(&mut self) {
+        if self.mounted && rustix::mount::unmount(&self.target, UnmountFlags::empty()).is_err() {
+            let _ = rustix::mount::unmount(&self.target, UnmountFlags::DETACH);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_options_escape_separators_and_keep_order() {
+        let lowers = [PathBuf::from("/l/top"), PathBuf::from("/l/a:b,c")];
+        let options = legacy_options(&lowers, Some((Path::new("/u"), Path::new("/w"))), false);
+        assert_eq!(
+            options,
+            "lowerdir=/l/top:/l/a\\:b\\,c,upperdir=/u,workdir=/w,index=off,metacopy=off,redirect_dir=off"
+        );
+        let options = legacy_options(&lowers[..1], None, true);
+        assert!(options.ends_with(",userxattr"), "{options}");
+        assert!(!options.contains("upperdir"));
+    }
+}

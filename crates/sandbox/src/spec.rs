@@ -1,0 +1,92 @@
+//! The caller-facing description of a sandbox (filesystem, network, mounts) and of the process
+//! to run in it. These types are also what the host serializes to the init.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The environment a sandboxed process runs in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// Read-only layers, topmost first. May be empty (a `FROM scratch` root).
+    pub lower_dirs: Vec<PathBuf>,
+    /// Overlay upper directory: every change the process makes lands here.
+    pub upper_dir: PathBuf,
+    /// Overlay work directory: empty, on the same filesystem as `upper_dir`, and not nested
+    /// inside it (nor it inside this).
+    pub work_dir: PathBuf,
+    pub network: NetworkMode,
+    pub hostname: String,
+    /// Extra bind mounts, applied after the standard ones, in order.
+    pub mounts: Vec<BindMount>,
+}
+
+/// How the sandbox is connected to the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum NetworkMode {
+    /// A fresh network namespace with only a loopback interface (brought up).
+    None,
+    /// The host's network namespace, shared.
+    Host,
+}
+
+/// A host path made visible inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    /// Host path (file or directory); must exist.
+    pub source: PathBuf,
+    /// Absolute path inside the sandbox; created (and cleaned up afterwards) if missing.
+    pub target: String,
+    pub readonly: bool,
+}
+
+/// The process to run inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// Command line; `args[0]` is looked up in the `PATH` of `env` unless it contains a slash.
+    pub args: Vec<String>,
+    /// The exact environment (`KEY=value`) the process gets; nothing is added.
+    pub env: Vec<String>,
+    /// Working directory inside the sandbox; created if missing, as Docker does for WORKDIR.
+    pub cwd: String,
+    /// `user`, `uid`, `user:group` or `uid:gid`; `None` runs as root (uid 0, gid 0).
+    pub user: Option<String>,
+}
+
+/// The standard streams of the sandboxed process.
+#[derive(Debug)]
+pub struct Stdio {
+    pub stdin: std::process::Stdio,
+    pub stdout: std::process::Stdio,
+    pub stderr: std::process::Stdio,
+}
+
+impl Stdio {
+    /// All three streams shared with the caller (for `kiln run`).
+    pub fn inherit() -> Self {
+        Stdio {
+            stdin: std::process::Stdio::inherit(),
+            stdout: std::process::Stdio::inherit(),
+            stderr: std::process::Stdio::inherit(),
+        }
+    }
+
+    /// No stdin, stdout and stderr captured through pipes (for build steps).
+    pub fn piped() -> Self {
+        Stdio {
+            stdin: std::process::Stdio::null(),
+            stdout: std::process::Stdio::piped(),
+            stderr: std::process::Stdio::piped(),
+        }
+    }
+
+    /// All three streams connected to /dev/null.
+    pub fn null() -> Self {
+        Stdio {
+            stdin: std::process::Stdio::null(),
+            stdout: std::process::Stdio::null(),
+            stderr: std::process::Stdio::null(),
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The few raw system calls the sandbox needs that have no safe wrapper: fork, execve, signal
+//! masks, inherited fds, `unshare` and the loopback ioctl.
+// Unsafe is confined to this module because these calls are inherently unsafe FFI; each block
+// is a single call whose preconditions are stated beside it.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// Signals that report faults of this very process; they must stay deliverable.
+const SYNCHRONOUS_SIGNALS: [libc::c_int; 7] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGILL,
+    libc::SIGTRAP,
+    libc::SIGSYS,
+    libc::SIGABRT,
+];
+
+/// Makes `fds` survive the `exec` of `command` (they are created close-on-exec so that no other
+/// concurrently spawned child inherits them).
+pub(crate) fn keep_fds_across_exec(command: &mut Command, fds: Vec<RawFd>) {
+    let hook = move || {
+        for &fd in &fds {
+            // SAFETY: fcntl on an fd number only changes that fd's flags; it is
+            // async-signal-safe, as required between fork and exec.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only calls fcntl, which is async-signal-safe and allocates nothing.
+    unsafe { command.pre_exec(hook) };
+}
+
+/// Takes ownership of an fd inherited through exec, after checking it is open.
+pub(crate) fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only queries the fd's flags.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("fd {fd} is not open"),
+        ));
+    }
+    // SAFETY: the fd is open and was handed to this process for its exclusive use by the host
+    // (nothing else in the init refers to it by number).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `fork()`. Returns `None` in the child, the child's pid in the parent. Refuses to run in a
+/// multi-threaded process, where the child could inherit locks held by other threads.
+pub(crate) fn fork() -> io::Result<Option<i32>> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "cannot fork: process has {threads} threads"
+        )));
+    }
+    // SAFETY: the process is single-threaded (checked above), so the child's memory is
+    // consistent and every libc function remains usable in it.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(pid)),
+    }
+}
+
+/// `unshare(flags)`.
+pub(crate) fn unshare(flags: rustix::thread::UnshareFlags) -> io::Result<()> {
+    // SAFETY: the caller never passes CLONE_FILES, the flag that can invalidate fds seen by
+    // other threads; namespace flags affect only future mounts/children.
+    unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(io::Error::from)
+}
+
+fn forwardable_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigfillset/sigdelset only write into it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        for sig in SYNCHRONOUS_SIGNALS {
+            libc::sigdelset(&mut set, sig);
+        }
+        set
+    }
+}
+
+/// Blocks every asynchronous signal so that [`wait_for_signal`] can collect them, including
+/// those a PID namespace init would otherwise drop for lack of a handler.
+pub(crate) fn block_signals() -> io::Result<()> {
+    let set = forwardable_signals();
+    // SAFETY: `set` is a valid signal set; the old mask is not wanted.
+    let rc = unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Waits for one of the signals blocked by [`block_signals`] and returns its number.
+pub(crate) fn wait_for_signal() -> io::Result<i32> {
+    let set = forwardable_signals();
+    loop {
+        // SAFETY: `set` is valid; a null info pointer is allowed.
+        let sig = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+        if sig != -1 {
+            return Ok(sig);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Gives the process about to exec a clean signal state: nothing blocked and every disposition
+/// at its default (SIGPIPE in particular, which the Rust runtime ignores and exec would keep).
+pub(crate) fn reset_signals() -> io::Result<()> {
+    for sig in 1..libc::SIGRTMIN() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL involves no handler code.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: an empty set is valid; the old mask is not wanted.
+    let rc = unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut())
+    };
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `kill(pid, sig)`; works for real-time signals too, unlike rustix's `Signal`.
+pub(crate) fn send_signal(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill has no memory-safety preconditions.
+    if unsafe { libc::kill(pid, sig) } == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Marks every fd from 3 up close-on-exec, so the process inherits only stdin/out/err.
+pub(crate) fn cloexec_fds_from_3() -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on fds.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11 lack CLOSE_RANGE_CLOEXEC: walk the fd table instead.
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: setting FD_CLOEXEC changes only flags; a stale number just fails with EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// `execve(path, argv, envp)`; only returns on failure.
+pub(crate) fn execve(path: &CStr, args: &[CString], env: &[CString]) -> io::Error {
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: path, argv and envp are NUL-terminated C strings kept alive by the borrowed
+    // slices for the duration of the call, and both arrays end with a null pointer.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// Sets IFF_UP on the `lo` interface of the current network namespace.
+pub(crate) fn set_loopback_up() -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let socket = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )?;
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads into the ifreq we own, which names a NUL-terminated interface.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: as above; SIOCSIFFLAGS only reads the ifreq.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! The build driver: parse, plan, then build each needed stage in order and write the image.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use kiln_dockerfile::{Dockerfile, Span};
+use kiln_image::{Digest, ImageConfig, Platform};
+use kiln_plan::{Base, BuildOptions, BuildPlan};
+use kiln_registry::{Reference, RegistryClient};
+use kiln_sandbox::NetworkMode;
+use kiln_store::Store;
+
+use crate::context::BuildContext;
+use crate::error::{Location, Result, SolveError};
+use crate::images::{StoredImage, resolve_image, write_image};
+use crate::progress::{Progress, ProgressEvent};
+use crate::stage::{StageBuilder, StageState};
+
+/// Everything `kiln build` was asked to do.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The build context directory.
+    pub context_dir: PathBuf,
+    /// The Dockerfile (`-f`); defaults to `<context>/Dockerfile`.
+    pub dockerfile: Option<PathBuf>,
+    pub tags: Vec<Reference>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub network: NetworkMode,
+    pub no_cache: bool,
+    /// Re-resolve base image tags against their registries.
+    pub pull: bool,
+    pub platform: Platform,
+}
+
+/// What a successful build produced.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    pub image: StoredImage,
+    pub tags: Vec<String>,
+}
+
+/// The engine: a store, a registry client and a runtime to drive the client on.
+#[derive(Debug)]
+pub struct Engine {
+    pub store: Store,
+    pub registry: RegistryClient,
+    pub rt: tokio::runtime::Handle,
+}
+
+/// The parsed Dockerfile and where it came from, for error locations.
+pub(crate) struct Source {
+    pub path: PathBuf,
+    pub text: String,
+    pub dockerfile: Dockerfile,
+}
+
+impl Source {
+    pub fn location(&self, span: &Span) -> Box<Location> {
+        location_in(&self.path, &self.text, span.start_line, span.col, 1)
+    }
+
+    /// The first line, for errors about the Dockerfile as a whole (no FROM, unknown target).
+    pub fn dockerfile_end(&self) -> Span {
+        Span::line(1)
+    }
+}
+
+/// A [`Location`] for line `line`, column `col` of `text`.
+pub(crate) fn location_in(
+    path: &Path,
+    text: &str,
+    line: usize,
+    col: usize,
+    len: usize,
+) -> Box<Location> {
+    let line_text = text
+        .lines()
+        .nth(line.saturating_sub(1))
+        .unwrap_or("")
+        .trim_end_matches('\r')
+        .to_owned();
+    Box::new(Location {
+        file: path.to_owned(),
+        line,
+        col: col.max(1),
+        len: len.max(1),
+        line_text,
+    })
+}
+
+impl Engine {
+    pub fn new(store: Store, registry: RegistryClient, rt: tokio::runtime::Handle) -> Self {
+        Engine {
+            store,
+            registry,
+            rt,
+        }
+    }
+
+    /// Runs a build to completion. Blocking: call it from a thread that is not a runtime worker.
+    pub fn build(&self, req: &BuildRequest, progress: Progress<'_>) -> Result<BuildResult> {
+        let path = req
+            .dockerfile
+            .clone()
+            .unwrap_or_else(|| req.context_dir.join("Dockerfile"));
+        let text = std::fs::read_to_string(&path).map_err(|source| SolveError::ReadFile {
+            path: path.clone(),
+            source,
+        })?;
+        let dockerfile = kiln_dockerfile::parse(&text).map_err(|e| SolveError::Dockerfile {
+            location: location_in(&path, &text, e.span.start_line, e.span.col, 1),
+            message: e.message.clone(),
+        })?;
+        let src = Source {
+            path,
+            text,
+            dockerfile,
+        };
+        let opts = BuildOptions {
+            build_args: req.build_args.clone(),
+            target: req.target.clone(),
+            platform: req.platform.clone(),
+            build_platform: Platform::host(),
+        };
+        let plan = kiln_plan::plan(&src.dockerfile, &opts).map_err(|e| SolveError::Dockerfile {
+            location: src.location(&e.span().unwrap_or_else(|| src.dockerfile_end())),
+            message: e.to_string(),
+        })?;
+        for arg in &plan.unused_build_args {
+            progress(ProgressEvent::Warning(format!(
+                "build-arg {arg:?} was given but not consumed by any ARG"
+            )));
+        }
+        let context = BuildContext::open(&req.context_dir)?;
+        let image = self.build_plan(&src, &plan, &context, req, progress)?;
+        progress(ProgressEvent::ImageWritten {
+            manifest: image.manifest_digest.clone(),
+            config: image.config_digest.clone(),
+        });
+        let mut tags = Vec::new();
+        for tag in &req.tags {
+            self.store
+                .set_name(&tag.to_string(), &image.manifest_digest)?;
+            progress(ProgressEvent::Tagged(tag.familiar()));
+            tags.push(tag.to_string());
+        }
+        Ok(BuildResult { image, tags })
+    }
+
+    fn build_plan(
+        &self,
+        src: &Source,
+        plan: &BuildPlan,
+        context: &BuildContext,
+        req: &BuildRequest,
+        progress: Progress<'_>,
+    ) -> Result<StoredImage> {
+        // Stages only ever depend on earlier stages, so Dockerfile order is a valid schedule.
+        let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
+        for stage in plan.stages.iter().filter(|s| s.needed) {
+            let state = match &stage.base {
+                Base::Scratch => StageState::scratch(&req.platform),
+                Base::Stage(i) => done.get(i).cloned().ok_or_else(|| {
+                    SolveError::Other(format!("stage {i} was not built before it was needed"))
+                })?,
+                Base::Image(name) => {
+                    let at = |message: String| SolveError::Dockerfile {
+                        location: src.location(&stage.from.span),
+                        message,
+                    };
+                    let reference: Reference = name
+                        .parse()
+                        .map_err(|e: kiln_registry::ReferenceError| at(e.to_string()))?;
+                    let image = resolve_image(
+                        &self.store,
+                        &self.registry,
+                        &self.rt,
+                        &reference,
+                        &req.platform,
+                        req.pull,
+                        progress,
+                    )
+                    .map_err(|e| {
+                        at(format!(
+                            "failed to resolve base image {}: {e}",
+                            reference.familiar()
+                        ))
+                    })?;
+                    StageState::from_image(&image)
+                }
+            };
+            let builder = StageBuilder {
+                engine: self,
+                src,
+                plan,
+                stage,
+                context,
+                req,
+                built: &done,
+                progress,
+            };
+            let state = builder.run(state)?;
+            done.insert(stage.index, state);
+        }
+        let target = done
+            .remove(&plan.target)
+            .ok_or_else(|| SolveError::Other("the target stage was not built".into()))?;
+        self.finish_image(target, &req.platform)
+    }
+
+    fn finish_image(&self, state: StageState, platform: &Platform) -> Result<StoredImage> {
+        let mut config: ImageConfig = state.config;
+        config.created = state.last_created.clone();
+        config.os = platform.os.clone();
+        config.architecture = platform.architecture.clone();
+        config.variant = platform.variant.clone();
+        write_image(&self.store, &config, state.layers)
+    }
+
+    /// The digest a cache lookup for a base image is pinned to.
+    pub fn base_key(image: &StoredImage) -> Digest {
+        image.manifest_digest.clone()
+    }
+}

@@ -1,0 +1,461 @@
+//! Source trees for COPY/ADD: the build context (filtered by `.dockerignore`) and another stage's
+//! root filesystem (`COPY --from`).
+//!
+//! A source pattern is resolved the way BuildKit does it: relative to the tree root (a leading
+//! `/` means the root too, `..` never climbs above it), wildcard components are Go
+//! `filepath.Match` globs matched one component at a time, and symlinks met on the way are
+//! resolved as if the tree root were `/` (a chroot), so nothing outside the tree is ever named.
+//! A source that is itself a symlink is taken as the link, not its target. Paths excluded by
+//! `.dockerignore` are invisible: they neither match nor get walked.
+//!
+//! The walk of a source (`Source::entries`) and the cache hash over it live in `walk`, so COPY
+//! and the cache see exactly the same set of files.
+
+mod walk;
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs::Metadata;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use kiln_image::Digest;
+
+use crate::dockerignore::{
+    GlobError, IgnoreError, IgnoreMatcher, compile_component_glob, contains_wildcards, go_clean,
+};
+
+pub use walk::{SourceEntries, SourceEntry, hash_sources};
+
+/// Linux gives up after 40 symlinks in one resolution; so do we.
+const MAX_SYMLINKS: usize = 40;
+
+/// Which kind of tree a pattern was resolved in, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeKind {
+    Context,
+    Rootfs,
+}
+
+impl std::fmt::Display for TreeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TreeKind::Context => "build context",
+            TreeKind::Rootfs => "source stage filesystem",
+        })
+    }
+}
+
+/// Errors resolving, walking or hashing sources.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("build context {path}: {source}")]
+    OpenRoot {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("build context {path} is not a directory")]
+    RootNotDirectory { path: PathBuf },
+    #[error(transparent)]
+    Ignore(#[from] IgnoreError),
+    #[error("{pattern:?}: not found in {tree}{}", if *.excluded { " (it exists but is excluded by .dockerignore)" } else { "" })]
+    NoSourceMatch {
+        pattern: String,
+        tree: TreeKind,
+        /// Something matched but `.dockerignore` hides it.
+        excluded: bool,
+    },
+    #[error("{pattern:?}: bad wildcard pattern: {reason}")]
+    BadPattern { pattern: String, reason: GlobError },
+    #[error("{pattern:?}: too many levels of symbolic links")]
+    SymlinkLoop { pattern: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type Result<T, E = ContextError> = std::result::Result<T, E>;
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ContextError + '_ {
+    move |source| ContextError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The directory a build was started with, and its `.dockerignore`.
+///
+/// The Dockerfile and `.dockerignore` themselves stay readable through `root()` even when the
+/// ignore file excludes them; only COPY/ADD sources are filtered.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    root: PathBuf,
+    ignore: Arc<IgnoreMatcher>,
+}
+
+impl BuildContext {
+    /// Opens a context directory and reads its `.dockerignore` (none → nothing excluded).
+    pub fn open(dir: &Path) -> Result<Self> {
+        let root = std::fs::canonicalize(dir).map_err(|source| ContextError::OpenRoot {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if !root.is_dir() {
+            return Err(ContextError::RootNotDirectory { path: root });
+        }
+        let ignore = IgnoreMatcher::from_context(&root)?;
+        Ok(BuildContext {
+            root,
+            ignore: Arc::new(ignore),
+        })
+    }
+
+    /// The context directory (canonical).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The parsed `.dockerignore`.
+    pub fn ignore(&self) -> &IgnoreMatcher {
+        &self.ignore
+    }
+
+    /// Resolves COPY/ADD source patterns; see the module docs for the rules.
+    pub fn resolve_sources(&self, patterns: &[String]) -> Result<Vec<Source>> {
+        self.tree().resolve_sources(patterns)
+    }
+
+    /// The build-cache hash of a source set (see [`hash_sources`]).
+    pub fn hash_sources(&self, sources: &[Source]) -> Result<Digest> {
+        hash_sources(sources)
+    }
+
+    fn tree(&self) -> TreeRef<'_> {
+        TreeRef {
+            root: &self.root,
+            ignore: (!self.ignore.is_empty()).then_some(&self.ignore),
+            kind: TreeKind::Context,
+        }
+    }
+}
+
+/// Where COPY takes its sources from.
+#[derive(Debug, Clone)]
+pub enum SourceTree {
+    /// The build context, filtered by `.dockerignore`.
+    Context(BuildContext),
+    /// Another stage's (or image's) root filesystem: no ignore file, symlinks confined to it.
+    Rootfs(PathBuf),
+}
+
+impl SourceTree {
+    /// The directory the tree is rooted at.
+    pub fn root(&self) -> &Path {
+        match self {
+            SourceTree::Context(context) => context.root(),
+            SourceTree::Rootfs(root) => root,
+        }
+    }
+
+    /// Resolves COPY/ADD source patterns inside this tree.
+    pub fn resolve_sources(&self, patterns: &[String]) -> Result<Vec<Source>> {
+        match self {
+            SourceTree::Context(context) => context.resolve_sources(patterns),
+            SourceTree::Rootfs(root) => TreeRef {
+                root,
+                ignore: None,
+                kind: TreeKind::Rootfs,
+            }
+            .resolve_sources(patterns),
+        }
+    }
+
+    /// The build-cache hash of a source set (see [`hash_sources`]).
+    pub fn hash_sources(&self, sources: &[Source]) -> Result<Digest> {
+        hash_sources(sources)
+    }
+}
+
+/// One resolved COPY source.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Where the source is on the host (symlinks in its parents already resolved).
+    pub host_path: PathBuf,
+    /// The path as the pattern matched it, relative to the tree root (`""` for the root).
+    pub rel_path: String,
+    /// A directory source copies its contents.
+    pub is_dir: bool,
+    filter: Option<SourceFilter>,
+}
+
+impl Source {
+    /// The source and, for a directory, every visible descendant in sorted order, without
+    /// following symlinks.
+    pub fn entries(&self) -> SourceEntries {
+        SourceEntries::new(self)
+    }
+}
+
+/// The `.dockerignore` view a context source carries into its walk.
+#[derive(Debug, Clone)]
+struct SourceFilter {
+    ignore: Arc<IgnoreMatcher>,
+    /// The source's real path relative to the context root, as the matcher expects it.
+    base: String,
+}
+
+impl SourceFilter {
+    fn tree_path(&self, rel: &str) -> String {
+        match (self.base.is_empty(), rel.is_empty()) {
+            (true, _) => rel.to_string(),
+            (false, true) => self.base.clone(),
+            (false, false) => format!("{}/{rel}", self.base),
+        }
+    }
+}
+
+struct TreeRef<'a> {
+    root: &'a Path,
+    ignore: Option<&'a Arc<IgnoreMatcher>>,
+    kind: TreeKind,
+}
+
+/// A path resolved inside a tree: relative to the root, free of symlinks except maybe the last.
+struct Resolved {
+    rel: PathBuf,
+    metadata: Metadata,
+}
+
+impl TreeRef<'_> {
+    fn resolve_sources(&self, patterns: &[String]) -> Result<Vec<Source>> {
+        let mut sources = Vec::new();
+        for pattern in patterns {
+            sources.extend(self.resolve_pattern(pattern)?);
+        }
+        Ok(sources)
+    }
+
+    fn no_match(&self, pattern: &str, excluded: bool) -> ContextError {
+        ContextError::NoSourceMatch {
+            pattern: pattern.to_string(),
+            tree: self.kind,
+            excluded,
+        }
+    }
+
+    fn resolve_pattern(&self, pattern: &str) -> Result<Vec<Source>> {
+        // Cleaning as an absolute path drops any `..` that would climb above the root.
+        let cleaned = go_clean(&format!("/{pattern}"));
+        let components: Vec<&str> = cleaned.split('/').filter(|c| !c.is_empty()).collect();
+        let first_wildcard = components.iter().position(|c| contains_wildcards(c));
+        let Some(first_wildcard) = first_wildcard else {
+            let resolved = self
+                .resolve_confined(&components, false, pattern)?
+                .ok_or_else(|| self.no_match(pattern, false))?;
+            let source = self.source(&resolved, components.join("/"));
+            if !self.is_visible(&source)? {
+                return Err(self.no_match(pattern, true));
+            }
+            return Ok(vec![source]);
+        };
+
+        let globs = components[first_wildcard..]
+            .iter()
+            .map(|component| compile_component_glob(component))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| ContextError::BadPattern {
+                pattern: pattern.to_string(),
+                reason,
+            })?;
+        let base = self
+            .resolve_confined(&components[..first_wildcard], true, pattern)?
+            .filter(|base| base.metadata.is_dir())
+            .ok_or_else(|| self.no_match(pattern, false))?;
+        // (real path relative to root, path as matched)
+        let mut level = vec![(base.rel, components[..first_wildcard].join("/"))];
+        let mut hidden_match = false;
+        for (depth, glob) in globs.iter().enumerate() {
+            let is_last = depth + 1 == globs.len();
+            let mut next = Vec::new();
+            for (dir_rel, matched) in &level {
+                let dir_host = self.root.join(dir_rel);
+                let mut children = std::fs::read_dir(&dir_host)
+                    .map_err(io_error(&dir_host))?
+                    .map(|entry| entry.map(|entry| entry.file_name()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(io_error(&dir_host))?;
+                children.sort();
+                for name in children {
+                    let name_text = name.to_string_lossy();
+                    if !glob.is_match(&name_text) {
+                        continue;
+                    }
+                    let child_rel = dir_rel.join(&name);
+                    let child_host = self.root.join(&child_rel);
+                    let metadata =
+                        std::fs::symlink_metadata(&child_host).map_err(io_error(&child_host))?;
+                    // Like filepath.Walk, intermediate components only descend real directories.
+                    if !is_last && !metadata.is_dir() {
+                        continue;
+                    }
+                    let child_matched = join_rel(matched, &name_text);
+                    let resolved = Resolved {
+                        rel: child_rel,
+                        metadata,
+                    };
+                    if is_last {
+                        let source = self.source(&resolved, child_matched);
+                        if self.is_visible(&source)? {
+                            next.push((resolved.rel, source.rel_path));
+                        } else {
+                            hidden_match = true;
+                        }
+                    } else if self.may_include_below(&resolved.rel) {
+                        next.push((resolved.rel, child_matched));
+                    }
+                }
+            }
+            level = next;
+        }
+        if level.is_empty() {
+            return Err(self.no_match(pattern, hidden_match));
+        }
+        level
+            .into_iter()
+            .map(|(rel, matched)| {
+                let host = self.root.join(&rel);
+                let metadata = std::fs::symlink_metadata(&host).map_err(io_error(&host))?;
+                Ok(self.source(&Resolved { rel, metadata }, matched))
+            })
+            .collect()
+    }
+
+    fn source(&self, resolved: &Resolved, rel_path: String) -> Source {
+        Source {
+            host_path: self.root.join(&resolved.rel),
+            rel_path,
+            is_dir: resolved.metadata.is_dir(),
+            filter: self.ignore.map(|ignore| SourceFilter {
+                ignore: Arc::clone(ignore),
+                base: path_to_slash(&resolved.rel),
+            }),
+        }
+    }
+
+    fn may_include_below(&self, rel: &Path) -> bool {
+        self.ignore
+            .is_none_or(|ignore| ignore.may_include_below(&path_to_slash(rel)))
+    }
+
+    /// A source is visible unless excluded; an excluded directory still shows when an exception
+    /// re-includes something inside it (BuildKit then sends the directory with that content).
+    fn is_visible(&self, source: &Source) -> Result<bool> {
+        let Some(filter) = &source.filter else {
+            return Ok(true);
+        };
+        if filter.base.is_empty() || !filter.ignore.is_excluded(&filter.base) {
+            return Ok(true);
+        }
+        if !source.is_dir || !filter.ignore.may_include_below(&filter.base) {
+            return Ok(false);
+        }
+        // The first entry is the directory itself; any second one is a visible descendant.
+        match source.entries().nth(1) {
+            None => Ok(false),
+            Some(entry) => entry.map(|_| true),
+        }
+    }
+
+    /// Resolves `components` inside the root as if it were `/`: symlinks in parents (and the
+    /// last one when `follow_last`) are followed, absolute targets restart at the root, `..`
+    /// stops at the root. `None` when something along the way does not exist.
+    fn resolve_confined(
+        &self,
+        components: &[&str],
+        follow_last: bool,
+        pattern: &str,
+    ) -> Result<Option<Resolved>> {
+        let mut resolved: Vec<OsString> = Vec::new();
+        let mut pending: VecDeque<OsString> = components.iter().map(OsString::from).collect();
+        let mut links_followed = 0;
+        while let Some(component) = pending.pop_front() {
+            if component == "." || component.is_empty() {
+                continue;
+            }
+            if component == ".." {
+                resolved.pop();
+                continue;
+            }
+            let host: PathBuf = self
+                .root
+                .join(resolved.iter().collect::<PathBuf>())
+                .join(&component);
+            let metadata = match std::fs::symlink_metadata(&host) {
+                Ok(metadata) => metadata,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    return Ok(None);
+                }
+                Err(source) => return Err(ContextError::Io { path: host, source }),
+            };
+            let more_to_go = pending.iter().any(|c| c != "." && !c.is_empty());
+            if metadata.is_symlink() && (more_to_go || follow_last) {
+                links_followed += 1;
+                if links_followed > MAX_SYMLINKS {
+                    return Err(ContextError::SymlinkLoop {
+                        pattern: pattern.to_string(),
+                    });
+                }
+                let target = std::fs::read_link(&host).map_err(io_error(&host))?;
+                if target.is_absolute() {
+                    resolved.clear();
+                }
+                for part in target.components().rev() {
+                    match part {
+                        Component::Normal(name) => pending.push_front(name.to_os_string()),
+                        Component::ParentDir => pending.push_front("..".into()),
+                        Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+                    }
+                }
+                continue;
+            }
+            if more_to_go && !metadata.is_dir() {
+                return Ok(None);
+            }
+            resolved.push(component);
+        }
+        let rel: PathBuf = resolved.iter().collect();
+        let host = self.root.join(&rel);
+        let metadata = std::fs::symlink_metadata(&host).map_err(io_error(&host))?;
+        Ok(Some(Resolved { rel, metadata }))
+    }
+}
+
+fn join_rel(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+fn path_to_slash(path: &Path) -> String {
+    path.components()
+        .filter_map(|component| match component {
+            Component::Normal(name) => Some(name.to_string_lossy()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,189 @@
+//! Walking a resolved source and hashing what the walk sees.
+//!
+//! The walk never follows symlinks, visits children in byte order of their names, and applies
+//! `.dockerignore`: an excluded directory is skipped unless a later exception may re-include
+//! something inside it; such a directory is then reported just before its first visible
+//! descendant (BuildKit sends the parents of re-included files the same way), so a consumer
+//! always sees a parent before its children.
+
+use std::collections::VecDeque;
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use kiln_image::{Digest, Sha256Hasher};
+
+use super::{ContextError, Source, SourceFilter, io_error, path_to_slash};
+
+/// One thing a source walk found.
+#[derive(Debug, Clone)]
+pub struct SourceEntry {
+    /// Where it is on the host.
+    pub host_path: PathBuf,
+    /// Relative to the source; empty for the source itself.
+    pub rel: PathBuf,
+    /// `lstat` of it (symlinks are not followed).
+    pub metadata: Metadata,
+}
+
+/// Iterator over a source and its visible descendants; see [`Source::entries`].
+pub struct SourceEntries {
+    walk: walkdir::IntoIter,
+    root: PathBuf,
+    filter: Option<SourceFilter>,
+    /// Excluded directories on the current path, held back until something below them shows.
+    deferred: Vec<(usize, SourceEntry)>,
+    ready: VecDeque<SourceEntry>,
+}
+
+impl std::fmt::Debug for SourceEntries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceEntries")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SourceEntries {
+    pub(super) fn new(source: &Source) -> Self {
+        let walk = walkdir::WalkDir::new(&source.host_path)
+            .follow_links(false)
+            .follow_root_links(false)
+            .sort_by_file_name()
+            .into_iter();
+        SourceEntries {
+            walk,
+            root: source.host_path.clone(),
+            filter: source.filter.clone(),
+            deferred: Vec::new(),
+            ready: VecDeque::new(),
+        }
+    }
+}
+
+impl Iterator for SourceEntries {
+    type Item = Result<SourceEntry, ContextError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(entry) = self.ready.pop_front() {
+                return Some(Ok(entry));
+            }
+            let found = match self.walk.next()? {
+                Ok(found) => found,
+                Err(error) => {
+                    let path = error.path().unwrap_or(&self.root).to_path_buf();
+                    let source = error
+                        .into_io_error()
+                        .unwrap_or_else(|| std::io::Error::other("symlink loop during walk"));
+                    return Some(Err(ContextError::Io { path, source }));
+                }
+            };
+            let metadata = match found.metadata() {
+                Ok(metadata) => metadata,
+                Err(error) => {
+                    let source = error
+                        .into_io_error()
+                        .unwrap_or_else(|| std::io::Error::other("cannot stat"));
+                    return Some(Err(io_error(found.path())(source)));
+                }
+            };
+            let depth = found.depth();
+            let entry = SourceEntry {
+                rel: found
+                    .path()
+                    .strip_prefix(&self.root)
+                    .unwrap_or(Path::new(""))
+                    .to_path_buf(),
+                host_path: found.into_path(),
+                metadata,
+            };
+            let Some(filter) = self.filter.as_ref().filter(|_| depth > 0) else {
+                return Some(Ok(entry));
+            };
+            // Pre-order walk: anything deferred at this depth or deeper is not an ancestor.
+            self.deferred
+                .retain(|(deferred_depth, _)| *deferred_depth < depth);
+            let tree_path = filter.tree_path(&path_to_slash(&entry.rel));
+            if filter.ignore.is_excluded(&tree_path) {
+                if entry.metadata.is_dir() {
+                    if filter.ignore.may_include_below(&tree_path) {
+                        self.deferred.push((depth, entry));
+                    } else {
+                        self.walk.skip_current_dir();
+                    }
+                }
+                continue;
+            }
+            self.ready
+                .extend(self.deferred.drain(..).map(|(_, ancestor)| ancestor));
+            self.ready.push_back(entry);
+        }
+    }
+}
+
+/// The build-cache key of a source set: for every source its matched path, and for every entry
+/// its name, file type, permission bits and content (or link target, or device number).
+/// Ownership, timestamps, inode numbers and where the tree lives on the host are left out, so
+/// two checkouts of the same content hash the same.
+pub fn hash_sources(sources: &[Source]) -> Result<Digest, ContextError> {
+    let mut hasher = Sha256Hasher::new();
+    hasher.update(b"kiln source set v1\0");
+    put_u64(&mut hasher, sources.len() as u64);
+    for source in sources {
+        put_bytes(&mut hasher, source.rel_path.as_bytes());
+        hasher.update(&[u8::from(source.is_dir)]);
+        for entry in source.entries() {
+            hash_entry(&mut hasher, &entry?)?;
+        }
+        // Ends the source so entries of consecutive sources cannot be regrouped.
+        hasher.update(b"\xff");
+    }
+    Ok(hasher.finish())
+}
+
+fn hash_entry(hasher: &mut Sha256Hasher, entry: &SourceEntry) -> Result<(), ContextError> {
+    let file_type = entry.metadata.file_type();
+    hasher.update(b"E");
+    put_bytes(hasher, entry.rel.as_os_str().as_bytes());
+    let tag: &[u8] = if file_type.is_file() {
+        b"f"
+    } else if file_type.is_dir() {
+        b"d"
+    } else if file_type.is_symlink() {
+        b"l"
+    } else if file_type.is_fifo() {
+        b"p"
+    } else if file_type.is_char_device() {
+        b"c"
+    } else if file_type.is_block_device() {
+        b"b"
+    } else {
+        b"s"
+    };
+    hasher.update(tag);
+    hasher.update(&(entry.metadata.mode() & 0o7777).to_le_bytes());
+    if file_type.is_file() {
+        let mut file = std::fs::File::open(&entry.host_path).map_err(io_error(&entry.host_path))?;
+        let mut content = Sha256Hasher::new();
+        std::io::copy(&mut file, &mut content).map_err(io_error(&entry.host_path))?;
+        put_u64(hasher, content.len());
+        hasher.update(content.finish().hex().as_bytes());
+    } else if file_type.is_symlink() {
+        let target = std::fs::read_link(&entry.host_path).map_err(io_error(&entry.host_path))?;
+        put_bytes(hasher, target.as_os_str().as_bytes());
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        put_u64(hasher, entry.metadata.rdev());
+    }
+    Ok(())
+}
+
+fn put_u64(hasher: &mut Sha256Hasher, value: u64) {
+    hasher.update(&value.to_le_bytes());
+}
+
+fn put_bytes(hasher: &mut Sha256Hasher, bytes: &[u8]) {
+    put_u64(hasher, bytes.len() as u64);
+    hasher.update(bytes);
+}

@@ -1,0 +1,296 @@
+//! Docker's COPY semantics, writing resolved sources into a container root filesystem.
+//!
+//! Rules (as BuildKit's Dockerfile frontend applies them): a directory source copies its
+//! *contents* into the destination directory; a file (or symlink, fifo, device) source goes
+//! inside the destination when that is a directory — because it ends with `/`, because there are
+//! several sources, or because it already exists as one — and otherwise becomes the destination.
+//! Permission bits and modification times come from the source (unless `--chmod`), ownership is
+//! `0:0` for context sources, the source's own for `--from` sources, or `--chown`'s. Symlinks
+//! are copied as symlinks; sockets are skipped.
+//!
+//! All writes go through `confined`, which keeps every path resolution inside the root even when
+//! the image contains hostile symlinks.
+
+mod confined;
+mod owner;
+
+use std::fs::{File, Metadata};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+
+use crate::context::{ContextError, Source, SourceEntry};
+use crate::dockerignore::go_clean;
+use confined::{ConfinedRoot, display, set_owner_and_mode, split_target};
+
+pub use owner::{parse_chmod, parse_chown};
+
+/// The flags of a COPY instruction that change what is written.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// `--chown`, already resolved (see [`parse_chown`]).
+    pub owner: Option<(u32, u32)>,
+    /// `--chmod`, permission bits for every copied file and directory (see [`parse_chmod`]).
+    pub chmod: Option<u32>,
+    /// Keep the sources' uid/gid when there is no `--chown`: true for `COPY --from`, false for
+    /// the build context (whose files Docker gives to root).
+    pub keep_source_owner: bool,
+}
+
+/// Why a COPY could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Source(#[from] ContextError),
+    #[error("{path}: {source}")]
+    Io {
+        /// A path inside the container (absolute) or a host source path.
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a directory")]
+    NotADirectory { path: String },
+    #[error("{path}: cannot replace a directory with a non-directory")]
+    DirectoryInTheWay { path: String },
+    #[error("{path}: too many levels of symbolic links")]
+    SymlinkLoop { path: String },
+    #[error("--chown={spec}: {reason}")]
+    BadOwner { spec: String, reason: String },
+    #[error("--chown: unknown user {name:?} (not in the image's /etc/passwd)")]
+    UnknownUser { name: String },
+    #[error("--chown: unknown group {name:?} (not in the image's /etc/group)")]
+    UnknownGroup { name: String },
+    #[error("--chmod={spec}: not an octal mode between 0 and 7777")]
+    BadChmod { spec: String },
+}
+
+/// Creates the directory `dir` (absolute inside the container) and its missing parents under
+/// `root`, owned by `owner` (default 0:0), as WORKDIR does. Symlinks on the way are followed
+/// inside the root; existing directories are left as they are.
+pub fn mkdir_all(root: &Path, dir: &str, owner: Option<(u32, u32)>) -> Result<(), CopyError> {
+    let root = ConfinedRoot::open(root)?;
+    let cleaned = go_clean(&format!("/{dir}"));
+    root.ensure_dir(
+        Path::new(cleaned.trim_start_matches('/')),
+        owner.unwrap_or((0, 0)),
+    )?;
+    Ok(())
+}
+
+/// Copies `sources` to `dest` (absolute inside the container) under the root filesystem `root`.
+pub fn copy_into(
+    root: &Path,
+    sources: &[Source],
+    dest: &str,
+    opts: &CopyOptions,
+) -> Result<(), CopyError> {
+    let root = ConfinedRoot::open(root)?;
+    let cleaned = go_clean(&format!("/{dest}"));
+    let dest_rel = PathBuf::from(cleaned.trim_start_matches('/'));
+    let dest_is_dir = dest.ends_with('/')
+        || dest.ends_with("/.")
+        || sources.len() > 1
+        || dest_rel.as_os_str().is_empty();
+    let mut copier = Copier {
+        root: &root,
+        opts,
+        new_dir_owner: opts.owner.unwrap_or((0, 0)),
+        dir_times: Vec::new(),
+        parent_cache: None,
+    };
+    for source in sources {
+        if source.is_dir {
+            copier.root.ensure_dir(&dest_rel, copier.new_dir_owner)?;
+            for entry in source.entries() {
+                let entry = entry?;
+                // The source directory itself: only its contents are copied.
+                if entry.rel.as_os_str().is_empty() {
+                    continue;
+                }
+                copier.place(&dest_rel.join(&entry.rel), &entry)?;
+            }
+        } else {
+            let Some(entry) = source.entries().next().transpose()? else {
+                continue;
+            };
+            let target = if dest_is_dir || root.is_dir(&dest_rel)? {
+                copier.root.ensure_dir(&dest_rel, copier.new_dir_owner)?;
+                let name = source.host_path.file_name().unwrap_or_default();
+                dest_rel.join(name)
+            } else {
+                dest_rel.clone()
+            };
+            copier.place(&target, &entry)?;
+        }
+    }
+    copier.finish()
+}
+
+struct Copier<'a> {
+    root: &'a ConfinedRoot,
+    opts: &'a CopyOptions,
+    new_dir_owner: (u32, u32),
+    /// Directories written, with their times, set last (writing inside a dir changes its mtime).
+    dir_times: Vec<(PathBuf, Timestamps)>,
+    /// The last parent directory opened; entries of one directory come one after another.
+    parent_cache: Option<(PathBuf, std::os::fd::OwnedFd)>,
+}
+
+impl Copier<'_> {
+    fn place(&mut self, target: &Path, entry: &SourceEntry) -> Result<(), CopyError> {
+        let metadata = &entry.metadata;
+        let owner = self.opts.owner.unwrap_or(if self.opts.keep_source_owner {
+            (metadata.uid(), metadata.gid())
+        } else {
+            (0, 0)
+        });
+        let mode = self.opts.chmod.unwrap_or(metadata.mode() & 0o7777);
+        let times = times_of(metadata);
+        let file_type = metadata.file_type();
+        let fail = |errno: Errno| CopyError::Io {
+            path: display(target),
+            source: errno.into(),
+        };
+
+        if file_type.is_dir() {
+            let (dir, resolved) = self.root.ensure_dir(target, self.new_dir_owner)?;
+            set_owner_and_mode(&dir, owner, mode).map_err(fail)?;
+            self.dir_times.push((resolved, times));
+            return Ok(());
+        }
+        if file_type.is_socket() {
+            return Ok(());
+        }
+        let Some((parent, name)) = split_target(target) else {
+            return Err(CopyError::DirectoryInTheWay {
+                path: display(target),
+            });
+        };
+        let parent_dir = self.parent_dir(parent)?;
+        match rustix::fs::statat(parent_dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
+                return Err(CopyError::DirectoryInTheWay {
+                    path: display(target),
+                });
+            }
+            // Replace, never write through: the old entry may be a symlink pointing anywhere.
+            Ok(_) => rustix::fs::unlinkat(parent_dir, name, AtFlags::empty()).map_err(fail)?,
+            Err(Errno::NOENT) => {}
+            Err(errno) => return Err(fail(errno)),
+        }
+
+        if file_type.is_file() {
+            let source_path = &entry.host_path;
+            let source_fd = rustix::fs::open(
+                source_path,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|errno| CopyError::Io {
+                path: source_path.display().to_string(),
+                source: errno.into(),
+            })?;
+            let created = rustix::fs::openat(
+                parent_dir,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(fail)?;
+            let mut output = File::from(created);
+            std::io::copy(&mut File::from(source_fd), &mut output).map_err(|source| {
+                CopyError::Io {
+                    path: display(target),
+                    source,
+                }
+            })?;
+            let written: std::os::fd::OwnedFd = output.into();
+            set_owner_and_mode(&written, owner, mode).map_err(fail)?;
+            rustix::fs::futimens(&written, &times).map_err(fail)?;
+            return Ok(());
+        }
+
+        if file_type.is_symlink() {
+            let link = std::fs::read_link(&entry.host_path).map_err(|source| CopyError::Io {
+                path: entry.host_path.display().to_string(),
+                source,
+            })?;
+            rustix::fs::symlinkat(&link, parent_dir, name).map_err(fail)?;
+        } else {
+            // fifo or device node
+            rustix::fs::mknodat(
+                parent_dir,
+                name,
+                FileType::from_raw_mode(metadata.mode()),
+                Mode::from_raw_mode(mode),
+                metadata.rdev(),
+            )
+            .map_err(fail)?;
+        }
+        let owner_ids = (
+            Some(rustix::fs::Uid::from_raw(owner.0)),
+            Some(rustix::fs::Gid::from_raw(owner.1)),
+        );
+        rustix::fs::chownat(
+            parent_dir,
+            name,
+            owner_ids.0,
+            owner_ids.1,
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(fail)?;
+        if !file_type.is_symlink() {
+            // mknod's mode went through the umask; a node is not a symlink, so this cannot
+            // follow one.
+            rustix::fs::chmodat(
+                parent_dir,
+                name,
+                Mode::from_raw_mode(mode),
+                AtFlags::empty(),
+            )
+            .map_err(fail)?;
+        }
+        rustix::fs::utimensat(parent_dir, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(fail)?;
+        Ok(())
+    }
+
+    fn parent_dir(&mut self, parent: &Path) -> Result<&std::os::fd::OwnedFd, CopyError> {
+        let cached = matches!(&self.parent_cache, Some((path, _)) if path == parent);
+        if !cached {
+            let (fd, _) = self.root.ensure_dir(parent, self.new_dir_owner)?;
+            self.parent_cache = Some((parent.to_path_buf(), fd));
+        }
+        Ok(&self.parent_cache.as_ref().expect("filled just above").1)
+    }
+
+    fn finish(self) -> Result<(), CopyError> {
+        // Children were pushed after their parents; going backwards sets a parent's time after
+        // everything inside it is written.
+        for (resolved, times) in self.dir_times.iter().rev() {
+            let dir = self.root.reopen_dir(resolved)?;
+            rustix::fs::futimens(&dir, times).map_err(|errno| CopyError::Io {
+                path: display(resolved),
+                source: errno.into(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The source's modification time, used for access time too so layers are reproducible.
+fn times_of(metadata: &Metadata) -> Timestamps {
+    let modified = Timespec {
+        tv_sec: metadata.mtime(),
+        tv_nsec: metadata.mtime_nsec() as _,
+    };
+    Timestamps {
+        last_access: modified,
+        last_modification: modified,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,306 @@
+//! These tests chown files and so expect to run as root (as the builder itself does).
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::context::BuildContext;
+
+struct Fixture {
+    context_dir: tempfile::TempDir,
+    root_dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let fixture = Fixture {
+            context_dir: tempfile::tempdir().unwrap(),
+            root_dir: tempfile::tempdir().unwrap(),
+        };
+        fixture.write("a.txt", "alpha", 0o640);
+        fixture.write("b.txt", "beta", 0o644);
+        fixture.write("dir/x", "ex", 0o755);
+        fixture.write("dir/sub/y", "why", 0o600);
+        symlink("a.txt", fixture.context_dir.path().join("link")).unwrap();
+        let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        for rel in ["a.txt", "dir/x"] {
+            let file = File::options()
+                .write(true)
+                .open(fixture.context_dir.path().join(rel))
+                .unwrap();
+            file.set_modified(old).unwrap();
+        }
+        fixture
+    }
+
+    fn write(&self, rel: &str, content: &str, mode: u32) {
+        let path = self.context_dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn root(&self) -> &Path {
+        self.root_dir.path()
+    }
+
+    fn copy(&self, patterns: &[&str], dest: &str, opts: &CopyOptions) -> Result<(), CopyError> {
+        let context = BuildContext::open(self.context_dir.path()).unwrap();
+        let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+        let sources = context.resolve_sources(&patterns)?;
+        copy_into(self.root(), &sources, dest, opts)
+    }
+
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.root().join(rel)).unwrap()
+    }
+
+    fn meta(&self, rel: &str) -> std::fs::Metadata {
+        std::fs::symlink_metadata(self.root().join(rel)).unwrap()
+    }
+}
+
+#[test]
+fn file_to_file_keeps_mode_and_mtime_and_is_root_owned() {
+    let fixture = Fixture::new();
+    let file = fixture.context_dir.path().join("a.txt");
+    std::os::unix::fs::chown(&file, Some(4321), Some(4321)).unwrap();
+    fixture
+        .copy(&["a.txt"], "/dst/b.txt", &CopyOptions::default())
+        .unwrap();
+    assert_eq!(fixture.read("dst/b.txt"), "alpha");
+    let meta = fixture.meta("dst/b.txt");
+    assert_eq!(meta.mode() & 0o7777, 0o640);
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    assert_eq!(meta.mtime(), 1_000_000);
+    let parent = fixture.meta("dst");
+    assert_eq!(parent.mode() & 0o7777, 0o755);
+
+    // Copying again over an existing file replaces it.
+    fixture.write("a.txt", "second", 0o600);
+    fixture
+        .copy(&["a.txt"], "/dst/b.txt", &CopyOptions::default())
+        .unwrap();
+    assert_eq!(fixture.read("dst/b.txt"), "second");
+}
+
+#[test]
+fn file_goes_inside_a_directory_destination() {
+    let fixture = Fixture::new();
+    fixture
+        .copy(&["a.txt"], "/slash/", &CopyOptions::default())
+        .unwrap();
+    assert_eq!(fixture.read("slash/a.txt"), "alpha");
+    std::fs::create_dir(fixture.root().join("existing")).unwrap();
+    fixture
+        .copy(&["a.txt"], "/existing", &CopyOptions::default())
+        .unwrap();
+    assert_eq!(fixture.read("existing/a.txt"), "alpha");
+}
+
+#[test]
+fn directory_source_copies_its_contents() {
+    let fixture = Fixture::new();
+    fixture
+        .copy(&["dir"], "/app", &CopyOptions::default())
+        .unwrap();
+    assert_eq!(fixture.read("app/x"), "ex");
+    assert_eq!(fixture.read("app/sub/y"), "why");
+    assert!(!fixture.root().join("app/dir").exists());
+    assert_eq!(fixture.meta("app/x").mode() & 0o7777, 0o755);
+    assert_eq!(fixture.meta("app/x").mtime(), 1_000_000);
+    let source_sub = std::fs::metadata(fixture.context_dir.path().join("dir/sub")).unwrap();
+    assert_eq!(fixture.meta("app/sub").mtime(), source_sub.mtime());
+}
+
+#[test]
+fn several_sources_make_the_destination_a_directory() {
+    let fixture = Fixture::new();
+    fixture
+        .copy(&["a.txt", "b.txt"], "/multi", &CopyOptions::default())
+        .unwrap();
+    assert_eq!(fixture.read("multi/a.txt"), "alpha");
+    assert_eq!(fixture.read("multi/b.txt"), "beta");
+    fixture
+        .copy(&["*.txt"], "/wild/", &CopyOptions::default())
+        .unwrap();
+    assert!(fixture.meta("wild").is_dir());
+    assert_eq!(fixture.read("wild/b.txt"), "beta");
+}
+
+#[test]
+fn chown_and_chmod_apply_to_everything_copied() {
+    let fixture = Fixture::new();
+    let opts = CopyOptions {
+        owner: Some((1000, 1001)),
+        chmod: Some(0o600),
+        keep_source_owner: false,
+    };
+    fixture.copy(&["dir"], "/owned/deep/", &opts).unwrap();
+    for rel in ["owned/deep/x", "owned/deep/sub", "owned/deep/sub/y"] {
+        let meta = fixture.meta(rel);
+        assert_eq!((meta.uid(), meta.gid()), (1000, 1001), "{rel}");
+        assert_eq!(meta.mode() & 0o7777, 0o600, "{rel}");
+    }
+    let created = fixture.meta("owned/deep");
+    assert_eq!((created.uid(), created.mode() & 0o7777), (1000, 0o755));
+}
+
+#[test]
+fn from_stage_sources_keep_their_owner() {
+    let fixture = Fixture::new();
+    let file = fixture.context_dir.path().join("b.txt");
+    std::os::unix::fs::chown(&file, Some(123), Some(456)).unwrap();
+    let opts = CopyOptions {
+        keep_source_owner: true,
+        ..CopyOptions::default()
+    };
+    fixture.copy(&["b.txt"], "/kept", &opts).unwrap();
+    let meta = fixture.meta("kept");
+    assert_eq!((meta.uid(), meta.gid()), (123, 456));
+}
+
+#[test]
+fn symlink_source_is_copied_as_a_link() {
+    let fixture = Fixture::new();
+    fixture
+        .copy(&["link"], "/l", &CopyOptions::default())
+        .unwrap();
+    assert!(fixture.meta("l").file_type().is_symlink());
+    assert_eq!(
+        std::fs::read_link(fixture.root().join("l")).unwrap(),
+        Path::new("a.txt")
+    );
+}
+
+#[test]
+fn absolute_symlink_in_the_image_cannot_redirect_to_the_host() {
+    let fixture = Fixture::new();
+    let host_dir = tempfile::tempdir().unwrap();
+    let host_name = host_dir.path().strip_prefix("/").unwrap();
+    symlink(host_dir.path(), fixture.root().join("evil")).unwrap();
+    fixture
+        .copy(&["a.txt"], "/evil/", &CopyOptions::default())
+        .unwrap();
+    assert!(!host_dir.path().join("a.txt").exists(), "wrote on the host");
+    assert_eq!(
+        fixture.read(&format!("{}/a.txt", host_name.display())),
+        "alpha"
+    );
+}
+
+#[test]
+fn relative_symlink_climbing_out_stays_in_the_root() {
+    let fixture = Fixture::new();
+    symlink("../../../../", fixture.root().join("x")).unwrap();
+    fixture
+        .copy(&["a.txt"], "/x/y/", &CopyOptions::default())
+        .unwrap();
+    assert_eq!(fixture.read("y/a.txt"), "alpha");
+}
+
+#[test]
+fn final_symlink_is_replaced_not_written_through() {
+    let fixture = Fixture::new();
+    let host_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(host_file.path(), "host").unwrap();
+    std::fs::create_dir(fixture.root().join("app")).unwrap();
+    symlink(host_file.path(), fixture.root().join("app/config")).unwrap();
+    fixture
+        .copy(&["a.txt"], "/app/config", &CopyOptions::default())
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(host_file.path()).unwrap(), "host");
+    assert!(fixture.meta("app/config").is_file());
+    assert_eq!(fixture.read("app/config"), "alpha");
+}
+
+#[test]
+fn directories_merge_through_symlinks_inside_the_image() {
+    let fixture = Fixture::new();
+    fixture.write("tree/lib/z", "zed", 0o644);
+    std::fs::create_dir_all(fixture.root().join("usr/lib")).unwrap();
+    symlink("usr/lib", fixture.root().join("lib")).unwrap();
+    fixture
+        .copy(&["tree"], "/", &CopyOptions::default())
+        .unwrap();
+    assert_eq!(fixture.read("usr/lib/z"), "zed");
+    assert!(fixture.meta("lib").file_type().is_symlink());
+}
+
+#[test]
+fn file_over_directory_is_an_error() {
+    let fixture = Fixture::new();
+    std::fs::create_dir_all(fixture.root().join("out/x")).unwrap();
+    let error = fixture
+        .copy(&["dir"], "/out", &CopyOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(error, CopyError::DirectoryInTheWay { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("/out/x"), "{error}");
+}
+
+#[test]
+fn chown_specs_resolve_against_the_image() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("etc")).unwrap();
+    std::fs::write(
+        root.path().join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1002::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(root.path().join("etc/group"), "root:x:0:\nstaff:x:50:app\n").unwrap();
+    let root = root.path();
+    assert_eq!(parse_chown("app", root).unwrap(), (1000, 1002));
+    assert_eq!(parse_chown("app:staff", root).unwrap(), (1000, 50));
+    assert_eq!(parse_chown("1234", root).unwrap(), (1234, 1234));
+    assert_eq!(parse_chown("1234:staff", root).unwrap(), (1234, 50));
+    assert_eq!(parse_chown("app:7", root).unwrap(), (1000, 7));
+    let error = parse_chown("nobody", root).unwrap_err();
+    assert!(error.to_string().contains("\"nobody\""), "{error}");
+    assert!(matches!(
+        parse_chown("app:wheel", root),
+        Err(CopyError::UnknownGroup { .. })
+    ));
+    assert!(matches!(
+        parse_chown("", root),
+        Err(CopyError::BadOwner { .. })
+    ));
+    assert!(matches!(
+        parse_chown("app:", root),
+        Err(CopyError::BadOwner { .. })
+    ));
+}
+
+#[test]
+fn chown_lookup_does_not_follow_links_out_of_the_image() {
+    let host_dir = tempfile::tempdir().unwrap();
+    std::fs::write(host_dir.path().join("passwd"), "root:x:1:1::/:/bin/sh\n").unwrap();
+    let root = tempfile::tempdir().unwrap();
+    // Unconfined, `etc` would be the host directory; inside the image it is the same path
+    // under the image root.
+    let host_rel = host_dir.path().strip_prefix("/").unwrap();
+    symlink(
+        Path::new("../../../../../../..").join(host_rel),
+        root.path().join("etc"),
+    )
+    .unwrap();
+    let image_etc = root.path().join(host_rel);
+    std::fs::create_dir_all(&image_etc).unwrap();
+    std::fs::write(image_etc.join("passwd"), "root:x:7:7::/:/bin/sh\n").unwrap();
+    assert_eq!(parse_chown("root", root.path()).unwrap(), (7, 7));
+}
+
+#[test]
+fn chmod_specs_are_octal() {
+    assert_eq!(parse_chmod("755").unwrap(), 0o755);
+    assert_eq!(parse_chmod("0644").unwrap(), 0o644);
+    assert_eq!(parse_chmod("4755").unwrap(), 0o4755);
+    for bad in ["", "888", "u+x", "77777", "-1"] {
+        assert!(
+            matches!(parse_chmod(bad), Err(CopyError::BadChmod { .. })),
+            "{bad:?}"
+        );
+    }
+}

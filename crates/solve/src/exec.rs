@@ -1,0 +1,155 @@
+//! `RUN`: execute a command in the sandbox on an overlay of the stage's layers, then turn the
+//! overlay's upper dir into a layer.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+
+use kiln_dockerfile::Instruction;
+use kiln_layer::{CommittedLayer, Compression};
+use kiln_sandbox::{NetworkMode, ProcessSpec, SandboxSpec};
+
+use crate::error::{Result, SolveError};
+use crate::images::lower_dirs;
+use crate::progress::{ProgressEvent, StepLabel};
+use crate::stage::{StageBuilder, StageState};
+
+/// Lines of output kept for the error message of a failed step.
+const OUTPUT_TAIL_LINES: usize = 20;
+
+impl StageBuilder<'_> {
+    pub(crate) fn network_for(&self, ins: &Instruction, flag: Option<&str>) -> Result<NetworkMode> {
+        match flag {
+            None | Some("default") => Ok(self.req.network),
+            Some("none") => Ok(NetworkMode::None),
+            Some("host") => Ok(NetworkMode::Host),
+            Some(other) => Err(self.fail(
+                ins,
+                format!("unsupported network mode {other:?} (expected none, host or default)"),
+            )),
+        }
+    }
+
+    pub(crate) fn exec_run(
+        &self,
+        state: &StageState,
+        ins: &Instruction,
+        label: &StepLabel,
+        argv: &[String],
+        network: Option<&str>,
+    ) -> Result<Option<CommittedLayer>> {
+        let store = &self.engine.store;
+        let network = self.network_for(ins, network)?;
+        let lowers = lower_dirs(
+            store,
+            state.layers.iter().zip(state.config.rootfs.diff_ids.iter()),
+        )?;
+        let work = store.temp_dir("run-")?;
+        let upper = work.path().join("upper");
+        let overlay_work = work.path().join("work");
+        for d in [&upper, &overlay_work] {
+            std::fs::create_dir(d).map_err(|source| SolveError::ReadFile {
+                path: d.clone(),
+                source,
+            })?;
+        }
+        let spec = SandboxSpec {
+            lower_dirs: lowers,
+            upper_dir: upper.clone(),
+            work_dir: overlay_work,
+            network,
+            hostname: "kiln".into(),
+            mounts: Vec::new(),
+        };
+        let process = ProcessSpec {
+            args: argv.to_vec(),
+            env: state.run_env(),
+            cwd: state
+                .config
+                .config
+                .working_dir
+                .clone()
+                .unwrap_or_else(|| "/".into()),
+            user: state.config.config.user.clone(),
+        };
+        let (reader, writer) =
+            rustix::pipe::pipe().map_err(|e| SolveError::Other(format!("pipe: {e}")))?;
+        let writer2 = writer
+            .try_clone()
+            .map_err(|e| SolveError::Other(format!("pipe: {e}")))?;
+        let stdio = kiln_sandbox::Stdio {
+            stdin: std::process::Stdio::null(),
+            stdout: std::process::Stdio::from(writer),
+            stderr: std::process::Stdio::from(writer2),
+        };
+        let child = kiln_sandbox::spawn(&spec, &process, stdio)
+            .map_err(|e| self.step_error(ins, label, e.into()))?;
+
+        let mut tail: VecDeque<String> = VecDeque::with_capacity(OUTPUT_TAIL_LINES);
+        let mut lines = BufReader::new(std::fs::File::from(reader));
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match lines.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_owned();
+                    if tail.len() == OUTPUT_TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line.clone());
+                    (self.progress)(ProgressEvent::StepOutput {
+                        step: label.clone(),
+                        line,
+                    });
+                }
+            }
+        }
+        let code = child
+            .wait()
+            .map_err(|e| self.step_error(ins, label, e.into()))?
+            .code();
+        if code != 0 {
+            return Err(SolveError::RunFailed {
+                step: label.to_string(),
+                command: argv.join(" "),
+                code,
+                output_tail: tail.into_iter().collect(),
+                location: self.src.location(&ins.span),
+            });
+        }
+        self.commit_upper(ins, label, &upper)
+    }
+
+    /// Writes an overlay upper dir as a layer and keeps the dir as that layer's snapshot.
+    pub(crate) fn commit_upper(
+        &self,
+        ins: &Instruction,
+        label: &StepLabel,
+        upper: &std::path::Path,
+    ) -> Result<Option<CommittedLayer>> {
+        let store = &self.engine.store;
+        let layer = kiln_layer::write_layer(store, upper, Compression::default())
+            .map_err(|e| self.step_error(ins, label, e.into()))?;
+        if let Some(l) = &layer {
+            // The upper dir already holds the layer in overlay form (whiteouts as 0:0 devices),
+            // exactly what a snapshot is: keep it instead of unpacking the blob again.
+            store.adopt_snapshot(upper, &l.diff_id)?;
+        }
+        Ok(layer)
+    }
+
+    pub(crate) fn step_error(
+        &self,
+        ins: &Instruction,
+        label: &StepLabel,
+        source: SolveError,
+    ) -> SolveError {
+        SolveError::Step {
+            step: label.to_string(),
+            location: self.src.location(&ins.span),
+            source: Box::new(source),
+        }
+    }
+}

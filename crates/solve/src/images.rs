@@ -1,0 +1,202 @@
+//! Images in the store: loading them by name or digest, pulling what is missing, unpacking their
+//! layers into snapshots, and writing new ones.
+
+use std::path::PathBuf;
+
+use kiln_image::{
+    Descriptor, Digest, ImageConfig, Manifest, Platform, media_type, to_canonical_json,
+};
+use kiln_registry::{PullEvent, Reference, RegistryClient};
+use kiln_store::Store;
+
+use crate::error::{Result, SolveError};
+use crate::progress::{Progress, ProgressEvent};
+
+/// An image whose manifest and config are in the store.
+#[derive(Debug, Clone)]
+pub struct StoredImage {
+    pub manifest_digest: Digest,
+    pub manifest: Manifest,
+    pub config_digest: Digest,
+    pub config: ImageConfig,
+}
+
+impl StoredImage {
+    /// Loads the image whose manifest is `manifest_digest`.
+    pub fn load(store: &Store, manifest_digest: &Digest) -> Result<StoredImage> {
+        let bad = |message: String| SolveError::BadImage {
+            reference: manifest_digest.to_string(),
+            message,
+        };
+        let bytes = store.read_blob(manifest_digest)?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| bad(format!("manifest is not valid JSON: {e}")))?;
+        let config_digest = manifest.config.digest.clone();
+        let config_bytes = store.read_blob(&config_digest)?;
+        let config: ImageConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| bad(format!("config is not valid JSON: {e}")))?;
+        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+            return Err(bad(format!(
+                "config lists {} diff_ids but the manifest has {} layers",
+                config.rootfs.diff_ids.len(),
+                manifest.layers.len()
+            )));
+        }
+        Ok(StoredImage {
+            manifest_digest: manifest_digest.clone(),
+            manifest,
+            config_digest,
+            config,
+        })
+    }
+
+    /// Loads the image a local name points at.
+    pub fn load_by_name(store: &Store, reference: &Reference) -> Result<Option<StoredImage>> {
+        if let Some(digest) = reference.digest() {
+            if store.has_blob(digest) {
+                return StoredImage::load(store, digest).map(Some);
+            }
+            return Ok(None);
+        }
+        match store.get_name(&reference.to_string())? {
+            Some(d) => StoredImage::load(store, &d).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Layers paired with their diffIDs, bottom first.
+    pub fn layers(&self) -> impl Iterator<Item = (&Descriptor, &Digest)> {
+        self.manifest
+            .layers
+            .iter()
+            .zip(self.config.rootfs.diff_ids.iter())
+    }
+
+    /// Total size of the image's blobs in the store, as `kiln images` shows it.
+    pub fn size(&self) -> u64 {
+        self.manifest.layers.iter().map(|l| l.size).sum::<u64>() + self.manifest.config.size
+    }
+}
+
+/// Finds `reference` locally or pulls it. With `pull`, tags are re-resolved against the registry.
+pub fn resolve_image(
+    store: &Store,
+    registry: &RegistryClient,
+    rt: &tokio::runtime::Handle,
+    reference: &Reference,
+    platform: &Platform,
+    pull: bool,
+    progress: Progress<'_>,
+) -> Result<StoredImage> {
+    if (!pull || reference.digest().is_some())
+        && let Some(img) = StoredImage::load_by_name(store, reference)?
+    {
+        return Ok(img);
+    }
+    pull_image(store, registry, rt, reference, platform, progress)
+}
+
+/// Pulls `reference` into the store and names it locally (tags only; digests need no name).
+pub fn pull_image(
+    store: &Store,
+    registry: &RegistryClient,
+    rt: &tokio::runtime::Handle,
+    reference: &Reference,
+    platform: &Platform,
+    progress: Progress<'_>,
+) -> Result<StoredImage> {
+    progress(ProgressEvent::Pulling {
+        reference: reference.familiar(),
+    });
+    let on_event = |e: PullEvent| {
+        if let Some(ev) = pull_progress(e) {
+            progress(ev)
+        }
+    };
+    let pulled = rt.block_on(registry.pull(store, reference, platform, &on_event))?;
+    if reference.digest().is_none() {
+        store.set_name(&reference.to_string(), &pulled.manifest_digest)?;
+    }
+    StoredImage::load(store, &pulled.manifest_digest)
+}
+
+fn pull_progress(e: PullEvent) -> Option<ProgressEvent> {
+    match e {
+        PullEvent::LayerDone { digest } => Some(ProgressEvent::BlobFetched {
+            digest,
+            cached: false,
+        }),
+        PullEvent::LayerCached { digest } => Some(ProgressEvent::BlobFetched {
+            digest,
+            cached: true,
+        }),
+        _ => None,
+    }
+}
+
+/// The snapshot directory of a layer, unpacking the blob first if needed.
+pub fn ensure_snapshot(store: &Store, layer: &Descriptor, diff_id: &Digest) -> Result<PathBuf> {
+    if store.has_snapshot(diff_id) {
+        return Ok(store.snapshot_path(diff_id));
+    }
+    let blob = store.open_blob(&layer.digest)?;
+    let staging = store.snapshot_staging()?;
+    let actual = kiln_layer::unpack_layer(
+        std::io::BufReader::with_capacity(256 * 1024, blob),
+        staging.path(),
+    )?;
+    if &actual != diff_id {
+        return Err(SolveError::BadImage {
+            reference: layer.digest.to_string(),
+            message: format!(
+                "layer content has diffID {actual} but the image config says {diff_id}"
+            ),
+        });
+    }
+    Ok(store.commit_snapshot(staging, diff_id)?)
+}
+
+/// Snapshot directories for an overlay, topmost layer first.
+pub fn lower_dirs<'a>(
+    store: &Store,
+    layers: impl Iterator<Item = (&'a Descriptor, &'a Digest)>,
+) -> Result<Vec<PathBuf>> {
+    let mut dirs = layers
+        .map(|(l, d)| ensure_snapshot(store, l, d))
+        .collect::<Result<Vec<_>>>()?;
+    dirs.reverse();
+    Ok(dirs)
+}
+
+/// Maps Docker layer media types to their OCI names so a derived OCI manifest is uniform. The
+/// bytes are identical; only the label differs.
+pub fn oci_layer_media_type(mt: &str) -> &str {
+    match mt {
+        media_type::DOCKER_LAYER_GZIP => media_type::OCI_LAYER_GZIP,
+        "application/vnd.docker.image.rootfs.diff.tar" => media_type::OCI_LAYER,
+        other => other,
+    }
+}
+
+/// Writes `config` and an OCI manifest over `layers` into the store.
+pub fn write_image(
+    store: &Store,
+    config: &ImageConfig,
+    layers: Vec<Descriptor>,
+) -> Result<StoredImage> {
+    let config_bytes = to_canonical_json(config);
+    let config_digest = store.write_blob(&config_bytes)?;
+    let config_desc = Descriptor::new(
+        media_type::OCI_CONFIG,
+        config_digest.clone(),
+        config_bytes.len() as u64,
+    );
+    let manifest = Manifest::oci(config_desc, layers);
+    let manifest_digest = store.write_blob(&to_canonical_json(&manifest))?;
+    Ok(StoredImage {
+        manifest_digest,
+        manifest,
+        config_digest,
+        config: config.clone(),
+    })
+}

@@ -1,0 +1,27 @@
+//! The build engine: turns a Dockerfile and a context into an image in the store.
+//!
+//! [`Engine::build`] parses and plans the Dockerfile, resolves base images (locally or from a
+//! registry), then builds each needed stage step by step: every step that changes the filesystem
+//! has a cache key; a hit reuses the recorded layer, a miss runs the step (in the sandbox for
+//! `RUN`, through an overlay mount for `COPY`/`ADD`/`WORKDIR`) and commits the overlay's upper dir
+//! as a layer. The engine never prints: it reports [`ProgressEvent`]s.
+
+mod build;
+mod cache;
+pub mod context;
+pub mod copy;
+pub mod dockerignore;
+mod error;
+mod exec;
+mod fsops;
+mod images;
+mod progress;
+mod stage;
+
+pub use build::{BuildRequest, BuildResult, Engine};
+pub use error::{Location, Result, SolveError};
+pub use images::{
+    StoredImage, ensure_snapshot, lower_dirs, pull_image, resolve_image, write_image,
+};
+pub use progress::{Progress, ProgressEvent, StepLabel};
+pub use stage::DEFAULT_PATH;

@@ -1,0 +1,55 @@
+//! Build progress as a stream of events. The engine only emits; the binary decides how they
+//! look (plain lines today; a TTY view and JSON later), so the engine never prints.
+
+use std::time::Duration;
+
+use kiln_image::Digest;
+
+/// Identifies one step for display: `[stage 2/5] RUN make`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepLabel {
+    /// The stage's `AS` name, or its index as text.
+    pub stage: String,
+    /// 1-based position of the step within its stage (FROM is 1).
+    pub position: usize,
+    /// Steps in the stage, FROM included.
+    pub total: usize,
+    /// The instruction as written in the Dockerfile.
+    pub text: String,
+}
+
+impl std::fmt::Display for StepLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "[{} {}/{}] {}",
+            self.stage, self.position, self.total, self.text
+        )
+    }
+}
+
+/// Something that happened during a build, pull or push.
+#[derive(Debug, Clone)]
+pub enum ProgressEvent {
+    /// A step started executing (it missed the cache).
+    StepStarted(StepLabel),
+    /// A line of output from a running step.
+    StepOutput { step: StepLabel, line: String },
+    /// A step finished after running.
+    StepDone { step: StepLabel, elapsed: Duration },
+    /// A step's result came from the cache.
+    StepCached(StepLabel),
+    /// A base image is being pulled.
+    Pulling { reference: String },
+    /// A blob of a pulled image was fetched (or was already present).
+    BlobFetched { digest: Digest, cached: bool },
+    /// A warning the user should see (unused build args, …).
+    Warning(String),
+    /// The final image was written.
+    ImageWritten { manifest: Digest, config: Digest },
+    /// A name now points at the image.
+    Tagged(String),
+}
+
+/// Where events go. `Sync` because steps run on worker threads.
+pub type Progress<'a> = &'a (dyn Fn(ProgressEvent) + Send + Sync);

@@ -1,0 +1,132 @@
+//! kiln's local content store, rooted at `$KILN_ROOT`.
+//!
+//! Layout (see `docs/architecture.md`):
+//! ```text
+//! blobs/sha256/<hex>      content-addressed blobs (layers, configs, manifests), immutable
+//! names.json              image name → manifest digest
+//! cache/<hex>             cache records by cache key (opaque bytes, typed by the solver)
+//! snapshots/<hex>/        one unpacked layer per diffID, ready to be an overlay lower dir
+//! tmp/                    staging for everything above; same filesystem, so commits are renames
+//! ```
+//! Every write is staged in `tmp/` and published by an atomic rename after `fsync`, so a crash or a
+//! failed verification never leaves a half-written object under a real name.
+
+mod blobs;
+mod names;
+mod snapshots;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use blobs::BlobWriter;
+pub use kiln_image::Digest;
+pub use snapshots::SnapshotStaging;
+
+/// Errors from the store. Each names the object or path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("blob {0} is not in the store")]
+    BlobNotFound(Digest),
+    #[error("content does not match its digest: expected {expected}, got {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("content of {digest} has the wrong size: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{path} is corrupt: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+impl StoreError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
+        let path = path.into();
+        move |source| StoreError::Io { path, source }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A handle on one store directory. Cheap to clone; safe to share between threads and between
+/// processes (names are updated under a file lock; blobs and snapshots are immutable once named).
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
+        let root = root.into();
+        for sub in ["blobs/sha256", "cache", "snapshots", "tmp"] {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+        }
+        Ok(Store { root })
+    }
+
+    /// `$KILN_ROOT`, else `/var/lib/kiln` for root, else `$XDG_DATA_HOME/kiln`
+    /// (`~/.local/share/kiln`).
+    pub fn default_root() -> PathBuf {
+        if let Some(r) = std::env::var_os("KILN_ROOT").filter(|r| !r.is_empty()) {
+            return PathBuf::from(r);
+        }
+        if rustix::process::geteuid().is_root() {
+            return PathBuf::from("/var/lib/kiln");
+        }
+        if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|r| !r.is_empty()) {
+            return PathBuf::from(x).join("kiln");
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        home.join(".local/share/kiln")
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A fresh private directory under `tmp/`, removed when dropped. Work directories (overlay
+    /// upper/work dirs, extraction targets) live here so a commit into the store is a rename.
+    pub fn temp_dir(&self, prefix: &str) -> Result<tempfile::TempDir> {
+        let tmp = self.root.join("tmp");
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&tmp)
+            .map_err(StoreError::io(tmp))
+    }
+
+    /// The raw record stored under a cache key, if any.
+    pub fn cache_get(&self, key: &Digest) -> Result<Option<Vec<u8>>> {
+        let path = self.root.join("cache").join(key.hex());
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io { path, source: e }),
+        }
+    }
+
+    /// Stores a cache record atomically, replacing any earlier one for the same key.
+    pub fn cache_put(&self, key: &Digest, record: &[u8]) -> Result<()> {
+        let path = self.root.join("cache").join(key.hex());
+        self.write_atomic(&path, record)
+    }
+
+    /// Writes `bytes` to `path` via a synced temp file and a rename.
+    pub(crate) fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let tmp = self.root.join("tmp");
+        let mut f = tempfile::NamedTempFile::new_in(&tmp).map_err(StoreError::io(&tmp))?;
+        f.write_all(bytes).map_err(StoreError::io(f.path()))?;
+        f.as_file().sync_all().map_err(StoreError::io(path))?;
+        f.persist(path).map_err(|e| StoreError::Io {
+            path: path.to_owned(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "${GREETING}, ${TARGET}! This container runs $(cat /app/build-info.txt)."

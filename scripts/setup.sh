@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what kiln's build, example and tests need on a fresh Debian machine with Rust.
+# Idempotent and quick when everything is already there.
+set -euo pipefail
+
+packages=(
+  busybox-static   # the base image for the example and the tests
+  docker-registry  # the CNCF distribution registry the tests push to and pull from
+  skopeo           # independent registry client: seeds the test registry, checks pushes
+  umoci            # independent OCI unpacker: checks kiln's images
+  iproute2         # `ip`, used by network tests
+  ca-certificates
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy >/dev/null 2>&1 || true

@@ -1,0 +1,11 @@
+//! End-to-end tests: they run the `kiln` binary against a real CNCF distribution registry on
+//! loopback, with a busybox base image made from Debian's busybox-static. Root is required
+//! (kiln mounts overlays and creates namespaces).
+
+mod e2e {
+    mod build;
+    mod errors;
+    pub mod harness;
+    mod push_pull;
+    mod run;
+}

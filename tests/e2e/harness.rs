@@ -1,0 +1,101 @@
+//! A kiln invocation harness: a private store, a registry with busybox in it, and helpers to run
+//! the binary and look at its results.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kiln_testkit::TestRegistry;
+
+pub struct Kiln {
+    pub root: tempfile::TempDir,
+    pub registry: TestRegistry,
+    /// `127.0.0.1:PORT/busybox:latest`
+    pub base: String,
+}
+
+pub fn testdata(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(rel)
+}
+
+impl Kiln {
+    pub fn new() -> Kiln {
+        let registry = TestRegistry::start().expect("start docker-registry");
+        let base = kiln_testkit::push_busybox(&registry, "busybox:latest").expect("push busybox");
+        Kiln {
+            root: tempfile::tempdir().unwrap(),
+            registry,
+            base,
+        }
+    }
+
+    /// A second kiln with an empty store using the same registry.
+    pub fn fresh_store(&self) -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    pub fn cmd_in(&self, root: &Path, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .env("KILN_ROOT", root)
+            .args(args)
+            .output()
+            .expect("run kiln")
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        self.cmd_in(self.root.path(), args)
+    }
+
+    /// Runs kiln and panics with its output unless it succeeded.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args);
+        assert_success(&out, args);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Builds a testdata context with `BASE` pointing at the registry's busybox.
+    pub fn build(&self, context: &str, tag: &str, extra: &[&str]) -> Output {
+        let dir = testdata(&format!("contexts/{context}"));
+        let base = format!("BASE={}", self.base);
+        let mut args = vec!["build", "-t", tag, "--build-arg", &base];
+        args.extend_from_slice(extra);
+        let dir = dir.to_str().unwrap().to_owned();
+        args.push(&dir);
+        self.cmd(&args)
+    }
+
+    pub fn build_ok(&self, context: &str, tag: &str, extra: &[&str]) -> String {
+        let out = self.build(context, tag, extra);
+        assert_success(&out, &["build", context]);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn image_id(&self, name: &str) -> String {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", name])).unwrap();
+        v[0]["Id"].as_str().unwrap().to_owned()
+    }
+
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", name])).unwrap();
+        v[0].clone()
+    }
+}
+
+pub fn assert_success(out: &Output, what: &[&str]) {
+    assert!(
+        out.status.success(),
+        "kiln {what:?} failed ({})\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
