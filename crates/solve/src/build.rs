@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use kiln_dockerfile::{Dockerfile, Span};
+use kiln_dockerfile::{Dockerfile, Instruction, Span};
 use kiln_image::{Digest, ImageConfig, Platform};
 use kiln_plan::{Base, BuildOptions, BuildPlan};
 use kiln_registry::{Reference, RegistryClient};
@@ -13,7 +14,7 @@ use kiln_store::Store;
 use crate::context::BuildContext;
 use crate::error::{Location, Result, SolveError};
 use crate::images::{StoredImage, resolve_image, write_image};
-use crate::progress::{Progress, ProgressEvent};
+use crate::progress::{Progress, ProgressEvent, StepLabel};
 use crate::stage::{StageBuilder, StageState};
 
 /// Everything `kiln build` was asked to do.
@@ -58,6 +59,17 @@ pub(crate) struct Source {
 impl Source {
     pub fn location(&self, span: &Span) -> Box<Location> {
         location_in(&self.path, &self.text, span.start_line, span.col, 1)
+    }
+
+    /// The location of an instruction, highlighting its keyword.
+    pub fn at(&self, ins: &Instruction) -> Box<Location> {
+        location_in(
+            &self.path,
+            &self.text,
+            ins.span.start_line,
+            ins.span.col,
+            ins.keyword.len(),
+        )
     }
 
     /// The first line, for errors about the Dockerfile as a whole (no FROM, unknown target).
@@ -159,6 +171,25 @@ impl Engine {
         // Stages only ever depend on earlier stages, so Dockerfile order is a valid schedule.
         let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
         for stage in plan.stages.iter().filter(|s| s.needed) {
+            let from_label = StepLabel {
+                stage: stage_name(stage),
+                position: 1,
+                total: stage.steps.len() + 1,
+                // Show what FROM resolved to, not its ARG references.
+                text: match &stage.base {
+                    Base::Image(name) => format!("FROM {name}"),
+                    Base::Scratch => "FROM scratch".to_owned(),
+                    Base::Stage(i) => format!(
+                        "FROM {}",
+                        plan.stages[*i]
+                            .name
+                            .clone()
+                            .unwrap_or_else(|| i.to_string())
+                    ),
+                },
+            };
+            let started = Instant::now();
+            progress(ProgressEvent::StepStarted(from_label.clone()));
             let state = match &stage.base {
                 Base::Scratch => StageState::scratch(&req.platform),
                 Base::Stage(i) => done.get(i).cloned().ok_or_else(|| {
@@ -166,7 +197,7 @@ impl Engine {
                 })?,
                 Base::Image(name) => {
                     let at = |message: String| SolveError::Dockerfile {
-                        location: src.location(&stage.from.span),
+                        location: src.at(&stage.from),
                         message,
                     };
                     let reference: Reference = name
@@ -190,6 +221,10 @@ impl Engine {
                     StageState::from_image(&image)
                 }
             };
+            progress(ProgressEvent::StepDone {
+                step: from_label,
+                elapsed: started.elapsed(),
+            });
             let builder = StageBuilder {
                 engine: self,
                 src,
@@ -222,4 +257,12 @@ impl Engine {
     pub fn base_key(image: &StoredImage) -> Digest {
         image.manifest_digest.clone()
     }
+}
+
+/// How a stage is named in progress lines: its `AS` name, else `stage-N`.
+pub(crate) fn stage_name(stage: &kiln_plan::StagePlan) -> String {
+    stage
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("stage-{}", stage.index))
 }

@@ -116,7 +116,7 @@ impl StageBuilder<'_> {
                 command: argv.join(" "),
                 code,
                 output_tail: tail.into_iter().collect(),
-                location: self.src.location(&ins.span),
+                location: self.src.at(ins),
             });
         }
         self.commit_upper(ins, label, &upper)
@@ -148,7 +148,7 @@ impl StageBuilder<'_> {
     ) -> SolveError {
         SolveError::Step {
             step: label.to_string(),
-            location: self.src.location(&ins.span),
+            location: self.src.at(ins),
             source: Box::new(source),
         }
     }

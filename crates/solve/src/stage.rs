@@ -39,13 +39,23 @@ impl StageState {
         let mut key = KeyBuilder::new("FROM", None);
         key.field("base", "scratch")
             .field("platform", &platform.to_string());
-        StageState {
+        let mut state = StageState {
             config: ImageConfig::default(),
             layers: Vec::new(),
             key: key.finish(),
             args: BTreeMap::new(),
             cmd_set: false,
             last_created: None,
+        };
+        state.ensure_path();
+        state
+    }
+
+    /// As BuildKit does, every stage's image has a PATH: the default when the base sets none,
+    /// so `ENV PATH=/x:$PATH` and the final image both see a usable search path.
+    fn ensure_path(&mut self) {
+        if self.config.config.env_get("PATH").is_none() {
+            self.config.config.env_set("PATH", DEFAULT_PATH);
         }
     }
 
@@ -56,14 +66,16 @@ impl StageState {
         for l in &mut layers {
             l.media_type = oci_layer_media_type(&l.media_type).to_owned();
         }
-        StageState {
+        let mut state = StageState {
             config: image.config.clone(),
             layers,
             key: key.finish(),
             args: BTreeMap::new(),
             cmd_set: false,
             last_created: image.config.created.clone(),
-        }
+        };
+        state.ensure_path();
+        state
     }
 
     /// Looks a variable up as Docker expands words: ENV first, then ARGs in scope.
@@ -165,11 +177,7 @@ pub(crate) struct StageBuilder<'a> {
 impl StageBuilder<'_> {
     fn label(&self, position: usize, instruction: &Instruction) -> StepLabel {
         StepLabel {
-            stage: self
-                .stage
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("stage-{}", self.stage.index)),
+            stage: crate::build::stage_name(self.stage),
             position,
             total: self.stage.steps.len() + 1,
             text: instruction.original.clone(),
@@ -178,7 +186,7 @@ impl StageBuilder<'_> {
 
     pub(crate) fn fail(&self, instruction: &Instruction, message: impl Into<String>) -> SolveError {
         SolveError::Dockerfile {
-            location: self.src.location(&instruction.span),
+            location: self.src.at(instruction),
             message: message.into(),
         }
     }
