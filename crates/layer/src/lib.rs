@@ -16,6 +16,7 @@ mod archive;
 mod compression;
 mod extract;
 mod hashing;
+mod import;
 mod safe_fs;
 mod unpack;
 mod write;
@@ -29,8 +30,9 @@ use std::path::PathBuf;
 
 pub use archive::{extract_archive, is_archive};
 pub use compression::Compression;
+pub use import::import_tar;
 pub use unpack::unpack_layer;
-pub use write::{CommittedLayer, SourceKind, import_tar, write_layer, write_layer_from, write_tar};
+pub use write::{CommittedLayer, SourceKind, write_layer, write_layer_from, write_tar};
 
 /// Errors from building or extracting layers. Each names the path or tar entry involved.
 #[derive(Debug, thiserror::Error)]

@@ -66,15 +66,7 @@ pub fn write_layer_from(
     kind: SourceKind,
     compression: Compression,
 ) -> Result<Option<CommittedLayer>, LayerError> {
-    let blob = store.blob_writer()?;
-    let encoder = match compression {
-        Compression::None => Encoder::Plain(blob),
-        Compression::Gzip { level } if level <= 9 => Encoder::Gzip(Box::new(GzEncoder::new(
-            blob,
-            flate2::Compression::new(level),
-        ))),
-        Compression::Gzip { level } => return Err(LayerError::InvalidCompressionLevel(level)),
-    };
+    let encoder = Encoder::new(store.blob_writer()?, compression)?;
     // The buffer batches the tar crate's 512-byte header writes before they are hashed and
     // compressed.
     let out = BufWriter::with_capacity(256 * 1024, HashingWriter::new(encoder));
@@ -99,77 +91,25 @@ pub fn write_layer_from(
     }))
 }
 
-/// Stores an existing tar stream (plain or compressed; e.g. a rootfs tarball for `kiln import`)
-/// as a layer blob, re-compressed with `compression`. Every entry is parsed on the way through,
-/// so a file that is not a tar archive is refused before anything is published.
-pub fn import_tar(
-    store: &Store,
-    tarball: impl Read,
-    compression: Compression,
-) -> Result<CommittedLayer, LayerError> {
-    let blob = store.blob_writer()?;
-    let encoder = match compression {
-        Compression::None => Encoder::Plain(blob),
-        Compression::Gzip { level } if level <= 9 => Encoder::Gzip(Box::new(GzEncoder::new(
-            blob,
-            flate2::Compression::new(level),
-        ))),
-        Compression::Gzip { level } => return Err(LayerError::InvalidCompressionLevel(level)),
-    };
-    let tee = TeeReader {
-        inner: crate::compression::decompressed(tarball).map_err(LayerError::Archive)?,
-        out: HashingWriter::new(encoder),
-    };
-    let mut archive = tar::Archive::new(tee);
-    let mut entries = 0u64;
-    for entry in archive.entries().map_err(LayerError::Archive)? {
-        let mut entry = entry.map_err(LayerError::Archive)?;
-        io::copy(&mut entry, &mut io::sink()).map_err(LayerError::Archive)?;
-        entries += 1;
-    }
-    if entries == 0 {
-        return Err(LayerError::Archive(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the archive has no entries",
-        )));
-    }
-    let mut tee = archive.into_inner();
-    // Trailing padding after the end blocks is part of the tar, and so of its diffID.
-    io::copy(&mut tee, &mut io::sink()).map_err(LayerError::Archive)?;
-    let tmp = store.root().join("tmp");
-    let (encoder, diff_id) = tee.out.finish();
-    let blob = encoder.finish().map_err(LayerError::io(&tmp))?;
-    let (digest, size) = blob.commit(None)?;
-    Ok(CommittedLayer {
-        digest,
-        diff_id,
-        size,
-        media_type: compression.media_type().to_owned(),
-    })
-}
-
-/// Copies everything read through it into `out`.
-struct TeeReader<R, W> {
-    inner: R,
-    out: W,
-}
-
-impl<R: Read, W: Write> Read for TeeReader<R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.out.write_all(&buf[..n])?;
-        Ok(n)
-    }
-}
-
 /// The compression stage in front of the blob writer.
-enum Encoder {
+pub(crate) enum Encoder {
     Plain(BlobWriter),
     Gzip(Box<GzEncoder<BlobWriter>>),
 }
 
 impl Encoder {
-    fn finish(self) -> io::Result<BlobWriter> {
+    pub(crate) fn new(blob: BlobWriter, compression: Compression) -> Result<Encoder, LayerError> {
+        Ok(match compression {
+            Compression::None => Encoder::Plain(blob),
+            Compression::Gzip { level } if level <= 9 => Encoder::Gzip(Box::new(GzEncoder::new(
+                blob,
+                flate2::Compression::new(level),
+            ))),
+            Compression::Gzip { level } => return Err(LayerError::InvalidCompressionLevel(level)),
+        })
+    }
+
+    pub(crate) fn finish(self) -> io::Result<BlobWriter> {
         match self {
             Encoder::Plain(w) => Ok(w),
             Encoder::Gzip(gz) => gz.finish(),
