@@ -45,8 +45,20 @@ fn app_image_has_the_dockerfile_metadata_and_runs() {
     assert_eq!(cfg["StopSignal"], "SIGTERM");
     assert_eq!(cfg["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
     let layers = img["RootFS"]["Layers"].as_array().unwrap().len();
-    // busybox + WORKDIR + COPY + 4 RUNs that write (the last two write nothing but /tmp/uid's RUN does).
-    assert!(layers >= 4, "layers: {layers}");
+    // busybox + WORKDIR + COPY + the two RUNs that write files. The two echo RUNs change
+    // nothing, so they add no layer (and the sandbox's mount points leave no trace).
+    assert_eq!(layers, 5, "layers: {img}");
+    let empty: Vec<bool> = img["History"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["empty_layer"].as_bool().unwrap_or(false))
+        .collect();
+    assert_eq!(
+        empty.iter().filter(|e| !**e).count(),
+        5,
+        "history agrees with the layers"
+    );
     let history = img["History"].as_array().unwrap();
     assert!(
         history.iter().any(|h| h["created_by"]

@@ -28,6 +28,20 @@ fn run_options_behave_like_docker() {
         k.ok(&["run", "--rm", "-u", "1000:1000", base, "id", "-u"]),
         "1000\n"
     );
+    assert_eq!(
+        k.ok(&[
+            "run",
+            "--rm",
+            "-u",
+            "kiln",
+            base,
+            "sh",
+            "-c",
+            "echo $HOME $(id -un)"
+        ]),
+        "/home/kiln kiln\n",
+        "HOME comes from the user's passwd entry"
+    );
     let out = k.cmd(&["run", "--rm", base, "sh", "-c", "exit 42"]);
     assert_eq!(
         out.status.code(),

@@ -12,12 +12,13 @@ use rustix::mount::{
 use crate::error::SandboxError;
 
 /// Options that keep the upper dir a plain, self-contained diff: no index, no metadata-only
-/// copy-ups, no directory-rename redirects (renaming a lower dir then fails with EXDEV, and
-/// tools fall back to copying, as they do under Docker).
+/// copy-ups, no directory-rename redirects made or followed (renaming a lower dir then fails
+/// with EXDEV and tools fall back to copying, as under Docker; `nofollow` rather than `off`
+/// because `userxattr` mounts reject redirect following).
 const DIFF_FRIENDLY_OPTIONS: [(&str, &str); 3] = [
     ("index", "off"),
     ("metacopy", "off"),
-    ("redirect_dir", "off"),
+    ("redirect_dir", "nofollow"),
 ];
 
 /// Mounts `lowers` (topmost first) with an optional `(upper, work)` pair on `target`.
@@ -239,7 +240,7 @@ mod tests {
         let options = legacy_options(&lowers, Some((Path::new("/u"), Path::new("/w"))), false);
         assert_eq!(
             options,
-            "lowerdir=/l/top:/l/a\\:b\\,c,upperdir=/u,workdir=/w,index=off,metacopy=off,redirect_dir=off"
+            "lowerdir=/l/top:/l/a\\:b\\,c,upperdir=/u,workdir=/w,index=off,metacopy=off,redirect_dir=nofollow"
         );
         let options = legacy_options(&lowers[..1], None, true);
         assert!(options.ends_with(",userxattr"), "{options}");

@@ -10,6 +10,8 @@ pub(crate) struct ResolvedUser {
     pub gid: u32,
     /// Supplementary groups, primary gid first, without duplicates.
     pub groups: Vec<u32>,
+    /// The user's home directory from /etc/passwd, else `/` (what runc puts in `HOME`).
+    pub home: String,
 }
 
 /// The two halves of a `user[:group]` string.
@@ -45,6 +47,7 @@ struct PasswdEntry<'a> {
     name: &'a str,
     uid: u32,
     gid: u32,
+    home: &'a str,
 }
 
 fn passwd_entries(passwd: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
@@ -57,6 +60,7 @@ fn passwd_entries(passwd: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
             name: fields[0],
             uid: fields[2].trim().parse().ok()?,
             gid: fields[3].trim().parse().ok()?,
+            home: fields.get(5).copied().unwrap_or(""),
         })
     })
 }
@@ -102,10 +106,15 @@ pub(crate) fn resolve_user(
     let passwd = passwd.unwrap_or("");
     let group_file = group.unwrap_or("");
 
-    let (uid, user_name, passwd_gid) = match spec.user.parse::<u32>() {
+    let (uid, user_name, passwd_gid, home) = match spec.user.parse::<u32>() {
         Ok(uid) => {
             let entry = passwd_entries(passwd).find(|e| e.uid == uid);
-            (uid, entry.as_ref().map(|e| e.name), entry.map(|e| e.gid))
+            (
+                uid,
+                entry.as_ref().map(|e| e.name),
+                entry.as_ref().map(|e| e.gid),
+                entry.map(|e| e.home),
+            )
         }
         Err(_) => {
             let entry = passwd_entries(passwd)
@@ -113,7 +122,12 @@ pub(crate) fn resolve_user(
                 .ok_or_else(|| InitFailure::UserNotFound {
                     user: spec.user.to_string(),
                 })?;
-            (entry.uid, Some(entry.name), Some(entry.gid))
+            (
+                entry.uid,
+                Some(entry.name),
+                Some(entry.gid),
+                Some(entry.home),
+            )
         }
     };
 
@@ -138,7 +152,16 @@ pub(crate) fn resolve_user(
             }
         }
     }
-    Ok(ResolvedUser { uid, gid, groups })
+    let home = home
+        .filter(|h| h.starts_with('/'))
+        .unwrap_or("/")
+        .to_string();
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        groups,
+        home,
+    })
 }
 
 #[cfg(test)]
@@ -199,7 +222,8 @@ mod tests {
             ResolvedUser {
                 uid: 0,
                 gid: 0,
-                groups: vec![0, 10]
+                groups: vec![0, 10],
+                home: "/root".into(),
             }
         );
     }
@@ -212,7 +236,8 @@ mod tests {
             ResolvedUser {
                 uid: 1000,
                 gid: 1000,
-                groups: vec![1000, 10, 998]
+                groups: vec![1000, 10, 998],
+                home: "/home/alice".into(),
             }
         );
         let bob = resolve(Some("bob")).unwrap();
@@ -221,7 +246,8 @@ mod tests {
             ResolvedUser {
                 uid: 1001,
                 gid: 100,
-                groups: vec![100, 998]
+                groups: vec![100, 998],
+                home: "/home/bob".into(),
             }
         );
     }
@@ -234,7 +260,8 @@ mod tests {
             ResolvedUser {
                 uid: 1234,
                 gid: 5678,
-                groups: vec![5678]
+                groups: vec![5678],
+                home: "/".into(),
             }
         );
         let u = resolve_user(Some("1234"), None, None).unwrap();
@@ -243,7 +270,8 @@ mod tests {
             ResolvedUser {
                 uid: 1234,
                 gid: 0,
-                groups: vec![0]
+                groups: vec![0],
+                home: "/".into(),
             }
         );
     }

@@ -111,8 +111,7 @@ fn prepare(request: &InitRequest, stubs: &mut Vec<Stub>) -> Result<Prepared, Ini
             .iter()
             .map(|a| c_string(a.as_bytes(), "argument"))
             .collect::<Result<_, _>>()?,
-        env: process
-            .env
+        env: with_home(&process.env, &user.home)
             .iter()
             .map(|e| c_string(e.as_bytes(), "environment entry"))
             .collect::<Result<_, _>>()?,
@@ -202,4 +201,13 @@ mod tests {
         let message = InitFailure::ExecutableNotFound { name: "foo".into() }.to_string();
         assert_eq!(message, "exec: \"foo\": executable file not found in $PATH");
     }
+}
+
+/// Adds `HOME` from the user's passwd entry when the caller did not set it, as runc does.
+fn with_home(env: &[String], home: &str) -> Vec<String> {
+    let mut env = env.to_vec();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={home}"));
+    }
+    env
 }
