@@ -163,6 +163,15 @@ fn is_executable_file(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// Adds `HOME` from the user's passwd entry when the caller did not set it, as runc does.
+fn with_home(env: &[String], home: &str) -> Vec<String> {
+    let mut env = env.to_vec();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={home}"));
+    }
+    env
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,13 +210,4 @@ mod tests {
         let message = InitFailure::ExecutableNotFound { name: "foo".into() }.to_string();
         assert_eq!(message, "exec: \"foo\": executable file not found in $PATH");
     }
-}
-
-/// Adds `HOME` from the user's passwd entry when the caller did not set it, as runc does.
-fn with_home(env: &[String], home: &str) -> Vec<String> {
-    let mut env = env.to_vec();
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={home}"));
-    }
-    env
 }
