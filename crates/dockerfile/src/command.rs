@@ -27,6 +27,20 @@ pub struct CopyCommand {
     pub exclude: Vec<String>,
     pub parents: bool,
     pub checksum: Option<String>,
+    /// Inline files (`COPY <<EOF /dst`), in the order written; their names are not in
+    /// `sources`.
+    pub heredocs: Vec<Heredoc>,
+}
+
+/// A here-document: `<<NAME` (or `<<-NAME`, tabs stripped) followed by lines up to `NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Heredoc {
+    /// The delimiter word, without quotes.
+    pub name: String,
+    /// The body, each line ending with `\n`; leading tabs already stripped for `<<-`.
+    pub content: String,
+    /// False when the delimiter was quoted (`<<'EOF'`, `<<"EOF"`): no variable expansion.
+    pub expand: bool,
 }
 
 /// HEALTHCHECK options as written (Go duration strings such as `30s` and a retry count);
@@ -108,6 +122,7 @@ impl Command {
                 exclude: all(&c.exclude)?,
                 parents: c.parents,
                 checksum: opt(&c.checksum)?,
+                heredocs: c.heredocs.clone(),
             })
         };
         Ok(match self {

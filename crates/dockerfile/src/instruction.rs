@@ -166,6 +166,7 @@ pub(crate) fn to_command(node: &Node) -> Result<Command, ParseError> {
                 exclude: flags.list("exclude"),
                 parents: flags.bool("parents"),
                 checksum: flags.value("checksum"),
+                heredocs: Vec::new(),
             };
             if is_copy {
                 Command::Copy(copy)

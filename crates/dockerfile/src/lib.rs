@@ -20,7 +20,7 @@ mod instruction;
 mod lexer;
 mod pattern;
 
-pub use command::{Command, CopyCommand, Healthcheck, HealthcheckOptions, ShellOrExec};
+pub use command::{Command, CopyCommand, Healthcheck, HealthcheckOptions, Heredoc, ShellOrExec};
 pub use dump::dump;
 pub use error::{ExpandError, ParseError, Span};
 pub use expand::{expand_word, expand_words};

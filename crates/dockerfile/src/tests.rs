@@ -123,6 +123,7 @@ fn flags_are_typed() {
             exclude: vec!["*.md".into(), ".git".into()],
             parents: true,
             checksum: None,
+            heredocs: Vec::new(),
         }
     );
     assert!(matches!(&cmds[3], Command::Add(c) if c.checksum.as_deref() == Some("sha256:abc")));

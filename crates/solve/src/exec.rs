@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 
-use kiln_dockerfile::Instruction;
+use kiln_dockerfile::{Instruction, ShellOrExec};
 use kiln_layer::{CommittedLayer, Compression};
 use kiln_sandbox::{NetworkMode, ProcessSpec, SandboxSpec};
 
@@ -27,6 +27,44 @@ impl StageBuilder<'_> {
                 format!("unsupported network mode {other:?} (expected none, host or default)"),
             )),
         }
+    }
+
+    /// A `RUN` instruction: its cache key inputs, then (on a miss) its execution.
+    pub(crate) fn run_step(
+        &self,
+        state: &mut StageState,
+        ins: &Instruction,
+        label: StepLabel,
+        cmd: &ShellOrExec,
+        network: Option<&str>,
+        mounts: &[String],
+    ) -> Result<()> {
+        if let Some(m) = mounts.first() {
+            return Err(self.fail(ins, format!("RUN --mount={m} is not supported yet")));
+        }
+        let argv = state.argv(cmd);
+        let env = state.run_env();
+        let workdir = state
+            .config
+            .config
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| "/".into());
+        let user = state.config.config.user.clone().unwrap_or_default();
+        self.fs_step(
+            state,
+            ins,
+            label,
+            |key| {
+                key.list("argv", argv.iter().map(String::as_str));
+                key.list("env", env.iter().map(String::as_str));
+                key.field("workdir", &workdir);
+                key.field("user", &user);
+                key.field("network", network.unwrap_or(""));
+                Ok(())
+            },
+            |b, st, label| b.exec_run(st, ins, label, &argv, network),
+        )
     }
 
     pub(crate) fn exec_run(

@@ -226,31 +226,11 @@ impl StageBuilder<'_> {
         }
         let command = self.expand(state, ins)?;
         match &command {
-            Command::Run { cmd, network, .. } => {
-                let argv = state.argv(cmd);
-                let env = state.run_env();
-                let workdir = state
-                    .config
-                    .config
-                    .working_dir
-                    .clone()
-                    .unwrap_or_else(|| "/".into());
-                let user = state.config.config.user.clone().unwrap_or_default();
-                self.fs_step(
-                    state,
-                    ins,
-                    label,
-                    |key| {
-                        key.list("argv", argv.iter().map(String::as_str));
-                        key.list("env", env.iter().map(String::as_str));
-                        key.field("workdir", &workdir);
-                        key.field("user", &user);
-                        key.field("network", network.as_deref().unwrap_or(""));
-                        Ok(())
-                    },
-                    |b, st, label| b.exec_run(st, ins, label, &argv, network.as_deref()),
-                )
-            }
+            Command::Run {
+                cmd,
+                network,
+                mounts,
+            } => self.run_step(state, ins, label, cmd, network.as_deref(), mounts),
             Command::Copy(c) | Command::Add(c) => {
                 let is_add = matches!(command, Command::Add(_));
                 self.copy_step(state, step, ins, label, c, is_add)
