@@ -8,6 +8,7 @@ packages=(
   docker-registry  # the CNCF distribution registry the tests push to and pull from
   skopeo           # independent registry client: seeds the test registry, checks pushes
   umoci            # independent OCI unpacker: checks kiln's images
+  oci-image-tool   # validates image layouts against the OCI schemas
   iproute2         # `ip`, used by network tests
   ca-certificates
 )
