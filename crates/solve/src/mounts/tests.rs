@@ -241,3 +241,55 @@ fn secrets_load_from_files_and_env_and_never_print() {
     let e = load_secret("d", &SecretSource::File(dir.path().join("missing")), &env).unwrap_err();
     assert!(e.contains("secret d: cannot read"), "{e}");
 }
+
+fn key_of(mount: &PlannedMount) -> kiln_image::Digest {
+    let mut key = crate::cache::KeyBuilder::new("RUN", None);
+    mount.add_to_key(&mut key);
+    key.finish()
+}
+
+#[test]
+fn secret_bytes_never_change_the_key_but_where_it_goes_does() {
+    let secret = |bytes: &[u8], target: &str| PlannedMount::SecretFile {
+        target: target.into(),
+        id: "token".into(),
+        secret: Some(Secret::new(bytes.to_vec())),
+        mode: 0o400,
+        uid: 0,
+        gid: 0,
+        required: false,
+    };
+    let a = key_of(&secret(b"one", "/run/secrets/token"));
+    assert_eq!(a, key_of(&secret(b"two", "/run/secrets/token")));
+    assert_ne!(a, key_of(&secret(b"one", "/etc/token")));
+    let env = |bytes: &[u8], name: &str| PlannedMount::SecretEnv {
+        name: name.into(),
+        id: "token".into(),
+        secret: Some(Secret::new(bytes.to_vec())),
+        required: true,
+    };
+    assert_eq!(key_of(&env(b"one", "T")), key_of(&env(b"two", "T")));
+    assert_ne!(key_of(&env(b"one", "T")), key_of(&env(b"one", "U")));
+}
+
+#[test]
+fn cache_and_tmpfs_settings_change_the_key() {
+    let cache = |dir: &[u8], sharing, readonly| PlannedMount::Cache {
+        target: "/c".into(),
+        dir_key: kiln_image::Digest::of(dir),
+        sharing,
+        settings: kiln_store::CacheDirSettings::default(),
+        readonly,
+        seed: None,
+    };
+    let base = key_of(&cache(b"a", CacheSharing::Shared, false));
+    assert_eq!(base, key_of(&cache(b"a", CacheSharing::Shared, false)));
+    assert_ne!(base, key_of(&cache(b"b", CacheSharing::Shared, false)));
+    assert_ne!(base, key_of(&cache(b"a", CacheSharing::Locked, false)));
+    assert_ne!(base, key_of(&cache(b"a", CacheSharing::Shared, true)));
+    let tmpfs = |size| PlannedMount::Tmpfs {
+        target: "/t".into(),
+        size,
+    };
+    assert_ne!(key_of(&tmpfs(None)), key_of(&tmpfs(Some(1 << 20))));
+}
