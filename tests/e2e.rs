@@ -6,6 +6,7 @@ mod e2e {
     mod build;
     mod errors;
     pub mod harness;
+    mod mounts;
     mod push_pull;
     mod run;
 }

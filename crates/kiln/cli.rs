@@ -84,6 +84,12 @@ pub struct BuildArgs {
     /// Network for RUN steps: none or host
     #[arg(long, default_value = "none")]
     pub network: String,
+    /// Secret for RUN --mount=type=secret: id=NAME[,src=FILE|,env=VAR]; may be repeated
+    #[arg(long = "secret", value_name = "id=NAME[,src=FILE|,env=VAR]")]
+    pub secrets: Vec<String>,
+    /// Grant an entitlement; only network.host (lets RUN use --network=host)
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
     /// Do not use the build cache
     #[arg(long)]
     pub no_cache: bool,

@@ -50,6 +50,8 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         build_args,
         target: args.target.clone(),
         network: parse_network(&args.network)?,
+        allow_network_host: parse_allow(&args.allow)?,
+        secrets: load_secrets(&args.secrets)?,
         no_cache: args.no_cache,
         pull: args.pull,
         platform,
@@ -71,6 +73,34 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         println!("{id}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--allow` entitlements, as BuildKit names them.
+fn parse_allow(allow: &[String]) -> Result<bool> {
+    let mut network_host = false;
+    for entitlement in allow.iter().flat_map(|a| a.split(',')) {
+        match entitlement.trim() {
+            "network.host" => network_host = true,
+            "security.insecure" => bail!("--allow security.insecure is not supported by kiln"),
+            other => bail!("unknown entitlement {other:?} for --allow (kiln knows network.host)"),
+        }
+    }
+    Ok(network_host)
+}
+
+/// Reads every `--secret` now, so a missing file or variable fails the build before it starts.
+fn load_secrets(flags: &[String]) -> Result<BTreeMap<String, kiln_solve::mounts::Secret>> {
+    use kiln_solve::mounts::{load_secret, parse_secret_flag};
+    let mut secrets = BTreeMap::new();
+    for flag in flags {
+        let (id, source) = parse_secret_flag(flag, &|name: &str| std::env::var_os(name).is_some())
+            .map_err(anyhow::Error::msg)?;
+        let env =
+            |name: &str| std::env::var_os(name).map(std::os::unix::ffi::OsStringExt::into_vec);
+        let secret = load_secret(&id, &source, &env).map_err(anyhow::Error::msg)?;
+        secrets.insert(id, secret);
+    }
+    Ok(secrets)
 }
 
 pub fn parse_network(s: &str) -> Result<NetworkMode> {

@@ -45,7 +45,7 @@ pub fn run(env: &Env, args: RunArgs) -> Result<ExitCode> {
     }
     let mut mounts = Vec::new();
     for v in &args.volumes {
-        mounts.push(parse_volume(v)?);
+        mounts.push(parse_volume(v)?.into());
     }
     let spec = SandboxSpec {
         lower_dirs: lowers,

@@ -64,10 +64,10 @@ pub fn spawn(
         ));
     }
     for mount in &spec.mounts {
-        if !mount.target.starts_with('/') {
+        if !mount.target().starts_with('/') {
             return Err(SandboxError::InvalidSpec(format!(
-                "bind mount target {:?} is not an absolute path",
-                mount.target
+                "mount target {:?} is not an absolute path",
+                mount.target()
             )));
         }
     }
@@ -160,6 +160,8 @@ fn prepare_state_dir(spec: &SandboxSpec) -> Result<tempfile::TempDir, SandboxErr
     };
     create_dir("root")?;
     create_dir("empty")?;
+    // Mount point of the sandbox's private tmpfs for file mounts (see `FileMount`).
+    create_dir("files")?;
     let hosts = hosts_file(&spec.hostname);
     write_file(&dir.path().join("hosts"), hosts.as_bytes())?;
     let resolv = match spec.network {

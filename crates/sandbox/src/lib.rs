@@ -21,7 +21,9 @@ pub use error::{InitFailure, SandboxError};
 pub use host::{ExitCode, SandboxChild, spawn};
 pub use init::maybe_run_init;
 pub use overlay::OverlayMount;
-pub use spec::{BindMount, NetworkMode, ProcessSpec, SandboxSpec, Stdio};
+pub use spec::{
+    BindMount, FileMount, Mount, NetworkMode, ProcessSpec, SandboxSpec, Stdio, TmpfsMount,
+};
 
 /// Moves the calling process into a mount namespace of its own whose mounts receive the
 /// host's but never propagate back, so every mount it makes (for example an

@@ -17,8 +17,9 @@ pub struct SandboxSpec {
     pub work_dir: PathBuf,
     pub network: NetworkMode,
     pub hostname: String,
-    /// Extra bind mounts, applied after the standard ones, in order.
-    pub mounts: Vec<BindMount>,
+    /// Extra mounts, applied after the standard ones, in order (a mount inside another's
+    /// target must come after it).
+    pub mounts: Vec<Mount>,
 }
 
 /// How the sandbox is connected to the network.
@@ -39,6 +40,66 @@ pub struct BindMount {
     /// Absolute path inside the sandbox; created (and cleaned up afterwards) if missing.
     pub target: String,
     pub readonly: bool,
+}
+
+/// Something mounted into the sandbox at an absolute target path. Missing targets are created
+/// (and removed afterwards if still untouched, so they never show in the upper dir).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mount {
+    Bind(BindMount),
+    Tmpfs(TmpfsMount),
+    File(FileMount),
+}
+
+impl Mount {
+    /// Where the mount appears inside the sandbox.
+    pub fn target(&self) -> &str {
+        match self {
+            Mount::Bind(m) => &m.target,
+            Mount::Tmpfs(m) => &m.target,
+            Mount::File(m) => &m.target,
+        }
+    }
+}
+
+impl From<BindMount> for Mount {
+    fn from(mount: BindMount) -> Self {
+        Mount::Bind(mount)
+    }
+}
+
+/// A fresh, empty in-memory filesystem, gone when the sandbox exits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsMount {
+    pub target: String,
+    /// Size limit in bytes; `None` is the kernel's default (half of RAM).
+    pub size: Option<u64>,
+}
+
+/// A read-only file with the given bytes (a build secret). The bytes travel to the init over
+/// its spec pipe and live only in a tmpfs private to the sandbox's mount namespace, so they
+/// never touch a disk; the mount point stub is removed afterwards like every other.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMount {
+    pub target: String,
+    pub contents: Vec<u8>,
+    /// Permission bits of the file.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl std::fmt::Debug for FileMount {
+    // The contents are secret: never print them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileMount")
+            .field("target", &self.target)
+            .field("contents", &format_args!("<{} bytes>", self.contents.len()))
+            .field("mode", &format_args!("{:o}", self.mode))
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .finish()
+    }
 }
 
 /// The process to run inside the sandbox.

@@ -6,13 +6,13 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use kiln_sandbox::{
-    BindMount, ExitCode, InitFailure, NetworkMode, OverlayMount, ProcessSpec, SandboxError,
-    SandboxSpec, Stdio,
+    BindMount, ExitCode, FileMount, InitFailure, Mount, NetworkMode, OverlayMount, ProcessSpec,
+    SandboxError, SandboxSpec, Stdio, TmpfsMount,
 };
 
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "id", "hostname", "ls", "ps", "nc", "wget", "sleep", "kill", "touch",
-    "mkdir", "pwd", "env", "true", "false", "test", "wc", "grep", "head", "ip", "rm",
+    "mkdir", "pwd", "env", "true", "false", "test", "wc", "grep", "head", "ip", "rm", "cut",
 ];
 
 /// Shared read-only layers: `base` has only /bin (busybox), `etc` adds users and groups.
@@ -370,12 +370,14 @@ fn bind_mounts(l: &Layers) -> Result<(), String> {
             source: data.path().into(),
             target: "/mnt/ro".into(),
             readonly: true,
-        },
+        }
+        .into(),
         BindMount {
             source: data.path().join("file"),
             target: "/rw-file".into(),
             readonly: false,
-        },
+        }
+        .into(),
     ];
     let script = "cat /mnt/ro/file; echo; touch /mnt/ro/x 2>/dev/null && echo writable; echo -n bye > /rw-file";
     let out = run(&sp, &process(script)).map_err(|e| e.to_string())?;
@@ -390,6 +392,39 @@ fn bind_mounts(l: &Layers) -> Result<(), String> {
         .map(|e| e.unwrap().file_name())
         .collect();
     expect_eq("bind stubs cleaned", left, vec![])
+}
+
+fn tmpfs_and_file_mounts(l: &Layers) -> Result<(), String> {
+    let s = scratch();
+    let mut sp = spec(&[&l.base], &s, NetworkMode::None);
+    sp.mounts = vec![
+        Mount::Tmpfs(TmpfsMount {
+            target: "/scratch/tmp".into(),
+            size: Some(1 << 20),
+        }),
+        Mount::File(FileMount {
+            target: "/run/secrets/token".into(),
+            contents: b"s3cret".to_vec(),
+            mode: 0o440,
+            uid: 0,
+            gid: 0,
+        }),
+    ];
+    let script = "echo data > /scratch/tmp/f && cat /scratch/tmp/f; \
+        cat /run/secrets/token; echo; ls -ln /run/secrets/token | cut -c1-10; \
+        echo x > /run/secrets/token 2>/dev/null && echo writable; \
+        grep -c ' /scratch/tmp tmpfs ' /proc/mounts";
+    let out = run(&sp, &process(script)).map_err(|e| e.to_string())?;
+    expect_eq(
+        "output",
+        out.stdout.as_str(),
+        "data\ns3cret\n-r--r-----\n1\n",
+    )?;
+    let left: Vec<_> = std::fs::read_dir(&s.upper)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    expect_eq("tmpfs and secret stubs cleaned", left, vec![])
 }
 
 fn overlay_mounts_on_host(l: &Layers) -> Result<(), String> {
@@ -455,6 +490,7 @@ fn main() {
         ),
         ("inherited_fds_are_closed", inherited_fds_are_closed),
         ("bind_mounts", bind_mounts),
+        ("tmpfs_and_file_mounts", tmpfs_and_file_mounts),
         ("overlay_mounts_on_host", overlay_mounts_on_host),
     ];
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));

@@ -28,6 +28,10 @@ pub struct BuildRequest {
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
     pub network: NetworkMode,
+    /// `--allow network.host`: RUN steps may ask for `--network=host`.
+    pub allow_network_host: bool,
+    /// `--secret`s by id, for `RUN --mount=type=secret`.
+    pub secrets: BTreeMap<String, crate::mounts::Secret>,
     pub no_cache: bool,
     /// Re-resolve base image tags against their registries.
     pub pull: bool,

@@ -10,6 +10,7 @@ use kiln_sandbox::{NetworkMode, ProcessSpec, SandboxSpec};
 
 use crate::error::{Result, SolveError};
 use crate::images::lower_dirs;
+use crate::mounts::ActiveMounts;
 use crate::progress::{ProgressEvent, StepLabel};
 use crate::stage::{StageBuilder, StageState};
 
@@ -17,11 +18,23 @@ use crate::stage::{StageBuilder, StageState};
 const OUTPUT_TAIL_LINES: usize = 20;
 
 impl StageBuilder<'_> {
+    /// The sandbox network of a RUN step: `--network=default` (or none given) is the build's;
+    /// `host` must be allowed by the build (`--allow network.host`, or `--network host` for the
+    /// whole build), as BuildKit requires the `network.host` entitlement.
     pub(crate) fn network_for(&self, ins: &Instruction, flag: Option<&str>) -> Result<NetworkMode> {
         match flag {
             None | Some("default") => Ok(self.req.network),
             Some("none") => Ok(NetworkMode::None),
-            Some("host") => Ok(NetworkMode::Host),
+            Some("host")
+                if self.req.allow_network_host || self.req.network == NetworkMode::Host =>
+            {
+                Ok(NetworkMode::Host)
+            }
+            Some("host") => Err(self.fail(
+                ins,
+                "RUN --network=host is not allowed: the build must be started with \
+                 --allow network.host",
+            )),
             Some(other) => Err(self.fail(
                 ins,
                 format!("unsupported network mode {other:?} (expected none, host or default)"),
@@ -39,9 +52,8 @@ impl StageBuilder<'_> {
         network: Option<&str>,
         mounts: &[String],
     ) -> Result<()> {
-        if let Some(m) = mounts.first() {
-            return Err(self.fail(ins, format!("RUN --mount={m} is not supported yet")));
-        }
+        let network = self.network_for(ins, network)?;
+        let mounts = self.plan_mounts(state, ins, mounts)?;
         let argv = state.argv(cmd);
         let env = state.run_env();
         let workdir = state
@@ -60,10 +72,23 @@ impl StageBuilder<'_> {
                 key.list("env", env.iter().map(String::as_str));
                 key.field("workdir", &workdir);
                 key.field("user", &user);
-                key.field("network", network.unwrap_or(""));
+                key.field(
+                    "network",
+                    match network {
+                        NetworkMode::Host => "host",
+                        _ => "none",
+                    },
+                );
+                key.field("mounts", &mounts.len().to_string());
+                for mount in &mounts {
+                    mount.add_to_key(key);
+                }
                 Ok(())
             },
-            |b, st, label| b.exec_run(st, ins, label, &argv, network),
+            |b, st, label| {
+                let active = b.materialize_mounts(ins, &mounts)?;
+                b.exec_run(st, ins, label, &argv, network, &active)
+            },
         )
     }
 
@@ -73,10 +98,10 @@ impl StageBuilder<'_> {
         ins: &Instruction,
         label: &StepLabel,
         argv: &[String],
-        network: Option<&str>,
+        network: NetworkMode,
+        mounts: &ActiveMounts,
     ) -> Result<Option<CommittedLayer>> {
         let store = &self.engine.store;
-        let network = self.network_for(ins, network)?;
         let lowers = lower_dirs(
             store,
             state.layers.iter().zip(state.config.rootfs.diff_ids.iter()),
@@ -96,11 +121,18 @@ impl StageBuilder<'_> {
             work_dir: overlay_work,
             network,
             hostname: "kiln".into(),
-            mounts: Vec::new(),
+            mounts: mounts.mounts.clone(),
         };
+        // Secrets exposed as variables reach the process only, never the image's config.
+        let mut env = state.run_env();
+        for var in &mounts.env {
+            let name = var.split('=').next().unwrap_or_default();
+            env.retain(|e| e.split('=').next() != Some(name));
+            env.push(var.clone());
+        }
         let process = ProcessSpec {
             args: argv.to_vec(),
-            env: state.run_env(),
+            env,
             cwd: state
                 .config
                 .config

@@ -15,6 +15,7 @@ mod error;
 mod exec;
 mod fsops;
 mod images;
+pub mod mounts;
 mod progress;
 mod stage;
 

@@ -6,12 +6,14 @@
 //! names.json              image name → manifest digest
 //! cache/<hex>             cache records by cache key (opaque bytes, typed by the solver)
 //! snapshots/<hex>/        one unpacked layer per diffID, ready to be an overlay lower dir
+//! cache-mounts/<hex>/     persistent directories of `RUN --mount=type=cache`, by cache id
 //! tmp/                    staging for everything above; same filesystem, so commits are renames
 //! ```
 //! Every write is staged in `tmp/` and published by an atomic rename after `fsync`, so a crash or a
 //! failed verification never leaves a half-written object under a real name.
 
 mod blobs;
+mod cache_mounts;
 mod names;
 mod snapshots;
 
@@ -19,6 +21,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use blobs::BlobWriter;
+pub use cache_mounts::{CacheDirSettings, CacheMountLease, CacheSharing};
 pub use kiln_image::Digest;
 pub use snapshots::SnapshotStaging;
 

@@ -17,6 +17,7 @@ use rustix::mount::{MountFlags, UnmountFlags};
 use crate::error::InitFailure;
 use crate::overlay::mount_layers;
 use crate::protocol::{IdMap, InitRequest};
+use crate::spec::{BindMount, FileMount, Mount};
 use crate::stubs::{Stub, StubKind};
 
 /// Device nodes shared from the host's /dev (bind mounts work in a user namespace, where mknod
@@ -72,25 +73,119 @@ pub(super) fn build_and_enter(
         let point = points.ensure(target, PointKind::File)?;
         bind(&request.state_dir.join(file), &point, false, target)?;
     }
-    for mount in &spec.mounts {
-        let source = std::fs::metadata(&mount.source).map_err(InitFailure::setup(format!(
-            "bind mount source {}",
-            mount.source.display()
-        )))?;
-        let kind = if source.is_dir() {
-            PointKind::Dir
-        } else {
-            PointKind::File
-        };
-        let point = points.ensure(&mount.target, kind)?;
-        bind(&mount.source, &point, true, &mount.target)?;
-        if mount.readonly {
-            let mounted = points.ensure(&mount.target, kind)?;
-            remount_read_only(&mounted, &mount.target)?;
+    let mut files = FileMountArea::new(request.state_dir.join("files"), request.id_map);
+    for extra in &spec.mounts {
+        match extra {
+            Mount::Bind(bind_mount) => mount_bind(&mut points, bind_mount)?,
+            Mount::Tmpfs(tmpfs) => {
+                let point = points.ensure(&tmpfs.target, PointKind::Dir)?;
+                let options = match tmpfs.size {
+                    Some(size) => format!("mode=1777,size={size}"),
+                    None => "mode=1777".to_owned(),
+                };
+                let options = std::ffi::CString::new(options).expect("no NUL in tmpfs options");
+                mount(
+                    "tmpfs",
+                    &point,
+                    "tmpfs",
+                    MountFlags::NOSUID | MountFlags::NODEV,
+                    Some(&options),
+                    &tmpfs.target,
+                )?;
+            }
+            Mount::File(file) => {
+                let source = files.write(file)?;
+                let point = points.ensure(&file.target, PointKind::File)?;
+                bind(&source, &point, false, &file.target)?;
+                let mounted = points.ensure(&file.target, PointKind::File)?;
+                remount_read_only(&mounted, &file.target)?;
+            }
         }
     }
     drop(points);
     pivot_into(&root)
+}
+
+fn mount_bind(points: &mut MountPoints<'_>, mount: &BindMount) -> Result<(), InitFailure> {
+    let source = std::fs::metadata(&mount.source).map_err(InitFailure::setup(format!(
+        "bind mount source {}",
+        mount.source.display()
+    )))?;
+    let kind = if source.is_dir() {
+        PointKind::Dir
+    } else {
+        PointKind::File
+    };
+    let point = points.ensure(&mount.target, kind)?;
+    bind(&mount.source, &point, true, &mount.target)?;
+    if mount.readonly {
+        let mounted = points.ensure(&mount.target, kind)?;
+        remount_read_only(&mounted, &mount.target)?;
+    }
+    Ok(())
+}
+
+/// Where the files of [`FileMount`]s are written before being bound into place: a tmpfs on the
+/// state dir's `files/`, mounted on first use. It exists only in the sandbox's mount namespace
+/// and becomes unreachable (except through the binds) once the old root is detached.
+struct FileMountArea {
+    dir: PathBuf,
+    id_map: Option<IdMap>,
+    mounted: bool,
+    count: usize,
+}
+
+impl FileMountArea {
+    fn new(dir: PathBuf, id_map: Option<IdMap>) -> Self {
+        FileMountArea {
+            dir,
+            id_map,
+            mounted: false,
+            count: 0,
+        }
+    }
+
+    /// Writes one file with its mode and owner and returns its path.
+    fn write(&mut self, file: &FileMount) -> Result<PathBuf, InitFailure> {
+        let failed = |what: &str| InitFailure::setup(format!("{what} for {}", file.target));
+        if !self.mounted {
+            rustix::mount::mount(
+                "tmpfs",
+                &self.dir,
+                "tmpfs",
+                MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                c"mode=755",
+            )
+            .map_err(|e| failed("mount the file tmpfs")(e.into()))?;
+            self.mounted = true;
+        }
+        self.count += 1;
+        let path = self.dir.join(self.count.to_string());
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(failed("create the file"))?;
+            out.write_all(&file.contents)
+                .map_err(failed("write the file"))?;
+        }
+        // Inside a user namespace only root (the caller) is mapped: other owners cannot exist.
+        if self.id_map.is_none() {
+            rustix::fs::chown(
+                &path,
+                Some(rustix::fs::Uid::from_raw(file.uid)),
+                Some(rustix::fs::Gid::from_raw(file.gid)),
+            )
+            .map_err(|e| failed("set the owner")(e.into()))?;
+        }
+        rustix::fs::chmod(&path, Mode::from_raw_mode(file.mode & 0o7777))
+            .map_err(|e| failed("set the mode")(e.into()))?;
+        Ok(path)
+    }
 }
 
 /// The `/proc/self/fd/N` path through which a mount point fd can be mounted on.
