@@ -190,16 +190,23 @@ impl Engine {
             };
             let started = Instant::now();
             progress(ProgressEvent::StepStarted(from_label.clone()));
-            let state = match &stage.base {
-                Base::Scratch => StageState::scratch(&req.platform),
+            let at = |message: String| SolveError::Dockerfile {
+                location: src.at(&stage.from),
+                message,
+            };
+            // `FROM --platform=…` (already expanded by the plan), else the build's target.
+            let platform = match &stage.platform {
+                Some(text) => text
+                    .parse::<Platform>()
+                    .map_err(|e| at(format!("--platform: {e}")))?,
+                None => req.platform.clone(),
+            };
+            let mut state = match &stage.base {
+                Base::Scratch => StageState::scratch(&platform),
                 Base::Stage(i) => done.get(i).cloned().ok_or_else(|| {
                     SolveError::Other(format!("stage {i} was not built before it was needed"))
                 })?,
                 Base::Image(name) => {
-                    let at = |message: String| SolveError::Dockerfile {
-                        location: src.at(&stage.from),
-                        message,
-                    };
                     let reference: Reference = name
                         .parse()
                         .map_err(|e: kiln_registry::ReferenceError| at(e.to_string()))?;
@@ -208,7 +215,7 @@ impl Engine {
                         &self.registry,
                         &self.rt,
                         &reference,
-                        &req.platform,
+                        &platform,
                         req.pull,
                         progress,
                     )
@@ -218,9 +225,10 @@ impl Engine {
                             reference.familiar()
                         ))
                     })?;
-                    StageState::from_image(&image)
+                    StageState::from_image(&image, &platform)
                 }
             };
+            state.proxy_env = proxy_env(&plan.build_args);
             progress(ProgressEvent::StepDone {
                 step: from_label,
                 elapsed: started.elapsed(),
@@ -241,15 +249,16 @@ impl Engine {
         let target = done
             .remove(&plan.target)
             .ok_or_else(|| SolveError::Other("the target stage was not built".into()))?;
-        self.finish_image(target, &req.platform)
+        self.finish_image(target)
     }
 
-    fn finish_image(&self, state: StageState, platform: &Platform) -> Result<StoredImage> {
+    /// Writes the target stage as an image for the stage's platform.
+    fn finish_image(&self, state: StageState) -> Result<StoredImage> {
         let mut config: ImageConfig = state.config;
         config.created = state.last_created.clone();
-        config.os = platform.os.clone();
-        config.architecture = platform.architecture.clone();
-        config.variant = platform.variant.clone();
+        config.os = state.platform.os.clone();
+        config.architecture = state.platform.architecture.clone();
+        config.variant = state.platform.variant.clone();
         write_image(&self.store, &config, state.layers)
     }
 
@@ -257,6 +266,15 @@ impl Engine {
     pub fn base_key(image: &StoredImage) -> Digest {
         image.manifest_digest.clone()
     }
+}
+
+/// The proxy build args (`HTTP_PROXY=…`, …) RUN sees without a declaration.
+fn proxy_env(build_args: &BTreeMap<String, String>) -> Vec<String> {
+    build_args
+        .iter()
+        .filter(|(name, _)| kiln_plan::PROXY_ARGS.contains(&name.as_str()))
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect()
 }
 
 /// How a stage is named in progress lines: its `AS` name, else `stage-N`.

@@ -100,7 +100,7 @@ impl StageBuilder<'_> {
         };
         let process = ProcessSpec {
             args: argv.to_vec(),
-            env: state.run_env(),
+            env: state.process_env(),
             cwd: state
                 .config
                 .config

@@ -90,10 +90,27 @@ pub fn resolve_image(
 ) -> Result<StoredImage> {
     if (!pull || reference.digest().is_some())
         && let Some(img) = StoredImage::load_by_name(store, reference)?
+        && is_for_platform(&img.config, platform)
     {
         return Ok(img);
     }
     pull_image(store, registry, rt, reference, platform, progress)
+}
+
+/// Whether an image's config is for `platform`. A local name holds one platform's image, so
+/// a build for another platform pulls again. Configs that name no platform (some imported
+/// images) fit any.
+fn is_for_platform(config: &ImageConfig, platform: &Platform) -> bool {
+    if config.architecture.is_empty() || config.os.is_empty() {
+        return true;
+    }
+    let own = Platform {
+        os: config.os.clone(),
+        architecture: config.architecture.clone(),
+        variant: config.variant.clone(),
+        os_version: None,
+    };
+    platform.matches(&own)
 }
 
 /// Pulls `reference` into the store and names it locally (tags only; digests need no name).

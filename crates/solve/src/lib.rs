@@ -11,10 +11,13 @@ mod cache;
 pub mod context;
 pub mod copy;
 pub mod dockerignore;
+mod emulation;
 mod error;
 mod exec;
 mod fsops;
 mod images;
+mod metadata;
+mod onbuild;
 mod progress;
 mod stage;
 
