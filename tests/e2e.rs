@@ -8,4 +8,5 @@ mod e2e {
     pub mod harness;
     mod push_pull;
     mod run;
+    mod semantics;
 }

@@ -50,18 +50,16 @@ impl StageBuilder<'_> {
                 format!("USER {u}")
             }
             Command::Expose(ports) => {
+                let mut added = BTreeMap::new();
                 for word in ports {
                     for port in expand_port_spec(word).map_err(fail)? {
-                        cfg.exposed_ports.insert(port, ());
+                        added.insert(port, ());
                     }
                 }
-                // BuildKit prints Go's rendering of the port set.
-                let set: Vec<String> = cfg
-                    .exposed_ports
-                    .keys()
-                    .map(|p| format!("{p}:{{}}"))
-                    .collect();
-                format!("EXPOSE map[{}]", set.join(" "))
+                // BuildKit prints Go's rendering of this instruction's port set.
+                let shown: Vec<String> = added.keys().map(|p| format!("{p}:{{}}")).collect();
+                cfg.exposed_ports.extend(added);
+                format!("EXPOSE map[{}]", shown.join(" "))
             }
             Command::Volume(vols) => {
                 for v in vols {
