@@ -444,7 +444,7 @@ ENTRYPOINT [\"/bin/sh\", \"-c\", \"id -u; id -g; pwd; stat -c %U /home/kiln/made
         )
     );
     assert_eq!(find("LABEL a=1"), ("LABEL a=1 b c=d e f=g h".into(), true));
-    assert_eq!(find("MAINTAINER").1, true);
+    assert!(find("MAINTAINER").1);
     assert_eq!(
         find("RUN"),
         (
@@ -453,8 +453,8 @@ ENTRYPOINT [\"/bin/sh\", \"-c\", \"id -u; id -g; pwd; stat -c %U /home/kiln/made
         ),
         "a RUN that changes nothing adds no layer"
     );
-    assert_eq!(find("WORKDIR /app").1, false, "WORKDIR app created /app");
-    assert_eq!(find("WORKDIR /app/src").1, false);
+    assert!(!find("WORKDIR /app").1, "WORKDIR app created /app");
+    assert!(!find("WORKDIR /app/src").1);
     let made: Vec<&(String, bool)> = history
         .iter()
         .filter(|(t, _)| t == "WORKDIR /home/kiln/made-by-user")
