@@ -89,13 +89,13 @@ pub fn resolve_image(
     progress: Progress<'_>,
 ) -> Result<StoredImage> {
     let mut local_platform = None;
-    if !pull || reference.digest().is_some() {
-        if let Some(img) = StoredImage::load_by_name(store, reference)? {
-            if is_for_platform(&img.config, platform) {
-                return Ok(img);
-            }
-            local_platform = Some(config_platform(&img.config));
+    if (!pull || reference.digest().is_some())
+        && let Some(img) = StoredImage::load_by_name(store, reference)?
+    {
+        if is_for_platform(&img.config, platform) {
+            return Ok(img);
         }
+        local_platform = Some(config_platform(&img.config));
     }
     pull_image(store, registry, rt, reference, platform, progress).map_err(|e| match local_platform {
         // Say why a local image was not used, or the pull error alone is puzzling.
