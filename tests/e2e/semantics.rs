@@ -92,6 +92,7 @@ CMD [\"cat\", \"/out/a\", \"/out/b\"]
 
     // --target picks a stage (names are case-insensitive) and builds only what it needs.
     let log = build_ok(&k, ctx.path(), "derived", &["--target", "DERIVED"]);
+    assert!(log.contains("derived"), "{log}");
     assert!(!log.contains("BROKEN-STAGE-RAN"), "{log}");
     assert_eq!(
         k.ok(&["run", "--rm", "derived", "cat", "/out/a", "/out/b"]),
@@ -475,6 +476,17 @@ ENTRYPOINT [\"/bin/sh\", \"-c\", \"id -u; id -g; pwd; stat -c %U /home/kiln/made
     let cfg = &k.inspect("cfg-child")["Config"];
     assert_eq!(cfg["Healthcheck"], json!({"Test": ["NONE"]}));
     assert_eq!(cfg["Cmd"], json!(["x"]), "a CMD set in this stage survives");
+    let ctx = context(
+        &k,
+        "FROM @BASE@ AS a\nCMD [\"x\"]\nFROM a\nENTRYPOINT [\"/bin/true\"]\n",
+        &[],
+    );
+    build_ok(&k, ctx.path(), "cfg-stage", &[]);
+    assert_eq!(
+        k.inspect("cfg-stage")["Config"]["Cmd"],
+        Value::Null,
+        "a CMD from the base stage is inherited, so ENTRYPOINT resets it"
+    );
 
     let ctx = context(&k, "FROM @BASE@\nHEALTHCHECK --interval=1 CMD true\n", &[]);
     let out = build_in(&k, ctx.path(), "bad", &[]);

@@ -203,9 +203,16 @@ impl Engine {
             };
             let mut state = match &stage.base {
                 Base::Scratch => StageState::scratch(&platform),
-                Base::Stage(i) => done.get(i).cloned().ok_or_else(|| {
-                    SolveError::Other(format!("stage {i} was not built before it was needed"))
-                })?,
+                Base::Stage(i) => {
+                    let mut base = done.get(i).cloned().ok_or_else(|| {
+                        SolveError::Other(format!("stage {i} was not built before it was needed"))
+                    })?;
+                    // As in BuildKit, the base stage's ARGs carry over but "CMD was set here"
+                    // does not: the base stage is this stage's base image, so an ENTRYPOINT
+                    // here resets the CMD it set.
+                    base.cmd_set = false;
+                    base
+                }
                 Base::Image(name) => {
                     let reference: Reference = name
                         .parse()
