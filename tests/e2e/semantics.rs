@@ -249,6 +249,19 @@ RUN echo \"second=[$GLOBAL][$LOCAL]\"
     build("http://other-proxy.invalid:8080", "changed");
     assert_ne!(k.image_id("args"), id);
 
+    // BUILDKIT_SANDBOX_HOSTNAME is the BuildKit option that changes what RUN sees.
+    let hostname_ctx = context(&k, "FROM @BASE@\nRUN echo \"host=$(hostname)\"\n", &[]);
+    let log = build_ok(&k, hostname_ctx.path(), "host", &[]);
+    assert!(log.contains("host=kiln"), "{log}");
+    let log = build_ok(
+        &k,
+        hostname_ctx.path(),
+        "host",
+        &["--build-arg", "BUILDKIT_SANDBOX_HOSTNAME=builder-box"],
+    );
+    assert!(log.contains("host=builder-box"), "{log}");
+    assert!(!log.contains("not consumed"), "{log}");
+
     // ARGs belong to their stage: the next stage sees neither GLOBAL nor LOCAL.
     let log = build_ok(&k, ctx.path(), "second", &["--build-arg", "SECOND_ONLY=1"]);
     assert!(log.contains("second=[][]"), "{log}");

@@ -13,6 +13,9 @@ use crate::images::lower_dirs;
 use crate::progress::{ProgressEvent, StepLabel};
 use crate::stage::{StageBuilder, StageState};
 
+/// The hostname RUN sees unless `--build-arg BUILDKIT_SANDBOX_HOSTNAME=…` sets one.
+const DEFAULT_HOSTNAME: &str = "kiln";
+
 /// Lines of output kept for the error message of a failed step.
 const OUTPUT_TAIL_LINES: usize = 20;
 
@@ -27,6 +30,15 @@ impl StageBuilder<'_> {
                 format!("unsupported network mode {other:?} (expected none, host or default)"),
             )),
         }
+    }
+
+    /// BuildKit's `BUILDKIT_SANDBOX_HOSTNAME` build option, when given.
+    fn sandbox_hostname(&self) -> Option<String> {
+        self.plan
+            .build_args
+            .get("BUILDKIT_SANDBOX_HOSTNAME")
+            .filter(|h| !h.is_empty())
+            .cloned()
     }
 
     /// A `RUN` instruction: its cache key inputs, then (on a miss) its execution.
@@ -51,6 +63,7 @@ impl StageBuilder<'_> {
             .clone()
             .unwrap_or_else(|| "/".into());
         let user = state.config.config.user.clone().unwrap_or_default();
+        let custom_hostname = self.sandbox_hostname();
         self.fs_step(
             state,
             ins,
@@ -61,6 +74,9 @@ impl StageBuilder<'_> {
                 key.field("workdir", &workdir);
                 key.field("user", &user);
                 key.field("network", network.unwrap_or(""));
+                if let Some(hostname) = custom_hostname.as_deref() {
+                    key.field("hostname", hostname);
+                }
                 Ok(())
             },
             |b, st, label| b.exec_run(st, ins, label, &argv, network),
@@ -95,7 +111,9 @@ impl StageBuilder<'_> {
             upper_dir: upper.clone(),
             work_dir: overlay_work,
             network,
-            hostname: "kiln".into(),
+            hostname: self
+                .sandbox_hostname()
+                .unwrap_or_else(|| DEFAULT_HOSTNAME.into()),
             mounts: Vec::new(),
         };
         let process = ProcessSpec {
