@@ -191,4 +191,16 @@ COPY --from=build /out.txt /out.txt
     let bad = build_in(&k, ctx.path(), "bad", &["--platform", "linux"]);
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("os/arch"), "{}", stderr(&bad));
+    let bad = build_in(
+        &k,
+        ctx.path(),
+        "bad",
+        &["--platform", "linux/amd64,linux/arm64"],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("several platforms"),
+        "{}",
+        stderr(&bad)
+    );
 }
