@@ -3,6 +3,7 @@
 //! cleared, so they fire once, in the direct child only (Docker's rule).
 
 use kiln_dockerfile::Instruction;
+use kiln_plan::{BuildPlan, CopyFrom, StagePlan, StepKind};
 
 use crate::error::{Result, SolveError};
 use crate::progress::StepLabel;
@@ -40,6 +41,27 @@ impl StageBuilder<'_> {
         }
         Ok(())
     }
+}
+
+/// The earlier stages `triggers` copy from (`ONBUILD COPY --from=<stage>`). Triggers that do
+/// not parse or plan name none here; running them reports the error.
+pub(crate) fn trigger_stage_deps(
+    plan: &BuildPlan,
+    stage: &StagePlan,
+    triggers: &[String],
+) -> Vec<usize> {
+    triggers
+        .iter()
+        .filter_map(|text| trigger_instruction(text, &stage.from).ok())
+        .filter_map(|ins| plan.plan_trigger(stage.index, &ins).ok())
+        .filter_map(|step| match step.kind {
+            StepKind::Copy {
+                from: Some(CopyFrom::Stage(dep)),
+                ..
+            } => Some(dep),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Parses a trigger's text as a one-instruction Dockerfile, placed at the FROM that runs it

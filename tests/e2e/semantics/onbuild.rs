@@ -79,6 +79,22 @@ RUN cat /stage-trigger.txt
     let log = build_ok(&k, stages.path(), "stage-trigger", &[]);
     assert!(log.contains("from-stage-trigger"), "{log}");
 
+    // A trigger may copy from a stage of the child's Dockerfile that nothing else needs:
+    // that stage is built because of it.
+    let copying_parent = context(
+        &k,
+        "FROM @BASE@\nONBUILD COPY --from=assets /asset.txt /asset.txt\n",
+        &[],
+    );
+    build_ok(&k, copying_parent.path(), "copying-parent", &[]);
+    let with_assets = context(
+        &k,
+        "FROM @BASE@ AS assets\nRUN echo asset-from-stage > /asset.txt\nFROM copying-parent\nRUN cat /asset.txt\n",
+        &[],
+    );
+    let log = build_ok(&k, with_assets.path(), "with-assets", &[]);
+    assert!(log.contains("| asset-from-stage"), "{log}");
+
     // A failing trigger names itself and points at the FROM that ran it.
     let bad_parent = context(&k, "FROM @BASE@\nONBUILD RUN exit 5\n", &[]);
     build_ok(&k, bad_parent.path(), "bad-parent", &[]);
