@@ -9,4 +9,5 @@ mod e2e {
     mod mounts;
     mod push_pull;
     mod run;
+    mod semantics;
 }

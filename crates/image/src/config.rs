@@ -87,8 +87,54 @@ pub struct ContainerConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub stop_signal: Option<String>,
+    /// Docker extension: the container health check (`HEALTHCHECK`).
+    #[serde(
+        rename = "Healthcheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub healthcheck: Option<HealthConfig>,
+    /// Docker extension: `ONBUILD` triggers, as written, run by builds `FROM` this image.
+    #[serde(
+        rename = "OnBuild",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub on_build: Vec<String>,
+    /// Docker extension: the shell for shell-form commands (`SHELL`); absent means `/bin/sh -c`.
+    #[serde(
+        rename = "Shell",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub shell: Vec<String>,
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
+}
+
+/// Docker's `Healthcheck` object. Durations are nanoseconds; zero fields are omitted, which
+/// means "inherit / use the default".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthConfig {
+    /// `["NONE"]`, `["CMD", arg…]` or `["CMD-SHELL", command]`.
+    #[serde(rename = "Test", default, skip_serializing_if = "Vec::is_empty")]
+    pub test: Vec<String>,
+    #[serde(rename = "Interval", default, skip_serializing_if = "is_zero")]
+    pub interval: i64,
+    #[serde(rename = "Timeout", default, skip_serializing_if = "is_zero")]
+    pub timeout: i64,
+    #[serde(rename = "StartPeriod", default, skip_serializing_if = "is_zero")]
+    pub start_period: i64,
+    #[serde(rename = "StartInterval", default, skip_serializing_if = "is_zero")]
+    pub start_interval: i64,
+    #[serde(rename = "Retries", default, skip_serializing_if = "is_zero")]
+    pub retries: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// The layers' uncompressed digests, bottom first.
@@ -198,7 +244,11 @@ mod tests {
         let cfg: ImageConfig = serde_json::from_str(json).unwrap();
         assert_eq!(cfg.config.env_get("A"), Some("1"));
         assert!(cfg.config.exposed_ports.contains_key("80/tcp"));
-        assert!(cfg.config.extra.contains_key("Healthcheck"));
+        assert_eq!(
+            cfg.config.healthcheck.as_ref().map(|h| h.test.clone()),
+            Some(vec!["CMD".to_string(), "true".to_string()])
+        );
+        assert_eq!(cfg.config.on_build, ["RUN x"]);
         assert!(cfg.extra.contains_key("container"));
         let out = String::from_utf8(to_canonical_json(&cfg)).unwrap();
         assert!(
@@ -206,11 +256,27 @@ mod tests {
             "{out}"
         );
         assert!(out.contains(r#""ExposedPorts":{"80/tcp":{}}"#), "{out}");
+        assert!(out.contains(r#""OnBuild":["RUN x"]"#), "{out}");
         assert!(out.contains(r#""empty_layer":true"#), "{out}");
         let again: ImageConfig = serde_json::from_str(&out).unwrap();
         assert_eq!(again, cfg);
         let oci: oci_spec::image::ImageConfiguration = serde_json::from_str(&out).unwrap();
         assert_eq!(oci.rootfs().diff_ids().len(), 1);
+    }
+
+    #[test]
+    fn healthcheck_omits_zero_durations() {
+        let h = HealthConfig {
+            test: vec!["CMD-SHELL".into(), "true".into()],
+            interval: 30_000_000_000,
+            retries: 3,
+            ..HealthConfig::default()
+        };
+        let json = String::from_utf8(to_canonical_json(&h)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"Interval":30000000000,"Retries":3,"Test":["CMD-SHELL","true"]}"#
+        );
     }
 
     #[test]

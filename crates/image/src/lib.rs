@@ -12,7 +12,7 @@ mod digest;
 mod manifest;
 mod platform;
 
-pub use config::{ContainerConfig, History, ImageConfig, RootFs};
+pub use config::{ContainerConfig, HealthConfig, History, ImageConfig, RootFs};
 pub use digest::{Digest, DigestError, Sha256Hasher};
 pub use manifest::{Descriptor, Index, Manifest, media_type};
 pub use platform::Platform;

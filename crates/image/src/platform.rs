@@ -72,6 +72,14 @@ impl fmt::Display for Platform {
 impl FromStr for Platform {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        // Names are lower-case words (`linux`, `arm64`, `v7`); anything else, such as a
+        // comma-separated list of platforms, is not one platform.
+        let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '.' | '-');
+        if let Some(bad) = s.chars().find(|c| !valid_char(*c)) {
+            return Err(format!(
+                "invalid platform {s:?}: unexpected {bad:?}; expected os/arch[/variant]"
+            ));
+        }
         let parts: Vec<&str> = s.split('/').collect();
         match parts.as_slice() {
             [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform::new(os, arch)),
@@ -99,6 +107,8 @@ mod tests {
         assert_eq!(p.to_string(), "linux/arm/v7");
         assert!("linux".parse::<Platform>().is_err());
         assert!("linux//v7".parse::<Platform>().is_err());
+        assert!("linux/amd64,linux/arm64".parse::<Platform>().is_err());
+        assert!("linux/amd 64".parse::<Platform>().is_err());
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         };
     }
     let platform = match &args.platform {
+        Some(p) if p.contains(',') => bail!(
+            "--platform {p:?}: building several platforms at once is not supported; \
+             run one build per platform"
+        ),
         Some(p) => p.parse::<Platform>().map_err(anyhow::Error::msg)?,
         None => Platform::host(),
     };

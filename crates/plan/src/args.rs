@@ -5,7 +5,7 @@ use kiln_image::Platform;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Build args that may be passed without being declared and are never reported unused.
-pub(crate) const PROXY_ARGS: [&str; 10] = [
+pub const PROXY_ARGS: [&str; 10] = [
     "HTTP_PROXY",
     "http_proxy",
     "HTTPS_PROXY",
@@ -112,12 +112,26 @@ impl<'a> ArgScope<'a> {
         }
     }
 
+    /// The global ARGs that have a value.
+    pub fn global_values(&self) -> BTreeMap<String, String> {
+        self.globals
+            .iter()
+            .filter_map(|(name, value)| Some((name.clone(), value.clone()?)))
+            .collect()
+    }
+
     fn build_arg(&self, name: &str) -> Option<String> {
         self.build_args.get(name).cloned()
     }
 }
 
-/// Build args that no ARG in `declared` consumes, except proxy and predefined ones; sorted.
+/// Prefix of build args that are BuildKit frontend options (`BUILDKIT_INLINE_CACHE`,
+/// `BUILDKIT_CONTEXT_KEEP_GIT_DIR`, `BUILDKIT_SYNTAX`, …) rather than Dockerfile variables.
+/// kiln accepts them silently; `BUILDKIT_SANDBOX_HOSTNAME` is the one it acts on.
+pub const BUILDKIT_OPTION_PREFIX: &str = "BUILDKIT_";
+
+/// Build args that no ARG in `declared` consumes, except proxy, predefined and BuildKit
+/// option ones; sorted.
 pub(crate) fn unused_build_args(
     build_args: &BTreeMap<String, String>,
     predefined: &BTreeMap<String, String>,
@@ -129,6 +143,7 @@ pub(crate) fn unused_build_args(
             !declared.contains(*name)
                 && !PROXY_ARGS.contains(&name.as_str())
                 && !predefined.contains_key(*name)
+                && !name.starts_with(BUILDKIT_OPTION_PREFIX)
         })
         .cloned()
         .collect()
@@ -182,10 +197,17 @@ mod tests {
 
     #[test]
     fn unused_excludes_declared_proxy_and_predefined() {
-        let build_args: BTreeMap<String, String> = ["A", "B", "HTTP_PROXY", "TARGETARCH", "C"]
-            .into_iter()
-            .map(|n| (n.to_string(), "v".to_string()))
-            .collect();
+        let build_args: BTreeMap<String, String> = [
+            "A",
+            "B",
+            "HTTP_PROXY",
+            "TARGETARCH",
+            "C",
+            "BUILDKIT_INLINE_CACHE",
+        ]
+        .into_iter()
+        .map(|n| (n.to_string(), "v".to_string()))
+        .collect();
         let predefined = BTreeMap::from([("TARGETARCH".to_string(), "amd64".to_string())]);
         let declared = BTreeSet::from(["B".to_string()]);
         assert_eq!(

@@ -23,12 +23,39 @@ pub enum PlanError {
         first_line: usize,
     },
 
-    #[error("line {}: {flag}={value:?} refers to a stage that is not defined before this one", span.start_line)]
+    #[error("line {}: cannot use {flag}={value:?}: that stage needs to be defined before the current stage {current:?}", span.start_line)]
     StageNotYetDefined {
         span: Span,
         flag: &'static str,
         value: String,
+        /// The current stage's name (`stage-N` when it has none).
+        current: String,
     },
+
+    #[error("line {}: circular dependency detected on stage: {stage} ({flag}={value:?} names the stage it is in)", span.start_line)]
+    CircularDependency {
+        span: Span,
+        flag: &'static str,
+        value: String,
+        stage: String,
+    },
+
+    #[error("line {}: FROM {name:?} names a stage defined later (line {defined_line}); stages must be defined before they are used", span.start_line)]
+    FromLaterStage {
+        span: Span,
+        name: String,
+        defined_line: usize,
+    },
+
+    #[error("line {}: invalid stage index {index}: the Dockerfile has {count} stages", span.start_line)]
+    StageIndexOutOfRange {
+        span: Span,
+        index: usize,
+        count: usize,
+    },
+
+    #[error("line {}: {message}", span.start_line)]
+    TriggerShape { span: Span, message: String },
 
     #[error("target stage {target:?} not found; the stages are: {}", names.join(", "))]
     TargetNotFound { target: String, names: Vec<String> },
@@ -43,7 +70,11 @@ impl PlanError {
             | PlanError::EmptyBaseImage { span, .. }
             | PlanError::Expand { span, .. }
             | PlanError::DuplicateStageName { span, .. }
-            | PlanError::StageNotYetDefined { span, .. } => Some(*span),
+            | PlanError::StageNotYetDefined { span, .. }
+            | PlanError::CircularDependency { span, .. }
+            | PlanError::FromLaterStage { span, .. }
+            | PlanError::StageIndexOutOfRange { span, .. }
+            | PlanError::TriggerShape { span, .. } => Some(*span),
         }
     }
 }

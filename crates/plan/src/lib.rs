@@ -9,7 +9,7 @@
 mod args;
 mod error;
 
-pub use args::ArgValue;
+pub use args::{ArgValue, BUILDKIT_OPTION_PREFIX, PROXY_ARGS};
 pub use error::PlanError;
 
 use args::{ArgScope, predefined_args, unused_build_args};
@@ -43,6 +43,11 @@ pub struct BuildPlan {
     pub escape: char,
     /// TARGETPLATFORM, TARGETOS, TARGETARCH, TARGETVARIANT and the BUILD* equivalents.
     pub predefined_args: BTreeMap<String, String>,
+    /// The `--build-arg`s, for ARGs declared by ONBUILD triggers and for the proxy
+    /// variables RUN sees without a declaration.
+    pub build_args: BTreeMap<String, String>,
+    /// Global ARGs (declared before the first FROM) that have a value, after overrides.
+    pub global_args: BTreeMap<String, String>,
 }
 
 /// One `FROM` and the instructions up to the next one.
@@ -148,19 +153,16 @@ pub fn plan(df: &Dockerfile, opts: &BuildOptions) -> Result<BuildPlan, PlanError
         return Err(PlanError::NoStages);
     }
 
-    let target = match &opts.target {
-        None => stages.len() - 1,
-        Some(wanted) => stage_names
-            .iter()
-            .position(|name| {
-                name.as_ref()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(wanted))
-            })
-            .ok_or_else(|| PlanError::TargetNotFound {
-                target: wanted.clone(),
-                names: stage_names.iter().flatten().cloned().collect(),
+    let target =
+        match &opts.target {
+            None => stages.len() - 1,
+            Some(wanted) => stage_names.find(wanted, 0..stages.len()).ok_or_else(|| {
+                PlanError::TargetNotFound {
+                    target: wanted.clone(),
+                    names: stage_names.names.iter().flatten().cloned().collect(),
+                }
             })?,
-    };
+        };
     let needed = needed_stages(&stages, target);
     let mut declared = declared_globals;
     for (stage, needed) in stages.iter().zip(&needed) {
@@ -182,8 +184,71 @@ pub fn plan(df: &Dockerfile, opts: &BuildOptions) -> Result<BuildPlan, PlanError
         target,
         unused_build_args,
         escape: df.escape,
+        global_args: scope.global_values(),
         predefined_args: predefined,
+        build_args: opts.build_args.clone(),
     })
+}
+
+impl BuildPlan {
+    /// Plans one ONBUILD trigger (an instruction from a base image's `OnBuild` list, or an
+    /// `ONBUILD` of the base stage) that runs at the start of stage `stage`. Triggers are only
+    /// known once the base is resolved, so they are planned then, by the same rules as the
+    /// Dockerfile's own instructions: ARGs resolve against `--build-arg`s and global ARGs, and
+    /// `COPY --from` names an earlier stage, or else an image.
+    pub fn plan_trigger(&self, stage: usize, instruction: &Instruction) -> Result<Step, PlanError> {
+        let span = instruction.span;
+        let step = |kind| Step {
+            instruction: instruction.clone(),
+            kind,
+        };
+        let mut scope = ArgScope::new(&self.build_args, &self.predefined_args);
+        for (name, value) in &self.global_args {
+            scope.declare_global(name, Some(value.clone()));
+        }
+        let table = StageTable {
+            names: self.stages.iter().map(|s| s.name.clone()).collect(),
+            lines: self.stages.iter().map(|s| s.from.span.start_line).collect(),
+        };
+        match &instruction.command {
+            Command::Arg(declarations) => match declarations.as_slice() {
+                [(name, default)] => Ok(step(StepKind::Arg {
+                    name: name.clone(),
+                    value: scope.declare_in_stage(name, default.as_deref()),
+                })),
+                _ => Err(PlanError::TriggerShape {
+                    span,
+                    message: "an ONBUILD ARG trigger must declare exactly one name".into(),
+                }),
+            },
+            Command::Copy(copy) => {
+                let from = copy
+                    .from
+                    .as_deref()
+                    .map(|raw| {
+                        let value = expand_word(raw, &|n| scope.global_lookup(n), self.escape)
+                            .map_err(|source| PlanError::Expand { span, source })?;
+                        resolve_stage_ref(&value, "--from", span, stage, &table)
+                    })
+                    .transpose()?;
+                Ok(step(StepKind::Copy {
+                    command: copy.clone(),
+                    from,
+                }))
+            }
+            Command::Add(add) => Ok(step(StepKind::Add(add.clone()))),
+            Command::From { .. } | Command::Onbuild(_) | Command::Maintainer(_) => {
+                Err(PlanError::TriggerShape {
+                    span,
+                    message: format!(
+                        "{} isn't allowed as an ONBUILD trigger",
+                        instruction.keyword
+                    ),
+                })
+            }
+            other => Ok(step(StepKind::Other(other.clone()))),
+        }
+    }
 }
 
 /// A stage being planned, with what is only needed while planning.
@@ -195,9 +260,38 @@ struct StageBuilder {
     arg_values: BTreeMap<String, String>,
 }
 
+/// Every stage's `AS` name and FROM line, in order.
+#[derive(Debug)]
+struct StageTable {
+    names: Vec<Option<String>>,
+    lines: Vec<usize>,
+}
+
+impl StageTable {
+    /// The stage whose name is `reference` (case-insensitive) among stages `range`.
+    fn find(&self, reference: &str, range: std::ops::Range<usize>) -> Option<usize> {
+        let start = range.start;
+        self.names[range]
+            .iter()
+            .position(|name| {
+                name.as_ref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(reference))
+            })
+            .map(|i| i + start)
+    }
+
+    /// How progress and errors call stage `index`: its name, else `stage-N` as BuildKit does.
+    fn display(&self, index: usize) -> String {
+        self.names[index]
+            .clone()
+            .unwrap_or_else(|| format!("stage-{index}"))
+    }
+}
+
 /// Every stage's `AS` name, checking for duplicates.
-fn stage_names(df: &Dockerfile) -> Result<Vec<Option<String>>, PlanError> {
+fn stage_names(df: &Dockerfile) -> Result<StageTable, PlanError> {
     let mut names: Vec<Option<String>> = Vec::new();
+    let mut lines = Vec::new();
     let mut first_lines: BTreeMap<String, usize> = BTreeMap::new();
     for instruction in &df.instructions {
         if let Command::From { name, .. } = &instruction.command {
@@ -213,15 +307,16 @@ fn stage_names(df: &Dockerfile) -> Result<Vec<Option<String>>, PlanError> {
                 first_lines.insert(key, instruction.span.start_line);
             }
             names.push(name.clone());
+            lines.push(instruction.span.start_line);
         }
     }
-    Ok(names)
+    Ok(StageTable { names, lines })
 }
 
 fn start_stage(
     from: &Instruction,
     index: usize,
-    stage_names: &[Option<String>],
+    stage_names: &StageTable,
     scope: &ArgScope<'_>,
     escape: char,
 ) -> Result<StageBuilder, PlanError> {
@@ -246,8 +341,16 @@ fn start_stage(
         });
     } else if expanded == "scratch" {
         Base::Scratch
-    } else if let Some(stage) = earlier_stage(&expanded, &stage_names[..index]) {
+    } else if let Some(stage) = stage_names.find(&expanded, 0..index) {
         Base::Stage(stage)
+    } else if let Some(later) = stage_names.find(&expanded, index + 1..stage_names.names.len()) {
+        // BuildKit would try to pull an image of that name, which is never what was meant.
+        // A stage's own name stays an image reference (`FROM node AS node` is common).
+        return Err(PlanError::FromLaterStage {
+            span,
+            name: expanded,
+            defined_line: stage_names.lines[later],
+        });
     } else {
         Base::Image(expanded)
     };
@@ -271,19 +374,12 @@ fn start_stage(
     })
 }
 
-fn earlier_stage(reference: &str, earlier: &[Option<String>]) -> Option<usize> {
-    earlier.iter().position(|name| {
-        name.as_ref()
-            .is_some_and(|n| n.eq_ignore_ascii_case(reference))
-    })
-}
-
 impl StageBuilder {
     fn add_step(
         &mut self,
         instruction: &Instruction,
         command: &Command,
-        stage_names: &[Option<String>],
+        stage_names: &StageTable,
         scope: &ArgScope<'_>,
         escape: char,
     ) -> Result<(), PlanError> {
@@ -363,37 +459,54 @@ impl StageBuilder {
         raw: &str,
         flag: &'static str,
         span: Span,
-        stage_names: &[Option<String>],
+        stage_names: &StageTable,
         escape: char,
     ) -> Result<CopyFrom, PlanError> {
         let value = expand_word(raw, &|n| self.arg_values.get(n).cloned(), escape)
             .map_err(|source| PlanError::Expand { span, source })?;
-        let current = self.plan.index;
-        let not_yet = || PlanError::StageNotYetDefined {
-            span,
-            flag,
-            value: value.clone(),
-        };
-        if let Ok(index) = value.parse::<usize>() {
-            return if index < current {
-                Ok(CopyFrom::Stage(index))
-            } else {
-                Err(not_yet())
-            };
-        }
-        if let Some(stage) = earlier_stage(&value, &stage_names[..current]) {
-            return Ok(CopyFrom::Stage(stage));
-        }
-        if earlier_stage(&value, &stage_names[current..]).is_some() {
-            return Err(not_yet());
-        }
-        Ok(CopyFrom::Image(value))
+        resolve_stage_ref(&value, flag, span, self.plan.index, stage_names)
     }
 
     fn add_dep(&mut self, stage: usize) {
         if let Err(at) = self.plan.deps.binary_search(&stage) {
             self.plan.deps.insert(at, stage);
         }
+    }
+}
+
+/// Resolves an expanded `--from` value seen in stage `current`: a stage index or an earlier
+/// stage's name gives that stage; the current stage is a cycle and a later one an ordering
+/// error (as BuildKit reports them); anything else is an image reference.
+fn resolve_stage_ref(
+    value: &str,
+    flag: &'static str,
+    span: Span,
+    current: usize,
+    stage_names: &StageTable,
+) -> Result<CopyFrom, PlanError> {
+    let count = stage_names.names.len();
+    let target = match value.parse::<usize>() {
+        Ok(index) if index >= count => {
+            return Err(PlanError::StageIndexOutOfRange { span, index, count });
+        }
+        Ok(index) => Some(index),
+        Err(_) => stage_names.find(value, 0..count),
+    };
+    match target {
+        None => Ok(CopyFrom::Image(value.to_string())),
+        Some(stage) if stage < current => Ok(CopyFrom::Stage(stage)),
+        Some(stage) if stage == current => Err(PlanError::CircularDependency {
+            span,
+            flag,
+            value: value.to_string(),
+            stage: stage_names.display(current),
+        }),
+        Some(_) => Err(PlanError::StageNotYetDefined {
+            span,
+            flag,
+            value: value.to_string(),
+            current: stage_names.display(current),
+        }),
     }
 }
 

@@ -198,7 +198,6 @@ fn errors_carry_spans() {
     )
     .unwrap_err();
     assert_eq!(err.span().map(|s| s.start_line), Some(2));
-    let err = plan_of("FROM a\nCOPY --from=0 /x /x\n", &options(&[], None)).unwrap_err();
     assert!(matches!(err, PlanError::StageNotYetDefined { .. }), "{err}");
 
     let err = plan_of("FROM ${X:?need-X}\n", &options(&[], None)).unwrap_err();
@@ -207,8 +206,101 @@ fn errors_carry_spans() {
 }
 
 #[test]
-fn later_stage_names_in_from_are_images() {
-    // Only earlier stages can be a base; FROM of a name defined later is an image.
-    let plan = plan_of("FROM later\nFROM b AS later\n", &options(&[], None)).unwrap();
-    assert_eq!(plan.stages[0].base, Base::Image("later".into()));
+fn from_a_later_stage_is_an_error_but_its_own_name_is_an_image() {
+    let err = plan_of("FROM later\nFROM b AS later\n", &options(&[], None)).unwrap_err();
+    assert_eq!(
+        err,
+        PlanError::FromLaterStage {
+            span: kiln_dockerfile::Span::line(1),
+            name: "later".into(),
+            defined_line: 2,
+        }
+    );
+    // As in BuildKit, a stage's base is looked up before the stage's own name exists.
+    let plan = plan_of("FROM node AS node\nRUN true\n", &options(&[], None)).unwrap();
+    assert_eq!(plan.stages[0].base, Base::Image("node".into()));
+}
+
+#[test]
+fn copy_from_itself_or_later_or_out_of_range_fails_before_building() {
+    let err = plan_of(
+        "FROM a AS one\nFROM b AS two\nCOPY --from=two /x /x\n",
+        &options(&[], None),
+    )
+    .unwrap_err();
+    assert_eq!(err.span().map(|s| s.start_line), Some(3));
+    assert!(
+        err.to_string()
+            .contains("circular dependency detected on stage: two"),
+        "{err}"
+    );
+    let err = plan_of("FROM a\nCOPY --from=0 /x /x\n", &options(&[], None)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("circular dependency detected on stage: stage-0"),
+        "{err}"
+    );
+    let err = plan_of(
+        "FROM a AS first\nCOPY --from=1 /x /x\nFROM b\n",
+        &options(&[], None),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("needs to be defined before the current stage \"first\""),
+        "{err}"
+    );
+    let err = plan_of("FROM a\nCOPY --from=5 /x /x\n", &options(&[], None)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PlanError::StageIndexOutOfRange {
+                index: 5,
+                count: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn triggers_are_planned_like_instructions() {
+    let source = "ARG G=global\nFROM a AS src\nFROM b\nFROM c\n";
+    let plan = plan_of(source, &options(&[("CLI", "given")], None)).unwrap();
+    let trigger = |text: &str| parse(text).unwrap().instructions.remove(0);
+    let step = plan
+        .plan_trigger(2, &trigger("COPY --from=src /a /b"))
+        .unwrap();
+    assert!(matches!(
+        step.kind,
+        StepKind::Copy {
+            from: Some(CopyFrom::Stage(0)),
+            ..
+        }
+    ));
+    let step = plan
+        .plan_trigger(2, &trigger("COPY --from=1 /a /b"))
+        .unwrap();
+    assert!(matches!(
+        step.kind,
+        StepKind::Copy {
+            from: Some(CopyFrom::Stage(1)),
+            ..
+        }
+    ));
+    assert!(
+        plan.plan_trigger(1, &trigger("COPY --from=1 /a /b"))
+            .is_err()
+    );
+    let arg = |text: &str| match plan.plan_trigger(2, &trigger(text)).unwrap().kind {
+        StepKind::Arg { value, .. } => value,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(arg("ARG CLI=default"), ArgValue::Given("given".into()));
+    assert_eq!(arg("ARG G"), ArgValue::Given("global".into()));
+    assert_eq!(arg("ARG X=$G"), ArgValue::Default("$G".into()));
+    assert_eq!(arg("ARG NONE"), ArgValue::Unset);
+    assert!(plan.plan_trigger(2, &trigger("ARG A B")).is_err());
+    assert_eq!(plan.global_args["G"], "global");
 }

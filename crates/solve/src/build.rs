@@ -174,86 +174,140 @@ impl Engine {
     ) -> Result<StoredImage> {
         // Stages only ever depend on earlier stages, so Dockerfile order is a valid schedule.
         let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
+        let run = BuildRun {
+            src,
+            plan,
+            context,
+            req,
+            progress,
+        };
         for stage in plan.stages.iter().filter(|s| s.needed) {
-            let from_label = StepLabel {
-                stage: stage_name(stage),
-                position: 1,
-                total: stage.steps.len() + 1,
-                // Show what FROM resolved to, not its ARG references.
-                text: match &stage.base {
-                    Base::Image(name) => format!("FROM {name}"),
-                    Base::Scratch => "FROM scratch".to_owned(),
-                    Base::Stage(i) => format!(
-                        "FROM {}",
-                        plan.stages[*i]
-                            .name
-                            .clone()
-                            .unwrap_or_else(|| i.to_string())
-                    ),
-                },
-            };
-            let started = Instant::now();
-            progress(ProgressEvent::StepStarted(from_label.clone()));
-            let state = match &stage.base {
-                Base::Scratch => StageState::scratch(&req.platform),
-                Base::Stage(i) => done.get(i).cloned().ok_or_else(|| {
-                    SolveError::Other(format!("stage {i} was not built before it was needed"))
-                })?,
-                Base::Image(name) => {
-                    let at = |message: String| SolveError::Dockerfile {
-                        location: src.at(&stage.from),
-                        message,
-                    };
-                    let reference: Reference = name
-                        .parse()
-                        .map_err(|e: kiln_registry::ReferenceError| at(e.to_string()))?;
-                    let image = resolve_image(
-                        &self.store,
-                        &self.registry,
-                        &self.rt,
-                        &reference,
-                        &req.platform,
-                        req.pull,
-                        progress,
-                    )
-                    .map_err(|e| {
-                        at(format!(
-                            "failed to resolve base image {}: {e}",
-                            reference.familiar()
-                        ))
-                    })?;
-                    StageState::from_image(&image)
-                }
-            };
-            progress(ProgressEvent::StepDone {
-                step: from_label,
-                elapsed: started.elapsed(),
-            });
-            let builder = StageBuilder {
-                engine: self,
-                src,
-                plan,
-                stage,
-                context,
-                req,
-                built: &done,
-                progress,
-            };
-            let state = builder.run(state)?;
-            done.insert(stage.index, state);
+            self.build_stage(&run, stage.index, &mut done)?;
         }
         let target = done
             .remove(&plan.target)
             .ok_or_else(|| SolveError::Other("the target stage was not built".into()))?;
-        self.finish_image(target, &req.platform)
+        self.finish_image(target)
     }
 
-    fn finish_image(&self, state: StageState, platform: &Platform) -> Result<StoredImage> {
+    /// Builds stage `index` unless it is built: first the stages it needs, including those
+    /// only its base's ONBUILD triggers name (known once the base is resolved), then itself.
+    fn build_stage(
+        &self,
+        run: &BuildRun<'_>,
+        index: usize,
+        done: &mut BTreeMap<usize, StageState>,
+    ) -> Result<()> {
+        if done.contains_key(&index) {
+            return Ok(());
+        }
+        let BuildRun {
+            src,
+            plan,
+            context,
+            req,
+            progress,
+        } = *run;
+        let stage = &plan.stages[index];
+        for &dep in &stage.deps {
+            self.build_stage(run, dep, done)?;
+        }
+        let from_label = StepLabel {
+            stage: stage_name(stage),
+            position: 1,
+            total: stage.steps.len() + 1,
+            // Show what FROM resolved to, not its ARG references.
+            text: match &stage.base {
+                Base::Image(name) => format!("FROM {name}"),
+                Base::Scratch => "FROM scratch".to_owned(),
+                Base::Stage(i) => format!(
+                    "FROM {}",
+                    plan.stages[*i]
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| i.to_string())
+                ),
+            },
+        };
+        let started = Instant::now();
+        progress(ProgressEvent::StepStarted(from_label.clone()));
+        let at = |message: String| SolveError::Dockerfile {
+            location: src.at(&stage.from),
+            message,
+        };
+        // `FROM --platform=…` (already expanded by the plan), else the build's target.
+        let platform = match &stage.platform {
+            Some(text) => text
+                .parse::<Platform>()
+                .map_err(|e| at(format!("--platform: {e}")))?,
+            None => req.platform.clone(),
+        };
+        let mut state = match &stage.base {
+            Base::Scratch => StageState::scratch(&platform),
+            Base::Stage(i) => {
+                let mut base = done.get(i).cloned().ok_or_else(|| {
+                    SolveError::Other(format!("stage {i} was not built before it was needed"))
+                })?;
+                // As in BuildKit, the base stage's ARGs carry over but "CMD was set here"
+                // does not: the base stage is this stage's base image, so an ENTRYPOINT
+                // here resets the CMD it set.
+                base.cmd_set = false;
+                base
+            }
+            Base::Image(name) => {
+                let reference: Reference = name
+                    .parse()
+                    .map_err(|e: kiln_registry::ReferenceError| at(e.to_string()))?;
+                let image = resolve_image(
+                    &self.store,
+                    &self.registry,
+                    &self.rt,
+                    &reference,
+                    &platform,
+                    req.pull,
+                    progress,
+                )
+                .map_err(|e| {
+                    at(format!(
+                        "failed to resolve base image {}: {e}",
+                        reference.familiar()
+                    ))
+                })?;
+                StageState::from_image(&image, &platform)
+            }
+        };
+        state.proxy_env = proxy_env(&plan.build_args);
+        progress(ProgressEvent::StepDone {
+            step: from_label,
+            elapsed: started.elapsed(),
+        });
+        // Stages a trigger copies from may not be needed otherwise (BuildKit re-resolves
+        // reachability after reading triggers); they are all earlier than this one.
+        for dep in crate::onbuild::trigger_stage_deps(plan, stage, &state.config.config.on_build) {
+            self.build_stage(run, dep, done)?;
+        }
+        let builder = StageBuilder {
+            engine: self,
+            src,
+            plan,
+            stage,
+            context,
+            req,
+            built: done,
+            progress,
+        };
+        let state = builder.run(state)?;
+        done.insert(stage.index, state);
+        Ok(())
+    }
+
+    /// Writes the target stage as an image for the stage's platform.
+    fn finish_image(&self, state: StageState) -> Result<StoredImage> {
         let mut config: ImageConfig = state.config;
         config.created = state.last_created.clone();
-        config.os = platform.os.clone();
-        config.architecture = platform.architecture.clone();
-        config.variant = platform.variant.clone();
+        config.os = state.platform.os.clone();
+        config.architecture = state.platform.architecture.clone();
+        config.variant = state.platform.variant.clone();
         write_image(&self.store, &config, state.layers)
     }
 
@@ -261,6 +315,25 @@ impl Engine {
     pub fn base_key(image: &StoredImage) -> Digest {
         image.manifest_digest.clone()
     }
+}
+
+/// What every stage of one build shares.
+#[derive(Clone, Copy)]
+struct BuildRun<'a> {
+    src: &'a Source,
+    plan: &'a BuildPlan,
+    context: &'a BuildContext,
+    req: &'a BuildRequest,
+    progress: Progress<'a>,
+}
+
+/// The proxy build args (`HTTP_PROXY=…`, …) RUN sees without a declaration.
+fn proxy_env(build_args: &BTreeMap<String, String>) -> Vec<String> {
+    build_args
+        .iter()
+        .filter(|(name, _)| kiln_plan::PROXY_ARGS.contains(&name.as_str()))
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect()
 }
 
 /// How a stage is named in progress lines: its `AS` name, else `stage-N`.

@@ -14,6 +14,9 @@ use crate::mounts::ActiveMounts;
 use crate::progress::{ProgressEvent, StepLabel};
 use crate::stage::{StageBuilder, StageState};
 
+/// The hostname RUN sees unless `--build-arg BUILDKIT_SANDBOX_HOSTNAME=…` sets one.
+const DEFAULT_HOSTNAME: &str = "kiln";
+
 /// Lines of output kept for the error message of a failed step.
 const OUTPUT_TAIL_LINES: usize = 20;
 
@@ -42,6 +45,15 @@ impl StageBuilder<'_> {
         }
     }
 
+    /// BuildKit's `BUILDKIT_SANDBOX_HOSTNAME` build option, when given.
+    fn sandbox_hostname(&self) -> Option<String> {
+        self.plan
+            .build_args
+            .get("BUILDKIT_SANDBOX_HOSTNAME")
+            .filter(|h| !h.is_empty())
+            .cloned()
+    }
+
     /// A `RUN` instruction: its cache key inputs, then (on a miss) its execution.
     pub(crate) fn run_step(
         &self,
@@ -63,6 +75,7 @@ impl StageBuilder<'_> {
             .clone()
             .unwrap_or_else(|| "/".into());
         let user = state.config.config.user.clone().unwrap_or_default();
+        let custom_hostname = self.sandbox_hostname();
         self.fs_step(
             state,
             ins,
@@ -82,6 +95,9 @@ impl StageBuilder<'_> {
                 key.field("mounts", &mounts.len().to_string());
                 for mount in &mounts {
                     mount.add_to_key(key);
+                }
+                if let Some(hostname) = custom_hostname.as_deref() {
+                    key.field("hostname", hostname);
                 }
                 Ok(())
             },
@@ -120,11 +136,13 @@ impl StageBuilder<'_> {
             upper_dir: upper.clone(),
             work_dir: overlay_work,
             network,
-            hostname: "kiln".into(),
+            hostname: self
+                .sandbox_hostname()
+                .unwrap_or_else(|| DEFAULT_HOSTNAME.into()),
             mounts: mounts.mounts.clone(),
         };
         // Secrets exposed as variables reach the process only, never the image's config.
-        let mut env = state.run_env();
+        let mut env = state.process_env();
         for var in &mounts.env {
             let name = var.split('=').next().unwrap_or_default();
             env.retain(|e| e.split('=').next() != Some(name));

@@ -88,12 +88,42 @@ pub fn resolve_image(
     pull: bool,
     progress: Progress<'_>,
 ) -> Result<StoredImage> {
+    let mut local_platform = None;
     if (!pull || reference.digest().is_some())
         && let Some(img) = StoredImage::load_by_name(store, reference)?
     {
-        return Ok(img);
+        if is_for_platform(&img.config, platform) {
+            return Ok(img);
+        }
+        local_platform = Some(config_platform(&img.config));
     }
-    pull_image(store, registry, rt, reference, platform, progress)
+    pull_image(store, registry, rt, reference, platform, progress).map_err(|e| match local_platform {
+        // Say why a local image was not used, or the pull error alone is puzzling.
+        Some(local) => SolveError::Other(format!(
+            "the local image {} is for {local}, not {platform}, and pulling it for {platform} failed: {e}",
+            reference.familiar()
+        )),
+        None => e,
+    })
+}
+
+fn config_platform(config: &ImageConfig) -> Platform {
+    Platform {
+        os: config.os.clone(),
+        architecture: config.architecture.clone(),
+        variant: config.variant.clone(),
+        os_version: None,
+    }
+}
+
+/// Whether an image's config is for `platform`. A local name holds one platform's image, so
+/// a build for another platform pulls again. Configs that name no platform (some imported
+/// images) fit any.
+fn is_for_platform(config: &ImageConfig, platform: &Platform) -> bool {
+    if config.architecture.is_empty() || config.os.is_empty() {
+        return true;
+    }
+    platform.matches(&config_platform(config))
 }
 
 /// Pulls `reference` into the store and names it locally (tags only; digests need no name).

@@ -11,11 +11,14 @@ mod cache;
 pub mod context;
 pub mod copy;
 pub mod dockerignore;
+mod emulation;
 mod error;
 mod exec;
 mod fsops;
 mod images;
+mod metadata;
 pub mod mounts;
+mod onbuild;
 mod progress;
 mod stage;
 

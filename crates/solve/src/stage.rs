@@ -12,6 +12,7 @@ use crate::cache::{CacheRecord, KeyBuilder, LayerRecord};
 use crate::context::BuildContext;
 use crate::error::{Result, SolveError};
 use crate::images::{StoredImage, oci_layer_media_type};
+use crate::metadata::{run_history, shell_of};
 use crate::progress::{Progress, ProgressEvent, StepLabel};
 
 /// Docker's PATH for containers whose image sets none.
@@ -32,6 +33,15 @@ pub struct StageState {
     /// Time of the newest layer or base image, used for metadata-only history entries and the
     /// image's `created`, so rebuilding with a warm cache reproduces the image exactly.
     pub last_created: Option<String>,
+    /// The platform this stage builds for: its base image's, else `FROM --platform`, else the
+    /// build's target platform. The image config and RUN's emulation check follow it.
+    pub platform: Platform,
+    /// Proxy `--build-arg`s (`HTTP_PROXY`, …): RUN sees them without an ARG, but like Docker
+    /// they stay out of the cache key and the history.
+    pub proxy_env: Vec<String>,
+    /// The history text of the step being executed, when it differs from the instruction
+    /// as written (BuildKit's wording for RUN, COPY, WORKDIR).
+    pending_history: Option<String>,
 }
 
 impl StageState {
@@ -46,6 +56,9 @@ impl StageState {
             args: BTreeMap::new(),
             cmd_set: false,
             last_created: None,
+            platform: platform.clone(),
+            proxy_env: Vec::new(),
+            pending_history: None,
         };
         state.ensure_path();
         state
@@ -59,9 +72,21 @@ impl StageState {
         }
     }
 
-    pub fn from_image(image: &StoredImage) -> Self {
+    /// A stage starting from `image`. The stage's platform is the image's when its config
+    /// names one, else `requested`.
+    pub fn from_image(image: &StoredImage, requested: &Platform) -> Self {
         let mut key = KeyBuilder::new("FROM", None);
         key.field("base", &image.manifest_digest.to_string());
+        let platform = if image.config.architecture.is_empty() || image.config.os.is_empty() {
+            requested.clone()
+        } else {
+            Platform {
+                os: image.config.os.clone(),
+                architecture: image.config.architecture.clone(),
+                variant: image.config.variant.clone(),
+                os_version: None,
+            }
+        };
         let mut layers = image.manifest.layers.clone();
         for l in &mut layers {
             l.media_type = oci_layer_media_type(&l.media_type).to_owned();
@@ -73,6 +98,9 @@ impl StageState {
             args: BTreeMap::new(),
             cmd_set: false,
             last_created: image.config.created.clone(),
+            platform,
+            proxy_env: Vec::new(),
+            pending_history: None,
         };
         state.ensure_path();
         state
@@ -87,7 +115,8 @@ impl StageState {
             .or_else(|| self.args.get(name).cloned())
     }
 
-    /// The environment a RUN step sees: the image's ENV, ARGs not shadowed by ENV, and a PATH.
+    /// The environment a RUN step's cache key covers: the image's ENV, ARGs not shadowed by
+    /// ENV, and a PATH. The process gets [`StageState::process_env`].
     pub fn run_env(&self) -> Vec<String> {
         let mut env = self.config.config.env.clone();
         for (k, v) in &self.args {
@@ -101,15 +130,22 @@ impl StageState {
         env
     }
 
+    /// The environment a RUN process gets: [`StageState::run_env`] plus the proxy build args
+    /// that no ENV or ARG of the same name shadows.
+    pub fn process_env(&self) -> Vec<String> {
+        let mut env = self.run_env();
+        for kv in &self.proxy_env {
+            let name = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+            if self.lookup(name).is_none() {
+                env.push(kv.clone());
+            }
+        }
+        env
+    }
+
     /// The shell for shell-form commands (`SHELL`, default `/bin/sh -c`).
     pub fn shell(&self) -> Vec<String> {
-        self.config
-            .config
-            .extra
-            .get("Shell")
-            .and_then(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+        shell_of(&self.config.config)
     }
 
     /// Turns a command into argv, running shell form through the shell.
@@ -134,19 +170,24 @@ impl StageState {
         });
     }
 
-    /// Records a metadata-only step: no layer, key chained.
-    pub fn metadata_step(&mut self, instruction: &Instruction, key_text: &str) {
+    /// Records a metadata-only step: no layer, key chained with `key_text`, and a history
+    /// entry reading `history_text`.
+    pub fn metadata_step(&mut self, instruction: &Instruction, key_text: &str, history_text: &str) {
         let mut key = KeyBuilder::new(&instruction.keyword, Some(&self.key));
         key.field("instruction", key_text);
         self.key = key.finish();
         let created = self.last_created.clone();
-        self.history(&instruction.original, created, true);
+        self.history(history_text, created, true);
     }
 
     /// Records a filesystem step's result (a cache hit or a fresh run).
     pub fn apply_record(&mut self, instruction: &Instruction, key: Digest, record: &CacheRecord) {
         self.key = key;
         self.last_created = Some(record.created.clone());
+        let created_by = self
+            .pending_history
+            .take()
+            .unwrap_or_else(|| instruction.original.clone());
         match &record.layer {
             Some(l) => {
                 self.layers.push(Descriptor::new(
@@ -155,9 +196,9 @@ impl StageState {
                     l.size,
                 ));
                 self.config.rootfs.diff_ids.push(l.diff_id.clone());
-                self.history(&instruction.original, Some(record.created.clone()), false);
+                self.history(&created_by, Some(record.created.clone()), false);
             }
-            None => self.history(&instruction.original, Some(record.created.clone()), true),
+            None => self.history(&created_by, Some(record.created.clone()), true),
         }
     }
 }
@@ -198,7 +239,10 @@ impl StageBuilder<'_> {
             .map_err(|e| self.fail(instruction, e.to_string()))
     }
 
+    /// Builds the stage from its base state: the base's ONBUILD triggers first, then the
+    /// stage's own steps.
     pub fn run(&self, mut state: StageState) -> Result<StageState> {
+        self.run_triggers(&mut state)?;
         for (i, step) in self.stage.steps.iter().enumerate() {
             let label = self.label(i + 2, &step.instruction);
             self.step(&mut state, step, label)?;
@@ -206,7 +250,7 @@ impl StageBuilder<'_> {
         Ok(state)
     }
 
-    fn step(&self, state: &mut StageState, step: &Step, label: StepLabel) -> Result<()> {
+    pub(crate) fn step(&self, state: &mut StageState, step: &Step, label: StepLabel) -> Result<()> {
         let ins = &step.instruction;
         if let StepKind::Arg { name, value } = &step.kind {
             let value = match value {
@@ -217,11 +261,21 @@ impl StageBuilder<'_> {
                 ),
                 ArgValue::Unset => None,
             };
+            // The key sees the value in effect; the history only the declaration, so a
+            // value passed with --build-arg (a token, say) is not written into the image.
             let shown = format!("ARG {name}={}", value.clone().unwrap_or_default());
+            let history = match &step.instruction.command {
+                Command::Arg(declarations) => declarations
+                    .iter()
+                    .find(|(declared, _)| declared == name)
+                    .and_then(|(_, default)| default.as_ref())
+                    .map_or_else(|| format!("ARG {name}"), |d| format!("ARG {name}={d}")),
+                _ => format!("ARG {name}"),
+            };
             if let Some(v) = value {
                 state.args.insert(name.clone(), v);
             }
-            state.metadata_step(ins, &shown);
+            state.metadata_step(ins, &shown, &history);
             return Ok(());
         }
         let command = self.expand(state, ins)?;
@@ -230,20 +284,33 @@ impl StageBuilder<'_> {
                 cmd,
                 network,
                 mounts,
-            } => self.run_step(state, ins, label, cmd, network.as_deref(), mounts),
+            } => {
+                if let Some(message) = crate::emulation::cannot_run(&state.platform) {
+                    return Err(self.fail(ins, message));
+                }
+                state.pending_history = Some(run_history(&state.args, &state.argv(cmd)));
+                self.run_step(state, ins, label, cmd, network.as_deref(), mounts)
+            }
             Command::Copy(c) | Command::Add(c) => {
                 let is_add = matches!(command, Command::Add(_));
+                let words: Vec<&str> = c
+                    .heredocs
+                    .iter()
+                    .map(|h| h.name.as_str())
+                    .chain(c.sources.iter().map(String::as_str))
+                    .chain([c.dest.as_str()])
+                    .collect();
+                state.pending_history =
+                    Some(format!("{} {} # buildkit", ins.keyword, words.join(" ")));
                 self.copy_step(state, step, ins, label, c, is_add)
             }
             Command::Workdir(dir) => {
                 let dir = join_workdir(state.config.config.working_dir.as_deref(), dir);
                 state.config.config.working_dir = Some(dir.clone());
+                state.pending_history = Some(format!("WORKDIR {dir}"));
                 self.workdir_step(state, ins, label, &dir)
             }
-            _ => {
-                self.apply_metadata(state, ins, &command)?;
-                Ok(())
-            }
+            _ => self.apply_metadata(state, ins, &command),
         }
     }
 
@@ -261,7 +328,7 @@ impl StageBuilder<'_> {
         ) -> Result<Option<kiln_layer::CommittedLayer>>,
     ) -> Result<()> {
         let mut key = KeyBuilder::new(&ins.keyword, Some(&state.key));
-        key.field("platform", &self.req.platform.to_string());
+        key.field("platform", &state.platform.to_string());
         key_inputs(&mut key)?;
         let key = key.finish();
         if !self.req.no_cache
@@ -290,125 +357,6 @@ impl StageBuilder<'_> {
             elapsed: started.elapsed(),
         });
         Ok(())
-    }
-
-    fn apply_metadata(
-        &self,
-        state: &mut StageState,
-        ins: &Instruction,
-        command: &Command,
-    ) -> Result<()> {
-        let cfg = &mut state.config.config;
-        let shown: String = match command {
-            Command::Env(pairs) => {
-                for (k, v) in pairs {
-                    cfg.env_set(k, v);
-                }
-                format!(
-                    "ENV {}",
-                    pairs
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                )
-            }
-            Command::Label(pairs) => {
-                for (k, v) in pairs {
-                    cfg.labels.insert(k.clone(), v.clone());
-                }
-                format!("LABEL {pairs:?}")
-            }
-            Command::Maintainer(m) => {
-                state.config.author = Some(m.clone());
-                format!("MAINTAINER {m}")
-            }
-            Command::User(u) => {
-                cfg.user = Some(u.clone()).filter(|u| !u.is_empty());
-                format!("USER {u}")
-            }
-            Command::Expose(ports) => {
-                for p in ports {
-                    let p = if p.contains('/') {
-                        p.to_ascii_lowercase()
-                    } else {
-                        format!("{p}/tcp")
-                    };
-                    cfg.exposed_ports.insert(p, ());
-                }
-                format!("EXPOSE {ports:?}")
-            }
-            Command::Volume(vols) => {
-                for v in vols {
-                    cfg.volumes.insert(v.clone(), ());
-                }
-                format!("VOLUME {vols:?}")
-            }
-            Command::StopSignal(s) => {
-                cfg.stop_signal = Some(s.clone());
-                format!("STOPSIGNAL {s}")
-            }
-            Command::Shell(argv) => {
-                if argv.is_empty() {
-                    return Err(self.fail(ins, "SHELL requires a non-empty JSON array"));
-                }
-                cfg.extra.insert("Shell".into(), serde_json::json!(argv));
-                format!("SHELL {argv:?}")
-            }
-            Command::Cmd(c) => {
-                let argv = state_argv(cfg, c);
-                cfg.cmd = Some(argv.clone());
-                state.cmd_set = true;
-                format!("CMD {argv:?}")
-            }
-            Command::Entrypoint(c) => {
-                let argv = state_argv(cfg, c);
-                cfg.entrypoint = Some(argv.clone());
-                if !state.cmd_set {
-                    cfg.cmd = None;
-                }
-                format!("ENTRYPOINT {argv:?}")
-            }
-            Command::Onbuild(trigger) => {
-                let list = cfg
-                    .extra
-                    .entry("OnBuild".to_owned())
-                    .or_insert_with(|| serde_json::json!([]));
-                if let Some(a) = list.as_array_mut() {
-                    a.push(serde_json::json!(trigger));
-                }
-                format!("ONBUILD {trigger}")
-            }
-            other => {
-                return Err(self.fail(
-                    ins,
-                    format!("{} is not supported yet", keyword_of(other, ins)),
-                ));
-            }
-        };
-        state.metadata_step(ins, &shown);
-        Ok(())
-    }
-}
-
-fn keyword_of(_c: &Command, ins: &Instruction) -> String {
-    ins.keyword.clone()
-}
-
-/// Shell form of CMD/ENTRYPOINT goes through the stage's SHELL, as Docker records it.
-fn state_argv(cfg: &kiln_image::ContainerConfig, c: &ShellOrExec) -> Vec<String> {
-    match c {
-        ShellOrExec::Exec(v) => v.clone(),
-        ShellOrExec::Shell(s) => {
-            let mut v = cfg
-                .extra
-                .get("Shell")
-                .and_then(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok())
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-            v.push(s.clone());
-            v
-        }
     }
 }
 
@@ -464,10 +412,7 @@ mod tests {
             s.argv(&ShellOrExec::Shell("echo hi".into())),
             vec!["/bin/sh", "-c", "echo hi"]
         );
-        s.config
-            .config
-            .extra
-            .insert("Shell".into(), serde_json::json!(["/bin/bash", "-xc"]));
+        s.config.config.shell = vec!["/bin/bash".into(), "-xc".into()];
         assert_eq!(
             s.argv(&ShellOrExec::Shell("x".into())),
             vec!["/bin/bash", "-xc", "x"]
