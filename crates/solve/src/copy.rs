@@ -113,11 +113,18 @@ pub fn copy_into(
             None => dest_rel.clone(),
         };
         if source.is_dir {
-            copier.root.ensure_dir(&base, copier.new_dir_owner)?;
+            // A directory source copies its contents; a destination it creates takes the source
+            // directory's metadata (mode after --chmod, owner, times), an existing one keeps its
+            // own, as BuildKit's copier does.
+            let created = !root.is_dir(&base)?;
             for entry in source.entries() {
                 let entry = entry?;
-                // The source directory itself: only its contents are copied.
                 if entry.rel.as_os_str().is_empty() {
+                    if created {
+                        copier.place(&base, &entry)?;
+                    } else {
+                        copier.root.ensure_dir(&base, copier.new_dir_owner)?;
+                    }
                     continue;
                 }
                 copier.place(&base.join(&entry.rel), &entry)?;

@@ -152,8 +152,12 @@ fn chown_and_chmod_apply_to_everything_copied() {
         assert_eq!((meta.uid(), meta.gid()), (1000, 1001), "{rel}");
         assert_eq!(meta.mode() & 0o7777, 0o600, "{rel}");
     }
+    // The destination the copy creates takes the source directory's metadata; its missing
+    // parents are plain 0755 directories of the --chown owner.
     let created = fixture.meta("owned/deep");
-    assert_eq!((created.uid(), created.mode() & 0o7777), (1000, 0o755));
+    assert_eq!((created.uid(), created.mode() & 0o7777), (1000, 0o600));
+    let parent = fixture.meta("owned");
+    assert_eq!((parent.uid(), parent.mode() & 0o7777), (1000, 0o755));
 }
 
 #[test]
