@@ -31,11 +31,6 @@ use crate::images::lower_dirs;
 use crate::progress::{ProgressEvent, StepLabel};
 use crate::stage::{StageBuilder, StageState};
 
-/// A source that is not a pattern in a tree, prepared before the cache key is computed.
-struct ExtraSource {
-    source: Source,
-}
-
 /// A URL whose download waits for a cache miss because `--checksum` already names its content.
 struct DeferredDownload {
     url: String,
@@ -95,11 +90,8 @@ impl StageBuilder<'_> {
         };
 
         let dirs = StepDirs::new(&self.engine.store, "copy-")?;
-        let mut extras = Vec::new();
-        for (index, heredoc) in c.heredocs.iter().enumerate() {
-            let dir = dirs.path("extra").join(format!("heredoc-{index}"));
-            extras.push(write_heredoc(&dir, heredoc).map_err(fail)?);
-        }
+        // Sources that are not patterns in a tree, prepared before the cache key is computed.
+        let mut extras = heredoc_sources(&dirs.path("extra"), &c.heredocs).map_err(fail)?;
         if deferred.is_none() {
             for (index, url) in urls.iter().enumerate() {
                 let dir = dirs.path("extra").join(format!("url-{index}"));
@@ -137,7 +129,7 @@ impl StageBuilder<'_> {
             )));
         }
         let mut hashed: Vec<Source> = local.clone();
-        hashed.extend(extras.iter().map(|extra| extra.source.clone()));
+        hashed.extend(extras.iter().cloned());
         let content = hash_sources(&hashed).map_err(|e| fail(e.to_string()))?;
 
         let dest = absolute_dest(state.config.config.working_dir.as_deref(), &c.dest);
@@ -208,13 +200,13 @@ impl StageBuilder<'_> {
                     plain.push(source.clone());
                 }
             }
-            plain.extend(extras.iter().map(|extra| extra.source.clone()));
+            plain.extend(extras.iter().cloned());
             if let Some(deferred) = &deferred {
                 let dir = dirs.path("extra").join("url-checked");
                 let fetched = b
                     .fetch(&dir, &deferred.url, Some(&deferred.checksum))
                     .map_err(fail)?;
-                plain.push(fetched.source);
+                plain.push(fetched);
             }
             if !plain.is_empty() {
                 copy_into(root, &plain, &dest, &opts).map_err(|e| fail(e.to_string()))?;
@@ -250,18 +242,11 @@ impl StageBuilder<'_> {
     }
 
     /// Downloads `url` into the fresh directory `dir`.
-    fn fetch(
-        &self,
-        dir: &Path,
-        url: &str,
-        checksum: Option<&Digest>,
-    ) -> Result<ExtraSource, String> {
+    fn fetch(&self, dir: &Path, url: &str, checksum: Option<&Digest>) -> Result<Source, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let downloaded =
             download(&self.engine.rt, url, dir, checksum).map_err(|e| format!("ADD {e}"))?;
-        Ok(ExtraSource {
-            source: Source::standalone(downloaded.path),
-        })
+        Ok(Source::standalone(downloaded.path))
     }
 
     /// `--chown` for a linked copy, resolved against the stage's filesystem mounted read-only.
@@ -337,33 +322,124 @@ impl StageBuilder<'_> {
     }
 }
 
-/// Writes a heredoc's body as the file `<dir>/<name>`: mode 0644 as BuildKit gives it (before
-/// `--chmod`), and a fixed mtime (the epoch) so the layer does not change from build to build.
-fn write_heredoc(dir: &Path, heredoc: &Heredoc) -> Result<ExtraSource, String> {
+/// Writes each heredoc's body as a file named after its delimiter (`COPY <<EOF /dst` writes
+/// `EOF`), one directory per heredoc so equal names cannot collide, and returns them as sources.
+/// Files get mode 0644 as BuildKit gives them (before `--chmod`) and a fixed mtime (the epoch) so
+/// the layer does not change from build to build.
+fn heredoc_sources(dir: &Path, heredocs: &[Heredoc]) -> Result<Vec<Source>, String> {
     use std::os::unix::fs::PermissionsExt;
-    let name = heredoc.name.as_str();
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-        return Err(format!(
-            "heredoc name {name:?} cannot be used as a file name"
-        ));
-    }
-    let path = dir.join(name);
-    let io = |e: std::io::Error| format!("writing heredoc {name}: {e}");
-    std::fs::create_dir_all(dir).map_err(io)?;
-    std::fs::write(&path, &heredoc.content).map_err(io)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).map_err(io)?;
-    let file = std::fs::File::options()
-        .write(true)
-        .open(&path)
+    let mut sources = Vec::new();
+    for (index, heredoc) in heredocs.iter().enumerate() {
+        let name = heredoc.name.as_str();
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+            return Err(format!(
+                "heredoc name {name:?} cannot be used as a file name"
+            ));
+        }
+        let path = dir.join(format!("heredoc-{index}")).join(name);
+        let io = |e: std::io::Error| format!("writing heredoc {name}: {e}");
+        std::fs::create_dir_all(path.parent().expect("joined above")).map_err(io)?;
+        std::fs::write(&path, &heredoc.content).map_err(io)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+        let file = std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        let epoch = std::time::SystemTime::UNIX_EPOCH;
+        file.set_times(
+            std::fs::FileTimes::new()
+                .set_accessed(epoch)
+                .set_modified(epoch),
+        )
         .map_err(io)?;
-    let epoch = std::time::SystemTime::UNIX_EPOCH;
-    file.set_times(
-        std::fs::FileTimes::new()
-            .set_accessed(epoch)
-            .set_modified(epoch),
-    )
-    .map_err(io)?;
-    Ok(ExtraSource {
-        source: Source::standalone(path),
-    })
+        sources.push(Source::standalone(path));
+    }
+    Ok(sources)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    fn heredoc(name: &str, content: &str) -> Heredoc {
+        Heredoc {
+            name: name.into(),
+            content: content.into(),
+            expand: true,
+        }
+    }
+
+    /// Writes a command's heredocs into a fresh root the way the COPY step does.
+    fn copy_heredocs(command: &CopyCommand) -> Result<tempfile::TempDir, String> {
+        let scratch = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let sources = heredoc_sources(scratch.path(), &command.heredocs)?;
+        let opts = CopyOptions {
+            owner: command
+                .chown
+                .as_deref()
+                .map(|spec| parse_chown(spec, root.path()).unwrap()),
+            chmod: command.chmod.as_deref().map(|m| Chmod::parse(m).unwrap()),
+            keep_source_owner: false,
+        };
+        let dest = if sources.len() > 1 && !command.dest.ends_with('/') {
+            format!("{}/", command.dest)
+        } else {
+            command.dest.clone()
+        };
+        copy_into(root.path(), &sources, &dest, &opts).map_err(|e| e.to_string())?;
+        Ok(root)
+    }
+
+    #[test]
+    fn one_heredoc_becomes_the_destination_file() {
+        let command = CopyCommand {
+            heredocs: vec![heredoc("EOF", "#!/bin/sh\necho hi\n")],
+            dest: "/usr/local/bin/hello".into(),
+            ..CopyCommand::default()
+        };
+        let root = copy_heredocs(&command).unwrap();
+        let path = root.path().join("usr/local/bin/hello");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "#!/bin/sh\necho hi\n"
+        );
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o644);
+        assert_eq!((meta.uid(), meta.gid(), meta.mtime()), (0, 0, 0));
+    }
+
+    #[test]
+    fn several_heredocs_land_in_the_directory_under_their_names() {
+        let command = CopyCommand {
+            heredocs: vec![heredoc("a.conf", "a=1\n"), heredoc("run.sh", "true\n")],
+            dest: "/etc/app".into(),
+            chmod: Some("u+x".into()),
+            chown: Some("7:8".into()),
+            ..CopyCommand::default()
+        };
+        let root = copy_heredocs(&command).unwrap();
+        for (name, content) in [("a.conf", "a=1\n"), ("run.sh", "true\n")] {
+            let path = root.path().join("etc/app").join(name);
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), content);
+            let meta = std::fs::metadata(&path).unwrap();
+            assert_eq!(meta.mode() & 0o7777, 0o744, "{name}: 0644 then u+x");
+            assert_eq!((meta.uid(), meta.gid()), (7, 8));
+        }
+    }
+
+    #[test]
+    fn heredoc_names_that_are_not_file_names_are_refused() {
+        for name in ["", "..", "a/b"] {
+            let command = CopyCommand {
+                heredocs: vec![heredoc(name, "x")],
+                dest: "/x".into(),
+                ..CopyCommand::default()
+            };
+            let error = copy_heredocs(&command).unwrap_err();
+            assert!(error.contains("cannot be used as a file name"), "{error}");
+        }
+    }
 }
