@@ -6,19 +6,16 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use crate::LayerError;
-use crate::compression::{self, Format};
+use crate::compression;
 use crate::extract::{Extractor, Whiteouts};
 
-/// Whether the file at `path` is a tar archive `ADD` should extract: a plain, gzip- or
-/// zstd-compressed tar, judged by content (magic bytes and a valid first tar header), not by
-/// name. bzip2 and xz archives are not supported yet and count as plain files.
+/// Whether the file at `path` is a tar archive `ADD` should extract: a plain, gzip-, bzip2-, xz-
+/// or zstd-compressed tar, judged by content (magic bytes and a valid first tar header), not by
+/// name. As in Docker, a compressed file that does not hold a tar (`notes.txt.gz`) is not an
+/// archive: ADD copies it as it is, still compressed.
 pub fn is_archive(path: &Path) -> io::Result<bool> {
     let file = File::open(path)?;
-    let (format, stream) = compression::sniff(file)?;
-    if matches!(format, Format::Bzip2 | Format::Xz) {
-        return Ok(false);
-    }
-    let Ok(mut tar) = compression::decompressed(stream) else {
+    let Ok(mut tar) = compression::decompressed(file) else {
         return Ok(false);
     };
     let mut header = [0u8; 512];
@@ -166,7 +163,17 @@ mod tests {
     fn archives_are_recognised_by_content() {
         let dir = tempfile::tempdir().unwrap();
         let tar_bytes = raw_tar(&[file("a", b"a")]);
-        let cases: [(&str, Vec<u8>, bool); 6] = [
+        let bzip2 = |bytes: &[u8]| {
+            let mut enc = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+            std::io::Write::write_all(&mut enc, bytes).unwrap();
+            enc.finish().unwrap()
+        };
+        let xz = |bytes: &[u8]| {
+            let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 1);
+            std::io::Write::write_all(&mut enc, bytes).unwrap();
+            enc.finish().unwrap()
+        };
+        let cases: [(&str, Vec<u8>, bool); 10] = [
             ("plain.tar", tar_bytes.clone(), true),
             ("x.tar.gz", gzip(&tar_bytes), true),
             (
@@ -180,6 +187,10 @@ mod tests {
                 false,
             ),
             ("text.gz", gzip(&b"not a tar either".repeat(100)), false),
+            ("x.tar.bz2", bzip2(&tar_bytes), true),
+            ("x.tar.xz", xz(&tar_bytes), true),
+            ("text.bz2", bzip2(b"plain words"), false),
+            ("text.xz", xz(b"plain words"), false),
             ("zeros", vec![0u8; 2048], false),
         ];
         for (name, bytes, want) in cases {

@@ -1,5 +1,5 @@
 //! Layer compression: what kiln writes ([`Compression`]) and what it recognises when reading
-//! (gzip, zstd or plain tar, told apart by their magic bytes rather than by a media type that a
+//! (gzip, zstd, bzip2, xz or plain tar, told apart by their magic bytes rather than by a media type that a
 //! registry or a user may have got wrong).
 
 use std::io::{self, Read};
@@ -86,13 +86,10 @@ pub(crate) fn decompressed<'a, R: Read + 'a>(reader: R) -> io::Result<Box<dyn Re
         // single-member decoder would silently stop after the first one.
         Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
         Format::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
+        // Multi-stream for the same reason as gzip: `pbzip2` and `pixz`/`xz -T` write several.
+        Format::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(reader)),
+        Format::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(reader)),
         Format::Uncompressed => Box::new(reader),
-        Format::Bzip2 | Format::Xz => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("{format:?} compressed archives are not supported"),
-            ));
-        }
     })
 }
 
@@ -134,7 +131,7 @@ mod tests {
     }
 
     #[test]
-    fn decompression_reads_every_gzip_member_and_zstd() {
+    fn decompression_reads_every_gzip_member_zstd_bzip2_and_xz() {
         let mut two_members = gzip(b"first ");
         two_members.extend(gzip(b"second"));
         assert_eq!(
@@ -144,8 +141,29 @@ mod tests {
         let z = zstd::stream::encode_all(&b"zstd data"[..], 3).unwrap();
         assert_eq!(read_all(decompressed(&z[..]).unwrap()), b"zstd data");
         assert_eq!(read_all(decompressed(&b"raw"[..]).unwrap()), b"raw");
-        let err = decompressed(XZ_MAGIC).err().unwrap();
-        assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+
+        let mut bz = Vec::new();
+        for part in [&b"bzip2 "[..], b"streams"] {
+            let mut enc = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+            enc.write_all(part).unwrap();
+            bz.extend(enc.finish().unwrap());
+        }
+        assert_eq!(read_all(decompressed(&bz[..]).unwrap()), b"bzip2 streams");
+
+        let mut xz = Vec::new();
+        for part in [&b"xz "[..], b"streams"] {
+            let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 1);
+            enc.write_all(part).unwrap();
+            xz.extend(enc.finish().unwrap());
+        }
+        assert_eq!(read_all(decompressed(&xz[..]).unwrap()), b"xz streams");
+
+        // A truncated stream is an error, not a short read.
+        let mut broken = Vec::new();
+        let _ = decompressed(&xz[..xz.len() / 2])
+            .unwrap()
+            .read_to_end(&mut broken)
+            .unwrap_err();
     }
 
     #[test]

@@ -6,7 +6,11 @@
 //! `filepath.Match` globs matched one component at a time, and symlinks met on the way are
 //! resolved as if the tree root were `/` (a chroot), so nothing outside the tree is ever named.
 //! A source that is itself a symlink is taken as the link, not its target. Paths excluded by
-//! `.dockerignore` are invisible: they neither match nor get walked.
+//! `.dockerignore` are invisible: they neither match nor get walked. A path without wildcards
+//! must exist (and be visible); a wildcard may match nothing, as in BuildKit.
+//!
+//! `--exclude` patterns (same syntax as `.dockerignore`) are attached to a resolved source with
+//! [`Source::excluding`] and hide paths relative to that source during its walk.
 //!
 //! The walk of a source (`Source::entries`) and the cache hash over it live in `walk`, so COPY
 //! and the cache see exactly the same set of files.
@@ -178,6 +182,51 @@ impl SourceTree {
     pub fn hash_sources(&self, sources: &[Source]) -> Result<Digest> {
         hash_sources(sources)
     }
+
+    /// Resolves COPY/ADD source patterns with the flags that shape the selection: `--parents`
+    /// (each source keeps its matched path, less the part before a `/./` pivot) and `--exclude`
+    /// (see [`Source::excluding`]).
+    pub fn select(&self, patterns: &[String], options: &SelectOptions) -> Result<Vec<Source>> {
+        let mut selected = Vec::new();
+        for pattern in patterns {
+            let (pivot, full_pattern) = match pattern.split_once("/./") {
+                Some((parent, rest)) if options.parents => {
+                    let pivot = go_clean(&format!("/{parent}"))
+                        .trim_start_matches('/')
+                        .to_string();
+                    (pivot, format!("{parent}/{rest}"))
+                }
+                _ => (String::new(), pattern.clone()),
+            };
+            for mut source in self.resolve_sources(std::slice::from_ref(&full_pattern))? {
+                if options.parents {
+                    let kept = if pivot.is_empty() {
+                        source.rel_path.as_str()
+                    } else if source.rel_path == pivot {
+                        ""
+                    } else {
+                        source
+                            .rel_path
+                            .strip_prefix(&pivot)
+                            .and_then(|rest| rest.strip_prefix('/'))
+                            .unwrap_or(&source.rel_path)
+                    };
+                    source.parents_path = Some(kept.to_string());
+                }
+                selected.extend(source.excluding(&options.exclude));
+            }
+        }
+        Ok(selected)
+    }
+}
+
+/// The COPY/ADD flags that change which sources are taken and where they land.
+#[derive(Debug, Clone, Default)]
+pub struct SelectOptions {
+    /// `--exclude` patterns (empty: nothing excluded).
+    pub exclude: Arc<IgnoreMatcher>,
+    /// `--parents`.
+    pub parents: bool,
 }
 
 /// One resolved COPY source.
@@ -189,10 +238,47 @@ pub struct Source {
     pub rel_path: String,
     /// A directory source copies its contents.
     pub is_dir: bool,
+    /// `COPY --parents`: the path (relative to the destination) the source keeps, i.e. its
+    /// matched path without the part before a `/./` pivot. `None` without `--parents`.
+    pub parents_path: Option<String>,
     filter: Option<SourceFilter>,
+    /// `--exclude` patterns, matched against paths relative to the source.
+    exclude: Option<Arc<IgnoreMatcher>>,
 }
 
 impl Source {
+    /// A single file that is not part of any tree (an ADD download, a COPY heredoc), copied
+    /// under its own file name.
+    pub fn standalone(host_path: PathBuf) -> Source {
+        let rel_path = host_path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Source {
+            host_path,
+            rel_path,
+            is_dir: false,
+            parents_path: None,
+            filter: None,
+            exclude: None,
+        }
+    }
+
+    /// Applies `--exclude` patterns: `None` when the source itself is excluded (its matched name
+    /// is, as for `COPY --exclude=*.txt hom* /dst/`), else the source with the patterns applied
+    /// to everything below it.
+    pub fn excluding(mut self, exclude: &Arc<IgnoreMatcher>) -> Option<Source> {
+        if exclude.is_empty() {
+            return Some(self);
+        }
+        let name = self.rel_path.rsplit('/').next().unwrap_or_default();
+        if !name.is_empty() && exclude.is_excluded(name) {
+            return None;
+        }
+        self.exclude = Some(Arc::clone(exclude));
+        Some(self)
+    }
+
     /// The source and, for a directory, every visible descendant in sorted order, without
     /// following symlinks.
     pub fn entries(&self) -> SourceEntries {
@@ -277,7 +363,6 @@ impl TreeRef<'_> {
             .ok_or_else(|| self.no_match(pattern, false))?;
         // (real path relative to root, path as matched)
         let mut level = vec![(base.rel, components[..first_wildcard].join("/"))];
-        let mut hidden_match = false;
         for (depth, glob) in globs.iter().enumerate() {
             let is_last = depth + 1 == globs.len();
             let mut next = Vec::new();
@@ -311,8 +396,6 @@ impl TreeRef<'_> {
                         let source = self.source(&resolved, child_matched);
                         if self.is_visible(&source)? {
                             next.push((resolved.rel, source.rel_path));
-                        } else {
-                            hidden_match = true;
                         }
                     } else if self.may_include_below(&resolved.rel) {
                         next.push((resolved.rel, child_matched));
@@ -321,9 +404,8 @@ impl TreeRef<'_> {
             }
             level = next;
         }
-        if level.is_empty() {
-            return Err(self.no_match(pattern, hidden_match));
-        }
+        // BuildKit lets a wildcard match nothing (`COPY go.sum* ./` for an optional file); the
+        // caller reports an instruction whose sources all came up empty.
         level
             .into_iter()
             .map(|(rel, matched)| {
@@ -339,6 +421,8 @@ impl TreeRef<'_> {
             host_path: self.root.join(&resolved.rel),
             rel_path,
             is_dir: resolved.metadata.is_dir(),
+            parents_path: None,
+            exclude: None,
             filter: self.ignore.map(|ignore| SourceFilter {
                 ignore: Arc::clone(ignore),
                 base: path_to_slash(&resolved.rel),

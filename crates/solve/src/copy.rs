@@ -4,13 +4,16 @@
 //! *contents* into the destination directory; a file (or symlink, fifo, device) source goes
 //! inside the destination when that is a directory — because it ends with `/`, because there are
 //! several sources, or because it already exists as one — and otherwise becomes the destination.
-//! Permission bits and modification times come from the source (unless `--chmod`), ownership is
-//! `0:0` for context sources, the source's own for `--from` sources, or `--chown`'s. Symlinks
-//! are copied as symlinks; sockets are skipped.
+//! Permission bits and modification times come from the source (`--chmod`, octal or symbolic,
+//! changes the bits of every copied file and directory), ownership is `0:0` for context sources,
+//! the source's own for `--from` sources, or `--chown`'s. Symlinks are copied as symlinks;
+//! sockets are skipped. With `--parents` a source keeps its path (see [`Source::parents_path`])
+//! below the destination, which is then always a directory.
 //!
 //! All writes go through `confined`, which keeps every path resolution inside the root even when
 //! the image contains hostile symlinks.
 
+mod chmod;
 mod confined;
 mod owner;
 
@@ -25,15 +28,16 @@ use crate::context::{ContextError, Source, SourceEntry};
 use crate::dockerignore::go_clean;
 use confined::{ConfinedRoot, display, set_owner_and_mode, split_target};
 
-pub use owner::{parse_chmod, parse_chown};
+pub use chmod::Chmod;
+pub use owner::parse_chown;
 
 /// The flags of a COPY instruction that change what is written.
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
     /// `--chown`, already resolved (see [`parse_chown`]).
     pub owner: Option<(u32, u32)>,
-    /// `--chmod`, permission bits for every copied file and directory (see [`parse_chmod`]).
-    pub chmod: Option<u32>,
+    /// `--chmod`, applied to every copied file and directory.
+    pub chmod: Option<Chmod>,
     /// Keep the sources' uid/gid when there is no `--chown`: true for `COPY --from`, false for
     /// the build context (whose files Docker gives to root).
     pub keep_source_owner: bool,
@@ -63,8 +67,8 @@ pub enum CopyError {
     UnknownUser { name: String },
     #[error("--chown: unknown group {name:?} (not in the image's /etc/group)")]
     UnknownGroup { name: String },
-    #[error("--chmod={spec}: not an octal mode between 0 and 7777")]
-    BadChmod { spec: String },
+    #[error("--chmod={spec}: invalid mode: {reason}")]
+    BadChmod { spec: String, reason: String },
 }
 
 /// Creates the directory `dir` (absolute inside the container) and its missing parents under
@@ -93,6 +97,7 @@ pub fn copy_into(
     let dest_is_dir = dest.ends_with('/')
         || dest.ends_with("/.")
         || sources.len() > 1
+        || sources.iter().any(|source| source.parents_path.is_some())
         || dest_rel.as_os_str().is_empty();
     let mut copier = Copier {
         root: &root,
@@ -102,21 +107,35 @@ pub fn copy_into(
         parent_cache: None,
     };
     for source in sources {
+        // With --parents the source's own path is kept below the destination.
+        let base = match &source.parents_path {
+            Some(kept) => dest_rel.join(kept.trim_start_matches('/')),
+            None => dest_rel.clone(),
+        };
         if source.is_dir {
-            copier.root.ensure_dir(&dest_rel, copier.new_dir_owner)?;
+            // A directory source copies its contents; a destination it creates takes the source
+            // directory's metadata (mode after --chmod, owner, times), an existing one keeps its
+            // own, as BuildKit's copier does.
+            let created = !root.is_dir(&base)?;
             for entry in source.entries() {
                 let entry = entry?;
-                // The source directory itself: only its contents are copied.
                 if entry.rel.as_os_str().is_empty() {
+                    if created {
+                        copier.place(&base, &entry)?;
+                    } else {
+                        copier.root.ensure_dir(&base, copier.new_dir_owner)?;
+                    }
                     continue;
                 }
-                copier.place(&dest_rel.join(&entry.rel), &entry)?;
+                copier.place(&base.join(&entry.rel), &entry)?;
             }
         } else {
             let Some(entry) = source.entries().next().transpose()? else {
                 continue;
             };
-            let target = if dest_is_dir || root.is_dir(&dest_rel)? {
+            let target = if source.parents_path.is_some() {
+                base
+            } else if dest_is_dir || root.is_dir(&dest_rel)? {
                 copier.root.ensure_dir(&dest_rel, copier.new_dir_owner)?;
                 let name = source.host_path.file_name().unwrap_or_default();
                 dest_rel.join(name)
@@ -147,9 +166,12 @@ impl Copier<'_> {
         } else {
             (0, 0)
         });
-        let mode = self.opts.chmod.unwrap_or(metadata.mode() & 0o7777);
-        let times = times_of(metadata);
         let file_type = metadata.file_type();
+        let mode = match &self.opts.chmod {
+            Some(chmod) => chmod.apply(metadata.mode() & 0o7777, file_type.is_dir()),
+            None => metadata.mode() & 0o7777,
+        };
+        let times = times_of(metadata);
         let fail = |errno: Errno| CopyError::Io {
             path: display(target),
             source: errno.into(),

@@ -27,6 +27,8 @@ pub enum IgnoreError {
         pattern: String,
         reason: GlobError,
     },
+    #[error("--exclude={pattern}: {reason}")]
+    BadExclude { pattern: String, reason: String },
     #[error("reading {path}: {source}")]
     Read {
         path: PathBuf,
@@ -139,6 +141,28 @@ impl IgnoreMatcher {
             });
         }
         Ok(IgnoreMatcher { patterns })
+    }
+
+    /// The matcher for COPY/ADD `--exclude` values: each value is one pattern with the syntax of
+    /// a `.dockerignore` line (`!` exceptions included), in the order given.
+    pub fn from_patterns(patterns: &[String]) -> Result<Self, IgnoreError> {
+        let mut matcher = IgnoreMatcher::default();
+        for pattern in patterns {
+            let bad = |reason: String| IgnoreError::BadExclude {
+                pattern: pattern.clone(),
+                reason,
+            };
+            if pattern.contains('\n') || pattern.trim().is_empty() {
+                return Err(bad("empty or multi-line pattern".into()));
+            }
+            let parsed = Self::parse(pattern).map_err(|error| match error {
+                IgnoreError::BadPattern { reason, .. } => bad(reason.to_string()),
+                IgnoreError::BareExclusion { .. } => bad("a lone \"!\" excludes nothing".into()),
+                other => bad(other.to_string()),
+            })?;
+            matcher.patterns.extend(parsed.patterns);
+        }
+        Ok(matcher)
     }
 
     /// Reads `<dir>/.dockerignore`; a context without one ignores nothing.

@@ -1,17 +1,19 @@
-//! Steps that write files into the image without running a command: `COPY`, `ADD` and the
-//! directory `WORKDIR` creates. Each mounts an overlay of the stage's layers with a fresh upper
-//! dir, writes through it (every path confined to the root), and commits the upper dir.
+//! Steps that write files into the image without running a command: `COPY`, `ADD` (in
+//! `copy_add`) and the directory `WORKDIR` creates. Each mounts an overlay of the stage's layers
+//! with a fresh upper dir, writes through it (every path confined to the root), and commits the
+//! upper dir; `COPY --link` writes into an empty directory instead.
+
+mod copy_add;
 
 use std::path::PathBuf;
 
-use kiln_dockerfile::{CopyCommand, Instruction};
+use kiln_dockerfile::Instruction;
 use kiln_layer::CommittedLayer;
 use kiln_plan::{CopyFrom, Step};
 use kiln_registry::Reference;
 use kiln_sandbox::OverlayMount;
 
-use crate::context::SourceTree;
-use crate::copy::{CopyOptions, copy_into, mkdir_all, parse_chmod, parse_chown};
+use crate::copy::{mkdir_all, parse_chown};
 use crate::error::{Result, SolveError};
 use crate::images::{lower_dirs, resolve_image};
 use crate::progress::StepLabel;
@@ -25,7 +27,8 @@ struct StepDirs {
 impl StepDirs {
     fn new(store: &kiln_store::Store, prefix: &str) -> Result<Self> {
         let dir = store.temp_dir(prefix)?;
-        for sub in ["upper", "work", "merged", "src"] {
+        // `extra` holds downloads and heredoc files; `parent` is where `--link` looks up names.
+        for sub in ["upper", "work", "merged", "src", "extra", "parent"] {
             let p = dir.path().join(sub);
             std::fs::create_dir(&p).map_err(|source| SolveError::ReadFile { path: p, source })?;
         }
@@ -94,125 +97,6 @@ impl StageBuilder<'_> {
         };
         let lowers = lower_dirs(store, layers.iter().zip(diff_ids.iter()))?;
         Ok((OverlayMount::mount(&lowers, None, &dirs.path("src"))?, id))
-    }
-
-    pub(crate) fn copy_step(
-        &self,
-        state: &mut StageState,
-        step: &Step,
-        ins: &Instruction,
-        label: StepLabel,
-        c: &CopyCommand,
-        is_add: bool,
-    ) -> Result<()> {
-        if c.sources.is_empty() {
-            return Err(self.fail(
-                ins,
-                format!(
-                    "{} requires at least one source and a destination",
-                    ins.keyword
-                ),
-            ));
-        }
-        if let Some(url) = c
-            .sources
-            .iter()
-            .find(|s| s.starts_with("http://") || s.starts_with("https://"))
-        {
-            return Err(self.fail(ins, format!("ADD from a URL ({url}) is not supported yet")));
-        }
-        let chmod = c
-            .chmod
-            .as_deref()
-            .map(parse_chmod)
-            .transpose()
-            .map_err(|e| self.fail(ins, e.to_string()))?;
-        let dirs = StepDirs::new(&self.engine.store, "copy-")?;
-        // The source tree stays mounted while its content is hashed and copied.
-        let from_mount;
-        let tree = match copy_from(step) {
-            Some(from) => {
-                let (mount, _) = self.mount_from(ins, from, &dirs)?;
-                let root = mount.path().to_owned();
-                from_mount = Some(mount);
-                SourceTree::Rootfs(root)
-            }
-            None => {
-                from_mount = None;
-                SourceTree::Context(self.context.clone())
-            }
-        };
-        let sources = tree
-            .resolve_sources(&c.sources)
-            .map_err(|e| self.fail(ins, e.to_string()))?;
-        let content = tree
-            .hash_sources(&sources)
-            .map_err(|e| self.fail(ins, e.to_string()))?;
-        let dest = absolute_dest(state.config.config.working_dir.as_deref(), &c.dest);
-        let keep_owner = from_mount.is_some();
-        let result = self.fs_step(
-            state,
-            ins,
-            label,
-            |key| {
-                key.field("content", &content.to_string());
-                key.list("sources", c.sources.iter().map(String::as_str));
-                key.field("dest", &dest);
-                key.field("chown", c.chown.as_deref().unwrap_or(""));
-                key.field(
-                    "chmod",
-                    &chmod.map(|m| format!("{m:o}")).unwrap_or_default(),
-                );
-                key.field("add", if is_add { "1" } else { "0" });
-                key.field("keep-owner", if keep_owner { "1" } else { "0" });
-                Ok(())
-            },
-            |b, st, label| {
-                let mount = b.mount_rw(st, &dirs)?;
-                let root = mount.path();
-                let owner = c
-                    .chown
-                    .as_deref()
-                    .map(|s| parse_chown(s, root))
-                    .transpose()
-                    .map_err(|e| b.fail(ins, e.to_string()))?;
-                let opts = CopyOptions {
-                    owner,
-                    chmod,
-                    keep_source_owner: keep_owner && owner.is_none(),
-                };
-                let mut plain = Vec::new();
-                for s in &sources {
-                    if is_add && !s.is_dir && kiln_layer::is_archive(&s.host_path).unwrap_or(false)
-                    {
-                        let f = std::fs::File::open(&s.host_path).map_err(|source| {
-                            SolveError::ReadFile {
-                                path: s.host_path.clone(),
-                                source,
-                            }
-                        })?;
-                        kiln_layer::extract_archive(std::io::BufReader::new(f), root, &dest)
-                            .map_err(|e| b.fail(ins, format!("extracting {}: {e}", s.rel_path)))?;
-                    } else {
-                        plain.push(s.clone());
-                    }
-                }
-                if !plain.is_empty() {
-                    // Several sources (even if some were archives) still mean "dest is a directory".
-                    let dest = if sources.len() > 1 && !dest.ends_with('/') {
-                        format!("{dest}/")
-                    } else {
-                        dest.clone()
-                    };
-                    copy_into(root, &plain, &dest, &opts)
-                        .map_err(|e| b.fail(ins, e.to_string()))?;
-                }
-                drop(mount);
-                b.commit_upper(ins, label, &dirs.path("upper"))
-            },
-        );
-        drop(from_mount);
-        result
     }
 
     pub(crate) fn workdir_step(

@@ -11,6 +11,7 @@ mod cache;
 pub mod context;
 pub mod copy;
 pub mod dockerignore;
+mod download;
 mod emulation;
 mod error;
 mod exec;

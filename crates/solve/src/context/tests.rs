@@ -82,12 +82,12 @@ fn missing_and_excluded_sources_are_errors_that_say_why() {
         resolve(&context, "secret/key"),
         Err(ContextError::NoSourceMatch { excluded: true, .. })
     ));
+    // A wildcard may match nothing (BuildKit allows it; the engine reports an instruction
+    // whose sources are all empty), including when only ignored files would match.
+    assert_eq!(resolve(&context, "b*.txt").unwrap(), Vec::<String>::new());
+    assert_eq!(resolve(&context, "*.none").unwrap(), Vec::<String>::new());
     assert!(matches!(
-        resolve(&context, "b*.txt"),
-        Err(ContextError::NoSourceMatch { excluded: true, .. })
-    ));
-    assert!(matches!(
-        resolve(&context, "*.none"),
+        resolve(&context, "nodir/*.txt"),
         Err(ContextError::NoSourceMatch {
             excluded: false,
             ..
@@ -227,4 +227,96 @@ fn hash_covers_only_the_selected_sources() {
     assert_eq!(before, context.hash_sources(&only_a).unwrap());
     write(dir.path(), "a.txt", "changed");
     assert_ne!(before, context.hash_sources(&only_a).unwrap());
+}
+
+fn select(
+    context: &BuildContext,
+    patterns: &[&str],
+    exclude: &[&str],
+    parents: bool,
+) -> Vec<(String, Option<String>, Vec<String>)> {
+    let exclude: Vec<String> = exclude.iter().map(|p| p.to_string()).collect();
+    let options = SelectOptions {
+        exclude: Arc::new(IgnoreMatcher::from_patterns(&exclude).unwrap()),
+        parents,
+    };
+    let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+    SourceTree::Context(context.clone())
+        .select(&patterns, &options)
+        .unwrap()
+        .into_iter()
+        .map(|source| {
+            let names = walk_names(&source);
+            (source.rel_path, source.parents_path, names)
+        })
+        .collect()
+}
+
+#[test]
+fn exclude_hides_paths_below_a_source_and_matched_names() {
+    let dir = sample_context();
+    write(dir.path(), "dir/y/skip.log", "log");
+    write(dir.path(), "dir/keep.log", "log");
+    let context = BuildContext::open(dir.path()).unwrap();
+    let picked = select(&context, &["dir"], &["**/*.log", "!keep.log"], false);
+    assert_eq!(
+        picked,
+        [(
+            "dir".to_string(),
+            None,
+            vec!["", "keep.log", "x", "y", "y/z"]
+                .into_iter()
+                .map(String::from)
+                .collect()
+        )]
+    );
+    // A whole directory, and wildcard matches by their own name.
+    let picked = select(&context, &["dir"], &["y"], false);
+    assert_eq!(picked[0].2, ["", "keep.log", "x"]);
+    let picked = select(&context, &["a*"], &["*c"], false);
+    let names: Vec<&str> = picked.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(names, ["a.txt"], "abc, axc and ac end in c");
+    // .dockerignore still applies underneath.
+    let picked = select(&context, &["."], &["dir"], false);
+    assert!(
+        !picked[0]
+            .2
+            .iter()
+            .any(|n| n.starts_with("dir") || n == "b.txt")
+    );
+    assert!(picked[0].2.contains(&"docs/keep.md".to_string()));
+}
+
+#[test]
+fn parents_keep_the_path_below_the_pivot() {
+    let dir = sample_context();
+    write(dir.path(), "x/y/a.txt", "1");
+    write(dir.path(), "x/z/a.txt", "2");
+    let context = BuildContext::open(dir.path()).unwrap();
+    let kept = |patterns: &[&str]| -> Vec<Option<String>> {
+        select(&context, patterns, &[], true)
+            .into_iter()
+            .map(|p| p.1)
+            .collect()
+    };
+    assert_eq!(
+        kept(&["./x/*/a.txt"]),
+        [Some("x/y/a.txt".into()), Some("x/z/a.txt".into())]
+    );
+    assert_eq!(
+        kept(&["x/./*/a.txt"]),
+        [Some("y/a.txt".into()), Some("z/a.txt".into())]
+    );
+    assert_eq!(kept(&["x/./y"]), [Some("y".into())]);
+    assert_eq!(kept(&["./x/."]), [Some("x".into())]);
+    assert_eq!(kept(&["/dir/y"]), [Some("dir/y".into())]);
+    // Without --parents a `/./` is just part of the path.
+    assert_eq!(select(&context, &["x/./y"], &[], false)[0].1, None);
+}
+
+#[test]
+fn bad_exclude_patterns_are_refused() {
+    let error = IgnoreMatcher::from_patterns(&["[z-a".to_string()]).unwrap_err();
+    assert!(error.to_string().starts_with("--exclude=[z-a:"), "{error}");
+    assert!(IgnoreMatcher::from_patterns(&["!".to_string()]).is_err());
 }

@@ -1,7 +1,7 @@
 //! Walking a resolved source and hashing what the walk sees.
 //!
 //! The walk never follows symlinks, visits children in byte order of their names, and applies
-//! `.dockerignore`: an excluded directory is skipped unless a later exception may re-include
+//! `.dockerignore` and `--exclude` (the latter relative to the source): an excluded directory is skipped unless a later exception may re-include
 //! something inside it; such a directory is then reported just before its first visible
 //! descendant (BuildKit sends the parents of re-included files the same way), so a consumer
 //! always sees a parent before its children.
@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 
 use kiln_image::{Digest, Sha256Hasher};
 
+use std::sync::Arc;
+
 use super::{ContextError, Source, SourceFilter, io_error, path_to_slash};
+use crate::dockerignore::IgnoreMatcher;
 
 /// One thing a source walk found.
 #[derive(Debug, Clone)]
@@ -32,6 +35,7 @@ pub struct SourceEntries {
     walk: walkdir::IntoIter,
     root: PathBuf,
     filter: Option<SourceFilter>,
+    exclude: Option<Arc<IgnoreMatcher>>,
     /// Excluded directories on the current path, held back until something below them shows.
     deferred: Vec<(usize, SourceEntry)>,
     ready: VecDeque<SourceEntry>,
@@ -56,6 +60,7 @@ impl SourceEntries {
             walk,
             root: source.host_path.clone(),
             filter: source.filter.clone(),
+            exclude: source.exclude.clone(),
             deferred: Vec::new(),
             ready: VecDeque::new(),
         }
@@ -99,16 +104,33 @@ impl Iterator for SourceEntries {
                 host_path: found.into_path(),
                 metadata,
             };
-            let Some(filter) = self.filter.as_ref().filter(|_| depth > 0) else {
+            if depth == 0 || (self.filter.is_none() && self.exclude.is_none()) {
                 return Some(Ok(entry));
-            };
+            }
             // Pre-order walk: anything deferred at this depth or deeper is not an ancestor.
             self.deferred
                 .retain(|(deferred_depth, _)| *deferred_depth < depth);
-            let tree_path = filter.tree_path(&path_to_slash(&entry.rel));
-            if filter.ignore.is_excluded(&tree_path) {
+            let rel = path_to_slash(&entry.rel);
+            // Each matcher says whether it hides the entry and, for a directory, whether
+            // something below could still show; the entry shows only if neither hides it.
+            let mut hidden = false;
+            let mut may_show_below = true;
+            if let Some(filter) = &self.filter {
+                let tree_path = filter.tree_path(&rel);
+                if filter.ignore.is_excluded(&tree_path) {
+                    hidden = true;
+                    may_show_below &= filter.ignore.may_include_below(&tree_path);
+                }
+            }
+            if let Some(exclude) = &self.exclude
+                && exclude.is_excluded(&rel)
+            {
+                hidden = true;
+                may_show_below &= exclude.may_include_below(&rel);
+            }
+            if hidden {
                 if entry.metadata.is_dir() {
-                    if filter.ignore.may_include_below(&tree_path) {
+                    if may_show_below {
                         self.deferred.push((depth, entry));
                     } else {
                         self.walk.skip_current_dir();

@@ -1,4 +1,4 @@
-//! `--chown` and `--chmod` values.
+//! `--chown` values.
 //!
 //! Names in `--chown` are looked up in the image's own `/etc/passwd` and `/etc/group`, read with
 //! the same root confinement as every other access to the container filesystem.
@@ -56,19 +56,6 @@ pub fn parse_chown(spec: &str, root: &Path) -> Result<(u32, u32), CopyError> {
         },
     };
     Ok((uid, gid))
-}
-
-/// Parses `--chmod` as an octal mode (`755`, `0644`, up to `7777`).
-pub fn parse_chmod(spec: &str) -> Result<u32, CopyError> {
-    let valid =
-        !spec.is_empty() && spec.len() <= 5 && spec.bytes().all(|b| (b'0'..=b'7').contains(&b));
-    valid
-        .then(|| u32::from_str_radix(spec, 8).ok())
-        .flatten()
-        .filter(|mode| *mode <= 0o7777)
-        .ok_or_else(|| CopyError::BadChmod {
-            spec: spec.to_string(),
-        })
 }
 
 /// Reads a small file of the image; a missing file reads as empty (so lookups just fail).

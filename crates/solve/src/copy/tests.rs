@@ -4,7 +4,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::context::BuildContext;
+use crate::context::{BuildContext, SelectOptions, SourceTree};
 
 struct Fixture {
     context_dir: tempfile::TempDir,
@@ -45,9 +45,19 @@ impl Fixture {
     }
 
     fn copy(&self, patterns: &[&str], dest: &str, opts: &CopyOptions) -> Result<(), CopyError> {
+        self.copy_selected(patterns, dest, opts, &SelectOptions::default())
+    }
+
+    fn copy_selected(
+        &self,
+        patterns: &[&str],
+        dest: &str,
+        opts: &CopyOptions,
+        select: &SelectOptions,
+    ) -> Result<(), CopyError> {
         let context = BuildContext::open(self.context_dir.path()).unwrap();
         let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
-        let sources = context.resolve_sources(&patterns)?;
+        let sources = SourceTree::Context(context).select(&patterns, select)?;
         copy_into(self.root(), &sources, dest, opts)
     }
 
@@ -133,7 +143,7 @@ fn chown_and_chmod_apply_to_everything_copied() {
     let fixture = Fixture::new();
     let opts = CopyOptions {
         owner: Some((1000, 1001)),
-        chmod: Some(0o600),
+        chmod: Some(Chmod::parse("600").unwrap()),
         keep_source_owner: false,
     };
     fixture.copy(&["dir"], "/owned/deep/", &opts).unwrap();
@@ -142,8 +152,12 @@ fn chown_and_chmod_apply_to_everything_copied() {
         assert_eq!((meta.uid(), meta.gid()), (1000, 1001), "{rel}");
         assert_eq!(meta.mode() & 0o7777, 0o600, "{rel}");
     }
+    // The destination the copy creates takes the source directory's metadata; its missing
+    // parents are plain 0755 directories of the --chown owner.
     let created = fixture.meta("owned/deep");
-    assert_eq!((created.uid(), created.mode() & 0o7777), (1000, 0o755));
+    assert_eq!((created.uid(), created.mode() & 0o7777), (1000, 0o600));
+    let parent = fixture.meta("owned");
+    assert_eq!((parent.uid(), parent.mode() & 0o7777), (1000, 0o755));
 }
 
 #[test]
@@ -293,14 +307,83 @@ fn chown_lookup_does_not_follow_links_out_of_the_image() {
 }
 
 #[test]
-fn chmod_specs_are_octal() {
-    assert_eq!(parse_chmod("755").unwrap(), 0o755);
-    assert_eq!(parse_chmod("0644").unwrap(), 0o644);
-    assert_eq!(parse_chmod("4755").unwrap(), 0o4755);
-    for bad in ["", "888", "u+x", "77777", "-1"] {
-        assert!(
-            matches!(parse_chmod(bad), Err(CopyError::BadChmod { .. })),
-            "{bad:?}"
-        );
+fn symbolic_chmod_starts_from_each_entrys_own_mode() {
+    let fixture = Fixture::new();
+    let opts = CopyOptions {
+        chmod: Some(Chmod::parse("go-rwx,u+X").unwrap()),
+        ..CopyOptions::default()
+    };
+    fixture.copy(&["dir"], "/sym/", &opts).unwrap();
+    // dir/x was 0755, dir/sub 0755 (created by the fixture), dir/sub/y 0600.
+    for (rel, want) in [("sym/x", 0o700), ("sym/sub", 0o700), ("sym/sub/y", 0o600)] {
+        assert_eq!(fixture.meta(rel).mode() & 0o7777, want, "{rel}");
     }
+    let opts = CopyOptions {
+        chmod: Some(Chmod::parse("a=rX").unwrap()),
+        ..CopyOptions::default()
+    };
+    fixture.copy(&["a.txt", "dir"], "/rx/", &opts).unwrap();
+    for (rel, want) in [("rx/a.txt", 0o444), ("rx/x", 0o555), ("rx/sub", 0o555)] {
+        assert_eq!(fixture.meta(rel).mode() & 0o7777, want, "{rel}");
+    }
+}
+
+#[test]
+fn parents_keep_source_paths_under_the_destination() {
+    let fixture = Fixture::new();
+    fixture.write("dir/sub/z", "zed", 0o644);
+    let select = SelectOptions {
+        parents: true,
+        ..SelectOptions::default()
+    };
+    let opts = CopyOptions::default();
+    fixture
+        .copy_selected(&["dir/sub/*", "a.txt"], "/p", &opts, &select)
+        .unwrap();
+    assert_eq!(fixture.read("p/dir/sub/y"), "why");
+    assert_eq!(fixture.read("p/dir/sub/z"), "zed");
+    assert_eq!(fixture.read("p/a.txt"), "alpha");
+    fixture
+        .copy_selected(&["dir/./sub"], "/pivot/", &opts, &select)
+        .unwrap();
+    assert_eq!(fixture.read("pivot/sub/y"), "why");
+    assert!(!fixture.root().join("pivot/dir").exists());
+}
+
+#[test]
+fn exclude_leaves_matching_files_out() {
+    let fixture = Fixture::new();
+    let select = SelectOptions {
+        exclude: std::sync::Arc::new(
+            crate::dockerignore::IgnoreMatcher::from_patterns(&["sub/y".into(), "*.txt".into()])
+                .unwrap(),
+        ),
+        ..SelectOptions::default()
+    };
+    fixture
+        .copy_selected(&["dir", "*.txt"], "/ex/", &CopyOptions::default(), &select)
+        .unwrap();
+    assert_eq!(fixture.read("ex/x"), "ex");
+    assert!(fixture.meta("ex/sub").is_dir());
+    assert!(!fixture.root().join("ex/sub/y").exists());
+    assert!(!fixture.root().join("ex/a.txt").exists());
+}
+
+#[test]
+fn standalone_files_are_copied_by_name() {
+    let fixture = Fixture::new();
+    let extra = tempfile::tempdir().unwrap();
+    let path = extra.path().join("inline.conf");
+    std::fs::write(&path, "k=v\n").unwrap();
+    let source = Source::standalone(path);
+    copy_into(
+        fixture.root(),
+        std::slice::from_ref(&source),
+        "/etc/app/",
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(fixture.read("etc/app/inline.conf"), "k=v\n");
+    copy_into(fixture.root(), &[source], "/named", &CopyOptions::default()).unwrap();
+    assert_eq!(fixture.read("named"), "k=v\n");
 }

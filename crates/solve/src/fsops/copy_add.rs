@@ -1,0 +1,445 @@
+//! The `COPY` and `ADD` step.
+//!
+//! Sources come from three places: the build context or a `--from` tree (patterns resolved with
+//! `--exclude`/`--parents`), inline heredoc files, and (ADD only) URLs. Everything is gathered
+//! into a scratch directory first so the cache key can hash exactly what will be written; the
+//! one exception is a URL with `--checksum`, whose key is the URL and the checksum and which is
+//! fetched only on a cache miss. Local archives given to ADD are extracted; downloads never are.
+//!
+//! `--link` writes into an empty directory rather than over the stage's filesystem, so the layer
+//! holds only the copied files, produces no whiteouts, and its cache key leaves out the parent:
+//! the same `COPY --link` reuses its layer whatever changed before it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kiln_dockerfile::{CopyCommand, Heredoc, Instruction};
+use kiln_image::Digest;
+use kiln_layer::CommittedLayer;
+use kiln_plan::Step;
+use kiln_sandbox::OverlayMount;
+
+use super::{StepDirs, absolute_dest, copy_from};
+use crate::cache::{CacheRecord, KeyBuilder, LayerRecord};
+use crate::context::{SelectOptions, Source, SourceTree, hash_sources};
+use crate::copy::{Chmod, CopyOptions, copy_into, parse_chown};
+use crate::dockerignore::IgnoreMatcher;
+use crate::download::{download, is_url, parse_checksum};
+use crate::error::{Result, SolveError};
+use crate::images::lower_dirs;
+use crate::progress::{ProgressEvent, StepLabel};
+use crate::stage::{StageBuilder, StageState};
+
+/// A URL whose download waits for a cache miss because `--checksum` already names its content.
+struct DeferredDownload {
+    url: String,
+    checksum: Digest,
+}
+
+impl StageBuilder<'_> {
+    pub(crate) fn copy_step(
+        &self,
+        state: &mut StageState,
+        step: &Step,
+        ins: &Instruction,
+        label: StepLabel,
+        c: &CopyCommand,
+        is_add: bool,
+    ) -> Result<()> {
+        let fail = |message: String| self.fail(ins, message);
+        if c.sources.is_empty() && c.heredocs.is_empty() {
+            return Err(fail(format!(
+                "{} requires at least one source and a destination",
+                ins.keyword
+            )));
+        }
+        let urls: Vec<&String> = c.sources.iter().filter(|s| is_url(s)).collect();
+        if let Some(url) = urls.first()
+            && !is_add
+        {
+            return Err(fail(format!(
+                "COPY cannot fetch a URL ({url}); use ADD for remote files"
+            )));
+        }
+        let deferred = match &c.checksum {
+            None => None,
+            Some(_) if !is_add => return Err(fail("--checksum is only valid for ADD".into())),
+            Some(_) if c.sources.len() != 1 || !c.heredocs.is_empty() => {
+                return Err(fail("--checksum can't be used with several sources".into()));
+            }
+            Some(_) if urls.is_empty() => {
+                return Err(fail("--checksum requires an HTTP(S) source".into()));
+            }
+            Some(value) => Some(DeferredDownload {
+                url: c.sources[0].clone(),
+                checksum: parse_checksum(value).map_err(|e| fail(e.to_string()))?,
+            }),
+        };
+        let chmod = c
+            .chmod
+            .as_deref()
+            .map(Chmod::parse)
+            .transpose()
+            .map_err(|e| fail(e.to_string()))?;
+        let select = SelectOptions {
+            exclude: Arc::new(
+                IgnoreMatcher::from_patterns(&c.exclude).map_err(|e| fail(e.to_string()))?,
+            ),
+            parents: c.parents,
+        };
+
+        let dirs = StepDirs::new(&self.engine.store, "copy-")?;
+        // Sources that are not patterns in a tree, prepared before the cache key is computed.
+        let mut extras = heredoc_sources(&dirs.path("extra"), &c.heredocs).map_err(fail)?;
+        if deferred.is_none() {
+            for (index, url) in urls.iter().enumerate() {
+                let dir = dirs.path("extra").join(format!("url-{index}"));
+                extras.push(self.fetch(&dir, url, None).map_err(fail)?);
+            }
+        }
+
+        // The source tree stays mounted while its content is hashed and copied.
+        let patterns: Vec<String> = c.sources.iter().filter(|s| !is_url(s)).cloned().collect();
+        let from_mount;
+        let tree = match copy_from(step) {
+            Some(from) => {
+                let (mount, _) = self.mount_from(ins, from, &dirs)?;
+                let root = mount.path().to_owned();
+                from_mount = Some(mount);
+                SourceTree::Rootfs(root)
+            }
+            None => {
+                from_mount = None;
+                SourceTree::Context(self.context.clone())
+            }
+        };
+        let local = tree
+            .select(&patterns, &select)
+            .map_err(|e| fail(e.to_string()))?;
+        if local.is_empty() && extras.is_empty() && deferred.is_none() {
+            return Err(fail(format!(
+                "no source files were specified: {} matched nothing in the {}",
+                patterns.join(" "),
+                if from_mount.is_some() {
+                    "source stage filesystem"
+                } else {
+                    "build context"
+                }
+            )));
+        }
+        let mut hashed: Vec<Source> = local.clone();
+        hashed.extend(extras.iter().cloned());
+        let content = hash_sources(&hashed).map_err(|e| fail(e.to_string()))?;
+
+        let dest = absolute_dest(state.config.config.working_dir.as_deref(), &c.dest);
+        let source_count = local.len() + extras.len() + usize::from(deferred.is_some());
+        // Several sources (even if some are archives) mean "dest is a directory".
+        let dest = if source_count > 1 && !dest.ends_with('/') {
+            format!("{dest}/")
+        } else {
+            dest
+        };
+        let keep_owner = from_mount.is_some();
+        // --link resolves --chown names before the key (against the stage's filesystem, which
+        // the linked layer itself does not see), so the key holds ids, not the parent.
+        let linked_owner = match (&c.chown, c.link) {
+            (Some(spec), true) => Some(self.resolve_owner_in_parent(state, &dirs, ins, spec)?),
+            _ => None,
+        };
+        let key_inputs = |key: &mut KeyBuilder| {
+            key.field("content", &content.to_string());
+            key.list("sources", c.sources.iter().map(String::as_str));
+            key.list(
+                "heredocs",
+                c.heredocs.iter().map(|heredoc| heredoc.name.as_str()),
+            );
+            key.field("dest", &dest);
+            key.field("chown", c.chown.as_deref().unwrap_or(""));
+            if let Some((uid, gid)) = linked_owner {
+                key.field("owner", &format!("{uid}:{gid}"));
+            }
+            key.field("chmod", chmod.as_ref().map(Chmod::as_str).unwrap_or(""));
+            key.list("exclude", c.exclude.iter().map(String::as_str));
+            key.field("parents", if c.parents { "1" } else { "0" });
+            key.field("add", if is_add { "1" } else { "0" });
+            key.field("keep-owner", if keep_owner { "1" } else { "0" });
+            if let Some(deferred) = &deferred {
+                key.field("checksum", &deferred.checksum.to_string());
+            }
+        };
+        let write = |b: &Self, root: &Path| -> Result<()> {
+            let fail = |message: String| b.fail(ins, message);
+            let owner = match (linked_owner, &c.chown) {
+                (Some(owner), _) => Some(owner),
+                (None, Some(spec)) => {
+                    Some(parse_chown(spec, root).map_err(|e| fail(e.to_string()))?)
+                }
+                (None, None) => None,
+            };
+            let opts = CopyOptions {
+                owner,
+                chmod: chmod.clone(),
+                keep_source_owner: keep_owner && owner.is_none(),
+            };
+            let mut plain = Vec::new();
+            for source in &local {
+                if is_add
+                    && !source.is_dir
+                    && kiln_layer::is_archive(&source.host_path).unwrap_or(false)
+                {
+                    let file = std::fs::File::open(&source.host_path).map_err(|source_error| {
+                        SolveError::ReadFile {
+                            path: source.host_path.clone(),
+                            source: source_error,
+                        }
+                    })?;
+                    kiln_layer::extract_archive(std::io::BufReader::new(file), root, &dest)
+                        .map_err(|e| fail(format!("extracting {}: {e}", source.rel_path)))?;
+                } else {
+                    plain.push(source.clone());
+                }
+            }
+            plain.extend(extras.iter().cloned());
+            if let Some(deferred) = &deferred {
+                let dir = dirs.path("extra").join("url-checked");
+                let fetched = b
+                    .fetch(&dir, &deferred.url, Some(&deferred.checksum))
+                    .map_err(fail)?;
+                plain.push(fetched);
+            }
+            if !plain.is_empty() {
+                copy_into(root, &plain, &dest, &opts).map_err(|e| fail(e.to_string()))?;
+            }
+            Ok(())
+        };
+
+        let result = if c.link {
+            self.linked_step(state, ins, label, key_inputs, |b, label| {
+                let layer_root = dirs.path("upper");
+                write(b, &layer_root)?;
+                b.commit_upper(ins, label, &layer_root)
+            })
+        } else {
+            self.fs_step(
+                state,
+                ins,
+                label,
+                |key| {
+                    key_inputs(key);
+                    Ok(())
+                },
+                |b, st, label| {
+                    let mount = b.mount_rw(st, &dirs)?;
+                    write(b, mount.path())?;
+                    drop(mount);
+                    b.commit_upper(ins, label, &dirs.path("upper"))
+                },
+            )
+        };
+        drop(from_mount);
+        result
+    }
+
+    /// Downloads `url` into the fresh directory `dir`.
+    fn fetch(&self, dir: &Path, url: &str, checksum: Option<&Digest>) -> Result<Source, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let downloaded =
+            download(&self.engine.rt, url, dir, checksum).map_err(|e| format!("ADD {e}"))?;
+        Ok(Source::standalone(downloaded.path))
+    }
+
+    /// `--chown` for a linked copy, resolved against the stage's filesystem mounted read-only.
+    fn resolve_owner_in_parent(
+        &self,
+        state: &StageState,
+        dirs: &StepDirs,
+        ins: &Instruction,
+        spec: &str,
+    ) -> Result<(u32, u32)> {
+        let numeric = spec.split(':').all(|part| part.parse::<u32>().is_ok());
+        let mount = if numeric || state.layers.is_empty() {
+            None
+        } else {
+            let lowers = lower_dirs(
+                &self.engine.store,
+                state.layers.iter().zip(state.config.rootfs.diff_ids.iter()),
+            )?;
+            Some(OverlayMount::mount(&lowers, None, &dirs.path("parent"))?)
+        };
+        let root = mount
+            .as_ref()
+            .map(|m| m.path().to_owned())
+            .unwrap_or_else(|| dirs.path("parent"));
+        parse_chown(spec, &root).map_err(|e| self.fail(ins, e.to_string()))
+    }
+
+    /// A step whose layer does not depend on the stage below it (`--link`): its record is
+    /// stored under a key without the parent, and the stage's chain continues from a key that
+    /// combines the parent's with it.
+    fn linked_step(
+        &self,
+        state: &mut StageState,
+        ins: &Instruction,
+        label: StepLabel,
+        key_inputs: impl FnOnce(&mut KeyBuilder),
+        execute: impl FnOnce(&Self, &StepLabel) -> Result<Option<CommittedLayer>>,
+    ) -> Result<()> {
+        let mut key = KeyBuilder::new(&format!("{} --link", ins.keyword), None);
+        key.field("platform", &self.req.platform.to_string());
+        key_inputs(&mut key);
+        let layer_key = key.finish();
+        let mut chained = KeyBuilder::new(&ins.keyword, Some(&state.key));
+        chained.field("linked", &layer_key.to_string());
+        let stage_key = chained.finish();
+
+        if !self.req.no_cache
+            && let Some(record) = CacheRecord::load(&self.engine.store, &layer_key)?
+        {
+            (self.progress)(ProgressEvent::StepCached(label));
+            state.apply_record(ins, stage_key, &record);
+            return Ok(());
+        }
+        (self.progress)(ProgressEvent::StepStarted(label.clone()));
+        let started = Instant::now();
+        let layer = execute(self, &label)?;
+        let record = CacheRecord {
+            layer: layer.map(|l| LayerRecord {
+                digest: l.digest,
+                diff_id: l.diff_id,
+                size: l.size,
+                media_type: l.media_type,
+            }),
+            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        record.save(&self.engine.store, &layer_key)?;
+        state.apply_record(ins, stage_key, &record);
+        (self.progress)(ProgressEvent::StepDone {
+            step: label,
+            elapsed: started.elapsed(),
+        });
+        Ok(())
+    }
+}
+
+/// Writes each heredoc's body as a file named after its delimiter (`COPY <<EOF /dst` writes
+/// `EOF`), one directory per heredoc so equal names cannot collide, and returns them as sources.
+/// Files get mode 0644 as BuildKit gives them (before `--chmod`) and a fixed mtime (the epoch) so
+/// the layer does not change from build to build.
+fn heredoc_sources(dir: &Path, heredocs: &[Heredoc]) -> Result<Vec<Source>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut sources = Vec::new();
+    for (index, heredoc) in heredocs.iter().enumerate() {
+        let name = heredoc.name.as_str();
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+            return Err(format!(
+                "heredoc name {name:?} cannot be used as a file name"
+            ));
+        }
+        let path = dir.join(format!("heredoc-{index}")).join(name);
+        let io = |e: std::io::Error| format!("writing heredoc {name}: {e}");
+        std::fs::create_dir_all(path.parent().expect("joined above")).map_err(io)?;
+        std::fs::write(&path, &heredoc.content).map_err(io)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+        let file = std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        let epoch = std::time::SystemTime::UNIX_EPOCH;
+        file.set_times(
+            std::fs::FileTimes::new()
+                .set_accessed(epoch)
+                .set_modified(epoch),
+        )
+        .map_err(io)?;
+        sources.push(Source::standalone(path));
+    }
+    Ok(sources)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    fn heredoc(name: &str, content: &str) -> Heredoc {
+        Heredoc {
+            name: name.into(),
+            content: content.into(),
+            expand: true,
+        }
+    }
+
+    /// Writes a command's heredocs into a fresh root the way the COPY step does.
+    fn copy_heredocs(command: &CopyCommand) -> Result<tempfile::TempDir, String> {
+        let scratch = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let sources = heredoc_sources(scratch.path(), &command.heredocs)?;
+        let opts = CopyOptions {
+            owner: command
+                .chown
+                .as_deref()
+                .map(|spec| parse_chown(spec, root.path()).unwrap()),
+            chmod: command.chmod.as_deref().map(|m| Chmod::parse(m).unwrap()),
+            keep_source_owner: false,
+        };
+        let dest = if sources.len() > 1 && !command.dest.ends_with('/') {
+            format!("{}/", command.dest)
+        } else {
+            command.dest.clone()
+        };
+        copy_into(root.path(), &sources, &dest, &opts).map_err(|e| e.to_string())?;
+        Ok(root)
+    }
+
+    #[test]
+    fn one_heredoc_becomes_the_destination_file() {
+        let command = CopyCommand {
+            heredocs: vec![heredoc("EOF", "#!/bin/sh\necho hi\n")],
+            dest: "/usr/local/bin/hello".into(),
+            ..CopyCommand::default()
+        };
+        let root = copy_heredocs(&command).unwrap();
+        let path = root.path().join("usr/local/bin/hello");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "#!/bin/sh\necho hi\n"
+        );
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o644);
+        assert_eq!((meta.uid(), meta.gid(), meta.mtime()), (0, 0, 0));
+    }
+
+    #[test]
+    fn several_heredocs_land_in_the_directory_under_their_names() {
+        let command = CopyCommand {
+            heredocs: vec![heredoc("a.conf", "a=1\n"), heredoc("run.sh", "true\n")],
+            dest: "/etc/app".into(),
+            chmod: Some("u+x".into()),
+            chown: Some("7:8".into()),
+            ..CopyCommand::default()
+        };
+        let root = copy_heredocs(&command).unwrap();
+        for (name, content) in [("a.conf", "a=1\n"), ("run.sh", "true\n")] {
+            let path = root.path().join("etc/app").join(name);
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), content);
+            let meta = std::fs::metadata(&path).unwrap();
+            assert_eq!(meta.mode() & 0o7777, 0o744, "{name}: 0644 then u+x");
+            assert_eq!((meta.uid(), meta.gid()), (7, 8));
+        }
+    }
+
+    #[test]
+    fn heredoc_names_that_are_not_file_names_are_refused() {
+        for name in ["", "..", "a/b"] {
+            let command = CopyCommand {
+                heredocs: vec![heredoc(name, "x")],
+                dest: "/x".into(),
+                ..CopyCommand::default()
+            };
+            let error = copy_heredocs(&command).unwrap_err();
+            assert!(error.contains("cannot be used as a file name"), "{error}");
+        }
+    }
+}
