@@ -5,6 +5,7 @@
 mod e2e {
     mod build;
     mod errors;
+    mod frontend;
     pub mod harness;
     mod push_pull;
     mod run;

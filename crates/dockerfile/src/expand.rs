@@ -14,11 +14,61 @@ pub fn expand_word(
     env: &dyn Fn(&str) -> Option<String>,
     escape: char,
 ) -> Result<String, ExpandError> {
-    let mut lexer = WordLexer::new(word, env, escape);
+    expand_word_with(word, env, escape, LexOptions::default())
+}
+
+/// Expands the body of an unquoted-delimiter heredoc (`COPY <<EOF`), as BuildKit's raw
+/// expansion does: `$` substitutions and `\` escapes are processed with `\` as the escape
+/// whatever the file's escape directive, while quotes are ordinary characters.
+pub fn expand_heredoc(
+    body: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ExpandError> {
+    let options = LexOptions {
+        skip_quotes: true,
+        ..LexOptions::default()
+    };
+    expand_word_with(body, env, '\\', options)
+}
+
+/// Switches of the word lexer, named after BuildKit's `shell.Lex` fields, which the parser
+/// uses to find heredoc delimiters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LexOptions {
+    /// Keep quote characters in the output (quoting still groups words).
+    pub raw_quotes: bool,
+    /// Keep escape characters in the output (escaping still protects the next character).
+    pub raw_escapes: bool,
+    /// Quotes are ordinary characters.
+    pub skip_quotes: bool,
+    /// An unset variable is left as written instead of expanding to nothing.
+    pub skip_unset: bool,
+}
+
+pub(crate) fn expand_word_with(
+    word: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    escape: char,
+    options: LexOptions,
+) -> Result<String, ExpandError> {
+    let mut lexer = WordLexer::new(word, env, escape, options);
     let (text, _) = lexer
-        .process_until(None, false)
+        .process_until(None, options.raw_escapes)
         .map_err(|message| error(word, message))?;
     Ok(text)
+}
+
+pub(crate) fn expand_words_with(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    escape: char,
+    options: LexOptions,
+) -> Result<Vec<String>, ExpandError> {
+    let mut lexer = WordLexer::new(text, env, escape, options);
+    let (_, words) = lexer
+        .process_until(None, options.raw_escapes)
+        .map_err(|message| error(text, message))?;
+    Ok(words.finish())
 }
 
 /// Expands `text` and splits the result into words at unquoted whitespace, including
@@ -28,11 +78,7 @@ pub fn expand_words(
     env: &dyn Fn(&str) -> Option<String>,
     escape: char,
 ) -> Result<Vec<String>, ExpandError> {
-    let mut lexer = WordLexer::new(text, env, escape);
-    let (_, words) = lexer
-        .process_until(None, false)
-        .map_err(|message| error(text, message))?;
-    Ok(words.finish())
+    expand_words_with(text, env, escape, LexOptions::default())
 }
 
 fn error(word: &str, message: String) -> ExpandError {
@@ -80,15 +126,17 @@ struct WordLexer<'a> {
     pos: usize,
     env: Lookup<'a>,
     escape: char,
+    options: LexOptions,
 }
 
 impl<'a> WordLexer<'a> {
-    fn new(text: &str, env: Lookup<'a>, escape: char) -> WordLexer<'a> {
+    fn new(text: &str, env: Lookup<'a>, escape: char, options: LexOptions) -> WordLexer<'a> {
         WordLexer {
             chars: text.chars().collect(),
             pos: 0,
             env,
             escape,
+            options,
         }
     }
 
@@ -109,6 +157,21 @@ impl<'a> WordLexer<'a> {
         stop: Option<char>,
         raw_escapes: bool,
     ) -> Result<(String, WordSplitter), String> {
+        // Like BuildKit, the setting holds for this level and what it calls (double quotes
+        // included), and is restored afterwards.
+        let saved = self.options.raw_escapes;
+        self.options.raw_escapes = raw_escapes;
+        let result = self.process_until_inner(stop);
+        self.options.raw_escapes = saved;
+        result
+    }
+
+    fn process_until_inner(
+        &mut self,
+        stop: Option<char>,
+    ) -> Result<(String, WordSplitter), String> {
+        let raw_escapes = self.options.raw_escapes;
+        let quotes_special = !self.options.skip_quotes;
         let mut text = String::new();
         let mut words = WordSplitter::default();
         while let Some(c) = self.peek() {
@@ -117,12 +180,12 @@ impl<'a> WordLexer<'a> {
                 return Ok((text, words));
             }
             match c {
-                '\'' => {
+                '\'' if quotes_special => {
                     let quoted = self.single_quoted()?;
                     words.add_raw(&quoted);
                     text.push_str(&quoted);
                 }
-                '"' => {
+                '"' if quotes_special => {
                     let quoted = self.double_quoted()?;
                     words.add_raw(&quoted);
                     text.push_str(&quoted);
@@ -162,6 +225,9 @@ impl<'a> WordLexer<'a> {
     fn single_quoted(&mut self) -> Result<String, String> {
         self.pos += 1;
         let mut text = String::new();
+        if self.options.raw_quotes {
+            text.push('\'');
+        }
         loop {
             match self.next() {
                 None => {
@@ -170,7 +236,12 @@ impl<'a> WordLexer<'a> {
                             .into(),
                     );
                 }
-                Some('\'') => return Ok(text),
+                Some('\'') => {
+                    if self.options.raw_quotes {
+                        text.push('\'');
+                    }
+                    return Ok(text);
+                }
                 Some(c) => text.push(c),
             }
         }
@@ -180,6 +251,9 @@ impl<'a> WordLexer<'a> {
     fn double_quoted(&mut self) -> Result<String, String> {
         self.pos += 1;
         let mut text = String::new();
+        if self.options.raw_quotes {
+            text.push('"');
+        }
         loop {
             match self.peek() {
                 None => {
@@ -190,12 +264,18 @@ impl<'a> WordLexer<'a> {
                 }
                 Some('"') => {
                     self.pos += 1;
+                    if self.options.raw_quotes {
+                        text.push('"');
+                    }
                     return Ok(text);
                 }
                 Some('$') => text.push_str(&self.dollar()?),
                 Some(c) => {
                     self.pos += 1;
                     if c == self.escape {
+                        if self.options.raw_escapes {
+                            text.push(c);
+                        }
                         match self.peek() {
                             // Dropped; the missing closing quote is reported next turn.
                             None => continue,
@@ -258,7 +338,11 @@ impl<'a> WordLexer<'a> {
             if name.is_empty() {
                 return Ok("$".into());
             }
-            return Ok(self.lookup(&name).unwrap_or_default());
+            return Ok(match self.lookup(&name) {
+                Some(value) => value,
+                None if self.options.skip_unset => format!("${name}"),
+                None => String::new(),
+            });
         }
         self.pos += 1;
         match self.peek() {
@@ -270,12 +354,21 @@ impl<'a> WordLexer<'a> {
         let Some(op) = self.next() else {
             return Err("syntax error: missing '}'".into());
         };
+        let skip_unset = self.options.skip_unset;
         match op {
-            '}' => Ok(self.lookup(&name).unwrap_or_default()),
+            '}' => Ok(match self.lookup(&name) {
+                Some(value) => value,
+                None if skip_unset => format!("${{{name}}}"),
+                None => String::new(),
+            }),
             ':' => {
                 let modifier = self.next();
                 let word = self.operand(false)?;
                 let value = self.lookup(&name);
+                if skip_unset && value.is_none() {
+                    let modifier = modifier.map(String::from).unwrap_or_default();
+                    return Ok(format!("${{{name}:{modifier}{word}}}"));
+                }
                 let is_set_nonempty = value.as_deref().is_some_and(|v| !v.is_empty());
                 match modifier {
                     Some('-') if is_set_nonempty => Ok(value.unwrap_or_default()),
@@ -291,6 +384,9 @@ impl<'a> WordLexer<'a> {
             '-' | '+' | '?' => {
                 let word = self.operand(false)?;
                 let value = self.lookup(&name);
+                if skip_unset && value.is_none() {
+                    return Ok(format!("${{{name}{op}{word}}}"));
+                }
                 match (op, value) {
                     ('-', Some(value)) => Ok(value),
                     ('-', None) => Ok(word),
@@ -305,8 +401,18 @@ impl<'a> WordLexer<'a> {
                 if longest {
                     self.pos += 1;
                 }
-                let pattern = Pattern::new(&self.operand(true)?, self.escape);
-                let value = self.lookup(&name).unwrap_or_default();
+                let operand = self.operand(true)?;
+                let value = self.lookup(&name);
+                if skip_unset && value.is_none() {
+                    let greedy = if longest {
+                        op.to_string()
+                    } else {
+                        String::new()
+                    };
+                    return Ok(format!("${{{name}{op}{greedy}{operand}}}"));
+                }
+                let value = value.unwrap_or_default();
+                let pattern = Pattern::new(&operand, self.escape);
                 Ok(if op == '#' {
                     pattern.trim_prefix(&value, longest)
                 } else {
@@ -318,13 +424,18 @@ impl<'a> WordLexer<'a> {
                 if all {
                     self.pos += 1;
                 }
-                let pattern = match self.process_until(Some('/'), true) {
-                    Ok((text, _)) => Pattern::new(&text, self.escape),
+                let pattern_text = match self.process_until(Some('/'), true) {
+                    Ok((text, _)) => text,
                     // `${VAR/pattern}` without replacement: the pattern ended at `}`.
                     Err(_) => return Err("syntax error: missing '/' in substitution".into()),
                 };
+                let pattern = Pattern::new(&pattern_text, self.escape);
                 let replacement = self.operand(false)?;
-                let value = self.lookup(&name).unwrap_or_default();
+                let value = self.lookup(&name);
+                if skip_unset && value.is_none() {
+                    return Ok(format!("${{{name}/{pattern_text}/{replacement}}}"));
+                }
+                let value = value.unwrap_or_default();
                 Ok(pattern.replace(&value, &replacement, all))
             }
             other => Err(format!("unsupported modifier ({other}) in substitution")),

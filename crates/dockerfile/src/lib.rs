@@ -16,6 +16,7 @@ mod command;
 mod dump;
 mod error;
 mod expand;
+mod heredoc;
 mod instruction;
 mod lexer;
 mod pattern;
@@ -23,7 +24,8 @@ mod pattern;
 pub use command::{Command, CopyCommand, Healthcheck, HealthcheckOptions, Heredoc, ShellOrExec};
 pub use dump::dump;
 pub use error::{ExpandError, ParseError, Span};
-pub use expand::{expand_word, expand_words};
+pub use expand::{expand_heredoc, expand_word, expand_words};
+pub use heredoc::{HeredocWord, RawHeredoc, chomp_leading_tabs, parse_heredoc_word};
 
 /// A parsed Dockerfile.
 #[derive(Debug, Clone, PartialEq, Eq)]

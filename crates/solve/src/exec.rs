@@ -4,9 +4,9 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 
-use kiln_dockerfile::{Instruction, ShellOrExec};
+use kiln_dockerfile::{Heredoc, Instruction, ShellOrExec};
 use kiln_layer::{CommittedLayer, Compression};
-use kiln_sandbox::{NetworkMode, ProcessSpec, SandboxSpec};
+use kiln_sandbox::{BindMount, NetworkMode, ProcessSpec, SandboxSpec};
 
 use crate::error::{Result, SolveError};
 use crate::images::lower_dirs;
@@ -29,7 +29,9 @@ impl StageBuilder<'_> {
         }
     }
 
-    /// A `RUN` instruction: its cache key inputs, then (on a miss) its execution.
+    /// A `RUN` instruction: its cache key inputs, then (on a miss) its execution. The RUN's
+    /// fields come one by one, as the dispatch in `stage.rs` destructures them.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_step(
         &self,
         state: &mut StageState,
@@ -38,11 +40,14 @@ impl StageBuilder<'_> {
         cmd: &ShellOrExec,
         network: Option<&str>,
         mounts: &[String],
+        heredocs: &[Heredoc],
     ) -> Result<()> {
         if let Some(m) = mounts.first() {
             return Err(self.fail(ins, format!("RUN --mount={m} is not supported yet")));
         }
-        let argv = state.argv(cmd);
+        let line = crate::heredoc::run_command_line(state, cmd, heredocs)
+            .map_err(|message| self.fail(ins, message))?;
+        let argv = line.argv;
         let env = state.run_env();
         let workdir = state
             .config
@@ -61,9 +66,27 @@ impl StageBuilder<'_> {
                 key.field("workdir", &workdir);
                 key.field("user", &user);
                 key.field("network", network.unwrap_or(""));
+                if let Some(script) = &line.script {
+                    key.field("heredoc-script", &script.name)
+                        .field("heredoc-body", &script.content);
+                }
                 Ok(())
             },
-            |b, st, label| b.exec_run(st, ins, label, &argv, network),
+            |b, st, label| {
+                // A `#!` heredoc is a file on a read-only mount that lives as long as the run.
+                let Some(script) = &line.script else {
+                    return b.exec_run(st, ins, label, &argv, network, Vec::new());
+                };
+                let pipes = b.engine.store.temp_dir("pipes-")?;
+                let mount =
+                    script
+                        .materialize(pipes.path())
+                        .map_err(|source| SolveError::ReadFile {
+                            path: pipes.path().to_path_buf(),
+                            source,
+                        })?;
+                b.exec_run(st, ins, label, &argv, network, vec![mount])
+            },
         )
     }
 
@@ -74,6 +97,7 @@ impl StageBuilder<'_> {
         label: &StepLabel,
         argv: &[String],
         network: Option<&str>,
+        mounts: Vec<BindMount>,
     ) -> Result<Option<CommittedLayer>> {
         let store = &self.engine.store;
         let network = self.network_for(ins, network)?;
@@ -96,7 +120,7 @@ impl StageBuilder<'_> {
             work_dir: overlay_work,
             network,
             hostname: "kiln".into(),
-            mounts: Vec::new(),
+            mounts,
         };
         let process = ProcessSpec {
             args: argv.to_vec(),

@@ -14,6 +14,7 @@ pub mod dockerignore;
 mod error;
 mod exec;
 mod fsops;
+mod heredoc;
 mod images;
 mod progress;
 mod stage;

@@ -230,7 +230,8 @@ impl StageBuilder<'_> {
                 cmd,
                 network,
                 mounts,
-            } => self.run_step(state, ins, label, cmd, network.as_deref(), mounts),
+                heredocs,
+            } => self.run_step(state, ins, label, cmd, network.as_deref(), mounts, heredocs),
             Command::Copy(c) | Command::Add(c) => {
                 let is_add = matches!(command, Command::Add(_));
                 self.copy_step(state, step, ins, label, c, is_add)
