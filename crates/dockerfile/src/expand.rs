@@ -412,7 +412,7 @@ impl<'a> WordLexer<'a> {
                     return Ok(format!("${{{name}{op}{greedy}{operand}}}"));
                 }
                 let value = value.unwrap_or_default();
-                let pattern = Pattern::new(&operand, self.escape);
+                let pattern = compile(&operand)?;
                 Ok(if op == '#' {
                     pattern.trim_prefix(&value, longest)
                 } else {
@@ -429,7 +429,7 @@ impl<'a> WordLexer<'a> {
                     // `${VAR/pattern}` without replacement: the pattern ended at `}`.
                     Err(_) => return Err("syntax error: missing '/' in substitution".into()),
                 };
-                let pattern = Pattern::new(&pattern_text, self.escape);
+                let pattern = compile(&pattern_text)?;
                 let replacement = self.operand(false)?;
                 let value = self.lookup(&name);
                 if skip_unset && value.is_none() {
@@ -441,6 +441,10 @@ impl<'a> WordLexer<'a> {
             other => Err(format!("unsupported modifier ({other}) in substitution")),
         }
     }
+}
+
+fn compile(pattern: &str) -> Result<Pattern, String> {
+    Pattern::new(pattern).map_err(|e| format!("invalid pattern ({pattern}) in substitution: {e}"))
 }
 
 fn unset_message(name: &str, word: &str, set_but_empty: bool) -> String {
@@ -503,7 +507,8 @@ mod tests {
         assert_eq!(word("${PATHY%%.*}").unwrap(), "/usr/local/bin");
         assert_eq!(word("${PATHY#nomatch}").unwrap(), "/usr/local/bin.tar.gz");
         assert_eq!(word("${A%l?}").unwrap(), "hel");
-        assert_eq!(word("${A#[gh]}").unwrap(), "ello");
+        // No bracket expressions in BuildKit's patterns: `[` is literal.
+        assert_eq!(word("${A#[gh]}").unwrap(), "hello");
     }
 
     #[test]
@@ -511,7 +516,13 @@ mod tests {
         assert_eq!(word("${A/l/L}").unwrap(), "heLlo");
         assert_eq!(word("${A//l/L}").unwrap(), "heLLo");
         assert_eq!(word("${A//l*/_}").unwrap(), "he_");
-        assert_eq!(word("${PATHY//\\./-}").unwrap(), "/usr/local/bin-tar-gz");
+        assert_eq!(word("${PATHY//./-}").unwrap(), "/usr/local/bin-tar-gz");
+        let err = word("${PATHY//\\./-}").unwrap_err();
+        assert_eq!(
+            err.message,
+            "invalid pattern (\\.) in substitution: invalid escape '\\.'"
+        );
+        assert_eq!(word("${A/\\//x}").unwrap(), "hello");
         assert_eq!(word("${NOPE/a/b}").unwrap(), "");
     }
 

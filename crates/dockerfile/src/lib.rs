@@ -34,6 +34,8 @@ pub struct Dockerfile {
     pub escape: char,
     /// The `# syntax=` directive, if any (kiln does not switch frontends; it is informative).
     pub syntax: Option<String>,
+    /// The `# check=` directive's value, if any (e.g. `skip=JSONArgsRecommended;error=true`).
+    pub check: Option<String>,
     pub instructions: Vec<Instruction>,
 }
 
@@ -68,6 +70,7 @@ pub fn parse(source: &str) -> Result<Dockerfile, ParseError> {
     Ok(Dockerfile {
         escape: raw.escape,
         syntax: raw.syntax,
+        check: raw.check,
         instructions,
     })
 }
