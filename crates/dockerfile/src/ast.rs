@@ -32,6 +32,8 @@ pub struct Node {
     /// Heredoc bodies that followed the line (RUN, COPY, ADD, or ONBUILD of one), in the
     /// order of their `<<NAME` words. Not part of BuildKit's dump format.
     pub heredocs: Vec<RawHeredoc>,
+    /// A blank line sat inside the instruction's continuation lines.
+    pub empty_continuation: bool,
 }
 
 impl Node {
@@ -65,6 +67,7 @@ pub fn parse_raw(source: &str) -> Result<RawDockerfile, ParseError> {
     while let Some(line) = lexer.next_line()? {
         let escape = lexer.directives().escape;
         let mut node = parse_node(&line.text, line.span, escape)?;
+        node.empty_continuation = line.empty_continuation;
         if node.can_contain_heredoc() {
             for word in heredoc_words_in_line(&line.text) {
                 let Some(content) = lexer.read_heredoc_body(&word.name, word.chomp) else {
@@ -129,6 +132,7 @@ pub(crate) fn parse_node(line: &str, span: Span, escape: char) -> Result<Node, P
         nested: None,
         original: original.clone(),
         heredocs: Vec::new(),
+        empty_continuation: false,
     };
     let error = |message: String| ParseError::new(span, message);
     match keyword.to_ascii_lowercase().as_str() {

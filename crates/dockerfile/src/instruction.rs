@@ -422,7 +422,7 @@ fn unknown_instruction_message(keyword: &str) -> String {
 
 /// Optimal string alignment distance: Levenshtein plus adjacent transpositions, so that
 /// `FORM` is one edit from `FROM`.
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];

@@ -108,6 +108,8 @@ fn split_directive(line: &str) -> Option<(&str, &str)> {
 pub(crate) struct LogicalLine {
     pub text: String,
     pub span: Span,
+    /// A blank line sat inside the continuation (BuildKit warns: NoEmptyContinuation).
+    pub empty_continuation: bool,
 }
 
 /// A cursor over the physical lines of a Dockerfile.
@@ -184,13 +186,18 @@ impl<'a> Lexer<'a> {
                 continue;
             }
             let mut joined = first.to_string();
+            let mut empty_continuation = false;
             while continued {
                 let Some(raw) = self.read_physical() else {
                     // A dangling escape on the last line is accepted (BuildKit `continue-at-eof`).
                     break;
                 };
                 // Comments and blank lines inside a continuation are skipped without ending it.
-                if is_comment(raw.trim_start()) || raw.trim().is_empty() {
+                if is_comment(raw.trim_start()) {
+                    continue;
+                }
+                if raw.trim().is_empty() {
+                    empty_continuation = true;
                     continue;
                 }
                 let (part, more) = trim_continuation(raw, escape);
@@ -204,6 +211,7 @@ impl<'a> Lexer<'a> {
                     end_line: self.next,
                     col,
                 },
+                empty_continuation,
             }));
         }
         Ok(None)

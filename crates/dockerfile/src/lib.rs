@@ -12,6 +12,7 @@
 //! [`expand_word`] / [`expand_words`] are called with the build's variables.
 
 pub mod ast;
+pub mod checks;
 mod command;
 mod dump;
 mod error;
