@@ -92,3 +92,101 @@ fn unterminated_heredoc_is_an_error_with_the_line() {
     assert!(err.contains("unterminated heredoc"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn build_prints_check_warnings_with_the_line_and_still_builds() {
+    let k = Kiln::new();
+    let out = build_text(
+        &k,
+        "warned",
+        "ARG BASE\nFROM ${BASE} as Build\nMAINTAINER someone\nCMD echo hi\n",
+        &[],
+    );
+    assert_success(&out, &["build", "warned"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("WARNING: FromAsCasing: 'as' and 'FROM' keywords' casing do not match"),
+        "{err}"
+    );
+    assert!(err.contains("StageNameCasing"), "{err}");
+    assert!(err.contains("MaintainerDeprecated"), "{err}");
+    assert!(err.contains("Dockerfile:4:1"), "{err}");
+    assert!(err.contains("4 | CMD echo hi\n  | ^^^"), "{err}");
+    assert_eq!(k.ok(&["run", "--rm", "warned"]), "hi\n");
+}
+
+#[test]
+fn check_reports_without_building_and_exits_by_severity() {
+    // `ARG BASE` has a default: without one, InvalidDefaultArgInFrom would warn as well.
+    let k = Kiln::new();
+    let out = build_text(
+        &k,
+        "checked",
+        "ARG BASE=busybox\nFROM ${BASE}\nCMD echo hi\n",
+        &["--check"],
+    );
+    assert_success(&out, &["build", "--check"]);
+    let err = stderr(&out);
+    assert!(err.contains("JSONArgsRecommended"), "{err}");
+    assert!(
+        err.contains("Check complete, 1 warning has been found!"),
+        "{err}"
+    );
+    assert!(
+        !k.ok(&["images"]).contains("checked"),
+        "--check builds nothing"
+    );
+
+    let out = build_text(
+        &k,
+        "clean",
+        "ARG BASE=busybox\nFROM ${BASE}\nCMD [\"true\"]\n",
+        &["--check"],
+    );
+    assert_success(&out, &["build", "--check"]);
+    assert!(stderr(&out).contains("Check complete, no warnings found."));
+
+    // error=true turns warnings into a failure, in --check and in a build.
+    let strict = "# check=error=true\nARG BASE=busybox\nFROM ${BASE}\nCMD echo hi\n";
+    let out = build_text(&k, "strict", strict, &["--check"]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let out = build_text(&k, "strict", strict, &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("error=true"), "{}", stderr(&out));
+    // The build argument overrides the directive, as in BuildKit.
+    let out = build_text(
+        &k,
+        "strict",
+        strict,
+        &[
+            "--build-arg",
+            "BUILDKIT_DOCKERFILE_CHECK=skip=all",
+            "--check",
+        ],
+    );
+    assert_success(&out, &["build", "--check", "skip=all"]);
+    assert!(stderr(&out).contains("no warnings found"));
+
+    // A duplicate stage name is an error even without error=true.
+    let out = build_text(
+        &k,
+        "dup",
+        "ARG BASE=busybox\nFROM ${BASE} AS a\nFROM ${BASE} AS a\n",
+        &["--check"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("DuplicateStageName"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A Dockerfile that does not parse is an error pointing at the line.
+    let out = build_text(&k, "bad", "FROM x\nRUN <<EOF\nnever ends\n", &["--check"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("unterminated heredoc"),
+        "{err}"
+    );
+}
