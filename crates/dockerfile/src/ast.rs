@@ -110,8 +110,21 @@ fn is_token_space(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\u{b}' | '\u{c}' | '\r')
 }
 
+/// How many `ONBUILD` may nest in one line before the parser stops recursing (the typed
+/// layer rejects even two; the raw tree keeps a few, as BuildKit's dump does).
+const MAX_ONBUILD_NESTING: usize = 16;
+
 /// Parses one logical line (also used for ONBUILD's nested instruction).
 pub(crate) fn parse_node(line: &str, span: Span, escape: char) -> Result<Node, ParseError> {
+    parse_node_nested(line, span, escape, 0)
+}
+
+fn parse_node_nested(
+    line: &str,
+    span: Span,
+    escape: char,
+    depth: usize,
+) -> Result<Node, ParseError> {
     let original = line.trim().to_string();
     let (keyword, rest) = match original.find(is_token_space) {
         Some(at) => (
@@ -165,8 +178,16 @@ pub(crate) fn parse_node(line: &str, span: Span, escape: char) -> Result<Node, P
             }
         }
         "onbuild" => {
+            if depth >= MAX_ONBUILD_NESTING {
+                return Err(error("ONBUILD nested too deeply".into()));
+            }
             if !args_text.is_empty() {
-                node.nested = Some(Box::new(parse_node(args_text, span, escape)?));
+                node.nested = Some(Box::new(parse_node_nested(
+                    args_text,
+                    span,
+                    escape,
+                    depth + 1,
+                )?));
             }
         }
         _ => node.args = vec![String::new()],

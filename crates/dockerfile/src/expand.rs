@@ -121,12 +121,18 @@ impl WordSplitter {
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// How deep `${a:-${b:-…}}` may nest. The lexer recurses per level; the limit keeps the stack
+/// bounded (Go's growable stacks let BuildKit go deeper, but no real Dockerfile nests this far).
+const MAX_NESTING: usize = 128;
+
 struct WordLexer<'a> {
     chars: Vec<char>,
     pos: usize,
     env: Lookup<'a>,
     escape: char,
     options: LexOptions,
+    /// Current `${…}` nesting depth.
+    depth: usize,
 }
 
 impl<'a> WordLexer<'a> {
@@ -137,6 +143,7 @@ impl<'a> WordLexer<'a> {
             env,
             escape,
             options,
+            depth: 0,
         }
     }
 
@@ -332,6 +339,18 @@ impl<'a> WordLexer<'a> {
     }
 
     fn dollar(&mut self) -> Result<String, String> {
+        if self.depth >= MAX_NESTING {
+            return Err(format!(
+                "substitutions nested more than {MAX_NESTING} levels deep"
+            ));
+        }
+        self.depth += 1;
+        let result = self.dollar_inner();
+        self.depth -= 1;
+        result
+    }
+
+    fn dollar_inner(&mut self) -> Result<String, String> {
         self.pos += 1;
         if self.peek() != Some('{') {
             let name = self.name();
@@ -534,6 +553,15 @@ mod tests {
         assert!(word("'open").is_err());
         assert!(word("${A").is_err());
         assert!(word("${A:=x}").is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let nested = |depth: usize| "${A:-".repeat(depth) + "x" + &"}".repeat(depth);
+        assert_eq!(word(&nested(MAX_NESTING)).unwrap(), "hello");
+        assert_eq!(word(&nested(MAX_NESTING).replace('A', "N")).unwrap(), "x");
+        let err = word(&nested(10_000)).unwrap_err();
+        assert!(err.message.contains("nested"), "{}", err.message);
     }
 
     #[test]

@@ -315,6 +315,11 @@ fn run_heredoc(raw: &RawHeredoc) -> Heredoc {
 /// is a heredoc opener becomes a file named after its delimiter, with the body read for that
 /// name (the last one if repeated; empty if none was read, e.g. in JSON form).
 fn copy_heredocs(sources: &[String], bodies: &[RawHeredoc]) -> (Vec<Heredoc>, Vec<String>) {
+    // Later bodies of the same name win, as in BuildKit's map.
+    let by_name: BTreeMap<&str, &str> = bodies
+        .iter()
+        .map(|body| (body.word.name.as_str(), body.content.as_str()))
+        .collect();
     let mut heredocs = Vec::new();
     let mut paths = Vec::new();
     for source in sources {
@@ -322,12 +327,7 @@ fn copy_heredocs(sources: &[String], bodies: &[RawHeredoc]) -> (Vec<Heredoc>, Ve
             paths.push(source.clone());
             continue;
         };
-        let content = bodies
-            .iter()
-            .rev()
-            .find(|body| body.word.name == word.name)
-            .map(|body| body.content.as_str())
-            .unwrap_or_default();
+        let content = by_name.get(word.name.as_str()).copied().unwrap_or_default();
         heredocs.push(Heredoc {
             content: if word.chomp {
                 chomp_leading_tabs(content)
@@ -411,6 +411,8 @@ fn unknown_instruction_message(keyword: &str) -> String {
     let upper = keyword.to_ascii_uppercase();
     let closest = KEYWORDS
         .iter()
+        // The distance is at least the length difference: skip hopeless (and huge) words.
+        .filter(|known| upper.chars().count().abs_diff(known.len()) <= 2)
         .map(|known| (edit_distance(&upper, known), known))
         .min()
         .filter(|(distance, _)| *distance <= 2);

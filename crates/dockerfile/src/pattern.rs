@@ -120,24 +120,39 @@ impl Pattern {
     }
 }
 
+/// Whole-string glob match in O(len(tokens) × len(text)): on a mismatch only the last `*`
+/// is retried one character further (earlier stars never need to move again).
 fn matches_from(tokens: &[Token], text: &[char]) -> bool {
-    let Some((token, rest)) = tokens.split_first() else {
-        return text.is_empty();
-    };
-    match token {
-        Token::AnySequence => (0..=text.len()).any(|skip| matches_from(rest, &text[skip..])),
-        single => match text.split_first() {
-            Some((&c, text_rest)) => matches_one(single, c) && matches_from(rest, text_rest),
-            None => false,
-        },
+    let (mut t, mut c) = (0, 0);
+    let mut last_star: Option<(usize, usize)> = None;
+    while c < text.len() {
+        match tokens.get(t) {
+            Some(Token::AnySequence) => {
+                last_star = Some((t, c));
+                t += 1;
+            }
+            Some(token) if matches_one(token, text[c]) => {
+                t += 1;
+                c += 1;
+            }
+            _ => match last_star {
+                Some((star, from)) => {
+                    t = star + 1;
+                    c = from + 1;
+                    last_star = Some((star, from + 1));
+                }
+                None => return false,
+            },
+        }
     }
+    tokens[t..].iter().all(|token| *token == Token::AnySequence)
 }
 
 fn matches_one(token: &Token, c: char) -> bool {
     match token {
         Token::Literal(l) => *l == c,
         Token::AnyChar => true,
-        Token::AnySequence => unreachable!("handled by matches_from"),
+        Token::AnySequence => true,
     }
 }
 
@@ -161,6 +176,19 @@ mod tests {
         assert!(!m("\\*", "a"));
         assert!(m("a\\}b\\/", "a}b/"));
         assert!(m("\\\\", "\\"));
+        assert!(m("*a*b", "xaxxab"));
+        assert!(!m("*a*b", "xaxxa"));
+        assert!(m("**", ""));
+        // Would take exponential time with naive backtracking.
+        let long = "a".repeat(5000);
+        assert!(!m(
+            &"*a"
+                .repeat(50)
+                .chars()
+                .chain("b".chars())
+                .collect::<String>(),
+            &long
+        ));
     }
 
     #[test]
