@@ -108,6 +108,9 @@ pub struct BuildArgs {
     /// Print only the image ID
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Run the build checks and report their warnings without building
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]

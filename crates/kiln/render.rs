@@ -1,9 +1,11 @@
 //! Turning engine events and errors into text for people.
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::Mutex;
 
-use kiln_solve::{ProgressEvent, SolveError};
+use kiln_dockerfile::checks::Warning;
+use kiln_solve::{Location, ProgressEvent, SolveError};
 
 /// Prints build progress as plain lines on stderr (CI-friendly).
 #[derive(Debug)]
@@ -72,20 +74,7 @@ pub fn print_error(err: &anyhow::Error) {
     }
     if let Some(e) = solve {
         if let Some(loc) = e.location() {
-            let num = loc.line.to_string();
-            let pad = " ".repeat(num.len());
-            out.push_str(&format!(
-                "{pad}--> {}:{}:{}\n",
-                loc.file.display(),
-                loc.line,
-                loc.col
-            ));
-            out.push_str(&format!("{pad} |\n{num} | {}\n", loc.line_text));
-            out.push_str(&format!(
-                "{pad} | {}{}\n",
-                " ".repeat(loc.col - 1),
-                "^".repeat(loc.len)
-            ));
+            out.push_str(&snippet(loc));
         }
         if let SolveError::RunFailed { output_tail, .. } = e
             && !output_tail.is_empty()
@@ -97,6 +86,53 @@ pub fn print_error(err: &anyhow::Error) {
         }
     }
     let _ = std::io::stderr().lock().write_all(out.as_bytes());
+}
+
+/// The `--> file:line:col` header, the line and a caret under the highlighted part.
+fn snippet(loc: &Location) -> String {
+    let num = loc.line.to_string();
+    let pad = " ".repeat(num.len());
+    format!(
+        "{pad}--> {}:{}:{}\n{pad} |\n{num} | {}\n{pad} | {}{}\n",
+        loc.file.display(),
+        loc.line,
+        loc.col,
+        loc.line_text,
+        " ".repeat(loc.col.saturating_sub(1)),
+        "^".repeat(loc.len.max(1))
+    )
+}
+
+/// Renders a build-check warning like an error: rule, message, the line with a caret under
+/// the instruction keyword, and the rule's documentation link.
+pub fn warning_text(file: &Path, source: &str, warning: &Warning) -> String {
+    let line_text = source
+        .trim_start_matches('\u{feff}')
+        .lines()
+        .nth(warning.span.start_line.saturating_sub(1))
+        .unwrap_or("")
+        .trim_end_matches('\r')
+        .to_owned();
+    let keyword_len = line_text
+        .chars()
+        .skip(warning.span.col.saturating_sub(1))
+        .take_while(|c| !c.is_whitespace())
+        .count();
+    let loc = Location {
+        file: file.to_owned(),
+        line: warning.span.start_line,
+        col: warning.span.col.max(1),
+        len: keyword_len.max(1),
+        line_text,
+    };
+    let pad = " ".repeat(loc.line.to_string().len());
+    format!(
+        "WARNING: {}: {}\n{}{pad} = see {}\n",
+        warning.rule,
+        warning.message,
+        snippet(&loc),
+        warning.url()
+    )
 }
 
 /// Sizes as `docker images` prints them (decimal units).

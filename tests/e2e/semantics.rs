@@ -138,7 +138,8 @@ fn stage_mistakes_fail_before_anything_runs() {
         (
             "FROM @BASE@ AS x\nRUN echo SHOULD-NOT-RUN\nFROM @BASE@ AS X\n",
             &[],
-            "duplicate stage name",
+            // Reported by the DuplicateStageName check, before planning.
+            "Duplicate stage name \"x\"",
             "Dockerfile:3",
         ),
     ];

@@ -6,6 +6,7 @@
 //! the conformance dump (`crate::dump`) renders it.
 
 use crate::error::{ParseError, Span};
+use crate::heredoc::{RawHeredoc, heredoc_words_in_line};
 use crate::lexer::Lexer;
 
 /// One instruction of the raw tree.
@@ -28,6 +29,24 @@ pub struct Node {
     pub nested: Option<Box<Node>>,
     /// The logical line trimmed: continuation escapes removed, joined.
     pub original: String,
+    /// Heredoc bodies that followed the line (RUN, COPY, ADD, or ONBUILD of one), in the
+    /// order of their `<<NAME` words. Not part of BuildKit's dump format.
+    pub heredocs: Vec<RawHeredoc>,
+    /// A blank line sat inside the instruction's continuation lines.
+    pub empty_continuation: bool,
+}
+
+impl Node {
+    /// Whether BuildKit reads heredocs after this line: RUN, COPY or ADD (directly or as an
+    /// ONBUILD trigger) in shell form.
+    fn can_contain_heredoc(&self) -> bool {
+        let node = match &self.nested {
+            Some(nested) if self.keyword.eq_ignore_ascii_case("onbuild") => nested,
+            _ => self,
+        };
+        let keyword = node.keyword.to_ascii_lowercase();
+        matches!(keyword.as_str(), "run" | "copy" | "add") && !node.json
+    }
 }
 
 /// The raw parse of a whole file.
@@ -47,7 +66,29 @@ pub fn parse_raw(source: &str) -> Result<RawDockerfile, ParseError> {
     let mut nodes = Vec::new();
     while let Some(line) = lexer.next_line()? {
         let escape = lexer.directives().escape;
-        nodes.push(parse_node(&line.text, line.span, escape)?);
+        let mut node = parse_node(&line.text, line.span, escape)?;
+        node.empty_continuation = line.empty_continuation;
+        if node.can_contain_heredoc() {
+            for word in heredoc_words_in_line(&line.text) {
+                let Some(content) = lexer.read_heredoc_body(&word.name, word.chomp) else {
+                    let span = Span {
+                        end_line: lexer.line_number(),
+                        ..node.span
+                    };
+                    return Err(ParseError::new(
+                        span,
+                        format!(
+                            "unterminated heredoc {:?}: no line {:?} ends it",
+                            word.name, word.name
+                        ),
+                    ));
+                };
+                node.heredocs.push(RawHeredoc { word, content });
+            }
+            // The span covers the bodies and terminators too.
+            node.span.end_line = lexer.line_number();
+        }
+        nodes.push(node);
     }
     if nodes.is_empty() {
         return Err(ParseError::new(
@@ -69,8 +110,21 @@ fn is_token_space(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\u{b}' | '\u{c}' | '\r')
 }
 
+/// How many `ONBUILD` may nest in one line before the parser stops recursing (the typed
+/// layer rejects even two; the raw tree keeps a few, as BuildKit's dump does).
+const MAX_ONBUILD_NESTING: usize = 16;
+
 /// Parses one logical line (also used for ONBUILD's nested instruction).
 pub(crate) fn parse_node(line: &str, span: Span, escape: char) -> Result<Node, ParseError> {
+    parse_node_nested(line, span, escape, 0)
+}
+
+fn parse_node_nested(
+    line: &str,
+    span: Span,
+    escape: char,
+    depth: usize,
+) -> Result<Node, ParseError> {
     let original = line.trim().to_string();
     let (keyword, rest) = match original.find(is_token_space) {
         Some(at) => (
@@ -90,6 +144,8 @@ pub(crate) fn parse_node(line: &str, span: Span, escape: char) -> Result<Node, P
         json: false,
         nested: None,
         original: original.clone(),
+        heredocs: Vec::new(),
+        empty_continuation: false,
     };
     let error = |message: String| ParseError::new(span, message);
     match keyword.to_ascii_lowercase().as_str() {
@@ -122,8 +178,16 @@ pub(crate) fn parse_node(line: &str, span: Span, escape: char) -> Result<Node, P
             }
         }
         "onbuild" => {
+            if depth >= MAX_ONBUILD_NESTING {
+                return Err(error("ONBUILD nested too deeply".into()));
+            }
             if !args_text.is_empty() {
-                node.nested = Some(Box::new(parse_node(args_text, span, escape)?));
+                node.nested = Some(Box::new(parse_node_nested(
+                    args_text,
+                    span,
+                    escape,
+                    depth + 1,
+                )?));
             }
         }
         _ => node.args = vec![String::new()],
@@ -335,6 +399,43 @@ mod tests {
         assert!(n.json);
         let n = node("ONBUILD RUN echo hi");
         assert_eq!(n.nested.unwrap().args, ["echo hi"]);
+    }
+
+    #[test]
+    fn heredoc_bodies_attach_to_their_node_and_extend_its_span() {
+        let raw = parse_raw(
+            "FROM a\nRUN <<A cat - <<-'B'\nbody a\nA\n\tbody b\n\tB\nRUN [\"<<C\"]\nCOPY x /y\n",
+        )
+        .unwrap();
+        let run = &raw.nodes[1];
+        assert_eq!(run.heredocs.len(), 2);
+        assert_eq!(run.heredocs[0].word.name, "A");
+        assert_eq!(run.heredocs[0].content, "body a\n");
+        assert!(!run.heredocs[1].word.expand && run.heredocs[1].word.chomp);
+        assert_eq!(run.heredocs[1].content, "\tbody b\n");
+        assert_eq!((run.span.start_line, run.span.end_line), (2, 6));
+        assert!(raw.nodes[2].heredocs.is_empty(), "JSON form has none");
+        assert_eq!(raw.nodes[3].span.start_line, 8);
+
+        let onbuild = parse_raw("FROM a\nONBUILD RUN <<A\nx\nA\n").unwrap();
+        assert_eq!(onbuild.nodes[1].heredocs[0].content, "x\n");
+        let not_here = parse_raw("FROM a\nENV A=<<B\nB\n").unwrap();
+        assert_eq!(
+            not_here.nodes.len(),
+            3,
+            "ENV takes no heredoc: `B` is a line of its own"
+        );
+    }
+
+    #[test]
+    fn unterminated_heredoc_names_its_lines() {
+        let err = parse_raw("FROM a\nRUN <<EOF\necho hi\nEO\n").unwrap_err();
+        assert_eq!((err.span.start_line, err.span.end_line), (2, 4));
+        assert!(
+            err.message.contains("unterminated heredoc"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! as written.
 
 use crate::error::ExpandError;
-use crate::expand::{expand_word, expand_words};
+use crate::expand::{expand_heredoc, expand_word, expand_words};
 
 /// Shell form (`RUN make`) or exec form (`RUN ["make"]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,11 +35,14 @@ pub struct CopyCommand {
 /// A here-document: `<<NAME` (or `<<-NAME`, tabs stripped) followed by lines up to `NAME`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Heredoc {
-    /// The delimiter word, without quotes.
+    /// The delimiter word, without quotes; for COPY/ADD also the file name.
     pub name: String,
-    /// The body, each line ending with `\n`; leading tabs already stripped for `<<-`.
+    /// The body, each line with its line ending as written (`\n`, or `\r\n` in a CRLF
+    /// file); leading tabs already stripped for `<<-`.
     pub content: String,
     /// False when the delimiter was quoted (`<<'EOF'`, `<<"EOF"`): no variable expansion.
+    /// For COPY/ADD, [`Command::expand`] expands the body when true; a RUN body is left to
+    /// the shell.
     pub expand: bool,
 }
 
@@ -78,6 +81,9 @@ pub enum Command {
         network: Option<String>,
         /// Raw `--mount` values, e.g. `type=cache,target=/root/.cache`.
         mounts: Vec<String>,
+        /// Heredoc bodies following the command (`RUN <<EOF`, `RUN python3 <<EOF`), in the
+        /// order of their `<<` words; `cmd` keeps the `<<` words as written.
+        heredocs: Vec<Heredoc>,
     },
     Copy(CopyCommand),
     Add(CopyCommand),
@@ -122,7 +128,21 @@ impl Command {
                 exclude: all(&c.exclude)?,
                 parents: c.parents,
                 checksum: opt(&c.checksum)?,
-                heredocs: c.heredocs.clone(),
+                heredocs: c
+                    .heredocs
+                    .iter()
+                    .map(|h| {
+                        let content = if h.expand {
+                            expand_heredoc(&h.content, env)?
+                        } else {
+                            h.content.clone()
+                        };
+                        Ok(Heredoc {
+                            content,
+                            ..h.clone()
+                        })
+                    })
+                    .collect::<Result<_, ExpandError>>()?,
             })
         };
         Ok(match self {
@@ -204,11 +224,36 @@ mod tests {
             Command::Expose(vec!["80".into(), "443/udp".into(), "8080".into()])
         );
         let run = Command::Run {
-            cmd: ShellOrExec::Shell("echo $V".into()),
+            cmd: ShellOrExec::Shell("cat <<EOF".into()),
             network: None,
             mounts: vec![],
+            heredocs: vec![Heredoc {
+                name: "EOF".into(),
+                content: "$V\n".into(),
+                expand: true,
+            }],
         };
         assert_eq!(run.expand(&env, '\\').unwrap(), run);
+    }
+
+    #[test]
+    fn copy_heredoc_bodies_expand_raw_unless_the_delimiter_was_quoted() {
+        let body = |expand| Heredoc {
+            name: "f".into(),
+            content: "v=$V '${V}' \"$NOPE\" \\$V a\\\\b\n".into(),
+            expand,
+        };
+        let copy = Command::Copy(CopyCommand {
+            dest: "/d".into(),
+            heredocs: vec![body(true), body(false)],
+            ..CopyCommand::default()
+        });
+        let Command::Copy(c) = copy.expand(&env, '`').unwrap() else {
+            panic!("not a copy")
+        };
+        // Quotes stay, `\` escapes even with the backtick escape directive (as BuildKit).
+        assert_eq!(c.heredocs[0].content, "v=1.2 '1.2' \"\" $V a\\b\n");
+        assert_eq!(c.heredocs[1], body(false));
     }
 
     #[test]

@@ -14,11 +14,61 @@ pub fn expand_word(
     env: &dyn Fn(&str) -> Option<String>,
     escape: char,
 ) -> Result<String, ExpandError> {
-    let mut lexer = WordLexer::new(word, env, escape);
+    expand_word_with(word, env, escape, LexOptions::default())
+}
+
+/// Expands the body of an unquoted-delimiter heredoc (`COPY <<EOF`), as BuildKit's raw
+/// expansion does: `$` substitutions and `\` escapes are processed with `\` as the escape
+/// whatever the file's escape directive, while quotes are ordinary characters.
+pub fn expand_heredoc(
+    body: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ExpandError> {
+    let options = LexOptions {
+        skip_quotes: true,
+        ..LexOptions::default()
+    };
+    expand_word_with(body, env, '\\', options)
+}
+
+/// Switches of the word lexer, named after BuildKit's `shell.Lex` fields, which the parser
+/// uses to find heredoc delimiters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LexOptions {
+    /// Keep quote characters in the output (quoting still groups words).
+    pub raw_quotes: bool,
+    /// Keep escape characters in the output (escaping still protects the next character).
+    pub raw_escapes: bool,
+    /// Quotes are ordinary characters.
+    pub skip_quotes: bool,
+    /// An unset variable is left as written instead of expanding to nothing.
+    pub skip_unset: bool,
+}
+
+pub(crate) fn expand_word_with(
+    word: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    escape: char,
+    options: LexOptions,
+) -> Result<String, ExpandError> {
+    let mut lexer = WordLexer::new(word, env, escape, options);
     let (text, _) = lexer
-        .process_until(None, false)
+        .process_until(None, options.raw_escapes)
         .map_err(|message| error(word, message))?;
     Ok(text)
+}
+
+pub(crate) fn expand_words_with(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    escape: char,
+    options: LexOptions,
+) -> Result<Vec<String>, ExpandError> {
+    let mut lexer = WordLexer::new(text, env, escape, options);
+    let (_, words) = lexer
+        .process_until(None, options.raw_escapes)
+        .map_err(|message| error(text, message))?;
+    Ok(words.finish())
 }
 
 /// Expands `text` and splits the result into words at unquoted whitespace, including
@@ -28,11 +78,7 @@ pub fn expand_words(
     env: &dyn Fn(&str) -> Option<String>,
     escape: char,
 ) -> Result<Vec<String>, ExpandError> {
-    let mut lexer = WordLexer::new(text, env, escape);
-    let (_, words) = lexer
-        .process_until(None, false)
-        .map_err(|message| error(text, message))?;
-    Ok(words.finish())
+    expand_words_with(text, env, escape, LexOptions::default())
 }
 
 fn error(word: &str, message: String) -> ExpandError {
@@ -75,20 +121,29 @@ impl WordSplitter {
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// How deep `${a:-${b:-…}}` may nest. The lexer recurses per level; the limit keeps the stack
+/// bounded (Go's growable stacks let BuildKit go deeper, but no real Dockerfile nests this far).
+const MAX_NESTING: usize = 128;
+
 struct WordLexer<'a> {
     chars: Vec<char>,
     pos: usize,
     env: Lookup<'a>,
     escape: char,
+    options: LexOptions,
+    /// Current `${…}` nesting depth.
+    depth: usize,
 }
 
 impl<'a> WordLexer<'a> {
-    fn new(text: &str, env: Lookup<'a>, escape: char) -> WordLexer<'a> {
+    fn new(text: &str, env: Lookup<'a>, escape: char, options: LexOptions) -> WordLexer<'a> {
         WordLexer {
             chars: text.chars().collect(),
             pos: 0,
             env,
             escape,
+            options,
+            depth: 0,
         }
     }
 
@@ -109,6 +164,21 @@ impl<'a> WordLexer<'a> {
         stop: Option<char>,
         raw_escapes: bool,
     ) -> Result<(String, WordSplitter), String> {
+        // Like BuildKit, the setting holds for this level and what it calls (double quotes
+        // included), and is restored afterwards.
+        let saved = self.options.raw_escapes;
+        self.options.raw_escapes = raw_escapes;
+        let result = self.process_until_inner(stop);
+        self.options.raw_escapes = saved;
+        result
+    }
+
+    fn process_until_inner(
+        &mut self,
+        stop: Option<char>,
+    ) -> Result<(String, WordSplitter), String> {
+        let raw_escapes = self.options.raw_escapes;
+        let quotes_special = !self.options.skip_quotes;
         let mut text = String::new();
         let mut words = WordSplitter::default();
         while let Some(c) = self.peek() {
@@ -117,12 +187,12 @@ impl<'a> WordLexer<'a> {
                 return Ok((text, words));
             }
             match c {
-                '\'' => {
+                '\'' if quotes_special => {
                     let quoted = self.single_quoted()?;
                     words.add_raw(&quoted);
                     text.push_str(&quoted);
                 }
-                '"' => {
+                '"' if quotes_special => {
                     let quoted = self.double_quoted()?;
                     words.add_raw(&quoted);
                     text.push_str(&quoted);
@@ -162,6 +232,9 @@ impl<'a> WordLexer<'a> {
     fn single_quoted(&mut self) -> Result<String, String> {
         self.pos += 1;
         let mut text = String::new();
+        if self.options.raw_quotes {
+            text.push('\'');
+        }
         loop {
             match self.next() {
                 None => {
@@ -170,7 +243,12 @@ impl<'a> WordLexer<'a> {
                             .into(),
                     );
                 }
-                Some('\'') => return Ok(text),
+                Some('\'') => {
+                    if self.options.raw_quotes {
+                        text.push('\'');
+                    }
+                    return Ok(text);
+                }
                 Some(c) => text.push(c),
             }
         }
@@ -180,6 +258,9 @@ impl<'a> WordLexer<'a> {
     fn double_quoted(&mut self) -> Result<String, String> {
         self.pos += 1;
         let mut text = String::new();
+        if self.options.raw_quotes {
+            text.push('"');
+        }
         loop {
             match self.peek() {
                 None => {
@@ -190,12 +271,18 @@ impl<'a> WordLexer<'a> {
                 }
                 Some('"') => {
                     self.pos += 1;
+                    if self.options.raw_quotes {
+                        text.push('"');
+                    }
                     return Ok(text);
                 }
                 Some('$') => text.push_str(&self.dollar()?),
                 Some(c) => {
                     self.pos += 1;
                     if c == self.escape {
+                        if self.options.raw_escapes {
+                            text.push(c);
+                        }
                         match self.peek() {
                             // Dropped; the missing closing quote is reported next turn.
                             None => continue,
@@ -252,13 +339,29 @@ impl<'a> WordLexer<'a> {
     }
 
     fn dollar(&mut self) -> Result<String, String> {
+        if self.depth >= MAX_NESTING {
+            return Err(format!(
+                "substitutions nested more than {MAX_NESTING} levels deep"
+            ));
+        }
+        self.depth += 1;
+        let result = self.dollar_inner();
+        self.depth -= 1;
+        result
+    }
+
+    fn dollar_inner(&mut self) -> Result<String, String> {
         self.pos += 1;
         if self.peek() != Some('{') {
             let name = self.name();
             if name.is_empty() {
                 return Ok("$".into());
             }
-            return Ok(self.lookup(&name).unwrap_or_default());
+            return Ok(match self.lookup(&name) {
+                Some(value) => value,
+                None if self.options.skip_unset => format!("${name}"),
+                None => String::new(),
+            });
         }
         self.pos += 1;
         match self.peek() {
@@ -270,12 +373,21 @@ impl<'a> WordLexer<'a> {
         let Some(op) = self.next() else {
             return Err("syntax error: missing '}'".into());
         };
+        let skip_unset = self.options.skip_unset;
         match op {
-            '}' => Ok(self.lookup(&name).unwrap_or_default()),
+            '}' => Ok(match self.lookup(&name) {
+                Some(value) => value,
+                None if skip_unset => format!("${{{name}}}"),
+                None => String::new(),
+            }),
             ':' => {
                 let modifier = self.next();
                 let word = self.operand(false)?;
                 let value = self.lookup(&name);
+                if skip_unset && value.is_none() {
+                    let modifier = modifier.map(String::from).unwrap_or_default();
+                    return Ok(format!("${{{name}:{modifier}{word}}}"));
+                }
                 let is_set_nonempty = value.as_deref().is_some_and(|v| !v.is_empty());
                 match modifier {
                     Some('-') if is_set_nonempty => Ok(value.unwrap_or_default()),
@@ -291,6 +403,9 @@ impl<'a> WordLexer<'a> {
             '-' | '+' | '?' => {
                 let word = self.operand(false)?;
                 let value = self.lookup(&name);
+                if skip_unset && value.is_none() {
+                    return Ok(format!("${{{name}{op}{word}}}"));
+                }
                 match (op, value) {
                     ('-', Some(value)) => Ok(value),
                     ('-', None) => Ok(word),
@@ -305,8 +420,18 @@ impl<'a> WordLexer<'a> {
                 if longest {
                     self.pos += 1;
                 }
-                let pattern = Pattern::new(&self.operand(true)?, self.escape);
-                let value = self.lookup(&name).unwrap_or_default();
+                let operand = self.operand(true)?;
+                let value = self.lookup(&name);
+                if skip_unset && value.is_none() {
+                    let greedy = if longest {
+                        op.to_string()
+                    } else {
+                        String::new()
+                    };
+                    return Ok(format!("${{{name}{op}{greedy}{operand}}}"));
+                }
+                let value = value.unwrap_or_default();
+                let pattern = compile(&operand)?;
                 Ok(if op == '#' {
                     pattern.trim_prefix(&value, longest)
                 } else {
@@ -318,18 +443,27 @@ impl<'a> WordLexer<'a> {
                 if all {
                     self.pos += 1;
                 }
-                let pattern = match self.process_until(Some('/'), true) {
-                    Ok((text, _)) => Pattern::new(&text, self.escape),
+                let pattern_text = match self.process_until(Some('/'), true) {
+                    Ok((text, _)) => text,
                     // `${VAR/pattern}` without replacement: the pattern ended at `}`.
                     Err(_) => return Err("syntax error: missing '/' in substitution".into()),
                 };
+                let pattern = compile(&pattern_text)?;
                 let replacement = self.operand(false)?;
-                let value = self.lookup(&name).unwrap_or_default();
+                let value = self.lookup(&name);
+                if skip_unset && value.is_none() {
+                    return Ok(format!("${{{name}/{pattern_text}/{replacement}}}"));
+                }
+                let value = value.unwrap_or_default();
                 Ok(pattern.replace(&value, &replacement, all))
             }
             other => Err(format!("unsupported modifier ({other}) in substitution")),
         }
     }
+}
+
+fn compile(pattern: &str) -> Result<Pattern, String> {
+    Pattern::new(pattern).map_err(|e| format!("invalid pattern ({pattern}) in substitution: {e}"))
 }
 
 fn unset_message(name: &str, word: &str, set_but_empty: bool) -> String {
@@ -392,7 +526,8 @@ mod tests {
         assert_eq!(word("${PATHY%%.*}").unwrap(), "/usr/local/bin");
         assert_eq!(word("${PATHY#nomatch}").unwrap(), "/usr/local/bin.tar.gz");
         assert_eq!(word("${A%l?}").unwrap(), "hel");
-        assert_eq!(word("${A#[gh]}").unwrap(), "ello");
+        // No bracket expressions in BuildKit's patterns: `[` is literal.
+        assert_eq!(word("${A#[gh]}").unwrap(), "hello");
     }
 
     #[test]
@@ -400,7 +535,13 @@ mod tests {
         assert_eq!(word("${A/l/L}").unwrap(), "heLlo");
         assert_eq!(word("${A//l/L}").unwrap(), "heLLo");
         assert_eq!(word("${A//l*/_}").unwrap(), "he_");
-        assert_eq!(word("${PATHY//\\./-}").unwrap(), "/usr/local/bin-tar-gz");
+        assert_eq!(word("${PATHY//./-}").unwrap(), "/usr/local/bin-tar-gz");
+        let err = word("${PATHY//\\./-}").unwrap_err();
+        assert_eq!(
+            err.message,
+            "invalid pattern (\\.) in substitution: invalid escape '\\.'"
+        );
+        assert_eq!(word("${A/\\//x}").unwrap(), "hello");
         assert_eq!(word("${NOPE/a/b}").unwrap(), "");
     }
 
@@ -412,6 +553,15 @@ mod tests {
         assert!(word("'open").is_err());
         assert!(word("${A").is_err());
         assert!(word("${A:=x}").is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let nested = |depth: usize| "${A:-".repeat(depth) + "x" + &"}".repeat(depth);
+        assert_eq!(word(&nested(MAX_NESTING)).unwrap(), "hello");
+        assert_eq!(word(&nested(MAX_NESTING).replace('A', "N")).unwrap(), "x");
+        let err = word(&nested(10_000)).unwrap_err();
+        assert!(err.message.contains("nested"), "{}", err.message);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! From raw nodes to typed [`Command`]s: checks keywords, flags and argument counts.
 
 use crate::ast::Node;
-use crate::command::{Command, CopyCommand, Healthcheck, HealthcheckOptions, ShellOrExec};
+use crate::command::{Command, CopyCommand, Healthcheck, HealthcheckOptions, Heredoc, ShellOrExec};
 use crate::error::{ParseError, Span};
+use crate::heredoc::{RawHeredoc, chomp_leading_tabs, parse_heredoc_word};
 use std::collections::BTreeMap;
 
 /// Every instruction keyword, for "did you mean" suggestions.
@@ -136,6 +137,7 @@ pub(crate) fn to_command(node: &Node) -> Result<Command, ParseError> {
                 cmd: shell_or_exec(node),
                 network: flags.value("network"),
                 mounts: flags.list("mount"),
+                heredocs: node.heredocs.iter().map(run_heredoc).collect(),
             }
         }
         "COPY" | "ADD" => {
@@ -156,8 +158,14 @@ pub(crate) fn to_command(node: &Node) -> Result<Command, ParseError> {
             let Some((dest, sources)) = args.split_last().filter(|(_, s)| !s.is_empty()) else {
                 return Err(error(format!("{keyword} requires at least two arguments")));
             };
+            if parse_heredoc_word(dest).is_some() {
+                return Err(error(format!(
+                    "{keyword} cannot accept a heredoc as a destination"
+                )));
+            }
+            let (heredocs, sources) = copy_heredocs(sources, &node.heredocs);
             let copy = CopyCommand {
-                sources: sources.to_vec(),
+                sources,
                 dest: dest.clone(),
                 from: flags.value("from"),
                 chown: flags.value("chown"),
@@ -166,7 +174,7 @@ pub(crate) fn to_command(node: &Node) -> Result<Command, ParseError> {
                 exclude: flags.list("exclude"),
                 parents: flags.bool("parents"),
                 checksum: flags.value("checksum"),
-                heredocs: Vec::new(),
+                heredocs,
             };
             if is_copy {
                 Command::Copy(copy)
@@ -270,12 +278,67 @@ pub(crate) fn to_command(node: &Node) -> Result<Command, ParseError> {
                     "{trigger_keyword} isn't allowed as an ONBUILD trigger"
                 )));
             }
-            to_command(trigger)?;
-            Command::Onbuild(node.args_text.clone())
+            let trigger = Node {
+                heredocs: node.heredocs.clone(),
+                ..(**trigger).clone()
+            };
+            to_command(&trigger)?;
+            // As BuildKit: the trigger text carries its heredocs, so that it parses again
+            // to the same instruction when a later build runs it.
+            let mut text = node.args_text.clone();
+            for heredoc in &node.heredocs {
+                text.push('\n');
+                text.push_str(&heredoc.content);
+                text.push_str(&heredoc.word.name);
+            }
+            Command::Onbuild(text)
         }
         _ => return Err(error(unknown_instruction_message(&node.keyword))),
     };
     Ok(command)
+}
+
+/// A RUN heredoc: the body with tabs stripped for `<<-` (the shell would strip them too).
+fn run_heredoc(raw: &RawHeredoc) -> Heredoc {
+    Heredoc {
+        name: raw.word.name.clone(),
+        content: if raw.word.chomp {
+            chomp_leading_tabs(&raw.content)
+        } else {
+            raw.content.clone()
+        },
+        expand: raw.word.expand,
+    }
+}
+
+/// Splits COPY/ADD sources into inline files and paths, as BuildKit: every source word that
+/// is a heredoc opener becomes a file named after its delimiter, with the body read for that
+/// name (the last one if repeated; empty if none was read, e.g. in JSON form).
+fn copy_heredocs(sources: &[String], bodies: &[RawHeredoc]) -> (Vec<Heredoc>, Vec<String>) {
+    // Later bodies of the same name win, as in BuildKit's map.
+    let by_name: BTreeMap<&str, &str> = bodies
+        .iter()
+        .map(|body| (body.word.name.as_str(), body.content.as_str()))
+        .collect();
+    let mut heredocs = Vec::new();
+    let mut paths = Vec::new();
+    for source in sources {
+        let Some(word) = parse_heredoc_word(source) else {
+            paths.push(source.clone());
+            continue;
+        };
+        let content = by_name.get(word.name.as_str()).copied().unwrap_or_default();
+        heredocs.push(Heredoc {
+            content: if word.chomp {
+                chomp_leading_tabs(content)
+            } else {
+                content.to_string()
+            },
+            name: word.name,
+            expand: word.expand,
+        });
+    }
+    (heredocs, paths)
 }
 
 fn shell_or_exec(node: &Node) -> ShellOrExec {
@@ -348,6 +411,8 @@ fn unknown_instruction_message(keyword: &str) -> String {
     let upper = keyword.to_ascii_uppercase();
     let closest = KEYWORDS
         .iter()
+        // The distance is at least the length difference: skip hopeless (and huge) words.
+        .filter(|known| upper.chars().count().abs_diff(known.len()) <= 2)
         .map(|known| (edit_distance(&upper, known), known))
         .min()
         .filter(|(distance, _)| *distance <= 2);
@@ -359,7 +424,7 @@ fn unknown_instruction_message(keyword: &str) -> String {
 
 /// Optimal string alignment distance: Levenshtein plus adjacent transpositions, so that
 /// `FORM` is one edit from `FROM`.
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];

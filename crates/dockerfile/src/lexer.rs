@@ -3,8 +3,8 @@
 //! This stage knows about physical lines, the UTF-8 BOM, CRLF, parser directives, comments
 //! and line continuations; it knows nothing about instructions. It follows BuildKit's
 //! `parser.Parse` line loop (see `testdata/conformance/buildkit/README.md` §1.2). The lexer
-//! is pulled one logical line at a time so that heredoc support can later read the raw body
-//! lines that follow an instruction from the same cursor.
+//! is pulled one logical line at a time so that the parser can read the raw heredoc body
+//! lines that follow an instruction from the same cursor ([`Lexer::read_heredoc_body`]).
 
 use crate::error::{ParseError, Span};
 
@@ -108,11 +108,14 @@ fn split_directive(line: &str) -> Option<(&str, &str)> {
 pub(crate) struct LogicalLine {
     pub text: String,
     pub span: Span,
+    /// A blank line sat inside the continuation (BuildKit warns: NoEmptyContinuation).
+    pub empty_continuation: bool,
 }
 
 /// A cursor over the physical lines of a Dockerfile.
 #[derive(Debug)]
 pub(crate) struct Lexer<'a> {
+    /// Physical lines, each with its line ending (`\n`, `\r\n` or none for the last).
     lines: Vec<&'a str>,
     /// Index of the next physical line to read (so also the 1-based number of the last read).
     next: usize,
@@ -122,10 +125,7 @@ pub(crate) struct Lexer<'a> {
 impl<'a> Lexer<'a> {
     pub fn new(source: &'a str) -> Lexer<'a> {
         let source = source.strip_prefix('\u{feff}').unwrap_or(source);
-        let lines = source
-            .split_inclusive('\n')
-            .map(|line| line.trim_end_matches(['\r', '\n']))
-            .collect();
+        let lines = source.split_inclusive('\n').collect();
         Lexer {
             lines,
             next: 0,
@@ -137,10 +137,39 @@ impl<'a> Lexer<'a> {
         &self.directives
     }
 
-    fn read_physical(&mut self) -> Option<&'a str> {
+    /// The next physical line with its line ending.
+    fn read_raw(&mut self) -> Option<&'a str> {
         let line = self.lines.get(self.next).copied()?;
         self.next += 1;
         Some(line)
+    }
+
+    /// The next physical line without its line ending.
+    fn read_physical(&mut self) -> Option<&'a str> {
+        self.read_raw().map(trim_newline)
+    }
+
+    /// The 1-based number of the last line read (0 before the first).
+    pub fn line_number(&self) -> usize {
+        self.next
+    }
+
+    /// Reads a heredoc body: raw lines, endings kept, up to the line that equals
+    /// `terminator` once its line ending (and, for `<<-`, its leading tabs) are removed.
+    /// `None` when the file ends first.
+    pub fn read_heredoc_body(&mut self, terminator: &str, chomp: bool) -> Option<String> {
+        let mut body = String::new();
+        while let Some(raw) = self.read_raw() {
+            let mut candidate = trim_newline(raw);
+            if chomp {
+                candidate = candidate.trim_start_matches('\t');
+            }
+            if candidate == terminator {
+                return Some(body);
+            }
+            body.push_str(raw);
+        }
+        None
     }
 
     /// Reads the next logical line, or `None` at the end of the file.
@@ -157,13 +186,18 @@ impl<'a> Lexer<'a> {
                 continue;
             }
             let mut joined = first.to_string();
+            let mut empty_continuation = false;
             while continued {
                 let Some(raw) = self.read_physical() else {
                     // A dangling escape on the last line is accepted (BuildKit `continue-at-eof`).
                     break;
                 };
                 // Comments and blank lines inside a continuation are skipped without ending it.
-                if is_comment(raw.trim_start()) || raw.trim().is_empty() {
+                if is_comment(raw.trim_start()) {
+                    continue;
+                }
+                if raw.trim().is_empty() {
+                    empty_continuation = true;
                     continue;
                 }
                 let (part, more) = trim_continuation(raw, escape);
@@ -177,10 +211,16 @@ impl<'a> Lexer<'a> {
                     end_line: self.next,
                     col,
                 },
+                empty_continuation,
             }));
         }
         Ok(None)
     }
+}
+
+/// Removes every trailing `\r` and `\n` (BuildKit's `trimNewline`).
+fn trim_newline(line: &str) -> &str {
+    line.trim_end_matches(['\r', '\n'])
 }
 
 fn is_comment(line: &str) -> bool {
@@ -222,6 +262,29 @@ mod tests {
                 ("FROM x".to_string(), 6, 6)
             ]
         );
+    }
+
+    #[test]
+    fn heredoc_bodies_are_raw_and_keep_line_endings() {
+        let mut lexer = Lexer::new("RUN <<A\r\n# not a comment\r\n\tA\r\nA\r\nFROM x\n");
+        lexer.next_line().unwrap();
+        assert_eq!(
+            lexer.read_heredoc_body("A", false).as_deref(),
+            Some("# not a comment\r\n\tA\r\n")
+        );
+        assert_eq!(lexer.line_number(), 4);
+        assert_eq!(lexer.next_line().unwrap().unwrap().text, "FROM x");
+
+        let mut lexer = Lexer::new("RUN <<-A\n\tbody\n\t\tA");
+        lexer.next_line().unwrap();
+        assert_eq!(
+            lexer.read_heredoc_body("A", true).as_deref(),
+            Some("\tbody\n")
+        );
+        let mut lexer = Lexer::new("RUN <<A\nbody\n");
+        lexer.next_line().unwrap();
+        assert_eq!(lexer.read_heredoc_body("A", false), None);
+        assert_eq!(lexer.line_number(), 2);
     }
 
     #[test]

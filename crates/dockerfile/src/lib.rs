@@ -12,10 +12,12 @@
 //! [`expand_word`] / [`expand_words`] are called with the build's variables.
 
 pub mod ast;
+pub mod checks;
 mod command;
 mod dump;
 mod error;
 mod expand;
+mod heredoc;
 mod instruction;
 mod lexer;
 mod pattern;
@@ -23,7 +25,8 @@ mod pattern;
 pub use command::{Command, CopyCommand, Healthcheck, HealthcheckOptions, Heredoc, ShellOrExec};
 pub use dump::dump;
 pub use error::{ExpandError, ParseError, Span};
-pub use expand::{expand_word, expand_words};
+pub use expand::{expand_heredoc, expand_word, expand_words};
+pub use heredoc::{HeredocWord, RawHeredoc, chomp_leading_tabs, parse_heredoc_word};
 
 /// A parsed Dockerfile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +35,8 @@ pub struct Dockerfile {
     pub escape: char,
     /// The `# syntax=` directive, if any (kiln does not switch frontends; it is informative).
     pub syntax: Option<String>,
+    /// The `# check=` directive's value, if any (e.g. `skip=JSONArgsRecommended;error=true`).
+    pub check: Option<String>,
     pub instructions: Vec<Instruction>,
 }
 
@@ -66,6 +71,7 @@ pub fn parse(source: &str) -> Result<Dockerfile, ParseError> {
     Ok(Dockerfile {
         escape: raw.escape,
         syntax: raw.syntax,
+        check: raw.check,
         instructions,
     })
 }

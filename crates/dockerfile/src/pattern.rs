@@ -1,14 +1,15 @@
-//! Shell glob patterns (`*`, `?`, `[…]`, escapes) for `${VAR#p}`, `${VAR%p}` and
-//! `${VAR/p/r}`, matched against whole strings by backtracking. Values are short (variable
-//! contents), so the simple quadratic search is fine.
+//! The glob patterns of `${VAR#p}`, `${VAR%p}` and `${VAR/p/r}`, as BuildKit's shell lexer
+//! reads them: `*` (any run), `?` (any character) and `\` escapes; no bracket expressions
+//! (`[` is literal, unlike POSIX shells). `\}` and `\/` are the literal characters; `\*`,
+//! `\?` and `\\` are literal too; any other escape is an error, as in BuildKit. The escape is
+//! always `\`, whatever the Dockerfile's escape directive. Patterns are matched against
+//! whole strings by backtracking; values are short (variable contents).
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
     Literal(char),
     AnyChar,
     AnySequence,
-    /// `[…]`: ranges (single characters are `(c, c)`), and whether it is negated (`[!…]`/`[^…]`).
-    Class(Vec<(char, char)>, bool),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,37 +18,30 @@ pub(crate) struct Pattern {
 }
 
 impl Pattern {
-    /// Compiles `pattern`; `escape` makes the next character literal. An unterminated `[` is
-    /// a literal `[`, as in shells.
-    pub fn new(pattern: &str, escape: char) -> Pattern {
-        let chars: Vec<char> = pattern.chars().collect();
+    /// Compiles `pattern`, or says which escape is invalid.
+    pub fn new(pattern: &str) -> Result<Pattern, String> {
+        let mut chars = pattern.chars().peekable();
         let mut tokens = Vec::new();
-        let mut i = 0;
-        while i < chars.len() {
-            let c = chars[i];
-            i += 1;
+        while let Some(c) = chars.next() {
             let token = match c {
-                c if c == escape => match chars.get(i) {
-                    Some(&next) => {
-                        i += 1;
-                        Token::Literal(next)
-                    }
-                    None => Token::Literal(c),
-                },
                 '*' => Token::AnySequence,
                 '?' => Token::AnyChar,
-                '[' => match parse_class(&chars[i..]) {
-                    Some((token, used)) => {
-                        i += used;
-                        token
+                '\\' => match chars.peek().copied() {
+                    // `}` and `/` had to be escaped inside `${…}`; the escape is not part of
+                    // the pattern, and they are literal anyway.
+                    Some('}' | '/') => continue,
+                    Some(next @ ('*' | '?' | '\\')) => {
+                        chars.next();
+                        Token::Literal(next)
                     }
-                    None => Token::Literal('['),
+                    Some(other) => return Err(format!("invalid escape '\\{other}'")),
+                    None => return Err("invalid escape '\\' at the end".into()),
                 },
                 c => Token::Literal(c),
             };
             tokens.push(token);
         }
-        Pattern { tokens }
+        Ok(Pattern { tokens })
     }
 
     fn matches(&self, text: &[char]) -> bool {
@@ -82,13 +76,10 @@ impl Pattern {
         }
     }
 
-    /// Replaces the leftmost-longest match (or every non-overlapping one with `all`).
-    /// An empty pattern replaces nothing.
+    /// Replaces the leftmost-longest match (or every non-overlapping one with `all`). An
+    /// empty pattern matches the empty string, as BuildKit's regular expression does.
     pub fn replace(&self, value: &str, replacement: &str, all: bool) -> String {
         let chars: Vec<char> = value.chars().collect();
-        if self.tokens.is_empty() {
-            return value.to_string();
-        }
         let mut out = String::new();
         let mut pos = 0;
         let mut replaced = false;
@@ -129,53 +120,39 @@ impl Pattern {
     }
 }
 
-/// Parses the inside of `[…]` (after the `[`); returns the token and characters used.
-fn parse_class(chars: &[char]) -> Option<(Token, usize)> {
-    let mut i = 0;
-    let negated = matches!(chars.first(), Some('!' | '^'));
-    if negated {
-        i += 1;
-    }
-    let mut ranges = Vec::new();
-    let mut first = true;
-    loop {
-        let c = *chars.get(i)?;
-        // `]` right after `[` or `[!` is a member, not the end.
-        if c == ']' && !first {
-            return Some((Token::Class(ranges, negated), i + 1));
-        }
-        first = false;
-        if chars.get(i + 1) == Some(&'-') && chars.get(i + 2).is_some_and(|&e| e != ']') {
-            ranges.push((c, chars[i + 2]));
-            i += 3;
-        } else {
-            ranges.push((c, c));
-            i += 1;
-        }
-    }
-}
-
+/// Whole-string glob match in O(len(tokens) × len(text)): on a mismatch only the last `*`
+/// is retried one character further (earlier stars never need to move again).
 fn matches_from(tokens: &[Token], text: &[char]) -> bool {
-    let Some((token, rest)) = tokens.split_first() else {
-        return text.is_empty();
-    };
-    match token {
-        Token::AnySequence => (0..=text.len()).any(|skip| matches_from(rest, &text[skip..])),
-        single => match text.split_first() {
-            Some((&c, text_rest)) => matches_one(single, c) && matches_from(rest, text_rest),
-            None => false,
-        },
+    let (mut t, mut c) = (0, 0);
+    let mut last_star: Option<(usize, usize)> = None;
+    while c < text.len() {
+        match tokens.get(t) {
+            Some(Token::AnySequence) => {
+                last_star = Some((t, c));
+                t += 1;
+            }
+            Some(token) if matches_one(token, text[c]) => {
+                t += 1;
+                c += 1;
+            }
+            _ => match last_star {
+                Some((star, from)) => {
+                    t = star + 1;
+                    c = from + 1;
+                    last_star = Some((star, from + 1));
+                }
+                None => return false,
+            },
+        }
     }
+    tokens[t..].iter().all(|token| *token == Token::AnySequence)
 }
 
 fn matches_one(token: &Token, c: char) -> bool {
     match token {
         Token::Literal(l) => *l == c,
         Token::AnyChar => true,
-        Token::Class(ranges, negated) => {
-            ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
-        }
-        Token::AnySequence => unreachable!("handled by matches_from"),
+        Token::AnySequence => true,
     }
 }
 
@@ -184,7 +161,7 @@ mod tests {
     use super::*;
 
     fn p(pattern: &str) -> Pattern {
-        Pattern::new(pattern, '\\')
+        Pattern::new(pattern).unwrap()
     }
 
     #[test]
@@ -193,12 +170,31 @@ mod tests {
         assert!(m("a*c", "abbc"));
         assert!(!m("a*c", "abcd"));
         assert!(m("a?c", "abc"));
-        assert!(m("[a-c]x", "bx"));
-        assert!(!m("[!a-c]x", "bx"));
-        assert!(m("[]]", "]"));
+        assert!(m("[a-c]x", "[a-c]x"), "no bracket expressions, as BuildKit");
+        assert!(!m("[a-c]x", "bx"));
         assert!(m("\\*", "*"));
         assert!(!m("\\*", "a"));
-        assert!(m("[", "["));
+        assert!(m("a\\}b\\/", "a}b/"));
+        assert!(m("\\\\", "\\"));
+        assert!(m("*a*b", "xaxxab"));
+        assert!(!m("*a*b", "xaxxa"));
+        assert!(m("**", ""));
+        // Would take exponential time with naive backtracking.
+        let long = "a".repeat(5000);
+        assert!(!m(
+            &"*a"
+                .repeat(50)
+                .chars()
+                .chain("b".chars())
+                .collect::<String>(),
+            &long
+        ));
+    }
+
+    #[test]
+    fn invalid_escapes_are_errors() {
+        assert_eq!(Pattern::new("\\.gz").unwrap_err(), "invalid escape '\\.'");
+        assert!(Pattern::new("x\\").is_err());
     }
 
     #[test]
@@ -209,7 +205,8 @@ mod tests {
         assert_eq!(p("*b").trim_suffix("abab", true), "");
         assert_eq!(p("b").replace("abab", "X", false), "aXab");
         assert_eq!(p("b").replace("abab", "X", true), "aXaX");
-        assert_eq!(p("").replace("abab", "X", true), "abab");
+        assert_eq!(p("").replace("ab", "X", true), "XaXbX");
+        assert_eq!(p("").replace("ab", "X", false), "Xab");
         assert_eq!(p("*").replace("abab", "X", true), "X");
         assert_eq!(p("x*").replace("abab", "X", true), "abab");
     }

@@ -250,3 +250,71 @@ fn expand_after_parse_uses_the_files_escape() {
         Command::Workdir("$HOME/x".into())
     );
 }
+
+#[test]
+fn heredocs_fill_run_and_copy() {
+    let df = parse(
+        "FROM a\nRUN <<EOF\necho $HOME\nEOF\nCOPY <<A <<-\"B\" /dst/\nx\nA\n\tb $V\n\tB\nADD --chmod=755 <<run.sh /usr/bin/\n#!/bin/sh\nrun.sh\nUSER me\n",
+    )
+    .unwrap();
+    let Command::Run { cmd, heredocs, .. } = &df.instructions[1].command else {
+        panic!("{:?}", df.instructions[1])
+    };
+    assert_eq!(cmd, &ShellOrExec::Shell("<<EOF".into()));
+    assert_eq!(
+        heredocs,
+        &[Heredoc {
+            name: "EOF".into(),
+            content: "echo $HOME\n".into(),
+            expand: true
+        }]
+    );
+    assert_eq!(
+        (
+            df.instructions[1].span.start_line,
+            df.instructions[1].span.end_line
+        ),
+        (2, 4)
+    );
+    let Command::Copy(copy) = &df.instructions[2].command else {
+        panic!()
+    };
+    assert!(copy.sources.is_empty());
+    assert_eq!(copy.dest, "/dst/");
+    let docs: Vec<(&str, &str, bool)> = copy
+        .heredocs
+        .iter()
+        .map(|h| (h.name.as_str(), h.content.as_str(), h.expand))
+        .collect();
+    assert_eq!(docs, [("A", "x\n", true), ("B", "b $V\n", false)]);
+    let Command::Add(add) = &df.instructions[3].command else {
+        panic!()
+    };
+    assert_eq!(add.heredocs[0].name, "run.sh");
+    assert_eq!(add.heredocs[0].content, "#!/bin/sh\n");
+    assert_eq!(df.instructions[4].span.start_line, 13);
+}
+
+#[test]
+fn heredoc_errors_and_places_where_they_are_not_read() {
+    let err = parse_error("FROM a\nCOPY x <<EOF\nbody\nEOF\n");
+    assert!(
+        err.message.contains("heredoc as a destination"),
+        "{}",
+        err.message
+    );
+    let err = parse_error("FROM a\nRUN <<EOF\nbody\n");
+    assert_eq!((err.span.start_line, err.span.end_line), (2, 3));
+    // CMD does not read heredocs: the body line is an instruction line of its own.
+    assert!(
+        parse_error("FROM a\nCMD <<EOF\nbody\nEOF\n")
+            .message
+            .contains("BODY")
+    );
+    let cmds = commands("FROM a\nONBUILD RUN <<EOF\necho hi\nEOF\n");
+    assert_eq!(cmds[1], Command::Onbuild("RUN <<EOF\necho hi\nEOF".into()));
+    let trigger = parse("FROM a\nRUN <<EOF\necho hi\nEOF").unwrap();
+    assert!(
+        matches!(&trigger.instructions[1].command, Command::Run { heredocs, .. } if heredocs.len() == 1)
+    );
+}

@@ -39,6 +39,13 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
             },
         };
     }
+    let dockerfile = args
+        .file
+        .clone()
+        .unwrap_or_else(|| context_dir.join("Dockerfile"));
+    if let Some(code) = super::check::run_checks(&dockerfile, &build_args, args.check)? {
+        return Ok(code);
+    }
     let platform = match &args.platform {
         Some(p) if p.contains(',') => bail!(
             "--platform {p:?}: building several platforms at once is not supported; \

@@ -1,6 +1,7 @@
 //! One module per subcommand; `dispatch` opens what they share (store, registry client, runtime).
 
 mod build;
+mod check;
 mod images;
 mod import;
 mod registry;

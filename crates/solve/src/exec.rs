@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 
-use kiln_dockerfile::{Instruction, ShellOrExec};
+use kiln_dockerfile::{Heredoc, Instruction, ShellOrExec};
 use kiln_layer::{CommittedLayer, Compression};
 use kiln_sandbox::{NetworkMode, ProcessSpec, SandboxSpec};
 
@@ -54,7 +54,9 @@ impl StageBuilder<'_> {
             .cloned()
     }
 
-    /// A `RUN` instruction: its cache key inputs, then (on a miss) its execution.
+    /// A `RUN` instruction: its cache key inputs, then (on a miss) its execution. The RUN's
+    /// fields come one by one, as the dispatch in `stage.rs` destructures them.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_step(
         &self,
         state: &mut StageState,
@@ -63,10 +65,13 @@ impl StageBuilder<'_> {
         cmd: &ShellOrExec,
         network: Option<&str>,
         mounts: &[String],
+        heredocs: &[Heredoc],
     ) -> Result<()> {
         let network = self.network_for(ins, network)?;
         let mounts = self.plan_mounts(state, ins, mounts)?;
-        let argv = state.argv(cmd);
+        let line = crate::heredoc::run_command_line(state, cmd, heredocs)
+            .map_err(|message| self.fail(ins, message))?;
+        let argv = line.argv;
         let env = state.run_env();
         let workdir = state
             .config
@@ -99,10 +104,26 @@ impl StageBuilder<'_> {
                 if let Some(hostname) = custom_hostname.as_deref() {
                     key.field("hostname", hostname);
                 }
+                if let Some(script) = &line.script {
+                    key.field("heredoc-script", &script.name)
+                        .field("heredoc-body", &script.content);
+                }
                 Ok(())
             },
             |b, st, label| {
-                let active = b.materialize_mounts(ins, &mounts)?;
+                let mut active = b.materialize_mounts(ins, &mounts)?;
+                // A `#!` heredoc is a file on a read-only mount that lives as long as the run.
+                let pipes;
+                if let Some(script) = &line.script {
+                    pipes = b.engine.store.temp_dir("pipes-")?;
+                    let mount = script.materialize(pipes.path()).map_err(|source| {
+                        SolveError::ReadFile {
+                            path: pipes.path().to_path_buf(),
+                            source,
+                        }
+                    })?;
+                    active.mounts.push(mount.into());
+                }
                 b.exec_run(st, ins, label, &argv, network, &active)
             },
         )

@@ -16,6 +16,7 @@ mod emulation;
 mod error;
 mod exec;
 mod fsops;
+mod heredoc;
 mod images;
 mod metadata;
 pub mod mounts;

@@ -284,12 +284,13 @@ impl StageBuilder<'_> {
                 cmd,
                 network,
                 mounts,
+                heredocs,
             } => {
                 if let Some(message) = crate::emulation::cannot_run(&state.platform) {
                     return Err(self.fail(ins, message));
                 }
                 state.pending_history = Some(run_history(&state.args, &state.argv(cmd)));
-                self.run_step(state, ins, label, cmd, network.as_deref(), mounts)
+                self.run_step(state, ins, label, cmd, network.as_deref(), mounts, heredocs)
             }
             Command::Copy(c) | Command::Add(c) => {
                 let is_add = matches!(command, Command::Add(_));
