@@ -176,10 +176,7 @@ mod tests {
             ["/bin/sh", "-c", "cat <<A - <<'B' > /out\none $X\nA\ntwo\nB"]
         );
         let mut bash = sh();
-        bash.config
-            .config
-            .extra
-            .insert("Shell".into(), serde_json::json!(["/bin/bash", "-ec"]));
+        bash.config.config.shell = vec!["/bin/bash".into(), "-ec".into()];
         let line =
             run_command_line(&bash, &shell("python3 <<EOF"), &[doc("EOF", "print(1)\n")]).unwrap();
         assert_eq!(

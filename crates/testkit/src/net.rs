@@ -38,7 +38,8 @@ pub(crate) fn try_free_port() -> io::Result<u16> {
 /// server close the connection after the response, so reading to the end is enough.
 pub(crate) fn http_get_status(port: u16, path: &str) -> io::Result<u16> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let timeout = Duration::from_secs(2);
+    // Generous: a loaded CI machine can take seconds to schedule the server's thread.
+    let timeout = Duration::from_secs(15);
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
