@@ -557,9 +557,19 @@ fn add_extracts_local_archives_of_every_compression_by_content() {
          ADD d.tar.xz /x/xz/\n\
          ADD e.tar.zst /x/zst/\n\
          ADD f.bin /x/bin/\n\
-         ADD notes.txt.gz /x/plain/\n",
+         ADD notes.txt.gz /x/plain/\n\
+         ADD --chown=1234:2345 --chmod=0640 b.tar.gz /owned/\n",
     );
     build_ok(&k, ctx.path(), "archives");
+    // --chown/--chmod reach the unpacked entries, as in BuildKit.
+    assert_eq!(
+        sh(
+            &k,
+            "archives",
+            "stat -c '%u:%g %a %n' /owned/inner/file.txt"
+        ),
+        "1234:2345 640 /owned/inner/file.txt\n"
+    );
     let found = sh(&k, "archives", "cd /x && find . -type f");
     assert_eq!(
         lines(&found),

@@ -264,6 +264,16 @@ impl Source {
         }
     }
 
+    /// A directory that is not part of any tree (an archive ADD unpacked aside so that
+    /// `--chown`/`--chmod` apply to its entries), whose contents are copied.
+    pub fn standalone_dir(host_path: PathBuf) -> Source {
+        Source {
+            is_dir: true,
+            rel_path: String::new(),
+            ..Source::standalone(host_path)
+        }
+    }
+
     /// Applies `--exclude` patterns: `None` when the source itself is excluded (its matched name
     /// is, as for `COPY --exclude=*.txt hom* /dst/`), else the source with the patterns applied
     /// to everything below it.

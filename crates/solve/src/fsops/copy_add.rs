@@ -183,7 +183,7 @@ impl StageBuilder<'_> {
                 keep_source_owner: keep_owner && owner.is_none(),
             };
             let mut plain = Vec::new();
-            for source in &local {
+            for (index, source) in local.iter().enumerate() {
                 if is_add
                     && !source.is_dir
                     && kiln_layer::is_archive(&source.host_path).unwrap_or(false)
@@ -194,8 +194,19 @@ impl StageBuilder<'_> {
                             source: source_error,
                         }
                     })?;
-                    kiln_layer::extract_archive(std::io::BufReader::new(file), root, &dest)
-                        .map_err(|e| fail(format!("extracting {}: {e}", source.rel_path)))?;
+                    let reader = std::io::BufReader::new(file);
+                    let extracting = |e| fail(format!("extracting {}: {e}", source.rel_path));
+                    if opts.owner.is_none() && opts.chmod.is_none() {
+                        kiln_layer::extract_archive(reader, root, &dest).map_err(extracting)?;
+                    } else {
+                        // As in BuildKit, --chown/--chmod apply to the unpacked entries too:
+                        // unpack aside, then copy the tree in with the options.
+                        let aside = dirs.path("extra").join(format!("archive-{index}"));
+                        std::fs::create_dir_all(&aside)
+                            .map_err(|e| fail(format!("creating {}: {e}", aside.display())))?;
+                        kiln_layer::extract_archive(reader, &aside, "/").map_err(extracting)?;
+                        plain.push(Source::standalone_dir(aside));
+                    }
                 } else {
                     plain.push(source.clone());
                 }
