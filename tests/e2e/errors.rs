@@ -74,3 +74,56 @@ fn dockerfile_mistakes_point_at_the_line() {
         "a missing Dockerfile is named: {err}"
     );
 }
+
+#[test]
+fn parse_mistakes_are_reported_like_a_compiler_before_anything_runs() {
+    let k = Kiln::new();
+    // (Dockerfile, message, the snippet's location line, the underlined line + caret)
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "ARG BASE\nFROM ${BASE}\nRUN echo SHOULD-NOT-RUN\nCOPPY a /b\n",
+            "unknown instruction: COPPY (did you mean COPY?)",
+            "Dockerfile:4:1",
+            "4 | COPPY a /b\n  | ^^^^^\n",
+        ),
+        (
+            "ARG BASE\nFROM ${BASE}\nRUN echo SHOULD-NOT-RUN\n  COPY --chmode=755 a /b\n",
+            "unknown flag for COPY: --chmode",
+            "Dockerfile:4:3",
+            "4 |   COPY --chmode=755 a /b\n  |   ^^^^\n",
+        ),
+        (
+            "ARG BASE\nFROM ${BASE}\nRUN echo SHOULD-NOT-RUN\nSHELL /bin/sh -c\n",
+            "SHELL requires the arguments to be a non-empty JSON array",
+            "Dockerfile:4:1",
+            "4 | SHELL /bin/sh -c\n  | ^^^^^\n",
+        ),
+        (
+            "ARG BASE\nFROM ${BASE}\nRUN echo SHOULD-NOT-RUN\nONBUILD ONBUILD RUN x\n",
+            "ONBUILD isn't allowed as an ONBUILD trigger",
+            "Dockerfile:4:1",
+            "4 | ONBUILD ONBUILD RUN x\n  | ^^^^^^^\n",
+        ),
+    ];
+    for (dockerfile, message, at, snippet) in cases {
+        for check_only in [false, true] {
+            let ctx = tempfile::tempdir().unwrap();
+            std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+            let base = format!("BASE={}", k.base);
+            let dir = ctx.path().to_str().unwrap();
+            let mut args = vec!["build", "-t", "err", "--build-arg", &base];
+            if check_only {
+                args.push("--check");
+            }
+            args.push(dir);
+            let out = k.cmd(&args);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{dockerfile}\n{err}");
+            assert!(err.contains(message), "{err}");
+            assert!(err.contains(at), "{err}");
+            assert!(err.contains(snippet), "{err}");
+            assert!(!err.contains("SHOULD-NOT-RUN"), "nothing ran: {err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+}

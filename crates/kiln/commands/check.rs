@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use kiln_dockerfile::checks::{CHECK_BUILD_ARG, check};
-use kiln_solve::{Location, SolveError};
+use kiln_solve::{SolveError, location_in};
 
 use crate::render;
 
@@ -31,20 +31,8 @@ pub fn run_checks(
     let report = match check(&text, build_args.get(CHECK_BUILD_ARG).map(String::as_str)) {
         Ok(report) => report,
         Err(e) if check_only => {
-            let line_text = text
-                .lines()
-                .nth(e.span.start_line.saturating_sub(1))
-                .unwrap_or("")
-                .trim_end_matches('\r')
-                .to_owned();
             return Err(SolveError::Dockerfile {
-                location: Box::new(Location {
-                    file: path.to_owned(),
-                    line: e.span.start_line,
-                    col: e.span.col.max(1),
-                    len: 1,
-                    line_text,
-                }),
+                location: location_in(path, &text, e.span.start_line, e.span.col, 0),
                 message: e.message,
             }
             .into());

@@ -61,8 +61,10 @@ pub(crate) struct Source {
 }
 
 impl Source {
+    /// The location of a span, highlighting the word that starts there (the keyword of the
+    /// instruction a parse error is about).
     pub fn location(&self, span: &Span) -> Box<Location> {
-        location_in(&self.path, &self.text, span.start_line, span.col, 1)
+        location_in(&self.path, &self.text, span.start_line, span.col, 0)
     }
 
     /// The location of an instruction, highlighting its keyword.
@@ -82,20 +84,24 @@ impl Source {
     }
 }
 
-/// A [`Location`] for line `line`, column `col` of `text`.
-pub(crate) fn location_in(
-    path: &Path,
-    text: &str,
-    line: usize,
-    col: usize,
-    len: usize,
-) -> Box<Location> {
+/// A [`Location`] for line `line`, column `col` of `text`, `len` characters long (0: the word
+/// starting at `col`).
+pub fn location_in(path: &Path, text: &str, line: usize, col: usize, len: usize) -> Box<Location> {
     let line_text = text
+        .trim_start_matches('\u{feff}')
         .lines()
         .nth(line.saturating_sub(1))
         .unwrap_or("")
         .trim_end_matches('\r')
         .to_owned();
+    let len = match len {
+        0 => line_text
+            .chars()
+            .skip(col.saturating_sub(1))
+            .take_while(|c| !c.is_whitespace())
+            .count(),
+        n => n,
+    };
     Box::new(Location {
         file: path.to_owned(),
         line,
@@ -125,7 +131,7 @@ impl Engine {
             source,
         })?;
         let dockerfile = kiln_dockerfile::parse(&text).map_err(|e| SolveError::Dockerfile {
-            location: location_in(&path, &text, e.span.start_line, e.span.col, 1),
+            location: location_in(&path, &text, e.span.start_line, e.span.col, 0),
             message: e.message.clone(),
         })?;
         let src = Source {

@@ -24,7 +24,7 @@ mod onbuild;
 mod progress;
 mod stage;
 
-pub use build::{BuildRequest, BuildResult, Engine};
+pub use build::{BuildRequest, BuildResult, Engine, location_in};
 pub use error::{Location, Result, SolveError};
 pub use images::{
     StoredImage, ensure_snapshot, lower_dirs, pull_image, resolve_image, write_image,
