@@ -11,5 +11,6 @@ mod e2e {
     mod mounts;
     mod push_pull;
     mod run;
+    mod schedule;
     mod semantics;
 }

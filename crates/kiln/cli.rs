@@ -99,6 +99,9 @@ pub struct BuildArgs {
     /// Target platform (os/arch[/variant]) [default: the host's]
     #[arg(long)]
     pub platform: Option<String>,
+    /// How many independent stages may build at once [default: the number of CPUs]
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
     /// Progress output: plain (one line per event) or quiet
     #[arg(long, default_value = "plain")]
     pub progress: String,

@@ -66,6 +66,7 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         no_cache: args.no_cache,
         pull: args.pull,
         platform,
+        jobs: args.jobs.unwrap_or(0),
     };
     let quiet = args.quiet || args.progress == "quiet";
     if !matches!(args.progress.as_str(), "plain" | "auto" | "quiet") {

@@ -1,7 +1,10 @@
-//! The build driver: parse, plan, then build each needed stage in order and write the image.
+//! The build driver: parse, plan, then build the needed stages (independent ones side by side)
+//! and write the image.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::thread::Scope;
 use std::time::Instant;
 
 use kiln_dockerfile::{Dockerfile, Instruction, Span};
@@ -13,8 +16,9 @@ use kiln_store::Store;
 
 use crate::context::BuildContext;
 use crate::error::{Location, Result, SolveError};
-use crate::images::{StoredImage, resolve_image, write_image};
+use crate::images::{ImagePins, StoredImage, write_image};
 use crate::progress::{Progress, ProgressEvent, StepLabel};
+use crate::schedule::{Slots, StageBoard};
 use crate::stage::{StageBuilder, StageState};
 
 /// Everything `kiln build` was asked to do.
@@ -36,6 +40,8 @@ pub struct BuildRequest {
     /// Re-resolve base image tags against their registries.
     pub pull: bool,
     pub platform: Platform,
+    /// How many stages may do work at once (`--jobs`); 0 means one per CPU.
+    pub jobs: usize,
 }
 
 /// What a successful build produced.
@@ -178,46 +184,113 @@ impl Engine {
         req: &BuildRequest,
         progress: Progress<'_>,
     ) -> Result<StoredImage> {
-        // Stages only ever depend on earlier stages, so Dockerfile order is a valid schedule.
-        let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
+        let jobs = match req.jobs {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let board = StageBoard::new();
+        let slots = Slots::new(jobs);
+        let pins = ImagePins::default();
+        let first_error = Mutex::new(None);
         let run = BuildRun {
             src,
             plan,
             context,
             req,
             progress,
+            board: &board,
+            slots: &slots,
+            pins: &pins,
+            first_error: &first_error,
         };
-        for stage in plan.stages.iter().filter(|s| s.needed) {
-            self.build_stage(&run, stage.index, &mut done)?;
+        // Every needed stage starts at once and waits for the stages it reads; independent
+        // stages then run side by side, `jobs` at a time.
+        std::thread::scope(|scope| {
+            for stage in plan.stages.iter().filter(|s| s.needed) {
+                self.start_stage(scope, &run, stage.index);
+            }
+        });
+        if let Some(e) = first_error
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            return Err(e);
         }
-        let target = done
-            .remove(&plan.target)
+        let target = board
+            .take(plan.target)
             .ok_or_else(|| SolveError::Other("the target stage was not built".into()))?;
         self.finish_image(target)
     }
 
-    /// Builds stage `index` unless it is built: first the stages it needs, including those
-    /// only its base's ONBUILD triggers name (known once the base is resolved), then itself.
-    fn build_stage(
-        &self,
-        run: &BuildRun<'_>,
+    /// Starts building stage `index` on its own thread unless it has been started already.
+    fn start_stage<'scope, 'env>(
+        &'env self,
+        scope: &'scope Scope<'scope, 'env>,
+        run: &'env BuildRun<'env>,
         index: usize,
-        done: &mut BTreeMap<usize, StageState>,
-    ) -> Result<()> {
-        if done.contains_key(&index) {
-            return Ok(());
+    ) {
+        if !run.board.claim(index) {
+            return;
         }
+        scope.spawn(move || match self.build_stage(scope, run, index) {
+            Ok(state) => run.board.finish(index, state),
+            Err(e) => {
+                // The first failure is the build's error; stages that then stop waiting for
+                // it only report that they were cut short, which is not worth showing.
+                let mut first = run
+                    .first_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if first.is_none() && !run.board.has_failed() {
+                    *first = Some(e);
+                }
+                drop(first);
+                run.board.fail();
+            }
+        });
+    }
+
+    /// Starts the stages in `deps` (if not yet started) and waits for their results.
+    fn wait_for_stages<'scope, 'env>(
+        &'env self,
+        scope: &'scope Scope<'scope, 'env>,
+        run: &'env BuildRun<'env>,
+        deps: impl IntoIterator<Item = usize>,
+        built: &mut BTreeMap<usize, StageState>,
+    ) -> Result<()> {
+        let deps: Vec<usize> = deps.into_iter().collect();
+        for &dep in &deps {
+            self.start_stage(scope, run, dep);
+        }
+        for dep in deps {
+            let state = run.board.wait(dep).ok_or_else(|| {
+                SolveError::Other(format!("stage {dep} failed before this stage could use it"))
+            })?;
+            built.insert(dep, state);
+        }
+        Ok(())
+    }
+
+    /// Builds stage `index`: first waits for the stages it reads, including those only its
+    /// base's ONBUILD triggers name (known once the base is resolved), then runs its steps.
+    fn build_stage<'scope, 'env>(
+        &'env self,
+        scope: &'scope Scope<'scope, 'env>,
+        run: &'env BuildRun<'env>,
+        index: usize,
+    ) -> Result<StageState> {
         let BuildRun {
             src,
             plan,
             context,
             req,
             progress,
+            ..
         } = *run;
         let stage = &plan.stages[index];
-        for &dep in &stage.deps {
-            self.build_stage(run, dep, done)?;
-        }
+        let mut built = BTreeMap::new();
+        self.wait_for_stages(scope, run, stage.deps.iter().copied(), &mut built)?;
+        let mut slot = Some(run.slots.acquire());
         let from_label = StepLabel {
             stage: stage_name(stage),
             position: 1,
@@ -251,7 +324,7 @@ impl Engine {
         let mut state = match &stage.base {
             Base::Scratch => StageState::scratch(&platform),
             Base::Stage(i) => {
-                let mut base = done.get(i).cloned().ok_or_else(|| {
+                let mut base = built.get(i).cloned().ok_or_else(|| {
                     SolveError::Other(format!("stage {i} was not built before it was needed"))
                 })?;
                 // As in BuildKit, the base stage's ARGs carry over but "CMD was set here"
@@ -264,21 +337,15 @@ impl Engine {
                 let reference: Reference = name
                     .parse()
                     .map_err(|e: kiln_registry::ReferenceError| at(e.to_string()))?;
-                let image = resolve_image(
-                    &self.store,
-                    &self.registry,
-                    &self.rt,
-                    &reference,
-                    &platform,
-                    req.pull,
-                    progress,
-                )
-                .map_err(|e| {
-                    at(format!(
-                        "failed to resolve base image {}: {e}",
-                        reference.familiar()
-                    ))
-                })?;
+                let image = run
+                    .pins
+                    .resolve(self, &reference, &platform, req.pull, progress)
+                    .map_err(|e| {
+                        at(format!(
+                            "failed to resolve base image {}: {e}",
+                            reference.familiar()
+                        ))
+                    })?;
                 StageState::from_image(&image, &platform)
             }
         };
@@ -288,9 +355,18 @@ impl Engine {
             elapsed: started.elapsed(),
         });
         // Stages a trigger copies from may not be needed otherwise (BuildKit re-resolves
-        // reachability after reading triggers); they are all earlier than this one.
-        for dep in crate::onbuild::trigger_stage_deps(plan, stage, &state.config.config.on_build) {
-            self.build_stage(run, dep, done)?;
+        // reachability after reading triggers); they are all earlier than this one. Waiting
+        // for them gives the slot back, so that they can run even with `--jobs 1`.
+        let trigger_deps =
+            crate::onbuild::trigger_stage_deps(plan, stage, &state.config.config.on_build);
+        let trigger_deps: Vec<usize> = trigger_deps
+            .into_iter()
+            .filter(|dep| !built.contains_key(dep))
+            .collect();
+        if !trigger_deps.is_empty() {
+            drop(slot.take());
+            self.wait_for_stages(scope, run, trigger_deps, &mut built)?;
+            slot = Some(run.slots.acquire());
         }
         let builder = StageBuilder {
             engine: self,
@@ -299,12 +375,14 @@ impl Engine {
             stage,
             context,
             req,
-            built: done,
+            built: &built,
+            pins: run.pins,
+            cancelled: &|| run.board.has_failed(),
             progress,
         };
         let state = builder.run(state)?;
-        done.insert(stage.index, state);
-        Ok(())
+        drop(slot);
+        Ok(state)
     }
 
     /// Writes the target stage as an image for the stage's platform.
@@ -324,13 +402,16 @@ impl Engine {
 }
 
 /// What every stage of one build shares.
-#[derive(Clone, Copy)]
 struct BuildRun<'a> {
     src: &'a Source,
     plan: &'a BuildPlan,
     context: &'a BuildContext,
     req: &'a BuildRequest,
     progress: Progress<'a>,
+    board: &'a StageBoard<StageState>,
+    slots: &'a Slots,
+    pins: &'a ImagePins,
+    first_error: &'a Mutex<Option<SolveError>>,
 }
 
 /// The proxy build args (`HTTP_PROXY=…`, …) RUN sees without a declaration.

@@ -15,7 +15,7 @@ use kiln_sandbox::OverlayMount;
 
 use crate::copy::{mkdir_all, parse_chown};
 use crate::error::{Result, SolveError};
-use crate::images::{lower_dirs, resolve_image};
+use crate::images::lower_dirs;
 use crate::progress::StepLabel;
 use crate::stage::{StageBuilder, StageState, join_workdir};
 
@@ -78,16 +78,16 @@ impl StageBuilder<'_> {
                 let reference: Reference = name
                     .parse()
                     .map_err(|e: kiln_registry::ReferenceError| self.fail(ins, e.to_string()))?;
-                let img = resolve_image(
-                    store,
-                    &self.engine.registry,
-                    &self.engine.rt,
-                    &reference,
-                    &self.req.platform,
-                    self.req.pull,
-                    self.progress,
-                )
-                .map_err(|e| self.fail(ins, format!("--from={name}: {e}")))?;
+                let img = self
+                    .pins
+                    .resolve(
+                        self.engine,
+                        &reference,
+                        &self.req.platform,
+                        self.req.pull,
+                        self.progress,
+                    )
+                    .map_err(|e| self.fail(ins, format!("--from={name}: {e}")))?;
                 (
                     img.manifest.layers.clone(),
                     img.config.rootfs.diff_ids.clone(),

@@ -2,6 +2,7 @@
 //! layers into snapshots, and writing new ones.
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use kiln_image::{
     Descriptor, Digest, ImageConfig, Manifest, Platform, media_type, to_canonical_json,
@@ -75,6 +76,55 @@ impl StoredImage {
     /// Total size of the image's blobs in the store, as `kiln images` shows it.
     pub fn size(&self) -> u64 {
         self.manifest.layers.iter().map(|l| l.size).sum::<u64>() + self.manifest.config.size
+    }
+}
+
+/// The images one build has resolved, by reference and platform: every stage, `COPY --from`
+/// and `RUN --mount=from=` naming the same image gets the same manifest, even if its tag moves
+/// while the build runs, and it is resolved (or pulled) once however many stages name it, also
+/// when they ask at the same time.
+#[derive(Default)]
+pub(crate) struct ImagePins {
+    cells: std::sync::Mutex<std::collections::HashMap<PinKey, Arc<OnceLock<PinResult>>>>,
+}
+
+/// A reference and a platform, as text.
+type PinKey = (String, String);
+type PinResult = std::result::Result<StoredImage, String>;
+
+impl ImagePins {
+    /// [`resolve_image`], once per build for each reference and platform. The error is the
+    /// first resolution's message, for every asker.
+    pub fn resolve(
+        &self,
+        engine: &crate::Engine,
+        reference: &Reference,
+        platform: &Platform,
+        pull: bool,
+        progress: Progress<'_>,
+    ) -> PinResult {
+        let key = (reference.to_string(), platform.to_string());
+        let cell = Arc::clone(
+            self.cells
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(key)
+                .or_default(),
+        );
+        // Concurrent askers of one image block here until the first one has it.
+        cell.get_or_init(|| {
+            resolve_image(
+                &engine.store,
+                &engine.registry,
+                &engine.rt,
+                reference,
+                platform,
+                pull,
+                progress,
+            )
+            .map_err(|e| e.to_string())
+        })
+        .clone()
     }
 }
 

@@ -22,6 +22,7 @@ mod metadata;
 pub mod mounts;
 mod onbuild;
 mod progress;
+mod schedule;
 mod stage;
 
 pub use build::{BuildRequest, BuildResult, Engine, location_in};

@@ -211,7 +211,11 @@ pub(crate) struct StageBuilder<'a> {
     pub stage: &'a StagePlan,
     pub context: &'a BuildContext,
     pub req: &'a BuildRequest,
+    /// The finished stages this one reads (its base, `--from` and trigger sources).
     pub built: &'a BTreeMap<usize, StageState>,
+    pub pins: &'a crate::images::ImagePins,
+    /// Whether the build has already failed elsewhere.
+    pub cancelled: &'a (dyn Fn() -> bool + Sync),
     pub progress: Progress<'a>,
 }
 
@@ -244,6 +248,10 @@ impl StageBuilder<'_> {
     pub fn run(&self, mut state: StageState) -> Result<StageState> {
         self.run_triggers(&mut state)?;
         for (i, step) in self.stage.steps.iter().enumerate() {
+            // Another stage failed: the build is over, so start nothing new.
+            if (self.cancelled)() {
+                return Err(SolveError::Other("cancelled: another stage failed".into()));
+            }
             let label = self.label(i + 2, &step.instruction);
             self.step(&mut state, step, label)?;
         }

@@ -29,7 +29,6 @@ use kiln_store::{CacheDirSettings, CacheSharing};
 use crate::cache::KeyBuilder;
 use crate::context::Source;
 use crate::error::Result;
-use crate::images::resolve_image;
 use crate::stage::{StageBuilder, StageState, join_workdir};
 
 pub use parse::{MountError, MountType, RunMount, parse_mount};
@@ -356,16 +355,16 @@ impl StageBuilder<'_> {
         let reference: Reference = from
             .parse()
             .map_err(|e: kiln_registry::ReferenceError| fail(format!("from={from}: {e}")))?;
-        let image = resolve_image(
-            &self.engine.store,
-            &self.engine.registry,
-            &self.engine.rt,
-            &reference,
-            &self.req.platform,
-            self.req.pull,
-            self.progress,
-        )
-        .map_err(|e| fail(format!("from={from}: {e}")))?;
+        let image = self
+            .pins
+            .resolve(
+                self.engine,
+                &reference,
+                &self.req.platform,
+                self.req.pull,
+                self.progress,
+            )
+            .map_err(|e| fail(format!("from={from}: {e}")))?;
         Ok(TreeSource::Layers {
             key: image.manifest_digest.to_string(),
             layers: image.manifest.layers.clone(),
