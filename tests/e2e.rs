@@ -4,6 +4,7 @@
 
 mod e2e {
     mod build;
+    mod cache_keys;
     mod copy_add;
     mod errors;
     mod frontend;

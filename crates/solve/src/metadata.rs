@@ -114,7 +114,7 @@ impl StageBuilder<'_> {
                 )));
             }
         };
-        state.metadata_step(ins, &shown, &shown);
+        state.metadata_step(&shown);
         Ok(())
     }
 }

@@ -170,12 +170,14 @@ impl StageState {
         });
     }
 
-    /// Records a metadata-only step: no layer, key chained with `key_text`, and a history
-    /// entry reading `history_text`.
-    pub fn metadata_step(&mut self, instruction: &Instruction, key_text: &str, history_text: &str) {
-        let mut key = KeyBuilder::new(&instruction.keyword, Some(&self.key));
-        key.field("instruction", key_text);
-        self.key = key.finish();
+    /// Records a metadata-only step: no layer and a history entry reading `history_text`.
+    ///
+    /// The cache key chain is left alone: it stands for the filesystem, which metadata does not
+    /// change. Each filesystem step keys on exactly the config it reads (RUN: the command
+    /// through SHELL, env with ARGs, workdir, user; WORKDIR: the directory and user; COPY: the
+    /// expanded destination), so a LABEL, an EXPOSE or an ENV that a step does not see costs
+    /// no rebuild, while the config itself is always rebuilt from the Dockerfile.
+    pub fn metadata_step(&mut self, history_text: &str) {
         let created = self.last_created.clone();
         self.history(history_text, created, true);
     }
@@ -269,9 +271,9 @@ impl StageBuilder<'_> {
                 ),
                 ArgValue::Unset => None,
             };
-            // The key sees the value in effect; the history only the declaration, so a
-            // value passed with --build-arg (a token, say) is not written into the image.
-            let shown = format!("ARG {name}={}", value.clone().unwrap_or_default());
+            // RUN keys see the value in effect (in their env); the history only the
+            // declaration, so a value passed with --build-arg (a token, say) is not written
+            // into the image.
             let history = match &step.instruction.command {
                 Command::Arg(declarations) => declarations
                     .iter()
@@ -283,7 +285,7 @@ impl StageBuilder<'_> {
             if let Some(v) = value {
                 state.args.insert(name.clone(), v);
             }
-            state.metadata_step(ins, &shown, &history);
+            state.metadata_step(&history);
             return Ok(());
         }
         let command = self.expand(state, ins)?;
