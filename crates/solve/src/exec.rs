@@ -67,7 +67,7 @@ impl StageBuilder<'_> {
         let network = self.network_for(ins, network)?;
         let mounts = self.plan_mounts(state, ins, mounts)?;
         let argv = state.argv(cmd);
-        let env = state.run_env();
+        let (env, build_args) = state.key_env();
         let workdir = state
             .config
             .config
@@ -83,6 +83,7 @@ impl StageBuilder<'_> {
             |key| {
                 key.list("argv", argv.iter().map(String::as_str));
                 key.list("env", env.iter().map(String::as_str));
+                key.list("build-args", build_args.iter().map(String::as_str));
                 key.field("workdir", &workdir);
                 key.field("user", &user);
                 key.field(
