@@ -6,6 +6,7 @@ mod e2e {
     mod build;
     mod copy_add;
     mod errors;
+    mod explain;
     pub mod harness;
     mod mounts;
     mod push_pull;
