@@ -7,6 +7,7 @@ mod e2e {
     mod cache_keys;
     mod copy_add;
     mod errors;
+    mod explain;
     mod frontend;
     pub mod harness;
     mod mounts;

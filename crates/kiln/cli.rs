@@ -93,6 +93,12 @@ pub struct BuildArgs {
     /// Do not use the build cache
     #[arg(long)]
     pub no_cache: bool,
+    /// Do not use the build cache for these stages (names or indexes); may be repeated
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+    /// Say why each step that missed the cache missed (e.g. "COPY . /app: 1 file changed: a.rs")
+    #[arg(long)]
+    pub explain: bool,
     /// Always re-resolve base image tags against their registries
     #[arg(long)]
     pub pull: bool,
@@ -102,8 +108,8 @@ pub struct BuildArgs {
     /// How many independent stages may build at once [default: the number of CPUs]
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
-    /// Progress output: plain (one line per event) or quiet
-    #[arg(long, default_value = "plain")]
+    /// Progress output: auto (tty on a terminal, else plain), tty, plain, rawjson or quiet
+    #[arg(long, default_value = "auto")]
     pub progress: String,
     /// Write the image ID to this file
     #[arg(long)]

@@ -11,6 +11,8 @@ use kiln_solve::{Location, ProgressEvent, SolveError};
 #[derive(Debug)]
 pub struct ProgressPrinter {
     quiet: bool,
+    /// Print why each missed step missed (`--explain`).
+    explain: bool,
     lock: Mutex<()>,
 }
 
@@ -18,14 +20,38 @@ impl ProgressPrinter {
     pub fn new(quiet: bool) -> Self {
         ProgressPrinter {
             quiet,
+            explain: false,
             lock: Mutex::new(()),
         }
     }
 
+    pub fn with_explain(mut self, explain: bool) -> Self {
+        self.explain = explain;
+        self
+    }
+
     pub fn event(&self, e: ProgressEvent) {
-        let line = match e {
+        let Some(line) = self.line(e) else {
+            return;
+        };
+        let _guard = self.lock.lock();
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }
+
+    /// The text an event prints as, if any.
+    fn line(&self, e: ProgressEvent) -> Option<String> {
+        Some(match e {
             ProgressEvent::Warning(w) => format!("WARNING: {w}"),
-            _ if self.quiet => return,
+            _ if self.quiet => return None,
+            ProgressEvent::StepExplained { step, cause } if self.explain => format!(
+                "[{} {}/{}] MISS {}: {}",
+                step.stage,
+                step.position,
+                step.total,
+                step.text,
+                cause.reason()
+            ),
+            ProgressEvent::StepExplained { .. } => return None,
             ProgressEvent::StepStarted(s) => s.to_string(),
             ProgressEvent::StepOutput { step, line } => {
                 format!("[{} {}/{}] | {line}", step.stage, step.position, step.total)
@@ -58,9 +84,7 @@ impl ProgressPrinter {
                 format!("writing image {config} (manifest {manifest}) done")
             }
             ProgressEvent::Tagged(name) => format!("naming to {name} done"),
-        };
-        let _guard = self.lock.lock();
-        let _ = writeln!(std::io::stderr().lock(), "{line}");
+        })
     }
 }
 
@@ -177,6 +201,29 @@ pub fn time_ago(now: chrono::DateTime<chrono::Utc>, then: chrono::DateTime<chron
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_explain_lines_only_with_explain() {
+        let step = kiln_solve::StepLabel {
+            stage: "app".into(),
+            position: 3,
+            total: 4,
+            text: "COPY src/ /app".into(),
+        };
+        let event = || ProgressEvent::StepExplained {
+            step: step.clone(),
+            cause: kiln_solve::MissCause::Changed(vec!["1 file changed: src/main.rs".into()]),
+        };
+        assert_eq!(ProgressPrinter::new(false).line(event()), None);
+        assert_eq!(
+            ProgressPrinter::new(false).with_explain(true).line(event()),
+            Some("[app 3/4] MISS COPY src/ /app: 1 file changed: src/main.rs".into())
+        );
+        assert_eq!(
+            ProgressPrinter::new(true).with_explain(true).line(event()),
+            None
+        );
+    }
 
     #[test]
     fn sizes() {

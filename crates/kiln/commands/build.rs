@@ -10,7 +10,7 @@ use kiln_solve::BuildRequest;
 
 use super::{Env, parse_reference};
 use crate::cli::BuildArgs;
-use crate::render;
+use crate::progress;
 
 pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
     let context_dir = args
@@ -43,7 +43,8 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         .file
         .clone()
         .unwrap_or_else(|| context_dir.join("Dockerfile"));
-    if let Some(code) = super::check::run_checks(&dockerfile, &build_args, args.check)? {
+    let json = !args.check && progress::Mode::from_flag(&args.progress)? == progress::Mode::RawJson;
+    if let Some(code) = super::check::run_checks(&dockerfile, &build_args, args.check, json)? {
         return Ok(code);
     }
     let platform = match &args.platform {
@@ -64,19 +65,33 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         allow_network_host: parse_allow(&args.allow)?,
         secrets: load_secrets(&args.secrets)?,
         no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
         pull: args.pull,
         platform,
         jobs: args.jobs.unwrap_or(0),
     };
-    let quiet = args.quiet || args.progress == "quiet";
-    if !matches!(args.progress.as_str(), "plain" | "auto" | "quiet") {
-        bail!(
-            "unsupported --progress {:?} (plain, auto or quiet)",
-            args.progress
-        );
-    }
-    let printer = render::ProgressPrinter::new(quiet);
-    let result = env.engine.build(&req, &|e| printer.event(e))?;
+    let mode = match progress::Mode::from_flag(&args.progress)? {
+        // -q prints only the ID on stdout; a JSON stream is still wanted by tools.
+        progress::Mode::RawJson => progress::Mode::RawJson,
+        _ if args.quiet => progress::Mode::Quiet,
+        mode => mode,
+    };
+    let quiet = args.quiet || mode == progress::Mode::Quiet;
+    let renderer = progress::renderer(mode, args.explain);
+    let result = env.engine.build(&req, &|e| renderer.event(e));
+    let result = match result {
+        Ok(result) => {
+            renderer.finish(progress::Outcome::Built(
+                &result.image.config_digest.to_string(),
+            ));
+            result
+        }
+        Err(err) => {
+            let err = anyhow::Error::from(err);
+            renderer.finish(progress::Outcome::Failed(&err));
+            return Err(err);
+        }
+    };
     let id = result.image.config_digest.to_string();
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;

@@ -14,12 +14,13 @@ use crate::render;
 /// Checks the Dockerfile at `path` and prints its warnings on stderr. With `check_only`,
 /// returns the exit code of `kiln build --check` (failure on a fatal finding, or on any finding
 /// with `error=true`); otherwise returns `None` so the build goes on, or fails the build when
-/// the checks say so. A Dockerfile that cannot be read or parsed is left to the build to report,
+/// the checks say so. With `json`, warnings are `check.warning` lines of the rawjson stream. A Dockerfile that cannot be read or parsed is left to the build to report,
 /// except with `check_only`, where it is the error.
 pub fn run_checks(
     path: &Path,
     build_args: &BTreeMap<String, String>,
     check_only: bool,
+    json: bool,
 ) -> Result<Option<ExitCode>> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -41,7 +42,20 @@ pub fn run_checks(
     };
     let mut out = String::new();
     for warning in &report.warnings {
-        out.push_str(&render::warning_text(path, &text, warning));
+        if json {
+            // The same stream as `--progress=rawjson`'s events: one object per line.
+            let event = serde_json::json!({
+                "type": "check.warning",
+                "rule": warning.rule,
+                "message": warning.message,
+                "file": path.display().to_string(),
+                "line": warning.span.start_line,
+                "col": warning.span.col,
+            });
+            out.push_str(&format!("{event}\n"));
+        } else {
+            out.push_str(&render::warning_text(path, &text, warning));
+        }
     }
     if check_only {
         out.push_str(&match report.warnings.len() {

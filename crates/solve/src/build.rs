@@ -16,6 +16,7 @@ use kiln_store::Store;
 
 use crate::context::BuildContext;
 use crate::error::{Location, Result, SolveError};
+use crate::explain::{Explainer, KeyedStep, StepOutcome};
 use crate::images::{ImagePins, StoredImage, write_image};
 use crate::progress::{Progress, ProgressEvent, StepLabel};
 use crate::schedule::{Slots, StageBoard};
@@ -37,6 +38,8 @@ pub struct BuildRequest {
     /// `--secret`s by id, for `RUN --mount=type=secret`.
     pub secrets: BTreeMap<String, crate::mounts::Secret>,
     pub no_cache: bool,
+    /// `--no-cache-filter`: stages (by name or index) whose steps never come from the cache.
+    pub no_cache_filter: Vec<String>,
     /// Re-resolve base image tags against their registries.
     pub pull: bool,
     pub platform: Platform,
@@ -155,6 +158,17 @@ impl Engine {
             location: src.location(&e.span().unwrap_or_else(|| src.dockerfile_end())),
             message: e.to_string(),
         })?;
+        for filter in &req.no_cache_filter {
+            let known = plan.stages.iter().any(|s| {
+                s.name.as_deref() == Some(filter.as_str()) || s.index.to_string() == *filter
+            });
+            if !known {
+                return Err(SolveError::Dockerfile {
+                    location: src.location(&src.dockerfile_end()),
+                    message: format!("--no-cache-filter: no stage named {filter:?}"),
+                });
+            }
+        }
         for arg in &plan.unused_build_args {
             progress(ProgressEvent::Warning(format!(
                 "build-arg {arg:?} was given but not consumed by any ARG"
@@ -350,6 +364,27 @@ impl Engine {
             }
         };
         state.proxy_env = proxy_env(&plan.build_args);
+        // A stage built on another stage inherits that stage's chain (and first cause); a base
+        // image or scratch starts one, which may itself be the first cause of later misses.
+        if let Some(inputs) = state.take_pending_inputs() {
+            let explainer = Explainer {
+                store: &self.store,
+                progress,
+                dockerfile: &src.path,
+                stage: stage_name(stage),
+            };
+            let key = state.key.clone();
+            let step = KeyedStep {
+                label: &from_label,
+                slot: "FROM".into(),
+                key: &key,
+                inputs,
+                outcome: StepOutcome::From,
+            };
+            if let Some(record) = explainer.step(&mut state, step) {
+                record.save(&self.store)?;
+            }
+        }
         progress(ProgressEvent::StepDone {
             step: from_label,
             elapsed: started.elapsed(),

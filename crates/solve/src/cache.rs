@@ -4,6 +4,9 @@
 //! can change its result, written as length-prefixed fields so no two different inputs can
 //! serialise alike. The record under a key says which layer (if any) the step produced and when,
 //! so a rebuild with unchanged inputs reproduces the same image byte for byte.
+//!
+//! The builder also records every input by name ([`KeyInput`]), so that `--explain` can later
+//! diff a step's inputs against those of its last build and say why it missed.
 
 use kiln_image::{Digest, Sha256Hasher};
 use kiln_store::Store;
@@ -11,10 +14,51 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+/// Values longer than this are recorded by digest: they are still compared, but a record stays
+/// small and a long value (a script, say) is not copied into the explain records.
+const MAX_RECORDED_VALUE: usize = 1024;
+
+/// One named input of a cache key, as recorded for explaining misses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInput {
+    pub name: String,
+    pub value: InputValue,
+}
+
+/// The recorded form of an input's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "kebab-case")]
+pub enum InputValue {
+    Text(String),
+    List(Vec<String>),
+    /// For COPY/ADD: relative path → fingerprint (type, mode, content digest) of every file the
+    /// sources select. Explain-only detail: the key hashes the same content as one digest.
+    Files(Vec<FileFingerprint>),
+}
+
+/// One entry of a COPY/ADD source manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileFingerprint {
+    /// Relative to the source tree (`src/main.rs`).
+    pub path: String,
+    /// `f 644 <sha256 hex>`, `d 755`, `l 777 -> target`, …: equal iff the entry is unchanged.
+    pub fingerprint: String,
+}
+
+/// A value as it is recorded: itself when short, else its digest.
+fn recorded(value: &str) -> String {
+    if value.len() > MAX_RECORDED_VALUE {
+        Digest::of(value.as_bytes()).to_string()
+    } else {
+        value.to_owned()
+    }
+}
+
 /// Accumulates the inputs of one step.
 #[derive(Debug)]
 pub struct KeyBuilder {
     hasher: Sha256Hasher,
+    inputs: Vec<KeyInput>,
 }
 
 impl KeyBuilder {
@@ -23,33 +67,61 @@ impl KeyBuilder {
     pub fn new(kind: &str, parent: Option<&Digest>) -> Self {
         let mut k = KeyBuilder {
             hasher: Sha256Hasher::new(),
+            inputs: Vec::new(),
         };
         k.field("kiln-cache-v1", kind);
         k.field("parent", &parent.map(|p| p.to_string()).unwrap_or_default());
         k
     }
 
-    /// Adds one named input.
-    pub fn field(&mut self, name: &str, value: &str) -> &mut Self {
+    fn hash_field(&mut self, name: &str, value: &str) {
         for part in [name.as_bytes(), value.as_bytes()] {
             self.hasher.update(&(part.len() as u64).to_le_bytes());
             self.hasher.update(part);
         }
+    }
+
+    /// Adds one named input.
+    pub fn field(&mut self, name: &str, value: &str) -> &mut Self {
+        self.hash_field(name, value);
+        self.inputs.push(KeyInput {
+            name: name.to_owned(),
+            value: InputValue::Text(recorded(value)),
+        });
         self
     }
 
     /// Adds a list of values under one name.
     pub fn list<'a>(&mut self, name: &str, values: impl IntoIterator<Item = &'a str>) -> &mut Self {
         let values: Vec<&str> = values.into_iter().collect();
-        self.field(name, &values.len().to_string());
-        for v in values {
-            self.field(name, v);
+        self.hash_field(name, &values.len().to_string());
+        for v in &values {
+            self.hash_field(name, v);
         }
+        self.inputs.push(KeyInput {
+            name: name.to_owned(),
+            value: InputValue::List(values.iter().map(|v| recorded(v)).collect()),
+        });
+        self
+    }
+
+    /// Records the per-file detail of an input already hashed as a whole (a COPY's content
+    /// digest), so a miss can name the files that changed. It does not change the key.
+    pub fn detail(&mut self, name: &str, files: Vec<FileFingerprint>) -> &mut Self {
+        self.inputs.push(KeyInput {
+            name: name.to_owned(),
+            value: InputValue::Files(files),
+        });
         self
     }
 
     pub fn finish(self) -> Digest {
         self.hasher.finish()
+    }
+
+    /// The key and the inputs it was built from, in the order they were added.
+    pub fn finish_recorded(self) -> (Digest, Vec<KeyInput>) {
+        (self.hasher.finish(), self.inputs)
     }
 }
 
@@ -106,6 +178,49 @@ mod tests {
         let mut b = KeyBuilder::new("RUN", None);
         b.field("cmd", "a").field("env", "bc");
         assert_ne!(a.finish(), b.finish());
+    }
+
+    #[test]
+    fn inputs_are_recorded_and_details_do_not_change_the_key() {
+        let mut a = KeyBuilder::new("COPY", None);
+        a.field("dest", "/app").list("sources", ["a", "b"]);
+        let mut b = KeyBuilder::new("COPY", None);
+        b.field("dest", "/app").list("sources", ["a", "b"]);
+        b.detail(
+            "content-files",
+            vec![FileFingerprint {
+                path: "a".into(),
+                fingerprint: "f 644 00".into(),
+            }],
+        );
+        let (key_a, inputs_a) = a.finish_recorded();
+        let (key_b, inputs_b) = b.finish_recorded();
+        assert_eq!(key_a, key_b);
+        assert_eq!(inputs_a.len(), 4);
+        assert_eq!(inputs_b.len(), 5);
+        assert_eq!(inputs_a[2].name, "dest");
+        assert_eq!(
+            inputs_a[3].value,
+            InputValue::List(vec!["a".into(), "b".into()])
+        );
+        let long = "x".repeat(MAX_RECORDED_VALUE + 1);
+        let mut c = KeyBuilder::new("RUN", None);
+        c.field("argv", &long);
+        let (_, inputs_c) = c.finish_recorded();
+        assert_eq!(
+            inputs_c[2].value,
+            InputValue::Text(Digest::of(long.as_bytes()).to_string())
+        );
+    }
+
+    #[test]
+    fn list_hashes_as_before() {
+        // A list is its length then each element, all under the list's name.
+        let mut a = KeyBuilder::new("RUN", None);
+        a.list("env", ["A=1", "B=2"]);
+        let mut b = KeyBuilder::new("RUN", None);
+        b.field("env", "2").field("env", "A=1").field("env", "B=2");
+        assert_eq!(a.finish(), b.finish());
     }
 
     #[test]

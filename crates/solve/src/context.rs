@@ -29,7 +29,7 @@ use crate::dockerignore::{
     GlobError, IgnoreError, IgnoreMatcher, compile_component_glob, contains_wildcards, go_clean,
 };
 
-pub use walk::{SourceEntries, SourceEntry, hash_sources};
+pub use walk::{SourceEntries, SourceEntry, hash_sources, hash_sources_with_manifest};
 
 /// Linux gives up after 40 symlinks in one resolution; so do we.
 const MAX_SYMLINKS: usize = 40;

@@ -72,7 +72,7 @@ impl StageBuilder<'_> {
         let line = crate::heredoc::run_command_line(state, cmd, heredocs)
             .map_err(|message| self.fail(ins, message))?;
         let argv = line.argv;
-        let env = state.run_env();
+        let (env, build_args) = state.key_env();
         let workdir = state
             .config
             .config
@@ -88,6 +88,7 @@ impl StageBuilder<'_> {
             |key| {
                 key.list("argv", argv.iter().map(String::as_str));
                 key.list("env", env.iter().map(String::as_str));
+                key.list("build-args", build_args.iter().map(String::as_str));
                 key.field("workdir", &workdir);
                 key.field("user", &user);
                 key.field(

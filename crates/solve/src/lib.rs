@@ -15,6 +15,7 @@ mod download;
 mod emulation;
 mod error;
 mod exec;
+pub mod explain;
 mod fsops;
 mod heredoc;
 mod images;
@@ -26,7 +27,9 @@ mod schedule;
 mod stage;
 
 pub use build::{BuildRequest, BuildResult, Engine, location_in};
+pub use cache::{FileFingerprint, InputValue, KeyInput};
 pub use error::{Location, Result, SolveError};
+pub use explain::MissCause;
 pub use images::{
     StoredImage, ensure_snapshot, lower_dirs, pull_image, resolve_image, write_image,
 };

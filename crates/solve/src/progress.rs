@@ -1,9 +1,11 @@
 //! Build progress as a stream of events. The engine only emits; the binary decides how they
-//! look (plain lines today; a TTY view and JSON later), so the engine never prints.
+//! look (plain lines, a live TTY view or a JSON stream), so the engine never prints.
 
 use std::time::Duration;
 
 use kiln_image::Digest;
+
+use crate::explain::MissCause;
 
 /// Identifies one step for display: `[stage 2/5] RUN make`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +41,9 @@ pub enum ProgressEvent {
     StepDone { step: StepLabel, elapsed: Duration },
     /// A step's result came from the cache.
     StepCached(StepLabel),
+    /// Why a step did not come from the cache (or why a FROM's base changed), comparing its
+    /// inputs with the last build of the same Dockerfile step. Sent right after `StepStarted`.
+    StepExplained { step: StepLabel, cause: MissCause },
     /// A base image is being pulled.
     Pulling { reference: String },
     /// A blob of a pulled image was fetched (or was already present).

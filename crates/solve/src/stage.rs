@@ -8,9 +8,10 @@ use kiln_image::{Descriptor, Digest, History, ImageConfig, Platform};
 use kiln_plan::{ArgValue, BuildPlan, StagePlan, Step, StepKind};
 
 use crate::build::{BuildRequest, Engine, Source};
-use crate::cache::{CacheRecord, KeyBuilder, LayerRecord};
+use crate::cache::{CacheRecord, KeyBuilder, KeyInput, LayerRecord};
 use crate::context::BuildContext;
 use crate::error::{Result, SolveError};
+use crate::explain::{Explainer, KeyedStep, MissCause, StepOutcome};
 use crate::images::{StoredImage, oci_layer_media_type};
 use crate::metadata::{run_history, shell_of};
 use crate::progress::{Progress, ProgressEvent, StepLabel};
@@ -42,6 +43,11 @@ pub struct StageState {
     /// The history text of the step being executed, when it differs from the instruction
     /// as written (BuildKit's wording for RUN, COPY, WORKDIR).
     pending_history: Option<String>,
+    /// For `--explain`: the first step of this stage's chain (or its base stage's) whose own
+    /// inputs changed since the last build, with why: what "parent step changed" points at.
+    pub first_cause: Option<String>,
+    /// The key inputs of the last FROM or metadata step, until the explainer records them.
+    pending_inputs: Option<Vec<KeyInput>>,
 }
 
 impl StageState {
@@ -49,16 +55,19 @@ impl StageState {
         let mut key = KeyBuilder::new("FROM", None);
         key.field("base", "scratch")
             .field("platform", &platform.to_string());
+        let (key, inputs) = key.finish_recorded();
         let mut state = StageState {
             config: ImageConfig::default(),
             layers: Vec::new(),
-            key: key.finish(),
+            key,
             args: BTreeMap::new(),
             cmd_set: false,
             last_created: None,
             platform: platform.clone(),
             proxy_env: Vec::new(),
             pending_history: None,
+            first_cause: None,
+            pending_inputs: Some(inputs),
         };
         state.ensure_path();
         state
@@ -77,6 +86,7 @@ impl StageState {
     pub fn from_image(image: &StoredImage, requested: &Platform) -> Self {
         let mut key = KeyBuilder::new("FROM", None);
         key.field("base", &image.manifest_digest.to_string());
+        let (key, inputs) = key.finish_recorded();
         let platform = if image.config.architecture.is_empty() || image.config.os.is_empty() {
             requested.clone()
         } else {
@@ -94,16 +104,23 @@ impl StageState {
         let mut state = StageState {
             config: image.config.clone(),
             layers,
-            key: key.finish(),
+            key,
             args: BTreeMap::new(),
             cmd_set: false,
             last_created: image.config.created.clone(),
             platform,
             proxy_env: Vec::new(),
             pending_history: None,
+            first_cause: None,
+            pending_inputs: Some(inputs),
         };
         state.ensure_path();
         state
+    }
+
+    /// The key inputs of the FROM or metadata step just applied, for the explainer.
+    pub(crate) fn take_pending_inputs(&mut self) -> Option<Vec<KeyInput>> {
+        self.pending_inputs.take()
     }
 
     /// Looks a variable up as Docker expands words: ENV first, then ARGs in scope.
@@ -128,6 +145,22 @@ impl StageState {
             env.push(format!("PATH={DEFAULT_PATH}"));
         }
         env
+    }
+
+    /// The environment a RUN step's cache key covers, split for `--explain` into the image's
+    /// ENV (with a PATH) and the ARGs it does not shadow: together [`StageState::run_env`].
+    pub fn key_env(&self) -> (Vec<String>, Vec<String>) {
+        let mut env = self.config.config.env.clone();
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        let args = self
+            .args
+            .iter()
+            .filter(|(k, _)| self.config.config.env_get(k).is_none())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        (env, args)
     }
 
     /// The environment a RUN process gets: [`StageState::run_env`] plus the proxy build args
@@ -321,8 +354,44 @@ impl StageBuilder<'_> {
                 state.pending_history = Some(format!("WORKDIR {dir}"));
                 self.workdir_step(state, ins, label, &dir)
             }
+            // Metadata changes no key, so it has no miss to explain: the filesystem steps
+            // that read it (RUN's env, say) name it as their own cause.
             _ => self.apply_metadata(state, ins, &command),
         }
+    }
+
+    /// The explainer for this stage's steps.
+    pub(crate) fn explainer(&self) -> Explainer<'_> {
+        Explainer {
+            store: &self.engine.store,
+            progress: self.progress,
+            dockerfile: &self.src.path,
+            stage: crate::build::stage_name(self.stage),
+        }
+    }
+
+    /// What tells a step apart within its stage from build to build: its position, except for
+    /// ONBUILD triggers, which all run at the FROM's position.
+    pub(crate) fn slot(label: &StepLabel) -> String {
+        if label.position == 1 {
+            label.text.clone()
+        } else {
+            label.position.to_string()
+        }
+    }
+
+    /// Why this stage's steps may not come from the cache, when the user said so.
+    pub(crate) fn forced_miss(&self) -> Option<MissCause> {
+        if self.req.no_cache {
+            return Some(MissCause::NoCache);
+        }
+        let name = self.stage.name.as_deref();
+        let index = self.stage.index.to_string();
+        self.req
+            .no_cache_filter
+            .iter()
+            .any(|f| Some(f.as_str()) == name || *f == index)
+            .then_some(MissCause::NoCacheFilter)
     }
 
     /// A step that changes the filesystem: look its key up, else run it and record the layer.
@@ -341,15 +410,37 @@ impl StageBuilder<'_> {
         let mut key = KeyBuilder::new(&ins.keyword, Some(&state.key));
         key.field("platform", &state.platform.to_string());
         key_inputs(&mut key)?;
-        let key = key.finish();
-        if !self.req.no_cache
-            && let Some(record) = CacheRecord::load(&self.engine.store, &key)?
-        {
+        let (key, inputs) = key.finish_recorded();
+        let forced = self.forced_miss();
+        let cached = match forced {
+            None => CacheRecord::load(&self.engine.store, &key)?,
+            Some(_) => None,
+        };
+        let outcome = match cached {
+            Some(_) => StepOutcome::Hit,
+            None => StepOutcome::Miss { forced },
+        };
+        if cached.is_none() {
+            (self.progress)(ProgressEvent::StepStarted(label.clone()));
+        }
+        let pending = self.explainer().step(
+            state,
+            KeyedStep {
+                label: &label,
+                slot: Self::slot(&label),
+                key: &key,
+                inputs,
+                outcome,
+            },
+        );
+        if let Some(record) = cached {
+            if let Some(pending) = pending {
+                pending.save(&self.engine.store)?;
+            }
             (self.progress)(ProgressEvent::StepCached(label));
             state.apply_record(ins, key, &record);
             return Ok(());
         }
-        (self.progress)(ProgressEvent::StepStarted(label.clone()));
         let started = Instant::now();
         let layer = execute(self, state, &label)?;
         let record = CacheRecord {
@@ -362,6 +453,9 @@ impl StageBuilder<'_> {
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
         record.save(&self.engine.store, &key)?;
+        if let Some(pending) = pending {
+            pending.save(&self.engine.store)?;
+        }
         state.apply_record(ins, key, &record);
         (self.progress)(ProgressEvent::StepDone {
             step: label,

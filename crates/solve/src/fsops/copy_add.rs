@@ -22,11 +22,12 @@ use kiln_sandbox::OverlayMount;
 
 use super::{StepDirs, absolute_dest, copy_from};
 use crate::cache::{CacheRecord, KeyBuilder, LayerRecord};
-use crate::context::{SelectOptions, Source, SourceTree, hash_sources};
+use crate::context::{SelectOptions, Source, SourceTree, hash_sources_with_manifest};
 use crate::copy::{Chmod, CopyOptions, copy_into, parse_chown};
 use crate::dockerignore::IgnoreMatcher;
 use crate::download::{download, is_url, parse_checksum};
 use crate::error::{Result, SolveError};
+use crate::explain::{KeyedStep, StepOutcome};
 use crate::images::lower_dirs;
 use crate::progress::{ProgressEvent, StepLabel};
 use crate::stage::{StageBuilder, StageState};
@@ -130,7 +131,8 @@ impl StageBuilder<'_> {
         }
         let mut hashed: Vec<Source> = local.clone();
         hashed.extend(extras.iter().cloned());
-        let content = hash_sources(&hashed).map_err(|e| fail(e.to_string()))?;
+        let (content, manifest) =
+            hash_sources_with_manifest(&hashed).map_err(|e| fail(e.to_string()))?;
 
         let dest = absolute_dest(state.config.config.working_dir.as_deref(), &c.dest);
         let source_count = local.len() + extras.len() + usize::from(deferred.is_some());
@@ -149,6 +151,7 @@ impl StageBuilder<'_> {
         };
         let key_inputs = |key: &mut KeyBuilder| {
             key.field("content", &content.to_string());
+            key.detail("content-files", manifest);
             key.list("sources", c.sources.iter().map(String::as_str));
             key.list(
                 "heredocs",
@@ -299,19 +302,41 @@ impl StageBuilder<'_> {
         let mut key = KeyBuilder::new(&format!("{} --link", ins.keyword), None);
         key.field("platform", &self.req.platform.to_string());
         key_inputs(&mut key);
-        let layer_key = key.finish();
+        // The linked layer's own inputs are what --explain records: the parent is not one.
+        let (layer_key, inputs) = key.finish_recorded();
         let mut chained = KeyBuilder::new(&ins.keyword, Some(&state.key));
         chained.field("linked", &layer_key.to_string());
         let stage_key = chained.finish();
 
-        if !self.req.no_cache
-            && let Some(record) = CacheRecord::load(&self.engine.store, &layer_key)?
-        {
+        let forced = self.forced_miss();
+        let cached = match forced {
+            None => CacheRecord::load(&self.engine.store, &layer_key)?,
+            Some(_) => None,
+        };
+        if cached.is_none() {
+            (self.progress)(ProgressEvent::StepStarted(label.clone()));
+        }
+        let pending = self.explainer().step(
+            state,
+            KeyedStep {
+                label: &label,
+                slot: Self::slot(&label),
+                key: &layer_key,
+                inputs,
+                outcome: match cached {
+                    Some(_) => StepOutcome::Hit,
+                    None => StepOutcome::Miss { forced },
+                },
+            },
+        );
+        if let Some(record) = cached {
+            if let Some(pending) = pending {
+                pending.save(&self.engine.store)?;
+            }
             (self.progress)(ProgressEvent::StepCached(label));
             state.apply_record(ins, stage_key, &record);
             return Ok(());
         }
-        (self.progress)(ProgressEvent::StepStarted(label.clone()));
         let started = Instant::now();
         let layer = execute(self, &label)?;
         let record = CacheRecord {
@@ -324,6 +349,9 @@ impl StageBuilder<'_> {
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
         record.save(&self.engine.store, &layer_key)?;
+        if let Some(pending) = pending {
+            pending.save(&self.engine.store)?;
+        }
         state.apply_record(ins, stage_key, &record);
         (self.progress)(ProgressEvent::StepDone {
             step: label,
