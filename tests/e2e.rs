@@ -9,6 +9,7 @@ mod e2e {
     pub mod harness;
     mod mounts;
     mod push_pull;
+    mod registry_auth;
     mod run;
     mod semantics;
 }
