@@ -304,6 +304,21 @@ impl RegistryClient {
         .await
     }
 
+    /// Sends the request once (answering an auth challenge), without retrying failures: for
+    /// requests whose retry is more than a resend (a blob upload restarts from its POST).
+    pub(crate) async fn send_once_authorized(
+        &self,
+        repo: &Repo,
+        object: &str,
+        build: impl Fn(&reqwest::Client) -> Result<RequestBuilder, RegistryError>,
+    ) -> Result<Response, RegistryError> {
+        let response = self.send_authorized(repo, object, &build).await?;
+        if is_retryable_status(response.status()) {
+            return Err(status_error(repo, object, response).await);
+        }
+        Ok(response)
+    }
+
     /// Runs `attempt` until it gives a response with a final status, fails with an error that is
     /// not worth retrying, or has been tried `max_attempts` times.
     pub(crate) async fn with_retries(

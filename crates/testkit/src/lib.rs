@@ -10,6 +10,7 @@
 //!   from `busybox-static`, as a tar, an OCI layout, or pushed to a registry.
 //! - [`skopeo_inspect`], [`skopeo_copy_to_oci_layout`], [`umoci_unpack_oci_layout`],
 //!   [`oci_image_tool_validate`]: third-party readers of what kiln writes.
+//! - [`FaultProxy`]: a loopback TCP proxy that cuts connections, answers 503 or stalls.
 //! - [`assert_golden`]: compare output with a checked-in file, `KILN_BLESS=1` to rewrite it.
 //!
 //! Errors are `anyhow` errors carrying the tool's stderr, since their only reader is a human
@@ -17,6 +18,7 @@
 
 mod auth;
 mod busybox;
+mod fault_proxy;
 mod golden;
 mod net;
 mod registry;
@@ -24,6 +26,7 @@ mod tools;
 
 pub use auth::{TestCa, TlsRegistry, TokenRegistry, TokenRequestRecord, htpasswd_line};
 pub use busybox::{busybox_oci_layout, busybox_rootfs_tar, push_busybox, rootfs_script_path};
+pub use fault_proxy::{Fault, FaultProxy};
 pub use golden::assert_golden;
 pub use net::free_port;
 pub use registry::{RegistrySetup, TestRegistry};
