@@ -11,6 +11,7 @@ packages=(
   oci-image-tool   # validates image layouts against the OCI schemas
   iproute2         # `ip`, used by network tests
   ca-certificates
+  openssl          # test CAs, server/client certificates and token signing keys (registry auth tests)
 )
 
 missing=()

@@ -12,6 +12,7 @@ mod e2e {
     pub mod harness;
     mod mounts;
     mod push_pull;
+    mod registry_auth;
     mod run;
     mod schedule;
     mod semantics;

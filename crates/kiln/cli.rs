@@ -25,6 +25,15 @@ pub struct GlobalOpts {
     /// Registry (host[:port]) to reach over plain HTTP; loopback registries always are.
     #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    /// Per-registry CAs and client certificates: DIR/<host:port>/{*.crt,client.cert,client.key}
+    #[arg(
+        long = "registry-certs-dir",
+        global = true,
+        env = "KILN_REGISTRY_CERTS_DIR",
+        value_name = "DIR",
+        default_value = kiln_registry::DEFAULT_CERTS_DIR
+    )]
+    pub registry_certs_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +65,13 @@ pub enum Command {
     },
     /// Push an image to a registry
     Push { image: String },
+    /// Log in to a registry (credentials go to $DOCKER_CONFIG/config.json or its helper)
+    Login(LoginArgs),
+    /// Log out from a registry
+    Logout {
+        /// Registry host[:port] [default: docker.io]
+        registry: Option<String>,
+    },
     /// Create an image from a root filesystem tarball (like `docker import`)
     Import {
         /// A tar archive (optionally gzip-compressed), or `-` for stdin
@@ -63,6 +79,20 @@ pub enum Command {
         /// Name for the new image
         image: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Registry host[:port] [default: docker.io]
+    pub registry: Option<String>,
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// Password (visible to other users of this machine; prefer --password-stdin)
+    #[arg(short = 'p', long, conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password (or token) from stdin
+    #[arg(long)]
+    pub password_stdin: bool,
 }
 
 #[derive(Debug, Args)]

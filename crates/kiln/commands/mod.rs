@@ -32,10 +32,7 @@ impl Env {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        let registry = RegistryClient::new(RegistryConfig {
-            insecure_registries: global.insecure_registries.clone(),
-            user_agent: format!("kiln/{}", env!("CARGO_PKG_VERSION")),
-        })?;
+        let registry = registry_client(global)?;
         let engine = kiln_solve::Engine::new(store.clone(), registry, rt.handle().clone());
         Ok(Env { store, engine, rt })
     }
@@ -43,6 +40,17 @@ impl Env {
     pub fn registry(&self) -> &RegistryClient {
         &self.engine.registry
     }
+}
+
+/// The registry client every command uses: Docker's credentials and certs.d, the user's
+/// insecure registries.
+fn registry_client(global: &GlobalOpts) -> Result<RegistryClient> {
+    Ok(RegistryClient::new(RegistryConfig {
+        insecure_registries: global.insecure_registries.clone(),
+        user_agent: format!("kiln/{}", env!("CARGO_PKG_VERSION")),
+        certs_dir: global.registry_certs_dir.clone(),
+        ..RegistryConfig::default()
+    })?)
 }
 
 /// Parses an image name given on the command line.
@@ -81,6 +89,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             registry::pull(&Env::open(&cli.global)?, &image, platform.as_deref())
         }
         Command::Push { image } => registry::push(&Env::open(&cli.global)?, &image),
+        Command::Login(args) => registry::login(&cli.global, args),
+        Command::Logout { registry } => registry::logout(registry.as_deref()),
         Command::Import { file, image } => import::import(&Env::open(&cli.global)?, &file, &image),
     }
 }

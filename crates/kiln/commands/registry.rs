@@ -1,12 +1,15 @@
-//! `kiln pull` and `kiln push`.
+//! `kiln pull`, `kiln push`, `kiln login` and `kiln logout`.
 
+use std::io::Read;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use kiln_image::Platform;
-use kiln_registry::PushEvent;
+use kiln_registry::reference::DOCKER_HUB;
+use kiln_registry::{Credential, CredentialStore, PushEvent};
 
-use super::{Env, parse_reference};
+use super::{Env, parse_reference, registry_client};
+use crate::cli::{GlobalOpts, LoginArgs};
 use crate::commands::images::find_image;
 use crate::render::ProgressPrinter;
 
@@ -57,5 +60,58 @@ pub fn push(env: &Env, name: &str) -> Result<ExitCode> {
         digest,
         env.store.blob_size(&digest)?
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Verifies the credentials against the registry (as `docker login` does), then stores them in
+/// `$DOCKER_CONFIG/config.json` or the configured credential helper.
+pub fn login(global: &GlobalOpts, args: LoginArgs) -> Result<ExitCode> {
+    let registry = args.registry.as_deref().unwrap_or(DOCKER_HUB);
+    let Some(username) = args.username.filter(|u| !u.is_empty()) else {
+        bail!("kiln login needs a username: -u USER");
+    };
+    let password = if args.password_stdin {
+        let mut input = String::new();
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .context("reading the password from stdin")?;
+        input.trim_end_matches(['\n', '\r']).to_owned()
+    } else if let Some(password) = args.password {
+        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+        password
+    } else {
+        bail!("kiln login needs a password: --password-stdin (or -p PASSWORD)");
+    };
+    if password.is_empty() {
+        bail!("kiln login: the password is empty");
+    }
+    let credential = Credential::Basic { username, password };
+    let client = registry_client(global)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let identity_token = rt.block_on(client.login(registry, &credential))?;
+    let store = CredentialStore::from_env();
+    let location = store
+        .store(registry, identity_token.as_ref().unwrap_or(&credential))
+        .with_context(|| format!("saving the credentials for {registry}"))?;
+    eprintln!("Credentials saved in {location}");
+    println!("Login Succeeded");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the stored credentials for a registry.
+pub fn logout(registry: Option<&str>) -> Result<ExitCode> {
+    let registry = registry.unwrap_or(DOCKER_HUB);
+    let store = CredentialStore::from_env();
+    if store
+        .erase(registry)
+        .with_context(|| format!("removing the credentials for {registry}"))?
+    {
+        println!("Removing login credentials for {registry}");
+    } else {
+        println!("Not logged in to {registry}");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,17 +1,18 @@
-//! Registry authentication: parsing `WWW-Authenticate` challenges, the anonymous Bearer token
-//! flow of the distribution spec, and a cache of tokens per (registry, repository, actions).
-//!
-//! Credentials (Basic auth, `~/.docker/config.json`, credential helpers) are a later addition:
-//! they plug in at [`fetch_token`] (which would send them to the realm) and in answering a
-//! [`Challenge::Basic`].
+//! Registry authentication: parsing `WWW-Authenticate` challenges, the Bearer token flow of the
+//! distribution token spec (anonymous, Basic credentials on a GET, or an identity token POSTed as
+//! an OAuth2 refresh token), and a cache of tokens per (registry, scopes).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use reqwest::StatusCode;
+use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
 
+use crate::credentials::Credential;
 use crate::error::RegistryError;
+use crate::transport::error_chain;
 
 /// What a registry asked for in a 401's `WWW-Authenticate` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,52 +107,126 @@ struct TokenResponse {
     access_token: Option<String>,
     #[serde(default)]
     expires_in: Option<u64>,
+    #[serde(default)]
+    refresh_token: Option<String>,
 }
 
 /// Tokens without `expires_in` are valid for 60 s per the token spec.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// Renew a little early so a token does not expire between lookup and use.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+/// The client id sent to token servers (the spec asks for one on refresh-token requests).
+const CLIENT_ID: &str = "kiln";
 
 /// A token and when to stop using it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Token {
     pub value: String,
     expires: Instant,
+    /// A refresh token, when one was asked for (`kiln login`) and the server issued it.
+    pub refresh_token: Option<String>,
 }
 
-/// Asks the realm of a Bearer challenge for an anonymous token covering `scope`.
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("value", &"<redacted>")
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to ask a Bearer challenge's realm for.
+#[derive(Debug)]
+pub(crate) struct TokenRequest<'a> {
+    pub realm: &'a str,
+    pub service: Option<&'a str>,
+    /// Empty for a bare login check (`GET /v2/`).
+    pub scopes: &'a [String],
+    pub credential: Option<&'a Credential>,
+    /// Ask for a refresh token too (what `docker login` does with `offline_token=true`).
+    pub offline: bool,
+}
+
+/// Gets a token from the realm of a Bearer challenge: anonymously, with Basic credentials on a
+/// GET, or by POSTing an identity (refresh) token, as the Docker CLI does.
 pub(crate) async fn fetch_token(
     http: &reqwest::Client,
     registry: &str,
-    realm: &str,
-    service: Option<&str>,
-    scope: &str,
+    request: &TokenRequest<'_>,
 ) -> Result<Token, RegistryError> {
     let auth_err = |message: String| RegistryError::Auth {
         registry: registry.to_owned(),
         message,
     };
+    let realm = request.realm;
     let mut url = reqwest::Url::parse(realm)
         .map_err(|e| auth_err(format!("token realm {realm:?} is not a URL: {e}")))?;
-    {
-        let mut query = url.query_pairs_mut();
-        if let Some(service) = service {
-            query.append_pair("service", service);
+    let scope_text = request.scopes.join(" ");
+    let builder = match request.credential {
+        Some(Credential::IdentityToken(refresh_token)) => {
+            let mut form = reqwest::Url::parse("form:").expect("a static URL parses");
+            {
+                let mut pairs = form.query_pairs_mut();
+                pairs.append_pair("grant_type", "refresh_token");
+                pairs.append_pair("refresh_token", refresh_token);
+                pairs.append_pair("client_id", CLIENT_ID);
+                if let Some(service) = request.service {
+                    pairs.append_pair("service", service);
+                }
+                if !scope_text.is_empty() {
+                    pairs.append_pair("scope", &scope_text);
+                }
+                if request.offline {
+                    pairs.append_pair("access_type", "offline");
+                }
+            }
+            http.post(url.clone())
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(form.query().unwrap_or_default().to_owned())
         }
-        query.append_pair("scope", scope);
-    }
-    let response = http
-        .get(url.clone())
-        .send()
-        .await
-        .map_err(|e| auth_err(format!("token request to {url} failed: {e}")))?;
+        credential => {
+            {
+                let mut query = url.query_pairs_mut();
+                if let Some(service) = request.service {
+                    query.append_pair("service", service);
+                }
+                for scope in request.scopes {
+                    query.append_pair("scope", scope);
+                }
+                if let Some(Credential::Basic { username, .. }) = credential {
+                    query.append_pair("account", username);
+                }
+                if request.offline {
+                    query.append_pair("offline_token", "true");
+                    query.append_pair("client_id", CLIENT_ID);
+                }
+            }
+            let builder = http.get(url.clone());
+            match credential {
+                Some(Credential::Basic { username, password }) => {
+                    builder.basic_auth(username, Some(password))
+                }
+                _ => builder,
+            }
+        }
+    };
+    // The URL carries no secret (credentials go in a header or the POST body), so it may be shown.
+    let response = builder.send().await.map_err(|e| {
+        auth_err(format!(
+            "token request to {realm} failed: {}",
+            error_chain(&e)
+        ))
+    })?;
     let status = response.status();
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        return Err(unauthorized(registry, request.credential));
+    }
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
         let detail = crate::transport::error_message_from_body(&body);
         return Err(auth_err(format!(
-            "token server {realm} answered {status} for scope {scope:?}: {detail}"
+            "token server {realm} answered {status} for scope {scope_text:?}: {detail}"
         )));
     }
     let body = response
@@ -162,11 +237,28 @@ pub(crate) async fn fetch_token(
         .map_err(|m| auth_err(format!("token server {realm}: {m}")))
 }
 
+/// The error for credentials a registry or its token server turned down, or for none where some
+/// are needed. It names the registry and never retries.
+pub(crate) fn unauthorized(registry: &str, credential: Option<&Credential>) -> RegistryError {
+    let hint = match credential {
+        Some(Credential::Basic { .. }) => "wrong username or password?".to_owned(),
+        Some(Credential::IdentityToken(_)) => {
+            format!("the stored identity token was rejected; run `kiln login {registry}` again")
+        }
+        None => format!("no credentials; run `kiln login {registry}`"),
+    };
+    RegistryError::Unauthorized {
+        registry: registry.to_owned(),
+        hint,
+    }
+}
+
 fn parse_token_response(body: &[u8], now: Instant) -> Result<Token, String> {
     let parsed: TokenResponse =
         serde_json::from_slice(body).map_err(|e| format!("invalid token response: {e}"))?;
     let value = parsed
         .token
+        .filter(|t| !t.is_empty())
         .or(parsed.access_token)
         .filter(|t| !t.is_empty())
         .ok_or("token response has no token")?;
@@ -174,45 +266,47 @@ fn parse_token_response(body: &[u8], now: Instant) -> Result<Token, String> {
         .expires_in
         .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
     let expires = now + lifetime.saturating_sub(EXPIRY_MARGIN);
-    Ok(Token { value, expires })
+    Ok(Token {
+        value,
+        expires,
+        refresh_token: parsed.refresh_token.filter(|t| !t.is_empty()),
+    })
 }
 
-/// Tokens by (registry, repository, actions). Shared by all requests of one client.
+/// Tokens by (registry, scopes). Shared by all requests of one client, so concurrent blob
+/// transfers of one repository fetch one token.
 #[derive(Debug, Default)]
 pub(crate) struct TokenCache {
-    tokens: Mutex<HashMap<(String, String, String), Token>>,
+    tokens: Mutex<HashMap<(String, String), Token>>,
 }
 
 impl TokenCache {
-    pub fn get(&self, registry: &str, repository: &str, actions: &str) -> Option<String> {
+    pub fn get(&self, registry: &str, scopes: &str) -> Option<String> {
         let tokens = self
             .tokens
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let key = (
-            registry.to_owned(),
-            repository.to_owned(),
-            actions.to_owned(),
-        );
         tokens
-            .get(&key)
+            .get(&(registry.to_owned(), scopes.to_owned()))
             .filter(|t| t.expires > Instant::now())
             .map(|t| t.value.clone())
     }
 
-    pub fn put(&self, registry: &str, repository: &str, actions: &str, token: Token) {
+    pub fn put(&self, registry: &str, scopes: &str, token: Token) {
         let mut tokens = self
             .tokens
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        tokens.insert(
-            (
-                registry.to_owned(),
-                repository.to_owned(),
-                actions.to_owned(),
-            ),
-            token,
-        );
+        tokens.insert((registry.to_owned(), scopes.to_owned()), token);
+    }
+
+    /// Forgets a token the registry refused, so the next request fetches a new one.
+    pub fn remove(&self, registry: &str, scopes: &str) {
+        let mut tokens = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        tokens.remove(&(registry.to_owned(), scopes.to_owned()));
     }
 }
 
@@ -285,30 +379,51 @@ mod tests {
         let t = parse_token_response(br#"{"token":"abc","expires_in":300}"#, now).unwrap();
         assert_eq!(t.value, "abc");
         assert_eq!(t.expires, now + Duration::from_secs(290));
-        let t = parse_token_response(br#"{"access_token":"xyz"}"#, now).unwrap();
+        let t =
+            parse_token_response(br#"{"access_token":"xyz","refresh_token":"r1"}"#, now).unwrap();
         assert_eq!(t.value, "xyz");
+        assert_eq!(t.refresh_token.as_deref(), Some("r1"));
+        assert!(!format!("{t:?}").contains("xyz"), "Debug hides the token");
         assert_eq!(t.expires, now + Duration::from_secs(50));
         assert!(parse_token_response(br#"{"token":""}"#, now).is_err());
         assert!(parse_token_response(b"<html>", now).is_err());
     }
 
     #[test]
-    fn cache_is_keyed_by_registry_repository_and_actions_and_drops_expired() {
+    fn unauthorized_errors_name_the_registry_and_give_a_hint() {
+        let basic = Credential::Basic {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
+        assert_eq!(
+            unauthorized("127.0.0.1:5001", Some(&basic)).to_string(),
+            "unauthorized: authentication required at 127.0.0.1:5001 (wrong username or password?)"
+        );
+        let none = unauthorized("r.lan", None).to_string();
+        assert!(none.contains("kiln login r.lan"), "{none}");
+    }
+
+    #[test]
+    fn cache_is_keyed_by_registry_and_scopes_and_drops_expired() {
         let cache = TokenCache::default();
         let live = Token {
             value: "t1".into(),
             expires: Instant::now() + Duration::from_secs(60),
+            refresh_token: None,
         };
-        cache.put("r", "a/b", "pull", live);
-        assert_eq!(cache.get("r", "a/b", "pull").as_deref(), Some("t1"));
-        assert_eq!(cache.get("r", "a/b", "pull,push"), None);
-        assert_eq!(cache.get("r", "a/c", "pull"), None);
-        assert_eq!(cache.get("q", "a/b", "pull"), None);
+        cache.put("r", "repository:a/b:pull", live);
+        assert_eq!(cache.get("r", "repository:a/b:pull").as_deref(), Some("t1"));
+        assert_eq!(cache.get("r", "repository:a/b:pull,push"), None);
+        assert_eq!(cache.get("r", "repository:a/c:pull"), None);
+        assert_eq!(cache.get("q", "repository:a/b:pull"), None);
+        cache.remove("r", "repository:a/b:pull");
+        assert_eq!(cache.get("r", "repository:a/b:pull"), None);
         let expired = Token {
             value: "old".into(),
             expires: Instant::now() - Duration::from_secs(1),
+            refresh_token: None,
         };
-        cache.put("r", "a/b", "pull", expired);
-        assert_eq!(cache.get("r", "a/b", "pull"), None);
+        cache.put("r", "repository:a/b:pull", expired);
+        assert_eq!(cache.get("r", "repository:a/b:pull"), None);
     }
 }

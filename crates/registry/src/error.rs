@@ -54,6 +54,35 @@ pub enum RegistryError {
     #[error("{registry}: authentication failed: {message}")]
     Auth { registry: String, message: String },
 
+    /// The registry (or its token server) refused the credentials, or wants some and there are
+    /// none. Never retried.
+    #[error("unauthorized: authentication required at {registry} ({hint})")]
+    Unauthorized { registry: String, hint: String },
+
+    #[error("{registry}: reading credentials: {source}")]
+    Credentials {
+        registry: String,
+        #[source]
+        source: crate::credentials::CredentialError,
+    },
+
+    /// `certs.d` material for a registry that cannot be used.
+    #[error("{registry}: TLS configuration in {}: {message}", .dir.display())]
+    TlsConfig {
+        registry: String,
+        dir: std::path::PathBuf,
+        message: String,
+    },
+
+    /// A request kept failing with errors worth retrying; `last` is the final one, naming the
+    /// registry, repository and object.
+    #[error("{last} (gave up after {attempts} attempts)")]
+    GaveUp {
+        attempts: u32,
+        #[source]
+        last: Box<RegistryError>,
+    },
+
     #[error("{registry}/{repository}: {object}: {message}")]
     Protocol {
         registry: String,
@@ -103,6 +132,23 @@ pub enum RegistryError {
         #[source]
         source: Box<StoreError>,
     },
+}
+
+impl RegistryError {
+    /// Whether trying the same request again may succeed: connection failures, resets and
+    /// timeouts, `429 Too Many Requests` and server errors (except `501 Not Implemented`).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RegistryError::Unreachable { .. } | RegistryError::Transfer { .. } => true,
+            RegistryError::Status { status, .. } => is_retryable_status(*status),
+            _ => false,
+        }
+    }
+}
+
+pub(crate) fn is_retryable_status(status: reqwest::StatusCode) -> bool {
+    status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || (status.is_server_error() && status != reqwest::StatusCode::NOT_IMPLEMENTED)
 }
 
 fn message_suffix(message: &str) -> String {
@@ -162,5 +208,43 @@ mod tests {
             media_type: "application/vnd.docker.distribution.manifest.v1+prettyjws".into(),
         };
         assert!(e.to_string().contains("schema 1"), "{e}");
+    }
+
+    #[test]
+    fn retryable_errors_are_transport_failures_429_and_5xx() {
+        let status = |code: u16| RegistryError::Status {
+            registry: "r".into(),
+            repository: "a".into(),
+            object: "blob x".into(),
+            status: reqwest::StatusCode::from_u16(code).unwrap(),
+            message: String::new(),
+        };
+        for code in [429, 500, 502, 503, 504] {
+            assert!(status(code).is_retryable(), "{code}");
+        }
+        for code in [400, 401, 403, 404, 501] {
+            assert!(!status(code).is_retryable(), "{code}");
+        }
+        let transfer = RegistryError::Transfer {
+            registry: "r:1".into(),
+            repository: "a/b".into(),
+            object: "layer sha256:ab".into(),
+            detail: "connection reset".into(),
+        };
+        assert!(transfer.is_retryable());
+        let gave_up = RegistryError::GaveUp {
+            attempts: 5,
+            last: Box::new(transfer),
+        };
+        assert!(!gave_up.is_retryable());
+        assert_eq!(
+            gave_up.to_string(),
+            "r:1/a/b: layer sha256:ab: request failed: connection reset (gave up after 5 attempts)"
+        );
+        let denied = RegistryError::Unauthorized {
+            registry: "r".into(),
+            hint: "x".into(),
+        };
+        assert!(!denied.is_retryable());
     }
 }

@@ -3,21 +3,27 @@
 //!
 //! - [`reference`]: image references and Docker's normalisation rules.
 //! - [`RegistryClient`] (`transport`): scheme choice, URLs, the request-sending seam.
-//! - `auth`: `WWW-Authenticate` challenges and anonymous Bearer tokens.
+//! - [`credentials`]: `~/.docker/config.json` and credential helpers, as the Docker CLI uses them.
+//! - `auth`: `WWW-Authenticate` challenges and the Bearer token flow (anonymous, with
+//!   credentials, or with an identity token).
+//! - `tls`: per-registry CAs and client certificates from `certs.d`.
 //! - `pull` / `push`: the two operations, streaming blobs to and from the store.
 //!
 //! Everything fetched is verified against its digest before it gets a name in the store.
 
 mod auth;
 mod content;
+pub mod credentials;
 mod error;
 mod pull;
 mod push;
 pub mod reference;
+mod tls;
 mod transport;
 
+pub use credentials::{Credential, CredentialStore};
 pub use error::RegistryError;
 pub use pull::{PullEvent, PulledImage};
 pub use push::PushEvent;
 pub use reference::{Reference, ReferenceError};
-pub use transport::{RegistryClient, RegistryConfig};
+pub use transport::{DEFAULT_CERTS_DIR, RegistryClient, RegistryConfig};

@@ -11,7 +11,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use kiln_image::{Descriptor, Digest, ImageConfig, Manifest, Platform};
 use kiln_store::{Store, StoreError};
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
+use reqwest::header::{ACCEPT, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, RANGE};
 use tokio::sync::mpsc;
 
 use crate::RegistryClient;
@@ -248,7 +248,10 @@ impl RegistryClient {
     }
 
     /// Streams a blob into the store. A blocking task does the file writes; the store only
-    /// publishes the blob if its digest and size match `descriptor`.
+    /// publishes the blob if its digest and size match `descriptor`. A transfer cut off midway
+    /// is resumed with `Range` from the bytes already written (or restarted, skipping them, if
+    /// the registry ignores `Range`), up to the client's attempt limit; the digest is checked
+    /// over the whole blob either way.
     async fn download_blob(
         &self,
         store: &Store,
@@ -256,23 +259,6 @@ impl RegistryClient {
         descriptor: &Descriptor,
         object: &str,
     ) -> Result<(), RegistryError> {
-        let url = repo.url(&format!("blobs/{}", descriptor.digest));
-        let response = self
-            .send(repo, object, |http| Ok(http.get(url.clone())))
-            .await?;
-        let response = check_status(repo, object, response, &[StatusCode::OK]).await?;
-        if let Some(length) = response.content_length()
-            && length != descriptor.size
-        {
-            return Err(repo.protocol(
-                object,
-                format!(
-                    "registry sent {length} bytes, the manifest says {}",
-                    descriptor.size
-                ),
-            ));
-        }
-
         let writer = store
             .blob_writer()
             .map_err(|e| store_error(repo, object, e))?;
@@ -281,34 +267,7 @@ impl RegistryClient {
         let write_task =
             tokio::task::spawn_blocking(move || write_chunks(writer, &mut receiver, expected));
 
-        let mut body = response.bytes_stream();
-        let mut received = 0u64;
-        let mut outcome = Ok(());
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(chunk) => {
-                    received += chunk.len() as u64;
-                    // Stop a server that keeps sending instead of writing it all to disk.
-                    if received > descriptor.size {
-                        outcome = Err(repo.protocol(
-                            object,
-                            format!(
-                                "registry sent more than the {} bytes the manifest says",
-                                descriptor.size
-                            ),
-                        ));
-                        break;
-                    }
-                    if chunks.send(Chunk::Data(chunk)).await.is_err() {
-                        break; // The writer failed; its error is reported below.
-                    }
-                }
-                Err(e) => {
-                    outcome = Err(repo.transfer(object, &e));
-                    break;
-                }
-            }
-        }
+        let outcome = self.receive_blob(repo, descriptor, object, &chunks).await;
         if outcome.is_ok() {
             // Only an explicit end commits; a dropped sender discards the partial blob.
             let _ = chunks.send(Chunk::End).await;
@@ -319,6 +278,111 @@ impl RegistryClient {
             .map_err(|e| repo.protocol(object, format!("blob writer task failed: {e}")))?;
         outcome?;
         written.map_err(|e| store_error(repo, object, e))
+    }
+
+    /// Fetches the blob's bytes into `chunks`, resuming after broken transfers.
+    async fn receive_blob(
+        &self,
+        repo: &Repo,
+        descriptor: &Descriptor,
+        object: &str,
+        chunks: &mpsc::Sender<Chunk>,
+    ) -> Result<(), RegistryError> {
+        let url = repo.url(&format!("blobs/{}", descriptor.digest));
+        let max_attempts = self.config().max_attempts.max(1);
+        let mut received = 0u64;
+        let mut tries = 1;
+        loop {
+            let offset = received;
+            let response = self
+                .send(repo, object, |http| {
+                    let request = http.get(url.clone());
+                    Ok(if offset > 0 {
+                        request.header(RANGE, format!("bytes={offset}-"))
+                    } else {
+                        request
+                    })
+                })
+                .await?;
+            let response = check_status(
+                repo,
+                object,
+                response,
+                &[StatusCode::OK, StatusCode::PARTIAL_CONTENT],
+            )
+            .await?;
+            // What the body starts with that is already written: all of it when the registry
+            // ignored the Range and sent the blob from the start.
+            let mut skip = 0u64;
+            if response.status() == StatusCode::PARTIAL_CONTENT {
+                let range = response
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                if offset == 0 || !range.starts_with(&format!("bytes {offset}-")) {
+                    return Err(repo.protocol(
+                        object,
+                        format!("asked for bytes from {offset}, the registry sent range {range:?}"),
+                    ));
+                }
+            } else {
+                skip = offset;
+                if let Some(length) = response.content_length()
+                    && length != descriptor.size
+                {
+                    return Err(repo.protocol(
+                        object,
+                        format!(
+                            "registry sent {length} bytes, the manifest says {}",
+                            descriptor.size
+                        ),
+                    ));
+                }
+            }
+
+            let mut body = response.bytes_stream();
+            let mut broken = None;
+            while let Some(chunk) = body.next().await {
+                let mut chunk = match chunk {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        broken = Some(repo.transfer(object, &e));
+                        break;
+                    }
+                };
+                if skip > 0 {
+                    let cut = skip.min(chunk.len() as u64);
+                    chunk = chunk.slice(cut as usize..);
+                    skip -= cut;
+                }
+                received += chunk.len() as u64;
+                // Stop a server that keeps sending instead of writing it all to disk.
+                if received > descriptor.size {
+                    return Err(repo.protocol(
+                        object,
+                        format!(
+                            "registry sent more than the {} bytes the manifest says",
+                            descriptor.size
+                        ),
+                    ));
+                }
+                if !chunk.is_empty() && chunks.send(Chunk::Data(chunk)).await.is_err() {
+                    return Ok(()); // The writer failed; its error is reported by the caller.
+                }
+            }
+            let Some(error) = broken else {
+                return Ok(());
+            };
+            if tries >= max_attempts {
+                return Err(RegistryError::GaveUp {
+                    attempts: tries,
+                    last: Box::new(error),
+                });
+            }
+            tokio::time::sleep(self.retry_delay(tries, None)).await;
+            tries += 1;
+        }
     }
 }
 

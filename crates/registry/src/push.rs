@@ -180,50 +180,28 @@ impl RegistryClient {
             size,
         });
         let upload_object = format!("upload of {object}");
-        let start_url = repo.url("blobs/uploads/");
-        let response = self
-            .send(repo, &upload_object, |http| {
-                Ok(http.post(start_url.clone()).header(CONTENT_LENGTH, 0))
-            })
-            .await?;
-        let response =
-            check_status(repo, &upload_object, response, &[StatusCode::ACCEPTED]).await?;
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                repo.protocol(
-                    &upload_object,
-                    "the registry started an upload without a Location header",
-                )
-            })?;
-        let location = resolve_location(response.url(), location)
-            .map_err(|m| repo.protocol(&upload_object, m))?;
-        let put_url = upload_completion_url(&location, &blob.digest);
-
-        let path = store.blob_path(&blob.digest);
-        let response = self
-            .send(repo, &upload_object, |http| {
-                // Reopened for each attempt: a streamed body cannot be replayed.
-                let file = std::fs::File::open(&path).map_err(|e| {
-                    local_error(
-                        &object,
-                        StoreError::Io {
-                            path: path.clone(),
-                            source: e,
-                        },
-                    )
-                })?;
-                let body = Body::wrap_stream(ReaderStream::new(tokio::fs::File::from_std(file)));
-                Ok(http
-                    .put(put_url.clone())
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_LENGTH, size)
-                    .body(body))
-            })
-            .await?;
-        let response = check_status(repo, &upload_object, response, &[StatusCode::CREATED]).await?;
+        // A broken PUT leaves the upload session in an unknown state, so a retry starts a new
+        // upload rather than repeating the PUT.
+        let max_attempts = self.config().max_attempts.max(1);
+        let mut tries = 1;
+        let response = loop {
+            match self
+                .upload_blob_once(store, repo, blob, size, &object, &upload_object)
+                .await
+            {
+                Err(error) if error.is_retryable() && tries < max_attempts => {
+                    tokio::time::sleep(self.retry_delay(tries, None)).await;
+                    tries += 1;
+                }
+                Err(error) if error.is_retryable() && tries > 1 => {
+                    return Err(RegistryError::GaveUp {
+                        attempts: tries,
+                        last: Box::new(error),
+                    });
+                }
+                result => break result?,
+            }
+        };
         if let Some(Ok(reported)) = content_digest_header(response.headers())
             && reported != blob.digest
         {
@@ -239,6 +217,62 @@ impl RegistryClient {
             digest: blob.digest.clone(),
         });
         Ok(())
+    }
+
+    /// Starts an upload and PUTs the whole blob, streamed from the store file. The PUT is sent
+    /// once; [`Self::push_blob`] retries by starting over.
+    async fn upload_blob_once(
+        &self,
+        store: &Store,
+        repo: &Repo,
+        blob: &Descriptor,
+        size: u64,
+        object: &str,
+        upload_object: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let start_url = repo.url("blobs/uploads/");
+        let response = self
+            .send(repo, upload_object, |http| {
+                Ok(http.post(start_url.clone()).header(CONTENT_LENGTH, 0))
+            })
+            .await?;
+        let response = check_status(repo, upload_object, response, &[StatusCode::ACCEPTED]).await?;
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                repo.protocol(
+                    upload_object,
+                    "the registry started an upload without a Location header",
+                )
+            })?;
+        let location = resolve_location(response.url(), location)
+            .map_err(|m| repo.protocol(upload_object, m))?;
+        let put_url = upload_completion_url(&location, &blob.digest);
+
+        let path = store.blob_path(&blob.digest);
+        let response = self
+            .send_once_authorized(repo, upload_object, |http| {
+                // Reopened for each attempt: a streamed body cannot be replayed.
+                let file = std::fs::File::open(&path).map_err(|e| {
+                    local_error(
+                        object,
+                        StoreError::Io {
+                            path: path.clone(),
+                            source: e,
+                        },
+                    )
+                })?;
+                let body = Body::wrap_stream(ReaderStream::new(tokio::fs::File::from_std(file)));
+                Ok(http
+                    .put(put_url.clone())
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, size)
+                    .body(body))
+            })
+            .await?;
+        check_status(repo, upload_object, response, &[StatusCode::CREATED]).await
     }
 
     /// PUTs manifest bytes unchanged under `name` (a tag or a digest).

@@ -45,6 +45,16 @@ impl ReferenceError {
     }
 }
 
+/// The API host of a registry named on the command line (`kiln login docker.io`): Docker Hub's
+/// names, or Docker's `https://index.docker.io/v1/` key, map to the host serving its API; any
+/// other name is used as it is, with a scheme or path stripped.
+pub fn api_host_of(registry: &str) -> String {
+    match crate::credentials::server_key(registry).as_str() {
+        crate::credentials::DOCKER_HUB_KEY => DOCKER_HUB_API.to_owned(),
+        host => host.to_owned(),
+    }
+}
+
 impl Reference {
     /// The registry host (with port, if any) as written, `docker.io` for Docker Hub.
     pub fn registry(&self) -> &str {

@@ -1,29 +1,54 @@
-//! The client and its request-sending seam: choosing `http`/`https`, building API URLs, attaching
-//! and renewing tokens, and turning failures into errors that name what was being fetched.
+//! The client and its request-sending seam: choosing `http`/`https` and the TLS material of each
+//! registry, building API URLs, authenticating (Basic, or Bearer tokens from the registry's token
+//! server), retrying what can be retried, and turning failures into errors that name what was
+//! being fetched.
 //!
-//! Every registry request goes through [`RegistryClient::send`], so retries with backoff or
-//! credentials can later be added there once for pull and push alike.
+//! Every registry request goes through [`RegistryClient::send`], so pull and push share one
+//! authentication and retry policy.
 
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::header::{HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 
-use crate::auth::{Challenge, TokenCache, fetch_token, parse_challenge, repository_scope};
-use crate::error::RegistryError;
+use crate::auth::{
+    Challenge, TokenCache, TokenRequest, fetch_token, parse_challenge, repository_scope,
+    unauthorized,
+};
+use crate::credentials::{Credential, CredentialStore};
+use crate::error::{RegistryError, is_retryable_status};
 use crate::reference::Reference;
+use crate::tls::{host_dir, load_host_tls};
+
+/// Docker's default directory of per-registry TLS material.
+pub const DEFAULT_CERTS_DIR: &str = "/etc/docker/certs.d";
 
 /// How the client reaches registries.
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
-    /// `host[:port]` of registries that are reached over plain `http://`. Loopback registries
-    /// always are.
+    /// `host[:port]` of registries that may be reached over plain `http://`. Loopback registries
+    /// always may. Either kind is still reached over `https://` when it has a certs.d directory.
     pub insecure_registries: Vec<String>,
     pub user_agent: String,
+    /// Where credentials come from (`$DOCKER_CONFIG/config.json` and helpers); `None` for
+    /// anonymous access only.
+    pub credentials: Option<CredentialStore>,
+    /// Per-registry CAs and client certificates: `<certs_dir>/<host:port>/`.
+    pub certs_dir: PathBuf,
+    pub connect_timeout: Duration,
+    /// How long a transfer may go without receiving a byte before it counts as stalled.
+    pub read_timeout: Duration,
+    /// Tries per request (1 = no retries) for failures worth retrying.
+    pub max_attempts: u32,
+    /// The first retry waits about this long; each further one twice as long, with jitter.
+    pub retry_base_delay: Duration,
 }
 
 impl Default for RegistryConfig {
@@ -31,17 +56,31 @@ impl Default for RegistryConfig {
         RegistryConfig {
             insecure_registries: Vec::new(),
             user_agent: concat!("kiln/", env!("CARGO_PKG_VERSION")).to_owned(),
+            credentials: Some(CredentialStore::from_env()),
+            certs_dir: PathBuf::from(DEFAULT_CERTS_DIR),
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(120),
+            max_attempts: 5,
+            retry_base_delay: Duration::from_millis(500),
         }
     }
 }
+
+/// The longest wait between tries, whatever `Retry-After` or the backoff say.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 /// An OCI distribution client. Cheap to share by reference across concurrent pulls and pushes;
 /// tokens obtained by one request are reused by the others.
 #[derive(Debug)]
 pub struct RegistryClient {
-    pub(crate) http: reqwest::Client,
     config: RegistryConfig,
     tokens: TokenCache,
+    /// HTTP clients by host: each carries that host's certs.d CAs and client identity.
+    clients: Mutex<HashMap<String, reqwest::Client>>,
+    /// Credentials looked up per registry key, so a helper runs once per process and registry.
+    credentials: Mutex<HashMap<String, Option<Credential>>>,
+    /// Registries that answered with a Basic challenge: later requests send credentials up front.
+    basic_registries: Mutex<HashSet<String>>,
 }
 
 /// The repository a request is about and the access it needs, which selects its token.
@@ -52,7 +91,9 @@ pub(crate) struct Repo {
     pub repository: String,
     /// `http(s)://<api host>/v2/`.
     pub base: Url,
-    pub actions: &'static str,
+    /// Token scopes: `repository:<repository>:<actions>`, then any others the requests need
+    /// (the source repository of a cross-repository mount).
+    pub scopes: Vec<String>,
 }
 
 impl Repo {
@@ -64,6 +105,21 @@ impl Repo {
         self.base
             .join(&relative)
             .unwrap_or_else(|_| self.base.clone())
+    }
+
+    /// The same repository, with pull access to `source` added to its token scopes, for
+    /// mounting a blob from `source`.
+    #[allow(dead_code)] // Used by cross-repository mounts (issue 5, push).
+    pub fn with_mount_source(mut self, source: &str) -> Repo {
+        let scope = repository_scope(source, "pull");
+        if !self.scopes.contains(&scope) {
+            self.scopes.push(scope);
+        }
+        self
+    }
+
+    fn scope_key(&self) -> String {
+        self.scopes.join(" ")
     }
 
     pub fn not_found(&self, object: &str, message: String) -> RegistryError {
@@ -94,23 +150,69 @@ impl Repo {
     }
 }
 
+/// What authenticates one request.
+enum Authorization {
+    Bearer(String),
+    Basic { username: String, password: String },
+}
+
 impl RegistryClient {
     pub fn new(config: RegistryConfig) -> Result<RegistryClient, RegistryError> {
         // reqwest is built without a default crypto provider; the error only says one is already
         // installed (by us earlier, or by the embedding program), which is what we want.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .user_agent(config.user_agent.clone())
-            .connect_timeout(Duration::from_secs(30))
-            // A stalled transfer fails instead of hanging forever; a slow but moving one is fine.
-            .read_timeout(Duration::from_secs(120))
-            .build()
-            .map_err(RegistryError::Client)?;
-        Ok(RegistryClient {
-            http,
+        let client = RegistryClient {
             config,
             tokens: TokenCache::default(),
-        })
+            clients: Mutex::new(HashMap::new()),
+            credentials: Mutex::new(HashMap::new()),
+            basic_registries: Mutex::new(HashSet::new()),
+        };
+        // Build one client now so a broken TLS setup shows at start-up, not on first use.
+        client.build_http(None)?;
+        Ok(client)
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// A reqwest client with the system roots plus `host`'s certs.d CAs and client identity.
+    fn build_http(&self, host: Option<&str>) -> Result<reqwest::Client, RegistryError> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(self.config.user_agent.clone())
+            .connect_timeout(self.config.connect_timeout)
+            // A stalled transfer fails instead of hanging forever; a slow but moving one is fine.
+            .read_timeout(self.config.read_timeout);
+        if let Some(host) = host {
+            let tls_error = |message: String| RegistryError::TlsConfig {
+                registry: host.to_owned(),
+                dir: host_dir(&self.config.certs_dir, host),
+                message,
+            };
+            if let Some(tls) = load_host_tls(&self.config.certs_dir, host).map_err(tls_error)? {
+                builder = builder.tls_certs_merge(tls.ca_certificates);
+                if let Some(identity) = tls.identity {
+                    builder = builder.identity(identity);
+                }
+            }
+        }
+        builder.build().map_err(RegistryError::Client)
+    }
+
+    /// The HTTP client for requests to `url`'s host.
+    pub(crate) fn http_for(&self, url: &Url) -> Result<reqwest::Client, RegistryError> {
+        let host = host_port(url);
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = clients.get(&host) {
+            return Ok(client.clone());
+        }
+        let client = self.build_http(Some(&host))?;
+        clients.insert(host, client.clone());
+        Ok(client)
     }
 
     pub(crate) fn repo(
@@ -118,89 +220,255 @@ impl RegistryClient {
         reference: &Reference,
         actions: &'static str,
     ) -> Result<Repo, RegistryError> {
-        let host = reference.api_host();
-        let scheme = scheme_for(host, &self.config.insecure_registries);
-        let base =
-            Url::parse(&format!("{scheme}://{host}/v2/")).map_err(|e| RegistryError::Protocol {
-                registry: reference.registry().to_owned(),
-                repository: reference.repository().to_owned(),
+        let mut repo = self.registry_repo(reference.registry(), reference.api_host())?;
+        repo.repository = reference.repository().to_owned();
+        repo.scopes = vec![repository_scope(reference.repository(), actions)];
+        Ok(repo)
+    }
+
+    /// A `Repo` for registry-wide requests (`GET /v2/`): no repository, no scopes.
+    fn registry_repo(&self, registry: &str, api_host: &str) -> Result<Repo, RegistryError> {
+        let scheme = scheme_for(
+            api_host,
+            &self.config.insecure_registries,
+            host_dir(&self.config.certs_dir, api_host).is_dir(),
+        );
+        let base = Url::parse(&format!("{scheme}://{api_host}/v2/")).map_err(|e| {
+            RegistryError::Protocol {
+                registry: registry.to_owned(),
+                repository: String::new(),
                 object: "registry address".to_owned(),
-                message: format!("{host} does not make a valid URL: {e}"),
-            })?;
+                message: format!("{api_host} does not make a valid URL: {e}"),
+            }
+        })?;
         Ok(Repo {
-            registry: reference.registry().to_owned(),
-            repository: reference.repository().to_owned(),
+            registry: registry.to_owned(),
+            repository: String::new(),
             base,
-            actions,
+            scopes: Vec::new(),
         })
     }
 
-    /// Sends the request `build` makes, answering a Bearer challenge once with an anonymous
-    /// token and retrying. `build` is called again for the retry, so streamed bodies are
-    /// recreated rather than replayed. Returns the response whatever its status; see
-    /// [`check_status`].
+    /// The stored credentials for `registry`, looked up once per client.
+    async fn credential_for(&self, registry: &str) -> Result<Option<Credential>, RegistryError> {
+        let Some(store) = self.config.credentials.clone() else {
+            return Ok(None);
+        };
+        let key = crate::credentials::server_key(registry);
+        if let Some(cached) = self.lock_credentials().get(&key) {
+            return Ok(cached.clone());
+        }
+        // Helpers are programs; run them off the async threads.
+        let lookup_key = key.clone();
+        let found = tokio::task::spawn_blocking(move || store.get(&lookup_key))
+            .await
+            .map_err(|e| RegistryError::Auth {
+                registry: registry.to_owned(),
+                message: format!("credential lookup task failed: {e}"),
+            })?
+            .map_err(|source| RegistryError::Credentials {
+                registry: registry.to_owned(),
+                source,
+            })?;
+        self.lock_credentials().insert(key, found.clone());
+        Ok(found)
+    }
+
+    fn lock_credentials(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Credential>>> {
+        self.credentials
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn is_basic_registry(&self, registry: &str) -> bool {
+        self.basic_registries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(registry)
+    }
+
+    /// Sends the request `build` makes, authenticating as the registry asks and retrying
+    /// failures worth retrying (see [`RegistryError::is_retryable`]) with exponential backoff,
+    /// or after the `Retry-After` the registry gives. `build` is called again for each try, so
+    /// streamed bodies are recreated rather than replayed. Returns the response whatever its
+    /// status, except a retryable one on the last try; see [`check_status`].
     pub(crate) async fn send(
         &self,
         repo: &Repo,
         object: &str,
         build: impl Fn(&reqwest::Client) -> Result<RequestBuilder, RegistryError>,
     ) -> Result<Response, RegistryError> {
-        let cached = self
-            .tokens
-            .get(&repo.registry, &repo.repository, repo.actions);
-        let response = self
-            .send_once(repo, object, &build, cached.as_deref())
-            .await?;
+        self.with_retries(repo, object, async || {
+            self.send_authorized(repo, object, &build).await
+        })
+        .await
+    }
+
+    /// Sends the request once (answering an auth challenge), without retrying failures: for
+    /// requests whose retry is more than a resend (a blob upload restarts from its POST).
+    pub(crate) async fn send_once_authorized(
+        &self,
+        repo: &Repo,
+        object: &str,
+        build: impl Fn(&reqwest::Client) -> Result<RequestBuilder, RegistryError>,
+    ) -> Result<Response, RegistryError> {
+        let response = self.send_authorized(repo, object, &build).await?;
+        if is_retryable_status(response.status()) {
+            return Err(status_error(repo, object, response).await);
+        }
+        Ok(response)
+    }
+
+    /// Runs `attempt` until it gives a response with a final status, fails with an error that is
+    /// not worth retrying, or has been tried `max_attempts` times.
+    pub(crate) async fn with_retries(
+        &self,
+        repo: &Repo,
+        object: &str,
+        attempt: impl AsyncFn() -> Result<Response, RegistryError>,
+    ) -> Result<Response, RegistryError> {
+        let max_attempts = self.config.max_attempts.max(1);
+        let mut tries = 1;
+        loop {
+            let result = attempt().await;
+            let retry_after = match &result {
+                Ok(response) if is_retryable_status(response.status()) => {
+                    retry_after(response.headers())
+                }
+                Err(error) if error.is_retryable() => None,
+                _ => return result,
+            };
+            if tries >= max_attempts {
+                let last = match result {
+                    Ok(response) => status_error(repo, object, response).await,
+                    Err(error) => error,
+                };
+                return Err(if tries > 1 {
+                    RegistryError::GaveUp {
+                        attempts: tries,
+                        last: Box::new(last),
+                    }
+                } else {
+                    last
+                });
+            }
+            tokio::time::sleep(self.retry_delay(tries, retry_after)).await;
+            tries += 1;
+        }
+    }
+
+    /// How long to wait after failed try number `tries`.
+    pub(crate) fn retry_delay(&self, tries: u32, retry_after: Option<Duration>) -> Duration {
+        let delay = retry_after.unwrap_or_else(|| {
+            let exponential = self
+                .config
+                .retry_base_delay
+                .saturating_mul(1 << tries.saturating_sub(1).min(16));
+            // Full jitter over the upper half, so clients that failed together spread out.
+            exponential / 2 + exponential.mul_f64(jitter() / 2.0)
+        });
+        delay.min(MAX_RETRY_DELAY)
+    }
+
+    /// One try of a request: with cached authorization, and once more after answering a 401's
+    /// challenge (a first request, or a token that expired).
+    async fn send_authorized(
+        &self,
+        repo: &Repo,
+        object: &str,
+        build: &impl Fn(&reqwest::Client) -> Result<RequestBuilder, RegistryError>,
+    ) -> Result<Response, RegistryError> {
+        let scope_key = repo.scope_key();
+        let cached = if self.is_basic_registry(&repo.registry) {
+            self.basic_authorization(&repo.registry).await?
+        } else {
+            self.tokens
+                .get(&repo.registry, &scope_key)
+                .map(Authorization::Bearer)
+        };
+        let response = self.send_once(repo, object, build, cached.as_ref()).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
-        let challenges: Vec<Challenge> = response
-            .headers()
-            .get_all(WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .filter_map(parse_challenge)
-            .collect();
+        let challenges = challenges_of(&response);
+        let credential = self.credential_for(&repo.registry).await?;
         let bearer = challenges.iter().find_map(|c| match c {
             Challenge::Bearer { realm, service, .. } => Some((realm, service)),
             Challenge::Basic { .. } => None,
         });
-        let Some((realm, service)) = bearer else {
-            let message = if challenges.is_empty() {
-                format!("{object}: 401 Unauthorized without a usable WWW-Authenticate challenge")
-            } else {
-                format!(
-                    "{object}: the registry requires credentials (username/password), which kiln does not support yet"
-                )
-            };
-            return Err(RegistryError::Auth {
+        if let Some((realm, service)) = bearer {
+            self.tokens.remove(&repo.registry, &scope_key);
+            let realm_url = Url::parse(realm).map_err(|e| RegistryError::Auth {
                 registry: repo.registry.clone(),
-                message,
-            });
-        };
-        let scope = repository_scope(&repo.repository, repo.actions);
-        let token = fetch_token(
-            &self.http,
-            &repo.registry,
-            realm,
-            service.as_deref(),
-            &scope,
-        )
-        .await?;
-        let value = token.value.clone();
-        self.tokens
-            .put(&repo.registry, &repo.repository, repo.actions, token);
-        let response = self.send_once(repo, object, &build, Some(&value)).await?;
-        if response.status() == StatusCode::UNAUTHORIZED {
-            let message = error_message_from_body(&response.text().await.unwrap_or_default());
-            return Err(RegistryError::Auth {
-                registry: repo.registry.clone(),
-                message: format!(
-                    "{object}: access denied for {scope} with an anonymous token: {message}"
-                ),
-            });
+                message: format!("token realm {realm:?} is not a URL: {e}"),
+            })?;
+            let token = fetch_token(
+                &self.http_for(&realm_url)?,
+                &repo.registry,
+                &TokenRequest {
+                    realm,
+                    service: service.as_deref(),
+                    scopes: &repo.scopes,
+                    credential: credential.as_ref(),
+                    offline: false,
+                },
+            )
+            .await?;
+            let value = token.value.clone();
+            self.tokens.put(&repo.registry, &scope_key, token);
+            let response = self
+                .send_once(repo, object, build, Some(&Authorization::Bearer(value)))
+                .await?;
+            if response.status() == StatusCode::UNAUTHORIZED {
+                if credential.is_none() {
+                    return Err(unauthorized(&repo.registry, None));
+                }
+                let message = error_message_from_body(&response.text().await.unwrap_or_default());
+                return Err(RegistryError::Auth {
+                    registry: repo.registry.clone(),
+                    message: format!("{object}: access denied for {scope_key}: {message}"),
+                });
+            }
+            return Ok(response);
         }
-        Ok(response)
+        if challenges
+            .iter()
+            .any(|c| matches!(c, Challenge::Basic { .. }))
+        {
+            let Some(Credential::Basic { .. }) = credential else {
+                return Err(unauthorized(&repo.registry, credential.as_ref()));
+            };
+            self.basic_registries
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(repo.registry.clone());
+            let authorization = self.basic_authorization(&repo.registry).await?;
+            let response = self
+                .send_once(repo, object, build, authorization.as_ref())
+                .await?;
+            if response.status() == StatusCode::UNAUTHORIZED {
+                return Err(unauthorized(&repo.registry, credential.as_ref()));
+            }
+            return Ok(response);
+        }
+        Err(RegistryError::Auth {
+            registry: repo.registry.clone(),
+            message: format!(
+                "{object}: 401 Unauthorized without a usable WWW-Authenticate challenge"
+            ),
+        })
+    }
+
+    async fn basic_authorization(
+        &self,
+        registry: &str,
+    ) -> Result<Option<Authorization>, RegistryError> {
+        Ok(match self.credential_for(registry).await? {
+            Some(Credential::Basic { username, password }) => {
+                Some(Authorization::Basic { username, password })
+            }
+            _ => None,
+        })
     }
 
     async fn send_once(
@@ -208,13 +476,37 @@ impl RegistryClient {
         repo: &Repo,
         object: &str,
         build: &impl Fn(&reqwest::Client) -> Result<RequestBuilder, RegistryError>,
-        token: Option<&str>,
+        authorization: Option<&Authorization>,
     ) -> Result<Response, RegistryError> {
-        let mut request = build(&self.http)?;
-        if let Some(token) = token {
-            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        let (http, request) = build(&self.http_for(&repo.base)?)?.build_split();
+        let mut request = request.map_err(RegistryError::Client)?;
+        // Credentials go only to the registry's own host, never to another host an upload
+        // Location points at (containerd CVE-2020-15157). reqwest drops them on redirects to
+        // other hosts by itself.
+        if let Some(authorization) = authorization
+            && same_origin(request.url(), &repo.base)
+        {
+            let value = match authorization {
+                Authorization::Bearer(token) => format!("Bearer {token}"),
+                Authorization::Basic { username, password } => {
+                    use base64::Engine;
+                    let encoded = base64::engine::general_purpose::STANDARD
+                        .encode(format!("{username}:{password}"));
+                    format!("Basic {encoded}")
+                }
+            };
+            let mut value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
+                RegistryError::Auth {
+                    registry: repo.registry.clone(),
+                    message: "the credentials contain characters not allowed in a header".into(),
+                }
+            })?;
+            value.set_sensitive(true);
+            request
+                .headers_mut()
+                .insert(reqwest::header::AUTHORIZATION, value);
         }
-        request.send().await.map_err(|e| {
+        http.execute(request).await.map_err(|e| {
             if e.is_connect() {
                 RegistryError::Unreachable {
                     registry: repo.registry.clone(),
@@ -225,6 +517,132 @@ impl RegistryClient {
                 repo.transfer(object, &e)
             }
         })
+    }
+
+    /// Checks `credential` against `registry` the way `docker login` does: `GET /v2/`, answering
+    /// the registry's challenge with the credential. Returns an identity token to store instead of
+    /// the password when the registry's token server issued one.
+    pub async fn login(
+        &self,
+        registry: &str,
+        credential: &Credential,
+    ) -> Result<Option<Credential>, RegistryError> {
+        let api_host = crate::reference::api_host_of(registry);
+        let repo = self.registry_repo(registry, &api_host)?;
+        let object = "login";
+        let base = repo.base.clone();
+        let get_v2 = |http: &reqwest::Client| Ok(http.get(base.clone()));
+        let response = self
+            .with_retries(&repo, object, async || {
+                self.send_once(&repo, object, &get_v2, None).await
+            })
+            .await?;
+        if response.status().is_success() {
+            return Ok(None); // The registry wants no credentials; Docker stores them anyway.
+        }
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Err(status_error(&repo, object, response).await);
+        }
+        let challenges = challenges_of(&response);
+        let bearer = challenges.iter().find_map(|c| match c {
+            Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            } => Some((realm, service, scope)),
+            Challenge::Basic { .. } => None,
+        });
+        let (authorization, identity_token) = if let Some((realm, service, scope)) = bearer {
+            let realm_url = Url::parse(realm).map_err(|e| RegistryError::Auth {
+                registry: registry.to_owned(),
+                message: format!("token realm {realm:?} is not a URL: {e}"),
+            })?;
+            let scopes: Vec<String> = scope.iter().cloned().collect();
+            let token = fetch_token(
+                &self.http_for(&realm_url)?,
+                registry,
+                &TokenRequest {
+                    realm,
+                    service: service.as_deref(),
+                    scopes: &scopes,
+                    credential: Some(credential),
+                    offline: true,
+                },
+            )
+            .await?;
+            let identity = token.refresh_token.clone().map(Credential::IdentityToken);
+            (Authorization::Bearer(token.value), identity)
+        } else if let Credential::Basic { username, password } = credential {
+            let authorization = Authorization::Basic {
+                username: username.clone(),
+                password: password.clone(),
+            };
+            (authorization, None)
+        } else {
+            return Err(unauthorized(registry, Some(credential)));
+        };
+        let response = self
+            .send_once(&repo, object, &get_v2, Some(&authorization))
+            .await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            return Err(unauthorized(registry, Some(credential)));
+        }
+        check_status(&repo, object, response, &[StatusCode::OK]).await?;
+        Ok(identity_token)
+    }
+}
+
+fn challenges_of(response: &Response) -> Vec<Challenge> {
+    response
+        .headers()
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(parse_challenge)
+        .collect()
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from registries and is ignored).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+/// A number in [0, 1) that differs between calls and processes, for spreading retries. Not for
+/// anything that needs unpredictability.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, RandomState};
+    let bits = RandomState::new().hash_one(std::time::Instant::now());
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// `host[:port]` of a URL as Docker names registries (and their certs.d directories): the port
+/// only when it is not the scheme's default.
+fn host_port(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// The error for a response with an unexpected status (whatever `check_status` would say).
+async fn status_error(repo: &Repo, object: &str, response: Response) -> RegistryError {
+    match check_status(repo, object, response, &[]).await {
+        Err(error) => error,
+        Ok(_) => unreachable!("no status is expected"),
     }
 }
 
@@ -340,12 +758,17 @@ pub(crate) fn error_chain(error: &reqwest::Error) -> String {
     text
 }
 
-/// `http` for loopback registries and those configured insecure, `https` otherwise.
-pub(crate) fn scheme_for(host: &str, insecure_registries: &[String]) -> &'static str {
+/// `http` for loopback registries and those configured insecure, unless they have TLS material
+/// in certs.d; `https` for every other registry.
+pub(crate) fn scheme_for(
+    host: &str,
+    insecure_registries: &[String],
+    has_certs_dir: bool,
+) -> &'static str {
     let is_listed = insecure_registries
         .iter()
         .any(|entry| entry == host || (!entry.contains(':') && host_without_port(host) == entry));
-    if is_listed || is_loopback(host) {
+    if (is_listed || is_loopback(host)) && !has_certs_dir {
         "http"
     } else {
         "https"
@@ -399,7 +822,8 @@ mod tests {
             "[::1]",
             "[::1]:5000",
         ] {
-            assert_eq!(scheme_for(host, none), "http", "{host}");
+            assert_eq!(scheme_for(host, none, false), "http", "{host}");
+            assert_eq!(scheme_for(host, none, true), "https", "{host} with certs.d");
         }
         for host in [
             "registry-1.docker.io",
@@ -408,20 +832,74 @@ mod tests {
             "localhost.example.com",
             "[::2]:5000",
         ] {
-            assert_eq!(scheme_for(host, none), "https", "{host}");
+            assert_eq!(scheme_for(host, none, false), "https", "{host}");
         }
         let listed = vec!["reg.lan:5000".to_owned(), "other.lan".to_owned()];
-        assert_eq!(scheme_for("reg.lan:5000", &listed), "http");
+        assert_eq!(scheme_for("reg.lan:5000", &listed, false), "http");
         assert_eq!(
-            scheme_for("reg.lan:6000", &listed),
+            scheme_for("reg.lan:6000", &listed, false),
             "https",
             "a listed port is exact"
         );
         assert_eq!(
-            scheme_for("other.lan:7000", &listed),
+            scheme_for("other.lan:7000", &listed, false),
             "http",
             "an entry without port covers all ports"
         );
+    }
+
+    #[test]
+    fn credentials_go_only_to_the_registry_origin() {
+        let base = Url::parse("https://reg.lan:5000/v2/").unwrap();
+        let same = Url::parse("https://reg.lan:5000/v2/a/blobs/uploads/1?x=y").unwrap();
+        assert!(same_origin(&same, &base));
+        for other in [
+            "https://storage.example.com/upload/1",
+            "http://reg.lan:5000/v2/",
+            "https://reg.lan:5001/v2/",
+            "https://reg.lan/v2/",
+        ] {
+            assert!(!same_origin(&Url::parse(other).unwrap(), &base), "{other}");
+        }
+        let default_port = Url::parse("https://reg.lan/v2/").unwrap();
+        assert!(same_origin(
+            &Url::parse("https://reg.lan:443/x").unwrap(),
+            &default_port
+        ));
+        assert_eq!(host_port(&base), "reg.lan:5000");
+        assert_eq!(host_port(&default_port), "reg.lan");
+    }
+
+    #[test]
+    fn retry_delays_grow_with_jitter_honour_retry_after_and_are_capped() {
+        let client = RegistryClient::new(RegistryConfig {
+            retry_base_delay: Duration::from_millis(100),
+            credentials: None,
+            ..RegistryConfig::default()
+        })
+        .unwrap();
+        for tries in 1..=4u32 {
+            let full = Duration::from_millis(100 * (1 << (tries - 1)));
+            let delay = client.retry_delay(tries, None);
+            assert!(delay >= full / 2 && delay <= full, "try {tries}: {delay:?}");
+        }
+        assert_eq!(
+            client.retry_delay(1, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            client.retry_delay(1, Some(Duration::from_secs(3600))),
+            MAX_RETRY_DELAY
+        );
+        assert_eq!(client.retry_delay(40, None), MAX_RETRY_DELAY);
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), None);
     }
 
     #[test]

@@ -3,26 +3,33 @@
 //! Everything here drives real tools installed from Debian packages, so tests check kiln
 //! against independent implementations rather than against itself:
 //!
-//! - [`TestRegistry`]: a CNCF distribution registry (`docker-registry`) on a loopback port.
+//! - [`TestRegistry`]: a CNCF distribution registry (`docker-registry`) on a loopback port;
+//!   [`TlsRegistry`] (TLS from a test CA, htpasswd, optional client certificates) and
+//!   [`TokenRegistry`] (`auth: token` with a loopback token issuer) for the auth flows.
 //! - [`busybox_rootfs_tar`], [`busybox_oci_layout`], [`push_busybox`]: a tiny base image made
 //!   from `busybox-static`, as a tar, an OCI layout, or pushed to a registry.
 //! - [`skopeo_inspect`], [`skopeo_copy_to_oci_layout`], [`umoci_unpack_oci_layout`],
 //!   [`oci_image_tool_validate`]: third-party readers of what kiln writes.
+//! - [`FaultProxy`]: a loopback TCP proxy that cuts connections, answers 503 or stalls.
 //! - [`assert_golden`]: compare output with a checked-in file, `KILN_BLESS=1` to rewrite it.
 //!
 //! Errors are `anyhow` errors carrying the tool's stderr, since their only reader is a human
 //! looking at a failed test.
 
+mod auth;
 mod busybox;
+mod fault_proxy;
 mod golden;
 mod net;
 mod registry;
 mod tools;
 
+pub use auth::{TestCa, TlsRegistry, TokenRegistry, TokenRequestRecord, htpasswd_line};
 pub use busybox::{busybox_oci_layout, busybox_rootfs_tar, push_busybox, rootfs_script_path};
+pub use fault_proxy::{Fault, FaultProxy};
 pub use golden::assert_golden;
 pub use net::free_port;
-pub use registry::TestRegistry;
+pub use registry::{RegistrySetup, TestRegistry};
 pub use tools::{
     oci_image_tool_validate, skopeo_copy_to_oci_layout, skopeo_inspect, skopeo_inspect_raw,
     umoci_unpack_oci_layout,

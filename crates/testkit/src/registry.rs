@@ -32,9 +32,36 @@ enum StartFailure {
     Fatal(anyhow::Error),
 }
 
+/// Extra configuration for a registry: TLS and authentication, as YAML for the distribution
+/// config, and the status a plain-HTTP `GET /v2/` gets once it is up.
+#[derive(Debug, Clone)]
+pub struct RegistrySetup {
+    /// Lines under `http:` (indented two spaces), e.g. a `tls:` block.
+    pub http_yaml: String,
+    /// A top-level `auth:` block.
+    pub auth_yaml: String,
+    /// 200 for an open registry, 401 with auth, 400 with TLS (an HTTP request to a TLS port).
+    pub ready_status: u16,
+}
+
+impl Default for RegistrySetup {
+    fn default() -> Self {
+        RegistrySetup {
+            http_yaml: String::new(),
+            auth_yaml: String::new(),
+            ready_status: 200,
+        }
+    }
+}
+
 impl TestRegistry {
     /// Starts a registry on a free loopback port and waits until `GET /v2/` answers 200.
     pub fn start() -> Result<TestRegistry> {
+        TestRegistry::start_with(&RegistrySetup::default())
+    }
+
+    /// Starts a registry configured by `setup` (TLS, auth) on a free loopback port.
+    pub fn start_with(setup: &RegistrySetup) -> Result<TestRegistry> {
         let dir = tempfile::Builder::new()
             .prefix("kiln-test-registry-")
             .tempdir()
@@ -42,7 +69,7 @@ impl TestRegistry {
         let mut last_error = None;
         for _ in 0..BIND_ATTEMPTS {
             let port = try_free_port().context("picking a port for the registry")?;
-            match start_on(dir.path(), port) {
+            match start_on(dir.path(), port, setup) {
                 Ok(child) => return Ok(TestRegistry { child, port, dir }),
                 Err(StartFailure::PortTaken(e)) => last_error = Some(e),
                 Err(StartFailure::Fatal(e)) => return Err(e),
@@ -93,7 +120,7 @@ impl Drop for TestRegistry {
 }
 
 /// The distribution 2.x config for a registry on `port` storing under `dir/storage`.
-fn config_yaml(dir: &Path, port: u16) -> String {
+fn config_yaml(dir: &Path, port: u16, setup: &RegistrySetup) -> String {
     // The path is written as a double-quoted YAML string; temp dir names never contain quotes
     // or backslashes, and Debug formatting escapes them if they ever do.
     let storage = format!("{:?}", dir.join("storage").display().to_string());
@@ -101,14 +128,15 @@ fn config_yaml(dir: &Path, port: u16) -> String {
         "version: 0.1\n\
          log:\n  level: error\n\
          storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
-         http:\n  addr: 127.0.0.1:{port}\n"
+         http:\n  addr: 127.0.0.1:{port}\n{}{}",
+        setup.http_yaml, setup.auth_yaml
     )
 }
 
-fn start_on(dir: &Path, port: u16) -> Result<Child, StartFailure> {
+fn start_on(dir: &Path, port: u16, setup: &RegistrySetup) -> Result<Child, StartFailure> {
     let fatal = StartFailure::Fatal;
     let config_path = dir.join("config.yml");
-    fs::write(&config_path, config_yaml(dir, port))
+    fs::write(&config_path, config_yaml(dir, port, setup))
         .with_context(|| format!("writing {}", config_path.display()))
         .map_err(fatal)?;
     let log_path = dir.join("registry.log");
@@ -130,7 +158,7 @@ fn start_on(dir: &Path, port: u16) -> Result<Child, StartFailure> {
             format!("running {REGISTRY_BINARY} (install the Debian package docker-registry)")
         })
         .map_err(fatal)?;
-    match wait_ready(&mut child, port, &log_path) {
+    match wait_ready(&mut child, port, &log_path, setup.ready_status) {
         Ok(()) => Ok(child),
         Err(failure) => {
             let _ = child.kill();
@@ -140,7 +168,12 @@ fn start_on(dir: &Path, port: u16) -> Result<Child, StartFailure> {
     }
 }
 
-fn wait_ready(child: &mut Child, port: u16, log_path: &Path) -> Result<(), StartFailure> {
+fn wait_ready(
+    child: &mut Child,
+    port: u16,
+    log_path: &Path,
+    ready_status: u16,
+) -> Result<(), StartFailure> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         // Checked before trusting a 200: if our registry died on a taken port, whoever holds
@@ -156,7 +189,7 @@ fn wait_ready(child: &mut Child, port: u16, log_path: &Path) -> Result<(), Start
             });
         }
         let last_probe = match http_get_status(port, "/v2/") {
-            Ok(200) => return Ok(()),
+            Ok(status) if status == ready_status => return Ok(()),
             Ok(status) => format!("GET /v2/ answered {status}"),
             Err(e) => format!("GET /v2/ failed: {e}"),
         };
@@ -188,7 +221,7 @@ mod tests {
 
     #[test]
     fn config_names_loopback_port_and_storage() {
-        let yaml = config_yaml(Path::new("/tmp/reg-x"), 5123);
+        let yaml = config_yaml(Path::new("/tmp/reg-x"), 5123, &RegistrySetup::default());
         assert!(yaml.contains("  addr: 127.0.0.1:5123\n"), "{yaml}");
         assert!(
             yaml.contains("rootdirectory: \"/tmp/reg-x/storage\"\n"),
@@ -224,7 +257,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = squatter.local_addr().unwrap().port();
-        match start_on(dir.path(), port) {
+        match start_on(dir.path(), port, &RegistrySetup::default()) {
             Err(StartFailure::PortTaken(e)) => {
                 assert!(format!("{e:#}").contains(&port.to_string()))
             }
