@@ -55,7 +55,11 @@ pub enum Command {
         platform: Option<String>,
     },
     /// Push an image to a registry
-    Push { image: String },
+    Push {
+        image: String,
+        #[command(flatten)]
+        compression: CompressionArgs,
+    },
     /// Create an image from a root filesystem tarball (like `docker import`)
     Import {
         /// A tar archive (optionally gzip-compressed), or `-` for stdin
@@ -108,6 +112,25 @@ pub struct BuildArgs {
     /// Print only the image ID
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub compression: CompressionArgs,
+}
+
+/// Layer compression, as BuildKit's `compression` and `compression-level` export options.
+#[derive(Debug, Args)]
+pub struct CompressionArgs {
+    /// Layer compression: gzip, zstd or uncompressed [build default: gzip; push default: as
+    /// stored]
+    #[arg(long, value_name = "ALGORITHM")]
+    pub compression: Option<String>,
+    /// Compression level (gzip 0-9, zstd 1-22) [default: gzip 6, zstd 3]; existing layers are
+    /// re-encoded unless they were written at exactly this level
+    #[arg(
+        long = "compression-level",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    pub compression_level: Option<i32>,
 }
 
 #[derive(Debug, Args)]

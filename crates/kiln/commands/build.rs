@@ -59,6 +59,10 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         no_cache: args.no_cache,
         pull: args.pull,
         platform,
+        compression: kiln_layer::CompressionRequest::from_flags(
+            args.compression.compression.as_deref().unwrap_or("gzip"),
+            args.compression.compression_level,
+        )?,
     };
     let quiet = args.quiet || args.progress == "quiet";
     if !matches!(args.progress.as_str(), "plain" | "auto" | "quiet") {

@@ -36,6 +36,8 @@ pub struct BuildRequest {
     /// Re-resolve base image tags against their registries.
     pub pull: bool,
     pub platform: Platform,
+    /// How the layers this build writes are compressed (`--compression`, `--compression-level`).
+    pub compression: kiln_layer::CompressionRequest,
 }
 
 /// What a successful build produced.

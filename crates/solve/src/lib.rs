@@ -8,6 +8,7 @@
 
 mod build;
 mod cache;
+mod compress;
 pub mod context;
 pub mod copy;
 pub mod dockerignore;
@@ -24,6 +25,7 @@ mod progress;
 mod stage;
 
 pub use build::{BuildRequest, BuildResult, Engine};
+pub use compress::image_in_compression;
 pub use error::{Location, Result, SolveError};
 pub use images::{
     StoredImage, ensure_snapshot, lower_dirs, pull_image, resolve_image, write_image,

@@ -334,6 +334,11 @@ impl StageBuilder<'_> {
         if !self.req.no_cache
             && let Some(record) = CacheRecord::load(&self.engine.store, &key)?
         {
+            let record = crate::compress::record_in_compression(
+                &self.engine.store,
+                record,
+                &self.req.compression,
+            )?;
             (self.progress)(ProgressEvent::StepCached(label));
             state.apply_record(ins, key, &record);
             return Ok(());

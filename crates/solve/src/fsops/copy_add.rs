@@ -296,6 +296,11 @@ impl StageBuilder<'_> {
         if !self.req.no_cache
             && let Some(record) = CacheRecord::load(&self.engine.store, &layer_key)?
         {
+            let record = crate::compress::record_in_compression(
+                &self.engine.store,
+                record,
+                &self.req.compression,
+            )?;
             (self.progress)(ProgressEvent::StepCached(label));
             state.apply_record(ins, stage_key, &record);
             return Ok(());
