@@ -9,7 +9,7 @@ use super::harness::{Kiln, assert_success, stderr, stdout};
 const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
-/// A context whose COPY layer spans several gzip members and zstd frames (1 and 4 MiB chunks).
+/// A context whose COPY layer spans several gzip members (1 MiB chunks) and zstdmt jobs.
 fn context() -> tempfile::TempDir {
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(

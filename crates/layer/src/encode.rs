@@ -1,18 +1,18 @@
-//! The compressing stage in front of a layer's blob writer: chunked, and parallel for big layers.
+//! The compressing stage in front of a layer's blob writer: parallel for big layers, with output
+//! bytes that never depend on the number of threads, so layer digests stay reproducible across
+//! machines.
 //!
-//! The uncompressed stream is cut into fixed-size chunks and each chunk is compressed on its own:
-//! one gzip member per chunk (concatenated members are one valid gzip stream, RFC 1952 §2.2, read
-//! by every layer consumer: Go's `gzip.Reader` is multi-stream by default) or one zstd frame per
-//! chunk (concatenated frames are one valid zstd stream, RFC 8878 §3.1). Because a chunk's output
-//! depends only on its input, the blob is byte-for-byte the same whatever the number of threads,
-//! so layer digests stay reproducible across machines; only the chunk size (fixed per algorithm,
-//! part of the setting's meaning) shapes the output. A layer smaller than one chunk is one plain
-//! gzip member or zstd frame.
-//!
-//! Chunks are compressed on a small pool of worker threads, started only once a layer has filled
-//! its first chunk and kept for the encoder's life, and written out in order. At most
-//! `2 × threads` chunks are in flight, so memory stays bounded (a few MiB) however big the layer:
-//! the stream is never held whole.
+//! - gzip: the stream is cut into 1 MiB chunks and each is compressed on its own into one gzip
+//!   member (pigz-like parallelism; concatenated members are one valid gzip stream, RFC 1952
+//!   §2.2, read by every layer consumer: Go's `gzip.Reader` is multi-stream by default). A chunk's
+//!   output depends only on its input. Chunks are compressed on a small pool of worker threads,
+//!   started only once a layer has filled its first chunk, and written out in order, with at most
+//!   `2 × threads` in flight, so memory stays bounded however big the layer. A layer smaller
+//!   than one chunk is one plain gzip member, compressed on the caller's thread.
+//! - zstd: zstd's own multi-threaded streaming mode (`zstdmt`): jobs of a few MiB with
+//!   overlapping windows, so the ratio stays within a fraction of a percent of one stream
+//!   (independent 4 MiB frames lost up to 35% on source text). Its output is the same for any
+//!   number of workers ≥ 1 (facebook/zstd#2238, #2327), so kiln always uses at least one.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -25,9 +25,6 @@ use crate::compression::Compression;
 /// Uncompressed bytes per gzip member. Each member restarts deflate's 32 KiB window, so 1 MiB
 /// costs well under 1% of ratio while giving a pool enough chunks to share out.
 pub(crate) const GZIP_CHUNK: usize = 1 << 20;
-/// Uncompressed bytes per zstd frame. zstd's window at the default levels is 1–8 MiB, so frames
-/// are larger than gzip's members to keep the ratio.
-pub(crate) const ZSTD_CHUNK: usize = 4 << 20;
 
 /// How many threads compress one layer: `KILN_COMPRESSION_THREADS` if set (≥ 1), else the
 /// number of CPUs the process may use.
@@ -39,10 +36,25 @@ pub fn compression_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// Compresses all of `input` into `output` as a layer blob would be (same chunking), on
+/// `threads` threads. Returns `output` and the number of uncompressed bytes read. For tools and
+/// benchmarks; layers are written through [`crate::write_layer`].
+pub fn compress_stream<R: io::Read, W: Write>(
+    mut input: R,
+    output: W,
+    compression: Compression,
+    threads: usize,
+) -> Result<(W, u64), LayerError> {
+    let mut encoder = Encoder::with_threads(output, compression, threads)?;
+    let read = io::copy(&mut input, &mut encoder).map_err(LayerError::Archive)?;
+    let output = encoder.finish().map_err(LayerError::Archive)?;
+    Ok((output, read))
+}
+
 /// Compresses what is written to it into `W`. [`Encoder::finish`] must be called to write the
 /// last chunk; dropping an unfinished encoder stops its workers and discards the rest.
 pub(crate) struct Encoder<W: Write> {
-    sink: W,
+    sink: Sink<W>,
     compression: Compression,
     chunk_size: usize,
     /// The chunk being filled.
@@ -69,6 +81,13 @@ impl<W: Write> std::fmt::Debug for Encoder<W> {
     }
 }
 
+/// Where compressed (or, uncompressed, plain) bytes go.
+enum Sink<W: Write> {
+    /// Uncompressed, or gzip chunks written here in order.
+    Direct(W),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
 impl<W: Write> Encoder<W> {
     /// An encoder using [`compression_threads`] threads for big layers.
     pub(crate) fn new(sink: W, compression: Compression) -> Result<Self, LayerError> {
@@ -81,17 +100,27 @@ impl<W: Write> Encoder<W> {
         threads: usize,
     ) -> Result<Self, LayerError> {
         compression.validate()?;
+        let threads = threads.max(1);
         let chunk_size = match compression {
-            Compression::None => 0,
             Compression::Gzip { .. } => GZIP_CHUNK,
-            Compression::Zstd { .. } => ZSTD_CHUNK,
+            Compression::None | Compression::Zstd { .. } => 0,
+        };
+        let sink = match compression {
+            Compression::Zstd { level } => {
+                let mut zstd =
+                    zstd::stream::write::Encoder::new(sink, level).map_err(LayerError::Archive)?;
+                zstd.multithread(u32::try_from(threads).unwrap_or(u32::MAX))
+                    .map_err(LayerError::Archive)?;
+                Sink::Zstd(zstd)
+            }
+            Compression::None | Compression::Gzip { .. } => Sink::Direct(sink),
         };
         Ok(Encoder {
             sink,
             compression,
             chunk_size,
             current: Vec::new(),
-            threads: threads.max(1),
+            threads,
             local: None,
             pool: None,
             in_flight: VecDeque::new(),
@@ -101,7 +130,7 @@ impl<W: Write> Encoder<W> {
 
     /// Compresses the last chunk, waits for every chunk in flight and returns the sink.
     pub(crate) fn finish(mut self) -> io::Result<W> {
-        if self.compression != Compression::None {
+        if let Compression::Gzip { .. } = self.compression {
             if !self.current.is_empty() || (!self.wrote_chunk && self.in_flight.is_empty()) {
                 let chunk = std::mem::take(&mut self.current);
                 if self.pool.is_some() {
@@ -114,7 +143,11 @@ impl<W: Write> Encoder<W> {
             }
             self.drain(0)?;
         }
-        let Encoder { mut sink, .. } = self;
+        let Encoder { sink, .. } = self;
+        let mut sink = match sink {
+            Sink::Direct(w) => w,
+            Sink::Zstd(zstd) => zstd.finish()?,
+        };
         sink.flush()?;
         Ok(sink)
     }
@@ -158,14 +191,19 @@ impl<W: Write> Encoder<W> {
 
     fn write_out(&mut self, compressed: &[u8]) -> io::Result<()> {
         self.wrote_chunk = true;
-        self.sink.write_all(compressed)
+        match &mut self.sink {
+            Sink::Direct(w) => w.write_all(compressed),
+            Sink::Zstd(_) => unreachable!("only gzip has chunks"),
+        }
     }
 }
 
 impl<W: Write> Write for Encoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.compression == Compression::None {
-            return self.sink.write(buf);
+        match &mut self.sink {
+            Sink::Zstd(zstd) => return zstd.write(buf),
+            Sink::Direct(w) if self.compression == Compression::None => return w.write(buf),
+            Sink::Direct(_) => {}
         }
         // A full chunk is handed on only when more data follows it, so a layer of exactly one
         // chunk is compressed on this thread in `finish` without starting the pool.
@@ -182,45 +220,38 @@ impl<W: Write> Write for Encoder<W> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        // Chunks are only complete when full or at `finish`; flushing the sink is all there is.
-        self.sink.flush()
+        // gzip chunks are only complete when full or at `finish`, and flushing zstd would end a
+        // block early and change the output: flushing the sink is all there is.
+        match &mut self.sink {
+            Sink::Direct(w) => w.flush(),
+            Sink::Zstd(zstd) => zstd.get_mut().flush(),
+        }
     }
 }
 
-/// Compresses whole chunks into complete gzip members or zstd frames, reusing its state.
-enum ChunkCompressor {
-    Gzip(u32),
-    Zstd(Box<zstd::bulk::Compressor<'static>>),
-    /// The zstd context could not be created; the error is reported on first use.
-    Failed(io::ErrorKind, String),
+/// Compresses whole chunks into complete gzip members.
+struct ChunkCompressor {
+    level: u32,
 }
 
 impl ChunkCompressor {
     fn new(compression: Compression) -> Self {
         match compression {
-            Compression::None => unreachable!("uncompressed streams have no chunks"),
-            Compression::Gzip { level } => ChunkCompressor::Gzip(level),
-            Compression::Zstd { level } => match zstd::bulk::Compressor::new(level) {
-                Ok(c) => ChunkCompressor::Zstd(Box::new(c)),
-                Err(e) => ChunkCompressor::Failed(e.kind(), e.to_string()),
-            },
+            Compression::Gzip { level } => ChunkCompressor { level },
+            Compression::None | Compression::Zstd { .. } => {
+                unreachable!("only gzip streams are chunked here")
+            }
         }
     }
 
     fn compress(&mut self, chunk: &[u8]) -> io::Result<Vec<u8>> {
-        match self {
-            ChunkCompressor::Gzip(level) => {
-                // A fixed header (no name, mtime 0) so the bytes depend on the data alone.
-                let mut member = flate2::GzBuilder::new().write(
-                    Vec::with_capacity(chunk.len() / 2 + 64),
-                    flate2::Compression::new(*level),
-                );
-                member.write_all(chunk)?;
-                member.finish()
-            }
-            ChunkCompressor::Zstd(c) => c.compress(chunk),
-            ChunkCompressor::Failed(kind, message) => Err(io::Error::new(*kind, message.clone())),
-        }
+        // A fixed header (no name, mtime 0) so the bytes depend on the data alone.
+        let mut member = flate2::GzBuilder::new().write(
+            Vec::with_capacity(chunk.len() / 2 + 64),
+            flate2::Compression::new(self.level),
+        );
+        member.write_all(chunk)?;
+        member.finish()
     }
 }
 
@@ -368,22 +399,25 @@ mod tests {
             encode(&data, Compression::Gzip { level: 6 }, 4),
             plain.finish().unwrap()
         );
-        let zstd_data = sample(ZSTD_CHUNK);
-        assert_eq!(
-            encode(&zstd_data, Compression::Zstd { level: 3 }, 4),
-            zstd::bulk::compress(&zstd_data, 3).unwrap()
-        );
     }
 
     #[test]
-    fn zstd_chunks_are_frames_any_reader_decodes_and_threads_do_not_change_bytes() {
-        let data = sample(2 * ZSTD_CHUNK + 12_345);
+    fn zstd_any_reader_decodes_and_threads_do_not_change_bytes() {
+        // Big enough for several zstdmt jobs at level 1 and 3.
+        let data = sample(24 << 20);
         let one = encode(&data, Compression::Zstd { level: 3 }, 1);
+        assert_eq!(encode(&data, Compression::Zstd { level: 3 }, 2), one);
         assert_eq!(encode(&data, Compression::Zstd { level: 3 }, 4), one);
+        let small = sample(1000);
+        assert_eq!(
+            encode(&small, Compression::Zstd { level: 3 }, 3),
+            encode(&small, Compression::Zstd { level: 3 }, 1)
+        );
         assert_eq!(zstd::stream::decode_all(&one[..]).unwrap(), data);
         assert_eq!(cli("zstd", &["-dc"], &one), data);
         let fast = encode(&data, Compression::Zstd { level: 1 }, 2);
         assert_ne!(fast, one, "the level is applied");
+        assert_eq!(fast, encode(&data, Compression::Zstd { level: 1 }, 1));
         assert_eq!(zstd::stream::decode_all(&fast[..]).unwrap(), data);
     }
 
@@ -395,6 +429,15 @@ mod tests {
         let data = sample(GZIP_CHUNK + 1);
         assert_eq!(encode(&data, Compression::None, 4), data);
         assert!(Encoder::with_threads(Vec::new(), Compression::Zstd { level: 40 }, 1).is_err());
+    }
+
+    #[test]
+    fn compress_stream_counts_input_and_matches_the_layer_encoder() {
+        let data = sample(GZIP_CHUNK * 2 + 7);
+        let (out, read) =
+            compress_stream(&data[..], Vec::new(), Compression::Gzip { level: 6 }, 2).unwrap();
+        assert_eq!(read, data.len() as u64);
+        assert_eq!(out, encode(&data, Compression::Gzip { level: 6 }, 1));
     }
 
     /// A sink that fails after `left` bytes.

@@ -36,7 +36,7 @@ pub use archive::{extract_archive, is_archive};
 pub use compression::{
     Algorithm, Compression, CompressionRequest, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL,
 };
-pub use encode::compression_threads;
+pub use encode::{compress_stream, compression_threads};
 pub use import::import_tar;
 pub use unpack::unpack_layer;
 pub use variants::{LayerInCompression, layer_in_compression};
