@@ -5,6 +5,7 @@
 mod e2e {
     mod build;
     mod cache_keys;
+    mod compression;
     mod copy_add;
     mod errors;
     mod explain;

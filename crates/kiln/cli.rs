@@ -64,7 +64,11 @@ pub enum Command {
         platform: Option<String>,
     },
     /// Push an image to a registry
-    Push { image: String },
+    Push {
+        image: String,
+        #[command(flatten)]
+        compression: CompressionArgs,
+    },
     /// Log in to a registry (credentials go to $DOCKER_CONFIG/config.json or its helper)
     Login(LoginArgs),
     /// Log out from a registry
@@ -150,6 +154,25 @@ pub struct BuildArgs {
     /// Run the build checks and report their warnings without building
     #[arg(long)]
     pub check: bool,
+    #[command(flatten)]
+    pub compression: CompressionArgs,
+}
+
+/// Layer compression, as BuildKit's `compression` and `compression-level` export options.
+#[derive(Debug, Args)]
+pub struct CompressionArgs {
+    /// Layer compression: gzip, zstd or uncompressed [build default: gzip; push default: as
+    /// stored]
+    #[arg(long, value_name = "ALGORITHM")]
+    pub compression: Option<String>,
+    /// Compression level (gzip 0-9, zstd 1-22) [default: gzip 6, zstd 3]; existing layers are
+    /// re-encoded unless they were written at exactly this level
+    #[arg(
+        long = "compression-level",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    pub compression_level: Option<i32>,
 }
 
 #[derive(Debug, Args)]

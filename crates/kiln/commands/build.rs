@@ -69,6 +69,10 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         pull: args.pull,
         platform,
         jobs: args.jobs.unwrap_or(0),
+        compression: kiln_layer::CompressionRequest::from_flags(
+            args.compression.compression.as_deref().unwrap_or("gzip"),
+            args.compression.compression_level,
+        )?,
     };
     let mode = match progress::Mode::from_flag(&args.progress)? {
         // -q prints only the ID on stdout; a JSON stream is still wanted by tools.

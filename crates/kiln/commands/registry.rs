@@ -5,11 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use kiln_image::Platform;
+use kiln_layer::CompressionRequest;
 use kiln_registry::reference::DOCKER_HUB;
 use kiln_registry::{Credential, CredentialStore, PushEvent};
 
 use super::{Env, parse_reference, registry_client};
-use crate::cli::{GlobalOpts, LoginArgs};
+use crate::cli::{CompressionArgs, GlobalOpts, LoginArgs};
 use crate::commands::images::find_image;
 use crate::render::ProgressPrinter;
 
@@ -33,12 +34,30 @@ pub fn pull(env: &Env, name: &str, platform: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn push(env: &Env, name: &str) -> Result<ExitCode> {
+pub fn push(env: &Env, name: &str, compression: &CompressionArgs) -> Result<ExitCode> {
     let reference = parse_reference(name)?;
     if reference.digest().is_some() {
         bail!("push needs a tag, not a digest: {name}");
     }
-    let img = find_image(env, name)?;
+    let request = match (&compression.compression, compression.compression_level) {
+        (None, None) => None,
+        (None, Some(_)) => bail!("--compression-level needs --compression on push"),
+        (Some(algorithm), level) => Some(CompressionRequest::from_flags(algorithm, level)?),
+    };
+    let mut img = find_image(env, name)?;
+    if let Some(request) = &request {
+        // Layers not yet in this setting are compressed once here; the store keeps the result
+        // for every later push.
+        let (converted, reencoded) = kiln_solve::image_in_compression(&env.store, &img, request)?;
+        if reencoded > 0 {
+            println!(
+                "Compressed {reencoded} layer{} as {}",
+                if reencoded == 1 { "" } else { "s" },
+                request.compression.setting_name()
+            );
+        }
+        img = converted;
+    }
     println!(
         "The push refers to repository [{}]",
         reference.repository_with_registry()

@@ -6,28 +6,178 @@ use std::io::{self, Read};
 
 use kiln_image::media_type;
 
-/// How a new layer blob is compressed.
+use crate::LayerError;
+
+/// How a new layer blob is compressed: an algorithm and its level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     /// A plain tar (`application/vnd.oci.image.layer.v1.tar`); digest and diffID are equal.
     None,
     /// gzip at `level` 0..=9 (`…tar+gzip`).
     Gzip { level: u32 },
+    /// zstd at `level` 1..=22 (`…tar+zstd`).
+    Zstd { level: i32 },
 }
+
+/// gzip's usual default (and BuildKit's): a good ratio at a fair speed.
+pub const DEFAULT_GZIP_LEVEL: u32 = 6;
+/// zstd's own default level.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
 impl Default for Compression {
     fn default() -> Self {
-        Compression::Gzip { level: 6 }
+        Compression::Gzip {
+            level: DEFAULT_GZIP_LEVEL,
+        }
+    }
+}
+
+/// A compression algorithm without a level, as a layer's media type tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Uncompressed,
+    Gzip,
+    Zstd,
+}
+
+impl Algorithm {
+    /// The algorithm a layer media type says its blob uses (OCI and Docker names); `None` for a
+    /// media type that is not a layer kiln can re-encode (foreign or unknown layers).
+    pub fn of_media_type(media_type: &str) -> Option<Algorithm> {
+        match media_type {
+            media_type::OCI_LAYER | "application/vnd.docker.image.rootfs.diff.tar" => {
+                Some(Algorithm::Uncompressed)
+            }
+            media_type::OCI_LAYER_GZIP | media_type::DOCKER_LAYER_GZIP => Some(Algorithm::Gzip),
+            media_type::OCI_LAYER_ZSTD => Some(Algorithm::Zstd),
+            _ => None,
+        }
+    }
+
+    /// This algorithm at its default level.
+    pub fn with_default_level(self) -> Compression {
+        match self {
+            Algorithm::Uncompressed => Compression::None,
+            Algorithm::Gzip => Compression::Gzip {
+                level: DEFAULT_GZIP_LEVEL,
+            },
+            Algorithm::Zstd => Compression::Zstd {
+                level: DEFAULT_ZSTD_LEVEL,
+            },
+        }
+    }
+}
+
+impl std::str::FromStr for Algorithm {
+    type Err = LayerError;
+
+    /// The names `--compression` takes (BuildKit's: `uncompressed`, `gzip`, `zstd`).
+    fn from_str(s: &str) -> Result<Algorithm, LayerError> {
+        match s {
+            "uncompressed" => Ok(Algorithm::Uncompressed),
+            "gzip" => Ok(Algorithm::Gzip),
+            "zstd" => Ok(Algorithm::Zstd),
+            other => Err(LayerError::InvalidCompression(format!(
+                "unknown compression {other:?} (uncompressed, gzip or zstd)"
+            ))),
+        }
     }
 }
 
 impl Compression {
+    /// `algorithm` at `level` (its default level when `None`), with the level checked.
+    pub fn new(algorithm: Algorithm, level: Option<i32>) -> Result<Compression, LayerError> {
+        let Some(level) = level else {
+            return Ok(algorithm.with_default_level());
+        };
+        let compression = match algorithm {
+            Algorithm::Uncompressed => {
+                return Err(LayerError::InvalidCompression(
+                    "a compression level needs gzip or zstd compression".into(),
+                ));
+            }
+            Algorithm::Gzip => Compression::Gzip {
+                level: u32::try_from(level).unwrap_or(u32::MAX),
+            },
+            Algorithm::Zstd => Compression::Zstd { level },
+        };
+        compression.validate()?;
+        Ok(compression)
+    }
+
+    /// Checks the level is one the algorithm has.
+    pub fn validate(&self) -> Result<(), LayerError> {
+        match *self {
+            Compression::None => Ok(()),
+            Compression::Gzip { level } if level <= 9 => Ok(()),
+            Compression::Gzip { level } => Err(LayerError::InvalidCompression(format!(
+                "gzip compression level {level} is out of range (0..=9)"
+            ))),
+            Compression::Zstd { level } if (1..=22).contains(&level) => Ok(()),
+            Compression::Zstd { level } => Err(LayerError::InvalidCompression(format!(
+                "zstd compression level {level} is out of range (1..=22)"
+            ))),
+        }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            Compression::None => Algorithm::Uncompressed,
+            Compression::Gzip { .. } => Algorithm::Gzip,
+            Compression::Zstd { .. } => Algorithm::Zstd,
+        }
+    }
+
     /// The OCI media type of a layer compressed this way.
     pub fn media_type(&self) -> &'static str {
         match self {
             Compression::None => media_type::OCI_LAYER,
             Compression::Gzip { .. } => media_type::OCI_LAYER_GZIP,
+            Compression::Zstd { .. } => media_type::OCI_LAYER_ZSTD,
         }
+    }
+
+    /// The name of this setting, under which the store records a layer's variant: `gzip-6`,
+    /// `zstd-3`, `uncompressed`. It also names kiln's encoding (chunk size), which fixes the
+    /// output bytes: bump the suffix if the encoder's output format ever changes.
+    pub fn setting_name(&self) -> String {
+        match self {
+            Compression::None => "uncompressed".into(),
+            Compression::Gzip { level } => format!("gzip-{level}"),
+            Compression::Zstd { level } => format!("zstd-{level}"),
+        }
+    }
+}
+
+/// What a build or push asks of the layers it writes or sends: a setting, and whether its level
+/// matters for blobs that already exist.
+///
+/// As in BuildKit without `force-compression`, an existing blob of the right algorithm is reused
+/// whatever its level unless a level was asked for explicitly (`--compression-level`); then only
+/// a blob recorded with exactly that setting will do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CompressionRequest {
+    pub compression: Compression,
+    pub exact_level: bool,
+}
+
+impl CompressionRequest {
+    /// The request `--compression ALGORITHM [--compression-level LEVEL]` makes.
+    pub fn from_flags(algorithm: &str, level: Option<i32>) -> Result<Self, LayerError> {
+        Ok(CompressionRequest {
+            compression: Compression::new(algorithm.parse()?, level)?,
+            exact_level: level.is_some(),
+        })
+    }
+
+    /// Whether a blob of `media_type`, recorded (if at all) as made with `setting`, will do.
+    pub fn accepts(&self, media_type: &str, setting: Option<&str>) -> bool {
+        if Algorithm::of_media_type(media_type) != Some(self.compression.algorithm()) {
+            return false;
+        }
+        !self.exact_level
+            || self.compression == Compression::None
+            || setting == Some(self.compression.setting_name().as_str())
     }
 }
 
@@ -167,6 +317,63 @@ mod tests {
     }
 
     #[test]
+    fn flags_parse_into_checked_settings() {
+        let req = |a: &str, l: Option<i32>| CompressionRequest::from_flags(a, l);
+        assert_eq!(
+            req("zstd", None).unwrap(),
+            CompressionRequest {
+                compression: Compression::Zstd { level: 3 },
+                exact_level: false
+            }
+        );
+        assert_eq!(
+            req("gzip", Some(9)).unwrap(),
+            CompressionRequest {
+                compression: Compression::Gzip { level: 9 },
+                exact_level: true
+            }
+        );
+        assert_eq!(
+            req("uncompressed", None).unwrap().compression,
+            Compression::None
+        );
+        for (a, l, message) in [
+            ("brotli", None, "unknown compression \"brotli\""),
+            (
+                "gzip",
+                Some(10),
+                "gzip compression level 10 is out of range",
+            ),
+            ("gzip", Some(-1), "out of range (0..=9)"),
+            ("zstd", Some(0), "zstd compression level 0 is out of range"),
+            ("zstd", Some(23), "out of range (1..=22)"),
+            ("uncompressed", Some(1), "needs gzip or zstd"),
+        ] {
+            let err = req(a, l).unwrap_err().to_string();
+            assert!(err.contains(message), "{a} {l:?}: {err}");
+        }
+        assert_eq!(Compression::Zstd { level: 19 }.setting_name(), "zstd-19");
+        assert_eq!(Compression::None.setting_name(), "uncompressed");
+    }
+
+    #[test]
+    fn requests_accept_blobs_by_algorithm_and_by_level_only_when_asked() {
+        let gz = media_type::OCI_LAYER_GZIP;
+        let any_gzip = CompressionRequest::default();
+        assert!(any_gzip.accepts(gz, None));
+        assert!(any_gzip.accepts(media_type::DOCKER_LAYER_GZIP, Some("gzip-1")));
+        assert!(!any_gzip.accepts(media_type::OCI_LAYER_ZSTD, None));
+        assert!(!any_gzip.accepts(media_type::OCI_LAYER, None));
+        assert!(!any_gzip.accepts("application/x-foreign", None));
+        let gzip9 = CompressionRequest::from_flags("gzip", Some(9)).unwrap();
+        assert!(gzip9.accepts(gz, Some("gzip-9")));
+        assert!(!gzip9.accepts(gz, Some("gzip-6")));
+        assert!(!gzip9.accepts(gz, None), "a pulled blob's level is unknown");
+        let zstd = CompressionRequest::from_flags("zstd", None).unwrap();
+        assert!(zstd.accepts(media_type::OCI_LAYER_ZSTD, None));
+    }
+
+    #[test]
     fn media_types_follow_compression() {
         assert_eq!(Compression::default(), Compression::Gzip { level: 6 });
         assert_eq!(Compression::None.media_type(), media_type::OCI_LAYER);
@@ -174,5 +381,19 @@ mod tests {
             Compression::default().media_type(),
             media_type::OCI_LAYER_GZIP
         );
+        assert_eq!(
+            Compression::Zstd { level: 3 }.media_type(),
+            media_type::OCI_LAYER_ZSTD
+        );
+        for c in [
+            Compression::None,
+            Compression::default(),
+            Compression::Zstd { level: 3 },
+        ] {
+            assert_eq!(
+                Algorithm::of_media_type(c.media_type()),
+                Some(c.algorithm())
+            );
+        }
     }
 }

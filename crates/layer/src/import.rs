@@ -6,8 +6,9 @@ use kiln_store::Store;
 
 use crate::LayerError;
 use crate::compression::Compression;
+use crate::encode::Encoder;
 use crate::hashing::HashingWriter;
-use crate::write::{CommittedLayer, Encoder};
+use crate::write::{CommittedLayer, commit_layer};
 
 /// Stores an existing tar stream (plain or compressed; e.g. a rootfs tarball for `kiln import`)
 /// as a layer blob, re-compressed with `compression`. Every entry is parsed on the way through,
@@ -41,13 +42,7 @@ pub fn import_tar(
     let tmp = store.root().join("tmp");
     let (encoder, diff_id) = tee.out.finish();
     let blob = encoder.finish().map_err(LayerError::io(&tmp))?;
-    let (digest, size) = blob.commit(None)?;
-    Ok(CommittedLayer {
-        digest,
-        diff_id,
-        size,
-        media_type: compression.media_type().to_owned(),
-    })
+    commit_layer(store, blob, diff_id, compression)
 }
 
 /// Copies everything read through it into `out`.

@@ -4,6 +4,8 @@
 //!   store (whiteouts and opaque dirs converted to their `.wh.` names), hashing the tar (diffID)
 //!   and the blob (digest) in the same streaming pass. [`write_tar`] is the seam underneath it, for
 //!   any directory and any writer.
+//! - [`layer_in_compression`] gives the blob of a layer compressed as a build or push asks,
+//!   re-encoding it once per setting and recording the result in the store.
 //! - [`unpack_layer`] turns a layer blob back into a directory that can serve as an overlay lower
 //!   dir (`.wh.` names become overlay whiteouts and opaque xattrs).
 //! - [`extract_archive`] extracts a tarball for `ADD` into an existing root filesystem, with every
@@ -14,11 +16,13 @@
 
 mod archive;
 mod compression;
+mod encode;
 mod extract;
 mod hashing;
 mod import;
 mod safe_fs;
 mod unpack;
+mod variants;
 mod write;
 mod xattrs;
 
@@ -29,9 +33,13 @@ use std::io;
 use std::path::PathBuf;
 
 pub use archive::{extract_archive, is_archive};
-pub use compression::Compression;
+pub use compression::{
+    Algorithm, Compression, CompressionRequest, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL,
+};
+pub use encode::{compress_stream, compression_threads};
 pub use import::import_tar;
 pub use unpack::unpack_layer;
+pub use variants::{LayerInCompression, layer_in_compression};
 pub use write::{CommittedLayer, SourceKind, write_layer, write_layer_from, write_tar};
 
 /// Errors from building or extracting layers. Each names the path or tar entry involved.
@@ -52,8 +60,9 @@ pub enum LayerError {
     /// The directory uses a feature that cannot be expressed as a layer.
     #[error("{path}: {reason}")]
     Unsupported { path: PathBuf, reason: String },
-    #[error("gzip compression level {0} is out of range (0..=9)")]
-    InvalidCompressionLevel(u32),
+    /// An unknown compression or a level the algorithm does not have.
+    #[error("{0}")]
+    InvalidCompression(String),
     #[error(transparent)]
     Store(#[from] kiln_store::StoreError),
 }

@@ -12,13 +12,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use flate2::write::GzEncoder;
 use kiln_image::Digest;
-use kiln_store::{BlobWriter, Store};
+use kiln_store::Store;
 use tar::{EntryType, Header};
 
 use crate::LayerError;
 use crate::compression::Compression;
+use crate::encode::Encoder;
 use crate::hashing::HashingWriter;
 use crate::xattrs::{FileXattrs, PAX_XATTR_PREFIX};
 
@@ -82,55 +82,34 @@ pub fn write_layer_from(
     })?;
     let (encoder, diff_id) = hashing.finish();
     let blob = encoder.finish().map_err(LayerError::io(&blob_path))?;
+    commit_layer(store, blob, diff_id, compression).map(Some)
+}
+
+/// Publishes a finished layer blob and records it as the layer's variant for `compression`, so
+/// later builds and pushes asking for the same setting reuse it.
+pub(crate) fn commit_layer(
+    store: &Store,
+    blob: kiln_store::BlobWriter,
+    diff_id: Digest,
+    compression: Compression,
+) -> Result<CommittedLayer, LayerError> {
     let (digest, size) = blob.commit(None)?;
-    Ok(Some(CommittedLayer {
+    let layer = CommittedLayer {
         digest,
         diff_id,
         size,
         media_type: compression.media_type().to_owned(),
-    }))
-}
-
-/// The compression stage in front of the blob writer.
-pub(crate) enum Encoder {
-    Plain(BlobWriter),
-    Gzip(Box<GzEncoder<BlobWriter>>),
-}
-
-impl Encoder {
-    pub(crate) fn new(blob: BlobWriter, compression: Compression) -> Result<Encoder, LayerError> {
-        Ok(match compression {
-            Compression::None => Encoder::Plain(blob),
-            Compression::Gzip { level } if level <= 9 => Encoder::Gzip(Box::new(GzEncoder::new(
-                blob,
-                flate2::Compression::new(level),
-            ))),
-            Compression::Gzip { level } => return Err(LayerError::InvalidCompressionLevel(level)),
-        })
-    }
-
-    pub(crate) fn finish(self) -> io::Result<BlobWriter> {
-        match self {
-            Encoder::Plain(w) => Ok(w),
-            Encoder::Gzip(gz) => gz.finish(),
-        }
-    }
-}
-
-impl Write for Encoder {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Encoder::Plain(w) => w.write(buf),
-            Encoder::Gzip(w) => w.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Encoder::Plain(w) => w.flush(),
-            Encoder::Gzip(w) => w.flush(),
-        }
-    }
+    };
+    store.record_layer_variant(
+        &layer.diff_id,
+        &kiln_store::LayerVariant {
+            compression: compression.setting_name(),
+            media_type: layer.media_type.clone(),
+            digest: layer.digest.clone(),
+            size,
+        },
+    )?;
+    Ok(layer)
 }
 
 /// Writes the tree under `dir` (not `dir` itself) as a tar into `out`, ending with the tar end
@@ -488,8 +467,36 @@ mod tests {
         assert_eq!(plain.media_type, kiln_image::media_type::OCI_LAYER);
         assert!(matches!(
             write_layer(&store, src.path(), Compression::Gzip { level: 10 }),
-            Err(LayerError::InvalidCompressionLevel(10))
+            Err(LayerError::InvalidCompression(_))
         ));
+
+        let zst = write_layer(&store, src.path(), Compression::Zstd { level: 3 })
+            .unwrap()
+            .unwrap();
+        let blob = store.read_blob(&zst.digest).unwrap();
+        assert_eq!(Digest::of(&blob), zst.digest);
+        assert_eq!(blob.len() as u64, zst.size);
+        assert_eq!(
+            Digest::of(&zstd::stream::decode_all(&blob[..]).unwrap()),
+            gz.diff_id
+        );
+        assert_eq!(zst.media_type, kiln_image::media_type::OCI_LAYER_ZSTD);
+
+        // Every blob written is recorded as its layer's variant for that setting.
+        let variants: Vec<(String, Digest)> = store
+            .layer_variants(&gz.diff_id)
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.compression, v.digest))
+            .collect();
+        assert_eq!(
+            variants,
+            [
+                ("gzip-9".to_owned(), gz.digest.clone()),
+                ("uncompressed".to_owned(), plain.digest.clone()),
+                ("zstd-3".to_owned(), zst.digest.clone()),
+            ]
+        );
     }
 
     #[test]

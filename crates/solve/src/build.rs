@@ -45,6 +45,8 @@ pub struct BuildRequest {
     pub platform: Platform,
     /// How many stages may do work at once (`--jobs`); 0 means one per CPU.
     pub jobs: usize,
+    /// How the layers this build writes are compressed (`--compression`, `--compression-level`).
+    pub compression: kiln_layer::CompressionRequest,
 }
 
 /// What a successful build produced.

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 
 use kiln_dockerfile::{Heredoc, Instruction, ShellOrExec};
-use kiln_layer::{CommittedLayer, Compression};
+use kiln_layer::CommittedLayer;
 use kiln_sandbox::{NetworkMode, ProcessSpec, SandboxSpec};
 
 use crate::error::{Result, SolveError};
@@ -240,7 +240,7 @@ impl StageBuilder<'_> {
         upper: &std::path::Path,
     ) -> Result<Option<CommittedLayer>> {
         let store = &self.engine.store;
-        let layer = kiln_layer::write_layer(store, upper, Compression::default())
+        let layer = kiln_layer::write_layer(store, upper, self.req.compression.compression)
             .map_err(|e| self.step_error(ins, label, e.into()))?;
         if let Some(l) = &layer {
             // The upper dir already holds the layer in overlay form (whiteouts as 0:0 devices),

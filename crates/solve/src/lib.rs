@@ -8,6 +8,7 @@
 
 mod build;
 mod cache;
+mod compress;
 pub mod context;
 pub mod copy;
 pub mod dockerignore;
@@ -28,6 +29,7 @@ mod stage;
 
 pub use build::{BuildRequest, BuildResult, Engine, location_in};
 pub use cache::{FileFingerprint, InputValue, KeyInput};
+pub use compress::image_in_compression;
 pub use error::{Location, Result, SolveError};
 pub use explain::MissCause;
 pub use images::{

@@ -7,6 +7,7 @@
 //! cache/<hex>             cache records by cache key (opaque bytes, typed by the solver)
 //! snapshots/<hex>/        one unpacked layer per diffID, ready to be an overlay lower dir
 //! cache-mounts/<hex>/     persistent directories of `RUN --mount=type=cache`, by cache id
+//! layer-variants/<hex>/   per diffID, the blob of each compression setting used (`gzip-6.json`)
 //! tmp/                    staging for everything above; same filesystem, so commits are renames
 //! ```
 //! Every write is staged in `tmp/` and published by an atomic rename after `fsync`, so a crash or a
@@ -16,6 +17,7 @@ mod blobs;
 mod cache_mounts;
 mod names;
 mod snapshots;
+mod variants;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ pub use blobs::BlobWriter;
 pub use cache_mounts::{CacheDirSettings, CacheMountLease, CacheSharing};
 pub use kiln_image::Digest;
 pub use snapshots::SnapshotStaging;
+pub use variants::LayerVariant;
 
 /// Errors from the store. Each names the object or path involved.
 #[derive(Debug, thiserror::Error)]

@@ -333,6 +333,11 @@ impl StageBuilder<'_> {
             if let Some(pending) = pending {
                 pending.save(&self.engine.store)?;
             }
+            let record = crate::compress::record_in_compression(
+                &self.engine.store,
+                record,
+                &self.req.compression,
+            )?;
             (self.progress)(ProgressEvent::StepCached(label));
             state.apply_record(ins, stage_key, &record);
             return Ok(());
