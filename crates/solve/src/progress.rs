@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use kiln_image::Digest;
 
+use crate::context::HashStats;
+
 /// Identifies one step for display: `[stage 2/5] RUN make`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepLabel {
@@ -39,6 +41,14 @@ pub enum ProgressEvent {
     StepDone { step: StepLabel, elapsed: Duration },
     /// A step's result came from the cache.
     StepCached(StepLabel),
+    /// A COPY/ADD step hashed its sources for its cache key: how many files it saw and how many
+    /// it had to read (the others' digests were known from earlier builds).
+    SourcesHashed {
+        step: StepLabel,
+        /// The sources are in the build context (else in a `--from` stage or image).
+        from_context: bool,
+        stats: HashStats,
+    },
     /// A base image is being pulled.
     Pulling { reference: String },
     /// A blob of a pulled image was fetched (or was already present).
