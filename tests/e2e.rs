@@ -4,6 +4,7 @@
 
 mod e2e {
     mod build;
+    mod context;
     mod copy_add;
     mod errors;
     pub mod harness;

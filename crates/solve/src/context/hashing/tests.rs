@@ -252,3 +252,51 @@ fn a_damaged_cache_only_costs_a_rehash() {
     assert_eq!(rebuilt.stats.files_read, 2);
     assert_eq!(hash().stats.files_read, 0);
 }
+
+#[test]
+fn the_selection_decides_what_changes_the_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "src/a.rs", b"a");
+    write(dir.path(), "src/b.rs", b"b");
+    write(dir.path(), "other.txt", b"o");
+    write(dir.path(), "build.log", b"l");
+    write(dir.path(), ".dockerignore", b"*.log\n");
+    let hash = |patterns: &[&str]| {
+        // Reopened each time: .dockerignore is read when the context is opened.
+        let context = BuildContext::open(dir.path()).unwrap();
+        let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+        let sources = context.resolve_sources(&patterns).unwrap();
+        context.digest_sources(&sources, false).unwrap().digest
+    };
+    let src = hash(&["src"]);
+    let everything = hash(&["."]);
+
+    // Outside the selection, or ignored: no change.
+    write(dir.path(), "other.txt", b"changed");
+    assert_eq!(hash(&["src"]), src);
+    let everything = {
+        assert_ne!(hash(&["."]), everything);
+        hash(&["."])
+    };
+    write(dir.path(), "build.log", b"changed");
+    assert_eq!(hash(&["."]), everything);
+
+    // A file added to, then removed from, a copied directory.
+    write(dir.path(), "src/c.rs", b"");
+    assert_ne!(hash(&["src"]), src);
+    std::fs::remove_file(dir.path().join("src/c.rs")).unwrap();
+    assert_eq!(hash(&["src"]), src);
+    // An empty directory counts too.
+    std::fs::create_dir(dir.path().join("src/empty")).unwrap();
+    assert_ne!(hash(&["src"]), src);
+    std::fs::remove_dir(dir.path().join("src/empty")).unwrap();
+
+    // Un-ignoring a file adds it to `.`, not to `src`.
+    write(dir.path(), ".dockerignore", b"*.tmp\n");
+    assert_ne!(hash(&["."]), everything);
+    assert_eq!(hash(&["src"]), src);
+
+    // The same files matched by another pattern are another selection.
+    assert_ne!(hash(&["src/*.rs"]), src);
+    assert_eq!(hash(&["src/*.rs"]), hash(&["src/a.rs", "src/b.rs"]));
+}
