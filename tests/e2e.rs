@@ -6,6 +6,7 @@ mod e2e {
     mod build;
     mod cache_keys;
     mod compression;
+    mod context;
     mod copy_add;
     mod errors;
     mod explain;

@@ -68,6 +68,20 @@ impl ProgressPrinter {
             ProgressEvent::StepCached(s) => {
                 format!("{s}\n[{} {}/{}] CACHED", s.stage, s.position, s.total)
             }
+            ProgressEvent::SourcesHashed {
+                step,
+                from_context,
+                stats,
+            } => format!(
+                "[{} {}/{}] {}: {} files, {} hashed ({} bytes read)",
+                step.stage,
+                step.position,
+                step.total,
+                if from_context { "context" } else { "sources" },
+                stats.files,
+                stats.files_read,
+                stats.bytes_read
+            ),
             ProgressEvent::Pulling { reference } => format!("pulling {reference}"),
             ProgressEvent::BlobFetched { digest, cached } => {
                 format!(

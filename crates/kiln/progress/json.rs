@@ -113,6 +113,19 @@ pub fn event_json(event: &ProgressEvent) -> Value {
             "cause": cause.kind(),
             "reason": cause.reason(),
         }),
+        ProgressEvent::SourcesHashed {
+            step,
+            from_context,
+            stats,
+        } => json!({
+            "type": "sources.hashed",
+            "step": step_json(step),
+            "from_context": from_context,
+            "entries": stats.entries,
+            "files": stats.files,
+            "files_read": stats.files_read,
+            "bytes_read": stats.bytes_read,
+        }),
         ProgressEvent::Pulling { reference } => {
             json!({"type": "pull.started", "reference": reference})
         }

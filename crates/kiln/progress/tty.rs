@@ -100,7 +100,8 @@ impl View {
             ProgressEvent::Pulling { reference } => {
                 self.pending.push(format!("pulling {reference}"))
             }
-            ProgressEvent::BlobFetched { .. } => {}
+            // Hashing statistics are for plain logs and tools, not the live view.
+            ProgressEvent::BlobFetched { .. } | ProgressEvent::SourcesHashed { .. } => {}
             ProgressEvent::ImageWritten { config, .. } => {
                 self.pending.push(format!("writing image {config} done"))
             }

@@ -176,8 +176,15 @@ impl Engine {
                 "build-arg {arg:?} was given but not consumed by any ARG"
             )));
         }
-        let context = BuildContext::open(&req.context_dir)?;
-        let image = self.build_plan(&src, &plan, &context, req, progress)?;
+        let context = BuildContext::open(&req.context_dir)?.with_digest_cache(&self.store);
+        let built = self.build_plan(&src, &plan, &context, req, progress);
+        // What was hashed stays useful when a later step failed. Losing it only costs time.
+        if let Err(error) = context.save_digest_cache(&self.store) {
+            progress(ProgressEvent::Warning(format!(
+                "could not save the build context's file digests: {error}"
+            )));
+        }
+        let image = built?;
         progress(ProgressEvent::ImageWritten {
             manifest: image.manifest_digest.clone(),
             config: image.config_digest.clone(),

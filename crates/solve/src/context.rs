@@ -12,9 +12,12 @@
 //! `--exclude` patterns (same syntax as `.dockerignore`) are attached to a resolved source with
 //! [`Source::excluding`] and hide paths relative to that source during its walk.
 //!
-//! The walk of a source (`Source::entries`) and the cache hash over it live in `walk`, so COPY
-//! and the cache see exactly the same set of files.
+//! The walk of a source (`Source::entries`) lives in `walk`, and the cache hash over it in
+//! `hashing`, built on the same walk so COPY and the cache see exactly the same set of files.
+//! The build context remembers the digests of its files in the store across builds
+//! ([`BuildContext::with_digest_cache`]), so a rebuild reads only files whose metadata changed.
 
+mod hashing;
 mod walk;
 
 use std::collections::VecDeque;
@@ -29,7 +32,8 @@ use crate::dockerignore::{
     GlobError, IgnoreError, IgnoreMatcher, compile_component_glob, contains_wildcards, go_clean,
 };
 
-pub use walk::{SourceEntries, SourceEntry, hash_sources, hash_sources_with_manifest};
+pub use hashing::{DigestCache, HashOptions, HashStats, SourcesDigest, hash_sources};
+pub use walk::{SourceEntries, SourceEntry};
 
 /// Linux gives up after 40 symlinks in one resolution; so do we.
 const MAX_SYMLINKS: usize = 40;
@@ -99,6 +103,8 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ContextError + '_ {
 pub struct BuildContext {
     root: PathBuf,
     ignore: Arc<IgnoreMatcher>,
+    /// Digests of the context's files known from earlier builds; `None`: every file is read.
+    digests: Option<Arc<DigestCache>>,
 }
 
 impl BuildContext {
@@ -115,7 +121,27 @@ impl BuildContext {
         Ok(BuildContext {
             root,
             ignore: Arc::new(ignore),
+            digests: None,
         })
+    }
+
+    /// Uses (and fills) the store's record of this directory's file digests; see
+    /// [`kiln_store::FileDigestIndex`]. Call [`BuildContext::save_digest_cache`] after the build.
+    pub fn with_digest_cache(mut self, store: &kiln_store::Store) -> Self {
+        let index = store.file_digest_index(&self.root);
+        self.digests = Some(Arc::new(DigestCache::new(self.root.clone(), index)));
+        self
+    }
+
+    /// Writes the digests learnt in this build back into the store.
+    pub fn save_digest_cache(
+        &self,
+        store: &kiln_store::Store,
+    ) -> Result<(), kiln_store::StoreError> {
+        match &self.digests {
+            Some(digests) => digests.save(store),
+            None => Ok(()),
+        }
     }
 
     /// The context directory (canonical).
@@ -135,7 +161,18 @@ impl BuildContext {
 
     /// The build-cache hash of a source set (see [`hash_sources`]).
     pub fn hash_sources(&self, sources: &[Source]) -> Result<Digest> {
-        hash_sources(sources)
+        Ok(self.digest_sources(sources, false)?.digest)
+    }
+
+    /// The build-cache hash of a source set and what it took, reusing known file digests.
+    pub fn digest_sources(&self, sources: &[Source], include_owner: bool) -> Result<SourcesDigest> {
+        hash_sources(
+            sources,
+            &HashOptions {
+                cache: self.digests.as_deref(),
+                include_owner,
+            },
+        )
     }
 
     fn tree(&self) -> TreeRef<'_> {
@@ -178,9 +215,19 @@ impl SourceTree {
         }
     }
 
-    /// The build-cache hash of a source set (see [`hash_sources`]).
-    pub fn hash_sources(&self, sources: &[Source]) -> Result<Digest> {
-        hash_sources(sources)
+    /// The build-cache hash of a source set (see [`hash_sources`]); for the context, known file
+    /// digests are reused. `include_owner` for copies that keep the sources' ownership.
+    pub fn digest_sources(&self, sources: &[Source], include_owner: bool) -> Result<SourcesDigest> {
+        match self {
+            SourceTree::Context(context) => context.digest_sources(sources, include_owner),
+            SourceTree::Rootfs(_) => hash_sources(
+                sources,
+                &HashOptions {
+                    cache: None,
+                    include_owner,
+                },
+            ),
+        }
     }
 
     /// Resolves COPY/ADD source patterns with the flags that shape the selection: `--parents`

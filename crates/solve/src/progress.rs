@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use kiln_image::Digest;
 
+use crate::context::HashStats;
 use crate::explain::MissCause;
 
 /// Identifies one step for display: `[stage 2/5] RUN make`.
@@ -44,6 +45,14 @@ pub enum ProgressEvent {
     /// Why a step did not come from the cache (or why a FROM's base changed), comparing its
     /// inputs with the last build of the same Dockerfile step. Sent right after `StepStarted`.
     StepExplained { step: StepLabel, cause: MissCause },
+    /// A COPY/ADD step hashed its sources for its cache key: how many files it saw and how many
+    /// it had to read (the others' digests were known from earlier builds).
+    SourcesHashed {
+        step: StepLabel,
+        /// The sources are in the build context (else in a `--from` stage or image).
+        from_context: bool,
+        stats: HashStats,
+    },
     /// A base image is being pulled.
     Pulling { reference: String },
     /// A blob of a pulled image was fetched (or was already present).

@@ -8,6 +8,7 @@
 //! snapshots/<hex>/        one unpacked layer per diffID, ready to be an overlay lower dir
 //! cache-mounts/<hex>/     persistent directories of `RUN --mount=type=cache`, by cache id
 //! layer-variants/<hex>/   per diffID, the blob of each compression setting used (`gzip-6.json`)
+//! context-index/<hex>     file metadata → content digest, per build context directory
 //! tmp/                    staging for everything above; same filesystem, so commits are renames
 //! ```
 //! Every write is staged in `tmp/` and published by an atomic rename after `fsync`, so a crash or a
@@ -15,6 +16,7 @@
 
 mod blobs;
 mod cache_mounts;
+mod file_digests;
 mod names;
 mod snapshots;
 mod variants;
@@ -24,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 pub use blobs::BlobWriter;
 pub use cache_mounts::{CacheDirSettings, CacheMountLease, CacheSharing};
+pub use file_digests::{FileDigestIndex, FileStat};
 pub use kiln_image::Digest;
 pub use snapshots::SnapshotStaging;
 pub use variants::LayerVariant;

@@ -22,7 +22,7 @@ use kiln_sandbox::OverlayMount;
 
 use super::{StepDirs, absolute_dest, copy_from};
 use crate::cache::{CacheRecord, KeyBuilder, LayerRecord};
-use crate::context::{SelectOptions, Source, SourceTree, hash_sources_with_manifest};
+use crate::context::{SelectOptions, Source, SourceTree};
 use crate::copy::{Chmod, CopyOptions, copy_into, parse_chown};
 use crate::dockerignore::IgnoreMatcher;
 use crate::download::{download, is_url, parse_checksum};
@@ -131,8 +131,18 @@ impl StageBuilder<'_> {
         }
         let mut hashed: Vec<Source> = local.clone();
         hashed.extend(extras.iter().cloned());
-        let (content, manifest) =
-            hash_sources_with_manifest(&hashed).map_err(|e| fail(e.to_string()))?;
+        let keep_owner = from_mount.is_some();
+        // Ownership reaches the layer only when a --from copy keeps it.
+        let hashed = tree
+            .digest_sources(&hashed, keep_owner && c.chown.is_none())
+            .map_err(|e| fail(e.to_string()))?;
+        (self.progress)(ProgressEvent::SourcesHashed {
+            step: label.clone(),
+            from_context: from_mount.is_none(),
+            stats: hashed.stats,
+        });
+        let content = hashed.digest;
+        let manifest = hashed.manifest;
 
         let dest = absolute_dest(state.config.config.working_dir.as_deref(), &c.dest);
         let source_count = local.len() + extras.len() + usize::from(deferred.is_some());
@@ -142,7 +152,6 @@ impl StageBuilder<'_> {
         } else {
             dest
         };
-        let keep_owner = from_mount.is_some();
         // --link resolves --chown names before the key (against the stage's filesystem, which
         // the linked layer itself does not see), so the key holds ids, not the parent.
         let linked_owner = match (&c.chown, c.link) {
