@@ -78,3 +78,18 @@ pub fn parse(source: &str) -> Result<Dockerfile, ParseError> {
 
 #[cfg(test)]
 mod tests;
+
+/// Build args that may be passed without being declared (Docker's proxy family): RUN sees them,
+/// the cache key and the history do not, and they are never reported unused.
+pub const PROXY_ARGS: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];

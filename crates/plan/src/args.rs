@@ -4,19 +4,7 @@
 use kiln_image::Platform;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Build args that may be passed without being declared and are never reported unused.
-pub const PROXY_ARGS: [&str; 10] = [
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "FTP_PROXY",
-    "ftp_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-];
+pub use kiln_dockerfile::PROXY_ARGS;
 
 /// The value a stage's `ARG` declaration resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -411,9 +411,31 @@ impl StageBuilder<'_> {
         key.field("platform", &state.platform.to_string());
         key_inputs(&mut key)?;
         let (key, inputs) = key.finish_recorded();
+        self.cached_or_run(state, ins, label, &key, key.clone(), inputs, execute)
+    }
+
+    /// The part of a filesystem step after its key: take the result recorded under
+    /// `record_key` (in the build's compression) unless the user forces a miss, else run
+    /// `execute` and record what it made; either way the explainer sees the step's `inputs`
+    /// and the stage continues from `stage_key` (the same key, except for `COPY --link`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn cached_or_run(
+        &self,
+        state: &mut StageState,
+        ins: &Instruction,
+        label: StepLabel,
+        record_key: &Digest,
+        stage_key: Digest,
+        inputs: Vec<crate::cache::KeyInput>,
+        execute: impl FnOnce(
+            &Self,
+            &StageState,
+            &StepLabel,
+        ) -> Result<Option<kiln_layer::CommittedLayer>>,
+    ) -> Result<()> {
         let forced = self.forced_miss();
         let cached = match forced {
-            None => CacheRecord::load(&self.engine.store, &key)?,
+            None => CacheRecord::load(&self.engine.store, record_key)?,
             Some(_) => None,
         };
         let outcome = match cached {
@@ -428,7 +450,7 @@ impl StageBuilder<'_> {
             KeyedStep {
                 label: &label,
                 slot: Self::slot(&label),
-                key: &key,
+                key: record_key,
                 inputs,
                 outcome,
             },
@@ -443,7 +465,7 @@ impl StageBuilder<'_> {
                 &self.req.compression,
             )?;
             (self.progress)(ProgressEvent::StepCached(label));
-            state.apply_record(ins, key, &record);
+            state.apply_record(ins, stage_key, &record);
             return Ok(());
         }
         let started = Instant::now();
@@ -457,11 +479,11 @@ impl StageBuilder<'_> {
             }),
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
-        record.save(&self.engine.store, &key)?;
+        record.save(&self.engine.store, record_key)?;
         if let Some(pending) = pending {
             pending.save(&self.engine.store)?;
         }
-        state.apply_record(ins, key, &record);
+        state.apply_record(ins, stage_key, &record);
         (self.progress)(ProgressEvent::StepDone {
             step: label,
             elapsed: started.elapsed(),

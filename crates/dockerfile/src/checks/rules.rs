@@ -11,8 +11,9 @@ use crate::error::Span;
 use crate::expand::expand_word;
 use crate::instruction::edit_distance;
 
-/// ARGs every build defines without a declaration (platform and proxy family).
-const PREDEFINED_ARGS: [&str; 18] = [
+/// ARGs every build defines without a declaration (the platform family; the proxy family is
+/// [`crate::PROXY_ARGS`]).
+const PLATFORM_ARGS: [&str; 8] = [
     "TARGETPLATFORM",
     "TARGETOS",
     "TARGETARCH",
@@ -21,17 +22,11 @@ const PREDEFINED_ARGS: [&str; 18] = [
     "BUILDOS",
     "BUILDARCH",
     "BUILDVARIANT",
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "FTP_PROXY",
-    "ftp_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "ALL_PROXY",
-    "all_proxy",
 ];
+
+fn is_predefined(name: &str) -> bool {
+    PLATFORM_ARGS.contains(&name) || crate::PROXY_ARGS.contains(&name)
+}
 
 /// Words that make an ARG or ENV name look like it holds a secret (BuildKit's list).
 const SECRET_WORDS: [&str; 10] = [
@@ -245,7 +240,7 @@ fn from(
     }
 
     // Variables in FROM come from global ARGs (or the predefined ones).
-    let declared = |n: &str| checker.global_args.contains_key(n) || PREDEFINED_ARGS.contains(&n);
+    let declared = |n: &str| checker.global_args.contains_key(n) || is_predefined(n);
     let mut undefined = checker.undefined_in(image, &declared);
     if let Some(p) = platform {
         undefined.extend(checker.undefined_in(p, &declared));
@@ -328,7 +323,7 @@ fn in_stage(checker: &mut Checker, node: &Node, ins: &Instruction, command: &Com
     };
     // UndefinedVar: variables in words the build expands, where the whole environment is known.
     if stage.env_known {
-        let defined = |n: &str| stage.defined.contains(n) || PREDEFINED_ARGS.contains(&n);
+        let defined = |n: &str| stage.defined.contains(n) || is_predefined(n);
         let mut undefined = Vec::new();
         for word in expanded_words(command) {
             for name in checker.undefined_in(word, &defined) {

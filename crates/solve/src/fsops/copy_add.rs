@@ -12,7 +12,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use kiln_dockerfile::{CopyCommand, Heredoc, Instruction};
 use kiln_image::Digest;
@@ -21,13 +20,12 @@ use kiln_plan::Step;
 use kiln_sandbox::OverlayMount;
 
 use super::{StepDirs, absolute_dest, copy_from};
-use crate::cache::{CacheRecord, KeyBuilder, LayerRecord};
+use crate::cache::KeyBuilder;
 use crate::context::{SelectOptions, Source, SourceTree};
 use crate::copy::{Chmod, CopyOptions, copy_into, parse_chown};
 use crate::dockerignore::IgnoreMatcher;
 use crate::download::{download, is_url, parse_checksum};
 use crate::error::{Result, SolveError};
-use crate::explain::{KeyedStep, StepOutcome};
 use crate::images::lower_dirs;
 use crate::progress::{ProgressEvent, StepLabel};
 use crate::stage::{StageBuilder, StageState};
@@ -317,61 +315,15 @@ impl StageBuilder<'_> {
         chained.field("linked", &layer_key.to_string());
         let stage_key = chained.finish();
 
-        let forced = self.forced_miss();
-        let cached = match forced {
-            None => CacheRecord::load(&self.engine.store, &layer_key)?,
-            Some(_) => None,
-        };
-        if cached.is_none() {
-            (self.progress)(ProgressEvent::StepStarted(label.clone()));
-        }
-        let pending = self.explainer().step(
+        self.cached_or_run(
             state,
-            KeyedStep {
-                label: &label,
-                slot: Self::slot(&label),
-                key: &layer_key,
-                inputs,
-                outcome: match cached {
-                    Some(_) => StepOutcome::Hit,
-                    None => StepOutcome::Miss { forced },
-                },
-            },
-        );
-        if let Some(record) = cached {
-            if let Some(pending) = pending {
-                pending.save(&self.engine.store)?;
-            }
-            let record = crate::compress::record_in_compression(
-                &self.engine.store,
-                record,
-                &self.req.compression,
-            )?;
-            (self.progress)(ProgressEvent::StepCached(label));
-            state.apply_record(ins, stage_key, &record);
-            return Ok(());
-        }
-        let started = Instant::now();
-        let layer = execute(self, &label)?;
-        let record = CacheRecord {
-            layer: layer.map(|l| LayerRecord {
-                digest: l.digest,
-                diff_id: l.diff_id,
-                size: l.size,
-                media_type: l.media_type,
-            }),
-            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        };
-        record.save(&self.engine.store, &layer_key)?;
-        if let Some(pending) = pending {
-            pending.save(&self.engine.store)?;
-        }
-        state.apply_record(ins, stage_key, &record);
-        (self.progress)(ProgressEvent::StepDone {
-            step: label,
-            elapsed: started.elapsed(),
-        });
-        Ok(())
+            ins,
+            label,
+            &layer_key,
+            stage_key,
+            inputs,
+            |b, _, label| execute(b, label),
+        )
     }
 }
 
