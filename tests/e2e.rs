@@ -6,8 +6,10 @@ mod e2e {
     mod build;
     mod cache_keys;
     mod copy_add;
+    mod crash;
     mod errors;
     mod frontend;
+    mod gc;
     pub mod harness;
     mod mounts;
     mod push_pull;

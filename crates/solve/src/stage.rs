@@ -325,6 +325,19 @@ impl StageBuilder<'_> {
         }
     }
 
+    /// The lock making "look `key` up, else run the step and record it" one critical section
+    /// across every build on the store (none with `--no-cache`, which never looks up).
+    pub(crate) fn step_lock(&self, key: &Digest) -> Result<Option<kiln_store::StoreLock>> {
+        if self.req.no_cache {
+            return Ok(None);
+        }
+        let lock = self
+            .engine
+            .store
+            .lock_object(kiln_store::ObjectLock::Step, key)?;
+        Ok(Some(lock))
+    }
+
     /// A step that changes the filesystem: look its key up, else run it and record the layer.
     pub(crate) fn fs_step(
         &self,
@@ -342,6 +355,9 @@ impl StageBuilder<'_> {
         key.field("platform", &state.platform.to_string());
         key_inputs(&mut key)?;
         let key = key.finish();
+        // "Look up, else run and record" is one critical section per key across every build on
+        // this store: a second build reaching the same step waits here, then finds the record.
+        let _step_lock = self.step_lock(&key)?;
         if !self.req.no_cache
             && let Some(record) = CacheRecord::load(&self.engine.store, &key)?
         {

@@ -304,6 +304,7 @@ impl StageBuilder<'_> {
         chained.field("linked", &layer_key.to_string());
         let stage_key = chained.finish();
 
+        let _step_lock = self.step_lock(&layer_key)?;
         if !self.req.no_cache
             && let Some(record) = CacheRecord::load(&self.engine.store, &layer_key)?
         {
