@@ -8,9 +8,11 @@ mod e2e {
     mod compression;
     mod context;
     mod copy_add;
+    mod crash;
     mod errors;
     mod explain;
     mod frontend;
+    mod gc;
     pub mod harness;
     mod mounts;
     mod push_pull;

@@ -76,6 +76,20 @@ pub enum Command {
         /// Registry host[:port] [default: docker.io]
         registry: Option<String>,
     },
+    /// Verify the store: every blob's digest, every image's manifest, config and layers, every
+    /// cache record's layer, every snapshot; report leftovers of interrupted processes
+    Check {
+        /// Remove leftovers, corrupt blobs, dangling cache records and incomplete snapshots
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Manage the store
+    System {
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
+    /// Remove build cache and data no tagged image needs, least recently used first
+    Prune(PruneArgs),
     /// Create an image from a root filesystem tarball (like `docker import`)
     Import {
         /// A tar archive (optionally gzip-compressed), or `-` for stdin
@@ -83,6 +97,32 @@ pub enum Command {
         /// Name for the new image
         image: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Show disk usage: images, build cache, snapshots, cache mounts, and what prune --all frees
+    Df {
+        /// List every image, cache record, snapshot and cache mount
+        #[arg(short, long)]
+        verbose: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Also remove untagged images, all build cache and cache mounts
+    #[arg(short, long)]
+    pub all: bool,
+    /// Stop once the store is no larger than this (e.g. 10GB, 500MB; K/M/G are powers of 1024)
+    #[arg(long, value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+    /// Only what was unused for a while: until=DURATION (e.g. until=24h)
+    #[arg(long = "filter", value_name = "until=DURATION")]
+    pub filters: Vec<String>,
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ mod images;
 mod import;
 mod registry;
 mod run;
+mod system;
 
 use std::process::ExitCode;
 
@@ -13,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use kiln_registry::{Reference, RegistryClient, RegistryConfig};
 use kiln_store::Store;
 
-use crate::cli::{Cli, Command, GlobalOpts};
+use crate::cli::{Cli, Command, GlobalOpts, SystemCommand};
 
 /// What every command that touches images needs.
 pub struct Env {
@@ -71,28 +72,56 @@ fn enter_mount_namespace() -> Result<()> {
     Ok(())
 }
 
+/// Opens the store for a command that adds or reads objects, holding the store lock shared so
+/// `kiln prune` and `kiln check` wait until it is done (they hold it exclusive).
+fn open_shared(global: &GlobalOpts) -> Result<(Env, kiln_store::StoreLock)> {
+    let env = Env::open(global)?;
+    let lock = env.store.lock_shared().context("locking the store")?;
+    Ok((env, lock))
+}
+
+fn open_store(global: &GlobalOpts) -> Result<Store> {
+    let root = global.root.clone().unwrap_or_else(Store::default_root);
+    Store::open(&root).with_context(|| format!("opening the kiln store at {}", root.display()))
+}
+
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Build(args) => {
             enter_mount_namespace()?;
-            build::build(&Env::open(&cli.global)?, args)
+            let (env, _lock) = open_shared(&cli.global)?;
+            build::build(&env, args)
         }
         Command::Run(args) => {
             enter_mount_namespace()?;
-            run::run(&Env::open(&cli.global)?, args)
+            let (env, _lock) = open_shared(&cli.global)?;
+            run::run(&env, args)
         }
+        Command::Check { repair } => system::check(&open_store(&cli.global)?, repair),
+        Command::System {
+            command: SystemCommand::Df { verbose },
+        } => system::df(&open_store(&cli.global)?, verbose),
+        Command::Prune(args) => system::prune(&open_store(&cli.global)?, &args),
         Command::Images => images::list(&Env::open(&cli.global)?),
         Command::Rmi { images } => images::remove(&Env::open(&cli.global)?, &images),
-        Command::Tag { source, target } => images::tag(&Env::open(&cli.global)?, &source, &target),
+        Command::Tag { source, target } => {
+            let (env, _lock) = open_shared(&cli.global)?;
+            images::tag(&env, &source, &target)
+        }
         Command::Inspect { images } => images::inspect(&Env::open(&cli.global)?, &images),
         Command::Pull { image, platform } => {
-            registry::pull(&Env::open(&cli.global)?, &image, platform.as_deref())
+            let (env, _lock) = open_shared(&cli.global)?;
+            registry::pull(&env, &image, platform.as_deref())
         }
         Command::Push { image, compression } => {
-            registry::push(&Env::open(&cli.global)?, &image, &compression)
+            let (env, _lock) = open_shared(&cli.global)?;
+            registry::push(&env, &image, &compression)
         }
         Command::Login(args) => registry::login(&cli.global, args),
         Command::Logout { registry } => registry::logout(registry.as_deref()),
-        Command::Import { file, image } => import::import(&Env::open(&cli.global)?, &file, &image),
+        Command::Import { file, image } => {
+            let (env, _lock) = open_shared(&cli.global)?;
+            import::import(&env, &file, &image)
+        }
     }
 }

@@ -157,6 +157,8 @@ impl CacheRecord {
         {
             return Ok(None);
         }
+        // The last-use stamp `kiln prune` orders by.
+        store.cache_touch(key)?;
         Ok(Some(record))
     }
 

@@ -245,6 +245,7 @@ impl StageBuilder<'_> {
         if let Some(l) = &layer {
             // The upper dir already holds the layer in overlay form (whiteouts as 0:0 devices),
             // exactly what a snapshot is: keep it instead of unpacking the blob again.
+            let _lock = store.lock_object(kiln_store::ObjectLock::Snapshot, &l.diff_id)?;
             store.adopt_snapshot(upper, &l.diff_id)?;
         }
         Ok(layer)

@@ -219,6 +219,11 @@ pub fn ensure_snapshot(store: &Store, layer: &Descriptor, diff_id: &Digest) -> R
     if store.has_snapshot(diff_id) {
         return Ok(store.snapshot_path(diff_id));
     }
+    // One unpacker per layer across builds: the others wait, then find it published.
+    let _lock = store.lock_object(kiln_store::ObjectLock::Snapshot, diff_id)?;
+    if store.has_snapshot(diff_id) {
+        return Ok(store.snapshot_path(diff_id));
+    }
     let blob = store.open_blob(&layer.digest)?;
     let staging = store.snapshot_staging()?;
     let actual = kiln_layer::unpack_layer(

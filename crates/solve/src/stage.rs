@@ -394,6 +394,19 @@ impl StageBuilder<'_> {
             .then_some(MissCause::NoCacheFilter)
     }
 
+    /// The lock making "look `key` up, else run the step and record it" one critical section
+    /// across every build on the store (none when the user forces a miss, which never looks up).
+    pub(crate) fn step_lock(&self, key: &Digest) -> Result<Option<kiln_store::StoreLock>> {
+        if self.forced_miss().is_some() {
+            return Ok(None);
+        }
+        let lock = self
+            .engine
+            .store
+            .lock_object(kiln_store::ObjectLock::Step, key)?;
+        Ok(Some(lock))
+    }
+
     /// A step that changes the filesystem: look its key up, else run it and record the layer.
     pub(crate) fn fs_step(
         &self,
@@ -433,6 +446,9 @@ impl StageBuilder<'_> {
             &StepLabel,
         ) -> Result<Option<kiln_layer::CommittedLayer>>,
     ) -> Result<()> {
+        // "Look up, else run and record" is one critical section per key across every build on
+        // this store: a second build reaching the same step waits here, then finds the record.
+        let _step_lock = self.step_lock(record_key)?;
         let forced = self.forced_miss();
         let cached = match forced {
             None => CacheRecord::load(&self.engine.store, record_key)?,

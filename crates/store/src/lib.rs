@@ -5,10 +5,11 @@
 //! blobs/sha256/<hex>      content-addressed blobs (layers, configs, manifests), immutable
 //! names.json              image name → manifest digest
 //! cache/<hex>             cache records by cache key (opaque bytes, typed by the solver)
-//! snapshots/<hex>/        one unpacked layer per diffID, ready to be an overlay lower dir
+//! snapshots/<hex>/        one unpacked layer per diffID (`fs/`, the overlay lower dir) + marker
 //! cache-mounts/<hex>/     persistent directories of `RUN --mount=type=cache`, by cache id
 //! layer-variants/<hex>/   per diffID, the blob of each compression setting used (`gzip-6.json`)
 //! context-index/<hex>     file metadata → content digest, per build context directory
+//! store.lock, locks/      flock files: the store-wide lock and per-step/per-snapshot locks
 //! tmp/                    staging for everything above; same filesystem, so commits are renames
 //! ```
 //! Every write is staged in `tmp/` and published by an atomic rename after `fsync`, so a crash or a
@@ -16,9 +17,18 @@
 
 mod blobs;
 mod cache_mounts;
+mod check;
 mod file_digests;
+mod gc;
+mod images;
+mod inventory;
+mod locks;
 mod names;
+mod records;
 mod snapshots;
+#[cfg(test)]
+mod test_support;
+mod usage;
 mod variants;
 
 use std::io;
@@ -26,9 +36,14 @@ use std::path::{Path, PathBuf};
 
 pub use blobs::BlobWriter;
 pub use cache_mounts::{CacheDirSettings, CacheMountLease, CacheSharing};
+pub use check::{CheckReport, Finding, Severity};
 pub use file_digests::{FileDigestIndex, FileStat};
+pub use gc::{PruneOptions, PruneReport, Pruned, PrunedKind};
 pub use kiln_image::Digest;
+pub use locks::{ObjectLock, StoreLock};
+pub use records::{RecordEntry, RecordLayer, record_layer};
 pub use snapshots::SnapshotStaging;
+pub use usage::{DirItem, DiskUsage, ImageUsage, RecordUsage, UsageRow};
 pub use variants::LayerVariant;
 
 /// Errors from the store. Each names the object or path involved.

@@ -102,16 +102,28 @@ mod tests {
     fn http_get_reads_the_status_of_a_loopback_server() {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
+        // Tests running beside this one probe ports that `free_port` handed out and released;
+        // the kernel may give this listener one of them, so connections other than this
+        // test's own are answered 503 and the server waits on for its own.
         let server = thread::spawn(move || {
-            let (mut conn, _) = listener.accept().unwrap();
-            let mut request = [0u8; 1024];
-            let n = conn.read(&mut request).unwrap();
-            conn.write_all(b"HTTP/1.0 418 I'm a teapot\r\n\r\n")
-                .unwrap();
-            String::from_utf8_lossy(&request[..n]).into_owned()
+            loop {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut request = [0u8; 1024];
+                let n = conn.read(&mut request).unwrap_or(0);
+                let request = String::from_utf8_lossy(&request[..n]).into_owned();
+                if request.starts_with("GET /teapot-probe ") {
+                    conn.write_all(b"HTTP/1.0 418 I'm a teapot\r\n\r\n")
+                        .unwrap();
+                    return request;
+                }
+                let _ = conn.write_all(b"HTTP/1.0 503 Service Unavailable\r\n\r\n");
+            }
         });
-        assert_eq!(http_get_status(port, "/v2/").unwrap(), 418);
+        assert_eq!(http_get_status(port, "/teapot-probe").unwrap(), 418);
         let request = server.join().unwrap();
-        assert!(request.starts_with("GET /v2/ HTTP/1.0\r\n"), "{request}");
+        assert!(
+            request.starts_with("GET /teapot-probe HTTP/1.0\r\n"),
+            "{request}"
+        );
     }
 }

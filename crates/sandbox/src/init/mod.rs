@@ -52,6 +52,14 @@ pub fn maybe_run_init() {
 }
 
 fn run_outer(spec_fd: i32, status_fd: i32) -> i32 {
+    // kiln is our parent: if it is killed (even with SIGKILL), the sandbox must not outlive it
+    // and keep writing into a build's staging directory. The namespace init dies with us.
+    if let Err(e) =
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+    {
+        eprintln!("kiln sandbox init: set the parent-death signal: {e}");
+        return SETUP_FAILED;
+    }
     let status = match sys::take_inherited_fd(status_fd) {
         Ok(fd) => fd,
         Err(e) => {

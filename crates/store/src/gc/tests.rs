@@ -1,0 +1,188 @@
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::test_support::{TestImage, store};
+
+/// A cache record holding `layer` (written as a blob), last used `age` ago, with a snapshot.
+fn record(s: &Store, key: &[u8], layer: &[u8], age: Duration) -> (Digest, Digest) {
+    let blob = s.write_blob(layer).unwrap();
+    let diff_id = TestImage::diff_id_of(layer);
+    snapshot(s, &diff_id);
+    let rec = format!(
+        r#"{{"layer":{{"digest":"{blob}","diff_id":"{diff_id}","size":{},"media_type":"m"}},"created":"x"}}"#,
+        layer.len()
+    );
+    let key = Digest::of(key);
+    s.cache_put(&key, rec.as_bytes()).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(s.cache_record_path(&key))
+        .unwrap()
+        .set_modified(SystemTime::now() - age)
+        .unwrap();
+    (key, blob)
+}
+
+fn snapshot(s: &Store, diff_id: &Digest) {
+    let st = s.snapshot_staging().unwrap();
+    std::fs::write(st.path().join("f"), vec![7u8; 10_000]).unwrap();
+    s.commit_snapshot(st, diff_id).unwrap();
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[test]
+fn prune_keeps_tagged_images_and_removes_cache_and_garbage() {
+    let (_d, s) = store();
+    let img = TestImage::write(&s, "app:latest", &[b"base layer", b"app layer"]);
+    for d in &img.diff_ids {
+        snapshot(&s, d);
+    }
+    // A record for a layer of the tagged image stays (it frees nothing and keeps it cached).
+    let (kept_key, _) = record(&s, b"k-in-image", b"app layer", HOUR);
+    let (old_key, old_blob) = record(&s, b"k-old", b"old layer", 10 * HOUR);
+    let orphan = s.write_blob(b"left by rmi").unwrap();
+    let untagged = TestImage::write(&s, "", &[b"untagged layer"]);
+    let _ = s.temp_dir("run-").unwrap().keep();
+
+    let lock = s.lock_exclusive().unwrap();
+    let r = s.prune(&lock, &PruneOptions::default()).unwrap();
+    assert_eq!(r.count(PrunedKind::Leftover), 1);
+    assert_eq!(r.count(PrunedKind::CacheRecord), 1);
+    assert!(s.cache_get(&kept_key).unwrap().is_some());
+    assert!(s.cache_get(&old_key).unwrap().is_none());
+    assert!(!s.has_blob(&old_blob));
+    assert!(!s.has_snapshot(&TestImage::diff_id_of(b"old layer")));
+    assert!(!s.has_blob(&orphan));
+    // Untagged images go only with `all`.
+    assert!(s.has_blob(&untagged.manifest) && s.has_blob(&untagged.layers[0]));
+    for b in [&img.manifest, &img.config, &img.layers[0], &img.layers[1]] {
+        assert!(s.has_blob(b));
+    }
+    assert!(img.diff_ids.iter().all(|d| s.has_snapshot(d)));
+    assert_eq!(r.before - r.after, r.reclaimed());
+    assert!(s.check(&lock, false).unwrap().is_consistent());
+
+    let r = s
+        .prune(
+            &lock,
+            &PruneOptions {
+                all: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.count(PrunedKind::Image), 1);
+    assert!(!s.has_blob(&untagged.manifest) && !s.has_blob(&untagged.layers[0]));
+    assert!(!s.has_blob(&untagged.config));
+    assert!(
+        s.cache_get(&kept_key).unwrap().is_none(),
+        "all: every record"
+    );
+    for b in [&img.manifest, &img.config, &img.layers[0], &img.layers[1]] {
+        assert!(s.has_blob(b), "a tagged image is never pruned");
+    }
+    assert!(img.diff_ids.iter().all(|d| s.has_snapshot(d)));
+    let usage = s.disk_usage().unwrap();
+    assert_eq!(usage.images.reclaimable, 0);
+    assert_eq!(usage.cache_records.total, 0);
+    assert_eq!(usage.unreferenced_blobs.total, 0);
+}
+
+#[test]
+fn least_recently_used_go_first_and_keep_storage_stops_the_pass() {
+    let (_d, s) = store();
+    let big = vec![1u8; 100_000];
+    let mut big2 = big.clone();
+    big2[0] = 2;
+    let mut big3 = big.clone();
+    big3[0] = 3;
+    let (oldest, _) = record(&s, b"a", &big, 30 * HOUR);
+    let (middle, _) = record(&s, b"b", &big2, 20 * HOUR);
+    let (newest, _) = record(&s, b"c", &big3, HOUR);
+    // A hit makes the oldest the newest.
+    s.cache_touch(&oldest).unwrap();
+
+    let lock = s.lock_exclusive().unwrap();
+    let before = s.disk_usage().unwrap().total_bytes();
+    let r = s
+        .prune(
+            &lock,
+            &PruneOptions {
+                keep_storage: Some(before - 50_000),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let gone: Vec<_> = r
+        .removed
+        .iter()
+        .filter(|p| p.kind == PrunedKind::CacheRecord)
+        .map(|p| p.id.clone())
+        .collect();
+    assert_eq!(gone, vec![middle.hex().to_owned()]);
+    assert!(r.after <= before - 50_000);
+    assert!(s.cache_get(&newest).unwrap().is_some());
+    assert!(s.cache_get(&oldest).unwrap().is_some());
+}
+
+#[test]
+fn until_spares_what_was_used_recently() {
+    let (_d, s) = store();
+    let (old, _) = record(&s, b"old", b"old", 48 * HOUR);
+    let (recent, _) = record(&s, b"recent", b"recent", HOUR);
+    let lock = s.lock_exclusive().unwrap();
+    let r = s
+        .prune(
+            &lock,
+            &PruneOptions {
+                unused_for: Some(24 * HOUR),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.count(PrunedKind::CacheRecord), 1);
+    assert!(s.cache_get(&old).unwrap().is_none());
+    assert!(s.cache_get(&recent).unwrap().is_some());
+}
+
+#[test]
+fn df_rows_add_up_and_say_what_prune_all_frees() {
+    let (_d, s) = store();
+    let img = TestImage::write(&s, "app:latest", &[b"shared layer"]);
+    s.set_name("alias:latest", &img.manifest).unwrap();
+    TestImage::write(&s, "", &[b"shared layer", b"own layer"]);
+    record(&s, b"r", b"cache-only layer", HOUR);
+    s.write_blob(b"orphan").unwrap();
+    let u = s.disk_usage().unwrap();
+    assert_eq!((u.images.total, u.images.active), (2, 1));
+    assert_eq!(u.image_list.len(), 2);
+    assert_eq!(u.cache_records.total, 1);
+    assert_eq!(u.cache_records.bytes, b"cache-only layer".len() as u64);
+    assert_eq!(u.unreferenced_blobs.total, 1);
+    assert_eq!(u.unreferenced_blobs.bytes, 6);
+    assert_eq!(u.snapshots.total, 1);
+    assert!(u.snapshots.bytes >= 10_000);
+    let blobs: u64 = s.list_blobs().unwrap().iter().map(|(_, n)| n).sum();
+    assert_eq!(
+        u.images.bytes + u.cache_records.bytes + u.unreferenced_blobs.bytes,
+        blobs
+    );
+    let reclaimable = u.images.reclaimable
+        + u.cache_records.reclaimable
+        + u.snapshots.reclaimable
+        + u.unreferenced_blobs.reclaimable;
+    let lock = s.lock_exclusive().unwrap();
+    let r = s
+        .prune(
+            &lock,
+            &PruneOptions {
+                all: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.reclaimed(), reclaimable);
+    let after = s.disk_usage().unwrap();
+    assert_eq!(after.total_bytes(), u.total_bytes() - reclaimable);
+}
