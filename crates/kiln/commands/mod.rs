@@ -1,5 +1,6 @@
 //! One module per subcommand; `dispatch` opens what they share (store, registry client, runtime).
 
+mod archive;
 mod build;
 mod check;
 mod images;
@@ -93,6 +94,12 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Login(args) => registry::login(&cli.global, args),
         Command::Logout { registry } => registry::logout(registry.as_deref()),
+        Command::Save { output, images } => {
+            archive::save(&Env::open(&cli.global)?, output.as_deref(), &images)
+        }
+        Command::Load { input, quiet } => {
+            archive::load(&Env::open(&cli.global)?, input.as_deref(), quiet)
+        }
         Command::Import { file, image } => import::import(&Env::open(&cli.global)?, &file, &image),
     }
 }
