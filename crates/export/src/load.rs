@@ -3,7 +3,9 @@
 //! The tar is read once, front to back, since it may come from a pipe and its JSON files may
 //! come before or after the blobs. Each regular file that is not one of the layout's JSON files
 //! is streamed into a staged store blob (a temp file, hashed as it is written); a file named
-//! `blobs/sha256/<hex>` must have that digest. Only when the whole archive is read and every
+//! `blobs/sha256/<hex>` must have that digest. Links are only other names for entries (Docker's
+//! legacy format aliases repeated layers so) and must point inside the archive; absolute paths
+//! and `..` in entry names are refused. Only when the whole archive is read and every
 //! image's manifest, config and layers are present does [`StagedArchive::commit`] publish the
 //! blobs the images use (layers and configs before the manifests that name them).
 
@@ -24,7 +26,7 @@ use crate::{ExportError, Result};
 /// The layout's own files, read into memory (bounded) instead of staged as blobs.
 const METADATA_FILES: [&str; 4] = ["oci-layout", "index.json", "manifest.json", "repositories"];
 const MAX_METADATA_SIZE: u64 = 16 << 20;
-/// Blobs up to this size (configs, manifests, indexes) are also kept in memory to be parsed.
+/// JSON blobs up to this size (configs, manifests, indexes) are also kept in memory to be parsed.
 const MAX_PARSED_BLOB_SIZE: u64 = 4 << 20;
 
 /// One image found in an archive.
@@ -41,7 +43,7 @@ struct StagedBlob {
     size: u64,
     /// The first bytes, to tell a compressed layer from a plain tar.
     head: Vec<u8>,
-    /// The whole content, for blobs small enough to parse.
+    /// The whole content, for JSON blobs small enough to parse.
     bytes: Option<Vec<u8>>,
     writer: BlobWriter,
 }
@@ -86,6 +88,7 @@ pub fn read_archive(store: &Store, input: impl Read) -> Result<StagedArchive> {
     let mut paths: BTreeMap<String, Digest> = BTreeMap::new();
     let mut blobs: BTreeMap<Digest, StagedBlob> = BTreeMap::new();
     let mut metadata: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut links: BTreeMap<String, String> = BTreeMap::new();
     let mut archive = tar::Archive::new(input);
     for entry in archive.entries().map_err(ExportError::Read)? {
         let mut entry = entry.map_err(ExportError::Read)?;
@@ -98,8 +101,18 @@ pub fn read_archive(store: &Store, input: impl Read) -> Result<StagedArchive> {
         match entry.header().entry_type() {
             tar::EntryType::Directory => continue,
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
-            tar::EntryType::Symlink | tar::EntryType::Link => {
-                return Err(refused("links are not allowed in an image archive"));
+            kind @ (tar::EntryType::Symlink | tar::EntryType::Link) => {
+                // Docker's legacy format (and skopeo's docker-archive) alias repeated layers
+                // with relative symlinks. Nothing is extracted, so a link is only another name
+                // for an entry of the archive; one that points outside it is refused.
+                let target = String::from_utf8_lossy(&entry.link_name_bytes().unwrap_or_default())
+                    .into_owned();
+                let resolved = link_target(&path, &target, kind == tar::EntryType::Symlink)
+                    .map_err(&refused)?;
+                if links.insert(path, resolved).is_some() {
+                    return Err(refused("the archive has two entries of this name"));
+                }
+                continue;
             }
             other => {
                 return Err(refused(&format!(
@@ -110,7 +123,7 @@ pub fn read_archive(store: &Store, input: impl Read) -> Result<StagedArchive> {
         if raw.ends_with('/') {
             continue;
         }
-        if paths.contains_key(&path) || metadata.contains_key(&path) {
+        if paths.contains_key(&path) || metadata.contains_key(&path) || links.contains_key(&path) {
             return Err(refused("the archive has two entries of this name"));
         }
         let size = entry.header().size().map_err(ExportError::Read)?;
@@ -140,6 +153,7 @@ pub fn read_archive(store: &Store, input: impl Read) -> Result<StagedArchive> {
         // The same content twice (legacy archives may repeat layers): keep one staged copy.
         blobs.entry(digest).or_insert(blob);
     }
+    resolve_links(&links, &mut paths);
     let mut staged = StagedArchive {
         store: store.clone(),
         blobs,
@@ -217,6 +231,53 @@ fn clean_path(raw: &str) -> std::result::Result<String, &'static str> {
     Ok(parts.join("/"))
 }
 
+/// The archive path a link at `path` names. A symlink's target is relative to the link's
+/// directory, a hard link's to the archive root; either must stay inside the archive.
+fn link_target(
+    path: &str,
+    target: &str,
+    symlink: bool,
+) -> std::result::Result<String, &'static str> {
+    const OUTSIDE: &str = "links must point inside the image archive";
+    if target.is_empty() || target.starts_with('/') {
+        return Err(OUTSIDE);
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    if symlink {
+        parts.extend(path.split('/'));
+        parts.pop();
+    }
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop().ok_or(OUTSIDE)?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// Gives each link the blob its target (followed through other links) holds. Links to nothing
+/// stay unresolved: an error only if a manifest names them.
+fn resolve_links(links: &BTreeMap<String, String>, paths: &mut BTreeMap<String, Digest>) {
+    for (link, target) in links {
+        let mut current = target;
+        // Bounded, so a loop of links ends.
+        for _ in 0..16 {
+            if let Some(digest) = paths.get(current) {
+                paths.insert(link.clone(), digest.clone());
+                break;
+            }
+            match links.get(current) {
+                Some(next) => current = next,
+                None => break,
+            }
+        }
+    }
+}
+
 /// Streams one entry into a staged blob, hashing it on the way.
 fn stage_blob(
     store: &Store,
@@ -244,6 +305,10 @@ fn stage_blob(
             source,
         })?;
         hasher.update(chunk);
+        // Only JSON (configs, manifests, indexes) is kept to be parsed: never a layer.
+        if total == 0 && !chunk.starts_with(b"{") {
+            bytes = None;
+        }
         if let Some(b) = &mut bytes {
             b.extend_from_slice(chunk);
         }

@@ -203,7 +203,8 @@ fn hostile_paths_and_links_are_refused() {
         ("blobs/../../evil", b'0', ""),
         ("/etc/evil", b'0', ""),
         ("blobs/sha256/link", b'2', "/etc/passwd"),
-        ("blobs/sha256/hard", b'1', "oci-layout"),
+        ("blobs/sha256/up", b'2', "../../../etc/passwd"),
+        ("blobs/sha256/hard", b'1', "../x"),
     ] {
         let mut archive = raw_header(name, 0, kind, link);
         archive.extend([0u8; 1024]);
@@ -216,6 +217,47 @@ fn hostile_paths_and_links_are_refused() {
         assert!(err.to_string().contains(name), "{err}");
         assert_untouched(&dest);
     }
+}
+
+/// Relative links inside the archive are aliases, as Docker's legacy format uses them.
+#[test]
+fn links_inside_the_archive_alias_their_targets() {
+    let tar = layer_tar("hello", b"hi");
+    let config = ImageConfig {
+        rootfs: kiln_image::RootFs {
+            kind: "layers".into(),
+            diff_ids: vec![Digest::of(&tar), Digest::of(&tar)],
+        },
+        ..Default::default()
+    };
+    let config_bytes = to_canonical_json(&config);
+    let manifest_json =
+        br#"[{"Config":"c.json","RepoTags":null,"Layers":["a/layer.tar","b/layer.tar"]}]"#;
+    let mut archive = Vec::new();
+    for (name, data) in [("a/layer.tar", &tar[..]), ("c.json", &config_bytes)] {
+        archive.extend(raw_header(name, data.len() as u64, b'0', ""));
+        archive.extend_from_slice(data);
+        archive.resize(archive.len().next_multiple_of(512), 0);
+    }
+    archive.extend(raw_header("b/layer.tar", 0, b'2', "../a/layer.tar"));
+    archive.extend(raw_header(
+        "manifest.json",
+        manifest_json.len() as u64,
+        b'0',
+        "",
+    ));
+    archive.extend_from_slice(manifest_json);
+    archive.resize(archive.len().next_multiple_of(512) + 1024, 0);
+    let (_d, dest) = store();
+    let loaded = read_archive(&dest, archive.as_slice())
+        .unwrap()
+        .commit()
+        .unwrap();
+    let m: Manifest =
+        serde_json::from_slice(&dest.read_blob(&loaded[0].manifest_digest).unwrap()).unwrap();
+    assert_eq!(m.layers.len(), 2);
+    assert_eq!(m.layers[0].digest, m.layers[1].digest);
+    assert!(loaded[0].names.is_empty());
 }
 
 #[test]
