@@ -15,6 +15,7 @@ mod e2e {
     mod gc;
     pub mod harness;
     mod mounts;
+    mod outputs;
     mod push_pull;
     mod registry_auth;
     mod run;

@@ -90,6 +90,23 @@ pub enum Command {
     },
     /// Remove build cache and data no tagged image needs, least recently used first
     Prune(PruneArgs),
+    /// Save images to a tar archive (`docker save` format), to stdout by default
+    Save {
+        /// Write to this file instead of stdout
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Load images from a docker-archive or OCI layout tar, from stdin by default
+    Load {
+        /// Read from this file instead of stdin
+        #[arg(short = 'i', long)]
+        input: Option<PathBuf>,
+        /// Do not print the loaded names
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
     /// Create an image from a root filesystem tarball (like `docker import`)
     Import {
         /// A tar archive (optionally gzip-compressed), or `-` for stdin
@@ -185,6 +202,10 @@ pub struct BuildArgs {
     /// Progress output: auto (tty on a terminal, else plain), tty, plain, rawjson or quiet
     #[arg(long, default_value = "auto")]
     pub progress: String,
+    /// Also export the result: type=oci|docker,dest=FILE (image tar), type=local,dest=DIR (final
+    /// filesystem), type=tar,dest=FILE; dest=- is stdout; `-o DIR` is type=local
+    #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
+    pub outputs: Vec<String>,
     /// Write the image ID to this file
     #[arg(long)]
     pub iidfile: Option<PathBuf>,

@@ -9,6 +9,7 @@
 
 mod config;
 mod digest;
+pub mod layout;
 mod manifest;
 mod platform;
 

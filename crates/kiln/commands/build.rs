@@ -47,6 +47,15 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
     if let Some(code) = super::check::run_checks(&dockerfile, &build_args, args.check, json)? {
         return Ok(code);
     }
+    // Bad --output values fail before the build, not after it.
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|o| super::archive::parse_output(o))
+        .collect::<Result<Vec<_>>>()?;
+    if outputs.iter().filter(|o| o.writes_stdout()).count() > 1 {
+        bail!("only one --output can write to stdout");
+    }
     let platform = match &args.platform {
         Some(p) if p.contains(',') => bail!(
             "--platform {p:?}: building several platforms at once is not supported; \
@@ -58,7 +67,7 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
     let req = BuildRequest {
         context_dir,
         dockerfile: args.file.clone(),
-        tags,
+        tags: tags.clone(),
         build_args,
         target: args.target.clone(),
         network: parse_network(&args.network)?,
@@ -97,10 +106,15 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         }
     };
     let id = result.image.config_digest.to_string();
+    let names: Vec<String> = tags.iter().map(ToString::to_string).collect();
+    for output in &outputs {
+        super::archive::write_output(env, output, &result.image, &names)?;
+    }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
     }
-    if quiet {
+    // With an output on stdout, the ID would corrupt it.
+    if quiet && !outputs.iter().any(super::archive::Output::writes_stdout) {
         println!("{id}");
     }
     Ok(ExitCode::SUCCESS)

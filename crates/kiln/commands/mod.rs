@@ -1,5 +1,6 @@
 //! One module per subcommand; `dispatch` opens what they share (store, registry client, runtime).
 
+mod archive;
 mod build;
 mod check;
 mod images;
@@ -119,6 +120,14 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Login(args) => registry::login(&cli.global, args),
         Command::Logout { registry } => registry::logout(registry.as_deref()),
+        Command::Save { output, images } => {
+            let (env, _lock) = open_shared(&cli.global)?;
+            archive::save(&env, output.as_deref(), &images)
+        }
+        Command::Load { input, quiet } => {
+            let (env, _lock) = open_shared(&cli.global)?;
+            archive::load(&env, input.as_deref(), quiet)
+        }
         Command::Import { file, image } => {
             let (env, _lock) = open_shared(&cli.global)?;
             import::import(&env, &file, &image)

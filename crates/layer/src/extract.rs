@@ -30,6 +30,9 @@ pub(crate) enum Whiteouts {
     ToOverlay,
     /// Ordinary files (`ADD` of a tarball).
     Literal,
+    /// Layer semantics applied to a flattened filesystem (`--output type=local`): `.wh.x`
+    /// deletes `x`, `.wh..wh..opq` empties its directory, except for what this layer adds.
+    Apply,
 }
 
 /// Extracts tar entries under `base` inside `root`.
@@ -39,6 +42,9 @@ pub(crate) struct Extractor {
     whiteouts: Whiteouts,
     /// Directories whose mtime to set once all entries are in, in creation order.
     dir_times: Vec<(Vec<OsString>, i64)>,
+    /// With [`Whiteouts::Apply`], the paths this layer has written, which its own whiteouts
+    /// must not delete.
+    written: std::collections::HashSet<Vec<OsString>>,
 }
 
 /// Metadata of one entry, as it will be applied.
@@ -62,6 +68,7 @@ impl Extractor {
             base,
             whiteouts,
             dir_times: Vec::new(),
+            written: std::collections::HashSet::new(),
         })
     }
 
@@ -100,11 +107,17 @@ impl Extractor {
         if kind == EntryType::Regular && entry.path_bytes().ends_with(b"/") {
             kind = EntryType::Directory;
         }
-        if self.whiteouts == Whiteouts::ToOverlay
-            && let Some(last) = rel.last()
+        if let Some(last) = rel.last()
             && last.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes())
         {
-            return self.whiteout(&rel, name);
+            match self.whiteouts {
+                Whiteouts::ToOverlay => return self.whiteout(&rel, name),
+                Whiteouts::Apply => return self.apply_whiteout(&rel, name),
+                Whiteouts::Literal => {}
+            }
+        }
+        if self.whiteouts == Whiteouts::Apply {
+            self.written.insert(rel.clone());
         }
         let Some((file_name, parent)) = rel.split_last() else {
             // The archive's own root (`./`). A layer's root dir is the lower dir itself; an ADD
@@ -249,6 +262,55 @@ impl Extractor {
                     rustix::fs::fsetxattr(&dir, OVERLAY_OPAQUE, b"y", XattrFlags::empty())?;
                 }
                 Some(_) => {}
+            }
+            Ok(())
+        };
+        run().map_err(LayerError::entry(name))
+    }
+
+    /// A whiteout applied to a flattened tree: delete what it hides, now.
+    fn apply_whiteout(&mut self, rel: &[OsString], name: &str) -> Result<(), LayerError> {
+        let (marker, parent) = rel.split_last().expect("called with a last component");
+        let parent_components: Vec<OsString> = self.base.iter().chain(parent).cloned().collect();
+        let run = || -> io::Result<()> {
+            let parent_fd = match safe_fs::open_dir(&self.root, &parent_components, false) {
+                Ok(fd) => fd,
+                // Nothing below a missing directory to hide.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let marker = marker.as_bytes();
+            let written_here = |child: &OsStr| {
+                let mut path = parent.to_vec();
+                path.push(child.to_owned());
+                self.written.contains(&path)
+            };
+            if marker == OPAQUE_MARKER.as_bytes() {
+                let mut children = Vec::new();
+                for entry in rustix::fs::Dir::read_from(&parent_fd)? {
+                    let entry = entry?;
+                    let child = OsStr::from_bytes(entry.file_name().to_bytes());
+                    if child != "." && child != ".." && !written_here(child) {
+                        children.push(child.to_owned());
+                    }
+                }
+                for child in children {
+                    safe_fs::remove(&parent_fd, &child)?;
+                }
+                return Ok(());
+            }
+            if marker.starts_with(b".wh..wh.") {
+                return Ok(());
+            }
+            let hidden = OsStr::from_bytes(&marker[WHITEOUT_PREFIX.len()..]);
+            if hidden.is_empty() || hidden == "." || hidden == ".." {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "whiteout of no name",
+                ));
+            }
+            if !written_here(hidden) {
+                safe_fs::remove(&parent_fd, hidden)?;
             }
             Ok(())
         };

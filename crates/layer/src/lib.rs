@@ -38,7 +38,7 @@ pub use compression::{
 };
 pub use encode::{compress_stream, compression_threads};
 pub use import::import_tar;
-pub use unpack::unpack_layer;
+pub use unpack::{apply_layer, unpack_layer};
 pub use variants::{LayerInCompression, layer_in_compression};
 pub use write::{CommittedLayer, SourceKind, write_layer, write_layer_from, write_tar};
 

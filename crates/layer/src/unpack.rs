@@ -29,6 +29,16 @@ pub fn unpack_layer(blob: impl Read, dest: &Path) -> Result<Digest, LayerError> 
     tar.drain_and_finish().map_err(LayerError::Archive)
 }
 
+/// Applies a layer blob onto `root`, a flattened filesystem holding the layers below it (the
+/// final filesystem BuildKit's `local` exporter writes): entries are extracted as by
+/// [`unpack_layer`], but `.wh.<name>` deletes `<name>` and `.wh..wh..opq` empties its directory,
+/// sparing only what this layer itself adds. Returns the diffID.
+pub fn apply_layer(blob: impl Read, root: &Path) -> Result<Digest, LayerError> {
+    let tar = HashingReader::new(decompressed(blob).map_err(LayerError::Archive)?);
+    let tar = Extractor::new(root, Vec::new(), Whiteouts::Apply)?.extract(tar)?;
+    tar.drain_and_finish().map_err(LayerError::Archive)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +181,61 @@ mod tests {
         assert!(tree["opq"].contains("trusted.overlay.opaque=y"), "{tree:?}");
         assert!(tree["opq/kept"].starts_with("file"), "{tree:?}");
         assert_eq!(tree.len(), 6, "{tree:?}");
+    }
+
+    #[test]
+    fn applied_layers_delete_what_their_whiteouts_hide() {
+        let root = tempfile::tempdir().unwrap();
+        let lower = raw_tar(&[
+            dir("etc"),
+            file("etc/a", b"a"),
+            file("etc/b", b"b"),
+            dir("opq"),
+            file("opq/old", b"o"),
+            dir("opq/sub"),
+            file("opq/sub/deep", b"d"),
+            file("gone", b"g"),
+        ]);
+        let lower_id = apply_layer(lower.as_slice(), root.path()).unwrap();
+        assert_eq!(lower_id, Digest::of(&lower));
+        let upper = raw_tar(&[
+            file("etc/.wh.a", b""),
+            dir("opq"),
+            file("opq/.wh..wh..opq", b""),
+            file("opq/new", b"n"),
+            file(".wh.gone", b""),
+            file("fresh", b"f"),
+            file(".wh.fresh", b""),
+        ]);
+        apply_layer(gzip(&upper).as_slice(), root.path()).unwrap();
+        let tree = describe_tree(root.path());
+        let names: Vec<&str> = tree.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            ["etc", "etc/b", "fresh", "opq", "opq/new"],
+            "{tree:?}"
+        );
+        assert!(
+            !tree["opq"].contains("opaque"),
+            "no overlay xattrs: {tree:?}"
+        );
+    }
+
+    #[test]
+    fn applied_layers_stay_inside_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("victim"), b"v").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let link = format!("{}", outside.path().display());
+        let first = raw_tar(&[symlink("esc", &link)]);
+        apply_layer(first.as_slice(), root.path()).unwrap();
+        // The whiteout's parent resolves inside the root, so the victim outside survives.
+        let second = raw_tar(&[file("esc/.wh.victim", b"")]);
+        let _ = apply_layer(second.as_slice(), root.path());
+        assert!(outside.path().join("victim").exists());
+        let third = raw_tar(&[file("../victim", b"x")]);
+        let err = apply_layer(third.as_slice(), root.path()).unwrap_err();
+        assert!(matches!(err, LayerError::UnsafeEntry { .. }), "{err}");
     }
 
     #[test]

@@ -35,16 +35,19 @@ fn describe(command: &Command) -> String {
     line
 }
 
-/// `docker://REFERENCE`, accepting a reference that already has the transport.
+/// `docker://REFERENCE`, accepting a reference that already names a transport skopeo reads
+/// (`docker://`, `oci:`, `oci-archive:`, `docker-archive:`).
 fn docker_transport(reference: &str) -> String {
-    if reference.starts_with("docker://") {
+    const TRANSPORTS: [&str; 4] = ["docker://", "oci:", "oci-archive:", "docker-archive:"];
+    if TRANSPORTS.iter().any(|t| reference.starts_with(t)) {
         reference.to_owned()
     } else {
         format!("docker://{reference}")
     }
 }
 
-/// `skopeo inspect` of an image in a registry (plain HTTP allowed): the parsed JSON summary,
+/// `skopeo inspect` of an image in a registry (plain HTTP allowed) or in an archive named with
+/// its transport (`oci-archive:FILE`, `docker-archive:FILE`): the parsed JSON summary,
 /// with `Architecture`, `Os`, `Layers`, `Env`, `Digest`, ….
 pub fn skopeo_inspect(reference: &str) -> Result<serde_json::Value> {
     let output = run_tool(
@@ -152,5 +155,9 @@ mod tests {
             "docker://127.0.0.1:5000/a:b"
         );
         assert_eq!(docker_transport("docker://x/y"), "docker://x/y");
+        assert_eq!(
+            docker_transport("oci-archive:/tmp/img.tar"),
+            "oci-archive:/tmp/img.tar"
+        );
     }
 }
