@@ -13,6 +13,7 @@ mod e2e {
     mod frontend;
     pub mod harness;
     mod mounts;
+    mod push;
     mod push_pull;
     mod registry_auth;
     mod run;

@@ -28,6 +28,10 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         .iter()
         .map(|t| parse_reference(t))
         .collect::<Result<Vec<_>>>()?;
+    if args.push && tags.is_empty() {
+        bail!("--push needs at least one -t name to push to");
+    }
+    let push_format = super::registry::parse_format(&args.push_output)?;
     let mut build_args = BTreeMap::new();
     for a in &args.build_args {
         match a.split_once('=') {
@@ -58,7 +62,7 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
     let req = BuildRequest {
         context_dir,
         dockerfile: args.file.clone(),
-        tags,
+        tags: tags.clone(),
         build_args,
         target: args.target.clone(),
         network: parse_network(&args.network)?,
@@ -102,6 +106,27 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
     }
     if quiet {
         println!("{id}");
+    }
+    let local = || -> Result<super::registry::Pushed> {
+        Ok(super::registry::Pushed {
+            references: tags.clone(),
+            digest: result.image.manifest_digest.clone(),
+            size: env.store.blob_size(&result.image.manifest_digest)?,
+            media_type: result
+                .image
+                .manifest
+                .media_type
+                .clone()
+                .unwrap_or_else(|| kiln_image::media_type::OCI_MANIFEST.to_owned()),
+        })
+    };
+    let outcome = if args.push {
+        super::registry::push_image(env, &result.image, &tags, push_format)?
+    } else {
+        local()?
+    };
+    if let Some(path) = &args.push_output.metadata_file {
+        super::registry::write_metadata(path, &result.image, &outcome)?;
     }
     Ok(ExitCode::SUCCESS)
 }

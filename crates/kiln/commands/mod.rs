@@ -88,9 +88,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Pull { image, platform } => {
             registry::pull(&Env::open(&cli.global)?, &image, platform.as_deref())
         }
-        Command::Push { image, compression } => {
-            registry::push(&Env::open(&cli.global)?, &image, &compression)
-        }
+        Command::Push(args) => registry::push(&Env::open(&cli.global)?, &args),
         Command::Login(args) => registry::login(&cli.global, args),
         Command::Logout { registry } => registry::logout(registry.as_deref()),
         Command::Import { file, image } => import::import(&Env::open(&cli.global)?, &file, &image),
