@@ -338,3 +338,49 @@ fn a_large_blob_upload_cut_midway_resumes_and_the_registry_holds_the_right_bytes
         "the registry's layer differs from the local one"
     );
 }
+
+#[test]
+fn mounts_under_token_auth_ask_for_pull_access_to_the_source_repository() {
+    let reg = kiln_testkit::TokenRegistry::start(&[("bob", "hunter2")]).unwrap();
+    let k = Kiln::new();
+    let docker_config = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .env("KILN_ROOT", k.root.path())
+            .env("DOCKER_CONFIG", docker_config.path())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_success(&out, args);
+        stdout(&out)
+    };
+    let addr = reg.registry.addr();
+    run(
+        &["login", "-u", "bob", "--password-stdin", &addr],
+        "hunter2\n",
+    );
+    let dir = context(&k.base, "RUN echo token > /token.txt\n", &[]);
+    build(&k, dir.path(), &["-t", "tok"]);
+    let source = format!("{addr}/bob/app:1");
+    let dest = format!("{addr}/bob/copy:1");
+    k.ok(&["tag", "tok", &source]);
+    k.ok(&["tag", "tok", &dest]);
+    let out = run(&["push", &source], "");
+    assert_eq!(count(&out, ": Pushed"), 3, "{out}");
+    // The registry only mounts when the token grants pull on bob/app as well as push on
+    // bob/copy; without it the POST would be refused or turned into a plain upload.
+    let out = run(&["push", &dest], "");
+    assert_eq!(count(&out, "Mounted from bob/app"), 3, "{out}");
+    assert!(!out.contains(": Pushed"), "{out}");
+}

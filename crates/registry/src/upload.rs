@@ -200,6 +200,162 @@ pub(crate) fn file_section_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::RegistryConfig;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+
+    /// What the mock registry holds of the one upload session.
+    #[derive(Default)]
+    struct Session {
+        held: Vec<u8>,
+        patches: usize,
+        completed: Option<String>,
+    }
+
+    /// A minimal registry upload endpoint that, unlike distribution 2.8, keeps its session
+    /// consistent after a cut PATCH: the `patch_to_cut`-th PATCH is read halfway, kept, and its
+    /// connection dropped without an answer.
+    fn mock_registry(patch_to_cut: usize) -> (String, Arc<Mutex<Session>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let session = Arc::new(Mutex::new(Session::default()));
+        let state = session.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { break };
+                serve(conn, &state, patch_to_cut);
+            }
+        });
+        (addr, session)
+    }
+
+    fn serve(conn: TcpStream, state: &Mutex<Session>, patch_to_cut: usize) {
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let mut parts = line.split_whitespace();
+        let (method, target) = (
+            parts.next().unwrap().to_owned(),
+            parts.next().unwrap().to_owned(),
+        );
+        let mut length = 0usize;
+        let mut range_start = None;
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header).unwrap();
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (name, value) = header.split_once(':').unwrap();
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => length = value.trim().parse().unwrap(),
+                "content-range" => {
+                    range_start = value
+                        .trim()
+                        .split('-')
+                        .next()
+                        .unwrap()
+                        .parse::<usize>()
+                        .ok();
+                }
+                _ => {}
+            }
+        }
+        let mut s = state.lock().unwrap();
+        let location = "/v2/r/blobs/uploads/u1";
+        let kept = |held: usize| format!("0-{}", held.saturating_sub(1));
+        let answer = match method.as_str() {
+            "HEAD" => "404 Not Found\r\n".to_owned(),
+            "POST" => format!("202 Accepted\r\nLocation: {location}\r\nRange: 0-0\r\n"),
+            "GET" => format!(
+                "204 No Content\r\nLocation: {location}\r\nRange: {}\r\n",
+                kept(s.held.len())
+            ),
+            "PATCH" if range_start != Some(s.held.len()) => {
+                "416 Range Not Satisfiable\r\n".to_owned()
+            }
+            "PATCH" => {
+                s.patches += 1;
+                let take = if s.patches == patch_to_cut {
+                    length / 2
+                } else {
+                    length
+                };
+                let mut body = vec![0; take];
+                reader.read_exact(&mut body).unwrap();
+                s.held.extend_from_slice(&body);
+                if take < length {
+                    // Unread body in the socket: closing resets the connection mid-request.
+                    return;
+                }
+                format!(
+                    "202 Accepted\r\nLocation: {location}\r\nRange: {}\r\n",
+                    kept(s.held.len())
+                )
+            }
+            "PUT" => {
+                let digest = Digest::of(&s.held).to_string();
+                s.completed = Some(target.clone());
+                if target.contains(&digest.replace(':', "%3A")) {
+                    "201 Created\r\n".to_owned()
+                } else {
+                    "400 Bad Request\r\n".to_owned()
+                }
+            }
+            _ => "405 Method Not Allowed\r\n".to_owned(),
+        };
+        let mut conn = conn;
+        let _ = write!(
+            conn,
+            "HTTP/1.1 {answer}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_cut_chunk_resumes_at_the_range_the_registry_reports() {
+        let (addr, session) = mock_registry(2);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let bytes: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let digest = store.write_blob(&bytes).unwrap();
+        let blob = Descriptor::new(
+            "application/octet-stream",
+            digest.clone(),
+            bytes.len() as u64,
+        );
+        let client = RegistryClient::new(RegistryConfig {
+            credentials: None,
+            retry_base_delay: std::time::Duration::from_millis(1),
+            ..RegistryConfig::default()
+        })
+        .unwrap();
+        let reference: crate::Reference = format!("{addr}/r:1").parse().unwrap();
+        let repo = client.repo(&reference, "pull,push").unwrap();
+        let events = Mutex::new(Vec::new());
+        let on_event = |e: PushEvent| events.lock().unwrap().push(e);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(client.upload_chunked(&store, &repo, &blob, None, "upload", &on_event))
+            .unwrap();
+
+        let s = session.lock().unwrap();
+        assert!(s.held == bytes, "the registry holds the blob exactly");
+        assert!(s.completed.is_some());
+        // 8 MiB went through, half of the next chunk was kept; the upload continued there.
+        let resumed_at = UPLOAD_CHUNK_SIZE + UPLOAD_CHUNK_SIZE / 2;
+        assert_eq!(
+            *events.lock().unwrap(),
+            [PushEvent::BlobUploadResumed {
+                digest,
+                offset: resumed_at
+            }]
+        );
+        assert_eq!(s.patches, 3, "8 MiB, the cut one, then the last 8 MiB");
+    }
 
     #[test]
     fn kept_ranges_count_bytes() {
