@@ -82,7 +82,22 @@ impl RegistryClient {
                 Ok(http.put(put_url.clone()).header(CONTENT_LENGTH, 0))
             })
             .await?;
-        check_status(repo, upload_object, response, &[StatusCode::CREATED]).await
+        match check_status(repo, upload_object, response, &[StatusCode::CREATED]).await {
+            Ok(response) => Ok(response),
+            // A retried PUT finds its session gone when an earlier try completed it but the
+            // answer was lost: the blob being there settles it.
+            Err(error) => {
+                let blob_url = repo.url(&format!("blobs/{}", blob.digest));
+                let head = self
+                    .send(repo, upload_object, |http| Ok(http.head(blob_url.clone())))
+                    .await?;
+                if head.status() == StatusCode::OK {
+                    Ok(head)
+                } else {
+                    Err(error)
+                }
+            }
+        }
     }
 
     /// Sends bytes `offset..offset+len` of the blob. Returns the session's next URL and, when the
