@@ -123,10 +123,30 @@ fn build_push_with_two_tags_writes_the_digest_iidfile_and_metadata_file() {
         assert_eq!(info["Digest"], manifest_digest, "{reference}");
     }
 
+    // Without --push the metadata names the local manifest, as BuildKit's does.
+    let local_meta = out_dir.path().join("local.json");
+    build(
+        &k,
+        dir.path(),
+        &[
+            "-t",
+            "local-only",
+            "--metadata-file",
+            local_meta.to_str().unwrap(),
+        ],
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&local_meta).unwrap()).unwrap();
+    assert_eq!(meta["containerimage.digest"], manifest_digest);
+    assert_eq!(meta["image.name"], "docker.io/library/local-only:latest");
+
     // --push without a name to push to is refused before building.
     let out = k.cmd(&["build", "--push", dir.path().to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--push needs"), "{}", stderr(&out));
+    let out = k.cmd(&["build", "--format", "docker", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("with --push"), "{}", stderr(&out));
 }
 
 #[test]

@@ -32,6 +32,9 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         bail!("--push needs at least one -t name to push to");
     }
     let push_format = super::registry::parse_format(&args.push_output)?;
+    if push_format.is_some() && !args.push {
+        bail!("--format applies to what is pushed: use it with --push");
+    }
     let mut build_args = BTreeMap::new();
     for a in &args.build_args {
         match a.split_once('=') {
