@@ -16,6 +16,7 @@ mod e2e {
     pub mod harness;
     mod mounts;
     mod outputs;
+    mod push;
     mod push_pull;
     mod registry_auth;
     mod run;

@@ -63,12 +63,8 @@ pub enum Command {
         #[arg(long)]
         platform: Option<String>,
     },
-    /// Push an image to a registry
-    Push {
-        image: String,
-        #[command(flatten)]
-        compression: CompressionArgs,
-    },
+    /// Push images to a registry (`kiln push a:1 a:2`, or `--all-tags REPOSITORY`)
+    Push(PushArgs),
     /// Log in to a registry (credentials go to $DOCKER_CONFIG/config.json or its helper)
     Login(LoginArgs),
     /// Log out from a registry
@@ -143,6 +139,31 @@ pub struct PruneArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Names to push (name:tag); with --all-tags, one repository
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// Push every tag of the repository in the local store
+    #[arg(short = 'a', long)]
+    pub all_tags: bool,
+    #[command(flatten)]
+    pub output: PushOutputArgs,
+    #[command(flatten)]
+    pub compression: CompressionArgs,
+}
+
+/// How a push is made and reported; shared by `kiln push` and `kiln build --push`.
+#[derive(Debug, Args)]
+pub struct PushOutputArgs {
+    /// Manifest media types: oci or docker (Docker v2 schema 2) [default: as stored]
+    #[arg(long, value_name = "oci|docker")]
+    pub format: Option<String>,
+    /// Write the image's digests and names as JSON to this file, as BuildKit's --metadata-file
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct LoginArgs {
     /// Registry host[:port] [default: docker.io]
     pub registry: Option<String>,
@@ -212,6 +233,11 @@ pub struct BuildArgs {
     /// Print only the image ID
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Push every -t tag to its registry after the build
+    #[arg(long)]
+    pub push: bool,
+    #[command(flatten)]
+    pub push_output: PushOutputArgs,
     /// Run the build checks and report their warnings without building
     #[arg(long)]
     pub check: bool,

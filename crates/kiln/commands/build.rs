@@ -28,6 +28,13 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         .iter()
         .map(|t| parse_reference(t))
         .collect::<Result<Vec<_>>>()?;
+    if args.push && tags.is_empty() {
+        bail!("--push needs at least one -t name to push to");
+    }
+    let push_format = super::registry::parse_format(&args.push_output)?;
+    if push_format.is_some() && !args.push {
+        bail!("--format applies to what is pushed: use it with --push");
+    }
     let mut build_args = BTreeMap::new();
     for a in &args.build_args {
         match a.split_once('=') {
@@ -116,6 +123,27 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
     // With an output on stdout, the ID would corrupt it.
     if quiet && !outputs.iter().any(super::archive::Output::writes_stdout) {
         println!("{id}");
+    }
+    let local = || -> Result<super::registry::Pushed> {
+        Ok(super::registry::Pushed {
+            references: tags.clone(),
+            digest: result.image.manifest_digest.clone(),
+            size: env.store.blob_size(&result.image.manifest_digest)?,
+            media_type: result
+                .image
+                .manifest
+                .media_type
+                .clone()
+                .unwrap_or_else(|| kiln_image::media_type::OCI_MANIFEST.to_owned()),
+        })
+    };
+    let outcome = if args.push {
+        super::registry::push_image(env, &result.image, &tags, push_format)?
+    } else {
+        local()?
+    };
+    if let Some(path) = &args.push_output.metadata_file {
+        super::registry::write_metadata(path, &result.image, &outcome)?;
     }
     Ok(ExitCode::SUCCESS)
 }

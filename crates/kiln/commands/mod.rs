@@ -114,9 +114,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             let (env, _lock) = open_shared(&cli.global)?;
             registry::pull(&env, &image, platform.as_deref())
         }
-        Command::Push { image, compression } => {
+        Command::Push(args) => {
             let (env, _lock) = open_shared(&cli.global)?;
-            registry::push(&env, &image, &compression)
+            registry::push(&env, &args)
         }
         Command::Login(args) => registry::login(&cli.global, args),
         Command::Logout { registry } => registry::logout(registry.as_deref()),

@@ -1,16 +1,19 @@
 //! `kiln pull`, `kiln push`, `kiln login` and `kiln logout`.
 
 use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use kiln_image::Digest;
 use kiln_image::Platform;
 use kiln_layer::CompressionRequest;
 use kiln_registry::reference::DOCKER_HUB;
-use kiln_registry::{Credential, CredentialStore, PushEvent};
+use kiln_registry::{Credential, CredentialStore, PushEvent, PushFormat, Reference};
+use kiln_solve::StoredImage;
 
 use super::{Env, parse_reference, registry_client};
-use crate::cli::{CompressionArgs, GlobalOpts, LoginArgs};
+use crate::cli::{GlobalOpts, LoginArgs, PushArgs, PushOutputArgs};
 use crate::commands::images::find_image;
 use crate::render::ProgressPrinter;
 
@@ -34,52 +37,176 @@ pub fn pull(env: &Env, name: &str, platform: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn push(env: &Env, name: &str, compression: &CompressionArgs) -> Result<ExitCode> {
-    let reference = parse_reference(name)?;
-    if reference.digest().is_some() {
-        bail!("push needs a tag, not a digest: {name}");
-    }
+pub fn push(env: &Env, args: &PushArgs) -> Result<ExitCode> {
+    let compression = &args.compression;
     let request = match (&compression.compression, compression.compression_level) {
         (None, None) => None,
         (None, Some(_)) => bail!("--compression-level needs --compression on push"),
         (Some(algorithm), level) => Some(CompressionRequest::from_flags(algorithm, level)?),
     };
-    let mut img = find_image(env, name)?;
-    if let Some(request) = &request {
-        // Layers not yet in this setting are compressed once here; the store keeps the result
-        // for every later push.
-        let (converted, reencoded) = kiln_solve::image_in_compression(&env.store, &img, request)?;
-        if reencoded > 0 {
-            println!(
-                "Compressed {reencoded} layer{} as {}",
-                if reencoded == 1 { "" } else { "s" },
-                request.compression.setting_name()
-            );
+    let format = parse_format(&args.output)?;
+    let mut targets: Vec<(Reference, StoredImage)> = Vec::new();
+    if args.all_tags {
+        let [repository] = args.images.as_slice() else {
+            bail!("--all-tags takes one repository name, without a tag");
+        };
+        let wanted = parse_reference(repository)?;
+        if repository.contains('@')
+            || repository
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains(':'))
+        {
+            bail!("--all-tags takes a repository name without a tag or digest: {repository}");
         }
-        img = converted;
+        for (name, manifest) in env.store.list_names()? {
+            let Ok(reference) = name.parse::<Reference>() else {
+                continue;
+            };
+            if reference.registry() == wanted.registry()
+                && reference.repository() == wanted.repository()
+                && reference.tag().is_some()
+            {
+                targets.push((reference, StoredImage::load(&env.store, &manifest)?));
+            }
+        }
+        if targets.is_empty() {
+            bail!("no tags of {repository} in the local store");
+        }
+    } else {
+        for name in &args.images {
+            let reference = parse_reference(name)?;
+            if reference.digest().is_some() {
+                bail!("push needs a tag, not a digest: {name}");
+            }
+            targets.push((reference, find_image(env, name)?));
+        }
     }
-    println!(
-        "The push refers to repository [{}]",
-        reference.repository_with_registry()
-    );
-    let on_event = |e: PushEvent| match e {
-        PushEvent::BlobExists { digest } => println!("{}: Layer already exists", digest.short()),
-        PushEvent::BlobUploaded { digest } => println!("{}: Pushed", digest.short()),
-        _ => {}
-    };
-    let digest = env.rt.block_on(env.registry().push(
-        &env.store,
-        &img.manifest_digest,
-        &reference,
-        &on_event,
-    ))?;
-    println!(
-        "{}: digest: {} size: {}",
-        reference.tag().unwrap_or("latest"),
-        digest,
-        env.store.blob_size(&digest)?
-    );
+    let mut last = None;
+    for (reference, mut img) in targets {
+        if let Some(request) = &request {
+            // Layers not yet in this setting are compressed once here; the store keeps the
+            // result for every later push.
+            let (converted, reencoded) =
+                kiln_solve::image_in_compression(&env.store, &img, request)?;
+            if reencoded > 0 {
+                println!(
+                    "Compressed {reencoded} layer{} as {}",
+                    if reencoded == 1 { "" } else { "s" },
+                    request.compression.setting_name()
+                );
+            }
+            img = converted;
+        }
+        let pushed = push_image(env, &img, std::slice::from_ref(&reference), format)?;
+        last = Some((img, pushed));
+    }
+    if let (Some(path), Some((img, pushed))) = (&args.output.metadata_file, &last) {
+        write_metadata(path, img, pushed)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `--format` flag.
+pub fn parse_format(output: &PushOutputArgs) -> Result<Option<PushFormat>> {
+    output
+        .format
+        .as_deref()
+        .map(|f| f.parse::<PushFormat>().map_err(anyhow::Error::msg))
+        .transpose()
+}
+
+/// What one push stored: the manifest digest and size under `references`.
+pub struct Pushed {
+    pub references: Vec<Reference>,
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// Pushes `img` under each of `references` (in `format`, or as stored), printing progress and
+/// each tag's digest line as `docker push` does.
+pub fn push_image(
+    env: &Env,
+    img: &StoredImage,
+    references: &[Reference],
+    format: Option<PushFormat>,
+) -> Result<Pushed> {
+    let manifest_digest = match format {
+        Some(format) => {
+            kiln_registry::manifest_in_format(&env.store, &img.manifest_digest, format)?
+        }
+        None => img.manifest_digest.clone(),
+    };
+    let manifest: kiln_image::Manifest =
+        serde_json::from_slice(&env.store.read_blob(&manifest_digest)?)
+            .context("reading the manifest to push")?;
+    let size = env.store.blob_size(&manifest_digest)?;
+    for reference in references {
+        println!(
+            "The push refers to repository [{}]",
+            reference.repository_with_registry()
+        );
+        let on_event = |e: PushEvent| match e {
+            PushEvent::BlobExists { digest } => {
+                println!("{}: Layer already exists", digest.short());
+            }
+            PushEvent::BlobMounted { digest, from } => {
+                println!("{}: Mounted from {from}", digest.short());
+            }
+            PushEvent::BlobUploadResumed { digest, offset: 0 } => {
+                println!(
+                    "{}: Restarting upload (the registry kept nothing)",
+                    digest.short()
+                );
+            }
+            PushEvent::BlobUploadResumed { digest, offset } => {
+                println!("{}: Resuming upload at byte {offset}", digest.short());
+            }
+            PushEvent::BlobUploaded { digest } => println!("{}: Pushed", digest.short()),
+            _ => {}
+        };
+        let digest = env.rt.block_on(env.registry().push(
+            &env.store,
+            &manifest_digest,
+            reference,
+            &on_event,
+        ))?;
+        println!(
+            "{}: digest: {} size: {}",
+            reference.tag().unwrap_or("latest"),
+            digest,
+            size
+        );
+    }
+    Ok(Pushed {
+        references: references.to_vec(),
+        digest: manifest_digest,
+        size,
+        media_type: manifest
+            .media_type
+            .unwrap_or_else(|| kiln_image::media_type::OCI_MANIFEST.to_owned()),
+    })
+}
+
+/// Writes BuildKit's `--metadata-file` JSON: the manifest (`containerimage.digest`, and its
+/// descriptor), the config (`containerimage.config.digest`, the image ID) and the names
+/// (`image.name`, comma-separated).
+pub fn write_metadata(path: &Path, img: &StoredImage, pushed: &Pushed) -> Result<()> {
+    let names: Vec<String> = pushed.references.iter().map(ToString::to_string).collect();
+    let metadata = serde_json::json!({
+        "containerimage.config.digest": img.config_digest.to_string(),
+        "containerimage.digest": pushed.digest.to_string(),
+        "containerimage.descriptor": {
+            "mediaType": pushed.media_type,
+            "digest": pushed.digest.to_string(),
+            "size": pushed.size,
+        },
+        "image.name": names.join(","),
+    });
+    let mut bytes = serde_json::to_vec_pretty(&metadata).expect("metadata serialises");
+    bytes.push(b'\n');
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Verifies the credentials against the registry (as `docker login` does), then stores them in

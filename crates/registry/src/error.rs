@@ -126,6 +126,14 @@ pub enum RegistryError {
         source: Box<StoreError>,
     },
 
+    /// The manifest cannot be pushed with the requested media types (`--format`).
+    #[error("manifest {manifest}: cannot push with {format} media types: {message}")]
+    IncompatibleFormat {
+        manifest: Digest,
+        format: &'static str,
+        message: String,
+    },
+
     #[error("{object}: {source}")]
     LocalStore {
         object: String,

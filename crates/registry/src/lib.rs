@@ -8,6 +8,8 @@
 //!   credentials, or with an identity token).
 //! - `tls`: per-registry CAs and client certificates from `certs.d`.
 //! - `pull` / `push`: the two operations, streaming blobs to and from the store.
+//! - `upload`: chunked uploads that resume after a dropped connection.
+//! - `format`: OCI ↔ Docker v2 schema 2 media types for `push --format`.
 //!
 //! Everything fetched is verified against its digest before it gets a name in the store.
 
@@ -15,14 +17,17 @@ mod auth;
 mod content;
 pub mod credentials;
 mod error;
+mod format;
 mod pull;
 mod push;
 pub mod reference;
 mod tls;
 mod transport;
+mod upload;
 
 pub use credentials::{Credential, CredentialStore};
 pub use error::RegistryError;
+pub use format::{PushFormat, manifest_in_format};
 pub use pull::{PullEvent, PulledImage};
 pub use push::PushEvent;
 pub use reference::{Reference, ReferenceError};

@@ -153,6 +153,11 @@ impl RegistryClient {
             .await?;
 
         store_manifest(store, &repo, &image)?;
+        // Hints for cross-repository mounts when these blobs are pushed to this registry later;
+        // losing one only costs an upload.
+        for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            let _ = store.record_blob_source(&repo.registry, &blob.digest, &repo.repository);
+        }
         if let Some(index) = &index {
             store_manifest(store, &repo, index)?;
         }

@@ -1,23 +1,22 @@
-//! Pushing an image from the store: every blob the registry lacks (monolithic upload, streamed
-//! from the store file), then the manifest bytes exactly as stored, so the registry computes the
-//! same digest kiln did.
-//!
-//! A later issue adds chunked and resumable uploads and cross-repository mounts in
-//! [`RegistryClient::push_blob`].
+//! Pushing an image from the store: for each blob (several at once) a HEAD to skip what the
+//! registry has, then a cross-repository mount when another repository of the registry is known
+//! to hold it (see `Store::blob_sources`), then an upload streamed from the store file —
+//! monolithic for small blobs, chunked with resume for large ones (`upload`); last the manifest
+//! bytes exactly as stored, so the registry computes the same digest kiln did.
 
 use futures_util::TryStreamExt;
 use kiln_image::{Descriptor, Digest};
 use kiln_store::{Store, StoreError};
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
-use reqwest::{Body, StatusCode};
-use tokio_util::io::ReaderStream;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::{StatusCode, Url};
 
 use crate::RegistryClient;
 use crate::content::{ManifestError, ParsedManifest, parse_manifest};
 use crate::error::RegistryError;
 use crate::pull::content_digest_header;
 use crate::reference::Reference;
-use crate::transport::{Repo, check_status, resolve_location, upload_completion_url};
+use crate::transport::{Repo, check_status, upload_completion_url};
+use crate::upload::{CHUNKED_UPLOAD_THRESHOLD, file_section_body, upload_location};
 
 /// Blobs uploaded at the same time.
 const CONCURRENT_UPLOADS: usize = 3;
@@ -29,9 +28,19 @@ pub enum PushEvent {
     BlobExists {
         digest: Digest,
     },
+    /// The registry mounted this blob from `from`, another of its repositories.
+    BlobMounted {
+        digest: Digest,
+        from: String,
+    },
     BlobUploadStart {
         digest: Digest,
         size: u64,
+    },
+    /// A chunked upload broke off and continues at byte `offset` (0: it started over).
+    BlobUploadResumed {
+        digest: Digest,
+        offset: u64,
     },
     BlobUploaded {
         digest: Digest,
@@ -168,6 +177,7 @@ impl RegistryClient {
             .send(repo, &object, |http| Ok(http.head(blob_url.clone())))
             .await?;
         if response.status() == StatusCode::OK {
+            self.remember_source(store, repo, &blob.digest);
             on_event(PushEvent::BlobExists {
                 digest: blob.digest.clone(),
             });
@@ -175,32 +185,35 @@ impl RegistryClient {
         }
         check_status(repo, &object, response, &[StatusCode::NOT_FOUND]).await?;
 
+        let mut session = None;
+        let sources = store
+            .blob_sources(&repo.registry, &blob.digest)
+            .unwrap_or_default();
+        if let Some(from) = sources.into_iter().find(|r| *r != repo.repository) {
+            match self.mount_blob(repo, &blob.digest, &from).await? {
+                MountOutcome::Mounted => {
+                    self.remember_source(store, repo, &blob.digest);
+                    on_event(PushEvent::BlobMounted {
+                        digest: blob.digest.clone(),
+                        from,
+                    });
+                    return Ok(());
+                }
+                MountOutcome::Refused(upload) => session = upload,
+            }
+        }
+
         on_event(PushEvent::BlobUploadStart {
             digest: blob.digest.clone(),
             size,
         });
         let upload_object = format!("upload of {object}");
-        // A broken PUT leaves the upload session in an unknown state, so a retry starts a new
-        // upload rather than repeating the PUT.
-        let max_attempts = self.config().max_attempts.max(1);
-        let mut tries = 1;
-        let response = loop {
-            match self
-                .upload_blob_once(store, repo, blob, size, &object, &upload_object)
-                .await
-            {
-                Err(error) if error.is_retryable() && tries < max_attempts => {
-                    tokio::time::sleep(self.retry_delay(tries, None)).await;
-                    tries += 1;
-                }
-                Err(error) if error.is_retryable() && tries > 1 => {
-                    return Err(RegistryError::GaveUp {
-                        attempts: tries,
-                        last: Box::new(error),
-                    });
-                }
-                result => break result?,
-            }
+        let response = if size > CHUNKED_UPLOAD_THRESHOLD {
+            self.upload_chunked(store, repo, blob, session, &upload_object, on_event)
+                .await?
+        } else {
+            self.upload_monolithic(store, repo, blob, session, &upload_object)
+                .await?
         };
         if let Some(Ok(reported)) = content_digest_header(response.headers())
             && reported != blob.digest
@@ -213,23 +226,56 @@ impl RegistryClient {
                 actual: reported,
             });
         }
+        self.remember_source(store, repo, &blob.digest);
         on_event(PushEvent::BlobUploaded {
             digest: blob.digest.clone(),
         });
         Ok(())
     }
 
-    /// Starts an upload and PUTs the whole blob, streamed from the store file. The PUT is sent
-    /// once; [`Self::push_blob`] retries by starting over.
-    async fn upload_blob_once(
+    /// Notes that `repo` now holds `digest`, for mounts into other repositories later. A failure
+    /// to write the hint must not fail the push.
+    fn remember_source(&self, store: &Store, repo: &Repo, digest: &Digest) {
+        let _ = store.record_blob_source(&repo.registry, digest, &repo.repository);
+    }
+
+    /// Asks the registry to mount `digest` from its repository `from` into `repo`. The token
+    /// request includes pull access to `from`; a registry that will not mount (no access, blob
+    /// gone, mounts disabled) starts an ordinary upload instead, whose URL is returned.
+    async fn mount_blob(
         &self,
-        store: &Store,
         repo: &Repo,
-        blob: &Descriptor,
-        size: u64,
-        object: &str,
+        digest: &Digest,
+        from: &str,
+    ) -> Result<MountOutcome, RegistryError> {
+        let object = format!("mount of blob {digest} from {from}");
+        let mount_repo = repo.clone().with_mount_source(from);
+        let mut url = repo.url("blobs/uploads/");
+        url.query_pairs_mut()
+            .append_pair("mount", &digest.to_string())
+            .append_pair("from", from);
+        let response = self
+            .send(&mount_repo, &object, |http| {
+                Ok(http.post(url.clone()).header(CONTENT_LENGTH, 0))
+            })
+            .await?;
+        match response.status() {
+            StatusCode::CREATED => Ok(MountOutcome::Mounted),
+            StatusCode::ACCEPTED => Ok(MountOutcome::Refused(
+                upload_location(repo, &object, &response).ok(),
+            )),
+            // Anything else (denied, unknown repository) is no reason to fail the push: the
+            // blob is uploaded as if no source were known.
+            _ => Ok(MountOutcome::Refused(None)),
+        }
+    }
+
+    /// Starts an upload session; returns its URL.
+    pub(crate) async fn start_upload(
+        &self,
+        repo: &Repo,
         upload_object: &str,
-    ) -> Result<reqwest::Response, RegistryError> {
+    ) -> Result<Url, RegistryError> {
         let start_url = repo.url("blobs/uploads/");
         let response = self
             .send(repo, upload_object, |http| {
@@ -237,42 +283,56 @@ impl RegistryClient {
             })
             .await?;
         let response = check_status(repo, upload_object, response, &[StatusCode::ACCEPTED]).await?;
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                repo.protocol(
-                    upload_object,
-                    "the registry started an upload without a Location header",
-                )
-            })?;
-        let location = resolve_location(response.url(), location)
-            .map_err(|m| repo.protocol(upload_object, m))?;
-        let put_url = upload_completion_url(&location, &blob.digest);
+        upload_location(repo, upload_object, &response)
+    }
 
-        let path = store.blob_path(&blob.digest);
-        let response = self
-            .send_once_authorized(repo, upload_object, |http| {
-                // Reopened for each attempt: a streamed body cannot be replayed.
-                let file = std::fs::File::open(&path).map_err(|e| {
-                    local_error(
-                        object,
-                        StoreError::Io {
-                            path: path.clone(),
-                            source: e,
-                        },
-                    )
-                })?;
-                let body = Body::wrap_stream(ReaderStream::new(tokio::fs::File::from_std(file)));
-                Ok(http
-                    .put(put_url.clone())
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_LENGTH, size)
-                    .body(body))
-            })
-            .await?;
-        check_status(repo, upload_object, response, &[StatusCode::CREATED]).await
+    /// Uploads a blob with one PUT, streamed from the store file. A broken PUT leaves the
+    /// session in an unknown state, so a retry starts a new upload rather than repeating it.
+    async fn upload_monolithic(
+        &self,
+        store: &Store,
+        repo: &Repo,
+        blob: &Descriptor,
+        mut session: Option<Url>,
+        upload_object: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let max_attempts = self.config().max_attempts.max(1);
+        let mut tries = 1;
+        loop {
+            let result = async {
+                let location = match session.take() {
+                    Some(url) => url,
+                    None => self.start_upload(repo, upload_object).await?,
+                };
+                let put_url = upload_completion_url(&location, &blob.digest);
+                let response = self
+                    .send_once_authorized(repo, upload_object, |http| {
+                        let body =
+                            file_section_body(store, &blob.digest, 0, blob.size, upload_object)?;
+                        Ok(http
+                            .put(put_url.clone())
+                            .header(CONTENT_TYPE, "application/octet-stream")
+                            .header(CONTENT_LENGTH, blob.size)
+                            .body(body))
+                    })
+                    .await?;
+                check_status(repo, upload_object, response, &[StatusCode::CREATED]).await
+            }
+            .await;
+            match result {
+                Err(error) if error.is_retryable() && tries < max_attempts => {
+                    tokio::time::sleep(self.retry_delay(tries, None)).await;
+                    tries += 1;
+                }
+                Err(error) if error.is_retryable() && tries > 1 => {
+                    return Err(RegistryError::GaveUp {
+                        attempts: tries,
+                        last: Box::new(error),
+                    });
+                }
+                result => return result,
+            }
+        }
     }
 
     /// PUTs manifest bytes unchanged under `name` (a tag or a digest).
@@ -317,6 +377,13 @@ impl RegistryClient {
     }
 }
 
+/// What became of a mount request.
+enum MountOutcome {
+    Mounted,
+    /// Not mounted; the registry may have started an upload session instead (its URL).
+    Refused(Option<Url>),
+}
+
 fn read_stored_manifest(
     store: &Store,
     dest: &Reference,
@@ -342,7 +409,7 @@ fn read_stored_manifest(
     Ok((bytes, parsed))
 }
 
-fn local_error(object: &str, source: StoreError) -> RegistryError {
+pub(crate) fn local_error(object: &str, source: StoreError) -> RegistryError {
     RegistryError::LocalStore {
         object: format!("local {object}"),
         source: Box::new(source),

@@ -109,7 +109,6 @@ impl Repo {
 
     /// The same repository, with pull access to `source` added to its token scopes, for
     /// mounting a blob from `source`.
-    #[allow(dead_code)] // Used by cross-repository mounts (issue 5, push).
     pub fn with_mount_source(mut self, source: &str) -> Repo {
         let scope = repository_scope(source, "pull");
         if !self.scopes.contains(&scope) {

@@ -7,6 +7,7 @@
 //! cache/<hex>             cache records by cache key (opaque bytes, typed by the solver)
 //! snapshots/<hex>/        one unpacked layer per diffID (`fs/`, the overlay lower dir) + marker
 //! cache-mounts/<hex>/     persistent directories of `RUN --mount=type=cache`, by cache id
+//! blob-sources/<registry>/<hex>.json  repositories of a registry known to hold a blob (for mounts)
 //! layer-variants/<hex>/   per diffID, the blob of each compression setting used (`gzip-6.json`)
 //! context-index/<hex>     file metadata → content digest, per build context directory
 //! store.lock, locks/      flock files: the store-wide lock and per-step/per-snapshot locks
@@ -15,6 +16,7 @@
 //! Every write is staged in `tmp/` and published by an atomic rename after `fsync`, so a crash or a
 //! failed verification never leaves a half-written object under a real name.
 
+mod blob_sources;
 mod blobs;
 mod cache_mounts;
 mod check;
