@@ -46,7 +46,9 @@ log() { echo "bench: $*" >&2; }
 
 # --- sizes -----------------------------------------------------------------------------------
 
+quick_label=""
 if ((quick)); then
+    quick_label=" (quick mode: small contexts)"
     reps=1
     big_small_files=2000   # the big context: many small files ...
     big_large_files=2      # ... and a few large ones
@@ -175,7 +177,7 @@ drop_caches_ok=1
 drop_caches() {
     sync
     if ! { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
-        ((drop_caches_ok)) && log "warning: cannot drop the page cache; cold runs start warm"
+        if ((drop_caches_ok)); then log "warning: cannot drop the page cache; cold runs start warm"; fi
         drop_caches_ok=0
     fi
 }
@@ -492,7 +494,7 @@ machine=$work/machine.txt
     has_tool buildkit && echo "dockerd: $(docker version --format '{{.Server.Version}}') (BuildKit built in)"
     has_tool buildah && echo "buildah: $(buildah --version | awk '{ print $3 }'), runc $(runc --version | awk 'NR == 1 { print $3 }')"
     echo "registry: $(docker-registry --version 2>/dev/null | awk '{ print $NF }')"
-    echo "repetitions: $reps$( ((quick)) && echo ' (quick mode: small contexts)')"
+    echo "repetitions: $reps$quick_label"
     echo "big context: $big_small_files small files + $big_large_files × $big_large_mb MB; waiting stages: sleep $sleep_s; CPU-bound stages: sha256sum of $cpu_mb MB each"
     echo "page cache dropped before cold builds: PLACEHOLDER_DROP"
 } >"$machine"
@@ -513,12 +515,15 @@ for ((rep = 1; rep <= reps; rep++)); do
     done
 done
 
-sed -i "s/PLACEHOLDER_DROP/$( ((drop_caches_ok)) && echo yes || echo no)/" "$machine"
+dropped=no
+if ((drop_caches_ok)); then dropped=yes; fi
+sed -i "s/PLACEHOLDER_DROP/$dropped/" "$machine"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$machine"
 
 # --- the report -------------------------------------------------------------------------------
 
-out_dir=$repo/bench/results/$(date -u +%Y%m%dT%H%M%SZ)$( ((quick)) && echo -quick)
+# (A `$( ((quick)) && …)` here would fail the assignment, and the script, under set -e.)
+out_dir=$repo/bench/results/$(date -u +%Y%m%dT%H%M%SZ)${quick_label:+-quick}
 mkdir -p "$out_dir"
 cp "$results" "$rss" "$machine" "$out_dir/"
 if ((quick)); then
