@@ -2,20 +2,6 @@
 
 use super::harness::{Kiln, stderr};
 
-fn build_text(k: &Kiln, dockerfile: &str) -> std::process::Output {
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
-    let base = format!("BASE={}", k.base);
-    k.cmd(&[
-        "build",
-        "-t",
-        "err",
-        "--build-arg",
-        &base,
-        ctx.path().to_str().unwrap(),
-    ])
-}
-
 #[test]
 fn failing_run_names_step_command_exit_code_and_output() {
     let k = Kiln::new();
@@ -42,14 +28,18 @@ fn failing_run_names_step_command_exit_code_and_output() {
 #[test]
 fn dockerfile_mistakes_point_at_the_line() {
     let k = Kiln::new();
-    let out = build_text(&k, "ARG BASE\nFROM ${BASE}\nRUN true\nFORM busybox\n");
+    let out = k.build_dockerfile(
+        "err",
+        "ARG BASE\nFROM ${BASE}\nRUN true\nFORM busybox\n",
+        &[],
+    );
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("Dockerfile:4"), "{err}");
     assert!(err.to_lowercase().contains("unknown instruction"), "{err}");
     assert!(err.contains("FORM busybox"), "the line is shown: {err}");
 
-    let out = build_text(&k, "ARG BASE\nFROM ${BASE}\nCOPY missing.txt /\n");
+    let out = k.build_dockerfile("err", "ARG BASE\nFROM ${BASE}\nCOPY missing.txt /\n", &[]);
     let err = stderr(&out);
     assert!(!out.status.success());
     assert!(
@@ -57,7 +47,7 @@ fn dockerfile_mistakes_point_at_the_line() {
         "{err}"
     );
 
-    let out = build_text(&k, "FROM 127.0.0.1:1/nothing-listens-here\n");
+    let out = k.build_dockerfile("err", "FROM 127.0.0.1:1/nothing-listens-here\n", &[]);
     let err = stderr(&out);
     assert!(!out.status.success());
     assert!(

@@ -2,18 +2,6 @@
 
 use super::harness::{Kiln, assert_success, stderr};
 
-/// Builds `dockerfile` (with `ARG BASE` pointing at busybox) from a fresh context.
-fn build_text(k: &Kiln, tag: &str, dockerfile: &str, extra: &[&str]) -> std::process::Output {
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
-    let base = format!("BASE={}", k.base);
-    let mut args = vec!["build", "-t", tag, "--build-arg", &base];
-    args.extend_from_slice(extra);
-    let dir = ctx.path().to_str().unwrap().to_owned();
-    args.push(&dir);
-    k.cmd(&args)
-}
-
 #[test]
 fn run_heredoc_forms_produce_their_files() {
     let k = Kiln::new();
@@ -42,7 +30,7 @@ second\n\
 B\n\
 RUN ls /dev/pipes > /pipes.txt 2>&1 || echo gone > /pipes.txt\n\
 CMD cat /script.txt /chomp.txt /shebang.txt /stdin.txt /quoted.txt /two.txt /pipes.txt\n";
-    let out = build_text(&k, "heredocs", dockerfile, &[]);
+    let out = k.build_dockerfile("heredocs", dockerfile, &[]);
     assert_success(&out, &["build", "heredocs"]);
     let run = k.ok(&["run", "--rm", "heredocs"]);
     assert_eq!(
@@ -74,7 +62,7 @@ one.txt\n\
 second $WHO\n\
 two.txt\n\
 CMD cat /greeting.txt /multi/one.txt /multi/two.txt && stat -c '%a %n' /greeting.txt /bin/tool && WHO=env /bin/tool\n";
-    let out = build_text(&k, "copy-heredocs", dockerfile, &[]);
+    let out = k.build_dockerfile("copy-heredocs", dockerfile, &[]);
     assert_success(&out, &["build", "copy-heredocs"]);
     assert_eq!(
         k.ok(&["run", "--rm", "copy-heredocs"]),
@@ -88,7 +76,7 @@ fn run_heredoc_body_is_part_of_the_cache_key() {
     let build = |body: &str| {
         let dockerfile =
             format!("ARG BASE\nFROM ${{BASE}}\nRUN <<EOF\n{body}\nEOF\nCMD cat /out.txt\n");
-        let out = build_text(&k, "keyed", &dockerfile, &[]);
+        let out = k.build_dockerfile("keyed", &dockerfile, &[]);
         assert_success(&out, &["build", "keyed"]);
         stderr(&out)
     };
@@ -105,8 +93,7 @@ fn run_heredoc_body_is_part_of_the_cache_key() {
 #[test]
 fn unterminated_heredoc_is_an_error_with_the_line() {
     let k = Kiln::new();
-    let out = build_text(
-        &k,
+    let out = k.build_dockerfile(
         "bad",
         "ARG BASE\nFROM ${BASE}\nRUN <<EOF\necho never ends\n",
         &[],
@@ -121,8 +108,7 @@ fn unterminated_heredoc_is_an_error_with_the_line() {
 #[test]
 fn build_prints_check_warnings_with_the_line_and_still_builds() {
     let k = Kiln::new();
-    let out = build_text(
-        &k,
+    let out = k.build_dockerfile(
         "warned",
         "ARG BASE\nFROM ${BASE} as Build\nMAINTAINER someone\nCMD echo hi\n",
         &[],
@@ -144,8 +130,7 @@ fn build_prints_check_warnings_with_the_line_and_still_builds() {
 fn check_reports_without_building_and_exits_by_severity() {
     // `ARG BASE` has a default: without one, InvalidDefaultArgInFrom would warn as well.
     let k = Kiln::new();
-    let out = build_text(
-        &k,
+    let out = k.build_dockerfile(
         "checked",
         "ARG BASE=busybox\nFROM ${BASE}\nCMD echo hi\n",
         &["--check"],
@@ -162,8 +147,7 @@ fn check_reports_without_building_and_exits_by_severity() {
         "--check builds nothing"
     );
 
-    let out = build_text(
-        &k,
+    let out = k.build_dockerfile(
         "clean",
         "ARG BASE=busybox\nFROM ${BASE}\nCMD [\"true\"]\n",
         &["--check"],
@@ -173,14 +157,13 @@ fn check_reports_without_building_and_exits_by_severity() {
 
     // error=true turns warnings into a failure, in --check and in a build.
     let strict = "# check=error=true\nARG BASE=busybox\nFROM ${BASE}\nCMD echo hi\n";
-    let out = build_text(&k, "strict", strict, &["--check"]);
+    let out = k.build_dockerfile("strict", strict, &["--check"]);
     assert!(!out.status.success(), "{}", stderr(&out));
-    let out = build_text(&k, "strict", strict, &[]);
+    let out = k.build_dockerfile("strict", strict, &[]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("error=true"), "{}", stderr(&out));
     // The build argument overrides the directive, as in BuildKit.
-    let out = build_text(
-        &k,
+    let out = k.build_dockerfile(
         "strict",
         strict,
         &[
@@ -193,8 +176,7 @@ fn check_reports_without_building_and_exits_by_severity() {
     assert!(stderr(&out).contains("no warnings found"));
 
     // A duplicate stage name is an error even without error=true.
-    let out = build_text(
-        &k,
+    let out = k.build_dockerfile(
         "dup",
         "ARG BASE=busybox\nFROM ${BASE} AS a\nFROM ${BASE} AS a\n",
         &["--check"],
@@ -207,7 +189,7 @@ fn check_reports_without_building_and_exits_by_severity() {
     );
 
     // A Dockerfile that does not parse is an error pointing at the line.
-    let out = build_text(&k, "bad", "FROM x\nRUN <<EOF\nnever ends\n", &["--check"]);
+    let out = k.build_dockerfile("bad", "FROM x\nRUN <<EOF\nnever ends\n", &["--check"]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(

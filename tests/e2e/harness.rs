@@ -54,6 +54,19 @@ impl Kiln {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Builds `dockerfile` from a fresh, otherwise empty context, with `BASE` pointing at the
+    /// registry's busybox and `extra` flags before the context.
+    pub fn build_dockerfile(&self, tag: &str, dockerfile: &str, extra: &[&str]) -> Output {
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+        let base = format!("BASE={}", self.base);
+        let mut args = vec!["build", "-t", tag, "--build-arg", &base];
+        args.extend_from_slice(extra);
+        let dir = ctx.path().to_str().unwrap().to_owned();
+        args.push(&dir);
+        self.cmd(&args)
+    }
+
     /// Builds a testdata context with `BASE` pointing at the registry's busybox.
     pub fn build(&self, context: &str, tag: &str, extra: &[&str]) -> Output {
         let dir = testdata(&format!("contexts/{context}"));

@@ -3,17 +3,6 @@
 
 use super::harness::{Kiln, assert_success, stderr};
 
-fn build_text(k: &Kiln, tag: &str, dockerfile: &str, extra: &[&str]) -> std::process::Output {
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
-    let base = format!("BASE={}", k.base);
-    let mut args = vec!["build", "-t", tag, "--build-arg", &base];
-    args.extend_from_slice(extra);
-    let dir = ctx.path().to_str().unwrap().to_owned();
-    args.push(&dir);
-    k.cmd(&args)
-}
-
 /// Two stages that each wait (up to 60 s) for the other's marker in a shared cache mount: a
 /// build that runs them one after the other fails, one that runs them together passes.
 const RENDEZVOUS: &str = "\
@@ -35,7 +24,7 @@ CMD cat /left /right
 #[test]
 fn independent_stages_run_at_the_same_time() {
     let k = Kiln::new();
-    let out = build_text(&k, "together", RENDEZVOUS, &["--jobs", "2"]);
+    let out = k.build_dockerfile("together", RENDEZVOUS, &["--jobs", "2"]);
     assert_success(&out, &["build", "together"]);
     assert_eq!(k.ok(&["run", "--rm", "together"]), "left\nright\n");
 }
@@ -65,7 +54,7 @@ CMD cat /one /two /base /count
         if let Some(jobs) = jobs {
             extra.extend(["--jobs", jobs]);
         }
-        let out = build_text(&k, tag, dockerfile, &extra);
+        let out = k.build_dockerfile(tag, dockerfile, &extra);
         assert_success(&out, &["build", tag]);
     }
     // Each build ran `base` once: the counter has one line per build.
@@ -92,7 +81,7 @@ FROM ${BASE}
 COPY --from=slow /slow /slow
 COPY --from=broken /nothing /nothing
 ";
-    let out = build_text(&k, "broken", dockerfile, &[]);
+    let out = k.build_dockerfile("broken", dockerfile, &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("exit code 5"), "{err}");

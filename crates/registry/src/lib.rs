@@ -21,9 +21,12 @@ mod format;
 mod pull;
 mod push;
 pub mod reference;
+mod repo;
+mod response;
 mod tls;
 mod transport;
 mod upload;
+mod urls;
 
 pub use credentials::{Credential, CredentialStore};
 pub use error::RegistryError;
@@ -31,4 +34,5 @@ pub use format::{PushFormat, manifest_in_format};
 pub use pull::{PullEvent, PulledImage};
 pub use push::PushEvent;
 pub use reference::{Reference, ReferenceError};
+pub use response::error_chain;
 pub use transport::{DEFAULT_CERTS_DIR, RegistryClient, RegistryConfig};

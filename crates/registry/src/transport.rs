@@ -4,19 +4,16 @@
 //! being fetched.
 //!
 //! Every registry request goes through [`RegistryClient::send`], so pull and push share one
-//! authentication and retry policy.
+//! authentication and retry policy. URL rules are in `urls`, response checks in `response`, the
+//! repository a request is about in `repo`, and `kiln login`'s check in `transport/login.rs`.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
-use serde::Deserialize;
 
 use crate::auth::{
     Challenge, TokenCache, TokenRequest, fetch_token, parse_challenge, repository_scope,
@@ -25,7 +22,14 @@ use crate::auth::{
 use crate::credentials::{Credential, CredentialStore};
 use crate::error::{RegistryError, is_retryable_status};
 use crate::reference::Reference;
+pub(crate) use crate::repo::Repo;
 use crate::tls::{host_dir, load_host_tls};
+
+mod login;
+use crate::response::status_error;
+pub(crate) use crate::response::{check_status, error_chain, error_message_from_body, read_capped};
+use crate::urls::{host_port, same_origin};
+pub(crate) use crate::urls::{resolve_location, scheme_for, upload_completion_url};
 
 /// Docker's default directory of per-registry TLS material.
 pub const DEFAULT_CERTS_DIR: &str = "/etc/docker/certs.d";
@@ -81,72 +85,6 @@ pub struct RegistryClient {
     credentials: Mutex<HashMap<String, Option<Credential>>>,
     /// Registries that answered with a Basic challenge: later requests send credentials up front.
     basic_registries: Mutex<HashSet<String>>,
-}
-
-/// The repository a request is about and the access it needs, which selects its token.
-#[derive(Debug, Clone)]
-pub(crate) struct Repo {
-    /// The registry as named in references (`docker.io`), for messages and token caching.
-    pub registry: String,
-    pub repository: String,
-    /// `http(s)://<api host>/v2/`.
-    pub base: Url,
-    /// Token scopes: `repository:<repository>:<actions>`, then any others the requests need
-    /// (the source repository of a cross-repository mount).
-    pub scopes: Vec<String>,
-}
-
-impl Repo {
-    /// `<base><repository>/<path>`.
-    pub fn url(&self, path: &str) -> Url {
-        let relative = format!("{}/{path}", self.repository);
-        // Repository names are validated to `[a-z0-9._/-]`, and paths are built from digests and
-        // validated tags, so joining cannot fail or escape the base.
-        self.base
-            .join(&relative)
-            .unwrap_or_else(|_| self.base.clone())
-    }
-
-    /// The same repository, with pull access to `source` added to its token scopes, for
-    /// mounting a blob from `source`.
-    pub fn with_mount_source(mut self, source: &str) -> Repo {
-        let scope = repository_scope(source, "pull");
-        if !self.scopes.contains(&scope) {
-            self.scopes.push(scope);
-        }
-        self
-    }
-
-    fn scope_key(&self) -> String {
-        self.scopes.join(" ")
-    }
-
-    pub fn not_found(&self, object: &str, message: String) -> RegistryError {
-        RegistryError::NotFound {
-            registry: self.registry.clone(),
-            repository: self.repository.clone(),
-            object: object.to_owned(),
-            message,
-        }
-    }
-
-    pub fn protocol(&self, object: &str, message: impl Into<String>) -> RegistryError {
-        RegistryError::Protocol {
-            registry: self.registry.clone(),
-            repository: self.repository.clone(),
-            object: object.to_owned(),
-            message: message.into(),
-        }
-    }
-
-    pub fn transfer(&self, object: &str, error: &reqwest::Error) -> RegistryError {
-        RegistryError::Transfer {
-            registry: self.registry.clone(),
-            repository: self.repository.clone(),
-            object: object.to_owned(),
-            detail: error_chain(error),
-        }
-    }
 }
 
 /// What authenticates one request.
@@ -517,78 +455,6 @@ impl RegistryClient {
             }
         })
     }
-
-    /// Checks `credential` against `registry` the way `docker login` does: `GET /v2/`, answering
-    /// the registry's challenge with the credential. Returns an identity token to store instead of
-    /// the password when the registry's token server issued one.
-    pub async fn login(
-        &self,
-        registry: &str,
-        credential: &Credential,
-    ) -> Result<Option<Credential>, RegistryError> {
-        let api_host = crate::reference::api_host_of(registry);
-        let repo = self.registry_repo(registry, &api_host)?;
-        let object = "login";
-        let base = repo.base.clone();
-        let get_v2 = |http: &reqwest::Client| Ok(http.get(base.clone()));
-        let response = self
-            .with_retries(&repo, object, async || {
-                self.send_once(&repo, object, &get_v2, None).await
-            })
-            .await?;
-        if response.status().is_success() {
-            return Ok(None); // The registry wants no credentials; Docker stores them anyway.
-        }
-        if response.status() != StatusCode::UNAUTHORIZED {
-            return Err(status_error(&repo, object, response).await);
-        }
-        let challenges = challenges_of(&response);
-        let bearer = challenges.iter().find_map(|c| match c {
-            Challenge::Bearer {
-                realm,
-                service,
-                scope,
-            } => Some((realm, service, scope)),
-            Challenge::Basic { .. } => None,
-        });
-        let (authorization, identity_token) = if let Some((realm, service, scope)) = bearer {
-            let realm_url = Url::parse(realm).map_err(|e| RegistryError::Auth {
-                registry: registry.to_owned(),
-                message: format!("token realm {realm:?} is not a URL: {e}"),
-            })?;
-            let scopes: Vec<String> = scope.iter().cloned().collect();
-            let token = fetch_token(
-                &self.http_for(&realm_url)?,
-                registry,
-                &TokenRequest {
-                    realm,
-                    service: service.as_deref(),
-                    scopes: &scopes,
-                    credential: Some(credential),
-                    offline: true,
-                },
-            )
-            .await?;
-            let identity = token.refresh_token.clone().map(Credential::IdentityToken);
-            (Authorization::Bearer(token.value), identity)
-        } else if let Credential::Basic { username, password } = credential {
-            let authorization = Authorization::Basic {
-                username: username.clone(),
-                password: password.clone(),
-            };
-            (authorization, None)
-        } else {
-            return Err(unauthorized(registry, Some(credential)));
-        };
-        let response = self
-            .send_once(&repo, object, &get_v2, Some(&authorization))
-            .await?;
-        if response.status() == StatusCode::UNAUTHORIZED {
-            return Err(unauthorized(registry, Some(credential)));
-        }
-        check_status(&repo, object, response, &[StatusCode::OK]).await?;
-        Ok(identity_token)
-    }
 }
 
 fn challenges_of(response: &Response) -> Vec<Challenge> {
@@ -621,252 +487,12 @@ fn jitter() -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// `host[:port]` of a URL as Docker names registries (and their certs.d directories): the port
-/// only when it is not the scheme's default.
-fn host_port(url: &Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
-    }
-}
-
-fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme()
-        && a.host_str() == b.host_str()
-        && a.port_or_known_default() == b.port_or_known_default()
-}
-
-/// The error for a response with an unexpected status (whatever `check_status` would say).
-async fn status_error(repo: &Repo, object: &str, response: Response) -> RegistryError {
-    match check_status(repo, object, response, &[]).await {
-        Err(error) => error,
-        Ok(_) => unreachable!("no status is expected"),
-    }
-}
-
-/// Passes a response with one of the `expected` statuses; turns any other into an error carrying
-/// the registry's own message.
-pub(crate) async fn check_status(
-    repo: &Repo,
-    object: &str,
-    response: Response,
-    expected: &[StatusCode],
-) -> Result<Response, RegistryError> {
-    let status = response.status();
-    if expected.contains(&status) {
-        return Ok(response);
-    }
-    let body = read_capped(repo, object, response, MAX_ERROR_BODY)
-        .await
-        .unwrap_or_default();
-    let message = error_message_from_body(&String::from_utf8_lossy(&body));
-    if status == StatusCode::NOT_FOUND {
-        return Err(repo.not_found(object, message));
-    }
-    Err(RegistryError::Status {
-        registry: repo.registry.clone(),
-        repository: repo.repository.clone(),
-        object: object.to_owned(),
-        status,
-        message,
-    })
-}
-
-const MAX_ERROR_BODY: u64 = 64 * 1024;
-
-/// Reads a whole body that should be small (manifests, error documents), failing past `limit`
-/// bytes so a misbehaving server cannot exhaust memory.
-pub(crate) async fn read_capped(
-    repo: &Repo,
-    object: &str,
-    response: Response,
-    limit: u64,
-) -> Result<Bytes, RegistryError> {
-    if response.content_length().is_some_and(|n| n > limit) {
-        return Err(repo.protocol(
-            object,
-            format!("response is larger than the {limit}-byte limit"),
-        ));
-    }
-    let mut body = BytesMut::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| repo.transfer(object, &e))?;
-        if body.len() as u64 + chunk.len() as u64 > limit {
-            return Err(repo.protocol(
-                object,
-                format!("response is larger than the {limit}-byte limit"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
-
-#[derive(Deserialize)]
-struct ErrorDocument {
-    errors: Vec<ErrorEntry>,
-}
-
-#[derive(Deserialize)]
-struct ErrorEntry {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
-/// The text of a distribution-spec error body (`{"errors":[{"code","message"}]}`) as
-/// `CODE: message; …`, or a trimmed excerpt of any other body.
-pub(crate) fn error_message_from_body(body: &str) -> String {
-    if let Ok(doc) = serde_json::from_str::<ErrorDocument>(body) {
-        let parts: Vec<String> = doc
-            .errors
-            .iter()
-            .map(|e| match (e.code.is_empty(), e.message.is_empty()) {
-                (false, false) => format!("{}: {}", e.code, e.message),
-                (false, true) => e.code.clone(),
-                _ => e.message.clone(),
-            })
-            .filter(|s| !s.is_empty())
-            .collect();
-        if !parts.is_empty() {
-            return parts.join("; ");
-        }
-    }
-    let trimmed = body.trim();
-    match trimmed.char_indices().nth(200) {
-        Some((cut, _)) => format!("{}…", &trimmed[..cut]),
-        None => trimmed.to_owned(),
-    }
-}
-
-/// A reqwest error with its causes, which hold the useful part ("Connection refused").
-pub(crate) fn error_chain(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-/// `http` for loopback registries and those configured insecure, unless they have TLS material
-/// in certs.d; `https` for every other registry.
-pub(crate) fn scheme_for(
-    host: &str,
-    insecure_registries: &[String],
-    has_certs_dir: bool,
-) -> &'static str {
-    let is_listed = insecure_registries
-        .iter()
-        .any(|entry| entry == host || (!entry.contains(':') && host_without_port(host) == entry));
-    if (is_listed || is_loopback(host)) && !has_certs_dir {
-        "http"
-    } else {
-        "https"
-    }
-}
-
-fn host_without_port(host: &str) -> &str {
-    if let Some(bracketed) = host.strip_prefix('[') {
-        return bracketed.split_once(']').map_or(host, |(addr, _)| addr);
-    }
-    host.split_once(':').map_or(host, |(name, _)| name)
-}
-
-fn is_loopback(host: &str) -> bool {
-    let name = host_without_port(host);
-    name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Resolves an upload `Location` header (absolute, or relative to the request) to a URL.
-pub(crate) fn resolve_location(request_url: &Url, location: &str) -> Result<Url, String> {
-    request_url
-        .join(location)
-        .map_err(|e| format!("Location {location:?} is not a valid URL: {e}"))
-}
-
-/// The URL that completes an upload: the location with `digest=<digest>` added to its query,
-/// keeping the upload state parameters registries put there.
-pub(crate) fn upload_completion_url(location: &Url, digest: &kiln_image::Digest) -> Url {
-    let mut url = location.clone();
-    url.query_pairs_mut()
-        .append_pair("digest", &digest.to_string());
-    url
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn digest() -> kiln_image::Digest {
         kiln_image::Digest::of(b"x")
-    }
-
-    #[test]
-    fn loopback_and_listed_registries_use_http() {
-        let none: &[String] = &[];
-        for host in [
-            "localhost",
-            "localhost:5000",
-            "127.0.0.1",
-            "127.1.2.3:80",
-            "[::1]",
-            "[::1]:5000",
-        ] {
-            assert_eq!(scheme_for(host, none, false), "http", "{host}");
-            assert_eq!(scheme_for(host, none, true), "https", "{host} with certs.d");
-        }
-        for host in [
-            "registry-1.docker.io",
-            "ghcr.io",
-            "10.0.0.1:5000",
-            "localhost.example.com",
-            "[::2]:5000",
-        ] {
-            assert_eq!(scheme_for(host, none, false), "https", "{host}");
-        }
-        let listed = vec!["reg.lan:5000".to_owned(), "other.lan".to_owned()];
-        assert_eq!(scheme_for("reg.lan:5000", &listed, false), "http");
-        assert_eq!(
-            scheme_for("reg.lan:6000", &listed, false),
-            "https",
-            "a listed port is exact"
-        );
-        assert_eq!(
-            scheme_for("other.lan:7000", &listed, false),
-            "http",
-            "an entry without port covers all ports"
-        );
-    }
-
-    #[test]
-    fn credentials_go_only_to_the_registry_origin() {
-        let base = Url::parse("https://reg.lan:5000/v2/").unwrap();
-        let same = Url::parse("https://reg.lan:5000/v2/a/blobs/uploads/1?x=y").unwrap();
-        assert!(same_origin(&same, &base));
-        for other in [
-            "https://storage.example.com/upload/1",
-            "http://reg.lan:5000/v2/",
-            "https://reg.lan:5001/v2/",
-            "https://reg.lan/v2/",
-        ] {
-            assert!(!same_origin(&Url::parse(other).unwrap(), &base), "{other}");
-        }
-        let default_port = Url::parse("https://reg.lan/v2/").unwrap();
-        assert!(same_origin(
-            &Url::parse("https://reg.lan:443/x").unwrap(),
-            &default_port
-        ));
-        assert_eq!(host_port(&base), "reg.lan:5000");
-        assert_eq!(host_port(&default_port), "reg.lan");
     }
 
     #[test]
@@ -921,49 +547,5 @@ mod tests {
             repo.url("blobs/uploads/").as_str(),
             "http://127.0.0.1:5000/v2/a/b/blobs/uploads/"
         );
-    }
-
-    #[test]
-    fn locations_resolve_relative_and_absolute() {
-        let request = Url::parse("http://127.0.0.1:5000/v2/a/b/blobs/uploads/").unwrap();
-        let rel = resolve_location(&request, "/v2/a/b/blobs/uploads/abc?_state=xyz").unwrap();
-        assert_eq!(
-            rel.as_str(),
-            "http://127.0.0.1:5000/v2/a/b/blobs/uploads/abc?_state=xyz"
-        );
-        let abs = resolve_location(&request, "https://upload.example.com/u/1").unwrap();
-        assert_eq!(abs.as_str(), "https://upload.example.com/u/1");
-        assert!(resolve_location(&request, "http://[bad").is_err());
-    }
-
-    #[test]
-    fn completion_url_appends_digest_to_any_existing_query() {
-        let d = digest();
-        let plain = Url::parse("http://r/v2/a/blobs/uploads/u1").unwrap();
-        assert_eq!(
-            upload_completion_url(&plain, &d).as_str(),
-            format!("http://r/v2/a/blobs/uploads/u1?digest=sha256%3A{}", d.hex())
-        );
-        let with_state = Url::parse("http://r/v2/a/blobs/uploads/u1?_state=s%3D").unwrap();
-        assert_eq!(
-            upload_completion_url(&with_state, &d).as_str(),
-            format!(
-                "http://r/v2/a/blobs/uploads/u1?_state=s%3D&digest=sha256%3A{}",
-                d.hex()
-            )
-        );
-    }
-
-    #[test]
-    fn error_bodies_become_messages() {
-        let body = r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}},{"code":"DENIED","message":""}]}"#;
-        assert_eq!(
-            error_message_from_body(body),
-            "MANIFEST_UNKNOWN: manifest unknown; DENIED"
-        );
-        assert_eq!(error_message_from_body("  plain text \n"), "plain text");
-        assert_eq!(error_message_from_body(""), "");
-        let long = "x".repeat(500);
-        assert_eq!(error_message_from_body(&long).chars().count(), 201);
     }
 }

@@ -119,7 +119,7 @@ pub fn download(
     let path = dir.join(&name);
     let request_error = |error: reqwest::Error| DownloadError::Request {
         url: url.to_string(),
-        detail: error_chain(&error),
+        detail: kiln_registry::error_chain(&error),
     };
     let write_error = |source: std::io::Error| DownloadError::Write {
         url: url.to_string(),
@@ -189,22 +189,6 @@ pub fn download(
 fn parse_http_date(text: &str) -> Option<SystemTime> {
     let parsed = chrono::DateTime::parse_from_rfc2822(text.trim()).ok()?;
     Some(SystemTime::from(parsed.with_timezone(&chrono::Utc)))
-}
-
-/// The error and its causes on one line: reqwest's top-level message alone ("error sending
-/// request") does not say that the connection was refused.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
