@@ -8,18 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::harness::{Kiln, assert_success, stdout};
 
-/// splitmix64: a tiny seeded generator, so a failing run can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
+use kiln_testkit::SeededRng as Rng;
 
 /// A context with a big incompressible file, many small files, and RUNs that take a while, so
 /// kills land in every phase: hashing the context, compressing a layer, running a command,
@@ -28,7 +17,7 @@ fn crash_context(dir: &Path) {
     let mut rng = Rng(7);
     let mut big = Vec::with_capacity(24 << 20);
     while big.len() < 24 << 20 {
-        big.extend_from_slice(&rng.next().to_le_bytes());
+        big.extend_from_slice(&rng.next_u64().to_le_bytes());
     }
     std::fs::write(dir.join("big"), &big).unwrap();
     let small = dir.join("small");
@@ -124,7 +113,7 @@ fn builds_killed_at_random_points_leave_a_consistent_store() {
     let mut rng = Rng(seed);
     let window = full.as_millis().max(200) as u64;
     for iteration in 0..6 {
-        let delay = Duration::from_millis(20 + rng.next() % window);
+        let delay = Duration::from_millis(20 + rng.next_u64() % window);
         // Half the builds start from scratch so kills also land late in a full build.
         let mut args = build_args(&k, "app", &ctx_path, &base);
         if iteration % 2 == 0 {

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use kiln_dockerfile::Instruction;
 use kiln_layer::CommittedLayer;
 use kiln_plan::{CopyFrom, Step};
-use kiln_registry::Reference;
 use kiln_sandbox::OverlayMount;
 
 use crate::copy::{mkdir_all, parse_chown};
@@ -75,18 +74,8 @@ impl StageBuilder<'_> {
                 )
             }
             CopyFrom::Image(name) => {
-                let reference: Reference = name
-                    .parse()
-                    .map_err(|e: kiln_registry::ReferenceError| self.fail(ins, e.to_string()))?;
                 let img = self
-                    .pins
-                    .resolve(
-                        self.engine,
-                        &reference,
-                        &self.req.platform,
-                        self.req.pull,
-                        self.progress,
-                    )
+                    .resolve_from_image(name)
                     .map_err(|e| self.fail(ins, format!("--from={name}: {e}")))?;
                 (
                     img.manifest.layers.clone(),

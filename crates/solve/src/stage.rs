@@ -394,6 +394,24 @@ impl StageBuilder<'_> {
             .then_some(MissCause::NoCacheFilter)
     }
 
+    /// The image a `--from=<image>` (COPY or RUN --mount) names, resolved once per build for the
+    /// build's target platform, as BuildKit does (not the stage's).
+    pub(crate) fn resolve_from_image(
+        &self,
+        name: &str,
+    ) -> std::result::Result<StoredImage, String> {
+        let reference: kiln_registry::Reference = name
+            .parse()
+            .map_err(|e: kiln_registry::ReferenceError| e.to_string())?;
+        self.pins.resolve(
+            self.engine,
+            &reference,
+            &self.req.platform,
+            self.req.pull,
+            self.progress,
+        )
+    }
+
     /// The lock making "look `key` up, else run the step and record it" one critical section
     /// across every build on the store (none when the user forces a miss, which never looks up).
     pub(crate) fn step_lock(&self, key: &Digest) -> Result<Option<kiln_store::StoreLock>> {

@@ -22,6 +22,7 @@ mod fault_proxy;
 mod golden;
 mod net;
 mod registry;
+mod rng;
 mod tools;
 
 pub use auth::{TestCa, TlsRegistry, TokenRegistry, TokenRequestRecord, htpasswd_line};
@@ -30,6 +31,7 @@ pub use fault_proxy::{Fault, FaultProxy};
 pub use golden::assert_golden;
 pub use net::free_port;
 pub use registry::{RegistrySetup, TestRegistry};
+pub use rng::SeededRng;
 pub use tools::{
     oci_image_tool_validate, skopeo_copy_to_oci_layout, skopeo_inspect, skopeo_inspect_raw,
     umoci_unpack_oci_layout,

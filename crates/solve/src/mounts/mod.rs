@@ -23,7 +23,6 @@ use std::path::Path;
 
 use kiln_dockerfile::Instruction;
 use kiln_image::{Descriptor, Digest};
-use kiln_registry::Reference;
 use kiln_store::{CacheDirSettings, CacheSharing};
 
 use crate::cache::KeyBuilder;
@@ -352,18 +351,8 @@ impl StageBuilder<'_> {
                 path,
             });
         }
-        let reference: Reference = from
-            .parse()
-            .map_err(|e: kiln_registry::ReferenceError| fail(format!("from={from}: {e}")))?;
         let image = self
-            .pins
-            .resolve(
-                self.engine,
-                &reference,
-                &self.req.platform,
-                self.req.pull,
-                self.progress,
-            )
+            .resolve_from_image(from)
             .map_err(|e| fail(format!("from={from}: {e}")))?;
         Ok(TreeSource::Layers {
             key: image.manifest_digest.to_string(),
