@@ -19,6 +19,7 @@ mod e2e {
     mod push;
     mod push_pull;
     mod registry_auth;
+    mod remote_cache;
     mod run;
     mod schedule;
     mod semantics;

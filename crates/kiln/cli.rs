@@ -39,7 +39,7 @@ pub struct GlobalOpts {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Run a command in a new container of an image
     Run(RunArgs),
     /// List images
@@ -208,6 +208,14 @@ pub struct BuildArgs {
     /// Do not use the build cache for these stages (names or indexes); may be repeated
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
+    /// Also take steps from this exported cache: type=registry,ref=REF or type=local,src=DIR
+    /// (a bare REF is a registry); may be repeated, earlier ones preferred
+    #[arg(long = "cache-from", value_name = "type=registry,ref=REF")]
+    pub cache_from: Vec<String>,
+    /// Export the build cache: type=registry,ref=REF or type=local,dest=DIR, with
+    /// mode=min (the final image's stages; default) or mode=max (every stage); may be repeated
+    #[arg(long = "cache-to", value_name = "type=registry,ref=REF[,mode=max]")]
+    pub cache_to: Vec<String>,
     /// Say why each step that missed the cache missed (e.g. "COPY . /app: 1 file changed: a.rs")
     #[arg(long)]
     pub explain: bool,

@@ -68,6 +68,21 @@ impl ProgressPrinter {
             ProgressEvent::StepCached(s) => {
                 format!("{s}\n[{} {}/{}] CACHED", s.stage, s.position, s.total)
             }
+            ProgressEvent::StepCachedRemote { step: s, source } => format!(
+                "{s}\n[{} {}/{}] CACHED (from {source})",
+                s.stage, s.position, s.total
+            ),
+            ProgressEvent::CacheImported { source, records } => {
+                format!("importing cache {source}: {records} records")
+            }
+            ProgressEvent::CacheExported {
+                destination,
+                records,
+                layers,
+                sent,
+            } => format!(
+                "exporting cache {destination}: {records} records, {layers} layers ({sent} sent) done"
+            ),
             ProgressEvent::SourcesHashed {
                 step,
                 from_context,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use kiln_image::Platform;
 use kiln_sandbox::NetworkMode;
-use kiln_solve::BuildRequest;
+use kiln_solve::{BuildRequest, CacheExport, CacheImport};
 
 use super::{Env, parse_reference};
 use crate::cli::BuildArgs;
@@ -89,6 +89,16 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
             args.compression.compression.as_deref().unwrap_or("gzip"),
             args.compression.compression_level,
         )?,
+        cache_from: args
+            .cache_from
+            .iter()
+            .map(|c| CacheImport::parse(c).map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()?,
+        cache_to: args
+            .cache_to
+            .iter()
+            .map(|c| CacheExport::parse(c).map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()?,
     };
     let mode = match progress::Mode::from_flag(&args.progress)? {
         // -q prints only the ID on stdout; a JSON stream is still wanted by tools.

@@ -91,7 +91,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Build(args) => {
             enter_mount_namespace()?;
             let (env, _lock) = open_shared(&cli.global)?;
-            build::build(&env, args)
+            build::build(&env, *args)
         }
         Command::Run(args) => {
             enter_mount_namespace()?;

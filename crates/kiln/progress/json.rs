@@ -53,7 +53,7 @@ impl<W: Write + Send> Renderer for JsonRenderer<W> {
         let mut state = self.out.lock().unwrap_or_else(|e| e.into_inner());
         match &event {
             ProgressEvent::StepStarted(_) => state.steps += 1,
-            ProgressEvent::StepCached(_) => {
+            ProgressEvent::StepCached(_) | ProgressEvent::StepCachedRemote { .. } => {
                 state.steps += 1;
                 state.cached += 1;
             }
@@ -99,6 +99,28 @@ pub fn event_json(event: &ProgressEvent) -> Value {
             json!({"type": "step.started", "step": step_json(step)})
         }
         ProgressEvent::StepCached(step) => json!({"type": "step.cached", "step": step_json(step)}),
+        ProgressEvent::StepCachedRemote { step, source } => json!({
+            "type": "step.cached",
+            "step": step_json(step),
+            "source": source,
+        }),
+        ProgressEvent::CacheImported { source, records } => json!({
+            "type": "cache.imported",
+            "source": source,
+            "records": records,
+        }),
+        ProgressEvent::CacheExported {
+            destination,
+            records,
+            layers,
+            sent,
+        } => json!({
+            "type": "cache.exported",
+            "destination": destination,
+            "records": records,
+            "layers": layers,
+            "sent": sent,
+        }),
         ProgressEvent::StepOutput { step, line } => {
             json!({"type": "step.output", "step": step_json(step), "line": line})
         }
@@ -173,6 +195,29 @@ mod tests {
             (
                 ProgressEvent::StepCached(label()),
                 json!({"type": "step.cached", "step": step_json(&label())}),
+            ),
+            (
+                ProgressEvent::StepCachedRemote {
+                    step: label(),
+                    source: "r.example/app:cache".into(),
+                },
+                json!({"type": "step.cached", "step": step_json(&label()), "source": "r.example/app:cache"}),
+            ),
+            (
+                ProgressEvent::CacheImported {
+                    source: "r.example/app:cache".into(),
+                    records: 3,
+                },
+                json!({"type": "cache.imported", "source": "r.example/app:cache", "records": 3}),
+            ),
+            (
+                ProgressEvent::CacheExported {
+                    destination: "/tmp/c:latest".into(),
+                    records: 3,
+                    layers: 2,
+                    sent: 1,
+                },
+                json!({"type": "cache.exported", "destination": "/tmp/c:latest", "records": 3, "layers": 2, "sent": 1}),
             ),
             (
                 ProgressEvent::StepOutput {

@@ -74,11 +74,24 @@ impl View {
                 state: StepState::Running(now),
                 tail: VecDeque::new(),
             }),
-            ProgressEvent::StepCached(label) => self.steps.push(StepView {
-                label,
-                state: StepState::Cached,
-                tail: VecDeque::new(),
-            }),
+            ProgressEvent::StepCached(label) | ProgressEvent::StepCachedRemote { step: label, .. } => {
+                self.steps.push(StepView {
+                    label,
+                    state: StepState::Cached,
+                    tail: VecDeque::new(),
+                })
+            }
+            ProgressEvent::CacheImported { source, records } => self
+                .pending
+                .push(format!("importing cache {source}: {records} records")),
+            ProgressEvent::CacheExported {
+                destination,
+                records,
+                layers,
+                sent,
+            } => self.pending.push(format!(
+                "exporting cache {destination}: {records} records, {layers} layers ({sent} sent) done"
+            )),
             ProgressEvent::StepOutput { step, line } => {
                 if let Some(s) = self.step_mut(&step) {
                     if s.tail.len() == TAIL_LINES {

@@ -9,10 +9,12 @@
 //! - `tls`: per-registry CAs and client certificates from `certs.d`.
 //! - `pull` / `push`: the two operations, streaming blobs to and from the store.
 //! - `upload`: chunked uploads that resume after a dropped connection.
+//! - `artifact`: one manifest or one blob at a time, for the build cache's artifacts.
 //! - `format`: OCI ↔ Docker v2 schema 2 media types for `push --format`.
 //!
 //! Everything fetched is verified against its digest before it gets a name in the store.
 
+mod artifact;
 mod auth;
 mod content;
 pub mod credentials;
@@ -28,6 +30,7 @@ mod transport;
 mod upload;
 mod urls;
 
+pub use artifact::FetchedImageManifest;
 pub use credentials::{Credential, CredentialStore};
 pub use error::RegistryError;
 pub use format::{PushFormat, manifest_in_format};

@@ -58,10 +58,10 @@ pub struct PulledImage {
 }
 
 /// A manifest as fetched: exact bytes, their digest, and what they parse to.
-struct FetchedManifest {
-    bytes: Bytes,
-    digest: Digest,
-    parsed: ParsedManifest,
+pub(crate) struct FetchedManifest {
+    pub(crate) bytes: Bytes,
+    pub(crate) digest: Digest,
+    pub(crate) parsed: ParsedManifest,
 }
 
 impl RegistryClient {
@@ -202,7 +202,7 @@ impl RegistryClient {
 
     /// GETs a manifest by tag or digest and verifies it against `expected` (when pinned) or the
     /// registry's `Docker-Content-Digest` header (when it sends one).
-    async fn fetch_manifest(
+    pub(crate) async fn fetch_manifest(
         &self,
         repo: &Repo,
         reference: &Reference,
@@ -257,7 +257,7 @@ impl RegistryClient {
     /// is resumed with `Range` from the bytes already written (or restarted, skipping them, if
     /// the registry ignores `Range`), up to the client's attempt limit; the digest is checked
     /// over the whole blob either way.
-    async fn download_blob(
+    pub(crate) async fn download_blob(
         &self,
         store: &Store,
         repo: &Repo,

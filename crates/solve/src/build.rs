@@ -19,6 +19,7 @@ use crate::error::{Location, Result, SolveError};
 use crate::explain::{Explainer, KeyedStep, StepOutcome};
 use crate::images::{ImagePins, StoredImage, write_image};
 use crate::progress::{Progress, ProgressEvent, StepLabel};
+use crate::remote_cache::RemoteCache;
 use crate::schedule::{Slots, StageBoard};
 use crate::stage::{StageBuilder, StageState};
 
@@ -47,6 +48,10 @@ pub struct BuildRequest {
     pub jobs: usize,
     /// How the layers this build writes are compressed (`--compression`, `--compression-level`).
     pub compression: kiln_layer::CompressionRequest,
+    /// `--cache-from`: exported caches whose records count as hits, in order of preference.
+    pub cache_from: Vec<crate::remote_cache::CacheImport>,
+    /// `--cache-to`: where to export this build's cache records once it succeeded.
+    pub cache_to: Vec<crate::remote_cache::CacheExport>,
 }
 
 /// What a successful build produced.
@@ -177,7 +182,11 @@ impl Engine {
             )));
         }
         let context = BuildContext::open(&req.context_dir)?.with_digest_cache(&self.store);
-        let built = self.build_plan(&src, &plan, &context, req, progress);
+        let remote = RemoteCache::import(self, &req.cache_from, progress);
+        let built = self.build_plan(&src, &plan, &context, req, &remote, progress);
+        // Imported records whose layers are now here make the next build local, also when
+        // a later step failed.
+        remote.record_hits_locally(&self.store)?;
         // What was hashed stays useful when a later step failed. Losing it only costs time.
         if let Err(error) = context.save_digest_cache(&self.store) {
             progress(ProgressEvent::Warning(format!(
@@ -196,6 +205,7 @@ impl Engine {
             progress(ProgressEvent::Tagged(tag.familiar()));
             tags.push(tag.to_string());
         }
+        remote.export(self, &plan, &req.cache_to, progress)?;
         Ok(BuildResult { image, tags })
     }
 
@@ -205,6 +215,7 @@ impl Engine {
         plan: &BuildPlan,
         context: &BuildContext,
         req: &BuildRequest,
+        remote: &RemoteCache,
         progress: Progress<'_>,
     ) -> Result<StoredImage> {
         let jobs = match req.jobs {
@@ -220,6 +231,7 @@ impl Engine {
             plan,
             context,
             req,
+            remote,
             progress,
             board: &board,
             slots: &slots,
@@ -242,6 +254,9 @@ impl Engine {
         let target = board
             .take(plan.target)
             .ok_or_else(|| SolveError::Other("the target stage was not built".into()))?;
+        // The final image's layers must all be here, also those of steps taken from an
+        // imported cache that nothing unpacked.
+        remote.fetch_blobs(self, &target.layers, progress)?;
         self.finish_image(target)
     }
 
@@ -421,6 +436,7 @@ impl Engine {
             req,
             built: &built,
             pins: run.pins,
+            remote: run.remote,
             cancelled: &|| run.board.has_failed(),
             progress,
         };
@@ -451,6 +467,7 @@ struct BuildRun<'a> {
     plan: &'a BuildPlan,
     context: &'a BuildContext,
     req: &'a BuildRequest,
+    remote: &'a RemoteCache,
     progress: Progress<'a>,
     board: &'a StageBoard<StageState>,
     slots: &'a Slots,

@@ -62,6 +62,9 @@ pub enum SolveError {
     Sandbox(#[from] kiln_sandbox::SandboxError),
     #[error(transparent)]
     Context(#[from] crate::context::ContextError),
+    /// A `--cache-to` export (or a blob of a `--cache-from` import the build needed) failed.
+    #[error("cache {location}: {message}")]
+    Cache { location: String, message: String },
     #[error("{0}")]
     Other(String),
 }

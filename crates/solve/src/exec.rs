@@ -9,7 +9,6 @@ use kiln_layer::CommittedLayer;
 use kiln_sandbox::{NetworkMode, ProcessSpec, SandboxSpec};
 
 use crate::error::{Result, SolveError};
-use crate::images::lower_dirs;
 use crate::mounts::ActiveMounts;
 use crate::progress::{ProgressEvent, StepLabel};
 use crate::stage::{StageBuilder, StageState};
@@ -140,10 +139,8 @@ impl StageBuilder<'_> {
         mounts: &ActiveMounts,
     ) -> Result<Option<CommittedLayer>> {
         let store = &self.engine.store;
-        let lowers = lower_dirs(
-            store,
-            state.layers.iter().zip(state.config.rootfs.diff_ids.iter()),
-        )?;
+        let lowers =
+            self.lower_dirs(state.layers.iter().zip(state.config.rootfs.diff_ids.iter()))?;
         let work = store.temp_dir("run-")?;
         let upper = work.path().join("upper");
         let overlay_work = work.path().join("work");

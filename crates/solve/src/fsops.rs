@@ -14,7 +14,6 @@ use kiln_sandbox::OverlayMount;
 
 use crate::copy::{mkdir_all, parse_chown};
 use crate::error::{Result, SolveError};
-use crate::images::lower_dirs;
 use crate::progress::StepLabel;
 use crate::stage::{StageBuilder, StageState, join_workdir};
 
@@ -41,10 +40,8 @@ impl StepDirs {
 impl StageBuilder<'_> {
     /// Mounts `state`'s filesystem read-write at `dirs/merged` with `dirs/upper` collecting changes.
     fn mount_rw(&self, state: &StageState, dirs: &StepDirs) -> Result<OverlayMount> {
-        let lowers = lower_dirs(
-            &self.engine.store,
-            state.layers.iter().zip(state.config.rootfs.diff_ids.iter()),
-        )?;
+        let lowers =
+            self.lower_dirs(state.layers.iter().zip(state.config.rootfs.diff_ids.iter()))?;
         let upper = dirs.path("upper");
         let work = dirs.path("work");
         Ok(OverlayMount::mount(
@@ -61,7 +58,6 @@ impl StageBuilder<'_> {
         from: &CopyFrom,
         dirs: &StepDirs,
     ) -> Result<(OverlayMount, String)> {
-        let store = &self.engine.store;
         let (layers, diff_ids, id) = match from {
             CopyFrom::Stage(i) => {
                 let st = self.built.get(i).ok_or_else(|| {
@@ -84,7 +80,7 @@ impl StageBuilder<'_> {
                 )
             }
         };
-        let lowers = lower_dirs(store, layers.iter().zip(diff_ids.iter()))?;
+        let lowers = self.lower_dirs(layers.iter().zip(diff_ids.iter()))?;
         Ok((OverlayMount::mount(&lowers, None, &dirs.path("src"))?, id))
     }
 

@@ -24,6 +24,7 @@ mod metadata;
 pub mod mounts;
 mod onbuild;
 mod progress;
+pub mod remote_cache;
 mod schedule;
 mod stage;
 
@@ -36,4 +37,5 @@ pub use images::{
     StoredImage, ensure_snapshot, lower_dirs, pull_image, resolve_image, write_image,
 };
 pub use progress::{Progress, ProgressEvent, StepLabel};
+pub use remote_cache::{CacheExport, CacheImport, CacheLocation, CacheMode};
 pub use stage::DEFAULT_PATH;

@@ -42,6 +42,18 @@ pub enum ProgressEvent {
     StepDone { step: StepLabel, elapsed: Duration },
     /// A step's result came from the cache.
     StepCached(StepLabel),
+    /// A step's result came from an imported cache (`--cache-from`), named by `source`.
+    StepCachedRemote { step: StepLabel, source: String },
+    /// A `--cache-from` was read: it holds `records` usable step records.
+    CacheImported { source: String, records: usize },
+    /// A `--cache-to` was written: `records` steps with `layers` layer blobs, of which `sent`
+    /// were uploaded or written (the others were there already).
+    CacheExported {
+        destination: String,
+        records: usize,
+        layers: usize,
+        sent: usize,
+    },
     /// Why a step did not come from the cache (or why a FROM's base changed), comparing its
     /// inputs with the last build of the same Dockerfile step. Sent right after `StepStarted`.
     StepExplained { step: StepLabel, cause: MissCause },

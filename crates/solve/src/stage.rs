@@ -249,6 +249,8 @@ pub(crate) struct StageBuilder<'a> {
     /// The finished stages this one reads (its base, `--from` and trigger sources).
     pub built: &'a BTreeMap<usize, StageState>,
     pub pins: &'a crate::images::ImagePins,
+    /// The build's imported caches and the steps its exports record.
+    pub remote: &'a crate::remote_cache::RemoteCache,
     /// Whether the build has already failed elsewhere.
     pub cancelled: &'a (dyn Fn() -> bool + Sync),
     pub progress: Progress<'a>,
@@ -412,6 +414,18 @@ impl StageBuilder<'_> {
         )
     }
 
+    /// Snapshot directories for an overlay of `layers` (bottom first in, topmost first out),
+    /// fetching first the blobs of layers taken from an imported cache and not unpacked yet.
+    pub(crate) fn lower_dirs<'l>(
+        &self,
+        layers: impl Iterator<Item = (&'l Descriptor, &'l Digest)>,
+    ) -> Result<Vec<std::path::PathBuf>> {
+        let layers: Vec<_> = layers.collect();
+        self.remote
+            .fetch_for_snapshots(self.engine, &layers, self.progress)?;
+        crate::images::lower_dirs(&self.engine.store, layers.into_iter())
+    }
+
     /// The lock making "look `key` up, else run the step and record it" one critical section
     /// across every build on the store (none when the user forces a miss, which never looks up).
     pub(crate) fn step_lock(&self, key: &Digest) -> Result<Option<kiln_store::StoreLock>> {
@@ -468,10 +482,24 @@ impl StageBuilder<'_> {
         // this store: a second build reaching the same step waits here, then finds the record.
         let _step_lock = self.step_lock(record_key)?;
         let forced = self.forced_miss();
-        let cached = match forced {
+        let mut cached = match forced {
             None => CacheRecord::load(&self.engine.store, record_key)?,
             Some(_) => None,
         };
+        // Not here, but in a `--cache-from`: a hit too, its layer left where it is for now.
+        let mut remote_source = None;
+        if cached.is_none()
+            && forced.is_none()
+            && let Some(hit) = self.remote.hit(
+                self.engine,
+                record_key,
+                &self.req.compression,
+                self.progress,
+            )?
+        {
+            cached = Some(hit.record);
+            remote_source = Some(hit.source);
+        }
         let outcome = match cached {
             Some(_) => StepOutcome::Hit,
             None => StepOutcome::Miss { forced },
@@ -498,7 +526,14 @@ impl StageBuilder<'_> {
                 record,
                 &self.req.compression,
             )?;
-            (self.progress)(ProgressEvent::StepCached(label));
+            (self.progress)(match remote_source {
+                Some(source) => ProgressEvent::StepCachedRemote {
+                    step: label,
+                    source,
+                },
+                None => ProgressEvent::StepCached(label),
+            });
+            self.remote.note(self.stage.index, record_key, &record);
             state.apply_record(ins, stage_key, &record);
             return Ok(());
         }
@@ -514,6 +549,7 @@ impl StageBuilder<'_> {
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
         record.save(&self.engine.store, record_key)?;
+        self.remote.note(self.stage.index, record_key, &record);
         if let Some(pending) = pending {
             pending.save(&self.engine.store)?;
         }

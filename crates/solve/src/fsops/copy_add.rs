@@ -26,7 +26,6 @@ use crate::copy::{Chmod, CopyOptions, copy_into, parse_chown};
 use crate::dockerignore::IgnoreMatcher;
 use crate::download::{download, is_url, parse_checksum};
 use crate::error::{Result, SolveError};
-use crate::images::lower_dirs;
 use crate::progress::{ProgressEvent, StepLabel};
 use crate::stage::{StageBuilder, StageState};
 
@@ -282,10 +281,8 @@ impl StageBuilder<'_> {
         let mount = if numeric || state.layers.is_empty() {
             None
         } else {
-            let lowers = lower_dirs(
-                &self.engine.store,
-                state.layers.iter().zip(state.config.rootfs.diff_ids.iter()),
-            )?;
+            let lowers =
+                self.lower_dirs(state.layers.iter().zip(state.config.rootfs.diff_ids.iter()))?;
             Some(OverlayMount::mount(&lowers, None, &dirs.path("parent"))?)
         };
         let root = mount

@@ -23,7 +23,6 @@ use super::{PlannedMount, TreeSource};
 use crate::context::{BuildContext, Source, SourceTree};
 use crate::copy::{CopyOptions, copy_into};
 use crate::error::{Result, SolveError};
-use crate::images::lower_dirs;
 use crate::stage::StageBuilder;
 
 /// The mounts of one running step and everything backing them. Fields drop in order: the
@@ -198,7 +197,7 @@ impl StageBuilder<'_> {
                 } else {
                     None
                 };
-                let lowers = lower_dirs(&self.engine.store, layers.iter().zip(diff_ids.iter()))?;
+                let lowers = self.lower_dirs(layers.iter().zip(diff_ids.iter()))?;
                 let overlay = OverlayMount::mount(
                     &lowers,
                     upper_work.as_ref().map(|(u, w)| (u.as_path(), w.as_path())),
@@ -238,7 +237,7 @@ impl StageBuilder<'_> {
                     path: scratch.to_owned(),
                     source,
                 })?;
-                let lowers = lower_dirs(&self.engine.store, layers.iter().zip(diff_ids.iter()))?;
+                let lowers = self.lower_dirs(layers.iter().zip(diff_ids.iter()))?;
                 let overlay = OverlayMount::mount(&lowers, None, scratch)?;
                 let root = std::fs::canonicalize(overlay.path()).map_err(|source| {
                     SolveError::ReadFile {

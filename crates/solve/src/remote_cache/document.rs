@@ -1,0 +1,288 @@
+//! The kiln cache document: the config blob of an exported build cache.
+//!
+//! An export is an OCI image manifest whose config (media type [`CACHE_CONFIG_MEDIA_TYPE`]) is
+//! this document and whose layers are every layer blob a record names, so the registry keeps
+//! them and any OCI tool sees a valid manifest. Each record is one filesystem step: its cache
+//! key, the layer it produced (or none) and when it first ran. A record does not repeat the
+//! layers below it: keys chain through their parent's key, so the layers under a step are
+//! those of the records of its parents (and of the base image, keyed by manifest digest),
+//! which the importing build has already applied when it reaches the step.
+
+use std::collections::BTreeMap;
+
+use kiln_image::{Descriptor, Digest, Manifest, to_canonical_json};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{CacheRecord, LayerRecord};
+
+/// The media type of the cache document, as the export manifest's config.
+pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.kiln.cache.v1+json";
+/// The document version this kiln writes and reads.
+const SCHEMA_VERSION: u32 = 1;
+
+/// Every exported step of one cache export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheDocument {
+    pub schema_version: u32,
+    /// Sorted by key, one per key.
+    pub records: Vec<CachedStep>,
+}
+
+/// One step's cache record, as exported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedStep {
+    pub key: Digest,
+    /// When the step first ran (RFC 3339): reused on a hit, so the image bytes stay the same.
+    pub created: String,
+    /// `None` for a step that changed no file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<CachedLayer>,
+}
+
+/// The layer of a step: the blob (as a descriptor would name it) and the tar it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedLayer {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(rename = "diffID")]
+    pub diff_id: Digest,
+    /// The compression setting that made the blob (`gzip-6`, …), when the exporter knew it:
+    /// an importer asked for an exact level reuses the blob only if it matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+}
+
+/// Why bytes are not a cache document kiln can use.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DocumentError {
+    #[error("not a kiln cache document: {0}")]
+    Invalid(String),
+    #[error("cache document version {0} is not supported (this kiln reads version 1)")]
+    Version(u32),
+}
+
+impl CachedStep {
+    /// The step as exported: `record` under `key`, its layer made with `compression`.
+    pub fn new(key: Digest, record: &CacheRecord, compression: Option<String>) -> Self {
+        CachedStep {
+            key,
+            created: record.created.clone(),
+            layer: record.layer.as_ref().map(|l| CachedLayer {
+                media_type: l.media_type.clone(),
+                digest: l.digest.clone(),
+                size: l.size,
+                diff_id: l.diff_id.clone(),
+                compression,
+            }),
+        }
+    }
+
+    /// The local cache record this step stands for.
+    pub fn record(&self) -> CacheRecord {
+        CacheRecord {
+            layer: self.layer.as_ref().map(|l| LayerRecord {
+                digest: l.digest.clone(),
+                diff_id: l.diff_id.clone(),
+                size: l.size,
+                media_type: l.media_type.clone(),
+            }),
+            created: self.created.clone(),
+        }
+    }
+}
+
+impl CachedLayer {
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor::new(self.media_type.clone(), self.digest.clone(), self.size)
+    }
+}
+
+impl CacheDocument {
+    /// A document of `steps`, sorted by key; of two steps with one key the first is kept.
+    pub fn new(steps: impl IntoIterator<Item = CachedStep>) -> Self {
+        let mut by_key = BTreeMap::new();
+        for step in steps {
+            by_key.entry(step.key.clone()).or_insert(step);
+        }
+        CacheDocument {
+            schema_version: SCHEMA_VERSION,
+            records: by_key.into_values().collect(),
+        }
+    }
+
+    /// The document's bytes: canonical JSON, so equal caches export identical blobs.
+    pub fn encode(&self) -> Vec<u8> {
+        to_canonical_json(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DocumentError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Version {
+            schema_version: u32,
+        }
+        let version: Version =
+            serde_json::from_slice(bytes).map_err(|e| DocumentError::Invalid(e.to_string()))?;
+        if version.schema_version != SCHEMA_VERSION {
+            return Err(DocumentError::Version(version.schema_version));
+        }
+        serde_json::from_slice(bytes).map_err(|e| DocumentError::Invalid(e.to_string()))
+    }
+
+    /// Every layer blob a record names, once each, sorted by digest.
+    pub fn layer_descriptors(&self) -> Vec<Descriptor> {
+        let mut layers = BTreeMap::new();
+        for layer in self.records.iter().filter_map(|r| r.layer.as_ref()) {
+            layers
+                .entry(layer.digest.clone())
+                .or_insert_with(|| layer.descriptor());
+        }
+        layers.into_values().collect()
+    }
+
+    /// The export manifest: this document (stored as `config_digest`, `config_size` bytes) as
+    /// config, and every layer blob it names as layers.
+    pub fn manifest(&self, config_digest: Digest, config_size: u64) -> Manifest {
+        Manifest::oci(
+            Descriptor::new(CACHE_CONFIG_MEDIA_TYPE, config_digest, config_size),
+            self.layer_descriptors(),
+        )
+    }
+
+    /// The records an importer may use from an export whose manifest is `manifest`: only those
+    /// whose layer the manifest lists with the same size, so the blob is where the manifest
+    /// says (a registry keeps exactly the blobs its manifests reference).
+    pub fn usable_records(self, manifest: &Manifest) -> Vec<CachedStep> {
+        let listed: BTreeMap<&Digest, u64> = manifest
+            .layers
+            .iter()
+            .map(|l| (&l.digest, l.size))
+            .collect();
+        self.records
+            .into_iter()
+            .filter(|r| match &r.layer {
+                None => true,
+                Some(l) => listed.get(&l.digest) == Some(&l.size),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(layer: Option<(&[u8], u64)>) -> CacheRecord {
+        CacheRecord {
+            layer: layer.map(|(blob, size)| LayerRecord {
+                digest: Digest::of(blob),
+                diff_id: Digest::of(&[blob, b"-tar"].concat()),
+                size,
+                media_type: kiln_image::media_type::OCI_LAYER_GZIP.to_owned(),
+            }),
+            created: "2026-01-02T03:04:05Z".into(),
+        }
+    }
+
+    fn sample() -> CacheDocument {
+        CacheDocument::new([
+            CachedStep::new(Digest::of(b"k2"), &record(Some((b"b", 20))), None),
+            CachedStep::new(
+                Digest::of(b"k1"),
+                &record(Some((b"a", 10))),
+                Some("gzip-6".into()),
+            ),
+            CachedStep::new(Digest::of(b"k3"), &record(None), None),
+            // The same layer from another step, and a duplicate key.
+            CachedStep::new(Digest::of(b"k4"), &record(Some((b"a", 10))), None),
+            CachedStep::new(Digest::of(b"k1"), &record(None), None),
+        ])
+    }
+
+    #[test]
+    fn round_trips_sorted_and_deduplicated() {
+        let doc = sample();
+        assert_eq!(doc.records.len(), 4);
+        let keys: Vec<_> = doc.records.iter().map(|r| r.key.clone()).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        let first = doc
+            .records
+            .iter()
+            .find(|r| r.key == Digest::of(b"k1"))
+            .unwrap();
+        assert!(first.layer.is_some(), "the first step of a key is kept");
+
+        let bytes = doc.encode();
+        assert_eq!(CacheDocument::decode(&bytes).unwrap(), doc);
+        assert_eq!(sample().encode(), bytes, "encoding is deterministic");
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains(r#""schemaVersion":1"#), "{text}");
+        assert!(text.contains(r#""diffID":"sha256:"#), "{text}");
+        assert!(text.contains(r#""compression":"gzip-6""#), "{text}");
+
+        // A record's own form comes back exactly.
+        let step = CachedStep::new(Digest::of(b"k"), &record(Some((b"c", 3))), None);
+        assert_eq!(step.record(), record(Some((b"c", 3))));
+        assert_eq!(
+            CachedStep::new(Digest::of(b"k"), &record(None), None).record(),
+            record(None)
+        );
+    }
+
+    #[test]
+    fn manifest_lists_each_layer_once() {
+        let doc = sample();
+        let bytes = doc.encode();
+        let manifest = doc.manifest(Digest::of(&bytes), bytes.len() as u64);
+        assert_eq!(manifest.config.media_type, CACHE_CONFIG_MEDIA_TYPE);
+        assert_eq!(manifest.config.size, bytes.len() as u64);
+        let digests: Vec<_> = manifest.layers.iter().map(|l| l.digest.clone()).collect();
+        let mut want = vec![Digest::of(b"a"), Digest::of(b"b")];
+        want.sort();
+        assert_eq!(digests, want);
+        assert_eq!(
+            manifest.media_type.as_deref(),
+            Some(kiln_image::media_type::OCI_MANIFEST)
+        );
+    }
+
+    #[test]
+    fn records_whose_layer_the_manifest_lacks_are_dropped() {
+        let doc = sample();
+        let mut manifest = doc.manifest(Digest::of(b"c"), 1);
+        manifest.layers.retain(|l| l.digest == Digest::of(b"a"));
+        let usable = doc.usable_records(&manifest);
+        assert_eq!(usable.len(), 3, "k1, k3 (no layer) and k4");
+        assert!(usable.iter().all(|r| r.key != Digest::of(b"k2")));
+
+        let mut wrong_size = sample().manifest(Digest::of(b"c"), 1);
+        for l in &mut wrong_size.layers {
+            l.size += 1;
+        }
+        assert_eq!(sample().usable_records(&wrong_size).len(), 1);
+    }
+
+    #[test]
+    fn rejects_other_versions_and_garbage() {
+        assert_eq!(
+            CacheDocument::decode(br#"{"schemaVersion":2,"records":[]}"#),
+            Err(DocumentError::Version(2))
+        );
+        assert!(matches!(
+            CacheDocument::decode(b"{}"),
+            Err(DocumentError::Invalid(_))
+        ));
+        assert!(matches!(
+            CacheDocument::decode(br#"{"schemaVersion":1,"records":[{"key":"nope"}]}"#),
+            Err(DocumentError::Invalid(_))
+        ));
+        let empty = CacheDocument::decode(br#"{"schemaVersion":1,"records":[]}"#).unwrap();
+        assert!(empty.records.is_empty());
+    }
+}
