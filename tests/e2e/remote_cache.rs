@@ -303,23 +303,51 @@ fn mode_max_serves_other_targets_and_mode_min_does_not() {
         "the app stage's layer is cached but not needed, so not fetched"
     );
 
-    // The full build on B: the app stage comes from the cache as well, and the COPY --from
-    // reads the tools stage, whose layers are fetched for it.
+    // The full build on another empty store: every step of both stages comes from the
+    // cache, and the COPY --from is known by its definition, so the tools stage — cached but
+    // not in the final image — is never fetched.
+    let root_d = k.fresh_store();
     let full = build_json(
         &k,
-        root_b.path(),
-        "multi:b",
+        root_d.path(),
+        "multi:d",
         &ctx_path(&ctx_b),
         &["--cache-from", &format!("type=registry,ref={max}")],
     );
     assert!(ran(&full).is_empty(), "{full:?}");
+    assert_eq!(from_import(&full).len(), 4, "{full:?}");
     assert_eq!(
-        image_id(&k, root_b.path(), "multi:b"),
+        image_id(&k, root_d.path(), "multi:d"),
         image_id(&k, k.root.path(), "multi:a")
     );
-    for layer in &tools_a_layers {
-        assert!(has_blob(root_b.path(), layer));
+    // (The /tool layer may be fetched: the COPY's layer can be the same bytes.)
+    let big_layer = &tools_a_layers[1];
+    assert!(!has_blob(root_d.path(), big_layer), "{big_layer} was fetched");
+    for layer in &app_layers {
+        assert!(has_blob(root_d.path(), layer));
     }
+
+    // A changed later step still hits everything before it (mode=max): here a new RUN at the
+    // end of the app stage.
+    let changed = MULTI.replace(
+        "head -c 16 /dev/urandom > /rand\n",
+        "head -c 16 /dev/urandom > /rand\nRUN echo more > /more\n",
+    );
+    assert_ne!(changed, MULTI);
+    let ctx_e = context(&changed, "");
+    let root_e = k.fresh_store();
+    let e = build_json(
+        &k,
+        root_e.path(),
+        "multi:e",
+        &ctx_path(&ctx_e),
+        &["--cache-from", &format!("type=registry,ref={max}")],
+    );
+    assert_eq!(ran(&e), vec!["RUN echo more > /more"], "{e:?}");
+    assert_eq!(
+        layers_of(root_e.path(), "multi:e")[..app_layers.len()],
+        app_layers[..]
+    );
 
     // min holds only the app stage: another machine must build tools itself.
     let root_c = k.fresh_store();

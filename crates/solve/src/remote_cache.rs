@@ -25,7 +25,7 @@ use kiln_layer::CompressionRequest;
 use kiln_plan::{Base, BuildPlan};
 use kiln_store::{LayerVariant, Store};
 
-pub use document::{CACHE_CONFIG_MEDIA_TYPE, CacheDocument, CachedLayer, CachedStep};
+pub use document::{CACHE_CONFIG_MEDIA_TYPE, CacheAlias, CacheDocument, CachedLayer, CachedStep};
 pub use spec::{CacheExport, CacheImport, CacheLocation, CacheMode};
 
 use crate::build::Engine;
@@ -68,7 +68,11 @@ pub(crate) struct RemoteCache {
     sources: Vec<CacheLocation>,
     records: HashMap<Digest, Imported>,
     blobs: HashMap<Digest, RemoteBlob>,
+    /// Imported `COPY --from` definition keys → the step keys they stand for.
+    aliases: HashMap<Digest, Digest>,
     noted: Mutex<Vec<NotedStep>>,
+    /// `COPY --from` definition keys of this build, with their stage, for the exports.
+    noted_aliases: Mutex<Vec<(usize, CacheAlias)>>,
     /// Keys hit from an import, to record locally once their layer is in the store.
     hits: Mutex<Vec<Digest>>,
 }
@@ -81,7 +85,9 @@ impl RemoteCache {
             sources: imports.iter().map(|i| i.location.clone()).collect(),
             records: HashMap::new(),
             blobs: HashMap::new(),
+            aliases: HashMap::new(),
             noted: Mutex::new(Vec::new()),
+            noted_aliases: Mutex::new(Vec::new()),
             hits: Mutex::new(Vec::new()),
         };
         for (source, import) in imports.iter().enumerate() {
@@ -121,8 +127,29 @@ impl RemoteCache {
                     .entry(step.key.clone())
                     .or_insert(Imported { step, source });
             }
+            for alias in document.aliases {
+                cache.aliases.entry(alias.alias).or_insert(alias.key);
+            }
         }
         cache
+    }
+
+    /// The key of the step an imported `COPY --from` definition key stands for, when the
+    /// imports hold that step's record.
+    pub fn alias_target(&self, alias: &Digest) -> Option<Digest> {
+        self.aliases
+            .get(alias)
+            .filter(|key| self.records.contains_key(*key))
+            .cloned()
+    }
+
+    /// Notes that the `COPY --from` step of stage `stage` with definition key `alias` had the
+    /// key `key`, for the exports.
+    pub fn note_alias(&self, stage: usize, alias: Digest, key: Digest) {
+        self.noted_aliases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((stage, CacheAlias { alias, key }));
     }
 
     /// The imported record for `key`, if any. Its layer is usually left where it is; it is
@@ -310,7 +337,15 @@ impl RemoteCache {
                     CachedStep::new(n.key.clone(), &n.record, compression)
                 })
                 .collect();
-            CacheDocument::new(steps)
+            let aliases: Vec<CacheAlias> = self
+                .noted_aliases
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .filter(|(stage, _)| stages.contains(stage))
+                .map(|(_, alias)| alias.clone())
+                .collect();
+            CacheDocument::new(steps, aliases)
         };
         // Every layer is sent from the store: those of hits not downloaded yet come first.
         let layers = document.layer_descriptors();

@@ -87,6 +87,31 @@ impl StageBuilder<'_> {
             parents: c.parents,
         };
 
+        // A copy from a stage that an imported cache knows by its definition is a hit without
+        // mounting (so without fetching) the source stage.
+        let alias = self.copy_from_alias(state, step, c, is_add, &urls);
+        if let Some((alias, inputs)) = &alias
+            && self.forced_miss().is_none()
+            && let Some(key) = self.remote.alias_target(alias)
+        {
+            self.remote
+                .note_alias(self.stage.index, alias.clone(), key.clone());
+            return self.cached_or_run(
+                state,
+                ins,
+                label,
+                &key,
+                key.clone(),
+                inputs.clone(),
+                |b, _, _| {
+                    Err(b.fail(
+                        ins,
+                        "the imported cache lost this step's record during the build",
+                    ))
+                },
+            );
+        }
+
         let dirs = StepDirs::new(&self.engine.store, "copy-")?;
         // Sources that are not patterns in a tree, prepared before the cache key is computed.
         let mut extras = heredoc_sources(&dirs.path("extra"), &c.heredocs).map_err(fail)?;
@@ -258,7 +283,49 @@ impl StageBuilder<'_> {
             )
         };
         drop(from_mount);
+        if result.is_ok()
+            && let Some((alias, _)) = alias
+        {
+            self.remote
+                .note_alias(self.stage.index, alias, state.key.clone());
+        }
         result
+    }
+
+    /// The definition key of a `COPY --from=<stage>` (without `--link`, heredocs or URLs): its
+    /// parent's key, its arguments as written, the workdir they resolve against, and the
+    /// source stage's key, which stands for that stage's files as every key stands for its
+    /// step's result. With its inputs, for the explainer.
+    fn copy_from_alias(
+        &self,
+        state: &StageState,
+        step: &Step,
+        c: &CopyCommand,
+        is_add: bool,
+        urls: &[&String],
+    ) -> Option<(Digest, Vec<crate::cache::KeyInput>)> {
+        let Some(kiln_plan::CopyFrom::Stage(source)) = copy_from(step) else {
+            return None;
+        };
+        if c.link || !c.heredocs.is_empty() || !urls.is_empty() {
+            return None;
+        }
+        let source_key = &self.built.get(source)?.key;
+        let mut key = KeyBuilder::new("COPY --from definition", Some(&state.key));
+        key.field("platform", &state.platform.to_string())
+            .field("source-stage", &source_key.to_string())
+            .list("sources", c.sources.iter().map(String::as_str))
+            .field("dest", &c.dest)
+            .field(
+                "workdir",
+                state.config.config.working_dir.as_deref().unwrap_or(""),
+            )
+            .field("chown", c.chown.as_deref().unwrap_or(""))
+            .field("chmod", c.chmod.as_deref().unwrap_or(""))
+            .list("exclude", c.exclude.iter().map(String::as_str))
+            .field("parents", if c.parents { "1" } else { "0" })
+            .field("add", if is_add { "1" } else { "0" });
+        Some(key.finish_recorded())
     }
 
     /// Downloads `url` into the fresh directory `dir`.

@@ -27,6 +27,21 @@ pub struct CacheDocument {
     pub schema_version: u32,
     /// Sorted by key, one per key.
     pub records: Vec<CachedStep>,
+    /// Definition keys of `COPY --from=<stage>` steps: sorted, one per alias.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<CacheAlias>,
+}
+
+/// A `COPY --from=<stage>` step's definition key (its parent's key, its own arguments and the
+/// source stage's key) and the content key it had (which hashes the files it copied). An
+/// importer that finds the definition key knows the step's key without reading the source
+/// stage, so a cached stage that only feeds a cached copy is never downloaded — BuildKit's
+/// definition-based cache key beside its content checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheAlias {
+    pub alias: Digest,
+    pub key: Digest,
 }
 
 /// One step's cache record, as exported.
@@ -102,15 +117,24 @@ impl CachedLayer {
 }
 
 impl CacheDocument {
-    /// A document of `steps`, sorted by key; of two steps with one key the first is kept.
-    pub fn new(steps: impl IntoIterator<Item = CachedStep>) -> Self {
+    /// A document of `steps` and `aliases`, sorted; of two with one key the first is kept.
+    /// An alias whose step is not among `steps` is left out.
+    pub fn new(
+        steps: impl IntoIterator<Item = CachedStep>,
+        aliases: impl IntoIterator<Item = CacheAlias>,
+    ) -> Self {
         let mut by_key = BTreeMap::new();
         for step in steps {
             by_key.entry(step.key.clone()).or_insert(step);
         }
+        let mut by_alias = BTreeMap::new();
+        for alias in aliases.into_iter().filter(|a| by_key.contains_key(&a.key)) {
+            by_alias.entry(alias.alias.clone()).or_insert(alias);
+        }
         CacheDocument {
             schema_version: SCHEMA_VERSION,
             records: by_key.into_values().collect(),
+            aliases: by_alias.into_values().collect(),
         }
     }
 
@@ -156,18 +180,19 @@ impl CacheDocument {
     /// The records an importer may use from an export whose manifest is `manifest`: only those
     /// whose layer the manifest lists with the same size, so the blob is where the manifest
     /// says (a registry keeps exactly the blobs its manifests reference).
-    pub fn usable_records(self, manifest: &Manifest) -> Vec<CachedStep> {
+    pub fn usable_records(&self, manifest: &Manifest) -> Vec<CachedStep> {
         let listed: BTreeMap<&Digest, u64> = manifest
             .layers
             .iter()
             .map(|l| (&l.digest, l.size))
             .collect();
         self.records
-            .into_iter()
+            .iter()
             .filter(|r| match &r.layer {
                 None => true,
                 Some(l) => listed.get(&l.digest) == Some(&l.size),
             })
+            .cloned()
             .collect()
     }
 }
@@ -189,7 +214,17 @@ mod tests {
     }
 
     fn sample() -> CacheDocument {
-        CacheDocument::new([
+        let aliases = [
+            CacheAlias {
+                alias: Digest::of(b"def-of-k4"),
+                key: Digest::of(b"k4"),
+            },
+            CacheAlias {
+                alias: Digest::of(b"def-of-nothing"),
+                key: Digest::of(b"not a step"),
+            },
+        ];
+        let steps = [
             CachedStep::new(Digest::of(b"k2"), &record(Some((b"b", 20))), None),
             CachedStep::new(
                 Digest::of(b"k1"),
@@ -200,7 +235,8 @@ mod tests {
             // The same layer from another step, and a duplicate key.
             CachedStep::new(Digest::of(b"k4"), &record(Some((b"a", 10))), None),
             CachedStep::new(Digest::of(b"k1"), &record(None), None),
-        ])
+        ];
+        CacheDocument::new(steps, aliases)
     }
 
     #[test]
@@ -217,6 +253,14 @@ mod tests {
             .find(|r| r.key == Digest::of(b"k1"))
             .unwrap();
         assert!(first.layer.is_some(), "the first step of a key is kept");
+        assert_eq!(
+            doc.aliases,
+            vec![CacheAlias {
+                alias: Digest::of(b"def-of-k4"),
+                key: Digest::of(b"k4")
+            }],
+            "an alias of no exported step is dropped"
+        );
 
         let bytes = doc.encode();
         assert_eq!(CacheDocument::decode(&bytes).unwrap(), doc);
