@@ -322,7 +322,10 @@ fn mode_max_serves_other_targets_and_mode_min_does_not() {
     );
     // (The /tool layer may be fetched: the COPY's layer can be the same bytes.)
     let big_layer = &tools_a_layers[1];
-    assert!(!has_blob(root_d.path(), big_layer), "{big_layer} was fetched");
+    assert!(
+        !has_blob(root_d.path(), big_layer),
+        "{big_layer} was fetched"
+    );
     for layer in &app_layers {
         assert!(has_blob(root_d.path(), layer));
     }
@@ -490,4 +493,75 @@ fn a_missing_import_warns_and_a_failed_export_fails_naming_the_ref() {
     let out = k.cmd(&["build", "--cache-to", "type=gha", &ctx]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not supported"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_cache_behind_token_auth_uses_the_docker_credentials() {
+    let k = Kiln::new();
+    let reg = kiln_testkit::TokenRegistry::start(&[("ci", "t0ken")]).unwrap();
+    let cache = format!("{}/ci/app:cache", reg.registry.addr());
+    let certs = tempfile::tempdir().unwrap();
+    let no_credentials = tempfile::tempdir().unwrap();
+    let with_credentials = tempfile::tempdir().unwrap();
+    let login = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("KILN_ROOT", k.root.path())
+        .env("DOCKER_CONFIG", with_credentials.path())
+        .env("KILN_REGISTRY_CERTS_DIR", certs.path())
+        .args(["login", "-u", "ci", "-p", "t0ken", &reg.registry.addr()])
+        .output()
+        .unwrap();
+    assert_success(&login, &["login"]);
+    let ctx = context(SINGLE, "auth\n");
+    let ctx = ctx_path(&ctx);
+    let base = format!("BASE={}", k.base);
+    let run = |root: &Path, config: &Path, cache_flag: &str, value: &str| {
+        let args = [
+            "build",
+            "-t",
+            "authed",
+            "--progress=rawjson",
+            "--build-arg",
+            &base,
+            cache_flag,
+            value,
+            &ctx,
+        ];
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .env("KILN_ROOT", root)
+            .env("DOCKER_CONFIG", config)
+            .env("KILN_REGISTRY_CERTS_DIR", certs.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let to = format!("type=registry,ref={cache}");
+
+    // Without credentials the export is refused: an error naming the cache.
+    let out = run(k.root.path(), no_credentials.path(), "--cache-to", &to);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&format!("cache {cache}")), "{err}");
+    assert!(err.contains("unauthorized"), "{err}");
+
+    let out = run(k.root.path(), with_credentials.path(), "--cache-to", &to);
+    assert_success(&out, &["build --cache-to (token auth)"]);
+
+    // Importing without credentials is only a warning; with them every step is cached.
+    let root_b = k.fresh_store();
+    let out = run(root_b.path(), no_credentials.path(), "--cache-from", &to);
+    assert_success(&out, &["build --cache-from (no credentials)"]);
+    assert!(
+        stderr(&out).contains("cannot import cache"),
+        "{}",
+        stderr(&out)
+    );
+    let root_c = k.fresh_store();
+    let out = run(root_c.path(), with_credentials.path(), "--cache-from", &to);
+    assert_success(&out, &["build --cache-from (token auth)"]);
+    let events: Vec<Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(ran(&events).is_empty(), "{events:?}");
+    assert_eq!(from_import(&events).len(), 5);
 }
