@@ -185,8 +185,12 @@ impl Engine {
         let remote = RemoteCache::import(self, &req.cache_from, progress);
         let built = self.build_plan(&src, &plan, &context, req, &remote, progress);
         // Imported records whose layers are now here make the next build local, also when
-        // a later step failed.
-        remote.record_hits_locally(&self.store)?;
+        // a later step failed. Losing them only costs the next build an import.
+        if let Err(error) = remote.record_hits_locally(&self.store) {
+            progress(ProgressEvent::Warning(format!(
+                "could not record the imported cache records locally: {error}"
+            )));
+        }
         // What was hashed stays useful when a later step failed. Losing it only costs time.
         if let Err(error) = context.save_digest_cache(&self.store) {
             progress(ProgressEvent::Warning(format!(

@@ -292,3 +292,95 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
     file.sync_all().map_err(fail)?;
     std::fs::rename(&staging, path).map_err(fail)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store holding a two-layer export; returns its manifest digest and manifest.
+    fn export_in_store(store: &Store, salt: &[u8]) -> (Digest, Manifest) {
+        let layer = store.write_blob(&[b"layer-", salt].concat()).unwrap();
+        let document = CacheDocument::new(
+            [super::super::CachedStep {
+                key: Digest::of(salt),
+                created: "2026-01-01T00:00:00Z".into(),
+                layer: Some(super::super::CachedLayer {
+                    media_type: media_type::OCI_LAYER_GZIP.into(),
+                    digest: layer,
+                    size: 6 + salt.len() as u64,
+                    diff_id: Digest::of(b"tar"),
+                    compression: None,
+                }),
+            }],
+            [],
+        );
+        let bytes = document.encode();
+        let config = store.write_blob(&bytes).unwrap();
+        let manifest = document.manifest(config, bytes.len() as u64);
+        let digest = store.write_blob(&to_canonical_json(&manifest)).unwrap();
+        (digest, manifest)
+    }
+
+    fn read(dir: &Path, tag: &str) -> Result<(Manifest, CacheDocument), String> {
+        let descriptor = layout_manifest(dir, tag).map_err(|e| match e {
+            ReadFailure::NotFound(m) => format!("not found: {m}"),
+            ReadFailure::Failed(m) => m,
+        })?;
+        let fail = |e: ReadFailure| match e {
+            ReadFailure::NotFound(m) | ReadFailure::Failed(m) => m,
+        };
+        let manifest: Manifest =
+            serde_json::from_slice(&read_layout_blob(dir, &descriptor).map_err(fail)?).unwrap();
+        let config = read_layout_blob(dir, &manifest.config).map_err(fail)?;
+        Ok((manifest, CacheDocument::decode(&config).unwrap()))
+    }
+
+    #[test]
+    fn layout_exports_are_found_by_tag_and_verified() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("store")).unwrap();
+        let dir = tmp.path().join("cache");
+        assert!(read(&dir, "latest").unwrap_err().starts_with("not found"));
+
+        let (first, first_manifest) = export_in_store(&store, b"one");
+        assert_eq!(
+            write_layout(&store, &dir, "latest", &first, &first_manifest).unwrap(),
+            3
+        );
+        let (second, second_manifest) = export_in_store(&store, b"two");
+        write_layout(&store, &dir, "main", &second, &second_manifest).unwrap();
+        // Writing the same export again writes no blob.
+        assert_eq!(
+            write_layout(&store, &dir, "latest", &first, &first_manifest).unwrap(),
+            0
+        );
+
+        let (manifest, document) = read(&dir, "latest").unwrap();
+        assert_eq!(manifest, first_manifest);
+        assert_eq!(document.records[0].key, Digest::of(b"one"));
+        let (_, document) = read(&dir, "main").unwrap();
+        assert_eq!(document.records[0].key, Digest::of(b"two"));
+        let index: Index =
+            serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        assert_eq!(index.manifests.len(), 2, "one entry per tag");
+        assert!(
+            read(&dir, "other")
+                .unwrap_err()
+                .contains("has no tag \"other\"")
+        );
+
+        // The layer is copied into another store only as the bytes its descriptor names.
+        let other = Store::open(tmp.path().join("other")).unwrap();
+        let layer = &manifest.layers[0];
+        copy_into_store(&other, &dir.join(blob_path(&layer.digest)), layer).unwrap();
+        assert!(other.has_blob(&layer.digest));
+        let mut wrong = layer.clone();
+        wrong.digest = Digest::of(b"something else");
+        assert!(copy_into_store(&other, &dir.join(blob_path(&layer.digest)), &wrong).is_err());
+        assert!(!other.has_blob(&wrong.digest));
+
+        // A tampered document is refused.
+        std::fs::write(dir.join(blob_path(&manifest.config.digest)), b"{}").unwrap();
+        assert!(read(&dir, "latest").unwrap_err().contains("content is"));
+    }
+}
