@@ -105,6 +105,11 @@ fn image_id(k: &Kiln, root: &Path, name: &str) -> String {
 
 /// The layer digests of the image `name` in the store at `root`.
 fn layers_of(root: &Path, name: &str) -> Vec<String> {
+    digests(&manifest_of(root, name)["layers"])
+}
+
+/// The manifest of the image `name` in the store at `root`.
+fn manifest_of(root: &Path, name: &str) -> Value {
     let names: Value =
         serde_json::from_slice(&std::fs::read(root.join("names.json")).unwrap()).unwrap();
     let full = names
@@ -117,11 +122,10 @@ fn layers_of(root: &Path, name: &str) -> Vec<String> {
         .as_str()
         .unwrap()
         .to_owned();
-    let manifest: Value = serde_json::from_slice(
+    serde_json::from_slice(
         &std::fs::read(root.join("blobs/sha256").join(&full["sha256:".len()..])).unwrap(),
     )
-    .unwrap();
-    digests(&manifest["layers"])
+    .unwrap()
 }
 
 fn digests(layers: &Value) -> Vec<String> {
@@ -435,6 +439,27 @@ fn a_local_directory_cache_round_trips() {
         "{}",
         stderr(&out)
     );
+
+    // Another compression still takes every step from the cache: the imported gzip layers
+    // are fetched and re-encoded once, nothing runs.
+    let root_d = k.fresh_store();
+    let d = build_json(
+        &k,
+        root_d.path(),
+        "local:zstd",
+        &ctx_path(&ctx_b),
+        &["--compression", "zstd", "--cache-from", &src],
+    );
+    assert!(ran(&d).is_empty(), "{d:?}");
+    assert_eq!(from_import(&d).len(), 5);
+    let manifest = manifest_of(root_d.path(), "local:zstd");
+    let layers = manifest["layers"].as_array().unwrap();
+    assert!(
+        layers[1..]
+            .iter()
+            .all(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"),
+        "{manifest}"
+    );
 }
 
 #[test]
@@ -456,6 +481,22 @@ fn a_missing_import_warns_and_a_failed_export_fails_naming_the_ref() {
             .unwrap()
             .contains("ci/none:nothing not found")),
         "{warnings:?}"
+    );
+    // An image that is not a kiln cache (BuildKit's, or any image) is skipped with a warning.
+    let not_cache = format!("type=registry,ref={}", k.base);
+    let events = build_json(
+        &k,
+        k.root.path(),
+        "w:2",
+        &ctx_path(&ctx),
+        &["--cache-from", &not_cache],
+    );
+    assert!(
+        of_type(&events, "warning").iter().any(|w| w["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a kiln build cache")),
+        "{events:?}"
     );
 
     // Nothing listens on port 1 of loopback.
