@@ -26,7 +26,8 @@ const TICK: Duration = Duration::from_millis(150);
 enum StepState {
     Running(Instant),
     Done(Duration),
-    Cached,
+    /// From the cache; from an imported one (`--cache-from`) when it names the source.
+    Cached(Option<String>),
 }
 
 #[derive(Debug, Clone)]
@@ -74,13 +75,16 @@ impl View {
                 state: StepState::Running(now),
                 tail: VecDeque::new(),
             }),
-            ProgressEvent::StepCached(label) | ProgressEvent::StepCachedRemote { step: label, .. } => {
-                self.steps.push(StepView {
-                    label,
-                    state: StepState::Cached,
-                    tail: VecDeque::new(),
-                })
-            }
+            ProgressEvent::StepCached(label) => self.steps.push(StepView {
+                label,
+                state: StepState::Cached(None),
+                tail: VecDeque::new(),
+            }),
+            ProgressEvent::StepCachedRemote { step, source } => self.steps.push(StepView {
+                label: step,
+                state: StepState::Cached(Some(source)),
+                tail: VecDeque::new(),
+            }),
             ProgressEvent::CacheImported { source, records } => self
                 .pending
                 .push(format!("importing cache {source}: {records} records")),
@@ -140,7 +144,7 @@ impl View {
         let cached = self
             .steps
             .iter()
-            .filter(|s| s.state == StepState::Cached)
+            .filter(|s| matches!(s.state, StepState::Cached(_)))
             .count();
         let mut lines = vec![format!(
             "[+] Building {} ({} steps, {cached} cached)",
@@ -161,7 +165,7 @@ impl View {
         let cached = self
             .steps
             .iter()
-            .filter(|s| s.state == StepState::Cached)
+            .filter(|s| matches!(s.state, StepState::Cached(_)))
             .count();
         let total = format_duration(now.saturating_duration_since(self.started));
         let mut lines = vec![format!(
@@ -179,14 +183,15 @@ impl View {
 
 /// `[app 3/5] RUN make  1.2s` while running; `DONE 1.2s` or `CACHED` when finished.
 fn step_line(step: &StepView, now: Instant) -> String {
-    match step.state {
+    match &step.state {
         StepState::Running(since) => format!(
             "{}  {}",
             step.label,
-            format_duration(now.saturating_duration_since(since))
+            format_duration(now.saturating_duration_since(*since))
         ),
-        StepState::Done(d) => format!("{}  DONE {}", step.label, format_duration(d)),
-        StepState::Cached => format!("{}  CACHED", step.label),
+        StepState::Done(d) => format!("{}  DONE {}", step.label, format_duration(*d)),
+        StepState::Cached(None) => format!("{}  CACHED", step.label),
+        StepState::Cached(Some(source)) => format!("{}  CACHED (from {source})", step.label),
     }
 }
 
@@ -419,6 +424,17 @@ mod tests {
         let t0 = Instant::now();
         let mut view = View::new(true, t0);
         view.apply(ProgressEvent::StepCached(label(2, "COPY . /")), t0);
+        view.apply(
+            ProgressEvent::StepCachedRemote {
+                step: label(2, "COPY b /"),
+                source: "r.example/app:cache".into(),
+            },
+            t0,
+        );
+        assert_eq!(
+            view.pending.last().unwrap(),
+            "[app 2/3] COPY b /  CACHED (from r.example/app:cache)"
+        );
         view.apply(ProgressEvent::StepStarted(label(3, "RUN make")), t0);
         view.apply(
             ProgressEvent::StepExplained {
@@ -430,7 +446,7 @@ mod tests {
         assert_eq!(
             view.summary(t0 + Duration::from_secs(2), false),
             vec![
-                "built: 2 steps, 1 cached, total 2.0s",
+                "built: 3 steps, 2 cached, total 2.0s",
                 "cache misses:",
                 "  [app 3/3] RUN make: build-arg V 1 → 2",
             ]
