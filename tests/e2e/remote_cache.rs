@@ -211,6 +211,10 @@ fn a_fresh_store_builds_everything_from_a_registry_cache() {
     // document.
     assert_eq!(blobs_b, 3 + 2 + 4 + 1, "{layers_b:?}");
 
+    // Nothing dangles: every record written locally has its layer.
+    let check = k.cmd_in(root_b.path(), &["check"]);
+    assert_success(&check, &["check"]);
+
     // The imported records are now local: a third build needs no import.
     let again = build_json(&k, root_b.path(), "app:c", &ctx_path(&ctx_b), &[]);
     assert!(ran(&again).is_empty(), "{again:?}");

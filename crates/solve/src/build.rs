@@ -182,7 +182,13 @@ impl Engine {
             )));
         }
         let context = BuildContext::open(&req.context_dir)?.with_digest_cache(&self.store);
-        let remote = RemoteCache::import(self, &req.cache_from, progress);
+        // --no-cache looks nothing up, so it has no use for an import either.
+        let imports = if req.no_cache {
+            &[][..]
+        } else {
+            &req.cache_from[..]
+        };
+        let remote = RemoteCache::import(self, imports, progress);
         let built = self.build_plan(&src, &plan, &context, req, &remote, progress);
         // Imported records whose layers are now here make the next build local, also when
         // a later step failed. Losing them only costs the next build an import.
