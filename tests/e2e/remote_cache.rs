@@ -610,3 +610,42 @@ fn a_cache_behind_token_auth_uses_the_docker_credentials() {
     assert!(ran(&events).is_empty(), "{events:?}");
     assert_eq!(from_import(&events).len(), 5);
 }
+
+#[test]
+fn an_import_survives_a_connection_cut_mid_layer() {
+    let k = Kiln::new();
+    let dockerfile = "ARG BASE\nFROM $BASE\nRUN head -c 400000 /dev/urandom > /big\n";
+    let ctx = context(dockerfile, "");
+    let cache = format!("{}/ci/big:cache", k.registry.addr());
+    build_json(
+        &k,
+        k.root.path(),
+        "big:a",
+        &ctx_path(&ctx),
+        &["--cache-to", &format!("type=registry,ref={cache}")],
+    );
+    // The same registry behind a proxy that cuts the first connection after 200 kB.
+    let proxy = kiln_testkit::FaultProxy::start(
+        k.registry.port(),
+        kiln_testkit::Fault::DropAfter {
+            bytes: 200_000,
+            times: 1,
+        },
+    )
+    .unwrap();
+    let through_proxy = format!("type=registry,ref={}/ci/big:cache", proxy.addr());
+    let root_b = k.fresh_store();
+    let b = build_json(
+        &k,
+        root_b.path(),
+        "big:b",
+        &ctx_path(&ctx),
+        &["--cache-from", &through_proxy],
+    );
+    assert!(ran(&b).is_empty(), "{b:?}");
+    assert_eq!(proxy.faults_injected(), 1);
+    assert_eq!(
+        image_id(&k, root_b.path(), "big:b"),
+        image_id(&k, k.root.path(), "big:a")
+    );
+}
