@@ -6,6 +6,7 @@ mod check;
 mod images;
 mod import;
 mod registry;
+mod rootless;
 mod run;
 mod system;
 
@@ -61,13 +62,12 @@ pub fn parse_reference(name: &str) -> Result<Reference> {
         .with_context(|| format!("invalid image name {name:?}"))
 }
 
-/// Mount work (overlays for RUN, COPY and containers) needs root for now and a private mount
-/// namespace, so every mount kiln makes vanishes with the process even if it crashes.
+/// Mount work (overlays for RUN, COPY and containers) happens in a private mount namespace,
+/// so every mount kiln makes vanishes with the process even if it crashes. Rootless kiln is
+/// root of its user namespace by now (see `dispatch`).
 fn enter_mount_namespace() -> Result<()> {
     if !rustix::process::geteuid().is_root() {
-        bail!(
-            "this command needs root for now (rootless builds and runs are planned); run it with sudo"
-        );
+        bail!("this command needs root or a user namespace, and kiln runs as neither");
     }
     kiln_sandbox::enter_private_mount_namespace().context("creating a private mount namespace")?;
     Ok(())
@@ -87,6 +87,9 @@ fn open_store(global: &GlobalOpts) -> Result<Store> {
 }
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    if !rustix::process::geteuid().is_root() && rootless::needs_user_namespace(&cli.command) {
+        return rootless::run_in_user_namespace(&cli.global, &cli.command);
+    }
     match cli.command {
         Command::Build(args) => {
             enter_mount_namespace()?;

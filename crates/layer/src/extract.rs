@@ -14,13 +14,14 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags};
 use tar::EntryType;
 
 use crate::LayerError;
 use crate::safe_fs;
+use crate::userns;
 use crate::write::{OPAQUE_MARKER, WHITEOUT_PREFIX};
-use crate::xattrs::{self, OVERLAY_OPAQUE, PAX_XATTR_PREFIX};
+use crate::xattrs::{self, PAX_XATTR_PREFIX};
 
 /// What `.wh.` names mean to this extraction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,7 +176,7 @@ impl Extractor {
         let dir = safe_fs::open_child_dir(parent, name)?;
         apply_fd_meta(&dir, &meta)?;
         if opaque {
-            rustix::fs::fsetxattr(&dir, OVERLAY_OPAQUE, b"y", XattrFlags::empty())?;
+            rustix::fs::fsetxattr(&dir, userns::opaque_xattr(), b"y", XattrFlags::empty())?;
         }
         let mut components = parent_components.to_vec();
         components.push(name.to_owned());
@@ -232,7 +233,7 @@ impl Extractor {
             let parent = safe_fs::open_dir(&self.root, &parent_components, true)?;
             let marker = marker.as_bytes();
             if marker == OPAQUE_MARKER.as_bytes() {
-                rustix::fs::fsetxattr(&parent, OVERLAY_OPAQUE, b"y", XattrFlags::empty())?;
+                rustix::fs::fsetxattr(&parent, userns::opaque_xattr(), b"y", XattrFlags::empty())?;
                 return Ok(());
             }
             if marker.starts_with(b".wh..wh.") {
@@ -259,7 +260,7 @@ impl Extractor {
                 // directory added here must still hide the deleted lower one's contents.
                 Some(st) if safe_fs::is_dir(&st) => {
                     let dir = safe_fs::open_child_dir(&parent, hidden)?;
-                    rustix::fs::fsetxattr(&dir, OVERLAY_OPAQUE, b"y", XattrFlags::empty())?;
+                    rustix::fs::fsetxattr(&dir, userns::opaque_xattr(), b"y", XattrFlags::empty())?;
                 }
                 Some(_) => {}
             }
@@ -403,7 +404,10 @@ fn special<R: Read>(
         }
     };
     safe_fs::remove(parent, name)?;
-    rustix::fs::mknodat(parent, name, file_type, Mode::empty(), dev)?;
+    match rustix::fs::mknodat(parent, name, file_type, Mode::empty(), dev) {
+        Err(e) if file_type != FileType::Fifo && userns::skip_device_node(e) => return Ok(()),
+        other => other?,
+    }
     chown_at(parent, name, &meta)?;
     // Just created by us as a non-symlink, so following is moot.
     rustix::fs::chmodat(
@@ -465,7 +469,12 @@ fn lenient(field: &[u8], parsed: io::Result<u64>) -> io::Result<u64> {
 fn apply_fd_meta(fd: &impl AsFd, meta: &Meta) -> io::Result<()> {
     let uid = rustix::fs::Uid::from_raw(meta.uid);
     let gid = rustix::fs::Gid::from_raw(meta.gid);
-    rustix::fs::fchown(fd, Some(uid), Some(gid))?;
+    match rustix::fs::fchown(fd, Some(uid), Some(gid)) {
+        Err(e) if userns::squash_unmapped_owner(e) => {
+            rustix::fs::fchown(fd, Some(Uid::ROOT), Some(Gid::ROOT))?
+        }
+        other => other?,
+    }
     rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode))?;
     for (name, value) in &meta.xattrs {
         match rustix::fs::fsetxattr(fd, name.as_os_str(), value, XattrFlags::empty()) {
@@ -481,13 +490,20 @@ fn apply_fd_meta(fd: &impl AsFd, meta: &Meta) -> io::Result<()> {
 fn chown_at(parent: &OwnedFd, name: &OsStr, meta: &Meta) -> io::Result<()> {
     let uid = rustix::fs::Uid::from_raw(meta.uid);
     let gid = rustix::fs::Gid::from_raw(meta.gid);
-    Ok(rustix::fs::chownat(
-        parent,
-        name,
-        Some(uid),
-        Some(gid),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?)
+    let chown = |uid, gid| {
+        rustix::fs::chownat(
+            parent,
+            name,
+            Some(uid),
+            Some(gid),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+    };
+    match chown(uid, gid) {
+        Err(e) if userns::squash_unmapped_owner(e) => chown(Uid::ROOT, Gid::ROOT)?,
+        other => other?,
+    }
+    Ok(())
 }
 
 fn timestamps(mtime: i64) -> Timestamps {

@@ -22,6 +22,7 @@ mod hashing;
 mod import;
 mod safe_fs;
 mod unpack;
+mod userns;
 mod variants;
 mod write;
 mod xattrs;

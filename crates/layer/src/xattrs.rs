@@ -15,7 +15,7 @@ pub(crate) const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
 
 /// Marks an overlay upper/lower dir as hiding everything below it (value `y`).
 pub(crate) const OVERLAY_OPAQUE: &str = "trusted.overlay.opaque";
-const OVERLAY_OPAQUE_USER: &str = "user.overlay.opaque";
+pub(crate) const OVERLAY_OPAQUE_USER: &str = "user.overlay.opaque";
 /// Marks a regular file as a whiteout (the xattr form, an alternative to char device 0:0).
 const OVERLAY_WHITEOUT: &str = "trusted.overlay.whiteout";
 const OVERLAY_WHITEOUT_USER: &str = "user.overlay.whiteout";

@@ -12,6 +12,7 @@ mod host;
 mod init;
 mod overlay;
 mod protocol;
+pub mod rootless;
 mod spec;
 mod stubs;
 mod sys;

@@ -189,7 +189,8 @@ impl OverlayMount {
             .as_ref()
             .map(|d| d.path())
             .unwrap_or(Path::new("/"));
-        let user_xattr = !rustix::process::geteuid().is_root();
+        let user_xattr =
+            !rustix::process::geteuid().is_root() || crate::rootless::in_user_namespace();
         mount_layers(lower_dirs, upper, target, empty_path, user_xattr).map_err(
             SandboxError::io(format!(
                 "mount {} layer(s){} on {}",

@@ -116,7 +116,7 @@ fn prepare(request: &InitRequest, stubs: &mut Vec<Stub>) -> Result<Prepared, Ini
             .map(|e| c_string(e.as_bytes(), "environment entry"))
             .collect::<Result<_, _>>()?,
         user,
-        set_groups: request.id_map.is_none(),
+        set_groups: request.id_map.is_none() && crate::rootless::setgroups_allowed(),
     })
 }
 

@@ -36,7 +36,7 @@ pub(super) fn build_and_enter(
         Some((&spec.upper_dir, &spec.work_dir)),
         &root,
         &request.state_dir.join("empty"),
-        request.id_map.is_some(),
+        request.id_map.is_some() || crate::rootless::in_user_namespace(),
     )
     .map_err(InitFailure::setup(format!(
         "mount the overlay root (upper {}, work {})",
@@ -63,7 +63,7 @@ pub(super) fn build_and_enter(
     // Re-resolved: the old fd still names the directory under the new tmpfs.
     populate_dev(
         &points.ensure("/dev", PointKind::Dir)?,
-        request.id_map.is_none(),
+        request.id_map.is_none() && crate::rootless::gid_is_mapped(5),
     )?;
 
     let sys_dir = points.ensure("/sys", PointKind::Dir)?;

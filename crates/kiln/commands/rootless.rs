@@ -1,0 +1,51 @@
+//! Rootless kiln: an ordinary user's command runs again inside a user namespace where kiln is
+//! root over the user's subordinate ids (`kiln_sandbox::rootless` has the mechanism). The
+//! store then defaults to `$XDG_DATA_HOME/kiln` (`~/.local/share/kiln`), decided out here
+//! where the user is still themselves.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use kiln_sandbox::rootless::{UserNamespacePlan, reexec_in_user_namespace};
+use kiln_store::Store;
+
+use crate::cli::{Command, GlobalOpts};
+
+/// Whether `command` must run inside the user namespace when kiln is not root: everything that
+/// mounts, or reads or writes snapshots and cache mounts (whose files belong to mapped ids the
+/// user cannot touch directly). Registry logins only handle the user's own config.
+pub fn needs_user_namespace(command: &Command) -> bool {
+    !matches!(command, Command::Login(_) | Command::Logout { .. })
+}
+
+/// Whether a single-id map deserves a warning for `command`: it writes files of images.
+fn writes_image_files(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Build(_)
+            | Command::Run(_)
+            | Command::Pull { .. }
+            | Command::Load { .. }
+            | Command::Import { .. }
+    )
+}
+
+/// Runs this very command line again in a new user namespace and gives its exit status.
+pub fn run_in_user_namespace(global: &GlobalOpts, command: &Command) -> Result<ExitCode> {
+    let plan = UserNamespacePlan::for_current_user();
+    if plan.is_single_id() && writes_image_files(command) {
+        eprintln!(
+            "warning: no /etc/subuid and /etc/subgid ranges for this user: running rootless with a \
+             single id, so files owned by other users are stored as root's and RUN/USER cannot \
+             switch to another user (add ranges with `usermod --add-subuids 100000-165535 \
+             --add-subgids 100000-165535 $USER`)"
+        );
+    }
+    // Computed here: inside the namespace kiln is uid 0 and would pick the system store.
+    let store_root = global.root.clone().unwrap_or_else(Store::default_root);
+    let env: Vec<(OsString, OsString)> = vec![("KILN_ROOT".into(), store_root.into_os_string())];
+    let code = reexec_in_user_namespace(&plan, &env)
+        .context("starting rootless kiln in a user namespace")?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+}
