@@ -13,6 +13,7 @@ packages=(
   zstd             # independent zstd decoder: checks zstd layers (gzip is always there)
   ca-certificates
   openssl          # test CAs, server/client certificates and token signing keys (registry auth tests)
+  uidmap           # newuidmap/newgidmap: rootless kiln maps /etc/subuid ranges (rootless tests)
 )
 
 missing=()

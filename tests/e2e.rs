@@ -20,6 +20,7 @@ mod e2e {
     mod push_pull;
     mod registry_auth;
     mod remote_cache;
+    mod rootless;
     mod run;
     mod schedule;
     mod semantics;
