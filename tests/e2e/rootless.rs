@@ -31,6 +31,8 @@ RUN rm /doomed && rm -rf /sub && mkdir /sub && echo new > /sub/new
 RUN cat /proc/self/uid_map > /uid_map
 USER app
 RUN id -u > /tmp/id && touch /tmp/mine
+WORKDIR /w
+COPY --chown=1000:1000 Dockerfile /w/
 "#;
 
 /// One unprivileged user of these tests and the things it owns.
@@ -168,6 +170,14 @@ impl RootlessUser {
         self.kiln_env(&[("KILN_ROOT", store)], args)
     }
 
+    /// Like [`Self::kiln`], with overlayfs replaced by the copying fallback.
+    fn kiln_copying(&self, store: &Path, args: &[&str]) -> Output {
+        self.kiln_env(
+            &[("KILN_ROOT", store), ("KILN_OVERLAY", Path::new("copy"))],
+            args,
+        )
+    }
+
     fn ok(&self, store: &Path, args: &[&str]) -> String {
         let out = self.kiln(store, args);
         assert_success(&out, args);
@@ -238,23 +248,39 @@ fn saved_layers(archive: &[u8]) -> Vec<LayerEntries> {
 
 #[test]
 fn rootless_build_keeps_owners_whiteouts_and_opaque_dirs() {
+    build_and_check(false);
+}
+
+/// The same with the copying fallback that replaces overlayfs where it cannot be mounted. It
+/// finds changes by comparing, so a replaced directory becomes whiteouts of its old entries
+/// rather than an opaque marker.
+#[test]
+fn rootless_build_with_the_copying_fallback() {
+    build_and_check(true);
+}
+
+fn build_and_check(copying: bool) {
     let k = Kiln::new();
     let user = user(RANGED_USER, true);
     let store = user.owned_dir();
     let ctx = context(&user, DOCKERFILE);
     let base = format!("BASE={}", k.base);
-    let out = user.kiln(
-        store.path(),
-        &[
-            "build",
-            "--progress=plain",
-            "-t",
-            "app",
-            "--build-arg",
-            &base,
-            ctx.path().to_str().unwrap(),
-        ],
-    );
+    let kiln = |args: &[&str]| {
+        if copying {
+            user.kiln_copying(store.path(), args)
+        } else {
+            user.kiln(store.path(), args)
+        }
+    };
+    let out = kiln(&[
+        "build",
+        "--progress=plain",
+        "-t",
+        "app",
+        "--build-arg",
+        &base,
+        ctx.path().to_str().unwrap(),
+    ]);
     assert_success(&out, &["build (rootless)"]);
     assert!(
         !stderr(&out).contains("single id"),
@@ -272,7 +298,7 @@ fn rootless_build_keeps_owners_whiteouts_and_opaque_dirs() {
     let out = user.kiln(store.path(), &["save", "app"]);
     assert_success(&out, &["save (rootless)"]);
     let layers = saved_layers(&out.stdout);
-    let base_layers = layers.len() - 4;
+    let base_layers = layers.len() - 6;
     let (owned, deleted, uid_map, user_layer) = (
         &layers[base_layers],
         &layers[base_layers + 1],
@@ -284,24 +310,44 @@ fn rootless_build_keeps_owners_whiteouts_and_opaque_dirs() {
     assert_eq!(owned["data"].0, 1000);
     assert_eq!(owned["etc/passwd"].0, 0);
     assert!(deleted.contains_key(".wh.doomed"), "whiteout: {deleted:?}");
-    assert!(
-        deleted.contains_key("sub/.wh..wh..opq"),
-        "opaque dir: {deleted:?}"
-    );
+    if copying {
+        assert!(deleted.contains_key("sub/.wh.keep"), "{deleted:?}");
+        // Nothing else: unchanged files and directories stay out of the layer.
+        assert_eq!(deleted.len(), 4, "{deleted:?}");
+    } else {
+        assert!(
+            deleted.contains_key("sub/.wh..wh..opq"),
+            "opaque dir: {deleted:?}"
+        );
+    }
     assert!(deleted.contains_key("sub/new"));
     assert!(!deleted.contains_key("sub/keep"));
     assert!(uid_map.contains_key("uid_map"));
     assert_eq!(user_layer["tmp/mine"].0, 1000, "{user_layer:?}");
+    // WORKDIR and COPY write through kiln's own (host-side) overlay or copy.
+    assert_eq!(
+        layers[base_layers + 4]["w"].0,
+        1000,
+        "WORKDIR belongs to USER"
+    );
+    let copied = &layers[base_layers + 5];
+    assert_eq!(copied["w/Dockerfile"].0, 1000, "{copied:?}");
+    assert_eq!(copied.len(), 2, "only /w and the file: {copied:?}");
 
     // Inside, RUN saw a user namespace mapping the user to 0 and the range after it.
-    let run = |script: &str| user.ok(store.path(), &["run", "--rm", "app", "sh", "-c", script]);
+    let run = |script: &str| {
+        let args = ["run", "--rm", "app", "sh", "-c", script];
+        let out = kiln(&args);
+        assert_success(&out, &args);
+        stdout(&out)
+    };
     let map = run("cat /uid_map");
     let first: Vec<&str> = map.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(first, ["0", &user.uid.to_string(), "1"], "{map}");
     assert!(map.lines().count() >= 2, "subordinate ids mapped: {map}");
 
     // `kiln run` of the image: USER app, the opaque dir and the whiteout hold.
-    let out = run("id -u; cat /tmp/id; ls /sub; ls /doomed 2>&1; stat -c %u:%g /data/f");
+    let out = run("id -u; cat /tmp/id; ls /sub; ls /doomed 2>&1; stat -c %u:%g /data/f; ls /w");
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         [
@@ -309,7 +355,8 @@ fn rootless_build_keeps_owners_whiteouts_and_opaque_dirs() {
             "1000",
             "new",
             "ls: /doomed: No such file or directory",
-            "1000:1000"
+            "1000:1000",
+            "Dockerfile"
         ],
         "{out}"
     );

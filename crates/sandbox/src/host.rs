@@ -47,7 +47,47 @@ pub struct SandboxChild {
     stubs: Vec<Stub>,
     /// Holds the hosts/resolv.conf files mounted into the sandbox; removed after it exits.
     state_dir: Option<tempfile::TempDir>,
+    /// The copy of the layers used as the root where overlayfs cannot be mounted.
+    copied: Option<CopiedRoot>,
     finished: bool,
+}
+
+/// A root made by the copying fallback: the directory and its state when the process started.
+#[derive(Debug)]
+struct CopiedRoot {
+    merged: tempfile::TempDir,
+    baseline: crate::copy_root::Baseline,
+}
+
+/// Copies the layers into a fresh directory beside the upper dir when overlayfs cannot be
+/// mounted (see `copy_root`).
+fn copy_layers_if_needed(
+    spec: &SandboxSpec,
+    not_root: bool,
+) -> Result<Option<CopiedRoot>, SandboxError> {
+    let user_xattr = not_root || crate::rootless::in_user_namespace();
+    if !crate::copy_root::copy_fallback_needed(&spec.upper_dir, user_xattr) {
+        return Ok(None);
+    }
+    let parent = spec.upper_dir.parent().unwrap_or(Path::new("/tmp"));
+    let merged = tempfile::Builder::new()
+        .prefix("kiln-copied-root-")
+        .tempdir_in(parent)
+        .map_err(SandboxError::io(format!(
+            "create a directory for the copied root in {}",
+            parent.display()
+        )))?;
+    let layers: Vec<&Path> = std::iter::once(spec.upper_dir.as_path())
+        .chain(spec.lower_dirs.iter().map(PathBuf::as_path))
+        .collect();
+    let baseline = crate::copy_root::materialize(&layers, merged.path()).map_err(
+        SandboxError::io(format!(
+            "copy {} layer(s) into {} (overlayfs cannot be mounted here)",
+            layers.len(),
+            merged.path().display()
+        )),
+    )?;
+    Ok(Some(CopiedRoot { merged, baseline }))
 }
 
 /// Starts `process` in a new sandbox described by `spec`. Blocks until the process has been
@@ -73,8 +113,15 @@ pub fn spawn(
     }
     let state_dir = prepare_state_dir(spec)?;
     let euid = rustix::process::geteuid();
+    let copied = copy_layers_if_needed(spec, !euid.is_root())?;
+    let mut sandbox_spec = spec.clone();
+    if let Some(copied) = &copied {
+        sandbox_spec.upper_dir = copied.merged.path().to_path_buf();
+        sandbox_spec.lower_dirs.clear();
+    }
     let request = InitRequest {
-        sandbox: spec.clone(),
+        copied_root: copied.is_some(),
+        sandbox: sandbox_spec,
         process: process.clone(),
         state_dir: state_dir.path().to_path_buf(),
         id_map: (!euid.is_root()).then(|| IdMap {
@@ -112,6 +159,7 @@ pub fn spawn(
         upper_dir: spec.upper_dir.clone(),
         stubs: Vec::new(),
         state_dir: Some(state_dir),
+        copied,
         finished: false,
     };
     // A write error means the init already died; its status tells why.
@@ -242,7 +290,23 @@ impl SandboxChild {
             (None, None) => 255,
         };
         self.state_dir = None;
-        remove_stubs(&self.upper_dir, &std::mem::take(&mut self.stubs))?;
+        let stubs = std::mem::take(&mut self.stubs);
+        match self.copied.take() {
+            // The stubs go before the diff, so they never reach the upper dir.
+            Some(copied) => {
+                remove_stubs(copied.merged.path(), &stubs)?;
+                crate::copy_root::write_diff(
+                    copied.merged.path(),
+                    &copied.baseline,
+                    &self.upper_dir,
+                )
+                .map_err(SandboxError::io(format!(
+                    "write the changes of the copied root to {}",
+                    self.upper_dir.display()
+                )))?;
+            }
+            None => remove_stubs(&self.upper_dir, &stubs)?,
+        }
         Ok(ExitCode(code))
     }
 }

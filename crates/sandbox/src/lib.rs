@@ -7,6 +7,7 @@
 //! filesystem, then runs the process as a child of a small PID-1 init that forwards signals
 //! and reaps zombies.
 
+mod copy_root;
 mod error;
 mod host;
 mod init;

@@ -159,13 +159,23 @@ fn legacy_options(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, user_xattr:
 }
 
 /// A layer stack mounted on the host side (in the caller's mount namespace), unmounted on drop.
-/// Read-only when there is no upper dir.
+/// Read-only when there is no upper dir. Where overlayfs cannot be mounted, the stack is copied
+/// into the target instead and the changes are written to the upper dir when it is unmounted
+/// (see `copy_root`).
 #[derive(Debug)]
 pub struct OverlayMount {
     target: PathBuf,
     mounted: bool,
     /// Kept alive as the stand-in lower dir of an upper-only mount.
     _empty_lower: Option<tempfile::TempDir>,
+    /// Set when the stack was copied rather than mounted.
+    copied: Option<CopiedStack>,
+}
+
+#[derive(Debug)]
+struct CopiedStack {
+    upper: Option<PathBuf>,
+    baseline: crate::copy_root::Baseline,
 }
 
 impl OverlayMount {
@@ -191,6 +201,10 @@ impl OverlayMount {
             .unwrap_or(Path::new("/"));
         let user_xattr =
             !rustix::process::geteuid().is_root() || crate::rootless::in_user_namespace();
+        let probe_dir = upper.map(|(u, _)| u).unwrap_or(target);
+        if crate::copy_root::copy_fallback_needed(probe_dir, user_xattr) {
+            return Self::copy(lower_dirs, upper.map(|(u, _)| u), target);
+        }
         mount_layers(lower_dirs, upper, target, empty_path, user_xattr).map_err(
             SandboxError::io(format!(
                 "mount {} layer(s){} on {}",
@@ -207,7 +221,54 @@ impl OverlayMount {
             target: target.to_path_buf(),
             mounted: true,
             _empty_lower: empty_lower,
+            copied: None,
         })
+    }
+
+    /// The copying fallback: the upper dir's and lower dirs' files are copied into `target`.
+    fn copy(
+        lower_dirs: &[PathBuf],
+        upper: Option<&Path>,
+        target: &Path,
+    ) -> Result<Self, SandboxError> {
+        let layers: Vec<&Path> = upper
+            .into_iter()
+            .chain(lower_dirs.iter().map(PathBuf::as_path))
+            .collect();
+        let baseline =
+            crate::copy_root::materialize(&layers, target).map_err(SandboxError::io(format!(
+                "copy {} layer(s) into {} (overlayfs cannot be mounted here)",
+                layers.len(),
+                target.display()
+            )))?;
+        Ok(OverlayMount {
+            target: target.to_path_buf(),
+            mounted: true,
+            _empty_lower: None,
+            copied: Some(CopiedStack {
+                upper: upper.map(Path::to_path_buf),
+                baseline,
+            }),
+        })
+    }
+
+    /// For a copied stack: writes the changes into the upper dir and empties the target.
+    fn finish_copy(&mut self) -> Result<(), SandboxError> {
+        let Some(copied) = self.copied.take() else {
+            return Ok(());
+        };
+        self.mounted = false;
+        if let Some(upper) = &copied.upper {
+            crate::copy_root::write_diff(&self.target, &copied.baseline, upper).map_err(
+                SandboxError::io(format!(
+                    "write the changes in {} to {}",
+                    self.target.display(),
+                    upper.display()
+                )),
+            )?;
+        }
+        crate::copy_root::clear(&self.target)
+            .map_err(SandboxError::io(format!("empty {}", self.target.display())))
     }
 
     /// Where the merged filesystem is visible.
@@ -217,6 +278,9 @@ impl OverlayMount {
 
     /// Unmounts now, reporting failure (dropping unmounts too, lazily if busy, silently).
     pub fn unmount(mut self) -> Result<(), SandboxError> {
+        if self.copied.is_some() {
+            return self.finish_copy();
+        }
         self.mounted = false;
         rustix::mount::unmount(&self.target, UnmountFlags::empty())
             .map_err(|e| SandboxError::io(format!("unmount {}", self.target.display()))(e.into()))
@@ -225,6 +289,10 @@ impl OverlayMount {
 
 impl Drop for OverlayMount {
     fn drop(&mut self) {
+        if self.copied.is_some() {
+            let _ = self.finish_copy();
+            return;
+        }
         if self.mounted && rustix::mount::unmount(&self.target, UnmountFlags::empty()).is_err() {
             let _ = rustix::mount::unmount(&self.target, UnmountFlags::DETACH);
         }

@@ -26,6 +26,10 @@ pub(crate) struct InitRequest {
     /// Set when the caller is not root: the init creates a user namespace mapping these host
     /// ids to 0.
     pub id_map: Option<IdMap>,
+    /// Set when overlayfs cannot be mounted: `sandbox.upper_dir` then is a plain directory
+    /// holding a copy of the layers (see `copy_root`), bind-mounted as the root.
+    #[serde(default)]
+    pub copied_root: bool,
 }
 
 /// The caller's ids, mapped to root inside a user namespace.

@@ -112,7 +112,7 @@ impl StageBuilder<'_> {
                     _ => None,
                 };
                 mkdir_all(mount.path(), dir, owner).map_err(|e| b.fail(ins, e.to_string()))?;
-                drop(mount);
+                mount.unmount()?;
                 b.commit_upper(ins, label, &dirs.path("upper"))
             },
         )

@@ -31,14 +31,18 @@ pub(super) fn build_and_enter(
 ) -> Result<(), InitFailure> {
     let spec = &request.sandbox;
     let root = request.state_dir.join("root");
-    mount_layers(
-        &spec.lower_dirs,
-        Some((&spec.upper_dir, &spec.work_dir)),
-        &root,
-        &request.state_dir.join("empty"),
-        request.id_map.is_some() || crate::rootless::in_user_namespace(),
-    )
-    .map_err(InitFailure::setup(format!(
+    let mounted = if request.copied_root {
+        rustix::mount::mount_bind(&spec.upper_dir, &root).map_err(std::io::Error::from)
+    } else {
+        mount_layers(
+            &spec.lower_dirs,
+            Some((&spec.upper_dir, &spec.work_dir)),
+            &root,
+            &request.state_dir.join("empty"),
+            request.id_map.is_some() || crate::rootless::in_user_namespace(),
+        )
+    };
+    mounted.map_err(InitFailure::setup(format!(
         "mount the overlay root (upper {}, work {})",
         spec.upper_dir.display(),
         spec.work_dir.display()

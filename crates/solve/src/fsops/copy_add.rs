@@ -277,7 +277,7 @@ impl StageBuilder<'_> {
                 |b, st, label| {
                     let mount = b.mount_rw(st, &dirs)?;
                     write(b, mount.path())?;
-                    drop(mount);
+                    mount.unmount()?;
                     b.commit_upper(ins, label, &dirs.path("upper"))
                 },
             )
