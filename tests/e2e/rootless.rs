@@ -425,6 +425,13 @@ fn rootless_pull_extracts_other_owners_and_overlay_markers() {
     assert_success(&out, &["save derived"]);
     let layers = saved_layers(&out.stdout);
     assert_eq!(layers.last().unwrap()["sub/new"].0, 1000);
+
+    // Store maintenance runs in the namespace too: snapshots full of subordinate ids, which
+    // the user could not delete as themselves, go with `prune --all`.
+    user.ok(store.path(), &["rmi", "derived", &remote]);
+    user.ok(store.path(), &["prune", "--all", "-f"]);
+    user.ok(store.path(), &["check"]);
+    assert!(files_named(&store.path().join("snapshots"), "f").is_empty());
     user.assert_no_processes();
 }
 
