@@ -106,13 +106,13 @@ fn open_lock_file(path: &Path) -> Result<File> {
         .map_err(StoreError::io(path))
 }
 
-fn lock_file(path: &Path, op: FlockOperation) -> Result<StoreLock> {
+pub(crate) fn lock_file(path: &Path, op: FlockOperation) -> Result<StoreLock> {
     let file = open_lock_file(path)?;
     flock(&file, op).map_err(|e| StoreError::io(path)(e.into()))?;
     Ok(StoreLock { _file: file })
 }
 
-fn try_lock_file(path: &Path) -> Result<Option<StoreLock>> {
+pub(crate) fn try_lock_file(path: &Path) -> Result<Option<StoreLock>> {
     let file = open_lock_file(path)?;
     match flock(&file, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(Some(StoreLock { _file: file })),
