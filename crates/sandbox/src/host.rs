@@ -3,7 +3,7 @@
 //! code and clean up mount-point stubs.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
@@ -116,7 +116,16 @@ pub fn spawn(
     };
     // A write error means the init already died; its status tells why.
     let _ = std::fs::File::from(spec_write).write_all(&request);
+    read_status(&mut sandbox, status_read)?;
+    Ok(sandbox)
+}
 
+/// Reads the init's (or exec helper's) reports until the pipe closes: Ok once the process was
+/// executed; otherwise the child is reaped and the failure returned.
+pub(crate) fn read_status(
+    sandbox: &mut SandboxChild,
+    status_read: OwnedFd,
+) -> Result<(), SandboxError> {
     let mut exec_reached = false;
     let mut failure = None;
     for line in BufReader::new(std::fs::File::from(status_read)).lines() {
@@ -130,7 +139,7 @@ pub fn spawn(
         }
     }
     match (failure, exec_reached) {
-        (None, true) => Ok(sandbox),
+        (None, true) => Ok(()),
         (Some(failure), _) => {
             sandbox.finish()?;
             Err(SandboxError::Init(failure))
@@ -186,6 +195,26 @@ fn hosts_file(hostname: &str) -> String {
 }
 
 impl SandboxChild {
+    /// A process started in a running sandbox: no upper dir or scratch directory of its own.
+    pub(crate) fn for_exec(child: Child) -> SandboxChild {
+        SandboxChild {
+            child,
+            upper_dir: PathBuf::new(),
+            stubs: Vec::new(),
+            state_dir: None,
+            finished: false,
+        }
+    }
+
+    /// Host pid of the sandbox's PID 1 (the namespace init), whose namespaces
+    /// [`crate::spawn_in`] joins. `None` once it is gone.
+    pub fn namespace_init_pid(&self) -> Option<u32> {
+        let outer = self.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
     /// The pid (in the caller's namespace) of the sandbox's outer init process.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -283,6 +312,7 @@ mod tests {
             env: vec![],
             cwd: "/".into(),
             user: None,
+            terminal: false,
         };
         let err = spawn(&spec, &process, Stdio::null()).unwrap_err();
         assert!(matches!(err, SandboxError::InvalidSpec(_)), "{err}");

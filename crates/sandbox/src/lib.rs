@@ -8,6 +8,7 @@
 //! and reaps zombies.
 
 mod error;
+mod exec;
 mod host;
 mod init;
 mod overlay;
@@ -18,6 +19,7 @@ mod sys;
 mod user;
 
 pub use error::{InitFailure, SandboxError};
+pub use exec::spawn_in;
 pub use host::{ExitCode, SandboxChild, spawn};
 pub use init::maybe_run_init;
 pub use overlay::OverlayMount;
