@@ -110,6 +110,10 @@ pub fn inspect(env: &Env, names: &[String]) -> Result<ExitCode> {
     let all = env.store.list_names()?;
     let mut out = Vec::new();
     for name in names {
+        if let Some(container) = super::containers::inspect_json(&env.store, name)? {
+            out.push(container);
+            continue;
+        }
         let img = find_image(env, name)?;
         let repo_tags: Vec<String> = all
             .iter()

@@ -252,6 +252,25 @@ impl SandboxChild {
         )))
     }
 
+    /// The exit code if the process has ended (then cleaned up as by [`SandboxChild::wait`]),
+    /// `None` while it runs.
+    pub fn try_wait(&mut self) -> Result<Option<ExitCode>, SandboxError> {
+        if self.finished {
+            return Err(SandboxError::InvalidSpec(
+                "the sandbox was already waited for".into(),
+            ));
+        }
+        let pid = self.child.id();
+        match self
+            .child
+            .try_wait()
+            .map_err(SandboxError::io(format!("wait for sandbox {pid}")))?
+        {
+            Some(_) => self.finish().map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Waits for the process to end, then removes the mount-point stubs from the upper dir.
     pub fn wait(mut self) -> Result<ExitCode, SandboxError> {
         self.finish()
