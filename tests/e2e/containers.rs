@@ -31,14 +31,17 @@ impl Drop for Cleanup<'_> {
     }
 }
 
-/// Command lines of the processes that name `root` (supervisors carry `--root <store>`).
-pub fn processes_using(root: &str) -> Vec<String> {
+/// Pids and command lines of the supervisors of the store `root` (they carry `--root ROOT`).
+pub fn processes_using(root: &str) -> Vec<(i32, String)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
+            continue;
+        };
         if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
             if cmdline.contains(root) && cmdline.contains("__supervise") {
-                found.push(cmdline);
+                found.push((pid, cmdline));
             }
         }
     }
@@ -222,6 +225,25 @@ fn stop_kills_after_the_grace_time_and_rm_f_kills() {
     let follow = k.ok(&["logs", "-f", id.trim()]);
     assert_eq!(follow, "one\ntwo\n");
     eventually("--rm removal", || !k.ok(&["ps", "-aq"]).contains(&id[..12]));
+
+    // A supervisor killed with SIGKILL takes its container with it, and the record says so.
+    // (`sleep 613`: a command line no other test runs.)
+    k.ok(&["run", "-d", "--name", "orphan", base, "sleep", "613"]);
+    let root = k.root.path().to_string_lossy().into_owned();
+    let supervisors = processes_using(&root);
+    assert_eq!(supervisors.len(), 1, "{supervisors:?}");
+    let pid = rustix::process::Pid::from_raw(supervisors[0].0).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    eventually("the orphan's end", || {
+        k.ok(&["ps", "-a"]).contains("Exited (255)")
+    });
+    assert_eq!(k.ok(&["wait", "orphan"]), "255\n");
+    eventually("no sleep 613 left", || {
+        !std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00613\x00"))
+    });
 
     // A generated name, and --init accepted.
     k.ok(&["run", "-d", "--init", base, "sleep", "600"]);
