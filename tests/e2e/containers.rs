@@ -177,7 +177,7 @@ fn detached_container_lifecycle() {
 
     assert_eq!(k.ok(&["rm", "web"]), "web\n");
     assert!(!k.root.path().join("containers").join(id).exists());
-    assert!(failure(&k, &["inspect", "web"]).contains("web"));
+    assert!(failure(&k, &["inspect", "web"]).contains("no such container or image: web"));
 }
 
 #[test]

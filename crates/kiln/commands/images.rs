@@ -114,7 +114,8 @@ pub fn inspect(env: &Env, names: &[String]) -> Result<ExitCode> {
             out.push(container);
             continue;
         }
-        let img = find_image(env, name)?;
+        let img = find_image(env, name)
+            .map_err(|_| anyhow::anyhow!("no such container or image: {name}"))?;
         let repo_tags: Vec<String> = all
             .iter()
             .filter(|(_, d)| *d == img.manifest_digest)
