@@ -226,6 +226,28 @@ fn stop_kills_after_the_grace_time_and_rm_f_kills() {
     assert_eq!(follow, "one\ntwo\n");
     eventually("--rm removal", || !k.ok(&["ps", "-aq"]).contains(&id[..12]));
 
+    // -dt: the process has a terminal, its output is logged from the pty.
+    let id = k.ok(&["run", "-dt", base, "sh", "-c", "test -t 1 && echo on-a-tty"]);
+    assert_eq!(k.ok(&["wait", id.trim()]), "0\n");
+    assert_eq!(k.ok(&["logs", id.trim()]), "on-a-tty\r\n");
+
+    // A program that does not exist: Docker's 127, the error, a container left to inspect.
+    let out = k.cmd(&["run", "-d", "--name", "broken", base, "no-such-program"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("executable file not found"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(k.inspect("broken")["State"]["ExitCode"], 127);
+    let out = k.cmd(&["run", "--rm", base, "no-such-program"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        stderr(&out).contains("executable file not found"),
+        "{}",
+        stderr(&out)
+    );
+
     // A supervisor killed with SIGKILL takes its container with it, and the record says so.
     // (`sleep 613`: a command line no other test runs.)
     k.ok(&["run", "-d", "--name", "orphan", base, "sleep", "613"]);
@@ -239,10 +261,9 @@ fn stop_kills_after_the_grace_time_and_rm_f_kills() {
     });
     assert_eq!(k.ok(&["wait", "orphan"]), "255\n");
     eventually("no sleep 613 left", || {
-        !std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00613\x00"))
+        !std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00613\x00")
+        })
     });
 
     // A generated name, and --init accepted.

@@ -176,9 +176,10 @@ fn run_foreground(
     let (child, pty) = match started {
         Ok(started) => started,
         Err(e) => {
+            let code = containers::start_error_code(&e);
             store.update_container(&record.id, |r| {
                 r.state.status = ContainerStatus::Exited;
-                r.state.exit_code = 125;
+                r.state.exit_code = code;
                 r.state.error = format!("{e:#}");
                 r.state.finished_at = now();
             })?;
@@ -186,7 +187,9 @@ fn run_foreground(
             if args.rm {
                 containers::remove(store, record, true)?;
             }
-            return Err(e);
+            // Docker's status for a container that could not start, after the error.
+            crate::render::print_error(&e);
+            return Ok(ExitCode::from(code as u8));
         }
     };
     let pid = child.namespace_init_pid().unwrap_or(0);

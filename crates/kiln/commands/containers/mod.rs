@@ -44,6 +44,17 @@ impl ContainerSpec {
     }
 }
 
+/// Docker's exit status for a container that could not start: 127 when the program does not
+/// exist, 126 when it cannot be executed, 125 when the runtime failed.
+pub fn start_error_code(error: &anyhow::Error) -> i32 {
+    use kiln_sandbox::{InitFailure, SandboxError};
+    match error.downcast_ref::<SandboxError>() {
+        Some(SandboxError::Init(InitFailure::ExecutableNotFound { .. })) => 127,
+        Some(SandboxError::Init(InitFailure::Exec { .. })) => 126,
+        _ => 125,
+    }
+}
+
 /// The current time as Docker prints it in records (RFC 3339, nanoseconds, UTC).
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)

@@ -73,9 +73,10 @@ pub fn supervise(store: &Store, id: &str) -> Result<ExitCode> {
         Ok(started) => started,
         Err(e) => {
             let message = format!("{e:#}");
+            let code = super::start_error_code(&e);
             store.update_container(id, |r| {
                 r.state.status = ContainerStatus::Exited;
-                r.state.exit_code = 125;
+                r.state.exit_code = code;
                 r.state.error = message.clone();
                 r.state.finished_at = now();
             })?;

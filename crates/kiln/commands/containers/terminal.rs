@@ -26,9 +26,13 @@ impl Pty {
         unlockpt(&master).context("unlocking the pseudo-terminal")?;
         let name = ptsname(&master, Vec::new()).context("naming the pseudo-terminal")?;
         let name = name.to_string_lossy().into_owned();
+        // O_NOCTTY: a session leader without a terminal (the supervisor) must not make this
+        // one its own, or the process could not take it and its end would hang us up.
+        use std::os::unix::fs::OpenOptionsExt;
         let slave = File::options()
             .read(true)
             .write(true)
+            .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
             .open(&name)
             .with_context(|| format!("opening {name}"))?;
         Ok(Pty {
