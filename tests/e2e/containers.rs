@@ -212,7 +212,8 @@ fn stop_kills_after_the_grace_time_and_rm_f_kills() {
     k.ok(&["rm", "-f", "again"]);
     assert!(!k.ok(&["ps", "-a"]).contains("again"));
 
-    // --rm on a detached container: gone once it exits; logs -f follows it to the end.
+    // --rm on a detached container: gone once it exits; logs -f follows it to the end, and
+    // wait still gets its exit code.
     let id = k.ok(&[
         "run",
         "-d",
@@ -220,10 +221,17 @@ fn stop_kills_after_the_grace_time_and_rm_f_kills() {
         base,
         "sh",
         "-c",
-        "echo one; sleep 1; echo two",
+        "echo one; sleep 1; echo two; exit 3",
     ]);
+    let waiter = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("KILN_ROOT", k.root.path())
+        .args(["wait", id.trim()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let follow = k.ok(&["logs", "-f", id.trim()]);
     assert_eq!(follow, "one\ntwo\n");
+    assert_eq!(stdout(&waiter.wait_with_output().unwrap()), "3\n");
     eventually("--rm removal", || !k.ok(&["ps", "-aq"]).contains(&id[..12]));
 
     // -dt: the process has a terminal, its output is logged from the pty.

@@ -210,6 +210,7 @@ fn run_foreground(
         r.state.pid = 0;
         r.state.finished_at = now();
     })?;
+    store.record_exit_in_lock(&running, code)?;
     drop(running);
     if args.rm {
         containers::remove(store, record, true)?;

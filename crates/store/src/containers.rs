@@ -232,12 +232,15 @@ impl Store {
     }
 
     fn write_record(&self, record: &ContainerRecord) -> Result<(), StoreError> {
-        let path = self.container_dir(&record.id).join(RECORD_FILE);
+        let dir = self.container_dir(&record.id);
+        let path = dir.join(RECORD_FILE);
         let json = serde_json::to_vec_pretty(record).map_err(|e| StoreError::Corrupt {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        self.write_atomic(&path, &json)
+        // Staged in the container's own directory: supervisors rewrite records without the
+        // store lock, so `kiln prune` may be cleaning `tmp/` at the same time.
+        self.write_atomic_via(&dir, &path, &json)
     }
 
     fn read_record(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
@@ -359,10 +362,25 @@ impl Store {
     }
 
     /// Blocks until the container's owner releases its running lock (the container exited).
-    pub fn wait_container_stopped(&self, id: &str) -> Result<(), StoreError> {
+    /// Returns the exit code the owner left in the lock file, which outlives a `--rm`
+    /// removal for whoever had the file open.
+    pub fn wait_container_stopped(&self, id: &str) -> Result<Option<i32>, StoreError> {
         let path = self.container_dir(id).join("running.lock");
-        drop(lock_file(&path, FlockOperation::LockShared)?);
-        Ok(())
+        let lock = match lock_file(&path, FlockOperation::LockShared) {
+            Ok(lock) => lock,
+            // Removed in the meantime: nothing left to wait for, nor a code to read.
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(lock.contents().trim().parse().ok())
+    }
+
+    /// Leaves the container's exit code in its running lock, just before releasing it.
+    pub fn record_exit_in_lock(&self, lock: &StoreLock, code: i32) -> Result<(), StoreError> {
+        lock.set_contents(code.to_string().as_bytes())
+            .map_err(StoreError::io(self.containers_dir()))
     }
 }
 
@@ -496,7 +514,23 @@ pub(crate) mod tests {
         let after = s.find_container("job").unwrap();
         assert_eq!(after.state.status, ContainerStatus::Exited);
         assert_eq!(after.state.exit_code, 255);
-        s.wait_container_stopped(&a.id).unwrap();
+        assert_eq!(s.wait_container_stopped(&a.id).unwrap(), None);
+    }
+
+    #[test]
+    fn waiters_get_the_exit_code_even_after_removal() {
+        let (_d, s) = store();
+        let mut a = record(&s, "short", "t");
+        s.create_container(&mut a).unwrap();
+        let held = s.hold_container_running(&a.id).unwrap();
+        let (s2, id) = (s.clone(), a.id.clone());
+        let waiter = std::thread::spawn(move || s2.wait_container_stopped(&id).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        s.record_exit_in_lock(&held, 42).unwrap();
+        s.remove_container(&a.id).unwrap();
+        drop(held);
+        assert_eq!(waiter.join().unwrap(), Some(42));
+        assert_eq!(s.wait_container_stopped(&a.id).unwrap(), None);
     }
 
     #[test]

@@ -154,9 +154,15 @@ impl Store {
 
     /// Writes `bytes` to `path` via a synced temp file and a rename.
     pub(crate) fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        self.write_atomic_via(&self.root.join("tmp"), path, bytes)
+    }
+
+    /// [`Store::write_atomic`] staging in `tmp`, which must be on the same filesystem as
+    /// `path`. Records that processes outside the store lock rewrite (containers) stage next
+    /// to themselves, where `kiln prune`'s cleaning of `tmp/` cannot take a file mid-write.
+    pub(crate) fn write_atomic_via(&self, tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
         use std::io::Write;
-        let tmp = self.root.join("tmp");
-        let mut f = tempfile::NamedTempFile::new_in(&tmp).map_err(StoreError::io(&tmp))?;
+        let mut f = tempfile::NamedTempFile::new_in(tmp).map_err(StoreError::io(tmp))?;
         f.write_all(bytes).map_err(StoreError::io(f.path()))?;
         f.as_file().sync_all().map_err(StoreError::io(path))?;
         f.persist(path).map_err(|e| StoreError::Io {

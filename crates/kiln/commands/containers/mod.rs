@@ -302,11 +302,14 @@ pub fn kill(store: &Store, queries: &[String], signal: &str) -> Result<ExitCode>
 pub fn wait(store: &Store, queries: &[String]) -> Result<ExitCode> {
     for query in queries {
         let c = store.find_container(query)?;
-        store.wait_container_stopped(&c.id)?;
-        let after = store
-            .find_container(&c.id)
-            .with_context(|| format!("container {} was removed when it exited", c.name))?;
-        println!("{}", after.state.exit_code);
+        let left_in_lock = store.wait_container_stopped(&c.id)?;
+        // A `--rm` container is gone by now; its owner left the code in the lock file.
+        let code = match store.find_container(&c.id) {
+            Ok(after) => after.state.exit_code,
+            Err(_) => left_in_lock
+                .with_context(|| format!("container {} was removed when it exited", c.name))?,
+        };
+        println!("{code}");
     }
     Ok(ExitCode::SUCCESS)
 }

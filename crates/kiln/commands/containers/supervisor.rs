@@ -63,7 +63,7 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
 pub fn supervise(store: &Store, id: &str) -> Result<ExitCode> {
     // A session of its own: no controlling terminal whose hangup would end it.
     let _ = rustix::process::setsid();
-    let _running = store.hold_container_running(id)?;
+    let running = store.hold_container_running(id)?;
     let record = store.find_container(id)?;
     let spec = ContainerSpec::read(store, id)?;
     let log = LogWriter::create(&store.container_dir(id).join("container.log"))?;
@@ -80,6 +80,7 @@ pub fn supervise(store: &Store, id: &str) -> Result<ExitCode> {
                 r.state.error = message.clone();
                 r.state.finished_at = now();
             })?;
+            store.record_exit_in_lock(&running, code)?;
             finish(store, &record)?;
             return Ok(ExitCode::from(125));
         }
@@ -117,6 +118,7 @@ pub fn supervise(store: &Store, id: &str) -> Result<ExitCode> {
         r.state.pid = 0;
         r.state.finished_at = now();
     })?;
+    store.record_exit_in_lock(&running, code)?;
     finish(store, &record)?;
     Ok(ExitCode::SUCCESS)
 }
