@@ -262,23 +262,30 @@ fn run_health_checks(
             exit_code,
             output,
         };
-        let counted = !in_start_period || exit_code == 0;
         let _ = store.update_container(&record.id, |r| {
             let health = r.state.health.get_or_insert_with(Health::default);
-            health.log.push(result.clone());
-            if health.log.len() > KEPT_PROBES {
-                health.log.remove(0);
-            }
-            if exit_code == 0 {
-                health.status = "healthy".into();
-                health.failing_streak = 0;
-            } else if counted {
-                health.failing_streak += 1;
-                if health.failing_streak >= retries {
-                    health.status = "unhealthy".into();
-                }
-            }
+            apply_probe(health, result.clone(), in_start_period, retries);
         });
+    }
+}
+
+/// Docker's rules: a success makes the container healthy and resets the streak; a failure
+/// adds to the streak, except during the start period, and `retries` failures in a row make
+/// it unhealthy. The last [`KEPT_PROBES`] results are kept.
+fn apply_probe(health: &mut Health, result: HealthProbe, in_start_period: bool, retries: u32) {
+    let passed = result.exit_code == 0;
+    health.log.push(result);
+    if health.log.len() > KEPT_PROBES {
+        health.log.remove(0);
+    }
+    if passed {
+        health.status = "healthy".into();
+        health.failing_streak = 0;
+    } else if !in_start_period {
+        health.failing_streak += 1;
+        if health.failing_streak >= retries {
+            health.status = "unhealthy".into();
+        }
     }
 }
 
@@ -321,5 +328,56 @@ fn probe(pid: u32, process: &ProcessSpec, timeout: Duration) -> (i32, String) {
             }
             Err(e) => return (-1, e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe_result(exit_code: i32) -> HealthProbe {
+        HealthProbe {
+            exit_code,
+            ..HealthProbe::default()
+        }
+    }
+
+    #[test]
+    fn health_follows_dockers_rules() {
+        let mut h = Health {
+            status: "starting".into(),
+            ..Health::default()
+        };
+        // Failures in the start period do not count.
+        for _ in 0..4 {
+            apply_probe(&mut h, probe_result(1), true, 2);
+        }
+        assert_eq!((h.status.as_str(), h.failing_streak), ("starting", 0));
+        apply_probe(&mut h, probe_result(1), false, 2);
+        assert_eq!((h.status.as_str(), h.failing_streak), ("starting", 1));
+        apply_probe(&mut h, probe_result(1), false, 2);
+        assert_eq!((h.status.as_str(), h.failing_streak), ("unhealthy", 2));
+        apply_probe(&mut h, probe_result(0), false, 2);
+        assert_eq!((h.status.as_str(), h.failing_streak), ("healthy", 0));
+        assert_eq!(h.log.len(), KEPT_PROBES);
+        assert_eq!(h.log.last().unwrap().exit_code, 0);
+        // A success during the start period counts at once.
+        let mut early = Health::default();
+        apply_probe(&mut early, probe_result(0), true, 3);
+        assert_eq!(early.status, "healthy");
+    }
+
+    #[test]
+    fn check_forms() {
+        let check = |test: &[&str]| {
+            healthcheck(&Some(HealthConfig {
+                test: test.iter().map(|s| s.to_string()).collect(),
+                ..HealthConfig::default()
+            }))
+        };
+        assert!(check(&["NONE"]).is_none());
+        assert!(check(&[]).is_none());
+        assert!(check(&["CMD", "true"]).is_some());
+        assert!(healthcheck(&None).is_none());
     }
 }
