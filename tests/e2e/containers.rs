@@ -348,27 +348,23 @@ fn healthcheck_goes_healthy_then_unhealthy() {
     assert_eq!(log.last().unwrap()["ExitCode"], 0);
 }
 
-#[test]
-fn run_it_uses_a_pty_with_the_callers_window_size_and_restores_the_terminal() {
+/// Runs kiln with a pty of the test's as its terminal (33x77), answering the shell's output,
+/// and resizing the terminal (with the SIGWINCH a terminal emulator would cause) midway.
+/// Returns the exit code and everything kiln wrote.
+fn drive_on_a_pty(k: &Kiln, args: &[&str]) -> (Option<i32>, String) {
     use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
     use rustix::termios::{LocalModes, Winsize, tcgetattr, tcsetwinsize};
-    let k = Kiln::new();
-    let _cleanup = Cleanup(&k);
-    k.ok(&["pull", &k.base]);
+    let size = |rows, cols| Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
     grantpt(&master).unwrap();
     unlockpt(&master).unwrap();
     let name = ptsname(&master, Vec::new()).unwrap();
-    tcsetwinsize(
-        &master,
-        Winsize {
-            ws_row: 33,
-            ws_col: 77,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        },
-    )
-    .unwrap();
+    tcsetwinsize(&master, size(33, 77)).unwrap();
     let slave = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -376,7 +372,7 @@ fn run_it_uses_a_pty_with_the_callers_window_size_and_restores_the_terminal() {
         .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .env("KILN_ROOT", k.root.path())
-        .args(["run", "-it", "--rm", &k.base, "sh"])
+        .args(args)
         .stdin(slave.try_clone().unwrap())
         .stdout(slave.try_clone().unwrap())
         .stderr(slave.try_clone().unwrap())
@@ -384,31 +380,56 @@ fn run_it_uses_a_pty_with_the_callers_window_size_and_restores_the_terminal() {
         .unwrap();
     let mut master = std::fs::File::from(master);
     let mut reader = master.try_clone().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = seen.clone();
     let output = std::thread::spawn(move || {
-        let mut all = Vec::new();
         let mut buf = [0u8; 4096];
         while let Ok(n) = reader.read(&mut buf) {
             if n == 0 {
                 break;
             }
-            all.extend_from_slice(&buf[..n]);
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
-        String::from_utf8_lossy(&all).into_owned()
     });
+    master.write_all(b"stty size\n").unwrap();
+    eventually("the first window size", || {
+        seen.lock().unwrap().contains("33 77")
+    });
+    tcsetwinsize(&master, size(40, 100)).unwrap();
+    let kiln = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(kiln, rustix::process::Signal::WINCH).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     master
         .write_all(b"stty size; test -t 0 && echo is-a-$((6*7)); exit 5\n")
         .unwrap();
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(5), "the shell's exit code");
     let modes = tcgetattr(&slave).unwrap().local_modes;
     assert!(
         modes.contains(LocalModes::ICANON | LocalModes::ECHO),
         "raw mode is undone at exit: {modes:?}"
     );
     drop(slave);
-    let out = output.join().unwrap();
-    assert!(out.contains("33 77"), "window size: {out:?}");
+    output.join().unwrap();
+    let out = seen.lock().unwrap().clone();
+    (status.code(), out)
+}
+
+#[test]
+fn run_it_and_exec_it_use_a_pty_with_the_callers_window_size() {
+    let k = Kiln::new();
+    let _cleanup = Cleanup(&k);
+    k.ok(&["pull", &k.base]);
+    let (code, out) = drive_on_a_pty(&k, &["run", "-it", "--rm", &k.base, "sh"]);
+    assert_eq!(code, Some(5), "the shell's exit code: {out:?}");
+    assert!(out.contains("40 100"), "SIGWINCH forwarded: {out:?}");
     assert!(out.contains("is-a-42"), "stdin is a terminal: {out:?}");
+
+    k.ok(&["run", "-d", "--name", "box", &k.base, "sleep", "600"]);
+    let (code, out) = drive_on_a_pty(&k, &["exec", "-it", "box", "sh"]);
+    assert_eq!(code, Some(5), "{out:?}");
+    assert!(out.contains("40 100") && out.contains("is-a-42"), "{out:?}");
 }
 
 #[test]
