@@ -446,8 +446,14 @@ fn commit_makes_an_image_of_the_changes() {
         &k.base,
         "sh",
         "-c",
-        "echo changed > /new.txt; rm /etc/group",
+        "echo changed > /new.txt; rm /etc/group; echo done-changing; echo err >&2",
     ]);
+    // A foreground container's output reached the caller and is in its log, as in Docker.
+    let logs = k.cmd(&["logs", "changer"]);
+    assert_eq!(
+        (stdout(&logs).as_str(), stderr(&logs).as_str()),
+        ("done-changing\n", "err\n")
+    );
     let id = k.ok(&["commit", "-m", "my change", "changer", "snap:1"]);
     assert!(id.trim().starts_with("sha256:"), "{id}");
     let img = k.inspect("snap:1");

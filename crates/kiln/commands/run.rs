@@ -12,6 +12,7 @@ use kiln_solve::{DEFAULT_PATH, StoredImage, lower_dirs, resolve_image};
 use kiln_store::{ContainerRecord, ContainerState, ContainerStatus, RunConfig};
 
 use super::build::parse_network;
+use super::containers::logfile::{LogWriter, Tee};
 use super::containers::terminal::{self, Pty, RawMode};
 use super::containers::volumes::{
     MountRequest, create_mounts, parse_mount_flag, parse_volume_flag,
@@ -153,6 +154,8 @@ fn run_foreground(
 ) -> Result<ExitCode> {
     let store = &env.store;
     let running = store.hold_container_running(&record.id)?;
+    // Foreground output is logged too, as Docker logs it, while it reaches the caller.
+    let log = LogWriter::create(&store.container_dir(&record.id).join("container.log"))?;
     let started = if args.tty {
         Pty::open().and_then(|pty| {
             terminal::copy_window_size(std::io::stdin(), &pty.master);
@@ -166,8 +169,8 @@ fn run_foreground(
             } else {
                 std::process::Stdio::null()
             },
-            stdout: std::process::Stdio::inherit(),
-            stderr: std::process::Stdio::inherit(),
+            stdout: std::process::Stdio::piped(),
+            stderr: std::process::Stdio::piped(),
         };
         kiln_sandbox::spawn(&spec.sandbox, &spec.process, stdio)
             .map(|child| (child, None))
@@ -201,8 +204,23 @@ fn run_foreground(
         r.state.started_at = now();
     })?;
     let code = match pty {
-        Some(pty) => attach_terminal(env, pty, child, args.interactive)?,
-        None => child.wait()?.code(),
+        Some(pty) => attach_terminal(env, pty, child, args.interactive, Some(log))?,
+        None => {
+            let mut child = child;
+            let copiers = [
+                child
+                    .take_stdout()
+                    .map(|out| log_and_echo(&log, "stdout", out, std::io::stdout())),
+                child
+                    .take_stderr()
+                    .map(|err| log_and_echo(&log, "stderr", err, std::io::stderr())),
+            ];
+            let code = child.wait()?.code();
+            for copier in copiers.into_iter().flatten() {
+                let _ = copier.join();
+            }
+            code
+        }
     };
     store.update_container(&record.id, |r| {
         r.state.status = ContainerStatus::Exited;
@@ -220,7 +238,13 @@ fn run_foreground(
 
 /// Connects the caller's terminal to a process running on `pty` until it exits: raw mode,
 /// input (with `-i`), output, window size changes. Returns the exit code.
-pub fn attach_terminal(env: &Env, pty: Pty, child: SandboxChild, interactive: bool) -> Result<i32> {
+pub fn attach_terminal(
+    env: &Env,
+    pty: Pty,
+    child: SandboxChild,
+    interactive: bool,
+    log: Option<LogWriter>,
+) -> Result<i32> {
     let Pty { master, slave } = pty;
     // Only the process keeps the slave open, so reading the master ends when it exits.
     drop(slave);
@@ -229,11 +253,24 @@ pub fn attach_terminal(env: &Env, pty: Pty, child: SandboxChild, interactive: bo
         terminal::relay_input(master.try_clone()?);
     }
     terminal::forward_window_changes(&env.rt, master.try_clone()?);
-    let output = terminal::relay_output(master);
+    let output = terminal::relay_output(master, log);
     let code = child.wait()?.code();
     let _ = output.join();
     drop(raw);
     Ok(code)
+}
+
+/// Copies one output stream of a foreground container to the caller and into the log.
+fn log_and_echo(
+    log: &LogWriter,
+    stream: &'static str,
+    input: impl std::io::Read + Send + 'static,
+    echo: impl std::io::Write + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    let log = log.clone();
+    std::thread::spawn(move || {
+        let _ = log.copy(stream, Tee { input, echo });
+    })
 }
 
 /// The entrypoint the container runs: `--entrypoint` (empty string: none) or the image's.

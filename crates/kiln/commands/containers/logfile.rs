@@ -69,6 +69,39 @@ impl LogWriter {
     }
 }
 
+/// A reader that also writes everything it reads to `echo` (a foreground container's output
+/// goes to the caller as it comes and into the log).
+#[derive(Debug)]
+pub struct Tee<R, W> {
+    pub input: R,
+    pub echo: W,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.input.read(buf)?;
+        // The caller going away (a closed pipe) must not stop the logging.
+        let _ = self
+            .echo
+            .write_all(&buf[..n])
+            .and_then(|()| self.echo.flush());
+        Ok(n)
+    }
+}
+
+/// A pty master read until the slave side is gone, which Linux reports as EIO, not EOF.
+#[derive(Debug)]
+pub struct PtyReader(pub File);
+
+impl Read for PtyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.0.read(buf) {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => Ok(0),
+            other => other,
+        }
+    }
+}
+
 /// Reads complete entries from `reader`, leaving a partial last line (still being written)
 /// for the next call.
 pub fn read_entries(reader: &mut BufReader<File>, pending: &mut Vec<u8>) -> Result<Vec<LogEntry>> {
@@ -117,6 +150,25 @@ mod tests {
         f.write_all(b"\"time\":\"t\"}\n").unwrap();
         let late = read_entries(&mut reader, &mut pending).unwrap();
         assert_eq!(late[0].log, "late\n");
+    }
+
+    #[test]
+    fn tee_echoes_what_it_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let w = LogWriter::create(&path).unwrap();
+        let mut echoed = Vec::new();
+        w.copy(
+            "stdout",
+            Tee {
+                input: &b"a\nb\n"[..],
+                echo: &mut echoed,
+            },
+        )
+        .unwrap();
+        assert_eq!(echoed, b"a\nb\n");
+        let mut reader = BufReader::new(File::open(&path).unwrap());
+        assert_eq!(read_entries(&mut reader, &mut Vec::new()).unwrap().len(), 2);
     }
 
     #[test]

@@ -237,10 +237,7 @@ pub fn logs(store: &Store, query: &str, follow: bool) -> Result<ExitCode> {
     let file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!(
-                "container {} has no log (only detached containers keep one)",
-                c.name
-            )
+            bail!("container {} has no log (it never started)", c.name)
         }
         Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
     };
@@ -461,7 +458,7 @@ pub fn exec(env: &Env, args: ExecArgs) -> Result<ExitCode> {
         let pty = terminal::Pty::open()?;
         terminal::copy_window_size(std::io::stdin(), &pty.master);
         let child = kiln_sandbox::spawn_in(c.state.pid, &process, pty.stdio()?)?;
-        super::run::attach_terminal(env, pty, child, args.interactive)?
+        super::run::attach_terminal(env, pty, child, args.interactive, None)?
     } else {
         let stdio = kiln_sandbox::Stdio {
             stdin: if args.interactive {

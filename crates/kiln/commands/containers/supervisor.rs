@@ -17,7 +17,7 @@ use kiln_image::HealthConfig;
 use kiln_sandbox::{ProcessSpec, SandboxChild};
 use kiln_store::{ContainerRecord, ContainerStatus, Health, HealthProbe, Store};
 
-use super::logfile::LogWriter;
+use super::logfile::{LogWriter, PtyReader};
 use super::terminal::Pty;
 use super::{ContainerSpec, now};
 
@@ -165,18 +165,6 @@ fn start_sandbox(
         child,
         vec![copy("stdout", Box::new(out)), copy("stderr", Box::new(err))],
     ))
-}
-
-/// A pty master read until the slave side is gone, which Linux reports as EIO, not EOF.
-struct PtyReader(std::fs::File);
-
-impl Read for PtyReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self.0.read(buf) {
-            Err(e) if e.raw_os_error() == Some(5) => Ok(0),
-            other => other,
-        }
-    }
 }
 
 /// The image's check, unless it has none or says `NONE`.

@@ -8,6 +8,8 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{Context, Result};
+
+use super::logfile::{LogWriter, PtyReader, Tee};
 use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
 use rustix::termios::{OptionalActions, Termios, isatty, tcgetattr, tcgetwinsize, tcsetattr};
 
@@ -87,14 +89,19 @@ impl Drop for RawMode {
     }
 }
 
-/// Copies the pty's output to stdout until every slave is closed (the read fails with EIO).
-pub fn relay_output(mut master: File) -> std::thread::JoinHandle<()> {
+/// Copies the pty's output to stdout, and into `log` when given, until every slave is closed.
+pub fn relay_output(master: File, log: Option<LogWriter>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut out = std::io::stdout();
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = master.read(&mut buf) {
-            if n == 0 || out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
-                break;
+        let mut output = Tee {
+            input: PtyReader(master),
+            echo: std::io::stdout(),
+        };
+        match log {
+            Some(log) => {
+                let _ = log.copy("stdout", output);
+            }
+            None => {
+                let _ = std::io::copy(&mut output, &mut std::io::sink());
             }
         }
     })
