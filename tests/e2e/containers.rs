@@ -327,14 +327,38 @@ fn healthcheck_goes_healthy_then_unhealthy() {
         "HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD test -f /tmp/ok && echo fine\n\
          CMD [\"sleep\", \"600\"]\n",
     );
+    image(
+        &k,
+        "patient:1",
+        "HEALTHCHECK --interval=1s --start-period=120s --start-interval=1s --retries=1 CMD test -f /tmp/ok\n\
+         CMD [\"sleep\", \"600\"]\n",
+    );
     k.ok(&["run", "-d", "--name", "hc", "checked:1"]);
+    k.ok(&["run", "-d", "--name", "patient", "patient:1"]);
+    let health = |name: &str| k.inspect(name)["State"]["Health"].clone();
     let status = || {
-        k.inspect("hc")["State"]["Health"]["Status"]
+        health("hc")["Status"]
             .as_str()
             .unwrap_or_default()
             .to_owned()
     };
+
+    // Failures during the start period do not count: still starting after two of them.
+    eventually("two probes", || {
+        health("patient")["Log"]
+            .as_array()
+            .is_some_and(|l| l.len() >= 2)
+    });
+    let patient = health("patient");
+    assert_eq!(patient["Status"], "starting", "{patient}");
+    assert_eq!(patient["FailingStreak"], 0);
     assert!(k.ok(&["ps"]).contains("(health: starting)"));
+    // A success in the start period counts at once.
+    k.ok(&["exec", "patient", "touch", "/tmp/ok"]);
+    eventually("patient healthy", || {
+        health("patient")["Status"] == "healthy"
+    });
+
     eventually("unhealthy", || status() == "unhealthy");
     assert!(k.ok(&["ps"]).contains("(unhealthy)"));
     k.ok(&["exec", "hc", "touch", "/tmp/ok"]);
