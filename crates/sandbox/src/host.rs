@@ -210,9 +210,21 @@ impl SandboxChild {
     /// [`crate::spawn_in`] joins. `None` once it is gone.
     pub fn namespace_init_pid(&self) -> Option<u32> {
         let outer = self.child.id();
-        let children =
-            std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children")).ok()?;
-        children.split_whitespace().next()?.parse().ok()
+        // The outer init has exactly one child. `children` needs CONFIG_PROC_CHILDREN; without
+        // it, the process whose parent is the outer init is found by its stat line.
+        if let Ok(children) =
+            std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+        {
+            return children.split_whitespace().next()?.parse().ok();
+        }
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                (parent_in_stat(&stat)? == outer).then_some(pid)
+            })
     }
 
     /// The pid (in the caller's namespace) of the sandbox's outer init process.
@@ -304,9 +316,22 @@ impl Drop for SandboxChild {
     }
 }
 
+/// The parent pid from a `/proc/<pid>/stat` line; the command name, in parentheses, may itself
+/// contain spaces and parentheses, so fields are counted after its last `)`.
+fn parent_in_stat(stat: &str) -> Option<u32> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parent_pid_from_a_stat_line_with_an_awkward_name() {
+        assert_eq!(parent_in_stat("42 (a) b) c) S 7 42 42 0 -1"), Some(7));
+        assert_eq!(parent_in_stat("garbage"), None);
+    }
 
     #[test]
     fn hosts_file_names_localhost_and_the_hostname() {
