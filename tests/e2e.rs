@@ -6,6 +6,7 @@ mod e2e {
     mod build;
     mod cache_keys;
     mod compression;
+    mod containers;
     mod context;
     mod copy_add;
     mod crash;
@@ -24,4 +25,5 @@ mod e2e {
     mod run;
     mod schedule;
     mod semantics;
+    mod volumes;
 }

@@ -51,11 +51,81 @@ pub enum Command {
     },
     /// Create a name TARGET that refers to SOURCE
     Tag { source: String, target: String },
-    /// Show details of images as JSON
+    /// Show details of containers or images as JSON
     Inspect {
-        #[arg(required = true)]
+        #[arg(required = true, value_name = "CONTAINER|IMAGE")]
         images: Vec<String>,
     },
+    /// List containers (running ones; -a for all)
+    Ps {
+        /// Show all containers, not only running ones
+        #[arg(short, long)]
+        all: bool,
+        /// Only print container IDs
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Print a detached container's output
+    Logs {
+        /// Keep printing new output until the container exits
+        #[arg(short, long)]
+        follow: bool,
+        container: String,
+    },
+    /// Stop containers: the image's STOPSIGNAL (default SIGTERM), then SIGKILL after a grace time
+    Stop {
+        /// Seconds to wait before SIGKILL
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers
+    Kill {
+        /// Signal name or number
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Wait for containers to exit and print their exit codes
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Run a command in a running container
+    Exec(ExecArgs),
+    /// Remove containers
+    Rm {
+        /// Kill running containers first
+        #[arg(short, long)]
+        force: bool,
+        /// Also remove the containers' anonymous volumes
+        #[arg(short, long)]
+        volumes: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Create an image from a container's changes
+    Commit {
+        container: String,
+        /// Name for the new image
+        image: String,
+        /// Commit message (the history entry's comment)
+        #[arg(short, long)]
+        message: Option<String>,
+        /// Author of the image
+        #[arg(short, long)]
+        author: Option<String>,
+    },
+    /// Manage volumes
+    Volume {
+        #[command(subcommand)]
+        command: VolumeCommand,
+    },
+    /// The detached container supervisor (started by `kiln run -d`)
+    #[command(name = "__supervise", hide = true)]
+    Supervise { id: String },
     /// Pull an image from a registry
     Pull {
         image: String,
@@ -110,6 +180,64 @@ pub enum Command {
         /// Name for the new image
         image: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume (an anonymous one without a name)
+    Create {
+        name: Option<String>,
+        /// Set metadata (KEY=VALUE)
+        #[arg(short, long = "label")]
+        labels: Vec<String>,
+    },
+    /// List volumes
+    Ls {
+        /// Only print volume names
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show details of volumes as JSON
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes (not while a container uses them)
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove unused anonymous volumes (-a: unused named ones too)
+    Prune {
+        #[arg(short, long)]
+        all: bool,
+        /// Do not ask for confirmation
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep stdin open
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// User (name|uid[:group|gid])
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// Set an environment variable (K=V, or K to take it from the environment)
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    pub container: String,
+    /// Command and arguments
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -272,16 +400,31 @@ pub struct CompressionArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Remove the container's writable layer when it exits
+    /// Remove the container (and its anonymous volumes) when it exits
     #[arg(long)]
     pub rm: bool,
+    /// Run in the background and print the container ID
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Name of the container [default: a generated adjective_surname]
+    #[arg(long)]
+    pub name: Option<String>,
     /// Keep stdin open
     #[arg(short = 'i', long)]
     pub interactive: bool,
+    /// Allocate a pseudo-terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Run an init as PID 1 that forwards signals and reaps zombies (kiln always does)
+    #[arg(long)]
+    pub init: bool,
+    /// Mount: type=volume|bind|tmpfs,src=…,dst=…[,readonly]
+    #[arg(long = "mount", value_name = "type=TYPE,…")]
+    pub mounts: Vec<String>,
     /// Set an environment variable (K=V, or K to take it from the environment)
     #[arg(short = 'e', long = "env")]
     pub env: Vec<String>,
-    /// Bind-mount a host path: HOST:CONTAINER[:ro]
+    /// A volume or bind mount: NAME:/PATH[:ro], /HOST/PATH:/PATH[:ro], or /PATH (anonymous)
     #[arg(short = 'v', long = "volume")]
     pub volumes: Vec<String>,
     /// Working directory inside the container

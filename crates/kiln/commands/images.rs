@@ -110,7 +110,12 @@ pub fn inspect(env: &Env, names: &[String]) -> Result<ExitCode> {
     let all = env.store.list_names()?;
     let mut out = Vec::new();
     for name in names {
-        let img = find_image(env, name)?;
+        if let Some(container) = super::containers::inspect_json(&env.store, name)? {
+            out.push(container);
+            continue;
+        }
+        let img = find_image(env, name)
+            .map_err(|_| anyhow::anyhow!("no such container or image: {name}"))?;
         let repo_tags: Vec<String> = all
             .iter()
             .filter(|(_, d)| *d == img.manifest_digest)

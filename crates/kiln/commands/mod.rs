@@ -3,6 +3,7 @@
 mod archive;
 mod build;
 mod check;
+mod containers;
 mod images;
 mod import;
 mod registry;
@@ -17,6 +18,14 @@ use kiln_registry::{Reference, RegistryClient, RegistryConfig};
 use kiln_store::Store;
 
 use crate::cli::{Cli, Command, GlobalOpts, SystemCommand};
+
+/// Container commands need root for the same reasons as `kiln run` (namespaces, setns).
+fn require_root() -> Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        bail!("containers need root for now (rootless runs are planned); run this with sudo");
+    }
+    Ok(())
+}
 
 /// What every command that touches images needs.
 pub struct Env {
@@ -113,6 +122,54 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             images::tag(&env, &source, &target)
         }
         Command::Inspect { images } => images::inspect(&Env::open(&cli.global)?, &images),
+        Command::Ps { all, quiet } => containers::ps(&open_store(&cli.global)?, all, quiet),
+        Command::Logs { follow, container } => {
+            containers::logs(&open_store(&cli.global)?, &container, follow)
+        }
+        Command::Stop { time, containers } => {
+            require_root()?;
+            containers::stop(&open_store(&cli.global)?, &containers, time)
+        }
+        Command::Kill { signal, containers } => {
+            require_root()?;
+            containers::kill(&open_store(&cli.global)?, &containers, &signal)
+        }
+        Command::Wait { containers } => containers::wait(&open_store(&cli.global)?, &containers),
+        Command::Exec(args) => {
+            require_root()?;
+            containers::exec(&Env::open(&cli.global)?, args)
+        }
+        Command::Rm {
+            force,
+            volumes,
+            containers,
+        } => {
+            require_root()?;
+            containers::rm(&open_store(&cli.global)?, &containers, force, volumes)
+        }
+        Command::Commit {
+            container,
+            image,
+            message,
+            author,
+        } => {
+            let (env, _lock) = open_shared(&cli.global)?;
+            containers::commit(
+                &env,
+                &container,
+                &image,
+                message.as_deref(),
+                author.as_deref(),
+            )
+        }
+        Command::Volume { command } => {
+            containers::volumes::volume_command(&open_store(&cli.global)?, command)
+        }
+        Command::Supervise { id } => {
+            // Volumes and the overlay are mounted in a namespace of the supervisor's own.
+            enter_mount_namespace()?;
+            containers::supervisor::supervise(&open_store(&cli.global)?, &id)
+        }
         Command::Pull { image, platform } => {
             let (env, _lock) = open_shared(&cli.global)?;
             registry::pull(&env, &image, platform.as_deref())

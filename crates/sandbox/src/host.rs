@@ -3,7 +3,7 @@
 //! code and clean up mount-point stubs.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
@@ -164,7 +164,16 @@ pub fn spawn(
     };
     // A write error means the init already died; its status tells why.
     let _ = std::fs::File::from(spec_write).write_all(&request);
+    read_status(&mut sandbox, status_read)?;
+    Ok(sandbox)
+}
 
+/// Reads the init's (or exec helper's) reports until the pipe closes: Ok once the process was
+/// executed; otherwise the child is reaped and the failure returned.
+pub(crate) fn read_status(
+    sandbox: &mut SandboxChild,
+    status_read: OwnedFd,
+) -> Result<(), SandboxError> {
     let mut exec_reached = false;
     let mut failure = None;
     for line in BufReader::new(std::fs::File::from(status_read)).lines() {
@@ -178,7 +187,7 @@ pub fn spawn(
         }
     }
     match (failure, exec_reached) {
-        (None, true) => Ok(sandbox),
+        (None, true) => Ok(()),
         (Some(failure), _) => {
             sandbox.finish()?;
             Err(SandboxError::Init(failure))
@@ -234,6 +243,39 @@ fn hosts_file(hostname: &str) -> String {
 }
 
 impl SandboxChild {
+    /// A process started in a running sandbox: no upper dir or scratch directory of its own.
+    pub(crate) fn for_exec(child: Child) -> SandboxChild {
+        SandboxChild {
+            child,
+            upper_dir: PathBuf::new(),
+            stubs: Vec::new(),
+            state_dir: None,
+            finished: false,
+            copied: None,
+        }
+    }
+
+    /// Host pid of the sandbox's PID 1 (the namespace init), whose namespaces
+    /// [`crate::spawn_in`] joins. `None` once it is gone.
+    pub fn namespace_init_pid(&self) -> Option<u32> {
+        let outer = self.child.id();
+        // The outer init has exactly one child. `children` needs CONFIG_PROC_CHILDREN; without
+        // it, the process whose parent is the outer init is found by its stat line.
+        if let Ok(children) =
+            std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+        {
+            return children.split_whitespace().next()?.parse().ok();
+        }
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                (parent_in_stat(&stat)? == outer).then_some(pid)
+            })
+    }
+
     /// The pid (in the caller's namespace) of the sandbox's outer init process.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -269,6 +311,25 @@ impl SandboxChild {
             "kill sandbox {}",
             self.child.id()
         )))
+    }
+
+    /// The exit code if the process has ended (then cleaned up as by [`SandboxChild::wait`]),
+    /// `None` while it runs.
+    pub fn try_wait(&mut self) -> Result<Option<ExitCode>, SandboxError> {
+        if self.finished {
+            return Err(SandboxError::InvalidSpec(
+                "the sandbox was already waited for".into(),
+            ));
+        }
+        let pid = self.child.id();
+        match self
+            .child
+            .try_wait()
+            .map_err(SandboxError::io(format!("wait for sandbox {pid}")))?
+        {
+            Some(_) => self.finish().map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Waits for the process to end, then removes the mount-point stubs from the upper dir.
@@ -320,9 +381,22 @@ impl Drop for SandboxChild {
     }
 }
 
+/// The parent pid from a `/proc/<pid>/stat` line; the command name, in parentheses, may itself
+/// contain spaces and parentheses, so fields are counted after its last `)`.
+fn parent_in_stat(stat: &str) -> Option<u32> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parent_pid_from_a_stat_line_with_an_awkward_name() {
+        assert_eq!(parent_in_stat("42 (a) b) c) S 7 42 42 0 -1"), Some(7));
+        assert_eq!(parent_in_stat("garbage"), None);
+    }
 
     #[test]
     fn hosts_file_names_localhost_and_the_hostname() {
@@ -347,6 +421,7 @@ mod tests {
             env: vec![],
             cwd: "/".into(),
             user: None,
+            terminal: false,
         };
         let err = spawn(&spec, &process, Stdio::null()).unwrap_err();
         assert!(matches!(err, SandboxError::InvalidSpec(_)), "{err}");

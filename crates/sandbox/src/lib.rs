@@ -9,6 +9,7 @@
 
 mod copy_root;
 mod error;
+mod exec;
 mod host;
 mod init;
 mod overlay;
@@ -20,6 +21,7 @@ mod sys;
 mod user;
 
 pub use error::{InitFailure, SandboxError};
+pub use exec::spawn_in;
 pub use host::{ExitCode, SandboxChild, spawn};
 pub use init::maybe_run_init;
 pub use overlay::OverlayMount;

@@ -113,6 +113,10 @@ pub struct ProcessSpec {
     pub cwd: String,
     /// `user`, `uid`, `user:group` or `uid:gid`; `None` runs as root (uid 0, gid 0).
     pub user: Option<String>,
+    /// Stdin is a terminal (a pty the caller opened) that becomes the process's controlling
+    /// terminal, the process leading a session of its own (`kiln run -t`).
+    #[serde(default)]
+    pub terminal: bool,
 }
 
 /// The standard streams of the sandboxed process.

@@ -55,14 +55,32 @@ pub(crate) fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
 /// `fork()`. Returns `None` in the child, the child's pid in the parent. Refuses to run in a
 /// multi-threaded process, where the child could inherit locks held by other threads.
 pub(crate) fn fork() -> io::Result<Option<i32>> {
-    let threads = std::fs::read_dir("/proc/self/task")?.count();
-    if threads != 1 {
-        return Err(io::Error::other(format!(
-            "cannot fork: process has {threads} threads"
-        )));
+    fork_checked(&SingleThreaded::check()?)
+}
+
+/// Proof that the process had one thread when checked. The check reads `/proc/self`, which a
+/// process that joined another PID namespace's mounts cannot see itself in, so such a process
+/// checks first (and starts no thread in between).
+#[derive(Debug)]
+pub(crate) struct SingleThreaded(());
+
+impl SingleThreaded {
+    pub(crate) fn check() -> io::Result<SingleThreaded> {
+        let threads = std::fs::read_dir("/proc/self/task")?.count();
+        if threads != 1 {
+            return Err(io::Error::other(format!(
+                "cannot fork: process has {threads} threads"
+            )));
+        }
+        Ok(SingleThreaded(()))
     }
-    // SAFETY: the process is single-threaded (checked above), so the child's memory is
-    // consistent and every libc function remains usable in it.
+}
+
+/// `fork()` after an earlier [`SingleThreaded::check`].
+pub(crate) fn fork_checked(_checked: &SingleThreaded) -> io::Result<Option<i32>> {
+    // SAFETY: the process is single-threaded (checked by the token's maker, and kiln's init
+    // code starts no threads), so the child's memory is consistent and every libc function
+    // remains usable in it.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(None),

@@ -177,6 +177,7 @@ impl StageBuilder<'_> {
                 .clone()
                 .unwrap_or_else(|| "/".into()),
             user: state.config.config.user.clone(),
+            terminal: false,
         };
         let (reader, writer) =
             rustix::pipe::pipe().map_err(|e| SolveError::Other(format!("pipe: {e}")))?;

@@ -78,6 +78,15 @@ impl Store {
         for (_, manifest) in &names {
             self.reach(manifest, &mut tagged)?;
         }
+        // A container's image is its lower dirs: kept like a tagged one while the container
+        // exists, even if its name was removed.
+        for container in self.list_containers()? {
+            if let Ok(manifest) = container.manifest.parse::<Digest>()
+                && self.has_blob(&manifest)
+            {
+                self.reach(&manifest, &mut tagged)?;
+            }
+        }
         // Untagged images: indexes first, so the manifests they list are part of them.
         let mut roots = self.list_image_roots(&blob_list)?;
         roots.sort_by_key(|(_, b)| matches!(b, ImageBlob::Manifest(_)));

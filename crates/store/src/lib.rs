@@ -10,6 +10,8 @@
 //! blob-sources/<registry>/<hex>.json  repositories of a registry known to hold a blob (for mounts)
 //! layer-variants/<hex>/   per diffID, the blob of each compression setting used (`gzip-6.json`)
 //! context-index/<hex>     file metadata → content digest, per build context directory
+//! containers/<id>/        `kiln run` containers: record, locks, writable layer, log
+//! volumes/<name>/         volumes: `_data/` and `volume.json`
 //! store.lock, locks/      flock files: the store-wide lock and per-step/per-snapshot locks
 //! tmp/                    staging for everything above; same filesystem, so commits are renames
 //! ```
@@ -20,6 +22,8 @@ mod blob_sources;
 mod blobs;
 mod cache_mounts;
 mod check;
+mod container_names;
+mod containers;
 mod file_digests;
 mod gc;
 mod images;
@@ -32,6 +36,7 @@ mod snapshots;
 mod test_support;
 mod usage;
 mod variants;
+mod volumes;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -39,6 +44,10 @@ use std::path::{Path, PathBuf};
 pub use blobs::BlobWriter;
 pub use cache_mounts::{CacheDirSettings, CacheMountLease, CacheSharing};
 pub use check::{CheckReport, Finding, Severity};
+pub use containers::{
+    ContainerError, ContainerRecord, ContainerResult, ContainerState, ContainerStatus, Health,
+    HealthProbe, MountRecord, RunConfig,
+};
 pub use file_digests::{FileDigestIndex, FileStat};
 pub use gc::{PruneOptions, PruneReport, Pruned, PrunedKind};
 pub use kiln_image::Digest;
@@ -47,6 +56,7 @@ pub use records::{RecordEntry, RecordLayer, record_layer};
 pub use snapshots::SnapshotStaging;
 pub use usage::{DirItem, DiskUsage, ImageUsage, RecordUsage, UsageRow};
 pub use variants::LayerVariant;
+pub use volumes::VolumeRecord;
 
 /// Errors from the store. Each names the object or path involved.
 #[derive(Debug, thiserror::Error)]
@@ -144,9 +154,15 @@ impl Store {
 
     /// Writes `bytes` to `path` via a synced temp file and a rename.
     pub(crate) fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        self.write_atomic_via(&self.root.join("tmp"), path, bytes)
+    }
+
+    /// [`Store::write_atomic`] staging in `tmp`, which must be on the same filesystem as
+    /// `path`. Records that processes outside the store lock rewrite (containers) stage next
+    /// to themselves, where `kiln prune`'s cleaning of `tmp/` cannot take a file mid-write.
+    pub(crate) fn write_atomic_via(&self, tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
         use std::io::Write;
-        let tmp = self.root.join("tmp");
-        let mut f = tempfile::NamedTempFile::new_in(&tmp).map_err(StoreError::io(&tmp))?;
+        let mut f = tempfile::NamedTempFile::new_in(tmp).map_err(StoreError::io(tmp))?;
         f.write_all(bytes).map_err(StoreError::io(f.path()))?;
         f.as_file().sync_all().map_err(StoreError::io(path))?;
         f.persist(path).map_err(|e| StoreError::Io {

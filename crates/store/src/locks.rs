@@ -30,6 +30,28 @@ pub struct StoreLock {
     _file: File,
 }
 
+impl StoreLock {
+    /// Replaces what the lock file holds (a note for the next holder, such as an exit code).
+    pub(crate) fn set_contents(&self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::{Seek, Write};
+        let mut file = &self._file;
+        file.set_len(0)?;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        file.write_all(bytes)
+    }
+
+    /// What the lock file holds.
+    pub(crate) fn contents(&self) -> String {
+        use std::io::{Read, Seek};
+        let mut file = &self._file;
+        let mut text = String::new();
+        let _ = file
+            .seek(std::io::SeekFrom::Start(0))
+            .and_then(|_| file.read_to_string(&mut text));
+        text
+    }
+}
+
 /// Which per-object lock to take under `locks/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectLock {
@@ -101,18 +123,19 @@ fn open_lock_file(path: &Path) -> Result<File> {
     File::options()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .open(path)
         .map_err(StoreError::io(path))
 }
 
-fn lock_file(path: &Path, op: FlockOperation) -> Result<StoreLock> {
+pub(crate) fn lock_file(path: &Path, op: FlockOperation) -> Result<StoreLock> {
     let file = open_lock_file(path)?;
     flock(&file, op).map_err(|e| StoreError::io(path)(e.into()))?;
     Ok(StoreLock { _file: file })
 }
 
-fn try_lock_file(path: &Path) -> Result<Option<StoreLock>> {
+pub(crate) fn try_lock_file(path: &Path) -> Result<Option<StoreLock>> {
     let file = open_lock_file(path)?;
     match flock(&file, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(Some(StoreLock { _file: file })),

@@ -15,7 +15,7 @@ use super::process::{self, Prepared};
 use super::{report_failure, rootfs, supervise};
 use crate::error::InitFailure;
 use crate::protocol::{InitRequest, StatusMessage, send};
-use crate::spec::NetworkMode;
+use crate::spec::{NetworkMode, ProcessSpec};
 use crate::stubs::Stub;
 use crate::sys;
 use crate::user::resolve_user;
@@ -82,7 +82,18 @@ fn prepare(request: &InitRequest, stubs: &mut Vec<Stub>) -> Result<Prepared, Ini
         sys::set_loopback_up().map_err(InitFailure::setup("bring up the loopback interface"))?;
     }
 
-    let process = &request.process;
+    prepare_process(
+        &request.process,
+        request.id_map.is_none() && crate::rootless::setgroups_allowed(),
+    )
+}
+
+/// Resolves the process's user, working directory and program inside the current root (the
+/// container's, already entered), as both the container's own process and `kiln exec` need.
+pub(crate) fn prepare_process(
+    process: &ProcessSpec,
+    set_groups: bool,
+) -> Result<Prepared, InitFailure> {
     let user = resolve_user(
         process.user.as_deref(),
         read_optional("/etc/passwd")?.as_deref(),
@@ -116,7 +127,8 @@ fn prepare(request: &InitRequest, stubs: &mut Vec<Stub>) -> Result<Prepared, Ini
             .map(|e| c_string(e.as_bytes(), "environment entry"))
             .collect::<Result<_, _>>()?,
         user,
-        set_groups: request.id_map.is_none() && crate::rootless::setgroups_allowed(),
+        set_groups,
+        terminal: process.terminal,
     })
 }
 

@@ -11,10 +11,10 @@
 //! The outer init stays outside the new mount namespace, so when it reaps the namespace init
 //! every mount of the sandbox is already gone.
 
-mod container;
-mod process;
+pub(crate) mod container;
+pub(crate) mod process;
 mod rootfs;
-mod supervise;
+pub(crate) mod supervise;
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -35,13 +35,16 @@ const SETUP_FAILED: i32 = 125;
 /// once. Call it as the very first thing in `main`, before any thread is started.
 pub fn maybe_run_init() {
     let mut args = std::env::args_os();
-    if args.nth(1).as_deref() != Some(OsStr::new(INIT_MARKER)) {
+    let marker = args.nth(1);
+    let exec = marker.as_deref() == Some(OsStr::new(crate::exec::EXEC_MARKER));
+    if !exec && marker.as_deref() != Some(OsStr::new(INIT_MARKER)) {
         return;
     }
     let fds: Vec<Option<i32>> = args
         .map(|a| a.to_str().and_then(|s| s.parse().ok()))
         .collect();
     let code = match fds[..] {
+        [Some(spec_fd), Some(status_fd)] if exec => crate::exec::run_helper(spec_fd, status_fd),
         [Some(spec_fd), Some(status_fd)] => run_outer(spec_fd, status_fd),
         _ => {
             eprintln!("kiln sandbox init: expected SPEC_FD STATUS_FD arguments");

@@ -14,21 +14,26 @@ use crate::user::ResolvedUser;
 
 /// Everything resolved by the namespace init, ready for `execve`.
 #[derive(Debug)]
-pub(super) struct Prepared {
+pub(crate) struct Prepared {
     pub program: CString,
     pub args: Vec<CString>,
     pub env: Vec<CString>,
     pub user: ResolvedUser,
     /// False in a rootless user namespace, where setgroups has been denied.
     pub set_groups: bool,
+    /// Make stdin the controlling terminal of a new session (see `ProcessSpec::terminal`).
+    pub terminal: bool,
 }
 
 /// Drops privileges and executes; returns only the exit code for a failure.
-pub(super) fn exec(prepared: &Prepared, mut status: File) -> i32 {
-    if let Err(failure) = become_user(prepared).and_then(|()| {
-        sys::reset_signals().map_err(InitFailure::setup("reset signal handling"))?;
-        sys::cloexec_fds_from_3().map_err(InitFailure::setup("close inherited descriptors"))
-    }) {
+pub(crate) fn exec(prepared: &Prepared, mut status: File) -> i32 {
+    if let Err(failure) = take_terminal(prepared)
+        .and_then(|()| become_user(prepared))
+        .and_then(|()| {
+            sys::reset_signals().map_err(InitFailure::setup("reset signal handling"))?;
+            sys::cloexec_fds_from_3().map_err(InitFailure::setup("close inherited descriptors"))
+        })
+    {
         return report_failure(&mut status, failure);
     }
     if send(&mut status, &StatusMessage::Exec).is_err() {
@@ -47,6 +52,21 @@ pub(super) fn exec(prepared: &Prepared, mut status: File) -> i32 {
     };
     report_failure(&mut status, failure);
     code
+}
+
+/// With a terminal on stdin, leads a new session whose controlling terminal it is, so that
+/// job control, `^C` and window size changes reach the process as on a login terminal.
+fn take_terminal(prepared: &Prepared) -> Result<(), InitFailure> {
+    if !prepared.terminal {
+        return Ok(());
+    }
+    let failed = |what: &str| {
+        let what = what.to_owned();
+        move |e: rustix::io::Errno| InitFailure::setup(what)(e.into())
+    };
+    rustix::process::setsid().map_err(failed("start a session"))?;
+    rustix::process::ioctl_tiocsctty(std::io::stdin())
+        .map_err(failed("make stdin the controlling terminal"))
 }
 
 fn become_user(prepared: &Prepared) -> Result<(), InitFailure> {

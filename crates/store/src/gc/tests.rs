@@ -186,3 +186,27 @@ fn df_rows_add_up_and_say_what_prune_all_frees() {
     let after = s.disk_usage().unwrap();
     assert_eq!(after.total_bytes(), u.total_bytes() - reclaimable);
 }
+
+#[test]
+fn prune_keeps_the_images_of_containers() {
+    let (_d, s) = store();
+    let img = TestImage::write(&s, "", &[b"container layer"]);
+    for d in &img.diff_ids {
+        snapshot(&s, d);
+    }
+    let mut c = crate::containers::tests::record(&s, "user", "t");
+    c.manifest = img.manifest.to_string();
+    s.create_container(&mut c).unwrap();
+    let lock = s.lock_exclusive().unwrap();
+    let all = PruneOptions {
+        all: true,
+        ..Default::default()
+    };
+    s.prune(&lock, &all).unwrap();
+    assert!(s.has_blob(&img.manifest) && s.has_blob(&img.layers[0]));
+    assert!(s.has_snapshot(&img.diff_ids[0]));
+    s.remove_container(&c.id).unwrap();
+    let r = s.prune(&lock, &all).unwrap();
+    assert_eq!(r.count(PrunedKind::Image), 1);
+    assert!(!s.has_blob(&img.manifest));
+}

@@ -1,0 +1,226 @@
+//! Running another process in a sandbox that is already running (`kiln exec`, health checks).
+//!
+//! The host re-executes `/proc/self/exe __kiln-sandbox-exec SPEC_FD STATUS_FD`, like the init.
+//! That helper joins the namespaces of the sandbox's PID 1 (user if it has its own, cgroup
+//! v2 group, IPC, UTS, network, PID, mount) with `setns`, enters its root with
+//! `fchdir` + `chroot`, and forks: only a child is inside a joined PID namespace. The child
+//! goes through the same process setup as the sandbox's own process (`init::process`), so
+//! whatever that applies (user, groups, terminal, descriptors, signal state) applies here too;
+//! the helper forwards signals to it and exits with its code.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::process::Command;
+
+use rustix::io::FdFlags;
+use rustix::pipe::PipeFlags;
+use rustix::process::Signal;
+use rustix::thread::LinkNameSpaceType;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{InitFailure, SandboxError};
+use crate::host::{SandboxChild, read_status};
+use crate::init::container::prepare_process;
+use crate::init::{process, report_failure, supervise};
+use crate::spec::{ProcessSpec, Stdio};
+use crate::sys;
+
+/// argv[1] marking a re-executed binary as the exec helper.
+pub(crate) const EXEC_MARKER: &str = "__kiln-sandbox-exec";
+
+/// What the host asks of the exec helper.
+#[derive(Debug, Serialize, Deserialize)]
+struct ExecRequest {
+    /// Host pid of the sandbox's PID 1.
+    target_pid: u32,
+    process: ProcessSpec,
+}
+
+/// Starts `process` inside the running sandbox whose PID 1 has the host pid `target_pid`.
+/// Returns once the process has been executed (or setup failed, as [`SandboxError::Init`]);
+/// the child's `wait` gives its exit code.
+pub fn spawn_in(
+    target_pid: u32,
+    process: &ProcessSpec,
+    stdio: Stdio,
+) -> Result<SandboxChild, SandboxError> {
+    if process.args.is_empty() {
+        return Err(SandboxError::InvalidSpec(
+            "the command line is empty".into(),
+        ));
+    }
+    if !std::path::Path::new(&format!("/proc/{target_pid}/ns/mnt")).exists() {
+        return Err(SandboxError::InvalidSpec(format!(
+            "process {target_pid} does not exist (the container is not running)"
+        )));
+    }
+    let request = serde_json::to_vec(&ExecRequest {
+        target_pid,
+        process: process.clone(),
+    })
+    .map_err(|e| SandboxError::Protocol(e.to_string()))?;
+    let pipe = |()| {
+        rustix::pipe::pipe_with(PipeFlags::CLOEXEC)
+            .map_err(|e| SandboxError::io("create a pipe to the exec helper")(e.into()))
+    };
+    let (spec_read, spec_write) = pipe(())?;
+    let (status_read, status_write) = pipe(())?;
+    let mut command = Command::new("/proc/self/exe");
+    command
+        .arg(EXEC_MARKER)
+        .arg(spec_read.as_raw_fd().to_string())
+        .arg(status_write.as_raw_fd().to_string())
+        .env_clear()
+        .stdin(stdio.stdin)
+        .stdout(stdio.stdout)
+        .stderr(stdio.stderr);
+    sys::keep_fds_across_exec(
+        &mut command,
+        vec![spec_read.as_raw_fd(), status_write.as_raw_fd()],
+    );
+    let child = command
+        .spawn()
+        .map_err(SandboxError::io("start the exec helper /proc/self/exe"))?;
+    drop((spec_read, status_write));
+    let mut child = SandboxChild::for_exec(child);
+    let _ = std::io::Write::write_all(&mut File::from(spec_write), &request);
+    read_status(&mut child, status_read)?;
+    Ok(child)
+}
+
+/// The helper's side; returns its exit code.
+pub(crate) fn run_helper(spec_fd: i32, status_fd: i32) -> i32 {
+    // The exec'd process must not outlive whoever started it (a timed-out health check is
+    // killed through the helper).
+    if rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).is_err() {
+        return 125;
+    }
+    let status = match sys::take_inherited_fd(status_fd) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("kiln exec helper: status pipe: {e}");
+            return 125;
+        }
+    };
+    let _ = rustix::io::fcntl_setfd(&status, FdFlags::CLOEXEC);
+    let mut status = File::from(status);
+    let joined = read_request(spec_fd).and_then(|request| {
+        sys::block_signals().map_err(InitFailure::setup("block signals"))?;
+        let single = sys::SingleThreaded::check().map_err(InitFailure::setup("count threads"))?;
+        let own_user_ns = join_namespaces(request.target_pid)?;
+        Ok((request, own_user_ns, single))
+    });
+    let (request, own_user_ns, single) = match joined {
+        Ok(joined) => joined,
+        Err(failure) => return report_failure(&mut status, failure),
+    };
+    match sys::fork_checked(&single) {
+        Err(e) => report_failure(&mut status, InitFailure::setup("fork the process")(e)),
+        Ok(None) => {
+            let prepared = rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
+                .map_err(|e| InitFailure::setup("set the parent-death signal")(e.into()))
+                .and_then(|()| {
+                    prepare_process(
+                        &request.process,
+                        !own_user_ns && crate::rootless::setgroups_allowed(),
+                    )
+                });
+            match prepared {
+                Ok(prepared) => process::exec(&prepared, status),
+                Err(failure) => report_failure(&mut status, failure),
+            }
+        }
+        Ok(Some(pid)) => {
+            drop(status);
+            supervise::supervise(pid)
+        }
+    }
+}
+
+fn read_request(spec_fd: i32) -> Result<ExecRequest, InitFailure> {
+    let fd = sys::take_inherited_fd(spec_fd).map_err(InitFailure::setup("spec pipe"))?;
+    let mut json = Vec::new();
+    File::from(fd)
+        .read_to_end(&mut json)
+        .map_err(InitFailure::setup("read the exec request"))?;
+    serde_json::from_slice(&json).map_err(|e| InitFailure::Setup {
+        step: "parse the exec request".into(),
+        message: e.to_string(),
+    })
+}
+
+/// Joins every namespace of `pid` and its root; returns whether a user namespace other than
+/// ours was joined (then, as in a rootless sandbox, supplementary groups cannot be set).
+fn join_namespaces(pid: u32) -> Result<bool, InitFailure> {
+    let proc_dir = format!("/proc/{pid}");
+    let open = |path: String| {
+        File::open(&path)
+            .map(OwnedFd::from)
+            .map_err(InitFailure::setup(format!("open {path}")))
+    };
+    // Everything is opened before the first setns: afterwards /proc is the container's.
+    let root = open(format!("{proc_dir}/root"))?;
+    let user_ns = open(format!("{proc_dir}/ns/user"))?;
+    let other_user_ns = different_namespace(&user_ns, "/proc/self/ns/user")?;
+    let namespaces = [
+        ("ipc", LinkNameSpaceType::InterProcessCommunication),
+        ("uts", LinkNameSpaceType::HostNameAndNISDomainName),
+        ("net", LinkNameSpaceType::Network),
+        ("pid", LinkNameSpaceType::ProcessID),
+        ("mnt", LinkNameSpaceType::Mount),
+    ]
+    .into_iter()
+    .map(|(name, kind)| Ok((name, kind, open(format!("{proc_dir}/ns/{name}"))?)))
+    .collect::<Result<Vec<_>, InitFailure>>()?;
+    join_cgroup(pid)?;
+    let enter = |name: &str, kind: LinkNameSpaceType, fd: &OwnedFd| {
+        rustix::thread::move_into_link_name_space(fd.as_fd(), Some(kind)).map_err(|e| {
+            InitFailure::setup(format!("join the container's {name} namespace"))(e.into())
+        })
+    };
+    if other_user_ns {
+        enter("user", LinkNameSpaceType::User, &user_ns)?;
+    }
+    for (name, kind, fd) in &namespaces {
+        enter(name, *kind, fd)?;
+    }
+    let failed =
+        |what: &'static str| move |e: rustix::io::Errno| InitFailure::setup(what)(e.into());
+    rustix::process::fchdir(&root).map_err(failed("enter the container's root"))?;
+    rustix::process::chroot(".").map_err(failed("chroot into the container's root"))?;
+    rustix::process::chdir("/").map_err(failed("enter the container's root"))?;
+    Ok(other_user_ns)
+}
+
+fn different_namespace(ns: &OwnedFd, ours: &str) -> Result<bool, InitFailure> {
+    let theirs =
+        rustix::fs::fstat(ns).map_err(|e| InitFailure::setup("stat a namespace")(e.into()))?;
+    let ours =
+        rustix::fs::stat(ours).map_err(|e| InitFailure::setup("stat a namespace")(e.into()))?;
+    Ok((theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino))
+}
+
+/// Moves this process into the cgroup (v2) of `pid` when it has one of its own, so limits set
+/// on the container bind what runs in it. Hosts on cgroup v1 keep the process where it is.
+fn join_cgroup(pid: u32) -> Result<(), InitFailure> {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let unified = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .map(str::to_owned)
+    };
+    let (Some(theirs), Some(ours)) = (
+        unified(&read(&format!("/proc/{pid}/cgroup"))),
+        unified(&read("/proc/self/cgroup")),
+    ) else {
+        return Ok(());
+    };
+    if theirs == ours || theirs.contains("..") {
+        return Ok(());
+    }
+    let procs = format!("/sys/fs/cgroup{theirs}/cgroup.procs");
+    std::fs::write(&procs, std::process::id().to_string()).map_err(InitFailure::setup(format!(
+        "join the container's cgroup ({procs})"
+    )))
+}

@@ -1,0 +1,550 @@
+//! Containers of `kiln run`, kept in the store so that every kiln process sees the containers
+//! any other one started (kiln has no daemon to ask).
+//!
+//! ```text
+//! containers/.lock              flock: creating/removing containers and volumes (names unique)
+//! containers/<id>/container.json  the record: config, mounts, state (rewritten atomically)
+//! containers/<id>/record.lock   flock around each read-modify-write of container.json
+//! containers/<id>/running.lock  flock held exclusively by the process that owns the running
+//!                               container (its supervisor, or a foreground `kiln run`)
+//! containers/<id>/upper, work   the writable layer (overlay upper and work dirs)
+//! ```
+//!
+//! Whether a container runs is decided by `running.lock`, not by the record alone: a holder
+//! killed with `kill -9` releases its lock, so its container reads as exited instead of
+//! running forever.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use kiln_image::{Digest, HealthConfig};
+use rustix::fs::FlockOperation;
+use serde::{Deserialize, Serialize};
+
+use crate::container_names::generate_name;
+use crate::locks::{lock_file, try_lock_file};
+use crate::{Store, StoreError, StoreLock};
+
+/// Errors about containers and volumes, worded as Docker words them.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("no such container: {0}")]
+    NoSuchContainer(String),
+    #[error("{query:?} matches {count} containers; give more of the ID or the name")]
+    AmbiguousContainer { query: String, count: usize },
+    #[error(
+        "the container name \"/{name}\" is already in use by container \"{id}\"; remove (or rename) that container to reuse the name"
+    )]
+    NameInUse { name: String, id: String },
+    #[error("invalid {what} name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    InvalidName { what: &'static str, name: String },
+    #[error("no such volume: {0}")]
+    NoSuchVolume(String),
+    #[error("volume {name} is in use by container(s) {}", containers.join(", "))]
+    VolumeInUse {
+        name: String,
+        containers: Vec<String>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type ContainerResult<T> = std::result::Result<T, ContainerError>;
+
+/// One container as recorded in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerRecord {
+    /// 64 hex digits.
+    pub id: String,
+    /// Unique among the store's containers, without Docker's leading `/`.
+    pub name: String,
+    /// RFC 3339.
+    pub created: String,
+    /// The image as the user named it.
+    pub image: String,
+    /// `sha256:` digest of the image config (Docker's image ID).
+    pub image_id: String,
+    /// The image's manifest, whose layers are the container's lower dirs.
+    pub manifest: String,
+    pub config: RunConfig,
+    pub mounts: Vec<MountRecord>,
+    /// `--rm`: removed (with its anonymous volumes) when it exits.
+    pub auto_remove: bool,
+    pub state: ContainerState,
+}
+
+/// What the container runs, after the image's config and the run options were combined.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RunConfig {
+    pub hostname: String,
+    pub user: String,
+    pub env: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub working_dir: String,
+    pub labels: BTreeMap<String, String>,
+    /// Signal `kiln stop` sends first (the image's STOPSIGNAL, else SIGTERM).
+    pub stop_signal: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthConfig>,
+    pub tty: bool,
+    pub open_stdin: bool,
+}
+
+/// A volume, bind mount or tmpfs of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MountRecord {
+    /// `volume`, `bind` or `tmpfs`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// The volume's name (empty for binds and tmpfs).
+    pub name: String,
+    /// Host path (a volume's `_data` directory; empty for tmpfs).
+    pub source: PathBuf,
+    pub destination: String,
+    #[serde(rename = "RW")]
+    pub rw: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerStatus {
+    #[default]
+    Created,
+    Running,
+    Exited,
+}
+
+impl ContainerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerStatus::Created => "created",
+            ContainerStatus::Running => "running",
+            ContainerStatus::Exited => "exited",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerState {
+    pub status: ContainerStatus,
+    /// Host pid of the container's PID 1 (whose namespaces `kiln exec` joins); 0 when not
+    /// running.
+    pub pid: u32,
+    /// Host pid of the sandbox's outer init, which forwards signals to the container.
+    pub sandbox_pid: u32,
+    /// The process holding `running.lock` (supervisor or foreground `kiln run`).
+    pub owner_pid: u32,
+    pub exit_code: i32,
+    /// RFC 3339, empty until started / finished.
+    pub started_at: String,
+    pub finished_at: String,
+    /// Why the container failed to start or ended abnormally.
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+/// HEALTHCHECK results, as Docker keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Health {
+    /// `starting`, `healthy` or `unhealthy`.
+    pub status: String,
+    pub failing_streak: u32,
+    /// The last few probes, oldest first.
+    pub log: Vec<HealthProbe>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthProbe {
+    pub start: String,
+    pub end: String,
+    pub exit_code: i32,
+    pub output: String,
+}
+
+const RECORD_FILE: &str = "container.json";
+
+impl Store {
+    pub(crate) fn containers_dir(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
+    /// `containers/<id>/`: the record, locks, writable layer and log of one container.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.containers_dir().join(id)
+    }
+
+    /// Held while containers or volumes are created or removed, so that names stay unique and
+    /// a volume is never removed while a container starts using it.
+    pub(crate) fn lock_containers(&self) -> Result<StoreLock, StoreError> {
+        let dir = self.containers_dir();
+        std::fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+        lock_file(&dir.join(".lock"), FlockOperation::LockExclusive)
+    }
+
+    /// A fresh container ID: 64 hex digits that depend on the time, the pid and `seed`.
+    pub fn new_container_id(&self, seed: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        Digest::of(format!("{seed}\0{nanos}\0{}", std::process::id()).as_bytes())
+            .hex()
+            .to_owned()
+    }
+
+    /// Records a new container. An empty `record.name` gets a generated one; a name in use is
+    /// an error. The container directory is created (empty but for the record).
+    pub fn create_container(&self, record: &mut ContainerRecord) -> ContainerResult<()> {
+        let _lock = self.lock_containers()?;
+        let existing = self.list_containers()?;
+        if record.name.is_empty() {
+            let mut attempt = 0u32;
+            record.name = loop {
+                let name = generate_name(&record.id, attempt);
+                if !existing.iter().any(|c| c.name == name) {
+                    break name;
+                }
+                attempt += 1;
+            };
+        } else {
+            record.name = record.name.trim_start_matches('/').to_owned();
+            validate_name(&record.name, "container")?;
+            if let Some(other) = existing.iter().find(|c| c.name == record.name) {
+                return Err(ContainerError::NameInUse {
+                    name: record.name.clone(),
+                    id: other.id.clone(),
+                });
+            }
+        }
+        let dir = self.container_dir(&record.id);
+        std::fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+        self.write_record(record)?;
+        Ok(())
+    }
+
+    fn write_record(&self, record: &ContainerRecord) -> Result<(), StoreError> {
+        let dir = self.container_dir(&record.id);
+        let path = dir.join(RECORD_FILE);
+        let json = serde_json::to_vec_pretty(record).map_err(|e| StoreError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        // Staged in the container's own directory: supervisors rewrite records without the
+        // store lock, so `kiln prune` may be cleaning `tmp/` at the same time.
+        self.write_atomic_via(&dir, &path, &json)
+    }
+
+    fn read_record(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
+        let path = self.container_dir(id).join(RECORD_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(path)(e)),
+        };
+        let mut record: ContainerRecord =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        // The record says running, but its owner's lock is free: the owner died without
+        // writing the exit (kill -9, a crash of the machine).
+        if record.state.status == ContainerStatus::Running && !self.container_is_running(id)? {
+            record.state.status = ContainerStatus::Exited;
+            record.state.pid = 0;
+            record.state.exit_code = 255;
+            record.state.error = "the container's supervisor died".into();
+        }
+        Ok(Some(record))
+    }
+
+    /// Every container, newest first. Directories without a record (a creation cut short)
+    /// are skipped.
+    pub fn list_containers(&self) -> Result<Vec<ContainerRecord>, StoreError> {
+        let dir = self.containers_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io(dir)(e)),
+        };
+        let mut records = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(StoreError::io(&dir))?;
+            let name = entry.file_name();
+            let Some(id) = name.to_str().filter(|n| is_container_id(n)) else {
+                continue;
+            };
+            if let Some(record) = self.read_record(id)? {
+                records.push(record);
+            }
+        }
+        records.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+        Ok(records)
+    }
+
+    /// The container named by `query`: its full ID, its name (with or without a leading `/`)
+    /// or an unambiguous prefix of its ID, as Docker resolves them.
+    pub fn find_container(&self, query: &str) -> ContainerResult<ContainerRecord> {
+        let all = self.list_containers()?;
+        let name = query.trim_start_matches('/');
+        if let Some(c) = all.iter().find(|c| c.id == query || c.name == name) {
+            return Ok(c.clone());
+        }
+        let mut by_prefix = all
+            .into_iter()
+            .filter(|c| !query.is_empty() && c.id.starts_with(query));
+        match (by_prefix.next(), by_prefix.count()) {
+            (Some(c), 0) => Ok(c),
+            (Some(_), more) => Err(ContainerError::AmbiguousContainer {
+                query: query.to_owned(),
+                count: more + 1,
+            }),
+            (None, _) => Err(ContainerError::NoSuchContainer(query.to_owned())),
+        }
+    }
+
+    /// Changes a container's record under its lock and returns the new record.
+    pub fn update_container(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut ContainerRecord),
+    ) -> ContainerResult<ContainerRecord> {
+        let dir = self.container_dir(id);
+        let _lock = lock_file(&dir.join("record.lock"), FlockOperation::LockExclusive)?;
+        let mut record = self
+            .read_record(id)?
+            .ok_or_else(|| ContainerError::NoSuchContainer(id.to_owned()))?;
+        change(&mut record);
+        self.write_record(&record)?;
+        Ok(record)
+    }
+
+    /// Deletes a container: its record, writable layer and log. Its volumes are left alone;
+    /// the caller removes anonymous ones if asked to.
+    pub fn remove_container(&self, id: &str) -> ContainerResult<()> {
+        let _lock = self.lock_containers()?;
+        let dir = self.container_dir(id);
+        // The record goes first, so a crash mid-way leaves a directory list_containers skips.
+        match std::fs::remove_file(dir.join(RECORD_FILE)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ContainerError::NoSuchContainer(id.to_owned()));
+            }
+            Err(e) => return Err(StoreError::io(dir.join(RECORD_FILE))(e).into()),
+        }
+        remove_tree(&dir).map_err(StoreError::io(&dir))?;
+        Ok(())
+    }
+
+    /// Taken by whoever runs the container, for as long as it runs.
+    pub fn hold_container_running(&self, id: &str) -> Result<StoreLock, StoreError> {
+        lock_file(
+            &self.container_dir(id).join("running.lock"),
+            FlockOperation::LockExclusive,
+        )
+    }
+
+    /// True while some process holds the container's running lock.
+    pub fn container_is_running(&self, id: &str) -> Result<bool, StoreError> {
+        let path = self.container_dir(id).join("running.lock");
+        if !path.exists() {
+            return Ok(false);
+        }
+        Ok(try_lock_file(&path)?.is_none())
+    }
+
+    /// Blocks until the container's owner releases its running lock (the container exited).
+    /// Returns the exit code the owner left in the lock file, which outlives a `--rm`
+    /// removal for whoever had the file open.
+    pub fn wait_container_stopped(&self, id: &str) -> Result<Option<i32>, StoreError> {
+        let path = self.container_dir(id).join("running.lock");
+        let lock = match lock_file(&path, FlockOperation::LockShared) {
+            Ok(lock) => lock,
+            // Removed in the meantime: nothing left to wait for, nor a code to read.
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(lock.contents().trim().parse().ok())
+    }
+
+    /// Leaves the container's exit code in its running lock, just before releasing it.
+    pub fn record_exit_in_lock(&self, lock: &StoreLock, code: i32) -> Result<(), StoreError> {
+        lock.set_contents(code.to_string().as_bytes())
+            .map_err(StoreError::io(self.containers_dir()))
+    }
+}
+
+/// Removes a directory tree, first making every directory in it writable (a container's
+/// process may leave read-only directories in its writable layer).
+pub(crate) fn remove_tree(dir: &Path) -> io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            use std::os::unix::fs::PermissionsExt;
+            for entry in walk_dirs(dir) {
+                let _ = std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o700));
+            }
+            std::fs::remove_dir_all(dir)
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(entries) = std::fs::read_dir(&out[i]) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    out.push(e.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+fn is_container_id(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Docker's rule for container and volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub(crate) fn validate_name(name: &str, what: &'static str) -> ContainerResult<()> {
+    let mut bytes = name.bytes();
+    let valid = name.len() >= 2
+        && bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(ContainerError::InvalidName {
+            what,
+            name: name.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::test_support::store;
+
+    pub(crate) fn record(store: &Store, name: &str, created: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: store.new_container_id(name),
+            name: name.into(),
+            created: created.into(),
+            image: "busybox".into(),
+            image_id: "sha256:00".into(),
+            manifest: "sha256:11".into(),
+            config: RunConfig::default(),
+            mounts: Vec::new(),
+            auto_remove: false,
+            state: ContainerState::default(),
+        }
+    }
+
+    #[test]
+    fn containers_are_found_by_id_name_and_prefix() {
+        let (_d, s) = store();
+        let mut a = record(&s, "web", "2026-01-01T00:00:00Z");
+        s.create_container(&mut a).unwrap();
+        let mut b = record(&s, "", "2026-01-02T00:00:00Z");
+        s.create_container(&mut b).unwrap();
+        assert!(b.name.contains('_'), "generated name {}", b.name);
+        assert_eq!(s.find_container("web").unwrap().id, a.id);
+        assert_eq!(s.find_container("/web").unwrap().id, a.id);
+        assert_eq!(s.find_container(&a.id).unwrap().id, a.id);
+        assert_eq!(s.find_container(&b.id[..12]).unwrap().id, b.id);
+        assert!(matches!(
+            s.find_container("nope"),
+            Err(ContainerError::NoSuchContainer(_))
+        ));
+        let names: Vec<_> = s
+            .list_containers()
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(names, vec![b.id.clone(), a.id.clone()], "newest first");
+    }
+
+    #[test]
+    fn names_are_unique_and_validated() {
+        let (_d, s) = store();
+        let mut a = record(&s, "web", "t");
+        s.create_container(&mut a).unwrap();
+        let mut dup = record(&s, "web", "t");
+        dup.id = s.new_container_id("other");
+        let err = s.create_container(&mut dup).unwrap_err();
+        assert!(err.to_string().contains("already in use"), "{err}");
+        let mut bad = record(&s, "-bad name", "t");
+        assert!(matches!(
+            s.create_container(&mut bad),
+            Err(ContainerError::InvalidName { .. })
+        ));
+    }
+
+    #[test]
+    fn a_running_record_without_its_owner_reads_as_exited() {
+        let (_d, s) = store();
+        let mut a = record(&s, "job", "t");
+        s.create_container(&mut a).unwrap();
+        let held = s.hold_container_running(&a.id).unwrap();
+        s.update_container(&a.id, |r| r.state.status = ContainerStatus::Running)
+            .unwrap();
+        assert!(s.container_is_running(&a.id).unwrap());
+        assert_eq!(
+            s.find_container("job").unwrap().state.status,
+            ContainerStatus::Running
+        );
+        drop(held);
+        let after = s.find_container("job").unwrap();
+        assert_eq!(after.state.status, ContainerStatus::Exited);
+        assert_eq!(after.state.exit_code, 255);
+        assert_eq!(s.wait_container_stopped(&a.id).unwrap(), None);
+    }
+
+    #[test]
+    fn waiters_get_the_exit_code_even_after_removal() {
+        let (_d, s) = store();
+        let mut a = record(&s, "short", "t");
+        s.create_container(&mut a).unwrap();
+        let held = s.hold_container_running(&a.id).unwrap();
+        let (s2, id) = (s.clone(), a.id.clone());
+        let waiter = std::thread::spawn(move || s2.wait_container_stopped(&id).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        s.record_exit_in_lock(&held, 42).unwrap();
+        s.remove_container(&a.id).unwrap();
+        drop(held);
+        assert_eq!(waiter.join().unwrap(), Some(42));
+        assert_eq!(s.wait_container_stopped(&a.id).unwrap(), None);
+    }
+
+    #[test]
+    fn removal_deletes_the_directory_and_the_name() {
+        let (_d, s) = store();
+        let mut a = record(&s, "gone", "t");
+        s.create_container(&mut a).unwrap();
+        std::fs::create_dir_all(s.container_dir(&a.id).join("upper/x")).unwrap();
+        s.remove_container(&a.id).unwrap();
+        assert!(!s.container_dir(&a.id).exists());
+        assert!(s.find_container("gone").is_err());
+        assert!(matches!(
+            s.remove_container(&a.id),
+            Err(ContainerError::NoSuchContainer(_))
+        ));
+    }
+}
