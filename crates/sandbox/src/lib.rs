@@ -10,6 +10,7 @@
 mod error;
 mod host;
 mod init;
+mod network;
 mod overlay;
 mod protocol;
 mod spec;
@@ -20,6 +21,7 @@ mod user;
 pub use error::{InitFailure, SandboxError};
 pub use host::{ExitCode, SandboxChild, spawn};
 pub use init::maybe_run_init;
+pub use network::{HELPER_PACKAGE, SANDBOX_ADDRESS, find_helper as network_helper};
 pub use overlay::OverlayMount;
 pub use spec::{
     BindMount, FileMount, Mount, NetworkMode, ProcessSpec, SandboxSpec, Stdio, TmpfsMount,

@@ -26,6 +26,10 @@ pub(crate) struct InitRequest {
     /// Set when the caller is not root: the init creates a user namespace mapping these host
     /// ids to 0.
     pub id_map: Option<IdMap>,
+    /// With the default network: the inherited fd on which the outer init, after creating the
+    /// network namespace and sending [`StatusMessage::NetworkNamespace`], waits for one byte
+    /// saying the host has connected it (see `network.rs`).
+    pub network_go_ahead_fd: Option<i32>,
 }
 
 /// The caller's ids, mapped to root inside a user namespace.
@@ -38,6 +42,9 @@ pub(crate) struct IdMap {
 /// One report from the init.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum StatusMessage {
+    /// Sent by the outer init once it is in the sandbox's new network namespace (default
+    /// network only): the host now connects it, then writes on the go-ahead fd.
+    NetworkNamespace,
     /// Mount points the init had to create in the overlay, in creation order.
     Stubs(Vec<Stub>),
     /// Sent by the final child just before `execve`; if the pipe then closes without a

@@ -214,3 +214,19 @@ pub(crate) fn set_loopback_up() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Waits up to `timeout_ms` for `fd` to become readable (data or end of file): `Ok(true)` if
+/// it did, `Ok(false)` on timeout.
+pub(crate) fn poll_readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd owned by this frame for the duration of the call.
+    match unsafe { libc::poll(&mut pollfd, 1, timeout_ms) } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(false),
+        _ => Ok(true),
+    }
+}
