@@ -9,7 +9,7 @@ use kiln_image::{Digest, Platform};
 use kiln_sandbox::{BindMount, ProcessSpec, SandboxSpec};
 use kiln_solve::{DEFAULT_PATH, StoredImage, lower_dirs, resolve_image};
 
-use super::build::parse_network;
+use super::build::{RUN_NETWORKS, choose_network};
 use super::{Env, parse_reference};
 use crate::cli::RunArgs;
 use crate::render::ProgressPrinter;
@@ -51,7 +51,7 @@ pub fn run(env: &Env, args: RunArgs) -> Result<ExitCode> {
         lower_dirs: lowers,
         upper_dir: upper,
         work_dir: work,
-        network: parse_network(&args.network)?,
+        network: choose_network(args.network.as_deref(), RUN_NETWORKS)?,
         hostname: args
             .hostname
             .clone()

@@ -142,7 +142,7 @@ impl UserModeNetwork {
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err);
-        sys::keep_fds_across_exec(
+        sys::pass_only_fds_across_exec(
             &mut command,
             vec![ready_write.as_raw_fd(), exit_read.as_raw_fd()],
         );
@@ -471,14 +471,52 @@ mod tests {
     }
 
     #[test]
+    fn the_helper_inherits_no_other_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("fake-slirp");
+        // Lists its open fds into the log, then says ready.
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\nfor a; do case $a in --ready-fd=*) r=${a#*=};; esac; done\n\
+             ls /proc/$$/fd; printf 1 > /proc/$$/fd/$r\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        // Like a step's output pipe: created without close-on-exec.
+        let (leaky_read, leaky_write) = rustix::pipe::pipe().unwrap();
+        let config = HelperConfig {
+            target_pid: 1,
+            userns: None,
+            disable_dns: true,
+            sandbox_helper: false,
+        };
+        let log = dir.path().join("log");
+        let network = UserModeNetwork::start(&fake, &config, &log).unwrap();
+        drop(network);
+        let fds: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap()
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        for leaked in [leaky_read.as_raw_fd(), leaky_write.as_raw_fd()] {
+            assert!(
+                !fds.contains(&leaked.to_string()),
+                "fd {leaked} leaked: {fds:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_ready_helper_is_stopped_by_closing_its_exit_fd() {
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("fake-slirp");
-        // Parses --ready-fd/--exit-fd like slirp4netns, says ready, then waits for the exit fd.
+        // Parses --ready-fd/--exit-fd like slirp4netns, says ready, then waits for the exit fd
+        // (through /proc: dash only redirects single-digit fds).
         std::fs::write(
             &fake,
             "#!/bin/sh\nfor a; do case $a in --ready-fd=*) r=${a#*=};; --exit-fd=*) e=${a#*=};; esac; done\n\
-             eval \"printf 1 >&$r\"; eval \"cat <&$e\"; echo stopped > \"$0.done\"\n",
+             printf 1 > /proc/$$/fd/$r; cat < /proc/$$/fd/$e; echo stopped > \"$0.done\"\n",
         )
         .unwrap();
         std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))

@@ -36,6 +36,17 @@ pub enum NetworkMode {
     Default,
 }
 
+impl NetworkMode {
+    /// The mode's name as BuildKit spells it (`none`, `host`, `default`).
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkMode::None => "none",
+            NetworkMode::Host => "host",
+            NetworkMode::Default => "default",
+        }
+    }
+}
+
 /// A host path made visible inside the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BindMount {
