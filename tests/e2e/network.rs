@@ -8,11 +8,12 @@
 //! when given `-T`.
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::path::Path;
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::e2e::harness::{Kiln, assert_success, stderr, stdout};
@@ -258,10 +259,14 @@ fn without_slirp4netns_the_implicit_default_falls_back_and_an_explicit_one_fails
     assert!(err.contains("apt-get install slirp4netns"), "{err}");
 }
 
-/// Network namespaces made with `ip netns`, and processes started in them; all removed on drop.
+/// Network namespaces made with `ip netns`, processes and threads serving in them, and their
+/// `/etc/netns/<name>` files (which `ip netns exec` mounts over /etc); all removed on drop.
 struct Namespaces {
     names: Vec<String>,
     children: Vec<Child>,
+    threads: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    etc_dirs: Vec<PathBuf>,
 }
 
 impl Namespaces {
@@ -278,6 +283,48 @@ impl Namespaces {
         self.ip(&["netns", "add", name]);
         self.names.push(name.to_owned());
         self.ip(&["-n", name, "link", "set", "lo", "up"]);
+    }
+
+    /// Makes `ip netns exec NAME` show `contents` as /etc/resolv.conf.
+    fn resolv_conf(&mut self, name: &str, contents: &str) {
+        let dir = Path::new("/etc/netns").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        self.etc_dirs.push(dir.clone());
+        std::fs::write(dir.join("resolv.conf"), contents).unwrap();
+    }
+
+    /// A DNS server on `listen`:53 inside `netns`, answering every A query with `answer` and
+    /// other queries with no records. Its thread enters the namespace itself (setns is per
+    /// thread), so the test process stays where it is.
+    fn dns_in(&mut self, netns: &str, listen: Ipv4Addr, answer: Ipv4Addr) {
+        let ns = std::fs::File::open(Path::new("/run/netns").join(netns)).unwrap();
+        let stop = self.stop.clone();
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        self.threads.push(std::thread::spawn(move || {
+            use std::os::fd::AsFd;
+            rustix::thread::move_into_link_name_space(
+                ns.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .expect("enter the outside namespace");
+            let socket = UdpSocket::bind((listen, 53)).expect("bind the test DNS server");
+            socket
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            bound_tx.send(()).unwrap();
+            let mut query = [0u8; 512];
+            while !stop.load(Ordering::SeqCst) {
+                let Ok((len, peer)) = socket.recv_from(&mut query) else {
+                    continue;
+                };
+                if let Some(response) = dns_answer(&query[..len], answer) {
+                    let _ = socket.send_to(&response, peer);
+                }
+            }
+        }));
+        bound_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the test DNS server started");
     }
 
     fn spawn_in(&mut self, netns: &str, program: &[&str]) {
@@ -297,10 +344,53 @@ impl Drop for Namespaces {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.stop.store(true, Ordering::SeqCst);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        for dir in &self.etc_dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         for name in &self.names {
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
+}
+
+/// The response to a one-question DNS query (RFC 1035 §4.1): the question echoed, and for an
+/// A query one answer with `address`. `None` for anything that is not a query.
+fn dns_answer(query: &[u8], address: Ipv4Addr) -> Option<Vec<u8>> {
+    if query.len() < 12 || query[2] & 0x80 != 0 {
+        return None;
+    }
+    // The question: labels up to the root label, then type and class.
+    let mut end = 12;
+    while *query.get(end)? != 0 {
+        end += 1 + usize::from(query[end]);
+    }
+    let question = query.get(12..end + 5)?;
+    let is_a = question[question.len() - 4..question.len() - 2] == [0, 1];
+    let mut response = vec![
+        query[0],
+        query[1],
+        0x81,
+        0x80,
+        0,
+        1,
+        0,
+        u8::from(is_a),
+        0,
+        0,
+        0,
+        0,
+    ];
+    response.extend_from_slice(question);
+    if is_a {
+        // Name: a pointer to the question's (offset 12); type A, class IN, TTL 60, 4 bytes.
+        response.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        response.extend_from_slice(&address.octets());
+    }
+    Some(response)
 }
 
 /// The inode of a network namespace, to recognise processes inside it.
@@ -336,6 +426,9 @@ fn default_network_reaches_the_outside_through_nat_but_not_kilns_loopback() {
     let mut ns = Namespaces {
         names: Vec::new(),
         children: Vec::new(),
+        threads: Vec::new(),
+        stop: Arc::new(AtomicBool::new(false)),
+        etc_dirs: Vec::new(),
     };
     ns.add(&outside);
     ns.add(&inner);
@@ -395,6 +488,14 @@ fn default_network_reaches_the_outside_through_nat_but_not_kilns_loopback() {
             docroot,
         ],
     );
+    // kiln's namespace resolves through the outside's DNS server, as a host would through
+    // its network's: the sandbox gets that nameserver (not on loopback) and reaches it by NAT.
+    ns.resolv_conf(&inner, "nameserver 10.203.0.1\n");
+    ns.dns_in(
+        &outside,
+        Ipv4Addr::new(10, 203, 0, 1),
+        Ipv4Addr::new(10, 203, 0, 77),
+    );
     std::thread::sleep(Duration::from_millis(300));
 
     let out = tempfile::tempdir().unwrap();
@@ -404,7 +505,8 @@ fn default_network_reaches_the_outside_through_nat_but_not_kilns_loopback() {
         "ARG BASE\nFROM ${BASE}\n\
          RUN timeout 20 wget -q -O /outside.txt http://10.203.0.1:8080/index.html && \
              (timeout 10 wget -q -O - http://127.0.0.1:8081/secret.html || echo loopback-unreachable; \
-              timeout 10 wget -q -O - http://10.0.2.2:8081/secret.html || echo gateway-unreachable) > /loopback.txt\n",
+              timeout 10 wget -q -O - http://10.0.2.2:8081/secret.html || echo gateway-unreachable) > /loopback.txt\n\
+         RUN cat /etc/resolv.conf > /resolv.txt; timeout 20 nslookup outside.kiln.test > /dns.txt\n",
     )
     .unwrap();
     let base = format!("BASE={}", k.base);
@@ -438,6 +540,11 @@ fn default_network_reaches_the_outside_through_nat_but_not_kilns_loopback() {
         "{}",
         stdout(&built)
     );
+
+    let resolv = read(&out.path().join("resolv.txt"));
+    assert!(resolv.contains("nameserver 10.203.0.1\n"), "{resolv}");
+    let dns = read(&out.path().join("dns.txt"));
+    assert!(dns.contains("10.203.0.77"), "{dns}");
 
     let inode = netns_inode(&Path::new("/run/netns").join(&inner)).expect("inner netns");
     assert_eq!(
