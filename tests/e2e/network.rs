@@ -287,7 +287,12 @@ impl Namespaces {
 
     /// Makes `ip netns exec NAME` show `contents` as /etc/resolv.conf.
     fn resolv_conf(&mut self, name: &str, contents: &str) {
-        let dir = Path::new("/etc/netns").join(name);
+        let parent = Path::new("/etc/netns");
+        if !parent.exists() {
+            // Removed last (and only if empty), after the namespace's own directory.
+            self.etc_dirs.push(parent.to_path_buf());
+        }
+        let dir = parent.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         self.etc_dirs.push(dir.clone());
         std::fs::write(dir.join("resolv.conf"), contents).unwrap();
@@ -348,8 +353,12 @@ impl Drop for Namespaces {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        for dir in &self.etc_dirs {
-            let _ = std::fs::remove_dir_all(dir);
+        for dir in self.etc_dirs.iter().rev() {
+            if dir.ends_with("netns") {
+                let _ = std::fs::remove_dir(dir);
+            } else {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
         for name in &self.names {
             let _ = Command::new("ip").args(["netns", "del", name]).status();
