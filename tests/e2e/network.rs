@@ -247,16 +247,18 @@ fn without_slirp4netns_the_implicit_default_falls_back_and_an_explicit_one_fails
     assert_success(&implicit, &["build", "without slirp4netns"]);
     let log = stderr(&implicit);
     assert!(
-        log.contains("WARNING: slirp4netns is not installed"),
+        log.contains("WARNING: the default network needs slirp4netns, which is not installed"),
         "{log}"
     );
-    assert!(log.contains("install the slirp4netns package"), "{log}");
+    assert!(log.contains("apt-get install slirp4netns"), "{log}");
+    assert!(log.contains("using --network none instead"), "{log}");
     assert!(!log.contains("eth0"), "fell back to none: {log}");
 
     let explicit = build(&["--network", "default"]);
     assert!(!explicit.status.success());
     let err = stderr(&explicit);
     assert!(err.contains("apt-get install slirp4netns"), "{err}");
+    assert!(err.contains("or use --network none"), "{err}");
 }
 
 /// Network namespaces made with `ip netns`, processes and threads serving in them, and their

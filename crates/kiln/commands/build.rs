@@ -182,7 +182,8 @@ pub const BUILD_NETWORKS: &[&str] = &["default", "none", "host"];
 pub const RUN_NETWORKS: &[&str] = &["bridge", "default", "none", "host"];
 
 /// The network asked for with `--network` (one of `accepted`), or without the flag the default
-/// one. The default network needs slirp4netns: asked for explicitly, its absence is an error;
+/// one. The default network needs slirp4netns (and /dev/net/tun): asked for explicitly, its
+/// absence is an error;
 /// as the implicit default, the build or container falls back to `none` with a warning, so
 /// hosts without it keep working offline (what needs the network then fails visibly).
 pub fn choose_network(flag: Option<&str>, accepted: &[&str]) -> Result<NetworkMode> {
@@ -192,13 +193,9 @@ pub fn choose_network(flag: Option<&str>, accepted: &[&str]) -> Result<NetworkMo
     }
     match kiln_sandbox::network_helper() {
         Ok(_) => Ok(mode),
-        Err(e) if flag.is_some() => Err(e.into()),
-        Err(_) => {
-            eprintln!(
-                "WARNING: slirp4netns is not installed, so RUN steps and containers get no \
-                 network (--network none); install the {} package for the default network",
-                kiln_sandbox::HELPER_PACKAGE
-            );
+        Err(e) if flag.is_some() => bail!("{e}; or use --network none"),
+        Err(e) => {
+            eprintln!("WARNING: {e}; using --network none instead");
             Ok(NetworkMode::None)
         }
     }

@@ -27,12 +27,15 @@ pub enum SandboxError {
     /// The default network needs a user-mode networking program that is not installed.
     #[error(
         "the default network needs {program}, which is not installed \
-         (Debian/Ubuntu: apt-get install {package}); or use --network none"
+         (Debian/Ubuntu: apt-get install {package})"
     )]
     NetworkHelperMissing {
         program: &'static str,
         package: &'static str,
     },
+    /// The user-mode networking helper is installed but cannot work for this user.
+    #[error("the default network is unavailable: {0}")]
+    NetworkUnavailable(String),
     /// The user-mode networking helper failed to connect the sandbox.
     #[error("cannot connect the sandbox to the default network: slirp4netns failed: {0}")]
     NetworkSetup(String),

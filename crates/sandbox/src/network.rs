@@ -45,18 +45,30 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long slirp4netns gets to exit after its exit fd closed before it is killed.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The device slirp4netns creates the sandbox's interface with.
+const TUN_DEVICE: &str = "/dev/net/tun";
+
 /// Where the user-mode networking helper is: the first `slirp4netns` in `PATH` (or in the
-/// standard system directories when `PATH` is unset).
+/// standard system directories when `PATH` is unset). Also checks that it can work for this
+/// user: it needs read-write access to /dev/net/tun, which is 0666 on most systems but not in
+/// every container.
 pub fn find_helper() -> Result<PathBuf, SandboxError> {
     let path = std::env::var_os("PATH")
         .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path)
+    let program = std::env::split_paths(&path)
         .map(|dir| dir.join(HELPER_PROGRAM))
         .find(|candidate| is_executable(candidate))
         .ok_or(SandboxError::NetworkHelperMissing {
             program: HELPER_PROGRAM,
             package: HELPER_PACKAGE,
-        })
+        })?;
+    use rustix::fs::{Access, access};
+    access(TUN_DEVICE, Access::READ_OK | Access::WRITE_OK).map_err(|e| {
+        SandboxError::NetworkUnavailable(format!(
+            "{HELPER_PROGRAM} needs read-write access to {TUN_DEVICE}: {e}"
+        ))
+    })?;
+    Ok(program)
 }
 
 fn is_executable(path: &Path) -> bool {
