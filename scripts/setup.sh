@@ -10,6 +10,7 @@ packages=(
   umoci            # independent OCI unpacker: checks kiln's images
   oci-image-tool   # validates image layouts against the OCI schemas
   iproute2         # `ip`, used by network tests
+  slirp4netns      # user-mode networking: RUN's and `kiln run`'s default network
   zstd             # independent zstd decoder: checks zstd layers (gzip is always there)
   ca-certificates
   openssl          # test CAs, server/client certificates and token signing keys (registry auth tests)

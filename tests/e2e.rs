@@ -16,6 +16,7 @@ mod e2e {
     mod gc;
     pub mod harness;
     mod mounts;
+    mod network;
     mod outputs;
     mod push;
     mod push_pull;

@@ -321,9 +321,10 @@ pub struct BuildArgs {
     /// Build this stage (and what it needs) instead of the last one
     #[arg(long)]
     pub target: Option<String>,
-    /// Network for RUN steps: none or host
-    #[arg(long, default_value = "none")]
-    pub network: String,
+    /// Network for RUN steps: default (private, NAT to the outside; needs slirp4netns), none
+    /// or host [default: default]
+    #[arg(long)]
+    pub network: Option<String>,
     /// Secret for RUN --mount=type=secret: id=NAME[,src=FILE|,env=VAR]; may be repeated
     #[arg(long = "secret", value_name = "id=NAME[,src=FILE|,env=VAR]")]
     pub secrets: Vec<String>,
@@ -433,9 +434,10 @@ pub struct RunArgs {
     /// User (name|uid[:group|gid])
     #[arg(short = 'u', long)]
     pub user: Option<String>,
-    /// Network: none or host
-    #[arg(long, default_value = "none")]
-    pub network: String,
+    /// Network: bridge (= default: private, NAT to the outside; needs slirp4netns), none or
+    /// host [default: bridge]
+    #[arg(long)]
+    pub network: Option<String>,
     /// Override the image's ENTRYPOINT
     #[arg(long)]
     pub entrypoint: Option<String>,

@@ -77,7 +77,7 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         tags: tags.clone(),
         build_args,
         target: args.target.clone(),
-        network: parse_network(&args.network)?,
+        network: choose_network(args.network.as_deref(), BUILD_NETWORKS)?,
         allow_network_host: parse_allow(&args.allow)?,
         secrets: load_secrets(&args.secrets)?,
         no_cache: args.no_cache,
@@ -186,10 +186,84 @@ fn load_secrets(flags: &[String]) -> Result<BTreeMap<String, kiln_solve::mounts:
     Ok(secrets)
 }
 
-pub fn parse_network(s: &str) -> Result<NetworkMode> {
-    match s {
-        "none" => Ok(NetworkMode::None),
-        "host" => Ok(NetworkMode::Host),
-        other => bail!("unsupported network {other:?}: kiln supports none and host for now"),
+/// `kiln build --network` values, as BuildKit names them.
+pub const BUILD_NETWORKS: &[&str] = &["default", "none", "host"];
+/// `kiln run --network` values, as Docker names them (`default` is `bridge`).
+pub const RUN_NETWORKS: &[&str] = &["bridge", "default", "none", "host"];
+
+/// The network asked for with `--network` (one of `accepted`), or without the flag the default
+/// one. The default network needs slirp4netns (and /dev/net/tun): asked for explicitly, its
+/// absence is an error;
+/// as the implicit default, the build or container falls back to `none` with a warning, so
+/// hosts without it keep working offline (what needs the network then fails visibly).
+pub fn choose_network(flag: Option<&str>, accepted: &[&str]) -> Result<NetworkMode> {
+    let mode = parse_network(flag.unwrap_or("default"), accepted)?;
+    if mode != NetworkMode::Default {
+        return Ok(mode);
+    }
+    match kiln_sandbox::network_helper() {
+        Ok(_) => Ok(mode),
+        Err(e) if flag.is_some() => bail!("{e}; or use --network none"),
+        Err(e) => {
+            eprintln!("WARNING: {e}; using --network none instead");
+            Ok(NetworkMode::None)
+        }
+    }
+}
+
+fn parse_network(value: &str, accepted: &[&str]) -> Result<NetworkMode> {
+    if !accepted.contains(&value) {
+        bail!(
+            "unsupported network {value:?} (expected {})",
+            accepted.join(", ")
+        );
+    }
+    Ok(match value {
+        "none" => NetworkMode::None,
+        "host" => NetworkMode::Host,
+        _ => NetworkMode::Default,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_names_per_command() {
+        assert_eq!(
+            parse_network("default", BUILD_NETWORKS).unwrap(),
+            NetworkMode::Default
+        );
+        assert_eq!(
+            parse_network("none", BUILD_NETWORKS).unwrap(),
+            NetworkMode::None
+        );
+        assert_eq!(
+            parse_network("host", BUILD_NETWORKS).unwrap(),
+            NetworkMode::Host
+        );
+        // `bridge` is Docker's name for a container's default network, not BuildKit's.
+        let err = parse_network("bridge", BUILD_NETWORKS)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected default, none, host"), "{err}");
+        assert_eq!(
+            parse_network("bridge", RUN_NETWORKS).unwrap(),
+            NetworkMode::Default
+        );
+        assert!(parse_network("slirp", RUN_NETWORKS).is_err());
+    }
+
+    #[test]
+    fn explicit_modes_other_than_default_need_no_helper() {
+        assert_eq!(
+            choose_network(Some("none"), RUN_NETWORKS).unwrap(),
+            NetworkMode::None
+        );
+        assert_eq!(
+            choose_network(Some("host"), BUILD_NETWORKS).unwrap(),
+            NetworkMode::Host
+        );
     }
 }

@@ -11,7 +11,7 @@ use kiln_sandbox::{ProcessSpec, SandboxChild, SandboxSpec};
 use kiln_solve::{DEFAULT_PATH, StoredImage, lower_dirs, resolve_image};
 use kiln_store::{ContainerRecord, ContainerState, ContainerStatus, RunConfig};
 
-use super::build::parse_network;
+use super::build::{RUN_NETWORKS, choose_network};
 use super::containers::logfile::{LogWriter, Tee};
 use super::containers::terminal::{self, Pty, RawMode};
 use super::containers::volumes::{
@@ -31,7 +31,7 @@ pub fn run(env: &Env, args: RunArgs) -> Result<ExitCode> {
     for m in &args.mounts {
         requests.push(parse_mount_flag(m)?);
     }
-    let network = parse_network(&args.network)?;
+    let network = choose_network(args.network.as_deref(), RUN_NETWORKS)?;
     let img = match super::images::find_image(env, &args.image) {
         Ok(img) => img,
         Err(_) => {

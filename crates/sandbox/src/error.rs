@@ -24,6 +24,21 @@ pub enum SandboxError {
     /// The init process died without saying why (crash, killed, protocol mismatch).
     #[error("sandbox init exited unexpectedly ({status}) before starting the process")]
     InitDied { status: String },
+    /// The default network needs a user-mode networking program that is not installed.
+    #[error(
+        "the default network needs {program}, which is not installed \
+         (Debian/Ubuntu: apt-get install {package})"
+    )]
+    NetworkHelperMissing {
+        program: &'static str,
+        package: &'static str,
+    },
+    /// The user-mode networking helper is installed but cannot work for this user.
+    #[error("the default network is unavailable: {0}")]
+    NetworkUnavailable(String),
+    /// The user-mode networking helper failed to connect the sandbox.
+    #[error("cannot connect the sandbox to the default network: slirp4netns failed: {0}")]
+    NetworkSetup(String),
     /// The init sent something that is not a status message.
     #[error("sandbox init sent an unreadable status message: {0}")]
     Protocol(String),

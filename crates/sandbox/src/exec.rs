@@ -85,7 +85,7 @@ pub fn spawn_in(
     drop((spec_read, status_write));
     let mut child = SandboxChild::for_exec(child);
     let _ = std::io::Write::write_all(&mut File::from(spec_write), &request);
-    read_status(&mut child, status_read)?;
+    read_status(&mut child, status_read, None)?;
     Ok(child)
 }
 

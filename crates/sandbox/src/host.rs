@@ -10,14 +10,14 @@ use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use rustix::pipe::PipeFlags;
 
 use crate::error::SandboxError;
+use crate::network::{self, HelperConfig, UserModeNetwork};
 use crate::protocol::{INIT_MARKER, IdMap, InitRequest, StatusMessage};
 use crate::spec::{NetworkMode, ProcessSpec, SandboxSpec, Stdio};
 use crate::stubs::{Stub, remove_stubs};
 use crate::sys;
 
-/// Resolver configuration for a sandbox without network: no nameserver at all, so lookups
-/// fail at once (the resolver's fallback, 127.0.0.1, refuses) instead of timing out.
-const ISOLATED_RESOLV_CONF: &str = "# kiln: this sandbox has no network\n";
+/// The host's resolver configuration, the source of the sandbox's.
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// How a sandboxed process ended: its exit status, or 128 + the signal that killed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,6 +45,8 @@ pub struct SandboxChild {
     child: Child,
     upper_dir: PathBuf,
     stubs: Vec<Stub>,
+    /// slirp4netns serving the default network; stopped when the sandbox ends.
+    network: Option<UserModeNetwork>,
     /// Holds the hosts/resolv.conf files mounted into the sandbox; removed after it exits.
     state_dir: Option<tempfile::TempDir>,
     /// The copy of the layers used as the root where overlayfs cannot be mounted.
@@ -111,7 +113,19 @@ pub fn spawn(
             )));
         }
     }
-    let state_dir = prepare_state_dir(spec)?;
+    // Before anything starts: a missing helper is the caller's to handle (see `network_helper`).
+    let helper = match spec.network {
+        NetworkMode::Default => Some(network::find_helper()?),
+        NetworkMode::None | NetworkMode::Host => None,
+    };
+    let host_resolv = std::fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default();
+    let state_dir = prepare_state_dir(spec, &host_resolv)?;
+    let go_ahead = match helper {
+        Some(_) => {
+            Some(rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| pipe_error(e.into()))?)
+        }
+        None => None,
+    };
     let euid = rustix::process::geteuid();
     let copied = copy_layers_if_needed(spec, !euid.is_root())?;
     let mut sandbox_spec = spec.clone();
@@ -128,6 +142,7 @@ pub fn spawn(
             uid: euid.as_raw(),
             gid: rustix::process::getegid().as_raw(),
         }),
+        network_go_ahead_fd: go_ahead.as_ref().map(|(read, _)| read.as_raw_fd()),
     };
     let request =
         serde_json::to_vec(&request).map_err(|e| SandboxError::Protocol(e.to_string()))?;
@@ -145,27 +160,45 @@ pub fn spawn(
         .stdin(stdio.stdin)
         .stdout(stdio.stdout)
         .stderr(stdio.stderr);
-    sys::keep_fds_across_exec(
-        &mut command,
-        vec![spec_read.as_raw_fd(), status_write.as_raw_fd()],
-    );
+    let mut inherited = vec![spec_read.as_raw_fd(), status_write.as_raw_fd()];
+    inherited.extend(go_ahead.as_ref().map(|(read, _)| read.as_raw_fd()));
+    sys::keep_fds_across_exec(&mut command, inherited);
     let child = command
         .spawn()
         .map_err(SandboxError::io("start the sandbox init /proc/self/exe"))?;
     drop((spec_read, status_write));
+    // The init holds the read end now; ours would keep it from ever seeing end of file.
+    let mut go_ahead = go_ahead.map(|(_, write)| write);
 
     let mut sandbox = SandboxChild {
         child,
         upper_dir: spec.upper_dir.clone(),
         stubs: Vec::new(),
+        network: None,
         state_dir: Some(state_dir),
         copied,
         finished: false,
     };
     // A write error means the init already died; its status tells why.
     let _ = std::fs::File::from(spec_write).write_all(&request);
-    read_status(&mut sandbox, status_read)?;
+    let network = match (helper.as_deref(), go_ahead.take()) {
+        (Some(program), Some(go_ahead)) => Some(NetworkStart {
+            program,
+            go_ahead,
+            host_resolv: &host_resolv,
+        }),
+        _ => None,
+    };
+    read_status(&mut sandbox, status_read, network)?;
     Ok(sandbox)
+}
+
+/// What the host needs to connect the sandbox's default network once the init reports its
+/// namespace.
+pub(crate) struct NetworkStart<'a> {
+    program: &'a Path,
+    go_ahead: OwnedFd,
+    host_resolv: &'a str,
 }
 
 /// Reads the init's (or exec helper's) reports until the pipe closes: Ok once the process was
@@ -173,6 +206,7 @@ pub fn spawn(
 pub(crate) fn read_status(
     sandbox: &mut SandboxChild,
     status_read: OwnedFd,
+    mut network: Option<NetworkStart<'_>>,
 ) -> Result<(), SandboxError> {
     let mut exec_reached = false;
     let mut failure = None;
@@ -182,6 +216,14 @@ pub(crate) fn read_status(
             .map_err(|e| SandboxError::Protocol(format!("{e}: {line}")))?
         {
             StatusMessage::Stubs(stubs) => sandbox.stubs.extend(stubs),
+            StatusMessage::NetworkNamespace => {
+                let Some(start) = network.take() else {
+                    return Err(SandboxError::Protocol(
+                        "the init created a network namespace it was not asked for".into(),
+                    ));
+                };
+                sandbox.connect_network(start.program, start.host_resolv, start.go_ahead)?;
+            }
             StatusMessage::Exec => exec_reached = true,
             StatusMessage::Failed(f) => failure = Some(f),
         }
@@ -206,7 +248,10 @@ fn pipe_error(e: std::io::Error) -> SandboxError {
 }
 
 /// Creates the host-side scratch directory described in [`InitRequest::state_dir`].
-fn prepare_state_dir(spec: &SandboxSpec) -> Result<tempfile::TempDir, SandboxError> {
+fn prepare_state_dir(
+    spec: &SandboxSpec,
+    host_resolv: &str,
+) -> Result<tempfile::TempDir, SandboxError> {
     let dir = tempfile::Builder::new()
         .prefix("kiln-sandbox-")
         .tempdir()
@@ -219,27 +264,15 @@ fn prepare_state_dir(spec: &SandboxSpec) -> Result<tempfile::TempDir, SandboxErr
     create_dir("empty")?;
     // Mount point of the sandbox's private tmpfs for file mounts (see `FileMount`).
     create_dir("files")?;
-    let hosts = hosts_file(&spec.hostname);
+    let hosts = network::hosts_file(spec.network, &spec.hostname);
     write_file(&dir.path().join("hosts"), hosts.as_bytes())?;
-    let resolv = match spec.network {
-        NetworkMode::Host => std::fs::read("/etc/resolv.conf").unwrap_or_default(),
-        NetworkMode::None => ISOLATED_RESOLV_CONF.as_bytes().to_vec(),
-    };
-    write_file(&dir.path().join("resolv.conf"), &resolv)?;
+    let resolv = network::resolv_conf(spec.network, host_resolv);
+    write_file(&dir.path().join("resolv.conf"), resolv.as_bytes())?;
     Ok(dir)
 }
 
 fn write_file(path: &Path, contents: &[u8]) -> Result<(), SandboxError> {
     std::fs::write(path, contents).map_err(SandboxError::io(format!("write {}", path.display())))
-}
-
-fn hosts_file(hostname: &str) -> String {
-    let mut hosts =
-        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-    if !hostname.is_empty() && hostname != "localhost" {
-        hosts.push_str(&format!("127.0.0.1\t{hostname}\n"));
-    }
-    hosts
 }
 
 impl SandboxChild {
@@ -252,6 +285,7 @@ impl SandboxChild {
             state_dir: None,
             finished: false,
             copied: None,
+            network: None,
         }
     }
 
@@ -274,6 +308,35 @@ impl SandboxChild {
                 let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
                 (parent_in_stat(&stat)? == outer).then_some(pid)
             })
+    }
+
+    /// Starts slirp4netns for the init's new network namespace, then lets the init go on.
+    fn connect_network(
+        &mut self,
+        program: &Path,
+        host_resolv: &str,
+        go_ahead: rustix::fd::OwnedFd,
+    ) -> Result<(), SandboxError> {
+        let pid = self.child.id();
+        let config = HelperConfig {
+            target_pid: pid,
+            userns: (!rustix::process::geteuid().is_root())
+                .then(|| PathBuf::from(format!("/proc/{pid}/ns/user"))),
+            disable_dns: network::host_dns_reachable(host_resolv),
+            sandbox_helper: network::helper_sandbox_usable(Path::new(HOST_RESOLV_CONF)),
+        };
+        let log = self
+            .state_dir
+            .as_ref()
+            .map(|d| d.path().join("slirp4netns.log"))
+            .ok_or_else(|| SandboxError::Protocol("the sandbox has ended".into()))?;
+        // On failure the go-ahead pipe closes unwritten: the init stops with a setup error.
+        self.network = Some(UserModeNetwork::start(program, &config, &log)?);
+        std::fs::File::from(go_ahead)
+            .write_all(b"1")
+            .map_err(SandboxError::io(
+                "signal the sandbox init that the network is up",
+            ))
     }
 
     /// The pid (in the caller's namespace) of the sandbox's outer init process.
@@ -344,6 +407,9 @@ impl SandboxChild {
             .wait()
             .map_err(SandboxError::io(format!("wait for sandbox {pid}")))?;
         self.finished = true;
+        if let Some(mut network) = self.network.take() {
+            network.stop();
+        }
         use std::os::unix::process::ExitStatusExt;
         let code = match (status.code(), status.signal()) {
             (Some(code), _) => code,
@@ -396,14 +462,6 @@ mod tests {
     fn parent_pid_from_a_stat_line_with_an_awkward_name() {
         assert_eq!(parent_in_stat("42 (a) b) c) S 7 42 42 0 -1"), Some(7));
         assert_eq!(parent_in_stat("garbage"), None);
-    }
-
-    #[test]
-    fn hosts_file_names_localhost_and_the_hostname() {
-        let hosts = hosts_file("builder");
-        assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"));
-        assert!(hosts.contains("127.0.0.1\tbuilder\n"));
-        assert!(!hosts_file("").contains("\t\n"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod error;
 mod exec;
 mod host;
 mod init;
+mod network;
 mod overlay;
 mod protocol;
 pub mod rootless;
@@ -24,6 +25,7 @@ pub use error::{InitFailure, SandboxError};
 pub use exec::spawn_in;
 pub use host::{ExitCode, SandboxChild, spawn};
 pub use init::maybe_run_init;
+pub use network::{HELPER_PACKAGE, SANDBOX_ADDRESS, find_helper as network_helper};
 pub use overlay::OverlayMount;
 pub use spec::{
     BindMount, FileMount, Mount, NetworkMode, ProcessSpec, SandboxSpec, Stdio, TmpfsMount,

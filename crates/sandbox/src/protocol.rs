@@ -30,6 +30,10 @@ pub(crate) struct InitRequest {
     /// holding a copy of the layers (see `copy_root`), bind-mounted as the root.
     #[serde(default)]
     pub copied_root: bool,
+    /// With the default network: the inherited fd on which the outer init, after creating the
+    /// network namespace and sending [`StatusMessage::NetworkNamespace`], waits for one byte
+    /// saying the host has connected it (see `network.rs`).
+    pub network_go_ahead_fd: Option<i32>,
 }
 
 /// The caller's ids, mapped to root inside a user namespace.
@@ -42,6 +46,9 @@ pub(crate) struct IdMap {
 /// One report from the init.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum StatusMessage {
+    /// Sent by the outer init once it is in the sandbox's new network namespace (default
+    /// network only): the host now connects it, then writes on the go-ahead fd.
+    NetworkNamespace,
     /// Mount points the init had to create in the overlay, in creation order.
     Stubs(Vec<Stub>),
     /// Sent by the final child just before `execve`; if the pipe then closes without a

@@ -30,6 +30,21 @@ pub enum NetworkMode {
     None,
     /// The host's network namespace, shared.
     Host,
+    /// Like Docker's bridge: a fresh network namespace with loopback and an `eth0` that reaches
+    /// what the host reaches through user-mode NAT (slirp4netns), except the host's loopback.
+    /// Needs `slirp4netns` installed ([`crate::network_helper`] tells whether it is).
+    Default,
+}
+
+impl NetworkMode {
+    /// The mode's name as BuildKit spells it (`none`, `host`, `default`).
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkMode::None => "none",
+            NetworkMode::Host => "host",
+            NetworkMode::Default => "default",
+        }
+    }
 }
 
 /// A host path made visible inside the sandbox.

@@ -232,3 +232,48 @@ pub(crate) fn set_loopback_up() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Waits up to `timeout_ms` for `fd` to become readable (data or end of file): `Ok(true)` if
+/// it did, `Ok(false)` on timeout.
+pub(crate) fn poll_readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd owned by this frame for the duration of the call.
+    match unsafe { libc::poll(&mut pollfd, 1, timeout_ms) } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(false),
+        _ => Ok(true),
+    }
+}
+
+/// Makes `fds` the only descriptors above 2 that survive the `exec` of `command`: every other
+/// one is marked close-on-exec first. For helpers that must not keep a pipe of kiln's open
+/// (a step's output pipe created without close-on-exec would otherwise never see end of file
+/// while the helper lives). On kernels without `CLOSE_RANGE_CLOEXEC` (before 5.11) only the
+/// `fds` part happens.
+pub(crate) fn pass_only_fds_across_exec(command: &mut Command, fds: Vec<RawFd>) {
+    let hook = move || {
+        // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on fds; it allocates
+        // nothing and is async-signal-safe, as required between fork and exec.
+        unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        for &fd in &fds {
+            // SAFETY: as in `keep_fds_across_exec`.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes syscalls that are async-signal-safe and allocates nothing.
+    unsafe { command.pre_exec(hook) };
+}

@@ -276,6 +276,66 @@ fn host_port_reachable_only_with_host_network(l: &Layers) -> Result<(), String> 
     expect("listener saw the connection", server.join().unwrap())
 }
 
+/// The default network: lo and eth0 (slirp4netns' 10.0.2.100), the hostname on that address,
+/// the host's loopback unreachable both directly and through the gateway, and no slirp4netns
+/// left once the sandbox ended.
+fn default_network_hides_host_loopback(l: &Layers) -> Result<(), String> {
+    if let Err(e) = kiln_sandbox::network_helper() {
+        // Missing (scripts/setup.sh installs it), or /dev/net/tun closed to this user.
+        println!("  (skipped: {e})");
+        return Ok(());
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let script = format!(
+        "ls /sys/class/net; ip -o -4 addr show eth0; grep kiln-test /etc/hosts; \
+         nc -w 2 127.0.0.1 {port} </dev/null && echo reached-loopback; \
+         nc -w 2 10.0.2.2 {port} </dev/null && echo reached-gateway; echo done"
+    );
+    let out = run_script(&[&l.base], NetworkMode::Default, &script)?;
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    expect_eq(
+        &format!("interfaces (stderr {:?})", out.stderr),
+        lines.get(..2),
+        Some(&["eth0", "lo"][..]),
+    )?;
+    expect(
+        &format!("eth0 has 10.0.2.100: {}", out.stdout),
+        out.stdout.contains("inet 10.0.2.100/24"),
+    )?;
+    expect(
+        "hosts names the hostname on eth0's address",
+        out.stdout.contains("10.0.2.100\tkiln-test"),
+    )?;
+    expect(
+        &format!("host loopback unreachable: {}", out.stdout),
+        !out.stdout.contains("reached") && out.stdout.ends_with("done\n"),
+    )?;
+    expect(
+        "no connection reached the listener",
+        listener.accept().is_err(),
+    )?;
+    let me = std::process::id().to_string();
+    let helpers: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let dir = e.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+            // Field 4 of stat is the parent pid (after the parenthesised command name).
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1));
+            comm.trim() == "slirp4netns" && ppid == Some(me.as_str())
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    expect_eq("slirp4netns children left", helpers, Vec::<String>::new())
+}
+
 fn writes_land_in_upper(l: &Layers) -> Result<(), String> {
     let s = scratch();
     let out = run(
@@ -601,6 +661,10 @@ fn main() {
         (
             "host_port_reachable_only_with_host_network",
             host_port_reachable_only_with_host_network,
+        ),
+        (
+            "default_network_hides_host_loopback",
+            default_network_hides_host_loopback,
         ),
         ("writes_land_in_upper", writes_land_in_upper),
         ("mount_stubs_are_cleaned", mount_stubs_are_cleaned),

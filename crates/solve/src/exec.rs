@@ -90,13 +90,7 @@ impl StageBuilder<'_> {
                 key.list("build-args", build_args.iter().map(String::as_str));
                 key.field("workdir", &workdir);
                 key.field("user", &user);
-                key.field(
-                    "network",
-                    match network {
-                        NetworkMode::Host => "host",
-                        _ => "none",
-                    },
-                );
+                key.field("network", network.name());
                 key.field("mounts", &mounts.len().to_string());
                 for mount in &mounts {
                     mount.add_to_key(key);

@@ -25,6 +25,7 @@ use rustix::thread::UnshareFlags;
 
 use crate::error::InitFailure;
 use crate::protocol::{INIT_MARKER, InitRequest, StatusMessage, send};
+use crate::spec::NetworkMode;
 use crate::sys;
 
 /// Exit status of an init that failed before executing the process (Docker uses 125 for
@@ -75,7 +76,10 @@ fn run_outer(spec_fd: i32, status_fd: i32) -> i32 {
     let _ = rustix::io::fcntl_setfd(&status, FdFlags::CLOEXEC);
     let mut status = File::from(status);
 
-    let request = match read_request(spec_fd).and_then(|r| enter_outer_namespaces(&r).map(|_| r)) {
+    let request = match read_request(spec_fd)
+        .and_then(|r| enter_outer_namespaces(&r).map(|_| r))
+        .and_then(|r| await_network(&r, &mut status).map(|_| r))
+    {
         Ok(request) => request,
         Err(failure) => return report_failure(&mut status, failure),
     };
@@ -90,6 +94,17 @@ fn run_outer(spec_fd: i32, status_fd: i32) -> i32 {
             supervise::supervise(pid)
         }
     }
+}
+
+/// With the default network: tells the host the namespace exists and waits until the host has
+/// connected it, so the process never starts without its network.
+fn await_network(request: &InitRequest, status: &mut File) -> Result<(), InitFailure> {
+    let Some(fd) = request.network_go_ahead_fd else {
+        return Ok(());
+    };
+    send(status, &StatusMessage::NetworkNamespace)
+        .map_err(InitFailure::setup("report the network namespace"))?;
+    crate::network::await_go_ahead(fd)
 }
 
 /// Sends `failure` to the host (or, if the host is gone, to stderr) and gives the exit status
@@ -113,16 +128,21 @@ fn read_request(spec_fd: i32) -> Result<InitRequest, InitFailure> {
     })
 }
 
-/// Creates the PID namespace (entered by the next child) and, when rootless, the user
-/// namespace owning all the others, mapping the caller to root.
+/// Creates the PID namespace (entered by the next child), with the default network the
+/// network namespace (here, so that the host can name it by this process's pid), and, when
+/// rootless, the user namespace owning all the others, mapping the caller to root.
 fn enter_outer_namespaces(request: &InitRequest) -> Result<(), InitFailure> {
     sys::block_signals().map_err(InitFailure::setup("block signals"))?;
+    let mut namespaces = UnshareFlags::NEWPID;
+    if request.sandbox.network == NetworkMode::Default {
+        namespaces |= UnshareFlags::NEWNET;
+    }
     let Some(map) = request.id_map else {
-        return sys::unshare(UnshareFlags::NEWPID)
-            .map_err(InitFailure::setup("create the PID namespace"));
+        return sys::unshare(namespaces).map_err(InitFailure::setup("create namespaces"));
     };
-    sys::unshare(UnshareFlags::NEWUSER | UnshareFlags::NEWPID)
-        .map_err(InitFailure::setup("create the user and PID namespaces"))?;
+    // One call: the user namespace is created first and owns the others.
+    sys::unshare(UnshareFlags::NEWUSER | namespaces)
+        .map_err(InitFailure::setup("create the user namespace and others"))?;
     // setgroups must be denied before an unprivileged process may write its gid_map.
     for (file, contents) in [
         ("/proc/self/setgroups", "deny".to_string()),
