@@ -423,6 +423,7 @@ impl Engine {
             pins: run.pins,
             cancelled: &|| run.board.has_failed(),
             progress,
+            slot: slot.as_ref(),
         };
         let state = builder.run(state)?;
         drop(slot);
