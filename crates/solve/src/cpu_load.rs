@@ -6,7 +6,8 @@
 //! reaped, which are no longer in the tree), plus the time it spent runnable but waiting for a
 //! CPU (`schedstat`), so that a busy step on an overloaded machine is not taken for a waiting
 //! one. A [`LoadMeter`] turns successive totals into a verdict per window: busy when the tree
-//! wanted at least [`IDLE_BELOW`] of a core, idle otherwise. The scheduler (`schedule::Slot`) lends an idle step's slot to the next ready
+//! wanted at least [`IDLE_BELOW`] of a core or has a runnable process at the sample, idle
+//! otherwise. The scheduler (`schedule::Slot`) lends an idle step's slot to the next ready
 //! stage and counts it again as soon as it is busy, as `make -l` does with load.
 
 use std::collections::HashMap;
@@ -43,12 +44,23 @@ impl LoadMeter {
         }
     }
 
-    /// Feeds the tree's total CPU time at wall-clock time `at` (any fixed origin); the verdict
+    /// Drops the previous sample: the next one starts a new window.
+    pub fn forget(&mut self) {
+        self.last = None;
+    }
+
+    /// Feeds a sample of the tree taken at wall-clock time `at` (any fixed origin); the verdict
     /// on the window since the previous sample, `None` for the first sample or an empty window.
-    /// A total that went down (a process left the tree without being reaped by one in it)
-    /// counts as no CPU used.
-    pub fn sample(&mut self, cpu: Duration, at: Duration) -> Option<Load> {
-        let previous = self.last.replace((cpu, at));
+    /// A tree with a process runnable right now is busy whatever the window says (CPU spent by
+    /// short-lived children waiting for a CPU is lost when they exit, so a fork-heavy step on
+    /// a loaded machine can look idler than it is). A total that went down (a process left the
+    /// tree without being reaped by one in it) counts as no CPU used.
+    pub fn sample(&mut self, tree: TreeSample, at: Duration) -> Option<Load> {
+        let previous = self.last.replace((tree.demand, at));
+        if tree.runnable {
+            return Some(Load::Busy);
+        }
+        let cpu = tree.demand;
         let (last_cpu, last_at) = previous?;
         let wall = at.checked_sub(last_at)?.as_secs_f64();
         if wall <= 0.0 {
@@ -63,6 +75,15 @@ impl LoadMeter {
     }
 }
 
+/// What one look at a process tree saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TreeSample {
+    /// CPU time used plus time spent waiting for a CPU, so far.
+    pub demand: Duration,
+    /// Whether a process of the tree was running or runnable (state `R`).
+    pub runnable: bool,
+}
+
 /// One process's line in `/proc/<pid>/stat`, the fields that matter here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ProcStat {
@@ -70,6 +91,8 @@ pub(crate) struct ProcStat {
     pub ppid: u32,
     /// `utime + stime + cutime + cstime`, in ticks.
     pub ticks: u64,
+    /// State `R`.
+    pub runnable: bool,
 }
 
 /// Parses a `/proc/<pid>/stat` line. The command name (field 2) is in parentheses and may
@@ -84,11 +107,12 @@ pub(crate) fn parse_stat(line: &str) -> Option<ProcStat> {
         pid,
         ppid: u32::try_from(field(4)?).ok()?,
         ticks: field(14)? + field(15)? + field(16)? + field(17)?,
+        runnable: *fields.first()? == "R",
     })
 }
 
-/// The CPU time of `root` and all its live descendants among `processes`, and their pids.
-pub(crate) fn tree_ticks(root: u32, processes: &[ProcStat]) -> (u64, Vec<u32>) {
+/// `root` and all its live descendants among `processes`.
+pub(crate) fn tree_members(root: u32, processes: &[ProcStat]) -> Vec<&ProcStat> {
     let mut children: HashMap<u32, Vec<&ProcStat>> = HashMap::new();
     let mut root_stat = None;
     for process in processes {
@@ -98,20 +122,15 @@ pub(crate) fn tree_ticks(root: u32, processes: &[ProcStat]) -> (u64, Vec<u32>) {
             children.entry(process.ppid).or_default().push(process);
         }
     }
-    let Some(root_stat) = root_stat else {
-        return (0, Vec::new());
-    };
-    let mut total = 0;
     let mut members = Vec::new();
-    let mut pending = vec![root_stat];
+    let mut pending: Vec<&ProcStat> = root_stat.into_iter().collect();
     while let Some(process) = pending.pop() {
-        total += process.ticks;
-        members.push(process.pid);
+        members.push(process);
         if let Some(below) = children.get(&process.pid) {
             pending.extend(below);
         }
     }
-    (total, members)
+    members
 }
 
 /// The second field of `/proc/<pid>/schedstat`: nanoseconds spent runnable, waiting for a CPU.
@@ -119,11 +138,10 @@ pub(crate) fn parse_run_delay(schedstat: &str) -> Option<u64> {
     schedstat.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The CPU demand of the process tree under host pid `root` so far (CPU time used plus time
-/// spent waiting for a CPU); `None` once the root is gone. Reads every process's stat (a few
-/// hundred small reads), which keeps working on kernels without
+/// A look at the process tree under host pid `root`; `None` once the root is gone. Reads every
+/// process's stat (a few hundred small reads), which keeps working on kernels without
 /// `/proc/<pid>/task/<tid>/children`.
-pub(crate) fn process_tree_demand(root: u32) -> Option<Duration> {
+pub(crate) fn sample_process_tree(root: u32) -> Option<TreeSample> {
     let mut processes = Vec::new();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let name = entry.file_name();
@@ -138,19 +156,24 @@ pub(crate) fn process_tree_demand(root: u32) -> Option<Duration> {
             processes.push(stat);
         }
     }
-    let (ticks, members) = tree_ticks(root, &processes);
+    let members = tree_members(root, &processes);
     if members.is_empty() {
         return None;
     }
+    let ticks: u64 = members.iter().map(|process| process.ticks).sum();
     // Without schedstats in the kernel, CPU time alone.
     let run_delay_ns: u64 = members
         .iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok())
+        .filter_map(|process| {
+            std::fs::read_to_string(format!("/proc/{}/schedstat", process.pid)).ok()
+        })
         .filter_map(|schedstat| parse_run_delay(&schedstat))
         .sum();
-    Some(
-        Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND) + Duration::from_nanos(run_delay_ns),
-    )
+    Some(TreeSample {
+        demand: Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
+            + Duration::from_nanos(run_delay_ns),
+        runnable: members.iter().any(|process| process.runnable),
+    })
 }
 
 #[cfg(test)]
@@ -161,39 +184,67 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A tree that used `demand` ms so far and has no runnable process now.
+    fn waiting(demand: u64) -> TreeSample {
+        TreeSample {
+            demand: ms(demand),
+            runnable: false,
+        }
+    }
+
     #[test]
     fn a_window_under_a_quarter_core_is_idle_and_over_it_busy() {
         let mut meter = LoadMeter::new(IDLE_BELOW);
         assert_eq!(
-            meter.sample(ms(40), ms(0)),
+            meter.sample(waiting(40), ms(0)),
             None,
             "the first sample has no window"
         );
         // 10 ms of CPU in 150 ms: a process sleeping or waiting on the network.
-        assert_eq!(meter.sample(ms(50), ms(150)), Some(Load::Idle));
+        assert_eq!(meter.sample(waiting(50), ms(150)), Some(Load::Idle));
         // 140 ms in 150 ms: compiling.
-        assert_eq!(meter.sample(ms(190), ms(300)), Some(Load::Busy));
+        assert_eq!(meter.sample(waiting(190), ms(300)), Some(Load::Busy));
         // Two cores' worth (a parallel make) is busy too.
-        assert_eq!(meter.sample(ms(490), ms(450)), Some(Load::Busy));
+        assert_eq!(meter.sample(waiting(490), ms(450)), Some(Load::Busy));
         // Just under and just at the threshold.
-        assert_eq!(meter.sample(ms(527), ms(600)), Some(Load::Idle));
-        assert_eq!(meter.sample(ms(565), ms(750)), Some(Load::Busy));
+        assert_eq!(meter.sample(waiting(527), ms(600)), Some(Load::Idle));
+        assert_eq!(meter.sample(waiting(565), ms(750)), Some(Load::Busy));
+    }
+
+    #[test]
+    fn a_runnable_process_makes_the_tree_busy_whatever_the_window() {
+        let mut meter = LoadMeter::new(IDLE_BELOW);
+        let runnable = |demand| TreeSample {
+            demand: ms(demand),
+            runnable: true,
+        };
+        assert_eq!(meter.sample(runnable(0), ms(0)), Some(Load::Busy));
+        assert_eq!(meter.sample(runnable(1), ms(150)), Some(Load::Busy));
+        // The window after it is judged from that sample on.
+        assert_eq!(meter.sample(waiting(2), ms(300)), Some(Load::Idle));
     }
 
     #[test]
     fn odd_samples_give_no_verdict_or_idle_rather_than_a_panic() {
         let mut meter = LoadMeter::new(IDLE_BELOW);
-        meter.sample(ms(100), ms(1000));
+        meter.sample(waiting(0), ms(0));
+        meter.forget();
+        assert_eq!(
+            meter.sample(waiting(500), ms(600)),
+            None,
+            "a new window starts"
+        );
+        meter.sample(waiting(100), ms(1000));
         // The same instant twice, then a clock that went back: no window.
-        assert_eq!(meter.sample(ms(200), ms(1000)), None);
-        assert_eq!(meter.sample(ms(300), ms(900)), None);
+        assert_eq!(meter.sample(waiting(200), ms(1000)), None);
+        assert_eq!(meter.sample(waiting(300), ms(900)), None);
         // CPU total went down (a process left the tree): nothing used.
-        assert_eq!(meter.sample(ms(50), ms(1050)), Some(Load::Idle));
+        assert_eq!(meter.sample(waiting(50), ms(1050)), Some(Load::Idle));
     }
 
     #[test]
     fn stat_lines_with_odd_command_names_parse() {
-        let line = "4242 (a) b (c)) S 17 4242 17 0 -1 4194560 100 0 0 0 \
+        let line = "4242 (a) b (c)) R 17 4242 17 0 -1 4194560 100 0 0 0 \
                     12 3 40 5 20 0 1 0 900 1000 50 18446744073709551615";
         assert_eq!(
             parse_stat(line),
@@ -201,15 +252,22 @@ mod tests {
                 pid: 4242,
                 ppid: 17,
                 ticks: 12 + 3 + 40 + 5,
+                runnable: true,
             })
         );
+        assert!(!parse_stat(&line.replace(") R ", ") S ")).unwrap().runnable);
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) S 0"), None);
     }
 
     #[test]
-    fn a_tree_counts_the_root_and_every_descendant_only() {
-        let stat = |pid, ppid, ticks| ProcStat { pid, ppid, ticks };
+    fn a_tree_is_the_root_and_every_descendant_only() {
+        let stat = |pid, ppid, ticks| ProcStat {
+            pid,
+            ppid,
+            ticks,
+            runnable: false,
+        };
         let processes = [
             stat(1, 0, 1000),
             stat(10, 1, 5),  // the sandbox init
@@ -219,11 +277,13 @@ mod tests {
             stat(20, 1, 500), // another build's step
             stat(21, 20, 300),
         ];
-        let (ticks, mut members) = tree_ticks(10, &processes);
-        members.sort_unstable();
-        assert_eq!((ticks, members), (5 + 7 + 20 + 1, vec![10, 11, 12, 13]));
-        assert_eq!(tree_ticks(20, &processes).0, 800);
-        assert_eq!(tree_ticks(99, &processes), (0, Vec::new()));
+        let members = tree_members(10, &processes);
+        let mut pids: Vec<u32> = members.iter().map(|p| p.pid).collect();
+        pids.sort_unstable();
+        assert_eq!(pids, [10, 11, 12, 13]);
+        assert_eq!(members.iter().map(|p| p.ticks).sum::<u64>(), 5 + 7 + 20 + 1);
+        assert_eq!(tree_members(20, &processes).len(), 2);
+        assert!(tree_members(99, &processes).is_empty());
         assert_eq!(
             parse_run_delay("119859069 356071016 431\n"),
             Some(356071016)
@@ -234,7 +294,7 @@ mod tests {
     #[test]
     fn this_process_tree_is_found_in_proc() {
         let me = std::process::id();
-        let before = process_tree_demand(me).expect("this process is in /proc");
+        let before = sample_process_tree(me).expect("this process is in /proc");
         // Burn CPU until the total moves by a tick (however loaded the machine is).
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let mut x = 0u64;
@@ -242,13 +302,13 @@ mod tests {
             for _ in 0..1_000_000 {
                 x = x.wrapping_mul(31).wrapping_add(7);
             }
-            let now = process_tree_demand(me).unwrap();
-            if now > before || std::time::Instant::now() > deadline {
+            let now = sample_process_tree(me).unwrap();
+            if now.demand > before.demand || std::time::Instant::now() > deadline {
                 break now;
             }
         };
         std::hint::black_box(x);
-        assert!(after > before, "{before:?} → {after:?}");
-        assert_eq!(process_tree_demand(u32::MAX), None);
+        assert!(after.demand > before.demand, "{before:?} → {after:?}");
+        assert_eq!(sample_process_tree(u32::MAX), None);
     }
 }

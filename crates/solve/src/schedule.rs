@@ -12,21 +12,29 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use crate::cpu_load::{IDLE_BELOW, Load, LoadMeter, SAMPLE_EVERY, process_tree_demand};
+use crate::cpu_load::{IDLE_BELOW, Load, LoadMeter, SAMPLE_EVERY, sample_process_tree};
 
 /// A counting semaphore: at most `limit` busy holders of a [`Slot`] at once, where a holder
 /// that lent its slot does not count, and one that takes it back while the others are busy
 /// oversubscribes briefly.
 pub(crate) struct Slots {
     limit: usize,
-    busy: Mutex<usize>,
+    counts: Mutex<Counts>,
     released: Condvar,
+}
+
+#[derive(Default)]
+struct Counts {
+    /// Holders counted as busy.
+    busy: usize,
+    /// Stages blocked waiting for room.
+    waiting: usize,
 }
 
 /// The right to do work, given back when dropped.
 pub(crate) struct Slot<'a> {
     slots: &'a Slots,
-    /// Lent while its holder waits; changed only under `slots.busy`'s lock.
+    /// Lent while its holder waits; changed only under `slots.counts`'s lock.
     lent: AtomicBool,
 }
 
@@ -34,44 +42,48 @@ impl Slots {
     pub fn new(n: usize) -> Slots {
         Slots {
             limit: n.max(1),
-            busy: Mutex::new(0),
+            counts: Mutex::new(Counts::default()),
             released: Condvar::new(),
         }
     }
 
     pub fn acquire(&self) -> Slot<'_> {
-        let mut busy = self.wait_for_room();
-        *busy += 1;
+        let mut counts = self.wait_for_room();
+        counts.busy += 1;
         Slot {
             slots: self,
             lent: AtomicBool::new(false),
         }
     }
 
-    fn wait_for_room(&self) -> MutexGuard<'_, usize> {
-        let mut busy = lock(&self.busy);
-        while *busy >= self.limit {
-            busy = self
-                .released
-                .wait(busy)
-                .unwrap_or_else(PoisonError::into_inner);
+    fn wait_for_room(&self) -> MutexGuard<'_, Counts> {
+        let mut counts = lock(&self.counts);
+        if counts.busy >= self.limit {
+            counts.waiting += 1;
+            while counts.busy >= self.limit {
+                counts = self
+                    .released
+                    .wait(counts)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            counts.waiting -= 1;
         }
-        busy
+        counts
     }
 
     /// Holders counted as busy now.
     #[cfg(test)]
     fn busy(&self) -> usize {
-        *lock(&self.busy)
+        lock(&self.counts).busy
     }
 }
 
 impl Slot<'_> {
     /// The holder is waiting: another stage may work in its place.
     pub fn lend(&self) {
-        let mut busy = lock(&self.slots.busy);
+        let mut counts = lock(&self.slots.counts);
         if !self.lent.swap(true, Ordering::Relaxed) {
-            *busy -= 1;
+            counts.busy -= 1;
             self.slots.released.notify_one();
         }
     }
@@ -79,9 +91,9 @@ impl Slot<'_> {
     /// The holder is busy again and counts at once, even beyond the limit: its processes are
     /// already running and cannot be made to wait.
     pub fn reclaim(&self) {
-        let mut busy = lock(&self.slots.busy);
+        let mut counts = lock(&self.slots.counts);
         if self.lent.swap(false, Ordering::Relaxed) {
-            *busy += 1;
+            counts.busy += 1;
         }
     }
 
@@ -91,18 +103,25 @@ impl Slot<'_> {
         if !self.lent.load(Ordering::Relaxed) {
             return;
         }
-        let mut busy = self.slots.wait_for_room();
+        let mut counts = self.slots.wait_for_room();
         if self.lent.swap(false, Ordering::Relaxed) {
-            *busy += 1;
+            counts.busy += 1;
         }
+    }
+
+    /// Whether watching the holder's load can help anyone: it is lent (and must be counted
+    /// again once busy), or a stage is waiting for room.
+    fn worth_watching(&self) -> bool {
+        let counts = lock(&self.slots.counts);
+        self.lent.load(Ordering::Relaxed) || counts.waiting > 0
     }
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        let mut busy = lock(&self.slots.busy);
+        let mut counts = lock(&self.slots.counts);
         if !self.lent.load(Ordering::Relaxed) {
-            *busy -= 1;
+            counts.busy -= 1;
             self.slots.released.notify_one();
         }
     }
@@ -110,18 +129,24 @@ impl Drop for Slot<'_> {
 
 /// Samples the CPU demand of the process tree under host pid `root` until `stop` closes (or the
 /// tree is gone), lending `slot` while a window shows it idle and reclaiming it when busy. The
-/// caller calls [`Slot::resume`] afterwards.
+/// caller calls [`Slot::resume`] afterwards. While no stage waits for a slot, `/proc` is not
+/// read at all, so a build without contention pays nothing.
 pub(crate) fn lend_while_idle(slot: &Slot<'_>, root: u32, stop: &Receiver<()>) {
     let started = Instant::now();
     let mut meter = LoadMeter::new(IDLE_BELOW);
     loop {
-        let Some(cpu) = process_tree_demand(root) else {
-            return;
-        };
-        match meter.sample(cpu, started.elapsed()) {
-            Some(Load::Idle) => slot.lend(),
-            Some(Load::Busy) => slot.reclaim(),
-            None => {}
+        if slot.worth_watching() {
+            let Some(tree) = sample_process_tree(root) else {
+                return;
+            };
+            match meter.sample(tree, started.elapsed()) {
+                Some(Load::Idle) => slot.lend(),
+                Some(Load::Busy) => slot.reclaim(),
+                None => {}
+            }
+        } else {
+            // A window that was not watched says nothing; start afresh when it matters.
+            meter.forget();
         }
         match stop.recv_timeout(SAMPLE_EVERY) {
             Err(RecvTimeoutError::Timeout) => {}
@@ -304,6 +329,24 @@ mod tests {
         lent.lend();
         drop(lent);
         assert_eq!(slots.busy(), 0);
+    }
+
+    #[test]
+    fn a_slot_is_worth_watching_only_while_lent_or_someone_waits() {
+        let slots = Slots::new(1);
+        let held = slots.acquire();
+        assert!(!held.worth_watching(), "nobody waits, nothing to lend");
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| drop(slots.acquire()));
+            while !held.worth_watching() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            held.lend();
+            waiter.join().unwrap();
+            assert!(held.worth_watching(), "lent: watched until busy again");
+            held.reclaim();
+            assert!(!held.worth_watching());
+        });
     }
 
     #[test]
