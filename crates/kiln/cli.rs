@@ -354,7 +354,8 @@ pub struct BuildArgs {
     /// Target platform (os/arch[/variant]) [default: the host's]
     #[arg(long)]
     pub platform: Option<String>,
-    /// How many independent stages may build at once [default: the number of CPUs]
+    /// How many independent stages may be busy at once; a RUN that only waits (sleep, network)
+    /// lends its stage's slot [default: the number of CPUs]
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
     /// Progress output: auto (tty on a terminal, else plain), tty, plain, rawjson or quiet

@@ -254,3 +254,102 @@ fn check_names_a_corrupted_blob_and_a_rebuild_recovers() {
     let report = k.ok(&["check"]);
     assert!(report.contains("the store is consistent"), "{report}");
 }
+
+/// The explain records in the store: file name → the Dockerfile each names.
+fn explain_records(k: &Kiln) -> std::collections::BTreeMap<String, String> {
+    let dir = k.root.path().join("explain");
+    std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .map(|entry| {
+                    let entry = entry.unwrap();
+                    let record: serde_json::Value =
+                        serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+                    (
+                        entry.file_name().to_string_lossy().into_owned(),
+                        record["dockerfile"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every `layer-variants/<layer>/<setting>.json` and the blob digest it names.
+fn layer_variants(k: &Kiln) -> Vec<(std::path::PathBuf, String)> {
+    let mut found = Vec::new();
+    let Ok(layers) = std::fs::read_dir(k.root.path().join("layer-variants")) else {
+        return found;
+    };
+    for layer in layers {
+        for variant in std::fs::read_dir(layer.unwrap().path()).unwrap() {
+            let path = variant.unwrap().path();
+            let record: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            found.push((path, record["digest"].as_str().unwrap().to_owned()));
+        }
+    }
+    found
+}
+
+fn has_blob(k: &Kiln, digest: &str) -> bool {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    k.root.path().join("blobs/sha256").join(hex).exists()
+}
+
+#[test]
+fn prune_drops_explain_records_of_gone_dockerfiles_and_variants_of_gone_blobs() {
+    let k = Kiln::new();
+    let base = format!("BASE={}", k.base);
+    let dockerfile = random_layer("data", 1);
+    let kept_context = tempfile::tempdir().unwrap();
+    std::fs::write(kept_context.path().join("Dockerfile"), &dockerfile).unwrap();
+    let kept = kept_context.path().to_str().unwrap();
+    // The same layer in zstd, then (a cache hit) in gzip: two variants of one layer; the zstd
+    // build's image is then untagged, so only its cache record holds the zstd blob.
+    k.ok(&[
+        "build",
+        "-q",
+        "--compression",
+        "zstd",
+        "-t",
+        "zst",
+        "--build-arg",
+        &base,
+        kept,
+    ]);
+    k.ok(&["build", "-q", "-t", "gz", "--build-arg", &base, kept]);
+    k.ok(&["rmi", "zst"]);
+    let variants = layer_variants(&k);
+    assert!(variants.len() >= 2, "{variants:?}");
+    // A build from a context that is then deleted leaves records of a Dockerfile that is gone.
+    build(&k, "other", &random_layer("other", 1));
+    let before = explain_records(&k);
+    let kept_dockerfile = std::fs::canonicalize(kept_context.path().join("Dockerfile")).unwrap();
+    let kept_dockerfile = kept_dockerfile.to_str().unwrap();
+    let (live, orphaned): (Vec<_>, Vec<_>) =
+        before.values().partition(|d| d.as_str() == kept_dockerfile);
+    assert!(!live.is_empty() && !orphaned.is_empty(), "{before:?}");
+
+    let out = k.ok(&["prune", "-f"]);
+    assert!(out.contains("deleted explain record"), "{out}");
+    let after = explain_records(&k);
+    assert_eq!(after.len(), live.len(), "{after:?}");
+    assert!(after.values().all(|d| d == kept_dockerfile), "{after:?}");
+
+    // `--all` removes the untagged zstd image and the cache records, so the zstd blob goes,
+    // and its variant record with it; the gzip one, held by the tagged image, stays.
+    let out = k.ok(&["prune", "-f", "--all"]);
+    assert!(out.contains("deleted layer variant record"), "{out}");
+    assert!(explain_records(&k).is_empty());
+    let variants = layer_variants(&k);
+    assert!(!variants.is_empty());
+    for (path, digest) in &variants {
+        assert!(
+            has_blob(&k, digest),
+            "{} names a missing blob",
+            path.display()
+        );
+    }
+    k.ok(&["check"]);
+}

@@ -89,3 +89,67 @@ COPY --from=broken /nothing /nothing
     assert!(!err.contains("failed before this stage"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// The interval `[start, end]` (seconds of system uptime) a stage's RUN wrote into its image.
+fn interval(text: &str) -> (f64, f64) {
+    let times: Vec<f64> = text
+        .split_whitespace()
+        .map(|t| t.parse().unwrap_or_else(|_| panic!("not a time: {t:?}")))
+        .collect();
+    assert_eq!(times.len(), 2, "{text:?}");
+    (times[0], times[1])
+}
+
+#[test]
+fn waiting_steps_lend_their_slot_so_sleeping_stages_overlap_under_jobs_one() {
+    let k = Kiln::new();
+    // /proc/uptime is one clock for every sandbox.
+    let dockerfile = "\
+ARG BASE
+FROM ${BASE} AS a
+RUN cut -d' ' -f1 /proc/uptime > /t && sleep 3 && cut -d' ' -f1 /proc/uptime >> /t
+FROM ${BASE} AS b
+RUN cut -d' ' -f1 /proc/uptime > /t && sleep 3 && cut -d' ' -f1 /proc/uptime >> /t
+FROM ${BASE} AS c
+RUN cut -d' ' -f1 /proc/uptime > /t && sleep 3 && cut -d' ' -f1 /proc/uptime >> /t
+FROM ${BASE}
+COPY --from=a /t /a
+COPY --from=b /t /b
+COPY --from=c /t /c
+";
+    let out = k.build_dockerfile("sleepers", dockerfile, &["--jobs", "1", "--no-cache"]);
+    assert_success(&out, &["build", "sleepers"]);
+    let intervals: Vec<(f64, f64)> = ["/a", "/b", "/c"]
+        .iter()
+        .map(|file| interval(&k.ok(&["run", "--rm", "sleepers", "cat", file])))
+        .collect();
+    // All three were sleeping at once: the last to start started before the first to end ended.
+    let last_start = intervals.iter().map(|i| i.0).fold(f64::MIN, f64::max);
+    let first_end = intervals.iter().map(|i| i.1).fold(f64::MAX, f64::min);
+    assert!(
+        last_start < first_end,
+        "stages ran one after another: {intervals:?}"
+    );
+}
+
+#[test]
+fn busy_steps_keep_their_slot_so_jobs_one_runs_them_in_turn() {
+    let k = Kiln::new();
+    // Each RUN spins the CPU in shell arithmetic (no sleeping, no forks) for a fixed amount of
+    // work, so it never looks idle; the test checks order, not duration.
+    let spin = "RUN cut -d' ' -f1 /proc/uptime > /t && \
+                i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done; \
+                cut -d' ' -f1 /proc/uptime >> /t";
+    let dockerfile = format!(
+        "ARG BASE\nFROM ${{BASE}} AS a\n{spin}\nFROM ${{BASE}} AS b\n{spin}\n\
+         FROM ${{BASE}}\nCOPY --from=a /t /a\nCOPY --from=b /t /b\n"
+    );
+    let out = k.build_dockerfile("spinners", &dockerfile, &["--jobs", "1", "--no-cache"]);
+    assert_success(&out, &["build", "spinners"]);
+    let a = interval(&k.ok(&["run", "--rm", "spinners", "cat", "/a"]));
+    let b = interval(&k.ok(&["run", "--rm", "spinners", "cat", "/b"]));
+    assert!(
+        a.1 <= b.0 || b.1 <= a.0,
+        "busy stages overlapped: {a:?} {b:?}"
+    );
+}

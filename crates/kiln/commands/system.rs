@@ -181,12 +181,14 @@ pub fn prune(store: &Store, args: &crate::cli::PruneArgs) -> Result<ExitCode> {
             PrunedKind::CacheRecord => "cache record",
             PrunedKind::Image => "untagged image",
             PrunedKind::CacheMount => "cache mount",
+            PrunedKind::ExplainRecord => "explain record",
+            PrunedKind::LayerVariant => "layer variant record",
         };
         println!("deleted {kind} {} ({})", p.id, human_size(p.bytes));
     }
     println!(
         "Total reclaimed space: {} ({} cache records, {} untagged images, {} snapshots, \
-         {} blobs, {} cache mounts, {} leftovers)",
+         {} blobs, {} cache mounts, {} leftovers, {} explain and {} layer variant records)",
         human_size(report.reclaimed()),
         report.count(PrunedKind::CacheRecord),
         report.count(PrunedKind::Image),
@@ -194,6 +196,8 @@ pub fn prune(store: &Store, args: &crate::cli::PruneArgs) -> Result<ExitCode> {
         report.count(PrunedKind::Blob),
         report.count(PrunedKind::CacheMount),
         report.count(PrunedKind::Leftover),
+        report.count(PrunedKind::ExplainRecord),
+        report.count(PrunedKind::LayerVariant),
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -229,15 +229,30 @@ impl<W: Write> Write for Encoder<W> {
     }
 }
 
+/// How much of a chunk the incompressibility trial deflates.
+const TRIAL_BYTES: usize = 64 << 10;
+/// Chunks shorter than this are compressed without a trial.
+const MIN_TRIAL_BYTES: usize = 4 << 10;
+/// A trial that keeps more than this share of its input (in percent) marks the chunk
+/// incompressible: deflate would gain under 3% on it and cost ~30 ms per MiB at level 6.
+const INCOMPRESSIBLE_PERCENT: usize = 97;
+
 /// Compresses whole chunks into complete gzip members.
 struct ChunkCompressor {
     level: u32,
+    /// Deflate state for the trials, reset and reused from chunk to chunk.
+    trial: flate2::Compress,
+    trial_out: Vec<u8>,
 }
 
 impl ChunkCompressor {
     fn new(compression: Compression) -> Self {
         match compression {
-            Compression::Gzip { level } => ChunkCompressor { level },
+            Compression::Gzip { level } => ChunkCompressor {
+                level,
+                trial: flate2::Compress::new(flate2::Compression::fast(), false),
+                trial_out: Vec::new(),
+            },
             Compression::None | Compression::Zstd { .. } => {
                 unreachable!("only gzip streams are chunked here")
             }
@@ -245,13 +260,50 @@ impl ChunkCompressor {
     }
 
     fn compress(&mut self, chunk: &[u8]) -> io::Result<Vec<u8>> {
+        // Random or already-compressed data (archives, images, blobs) gains nothing from
+        // deflate, which spends longest on exactly such data: such a chunk is written as
+        // stored deflate blocks (level 0), still an ordinary gzip member, at copying speed. The
+        // choice depends on the chunk's bytes alone, so the output stays reproducible.
+        let level = if self.level > 0 && self.looks_incompressible(chunk) {
+            0
+        } else {
+            self.level
+        };
+        let capacity = if level == 0 {
+            chunk.len() + chunk.len() / 8192 + 64
+        } else {
+            chunk.len() / 2 + 64
+        };
         // A fixed header (no name, mtime 0) so the bytes depend on the data alone.
         let mut member = flate2::GzBuilder::new().write(
-            Vec::with_capacity(chunk.len() / 2 + 64),
-            flate2::Compression::new(self.level),
+            Vec::with_capacity(capacity),
+            flate2::Compression::new(level),
         );
         member.write_all(chunk)?;
         member.finish()
+    }
+
+    /// Whether a fast deflate of the chunk's first [`TRIAL_BYTES`] keeps more than
+    /// [`INCOMPRESSIBLE_PERCENT`] of them.
+    fn looks_incompressible(&mut self, chunk: &[u8]) -> bool {
+        let sample = &chunk[..chunk.len().min(TRIAL_BYTES)];
+        if sample.len() < MIN_TRIAL_BYTES {
+            return false;
+        }
+        self.trial.reset();
+        // Room for the worst case (deflate's bound is the input plus a few bytes per block):
+        // zlib-rs's fastest level must never run out of output space mid-stream.
+        self.trial_out
+            .resize(TRIAL_BYTES + TRIAL_BYTES / 8 + 1024, 0);
+        let status =
+            self.trial
+                .compress(sample, &mut self.trial_out, flate2::FlushCompress::Finish);
+        let written = usize::try_from(self.trial.total_out()).unwrap_or(usize::MAX);
+        match status {
+            Ok(flate2::Status::StreamEnd) => written * 100 > sample.len() * INCOMPRESSIBLE_PERCENT,
+            // Cannot happen with that much room; storing is always a valid answer.
+            Ok(_) | Err(_) => true,
+        }
     }
 }
 
@@ -388,6 +440,70 @@ mod tests {
         }
         assert_eq!(members, 4);
         assert!(one.len() < data.len() / 2, "it does compress");
+    }
+
+    /// Bytes deflate cannot shrink (xorshift output), like random or compressed files.
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// Each gzip member of `bytes`: its length and whether its first deflate block is stored.
+    fn members(bytes: &[u8]) -> Vec<(usize, bool)> {
+        let mut found = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            // kiln's members have a 10-byte header; then BFINAL (bit 0) and BTYPE (bits 1-2,
+            // 00 = stored, RFC 1951 §3.2.3).
+            let stored = rest[10] & 0b110 == 0;
+            let mut dec = flate2::bufread::GzDecoder::new(rest);
+            io::copy(&mut dec, &mut io::sink()).unwrap();
+            let after = dec.into_inner();
+            found.push((rest.len() - after.len(), stored));
+            rest = after;
+        }
+        found
+    }
+
+    #[test]
+    fn incompressible_chunks_are_stored_and_the_others_compressed() {
+        let mut data = noise(2 * GZIP_CHUNK, 7);
+        data.extend(sample(GZIP_CHUNK));
+        data.extend(noise(GZIP_CHUNK / 2, 9));
+        let one = encode(&data, Compression::Gzip { level: 6 }, 1);
+        for threads in [2, 4] {
+            assert_eq!(encode(&data, Compression::Gzip { level: 6 }, threads), one);
+        }
+        assert_eq!(gunzip(&one), data);
+        assert_eq!(cli("gzip", &["-dc"], &one), data);
+        let found = members(&one);
+        let stored: Vec<bool> = found.iter().map(|m| m.1).collect();
+        assert_eq!(stored, [true, true, false, true]);
+        // Stored: the input plus 5 bytes per block (zlib-rs stores up to 32 KiB per block) and
+        // the member's header and trailer.
+        assert!(found[0].0 <= GZIP_CHUNK + 5 * 32 + 18, "{found:?}");
+        assert!(found[2].0 < GZIP_CHUNK / 2, "{found:?}");
+        // A layer of one incompressible chunk is stored too.
+        let small = noise(100_000, 3);
+        assert!(members(&encode(&small, Compression::Gzip { level: 9 }, 1))[0].1);
+        let text = sample(100_000);
+        assert!(!members(&encode(&text, Compression::Gzip { level: 1 }, 1))[0].1);
+        // Text that is only partly noise still compresses.
+        let mut mixed = sample(GZIP_CHUNK);
+        for (i, byte) in noise(GZIP_CHUNK, 5).into_iter().enumerate() {
+            if i % 4 == 0 {
+                mixed[i] = byte;
+            }
+        }
+        assert!(!members(&encode(&mixed, Compression::Gzip { level: 6 }, 1))[0].1);
     }
 
     #[test]

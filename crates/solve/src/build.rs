@@ -449,6 +449,7 @@ impl Engine {
             remote: run.remote,
             cancelled: &|| run.board.has_failed(),
             progress,
+            slot: slot.as_ref(),
         };
         let state = builder.run(state)?;
         drop(slot);

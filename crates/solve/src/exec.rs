@@ -186,30 +186,44 @@ impl StageBuilder<'_> {
         let child = kiln_sandbox::spawn(&spec, &process, stdio)
             .map_err(|e| self.step_error(ins, label, e.into()))?;
 
-        let mut tail: VecDeque<String> = VecDeque::with_capacity(OUTPUT_TAIL_LINES);
-        let mut lines = BufReader::new(std::fs::File::from(reader));
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match lines.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let line = String::from_utf8_lossy(&buf)
-                        .trim_end_matches(['\n', '\r'])
-                        .to_owned();
-                    if tail.len() == OUTPUT_TAIL_LINES {
-                        tail.pop_front();
+        let pid = child.pid();
+        // While the step's processes only wait, its stage lends its `--jobs` slot.
+        let (stop_sampling, stopped) = std::sync::mpsc::channel::<()>();
+        let (tail, exit) = std::thread::scope(|scope| {
+            if let Some(slot) = self.slot {
+                scope.spawn(move || crate::schedule::lend_while_idle(slot, pid, &stopped));
+            }
+            let mut tail: VecDeque<String> = VecDeque::with_capacity(OUTPUT_TAIL_LINES);
+            let mut lines = BufReader::new(std::fs::File::from(reader));
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match lines.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf)
+                            .trim_end_matches(['\n', '\r'])
+                            .to_owned();
+                        if tail.len() == OUTPUT_TAIL_LINES {
+                            tail.pop_front();
+                        }
+                        tail.push_back(line.clone());
+                        (self.progress)(ProgressEvent::StepOutput {
+                            step: label.clone(),
+                            line,
+                        });
                     }
-                    tail.push_back(line.clone());
-                    (self.progress)(ProgressEvent::StepOutput {
-                        step: label.clone(),
-                        line,
-                    });
                 }
             }
+            let exit = child.wait();
+            drop(stop_sampling);
+            (tail, exit)
+        });
+        // What follows (committing the layer, the next step) waits for room if the slot is lent.
+        if let Some(slot) = self.slot {
+            slot.resume();
         }
-        let code = child
-            .wait()
+        let code = exit
             .map_err(|e| self.step_error(ins, label, e.into()))?
             .code();
         if code != 0 {

@@ -43,6 +43,10 @@ pub struct StepRecord {
     pub version: u32,
     /// The instruction as written, for reading the store by hand.
     pub text: String,
+    /// The Dockerfile's canonical path: `kiln prune` drops the records of Dockerfiles that are
+    /// gone (records written before it was kept lack it and are rewritten on the next build).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dockerfile: Option<String>,
     pub key: Digest,
     pub inputs: Vec<KeyInput>,
 }
@@ -142,12 +146,18 @@ pub(crate) struct Explainer<'a> {
 }
 
 impl Explainer<'_> {
-    /// Where the last build of a step is recorded.
-    fn record_path(&self, slot: &str) -> PathBuf {
-        // The canonical path, so `-f Dockerfile` and `-f ./Dockerfile` are the same Dockerfile.
-        let dockerfile =
-            std::fs::canonicalize(self.dockerfile).unwrap_or_else(|_| self.dockerfile.to_owned());
-        let id = step_identity(&dockerfile.to_string_lossy(), &self.stage, slot);
+    /// The Dockerfile's canonical path, so `-f Dockerfile` and `-f ./Dockerfile` are the same
+    /// Dockerfile.
+    fn dockerfile_path(&self) -> String {
+        std::fs::canonicalize(self.dockerfile)
+            .unwrap_or_else(|_| self.dockerfile.to_owned())
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Where the last build of a step of the Dockerfile at `dockerfile` is recorded.
+    fn record_path(&self, dockerfile: &str, slot: &str) -> PathBuf {
+        let id = step_identity(dockerfile, &self.stage, slot);
         self.store.root().join("explain").join(id.hex())
     }
 
@@ -155,7 +165,8 @@ impl Explainer<'_> {
     /// a FROM whose base changed), keeps the stage's first cause up to date, and returns the
     /// record to write: now for hits and metadata, after the step succeeded for misses.
     pub fn step(&self, state: &mut StageState, step: KeyedStep<'_>) -> Option<PendingRecord> {
-        let path = self.record_path(&step.slot);
+        let dockerfile = self.dockerfile_path();
+        let path = self.record_path(&dockerfile, &step.slot);
         let previous = load_record(&path);
         let changes = previous
             .as_ref()
@@ -195,12 +206,15 @@ impl Explainer<'_> {
         {
             state.first_cause = Some(format!("{}: {}", step.label, own.reason()));
         }
-        let unchanged = previous.as_ref().is_some_and(|p| &p.key == step.key);
+        let unchanged = previous
+            .as_ref()
+            .is_some_and(|p| &p.key == step.key && p.dockerfile.as_deref() == Some(&dockerfile));
         (!unchanged).then(|| PendingRecord {
             path,
             record: StepRecord {
                 version: RECORD_VERSION,
                 text: step.label.text.clone(),
+                dockerfile: Some(dockerfile),
                 key: step.key.clone(),
                 inputs: step.inputs,
             },

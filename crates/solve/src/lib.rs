@@ -11,6 +11,7 @@ mod cache;
 mod compress;
 pub mod context;
 pub mod copy;
+mod cpu_load;
 pub mod dockerignore;
 mod download;
 mod emulation;

@@ -2,45 +2,156 @@
 //! once and publishes its result for the stages that read it (as a base, `COPY --from`,
 //! `RUN --mount=from=` or an ONBUILD trigger's source), and a bound on how many stages do work
 //! at once (`--jobs`). Waiting for another stage never holds a slot, so any bound, even one,
-//! makes progress.
+//! makes progress. Nor does a RUN step that only waits (`sleep`, the network): its stage lends
+//! its slot while the step's processes use almost no CPU (`cpu_load`), and counts again as soon
+//! as they do, so `--jobs` bounds the steps that are busy rather than those that exist.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
-/// A counting semaphore: at most `n` holders of a [`Slot`] at once.
+use crate::cpu_load::{IDLE_BELOW, Load, LoadMeter, SAMPLE_EVERY, sample_process_tree};
+
+/// A counting semaphore: at most `limit` busy holders of a [`Slot`] at once, where a holder
+/// that lent its slot does not count, and one that takes it back while the others are busy
+/// oversubscribes briefly.
 pub(crate) struct Slots {
-    free: Mutex<usize>,
+    limit: usize,
+    counts: Mutex<Counts>,
     released: Condvar,
 }
 
+#[derive(Default)]
+struct Counts {
+    /// Holders counted as busy.
+    busy: usize,
+    /// Stages blocked waiting for room.
+    waiting: usize,
+}
+
 /// The right to do work, given back when dropped.
-pub(crate) struct Slot<'a>(&'a Slots);
+pub(crate) struct Slot<'a> {
+    slots: &'a Slots,
+    /// Lent while its holder waits; changed only under `slots.counts`'s lock.
+    lent: AtomicBool,
+}
 
 impl Slots {
     pub fn new(n: usize) -> Slots {
         Slots {
-            free: Mutex::new(n.max(1)),
+            limit: n.max(1),
+            counts: Mutex::new(Counts::default()),
             released: Condvar::new(),
         }
     }
 
     pub fn acquire(&self) -> Slot<'_> {
-        let mut free = lock(&self.free);
-        while *free == 0 {
-            free = self
-                .released
-                .wait(free)
-                .unwrap_or_else(PoisonError::into_inner);
+        let mut counts = self.wait_for_room();
+        counts.busy += 1;
+        Slot {
+            slots: self,
+            lent: AtomicBool::new(false),
         }
-        *free -= 1;
-        Slot(self)
+    }
+
+    fn wait_for_room(&self) -> MutexGuard<'_, Counts> {
+        let mut counts = lock(&self.counts);
+        if counts.busy >= self.limit {
+            counts.waiting += 1;
+            while counts.busy >= self.limit {
+                counts = self
+                    .released
+                    .wait(counts)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            counts.waiting -= 1;
+        }
+        counts
+    }
+
+    /// Holders counted as busy now.
+    #[cfg(test)]
+    fn busy(&self) -> usize {
+        lock(&self.counts).busy
+    }
+}
+
+impl Slot<'_> {
+    /// The holder is waiting: another stage may work in its place.
+    pub fn lend(&self) {
+        let mut counts = lock(&self.slots.counts);
+        if !self.lent.swap(true, Ordering::Relaxed) {
+            counts.busy -= 1;
+            self.slots.released.notify_one();
+        }
+    }
+
+    /// The holder is busy again and counts at once, even beyond the limit: its processes are
+    /// already running and cannot be made to wait.
+    pub fn reclaim(&self) {
+        let mut counts = lock(&self.slots.counts);
+        if self.lent.swap(false, Ordering::Relaxed) {
+            counts.busy += 1;
+        }
+    }
+
+    /// Before work that can wait its turn (the next step): a lent slot is taken back only when
+    /// there is room, so that work stays within the limit.
+    pub fn resume(&self) {
+        if !self.lent.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut counts = self.slots.wait_for_room();
+        if self.lent.swap(false, Ordering::Relaxed) {
+            counts.busy += 1;
+        }
+    }
+
+    /// Whether watching the holder's load can help anyone: it is lent (and must be counted
+    /// again once busy), or a stage is waiting for room.
+    fn worth_watching(&self) -> bool {
+        let counts = lock(&self.slots.counts);
+        self.lent.load(Ordering::Relaxed) || counts.waiting > 0
     }
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        *lock(&self.0.free) += 1;
-        self.0.released.notify_one();
+        let mut counts = lock(&self.slots.counts);
+        if !self.lent.load(Ordering::Relaxed) {
+            counts.busy -= 1;
+            self.slots.released.notify_one();
+        }
+    }
+}
+
+/// Samples the CPU demand of the process tree under host pid `root` until `stop` closes (or the
+/// tree is gone), lending `slot` while a window shows it idle and reclaiming it when busy. The
+/// caller calls [`Slot::resume`] afterwards. While no stage waits for a slot, `/proc` is not
+/// read at all, so a build without contention pays nothing.
+pub(crate) fn lend_while_idle(slot: &Slot<'_>, root: u32, stop: &Receiver<()>) {
+    let started = Instant::now();
+    let mut meter = LoadMeter::new(IDLE_BELOW);
+    loop {
+        if slot.worth_watching() {
+            let Some(tree) = sample_process_tree(root) else {
+                return;
+            };
+            match meter.sample(tree, started.elapsed()) {
+                Some(Load::Idle) => slot.lend(),
+                Some(Load::Busy) => slot.reclaim(),
+                None => {}
+            }
+        } else {
+            // A window that was not watched says nothing; start afresh when it matters.
+            meter.forget();
+        }
+        match stop.recv_timeout(SAMPLE_EVERY) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
     }
 }
 
@@ -175,5 +286,84 @@ mod tests {
         let one = Slots::new(0);
         drop(one.acquire());
         drop(one.acquire());
+    }
+
+    #[test]
+    fn a_lent_slot_lets_another_holder_in_and_is_counted_again_when_busy() {
+        let slots = Slots::new(1);
+        let first = slots.acquire();
+        first.lend();
+        first.lend();
+        assert_eq!(slots.busy(), 0);
+        // Room for a second holder although the first still exists.
+        let second = slots.acquire();
+        assert_eq!(slots.busy(), 1);
+        // The first wakes up busy: counted at once, over the limit.
+        first.reclaim();
+        first.reclaim();
+        assert_eq!(slots.busy(), 2);
+        // Nobody else gets in until both are under the limit again.
+        std::thread::scope(|s| {
+            let third = s.spawn(|| {
+                let _slot = slots.acquire();
+                slots.busy()
+            });
+            std::thread::sleep(Duration::from_millis(30));
+            assert!(!third.is_finished());
+            drop(second);
+            std::thread::sleep(Duration::from_millis(30));
+            assert!(
+                !third.is_finished(),
+                "still one busy holder at a limit of one"
+            );
+            first.lend();
+            assert_eq!(third.join().unwrap(), 1);
+        });
+        // A lent slot that resumes waits for room; dropping a lent slot frees nothing twice.
+        assert_eq!(slots.busy(), 0);
+        first.resume();
+        assert_eq!(slots.busy(), 1);
+        drop(first);
+        assert_eq!(slots.busy(), 0);
+        let lent = slots.acquire();
+        lent.lend();
+        drop(lent);
+        assert_eq!(slots.busy(), 0);
+    }
+
+    #[test]
+    fn a_slot_is_worth_watching_only_while_lent_or_someone_waits() {
+        let slots = Slots::new(1);
+        let held = slots.acquire();
+        assert!(!held.worth_watching(), "nobody waits, nothing to lend");
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| drop(slots.acquire()));
+            while !held.worth_watching() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            held.lend();
+            waiter.join().unwrap();
+            assert!(held.worth_watching(), "lent: watched until busy again");
+            held.reclaim();
+            assert!(!held.worth_watching());
+        });
+    }
+
+    #[test]
+    fn resume_waits_while_the_others_are_busy() {
+        let slots = Slots::new(1);
+        let waiting = slots.acquire();
+        waiting.lend();
+        let busy = slots.acquire();
+        std::thread::scope(|s| {
+            let resumed = s.spawn(|| {
+                waiting.resume();
+                slots.busy()
+            });
+            std::thread::sleep(Duration::from_millis(30));
+            assert!(!resumed.is_finished());
+            drop(busy);
+            assert_eq!(resumed.join().unwrap(), 1);
+        });
     }
 }

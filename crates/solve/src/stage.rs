@@ -254,6 +254,8 @@ pub(crate) struct StageBuilder<'a> {
     /// Whether the build has already failed elsewhere.
     pub cancelled: &'a (dyn Fn() -> bool + Sync),
     pub progress: Progress<'a>,
+    /// The stage's `--jobs` slot, lent while a RUN step only waits.
+    pub slot: Option<&'a crate::schedule::Slot<'a>>,
 }
 
 impl StageBuilder<'_> {

@@ -7,7 +7,9 @@
 //! 3. cache records whose layer no kept image holds — and, with `all`, every cache record and
 //!    every untagged image — oldest last use first, each taking with it the blobs and
 //!    snapshots only it held;
-//! 4. with `all`, cache mounts.
+//! 4. with `all`, cache mounts;
+//! 5. layer-variant records whose blob is gone, and explain records whose Dockerfile is gone
+//!    (every explain record with `all`): see `sidecars`.
 //!
 //! A tagged image's manifest, config, layers and their snapshots are never candidates. Each
 //! removal drops the referrer before what it refers to (a record before its layer, a manifest
@@ -44,6 +46,10 @@ pub enum PrunedKind {
     CacheRecord,
     Image,
     CacheMount,
+    /// A `--explain` record of a step (`explain/<step identity>`).
+    ExplainRecord,
+    /// A record of which blob holds a layer in one compression (`layer-variants/…`).
+    LayerVariant,
 }
 
 /// One removed object.
@@ -136,6 +142,8 @@ impl Store {
         if opts.all {
             pass.cache_mounts()?;
         }
+        pass.layer_variants()?;
+        pass.explain_records()?;
         self.clear_object_locks(held)?;
         pass.report.after = pass.size;
         Ok(pass.report)
@@ -379,5 +387,6 @@ impl Pass<'_> {
     }
 }
 
+mod sidecars;
 #[cfg(test)]
 mod tests;

@@ -40,18 +40,26 @@ impl Store {
             source: e.into(),
         })?;
         let path = self.root.join("names.json");
-        let mut names: Names = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+        let original = match std::fs::read(&path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(StoreError::Io { path, source: e }),
+        };
+        let mut names: Names = match &original {
+            Some(bytes) => serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
                 path: path.clone(),
                 message: e.to_string(),
             })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Names::new(),
-            Err(e) => return Err(StoreError::Io { path, source: e }),
+            None => Names::new(),
         };
         let out = f(&mut names);
         if write {
             let bytes = serde_json::to_vec_pretty(&names).expect("names serialise");
-            self.write_atomic(&path, &bytes)?;
+            // A rebuild that names the same image again changes nothing: no write, no fsync
+            // (which can wait long behind other writeback).
+            if original.as_deref() != Some(bytes.as_slice()) {
+                self.write_atomic(&path, &bytes)?;
+            }
         }
         Ok(out)
     }
@@ -108,6 +116,26 @@ mod tests {
             Some(d)
         );
         assert_eq!(s.get_name("docker.io/library/app:latest").unwrap(), None);
+    }
+
+    #[test]
+    fn naming_the_same_image_again_does_not_rewrite_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let d = Digest::of(b"m");
+        s.set_name("docker.io/library/app:latest", &d).unwrap();
+        let path = dir.path().join("names.json");
+        let inode = |p: &std::path::Path| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(p).unwrap().ino()
+        };
+        let first = inode(&path);
+        s.set_name("docker.io/library/app:latest", &d).unwrap();
+        // Every write is a rename of a new file, so the same inode means no write.
+        assert_eq!(inode(&path), first);
+        s.set_name("docker.io/library/app:latest", &Digest::of(b"n"))
+            .unwrap();
+        assert_ne!(inode(&path), first);
     }
 
     #[test]

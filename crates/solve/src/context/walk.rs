@@ -5,15 +5,22 @@
 //! something inside it; such a directory is then reported just before its first visible
 //! descendant (BuildKit sends the parents of re-included files the same way), so a consumer
 //! always sees a parent before its children.
+//!
+//! Listing a directory (`getdents`, one `lstat` per child, the ignore matchers) is what a walk
+//! of a big context spends its time on, so directories are listed by a small pool of threads
+//! (`listing`) ahead of the iterator, which only stitches the sorted listings together in
+//! pre-order. The output is therefore the same whatever the threads did first.
+
+mod listing;
 
 use std::collections::VecDeque;
 use std::fs::Metadata;
-use std::path::{Path, PathBuf};
-
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{ContextError, Source, SourceFilter, io_error, path_to_slash};
-use crate::dockerignore::IgnoreMatcher;
+use listing::{Child, DirSlot, Lister, Visibility};
+
+use super::{ContextError, Source, io_error};
 
 /// One thing a source walk found.
 #[derive(Debug, Clone)]
@@ -28,13 +35,22 @@ pub struct SourceEntry {
 
 /// Iterator over a source and its visible descendants; see [`Source::entries`].
 pub struct SourceEntries {
-    walk: walkdir::IntoIter,
+    lister: Arc<Lister>,
     root: PathBuf,
-    filter: Option<SourceFilter>,
-    exclude: Option<Arc<IgnoreMatcher>>,
+    started: bool,
+    /// The directories on the current path, innermost last.
+    stack: Vec<Frame>,
     /// Excluded directories on the current path, held back until something below them shows.
     deferred: Vec<(usize, SourceEntry)>,
     ready: VecDeque<SourceEntry>,
+}
+
+/// A directory being walked: its listing once fetched, and where it is.
+struct Frame {
+    slot: Arc<DirSlot>,
+    children: Option<std::vec::IntoIter<Child>>,
+    /// Relative to the source.
+    rel: PathBuf,
 }
 
 impl std::fmt::Debug for SourceEntries {
@@ -47,19 +63,43 @@ impl std::fmt::Debug for SourceEntries {
 
 impl SourceEntries {
     pub(super) fn new(source: &Source) -> Self {
-        let walk = walkdir::WalkDir::new(&source.host_path)
-            .follow_links(false)
-            .follow_root_links(false)
-            .sort_by_file_name()
-            .into_iter();
+        let lister = Lister::new(source.filter.clone(), source.exclude.clone());
+        SourceEntries::with_lister(source, lister)
+    }
+
+    fn with_lister(source: &Source, lister: Arc<Lister>) -> Self {
         SourceEntries {
-            walk,
+            lister,
             root: source.host_path.clone(),
-            filter: source.filter.clone(),
-            exclude: source.exclude.clone(),
+            started: false,
+            stack: Vec::new(),
             deferred: Vec::new(),
             ready: VecDeque::new(),
         }
+    }
+
+    /// The source itself (`lstat`, so a symlink source is the link); a directory is entered.
+    fn start(&mut self) -> Result<SourceEntry, ContextError> {
+        let metadata = std::fs::symlink_metadata(&self.root).map_err(io_error(&self.root))?;
+        if metadata.is_dir() {
+            self.stack.push(Frame {
+                slot: DirSlot::new(self.root.clone(), String::new()),
+                children: None,
+                rel: PathBuf::new(),
+            });
+        }
+        Ok(SourceEntry {
+            host_path: self.root.clone(),
+            rel: PathBuf::new(),
+            metadata,
+        })
+    }
+}
+
+impl Drop for SourceEntries {
+    fn drop(&mut self) {
+        // A caller that stops early (`next()` once, an error) leaves nothing to prefetch for.
+        self.lister.cancel();
     }
 }
 
@@ -67,76 +107,70 @@ impl Iterator for SourceEntries {
     type Item = Result<SourceEntry, ContextError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if !self.started {
+            self.started = true;
+            return Some(self.start());
+        }
         loop {
             if let Some(entry) = self.ready.pop_front() {
                 return Some(Ok(entry));
             }
-            let found = match self.walk.next()? {
-                Ok(found) => found,
-                Err(error) => {
-                    let path = error.path().unwrap_or(&self.root).to_path_buf();
-                    let source = error
-                        .into_io_error()
-                        .unwrap_or_else(|| std::io::Error::other("symlink loop during walk"));
-                    return Some(Err(ContextError::Io { path, source }));
-                }
+            // The root is depth 0, so the children of the innermost directory are at this depth.
+            let depth = self.stack.len();
+            let frame = self.stack.last_mut()?;
+            let children = match &mut frame.children {
+                Some(children) => children,
+                None => match self.lister.take(&frame.slot) {
+                    Ok(children) => frame.children.insert(children.into_iter()),
+                    Err(error) => {
+                        // Reported once; the walk goes on with the next directory up.
+                        self.stack.pop();
+                        return Some(Err(error));
+                    }
+                },
             };
-            let metadata = match found.metadata() {
+            let Some(child) = children.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let rel = frame.rel.join(&child.name);
+            let host_path = frame.slot.host_path().join(&child.name);
+            let metadata = match child.metadata {
                 Ok(metadata) => metadata,
-                Err(error) => {
-                    let source = error
-                        .into_io_error()
-                        .unwrap_or_else(|| std::io::Error::other("cannot stat"));
-                    return Some(Err(io_error(found.path())(source)));
+                Err(source) => {
+                    return Some(Err(ContextError::Io {
+                        path: host_path,
+                        source,
+                    }));
                 }
             };
-            let depth = found.depth();
-            let entry = SourceEntry {
-                rel: found
-                    .path()
-                    .strip_prefix(&self.root)
-                    .unwrap_or(Path::new(""))
-                    .to_path_buf(),
-                host_path: found.into_path(),
-                metadata,
-            };
-            if depth == 0 || (self.filter.is_none() && self.exclude.is_none()) {
-                return Some(Ok(entry));
-            }
             // Pre-order walk: anything deferred at this depth or deeper is not an ancestor.
             self.deferred
                 .retain(|(deferred_depth, _)| *deferred_depth < depth);
-            let rel = path_to_slash(&entry.rel);
-            // Each matcher says whether it hides the entry and, for a directory, whether
-            // something below could still show; the entry shows only if neither hides it.
-            let mut hidden = false;
-            let mut may_show_below = true;
-            if let Some(filter) = &self.filter {
-                let tree_path = filter.tree_path(&rel);
-                if filter.ignore.is_excluded(&tree_path) {
-                    hidden = true;
-                    may_show_below &= filter.ignore.may_include_below(&tree_path);
+            let entry = SourceEntry {
+                host_path,
+                rel: rel.clone(),
+                metadata,
+            };
+            if let Some(slot) = child.subdir {
+                self.stack.push(Frame {
+                    slot,
+                    children: None,
+                    rel,
+                });
+            }
+            match child.visibility {
+                Visibility::Shown => {
+                    self.ready
+                        .extend(self.deferred.drain(..).map(|(_, ancestor)| ancestor));
+                    self.ready.push_back(entry);
                 }
+                Visibility::HiddenMayShowBelow => self.deferred.push((depth, entry)),
+                Visibility::Hidden => {}
             }
-            if let Some(exclude) = &self.exclude
-                && exclude.is_excluded(&rel)
-            {
-                hidden = true;
-                may_show_below &= exclude.may_include_below(&rel);
-            }
-            if hidden {
-                if entry.metadata.is_dir() {
-                    if may_show_below {
-                        self.deferred.push((depth, entry));
-                    } else {
-                        self.walk.skip_current_dir();
-                    }
-                }
-                continue;
-            }
-            self.ready
-                .extend(self.deferred.drain(..).map(|(_, ancestor)| ancestor));
-            self.ready.push_back(entry);
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -210,3 +210,94 @@ fn prune_keeps_the_images_of_containers() {
     assert_eq!(r.count(PrunedKind::Image), 1);
     assert!(!s.has_blob(&img.manifest));
 }
+
+#[test]
+fn prune_drops_variant_records_of_gone_blobs_and_explain_records_of_gone_dockerfiles() {
+    let (_d, s) = store();
+    let img = TestImage::write(&s, "app:latest", &[b"layer"]);
+    let variant = |compression: &str, digest: &Digest| crate::LayerVariant {
+        compression: compression.into(),
+        media_type: "m".into(),
+        digest: digest.clone(),
+        size: 5,
+    };
+    let layer = &img.diff_ids[0];
+    let other_layer = Digest::of(b"another tar");
+    let gone = Digest::of(b"a blob pruned long ago");
+    s.record_layer_variant(layer, &variant("gzip-6", &img.layers[0]))
+        .unwrap();
+    s.record_layer_variant(layer, &variant("zstd-3", &gone))
+        .unwrap();
+    s.record_layer_variant(&other_layer, &variant("gzip-6", &gone))
+        .unwrap();
+
+    let context = tempfile::tempdir().unwrap();
+    let dockerfile = context.path().join("Dockerfile");
+    std::fs::write(&dockerfile, "FROM scratch\n").unwrap();
+    let explain = s.root().join("explain");
+    std::fs::create_dir_all(&explain).unwrap();
+    let write = |name: &str, text: String| std::fs::write(explain.join(name), text).unwrap();
+    write(
+        "live",
+        format!(r#"{{"version":1,"dockerfile":{:?},"key":"x"}}"#, dockerfile),
+    );
+    write(
+        "removed-dockerfile",
+        r#"{"version":1,"dockerfile":"/nonexistent/Dockerfile"}"#.into(),
+    );
+    write("before-the-field", r#"{"version":1,"key":"x"}"#.into());
+    write("damaged", "{not json".into());
+
+    // `until` spares what was written recently.
+    let lock = s.lock_exclusive().unwrap();
+    let spared = s
+        .prune(
+            &lock,
+            &PruneOptions {
+                unused_for: Some(HOUR),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(spared.count(PrunedKind::ExplainRecord), 0);
+    // A variant whose blob is gone is a dangling reference, removed whatever its age.
+    assert_eq!(spared.count(PrunedKind::LayerVariant), 2);
+
+    let r = s.prune(&lock, &PruneOptions::default()).unwrap();
+    let mut explained: Vec<&str> = r
+        .removed
+        .iter()
+        .filter(|p| p.kind == PrunedKind::ExplainRecord)
+        .map(|p| p.id.as_str())
+        .collect();
+    explained.sort_unstable();
+    assert_eq!(
+        explained,
+        ["before-the-field", "damaged", "removed-dockerfile"]
+    );
+    assert!(explain.join("live").exists());
+    assert_eq!(
+        s.layer_variants(layer).unwrap(),
+        [variant("gzip-6", &img.layers[0])]
+    );
+    assert!(
+        !s.root()
+            .join("layer-variants")
+            .join(other_layer.hex())
+            .exists()
+    );
+    assert!(s.has_blob(&img.layers[0]), "the tagged image's layer stays");
+
+    // `all` takes the rest of the build cache's explain records too.
+    let r = s
+        .prune(
+            &lock,
+            &PruneOptions {
+                all: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.count(PrunedKind::ExplainRecord), 1);
+    assert!(!explain.join("live").exists());
+}
