@@ -3,6 +3,7 @@
 mod archive;
 mod build;
 mod check;
+mod confinement;
 mod images;
 mod import;
 mod registry;

@@ -57,6 +57,8 @@ pub fn run(env: &Env, args: RunArgs) -> Result<ExitCode> {
             .clone()
             .unwrap_or_else(|| id.short().to_owned()),
         mounts,
+        security: super::confinement::security_options(&args.confinement)?,
+        resources: super::confinement::resource_limits(&args.confinement)?,
     };
     let stdio = kiln_sandbox::Stdio {
         stdin: if args.interactive {

@@ -9,6 +9,7 @@ use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
 use rustix::pipe::PipeFlags;
 
+use crate::cgroup::Cgroup;
 use crate::error::SandboxError;
 use crate::protocol::{INIT_MARKER, IdMap, InitRequest, StatusMessage};
 use crate::spec::{NetworkMode, ProcessSpec, SandboxSpec, Stdio};
@@ -47,6 +48,8 @@ pub struct SandboxChild {
     stubs: Vec<Stub>,
     /// Holds the hosts/resolv.conf files mounted into the sandbox; removed after it exits.
     state_dir: Option<tempfile::TempDir>,
+    /// The sandbox's own cgroup when it has resource limits; removed after it exits.
+    cgroup: Option<Cgroup>,
     finished: bool,
 }
 
@@ -72,6 +75,16 @@ pub fn spawn(
         }
     }
     let state_dir = prepare_state_dir(spec)?;
+    let cgroup = if spec.resources.any() {
+        let name = state_dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Some(Cgroup::create(&name, &spec.resources)?)
+    } else {
+        None
+    };
     let euid = rustix::process::geteuid();
     let request = InitRequest {
         sandbox: spec.clone(),
@@ -112,8 +125,14 @@ pub fn spawn(
         upper_dir: spec.upper_dir.clone(),
         stubs: Vec::new(),
         state_dir: Some(state_dir),
+        cgroup,
         finished: false,
     };
+    // The init blocks reading its spec until we write it, so it is inside the cgroup before it
+    // can start anything.
+    if let Some(cgroup) = &sandbox.cgroup {
+        cgroup.add(sandbox.child.id())?;
+    }
     // A write error means the init already died; its status tells why.
     let _ = std::fs::File::from(spec_write).write_all(&request);
 
@@ -242,6 +261,9 @@ impl SandboxChild {
             (None, None) => 255,
         };
         self.state_dir = None;
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.remove()?;
+        }
         remove_stubs(&self.upper_dir, &std::mem::take(&mut self.stubs))?;
         Ok(ExitCode(code))
     }
@@ -277,6 +299,8 @@ mod tests {
             network: NetworkMode::None,
             hostname: "x".into(),
             mounts: vec![],
+            security: Default::default(),
+            resources: Default::default(),
         };
         let process = ProcessSpec {
             args: vec![],

@@ -7,22 +7,28 @@
 //! filesystem, then runs the process as a child of a small PID-1 init that forwards signals
 //! and reaps zombies.
 
+mod caps;
+mod cgroup;
 mod error;
 mod host;
 mod init;
 mod overlay;
 mod protocol;
+mod seccomp;
 mod spec;
 mod stubs;
 mod sys;
 mod user;
 
+pub use caps::{Capabilities, UnknownCapability};
 pub use error::{InitFailure, SandboxError};
 pub use host::{ExitCode, SandboxChild, spawn};
 pub use init::maybe_run_init;
 pub use overlay::OverlayMount;
+pub use seccomp::denied_syscalls;
 pub use spec::{
-    BindMount, FileMount, Mount, NetworkMode, ProcessSpec, SandboxSpec, Stdio, TmpfsMount,
+    BindMount, FileMount, Mount, NetworkMode, ProcessSpec, ResourceLimits, SandboxSpec,
+    SeccompProfile, SecurityOptions, Stdio, TmpfsMount,
 };
 
 /// Moves the calling process into a mount namespace of its own whose mounts receive the

@@ -5,6 +5,9 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+#[path = "sandbox/hardening.rs"]
+mod hardening;
+
 use kiln_sandbox::{
     BindMount, ExitCode, FileMount, InitFailure, Mount, NetworkMode, OverlayMount, ProcessSpec,
     SandboxError, SandboxSpec, Stdio, TmpfsMount,
@@ -13,6 +16,7 @@ use kiln_sandbox::{
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "id", "hostname", "ls", "ps", "nc", "wget", "sleep", "kill", "touch",
     "mkdir", "pwd", "env", "true", "false", "test", "wc", "grep", "head", "ip", "rm", "cut",
+    "unshare", "mount", "umount", "swapoff", "dmesg", "chroot", "mknod", "readlink", "dd",
 ];
 
 /// Shared read-only layers: `base` has only /bin (busybox), `etc` adds users and groups.
@@ -78,6 +82,8 @@ fn spec(lowers: &[&Path], scratch: &Scratch, network: NetworkMode) -> SandboxSpe
         network,
         hostname: "kiln-test".into(),
         mounts: vec![],
+        security: Default::default(),
+        resources: Default::default(),
     }
 }
 
@@ -492,12 +498,35 @@ fn main() {
         ("bind_mounts", bind_mounts),
         ("tmpfs_and_file_mounts", tmpfs_and_file_mounts),
         ("overlay_mounts_on_host", overlay_mounts_on_host),
+        (
+            "capabilities_are_dockers",
+            hardening::capabilities_are_dockers,
+        ),
+        (
+            "seccomp_refuses_what_docker_refuses",
+            hardening::seccomp_refuses_what_docker_refuses,
+        ),
+        (
+            "kernel_paths_are_masked_and_read_only",
+            hardening::kernel_paths_are_masked_and_read_only,
+        ),
+        ("device_nodes_are_inert", hardening::device_nodes_are_inert),
+        (
+            "working_directory_stays_in_the_root",
+            hardening::working_directory_stays_in_the_root,
+        ),
+        ("inits_are_not_dumpable", hardening::inits_are_not_dumpable),
+        ("read_only_root", hardening::read_only_root),
+        ("cgroup_limits", hardening::cgroup_limits),
     ];
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     let (mut passed, mut failed) = (0, 0);
     for (name, case) in cases {
         // Rootless sandboxes map a single id, so other users inside need subuid ranges (later).
-        let needs_root = matches!(*name, "overlay_mounts_on_host" | "users_numeric_and_named");
+        let needs_root = matches!(
+            *name,
+            "overlay_mounts_on_host" | "users_numeric_and_named" | "cgroup_limits"
+        );
         if filter.as_deref().is_some_and(|f| !name.contains(f)) || (needs_root && !root) {
             continue;
         }

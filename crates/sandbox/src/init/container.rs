@@ -58,6 +58,8 @@ fn prepare(request: &InitRequest, stubs: &mut Vec<Stub>) -> Result<Prepared, Ini
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .map_err(|e| InitFailure::setup("set the parent-death signal")(e.into()))?;
     rustix::process::umask(Mode::from_raw_mode(0o022));
+    // A fork inherits dumpability: set again in case a kernel resets it on the way.
+    super::make_non_dumpable()?;
 
     let mut namespaces = UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;
     if spec.network == NetworkMode::None {
@@ -88,14 +90,7 @@ fn prepare(request: &InitRequest, stubs: &mut Vec<Stub>) -> Result<Prepared, Ini
         read_optional("/etc/passwd")?.as_deref(),
         read_optional("/etc/group")?.as_deref(),
     )?;
-    let cwd = Path::new("/").join(&process.cwd);
-    std::fs::create_dir_all(&cwd).map_err(InitFailure::setup(format!(
-        "create working directory {}",
-        cwd.display()
-    )))?;
-    rustix::process::chdir(&cwd).map_err(|e| {
-        InitFailure::setup(format!("enter working directory {}", cwd.display()))(e.into())
-    })?;
+    super::workdir::enter_workdir(&process.cwd)?;
 
     let search_path = process
         .env
@@ -117,6 +112,7 @@ fn prepare(request: &InitRequest, stubs: &mut Vec<Stub>) -> Result<Prepared, Ini
             .collect::<Result<_, _>>()?,
         user,
         set_groups: request.id_map.is_none(),
+        security: spec.security.clone(),
     })
 }
 

@@ -6,15 +6,23 @@
 //! 2. the namespace init ([`container`]), PID 1 of the new PID namespace: creates the other
 //!    namespaces, builds the root filesystem ([`rootfs`]), pivots into it, then forks the
 //!    process and acts as its init (signal forwarding, zombie reaping, [`supervise`]);
-//! 3. the process itself ([`process`]): drops to the requested user and executes.
+//! 3. the process itself ([`process`]): drops privileges ([`security`]) and executes.
+//!
+//! Both inits make themselves non-dumpable first: their `/proc/<pid>/exe` is the host's kiln
+//! binary, and a non-dumpable process's `exe`, `fd/`, `root` and `mem` are closed to a process
+//! without CAP_SYS_PTRACE, so nothing in the sandbox can reopen the binary for writing
+//! (runc CVE-2019-5736) or reach the inits' descriptors.
 //!
 //! The outer init stays outside the new mount namespace, so when it reaps the namespace init
 //! every mount of the sandbox is already gone.
 
 mod container;
+mod masks;
 mod process;
 mod rootfs;
+mod security;
 mod supervise;
+mod workdir;
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -52,6 +60,10 @@ pub fn maybe_run_init() {
 }
 
 fn run_outer(spec_fd: i32, status_fd: i32) -> i32 {
+    if let Err(e) = make_non_dumpable() {
+        eprintln!("kiln sandbox init: {e}");
+        return SETUP_FAILED;
+    }
     // kiln is our parent: if it is killed (even with SIGKILL), the sandbox must not outlive it
     // and keep writing into a build's staging directory. The namespace init dies with us.
     if let Err(e) =
@@ -87,6 +99,12 @@ fn run_outer(spec_fd: i32, status_fd: i32) -> i32 {
             supervise::supervise(pid)
         }
     }
+}
+
+/// See the module documentation: keeps `/proc/<pid>/exe` and friends of an init closed.
+pub(crate) fn make_non_dumpable() -> Result<(), InitFailure> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(|e| InitFailure::setup("make the init non-dumpable")(e.into()))
 }
 
 /// Sends `failure` to the host (or, if the host is gone, to stderr) and gives the exit status

@@ -1,14 +1,14 @@
-//! The last generation: become the requested user and execute the program.
+//! The last generation: drop privileges to what the spec grants and execute the program.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
 
-use rustix::process::{Gid, Uid};
-
 use super::report_failure;
+use super::security::apply_process_security;
 use crate::error::InitFailure;
 use crate::protocol::{StatusMessage, send};
+use crate::spec::SecurityOptions;
 use crate::sys;
 use crate::user::ResolvedUser;
 
@@ -21,14 +21,22 @@ pub(super) struct Prepared {
     pub user: ResolvedUser,
     /// False in a rootless user namespace, where setgroups has been denied.
     pub set_groups: bool,
+    pub security: SecurityOptions,
 }
 
 /// Drops privileges and executes; returns only the exit code for a failure.
 pub(super) fn exec(prepared: &Prepared, mut status: File) -> i32 {
-    if let Err(failure) = become_user(prepared).and_then(|()| {
-        sys::reset_signals().map_err(InitFailure::setup("reset signal handling"))?;
-        sys::cloexec_fds_from_3().map_err(InitFailure::setup("close inherited descriptors"))
-    }) {
+    // Every descriptor above 2 (the status pipe included: its closing on exec tells the host
+    // the process runs) is closed by `execve`, so nothing of the host's reaches the process.
+    if let Err(failure) = sys::reset_signals()
+        .map_err(InitFailure::setup("reset signal handling"))
+        .and_then(|()| {
+            sys::cloexec_fds_from_3().map_err(InitFailure::setup("close inherited descriptors"))
+        })
+        .and_then(|()| {
+            apply_process_security(&prepared.security, &prepared.user, prepared.set_groups)
+        })
+    {
         return report_failure(&mut status, failure);
     }
     if send(&mut status, &StatusMessage::Exec).is_err() {
@@ -47,20 +55,4 @@ pub(super) fn exec(prepared: &Prepared, mut status: File) -> i32 {
     };
     report_failure(&mut status, failure);
     code
-}
-
-fn become_user(prepared: &Prepared) -> Result<(), InitFailure> {
-    let user = &prepared.user;
-    let failed = |what: String| move |e: rustix::io::Errno| InitFailure::setup(what)(e.into());
-    if prepared.set_groups {
-        let groups: Vec<Gid> = user.groups.iter().map(|&g| Gid::from_raw(g)).collect();
-        rustix::thread::set_thread_groups(&groups).map_err(failed(format!(
-            "set supplementary groups {:?}",
-            user.groups
-        )))?;
-    }
-    rustix::thread::set_thread_gid(Gid::from_raw(user.gid))
-        .map_err(failed(format!("set gid {}", user.gid)))?;
-    rustix::thread::set_thread_uid(Uid::from_raw(user.uid))
-        .map_err(failed(format!("set uid {}", user.uid)))
 }
