@@ -517,6 +517,10 @@ fn main() {
         ),
         ("inits_are_not_dumpable", hardening::inits_are_not_dumpable),
         ("read_only_root", hardening::read_only_root),
+        (
+            "magic_link_programs_are_refused",
+            hardening::magic_link_programs_are_refused,
+        ),
         ("cgroup_limits", hardening::cgroup_limits),
     ];
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));

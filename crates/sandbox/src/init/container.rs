@@ -99,6 +99,7 @@ fn prepare(request: &InitRequest, stubs: &mut Vec<Stub>) -> Result<Prepared, Ini
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_SEARCH_PATH);
     let program = find_executable(&process.args[0], search_path)?;
+    refuse_magic_links(&program)?;
     Ok(Prepared {
         program: c_string(program.as_os_str().as_encoded_bytes(), "program path")?,
         args: process
@@ -114,6 +115,60 @@ fn prepare(request: &InitRequest, stubs: &mut Vec<Stub>) -> Result<Prepared, Ini
         set_groups: request.id_map.is_none(),
         security: spec.security.clone(),
     })
+}
+
+/// Refuses a program, or a `#!` interpreter on the way to one, reached through a /proc magic
+/// link: `/proc/self/exe` here is the host's kiln binary (the CVE-2019-5736 pattern), and
+/// `/proc/<pid>/fd/N` could name any file an init holds. Everything else already resolves
+/// inside the root after `pivot_root`.
+fn refuse_magic_links(program: &Path) -> Result<(), InitFailure> {
+    use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
+    // The kernel follows at most four levels of interpreters (binfmt_script).
+    let mut current = program.to_path_buf();
+    for _ in 0..5 {
+        let opened = rustix::fs::openat2(
+            rustix::fs::CWD,
+            &current,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            Mode::empty(),
+            rustix::fs::ResolveFlags::NO_MAGICLINKS,
+        );
+        let file = match opened {
+            Ok(fd) => File::from(fd),
+            Err(rustix::io::Errno::LOOP) => {
+                return Err(InitFailure::Exec {
+                    path: current.to_string_lossy().into_owned(),
+                    message: "refusing to execute through a /proc magic link (it can name a file \
+                              outside the sandbox, such as the host's kiln binary)"
+                        .into(),
+                });
+            }
+            // Not readable (execute-only) or missing: execve reports what it finds.
+            Err(_) => return Ok(()),
+        };
+        let mut head = [0u8; 256];
+        let mut read = 0;
+        let mut file = file;
+        while read < head.len() {
+            match file.read(&mut head[read..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+        let Some(line) = head[..read].strip_prefix(b"#!") else {
+            return Ok(());
+        };
+        let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+        let Some(interpreter) = line
+            .split(|&b| b == b' ' || b == b'\t')
+            .find(|word| !word.is_empty())
+        else {
+            return Ok(());
+        };
+        current = PathBuf::from(std::ffi::OsStr::from_bytes(interpreter));
+    }
+    Ok(())
 }
 
 fn c_string(bytes: &[u8], what: &str) -> Result<CString, InitFailure> {

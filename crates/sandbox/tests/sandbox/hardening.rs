@@ -326,3 +326,31 @@ pub(crate) fn cgroup_limits(l: &Layers) -> Result<(), String> {
     }
     Ok(())
 }
+
+pub(crate) fn magic_link_programs_are_refused(l: &Layers) -> Result<(), String> {
+    // A script whose interpreter is the host's kiln binary, as in CVE-2019-5736.
+    let script_layer = tempfile::tempdir().unwrap();
+    std::fs::write(script_layer.path().join("evil"), "#!/proc/self/exe\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        script_layer.path().join("evil"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    for program in ["/proc/self/exe", "/proc/1/exe", "/evil"] {
+        let s = scratch();
+        let mut p = process("");
+        p.args = vec![program.into()];
+        match run(
+            &spec(&[script_layer.path(), &l.base], &s, NetworkMode::None),
+            &p,
+        ) {
+            Err(SandboxError::Init(failure @ InitFailure::Exec { .. })) => expect(
+                &format!("{program}: {failure}"),
+                failure.to_string().contains("magic link"),
+            )?,
+            other => return Err(format!("{program}: got {:?}", other.map(|o| o.code))),
+        }
+    }
+    Ok(())
+}
