@@ -13,6 +13,8 @@ packages=(
   zstd             # independent zstd decoder: checks zstd layers (gzip is always there)
   ca-certificates
   openssl          # test CAs, server/client certificates and token signing keys (registry auth tests)
+  gcc              # compiles the static syscall-attack program of the security tests
+  libc6-dev        # its static libc
 )
 
 missing=()

@@ -21,5 +21,6 @@ mod e2e {
     mod registry_auth;
     mod run;
     mod schedule;
+    mod security;
     mod semantics;
 }
