@@ -60,10 +60,6 @@ pub fn maybe_run_init() {
 }
 
 fn run_outer(spec_fd: i32, status_fd: i32) -> i32 {
-    if let Err(e) = make_non_dumpable() {
-        eprintln!("kiln sandbox init: {e}");
-        return SETUP_FAILED;
-    }
     // kiln is our parent: if it is killed (even with SIGKILL), the sandbox must not outlive it
     // and keep writing into a build's staging directory. The namespace init dies with us.
     if let Err(e) =
@@ -84,7 +80,12 @@ fn run_outer(spec_fd: i32, status_fd: i32) -> i32 {
     let _ = rustix::io::fcntl_setfd(&status, FdFlags::CLOEXEC);
     let mut status = File::from(status);
 
-    let request = match read_request(spec_fd).and_then(|r| enter_outer_namespaces(&r).map(|_| r)) {
+    // Non-dumpable only once the id maps are written: that makes /proc/self root's, and a
+    // rootless init could no longer write its own uid_map.
+    let request = match read_request(spec_fd)
+        .and_then(|r| enter_outer_namespaces(&r).map(|_| r))
+        .and_then(|r| make_non_dumpable().map(|_| r))
+    {
         Ok(request) => request,
         Err(failure) => return report_failure(&mut status, failure),
     };
