@@ -206,3 +206,70 @@ fn context_links_and_mount_sources_stay_inside() {
     assert!(!Path::new("/KILN_BREAKOUT").exists());
     host.check(&k, "none");
 }
+
+/// A zstd tar of a few KB holding `size` bytes of zeros, made without holding them in memory.
+fn zstd_bomb(size: u64) -> Vec<u8> {
+    let encoder = zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap();
+    let mut builder = tar::Builder::new(encoder);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder
+        .append_data(
+            &mut header,
+            "zeros",
+            std::io::Read::take(std::io::repeat(0), size),
+        )
+        .unwrap();
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+/// moby CVE-2017-14992 / containerd CVE-2023-25153 class: an ADD archive that expands far past
+/// the disk. The store sits on a small tmpfs (in a private mount namespace of its own, so
+/// nothing is left mounted); extraction stops while the disk still has its reserve, saying why.
+#[test]
+fn a_decompression_bomb_stops_before_the_disk_is_full() {
+    let k = Kiln::new();
+    let host = HostWatch::new();
+    let bomb = zstd_bomb(1 << 30);
+    assert!(
+        bomb.len() < 1 << 20,
+        "the bomb is small: {} bytes",
+        bomb.len()
+    );
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("bomb.tar.zst"), &bomb).unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE\nFROM ${BASE}\nADD bomb.tar.zst /x/\n",
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let base = format!("BASE={}", k.base);
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size=128m kiln-bomb "$1" && shift && exec "$@""#)
+        .arg("sh")
+        .arg(root.path())
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "build",
+            "--progress=plain",
+            "-t",
+            "bomb:1",
+            "--build-arg",
+            &base,
+        ])
+        .arg(ctx.path())
+        .env("KILN_ROOT", root.path())
+        .output()
+        .expect("run unshare (util-linux)");
+    assert_failed_with(&out, &["decompression bomb", "Dockerfile:3"]);
+    host.check(&k, "none");
+    assert_eq!(
+        std::fs::read_dir(root.path()).unwrap().count(),
+        0,
+        "the tmpfs is gone"
+    );
+}
