@@ -522,6 +522,10 @@ fn main() {
             hardening::magic_link_programs_are_refused,
         ),
         ("cgroup_limits", hardening::cgroup_limits),
+        (
+            "the_process_has_a_session_of_its_own",
+            hardening::the_process_has_a_session_of_its_own,
+        ),
     ];
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     let (mut passed, mut failed) = (0, 0);

@@ -2,7 +2,8 @@
 //! them): keyctl (keys are not namespaced), user and mount namespaces (the way to regain
 //! capabilities), Shocker's `open_by_handle_at`, mount/umount, ptrace and kill of processes
 //! outside, bpf, perf, kexec, modules, reboot, swap, the clock, userfaultfd, personality,
-//! AF_VSOCK. Each prints `name=ERRNO` (or `name=ok`).
+//! AF_VSOCK, keystrokes pushed into the terminal kiln runs on (TIOCSTI). Each prints
+//! `name=ERRNO` (or `name=ok`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,6 +27,7 @@ const ATTACK_C: &str = r#"
 #include <sys/socket.h>
 #include <sys/swap.h>
 #include <sys/syscall.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,6 +71,9 @@ int main(int argc, char **argv) {
     report("personality", personality(0x0040000 /* ADDR_NO_RANDOMIZE */));
     report("socket_vsock", socket(40, SOCK_STREAM, 0));
     report("sethostname", sethostname("x", 1));
+    report("open_dev_tty", open("/dev/tty", O_RDWR));
+    char key = '#';
+    report("tiocsti_stdout", ioctl(1, TIOCSTI, &key));
     pid_t pid = fork();
     if (pid == 0) _exit(0);
     if (pid > 0) waitpid(pid, NULL, 0);
@@ -204,4 +209,57 @@ fn dangerous_syscalls_are_refused_in_run_steps_and_containers() {
     );
     host.check(&k, "987652");
     assert!(Path::new(&host.canary).exists());
+}
+
+/// The terminal kiln runs on is out of reach: the process has a session of its own, so
+/// `/dev/tty` does not open and TIOCSTI on an inherited terminal fd is refused (it would type
+/// commands into the user's shell). kiln runs under `script`, which gives it a pty.
+#[test]
+fn the_terminal_kiln_runs_on_cannot_be_typed_into() {
+    let k = Kiln::new();
+    let host = HostWatch::new();
+    let dockerfile =
+        "ARG BASE\nFROM ${BASE}\nCOPY attack.bin /attack\nRUN /attack > /result 2>&1; true\n";
+    let binary = attack_binary();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    std::fs::write(ctx.path().join("attack.bin"), &binary).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        ctx.path().join("attack.bin"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let kiln = env!("CARGO_BIN_EXE_kiln");
+    let on_a_terminal = |command: String| {
+        let out = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("KILN_ROOT", k.root.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run script (util-linux)");
+        String::from_utf8_lossy(&out.stdout).replace('\r', "")
+    };
+    on_a_terminal(format!(
+        "{kiln} build --progress=plain -t tty:1 --build-arg BASE={} {}",
+        k.base,
+        ctx.path().display()
+    ));
+    let seen = results(&run_in(&k, "tty:1", &["cat", "/result"]));
+    assert_eq!(
+        seen.get("open_dev_tty").map(String::as_str),
+        Some("ENXIO"),
+        "{seen:?}"
+    );
+
+    let seen = results(&on_a_terminal(format!("{kiln} run --rm tty:1 /attack")));
+    assert_eq!(
+        seen.get("open_dev_tty").map(String::as_str),
+        Some("ENXIO"),
+        "{seen:?}"
+    );
+    let tiocsti = seen.get("tiocsti_stdout").map(String::as_str);
+    // EPERM: not the caller's controlling terminal; EIO where the kernel disables TIOCSTI.
+    assert!(matches!(tiocsti, Some("EPERM" | "EIO")), "{seen:?}");
+    host.check(&k, "none");
 }

@@ -26,6 +26,15 @@ pub(super) struct Prepared {
 
 /// Drops privileges and executes; returns only the exit code for a failure.
 pub(super) fn exec(prepared: &Prepared, mut status: File) -> i32 {
+    // A session of its own and so no controlling terminal: otherwise the process would share
+    // the terminal kiln runs on and could push keystrokes into the user's shell (TIOCSTI) or
+    // open it as /dev/tty. The inits still forward the terminal's signals.
+    if let Err(e) = rustix::process::setsid() {
+        return report_failure(
+            &mut status,
+            InitFailure::setup("start a new session")(e.into()),
+        );
+    }
     // Every descriptor above 2 (the status pipe included: its closing on exec tells the host
     // the process runs) is closed by `execve`, so nothing of the host's reaches the process.
     if let Err(failure) = sys::reset_signals()

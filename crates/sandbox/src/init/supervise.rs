@@ -18,8 +18,10 @@ pub(crate) fn supervise(main_pid: i32) -> i32 {
             let _ = sys::send_signal(main_pid, signal);
             continue;
         }
-        // One SIGCHLD may stand for several exited children.
-        while let Ok(Some((pid, status))) = rustix::process::waitpid(None, WaitOptions::NOHANG) {
+        // One SIGCHLD may stand for several exited children. `wait` is any child: rustix's
+        // `waitpid(None)` is only those of our own process group, and the process and the
+        // orphans PID 1 inherits live in sessions of their own.
+        while let Ok(Some((pid, status))) = rustix::process::wait(WaitOptions::NOHANG) {
             if pid.as_raw_nonzero().get() == main_pid {
                 return exit_code(status);
             }
@@ -29,7 +31,7 @@ pub(crate) fn supervise(main_pid: i32) -> i32 {
 
 fn wait_blocking(main_pid: i32) -> i32 {
     loop {
-        match rustix::process::waitpid(None, WaitOptions::empty()) {
+        match rustix::process::wait(WaitOptions::empty()) {
             Ok(Some((pid, status))) if pid.as_raw_nonzero().get() == main_pid => {
                 return exit_code(status);
             }

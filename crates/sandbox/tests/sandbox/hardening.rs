@@ -360,3 +360,12 @@ pub(crate) fn magic_link_programs_are_refused(l: &Layers) -> Result<(), String> 
     }
     Ok(())
 }
+
+pub(crate) fn the_process_has_a_session_of_its_own(l: &Layers) -> Result<(), String> {
+    // Field 6 of /proc/PID/stat is the session: the shell's own pid (2; the init is 1), so no
+    // controlling terminal is shared with kiln. Orphans in other sessions are still reaped.
+    let script = "cut -d' ' -f6 /proc/self/stat; (sh -c 'sleep 0' &); sleep 0.2; \
+                  grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l";
+    let out = run_with(l, SecurityOptions::default(), None, script)?;
+    expect_eq("session, zombies", out.stdout.as_str(), "2\n0\n")
+}
