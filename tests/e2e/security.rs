@@ -28,6 +28,9 @@ pub struct HostWatch {
 
 const CANARY: &str = "precious host data\n";
 
+/// The marker of an attack that starts no background process.
+pub const NO_MARKER: &str = "kiln-security-no-marker";
+
 fn fingerprint(path: &Path) -> (u64, i64, i64, u64) {
     let m = std::fs::metadata(path).unwrap();
     (m.len(), m.mtime(), m.ctime(), m.nlink())
@@ -50,7 +53,8 @@ impl HostWatch {
     }
 
     /// Asserts the host is as it was, and that no process whose command line holds `marker`
-    /// (a unique argument the attack's processes carry) survived.
+    /// (a unique argument the attack's processes carry, [`NO_MARKER`] when there is none)
+    /// survived.
     pub fn check(&self, k: &Kiln, marker: &str) {
         assert_eq!(
             std::fs::read_to_string(&self.canary).unwrap(),

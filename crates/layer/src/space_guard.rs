@@ -7,12 +7,13 @@
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 
-/// How often (in expanded bytes) the free space is looked at.
-const CHECK_EVERY: u64 = 8 << 20;
 /// The reserve: this share of the filesystem's size...
-const RESERVE_PERCENT: u64 = 5;
-/// ...but never more than this.
-const MAX_RESERVE: u64 = 1 << 30;
+const RESERVE_PERCENT: u64 = 2;
+/// ...but never more than this (a nearly full disk still takes what fits).
+const MAX_RESERVE: u64 = 256 << 20;
+/// The free space is looked at every half reserve of expanded bytes, within these bounds, so
+/// the reserve cannot be overrun between two looks.
+const CHECK_EVERY: (u64, u64) = (256 << 10, 8 << 20);
 
 /// Passes the decompressed stream through, failing once the free space of `dir`'s filesystem
 /// falls below the reserve.
@@ -29,28 +30,34 @@ impl<R> SpaceGuard<R> {
             inner,
             dir,
             expanded: 0,
-            next_check: CHECK_EVERY,
+            next_check: 0,
         }
     }
 
-    fn check(&self) -> io::Result<()> {
+    /// Looks at the free space; returns how many more bytes may pass before the next look.
+    fn check(&self) -> io::Result<u64> {
         let stat = rustix::fs::fstatvfs(&self.dir)?;
         let block = stat.f_frsize.max(1);
         let size = stat.f_blocks.saturating_mul(block);
         let free = stat.f_bavail.saturating_mul(block);
-        let reserve = reserve_for(size);
-        if free < reserve {
-            return Err(io::Error::other(format!(
-                "the archive expanded to more than {} MiB and the disk it is extracted onto has \
-                 only {} MiB left (kiln keeps {} MiB free): refusing to go on (a decompression \
-                 bomb?)",
-                self.expanded >> 20,
-                free >> 20,
-                reserve >> 20
-            )));
-        }
-        Ok(())
+        judge(self.expanded, size, free)
     }
+}
+
+/// The verdict for an archive that has expanded to `expanded` bytes on a filesystem of `size`
+/// bytes with `free` left: an error below the reserve, else the bytes until the next look.
+fn judge(expanded: u64, size: u64, free: u64) -> io::Result<u64> {
+    let reserve = (size / 100 * RESERVE_PERCENT).min(MAX_RESERVE);
+    if free < reserve {
+        return Err(io::Error::other(format!(
+            "the archive expanded to more than {} MiB and the disk it is extracted onto has only \
+             {} MiB left (kiln keeps {} MiB free): refusing to go on (a decompression bomb?)",
+            expanded >> 20,
+            free >> 20,
+            reserve >> 20
+        )));
+    }
+    Ok((reserve / 2).clamp(CHECK_EVERY.0, CHECK_EVERY.1))
 }
 
 /// The directory whose filesystem a guard watches, opened for `fstatvfs`.
@@ -63,17 +70,12 @@ pub(crate) fn guard_dir(dir: &std::path::Path) -> Result<OwnedFd, crate::LayerEr
     .map_err(|e| crate::LayerError::io(dir)(e.into()))
 }
 
-fn reserve_for(filesystem_size: u64) -> u64 {
-    (filesystem_size / 100 * RESERVE_PERCENT).min(MAX_RESERVE)
-}
-
 impl<R: Read> Read for SpaceGuard<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.expanded += n as u64;
         if self.expanded >= self.next_check {
-            self.next_check = self.expanded + CHECK_EVERY;
-            self.check()?;
+            self.next_check = self.expanded + self.check()?;
         }
         Ok(n)
     }
@@ -83,25 +85,44 @@ impl<R: Read> Read for SpaceGuard<R> {
 mod tests {
     use super::*;
 
+    const MIB: u64 = 1 << 20;
+
     #[test]
-    fn the_reserve_is_a_share_of_the_disk_capped_at_a_gibibyte() {
-        assert_eq!(reserve_for(100 << 20), 5 << 20);
-        assert_eq!(reserve_for(1 << 40), 1 << 30);
-        assert_eq!(reserve_for(0), 0);
+    fn the_reserve_is_a_share_of_the_disk_capped() {
+        // 2% of 128 MiB is 2.56 MiB: 3 MiB free passes, 2 MiB does not.
+        assert!(judge(100 * MIB, 128 * MIB, 3 * MIB).is_ok());
+        let err = judge(100 * MIB, 128 * MIB, 2 * MIB)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("decompression bomb") && err.contains("100 MiB"),
+            "{err}"
+        );
+        // A big disk keeps at most 256 MiB.
+        assert!(judge(0, 1 << 40, 300 * MIB).is_ok());
+        assert!(judge(0, 1 << 40, 200 * MIB).is_err());
     }
 
     #[test]
-    fn a_stream_passes_while_the_disk_has_room() {
+    fn looks_come_often_enough_not_to_overrun_the_reserve() {
+        assert_eq!(
+            judge(0, 128 * MIB, 100 * MIB).unwrap(),
+            (128 * MIB / 100 * 2) / 2
+        );
+        assert_eq!(judge(0, 1 << 40, 1 << 39).unwrap(), 8 * MIB);
+        assert_eq!(judge(0, MIB, MIB).unwrap(), 256 << 10);
+    }
+
+    #[test]
+    fn the_guard_passes_the_stream_through() {
         let dir = tempfile::tempdir().unwrap();
-        let fd = rustix::fs::open(
-            dir.path(),
-            rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .unwrap();
-        let mut guard = SpaceGuard::new(io::repeat(0).take(20 << 20), fd);
-        let copied = io::copy(&mut guard, &mut io::sink()).unwrap();
-        assert_eq!(copied, 20 << 20);
-        assert!(guard.expanded >= 20 << 20);
+        let data: Vec<u8> = (0..3 * MIB).map(|i| i as u8).collect();
+        let mut guard = SpaceGuard::new(&data[..], guard_dir(dir.path()).unwrap());
+        let mut out = Vec::new();
+        // The host's disk may be nearly full: then the guard's own error is the right answer.
+        match io::copy(&mut guard, &mut out) {
+            Ok(n) => assert_eq!((n, out), (data.len() as u64, data)),
+            Err(e) => assert!(e.to_string().contains("decompression bomb"), "{e}"),
+        }
     }
 }

@@ -127,7 +127,7 @@ fn add_archives_never_write_outside_the_root() {
         );
         assert_failed_with(&out, &["pw"]);
     }
-    host.check(&k, "none");
+    host.check(&k, super::NO_MARKER);
 }
 
 #[test]
@@ -149,7 +149,7 @@ fn device_nodes_from_archives_are_inert() {
     );
     assert_built(&out);
     assert_eq!(run_in(&k, "devtar:1", &["cat", "/result"]), "nodes\n");
-    host.check(&k, "none");
+    host.check(&k, super::NO_MARKER);
 }
 
 #[test]
@@ -204,7 +204,7 @@ fn context_links_and_mount_sources_stay_inside() {
     .unwrap();
     let _ = build_context(&k, "ctx:4", ctx.path(), &[]);
     assert!(!Path::new("/KILN_BREAKOUT").exists());
-    host.check(&k, "none");
+    host.check(&k, super::NO_MARKER);
 }
 
 /// A zstd tar of a few KB holding `size` bytes of zeros, made without holding them in memory.
@@ -266,7 +266,7 @@ fn a_decompression_bomb_stops_before_the_disk_is_full() {
         .output()
         .expect("run unshare (util-linux)");
     assert_failed_with(&out, &["decompression bomb", "Dockerfile:3"]);
-    host.check(&k, "none");
+    host.check(&k, super::NO_MARKER);
     assert_eq!(
         std::fs::read_dir(root.path()).unwrap().count(),
         0,

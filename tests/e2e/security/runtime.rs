@@ -74,7 +74,7 @@ fn runc_cve_2024_21626_workdir_and_descriptors_stay_inside() {
         !root_entries.contains("escaped"),
         "fds above 2: {root_entries}"
     );
-    host.check(&k, "none");
+    host.check(&k, super::NO_MARKER);
 }
 
 #[test]
@@ -98,7 +98,7 @@ fn kernel_interfaces_are_masked_or_read_only() {
         run_in(&k, "proc:1", &["cat", "/result"]),
         "kcore=0\nkeys=0\nsched_debug=0\nfirmware=0\nostype=Linux\n"
     );
-    host.check(&k, "none");
+    host.check(&k, super::NO_MARKER);
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn an_image_cannot_replace_dev_null_or_reach_the_host_disk() {
     // The device node is an inert part of the image; opening it fails in a container too.
     let out = k.cmd(&["run", "--rm", "dev:1", "head", "-c", "1", "/hostdisk"]);
     assert!(!out.status.success());
-    host.check(&k, "none");
+    host.check(&k, super::NO_MARKER);
 }
 
 #[test]

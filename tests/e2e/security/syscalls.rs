@@ -261,5 +261,5 @@ fn the_terminal_kiln_runs_on_cannot_be_typed_into() {
     let tiocsti = seen.get("tiocsti_stdout").map(String::as_str);
     // EPERM: not the caller's controlling terminal; EIO where the kernel disables TIOCSTI.
     assert!(matches!(tiocsti, Some("EPERM" | "EIO")), "{seen:?}");
-    host.check(&k, "none");
+    host.check(&k, super::NO_MARKER);
 }
