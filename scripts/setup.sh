@@ -15,6 +15,8 @@ packages=(
   ca-certificates
   openssl          # test CAs, server/client certificates and token signing keys (registry auth tests)
   uidmap           # newuidmap/newgidmap: rootless kiln maps /etc/subuid ranges (rootless tests)
+  gcc              # compiles the static syscall-attack program of the security tests
+  libc6-dev        # its static libc
 )
 
 missing=()

@@ -41,7 +41,7 @@ pub enum Command {
     /// Build an image from a Dockerfile
     Build(Box<BuildArgs>),
     /// Run a command in a new container of an image
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List images
     Images,
     /// Remove one or more image names
@@ -400,6 +400,32 @@ pub struct CompressionArgs {
     pub compression_level: Option<i32>,
 }
 
+/// Privileges and resource limits of a container (Docker's flags and defaults).
+#[derive(Debug, Args, Default)]
+pub struct ConfinementArgs {
+    /// Add a Linux capability (e.g. NET_ADMIN, or ALL) to Docker's default set
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a Linux capability (or ALL) from Docker's default set
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// no-new-privileges, or seccomp=unconfined
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Mount the container's root filesystem read-only
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Memory limit (e.g. 512m, 2g)
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Most processes and threads the container may have at once
+    #[arg(long = "pids-limit")]
+    pub pids_limit: Option<i64>,
+    /// Number of CPUs (e.g. 1.5)
+    #[arg(long)]
+    pub cpus: Option<f64>,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Remove the container (and its anonymous volumes) when it exits
@@ -445,6 +471,8 @@ pub struct RunArgs {
     /// Container hostname
     #[arg(long)]
     pub hostname: Option<String>,
+    #[command(flatten)]
+    pub confinement: ConfinementArgs,
     /// Image to run
     pub image: String,
     /// Command and arguments (replace the image's CMD)

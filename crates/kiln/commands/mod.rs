@@ -3,6 +3,7 @@
 mod archive;
 mod build;
 mod check;
+mod confinement;
 mod containers;
 mod images;
 mod import;
@@ -108,7 +109,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => {
             enter_mount_namespace()?;
             let (env, _lock) = open_shared(&cli.global)?;
-            run::run(&env, args)
+            run::run(&env, *args)
         }
         Command::Check { repair } => system::check(&open_store(&cli.global)?, repair),
         Command::System {

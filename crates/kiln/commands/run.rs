@@ -32,6 +32,8 @@ pub fn run(env: &Env, args: RunArgs) -> Result<ExitCode> {
         requests.push(parse_mount_flag(m)?);
     }
     let network = choose_network(args.network.as_deref(), RUN_NETWORKS)?;
+    let security = super::confinement::security_options(&args.confinement)?;
+    let resources = super::confinement::resource_limits(&args.confinement)?;
     let img = match super::images::find_image(env, &args.image) {
         Ok(img) => img,
         Err(_) => {
@@ -87,8 +89,12 @@ pub fn run(env: &Env, args: RunArgs) -> Result<ExitCode> {
         requests,
         &img,
         lowers,
-        network,
-        hostname,
+        Confinement {
+            network,
+            hostname,
+            security,
+            resources,
+        },
         process,
     );
     let spec = match prepared {
@@ -107,18 +113,30 @@ pub fn run(env: &Env, args: RunArgs) -> Result<ExitCode> {
     run_foreground(env, &record, &spec, &args)
 }
 
+/// The sandbox settings of a container that come from `kiln run`'s flags.
+struct Confinement {
+    network: kiln_sandbox::NetworkMode,
+    hostname: String,
+    security: kiln_sandbox::SecurityOptions,
+    resources: kiln_sandbox::ResourceLimits,
+}
+
 /// Creates the container's volumes and writable layer and writes its spec.
-#[allow(clippy::too_many_arguments)]
 fn prepare(
     env: &Env,
     record: &mut ContainerRecord,
     requests: Vec<MountRequest>,
     img: &StoredImage,
     lowers: Vec<std::path::PathBuf>,
-    network: kiln_sandbox::NetworkMode,
-    hostname: String,
+    confinement: Confinement,
     process: ProcessSpec,
 ) -> Result<ContainerSpec> {
+    let Confinement {
+        network,
+        hostname,
+        security,
+        resources,
+    } = confinement;
     let store = &env.store;
     let image_volumes: Vec<String> = img.config.config.volumes.keys().cloned().collect();
     let mounts = create_mounts(store, requests, &image_volumes, &lowers, &record.created)?;
@@ -137,6 +155,8 @@ fn prepare(
             network,
             hostname,
             mounts,
+            security,
+            resources,
         },
         process,
     };

@@ -8,6 +8,7 @@ use std::path::Path;
 use crate::LayerError;
 use crate::compression;
 use crate::extract::{Extractor, Whiteouts};
+use crate::space_guard::{SpaceGuard, guard_dir};
 
 /// Whether the file at `path` is a tar archive `ADD` should extract: a plain, gzip-, bzip2-, xz-
 /// or zstd-compressed tar, judged by content (magic bytes and a valid first tar header), not by
@@ -88,6 +89,7 @@ pub fn extract_archive(
         }
     }
     let tar = compression::decompressed(archive).map_err(LayerError::Archive)?;
+    let tar = SpaceGuard::new(tar, guard_dir(root)?);
     let extractor = Extractor::new(root, base, Whiteouts::Literal)?;
     extractor.create_base().map_err(LayerError::io(
         root.join(dest_in_root.trim_start_matches('/')),

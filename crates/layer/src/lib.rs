@@ -21,6 +21,7 @@ mod extract;
 mod hashing;
 mod import;
 mod safe_fs;
+mod space_guard;
 mod unpack;
 mod userns;
 mod variants;

@@ -9,6 +9,7 @@ use crate::LayerError;
 use crate::compression::decompressed;
 use crate::extract::{Extractor, Whiteouts};
 use crate::hashing::HashingReader;
+use crate::space_guard::{SpaceGuard, guard_dir};
 
 /// Unpacks a layer blob (gzip, zstd or plain tar, detected by magic bytes) into `dest`, an empty
 /// directory that will hold this layer alone as an overlay lower dir. Returns the diffID, the
@@ -24,7 +25,11 @@ use crate::hashing::HashingReader;
 pub fn unpack_layer(blob: impl Read, dest: &Path) -> Result<Digest, LayerError> {
     std::fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .map_err(LayerError::io(dest))?;
-    let tar = HashingReader::new(decompressed(blob).map_err(LayerError::Archive)?);
+    let tar = SpaceGuard::new(
+        decompressed(blob).map_err(LayerError::Archive)?,
+        guard_dir(dest)?,
+    );
+    let tar = HashingReader::new(tar);
     let tar = Extractor::new(dest, Vec::new(), Whiteouts::ToOverlay)?.extract(tar)?;
     tar.drain_and_finish().map_err(LayerError::Archive)
 }
@@ -34,7 +39,11 @@ pub fn unpack_layer(blob: impl Read, dest: &Path) -> Result<Digest, LayerError> 
 /// [`unpack_layer`], but `.wh.<name>` deletes `<name>` and `.wh..wh..opq` empties its directory,
 /// sparing only what this layer itself adds. Returns the diffID.
 pub fn apply_layer(blob: impl Read, root: &Path) -> Result<Digest, LayerError> {
-    let tar = HashingReader::new(decompressed(blob).map_err(LayerError::Archive)?);
+    let tar = SpaceGuard::new(
+        decompressed(blob).map_err(LayerError::Archive)?,
+        guard_dir(root)?,
+    );
+    let tar = HashingReader::new(tar);
     let tar = Extractor::new(root, Vec::new(), Whiteouts::Apply)?.extract(tar)?;
     tar.drain_and_finish().map_err(LayerError::Archive)
 }

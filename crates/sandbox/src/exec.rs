@@ -23,7 +23,7 @@ use crate::error::{InitFailure, SandboxError};
 use crate::host::{SandboxChild, read_status};
 use crate::init::container::prepare_process;
 use crate::init::{process, report_failure, supervise};
-use crate::spec::{ProcessSpec, Stdio};
+use crate::spec::{ProcessSpec, SecurityOptions, Stdio};
 use crate::sys;
 
 /// argv[1] marking a re-executed binary as the exec helper.
@@ -35,14 +35,18 @@ struct ExecRequest {
     /// Host pid of the sandbox's PID 1.
     target_pid: u32,
     process: ProcessSpec,
+    /// The container's confinement: an exec'd process gets exactly what its own process got.
+    security: SecurityOptions,
 }
 
 /// Starts `process` inside the running sandbox whose PID 1 has the host pid `target_pid`.
 /// Returns once the process has been executed (or setup failed, as [`SandboxError::Init`]);
-/// the child's `wait` gives its exit code.
+/// the child's `wait` gives its exit code. `security` must be the container's own (its
+/// `SandboxSpec::security`), so that exec is no way around its confinement.
 pub fn spawn_in(
     target_pid: u32,
     process: &ProcessSpec,
+    security: &SecurityOptions,
     stdio: Stdio,
 ) -> Result<SandboxChild, SandboxError> {
     if process.args.is_empty() {
@@ -58,6 +62,7 @@ pub fn spawn_in(
     let request = serde_json::to_vec(&ExecRequest {
         target_pid,
         process: process.clone(),
+        security: security.clone(),
     })
     .map_err(|e| SandboxError::Protocol(e.to_string()))?;
     let pipe = |()| {
@@ -123,6 +128,7 @@ pub(crate) fn run_helper(spec_fd: i32, status_fd: i32) -> i32 {
                 .and_then(|()| {
                     prepare_process(
                         &request.process,
+                        &request.security,
                         !own_user_ns && crate::rootless::setgroups_allowed(),
                     )
                 });

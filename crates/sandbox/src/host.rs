@@ -9,6 +9,7 @@ use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
 use rustix::pipe::PipeFlags;
 
+use crate::cgroup::Cgroup;
 use crate::error::SandboxError;
 use crate::network::{self, HelperConfig, UserModeNetwork};
 use crate::protocol::{INIT_MARKER, IdMap, InitRequest, StatusMessage};
@@ -51,6 +52,8 @@ pub struct SandboxChild {
     state_dir: Option<tempfile::TempDir>,
     /// The copy of the layers used as the root where overlayfs cannot be mounted.
     copied: Option<CopiedRoot>,
+    /// The sandbox's own cgroup when it has resource limits; removed after it exits.
+    cgroup: Option<Cgroup>,
     finished: bool,
 }
 
@@ -126,6 +129,16 @@ pub fn spawn(
         }
         None => None,
     };
+    let cgroup = if spec.resources.any() {
+        let name = state_dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Some(Cgroup::create(&name, &spec.resources)?)
+    } else {
+        None
+    };
     let euid = rustix::process::geteuid();
     let copied = copy_layers_if_needed(spec, !euid.is_root())?;
     let mut sandbox_spec = spec.clone();
@@ -177,8 +190,14 @@ pub fn spawn(
         network: None,
         state_dir: Some(state_dir),
         copied,
+        cgroup,
         finished: false,
     };
+    // The init blocks reading its spec until we write it, so it is inside the cgroup before it
+    // can start anything.
+    if let Some(cgroup) = &sandbox.cgroup {
+        cgroup.add(sandbox.child.id())?;
+    }
     // A write error means the init already died; its status tells why.
     let _ = std::fs::File::from(spec_write).write_all(&request);
     let network = match (helper.as_deref(), go_ahead.take()) {
@@ -286,6 +305,7 @@ impl SandboxChild {
             finished: false,
             copied: None,
             network: None,
+            cgroup: None,
         }
     }
 
@@ -417,6 +437,9 @@ impl SandboxChild {
             (None, None) => 255,
         };
         self.state_dir = None;
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.remove()?;
+        }
         let stubs = std::mem::take(&mut self.stubs);
         match self.copied.take() {
             // The stubs go before the diff, so they never reach the upper dir.
@@ -473,6 +496,8 @@ mod tests {
             network: NetworkMode::None,
             hostname: "x".into(),
             mounts: vec![],
+            security: Default::default(),
+            resources: Default::default(),
         };
         let process = ProcessSpec {
             args: vec![],

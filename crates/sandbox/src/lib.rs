@@ -7,6 +7,8 @@
 //! filesystem, then runs the process as a child of a small PID-1 init that forwards signals
 //! and reaps zombies.
 
+mod caps;
+mod cgroup;
 mod copy_root;
 mod error;
 mod exec;
@@ -16,19 +18,23 @@ mod network;
 mod overlay;
 mod protocol;
 pub mod rootless;
+mod seccomp;
 mod spec;
 mod stubs;
 mod sys;
 mod user;
 
+pub use caps::{Capabilities, UnknownCapability};
 pub use error::{InitFailure, SandboxError};
 pub use exec::spawn_in;
 pub use host::{ExitCode, SandboxChild, spawn};
 pub use init::maybe_run_init;
 pub use network::{HELPER_PACKAGE, SANDBOX_ADDRESS, find_helper as network_helper};
 pub use overlay::OverlayMount;
+pub use seccomp::denied_syscalls;
 pub use spec::{
-    BindMount, FileMount, Mount, NetworkMode, ProcessSpec, SandboxSpec, Stdio, TmpfsMount,
+    BindMount, FileMount, Mount, NetworkMode, ProcessSpec, ResourceLimits, SandboxSpec,
+    SeccompProfile, SecurityOptions, Stdio, TmpfsMount,
 };
 
 /// Moves the calling process into a mount namespace of its own whose mounts receive the

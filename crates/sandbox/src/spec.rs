@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::caps::Capabilities;
+
 /// The environment a sandboxed process runs in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxSpec {
@@ -20,6 +22,83 @@ pub struct SandboxSpec {
     /// Extra mounts, applied after the standard ones, in order (a mount inside another's
     /// target must come after it).
     pub mounts: Vec<Mount>,
+    /// Capabilities, seccomp, no_new_privs, read-only root: Docker's defaults by default.
+    #[serde(default)]
+    pub security: SecurityOptions,
+    /// cgroup limits; none by default.
+    #[serde(default)]
+    pub resources: ResourceLimits,
+}
+
+/// How much the process may do, with Docker's defaults for a container (and BuildKit's for a
+/// RUN step) as [`Default`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SecurityOptions {
+    /// The bounding set, and the effective and permitted sets of a root process (a non-root
+    /// user starts with none effective or permitted, as after `execve`).
+    pub capabilities: Capabilities,
+    /// `--security-opt no-new-privileges`: setuid binaries and file capabilities stop working.
+    pub no_new_privileges: bool,
+    pub seccomp: SeccompProfile,
+    /// `--read-only`: the root filesystem is mounted read-only (mounts stay as they are).
+    pub read_only_root: bool,
+}
+
+/// Which seccomp filter the process runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SeccompProfile {
+    /// The effect of Docker's default profile (see [`denied_syscalls`](crate::denied_syscalls)).
+    #[default]
+    Default,
+    /// `--security-opt seccomp=unconfined`: no filter.
+    Unconfined,
+}
+
+impl SecurityOptions {
+    /// Applies one Docker `--security-opt` value: `no-new-privileges[=true|false]` (also with
+    /// `:`) or `seccomp=unconfined`. Anything else is an error naming it.
+    pub fn apply_security_opt(&mut self, option: &str) -> Result<(), String> {
+        let (key, value) = match option.split_once(['=', ':']) {
+            Some((key, value)) => (key, Some(value)),
+            None => (option, None),
+        };
+        match (key, value) {
+            ("no-new-privileges", None | Some("true")) => self.no_new_privileges = true,
+            ("no-new-privileges", Some("false")) => self.no_new_privileges = false,
+            ("seccomp", Some("unconfined")) => self.seccomp = SeccompProfile::Unconfined,
+            ("seccomp", Some(_)) => {
+                return Err(format!(
+                    "security option {option:?}: only seccomp=unconfined is supported \
+                     (custom seccomp profiles are not)"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "unsupported security option {option:?} (expected no-new-privileges or \
+                     seccomp=unconfined)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// cgroup limits for the whole sandbox (`kiln run --memory/--pids-limit/--cpus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ResourceLimits {
+    /// Memory in bytes (`memory.max` / `memory.limit_in_bytes`).
+    pub memory_bytes: Option<u64>,
+    /// Most processes and threads at once (`pids.max`).
+    pub pids: Option<u64>,
+    /// CPU time in billionths of a CPU, as Docker's `NanoCpus` (`--cpus 1.5` = 1_500_000_000).
+    pub nano_cpus: Option<u64>,
+}
+
+impl ResourceLimits {
+    /// Whether any limit is set (a sandbox without limits gets no cgroup of its own).
+    pub fn any(&self) -> bool {
+        self.memory_bytes.is_some() || self.pids.is_some() || self.nano_cpus.is_some()
+    }
 }
 
 /// How the sandbox is connected to the network.
@@ -168,5 +247,48 @@ impl Stdio {
             stdout: std::process::Stdio::null(),
             stderr: std::process::Stdio::null(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_opts_as_docker_spells_them() {
+        let mut options = SecurityOptions::default();
+        assert!(!options.no_new_privileges);
+        assert_eq!(options.seccomp, SeccompProfile::Default);
+        assert_eq!(options.capabilities, Capabilities::docker_default());
+        options.apply_security_opt("no-new-privileges").unwrap();
+        assert!(options.no_new_privileges);
+        options
+            .apply_security_opt("no-new-privileges:false")
+            .unwrap();
+        assert!(!options.no_new_privileges);
+        options
+            .apply_security_opt("no-new-privileges=true")
+            .unwrap();
+        assert!(options.no_new_privileges);
+        options.apply_security_opt("seccomp=unconfined").unwrap();
+        assert_eq!(options.seccomp, SeccompProfile::Unconfined);
+        let err = options
+            .apply_security_opt("seccomp=/etc/profile.json")
+            .unwrap_err();
+        assert!(err.contains("only seccomp=unconfined"), "{err}");
+        let err = options.apply_security_opt("apparmor=x").unwrap_err();
+        assert!(
+            err.contains("unsupported security option \"apparmor=x\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn older_specs_without_the_new_fields_still_parse() {
+        let json = r#"{"lower_dirs":[],"upper_dir":"/u","work_dir":"/w","network":"None",
+            "hostname":"h","mounts":[]}"#;
+        let spec: SandboxSpec = serde_json::from_str(json).unwrap();
+        assert_eq!(spec.security, SecurityOptions::default());
+        assert!(!spec.resources.any());
     }
 }

@@ -277,3 +277,37 @@ pub(crate) fn pass_only_fds_across_exec(command: &mut Command, fds: Vec<RawFd>) 
     // SAFETY: the hook only makes syscalls that are async-signal-safe and allocates nothing.
     unsafe { command.pre_exec(hook) };
 }
+
+/// Installs a seccomp BPF filter on the calling thread (the process is single-threaded here).
+/// Without no_new_privs this needs CAP_SYS_ADMIN, so the caller orders it accordingly.
+pub(crate) fn install_seccomp_filter(program: &[crate::seccomp::Instruction]) -> io::Result<()> {
+    let filters: Vec<libc::sock_filter> = program
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let len = u16::try_from(filters.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp filter too long"))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: filters.as_ptr().cast_mut(),
+    };
+    // SAFETY: `prog` points at `len` valid instructions that outlive the call; the kernel
+    // copies the program.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

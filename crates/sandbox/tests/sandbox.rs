@@ -5,6 +5,9 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+#[path = "sandbox/hardening.rs"]
+mod hardening;
+
 use kiln_sandbox::{
     BindMount, ExitCode, FileMount, InitFailure, Mount, NetworkMode, OverlayMount, ProcessSpec,
     SandboxError, SandboxSpec, Stdio, TmpfsMount,
@@ -13,7 +16,7 @@ use kiln_sandbox::{
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "id", "hostname", "ls", "ps", "nc", "wget", "sleep", "kill", "touch",
     "mkdir", "pwd", "env", "true", "false", "test", "wc", "grep", "head", "ip", "rm", "cut",
-    "stty",
+    "stty", "unshare", "mount", "umount", "swapoff", "dmesg", "chroot", "mknod", "readlink", "dd",
 ];
 
 /// Shared read-only layers: `base` has only /bin (busybox), `etc` adds users and groups.
@@ -79,6 +82,8 @@ fn spec(lowers: &[&Path], scratch: &Scratch, network: NetworkMode) -> SandboxSpe
         network,
         hostname: "kiln-test".into(),
         mounts: vec![],
+        security: Default::default(),
+        resources: Default::default(),
     }
 }
 
@@ -539,10 +544,12 @@ fn exec_joins_a_running_sandbox(l: &Layers) -> Result<(), String> {
     let pid = sandbox
         .namespace_init_pid()
         .ok_or("the sandbox has no PID 1")?;
-    let mut exec = process("cat /marker; hostname; echo pid=$$; ps; id -un");
+    let mut exec = process(
+        "cat /marker; hostname; echo pid=$$; ps; grep -E '^(CapBnd|Seccomp):' /proc/self/status; id -un",
+    );
     exec.user = Some("builder".into());
-    let mut child =
-        kiln_sandbox::spawn_in(pid, &exec, Stdio::piped()).map_err(|e| e.to_string())?;
+    let mut child = kiln_sandbox::spawn_in(pid, &exec, &spec.security, Stdio::piped())
+        .map_err(|e| e.to_string())?;
     let mut out = String::new();
     child
         .take_stdout()
@@ -552,7 +559,7 @@ fn exec_joins_a_running_sandbox(l: &Layers) -> Result<(), String> {
     let code = child.wait().map_err(|e| e.to_string())?;
     let mut absent = process("");
     absent.args = vec!["no-such-program".into()];
-    let missing = kiln_sandbox::spawn_in(pid, &absent, Stdio::null()).map(|_| ());
+    let missing = kiln_sandbox::spawn_in(pid, &absent, &spec.security, Stdio::null()).map(|_| ());
     sandbox.kill().map_err(|e| e.to_string())?;
     drop(sandbox);
     expect_eq("exec exit code", code.code(), 0)?;
@@ -573,13 +580,17 @@ fn exec_joins_a_running_sandbox(l: &Layers) -> Result<(), String> {
         out.ends_with("builder\n"),
     )?;
     expect(
+        &format!("confined as the sandbox's own process (caps, seccomp): {out}"),
+        out.contains("CapBnd:\t00000000a80425fb\n") && out.contains("Seccomp:\t2\n"),
+    )?;
+    expect(
         &format!("a missing program is the init's error: {missing:?}"),
         matches!(
             missing,
             Err(SandboxError::Init(InitFailure::ExecutableNotFound { .. }))
         ),
     )?;
-    let gone = kiln_sandbox::spawn_in(pid, &process("true"), Stdio::null());
+    let gone = kiln_sandbox::spawn_in(pid, &process("true"), &spec.security, Stdio::null());
     expect("a finished sandbox cannot be joined", gone.is_err())
 }
 
@@ -681,6 +692,34 @@ fn main() {
             "terminal_process_owns_its_pty",
             terminal_process_owns_its_pty,
         ),
+        (
+            "capabilities_are_dockers",
+            hardening::capabilities_are_dockers,
+        ),
+        (
+            "seccomp_refuses_what_docker_refuses",
+            hardening::seccomp_refuses_what_docker_refuses,
+        ),
+        (
+            "kernel_paths_are_masked_and_read_only",
+            hardening::kernel_paths_are_masked_and_read_only,
+        ),
+        ("device_nodes_are_inert", hardening::device_nodes_are_inert),
+        (
+            "working_directory_stays_in_the_root",
+            hardening::working_directory_stays_in_the_root,
+        ),
+        ("inits_are_not_dumpable", hardening::inits_are_not_dumpable),
+        ("read_only_root", hardening::read_only_root),
+        (
+            "magic_link_programs_are_refused",
+            hardening::magic_link_programs_are_refused,
+        ),
+        ("cgroup_limits", hardening::cgroup_limits),
+        (
+            "the_process_has_a_session_of_its_own",
+            hardening::the_process_has_a_session_of_its_own,
+        ),
     ];
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     let (mut passed, mut failed) = (0, 0);
@@ -688,7 +727,10 @@ fn main() {
         // Rootless sandboxes map a single id, so other users inside need subuid ranges (later).
         let needs_root = matches!(
             *name,
-            "overlay_mounts_on_host" | "users_numeric_and_named" | "exec_joins_a_running_sandbox"
+            "overlay_mounts_on_host"
+                | "users_numeric_and_named"
+                | "exec_joins_a_running_sandbox"
+                | "cgroup_limits"
         );
         if filter.as_deref().is_some_and(|f| !name.contains(f)) || (needs_root && !root) {
             continue;

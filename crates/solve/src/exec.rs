@@ -153,6 +153,9 @@ impl StageBuilder<'_> {
                 .sandbox_hostname()
                 .unwrap_or_else(|| DEFAULT_HOSTNAME.into()),
             mounts: mounts.mounts.clone(),
+            // BuildKit's defaults for RUN: Docker's capabilities, seccomp, masked paths.
+            security: Default::default(),
+            resources: Default::default(),
         };
         // Secrets exposed as variables reach the process only, never the image's config.
         let mut env = state.process_env();

@@ -455,10 +455,12 @@ pub fn exec(env: &Env, args: ExecArgs) -> Result<ExitCode> {
             process.cwd
         );
     }
+    // The exec'd process is confined exactly as the container's own.
+    let security = ContainerSpec::read(&env.store, &c.id)?.sandbox.security;
     let code = if args.tty {
         let pty = terminal::Pty::open()?;
         terminal::copy_window_size(std::io::stdin(), &pty.master);
-        let child = kiln_sandbox::spawn_in(c.state.pid, &process, pty.stdio()?)?;
+        let child = kiln_sandbox::spawn_in(c.state.pid, &process, &security, pty.stdio()?)?;
         super::run::attach_terminal(env, pty, child, args.interactive, None)?
     } else {
         let stdio = kiln_sandbox::Stdio {
@@ -470,7 +472,7 @@ pub fn exec(env: &Env, args: ExecArgs) -> Result<ExitCode> {
             stdout: std::process::Stdio::inherit(),
             stderr: std::process::Stdio::inherit(),
         };
-        kiln_sandbox::spawn_in(c.state.pid, &process, stdio)?
+        kiln_sandbox::spawn_in(c.state.pid, &process, &security, stdio)?
             .wait()?
             .code()
     };

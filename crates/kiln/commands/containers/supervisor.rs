@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use kiln_image::HealthConfig;
-use kiln_sandbox::{ProcessSpec, SandboxChild};
+use kiln_sandbox::{ProcessSpec, SandboxChild, SecurityOptions};
 use kiln_store::{ContainerRecord, ContainerStatus, Health, HealthProbe, Store};
 
 use super::logfile::{LogWriter, PtyReader};
@@ -101,7 +101,10 @@ pub fn supervise(store: &Store, id: &str) -> Result<ExitCode> {
     let exited = Arc::new(AtomicBool::new(false));
     let health = healthcheck(&record.config.healthcheck).map(|check| {
         let (store, record, exited) = (store.clone(), record.clone(), exited.clone());
-        std::thread::spawn(move || run_health_checks(&store, &record, &check, pid, &exited))
+        let security = spec.sandbox.security.clone();
+        std::thread::spawn(move || {
+            run_health_checks(&store, &record, &check, pid, &security, &exited)
+        })
     });
 
     let code = child.wait()?.code();
@@ -199,6 +202,7 @@ fn run_health_checks(
     record: &ContainerRecord,
     check: &HealthConfig,
     pid: u32,
+    security: &SecurityOptions,
     exited: &AtomicBool,
 ) {
     let interval = nanos_or(check.interval, DEFAULT_INTERVAL);
@@ -240,7 +244,7 @@ fn run_health_checks(
             std::thread::sleep(Duration::from_millis(50).min(wait));
         }
         let start = now();
-        let (exit_code, output) = probe(pid, &process, timeout);
+        let (exit_code, output) = probe(pid, &process, security, timeout);
         if exited.load(Ordering::SeqCst) {
             return;
         }
@@ -278,7 +282,12 @@ fn apply_probe(health: &mut Health, result: HealthProbe, in_start_period: bool, 
 }
 
 /// One probe: its exit code and output, or -1 with a timeout message.
-fn probe(pid: u32, process: &ProcessSpec, timeout: Duration) -> (i32, String) {
+fn probe(
+    pid: u32,
+    process: &ProcessSpec,
+    security: &SecurityOptions,
+    timeout: Duration,
+) -> (i32, String) {
     let (reader, writer) = match std::io::pipe() {
         Ok(p) => p,
         Err(e) => return (-1, format!("pipe: {e}")),
@@ -291,7 +300,7 @@ fn probe(pid: u32, process: &ProcessSpec, timeout: Duration) -> (i32, String) {
         },
         stderr: writer.into(),
     };
-    let mut child = match kiln_sandbox::spawn_in(pid, process, stdio) {
+    let mut child = match kiln_sandbox::spawn_in(pid, process, security, stdio) {
         Ok(c) => c,
         Err(e) => return (-1, e.to_string()),
     };

@@ -15,7 +15,7 @@ use super::process::{self, Prepared};
 use super::{report_failure, rootfs, supervise};
 use crate::error::InitFailure;
 use crate::protocol::{InitRequest, StatusMessage, send};
-use crate::spec::{NetworkMode, ProcessSpec};
+use crate::spec::{NetworkMode, ProcessSpec, SecurityOptions};
 use crate::stubs::Stub;
 use crate::sys;
 use crate::user::resolve_user;
@@ -58,6 +58,8 @@ fn prepare(request: &InitRequest, stubs: &mut Vec<Stub>) -> Result<Prepared, Ini
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .map_err(|e| InitFailure::setup("set the parent-death signal")(e.into()))?;
     rustix::process::umask(Mode::from_raw_mode(0o022));
+    // A fork inherits dumpability: set again in case a kernel resets it on the way.
+    super::make_non_dumpable()?;
 
     let mut namespaces = UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;
     if spec.network == NetworkMode::None {
@@ -84,6 +86,7 @@ fn prepare(request: &InitRequest, stubs: &mut Vec<Stub>) -> Result<Prepared, Ini
 
     prepare_process(
         &request.process,
+        &spec.security,
         request.id_map.is_none() && crate::rootless::setgroups_allowed(),
     )
 }
@@ -92,6 +95,7 @@ fn prepare(request: &InitRequest, stubs: &mut Vec<Stub>) -> Result<Prepared, Ini
 /// container's, already entered), as both the container's own process and `kiln exec` need.
 pub(crate) fn prepare_process(
     process: &ProcessSpec,
+    security: &SecurityOptions,
     set_groups: bool,
 ) -> Result<Prepared, InitFailure> {
     let user = resolve_user(
@@ -99,14 +103,7 @@ pub(crate) fn prepare_process(
         read_optional("/etc/passwd")?.as_deref(),
         read_optional("/etc/group")?.as_deref(),
     )?;
-    let cwd = Path::new("/").join(&process.cwd);
-    std::fs::create_dir_all(&cwd).map_err(InitFailure::setup(format!(
-        "create working directory {}",
-        cwd.display()
-    )))?;
-    rustix::process::chdir(&cwd).map_err(|e| {
-        InitFailure::setup(format!("enter working directory {}", cwd.display()))(e.into())
-    })?;
+    super::workdir::enter_workdir(&process.cwd)?;
 
     let search_path = process
         .env
@@ -115,6 +112,7 @@ pub(crate) fn prepare_process(
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_SEARCH_PATH);
     let program = find_executable(&process.args[0], search_path)?;
+    refuse_magic_links(&program)?;
     Ok(Prepared {
         program: c_string(program.as_os_str().as_encoded_bytes(), "program path")?,
         args: process
@@ -129,7 +127,62 @@ pub(crate) fn prepare_process(
         user,
         set_groups,
         terminal: process.terminal,
+        security: security.clone(),
     })
+}
+
+/// Refuses a program, or a `#!` interpreter on the way to one, reached through a /proc magic
+/// link: `/proc/self/exe` here is the host's kiln binary (the CVE-2019-5736 pattern), and
+/// `/proc/<pid>/fd/N` could name any file an init holds. Everything else already resolves
+/// inside the root after `pivot_root`.
+fn refuse_magic_links(program: &Path) -> Result<(), InitFailure> {
+    use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
+    // The kernel follows at most four levels of interpreters (binfmt_script).
+    let mut current = program.to_path_buf();
+    for _ in 0..5 {
+        let opened = rustix::fs::openat2(
+            rustix::fs::CWD,
+            &current,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            Mode::empty(),
+            rustix::fs::ResolveFlags::NO_MAGICLINKS,
+        );
+        let file = match opened {
+            Ok(fd) => File::from(fd),
+            Err(rustix::io::Errno::LOOP) => {
+                return Err(InitFailure::Exec {
+                    path: current.to_string_lossy().into_owned(),
+                    message: "refusing to execute through a /proc magic link (it can name a file \
+                              outside the sandbox, such as the host's kiln binary)"
+                        .into(),
+                });
+            }
+            // Not readable (execute-only) or missing: execve reports what it finds.
+            Err(_) => return Ok(()),
+        };
+        let mut head = [0u8; 256];
+        let mut read = 0;
+        let mut file = file;
+        while read < head.len() {
+            match file.read(&mut head[read..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+        let Some(line) = head[..read].strip_prefix(b"#!") else {
+            return Ok(());
+        };
+        let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+        let Some(interpreter) = line
+            .split(|&b| b == b' ' || b == b'\t')
+            .find(|word| !word.is_empty())
+        else {
+            return Ok(());
+        };
+        current = PathBuf::from(std::ffi::OsStr::from_bytes(interpreter));
+    }
+    Ok(())
 }
 
 fn c_string(bytes: &[u8], what: &str) -> Result<CString, InitFailure> {

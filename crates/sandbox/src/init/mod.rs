@@ -6,15 +6,23 @@
 //! 2. the namespace init ([`container`]), PID 1 of the new PID namespace: creates the other
 //!    namespaces, builds the root filesystem ([`rootfs`]), pivots into it, then forks the
 //!    process and acts as its init (signal forwarding, zombie reaping, [`supervise`]);
-//! 3. the process itself ([`process`]): drops to the requested user and executes.
+//! 3. the process itself ([`process`]): drops privileges ([`security`]) and executes.
+//!
+//! Both inits make themselves non-dumpable first: their `/proc/<pid>/exe` is the host's kiln
+//! binary, and a non-dumpable process's `exe`, `fd/`, `root` and `mem` are closed to a process
+//! without CAP_SYS_PTRACE, so nothing in the sandbox can reopen the binary for writing
+//! (runc CVE-2019-5736) or reach the inits' descriptors.
 //!
 //! The outer init stays outside the new mount namespace, so when it reaps the namespace init
 //! every mount of the sandbox is already gone.
 
 pub(crate) mod container;
+mod masks;
 pub(crate) mod process;
 mod rootfs;
+pub(crate) mod security;
 pub(crate) mod supervise;
+mod workdir;
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -76,9 +84,13 @@ fn run_outer(spec_fd: i32, status_fd: i32) -> i32 {
     let _ = rustix::io::fcntl_setfd(&status, FdFlags::CLOEXEC);
     let mut status = File::from(status);
 
+    // Non-dumpable only once the id maps are written (that makes /proc/self root's, and a
+    // rootless init could no longer write its own uid_map) and the network helper has joined
+    // the namespace.
     let request = match read_request(spec_fd)
         .and_then(|r| enter_outer_namespaces(&r).map(|_| r))
         .and_then(|r| await_network(&r, &mut status).map(|_| r))
+        .and_then(|r| make_non_dumpable().map(|_| r))
     {
         Ok(request) => request,
         Err(failure) => return report_failure(&mut status, failure),
@@ -105,6 +117,12 @@ fn await_network(request: &InitRequest, status: &mut File) -> Result<(), InitFai
     send(status, &StatusMessage::NetworkNamespace)
         .map_err(InitFailure::setup("report the network namespace"))?;
     crate::network::await_go_ahead(fd)
+}
+
+/// See the module documentation: keeps `/proc/<pid>/exe` and friends of an init closed.
+pub(crate) fn make_non_dumpable() -> Result<(), InitFailure> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(|e| InitFailure::setup("make the init non-dumpable")(e.into()))
 }
 
 /// Sends `failure` to the host (or, if the host is gone, to stderr) and gives the exit status

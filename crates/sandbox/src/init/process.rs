@@ -1,14 +1,14 @@
-//! The last generation: become the requested user and execute the program.
+//! The last generation: drop privileges to what the spec grants and execute the program.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
 
-use rustix::process::{Gid, Uid};
-
 use super::report_failure;
+use super::security::apply_process_security;
 use crate::error::InitFailure;
 use crate::protocol::{StatusMessage, send};
+use crate::spec::SecurityOptions;
 use crate::sys;
 use crate::user::ResolvedUser;
 
@@ -23,15 +23,27 @@ pub(crate) struct Prepared {
     pub set_groups: bool,
     /// Make stdin the controlling terminal of a new session (see `ProcessSpec::terminal`).
     pub terminal: bool,
+    pub security: SecurityOptions,
 }
 
 /// Drops privileges and executes; returns only the exit code for a failure.
 pub(crate) fn exec(prepared: &Prepared, mut status: File) -> i32 {
-    if let Err(failure) = take_terminal(prepared)
-        .and_then(|()| become_user(prepared))
+    // A session of its own: without a terminal of its own, the process must not share the
+    // terminal kiln runs on, or it could push keystrokes into the user's shell (TIOCSTI) or
+    // open it as /dev/tty. The inits still forward the terminal's signals. With `-t`, the
+    // session's controlling terminal is the container's own pty.
+    if let Err(failure) = new_session(prepared.terminal) {
+        return report_failure(&mut status, failure);
+    }
+    // Every descriptor above 2 (the status pipe included: its closing on exec tells the host
+    // the process runs) is closed by `execve`, so nothing of the host's reaches the process.
+    if let Err(failure) = sys::reset_signals()
+        .map_err(InitFailure::setup("reset signal handling"))
         .and_then(|()| {
-            sys::reset_signals().map_err(InitFailure::setup("reset signal handling"))?;
             sys::cloexec_fds_from_3().map_err(InitFailure::setup("close inherited descriptors"))
+        })
+        .and_then(|()| {
+            apply_process_security(&prepared.security, &prepared.user, prepared.set_groups)
         })
     {
         return report_failure(&mut status, failure);
@@ -54,33 +66,17 @@ pub(crate) fn exec(prepared: &Prepared, mut status: File) -> i32 {
     code
 }
 
-/// With a terminal on stdin, leads a new session whose controlling terminal it is, so that
-/// job control, `^C` and window size changes reach the process as on a login terminal.
-fn take_terminal(prepared: &Prepared) -> Result<(), InitFailure> {
-    if !prepared.terminal {
-        return Ok(());
-    }
+/// Leads a new session; with a terminal on stdin, makes it the session's controlling terminal
+/// so that job control, `^C` and window size changes reach the process as on a login terminal.
+fn new_session(terminal: bool) -> Result<(), InitFailure> {
     let failed = |what: &str| {
         let what = what.to_owned();
         move |e: rustix::io::Errno| InitFailure::setup(what)(e.into())
     };
-    rustix::process::setsid().map_err(failed("start a session"))?;
-    rustix::process::ioctl_tiocsctty(std::io::stdin())
-        .map_err(failed("make stdin the controlling terminal"))
-}
-
-fn become_user(prepared: &Prepared) -> Result<(), InitFailure> {
-    let user = &prepared.user;
-    let failed = |what: String| move |e: rustix::io::Errno| InitFailure::setup(what)(e.into());
-    if prepared.set_groups {
-        let groups: Vec<Gid> = user.groups.iter().map(|&g| Gid::from_raw(g)).collect();
-        rustix::thread::set_thread_groups(&groups).map_err(failed(format!(
-            "set supplementary groups {:?}",
-            user.groups
-        )))?;
+    rustix::process::setsid().map_err(failed("start a new session"))?;
+    if terminal {
+        rustix::process::ioctl_tiocsctty(std::io::stdin())
+            .map_err(failed("make stdin the controlling terminal"))?;
     }
-    rustix::thread::set_thread_gid(Gid::from_raw(user.gid))
-        .map_err(failed(format!("set gid {}", user.gid)))?;
-    rustix::thread::set_thread_uid(Uid::from_raw(user.uid))
-        .map_err(failed(format!("set uid {}", user.uid)))
+    Ok(())
 }

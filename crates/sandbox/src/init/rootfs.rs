@@ -1,6 +1,10 @@
 //! Building the sandbox's root filesystem inside the new mount namespace: the overlay, the
-//! kernel filesystems, the minimal /dev, /etc/hosts and /etc/resolv.conf, the caller's bind
-//! mounts; then `pivot_root` into it.
+//! kernel filesystems (with Docker's masked and read-only paths, [`super::masks`]), the minimal
+//! /dev, /etc/hosts and /etc/resolv.conf, the caller's bind mounts; then `pivot_root` into it.
+//!
+//! No device node but the few bound from the host's /dev can be opened: the root and /dev are
+//! `nodev`, so a node made with CAP_MKNOD (say the host's disk, `mknod sda b 8 0`) is inert,
+//! which is what Docker's device cgroup achieves.
 //!
 //! Mount points are resolved with `openat2(RESOLVE_IN_ROOT)` and mounted through their
 //! `/proc/self/fd/N` path, so a symlink in the image (say `/etc -> /`) is followed inside the
@@ -17,7 +21,7 @@ use rustix::mount::{MountFlags, UnmountFlags};
 use crate::error::InitFailure;
 use crate::overlay::mount_layers;
 use crate::protocol::{IdMap, InitRequest};
-use crate::spec::{BindMount, FileMount, Mount};
+use crate::spec::{BindMount, FileMount, Mount, SecurityOptions};
 use crate::stubs::{Stub, StubKind};
 
 /// Device nodes shared from the host's /dev (bind mounts work in a user namespace, where mknod
@@ -55,7 +59,7 @@ pub(super) fn build_and_enter(
     mount("proc", &proc_dir, "proc", nodev_noexec, None, "/proc")?;
 
     let dev_dir = points.ensure("/dev", PointKind::Dir)?;
-    let dev_flags = MountFlags::NOSUID | MountFlags::STRICTATIME;
+    let dev_flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::STRICTATIME;
     mount(
         "tmpfs",
         &dev_dir,
@@ -72,6 +76,7 @@ pub(super) fn build_and_enter(
 
     let sys_dir = points.ensure("/sys", PointKind::Dir)?;
     mount_sys(&sys_dir);
+    super::masks::mask_kernel_paths(&points.root)?;
 
     for (file, target) in [("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf")] {
         let point = points.ensure(target, PointKind::File)?;
@@ -107,7 +112,28 @@ pub(super) fn build_and_enter(
         }
     }
     drop(points);
-    pivot_into(&root)
+    pivot_into(&root)?;
+    restrict_root(&spec.security)
+}
+
+/// Makes the root mount `nodev` (and read-only for `--read-only`); mounts on top keep theirs.
+fn restrict_root(security: &SecurityOptions) -> Result<(), InitFailure> {
+    let root = rustix::fs::open(
+        "/",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| InitFailure::setup("open the new root")(e.into()))?;
+    remount_with(
+        &root,
+        "/",
+        MountFlags::NODEV
+            | if security.read_only_root {
+                MountFlags::RDONLY
+            } else {
+                MountFlags::empty()
+            },
+    )
 }
 
 fn mount_bind(points: &mut MountPoints<'_>, mount: &BindMount) -> Result<(), InitFailure> {
@@ -193,7 +219,7 @@ impl FileMountArea {
 }
 
 /// The `/proc/self/fd/N` path through which a mount point fd can be mounted on.
-fn fd_path(fd: &OwnedFd) -> PathBuf {
+pub(super) fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
@@ -219,15 +245,22 @@ fn bind(source: &Path, target: &OwnedFd, recursive: bool, name: &str) -> Result<
 }
 
 /// Remounts a bind mount read-only, keeping the flags the kernel locks in a user namespace.
-fn remount_read_only(target: &OwnedFd, name: &str) -> Result<(), InitFailure> {
+pub(super) fn remount_read_only(target: &OwnedFd, name: &str) -> Result<(), InitFailure> {
+    remount_with(target, name, MountFlags::RDONLY)
+}
+
+/// Changes the flags of the mount at `target` to its current ones (the kernel locks those in a
+/// user namespace) plus `extra`.
+fn remount_with(target: &OwnedFd, name: &str, extra: MountFlags) -> Result<(), InitFailure> {
     use rustix::fs::StatVfsMountFlags as Vfs;
     let path = fd_path(target);
-    let mut flags = MountFlags::BIND | MountFlags::RDONLY;
+    let mut flags = MountFlags::BIND | extra;
     if let Ok(stat) = rustix::fs::statvfs(&path) {
         for (vfs, mount) in [
             (Vfs::NOSUID, MountFlags::NOSUID),
             (Vfs::NODEV, MountFlags::NODEV),
             (Vfs::NOEXEC, MountFlags::NOEXEC),
+            (Vfs::RDONLY, MountFlags::RDONLY),
         ] {
             if stat.f_flag.contains(vfs) {
                 flags |= mount;
@@ -235,7 +268,7 @@ fn remount_read_only(target: &OwnedFd, name: &str) -> Result<(), InitFailure> {
         }
     }
     rustix::mount::mount_remount(&path, flags, "")
-        .map_err(|e| InitFailure::setup(format!("make {name} read-only"))(e.into()))
+        .map_err(|e| InitFailure::setup(format!("remount {name} with {extra:?}"))(e.into()))
 }
 
 /// A read-only sysfs when the namespaces allow one, else the host's, read-only, else nothing:

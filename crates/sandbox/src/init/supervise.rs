@@ -18,9 +18,9 @@ pub(crate) fn supervise(main_pid: i32) -> i32 {
             let _ = sys::send_signal(main_pid, signal);
             continue;
         }
-        // One SIGCHLD may stand for several exited children. `wait` (any child), not
-        // `waitpid(None)` (only our process group): processes that start sessions of their
-        // own (`-t`, shells with job control) must be reaped too.
+        // One SIGCHLD may stand for several exited children. `wait` is any child: rustix's
+        // `waitpid(None)` is only those of our own process group, and the process and the
+        // orphans PID 1 inherits live in sessions of their own.
         while let Ok(Some((pid, status))) = rustix::process::wait(WaitOptions::NOHANG) {
             if pid.as_raw_nonzero().get() == main_pid {
                 return exit_code(status);
