@@ -26,5 +26,6 @@ mod e2e {
     mod run;
     mod schedule;
     mod semantics;
+    mod snapshot_reuse;
     mod volumes;
 }
