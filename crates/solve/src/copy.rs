@@ -98,8 +98,8 @@ pub fn copy_into(
     Ok(())
 }
 
-/// [`copy_into`], but files that `reuse.previous` holds unchanged get an empty placeholder to be
-/// replaced by a link ([`link_reused`]) once `root`'s overlay is unmounted; see `reuse.rs`.
+/// [`copy_into`], but files that `reuse.previous` holds unchanged are left to be linked
+/// ([`link_reused`]) once `root`'s overlay is unmounted; see `reuse.rs`.
 pub fn copy_into_reusing(
     root: &Path,
     sources: &[Source],
@@ -234,17 +234,20 @@ impl<'a> Copier<'a> {
         }
         self.outcome.links.remove(&resolved);
         let parent_dir = &self.parent_cache.as_ref().expect("opened just above").1;
-        match rustix::fs::statat(parent_dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        let replaced = match rustix::fs::statat(parent_dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
                 return Err(CopyError::DirectoryInTheWay {
                     path: display(target),
                 });
             }
             // Replace, never write through: the old entry may be a symlink pointing anywhere.
-            Ok(_) => rustix::fs::unlinkat(parent_dir, name, AtFlags::empty()).map_err(fail)?,
-            Err(Errno::NOENT) => {}
+            Ok(_) => {
+                rustix::fs::unlinkat(parent_dir, name, AtFlags::empty()).map_err(fail)?;
+                true
+            }
+            Err(Errno::NOENT) => false,
             Err(errno) => return Err(fail(errno)),
-        }
+        };
 
         if file_type.is_file() {
             // Names that are not UTF-8 are neither recorded nor reused: a lossy form could
@@ -268,23 +271,49 @@ impl<'a> Copier<'a> {
                     && reuse::previous_matches(&path, &expected))
                 .then_some(path)
             });
-            let created = rustix::fs::openat(
-                parent_dir,
-                name,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )
-            .map_err(fail)?;
+            let create = || {
+                rustix::fs::openat(
+                    parent_dir,
+                    name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(fail)
+            };
             if let Some(previous) = reusable {
-                // An empty placeholder with the final metadata; `link_reused` swaps it.
-                set_owner_and_mode(&created, owner, mode).map_err(fail)?;
-                rustix::fs::futimens(&created, &times).map_err(fail)?;
+                // A new name in a directory the upper dir already has needs nothing from the
+                // overlay: the link goes straight there. Otherwise an empty placeholder with the
+                // final metadata makes the overlay copy the directory up and hide what it
+                // replaces; `link_reused` swaps it. (Creating an inode costs as much as the
+                // link saves, so the placeholder is only made when needed.)
+                let upper_has_parent = !replaced
+                    && self.reuse.upper.is_some_and(|upper| {
+                        std::fs::symlink_metadata(upper.join(&resolved_parent))
+                            .is_ok_and(|meta| meta.is_dir())
+                    });
+                if !upper_has_parent {
+                    let placeholder = create()?;
+                    set_owner_and_mode(&placeholder, owner, mode).map_err(fail)?;
+                    rustix::fs::futimens(&placeholder, &times).map_err(fail)?;
+                }
                 self.outcome.links.insert(
                     resolved,
-                    reuse::PendingLink::new(previous, entry.host_path.clone(), times, mode),
+                    reuse::PendingLink {
+                        previous,
+                        source: entry.host_path.clone(),
+                        times,
+                        mode,
+                        owner,
+                        placeholder: !upper_has_parent,
+                    },
                 );
                 return Ok(());
             }
+            let created = create()?;
             let source_path = &entry.host_path;
             let source_fd = rustix::fs::open(
                 source_path,

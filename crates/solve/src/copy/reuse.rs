@@ -13,11 +13,13 @@
 //! a cold build writes: the tar writer only sees the same metadata and content, and it turns
 //! inodes into tar hard links only when two paths *of the same layer* share one.
 //!
-//! While the overlay is mounted the copy cannot link across filesystems, so it creates an empty
-//! placeholder (with the final owner, mode and times) where a reused file goes, and
-//! [`link_reused`] swaps each placeholder for a link once the upper dir is unmounted, restoring
-//! the times of the directories it touched. When a link cannot be made (the old snapshot was
-//! pruned meanwhile, too many links) the file's content is copied into the placeholder instead.
+//! While the overlay is mounted the copy cannot link across filesystems, so it only notes where a
+//! reused file goes, and [`link_reused`] makes the links once the overlay is unmounted,
+//! restoring the times of the directories it touched. Where the name replaces something or its
+//! directory is not in the upper dir yet, the copy first creates an empty placeholder (with the
+//! final owner, mode and times) so that the overlay does its part (copy the directory up, hide
+//! what is replaced), and the link takes the placeholder's place. When a link cannot be made
+//! (the old snapshot was pruned meanwhile, too many links) the file is copied instead.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -45,6 +47,8 @@ pub struct CopyReuse<'a> {
     pub fingerprints: Option<&'a HashMap<String, String>>,
     /// The previous build's files.
     pub previous: Option<&'a PreviousCopy>,
+    /// The upper dir the copy's writes land in (the root itself when it is not an overlay).
+    pub upper: Option<&'a Path>,
 }
 
 /// The result of a copy: what it wrote, and the links still to be made.
@@ -53,19 +57,22 @@ pub struct CopyOutcome {
     /// Root-relative path → fingerprint of every regular file the copy wrote with a known
     /// fingerprint; what the next build of the step may reuse (see [`PreviousCopy::files`]).
     pub written: BTreeMap<String, String>,
-    /// Placeholders to replace by links to the previous snapshot, by root-relative path.
+    /// Files to link from the previous snapshot, by root-relative path.
     pub links: BTreeMap<PathBuf, PendingLink>,
 }
 
-/// One placeholder to turn into a hard link.
+/// One file to link from the previous snapshot.
 #[derive(Debug, Clone)]
 pub struct PendingLink {
     /// The file in the previous snapshot.
-    previous: PathBuf,
+    pub(super) previous: PathBuf,
     /// The source on the host, copied instead when the link cannot be made.
-    source: PathBuf,
-    times: Timestamps,
-    mode: u32,
+    pub(super) source: PathBuf,
+    pub(super) times: Timestamps,
+    pub(super) mode: u32,
+    pub(super) owner: (u32, u32),
+    /// Whether the copy left an empty placeholder there (else the name is free).
+    pub(super) placeholder: bool,
 }
 
 /// What the file written for a source entry will look like.
@@ -75,17 +82,6 @@ pub(super) struct Expected {
     pub mode: u32,
     pub owner: (u32, u32),
     pub mtime: (i64, i64),
-}
-
-impl PendingLink {
-    pub(super) fn new(previous: PathBuf, source: PathBuf, times: Timestamps, mode: u32) -> Self {
-        PendingLink {
-            previous,
-            source,
-            times,
-            mode,
-        }
-    }
 }
 
 /// Whether `previous` (a path in the previous snapshot) is a file that equals, in metadata,
@@ -109,8 +105,8 @@ pub struct ReuseStats {
     pub copied: usize,
 }
 
-/// Replaces the placeholders of `outcome` under `upper` (no longer mounted) by links to the
-/// previous snapshot's files, keeping every directory's times as the copy left them.
+/// Makes the links `outcome` asks for under `upper` (no longer mounted), in place of their
+/// placeholders, keeping every directory's times as the copy left them.
 pub fn link_reused(upper: &Path, outcome: &CopyOutcome) -> Result<ReuseStats, CopyError> {
     let mut stats = ReuseStats::default();
     // Each touched directory's times before the first change in it.
@@ -122,19 +118,25 @@ pub fn link_reused(upper: &Path, outcome: &CopyOutcome) -> Result<ReuseStats, Co
             let meta = std::fs::symlink_metadata(&parent).map_err(io(&parent))?;
             dir_times.insert(parent.clone(), times_of(&meta));
         }
-        let placeholder = std::fs::symlink_metadata(&target).map_err(io(&target))?;
-        if !placeholder.file_type().is_file() || placeholder.len() != 0 {
-            // The copy itself put something else here; it is not ours to replace.
-            continue;
-        }
-        let same_xattrs = xattrs_of(&target).map_err(io(&target))?
-            == xattrs_of(&link.previous).unwrap_or_else(|_| vec![(b"?".to_vec(), Vec::new())]);
-        std::fs::remove_file(&target).map_err(io(&target))?;
-        let linked = same_xattrs && std::fs::hard_link(&link.previous, &target).is_ok();
+        // A new file gets no xattrs; a placeholder may have been given some by the overlay.
+        let expected_xattrs = if link.placeholder {
+            let placeholder = std::fs::symlink_metadata(&target).map_err(io(&target))?;
+            if !placeholder.file_type().is_file() || placeholder.len() != 0 {
+                // The copy itself put something else here; it is not ours to replace.
+                continue;
+            }
+            let xattrs = xattrs_of(&target).map_err(io(&target))?;
+            std::fs::remove_file(&target).map_err(io(&target))?;
+            xattrs
+        } else {
+            Vec::new()
+        };
+        let same_xattrs = xattrs_of(&link.previous).is_ok_and(|xattrs| xattrs == expected_xattrs);
+        let linked = same_xattrs && hard_link(&link.previous, &target).is_ok();
         if linked {
             stats.linked += 1;
         } else {
-            fill_by_copy(&target, link, &placeholder)?;
+            fill_by_copy(&target, link)?;
             stats.copied += 1;
         }
     }
@@ -146,16 +148,23 @@ pub fn link_reused(upper: &Path, outcome: &CopyOutcome) -> Result<ReuseStats, Co
     Ok(stats)
 }
 
-/// Writes the source's content where a placeholder was, with the placeholder's owner, the
-/// copy's mode and times.
-fn fill_by_copy(
-    target: &Path,
-    link: &PendingLink,
-    placeholder: &std::fs::Metadata,
-) -> Result<(), CopyError> {
+/// Links `previous` at `target`. Only a whiteout the overlay left for this very name can be in
+/// the way (the merged view showed no file there), and the link is meant to replace it.
+fn hard_link(previous: &Path, target: &Path) -> std::io::Result<()> {
+    match std::fs::hard_link(previous, target) {
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(target)?;
+            std::fs::hard_link(previous, target)
+        }
+        other => other,
+    }
+}
+
+/// Writes the source's content at `target` (free) with the copy's owner, mode and times.
+fn fill_by_copy(target: &Path, link: &PendingLink) -> Result<(), CopyError> {
     let created = rustix::fs::open(
         target,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o600),
     )
     .map_err(|errno| io(target)(errno.into()))?;
@@ -163,7 +172,7 @@ fn fill_by_copy(
     let mut input = File::open(&link.source).map_err(io(&link.source))?;
     std::io::copy(&mut input, &mut output).map_err(io(target))?;
     let fd: std::os::fd::OwnedFd = output.into();
-    super::confined::set_owner_and_mode(&fd, (placeholder.uid(), placeholder.gid()), link.mode)
+    super::confined::set_owner_and_mode(&fd, link.owner, link.mode)
         .map_err(|errno| io(target)(errno.into()))?;
     rustix::fs::futimens(&fd, &link.times).map_err(|errno| io(target)(errno.into()))?;
     Ok(())

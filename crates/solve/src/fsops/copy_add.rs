@@ -288,6 +288,7 @@ impl StageBuilder<'_> {
                 let reuse = CopyReuse {
                     fingerprints: Some(&fingerprints),
                     previous: previous.as_ref(),
+                    upper: Some(&layer_root),
                 };
                 let outcome = write(b, &layer_root, reuse)?;
                 commit(b, label, &layer_root, outcome)
@@ -303,9 +304,11 @@ impl StageBuilder<'_> {
                 },
                 |b, st, label| {
                     let previous = previous();
+                    let upper = dirs.path("upper");
                     let reuse = CopyReuse {
                         fingerprints: Some(&fingerprints),
                         previous: previous.as_ref(),
+                        upper: Some(&upper),
                     };
                     let mount = b.mount_rw(st, &dirs)?;
                     let outcome = write(b, mount.path(), reuse)?;

@@ -15,6 +15,8 @@ struct Builds {
     snapshots: Vec<tempfile::TempDir>,
     /// What each snapshot's copy recorded, by the snapshot's index.
     written: Vec<BTreeMap<String, String>>,
+    /// A file the next snapshot already holds before the copy (as a lower layer's would be).
+    preexisting: Option<&'static str>,
 }
 
 impl Builds {
@@ -23,6 +25,7 @@ impl Builds {
             context: tempfile::tempdir().unwrap(),
             snapshots: Vec::new(),
             written: Vec::new(),
+            preexisting: None,
         };
         for (rel, content, mode) in [
             ("a.txt", "alpha", 0o644),
@@ -77,9 +80,15 @@ impl Builds {
             .map(|file| (file.path, file.fingerprint))
             .collect();
         let snapshot = tempfile::tempdir().unwrap();
+        if let Some(rel) = self.preexisting {
+            let path = snapshot.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "in the way").unwrap();
+        }
         let reuse = CopyReuse {
             fingerprints: Some(&fingerprints),
             previous,
+            upper: Some(snapshot.path()),
         };
         let outcome = copy_into_reusing(snapshot.path(), &sources, "/ctx/", opts, reuse).unwrap();
         let stats = link_reused(snapshot.path(), &outcome).unwrap();
@@ -298,6 +307,7 @@ fn a_file_gone_from_the_previous_snapshot_is_copied_instead() {
     let reuse = CopyReuse {
         fingerprints: Some(&fingerprints),
         previous: Some(&previous),
+        upper: Some(snapshot.path()),
     };
     let opts = CopyOptions::default();
     let outcome = copy_into_reusing(snapshot.path(), &sources, "/ctx/", &opts, reuse).unwrap();
@@ -317,5 +327,34 @@ fn a_file_gone_from_the_previous_snapshot_is_copied_instead() {
     assert_eq!(
         (meta.mode() & 0o7777, meta.uid(), meta.mtime()),
         (0o755, 0, 1_600_000_000)
+    );
+}
+
+#[test]
+fn a_file_that_replaces_one_is_linked_over_its_placeholder() {
+    let mut builds = Builds::new();
+    let (first, written, _) = builds.copy(&CopyOptions::default(), None);
+    builds.written.push(written.written);
+
+    // ctx/b.txt is already there (say from a lower layer): the copy replaces it, through a
+    // placeholder that the link then takes the place of.
+    builds.preexisting = Some("ctx/b.txt");
+    let (second, outcome, stats) = builds.copy(&CopyOptions::default(), Some(first));
+    assert!(outcome.links[Path::new("ctx/b.txt")].placeholder);
+    assert!(!outcome.links[Path::new("ctx/a.txt")].placeholder);
+    assert_eq!(
+        stats,
+        ReuseStats {
+            linked: 4,
+            copied: 0
+        }
+    );
+    assert_eq!(
+        builds.inode(first, "ctx/b.txt"),
+        builds.inode(second, "ctx/b.txt")
+    );
+    assert_eq!(
+        std::fs::read_to_string(builds.path(second, "ctx/b.txt")).unwrap(),
+        "beta"
     );
 }
