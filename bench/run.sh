@@ -9,6 +9,8 @@
 # Environment:
 #   BENCH_N       repetitions of every scenario per tool (default 5; --quick forces 1)
 #   BENCH_TOOLS   comma list of tools to run (default kiln,buildkit,buildah)
+#   BENCH_SCENARIOS  comma list of scenarios (default all: small,big,stages-wait,stages-cpu,thirty);
+#                 with a subset the table goes to the results dir, docs/benchmarks.md is not touched
 #   BENCH_NOTE    a sentence written above the table (e.g. "measured on a loaded machine")
 #   BENCH_KEEP=1  keep the temporary directory (contexts, stores, logs) after the run
 #   BENCH_TMP     where the temporary directory goes (default /var/tmp)
@@ -501,7 +503,10 @@ machine=$work/machine.txt
 
 # --- the run ----------------------------------------------------------------------------------
 
-scenarios=(small big stages-wait stages-cpu thirty)
+IFS=, read -r -a scenarios <<<"${BENCH_SCENARIOS:-small,big,stages-wait,stages-cpu,thirty}"
+for s in "${scenarios[@]}"; do
+    case $s in small | big | stages-wait | stages-cpu | thirty) ;; *) die "BENCH_SCENARIOS: unknown scenario '$s'" ;; esac
+done
 log "running ${#scenarios[@]} scenarios × ${#tools[@]} tools × $reps repetitions in $work"
 for ((rep = 1; rep <= reps; rep++)); do
     for si in "${!scenarios[@]}"; do
@@ -526,7 +531,7 @@ echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$machine"
 out_dir=$repo/bench/results/$(date -u +%Y%m%dT%H%M%SZ)${quick_label:+-quick}
 mkdir -p "$out_dir"
 cp "$results" "$rss" "$machine" "$out_dir/"
-if ((quick)); then
+if ((quick)) || [[ -n ${BENCH_SCENARIOS:-} ]]; then
     doc=$out_dir/benchmarks.md
     [[ -f $repo/docs/benchmarks.md ]] && cp "$repo/docs/benchmarks.md" "$doc"
 else

@@ -27,5 +27,6 @@ mod e2e {
     mod schedule;
     mod security;
     mod semantics;
+    mod snapshot_reuse;
     mod volumes;
 }

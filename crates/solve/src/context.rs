@@ -18,6 +18,7 @@
 //! ([`BuildContext::with_digest_cache`]), so a rebuild reads only files whose metadata changed.
 
 mod hashing;
+pub(crate) use hashing::manifest_path;
 mod resolve;
 mod walk;
 

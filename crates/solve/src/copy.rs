@@ -16,6 +16,7 @@
 mod chmod;
 mod confined;
 mod owner;
+mod reuse;
 
 use std::fs::{File, Metadata};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -30,6 +31,7 @@ use confined::{ConfinedRoot, display, set_owner_and_mode, split_target};
 
 pub use chmod::Chmod;
 pub use owner::parse_chown;
+pub use reuse::{CopyOutcome, CopyReuse, PreviousCopy, ReuseStats, link_reused};
 
 /// The flags of a COPY instruction that change what is written.
 #[derive(Debug, Clone, Default)]
@@ -91,6 +93,20 @@ pub fn copy_into(
     dest: &str,
     opts: &CopyOptions,
 ) -> Result<(), CopyError> {
+    let outcome = copy_into_reusing(root, sources, dest, opts, CopyReuse::default())?;
+    debug_assert!(outcome.links.is_empty(), "nothing to reuse from");
+    Ok(())
+}
+
+/// [`copy_into`], but files that `reuse.previous` holds unchanged are left to be linked
+/// ([`link_reused`]) once `root`'s overlay is unmounted; see `reuse.rs`.
+pub fn copy_into_reusing(
+    root: &Path,
+    sources: &[Source],
+    dest: &str,
+    opts: &CopyOptions,
+    reuse: CopyReuse<'_>,
+) -> Result<CopyOutcome, CopyError> {
     let root = ConfinedRoot::open(root)?;
     let cleaned = go_clean(&format!("/{dest}"));
     let dest_rel = PathBuf::from(cleaned.trim_start_matches('/'));
@@ -105,6 +121,8 @@ pub fn copy_into(
         new_dir_owner: opts.owner.unwrap_or((0, 0)),
         dir_times: Vec::new(),
         parent_cache: None,
+        reuse,
+        outcome: CopyOutcome::default(),
     };
     for source in sources {
         // With --parents the source's own path is kept below the destination.
@@ -121,13 +139,14 @@ pub fn copy_into(
                 let entry = entry?;
                 if entry.rel.as_os_str().is_empty() {
                     if created {
-                        copier.place(&base, &entry)?;
+                        copier.place(&base, &entry, None)?;
                     } else {
                         copier.root.ensure_dir(&base, copier.new_dir_owner)?;
                     }
                     continue;
                 }
-                copier.place(&base.join(&entry.rel), &entry)?;
+                let fingerprint = copier.fingerprint(source, &entry);
+                copier.place(&base.join(&entry.rel), &entry, fingerprint)?;
             }
         } else {
             let Some(entry) = source.entries().next().transpose()? else {
@@ -142,7 +161,8 @@ pub fn copy_into(
             } else {
                 dest_rel.clone()
             };
-            copier.place(&target, &entry)?;
+            let fingerprint = copier.fingerprint(source, &entry);
+            copier.place(&target, &entry, fingerprint)?;
         }
     }
     copier.finish()
@@ -154,12 +174,26 @@ struct Copier<'a> {
     new_dir_owner: (u32, u32),
     /// Directories written, with their times, set last (writing inside a dir changes its mtime).
     dir_times: Vec<(PathBuf, Timestamps)>,
-    /// The last parent directory opened; entries of one directory come one after another.
-    parent_cache: Option<(PathBuf, std::os::fd::OwnedFd)>,
+    /// The last parent directory opened (as asked for, the fd, and its resolved path); entries
+    /// of one directory come one after another.
+    parent_cache: Option<(PathBuf, std::os::fd::OwnedFd, PathBuf)>,
+    reuse: CopyReuse<'a>,
+    outcome: CopyOutcome,
 }
 
-impl Copier<'_> {
-    fn place(&mut self, target: &Path, entry: &SourceEntry) -> Result<(), CopyError> {
+impl<'a> Copier<'a> {
+    /// The fingerprint hashing recorded for `entry` of `source`, when the copy was given them.
+    fn fingerprint(&self, source: &Source, entry: &SourceEntry) -> Option<&'a String> {
+        let fingerprints = self.reuse.fingerprints?;
+        fingerprints.get(&crate::context::manifest_path(&source.rel_path, &entry.rel))
+    }
+
+    fn place(
+        &mut self,
+        target: &Path,
+        entry: &SourceEntry,
+        fingerprint: Option<&String>,
+    ) -> Result<(), CopyError> {
         let metadata = &entry.metadata;
         let owner = self.opts.owner.unwrap_or(if self.opts.keep_source_owner {
             (metadata.uid(), metadata.gid())
@@ -191,20 +225,95 @@ impl Copier<'_> {
                 path: display(target),
             });
         };
-        let parent_dir = self.parent_dir(parent)?;
-        match rustix::fs::statat(parent_dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        let (_, resolved_parent) = self.parent_dir(parent)?;
+        let resolved = resolved_parent.join(name);
+        // Whatever this entry replaces is no longer what the copy wrote there.
+        let resolved_key = resolved.to_str().map(str::to_owned);
+        if let Some(key) = &resolved_key {
+            self.outcome.written.remove(key);
+        }
+        self.outcome.links.remove(&resolved);
+        let parent_dir = &self.parent_cache.as_ref().expect("opened just above").1;
+        let replaced = match rustix::fs::statat(parent_dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
                 return Err(CopyError::DirectoryInTheWay {
                     path: display(target),
                 });
             }
             // Replace, never write through: the old entry may be a symlink pointing anywhere.
-            Ok(_) => rustix::fs::unlinkat(parent_dir, name, AtFlags::empty()).map_err(fail)?,
-            Err(Errno::NOENT) => {}
+            Ok(_) => {
+                rustix::fs::unlinkat(parent_dir, name, AtFlags::empty()).map_err(fail)?;
+                true
+            }
+            Err(Errno::NOENT) => false,
             Err(errno) => return Err(fail(errno)),
-        }
+        };
 
         if file_type.is_file() {
+            // Names that are not UTF-8 are neither recorded nor reused: a lossy form could
+            // stand for two names.
+            let recorded = resolved_key.zip(fingerprint);
+            if let Some((key, fingerprint)) = &recorded {
+                self.outcome
+                    .written
+                    .insert(key.clone(), (*fingerprint).clone());
+            }
+            let reusable = recorded.as_ref().and_then(|(key, fingerprint)| {
+                let previous = self.reuse.previous?;
+                let expected = reuse::Expected {
+                    size: metadata.len(),
+                    mode,
+                    owner,
+                    mtime: (metadata.mtime(), metadata.mtime_nsec()),
+                };
+                let path = previous.snapshot.join(&resolved);
+                (previous.files.get(key) == Some(*fingerprint)
+                    && reuse::previous_matches(&path, &expected))
+                .then_some(path)
+            });
+            let create = || {
+                rustix::fs::openat(
+                    parent_dir,
+                    name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(fail)
+            };
+            if let Some(previous) = reusable {
+                // A new name in a directory the upper dir already has needs nothing from the
+                // overlay: the link goes straight there. Otherwise an empty placeholder with the
+                // final metadata makes the overlay copy the directory up and hide what it
+                // replaces; `link_reused` swaps it. (Creating an inode costs as much as the
+                // link saves, so the placeholder is only made when needed.)
+                let upper_has_parent = !replaced
+                    && self.reuse.upper.is_some_and(|upper| {
+                        std::fs::symlink_metadata(upper.join(&resolved_parent))
+                            .is_ok_and(|meta| meta.is_dir())
+                    });
+                if !upper_has_parent {
+                    let placeholder = create()?;
+                    set_owner_and_mode(&placeholder, owner, mode).map_err(fail)?;
+                    rustix::fs::futimens(&placeholder, &times).map_err(fail)?;
+                }
+                self.outcome.links.insert(
+                    resolved,
+                    reuse::PendingLink {
+                        previous,
+                        source: entry.host_path.clone(),
+                        times,
+                        mode,
+                        owner,
+                        placeholder: !upper_has_parent,
+                    },
+                );
+                return Ok(());
+            }
+            let created = create()?;
             let source_path = &entry.host_path;
             let source_fd = rustix::fs::open(
                 source_path,
@@ -215,13 +324,6 @@ impl Copier<'_> {
                 path: source_path.display().to_string(),
                 source: errno.into(),
             })?;
-            let created = rustix::fs::openat(
-                parent_dir,
-                name,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )
-            .map_err(fail)?;
             let mut output = File::from(created);
             std::io::copy(&mut File::from(source_fd), &mut output).map_err(|source| {
                 CopyError::Io {
@@ -279,16 +381,18 @@ impl Copier<'_> {
         Ok(())
     }
 
-    fn parent_dir(&mut self, parent: &Path) -> Result<&std::os::fd::OwnedFd, CopyError> {
-        let cached = matches!(&self.parent_cache, Some((path, _)) if path == parent);
+    /// The directory `parent` (opened, and its resolved root-relative path).
+    fn parent_dir(&mut self, parent: &Path) -> Result<(&std::os::fd::OwnedFd, PathBuf), CopyError> {
+        let cached = matches!(&self.parent_cache, Some((path, _, _)) if path == parent);
         if !cached {
-            let (fd, _) = self.root.ensure_dir(parent, self.new_dir_owner)?;
-            self.parent_cache = Some((parent.to_path_buf(), fd));
+            let (fd, resolved) = self.root.ensure_dir(parent, self.new_dir_owner)?;
+            self.parent_cache = Some((parent.to_path_buf(), fd, resolved));
         }
-        Ok(&self.parent_cache.as_ref().expect("filled just above").1)
+        let (_, fd, resolved) = self.parent_cache.as_ref().expect("filled just above");
+        Ok((fd, resolved.clone()))
     }
 
-    fn finish(self) -> Result<(), CopyError> {
+    fn finish(self) -> Result<CopyOutcome, CopyError> {
         // Children were pushed after their parents; going backwards sets a parent's time after
         // everything inside it is written.
         for (resolved, times) in self.dir_times.iter().rev() {
@@ -298,7 +402,7 @@ impl Copier<'_> {
                 source: errno.into(),
             })?;
         }
-        Ok(())
+        Ok(self.outcome)
     }
 }
 

@@ -51,6 +51,22 @@ pub struct StepRecord {
     pub inputs: Vec<KeyInput>,
 }
 
+/// Bumped when the format of [`CopiedFiles`] changes; older ones are ignored.
+const COPIED_VERSION: u32 = 1;
+
+/// The regular files the last run of a COPY/ADD step wrote into its snapshot, kept beside the
+/// step's record (`<record>.copied`) so the next run can link the unchanged ones instead of
+/// copying them (`copy/reuse.rs`). Pruned with the step's record: it names the Dockerfile too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopiedFiles {
+    pub version: u32,
+    pub dockerfile: String,
+    /// The layer whose snapshot holds the files.
+    pub diff_id: Digest,
+    /// Path relative to the snapshot → fingerprint of the source it was copied from.
+    pub files: BTreeMap<String, String>,
+}
+
 /// Why a step did not come from the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MissCause {
@@ -159,6 +175,39 @@ impl Explainer<'_> {
     fn record_path(&self, dockerfile: &str, slot: &str) -> PathBuf {
         let id = step_identity(dockerfile, &self.stage, slot);
         self.store.root().join("explain").join(id.hex())
+    }
+
+    fn copied_path(&self, slot: &str) -> PathBuf {
+        let mut path = self
+            .record_path(&self.dockerfile_path(), slot)
+            .into_os_string();
+        path.push(".copied");
+        path.into()
+    }
+
+    /// What the last run of the COPY/ADD step at `slot` wrote, if it is recorded.
+    pub fn previous_copy(&self, slot: &str) -> Option<CopiedFiles> {
+        let bytes = std::fs::read(self.copied_path(slot)).ok()?;
+        serde_json::from_slice::<CopiedFiles>(&bytes)
+            .ok()
+            .filter(|copied| copied.version == COPIED_VERSION)
+    }
+
+    /// Records what the COPY/ADD step at `slot` wrote into the snapshot of `diff_id`.
+    pub fn save_copied(
+        &self,
+        slot: &str,
+        diff_id: &Digest,
+        files: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let copied = CopiedFiles {
+            version: COPIED_VERSION,
+            dockerfile: self.dockerfile_path(),
+            diff_id: diff_id.clone(),
+            files,
+        };
+        let bytes = serde_json::to_vec(&copied).expect("copied files serialise");
+        write_atomic(self.store, &self.copied_path(slot), &bytes)
     }
 
     /// Compares the step's inputs with its last build, reports why it missed (on a miss, and on

@@ -2,7 +2,7 @@
 //! images (tagged: reachable from a name; untagged: every other manifest or index), cache
 //! records, snapshots and cache mounts, with their sizes.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::SystemTime;
@@ -153,20 +153,24 @@ impl Store {
     }
 }
 
-/// Disk space under `path` (allocated blocks, each hard-linked file counted once), without
-/// following symlinks. Unreadable parts count as nothing.
+/// Disk space under `path` (allocated blocks), without following symlinks. Unreadable parts
+/// count as nothing. A file with several links counts `1/nlink` of its blocks at each one:
+/// snapshots share unchanged files with the snapshot of the same COPY's previous build (see
+/// `kiln-solve`'s `copy/reuse.rs`), and so the sizes of all snapshots add up to the space they
+/// take together instead of counting a shared file once per snapshot.
 pub(crate) fn disk_usage(path: &Path) -> u64 {
-    let mut seen = HashSet::new();
     let mut total = 0;
     let mut todo = vec![path.to_owned()];
     while let Some(p) = todo.pop() {
         let Ok(meta) = std::fs::symlink_metadata(&p) else {
             continue;
         };
-        if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
-            continue;
-        }
-        total += meta.blocks() * 512;
+        let links = if meta.is_dir() {
+            1
+        } else {
+            meta.nlink().max(1)
+        };
+        total += meta.blocks() * 512 / links;
         if meta.is_dir()
             && let Ok(rd) = std::fs::read_dir(&p)
         {
@@ -174,4 +178,29 @@ pub(crate) fn disk_usage(path: &Path) -> u64 {
         }
     }
     total
+}
+
+#[cfg(test)]
+mod disk_usage_tests {
+    use super::disk_usage;
+
+    #[test]
+    fn files_shared_between_trees_are_split_between_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        std::fs::write(a.join("shared"), vec![7u8; 64 * 1024]).unwrap();
+        std::fs::write(a.join("own"), vec![8u8; 64 * 1024]).unwrap();
+        let alone = disk_usage(&a);
+        std::fs::hard_link(a.join("shared"), b.join("shared")).unwrap();
+        std::fs::hard_link(a.join("shared"), a.join("twin")).unwrap();
+        // Three links to one file: the two in `a` make two thirds of it, `b`'s one third, and
+        // the parts add up to the whole.
+        assert!(disk_usage(&b) < alone / 2, "{} of {alone}", disk_usage(&b));
+        assert_eq!(disk_usage(dir.path()) - disk_usage(&a) - disk_usage(&b), {
+            let meta = std::fs::symlink_metadata(dir.path()).unwrap();
+            std::os::unix::fs::MetadataExt::blocks(&meta) * 512
+        });
+    }
 }

@@ -132,7 +132,7 @@ pub fn hash_sources(
 }
 
 /// `src` + `main.rs` → `src/main.rs`; the root of a `.` source is `.`.
-fn manifest_path(source: &str, rel: &Path) -> String {
+pub(crate) fn manifest_path(source: &str, rel: &Path) -> String {
     let rel = rel.to_string_lossy();
     match (source.trim_matches('/'), rel.as_ref()) {
         ("", "") => ".".to_owned(),

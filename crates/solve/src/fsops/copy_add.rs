@@ -10,6 +10,8 @@
 //! holds only the copied files, produces no whiteouts, and its cache key leaves out the parent:
 //! the same `COPY --link` reuses its layer whatever changed before it.
 
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,7 +24,10 @@ use kiln_sandbox::OverlayMount;
 use super::{StepDirs, absolute_dest, copy_from};
 use crate::cache::KeyBuilder;
 use crate::context::{SelectOptions, Source, SourceTree};
-use crate::copy::{Chmod, CopyOptions, copy_into, parse_chown};
+use crate::copy::{
+    Chmod, CopyOptions, CopyOutcome, CopyReuse, PreviousCopy, copy_into_reusing, link_reused,
+    parse_chown,
+};
 use crate::dockerignore::IgnoreMatcher;
 use crate::download::{download, is_url, parse_checksum};
 use crate::error::{Result, SolveError};
@@ -165,6 +170,10 @@ impl StageBuilder<'_> {
         });
         let content = hashed.digest;
         let manifest = hashed.manifest;
+        let fingerprints: HashMap<String, String> = manifest
+            .iter()
+            .map(|file| (file.path.clone(), file.fingerprint.clone()))
+            .collect();
 
         let dest = absolute_dest(state.config.config.working_dir.as_deref(), &c.dest);
         let source_count = local.len() + extras.len() + usize::from(deferred.is_some());
@@ -202,7 +211,7 @@ impl StageBuilder<'_> {
                 key.field("checksum", &deferred.checksum.to_string());
             }
         };
-        let write = |b: &Self, root: &Path| -> Result<()> {
+        let write = |b: &Self, root: &Path, reuse: CopyReuse<'_>| -> Result<CopyOutcome> {
             let fail = |message: String| b.fail(ins, message);
             let owner = match (linked_owner, &c.chown) {
                 (Some(owner), _) => Some(owner),
@@ -253,17 +262,36 @@ impl StageBuilder<'_> {
                     .map_err(fail)?;
                 plain.push(fetched);
             }
-            if !plain.is_empty() {
-                copy_into(root, &plain, &dest, &opts).map_err(|e| fail(e.to_string()))?;
+            if plain.is_empty() {
+                return Ok(CopyOutcome::default());
             }
-            Ok(())
+            copy_into_reusing(root, &plain, &dest, &opts, reuse).map_err(|e| fail(e.to_string()))
+        };
+        // On a miss: the files of the last run of this step that can be linked, and afterwards
+        // what this run wrote, recorded for the next one once the step succeeded.
+        let slot = Self::slot(&label);
+        let previous = || self.previous_copy(&slot);
+        let copied: RefCell<Option<(Digest, BTreeMap<String, String>)>> = RefCell::new(None);
+        let commit = |b: &Self, label: &StepLabel, upper: &Path, outcome: CopyOutcome| {
+            link_reused(upper, &outcome).map_err(|e| b.fail(ins, e.to_string()))?;
+            let layer = b.commit_upper(ins, label, upper)?;
+            *copied.borrow_mut() = layer
+                .as_ref()
+                .map(|layer| (layer.diff_id.clone(), outcome.written));
+            Ok(layer)
         };
 
         let result = if c.link {
             self.linked_step(state, ins, label, key_inputs, |b, label| {
                 let layer_root = dirs.path("upper");
-                write(b, &layer_root)?;
-                b.commit_upper(ins, label, &layer_root)
+                let previous = previous();
+                let reuse = CopyReuse {
+                    fingerprints: Some(&fingerprints),
+                    previous: previous.as_ref(),
+                    upper: Some(&layer_root),
+                };
+                let outcome = write(b, &layer_root, reuse)?;
+                commit(b, label, &layer_root, outcome)
             })
         } else {
             self.fs_step(
@@ -275,14 +303,26 @@ impl StageBuilder<'_> {
                     Ok(())
                 },
                 |b, st, label| {
+                    let previous = previous();
+                    let upper = dirs.path("upper");
+                    let reuse = CopyReuse {
+                        fingerprints: Some(&fingerprints),
+                        previous: previous.as_ref(),
+                        upper: Some(&upper),
+                    };
                     let mount = b.mount_rw(st, &dirs)?;
-                    write(b, mount.path())?;
+                    let outcome = write(b, mount.path(), reuse)?;
                     mount.unmount()?;
-                    b.commit_upper(ins, label, &dirs.path("upper"))
+                    commit(b, label, &dirs.path("upper"), outcome)
                 },
             )
         };
         drop(from_mount);
+        if result.is_ok()
+            && let Some((diff_id, files)) = copied.take()
+        {
+            self.explainer().save_copied(&slot, &diff_id, files)?;
+        }
         if result.is_ok()
             && let Some((alias, _)) = alias
         {
@@ -326,6 +366,25 @@ impl StageBuilder<'_> {
             .field("parents", if c.parents { "1" } else { "0" })
             .field("add", if is_add { "1" } else { "0" });
         Some(key.finish_recorded())
+    }
+
+    /// The files the last run of the COPY/ADD step at `slot` wrote, while its snapshot is still
+    /// in the store; none when the user asked for no cache (nothing of an earlier build is used).
+    /// `KILN_NO_SNAPSHOT_REUSE` (any value) in the environment turns the reuse off, to measure
+    /// what it saves.
+    fn previous_copy(&self, slot: &str) -> Option<PreviousCopy> {
+        if self.forced_miss().is_some() || std::env::var_os("KILN_NO_SNAPSHOT_REUSE").is_some() {
+            return None;
+        }
+        let copied = self.explainer().previous_copy(slot)?;
+        let store = &self.engine.store;
+        if !store.has_snapshot(&copied.diff_id) {
+            return None;
+        }
+        Some(PreviousCopy {
+            snapshot: store.snapshot_path(&copied.diff_id),
+            files: copied.files.into_iter().collect(),
+        })
     }
 
     /// Downloads `url` into the fresh directory `dir`.
@@ -431,6 +490,7 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
+    use crate::copy::copy_into;
 
     fn heredoc(name: &str, content: &str) -> Heredoc {
         Heredoc {
