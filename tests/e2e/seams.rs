@@ -94,8 +94,13 @@ fn rootless_resource_limits_are_a_clear_error() {
     let k = Kiln::new();
     let user = user(RANGED_USER, true);
     let store = user.owned_dir();
-    for limit in [&["--memory", "64m"][..], &["--pids-limit", "10"][..]] {
-        let mut args = vec!["run", "--rm"];
+    for (mode, limit) in [
+        ("--rm", &["--memory", "64m"][..]),
+        ("--rm", &["--pids-limit", "10"][..]),
+        // Detached, the error comes back from the supervisor through the record.
+        ("-d", &["--cpus", "0.5"][..]),
+    ] {
+        let mut args = vec!["run", mode];
         args.extend_from_slice(limit);
         args.extend_from_slice(&[&k.base, "true"]);
         let out = user.kiln(store.path(), &args);
@@ -106,7 +111,11 @@ fn rootless_resource_limits_are_a_clear_error() {
             stderr(&out)
         );
     }
-    assert_eq!(user.ok(store.path(), &["ps", "-aq"]), "");
+    // A detached run that failed to start leaves a record, as Docker's `created` container.
+    let left = user.ok(store.path(), &["ps", "-aq"]);
+    for id in left.split_whitespace() {
+        user.ok(store.path(), &["rm", id]);
+    }
     user.assert_no_processes();
 }
 
@@ -192,5 +201,90 @@ fn single_id_cache_mount_with_another_owner_is_squashed() {
         &["run", "--rm", "cached", "cat", "/owner", "/again"],
     );
     assert_eq!(out, "0:0\nkept\n", "{out}");
+    user.assert_no_processes();
+}
+
+#[test]
+fn rootless_health_checks_kill_wait_and_forced_rm() {
+    let k = Kiln::new();
+    let user = user(RANGED_USER, true);
+    let store = user.owned_dir();
+    let kiln = |args: &[&str]| user.kiln(store.path(), args);
+    let ok = |args: &[&str]| user.ok(store.path(), args);
+    struct RemoveOnDrop<'a>(&'a dyn Fn(&[&str]) -> std::process::Output);
+    impl Drop for RemoveOnDrop<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["rm", "-f", "hc", "doomed"]);
+        }
+    }
+    let _cleanup = RemoveOnDrop(&kiln);
+    let ctx = context(
+        &user,
+        "ARG BASE\nFROM $BASE\n\
+         RUN echo 'app:x:1000:1000::/:/bin/sh' >> /etc/passwd\n\
+         HEALTHCHECK --interval=1s --timeout=2s --retries=1 CMD test -f /tmp/ok\n\
+         CMD [\"sleep\", \"600\"]\n",
+    );
+    let base = format!("BASE={}", k.base);
+    ok(&[
+        "build",
+        "-t",
+        "checked",
+        "--build-arg",
+        &base,
+        ctx.path().to_str().unwrap(),
+    ]);
+    ok(&["run", "-d", "--name", "hc", "checked"]);
+
+    // Probes run in the supervisor (the container's own namespace); an exec from another
+    // kiln process, as another user of the container, makes them pass.
+    let inspect = |name: &str| -> serde_json::Value {
+        let text = ok(&["inspect", name]);
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        value.as_array().map_or(value.clone(), |a| a[0].clone())
+    };
+    eventually("unhealthy", || {
+        inspect("hc")["State"]["Health"]["Status"] == "unhealthy"
+    });
+    assert_eq!(ok(&["exec", "-u", "1000", "hc", "id", "-u"]), "1000\n");
+    ok(&["exec", "hc", "touch", "/tmp/ok"]);
+    eventually("healthy", || ok(&["ps"]).contains("(healthy)"));
+
+    // kill and wait from sibling namespaces.
+    let waiter = std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| kiln(&["wait", "hc"]));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let out = kiln(&["kill", "hc"]);
+        assert_success(&out, &["kill (rootless)"]);
+        waiting.join().unwrap()
+    });
+    assert_success(&waiter, &["wait (rootless)"]);
+    assert_eq!(String::from_utf8_lossy(&waiter.stdout), "137\n");
+
+    // rm -f of a running container whose writable layer holds files of a subordinate id.
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "doomed",
+        "checked",
+        "sh",
+        "-c",
+        "mkdir /own && chown 1000:1000 /own && touch /own/f && sleep 600",
+    ]);
+    eventually("the container's files", || {
+        kiln(&["exec", "doomed", "test", "-f", "/own/f"])
+            .status
+            .success()
+    });
+    let out = kiln(&["rm", "-f", "doomed", "hc"]);
+    assert_success(&out, &["rm -f (rootless)"]);
+    assert_eq!(ok(&["ps", "-aq"]), "");
+    let left: Vec<_> = std::fs::read_dir(store.path().join("containers"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     user.assert_no_processes();
 }
