@@ -25,6 +25,7 @@ mod e2e {
     mod rootless;
     mod run;
     mod schedule;
+    mod seams;
     mod security;
     mod semantics;
     mod snapshot_reuse;

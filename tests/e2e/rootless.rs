@@ -13,15 +13,15 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use super::harness::{Kiln, assert_success, stderr, stdout};
 
 /// A user with subordinate id ranges.
-const RANGED_USER: &str = "kiln-rootless";
+pub(super) const RANGED_USER: &str = "kiln-rootless";
 /// A user without any: kiln falls back to a single-id map.
-const SINGLE_ID_USER: &str = "kiln-rootless-1";
+pub(super) const SINGLE_ID_USER: &str = "kiln-rootless-1";
 /// The range given to [`RANGED_USER`] when `useradd` did not give one itself.
 const FALLBACK_RANGE: &str = "420000-485535";
 
 /// A Dockerfile exercising what rootless must get right: files owned by another id, a deleted
 /// file (whiteout), a directory replaced (opaque), a `USER` switch.
-const DOCKERFILE: &str = r#"ARG BASE
+pub(super) const DOCKERFILE: &str = r#"ARG BASE
 FROM $BASE
 RUN echo 'app:x:1000:1000::/home/app:/bin/sh' >> /etc/passwd \
  && echo 'app:x:1000:' >> /etc/group \
@@ -36,9 +36,9 @@ COPY --chown=1000:1000 Dockerfile /w/
 "#;
 
 /// One unprivileged user of these tests and the things it owns.
-struct RootlessUser {
-    name: &'static str,
-    uid: u32,
+pub(super) struct RootlessUser {
+    pub(super) name: &'static str,
+    pub(super) uid: u32,
     home: PathBuf,
     /// A copy of the kiln binary the user can execute (the build tree may not be reachable).
     kiln: PathBuf,
@@ -97,7 +97,7 @@ fn has_entry(file: &str, name: &str) -> bool {
 }
 
 /// Creates `name` if missing (idempotent), with or without subordinate ranges.
-fn user(name: &'static str, with_ranges: bool) -> RootlessUser {
+pub(super) fn user(name: &'static str, with_ranges: bool) -> RootlessUser {
     let exclusive = ROOTLESS_TESTS.lock().unwrap_or_else(|e| e.into_inner());
     let exists = Command::new("id")
         .arg("-u")
@@ -143,7 +143,7 @@ fn user(name: &'static str, with_ranges: bool) -> RootlessUser {
 
 impl RootlessUser {
     /// A fresh directory owned by the user (mode 0755 so the test can read what kiln wrote).
-    fn owned_dir(&self) -> tempfile::TempDir {
+    pub(super) fn owned_dir(&self) -> tempfile::TempDir {
         let dir = tempfile::Builder::new()
             .prefix("kiln-rootless-")
             .tempdir()
@@ -166,7 +166,7 @@ impl RootlessUser {
         command.output().unwrap()
     }
 
-    fn kiln(&self, store: &Path, args: &[&str]) -> Output {
+    pub(super) fn kiln(&self, store: &Path, args: &[&str]) -> Output {
         self.kiln_env(&[("KILN_ROOT", store)], args)
     }
 
@@ -178,29 +178,47 @@ impl RootlessUser {
         )
     }
 
-    fn ok(&self, store: &Path, args: &[&str]) -> String {
+    pub(super) fn ok(&self, store: &Path, args: &[&str]) -> String {
         let out = self.kiln(store, args);
         assert_success(&out, args);
         stdout(&out)
     }
 
-    /// No process of this user may outlive a test.
-    fn assert_no_processes(&self) {
-        let out = Command::new("pgrep")
-            .args(["-u", &self.uid.to_string(), "-l"])
-            .output()
-            .unwrap();
-        assert!(
-            out.stdout.is_empty(),
-            "{} still runs processes:\n{}",
-            self.name,
+    /// No process of this user may outlive a test. A detached container's supervisor is
+    /// reparented to the machine's init when the kiln that started it exits, so it may need a
+    /// moment to go after `rm`, and its zombie waits for that init to reap it: zombies run
+    /// nothing and are not counted.
+    pub(super) fn assert_no_processes(&self) {
+        let running = || {
+            let out = Command::new("ps")
+                .args(["-u", &self.uid.to_string(), "-o", "pid=,stat=,args="])
+                .output()
+                .unwrap();
             String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|line| {
+                    line.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|s| !s.starts_with('Z'))
+                })
+                .map(|line| format!("{line}\n"))
+                .collect::<String>()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !running().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let left = running();
+        assert!(
+            left.is_empty(),
+            "{} still runs processes:\n{left}",
+            self.name
         );
     }
 }
 
 /// The user's context directory holding `dockerfile`.
-fn context(user: &RootlessUser, dockerfile: &str) -> tempfile::TempDir {
+pub(super) fn context(user: &RootlessUser, dockerfile: &str) -> tempfile::TempDir {
     let dir = user.owned_dir();
     std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
     dir

@@ -20,10 +20,11 @@ use kiln_store::Store;
 
 use crate::cli::{Cli, Command, GlobalOpts, SystemCommand};
 
-/// Container commands need root for the same reasons as `kiln run` (namespaces, setns).
+/// Container commands that act on a container's files or processes run as root or, rootless,
+/// as root of kiln's user namespace (`dispatch` has re-executed kiln into one by now).
 fn require_root() -> Result<()> {
     if !rustix::process::geteuid().is_root() {
-        bail!("containers need root for now (rootless runs are planned); run this with sudo");
+        bail!("this container command needs root or a user namespace, and kiln runs as neither");
     }
     Ok(())
 }
@@ -137,7 +138,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Wait { containers } => containers::wait(&open_store(&cli.global)?, &containers),
         Command::Exec(args) => {
-            require_root()?;
+            // Rootless, the helper joins the container's user namespace as its owner.
             containers::exec(&Env::open(&cli.global)?, args)
         }
         Command::Rm {

@@ -15,8 +15,17 @@ use crate::cli::{Command, GlobalOpts};
 /// Whether `command` must run inside the user namespace when kiln is not root: everything that
 /// mounts, or reads or writes snapshots and cache mounts (whose files belong to mapped ids the
 /// user cannot touch directly). Registry logins only handle the user's own config.
+///
+/// `exec` stays outside too: every rootless kiln process makes a user namespace of its own,
+/// and a running container lives in the one of the kiln that started it. Joining that
+/// namespace (`setns`) needs `CAP_SYS_ADMIN` over it, which a sibling namespace never has but
+/// the host user owning it does; so the exec helper joins it straight from here (see
+/// `kiln_sandbox::spawn_in`).
 pub fn needs_user_namespace(command: &Command) -> bool {
-    !matches!(command, Command::Login(_) | Command::Logout { .. })
+    !matches!(
+        command,
+        Command::Login(_) | Command::Logout { .. } | Command::Exec(_)
+    )
 }
 
 /// Whether a single-id map deserves a warning for `command`: it writes files of images.

@@ -29,11 +29,13 @@ impl Cgroup {
         let own = std::fs::read_to_string("/proc/self/cgroup")
             .map_err(SandboxError::io("read /proc/self/cgroup"))?;
         let leaf = format!("kiln-{name}");
-        if Path::new(CGROUP_ROOT).join("cgroup.controllers").exists() {
+        let unified = Path::new(CGROUP_ROOT).join("cgroup.controllers").exists();
+        let created = if unified {
             Self::create_v2(&own, &leaf, limits)
         } else {
             Self::create_v1(&own, &leaf, limits)
-        }
+        };
+        created.map_err(|e| explain_denial(e, crate::rootless::in_user_namespace(), unified))
     }
 
     fn create_v2(own: &str, leaf: &str, limits: &ResourceLimits) -> Result<Cgroup, SandboxError> {
@@ -223,6 +225,31 @@ fn write(dir: &Path, file: &str, value: &str) -> Result<(), SandboxError> {
     )))
 }
 
+/// Rootless kiln is root only inside its user namespace: the host's cgroup tree stays the real
+/// root's unless a manager delegated a v2 subtree to the user (systemd's `Delegate=yes`), so
+/// a denied cgroup write there is a limit of the setup, told as such rather than as an errno.
+fn explain_denial(err: SandboxError, rootless: bool, unified: bool) -> SandboxError {
+    let denied = matches!(
+        &err,
+        SandboxError::Io { source, .. } if matches!(
+            source.raw_os_error(),
+            Some(libc::EACCES | libc::EPERM | libc::EROFS)
+        )
+    );
+    if !(rootless && denied) {
+        return err;
+    }
+    let host = if unified {
+        "this process's cgroup is not delegated to the user"
+    } else {
+        "this host has cgroup v1, which cannot be delegated"
+    };
+    SandboxError::InvalidSpec(format!(
+        "resource limits (--memory, --pids-limit, --cpus) need root or a delegated cgroup v2 \
+         subtree; running rootless, {host} ({err})"
+    ))
+}
+
 fn limit_error(what: &str) -> SandboxError {
     SandboxError::InvalidSpec(format!(
         "resource limits need cgroups, but kiln could not {what}"
@@ -251,6 +278,36 @@ mod tests {
         assert_eq!(quota_us(1_500_000_000), 150_000);
         assert_eq!(quota_us(500_000_000), 50_000);
         assert_eq!(quota_us(1), 1000, "the kernel's minimum quota");
+    }
+
+    #[test]
+    fn denials_are_explained_only_when_rootless() {
+        let denied = || {
+            SandboxError::io("create /sys/fs/cgroup/memory/kiln-x")(io::Error::from_raw_os_error(
+                libc::EACCES,
+            ))
+        };
+        let explained = explain_denial(denied(), true, false).to_string();
+        assert!(
+            explained.contains("need root or a delegated cgroup v2 subtree")
+                && explained.contains("cgroup v1")
+                && explained.contains("kiln-x"),
+            "{explained}"
+        );
+        assert!(
+            explain_denial(denied(), true, true)
+                .to_string()
+                .contains("not delegated")
+        );
+        assert!(matches!(
+            explain_denial(denied(), false, false),
+            SandboxError::Io { .. }
+        ));
+        let missing = SandboxError::io("create x")(io::Error::from_raw_os_error(libc::ENOENT));
+        assert!(matches!(
+            explain_denial(missing, true, true),
+            SandboxError::Io { .. }
+        ));
     }
 
     #[test]

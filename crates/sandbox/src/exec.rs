@@ -2,7 +2,7 @@
 //!
 //! The host re-executes `/proc/self/exe __kiln-sandbox-exec SPEC_FD STATUS_FD`, like the init.
 //! That helper joins the namespaces of the sandbox's PID 1 (user if it has its own, cgroup
-//! v2 group, IPC, UTS, network, PID, mount) with `setns`, enters its root with
+//! v2 group or v1 groups, IPC, UTS, network, PID, mount) with `setns`, enters its root with
 //! `fchdir` + `chroot`, and forks: only a child is inside a joined PID namespace. The child
 //! goes through the same process setup as the sandbox's own process (`init::process`), so
 //! whatever that applies (user, groups, terminal, descriptors, signal state) applies here too;
@@ -54,10 +54,21 @@ pub fn spawn_in(
             "the command line is empty".into(),
         ));
     }
-    if !std::path::Path::new(&format!("/proc/{target_pid}/ns/mnt")).exists() {
-        return Err(SandboxError::InvalidSpec(format!(
-            "process {target_pid} does not exist (the container is not running)"
-        )));
+    match std::fs::symlink_metadata(format!("/proc/{target_pid}/ns/mnt")) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SandboxError::InvalidSpec(format!(
+                "process {target_pid} does not exist (the container is not running)"
+            )));
+        }
+        // /proc hides another user's namespaces: a container of root (or of another user)
+        // cannot be joined by this one.
+        Err(e) => {
+            return Err(SandboxError::InvalidSpec(format!(
+                "cannot reach the namespaces of the container's process {target_pid} ({e}); \
+                 a container can only be joined by the user who started it, or root"
+            )));
+        }
     }
     let request = serde_json::to_vec(&ExecRequest {
         target_pid,
@@ -207,26 +218,110 @@ fn different_namespace(ns: &OwnedFd, ours: &str) -> Result<bool, InitFailure> {
     Ok((theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino))
 }
 
-/// Moves this process into the cgroup (v2) of `pid` when it has one of its own, so limits set
-/// on the container bind what runs in it. Hosts on cgroup v1 keep the process where it is.
+/// Moves this process into the cgroup(s) of `pid` where they differ from ours, so limits set
+/// on the container (`--memory`, `--pids-limit`, `--cpus`) bind what runs in it: its v2 group,
+/// and on cgroup v1 its group in every controller hierarchy.
 fn join_cgroup(pid: u32) -> Result<(), InitFailure> {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let unified = |text: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .map(str::to_owned)
-    };
-    let (Some(theirs), Some(ours)) = (
-        unified(&read(&format!("/proc/{pid}/cgroup"))),
-        unified(&read("/proc/self/cgroup")),
-    ) else {
-        return Ok(());
-    };
-    if theirs == ours || theirs.contains("..") {
-        return Ok(());
+    let theirs = read(&format!("/proc/{pid}/cgroup"));
+    let ours = read("/proc/self/cgroup");
+    let unified_v2 = std::path::Path::new(CGROUP_ROOT)
+        .join("cgroup.controllers")
+        .exists();
+    for procs in cgroups_to_join(&theirs, &ours, unified_v2, |dir| {
+        std::path::Path::new(CGROUP_ROOT).join(dir).is_dir()
+    }) {
+        std::fs::write(&procs, std::process::id().to_string()).map_err(InitFailure::setup(
+            format!("join the container's cgroup ({procs})"),
+        ))?;
     }
-    let procs = format!("/sys/fs/cgroup{theirs}/cgroup.procs");
-    std::fs::write(&procs, std::process::id().to_string()).map_err(InitFailure::setup(format!(
-        "join the container's cgroup ({procs})"
-    )))
+    Ok(())
+}
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The `cgroup.procs` files to write to enter `theirs` (a `/proc/PID/cgroup` text) from `ours`:
+/// on a v2 host the unified group; on v1 (or hybrid) the group of each controller hierarchy
+/// (`ID:CONTROLLERS:PATH`) that differs, found under the directory named after its
+/// controllers (`cpu,cpuacct`) or its first one, as `mounted` says exists. Named hierarchies
+/// (`name=systemd`) carry no limits and are left alone.
+fn cgroups_to_join(
+    theirs: &str,
+    ours: &str,
+    unified_v2: bool,
+    mounted: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let entries = |text: &str| -> Vec<(String, String)> {
+        text.lines()
+            .filter_map(|line| {
+                let mut fields = line.splitn(3, ':');
+                let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+                Some((controllers.to_owned(), path.to_owned()))
+            })
+            .collect()
+    };
+    let ours = entries(ours);
+    let mut joins = Vec::new();
+    for (controllers, path) in entries(theirs) {
+        let same = ours.iter().any(|(c, p)| *c == controllers && *p == path);
+        // A path outside our cgroup namespace shows `..`: not one we could name.
+        if same || path.contains("..") {
+            continue;
+        }
+        let dir = if controllers.is_empty() {
+            if !unified_v2 {
+                continue;
+            }
+            String::new()
+        } else if unified_v2 || controllers.starts_with("name=") {
+            continue;
+        } else if mounted(&controllers) {
+            format!("/{controllers}")
+        } else {
+            match controllers.split(',').next() {
+                Some(first) if mounted(first) => format!("/{first}"),
+                _ => continue,
+            }
+        };
+        joins.push(format!(
+            "{CGROUP_ROOT}{dir}{}/cgroup.procs",
+            path.trim_end_matches('/')
+        ));
+    }
+    joins
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OURS_V1: &str = "9:name=systemd:/\n8:pids:/\n4:memory:/job\n2:cpu,cpuacct:/\n0::/\n";
+
+    #[test]
+    fn v1_joins_every_limited_hierarchy_that_differs() {
+        let theirs = "9:name=systemd:/other\n8:pids:/kiln-c1\n4:memory:/job/kiln-c1\n2:cpu,cpuacct:/\n0::/\n";
+        assert_eq!(
+            cgroups_to_join(theirs, OURS_V1, false, |_| true),
+            [
+                "/sys/fs/cgroup/pids/kiln-c1/cgroup.procs",
+                "/sys/fs/cgroup/memory/job/kiln-c1/cgroup.procs",
+            ]
+        );
+        // A comma-joined hierarchy mounted only under its first controller's name.
+        let theirs = "2:cpu,cpuacct:/kiln-c1\n";
+        assert_eq!(
+            cgroups_to_join(theirs, OURS_V1, false, |dir| dir == "cpu"),
+            ["/sys/fs/cgroup/cpu/kiln-c1/cgroup.procs"]
+        );
+        assert!(cgroups_to_join(OURS_V1, OURS_V1, false, |_| true).is_empty());
+    }
+
+    #[test]
+    fn v2_joins_only_the_unified_group() {
+        assert_eq!(
+            cgroups_to_join("0::/user/kiln-c1\n", "0::/user/kiln\n", true, |_| true),
+            ["/sys/fs/cgroup/user/kiln-c1/cgroup.procs"]
+        );
+        assert!(cgroups_to_join("0::/../x\n", "0::/\n", true, |_| true).is_empty());
+    }
 }

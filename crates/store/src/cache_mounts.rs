@@ -120,12 +120,8 @@ impl Store {
         std::fs::create_dir(&dir).map_err(StoreError::io(&dir))?;
         seed(&dir).map_err(StoreError::io(&dir))?;
         if rustix::process::geteuid().is_root() {
-            rustix::fs::chown(
-                &dir,
-                Some(rustix::fs::Uid::from_raw(settings.uid)),
-                Some(rustix::fs::Gid::from_raw(settings.gid)),
-            )
-            .map_err(|e| StoreError::io(&dir)(e.into()))?;
+            chown_or_squash(&dir, settings.uid, settings.gid)
+                .map_err(|e| StoreError::io(&dir)(e.into()))?;
         }
         // Set after chown, which clears set-id bits; and explicitly, as mkdir is subject to
         // the umask.
@@ -140,6 +136,29 @@ impl Store {
             Err(e) => Err(StoreError::io(path)(e)),
         }
     }
+}
+
+/// Gives `dir` to `uid:gid`. Inside a user namespace with a single-id map (a rootless user
+/// without `/etc/subuid` ranges) only id 0 exists and any other id fails with `EINVAL`; the
+/// directory then stays root's (the namespace's only id), as layer extraction squashes owners
+/// there (`kiln_layer`'s userns rules; the binary warns about the single-id map once).
+fn chown_or_squash(dir: &Path, uid: u32, gid: u32) -> rustix::io::Result<()> {
+    use rustix::fs::{Gid, Uid, chown};
+    match chown(dir, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))) {
+        Err(rustix::io::Errno::INVAL) if in_user_namespace() => {
+            chown(dir, Some(Uid::ROOT), Some(Gid::ROOT))
+        }
+        other => other,
+    }
+}
+
+/// Whether this process runs in a user namespace other than the initial one (whose uid map is
+/// the identity `0 0 4294967295`); the same test as `kiln_layer`'s, which this crate does not
+/// depend on.
+fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+        .unwrap_or(false)
 }
 
 fn open_lock(base: &Path, instance: usize) -> Result<(File, PathBuf)> {
