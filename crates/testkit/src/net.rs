@@ -43,10 +43,9 @@ pub(crate) fn http_get_status(port: u16, path: &str) -> io::Result<u16> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
-    )?;
+    // One write: `write!` on a socket may send each formatted piece as its own segment.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
     let mut response = Vec::new();
     stream.take(64 * 1024).read_to_end(&mut response)?;
     parse_status_line(&response).ok_or_else(|| {
@@ -108,9 +107,17 @@ mod tests {
         let server = thread::spawn(move || {
             loop {
                 let (mut conn, _) = listener.accept().unwrap();
-                let mut request = [0u8; 1024];
-                let n = conn.read(&mut request).unwrap_or(0);
-                let request = String::from_utf8_lossy(&request[..n]).into_owned();
+                // Read the whole head: a request may arrive in several segments, and
+                // answering early would close the socket under the client's next write.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let request = String::from_utf8_lossy(&head).into_owned();
                 if request.starts_with("GET /teapot-probe ") {
                     conn.write_all(b"HTTP/1.0 418 I'm a teapot\r\n\r\n")
                         .unwrap();
