@@ -295,6 +295,16 @@ pub(crate) fn spawn_helper(
     })
 }
 
+/// Shell convention for a child's end: its exit status, or 128 + the signal that killed it.
+pub(crate) fn shell_exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => 255,
+    }
+}
+
 fn pipe_error(e: std::io::Error) -> SandboxError {
     SandboxError::io("create a pipe to the sandbox init")(e)
 }
@@ -463,12 +473,7 @@ impl SandboxChild {
         if let Some(mut network) = self.network.take() {
             network.stop();
         }
-        use std::os::unix::process::ExitStatusExt;
-        let code = match (status.code(), status.signal()) {
-            (Some(code), _) => code,
-            (None, Some(signal)) => 128 + signal,
-            (None, None) => 255,
-        };
+        let code = shell_exit_code(status);
         self.state_dir = None;
         if let Some(cgroup) = self.cgroup.take() {
             cgroup.remove()?;
