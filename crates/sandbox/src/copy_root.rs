@@ -128,14 +128,7 @@ pub(crate) fn write_diff(merged: &Path, baseline: &Baseline, upper: &Path) -> io
         ensure_parents(merged, upper, rel)?;
         let dest = upper.join(rel);
         if meta.is_dir() {
-            match std::fs::symlink_metadata(&dest) {
-                Ok(existing) if existing.is_dir() => {}
-                Ok(_) => {
-                    std::fs::remove_file(&dest)?;
-                    std::fs::create_dir(&dest)?;
-                }
-                Err(_) => std::fs::create_dir(&dest)?,
-            }
+            make_dir(&dest, || true)?;
             copy_metadata(&merged.join(rel), &dest, meta)
         } else {
             remove_any(&dest)?;
@@ -180,12 +173,9 @@ fn ensure_parents(merged: &Path, upper: &Path, rel: &Path) -> io::Result<()> {
     for component in &components[..components.len().saturating_sub(1)] {
         partial.push(component);
         let dest = upper.join(&partial);
-        match std::fs::symlink_metadata(&dest) {
-            Ok(m) if m.is_dir() => continue,
-            Ok(_) => std::fs::remove_file(&dest)?,
-            Err(_) => {}
+        if !make_dir(&dest, || true)? {
+            continue;
         }
-        std::fs::create_dir(&dest)?;
         let source = merged.join(&partial);
         copy_metadata(&source, &dest, &std::fs::symlink_metadata(&source)?)?;
     }
@@ -198,11 +188,7 @@ fn walk(
     rel: &Path,
     visit: &mut dyn FnMut(&Path, &std::fs::Metadata) -> io::Result<()>,
 ) -> io::Result<()> {
-    let mut names: Vec<_> = std::fs::read_dir(root.join(rel))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<io::Result<_>>()?;
-    names.sort();
-    for name in names {
+    for name in sorted_names(&root.join(rel))? {
         let child = rel.join(&name);
         let meta = std::fs::symlink_metadata(root.join(&child))?;
         visit(&child, &meta)?;
@@ -215,11 +201,7 @@ fn walk(
 
 /// Applies one layer directory onto `dest` (the layers below it already there).
 fn apply_layer(layer: &Path, dest: &Path, rel: &Path) -> io::Result<()> {
-    let mut names: Vec<_> = std::fs::read_dir(layer.join(rel))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<io::Result<_>>()?;
-    names.sort();
-    for name in names {
+    for name in sorted_names(&layer.join(rel))? {
         let child = rel.join(&name);
         let source = layer.join(&child);
         let target = dest.join(&child);
@@ -229,14 +211,7 @@ fn apply_layer(layer: &Path, dest: &Path, rel: &Path) -> io::Result<()> {
             continue;
         }
         if meta.is_dir() {
-            match std::fs::symlink_metadata(&target) {
-                Ok(existing) if existing.is_dir() && !is_opaque(&source) => {}
-                Ok(_) => {
-                    remove_any(&target)?;
-                    std::fs::create_dir(&target)?;
-                }
-                Err(_) => std::fs::create_dir(&target)?,
-            }
+            make_dir(&target, || !is_opaque(&source))?;
             apply_layer(layer, dest, &child)?;
             copy_metadata(&source, &target, &meta)?;
         } else {
@@ -245,6 +220,28 @@ fn apply_layer(layer: &Path, dest: &Path, rel: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The entry names of `dir`, sorted so that copies and diffs are deterministic.
+fn sorted_names(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()?;
+    names.sort();
+    Ok(names)
+}
+
+/// Makes `target` a directory: an existing one is kept (and merged into) when `keep_existing`
+/// says so, anything else there is removed first. `keep_existing` is asked only when a
+/// directory is there (for a layer it reads the opaque xattr). True if it made a new one.
+fn make_dir(target: &Path, keep_existing: impl Fn() -> bool) -> io::Result<bool> {
+    match std::fs::symlink_metadata(target) {
+        Ok(existing) if existing.is_dir() && keep_existing() => return Ok(false),
+        Ok(_) => remove_any(target)?,
+        Err(_) => {}
+    }
+    std::fs::create_dir(target)?;
+    Ok(true)
 }
 
 fn is_whiteout(meta: &std::fs::Metadata) -> bool {

@@ -10,17 +10,15 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::process::Command;
+use std::os::fd::{AsFd, OwnedFd};
 
 use rustix::io::FdFlags;
-use rustix::pipe::PipeFlags;
 use rustix::process::Signal;
 use rustix::thread::LinkNameSpaceType;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{InitFailure, SandboxError};
-use crate::host::{SandboxChild, read_status};
+use crate::host::{HelperProcess, SandboxChild, read_status, spawn_helper};
 use crate::init::container::prepare_process;
 use crate::init::{process, report_failure, supervise};
 use crate::spec::{ProcessSpec, SecurityOptions, Stdio};
@@ -76,29 +74,11 @@ pub fn spawn_in(
         security: security.clone(),
     })
     .map_err(|e| SandboxError::Protocol(e.to_string()))?;
-    let pipe = |()| {
-        rustix::pipe::pipe_with(PipeFlags::CLOEXEC)
-            .map_err(|e| SandboxError::io("create a pipe to the exec helper")(e.into()))
-    };
-    let (spec_read, spec_write) = pipe(())?;
-    let (status_read, status_write) = pipe(())?;
-    let mut command = Command::new("/proc/self/exe");
-    command
-        .arg(EXEC_MARKER)
-        .arg(spec_read.as_raw_fd().to_string())
-        .arg(status_write.as_raw_fd().to_string())
-        .env_clear()
-        .stdin(stdio.stdin)
-        .stdout(stdio.stdout)
-        .stderr(stdio.stderr);
-    sys::keep_fds_across_exec(
-        &mut command,
-        vec![spec_read.as_raw_fd(), status_write.as_raw_fd()],
-    );
-    let child = command
-        .spawn()
-        .map_err(SandboxError::io("start the exec helper /proc/self/exe"))?;
-    drop((spec_read, status_write));
+    let HelperProcess {
+        child,
+        spec_write,
+        status_read,
+    } = spawn_helper(EXEC_MARKER, "exec helper", stdio, None)?;
     let mut child = SandboxChild::for_exec(child);
     let _ = std::io::Write::write_all(&mut File::from(spec_write), &request);
     read_status(&mut child, status_read, None)?;

@@ -3,7 +3,7 @@
 //! code and clean up mount-point stubs.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
@@ -146,6 +146,7 @@ pub fn spawn(
         sandbox_spec.upper_dir = copied.merged.path().to_path_buf();
         sandbox_spec.lower_dirs.clear();
     }
+    let go_ahead_fd = go_ahead.as_ref().map(|(read, _)| read.as_raw_fd());
     let request = InitRequest {
         copied_root: copied.is_some(),
         sandbox: sandbox_spec,
@@ -155,31 +156,16 @@ pub fn spawn(
             uid: euid.as_raw(),
             gid: rustix::process::getegid().as_raw(),
         }),
-        network_go_ahead_fd: go_ahead.as_ref().map(|(read, _)| read.as_raw_fd()),
+        network_go_ahead_fd: go_ahead_fd,
     };
     let request =
         serde_json::to_vec(&request).map_err(|e| SandboxError::Protocol(e.to_string()))?;
 
-    let (spec_read, spec_write) =
-        rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| pipe_error(e.into()))?;
-    let (status_read, status_write) =
-        rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| pipe_error(e.into()))?;
-    let mut command = Command::new("/proc/self/exe");
-    command
-        .arg(INIT_MARKER)
-        .arg(spec_read.as_raw_fd().to_string())
-        .arg(status_write.as_raw_fd().to_string())
-        .env_clear()
-        .stdin(stdio.stdin)
-        .stdout(stdio.stdout)
-        .stderr(stdio.stderr);
-    let mut inherited = vec![spec_read.as_raw_fd(), status_write.as_raw_fd()];
-    inherited.extend(go_ahead.as_ref().map(|(read, _)| read.as_raw_fd()));
-    sys::keep_fds_across_exec(&mut command, inherited);
-    let child = command
-        .spawn()
-        .map_err(SandboxError::io("start the sandbox init /proc/self/exe"))?;
-    drop((spec_read, status_write));
+    let HelperProcess {
+        child,
+        spec_write,
+        status_read,
+    } = spawn_helper(INIT_MARKER, "sandbox init", stdio, go_ahead_fd)?;
     // The init holds the read end now; ours would keep it from ever seeing end of file.
     let mut go_ahead = go_ahead.map(|(_, write)| write);
 
@@ -259,6 +245,63 @@ pub(crate) fn read_status(
                 status: code.to_string(),
             })
         }
+    }
+}
+
+/// A re-executed helper (the init or the exec helper) that is running: it blocks reading its
+/// request from `spec_write` and reports on `status_read` (see [`read_status`]).
+pub(crate) struct HelperProcess {
+    pub(crate) child: Child,
+    pub(crate) spec_write: OwnedFd,
+    pub(crate) status_read: OwnedFd,
+}
+
+/// Re-executes this binary as `/proc/self/exe MARKER SPEC_FD STATUS_FD` with a clean
+/// environment; `extra_fd` (the init's network go-ahead) is kept open across the exec too.
+/// `what` names the helper in errors.
+pub(crate) fn spawn_helper(
+    marker: &str,
+    what: &str,
+    stdio: Stdio,
+    extra_fd: Option<RawFd>,
+) -> Result<HelperProcess, SandboxError> {
+    let pipe = || {
+        rustix::pipe::pipe_with(PipeFlags::CLOEXEC)
+            .map_err(|e| SandboxError::io(format!("create a pipe to the {what}"))(e.into()))
+    };
+    let (spec_read, spec_write) = pipe()?;
+    let (status_read, status_write) = pipe()?;
+    let mut command = Command::new("/proc/self/exe");
+    command
+        .arg(marker)
+        .arg(spec_read.as_raw_fd().to_string())
+        .arg(status_write.as_raw_fd().to_string())
+        .env_clear()
+        .stdin(stdio.stdin)
+        .stdout(stdio.stdout)
+        .stderr(stdio.stderr);
+    let mut inherited = vec![spec_read.as_raw_fd(), status_write.as_raw_fd()];
+    inherited.extend(extra_fd);
+    sys::keep_fds_across_exec(&mut command, inherited);
+    let child = command
+        .spawn()
+        .map_err(SandboxError::io(format!("start the {what} /proc/self/exe")))?;
+    // The helper holds these ends now; ours would keep it from ever seeing end of file.
+    drop((spec_read, status_write));
+    Ok(HelperProcess {
+        child,
+        spec_write,
+        status_read,
+    })
+}
+
+/// Shell convention for a child's end: its exit status, or 128 + the signal that killed it.
+pub(crate) fn shell_exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => 255,
     }
 }
 
@@ -430,12 +473,7 @@ impl SandboxChild {
         if let Some(mut network) = self.network.take() {
             network.stop();
         }
-        use std::os::unix::process::ExitStatusExt;
-        let code = match (status.code(), status.signal()) {
-            (Some(code), _) => code,
-            (None, Some(signal)) => 128 + signal,
-            (None, None) => 255,
-        };
+        let code = shell_exit_code(status);
         self.state_dir = None;
         if let Some(cgroup) = self.cgroup.take() {
             cgroup.remove()?;

@@ -230,14 +230,10 @@ fn pipe_error(e: rustix::io::Errno) -> SandboxError {
 }
 
 fn wait_code(child: &mut std::process::Child) -> Result<i32, SandboxError> {
-    use std::os::unix::process::ExitStatusExt;
     let status = child
         .wait()
         .map_err(SandboxError::io("wait for the user-namespace child"))?;
-    Ok(status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(255))
+    Ok(crate::host::shell_exit_code(status))
 }
 
 /// Writes the child's uid and gid maps: through `newuidmap`/`newgidmap` when there are

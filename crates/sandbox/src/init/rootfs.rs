@@ -538,7 +538,7 @@ fn resolved_path(fd: &impl AsFd) -> std::io::Result<PathBuf> {
 }
 
 /// Lexically normalizes an in-container path into its components (`..` stops at the root).
-fn normalize(path: &str) -> Vec<String> {
+pub(super) fn normalize(path: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for component in Path::new(path).components() {
         match component {
@@ -563,5 +563,9 @@ mod tests {
         assert_eq!(normalize("/../../etc"), ["etc"]);
         assert_eq!(normalize("/a/b/../c"), ["a", "c"]);
         assert!(normalize("/").is_empty());
+        // Working directories go through it too (workdir.rs), relative ones included.
+        assert_eq!(normalize("/../../tmp/../work"), ["work"]);
+        assert_eq!(normalize("a/./b//c/"), ["a", "b", "c"]);
+        assert!(normalize("/..").is_empty());
     }
 }

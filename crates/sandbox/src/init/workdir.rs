@@ -7,11 +7,11 @@
 //! missing directories are created one by one in the directory just resolved.
 
 use std::os::fd::OwnedFd;
-use std::path::{Component, Path};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
+use super::rootfs::normalize;
 use crate::error::InitFailure;
 
 /// Creates `cwd` if missing (as Docker does for WORKDIR) and makes it the current directory.
@@ -37,7 +37,9 @@ pub(super) fn enter_workdir(cwd: &str) -> Result<(), InitFailure> {
     .map_err(failed("open the root for"))?;
     let mut current = open_dir(&root, ".").map_err(failed("open"))?;
     let mut prefix = String::new();
-    for name in clean(cwd) {
+    // Lexical cleaning first (`..` stops at the root), as Docker joins a working directory to
+    // the root; symlinks met later are still resolved inside the root by openat2.
+    for name in normalize(cwd) {
         prefix.push_str(&name);
         prefix.push('/');
         current = match open_dir(&root, &prefix) {
@@ -55,22 +57,6 @@ pub(super) fn enter_workdir(cwd: &str) -> Result<(), InitFailure> {
     rustix::process::fchdir(&current).map_err(failed("enter"))
 }
 
-/// The path's components after lexical cleaning (`..` stops at the root), as Docker joins a
-/// working directory to the root; symlinks met later are still resolved inside the root.
-fn clean(path: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for component in Path::new(path).components() {
-        match component {
-            Component::Normal(name) => out.push(name.to_string_lossy().into_owned()),
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    out
-}
-
 fn open_dir(root: &OwnedFd, path: &str) -> Result<OwnedFd, Errno> {
     rustix::fs::openat2(
         root,
@@ -79,16 +65,4 @@ fn open_dir(root: &OwnedFd, path: &str) -> Result<OwnedFd, Errno> {
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::clean;
-
-    #[test]
-    fn cleaning_never_climbs_above_the_root() {
-        assert_eq!(clean("/../../tmp/../work"), ["work"]);
-        assert_eq!(clean("a/./b//c/"), ["a", "b", "c"]);
-        assert!(clean("/..").is_empty());
-    }
 }
