@@ -99,13 +99,6 @@ fn from_import(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-fn image_id(k: &Kiln, root: &Path, name: &str) -> String {
-    let out = k.cmd_in(root, &["inspect", name]);
-    assert_success(&out, &["inspect", name]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v[0]["Id"].as_str().unwrap().to_owned()
-}
-
 /// The layer digests of the image `name` in the store at `root`.
 fn layers_of(root: &Path, name: &str) -> Vec<String> {
     digests(&manifest_of(root, name)["layers"])

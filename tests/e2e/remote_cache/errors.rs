@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::super::harness::{Kiln, assert_success, stderr};
-use super::{SINGLE, build_json, context, ctx_path, from_import, image_id, of_type, ran};
+use super::{SINGLE, build_json, context, ctx_path, from_import, of_type, ran};
 
 #[test]
 fn a_missing_import_warns_and_a_failed_export_fails_naming_the_ref() {
@@ -187,7 +187,7 @@ fn an_import_survives_a_connection_cut_mid_layer() {
     assert!(ran(&b).is_empty(), "{b:?}");
     assert_eq!(proxy.faults_injected(), 1);
     assert_eq!(
-        image_id(&k, root_b.path(), "big:b"),
-        image_id(&k, k.root.path(), "big:a")
+        k.image_id_in(root_b.path(), "big:b"),
+        k.image_id_in(k.root.path(), "big:a")
     );
 }

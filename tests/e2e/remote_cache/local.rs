@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::super::harness::{Kiln, assert_success, stderr};
-use super::{SINGLE, build_json, context, ctx_path, from_import, image_id, manifest_of, ran};
+use super::{SINGLE, build_json, context, ctx_path, from_import, manifest_of, ran};
 
 #[test]
 fn a_local_directory_cache_round_trips() {
@@ -47,8 +47,8 @@ fn a_local_directory_cache_round_trips() {
     assert!(ran(&b).is_empty(), "{b:?}");
     assert_eq!(from_import(&b).len(), 5);
     assert_eq!(
-        image_id(&k, root_b.path(), "local:b"),
-        image_id(&k, k.root.path(), "local:a")
+        k.image_id_in(root_b.path(), "local:b"),
+        k.image_id_in(k.root.path(), "local:a")
     );
     // The plain progress says where a step came from.
     let base = format!("BASE={}", k.base);

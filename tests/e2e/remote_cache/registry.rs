@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use super::super::harness::{Kiln, assert_success};
 use super::{
     CACHE_MEDIA_TYPE, MULTI, SINGLE, build_json, cache_manifest, context, ctx_path, digests,
-    from_import, has_blob, image_id, layers_of, of_type, ran,
+    from_import, has_blob, layers_of, of_type, ran,
 };
 
 #[test]
@@ -61,8 +61,8 @@ fn a_fresh_store_builds_everything_from_a_registry_cache() {
     assert_eq!(from_import(&b).len(), 5, "{b:?}");
     assert_eq!(of_type(&b, "cache.imported")[0]["records"], 5);
     assert_eq!(
-        image_id(&k, root_b.path(), "app:b"),
-        image_id(&k, k.root.path(), "app:a")
+        k.image_id_in(root_b.path(), "app:b"),
+        k.image_id_in(k.root.path(), "app:a")
     );
     // Only what the image needs came over: the base's and the image's own blobs.
     let layers_b = layers_of(root_b.path(), "app:b");
@@ -166,8 +166,8 @@ fn mode_max_serves_other_targets_and_mode_min_does_not() {
     assert!(ran(&b).is_empty(), "{b:?}");
     assert_eq!(from_import(&b).len(), 2);
     assert_eq!(
-        image_id(&k, root_b.path(), "tools:b"),
-        image_id(&k, k.root.path(), "tools:a")
+        k.image_id_in(root_b.path(), "tools:b"),
+        k.image_id_in(k.root.path(), "tools:a")
     );
     assert!(
         !has_blob(root_b.path(), &app_run_layer),
@@ -188,8 +188,8 @@ fn mode_max_serves_other_targets_and_mode_min_does_not() {
     assert!(ran(&full).is_empty(), "{full:?}");
     assert_eq!(from_import(&full).len(), 4, "{full:?}");
     assert_eq!(
-        image_id(&k, root_d.path(), "multi:d"),
-        image_id(&k, k.root.path(), "multi:a")
+        k.image_id_in(root_d.path(), "multi:d"),
+        k.image_id_in(k.root.path(), "multi:a")
     );
     // (The /tool layer may be fetched: the COPY's layer can be the same bytes.)
     let big_layer = &tools_a_layers[1];
