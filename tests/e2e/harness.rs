@@ -85,7 +85,14 @@ impl Kiln {
     }
 
     pub fn image_id(&self, name: &str) -> String {
-        let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", name])).unwrap();
+        self.image_id_in(self.root.path(), name)
+    }
+
+    /// The id of the image `name` in the store at `root` (a second store, not this one's).
+    pub fn image_id_in(&self, root: &Path, name: &str) -> String {
+        let out = self.cmd_in(root, &["inspect", name]);
+        assert_success(&out, &["inspect", name]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v[0]["Id"].as_str().unwrap().to_owned()
     }
 

@@ -381,16 +381,24 @@ fn build_and_check(copying: bool) {
     user.assert_no_processes();
 }
 
+/// Builds [`DOCKERFILE`] as root and pushes it to `repo_tag` in the test registry, so the
+/// ordinary user's store gets its layers by pulling (extraction), not from a build; returns the
+/// full remote reference.
+fn build_and_push_as_root(k: &Kiln, repo_tag: &str) -> String {
+    let out = k.build_dockerfile("app", DOCKERFILE, &[]);
+    assert_success(&out, &["build (root)"]);
+    let remote = format!("{}/{repo_tag}", k.registry.addr());
+    k.ok(&["tag", "app", &remote]);
+    k.ok(&["push", &remote]);
+    remote
+}
+
 #[test]
 fn rootless_pull_extracts_other_owners_and_overlay_markers() {
     // Built and pushed by root; pulled and run by the ordinary user, so extraction (not the
     // build's own upper dirs) makes the snapshots: uid 1000, a whiteout and an opaque dir.
     let k = Kiln::new();
-    let out = k.build_dockerfile("app", DOCKERFILE, &[]);
-    assert_success(&out, &["build (root)"]);
-    let remote = format!("{}/rootless/app:1", k.registry.addr());
-    k.ok(&["tag", "app", &remote]);
-    k.ok(&["push", &remote]);
+    let remote = build_and_push_as_root(&k, "rootless/app:1");
 
     let user = user(RANGED_USER, true);
     let store = user.owned_dir();
@@ -470,11 +478,7 @@ fn files_named(dir: &Path, name: &str) -> Vec<PathBuf> {
 #[test]
 fn single_id_map_squashes_other_owners_with_a_warning() {
     let k = Kiln::new();
-    let out = k.build_dockerfile("app", DOCKERFILE, &[]);
-    assert_success(&out, &["build (root)"]);
-    let remote = format!("{}/rootless/single:1", k.registry.addr());
-    k.ok(&["tag", "app", &remote]);
-    k.ok(&["push", &remote]);
+    let remote = build_and_push_as_root(&k, "rootless/single:1");
 
     let user = user(SINGLE_ID_USER, false);
     let store = user.owned_dir();

@@ -18,6 +18,18 @@ fn processes_with(marker: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Force-removes the named containers of a rootless user's store when a test ends, so a failed
+/// check does not leave one running for the user's next test. Holds the test's `kiln` closure.
+struct RemoveOnDrop<'a>(&'a dyn Fn(&[&str]) -> std::process::Output, &'a [&'a str]);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let mut args = vec!["rm", "-f"];
+        args.extend_from_slice(self.1);
+        let _ = (self.0)(&args);
+    }
+}
+
 #[test]
 fn rootless_detached_container_is_driven_by_other_kiln_processes() {
     let k = Kiln::new();
@@ -26,13 +38,7 @@ fn rootless_detached_container_is_driven_by_other_kiln_processes() {
     let kiln = |args: &[&str]| user.kiln(store.path(), args);
     let ok = |args: &[&str]| user.ok(store.path(), args);
     // A failed check must not leave the container running for the next test of the user.
-    struct RemoveOnDrop<'a>(&'a dyn Fn(&[&str]) -> std::process::Output);
-    impl Drop for RemoveOnDrop<'_> {
-        fn drop(&mut self) {
-            let _ = (self.0)(&["rm", "-f", "svc"]);
-        }
-    }
-    let _cleanup = RemoveOnDrop(&kiln);
+    let _cleanup = RemoveOnDrop(&kiln, &["svc"]);
 
     let id = ok(&[
         "run",
@@ -211,13 +217,7 @@ fn rootless_health_checks_kill_wait_and_forced_rm() {
     let store = user.owned_dir();
     let kiln = |args: &[&str]| user.kiln(store.path(), args);
     let ok = |args: &[&str]| user.ok(store.path(), args);
-    struct RemoveOnDrop<'a>(&'a dyn Fn(&[&str]) -> std::process::Output);
-    impl Drop for RemoveOnDrop<'_> {
-        fn drop(&mut self) {
-            let _ = (self.0)(&["rm", "-f", "hc", "doomed"]);
-        }
-    }
-    let _cleanup = RemoveOnDrop(&kiln);
+    let _cleanup = RemoveOnDrop(&kiln, &["hc", "doomed"]);
     let ctx = context(
         &user,
         "ARG BASE\nFROM $BASE\n\

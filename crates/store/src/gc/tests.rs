@@ -31,6 +31,15 @@ fn snapshot(s: &Store, diff_id: &Digest) {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// `prune --all`: everything not held by a tag or a container goes.
+fn prune_all(s: &Store, lock: &StoreLock) -> PruneReport {
+    let all = PruneOptions {
+        all: true,
+        ..Default::default()
+    };
+    s.prune(lock, &all).unwrap()
+}
+
 #[test]
 fn prune_keeps_tagged_images_and_removes_cache_and_garbage() {
     let (_d, s) = store();
@@ -63,15 +72,7 @@ fn prune_keeps_tagged_images_and_removes_cache_and_garbage() {
     assert_eq!(r.before - r.after, r.reclaimed());
     assert!(s.check(&lock, false).unwrap().is_consistent());
 
-    let r = s
-        .prune(
-            &lock,
-            &PruneOptions {
-                all: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let r = prune_all(&s, &lock);
     assert_eq!(r.count(PrunedKind::Image), 1);
     assert!(!s.has_blob(&untagged.manifest) && !s.has_blob(&untagged.layers[0]));
     assert!(!s.has_blob(&untagged.config));
@@ -173,15 +174,7 @@ fn df_rows_add_up_and_say_what_prune_all_frees() {
         + u.snapshots.reclaimable
         + u.unreferenced_blobs.reclaimable;
     let lock = s.lock_exclusive().unwrap();
-    let r = s
-        .prune(
-            &lock,
-            &PruneOptions {
-                all: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let r = prune_all(&s, &lock);
     assert_eq!(r.reclaimed(), reclaimable);
     let after = s.disk_usage().unwrap();
     assert_eq!(after.total_bytes(), u.total_bytes() - reclaimable);
@@ -198,15 +191,11 @@ fn prune_keeps_the_images_of_containers() {
     c.manifest = img.manifest.to_string();
     s.create_container(&mut c).unwrap();
     let lock = s.lock_exclusive().unwrap();
-    let all = PruneOptions {
-        all: true,
-        ..Default::default()
-    };
-    s.prune(&lock, &all).unwrap();
+    prune_all(&s, &lock);
     assert!(s.has_blob(&img.manifest) && s.has_blob(&img.layers[0]));
     assert!(s.has_snapshot(&img.diff_ids[0]));
     s.remove_container(&c.id).unwrap();
-    let r = s.prune(&lock, &all).unwrap();
+    let r = prune_all(&s, &lock);
     assert_eq!(r.count(PrunedKind::Image), 1);
     assert!(!s.has_blob(&img.manifest));
 }
@@ -289,15 +278,7 @@ fn prune_drops_variant_records_of_gone_blobs_and_explain_records_of_gone_dockerf
     assert!(s.has_blob(&img.layers[0]), "the tagged image's layer stays");
 
     // `all` takes the rest of the build cache's explain records too.
-    let r = s
-        .prune(
-            &lock,
-            &PruneOptions {
-                all: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let r = prune_all(&s, &lock);
     assert_eq!(r.count(PrunedKind::ExplainRecord), 1);
     assert!(!explain.join("live").exists());
 }
