@@ -22,7 +22,7 @@ use kiln_image::Digest;
 use rustix::fs::FlockOperation::{LockExclusive, LockShared};
 
 use crate::locks::{lock_file, try_lock_file};
-use crate::{Result, Store, StoreError, StoreLock};
+use crate::{Result, Store, StoreError, StoreLock, in_user_namespace};
 
 /// How concurrent users of one cache mount share it (BuildKit's `sharing=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -150,15 +150,6 @@ fn chown_or_squash(dir: &Path, uid: u32, gid: u32) -> rustix::io::Result<()> {
         }
         other => other,
     }
-}
-
-/// Whether this process runs in a user namespace other than the initial one (whose uid map is
-/// the identity `0 0 4294967295`); the same test as `kiln_layer`'s, which this crate does not
-/// depend on.
-fn in_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map")
-        .map(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
-        .unwrap_or(false)
 }
 
 /// The lock file of cache instance `instance` under `base`.
