@@ -4,25 +4,9 @@
 //! namespace); ids without a mapping cannot be given to files; and device nodes other than
 //! whiteouts (char 0:0) cannot be created.
 
-use std::sync::OnceLock;
+use kiln_store::in_user_namespace;
 
 use crate::xattrs::{OVERLAY_OPAQUE, OVERLAY_OPAQUE_USER};
-
-/// Whether this process runs in a user namespace other than the initial one, whose uid map is
-/// the identity `0 0 4294967295`. (`kiln_sandbox::rootless` has the same test; the crates do
-/// not depend on each other.)
-pub(crate) fn in_user_namespace() -> bool {
-    static IN_USERNS: OnceLock<bool> = OnceLock::new();
-    *IN_USERNS.get_or_init(|| {
-        std::fs::read_to_string("/proc/self/uid_map")
-            .map(|map| !is_identity_map(&map))
-            .unwrap_or(false)
-    })
-}
-
-fn is_identity_map(uid_map: &str) -> bool {
-    uid_map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
-}
 
 /// The xattr marking an overlay directory opaque, in the namespace the overlay mounts of this
 /// process read.
@@ -61,15 +45,6 @@ mod tests {
     fn opaque_marker_follows_the_namespace() {
         assert_eq!(opaque_xattr_for(false), "trusted.overlay.opaque");
         assert_eq!(opaque_xattr_for(true), "user.overlay.opaque");
-    }
-
-    #[test]
-    fn only_the_full_identity_map_is_the_initial_namespace() {
-        assert!(is_identity_map("         0          0 4294967295\n"));
-        assert!(!is_identity_map("         0       1000          1\n"));
-        assert!(!is_identity_map(
-            "         0       1000          1\n         1     100000      65536\n"
-        ));
     }
 
     #[test]

@@ -14,15 +14,15 @@
 //! one without waiting, moving on to the next instance (created if needed) when it is busy.
 //! The locks are per open file, so they also separate users within one process.
 
-use std::fs::File;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use kiln_image::Digest;
-use rustix::fs::{FlockOperation, flock};
+use rustix::fs::FlockOperation::{LockExclusive, LockShared};
 
-use crate::{Result, Store, StoreError};
+use crate::locks::{lock_file, try_lock_file};
+use crate::{Result, Store, StoreError, StoreLock, in_user_namespace};
 
 /// How concurrent users of one cache mount share it (BuildKit's `sharing=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,7 +59,7 @@ impl Default for CacheDirSettings {
 #[derive(Debug)]
 pub struct CacheMountLease {
     path: PathBuf,
-    _lock: File,
+    _lock: StoreLock,
 }
 
 impl CacheMountLease {
@@ -88,12 +88,12 @@ impl Store {
         let base = self.cache_mount_dir(key);
         std::fs::create_dir_all(&base).map_err(StoreError::io(&base))?;
         let (instance, lock) = match sharing {
-            CacheSharing::Shared => (0, lock_instance(&base, 0, FlockOperation::LockShared)?),
-            CacheSharing::Locked => (0, lock_instance(&base, 0, FlockOperation::LockExclusive)?),
+            CacheSharing::Shared => (0, lock_file(&instance_lock_path(&base, 0), LockShared)?),
+            CacheSharing::Locked => (0, lock_file(&instance_lock_path(&base, 0), LockExclusive)?),
             CacheSharing::Private => {
                 let mut n = 0;
                 loop {
-                    match try_lock_instance(&base, n)? {
+                    match try_lock_file(&instance_lock_path(&base, n))? {
                         Some(lock) => break (n, lock),
                         None => n += 1,
                     }
@@ -152,40 +152,9 @@ fn chown_or_squash(dir: &Path, uid: u32, gid: u32) -> rustix::io::Result<()> {
     }
 }
 
-/// Whether this process runs in a user namespace other than the initial one (whose uid map is
-/// the identity `0 0 4294967295`); the same test as `kiln_layer`'s, which this crate does not
-/// depend on.
-fn in_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map")
-        .map(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
-        .unwrap_or(false)
-}
-
-fn open_lock(base: &Path, instance: usize) -> Result<(File, PathBuf)> {
-    let path = base.join(format!("{instance}.lock"));
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(StoreError::io(&path))?;
-    Ok((file, path))
-}
-
-fn lock_instance(base: &Path, instance: usize, op: FlockOperation) -> Result<File> {
-    let (file, path) = open_lock(base, instance)?;
-    flock(&file, op).map_err(|e| StoreError::io(path)(e.into()))?;
-    Ok(file)
-}
-
-/// An exclusive lock on the instance if nobody holds any lock on it, else `None`.
-fn try_lock_instance(base: &Path, instance: usize) -> Result<Option<File>> {
-    let (file, path) = open_lock(base, instance)?;
-    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(Some(file)),
-        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
-        Err(e) => Err(StoreError::io(path)(e.into())),
-    }
+/// The lock file of cache instance `instance` under `base`.
+fn instance_lock_path(base: &Path, instance: usize) -> PathBuf {
+    base.join(format!("{instance}.lock"))
 }
 
 #[cfg(test)]

@@ -378,12 +378,16 @@ impl Pass<'_> {
     }
 
     fn remove_blob(&self, d: &Digest) -> Result<()> {
-        let path = self.store.blob_path(d);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError::io(path)(e)),
-        }
+        remove_file(&self.store.blob_path(d))
+    }
+}
+
+/// Removes a file; one already gone (removed by a racing `rm`, or never there) is no error.
+fn remove_file(path: &std::path::Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::io(path)(e)),
     }
 }
 

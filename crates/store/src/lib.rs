@@ -35,6 +35,7 @@ mod snapshots;
 #[cfg(test)]
 mod test_support;
 mod usage;
+mod userns;
 mod variants;
 mod volumes;
 
@@ -55,6 +56,7 @@ pub use locks::{ObjectLock, StoreLock};
 pub use records::{RecordEntry, RecordLayer, record_layer};
 pub use snapshots::SnapshotStaging;
 pub use usage::{DirItem, DiskUsage, ImageUsage, RecordUsage, UsageRow};
+pub use userns::in_user_namespace;
 pub use variants::LayerVariant;
 pub use volumes::VolumeRecord;
 

@@ -4,13 +4,13 @@
 //! concurrent `kiln` processes never lose each other's tags.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io;
 
 use kiln_image::Digest;
-use rustix::fs::{FlockOperation, flock};
+use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
+use crate::locks::lock_file;
 use crate::{Result, Store, StoreError};
 
 /// One named image as recorded in the store.
@@ -23,22 +23,12 @@ type Names = BTreeMap<String, NameRecord>;
 
 impl Store {
     fn with_names<T>(&self, write: bool, f: impl FnOnce(&mut Names) -> T) -> Result<T> {
-        let lock_path = self.root.join("names.lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(StoreError::io(&lock_path))?;
         let op = if write {
             FlockOperation::LockExclusive
         } else {
             FlockOperation::LockShared
         };
-        flock(&lock, op).map_err(|e| StoreError::Io {
-            path: lock_path.clone(),
-            source: e.into(),
-        })?;
+        let _lock = lock_file(&self.root.join("names.lock"), op)?;
         let path = self.root.join("names.json");
         let original = match std::fs::read(&path) {
             Ok(bytes) => Some(bytes),

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
-use super::{Pass, PrunedKind};
+use super::{Pass, PrunedKind, remove_file};
 use crate::variants::LayerVariant;
 use crate::{Result, StoreError};
 
@@ -105,12 +105,4 @@ fn files_in(dir: &Path) -> Result<Vec<(PathBuf, String, u64, SystemTime)>> {
     }
     files.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(files)
-}
-
-fn remove_file(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StoreError::io(path)(e)),
-    }
 }
