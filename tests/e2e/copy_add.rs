@@ -519,6 +519,59 @@ fn add_url_downloads_checks_checksums_and_never_unpacks() {
     assert!(err.contains("404") && err.contains("Dockerfile:3"), "{err}");
 }
 
+/// `ADD <url>` goes through the registry client's transport: an HTTPS URL trusts its host's
+/// certs.d CA (`--registry-certs-dir`), and `http_proxy` sends a plain-HTTP download through
+/// the proxy. Both servers are on 127.0.0.1; the proxied host name does not resolve, so only
+/// the proxy can answer it.
+#[test]
+fn add_url_honours_certs_d_and_proxy_variables() {
+    let k = Kiln::new();
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("tls.txt"), "over tls\n").unwrap();
+    let https = kiln_testkit::HttpsFileServer::start(files.path()).unwrap();
+    // A client sends a proxy the absolute URL as the request target; the test server answers
+    // that target like any path.
+    let proxied = "http://kiln-add-proxy.invalid/proxied.txt";
+    let proxy = TestServer::start(vec![(proxied, b"via the proxy\n".to_vec())]);
+    let ctx = context(
+        &[],
+        &format!(
+            "ADD {} /tls.txt\nADD {proxied} /proxied.txt\n",
+            https.url("/tls.txt")
+        ),
+    );
+    let base = format!("BASE={}", k.base);
+    let build = |certs_dir: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .env("KILN_ROOT", k.root.path())
+            .env("http_proxy", &proxy.base)
+            // The base image comes from the loopback registry, not through the proxy.
+            .env("no_proxy", "127.0.0.1")
+            .arg("--registry-certs-dir")
+            .arg(certs_dir)
+            .args(["build", "-t", "fetched", "--build-arg", &base])
+            .arg(ctx.path())
+            .output()
+            .unwrap()
+    };
+
+    let no_ca = tempfile::tempdir().unwrap();
+    let out = build(no_ca.path());
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&https.url("/tls.txt")) && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+
+    let out = build(https.certs_dir.path());
+    assert_success(&out, &["build", "fetched"]);
+    assert_eq!(
+        sh(&k, "fetched", "cat /tls.txt /proxied.txt"),
+        "over tls\nvia the proxy\n"
+    );
+}
+
 #[test]
 fn add_extracts_local_archives_of_every_compression_by_content() {
     let k = Kiln::new();

@@ -10,6 +10,8 @@
 //!   dir (`.wh.` names become overlay whiteouts and opaque xattrs).
 //! - [`extract_archive`] extracts a tarball for `ADD` into an existing root filesystem, with every
 //!   path resolved inside that root as a chroot would.
+//! - [`fill_volume`] seeds an empty volume with an image's directory, safely against the
+//!   containers that may have that volume mounted and be writing to it.
 //!
 //! Extraction never writes outside its root: every parent directory is opened with `openat2`
 //! (`RESOLVE_IN_ROOT`), and the final component of an entry is never followed.
@@ -25,6 +27,7 @@ mod space_guard;
 mod unpack;
 mod userns;
 mod variants;
+mod volume_fill;
 mod write;
 mod xattrs;
 
@@ -42,6 +45,7 @@ pub use encode::{compress_stream, compression_threads};
 pub use import::import_tar;
 pub use unpack::{apply_layer, unpack_layer};
 pub use variants::{LayerInCompression, layer_in_compression};
+pub use volume_fill::{VolumeFill, fill_volume};
 pub use write::{CommittedLayer, SourceKind, write_layer, write_layer_from, write_tar};
 
 /// Errors from building or extracting layers. Each names the path or tar entry involved.

@@ -25,6 +25,7 @@ use crate::reference::Reference;
 pub(crate) use crate::repo::Repo;
 use crate::tls::{host_dir, load_host_tls};
 
+mod fetch;
 mod login;
 use crate::response::status_error;
 pub(crate) use crate::response::{check_status, error_chain, error_message_from_body, read_capped};

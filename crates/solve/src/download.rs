@@ -5,14 +5,19 @@
 //! and, when the server sends `Last-Modified`, that time as its mtime. `--checksum` is checked
 //! against the sha256 of the body before anything is used. The file is never unpacked, even if
 //! it is an archive.
+//!
+//! The request goes through the registry client's transport ([`RegistryClient::get_url`]): the
+//! URL host's certs.d CAs, the proxy variables, timeouts and retries are those of a pull, so a
+//! download works wherever pulls do. There is no second HTTP client.
 
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use kiln_image::{Digest, Sha256Hasher};
+use kiln_registry::{RegistryClient, RegistryError};
 
 /// The name BuildKit gives a download whose URL path has no last segment.
 pub const UNNAMED: &str = "__unnamed__";
@@ -107,15 +112,21 @@ fn percent_decode(segment: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Downloads `url` into `dir` (which must exist) under [`file_name_for`]'s name and checks it
-/// against `expected` when given. On a mismatch the file is removed.
+/// Downloads `url` into `dir` (which must exist) under [`file_name_for`]'s name through
+/// `registry`'s transport and checks it against `expected` when given. On a mismatch the file
+/// is removed.
 pub fn download(
     rt: &tokio::runtime::Handle,
+    registry: &RegistryClient,
     url: &str,
     dir: &Path,
     expected: Option<&Digest>,
 ) -> Result<Downloaded, DownloadError> {
     let name = file_name_for(url)?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| DownloadError::BadUrl {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })?;
     let path = dir.join(&name);
     let request_error = |error: reqwest::Error| DownloadError::Request {
         url: url.to_string(),
@@ -126,17 +137,12 @@ pub fn download(
         path: path.clone(),
         source,
     };
-    // reqwest is built without a default crypto provider; an error only means one is installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(120))
-        .build()
-        .map_err(request_error)?;
 
     let (digest, last_modified) = rt.block_on(async {
-        let mut response = client.get(url).send().await.map_err(request_error)?;
+        let mut response = registry
+            .get_url(&parsed)
+            .await
+            .map_err(|e| transport_error(url, e))?;
         if !response.status().is_success() {
             return Err(DownloadError::Status {
                 url: url.to_string(),
@@ -184,6 +190,45 @@ pub fn download(
     Ok(Downloaded { path })
 }
 
+/// A transport failure, told as a download's: the registry error's wording names a registry
+/// and repository, which a URL has not.
+fn transport_error(url: &str, error: RegistryError) -> DownloadError {
+    let url = url.to_string();
+    match error {
+        RegistryError::GaveUp { attempts, last } => {
+            let suffix = format!(" (gave up after {attempts} attempts)");
+            match transport_error(&url, *last) {
+                DownloadError::Status { url, status } => DownloadError::Status {
+                    url,
+                    status: status + &suffix,
+                },
+                DownloadError::Request { url, detail } => DownloadError::Request {
+                    url,
+                    detail: detail + &suffix,
+                },
+                other => other,
+            }
+        }
+        RegistryError::Status { status, .. } => DownloadError::Status {
+            url,
+            status: status.to_string(),
+        },
+        RegistryError::NotFound { .. } => DownloadError::Status {
+            url,
+            status: reqwest::StatusCode::NOT_FOUND.to_string(),
+        },
+        RegistryError::Unreachable { detail, .. } | RegistryError::Transfer { detail, .. } => {
+            DownloadError::Request { url, detail }
+        }
+        // certs.d material that cannot be used, or a client that cannot be built: the
+        // error's own text names the directory.
+        other => DownloadError::Request {
+            url,
+            detail: other.to_string(),
+        },
+    }
+}
+
 /// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110's preferred form, which is also
 /// valid RFC 2822).
 fn parse_http_date(text: &str) -> Option<SystemTime> {
@@ -226,14 +271,14 @@ mod tests {
         assert!(parse_http_date("yesterday").is_none());
     }
 
-    /// Serves `response` (status line, headers and body) to each of `count` connections on a
+    /// Serves `responses` (status line, headers and body), one per connection in order, on a
     /// loopback port, and returns the base URL.
-    fn serve(response: Vec<u8>, count: usize) -> String {
+    fn serve(responses: Vec<Vec<u8>>) -> String {
         use std::io::Read;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         std::thread::spawn(move || {
-            for stream in listener.incoming().take(count) {
+            for (stream, response) in listener.incoming().zip(responses) {
                 let mut stream = stream.unwrap();
                 let mut request = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -248,6 +293,18 @@ mod tests {
             }
         });
         format!("http://{address}")
+    }
+
+    /// The registry client whose transport downloads use, retrying quickly.
+    fn registry() -> RegistryClient {
+        RegistryClient::new(kiln_registry::RegistryConfig {
+            credentials: None,
+            certs_dir: PathBuf::from("/nonexistent/kiln-test-certs.d"),
+            max_attempts: 3,
+            retry_base_delay: std::time::Duration::from_millis(1),
+            ..kiln_registry::RegistryConfig::default()
+        })
+        .unwrap()
     }
 
     fn ok_response(body: &[u8], extra_headers: &str) -> Vec<u8> {
@@ -265,12 +322,17 @@ mod tests {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let body = b"remote content\n";
-        let base = serve(
-            ok_response(body, "Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n"),
-            2,
-        );
+        let response = ok_response(body, "Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n");
+        let base = serve(vec![response.clone(), response]);
         let url = format!("{base}/files/data.txt");
-        let got = download(rt.handle(), &url, dir.path(), Some(&Digest::of(body))).unwrap();
+        let got = download(
+            rt.handle(),
+            &registry(),
+            &url,
+            dir.path(),
+            Some(&Digest::of(body)),
+        )
+        .unwrap();
         assert_eq!(got.path, dir.path().join("data.txt"));
         assert_eq!(std::fs::read(&got.path).unwrap(), body);
         let meta = std::fs::metadata(&got.path).unwrap();
@@ -286,7 +348,8 @@ mod tests {
 
         let wrong = Digest::of(b"something else");
         let other = tempfile::tempdir().unwrap();
-        let error = download(rt.handle(), &url, other.path(), Some(&wrong)).unwrap_err();
+        let error =
+            download(rt.handle(), &registry(), &url, other.path(), Some(&wrong)).unwrap_err();
         let text = error.to_string();
         assert!(
             text.contains(&url) && text.contains(&wrong.to_string()),
@@ -300,13 +363,18 @@ mod tests {
     fn failures_name_the_url_and_the_reason() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let base = serve(
+        let base = serve(vec![
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
-            1,
-        );
-        let error = download(rt.handle(), &format!("{base}/gone"), dir.path(), None)
-            .unwrap_err()
-            .to_string();
+        ]);
+        let error = download(
+            rt.handle(),
+            &registry(),
+            &format!("{base}/gone"),
+            dir.path(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("/gone") && error.contains("404"), "{error}");
 
         // A port nobody listens on: bind one, then drop it.
@@ -316,11 +384,40 @@ mod tests {
             .unwrap()
             .port();
         let url = format!("http://127.0.0.1:{port}/x");
-        let error = download(rt.handle(), &url, dir.path(), None)
+        let error = download(rt.handle(), &registry(), &url, dir.path(), None)
             .unwrap_err()
             .to_string();
         assert!(error.starts_with(&url), "{error}");
         assert!(error.to_lowercase().contains("refused"), "{error}");
+    }
+
+    #[test]
+    fn server_errors_are_retried_as_for_a_pull() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let busy =
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let base = serve(vec![busy.to_vec(), ok_response(b"late\n", "")]);
+        let got = download(
+            rt.handle(),
+            &registry(),
+            &format!("{base}/f"),
+            dir.path(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(&got.path).unwrap(), b"late\n");
+
+        let base = serve(vec![busy.to_vec(); 3]);
+        let url = format!("{base}/f");
+        let error = download(rt.handle(), &registry(), &url, dir.path(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with(&url), "{error}");
+        assert!(
+            error.contains("503") && error.contains("3 attempts"),
+            "{error}"
+        );
     }
 
     #[test]

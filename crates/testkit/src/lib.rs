@@ -11,6 +11,7 @@
 //! - [`skopeo_inspect`], [`skopeo_copy_to_oci_layout`], [`umoci_unpack_oci_layout`],
 //!   [`oci_image_tool_validate`]: third-party readers of what kiln writes.
 //! - [`FaultProxy`]: a loopback TCP proxy that cuts connections, answers 503 or stalls.
+//! - [`HttpsFileServer`]: files over HTTPS from a test CA (`openssl s_server`), with certs.d.
 //! - [`assert_golden`]: compare output with a checked-in file, `KILN_BLESS=1` to rewrite it.
 //!
 //! Errors are `anyhow` errors carrying the tool's stderr, since their only reader is a human
@@ -20,6 +21,7 @@ mod auth;
 mod busybox;
 mod fault_proxy;
 mod golden;
+mod https_files;
 mod net;
 mod registry;
 mod rng;
@@ -29,6 +31,7 @@ pub use auth::{TestCa, TlsRegistry, TokenRegistry, TokenRequestRecord, htpasswd_
 pub use busybox::{busybox_oci_layout, busybox_rootfs_tar, push_busybox, rootfs_script_path};
 pub use fault_proxy::{Fault, FaultProxy};
 pub use golden::assert_golden;
+pub use https_files::HttpsFileServer;
 pub use net::free_port;
 pub use registry::{RegistrySetup, TestRegistry};
 pub use rng::SeededRng;

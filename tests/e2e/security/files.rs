@@ -273,3 +273,67 @@ fn a_decompression_bomb_stops_before_the_disk_is_full() {
         "the tmpfs is gone"
     );
 }
+
+/// A volume shared with a running container is hostile ground: while one container keeps
+/// swapping the volume's entries for symlinks to the host (and emptying it, so the next start
+/// sees it empty and copies the image's content in), containers starting on the same volume
+/// must write nothing outside it.
+#[test]
+fn a_volume_fill_never_follows_links_a_running_container_plants() {
+    let k = Kiln::new();
+    // Removes the attacker even when an assertion fails first.
+    let _cleanup = super::super::containers::Cleanup(&k);
+    let host = HostWatch::new();
+    let canary = host.canary.to_str().unwrap().to_owned();
+    let canary_dir = host.canary.parent().unwrap().to_owned();
+    let marker = "kiln-volume-fill-attack-48151";
+    // The image's /data: files to copy (their names are the ones the attacker plants) and a
+    // directory, so a fill takes a while and has many names to race on.
+    let out = super::build_in(
+        &k,
+        "volfill:1",
+        "ARG BASE\nFROM ${BASE}\nRUN mkdir -p /data/sub && \
+         for i in $(seq 100 399); do echo image > /data/f$i; done && echo image > /data/sub/f\n",
+        &[],
+        &[],
+    );
+    assert_built(&out);
+    k.ok(&["volume", "create", "shared"]);
+    // Empty the volume for a moment (a start then decides to fill it), then plant links named
+    // like the image's entries while that copy runs; forever.
+    let plant = format!(
+        "while :; do rm -rf /data/*; usleep 20000; \
+         for n in f100 f101 f199 f250 f398 f399; do ln -s {canary} /data/$n; done; \
+         ln -s {dir} /data/sub; usleep 5000; done",
+        dir = canary_dir.display()
+    );
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "attacker",
+        "-v",
+        "shared:/data",
+        &k.base,
+        "sh",
+        "-c",
+        &plant,
+        marker,
+    ]);
+    // Each start either finds the volume in use (links there: nothing copied) or fills it;
+    // either way it succeeds, and the links stay links.
+    let failures: Vec<String> = (0..25)
+        .map(|_| k.cmd(&["run", "--rm", "-v", "shared:/data", "volfill:1", "true"]))
+        .filter(|out| !out.status.success())
+        .map(|out| super::super::harness::stderr(&out))
+        .collect();
+    k.ok(&["rm", "-f", "attacker"]);
+    host.check(&k, marker);
+    let beside: Vec<_> = std::fs::read_dir(&canary_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside, ["canary"], "nothing new beside the canary");
+    assert!(failures.is_empty(), "starts failed: {failures:#?}");
+    k.ok(&["volume", "rm", "shared"]);
+}

@@ -2,7 +2,8 @@
 //! `-v`, `--mount` and the image's `VOLUME` paths.
 //!
 //! As with Docker, a volume that is empty when a container first mounts it gets the image's
-//! content at the mount path (named and anonymous volumes alike); a bind mount never does.
+//! content at the mount path (named and anonymous volumes alike); a bind mount never does. The
+//! copy is `kiln_layer::fill_volume`, safe against containers already using the volume.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -265,6 +266,8 @@ pub fn create_mounts(
             } => {
                 let (volume, _) = store.create_volume(name.as_deref(), now, BTreeMap::new())?;
                 let data = store.volume_data_dir(&volume.name);
+                // Only a shortcut that spares mounting the image: `fill_volume` decides
+                // emptiness again, under its lock, against containers writing meanwhile.
                 let empty = std::fs::read_dir(&data)
                     .with_context(|| format!("reading {}", data.display()))?
                     .next()
@@ -277,9 +280,9 @@ pub fn create_mounts(
                         image_root = Some((dir, mount));
                     }
                     if let Some((_, root)) = &image_root {
-                        copy_image_path(root.path(), &target, &data).with_context(|| {
-                            format!("copying the image's {target} into volume {}", volume.name)
-                        })?;
+                        kiln_layer::fill_volume(root.path(), &target, &data).with_context(
+                            || format!("copying the image's {target} into volume {}", volume.name),
+                        )?;
                     }
                 }
                 (
@@ -300,54 +303,6 @@ pub fn create_mounts(
         });
     }
     Ok(out)
-}
-
-/// Copies the image's directory at `target` into `data`. Paths are resolved inside `root`
-/// without following any symlink: a `VOLUME` path that is (or passes through) a link is not
-/// copied, so a hostile image cannot make kiln copy host files.
-fn copy_image_path(root: &Path, target: &str, data: &Path) -> Result<()> {
-    let mut path = root.to_path_buf();
-    for part in target.split('/').filter(|p| !p.is_empty()) {
-        path.push(part);
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => {}
-            _ => return Ok(()),
-        }
-    }
-    copy_tree(&path, data)?;
-    copy_metadata(&path, data)
-}
-
-/// Copies the contents of `from` into the existing directory `to`: files, directories and
-/// symlinks (as links), with owners and modes; other file types are skipped.
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
-        let entry = entry?;
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        let kind = entry.file_type()?;
-        if kind.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
-        } else if kind.is_dir() {
-            std::fs::create_dir(&dst)?;
-            copy_tree(&src, &dst)?;
-        } else if kind.is_file() {
-            std::fs::copy(&src, &dst)?;
-        } else {
-            continue;
-        }
-        copy_metadata(&src, &dst)?;
-    }
-    Ok(())
-}
-
-fn copy_metadata(src: &Path, dst: &Path) -> Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let meta = std::fs::symlink_metadata(src)?;
-    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))?;
-    if !meta.file_type().is_symlink() {
-        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-    }
-    Ok(())
 }
 
 pub fn volume_command(store: &Store, command: VolumeCommand) -> Result<ExitCode> {
@@ -507,27 +462,5 @@ mod tests {
         ] {
             assert!(parse_mount_flag(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn image_volumes_copy_without_following_links() {
-        let root = tempfile::tempdir().unwrap();
-        let data = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join("app/sub")).unwrap();
-        std::fs::write(root.path().join("app/sub/f"), "x").unwrap();
-        std::os::unix::fs::symlink("/etc", root.path().join("app/link")).unwrap();
-        std::os::unix::fs::symlink("/etc", root.path().join("escape")).unwrap();
-        copy_image_path(root.path(), "/app", data.path()).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(data.path().join("sub/f")).unwrap(),
-            "x"
-        );
-        assert_eq!(
-            std::fs::read_link(data.path().join("link")).unwrap(),
-            Path::new("/etc")
-        );
-        let other = tempfile::tempdir().unwrap();
-        copy_image_path(root.path(), "/escape", other.path()).unwrap();
-        assert!(std::fs::read_dir(other.path()).unwrap().next().is_none());
     }
 }
