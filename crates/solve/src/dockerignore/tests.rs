@@ -204,6 +204,15 @@ fn exclusions_and_exceptions_follow_buildkits_walk() {
         // `*` stays inside one path component; `**` does not.
         ("*/sub1*", "a/b/sub1", false),
         ("**/sub1*", "a/b/sub1", true),
+        // `*` matches every top-level name, so everything below is excluded through its
+        // top-level directory; an exception for a directory brings back all of it.
+        ("*", "dir/a/b", true),
+        ("*\n!dir", "dir/a/b", false),
+        ("*\n!dir/x", "dir/x", false),
+        ("*\n!dir/x", "dir/y", true),
+        ("*/*\n!a/b", "a", false),
+        ("*/*\n!a/b", "a/b/c", false),
+        ("*/*\n!a/b", "a/c/d", true),
     ];
     for (text, path, want) in cases {
         assert_eq!(
