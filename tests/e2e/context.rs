@@ -239,3 +239,179 @@ fn the_metadata_cache_survives_between_builds_and_spares_unchanged_files() {
     let log = build(&k, dir, "ctx:repaired");
     assert_eq!(context_counts(&log, "everything"), (5, 0), "{log}");
 }
+
+/// What a `FROM scratch` build copies, as the paths of its `-o type=local` output (sorted,
+/// directories included), or the build's error output.
+fn copied_paths(k: &Kiln, files: &[(&str, &str)], dockerfile: &str) -> Result<Vec<String>, String> {
+    let ctx = tempfile::tempdir().unwrap();
+    for (rel, content) in files {
+        write(ctx.path(), rel, content);
+    }
+    write(ctx.path(), "Dockerfile", dockerfile);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("out");
+    let out_arg = format!("type=local,dest={}", out.display());
+    let output = k.cmd(&["build", "-o", &out_arg, ctx.path().to_str().unwrap()]);
+    if !output.status.success() {
+        return Err(stderr(&output));
+    }
+    let mut paths = Vec::new();
+    let mut pending = vec![out.clone()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path
+                .strip_prefix(&out)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            if path.symlink_metadata().unwrap().is_dir() {
+                pending.push(path);
+                paths.push(format!("{rel}/"));
+            } else {
+                paths.push(rel);
+            }
+        }
+    }
+    paths.sort();
+    Ok(paths)
+}
+
+/// `.dockerignore` exceptions and allow-lists as current BuildKit applies them (tonistiigi/fsutil
+/// filter.go walking the context with moby/patternmatcher's `MatchesUsingParentResults`): an
+/// exception re-includes paths below an excluded directory, wildcards included; the excluded
+/// directories on the way are sent only as parents of something visible. The contexts are
+/// those of buildah's conformance fixtures (tests/conformance/testdata/dockerignore). Docker
+/// 20.10's BuildKit differs on the first three (it never entered `subdir`/`volume`, and sent
+/// `folder` empty); see docs/differences-from-buildkit.md.
+/// One `.dockerignore` case: the ignore file, the other context files, the Dockerfile, and the
+/// copied paths (or a piece of the error) BuildKit gives.
+struct IgnoreCase {
+    name: &'static str,
+    ignore: &'static str,
+    files: &'static [(&'static str, &'static str)],
+    dockerfile: &'static str,
+    want: Result<&'static [&'static str], &'static str>,
+}
+
+#[test]
+fn dockerignore_exceptions_and_allow_lists_follow_buildkit() {
+    let k = Kiln::new();
+    const SUBDIR: &[(&str, &str)] = &[
+        ("subdir/sub1.txt", "1"),
+        ("subdir/sub2.txt", "2"),
+        ("subdir/sub3.txt", "3"),
+    ];
+    let cases = [
+        IgnoreCase {
+            name: "exceptions-weirdness-1",
+            ignore: "subdir\n!*/sub1*\n",
+            files: SUBDIR,
+            dockerfile: "FROM scratch\nCOPY ./ /newdir\n",
+            want: Ok(&[
+                "newdir/",
+                "newdir/.dockerignore",
+                "newdir/Dockerfile",
+                "newdir/subdir/",
+                "newdir/subdir/sub1.txt",
+            ]),
+        },
+        IgnoreCase {
+            name: "exceptions-weirdness-2",
+            ignore: "subdir\n!*/sub1*\n!subdir/sub3*\n",
+            files: SUBDIR,
+            dockerfile: "FROM scratch\nCOPY ./ /newdir\n",
+            want: Ok(&[
+                "newdir/",
+                "newdir/.dockerignore",
+                "newdir/Dockerfile",
+                "newdir/subdir/",
+                "newdir/subdir/sub1.txt",
+                "newdir/subdir/sub3.txt",
+            ]),
+        },
+        IgnoreCase {
+            name: "exceptions-skip",
+            ignore: "volume/\n!**/oneline.txt\n",
+            files: &[("volume/data/oneline.txt", "x")],
+            dockerfile: "FROM scratch\nCOPY ./ ./\n",
+            want: Ok(&[
+                ".dockerignore",
+                "Dockerfile",
+                "volume/",
+                "volume/data/",
+                "volume/data/oneline.txt",
+            ]),
+        },
+        IgnoreCase {
+            name: "allowlist subsubdir-nofile: no empty parent of an exception matching nothing",
+            ignore: "**\n!folder/subfolder/file\n",
+            files: &[("folder/file", "x")],
+            dockerfile: "FROM scratch\nADD . .\n",
+            want: Ok(&[]),
+        },
+        IgnoreCase {
+            name: "allowlist subsubdir-file",
+            ignore: "**\n!folder/subfolder/file\n",
+            files: &[("folder/subfolder/file", "x")],
+            dockerfile: "FROM scratch\nADD . .\n",
+            want: Ok(&["folder/", "folder/subfolder/", "folder/subfolder/file"]),
+        },
+        IgnoreCase {
+            name: "allowlist subdir-file",
+            ignore: "**\n!folder1/file1\n",
+            files: &[("folder1/file1", "1"), ("folder1/file2", "2")],
+            dockerfile: "FROM scratch\nADD folder1 /f1\n",
+            want: Ok(&["f1/", "f1/file1"]),
+        },
+        IgnoreCase {
+            name: "allowlist subdir-nofile: the directory is not sent at all",
+            ignore: "**\n!folder1/file\n",
+            files: &[("folder1/file1", "1"), ("folder1/file2", "2")],
+            dockerfile: "FROM scratch\nADD folder1 /f1\n",
+            want: Err(
+                "\"folder1\": not found in build context (it exists but is excluded by .dockerignore)",
+            ),
+        },
+        IgnoreCase {
+            name: "a line skipped at a directory is not inherited below it",
+            ignore: "dir\n!dir/keep*\ndir\n",
+            files: &[("dir/keep1", "k"), ("dir/other", "o")],
+            dockerfile: "FROM scratch\nCOPY dir /d\n",
+            want: Ok(&["d/", "d/keep1"]),
+        },
+    ];
+    for case in cases {
+        let mut files = vec![(".dockerignore", case.ignore)];
+        files.extend_from_slice(case.files);
+        let name = case.name;
+        match (copied_paths(&k, &files, case.dockerfile), case.want) {
+            (Ok(paths), Ok(want)) => assert_eq!(paths, want, "{name}"),
+            (Err(log), Err(want)) => assert!(log.contains(want), "{name}: {want:?} in\n{log}"),
+            (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+/// The cache key of a COPY follows the same selection: a file an exception re-includes is part
+/// of it, a file still excluded is not.
+#[test]
+fn dockerignore_exceptions_select_the_cache_key_inputs() {
+    let k = Kiln::new();
+    let ctx = tempfile::tempdir().unwrap();
+    let dir = ctx.path();
+    write(dir, ".dockerignore", "subdir\n!*/sub1*\n");
+    write(dir, "subdir/sub1.txt", "1");
+    write(dir, "subdir/sub2.txt", "2");
+    write(dir, "Dockerfile", "FROM scratch\nCOPY subdir /s\n");
+    let cached = |log: &str| log.contains("[stage-0 2/2] CACHED");
+    let log = build(&k, dir, "ign:1");
+    assert!(!cached(&log), "{log}");
+    write(dir, "subdir/sub2.txt", "2, still excluded");
+    let log = build(&k, dir, "ign:2");
+    assert!(cached(&log), "an excluded file changed: {log}");
+    write(dir, "subdir/sub1.txt", "1, re-included");
+    let log = build(&k, dir, "ign:3");
+    assert!(!cached(&log), "a re-included file changed: {log}");
+}

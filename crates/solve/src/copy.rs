@@ -1,9 +1,13 @@
 //! Docker's COPY semantics, writing resolved sources into a container root filesystem.
 //!
-//! Rules (as BuildKit's Dockerfile frontend applies them): a directory source copies its
-//! *contents* into the destination directory; a file (or symlink, fifo, device) source goes
-//! inside the destination when that is a directory — because it ends with `/`, because there are
-//! several sources, or because it already exists as one — and otherwise becomes the destination.
+//! Rules (as BuildKit's Dockerfile frontend applies them): each source — every match of every
+//! pattern, in order — is copied on its own. A directory source copies its *contents* into the
+//! destination directory (made if missing); a file (or symlink, fifo, device) source goes inside
+//! the destination when that is a directory — because it ends with `/` (or `/.`), or because it
+//! exists as one when the source is copied — and otherwise becomes the destination. So several
+//! file sources to a destination without a trailing slash each replace the one before, the last
+//! one winning: what BuildKit does (fsutil's `copy.Copy` per source, moby/buildkit#1853 and
+//! #4550), reported as a warning ([`CopyOutcome::replaced_at_dest`]).
 //! Permission bits and modification times come from the source (`--chmod`, octal or symbolic,
 //! changes the bits of every copied file and directory), ownership is `0:0` for context sources,
 //! the source's own for `--from` sources, or `--chown`'s. Symlinks are copied as symlinks;
@@ -110,11 +114,14 @@ pub fn copy_into_reusing(
     let root = ConfinedRoot::open(root)?;
     let cleaned = go_clean(&format!("/{dest}"));
     let dest_rel = PathBuf::from(cleaned.trim_start_matches('/'));
+    // Whether the destination is written as a directory whatever exists there; otherwise a
+    // file source takes its name unless it is a directory by then (maybe made by an earlier
+    // source of this copy).
     let dest_is_dir = dest.ends_with('/')
         || dest.ends_with("/.")
-        || sources.len() > 1
         || sources.iter().any(|source| source.parents_path.is_some())
         || dest_rel.as_os_str().is_empty();
+    let mut wrote_dest_file = false;
     let mut copier = Copier {
         root: &root,
         opts,
@@ -159,6 +166,10 @@ pub fn copy_into_reusing(
                 let name = source.host_path.file_name().unwrap_or_default();
                 dest_rel.join(name)
             } else {
+                if wrote_dest_file {
+                    copier.outcome.replaced_at_dest += 1;
+                }
+                wrote_dest_file = true;
                 dest_rel.clone()
             };
             let fingerprint = copier.fingerprint(source, &entry);

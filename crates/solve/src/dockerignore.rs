@@ -1,9 +1,13 @@
 //! `.dockerignore` parsing and matching, with Docker's semantics.
 //!
-//! The behaviour follows moby's `patternmatcher` and `patternmatcher/ignorefile` packages (the
-//! code BuildKit uses to filter the build context): one pattern per line, `#` comments,
-//! `!exceptions`, Go `filepath.Match` globs plus `**`, the last matching line wins, and a pattern
-//! that matches a directory also matches everything beneath it.
+//! The behaviour follows moby's `patternmatcher` and `patternmatcher/ignorefile` packages and
+//! the way current BuildKit applies them while it walks the context (tonistiigi/fsutil's
+//! `filterFS.Walk`): one pattern per line, `#` comments, `!exceptions`, Go `filepath.Match` globs
+//! plus `**`, a pattern that matches a directory also matches everything beneath it, and
+//! (almost always) the last matching line wins; `IgnoreMatcher::evaluate` has the exact rule.
+//! An exception re-includes paths below an excluded directory whatever its wildcards; the walk
+//! shows such a directory only as the parent of something visible (`context::walk`), and skips
+//! an excluded directory only where no exception can match ([`IgnoreMatcher::may_include_below`]).
 //!
 //! The glob → regex translation lives here and is shared with `crate::context`, which matches
 //! COPY source patterns one path component at a time with plain Go `filepath.Match` rules.
@@ -193,45 +197,95 @@ impl IgnoreMatcher {
 
     /// Whether a context path (slash-separated, relative to the context root) is excluded.
     pub fn is_excluded(&self, rel_path: &str) -> bool {
-        self.last_match(rel_path)
-            .is_some_and(|index| !self.patterns[index].exception)
+        self.evaluate(rel_path)
+            .is_some_and(|evaluation| evaluation.excluded)
     }
 
     /// Whether anything strictly below the directory `rel_dir` can be visible. False only when
-    /// the directory is excluded and no later exception could re-include a path beneath it, so a
-    /// walk may skip the directory entirely without changing the result.
+    /// the directory is excluded and no exception could re-include a path beneath it, so a walk
+    /// may skip the directory entirely without changing the result.
     pub fn may_include_below(&self, rel_dir: &str) -> bool {
-        let Some(last) = self.last_match(rel_dir) else {
+        let Some(evaluation) = self.evaluate(rel_dir) else {
             return true;
         };
-        if self.patterns[last].exception {
+        if !evaluation.excluded {
             return true;
         }
-        // Every descendant is matched (through its parent) by the same excluding pattern, so only
-        // exceptions that come after it can flip a descendant back.
+        // A descendant inherits every pattern the directory matched (see `evaluate`), so the
+        // last excluding pattern that matched the directory still matches it; only an exception
+        // after that one, matching a path strictly below the directory, can flip it back.
+        let last_exclusion = evaluation
+            .matched
+            .iter()
+            .zip(&self.patterns)
+            .rposition(|(matched, pattern)| *matched && !pattern.exception)
+            .expect("an excluded path matched an excluding pattern");
         let dir = clean_rel(rel_dir);
         let dir_components: Vec<&str> = dir.split('/').collect();
-        self.patterns[last + 1..]
+        self.patterns[last_exclusion + 1..]
             .iter()
             .filter(|pattern| pattern.exception)
             .any(|pattern| could_match_below(pattern, &dir_components))
     }
 
-    /// The index of the last pattern matching the path or one of its parent directories.
-    fn last_match(&self, rel_path: &str) -> Option<usize> {
+    /// Evaluates a path the way BuildKit's context walk does (fsutil's `filterFS.Walk` calling
+    /// patternmatcher's `MatchesUsingParentResults` for each path, top-level first, with its
+    /// parent's result): `None` for the context root.
+    ///
+    /// Per path, the patterns are taken in order with a running verdict (excluded or not). A
+    /// pattern the parent directory matched matches again without being looked at; any other
+    /// pattern is only tried when it could change the verdict (an excluding pattern while the
+    /// path is not excluded, an exception while it is), and then only against the path itself.
+    /// Each matching pattern sets the verdict (excluded for a plain line, included for `!`), so
+    /// the last matching line usually decides — but a pattern skipped at a directory because it
+    /// could not have changed the verdict there is not inherited by the directory's children,
+    /// which BuildKit then test against that pattern on their own path.
+    fn evaluate(&self, rel_path: &str) -> Option<Evaluation> {
         let path = clean_rel(rel_path);
         if path == "." || path.is_empty() {
             return None;
         }
-        let parents: Vec<&str> = path
+        let count = self.patterns.len();
+        // The parent directory's per-pattern matches; the top level has none.
+        let mut parent: Option<Vec<bool>> = None;
+        let mut evaluation = Evaluation {
+            excluded: false,
+            matched: vec![false; count],
+        };
+        let ends = path
             .match_indices('/')
-            .map(|(slash, _)| &path[..slash])
-            .collect();
-        self.patterns.iter().rposition(|pattern| {
-            pattern.matcher.matches(&path)
-                || parents.iter().any(|parent| pattern.matcher.matches(parent))
-        })
+            .map(|(slash, _)| slash)
+            .chain(std::iter::once(path.len()));
+        for end in ends {
+            let prefix = &path[..end];
+            let mut excluded = false;
+            let mut matched = vec![false; count];
+            for (index, pattern) in self.patterns.iter().enumerate() {
+                let mut hit = parent.as_ref().is_some_and(|parent| parent[index]);
+                if !hit {
+                    if pattern.exception != excluded {
+                        continue;
+                    }
+                    hit = pattern.matcher.matches(prefix);
+                }
+                matched[index] = hit;
+                if hit {
+                    excluded = !pattern.exception;
+                }
+            }
+            evaluation.excluded = excluded;
+            parent = Some(matched);
+        }
+        evaluation.matched = parent.unwrap_or_default();
+        Some(evaluation)
     }
+}
+
+/// What [`IgnoreMatcher::evaluate`] found for one path.
+struct Evaluation {
+    excluded: bool,
+    /// Per pattern: whether it matched the path (directly or through its parent).
+    matched: Vec<bool>,
 }
 
 fn could_match_below(pattern: &IgnorePattern, dir_components: &[&str]) -> bool {

@@ -194,3 +194,34 @@ ENTRYPOINT [\"/bin/sh\", \"-c\", \"id -u; id -g; pwd; stat -c %U /home/kiln/made
         stderr(&out)
     );
 }
+
+/// BuildKit's empty image (`emptyImage`, frontend/dockerfile/dockerfile2llb/image.go) has
+/// `WorkingDir: "/"` and the default PATH; so does every scratch-based image and every stage
+/// built on one, in `kiln inspect` and in the config blob.
+#[test]
+fn scratch_config_is_buildkits_empty_image() {
+    let k = Kiln::new();
+    let ctx = context(
+        &k,
+        "\
+FROM scratch AS base
+COPY f /f
+
+FROM base
+LABEL derived=1
+",
+        &[("f", "x")],
+    );
+    build_ok(&k, ctx.path(), "scratchcfg-base", &["--target", "base"]);
+    build_ok(&k, ctx.path(), "scratchcfg", &[]);
+    for tag in ["scratchcfg-base", "scratchcfg"] {
+        let img = k.inspect(tag);
+        let cfg = &img["Config"];
+        assert_eq!(cfg["WorkingDir"], "/", "{tag}: {img:#}");
+        assert_eq!(
+            cfg["Env"],
+            json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]),
+            "{tag}: {img:#}"
+        );
+    }
+}

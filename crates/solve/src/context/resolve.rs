@@ -105,8 +105,8 @@ impl TreeRef<'_> {
             }
             level = next;
         }
-        // BuildKit lets a wildcard match nothing (`COPY go.sum* ./` for an optional file); the
-        // caller reports an instruction whose sources all came up empty.
+        // BuildKit lets a wildcard match nothing (`COPY go.sum* ./` for an optional file), even
+        // when every source of the instruction does; the caller warns about the latter.
         level
             .into_iter()
             .map(|(rel, matched)| {

@@ -59,6 +59,9 @@ pub struct CopyOutcome {
     pub written: BTreeMap<String, String>,
     /// Files to link from the previous snapshot, by root-relative path.
     pub links: BTreeMap<PathBuf, PendingLink>,
+    /// How many file sources replaced the file an earlier source of the same copy wrote at the
+    /// destination (several sources, a destination that is not a directory).
+    pub replaced_at_dest: usize,
 }
 
 /// One file to link from the previous snapshot.

@@ -123,19 +123,119 @@ fn directory_source_copies_its_contents() {
     assert_eq!(fixture.meta("app/sub").mtime(), source_sub.mtime());
 }
 
+/// Where sources land, as BuildKit decides it: dockerfile2llb's convert_copy.go makes one
+/// `llb.Copy` per source pattern, and the file op (solver/llbsolver/file/backend.go) copies
+/// each wildcard match on its own with fsutil's `copy.Copy` (copy/copy.go): the destination
+/// is a directory when it ends with `/` or exists as one at that moment, else a file source
+/// becomes it. Each row: sources, destination, a directory made first, then the files
+/// expected (path → content; `/` for a directory) and how many sources replaced an earlier
+/// one at the destination.
 #[test]
-fn several_sources_make_the_destination_a_directory() {
+fn each_source_is_placed_on_its_own_as_in_buildkit() {
+    struct Case {
+        sources: &'static [&'static str],
+        dest: &'static str,
+        existing_dir: Option<&'static str>,
+        want: &'static [(&'static str, &'static str)],
+        replaced: usize,
+    }
+    let cases = [
+        // One file, no slash: the destination is the file's new name.
+        Case {
+            sources: &["a.txt"],
+            dest: "/one",
+            existing_dir: None,
+            want: &[("one", "alpha")],
+            replaced: 0,
+        },
+        // A wildcard matching one file behaves the same.
+        Case {
+            sources: &["a*.txt"],
+            dest: "/app4/file.txt",
+            existing_dir: None,
+            want: &[("app4/file.txt", "alpha")],
+            replaced: 0,
+        },
+        // Several sources without a slash: each replaces the one before (moby/buildkit#1853).
+        Case {
+            sources: &["a.txt", "b.txt"],
+            dest: "/multi",
+            existing_dir: None,
+            want: &[("multi", "beta")],
+            replaced: 1,
+        },
+        Case {
+            sources: &["*.txt"],
+            dest: "/wild",
+            existing_dir: None,
+            want: &[("wild", "beta")],
+            replaced: 1,
+        },
+        // A trailing slash, or a directory already there, takes them all.
+        Case {
+            sources: &["*.txt"],
+            dest: "/wild/",
+            existing_dir: None,
+            want: &[("wild/a.txt", "alpha"), ("wild/b.txt", "beta")],
+            replaced: 0,
+        },
+        Case {
+            sources: &["a.txt", "b.txt"],
+            dest: "/existing",
+            existing_dir: Some("existing"),
+            want: &[("existing/a.txt", "alpha"), ("existing/b.txt", "beta")],
+            replaced: 0,
+        },
+        // A directory source makes the destination a directory, which later files go into.
+        Case {
+            sources: &["dir", "a.txt"],
+            dest: "/mixed",
+            existing_dir: None,
+            want: &[
+                ("mixed/x", "ex"),
+                ("mixed/sub", "/"),
+                ("mixed/a.txt", "alpha"),
+            ],
+            replaced: 0,
+        },
+    ];
+    for case in cases {
+        let fixture = Fixture::new();
+        if let Some(dir) = case.existing_dir {
+            std::fs::create_dir(fixture.root().join(dir)).unwrap();
+        }
+        let context = BuildContext::open(fixture.context_dir.path()).unwrap();
+        let patterns: Vec<String> = case.sources.iter().map(|p| p.to_string()).collect();
+        let sources = SourceTree::Context(context)
+            .select(&patterns, &SelectOptions::default())
+            .unwrap();
+        let what = format!("{:?} -> {}", case.sources, case.dest);
+        let outcome = copy_into_reusing(
+            fixture.root(),
+            &sources,
+            case.dest,
+            &CopyOptions::default(),
+            CopyReuse::default(),
+        )
+        .unwrap_or_else(|error| panic!("{what}: {error}"));
+        for (path, content) in case.want {
+            if *content == "/" {
+                assert!(fixture.meta(path).is_dir(), "{what}: {path} is a directory");
+            } else {
+                assert_eq!(fixture.read(path), *content, "{what}: {path}");
+            }
+        }
+        assert_eq!(outcome.replaced_at_dest, case.replaced, "{what}");
+    }
+}
+
+#[test]
+fn a_directory_source_cannot_replace_a_file_destination() {
     let fixture = Fixture::new();
-    fixture
-        .copy(&["a.txt", "b.txt"], "/multi", &CopyOptions::default())
-        .unwrap();
-    assert_eq!(fixture.read("multi/a.txt"), "alpha");
-    assert_eq!(fixture.read("multi/b.txt"), "beta");
-    fixture
-        .copy(&["*.txt"], "/wild/", &CopyOptions::default())
-        .unwrap();
-    assert!(fixture.meta("wild").is_dir());
-    assert_eq!(fixture.read("wild/b.txt"), "beta");
+    let error = fixture
+        .copy(&["a.txt", "dir"], "/dst", &CopyOptions::default())
+        .unwrap_err();
+    assert!(error.to_string().contains("/dst"), "{error}");
 }
 
 #[test]

@@ -154,27 +154,115 @@ fn missing_ignore_file_matches_nothing() {
     assert!(matcher.is_excluded("a.log"));
 }
 
+/// BuildKit's rules for `.dockerignore` (current moby/buildkit sends the context through
+/// tonistiigi/fsutil's `filterFS.Walk`, filter.go, which calls moby/patternmatcher's
+/// `MatchesUsingParentResults`, patternmatcher.go, for each path with its parent directory's
+/// result). Each row: the ignore file, a path, whether BuildKit leaves it out. The rows marked
+/// "old BuildKit" differ from Docker 20.10's BuildKit, whose walk skipped an excluded directory
+/// unless an exception *started with* its path, wildcards or not.
 #[test]
-fn pruning_respects_later_exceptions() {
-    let matcher = IgnoreMatcher::parse("node_modules\n").unwrap();
-    assert!(!matcher.may_include_below("node_modules"));
-    assert!(matcher.may_include_below("src"));
+fn exclusions_and_exceptions_follow_buildkits_walk() {
+    let cases: &[(&str, &str, bool)] = &[
+        // A matched directory excludes everything below it.
+        ("subdir", "subdir", true),
+        ("subdir", "subdir/sub2.txt", true),
+        // An exception re-includes a file below an excluded directory, wildcards too: the
+        // parent's match is inherited, the exception is tried on the file's own path
+        // (old BuildKit: excluded, the walk never entered `subdir`).
+        ("subdir\n!*/sub1*", "subdir/sub1.txt", false),
+        ("subdir\n!*/sub1*", "subdir/sub2.txt", true),
+        ("subdir\n!*/sub1*\n!subdir/sub3*", "subdir/sub3.txt", false),
+        // `volume/` then `!**/oneline.txt` (old BuildKit: excluded).
+        ("volume/\n!**/oneline.txt", "volume/data/oneline.txt", false),
+        ("volume/\n!**/oneline.txt", "volume/data", true),
+        // Allow-lists: `**` then exceptions; the directories on the way stay excluded (the
+        // walk shows them only as parents of something visible).
+        ("**\n!folder/subfolder/file", "folder", true),
+        ("**\n!folder/subfolder/file", "folder/subfolder", true),
+        ("**\n!folder/subfolder/file", "folder/subfolder/file", false),
+        ("**\n!folder/subfolder/file", "folder/file", true),
+        ("**\n!folder1/file1", "folder1/file1", false),
+        ("**\n!folder1/file1", "folder1/file2", true),
+        // An exception naming a directory re-includes what is below it...
+        ("**\n!subdir", "subdir/a/b", false),
+        // ...until a later line excludes again.
+        ("**\n!subdir\nsubdir/subdir1", "subdir/subdir1/x", true),
+        (
+            "**\n!subdir\nsubdir/subdir1\n!subdir/subdir1/subdir2",
+            "subdir/subdir1/subdir2/x",
+            false,
+        ),
+        // The last matching line decides...
+        ("*.md\n!README.md\nREADME.md", "README.md", true),
+        ("!docs/keep.md\ndocs", "docs/keep.md", true),
+        // ...except that a pattern skipped at a directory (it could not change the verdict
+        // there) is not inherited: below `dir`, the third line is tried on the path itself
+        // only, so `dir/keep1` stays included, although the line `dir` matches its parent.
+        ("dir\n!dir/keep*\ndir", "dir", true),
+        ("dir\n!dir/keep*\ndir", "dir/keep1", false),
+        ("dir\n!dir/keep*\ndir", "dir/other", true),
+        // `*` stays inside one path component; `**` does not.
+        ("*/sub1*", "a/b/sub1", false),
+        ("**/sub1*", "a/b/sub1", true),
+        // `*` matches every top-level name, so everything below is excluded through its
+        // top-level directory; an exception for a directory brings back all of it.
+        ("*", "dir/a/b", true),
+        ("*\n!dir", "dir/a/b", false),
+        ("*\n!dir/x", "dir/x", false),
+        ("*\n!dir/x", "dir/y", true),
+        ("*/*\n!a/b", "a", false),
+        ("*/*\n!a/b", "a/b/c", false),
+        ("*/*\n!a/b", "a/c/d", true),
+    ];
+    for (text, path, want) in cases {
+        assert_eq!(
+            excluded(text, path),
+            *want,
+            ".dockerignore {text:?}, path {path:?}"
+        );
+    }
+}
 
-    let matcher = IgnoreMatcher::parse("docs\n!docs/keep/*.md\n").unwrap();
-    assert!(matcher.may_include_below("docs"));
-    assert!(matcher.may_include_below("docs/keep"));
-    assert!(!matcher.may_include_below("docs/other"));
-
-    // An exception before the excluding line cannot re-include anything.
-    let matcher = IgnoreMatcher::parse("!docs/keep.md\ndocs\n").unwrap();
-    assert!(!matcher.may_include_below("docs"));
-
-    // Wildcard exceptions that can cross directories keep the walk going.
-    let matcher = IgnoreMatcher::parse("*\n!**/*.rs\n").unwrap();
-    assert!(matcher.may_include_below("any/dir"));
-    let matcher = IgnoreMatcher::parse("*\n!*/keep\n").unwrap();
-    assert!(matcher.may_include_below("x"));
-    assert!(!matcher.may_include_below("x/y"));
+/// Whether a walk may skip an excluded directory. BuildKit only skips one when every exception
+/// is a plain path that does not start with the directory (filter.go,
+/// `onlyPrefixExcludeExceptions`), else it walks everything; kiln skips exactly the directories
+/// in which no exception can match, which gives the same result and walks less.
+#[test]
+fn pruning_skips_only_what_no_exception_can_reach() {
+    let cases: &[(&str, &str, bool)] = &[
+        ("node_modules", "node_modules", false),
+        ("node_modules", "src", true),
+        ("docs\n!docs/keep/*.md", "docs", true),
+        ("docs\n!docs/keep/*.md", "docs/keep", true),
+        ("docs\n!docs/keep/*.md", "docs/other", false),
+        // An exception before the line that excludes the directory cannot re-include anything.
+        ("!docs/keep.md\ndocs", "docs", false),
+        // Exceptions that can cross directories keep the walk going.
+        ("*\n!**/*.rs", "any/dir", true),
+        ("*\n!*/keep", "x", true),
+        ("*\n!*/keep", "x/y", false),
+        ("subdir\n!*/sub1*", "subdir", true),
+        ("volume/\n!**/oneline.txt", "volume", true),
+        ("**\n!folder/subfolder/file", "folder", true),
+        ("**\n!folder/subfolder/file", "other", false),
+        ("**\n!folder1/file", "folder1", true),
+        ("**\n!subdir\nsubdir/subdir1", "subdir/subdir1", false),
+        (
+            "**\n!subdir\nsubdir/subdir1\n!subdir/subdir1/subdir2",
+            "subdir/subdir1",
+            true,
+        ),
+        // Below `dir` the last line is not inherited, so the exception can still apply.
+        ("dir\n!dir/keep*\ndir", "dir", true),
+    ];
+    for (text, dir, want) in cases {
+        let matcher = IgnoreMatcher::parse(text).unwrap();
+        assert_eq!(
+            matcher.may_include_below(dir),
+            *want,
+            ".dockerignore {text:?}, directory {dir:?}"
+        );
+    }
 }
 
 #[test]

@@ -146,8 +146,10 @@ impl StageBuilder<'_> {
             .select(&patterns, &select)
             .map_err(|e| fail(e.to_string()))?;
         if local.is_empty() && extras.is_empty() && deferred.is_none() {
-            return Err(fail(format!(
-                "no source files were specified: {} matched nothing in the {}",
+            // Only wildcards get here (a plain path must exist): BuildKit copies nothing and
+            // goes on (its file op allows an empty wildcard), so kiln does too, but says so.
+            (self.progress)(ProgressEvent::Warning(format!(
+                "{label}: {} matched nothing in the {}; nothing copied",
                 patterns.join(" "),
                 if from_mount.is_some() {
                     "source stage filesystem"
@@ -175,14 +177,10 @@ impl StageBuilder<'_> {
             .map(|file| (file.path.clone(), file.fingerprint.clone()))
             .collect();
 
+        // As in BuildKit, each source is copied on its own, so only a trailing slash or an
+        // existing directory makes the destination a directory (see `crate::copy`).
         let dest = absolute_dest(state.config.config.working_dir.as_deref(), &c.dest);
-        let source_count = local.len() + extras.len() + usize::from(deferred.is_some());
-        // Several sources (even if some are archives) mean "dest is a directory".
-        let dest = if source_count > 1 && !dest.ends_with('/') {
-            format!("{dest}/")
-        } else {
-            dest
-        };
+        let step_name = label.to_string();
         // --link resolves --chown names before the key (against the stage's filesystem, which
         // the linked layer itself does not see), so the key holds ids, not the parent.
         let linked_owner = match (&c.chown, c.link) {
@@ -265,7 +263,17 @@ impl StageBuilder<'_> {
             if plain.is_empty() {
                 return Ok(CopyOutcome::default());
             }
-            copy_into_reusing(root, &plain, &dest, &opts, reuse).map_err(|e| fail(e.to_string()))
+            let outcome = copy_into_reusing(root, &plain, &dest, &opts, reuse)
+                .map_err(|e| fail(e.to_string()))?;
+            if outcome.replaced_at_dest > 0 {
+                (b.progress)(ProgressEvent::Warning(format!(
+                    "{step_name}: {} sources were copied to {dest}, which is not a directory: \
+                     each replaced the one before, as in BuildKit (end the destination with / \
+                     to copy them into a directory)",
+                    outcome.replaced_at_dest + 1,
+                )));
+            }
+            Ok(outcome)
         };
         // On a miss: the files of the last run of this step that can be linked, and afterwards
         // what this run wrote, recorded for the next one once the step succeeded.
@@ -513,12 +521,7 @@ mod tests {
             chmod: command.chmod.as_deref().map(|m| Chmod::parse(m).unwrap()),
             keep_source_owner: false,
         };
-        let dest = if sources.len() > 1 && !command.dest.ends_with('/') {
-            format!("{}/", command.dest)
-        } else {
-            command.dest.clone()
-        };
-        copy_into(root.path(), &sources, &dest, &opts).map_err(|e| e.to_string())?;
+        copy_into(root.path(), &sources, &command.dest, &opts).map_err(|e| e.to_string())?;
         Ok(root)
     }
 
@@ -544,7 +547,7 @@ mod tests {
     fn several_heredocs_land_in_the_directory_under_their_names() {
         let command = CopyCommand {
             heredocs: vec![heredoc("a.conf", "a=1\n"), heredoc("run.sh", "true\n")],
-            dest: "/etc/app".into(),
+            dest: "/etc/app/".into(),
             chmod: Some("u+x".into()),
             chown: Some("7:8".into()),
             ..CopyCommand::default()
@@ -557,6 +560,20 @@ mod tests {
             assert_eq!(meta.mode() & 0o7777, 0o744, "{name}: 0644 then u+x");
             assert_eq!((meta.uid(), meta.gid()), (7, 8));
         }
+    }
+
+    /// BuildKit copies each heredoc on its own (dockerfile2llb's convert_copy.go, one
+    /// `llb.Copy` per source), so without a trailing slash the last one is the destination.
+    #[test]
+    fn several_heredocs_to_a_path_without_slash_leave_the_last() {
+        let command = CopyCommand {
+            heredocs: vec![heredoc("a.conf", "a=1\n"), heredoc("run.sh", "true\n")],
+            dest: "/etc/app".into(),
+            ..CopyCommand::default()
+        };
+        let root = copy_heredocs(&command).unwrap();
+        let path = root.path().join("etc/app");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "true\n");
     }
 
     #[test]

@@ -45,13 +45,22 @@ pub struct StageState {
 }
 
 impl StageState {
+    /// A stage on `FROM scratch`. Its config is BuildKit's empty image (`emptyImage` in
+    /// dockerfile2llb's image.go): working directory `/` and the default PATH (none for a
+    /// Windows platform, which keeps the OS's own), so `kiln inspect` and the pushed config of
+    /// a scratch-based image are BuildKit's.
     pub fn scratch(platform: &Platform) -> Self {
         let mut key = KeyBuilder::new("FROM", None);
         key.field("base", "scratch")
             .field("platform", &platform.to_string());
         let (key, inputs) = key.finish_recorded();
-        let mut state = StageState {
-            config: ImageConfig::default(),
+        let mut config = ImageConfig::default();
+        config.config.working_dir = Some("/".to_owned());
+        if platform.os != "windows" {
+            config.config.env_set("PATH", DEFAULT_PATH);
+        }
+        StageState {
+            config,
             layers: Vec::new(),
             key,
             args: BTreeMap::new(),
@@ -62,9 +71,7 @@ impl StageState {
             pending_history: None,
             first_cause: None,
             pending_inputs: Some(inputs),
-        };
-        state.ensure_path();
-        state
+        }
     }
 
     /// As BuildKit does, every stage's image has a PATH: the default when the base sets none,
@@ -262,6 +269,17 @@ mod tests {
         assert_eq!(join_workdir(Some("/app"), "src"), "/app/src");
         assert_eq!(join_workdir(Some("/app"), "/opt/../srv/"), "/srv");
         assert_eq!(join_workdir(Some("/a/b"), "../../.."), "/");
+    }
+
+    #[test]
+    fn scratch_config_is_buildkits_empty_image() {
+        // BuildKit: frontend/dockerfile/dockerfile2llb/image.go, emptyImage.
+        let s = StageState::scratch(&Platform::new("linux", "amd64"));
+        assert_eq!(s.config.config.working_dir.as_deref(), Some("/"));
+        assert_eq!(s.config.config.env, vec![format!("PATH={DEFAULT_PATH}")]);
+        let windows = StageState::scratch(&Platform::new("windows", "amd64"));
+        assert_eq!(windows.config.config.working_dir.as_deref(), Some("/"));
+        assert!(windows.config.config.env.is_empty());
     }
 
     #[test]
