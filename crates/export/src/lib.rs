@@ -11,6 +11,9 @@
 //!
 //! Names are plain strings here: the caller (the `kiln` binary) normalises them as references.
 
+// A library reports through its return values and events; only the `kiln` binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod load;
 mod local;
 mod write;

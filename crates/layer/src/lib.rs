@@ -14,6 +14,9 @@
 //! Extraction never writes outside its root: every parent directory is opened with `openat2`
 //! (`RESOLVE_IN_ROOT`), and the final component of an entry is never followed.
 
+// A library reports through its return values and events; only the `kiln` binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod archive;
 mod compression;
 mod encode;

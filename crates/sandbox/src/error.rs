@@ -39,6 +39,9 @@ pub enum SandboxError {
     /// The user-mode networking helper failed to connect the sandbox.
     #[error("cannot connect the sandbox to the default network: slirp4netns failed: {0}")]
     NetworkSetup(String),
+    /// A re-executed rootless kiln could not enter its user namespace.
+    #[error("rootless setup failed: {0}")]
+    RootlessSetup(String),
     /// The init sent something that is not a status message.
     #[error("sandbox init sent an unreadable status message: {0}")]
     Protocol(String),

@@ -7,6 +7,9 @@
 //! filesystem, then runs the process as a child of a small PID-1 init that forwards signals
 //! and reaps zombies.
 
+// A library reports through its return values and events; only the `kiln` binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod caps;
 mod cgroup;
 mod copy_root;

@@ -18,6 +18,9 @@
 //! Every write is staged in `tmp/` and published by an atomic rename after `fsync`, so a crash or a
 //! failed verification never leaves a half-written object under a real name.
 
+// A library reports through its return values and events; only the `kiln` binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod blob_sources;
 mod blobs;
 mod cache_mounts;
