@@ -37,6 +37,8 @@ mod test_support;
 use std::io;
 use std::path::PathBuf;
 
+use kiln_error::ErrorKind;
+
 pub use archive::{extract_archive, is_archive};
 pub use compression::{
     Algorithm, Compression, CompressionRequest, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL,
@@ -73,6 +75,22 @@ pub enum LayerError {
 }
 
 impl LayerError {
+    /// What kind of failure this is. An archive or directory kiln refuses, a malformed archive
+    /// stream and an unknown compression are the caller's input
+    /// ([`ErrorKind::InvalidArgument`]); I/O on a path is what [`ErrorKind::of_io`] says.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            LayerError::Io { source, .. } => ErrorKind::of_io(source),
+            LayerError::Entry { source, .. } | LayerError::Archive(source) => {
+                ErrorKind::of_input_io(source)
+            }
+            LayerError::UnsafeEntry { .. }
+            | LayerError::Unsupported { .. }
+            | LayerError::InvalidCompression(_) => ErrorKind::InvalidArgument,
+            LayerError::Store(e) => e.kind(),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> LayerError {
         let path = path.into();
         move |source| LayerError::Io { path, source }
