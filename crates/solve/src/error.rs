@@ -48,12 +48,10 @@ pub enum SolveError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// A system call or file operation of the engine failed; `what` names the object.
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    /// A system call or file operation of the engine failed; `what` names the object. (The
+    /// cause is part of the message, so it is not also reported as the source.)
+    #[error("{what}: {cause}")]
+    Io { what: String, cause: std::io::Error },
     #[error("image {0} not found locally; pull it or build it first")]
     ImageNotFound(String),
     /// The local image is for another platform and pulling the wanted one failed too. (The
@@ -119,7 +117,7 @@ impl SolveError {
             | SolveError::CacheSourceNotADirectory { .. } => ErrorKind::InvalidArgument,
             SolveError::Step { source, .. } => source.kind(),
             SolveError::LocalImageForOtherPlatform { pull_error, .. } => pull_error.kind(),
-            SolveError::ReadFile { source, .. } | SolveError::Io { source, .. } => {
+            SolveError::ReadFile { source, .. } | SolveError::Io { cause: source, .. } => {
                 ErrorKind::of_io(source)
             }
             SolveError::ImageNotFound(_) => ErrorKind::NotFound,

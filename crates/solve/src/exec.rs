@@ -176,9 +176,9 @@ impl StageBuilder<'_> {
             user: state.config.config.user.clone(),
             terminal: false,
         };
-        let pipe_error = |source| SolveError::Io {
+        let pipe_error = |cause| SolveError::Io {
             what: "pipe".into(),
-            source,
+            cause,
         };
         let (reader, writer) = rustix::pipe::pipe().map_err(|e| pipe_error(e.into()))?;
         let writer2 = writer.try_clone().map_err(pipe_error)?;

@@ -204,9 +204,9 @@ impl StageBuilder<'_> {
                     &root,
                 )?;
                 let resolved =
-                    resolve_in_root(overlay.path(), path).map_err(|source| SolveError::Io {
+                    resolve_in_root(overlay.path(), path).map_err(|cause| SolveError::Io {
                         what: format!("source {path}"),
-                        source,
+                        cause,
                     })?;
                 active.overlays.push(overlay);
                 Ok(resolved)
@@ -248,9 +248,9 @@ impl StageBuilder<'_> {
                         source,
                     }
                 })?;
-                let resolved = resolve_in_root(&root, path).map_err(|source| SolveError::Io {
+                let resolved = resolve_in_root(&root, path).map_err(|cause| SolveError::Io {
                     what: format!("cache source {path}"),
-                    source,
+                    cause,
                 })?;
                 let rel = resolved.strip_prefix(&root).unwrap_or(Path::new(""));
                 let sources = SourceTree::Rootfs(root.clone())
