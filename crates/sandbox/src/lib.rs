@@ -37,7 +37,7 @@ pub use overlay::OverlayMount;
 pub use seccomp::denied_syscalls;
 pub use spec::{
     BindMount, FileMount, Mount, NetworkMode, ProcessSpec, ResourceLimits, SandboxSpec,
-    SeccompProfile, SecurityOptions, Stdio, TmpfsMount,
+    SeccompProfile, SecurityOptError, SecurityOptions, Stdio, TmpfsMount,
 };
 
 /// Moves the calling process into a mount namespace of its own whose mounts receive the
