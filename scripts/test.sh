@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Sets everything up and runs kiln's whole test suite: formatting, lints, unit tests of every
-# crate, the sandbox tests and the end-to-end tests against a real registry. Needs root.
+# Sets everything up and runs kiln's whole test suite: formatting, lints, API docs without
+# warnings, unit tests of every crate, the sandbox tests and the end-to-end tests against a real
+# registry. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
 cargo test --locked --workspace --all-targets

@@ -1,4 +1,6 @@
 //! Command-line syntax, modelled on the `docker` CLI.
+// clap turns these doc comments into `--help` text, where `[:port]` and the like are literal.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use std::path::PathBuf;
 

@@ -15,7 +15,10 @@ fn main() -> ExitCode {
     // When kiln re-executes itself as a sandbox's init, nothing else may run first.
     kiln_sandbox::maybe_run_init();
     // Likewise when an ordinary user's kiln re-executed itself to enter a user namespace.
-    kiln_sandbox::rootless::maybe_join_user_namespace();
+    if let Err(err) = kiln_sandbox::rootless::maybe_join_user_namespace() {
+        eprintln!("kiln: {err}");
+        return ExitCode::from(kiln_sandbox::rootless::SETUP_FAILED);
+    }
     let cli = cli::Cli::parse();
     match commands::dispatch(cli) {
         Ok(code) => code,

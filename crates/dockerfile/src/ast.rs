@@ -17,7 +17,7 @@ pub struct Node {
     pub keyword: String,
     /// Flags exactly as read, quotes and escapes removed, e.g. `--mount=type=cache,target=/x`.
     pub flags: Vec<String>,
-    /// The argument strings, per keyword (see [`parse_node`]). For ENV and LABEL these are
+    /// The argument strings, per keyword (see `parse_node`). For ENV and LABEL these are
     /// triples `name value sep` where `sep` is `=` for the `k=v` form and empty for the
     /// legacy `KEY name value` form.
     pub args: Vec<String>,

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use kiln_error::ErrorKind;
+
 /// Where an instruction sits in the Dockerfile. Lines and column are 1-based.
 ///
 /// `end_line` is the last physical line the instruction used, including continuation lines
@@ -45,6 +47,11 @@ pub struct ParseError {
 }
 
 impl ParseError {
+    /// Always [`ErrorKind::InvalidArgument`]: the Dockerfile is the caller's input.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidArgument
+    }
+
     pub(crate) fn new(span: Span, message: impl Into<String>) -> ParseError {
         ParseError {
             span,
@@ -60,4 +67,11 @@ pub struct ExpandError {
     /// The raw word being expanded.
     pub word: String,
     pub message: String,
+}
+
+impl ExpandError {
+    /// Always [`ErrorKind::InvalidArgument`]: the word and the variables are the caller's.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidArgument
+    }
 }

@@ -11,6 +11,9 @@
 //! Words stay raw (quotes kept, nothing expanded) until [`Command::expand`] /
 //! [`expand_word`] / [`expand_words`] are called with the build's variables.
 
+// A library reports through its return values and events; only the `kiln` binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod ast;
 pub mod checks;
 mod command;

@@ -169,10 +169,9 @@ pub fn read_archive(store: &Store, input: impl Read) -> Result<StagedArchive> {
     if let Some(bytes) = metadata.get("oci-layout") {
         let layout: OciLayoutFile = parse_json(bytes, "oci-layout")?;
         if layout.image_layout_version != LAYOUT_VERSION {
-            return Err(ExportError::Format(format!(
-                "oci-layout: unsupported image layout version {:?}",
-                layout.image_layout_version
-            )));
+            return Err(ExportError::UnsupportedLayoutVersion(
+                layout.image_layout_version,
+            ));
         }
     }
     if let Some(bytes) = metadata.get("manifest.json") {
@@ -185,14 +184,10 @@ pub fn read_archive(store: &Store, input: impl Read) -> Result<StagedArchive> {
             staged.add_index_entry(desc)?;
         }
     } else {
-        return Err(ExportError::Format(
-            "not an image archive: it has neither manifest.json (docker save format) nor \
-             index.json (OCI image layout)"
-                .into(),
-        ));
+        return Err(ExportError::NotAnArchive);
     }
     if staged.images.is_empty() {
-        return Err(ExportError::Format("the archive holds no images".into()));
+        return Err(ExportError::NoImages);
     }
     Ok(staged)
 }
@@ -447,7 +442,10 @@ impl StagedArchive {
             )?;
             let platform = Platform::host();
             desc = nested.select(&platform).cloned().ok_or_else(|| {
-                ExportError::Format(format!("index {} has no image for {platform}", desc.digest))
+                ExportError::NoImageForPlatform {
+                    index: desc.digest.clone(),
+                    platform: platform.to_string(),
+                }
             })?;
             // The host's manifest is what gets stored and named; the index itself is not kept.
         }

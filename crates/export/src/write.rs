@@ -49,9 +49,7 @@ pub fn write_archive<W: Write>(
                 message: e.to_string(),
             })?;
         if !media_type::is_manifest(manifest.effective_media_type()) {
-            return Err(ExportError::Format(format!(
-                "{manifest_digest} is not a single-platform image manifest"
-            )));
+            return Err(ExportError::NotAnImageManifest(manifest_digest.clone()));
         }
         append_blob(store, &mut tar, &manifest.config.digest, &mut written)?;
         for layer in &manifest.layers {

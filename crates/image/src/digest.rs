@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use kiln_error::ErrorKind;
 use sha2::{Digest as _, Sha256};
 
 /// A validated content digest. Only `sha256` is accepted: it is the only algorithm registries
@@ -21,6 +22,13 @@ pub enum DigestError {
     UnsupportedAlgorithm(String),
     #[error("digest {0:?} is not 64 lowercase hex characters")]
     BadHex(String),
+}
+
+impl DigestError {
+    /// Always [`ErrorKind::InvalidArgument`]: the string came from the caller or a document.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidArgument
+    }
 }
 
 impl Digest {

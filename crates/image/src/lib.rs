@@ -7,6 +7,9 @@
 //! `OnBuild`, `Shell`, …). `oci-spec` is used only in tests, as an independent reader of what
 //! kiln writes: its maps are `HashMap`s, which would make digests unstable.
 
+// A library reports through its return values and events; only the `kiln` binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod config;
 mod digest;
 pub mod layout;

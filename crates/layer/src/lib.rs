@@ -16,6 +16,9 @@
 //! Extraction never writes outside its root: every parent directory is opened with `openat2`
 //! (`RESOLVE_IN_ROOT`), and the final component of an entry is never followed.
 
+// A library reports through its return values and events; only the `kiln` binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod archive;
 mod compression;
 mod encode;
@@ -36,6 +39,8 @@ mod test_support;
 
 use std::io;
 use std::path::PathBuf;
+
+use kiln_error::ErrorKind;
 
 pub use archive::{extract_archive, is_archive};
 pub use compression::{
@@ -74,6 +79,22 @@ pub enum LayerError {
 }
 
 impl LayerError {
+    /// What kind of failure this is. An archive or directory kiln refuses, a malformed archive
+    /// stream and an unknown compression are the caller's input
+    /// ([`ErrorKind::InvalidArgument`]); I/O on a path is what [`ErrorKind::of_io`] says.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            LayerError::Io { source, .. } => ErrorKind::of_io(source),
+            LayerError::Entry { source, .. } | LayerError::Archive(source) => {
+                ErrorKind::of_input_io(source)
+            }
+            LayerError::UnsafeEntry { .. }
+            | LayerError::Unsupported { .. }
+            | LayerError::InvalidCompression(_) => ErrorKind::InvalidArgument,
+            LayerError::Store(e) => e.kind(),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> LayerError {
         let path = path.into();
         move |source| LayerError::Io { path, source }

@@ -1,6 +1,7 @@
 //! Errors of planning a build. Each names the instruction (by its span) that caused it.
 
 use kiln_dockerfile::{ExpandError, Span};
+use kiln_error::ErrorKind;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
@@ -62,6 +63,25 @@ pub enum PlanError {
 }
 
 impl PlanError {
+    /// [`ErrorKind::InvalidArgument`] for every variant: a plan fails only because of the
+    /// Dockerfile or the build options (a `--target` naming no stage included: a stage is part
+    /// of the request, not an object in the store).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PlanError::Expand { source, .. } => source.kind(),
+            PlanError::NoStages
+            | PlanError::BeforeFirstFrom { .. }
+            | PlanError::EmptyBaseImage { .. }
+            | PlanError::DuplicateStageName { .. }
+            | PlanError::StageNotYetDefined { .. }
+            | PlanError::CircularDependency { .. }
+            | PlanError::FromLaterStage { .. }
+            | PlanError::StageIndexOutOfRange { .. }
+            | PlanError::TriggerShape { .. }
+            | PlanError::TargetNotFound { .. } => ErrorKind::InvalidArgument,
+        }
+    }
+
     /// The offending instruction's position, when there is one.
     pub fn span(&self) -> Option<Span> {
         match self {

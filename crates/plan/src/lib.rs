@@ -6,6 +6,9 @@
 //! value of every `ARG` by Docker's scoping rules, and which `--build-arg`s went unused.
 //! Everything else stays raw in the steps for the engine to expand as it executes them.
 
+// A library reports through its return values and events; only the `kiln` binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod args;
 mod error;
 

@@ -159,6 +159,11 @@ pub(crate) async fn fetch_token(
         registry: registry.to_owned(),
         message,
     };
+    // The token server itself failed: the credentials were never judged.
+    let unavailable = |message: String| RegistryError::AuthUnavailable {
+        registry: registry.to_owned(),
+        message,
+    };
     let realm = request.realm;
     let mut url = reqwest::Url::parse(realm)
         .map_err(|e| auth_err(format!("token realm {realm:?} is not a URL: {e}")))?;
@@ -213,7 +218,7 @@ pub(crate) async fn fetch_token(
     };
     // The URL carries no secret (credentials go in a header or the POST body), so it may be shown.
     let response = builder.send().await.map_err(|e| {
-        auth_err(format!(
+        unavailable(format!(
             "token request to {realm} failed: {}",
             error_chain(&e)
         ))
@@ -225,14 +230,18 @@ pub(crate) async fn fetch_token(
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
         let detail = crate::transport::error_message_from_body(&body);
-        return Err(auth_err(format!(
-            "token server {realm} answered {status} for scope {scope_text:?}: {detail}"
-        )));
+        let message =
+            format!("token server {realm} answered {status} for scope {scope_text:?}: {detail}");
+        return Err(if crate::error::is_retryable_status(status) {
+            unavailable(message)
+        } else {
+            auth_err(message)
+        });
     }
     let body = response
         .bytes()
         .await
-        .map_err(|e| auth_err(format!("reading the token from {realm}: {e}")))?;
+        .map_err(|e| unavailable(format!("reading the token from {realm}: {e}")))?;
     parse_token_response(&body, Instant::now())
         .map_err(|m| auth_err(format!("token server {realm}: {m}")))
 }

@@ -18,6 +18,7 @@ use std::process::{Command, Stdio};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use kiln_error::ErrorKind;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -72,6 +73,22 @@ pub enum CredentialError {
         action: &'static str,
         message: String,
     },
+}
+
+impl CredentialError {
+    /// A config file that cannot be parsed is [`ErrorKind::InvalidArgument`] (the user's
+    /// file); a failing credential helper is [`ErrorKind::Unavailable`] (a program outside
+    /// kiln, which may work again); reading or writing the file is what [`ErrorKind::of_io`]
+    /// says.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CredentialError::Read { source, .. } | CredentialError::Write { source, .. } => {
+                ErrorKind::of_io(source)
+            }
+            CredentialError::Invalid { .. } => ErrorKind::InvalidArgument,
+            CredentialError::Helper { .. } => ErrorKind::Unavailable,
+        }
+    }
 }
 
 /// The config key of a registry: Docker Hub's aliases become [`DOCKER_HUB_KEY`]; any other

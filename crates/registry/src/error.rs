@@ -1,6 +1,7 @@
 //! The one error type of the registry client. Every variant names the registry and, where there is
 //! one, the repository and object (manifest, blob, upload) the failure is about.
 
+use kiln_error::ErrorKind;
 use kiln_image::Digest;
 use kiln_store::StoreError;
 
@@ -51,8 +52,15 @@ pub enum RegistryError {
         message: String,
     },
 
+    /// Authentication could not be done: access denied for a scope, no usable challenge, a
+    /// token server refusing the request or answering nonsense.
     #[error("{registry}: authentication failed: {message}")]
     Auth { registry: String, message: String },
+
+    /// The token server could not be reached or answered `429` or a server error: the
+    /// credentials were never judged.
+    #[error("{registry}: authentication failed: {message}")]
+    AuthUnavailable { registry: String, message: String },
 
     /// The registry (or its token server) refused the credentials, or wants some and there are
     /// none. Never retried.
@@ -143,6 +151,39 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// What kind of failure this is: `401`/`403` and refused credentials are
+    /// [`ErrorKind::Unauthorized`], `404` and a missing platform [`ErrorKind::NotFound`], no
+    /// connection, a dropped transfer, `429` and server errors [`ErrorKind::Unavailable`];
+    /// a reference, `certs.d` setting or push format that cannot work is
+    /// [`ErrorKind::InvalidArgument`]; a registry breaking the protocol (or serving content
+    /// that does not match its digest) is [`ErrorKind::Internal`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RegistryError::InvalidReference(e) => e.kind(),
+            RegistryError::Unreachable { .. }
+            | RegistryError::Transfer { .. }
+            | RegistryError::AuthUnavailable { .. } => ErrorKind::Unavailable,
+            RegistryError::Status { status, .. } => kind_of_status(*status),
+            RegistryError::NotFound { .. } | RegistryError::PlatformNotFound { .. } => {
+                ErrorKind::NotFound
+            }
+            RegistryError::Auth { .. } | RegistryError::Unauthorized { .. } => {
+                ErrorKind::Unauthorized
+            }
+            RegistryError::Credentials { source, .. } => source.kind(),
+            RegistryError::TlsConfig { .. }
+            | RegistryError::UnsupportedManifest { .. }
+            | RegistryError::IncompatibleFormat { .. } => ErrorKind::InvalidArgument,
+            RegistryError::GaveUp { last, .. } => last.kind(),
+            RegistryError::Store { source, .. } | RegistryError::LocalStore { source, .. } => {
+                source.kind()
+            }
+            RegistryError::Client(_)
+            | RegistryError::Protocol { .. }
+            | RegistryError::DigestMismatch { .. } => ErrorKind::Internal,
+        }
+    }
+
     /// Whether trying the same request again may succeed: connection failures, resets and
     /// timeouts, `429 Too Many Requests` and server errors (except `501 Not Implemented`).
     pub fn is_retryable(&self) -> bool {
@@ -151,6 +192,20 @@ impl RegistryError {
             RegistryError::Status { status, .. } => is_retryable_status(*status),
             _ => false,
         }
+    }
+}
+
+/// The kind of an unexpected HTTP status from a registry.
+fn kind_of_status(status: reqwest::StatusCode) -> ErrorKind {
+    use reqwest::StatusCode as S;
+    match status {
+        S::UNAUTHORIZED | S::FORBIDDEN => ErrorKind::Unauthorized,
+        S::NOT_FOUND => ErrorKind::NotFound,
+        S::CONFLICT => ErrorKind::Conflict,
+        S::NOT_IMPLEMENTED => ErrorKind::Internal,
+        status if is_retryable_status(status) => ErrorKind::Unavailable,
+        status if status.is_client_error() => ErrorKind::InvalidArgument,
+        _ => ErrorKind::Internal,
     }
 }
 
@@ -254,5 +309,40 @@ mod tests {
             hint: "x".into(),
         };
         assert!(!denied.is_retryable());
+    }
+
+    #[test]
+    fn statuses_map_to_kinds_as_a_client_branches_on_them() {
+        let status = |code: u16| RegistryError::Status {
+            registry: "r".into(),
+            repository: "a".into(),
+            object: "manifest latest".into(),
+            status: reqwest::StatusCode::from_u16(code).unwrap(),
+            message: String::new(),
+        };
+        for (code, kind) in [
+            (401, ErrorKind::Unauthorized),
+            (403, ErrorKind::Unauthorized),
+            (404, ErrorKind::NotFound),
+            (409, ErrorKind::Conflict),
+            (400, ErrorKind::InvalidArgument),
+            (413, ErrorKind::InvalidArgument),
+            (429, ErrorKind::Unavailable),
+            (502, ErrorKind::Unavailable),
+            (503, ErrorKind::Unavailable),
+            (501, ErrorKind::Internal),
+        ] {
+            assert_eq!(status(code).kind(), kind, "{code}");
+        }
+        let token_server_down = RegistryError::AuthUnavailable {
+            registry: "r".into(),
+            message: "token request to http://127.0.0.1:1/token failed".into(),
+        };
+        assert_eq!(token_server_down.kind(), ErrorKind::Unavailable);
+        let bad_reference = "Upper/Case".parse::<crate::Reference>().unwrap_err();
+        assert_eq!(
+            RegistryError::from(bad_reference).kind(),
+            ErrorKind::InvalidArgument
+        );
     }
 }

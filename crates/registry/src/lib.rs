@@ -1,7 +1,7 @@
 //! kiln's OCI distribution client: pulls images from registries into the store and pushes them
 //! from it.
 //!
-//! - [`reference`]: image references and Docker's normalisation rules.
+//! - [`reference`](mod@reference): image references and Docker's normalisation rules.
 //! - [`RegistryClient`] (`transport`): scheme choice, URLs, the request-sending seam.
 //! - [`credentials`]: `~/.docker/config.json` and credential helpers, as the Docker CLI uses them.
 //! - `auth`: `WWW-Authenticate` challenges and the Bearer token flow (anonymous, with
@@ -13,6 +13,9 @@
 //! - `format`: OCI ↔ Docker v2 schema 2 media types for `push --format`.
 //!
 //! Everything fetched is verified against its digest before it gets a name in the store.
+
+// A library reports through its return values and events; only the `kiln` binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod artifact;
 mod auth;

@@ -37,6 +37,11 @@ pub struct ReferenceError {
 }
 
 impl ReferenceError {
+    /// Always [`kiln_error::ErrorKind::InvalidArgument`]: the text came from the caller.
+    pub fn kind(&self) -> kiln_error::ErrorKind {
+        kiln_error::ErrorKind::InvalidArgument
+    }
+
     fn new(input: &str, reason: impl Into<String>) -> Self {
         ReferenceError {
             input: input.to_owned(),

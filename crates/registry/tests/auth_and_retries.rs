@@ -204,6 +204,7 @@ async fn bearer_realm_gets_basic_credentials_and_the_account_and_wrong_ones_are_
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err:?}");
+    assert_eq!(err.kind(), kiln_error::ErrorKind::Unauthorized);
     assert!(
         err.to_string().contains("wrong username or password?"),
         "{err}"
@@ -306,6 +307,7 @@ async fn a_registry_that_keeps_failing_gives_up_naming_registry_repository_and_b
         .await
         .unwrap_err();
     assert_eq!(requests.load(Ordering::SeqCst), 5);
+    assert_eq!(err.kind(), kiln_error::ErrorKind::Unavailable);
     assert_eq!(
         err.to_string(),
         format!(

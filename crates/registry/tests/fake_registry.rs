@@ -273,6 +273,7 @@ async fn a_refused_connection_says_the_registry_is_unreachable() {
         matches!(**last, RegistryError::Unreachable { .. }),
         "{err:?}"
     );
+    assert_eq!(err.kind(), kiln_error::ErrorKind::Unavailable);
     let text = err.to_string();
     assert!(
         text.contains(&format!(

@@ -214,6 +214,7 @@ async fn pull_by_digest_and_missing_tag() {
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::NotFound { .. }), "{err:?}");
+    assert_eq!(err.kind(), kiln_error::ErrorKind::NotFound);
     let text = err.to_string();
     assert!(
         text.contains("test/pinned")
@@ -289,6 +290,7 @@ async fn index_selects_the_requested_platform() {
         matches!(err, RegistryError::PlatformNotFound { .. }),
         "{err:?}"
     );
+    assert_eq!(err.kind(), kiln_error::ErrorKind::NotFound);
     assert!(
         text.contains("linux/s390x") && text.contains("linux/amd64, linux/arm64/v8"),
         "{text}"

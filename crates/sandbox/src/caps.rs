@@ -76,6 +76,13 @@ pub struct Capabilities(u64);
 #[error("unknown capability {0:?} (expected a name such as NET_ADMIN or CAP_NET_ADMIN, or ALL)")]
 pub struct UnknownCapability(pub String);
 
+impl UnknownCapability {
+    /// Always [`kiln_error::ErrorKind::InvalidArgument`]: the name came from the caller.
+    pub fn kind(&self) -> kiln_error::ErrorKind {
+        kiln_error::ErrorKind::InvalidArgument
+    }
+}
+
 impl Default for Capabilities {
     fn default() -> Self {
         Capabilities::docker_default()
@@ -171,6 +178,14 @@ mod tests {
 
     fn strings(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn an_unknown_name_is_an_invalid_argument() {
+        let err = Capabilities::docker_default()
+            .adjusted(&strings(&["NOT_A_CAP"]), &[])
+            .unwrap_err();
+        assert_eq!(err.kind(), kiln_error::ErrorKind::InvalidArgument);
     }
 
     #[test]

@@ -86,6 +86,11 @@ pub fn spawn_in(
 }
 
 /// The helper's side; returns its exit code.
+#[allow(
+    clippy::print_stderr,
+    reason = "runs as the exec helper's own process (kiln re-executed): where no status pipe to the \
+              host is usable, its stderr is the only channel left"
+)]
 pub(crate) fn run_helper(spec_fd: i32, status_fd: i32) -> i32 {
     // The exec'd process must not outlive whoever started it (a timed-out health check is
     // killed through the helper).

@@ -546,5 +546,6 @@ mod tests {
         };
         let err = spawn(&spec, &process, Stdio::null()).unwrap_err();
         assert!(matches!(err, SandboxError::InvalidSpec(_)), "{err}");
+        assert_eq!(err.kind(), kiln_error::ErrorKind::InvalidArgument);
     }
 }

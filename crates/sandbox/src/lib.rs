@@ -7,6 +7,9 @@
 //! filesystem, then runs the process as a child of a small PID-1 init that forwards signals
 //! and reaps zombies.
 
+// A library reports through its return values and events; only the `kiln` binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod caps;
 mod cgroup;
 mod copy_root;
@@ -34,7 +37,7 @@ pub use overlay::OverlayMount;
 pub use seccomp::denied_syscalls;
 pub use spec::{
     BindMount, FileMount, Mount, NetworkMode, ProcessSpec, ResourceLimits, SandboxSpec,
-    SeccompProfile, SecurityOptions, Stdio, TmpfsMount,
+    SeccompProfile, SecurityOptError, SecurityOptions, Stdio, TmpfsMount,
 };
 
 /// Moves the calling process into a mount namespace of its own whose mounts receive the

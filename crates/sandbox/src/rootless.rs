@@ -33,7 +33,7 @@ use crate::sys;
 const HANDSHAKE_ENV: &str = "_KILN_USERNS_HANDSHAKE";
 
 /// Exit status of a child that could not enter its namespace (as for the sandbox init).
-const SETUP_FAILED: i32 = 125;
+pub const SETUP_FAILED: u8 = 125;
 
 /// One line of a uid or gid map: `count` ids from `outside` (host) appear from `inside`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,23 +300,25 @@ fn run_map_helper(helper: &str, pid: u32, map: &[IdRange]) -> Result<(), Sandbox
 
 /// In a child started by [`reexec_in_user_namespace`], creates the user namespace and waits
 /// until the parent has mapped it; otherwise returns at once. Call it first thing in `main`,
-/// before any thread is started. Exits the process if the namespace cannot be set up.
-pub fn maybe_join_user_namespace() {
+/// before any thread is started. When it fails, the process cannot go on: the caller reports
+/// the error and exits with [`SETUP_FAILED`].
+pub fn maybe_join_user_namespace() -> Result<(), SandboxError> {
     let Some(value) = std::env::var_os(HANDSHAKE_ENV) else {
-        return;
+        return Ok(());
     };
+    let setup_failed = |message: String| SandboxError::RootlessSetup(message);
+    // Both the environment change and `unshare(CLONE_NEWUSER)` need a single-threaded process.
+    let single = sys::SingleThreaded::check().map_err(|e| setup_failed(e.to_string()))?;
     // It must not reach the processes this one starts (a sandbox init would try to join).
-    remove_handshake_env();
-    if let Err(message) = join(&value.to_string_lossy()) {
-        eprintln!("kiln: rootless setup failed: {message}");
-        std::process::exit(SETUP_FAILED);
-    }
+    remove_handshake_env(&single);
+    join(&value.to_string_lossy()).map_err(setup_failed)
 }
 
 #[allow(unsafe_code)]
-fn remove_handshake_env() {
-    // SAFETY: called before any thread exists (see `maybe_join_user_namespace`), so no other
-    // thread can read the environment at the same time.
+fn remove_handshake_env(_checked: &sys::SingleThreaded) {
+    // SAFETY: the process had one thread when `_checked` was made and nothing started one
+    // since (this runs first thing in `main`), so no other thread can read or write the
+    // environment during the call.
     unsafe { std::env::remove_var(HANDSHAKE_ENV) };
 }
 

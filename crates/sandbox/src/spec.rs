@@ -57,7 +57,7 @@ pub enum SeccompProfile {
 impl SecurityOptions {
     /// Applies one Docker `--security-opt` value: `no-new-privileges[=true|false]` (also with
     /// `:`) or `seccomp=unconfined`. Anything else is an error naming it.
-    pub fn apply_security_opt(&mut self, option: &str) -> Result<(), String> {
+    pub fn apply_security_opt(&mut self, option: &str) -> Result<(), SecurityOptError> {
         let (key, value) = match option.split_once(['=', ':']) {
             Some((key, value)) => (key, Some(value)),
             None => (option, None),
@@ -67,19 +67,30 @@ impl SecurityOptions {
             ("no-new-privileges", Some("false")) => self.no_new_privileges = false,
             ("seccomp", Some("unconfined")) => self.seccomp = SeccompProfile::Unconfined,
             ("seccomp", Some(_)) => {
-                return Err(format!(
-                    "security option {option:?}: only seccomp=unconfined is supported \
-                     (custom seccomp profiles are not)"
-                ));
+                return Err(SecurityOptError::CustomSeccomp(option.to_owned()));
             }
-            _ => {
-                return Err(format!(
-                    "unsupported security option {option:?} (expected no-new-privileges or \
-                     seccomp=unconfined)"
-                ));
-            }
+            _ => return Err(SecurityOptError::Unsupported(option.to_owned())),
         }
         Ok(())
+    }
+}
+
+/// A `--security-opt` value kiln does not support.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecurityOptError {
+    #[error(
+        "security option {0:?}: only seccomp=unconfined is supported \
+         (custom seccomp profiles are not)"
+    )]
+    CustomSeccomp(String),
+    #[error("unsupported security option {0:?} (expected no-new-privileges or seccomp=unconfined)")]
+    Unsupported(String),
+}
+
+impl SecurityOptError {
+    /// Always [`kiln_error::ErrorKind::InvalidArgument`]: the option came from the caller.
+    pub fn kind(&self) -> kiln_error::ErrorKind {
+        kiln_error::ErrorKind::InvalidArgument
     }
 }
 
@@ -275,10 +286,12 @@ mod tests {
         let err = options
             .apply_security_opt("seccomp=/etc/profile.json")
             .unwrap_err();
-        assert!(err.contains("only seccomp=unconfined"), "{err}");
+        assert!(err.to_string().contains("only seccomp=unconfined"), "{err}");
+        assert_eq!(err.kind(), kiln_error::ErrorKind::InvalidArgument);
         let err = options.apply_security_opt("apparmor=x").unwrap_err();
         assert!(
-            err.contains("unsupported security option \"apparmor=x\""),
+            err.to_string()
+                .contains("unsupported security option \"apparmor=x\""),
             "{err}"
         );
     }

@@ -38,7 +38,11 @@ pub(crate) fn keep_fds_across_exec(command: &mut Command, fds: Vec<RawFd>) {
     unsafe { command.pre_exec(hook) };
 }
 
-/// Takes ownership of an fd inherited through exec, after checking it is open.
+/// Fd numbers already turned into an [`OwnedFd`] by [`take_inherited_fd`] in this process.
+static TAKEN_FDS: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
+
+/// Takes ownership of an fd inherited through exec, after checking it is open and was not
+/// taken before (a second owner would close it under the first).
 pub(crate) fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_GETFD only queries the fd's flags.
     if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
@@ -47,8 +51,20 @@ pub(crate) fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
             format!("fd {fd} is not open"),
         ));
     }
-    // SAFETY: the fd is open and was handed to this process for its exclusive use by the host
-    // (nothing else in the init refers to it by number).
+    let mut taken = TAKEN_FDS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if taken.contains(&fd) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("fd {fd} was already taken"),
+        ));
+    }
+    taken.push(fd);
+    // SAFETY: the fd is open (checked above) and the number was given to this process by the
+    // host that started it, naming one of the fds it passed through exec for this process's
+    // exclusive use. Nothing else in this process owns it: an open inherited fd's number is
+    // never handed out by a later open, and `TAKEN_FDS` rules out a second `OwnedFd`.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -88,10 +104,17 @@ pub(crate) fn fork_checked(_checked: &SingleThreaded) -> io::Result<Option<i32>>
     }
 }
 
-/// `unshare(flags)`.
+/// `unshare(flags)`, refusing `CLONE_FILES`.
 pub(crate) fn unshare(flags: rustix::thread::UnshareFlags) -> io::Result<()> {
-    // SAFETY: the caller never passes CLONE_FILES, the flag that can invalidate fds seen by
-    // other threads; namespace flags affect only future mounts/children.
+    if flags.contains(rustix::thread::UnshareFlags::FILES) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "unshare(CLONE_FILES) is not supported",
+        ));
+    }
+    // SAFETY: rustix's only precondition concerns CLONE_FILES (another thread could be left
+    // holding fd numbers of a table this thread no longer shares), refused just above; the
+    // namespace flags and CLONE_FS change no fd and no memory.
     unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(io::Error::from)
 }
 
@@ -309,5 +332,33 @@ pub(crate) fn install_seccomp_filter(program: &[crate::seccomp::Instruction]) ->
         Err(io::Error::last_os_error())
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::IntoRawFd;
+
+    use super::*;
+
+    #[test]
+    fn an_inherited_fd_is_taken_once() {
+        let (read, _write) = rustix::pipe::pipe().unwrap();
+        let raw = read.into_raw_fd();
+        let owned = take_inherited_fd(raw).unwrap();
+        let again = take_inherited_fd(raw).unwrap_err();
+        assert!(again.to_string().contains("already taken"), "{again}");
+        drop(owned);
+    }
+
+    #[test]
+    fn standard_streams_are_never_taken() {
+        assert!(take_inherited_fd(2).is_err());
+    }
+
+    #[test]
+    fn unsharing_the_fd_table_is_refused() {
+        let err = unshare(rustix::thread::UnshareFlags::FILES).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 }

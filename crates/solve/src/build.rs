@@ -261,9 +261,7 @@ impl Engine {
         {
             return Err(e);
         }
-        let target = board
-            .take(plan.target)
-            .ok_or_else(|| SolveError::Other("the target stage was not built".into()))?;
+        let target = board.take(plan.target).ok_or(SolveError::TargetNotBuilt)?;
         // The final image's layers must all be here, also those of steps taken from an
         // imported cache that nothing unpacked.
         remote.fetch_blobs(self, &target.layers, progress)?;
@@ -311,9 +309,10 @@ impl Engine {
             self.start_stage(scope, run, dep);
         }
         for dep in deps {
-            let state = run.board.wait(dep).ok_or_else(|| {
-                SolveError::Other(format!("stage {dep} failed before this stage could use it"))
-            })?;
+            let state = run
+                .board
+                .wait(dep)
+                .ok_or(SolveError::DependencyFailed { stage: dep })?;
             built.insert(dep, state);
         }
         Ok(())
@@ -372,9 +371,10 @@ impl Engine {
         let mut state = match &stage.base {
             Base::Scratch => StageState::scratch(&platform),
             Base::Stage(i) => {
-                let mut base = built.get(i).cloned().ok_or_else(|| {
-                    SolveError::Other(format!("stage {i} was not built before it was needed"))
-                })?;
+                let mut base = built
+                    .get(i)
+                    .cloned()
+                    .ok_or(SolveError::StageNotBuilt { stage: *i })?;
                 // As in BuildKit, the base stage's ARGs carry over but "CMD was set here"
                 // does not: the base stage is this stage's base image, so an ENTRYPOINT
                 // here resets the CMD it set.

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use kiln_error::ErrorKind;
+
 /// A place in a Dockerfile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -46,8 +48,23 @@ pub enum SolveError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A system call or file operation of the engine failed; `what` names the object. (The
+    /// cause is part of the message, so it is not also reported as the source.)
+    #[error("{what}: {cause}")]
+    Io { what: String, cause: std::io::Error },
     #[error("image {0} not found locally; pull it or build it first")]
     ImageNotFound(String),
+    /// The local image is for another platform and pulling the wanted one failed too. (The
+    /// pull error is part of the message, so it is not also reported as the source.)
+    #[error(
+        "the local image {image} is for {local}, not {platform}, and pulling it for {platform} failed: {pull_error}"
+    )]
+    LocalImageForOtherPlatform {
+        image: String,
+        local: String,
+        platform: String,
+        pull_error: Box<SolveError>,
+    },
     #[error("image {reference}: {message}")]
     BadImage { reference: String, message: String },
     #[error(transparent)]
@@ -62,14 +79,65 @@ pub enum SolveError {
     Sandbox(#[from] kiln_sandbox::SandboxError),
     #[error(transparent)]
     Context(#[from] crate::context::ContextError),
+    /// Copying into a mount's directory failed. The cause is part of the message, so it is not
+    /// also reported as the source.
+    #[error("{0}")]
+    Copy(crate::copy::CopyError),
+    /// A `RUN --mount=type=cache,from=…` source that is not a directory.
+    #[error("cache source {path} is not a directory")]
+    CacheSourceNotADirectory { path: String },
     /// A `--cache-to` export (or a blob of a `--cache-from` import the build needed) failed.
     #[error("cache {location}: {message}")]
     Cache { location: String, message: String },
-    #[error("{0}")]
-    Other(String),
+    /// The step was not started because the build is stopping.
+    #[error("cancelled: {reason}")]
+    Cancelled { reason: String },
+    /// A stage this stage reads did not finish (its own error is the build's error).
+    #[error("stage {stage} failed before this stage could use it")]
+    DependencyFailed { stage: usize },
+    /// The engine lost track of a stage it built: a bug in the scheduler.
+    #[error("stage {stage} was not built before it was needed")]
+    StageNotBuilt { stage: usize },
+    /// Likewise for the target stage, once every stage has finished.
+    #[error("the target stage was not built")]
+    TargetNotBuilt,
 }
 
 impl SolveError {
+    /// What kind of failure this is. A Dockerfile the engine cannot carry out — including a
+    /// `RUN` that exits non-zero, which fails the same way when repeated — is
+    /// [`ErrorKind::InvalidArgument`]; a base image missing locally [`ErrorKind::NotFound`];
+    /// a cache export or import that failed [`ErrorKind::Unavailable`]; a stage abandoned
+    /// because the build is stopping [`ErrorKind::Cancelled`]. Errors of the libraries the
+    /// engine drives keep their own kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SolveError::Dockerfile { .. }
+            | SolveError::RunFailed { .. }
+            | SolveError::CacheSourceNotADirectory { .. } => ErrorKind::InvalidArgument,
+            SolveError::Step { source, .. } => source.kind(),
+            SolveError::LocalImageForOtherPlatform { pull_error, .. } => pull_error.kind(),
+            SolveError::ReadFile { source, .. } | SolveError::Io { cause: source, .. } => {
+                ErrorKind::of_io(source)
+            }
+            SolveError::ImageNotFound(_) => ErrorKind::NotFound,
+            SolveError::BadImage { .. }
+            | SolveError::StageNotBuilt { .. }
+            | SolveError::TargetNotBuilt => ErrorKind::Internal,
+            SolveError::Reference(e) => e.kind(),
+            SolveError::Registry(e) => e.kind(),
+            SolveError::Store(e) => e.kind(),
+            SolveError::Layer(e) => e.kind(),
+            SolveError::Sandbox(e) => e.kind(),
+            SolveError::Context(e) => e.kind(),
+            SolveError::Copy(e) => e.kind(),
+            SolveError::Cache { .. } => ErrorKind::Unavailable,
+            SolveError::Cancelled { .. } | SolveError::DependencyFailed { .. } => {
+                ErrorKind::Cancelled
+            }
+        }
+    }
+
     /// The Dockerfile location the error is about, if any.
     pub fn location(&self) -> Option<&Location> {
         match self {
@@ -82,3 +150,159 @@ impl SolveError {
 }
 
 pub type Result<T, E = SolveError> = std::result::Result<T, E>;
+
+// The kinds of the engine's other public errors live here, beside `SolveError::kind`, so that
+// the rules read in one place.
+
+impl crate::context::ContextError {
+    /// A missing context directory or a COPY source matching nothing is
+    /// [`ErrorKind::NotFound`]; a bad pattern, symlink loop or non-directory context is
+    /// [`ErrorKind::InvalidArgument`]; other I/O is what [`ErrorKind::of_io`] says.
+    pub fn kind(&self) -> ErrorKind {
+        use crate::context::ContextError as E;
+        match self {
+            E::OpenRoot { source, .. } | E::Io { source, .. } => ErrorKind::of_io(source),
+            E::NoSourceMatch { .. } => ErrorKind::NotFound,
+            E::RootNotDirectory { .. } | E::BadPattern { .. } | E::SymlinkLoop { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            E::Ignore(e) => e.kind(),
+        }
+    }
+}
+
+impl crate::copy::CopyError {
+    /// [`ErrorKind::InvalidArgument`] for a copy the destination or the flags make impossible
+    /// (`--chown`/`--chmod` values, a directory in the way); a source error keeps its kind and
+    /// I/O is what [`ErrorKind::of_io`] says.
+    pub fn kind(&self) -> ErrorKind {
+        use crate::copy::CopyError as E;
+        match self {
+            E::Source(e) => e.kind(),
+            E::Io { source, .. } => ErrorKind::of_io(source),
+            E::NotADirectory { .. }
+            | E::DirectoryInTheWay { .. }
+            | E::SymlinkLoop { .. }
+            | E::BadOwner { .. }
+            | E::UnknownUser { .. }
+            | E::UnknownGroup { .. }
+            | E::BadChmod { .. } => ErrorKind::InvalidArgument,
+        }
+    }
+}
+
+impl crate::dockerignore::IgnoreError {
+    /// A malformed `.dockerignore` or `--exclude` is [`ErrorKind::InvalidArgument`]; reading
+    /// the file is what [`ErrorKind::of_io`] says.
+    pub fn kind(&self) -> ErrorKind {
+        use crate::dockerignore::IgnoreError as E;
+        match self {
+            E::BareExclusion { .. } | E::BadPattern { .. } | E::BadExclude { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            E::Read { source, .. } => ErrorKind::of_io(source),
+        }
+    }
+}
+
+impl crate::dockerignore::GlobError {
+    /// Always [`ErrorKind::InvalidArgument`]: the pattern came from the caller.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidArgument
+    }
+}
+
+impl crate::mounts::MountError {
+    /// Always [`ErrorKind::InvalidArgument`]: the `--mount` value came from the Dockerfile.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidArgument
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::{BuildContext, ContextError};
+    use crate::copy::{CopyError, parse_chown};
+    use crate::dockerignore::IgnoreMatcher;
+    use crate::mounts::parse_mount;
+
+    #[test]
+    fn context_errors_say_what_is_missing_and_what_is_malformed() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = BuildContext::open(&dir.path().join("nope")).unwrap_err();
+        assert!(
+            matches!(missing, ContextError::OpenRoot { .. }),
+            "{missing}"
+        );
+        assert_eq!(missing.kind(), ErrorKind::NotFound);
+
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        let not_dir = BuildContext::open(&dir.path().join("file")).unwrap_err();
+        assert_eq!(not_dir.kind(), ErrorKind::InvalidArgument, "{not_dir}");
+
+        let context = BuildContext::open(dir.path()).unwrap();
+        let no_match = context.resolve_sources(&["absent.txt".into()]).unwrap_err();
+        assert!(
+            matches!(no_match, ContextError::NoSourceMatch { .. }),
+            "{no_match}"
+        );
+        assert_eq!(no_match.kind(), ErrorKind::NotFound);
+        let through_copy = SolveError::Copy(CopyError::Source(no_match));
+        assert_eq!(through_copy.kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn malformed_flags_and_files_are_invalid_arguments() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("etc")).unwrap();
+        std::fs::write(
+            root.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\n",
+        )
+        .unwrap();
+        let chown = parse_chown("nobody", root.path()).unwrap_err();
+        assert_eq!(chown.kind(), ErrorKind::InvalidArgument, "{chown}");
+        let ignore = IgnoreMatcher::parse("ok\n!\n").unwrap_err();
+        assert_eq!(ignore.kind(), ErrorKind::InvalidArgument, "{ignore}");
+        let mount =
+            parse_mount("type=tmpfs,target=/t,size=lots", &|w| Ok(w.to_owned())).unwrap_err();
+        assert_eq!(mount.kind(), ErrorKind::InvalidArgument, "{mount}");
+    }
+
+    #[test]
+    fn engine_errors_keep_the_kind_of_what_failed_under_them() {
+        let missing_blob: SolveError =
+            kiln_store::StoreError::BlobNotFound(kiln_image::Digest::of(b"x")).into();
+        assert_eq!(missing_blob.kind(), ErrorKind::NotFound);
+        let step = SolveError::Step {
+            step: "[2/3] RUN make".into(),
+            location: Box::new(Location {
+                file: "Dockerfile".into(),
+                line: 2,
+                col: 1,
+                len: 3,
+                line_text: "RUN make".into(),
+            }),
+            source: Box::new(missing_blob),
+        };
+        assert_eq!(step.kind(), ErrorKind::NotFound);
+        let after_pull = SolveError::LocalImageForOtherPlatform {
+            image: "app".into(),
+            local: "linux/arm64".into(),
+            platform: "linux/amd64".into(),
+            pull_error: Box::new(SolveError::ImageNotFound("app".into())),
+        };
+        assert_eq!(after_pull.kind(), ErrorKind::NotFound);
+        let stopped = SolveError::Cancelled {
+            reason: "another stage failed".into(),
+        };
+        assert_eq!(stopped.kind(), ErrorKind::Cancelled);
+        assert_eq!(stopped.to_string(), "cancelled: another stage failed");
+        assert_eq!(
+            SolveError::DependencyFailed { stage: 1 }.kind(),
+            ErrorKind::Cancelled
+        );
+        assert_eq!(SolveError::TargetNotBuilt.kind(), ErrorKind::Internal);
+    }
+}

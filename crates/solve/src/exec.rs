@@ -176,11 +176,12 @@ impl StageBuilder<'_> {
             user: state.config.config.user.clone(),
             terminal: false,
         };
-        let (reader, writer) =
-            rustix::pipe::pipe().map_err(|e| SolveError::Other(format!("pipe: {e}")))?;
-        let writer2 = writer
-            .try_clone()
-            .map_err(|e| SolveError::Other(format!("pipe: {e}")))?;
+        let pipe_error = |cause| SolveError::Io {
+            what: "pipe".into(),
+            cause,
+        };
+        let (reader, writer) = rustix::pipe::pipe().map_err(|e| pipe_error(e.into()))?;
+        let writer2 = writer.try_clone().map_err(pipe_error)?;
         let stdio = kiln_sandbox::Stdio {
             stdin: std::process::Stdio::null(),
             stdout: std::process::Stdio::from(writer),

@@ -1,6 +1,6 @@
 //! Explaining cache misses (`kiln build --explain`).
 //!
-//! Every step's cache key inputs ([`KeyInput`]s, recorded by the [`KeyBuilder`]) are kept in the
+//! Every step's cache key inputs ([`KeyInput`]s, recorded by the cache module's `KeyBuilder`) are kept in the
 //! store under a *step identity* that stays the same from build to build: the Dockerfile's path,
 //! the stage (its name, else its index) and the step's position in the stage (for FROM and
 //! ONBUILD triggers, which share position 1, their kind or text). Only the last build of each
@@ -10,8 +10,6 @@
 //! the first step of the chain whose own inputs changed).
 //!
 //! Secrets never reach a key, so they are never recorded here either.
-//!
-//! [`KeyBuilder`]: crate::cache::KeyBuilder
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

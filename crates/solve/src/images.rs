@@ -147,12 +147,15 @@ pub fn resolve_image(
         }
         local_platform = Some(config_platform(&img.config));
     }
-    pull_image(store, registry, rt, reference, platform, progress).map_err(|e| match local_platform {
+    pull_image(store, registry, rt, reference, platform, progress).map_err(|e| match local_platform
+    {
         // Say why a local image was not used, or the pull error alone is puzzling.
-        Some(local) => SolveError::Other(format!(
-            "the local image {} is for {local}, not {platform}, and pulling it for {platform} failed: {e}",
-            reference.familiar()
-        )),
+        Some(local) => SolveError::LocalImageForOtherPlatform {
+            image: reference.familiar(),
+            local: local.to_string(),
+            platform: platform.to_string(),
+            pull_error: Box::new(e),
+        },
         None => e,
     })
 }

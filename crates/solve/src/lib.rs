@@ -6,6 +6,9 @@
 //! `RUN`, through an overlay mount for `COPY`/`ADD`/`WORKDIR`) and commits the overlay's upper dir
 //! as a layer. The engine never prints: it reports [`ProgressEvent`]s.
 
+// A library reports through its return values and events; only the `kiln` binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod build;
 mod cache;
 mod compress;

@@ -26,7 +26,7 @@ use kiln_plan::{Base, BuildPlan};
 use kiln_store::{LayerVariant, Store};
 
 pub use document::{CACHE_CONFIG_MEDIA_TYPE, CacheAlias, CacheDocument, CachedLayer, CachedStep};
-pub use spec::{CacheExport, CacheImport, CacheLocation, CacheMode};
+pub use spec::{CacheExport, CacheImport, CacheLocation, CacheMode, InvalidCacheSpec};
 
 use crate::build::Engine;
 use crate::cache::CacheRecord;

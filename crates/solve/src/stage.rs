@@ -70,7 +70,9 @@ impl StageBuilder<'_> {
         for (i, step) in self.stage.steps.iter().enumerate() {
             // Another stage failed: the build is over, so start nothing new.
             if (self.cancelled)() {
-                return Err(SolveError::Other("cancelled: another stage failed".into()));
+                return Err(SolveError::Cancelled {
+                    reason: "another stage failed".into(),
+                });
             }
             let label = self.label(i + 2, &step.instruction);
             self.step(&mut state, step, label)?;

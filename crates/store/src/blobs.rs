@@ -145,6 +145,8 @@ impl Write for BlobWriter {
 
 #[cfg(test)]
 mod tests {
+    use kiln_error::ErrorKind;
+
     use super::*;
 
     fn store() -> (tempfile::TempDir, Store) {
@@ -179,6 +181,7 @@ mod tests {
         let want = Digest::of(b"good");
         let err = w.commit(Some((&want, 4))).unwrap_err();
         assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         assert!(!s.has_blob(&want));
         assert!(!s.has_blob(&Digest::of(b"evil")));
         assert!(tmp_is_empty(&s), "the temp file is removed");
@@ -201,5 +204,16 @@ mod tests {
             s.read_blob(&Digest::of(b"partial")),
             Err(StoreError::BlobNotFound(_))
         ));
+    }
+
+    #[test]
+    fn a_missing_blob_is_not_found_and_a_damaged_record_internal() {
+        let (_d, s) = store();
+        let missing = s.open_blob(&Digest::of(b"never written")).unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
+        std::fs::write(s.root().join("names.json"), "{not json").unwrap();
+        let corrupt = s.list_names().unwrap_err();
+        assert!(matches!(corrupt, StoreError::Corrupt { .. }), "{corrupt}");
+        assert_eq!(corrupt.kind(), ErrorKind::Internal);
     }
 }

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use kiln_error::ErrorKind;
 use kiln_image::{Digest, HealthConfig};
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,27 @@ pub enum ContainerError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl ContainerError {
+    /// What kind of failure this is, as Docker's daemon classifies the same errors: unknown
+    /// containers and volumes are [`ErrorKind::NotFound`], a name or volume in use is
+    /// [`ErrorKind::Conflict`], an ambiguous ID prefix or a malformed name is
+    /// [`ErrorKind::InvalidArgument`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ContainerError::NoSuchContainer(_) | ContainerError::NoSuchVolume(_) => {
+                ErrorKind::NotFound
+            }
+            ContainerError::NameInUse { .. } | ContainerError::VolumeInUse { .. } => {
+                ErrorKind::Conflict
+            }
+            ContainerError::AmbiguousContainer { .. } | ContainerError::InvalidName { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            ContainerError::Store(e) => e.kind(),
+        }
+    }
 }
 
 pub type ContainerResult<T> = std::result::Result<T, ContainerError>;
@@ -495,6 +517,34 @@ pub(crate) mod tests {
             s.create_container(&mut bad),
             Err(ContainerError::InvalidName { .. })
         ));
+    }
+
+    #[test]
+    fn errors_have_dockers_kinds() {
+        let (_d, s) = store();
+        let missing = s.find_container("nope").unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
+        let mut a = record(&s, "web", "t");
+        a.id = format!("abc{}", "0".repeat(61));
+        s.create_container(&mut a).unwrap();
+        let mut b = record(&s, "db", "t");
+        b.id = format!("abd{}", "0".repeat(61));
+        s.create_container(&mut b).unwrap();
+        let ambiguous = s.find_container("ab").unwrap_err();
+        assert!(
+            matches!(
+                ambiguous,
+                ContainerError::AmbiguousContainer { count: 2, .. }
+            ),
+            "{ambiguous}"
+        );
+        assert_eq!(ambiguous.kind(), ErrorKind::InvalidArgument);
+        let mut clash = record(&s, "web", "t");
+        let in_use = s.create_container(&mut clash).unwrap_err();
+        assert_eq!(in_use.kind(), ErrorKind::Conflict, "{in_use}");
+        let mut bad = record(&s, "-bad name", "t");
+        let invalid = s.create_container(&mut bad).unwrap_err();
+        assert_eq!(invalid.kind(), ErrorKind::InvalidArgument, "{invalid}");
     }
 
     #[test]

@@ -183,7 +183,7 @@ impl FileDigestIndex {
 
     /// Writes the index back into `store` if anything was recorded since it was loaded, dropping
     /// racy, long-unused and excess entries, and forgets the least recently saved contexts
-    /// beyond [`MAX_INDEXES`].
+    /// beyond `MAX_INDEXES`.
     pub fn save(&mut self, store: &Store) -> Result<()> {
         if !self.dirty {
             return Ok(());

@@ -18,6 +18,9 @@
 //! Every write is staged in `tmp/` and published by an atomic rename after `fsync`, so a crash or a
 //! failed verification never leaves a half-written object under a real name.
 
+// A library reports through its return values and events; only the `kiln` binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod blob_sources;
 mod blobs;
 mod cache_mounts;
@@ -41,6 +44,8 @@ mod volumes;
 
 use std::io;
 use std::path::{Path, PathBuf};
+
+use kiln_error::ErrorKind;
 
 pub use blobs::BlobWriter;
 pub use cache_mounts::{CacheDirSettings, CacheMountLease, CacheSharing};
@@ -80,6 +85,21 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// What kind of failure this is: a missing blob is [`ErrorKind::NotFound`], content that
+    /// does not match the digest or size it was given under is [`ErrorKind::InvalidArgument`]
+    /// (the writer's input is wrong), a damaged store file is [`ErrorKind::Internal`], and an
+    /// I/O error is what [`ErrorKind::of_io`] says.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::Io { source, .. } => ErrorKind::of_io(source),
+            StoreError::BlobNotFound(_) => ErrorKind::NotFound,
+            StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            StoreError::Corrupt { .. } => ErrorKind::Internal,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
         let path = path.into();
         move |source| StoreError::Io { path, source }

@@ -228,6 +228,9 @@ mod tests {
         s.create_container(&mut c).unwrap();
         let err = s.remove_volume(&used.name).unwrap_err();
         assert!(err.to_string().contains("in use"), "{err}");
+        assert_eq!(err.kind(), kiln_error::ErrorKind::Conflict);
+        let missing = s.remove_volume("missing").unwrap_err();
+        assert_eq!(missing.kind(), kiln_error::ErrorKind::NotFound);
         assert_eq!(s.prune_volumes(false).unwrap(), vec![anon.name.clone()]);
         s.remove_container(&c.id).unwrap();
         let mut left = s.prune_volumes(true).unwrap();

@@ -44,7 +44,7 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
-    /// Proxies 127.0.0.1:<new port> to 127.0.0.1:`upstream_port` with `fault`.
+    /// Proxies `127.0.0.1:<new port>` to `127.0.0.1:<upstream_port>` with `fault`.
     pub fn start(upstream_port: u16, fault: Fault) -> Result<FaultProxy> {
         let listener = Arc::new(
             TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding the fault proxy")?,

@@ -17,6 +17,9 @@
 //! Errors are `anyhow` errors carrying the tool's stderr, since their only reader is a human
 //! looking at a failed test.
 
+// A library reports through its return values and events; only the `kiln` binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod auth;
 mod busybox;
 mod fault_proxy;

@@ -42,6 +42,11 @@ const SETUP_FAILED: i32 = 125;
 
 /// Runs the sandbox init and exits if this process was started as one; otherwise returns at
 /// once. Call it as the very first thing in `main`, before any thread is started.
+#[allow(
+    clippy::print_stderr,
+    reason = "runs as the init's own process (kiln re-executed): where no status pipe to the \
+              host is usable, its stderr is the only channel left"
+)]
 pub fn maybe_run_init() {
     let mut args = std::env::args_os();
     let marker = args.nth(1);
@@ -63,6 +68,11 @@ pub fn maybe_run_init() {
     std::process::exit(code);
 }
 
+#[allow(
+    clippy::print_stderr,
+    reason = "runs as the init's own process (kiln re-executed): where no status pipe to the \
+              host is usable, its stderr is the only channel left"
+)]
 fn run_outer(spec_fd: i32, status_fd: i32) -> i32 {
     // kiln is our parent: if it is killed (even with SIGKILL), the sandbox must not outlive it
     // and keep writing into a build's staging directory. The namespace init dies with us.
@@ -127,6 +137,11 @@ pub(crate) fn make_non_dumpable() -> Result<(), InitFailure> {
 
 /// Sends `failure` to the host (or, if the host is gone, to stderr) and gives the exit status
 /// for it.
+#[allow(
+    clippy::print_stderr,
+    reason = "runs as the init's own process (kiln re-executed): where no status pipe to the \
+              host is usable, its stderr is the only channel left"
+)]
 pub(crate) fn report_failure(status: &mut File, failure: InitFailure) -> i32 {
     if send(status, &StatusMessage::Failed(failure.clone())).is_err() {
         eprintln!("kiln sandbox init: {failure}");

@@ -3,11 +3,11 @@
 //!
 //! A step's mounts go through three stages:
 //! 1. [`parse_mount`] reads the flag (CSV, variables expanded like BuildKit does);
-//! 2. [`StageBuilder::plan_mounts`] resolves it against the stage — relative targets against
+//! 2. `StageBuilder::plan_mounts` resolves it against the stage — relative targets against
 //!    WORKDIR, the default cache id, `from=` to a stage or an image, secrets to their bytes —
-//!    giving [`PlannedMount`]s, whose [`PlannedMount::add_to_key`] feeds the cache key (never
+//!    giving `PlannedMount`s, whose `PlannedMount::add_to_key` feeds the cache key (never
 //!    a secret's bytes);
-//! 3. on a cache miss, `materialize` (in [`setup`]) turns them into sandbox mounts, holding
+//! 3. on a cache miss, `materialize` (in `setup`) turns them into sandbox mounts, holding
 //!    overlays, staging copies and cache-directory leases until the step is over.
 //!
 //! Nothing a mount shows ends up in the layer: every mount is put over the step's overlay root,

@@ -203,8 +203,11 @@ impl StageBuilder<'_> {
                     upper_work.as_ref().map(|(u, w)| (u.as_path(), w.as_path())),
                     &root,
                 )?;
-                let resolved = resolve_in_root(overlay.path(), path)
-                    .map_err(|e| SolveError::Other(format!("source {path}: {e}")))?;
+                let resolved =
+                    resolve_in_root(overlay.path(), path).map_err(|cause| SolveError::Io {
+                        what: format!("source {path}"),
+                        cause,
+                    })?;
                 active.overlays.push(overlay);
                 Ok(resolved)
             }
@@ -217,15 +220,15 @@ impl StageBuilder<'_> {
             keep_source_owner: matches!(seed, TreeSource::Layers { .. }),
             ..CopyOptions::default()
         };
-        let not_a_dir =
-            |path: &str| SolveError::Other(format!("cache source {path} is not a directory"));
+        let not_a_dir = |path: &str| SolveError::CacheSourceNotADirectory {
+            path: path.to_owned(),
+        };
         match seed {
             TreeSource::Context { source, path, .. } => {
                 if !source.is_dir {
                     return Err(not_a_dir(path));
                 }
-                copy_into(dir, std::slice::from_ref(source), "/", &opts)
-                    .map_err(|e| SolveError::Other(e.to_string()))
+                copy_into(dir, std::slice::from_ref(source), "/", &opts).map_err(SolveError::Copy)
             }
             TreeSource::Layers {
                 layers,
@@ -245,16 +248,18 @@ impl StageBuilder<'_> {
                         source,
                     }
                 })?;
-                let resolved = resolve_in_root(&root, path)
-                    .map_err(|e| SolveError::Other(format!("cache source {path}: {e}")))?;
+                let resolved = resolve_in_root(&root, path).map_err(|cause| SolveError::Io {
+                    what: format!("cache source {path}"),
+                    cause,
+                })?;
                 let rel = resolved.strip_prefix(&root).unwrap_or(Path::new(""));
                 let sources = SourceTree::Rootfs(root.clone())
                     .resolve_sources(&[escape_glob(&rel.to_string_lossy())])
-                    .map_err(|e| SolveError::Other(e.to_string()))?;
+                    .map_err(|e| SolveError::Copy(e.into()))?;
                 if !sources.iter().all(|s| s.is_dir) {
                     return Err(not_a_dir(path));
                 }
-                copy_into(dir, &sources, "/", &opts).map_err(|e| SolveError::Other(e.to_string()))
+                copy_into(dir, &sources, "/", &opts).map_err(SolveError::Copy)
             }
         }
     }
@@ -264,7 +269,7 @@ impl StageBuilder<'_> {
 /// directory (its contents copied), `dir/file` for anything else.
 fn copy_context_source(source: &Source, dir: &Path) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let copy_error = |e: crate::copy::CopyError| SolveError::Other(e.to_string());
+    let copy_error = SolveError::Copy;
     if source.is_dir {
         copy_into(
             dir,

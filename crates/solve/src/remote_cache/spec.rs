@@ -142,8 +142,25 @@ impl<'a> Attributes<'a> {
     }
 }
 
+/// A `--cache-from` or `--cache-to` value that cannot be used; the message names the flag and
+/// what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidCacheSpec(pub String);
+
+impl InvalidCacheSpec {
+    /// Always [`kiln_error::ErrorKind::InvalidArgument`]: the value came from the caller.
+    pub fn kind(&self) -> kiln_error::ErrorKind {
+        kiln_error::ErrorKind::InvalidArgument
+    }
+}
+
 impl CacheImport {
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub fn parse(value: &str) -> Result<Self, InvalidCacheSpec> {
+        Self::parse_attributes(value).map_err(InvalidCacheSpec)
+    }
+
+    fn parse_attributes(value: &str) -> Result<Self, String> {
         let attrs = Attributes::parse("--cache-from", value)?;
         let location = attrs.location("src")?;
         match &location {
@@ -155,7 +172,11 @@ impl CacheImport {
 }
 
 impl CacheExport {
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub fn parse(value: &str) -> Result<Self, InvalidCacheSpec> {
+        Self::parse_attributes(value).map_err(InvalidCacheSpec)
+    }
+
+    fn parse_attributes(value: &str) -> Result<Self, String> {
         let attrs = Attributes::parse("--cache-to", value)?;
         let location = attrs.location("dest")?;
         match &location {
@@ -236,7 +257,7 @@ mod tests {
 
     #[test]
     fn bad_values_say_what_is_wrong() {
-        let err = |r: Result<CacheExport, String>| r.unwrap_err();
+        let err = |r: Result<CacheExport, InvalidCacheSpec>| r.unwrap_err().to_string();
         assert!(err(CacheExport::parse("type=registry")).contains("needs ref="));
         assert!(err(CacheExport::parse("type=local,src=x")).contains("needs dest="));
         assert!(err(CacheExport::parse("type=inline")).contains("\"inline\" is not supported"));
@@ -245,16 +266,17 @@ mod tests {
         assert!(err(CacheExport::parse("type=local,dest=x,colour=red")).contains("\"colour\""));
         assert!(err(CacheExport::parse("ref=x")).contains("missing type="));
         assert!(err(CacheExport::parse("type=registry,ref=example.com/App")).contains("ref="));
+        let import_err = |value| CacheImport::parse(value).unwrap_err();
+        assert!(import_err("type=local,dest=x").0.contains("needs src="));
         assert!(
-            CacheImport::parse("type=local,dest=x")
-                .unwrap_err()
-                .contains("needs src=")
-        );
-        assert!(
-            CacheImport::parse("type=registry,ref=a/b,mode=max")
-                .unwrap_err()
+            import_err("type=registry,ref=a/b,mode=max")
+                .0
                 .contains("\"mode\"")
         );
-        assert!(CacheImport::parse("").unwrap_err().contains("empty"));
+        assert!(import_err("").0.contains("empty"));
+        assert_eq!(
+            import_err("").kind(),
+            kiln_error::ErrorKind::InvalidArgument
+        );
     }
 }
