@@ -318,6 +318,36 @@ RUN /entrypoint.sh from-run > /seen
         ]),
         "entrypoint says from-run\nentrypoint says x\n"
     );
+
+    // Its filesystem as the source of `COPY --from`, of `RUN --mount=from=` and of a volume
+    // filled at first use: each mounts the image's layers.
+    let ctx = context(
+        "ARG BASE
+FROM sep AS src
+FROM $BASE
+COPY --from=src /seen /seen
+RUN --mount=from=src,target=/m /m/entrypoint.sh from-mount > /mounted
+",
+    );
+    build(&k, "user", ctx.path());
+    assert_eq!(
+        k.ok(&["run", "--rm", "user", "cat", "/seen", "/mounted"]),
+        "entrypoint says from-run\nentrypoint says from-mount\n"
+    );
+    let _cleanup = Cleanup(&k);
+    assert_eq!(
+        k.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "filled:/etc",
+            "sep",
+            "sh",
+            "-c",
+            "grep -c ^root: /etc/passwd"
+        ]),
+        "1\n"
+    );
 }
 
 /// Writes into the OCI layout at `layout` a copy of image `from` whose manifest and config
