@@ -214,6 +214,19 @@ fn chmod_of_a_copied_executable_builds_runs_and_exports() {
     assert_success(&out, &["run", "pulled"]);
     assert_eq!(stdout(&out), "entrypoint says pulled\n");
 
+    // Pushed in another compression: three distinct layers are compressed, once each, and the
+    // manifest still lists the repeated one twice.
+    let zstd = format!("{}/chmod:zstd", k.registry.addr());
+    k.ok(&["tag", "chmod", &zstd]);
+    let out = k.ok(&["push", "--compression", "zstd", &zstd]);
+    assert!(out.contains("Compressed 3 layers as zstd"), "{out}");
+    let info = kiln_testkit::skopeo_inspect(&zstd).unwrap();
+    let layers = info["Layers"].as_array().unwrap();
+    assert_eq!((layers.len(), &layers[1]), (4, &layers[2]));
+    let out = k.cmd_in(pulled.path(), &["run", "--rm", &zstd, "zstd"]);
+    assert_success(&out, &["run", "zstd"]);
+    assert_eq!(stdout(&out), "entrypoint says zstd\n");
+
     // The store's own views: df counts the layer and its snapshot once, check is content, and
     // prune keeps what the tagged images need.
     let df = k.ok(&["system", "df", "-v"]);
