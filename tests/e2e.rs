@@ -22,6 +22,7 @@ mod e2e {
     mod push_pull;
     mod registry_auth;
     mod remote_cache;
+    mod repeated_layers;
     mod rootless;
     mod run;
     mod schedule;

@@ -131,7 +131,10 @@ impl RegistryClient {
             .map_err(|e| repo.protocol(&config_object, format!("invalid image config: {e}")))?;
 
         let repo_ref = &repo;
-        futures_util::stream::iter(manifest.layers.iter().map(Ok))
+        // An image may list one layer several times: fetch it once, not twice at once.
+        let mut seen = std::collections::BTreeSet::new();
+        let layers = manifest.layers.iter().filter(|l| seen.insert(&l.digest));
+        futures_util::stream::iter(layers.map(Ok))
             .try_for_each_concurrent(CONCURRENT_DOWNLOADS, |layer| async move {
                 if store.has_blob(&layer.digest) {
                     on_event(PullEvent::LayerCached {

@@ -142,7 +142,12 @@ impl RegistryClient {
         layers: &[Descriptor],
         on_event: &(dyn Fn(PushEvent) + Send + Sync),
     ) -> Result<(), RegistryError> {
-        futures_util::stream::iter(std::iter::once(config).chain(layers).map(Ok))
+        // An image may list one layer several times: upload it once, not twice at once.
+        let mut seen = std::collections::BTreeSet::new();
+        let blobs = std::iter::once(config)
+            .chain(layers)
+            .filter(|b| seen.insert(&b.digest));
+        futures_util::stream::iter(blobs.map(Ok))
             .try_for_each_concurrent(CONCURRENT_UPLOADS, |blob| {
                 self.push_blob(store, repo, blob, on_event)
             })

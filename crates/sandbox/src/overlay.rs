@@ -59,6 +59,21 @@ fn mount_overlay(
     target: &Path,
     user_xattr: bool,
 ) -> io::Result<()> {
+    // Overlayfs refuses a directory listed twice with ELOOP, which names neither the directory
+    // nor the cause; callers pass a repeated layer once (the higher copy shadows the lower).
+    if let Some(twice) = lowers
+        .iter()
+        .enumerate()
+        .find_map(|(i, l)| lowers[..i].contains(l).then_some(l))
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "lower dir {} is listed twice (overlayfs takes a directory once)",
+                twice.display()
+            ),
+        ));
+    }
     match mount_overlay_fsconfig(lowers, upper, target, user_xattr) {
         Err(FsconfigError::Unsupported) => {}
         Err(FsconfigError::Failed(e)) => return Err(e),
@@ -314,5 +329,18 @@ mod tests {
         let options = legacy_options(&lowers[..1], None, true);
         assert!(options.ends_with(",userxattr"), "{options}");
         assert!(!options.contains("upperdir"));
+    }
+
+    #[test]
+    fn a_lower_dir_listed_twice_is_refused_by_name_before_mounting() {
+        let lowers = [
+            PathBuf::from("/l/top"),
+            PathBuf::from("/l/same"),
+            PathBuf::from("/l/same"),
+        ];
+        let err =
+            mount_overlay(&lowers, None, Path::new("/nonexistent-target"), false).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("/l/same is listed twice"), "{err}");
     }
 }

@@ -73,9 +73,16 @@ impl StoredImage {
             .zip(self.config.rootfs.diff_ids.iter())
     }
 
-    /// Total size of the image's blobs in the store, as `kiln images` shows it.
+    /// Total size of the image's blobs in the store, as `kiln images` shows it: a layer the
+    /// image lists several times is stored, and counted, once.
     pub fn size(&self) -> u64 {
-        self.manifest.layers.iter().map(|l| l.size).sum::<u64>() + self.manifest.config.size
+        let mut seen = std::collections::BTreeSet::new();
+        let layers = self
+            .manifest
+            .layers
+            .iter()
+            .filter(|l| seen.insert(&l.digest));
+        layers.map(|l| l.size).sum::<u64>() + self.manifest.config.size
     }
 }
 
@@ -244,16 +251,44 @@ pub fn ensure_snapshot(store: &Store, layer: &Descriptor, diff_id: &Digest) -> R
     Ok(store.commit_snapshot(staging, diff_id)?)
 }
 
-/// Snapshot directories for an overlay, topmost layer first.
+/// Snapshot directories for an overlay of `layers` (bottom first in), topmost layer first, each
+/// directory once.
+///
+/// An image may list one layer several times: a `RUN chmod` that changes nothing copies up the
+/// files the `COPY` before it wrote and so gives the same tar, a `RUN true`-like step after a
+/// `COPY` of the same files likewise, and published images repeat layers. Snapshots are named
+/// by diffID, so the same directory would reach one overlay mount twice, which overlayfs
+/// refuses (ELOOP). Only the topmost occurrence is kept, and that is exact rather than an
+/// approximation: overlayfs resolves a name from the top down, and the higher copy of a layer
+/// holds every name the lower copy holds (the same files, directories, whiteouts and opaque
+/// markers), so a lookup that would reach the lower copy has always been answered by the
+/// higher one first, and a merged directory gets no name from the lower copy that the higher
+/// one does not already give it. Applying the layers in order agrees: the higher copy writes
+/// again everything the lower one wrote. So snapshots stay one per diffID and shared by every
+/// image and position that uses the layer, and the store's layout is unchanged.
 pub fn lower_dirs<'a>(
     store: &Store,
     layers: impl Iterator<Item = (&'a Descriptor, &'a Digest)>,
 ) -> Result<Vec<PathBuf>> {
-    let mut dirs = layers
-        .map(|(l, d)| ensure_snapshot(store, l, d))
+    let layers: Vec<_> = layers.collect();
+    let mut dirs = topmost_occurrences(layers.iter().map(|(_, d)| *d))
+        .into_iter()
+        .map(|i| ensure_snapshot(store, layers[i].0, layers[i].1))
         .collect::<Result<Vec<_>>>()?;
     dirs.reverse();
     Ok(dirs)
+}
+
+/// The positions (bottom first, ascending) of the topmost occurrence of each diffID in a layer
+/// list given bottom first.
+fn topmost_occurrences<'a>(diff_ids: impl Iterator<Item = &'a Digest>) -> Vec<usize> {
+    let mut topmost = std::collections::HashMap::new();
+    for (i, d) in diff_ids.enumerate() {
+        topmost.insert(d, i);
+    }
+    let mut positions: Vec<usize> = topmost.into_values().collect();
+    positions.sort_unstable();
+    positions
 }
 
 /// Maps Docker layer media types to their OCI names so a derived OCI manifest is uniform. The
@@ -287,4 +322,60 @@ pub fn write_image(
         config_digest,
         config: config.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A layer holding one file named `name`, written into the store as a blob only.
+    fn layer(store: &Store, name: &str) -> (Descriptor, Digest) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(name), name).unwrap();
+        let l = kiln_layer::write_layer(store, dir.path(), kiln_layer::Compression::default())
+            .unwrap()
+            .unwrap();
+        (Descriptor::new(l.media_type, l.digest, l.size), l.diff_id)
+    }
+
+    #[test]
+    fn a_repeated_layer_is_passed_once_at_its_topmost_position() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let (a, b, c) = (layer(&store, "a"), layer(&store, "b"), layer(&store, "c"));
+        // Bottom first: a, b, a, then c three times in a row, then b again.
+        let list = [&a, &b, &a, &c, &c, &c, &b];
+        let dirs = lower_dirs(&store, list.iter().map(|(l, d)| (l, d))).unwrap();
+        let snapshot = |(_, d): &(Descriptor, Digest)| store.snapshot_path(d);
+        assert_eq!(dirs, vec![snapshot(&b), snapshot(&c), snapshot(&a)]);
+        for (dir, name) in dirs.iter().zip(["b", "c", "a"]) {
+            assert_eq!(std::fs::read(dir.join(name)).unwrap(), name.as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_repeated_layer_counts_once_in_the_image_size() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let (a, b) = (layer(&store, "a"), layer(&store, "b"));
+        let mut config = ImageConfig::default();
+        config.rootfs.diff_ids = vec![a.1.clone(), b.1.clone(), a.1.clone()];
+        let img =
+            write_image(&store, &config, vec![a.0.clone(), b.0.clone(), a.0.clone()]).unwrap();
+        let img = StoredImage::load(&store, &img.manifest_digest).unwrap();
+        assert_eq!(img.size(), a.0.size + b.0.size + img.manifest.config.size);
+    }
+
+    #[test]
+    fn a_list_without_repeats_keeps_every_layer_in_order() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let (a, b) = (layer(&store, "a"), layer(&store, "b"));
+        let dirs = lower_dirs(&store, [&a, &b].iter().map(|(l, d)| (l, d))).unwrap();
+        assert_eq!(
+            dirs,
+            vec![store.snapshot_path(&b.1), store.snapshot_path(&a.1)]
+        );
+        assert!(lower_dirs(&store, std::iter::empty()).unwrap().is_empty());
+    }
 }

@@ -39,6 +39,6 @@ pub use net::free_port;
 pub use registry::{RegistrySetup, TestRegistry};
 pub use rng::SeededRng;
 pub use tools::{
-    oci_image_tool_validate, skopeo_copy_to_oci_layout, skopeo_inspect, skopeo_inspect_raw,
-    umoci_unpack_oci_layout,
+    oci_image_tool_validate, skopeo_copy_oci_layout_to, skopeo_copy_to_oci_layout, skopeo_inspect,
+    skopeo_inspect_raw, umoci_insert_whiteout, umoci_unpack_oci_layout,
 };

@@ -87,6 +87,40 @@ pub fn skopeo_copy_to_oci_layout(reference: &str, layout_dir: &Path, tag: &str) 
     Ok(())
 }
 
+/// Copies image `tag` of the OCI layout at `layout_dir` to `reference` in a registry (plain
+/// HTTP allowed), keeping the manifest exactly as the layout has it.
+pub fn skopeo_copy_oci_layout_to(layout_dir: &Path, tag: &str, reference: &str) -> Result<()> {
+    run_tool(
+        Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+            ])
+            .arg(format!("oci:{}:{tag}", layout_dir.display()))
+            .arg(docker_transport(reference)),
+    )?;
+    Ok(())
+}
+
+/// Adds a layer to image `tag` of the OCI layout at `layout_dir` (the tag then names the new
+/// image) holding only a whiteout of `target`, with `umoci insert --whiteout`.
+pub fn umoci_insert_whiteout(layout_dir: &Path, tag: &str, target: &str) -> Result<()> {
+    let mut command = Command::new("umoci");
+    command.arg("insert");
+    if !rustix::process::geteuid().is_root() {
+        command.arg("--rootless");
+    }
+    command
+        .arg("--image")
+        .arg(format!("{}:{tag}", layout_dir.display()))
+        .args(["--whiteout", target]);
+    run_tool(&mut command)?;
+    Ok(())
+}
+
 /// Unpacks image `tag` of the OCI layout at `layout_dir` into a runtime bundle at `bundle_dir`
 /// (which must not exist yet); the files land in `bundle_dir/rootfs`. Runs rootless when not
 /// root, in which case ownership is not preserved.
