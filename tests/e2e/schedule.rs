@@ -153,3 +153,62 @@ fn busy_steps_keep_their_slot_so_jobs_one_runs_them_in_turn() {
         "busy stages overlapped: {a:?} {b:?}"
     );
 }
+
+/// How many times [`parallel_stages_mixing_workdir_copy_and_run_build_every_time`] builds: 3 in
+/// the ordinary suite, `KILN_STRESS_ITERATIONS` (say 50, as `scripts/stress-parallel-stages.sh`
+/// does) when hunting the race it guards against.
+fn stress_iterations() -> usize {
+    std::env::var("KILN_STRESS_ITERATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3)
+}
+
+/// Issue 16 item 7: eight stages building side by side, each alternating WORKDIR, COPY and RUN,
+/// so that host-side overlay mounts (WORKDIR, COPY) are unmounted while sandboxes for other
+/// stages' RUNs are being started. A sandbox started at that moment once kept such a mount
+/// busy (`unmount …/merged: Device or resource busy`); every build must succeed.
+#[test]
+fn parallel_stages_mixing_workdir_copy_and_run_build_every_time() {
+    let k = Kiln::new();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("f"), "from the context\n").unwrap();
+    let mut dockerfile = String::from("ARG BASE\n");
+    for stage in 0..8 {
+        dockerfile.push_str(&format!(
+            "FROM ${{BASE}} AS s{stage}\n\
+             WORKDIR /w/{stage}/a\n\
+             COPY f one\n\
+             RUN cat one > two\n\
+             WORKDIR /w/{stage}/b/c\n\
+             COPY f three\n\
+             RUN ls -R /w/{stage} > /w/{stage}/list\n\
+             WORKDIR /w/{stage}/d\n\
+             COPY f ../four\n"
+        ));
+    }
+    dockerfile.push_str("FROM ${BASE}\n");
+    for stage in 0..8 {
+        dockerfile.push_str(&format!("COPY --from=s{stage} /w/{stage} /r/{stage}\n"));
+    }
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    let base = format!("BASE={}", k.base);
+    let dir = ctx.path().to_str().unwrap();
+    for iteration in 0..stress_iterations() {
+        let out = k.cmd(&[
+            "build",
+            "-t",
+            "parallel",
+            "--no-cache",
+            "--jobs",
+            "8",
+            "--build-arg",
+            &base,
+            dir,
+        ]);
+        assert_success(&out, &["build", "parallel", &format!("#{iteration}")]);
+    }
+    let listing = k.ok(&["run", "--rm", "parallel", "cat", "/r/7/a/two", "/r/7/list"]);
+    assert!(listing.starts_with("from the context\n"), "{listing}");
+    assert!(listing.contains("three"), "{listing}");
+}

@@ -1,6 +1,6 @@
 //! Dockerfile semantics in real builds: multi-stage and `--target`, stage errors, ARG scoping
 //! and where variables expand, ONBUILD, the config instructions (HEALTHCHECK, EXPOSE, LABEL,
-//! USER, WORKDIR, …) and `--platform`.
+//! USER, WORKDIR, …), `--platform`, and the edge cases where kiln follows current BuildKit.
 
 use std::path::Path;
 use std::process::Output;
@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::harness::{Kiln, assert_success, stderr};
 
+mod buildkit_edges;
 mod config;
 mod onbuild;
 mod platform;

@@ -8,6 +8,7 @@ use std::path::Path;
 use crate::LayerError;
 use crate::compression;
 use crate::extract::{Extractor, Whiteouts};
+use crate::safe_fs;
 use crate::space_guard::{SpaceGuard, guard_dir};
 
 /// Whether the file at `path` is a tar archive `ADD` should extract: a plain, gzip-, bzip2-, xz-
@@ -66,11 +67,14 @@ fn has_valid_checksum(block: &[u8; 512]) -> bool {
 }
 
 /// Extracts a (possibly compressed) tar into `root` at `dest_in_root`, an absolute path inside
-/// the container made if missing. Every path, `dest_in_root` included, is resolved inside `root`
-/// as a chroot would: symlinks in the existing tree are followed but cannot leave `root`.
-/// Existing files are replaced, existing directories merged; `.wh.` names are plain files;
-/// ownership, modes and portable xattrs come from the archive. Entries with a `..` component
-/// are refused.
+/// the container made if missing. `dest_in_root` is resolved inside `root` as a chroot would
+/// (symlinks in the existing tree are followed but cannot leave `root`); the archive's entries
+/// are then resolved with the destination directory as their root, as BuildKit does (its file
+/// backend unpacks with `chrootarchive.Untar` into the destination): a symlink `link -> ..` or
+/// `link -> /` in the archive, or already under the destination, leads back to the destination,
+/// never above it. Existing files are replaced, existing directories merged; `.wh.` names are
+/// plain files; ownership, modes and portable xattrs come from the archive; pax global headers
+/// create nothing. Entries with a `..` component are refused.
 pub fn extract_archive(
     archive: impl Read,
     root: &Path,
@@ -90,11 +94,11 @@ pub fn extract_archive(
     }
     let tar = compression::decompressed(archive).map_err(LayerError::Archive)?;
     let tar = SpaceGuard::new(tar, guard_dir(root)?);
-    let extractor = Extractor::new(root, base, Whiteouts::Literal)?;
-    extractor.create_base().map_err(LayerError::io(
+    let root_fd = safe_fs::open_root(root).map_err(LayerError::io(root))?;
+    let dest = safe_fs::open_dir(&root_fd, &base, true).map_err(LayerError::io(
         root.join(dest_in_root.trim_start_matches('/')),
     ))?;
-    extractor.extract(tar)?;
+    Extractor::in_dir(dest, Whiteouts::Literal).extract(tar)?;
     Ok(())
 }
 
@@ -159,6 +163,50 @@ mod tests {
 
         let err = extract_archive(&raw_tar(&[file("../../escape", b"x")])[..], r, "/").unwrap_err();
         assert!(matches!(err, LayerError::UnsafeEntry { .. }), "{err}");
+    }
+
+    /// BuildKit unpacks an ADD archive with `chrootarchive.Untar(file, dest)`
+    /// (solver/llbsolver/file/unpack.go): the destination is the root the archive's own paths
+    /// and symlinks resolve in. An entry under `link -> ..` lands below the destination
+    /// (`/testsubdir/etc/myfile`), never at `/etc/myfile`; so does one under `abs -> /`.
+    #[test]
+    fn archive_symlinks_resolve_with_the_destination_as_root() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir(r.join("etc")).unwrap();
+        let archive = raw_tar(&[
+            symlink("link", ".."),
+            file("link/etc/myfile", b"up"),
+            symlink("abs", "/"),
+            file("abs/top", b"abs"),
+        ]);
+        extract_archive(&archive[..], r, "/testsubdir").unwrap();
+        assert_eq!(
+            std::fs::read(r.join("testsubdir/etc/myfile")).unwrap(),
+            b"up"
+        );
+        assert_eq!(std::fs::read(r.join("testsubdir/top")).unwrap(), b"abs");
+        assert!(!r.join("etc/myfile").exists());
+        assert!(!r.join("top").exists());
+        // The destination itself still resolves in the whole root (the Dockerfile names it).
+        make_symlink("/testsubdir", r.join("via")).unwrap();
+        extract_archive(&raw_tar(&[file("again", b"a")])[..], r, "/via").unwrap();
+        assert_eq!(std::fs::read(r.join("testsubdir/again")).unwrap(), b"a");
+    }
+
+    /// A pax global header (type `g`, named `/tmp/GlobalHead.N.M` by GNU tar) creates no path:
+    /// moby/go-archive's `Unpack` skips it before making parent directories.
+    #[test]
+    fn a_pax_global_header_creates_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let mut global = file("/tmp/GlobalHead.0.0", b"8 a=bcd\n");
+        global.kind = tar::EntryType::XGlobalHeader;
+        let archive = raw_tar(&[global, file("kept", b"k")]);
+        extract_archive(&archive[..], r, "/dst").unwrap();
+        assert!(!r.join("tmp").exists());
+        assert!(!r.join("dst/tmp").exists());
+        assert_eq!(std::fs::read(r.join("dst/kept")).unwrap(), b"k");
     }
 
     #[test]

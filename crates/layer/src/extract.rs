@@ -36,10 +36,10 @@ pub(crate) enum Whiteouts {
     Apply,
 }
 
-/// Extracts tar entries under `base` inside `root`.
+/// Extracts tar entries into `root`, which is also the root that every path (and every symlink
+/// met on the way) resolves in.
 pub(crate) struct Extractor {
     root: OwnedFd,
-    base: Vec<OsString>,
     whiteouts: Whiteouts,
     /// Directories whose mtime to set once all entries are in, in creation order.
     dir_times: Vec<(Vec<OsString>, i64)>,
@@ -58,24 +58,19 @@ struct Meta {
 }
 
 impl Extractor {
-    pub(crate) fn new(
-        root: &Path,
-        base: Vec<OsString>,
-        whiteouts: Whiteouts,
-    ) -> Result<Extractor, LayerError> {
+    pub(crate) fn new(root: &Path, whiteouts: Whiteouts) -> Result<Extractor, LayerError> {
         let root_fd = safe_fs::open_root(root).map_err(LayerError::io(root))?;
-        Ok(Extractor {
-            root: root_fd,
-            base,
+        Ok(Extractor::in_dir(root_fd, whiteouts))
+    }
+
+    /// Extracts into the already open directory `root`.
+    pub(crate) fn in_dir(root: OwnedFd, whiteouts: Whiteouts) -> Extractor {
+        Extractor {
+            root,
             whiteouts,
             dir_times: Vec::new(),
             written: std::collections::HashSet::new(),
-        })
-    }
-
-    /// Makes the extraction base directory (and its parents) if missing.
-    pub(crate) fn create_base(&self) -> io::Result<()> {
-        safe_fs::open_dir(&self.root, &self.base, true).map(drop)
+        }
     }
 
     /// Extracts every entry of the tar read from `reader`, then returns the reader, positioned
@@ -102,8 +97,14 @@ impl Extractor {
         entry: &mut tar::Entry<'_, R>,
         name: &str,
     ) -> Result<(), LayerError> {
-        let rel = clean(&entry.path_bytes()).map_err(|reason| unsafe_entry(name, reason))?;
         let mut kind = entry.header().entry_type();
+        // A pax global header (GNU tar names it like `/tmp/GlobalHead.0.0`) describes the
+        // archive, not a file: like Go's archive/tar readers in moby/go-archive's `Unpack`,
+        // skip it before its name can create any directory.
+        if kind == EntryType::XGlobalHeader {
+            return Ok(());
+        }
+        let rel = clean(&entry.path_bytes()).map_err(|reason| unsafe_entry(name, reason))?;
         // Pre-POSIX tars mark directories only by a trailing slash.
         if kind == EntryType::Regular && entry.path_bytes().ends_with(b"/") {
             kind = EntryType::Directory;
@@ -125,19 +126,17 @@ impl Extractor {
             // archive's root is the existing destination, whose metadata is left alone.
             if self.whiteouts == Whiteouts::ToOverlay && kind.is_dir() {
                 let meta = read_meta(entry).map_err(LayerError::entry(name))?;
-                let root = safe_fs::open_dir(&self.root, &self.base, false)
-                    .map_err(LayerError::entry(name))?;
-                apply_fd_meta(&root, &meta).map_err(LayerError::entry(name))?;
-                self.dir_times.push((self.base.clone(), meta.mtime));
+                apply_fd_meta(&self.root, &meta).map_err(LayerError::entry(name))?;
+                self.dir_times.push((Vec::new(), meta.mtime));
             }
             return Ok(());
         };
-        let parent_components: Vec<OsString> = self.base.iter().chain(parent).cloned().collect();
-        let parent = safe_fs::open_dir(&self.root, &parent_components, true)
+        let parent_components = parent;
+        let parent = safe_fs::open_dir(&self.root, parent_components, true)
             .map_err(LayerError::entry(name))?;
         let file_name = file_name.as_os_str();
         let result = match kind {
-            EntryType::Directory => self.directory(entry, &parent, file_name, &parent_components),
+            EntryType::Directory => self.directory(entry, &parent, file_name, parent_components),
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 regular(entry, &parent, file_name)
             }
@@ -203,9 +202,8 @@ impl Extractor {
         let Some((target_name, target_parent)) = target.split_last() else {
             return Err(unsafe_entry(entry_name, "hard link to the archive root"));
         };
-        let target_parent: Vec<OsString> = self.base.iter().chain(target_parent).cloned().collect();
         let link = || -> io::Result<()> {
-            let target_dir = safe_fs::open_dir(&self.root, &target_parent, false)?;
+            let target_dir = safe_fs::open_dir(&self.root, target_parent, false)?;
             if safe_fs::existing(&target_dir, target_name)?.is_none() {
                 return Err(io::Error::new(
                     io::ErrorKind::NotFound,
@@ -228,9 +226,8 @@ impl Extractor {
 
     fn whiteout(&mut self, rel: &[OsString], name: &str) -> Result<(), LayerError> {
         let (marker, parent) = rel.split_last().expect("called with a last component");
-        let parent_components: Vec<OsString> = self.base.iter().chain(parent).cloned().collect();
         let run = || -> io::Result<()> {
-            let parent = safe_fs::open_dir(&self.root, &parent_components, true)?;
+            let parent = safe_fs::open_dir(&self.root, parent, true)?;
             let marker = marker.as_bytes();
             if marker == OPAQUE_MARKER.as_bytes() {
                 rustix::fs::fsetxattr(&parent, userns::opaque_xattr(), b"y", XattrFlags::empty())?;
@@ -272,9 +269,8 @@ impl Extractor {
     /// A whiteout applied to a flattened tree: delete what it hides, now.
     fn apply_whiteout(&mut self, rel: &[OsString], name: &str) -> Result<(), LayerError> {
         let (marker, parent) = rel.split_last().expect("called with a last component");
-        let parent_components: Vec<OsString> = self.base.iter().chain(parent).cloned().collect();
         let run = || -> io::Result<()> {
-            let parent_fd = match safe_fs::open_dir(&self.root, &parent_components, false) {
+            let parent_fd = match safe_fs::open_dir(&self.root, parent, false) {
                 Ok(fd) => fd,
                 // Nothing below a missing directory to hide.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

@@ -30,7 +30,7 @@ pub fn unpack_layer(blob: impl Read, dest: &Path) -> Result<Digest, LayerError> 
         guard_dir(dest)?,
     );
     let tar = HashingReader::new(tar);
-    let tar = Extractor::new(dest, Vec::new(), Whiteouts::ToOverlay)?.extract(tar)?;
+    let tar = Extractor::new(dest, Whiteouts::ToOverlay)?.extract(tar)?;
     tar.drain_and_finish().map_err(LayerError::Archive)
 }
 
@@ -44,7 +44,7 @@ pub fn apply_layer(blob: impl Read, root: &Path) -> Result<Digest, LayerError> {
         guard_dir(root)?,
     );
     let tar = HashingReader::new(tar);
-    let tar = Extractor::new(root, Vec::new(), Whiteouts::Apply)?.extract(tar)?;
+    let tar = Extractor::new(root, Whiteouts::Apply)?.extract(tar)?;
     tar.drain_and_finish().map_err(LayerError::Archive)
 }
 

@@ -21,6 +21,7 @@ use crate::error::{InitFailure, SandboxError};
 use crate::host::{HelperProcess, SandboxChild, read_status, spawn_helper};
 use crate::init::container::prepare_process;
 use crate::init::{process, report_failure, supervise};
+use crate::protocol::{StatusMessage, send};
 use crate::spec::{ProcessSpec, SecurityOptions, Stdio};
 use crate::sys;
 
@@ -106,6 +107,9 @@ pub(crate) fn run_helper(spec_fd: i32, status_fd: i32) -> i32 {
     };
     let _ = rustix::io::fcntl_setfd(&status, FdFlags::CLOEXEC);
     let mut status = File::from(status);
+    if send(&mut status, &StatusMessage::Started).is_err() {
+        return 125;
+    }
     let joined = read_request(spec_fd).and_then(|request| {
         sys::block_signals().map_err(InitFailure::setup("block signals"))?;
         let single = sys::SingleThreaded::check().map_err(InitFailure::setup("count threads"))?;

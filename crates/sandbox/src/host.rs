@@ -11,6 +11,7 @@ use rustix::pipe::PipeFlags;
 
 use crate::cgroup::Cgroup;
 use crate::error::SandboxError;
+use crate::fork_window;
 use crate::network::{self, HelperConfig, UserModeNetwork};
 use crate::protocol::{INIT_MARKER, IdMap, InitRequest, StatusMessage};
 use crate::spec::{NetworkMode, ProcessSpec, SandboxSpec, Stdio};
@@ -230,6 +231,7 @@ pub(crate) fn read_status(
                 sandbox.connect_network(start.program, start.host_resolv, start.go_ahead)?;
             }
             StatusMessage::Exec => exec_reached = true,
+            StatusMessage::Started => {}
             StatusMessage::Failed(f) => failure = Some(f),
         }
     }
@@ -283,16 +285,46 @@ pub(crate) fn spawn_helper(
     let mut inherited = vec![spec_read.as_raw_fd(), status_write.as_raw_fd()];
     inherited.extend(extra_fd);
     sys::keep_fds_across_exec(&mut command, inherited);
+    let window = fork_window::spawning();
     let child = command
         .spawn()
         .map_err(SandboxError::io(format!("start the {what} /proc/self/exe")))?;
     // The helper holds these ends now; ours would keep it from ever seeing end of file.
     drop((spec_read, status_write));
+    await_started(&status_read, what)?;
+    drop(window);
     Ok(HelperProcess {
         child,
         spec_write,
         status_read,
     })
+}
+
+/// Reads the helper's first report, `Started`, byte by byte (what follows is left in the pipe
+/// for [`read_status`]). End of file means the helper died first; `read_status` reports that.
+fn await_started(status_read: &OwnedFd, what: &str) -> Result<(), SandboxError> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match rustix::io::read(status_read, &mut byte) {
+            Ok(0) => return Ok(()),
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => line.push(byte[0]),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                return Err(SandboxError::io(format!("read the {what}'s status pipe"))(
+                    e.into(),
+                ));
+            }
+        }
+    }
+    match serde_json::from_slice(&line) {
+        Ok(StatusMessage::Started) => Ok(()),
+        _ => Err(SandboxError::Protocol(format!(
+            "the {what} did not report its start first: {}",
+            String::from_utf8_lossy(&line)
+        ))),
+    }
 }
 
 /// Shell convention for a child's end: its exit status, or 128 + the signal that killed it.

@@ -15,6 +15,7 @@ mod cgroup;
 mod copy_root;
 mod error;
 mod exec;
+mod fork_window;
 mod host;
 mod init;
 mod network;

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use rustix::pipe::PipeFlags;
 
 use crate::error::{InitFailure, SandboxError};
+use crate::fork_window;
 use crate::spec::NetworkMode;
 use crate::sys;
 
@@ -158,6 +159,8 @@ impl UserModeNetwork {
             &mut command,
             vec![ready_write.as_raw_fd(), exit_read.as_raw_fd()],
         );
+        // Its ready fd is written from its own program: the window closes there.
+        let window = fork_window::spawning();
         let helper = command.spawn().map_err(SandboxError::io(format!(
             "start {} (the default network's helper)",
             program.display()
@@ -168,7 +171,9 @@ impl UserModeNetwork {
             helper,
             exit_fd: Some(exit_write),
         };
-        match wait_ready(ready_read, READY_TIMEOUT) {
+        let ready = wait_ready(ready_read, READY_TIMEOUT);
+        drop(window);
+        match ready {
             Ok(true) => Ok(network),
             outcome => {
                 network.stop();

@@ -297,7 +297,7 @@ impl OverlayMount {
             return self.finish_copy();
         }
         self.mounted = false;
-        rustix::mount::unmount(&self.target, UnmountFlags::empty())
+        unmount_quiesced(&self.target, UnmountFlags::empty())
             .map_err(|e| SandboxError::io(format!("unmount {}", self.target.display()))(e.into()))
     }
 }
@@ -308,10 +308,15 @@ impl Drop for OverlayMount {
             let _ = self.finish_copy();
             return;
         }
-        if self.mounted && rustix::mount::unmount(&self.target, UnmountFlags::empty()).is_err() {
-            let _ = rustix::mount::unmount(&self.target, UnmountFlags::DETACH);
+        if self.mounted && unmount_quiesced(&self.target, UnmountFlags::empty()).is_err() {
+            let _ = unmount_quiesced(&self.target, UnmountFlags::DETACH);
         }
     }
+}
+
+/// Unmounts `target` while no child still holds copies of our descriptors (see `fork_window`).
+fn unmount_quiesced(target: &Path, flags: UnmountFlags) -> rustix::io::Result<()> {
+    crate::fork_window::quiesced(|| rustix::mount::unmount(target, flags))
 }
 
 #[cfg(test)]

@@ -46,6 +46,9 @@ pub(crate) struct IdMap {
 /// One report from the init.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum StatusMessage {
+    /// The first report of the init and of the exec helper, sent as soon as they run: the host
+    /// keeps its unmounts waiting until then (see `fork_window`).
+    Started,
     /// Sent by the outer init once it is in the sandbox's new network namespace (default
     /// network only): the host now connects it, then writes on the go-ahead fd.
     NetworkNamespace,

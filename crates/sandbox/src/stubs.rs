@@ -1,7 +1,9 @@
 //! Mount-point stubs. A mount needs an existing target, and creating a missing one in the
 //! overlay (say `/proc` on a scratch root) would put it in the upper dir and so in the layer.
 //! The init records each stub it creates, plus each directory the kernel had to copy up to
-//! hold one; after the sandbox is gone the host removes those that are still untouched.
+//! hold one; after the sandbox is gone the host removes those that are still untouched. Current
+//! BuildKit does the same, parents included (moby/buildkit#3307, #3314, `executor/stubs.go`);
+//! `tests/e2e/semantics/buildkit_edges.rs` pins it for Dockerfile builds.
 
 use std::io;
 use std::os::unix::fs::MetadataExt;

@@ -34,7 +34,7 @@ use crate::dockerignore::go_clean;
 use confined::{ConfinedRoot, display, set_owner_and_mode, split_target};
 
 pub use chmod::Chmod;
-pub use owner::parse_chown;
+pub use owner::{parse_chown, workdir_owner};
 pub use reuse::{CopyOutcome, CopyReuse, PreviousCopy, ReuseStats, link_reused};
 
 /// The flags of a COPY instruction that change what is written.

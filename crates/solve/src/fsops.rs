@@ -12,7 +12,7 @@ use kiln_layer::CommittedLayer;
 use kiln_plan::{CopyFrom, Step};
 use kiln_sandbox::OverlayMount;
 
-use crate::copy::{mkdir_all, parse_chown};
+use crate::copy::{mkdir_all, workdir_owner};
 use crate::error::{Result, SolveError};
 use crate::progress::StepLabel;
 use crate::stage::{StageBuilder, StageState, join_workdir};
@@ -104,11 +104,12 @@ impl StageBuilder<'_> {
             |b, st, label| -> Result<Option<CommittedLayer>> {
                 let dirs = StepDirs::new(&b.engine.store, "workdir-")?;
                 let mount = b.mount_rw(st, &dirs)?;
-                // As BuildKit does, the directory belongs to the current USER.
+                // As BuildKit does, the directory belongs to the current USER, resolved its
+                // lenient way (a user not in /etc/passwd leaves it root's: only RUN fails).
                 let owner = match user.as_deref() {
-                    Some(u) if !u.is_empty() => {
-                        Some(parse_chown(u, mount.path()).map_err(|e| b.fail(ins, e.to_string()))?)
-                    }
+                    Some(u) if !u.is_empty() => Some(
+                        workdir_owner(u, mount.path()).map_err(|e| b.fail(ins, e.to_string()))?,
+                    ),
                     _ => None,
                 };
                 mkdir_all(mount.path(), dir, owner).map_err(|e| b.fail(ins, e.to_string()))?;

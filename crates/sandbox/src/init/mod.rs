@@ -93,6 +93,9 @@ fn run_outer(spec_fd: i32, status_fd: i32) -> i32 {
     // that exec succeeded.
     let _ = rustix::io::fcntl_setfd(&status, FdFlags::CLOEXEC);
     let mut status = File::from(status);
+    if send(&mut status, &StatusMessage::Started).is_err() {
+        return SETUP_FAILED;
+    }
 
     // Non-dumpable only once the id maps are written (that makes /proc/self root's, and a
     // rootless init could no longer write its own uid_map) and the network helper has joined
