@@ -111,6 +111,35 @@ impl RegistryClient {
         Ok(client)
     }
 
+    /// A client for one call (a daemon request) that authenticates with `credentials` (by
+    /// registry: `docker.io`, `host:port`) ahead of config.json and its helpers, which still
+    /// serve the registries not named. It shares this client's connections but not its tokens:
+    /// a token got with these credentials never serves another call, nor one got by another
+    /// call this one, so concurrent calls with different identities stay apart.
+    pub fn with_credentials(
+        &self,
+        credentials: impl IntoIterator<Item = (String, Credential)>,
+    ) -> RegistryClient {
+        let given = credentials
+            .into_iter()
+            .map(|(registry, credential)| {
+                (crate::credentials::server_key(&registry), Some(credential))
+            })
+            .collect();
+        let clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        RegistryClient {
+            config: self.config.clone(),
+            tokens: TokenCache::default(),
+            clients: Mutex::new(clients),
+            credentials: Mutex::new(given),
+            basic_registries: Mutex::new(HashSet::new()),
+        }
+    }
+
     pub fn config(&self) -> &RegistryConfig {
         &self.config
     }
