@@ -5,6 +5,7 @@
 mod e2e {
     mod build;
     mod cache_keys;
+    mod cancel;
     mod compression;
     mod containers;
     mod context;

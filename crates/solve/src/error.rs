@@ -65,6 +65,10 @@ pub enum SolveError {
     /// A `--cache-to` export (or a blob of a `--cache-from` import the build needed) failed.
     #[error("cache {location}: {message}")]
     Cache { location: String, message: String },
+    /// The build's [`crate::CancelToken`] was cancelled; whatever was interrupted left
+    /// nothing half-written in the store.
+    #[error("build cancelled")]
+    Cancelled,
     #[error("{0}")]
     Other(String),
 }

@@ -8,6 +8,7 @@
 
 mod build;
 mod cache;
+mod cancel;
 mod compress;
 pub mod context;
 pub mod copy;
@@ -31,6 +32,7 @@ mod stage;
 
 pub use build::{BuildRequest, BuildResult, Engine, location_in};
 pub use cache::{FileFingerprint, InputValue, KeyInput};
+pub use cancel::{CancelOnDrop, CancelToken};
 pub use compress::image_in_compression;
 pub use error::{Location, Result, SolveError};
 pub use explain::MissCause;
