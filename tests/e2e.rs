@@ -9,6 +9,7 @@ mod e2e {
     mod compression;
     mod containers;
     mod context;
+    mod context_tar;
     mod copy_add;
     mod crash;
     mod errors;

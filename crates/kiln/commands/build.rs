@@ -12,11 +12,28 @@ use super::{Env, parse_reference};
 use crate::cli::BuildArgs;
 use crate::progress;
 
-pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
-    let context_dir = args
-        .context
-        .canonicalize()
-        .with_context(|| format!("build context {}", args.context.display()))?;
+pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
+    // `-`: the context is a tar on stdin, unpacked for this build (removed when it ends);
+    // `-f` names the Dockerfile inside it, as with docker build.
+    let _unpacked;
+    let context_dir = if args.context.as_os_str() == "-" {
+        let unpacked = env
+            .engine
+            .unpack_context(std::io::stdin().lock())
+            .context("reading the build context from stdin")?;
+        let name = args
+            .file
+            .as_deref()
+            .map(|f| f.to_string_lossy().into_owned());
+        args.file = Some(unpacked.dockerfile(name.as_deref())?);
+        let dir = unpacked.path();
+        _unpacked = unpacked;
+        dir
+    } else {
+        args.context
+            .canonicalize()
+            .with_context(|| format!("build context {}", args.context.display()))?
+    };
     if !context_dir.is_dir() {
         bail!(
             "build context {} is not a directory",

@@ -251,9 +251,14 @@ impl Engine {
                 "build-arg {arg:?} was given but not consumed by any ARG"
             )));
         }
-        let context = BuildContext::open(&req.context_dir)?
-            .with_digest_cache(&self.store)
-            .with_cancel(self.cancel.clone());
+        let context = BuildContext::open(&req.context_dir)?.with_cancel(self.cancel.clone());
+        // A context unpacked from a tar (`Engine::unpack_context`) lives in tmp/ for one build:
+        // its files are new inodes every time, so remembering digests would only cost writes.
+        let context = if req.context_dir.starts_with(self.store.root().join("tmp")) {
+            context
+        } else {
+            context.with_digest_cache(&self.store)
+        };
         // --no-cache looks nothing up, so it has no use for an import either.
         let imports = if req.no_cache {
             &[][..]

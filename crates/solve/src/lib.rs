@@ -11,6 +11,7 @@ mod cache;
 mod cancel;
 mod compress;
 pub mod context;
+mod context_tar;
 pub mod copy;
 mod cpu_load;
 pub mod dockerignore;
@@ -34,6 +35,7 @@ pub use build::{BuildRequest, BuildResult, Engine, location_in};
 pub use cache::{FileFingerprint, InputValue, KeyInput};
 pub use cancel::{CancelOnDrop, CancelToken};
 pub use compress::image_in_compression;
+pub use context_tar::UnpackedContext;
 pub use error::{Location, Result, SolveError};
 pub use explain::MissCause;
 pub use images::{
