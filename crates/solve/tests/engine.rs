@@ -1,0 +1,249 @@
+//! The engine as a long-lived process (a daemon) uses it: builds cancelled in-process, a build
+//! started from async code, two builds at once on one engine and store. These run real builds
+//! (sandbox, overlays, a loopback `docker-registry` holding busybox), so they need root and the
+//! sandbox's re-exec hook in `main`, hence `harness = false`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kiln_image::Platform;
+use kiln_registry::{RegistryClient, RegistryConfig};
+use kiln_sandbox::NetworkMode;
+use kiln_solve::{BuildRequest, CancelToken, Engine, ProgressEvent, SolveError};
+use kiln_store::Store;
+
+struct Fixture {
+    _registry: kiln_testkit::TestRegistry,
+    base: String,
+}
+
+fn request(context: &Path, base: &str, tag: &str) -> BuildRequest {
+    BuildRequest {
+        context_dir: context.to_owned(),
+        dockerfile: None,
+        tags: vec![tag.parse().unwrap()],
+        build_args: BTreeMap::from([("BASE".to_owned(), base.to_owned())]),
+        target: None,
+        network: NetworkMode::None,
+        allow_network_host: false,
+        secrets: BTreeMap::new(),
+        no_cache: false,
+        no_cache_filter: Vec::new(),
+        pull: false,
+        platform: Platform::host(),
+        jobs: 0,
+        compression: kiln_layer::CompressionRequest::from_flags("gzip", None).unwrap(),
+        cache_from: Vec::new(),
+        cache_to: Vec::new(),
+        credentials: BTreeMap::new(),
+        cancel: CancelToken::new(),
+    }
+}
+
+fn context(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
+    dir
+}
+
+fn engine(store: &Store, rt: tokio::runtime::Handle) -> Engine {
+    let registry = RegistryClient::new(RegistryConfig {
+        credentials: None,
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    Engine::new(store.clone(), registry, rt)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn tmp_entries(store: &Store) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(store.root().join("tmp"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default()
+}
+
+/// Cancelling the token while a RUN sleeps ends the build at once with `Cancelled`; the step
+/// before it stays cached, the cancelled one left no record, no name and no temp dir, and the
+/// same engine then builds again.
+fn cancel_in_process(f: &Fixture) {
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let rt = runtime();
+    let engine = engine(&store, rt.handle().clone());
+    let ctx = context(
+        "ARG BASE\nFROM ${BASE}\nRUN echo one > /one\nARG PAUSE=300\n\
+         RUN echo sleeping && sleep $PAUSE\n",
+        &[],
+    );
+    let req = request(ctx.path(), &f.base, "cancelled:latest");
+    let cancel = req.cancel.clone();
+    let events: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let progress = |event: ProgressEvent| {
+        if let ProgressEvent::StepOutput { line, .. } = &event
+            && line == "sleeping"
+        {
+            cancel.cancel();
+        }
+        events.lock().unwrap().push(format!("{event:?}"));
+    };
+    let started = Instant::now();
+    let result = engine.build(&req, &progress);
+    assert!(
+        matches!(result, Err(SolveError::Cancelled)),
+        "{result:?}\n{:#?}",
+        events.lock().unwrap()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the sleep was not cut short"
+    );
+    assert!(
+        store
+            .get_name("docker.io/library/cancelled:latest")
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(tmp_entries(&store), Vec::<std::ffi::OsString>::new());
+
+    let mut again = request(ctx.path(), &f.base, "cancelled:latest");
+    again.build_args.insert("PAUSE".into(), "0".into());
+    let cached = Mutex::new(0);
+    engine
+        .build(&again, &|event| {
+            if matches!(event, ProgressEvent::StepCached(_)) {
+                *cached.lock().unwrap() += 1;
+            }
+        })
+        .unwrap();
+    assert_eq!(
+        *cached.lock().unwrap(),
+        1,
+        "the RUN before the cancel is reused"
+    );
+    assert!(
+        store
+            .get_name("docker.io/library/cancelled:latest")
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// From async code: `build_async` runs the build on the blocking pool (no `block_on` on a
+/// worker), and dropping its future cancels the build.
+fn build_from_async_code(f: &Fixture) {
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let engine = Arc::new(engine(&store, tokio::runtime::Handle::current()));
+        let ctx = context(
+            "ARG BASE\nFROM ${BASE}\nCOPY hello /hello\nRUN cat /hello > /copied\n",
+            &[("hello", "hi\n")],
+        );
+        let built = Arc::clone(&engine)
+            .build_async(
+                request(ctx.path(), &f.base, "async:latest"),
+                Arc::new(|_| {}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(built.tags, ["docker.io/library/async:latest"]);
+
+        // A dropped future (a closed connection) stops its build.
+        let slow = context("ARG BASE\nFROM ${BASE}\nRUN sleep 300\n", &[]);
+        let req = request(slow.path(), &f.base, "dropped:latest");
+        let cancel = req.cancel.clone();
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(3),
+            Arc::clone(&engine).build_async(req, Arc::new(|_| {})),
+        )
+        .await;
+        assert!(outcome.is_err(), "the slow build finished: {outcome:?}");
+        assert!(cancel.is_cancelled());
+        // The build's thread winds down on its own; its sandbox is killed within a poll.
+        while !tmp_entries(&store).is_empty() && started.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(tmp_entries(&store), Vec::<std::ffi::OsString>::new());
+        assert!(
+            store
+                .get_name("docker.io/library/dropped:latest")
+                .unwrap()
+                .is_none()
+        );
+    });
+}
+
+/// Two builds of different contexts at once in one process, on one engine and store, each
+/// with its own tags: both succeed with their own content.
+fn two_builds_at_once(f: &Fixture) {
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let rt = runtime();
+    let engine = engine(&store, rt.handle().clone());
+    let dockerfile = "ARG BASE\nFROM ${BASE}\nCOPY file /file\nRUN sleep 1 && cat /file > /out\n";
+    let a = context(dockerfile, &[("file", "from a\n")]);
+    let b = context(dockerfile, &[("file", "from b\n")]);
+    let (ra, rb) = std::thread::scope(|scope| {
+        let ha = scope.spawn(|| engine.build(&request(a.path(), &f.base, "a:latest"), &|_| {}));
+        let hb = scope.spawn(|| engine.build(&request(b.path(), &f.base, "b:latest"), &|_| {}));
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_ne!(ra.image.config_digest, rb.image.config_digest);
+    assert_eq!(
+        store.get_name("docker.io/library/a:latest").unwrap(),
+        Some(ra.image.manifest_digest.clone())
+    );
+    assert_eq!(
+        store.get_name("docker.io/library/b:latest").unwrap(),
+        Some(rb.image.manifest_digest.clone())
+    );
+    assert_eq!(tmp_entries(&store), Vec::<std::ffi::OsString>::new());
+}
+
+/// One test: its name (for the filter argument) and body.
+type Case = fn(&Fixture);
+
+fn main() {
+    kiln_sandbox::maybe_run_init();
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "the engine tests need root (overlay mounts, namespaces)"
+    );
+    // As the kiln binary does: every overlay this process mounts stays in its namespace.
+    kiln_sandbox::enter_private_mount_namespace().expect("private mount namespace");
+    let registry = kiln_testkit::TestRegistry::start().expect("start docker-registry");
+    let base = kiln_testkit::push_busybox(&registry, "busybox:latest").expect("push busybox");
+    let fixture = Fixture {
+        _registry: registry,
+        base,
+    };
+    let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    let cases: &[(&str, Case)] = &[
+        ("cancel_in_process", cancel_in_process),
+        ("build_from_async_code", build_from_async_code),
+        ("two_builds_at_once", two_builds_at_once),
+    ];
+    for (name, case) in cases {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        eprintln!("test {name} ...");
+        case(&fixture);
+        eprintln!("test {name} ... ok");
+    }
+}
