@@ -216,15 +216,17 @@ impl RegistryClient {
         })
     }
 
-    /// The stored credentials for `registry`, looked up once per client.
+    /// The credentials for `registry`: those given for this call, else the stored ones, looked
+    /// up once per client.
     async fn credential_for(&self, registry: &str) -> Result<Option<Credential>, RegistryError> {
-        let Some(store) = self.config.credentials.clone() else {
-            return Ok(None);
-        };
         let key = crate::credentials::server_key(registry);
+        // First: a call's own credentials count also when there is no config.json to read.
         if let Some(cached) = self.lock_credentials().get(&key) {
             return Ok(cached.clone());
         }
+        let Some(store) = self.config.credentials.clone() else {
+            return Ok(None);
+        };
         // Helpers are programs; run them off the async threads.
         let lookup_key = key.clone();
         let found = tokio::task::spawn_blocking(move || store.get(&lookup_key))

@@ -399,4 +399,18 @@ async fn per_call_credentials_win_over_config_json_for_that_call_only() {
     assert!(err.to_string().starts_with("unauthorized"), "{err}");
     let err = pull(&shared.with_credentials([]), &addr).await.unwrap_err();
     assert!(err.to_string().starts_with("unauthorized"), "{err}");
+
+    // A client that reads no config.json at all (a daemon's) still uses a call's credentials.
+    let bare = RegistryClient::new(RegistryConfig {
+        credentials: None,
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    let alice = Credential::Basic {
+        username: "alice".into(),
+        password: "pw".into(),
+    };
+    pull(&bare.with_credentials([(addr.clone(), alice)]), &addr)
+        .await
+        .unwrap();
 }
