@@ -194,12 +194,18 @@ impl Engine {
     ) -> Result<BuildResult> {
         let guard = req.cancel.cancel_on_drop();
         let rt = self.rt.clone();
-        let result = rt
+        let result = match rt
             .spawn_blocking(move || self.build(&req, &*progress))
             .await
-            .map_err(|e| SolveError::Other(format!("the build thread failed: {e}")));
+        {
+            Ok(result) => result,
+            // A panic in the build is the caller's, as if it had called `build` itself.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down: the build was not allowed to finish.
+            Err(_) => Err(SolveError::Cancelled),
+        };
         guard.disarm();
-        result?
+        result
     }
 
     /// Runs `future` (a registry transfer) to completion, or until this build is cancelled.

@@ -215,6 +215,64 @@ fn two_builds_at_once(f: &Fixture) {
     assert_eq!(tmp_entries(&store), Vec::<std::ffi::OsString>::new());
 }
 
+/// Credentials given with one build serve that build only: with bob's, a build from a private
+/// repository pulls its base; a build at the same time on the same engine without them is
+/// refused by the registry, and so is a later one (both re-resolve the base with `pull`, as
+/// the first build left it named in the shared store).
+fn credentials_per_build(f: &Fixture) {
+    let private = kiln_testkit::TokenRegistry::start(&[("bob", "hunter2")]).unwrap();
+    let bob = kiln_registry::Credential::Basic {
+        username: "bob".into(),
+        password: "hunter2".into(),
+    };
+    let addr = private.registry.addr();
+    let base: kiln_registry::Reference = format!("{addr}/bob/busybox:latest").parse().unwrap();
+    let rt = runtime();
+
+    // Copy busybox into the private repository through a store of its own.
+    let seed_dir = tempfile::tempdir().unwrap();
+    let seed = Store::open(seed_dir.path()).unwrap();
+    let seeding = engine(&seed, rt.handle().clone());
+    let image = kiln_solve::pull_image(
+        &seed,
+        &seeding.registry,
+        rt.handle(),
+        &f.base.parse().unwrap(),
+        &Platform::host(),
+        &|_| {},
+    )
+    .unwrap();
+    let with_bob = seeding
+        .registry
+        .with_credentials([(addr.clone(), bob.clone())]);
+    rt.block_on(with_bob.push(&seed, &image.manifest_digest, &base, &|_| {}))
+        .unwrap();
+
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let engine = engine(&store, rt.handle().clone());
+    let ctx = context("ARG BASE\nFROM ${BASE}\nRUN echo built > /built\n", &[]);
+    let base = base.to_string();
+    let mut authorized = request(ctx.path(), &base, "private:latest");
+    authorized.credentials.insert(addr.clone(), bob);
+    // `pull`: the base is asked of the registry even once the other build stored it locally.
+    let mut anonymous = request(ctx.path(), &base, "anonymous:latest");
+    anonymous.pull = true;
+    let (with, without) = std::thread::scope(|scope| {
+        let with = scope.spawn(|| engine.build(&authorized, &|_| {}));
+        let without = scope.spawn(|| engine.build(&anonymous, &|_| {}));
+        (with.join().unwrap(), without.join().unwrap())
+    });
+    with.unwrap();
+    let refused = without.unwrap_err().to_string();
+    assert!(refused.contains("unauthorized"), "{refused}");
+    let mut later = request(ctx.path(), &base, "later:latest");
+    later.pull = true;
+    let later = engine.build(&later, &|_| {});
+    let refused = later.unwrap_err().to_string();
+    assert!(refused.contains("unauthorized"), "{refused}");
+}
+
 /// One test: its name (for the filter argument) and body.
 type Case = fn(&Fixture);
 
@@ -237,6 +295,7 @@ fn main() {
         ("cancel_in_process", cancel_in_process),
         ("build_from_async_code", build_from_async_code),
         ("two_builds_at_once", two_builds_at_once),
+        ("credentials_per_build", credentials_per_build),
     ];
     for (name, case) in cases {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
