@@ -176,8 +176,11 @@ impl StageBuilder<'_> {
             user: state.config.config.user.clone(),
             terminal: false,
         };
-        let (reader, writer) =
-            rustix::pipe::pipe().map_err(|e| SolveError::Other(format!("pipe: {e}")))?;
+        // Close-on-exec: other stages and builds of this process spawn sandboxes meanwhile,
+        // and one that inherited this writer would hold the step's output open (no end of
+        // file) until it exits. The sandbox gets its own copy as stdout/stderr.
+        let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| SolveError::Other(format!("pipe: {e}")))?;
         let writer2 = writer
             .try_clone()
             .map_err(|e| SolveError::Other(format!("pipe: {e}")))?;
