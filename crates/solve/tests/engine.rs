@@ -187,9 +187,10 @@ fn build_from_async_code(f: &Fixture) {
     });
 }
 
-/// Two builds of different contexts at once in one process, on one engine and store, each
-/// with its own tags: both succeed with their own content.
-fn two_builds_at_once(f: &Fixture) {
+/// Builds at once in one process, on one engine and store: two of different contexts, each
+/// with its own tags and content, and a third of the first context again, which shares its
+/// steps (the per-key step lock works between threads too: the shared RUN runs once).
+fn builds_at_once(f: &Fixture) {
     let store_dir = tempfile::tempdir().unwrap();
     let store = Store::open(store_dir.path()).unwrap();
     let rt = runtime();
@@ -197,21 +198,33 @@ fn two_builds_at_once(f: &Fixture) {
     let dockerfile = "ARG BASE\nFROM ${BASE}\nCOPY file /file\nRUN sleep 1 && cat /file > /out\n";
     let a = context(dockerfile, &[("file", "from a\n")]);
     let b = context(dockerfile, &[("file", "from b\n")]);
-    let (ra, rb) = std::thread::scope(|scope| {
-        let ha = scope.spawn(|| engine.build(&request(a.path(), &f.base, "a:latest"), &|_| {}));
+    let runs_of_a = std::sync::atomic::AtomicUsize::new(0);
+    let count_runs = |event: ProgressEvent| {
+        if let ProgressEvent::StepDone { step, .. } = event
+            && step.text.starts_with("RUN")
+        {
+            runs_of_a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    };
+    let (ra, ra2, rb) = std::thread::scope(|scope| {
+        let ha = scope.spawn(|| engine.build(&request(a.path(), &f.base, "a:latest"), &count_runs));
+        let ha2 =
+            scope.spawn(|| engine.build(&request(a.path(), &f.base, "a2:latest"), &count_runs));
         let hb = scope.spawn(|| engine.build(&request(b.path(), &f.base, "b:latest"), &|_| {}));
-        (ha.join().unwrap(), hb.join().unwrap())
+        (ha.join().unwrap(), ha2.join().unwrap(), hb.join().unwrap())
     });
-    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    let (ra, ra2, rb) = (ra.unwrap(), ra2.unwrap(), rb.unwrap());
     assert_ne!(ra.image.config_digest, rb.image.config_digest);
-    assert_eq!(
-        store.get_name("docker.io/library/a:latest").unwrap(),
-        Some(ra.image.manifest_digest.clone())
-    );
-    assert_eq!(
-        store.get_name("docker.io/library/b:latest").unwrap(),
-        Some(rb.image.manifest_digest.clone())
-    );
+    assert_eq!(ra.image.manifest.layers, ra2.image.manifest.layers);
+    assert_eq!(runs_of_a.into_inner(), 1, "the shared RUN ran once");
+    for (name, result) in [("a", &ra), ("a2", &ra2), ("b", &rb)] {
+        assert_eq!(
+            store
+                .get_name(&format!("docker.io/library/{name}:latest"))
+                .unwrap(),
+            Some(result.image.manifest_digest.clone())
+        );
+    }
     assert_eq!(tmp_entries(&store), Vec::<std::ffi::OsString>::new());
 }
 
@@ -294,7 +307,7 @@ fn main() {
     let cases: &[(&str, Case)] = &[
         ("cancel_in_process", cancel_in_process),
         ("build_from_async_code", build_from_async_code),
-        ("two_builds_at_once", two_builds_at_once),
+        ("builds_at_once", builds_at_once),
         ("credentials_per_build", credentials_per_build),
     ];
     for (name, case) in cases {
