@@ -140,6 +140,51 @@ fn cancel_in_process(f: &Fixture) {
     );
 }
 
+/// A build waiting for another build's run of the same step (the per-key step lock) stops
+/// waiting when it is cancelled, and the other build goes on.
+fn cancel_while_waiting_for_a_shared_step(f: &Fixture) {
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let rt = runtime();
+    let engine = engine(&store, rt.handle().clone());
+    let ctx = context(
+        "ARG BASE\nFROM ${BASE}\nRUN echo sleeping && sleep 300\n",
+        &[],
+    );
+    let first = request(ctx.path(), &f.base, "first:latest");
+    let second = request(ctx.path(), &f.base, "second:latest");
+    let (first_cancel, second_cancel) = (first.cancel.clone(), second.cancel.clone());
+    let (running_tx, running_rx) = std::sync::mpsc::channel();
+    let running_tx = Mutex::new(running_tx);
+    std::thread::scope(|scope| {
+        let one = scope.spawn(|| {
+            engine.build(&first, &|event| {
+                if let ProgressEvent::StepOutput { line, .. } = &event
+                    && line == "sleeping"
+                {
+                    let _ = running_tx.lock().unwrap().send(());
+                }
+            })
+        });
+        running_rx.recv_timeout(Duration::from_secs(120)).unwrap();
+        let two = scope.spawn(|| engine.build(&second, &|_| {}));
+        // Long enough to reach the step lock the first build holds.
+        std::thread::sleep(Duration::from_millis(500));
+        let cancelled_at = Instant::now();
+        second_cancel.cancel();
+        let second_result = two.join().unwrap();
+        assert!(
+            matches!(second_result, Err(SolveError::Cancelled)),
+            "{second_result:?}"
+        );
+        assert!(cancelled_at.elapsed() < Duration::from_secs(10));
+        assert!(!one.is_finished(), "the first build goes on");
+        first_cancel.cancel();
+        assert!(matches!(one.join().unwrap(), Err(SolveError::Cancelled)));
+    });
+    assert_eq!(tmp_entries(&store), Vec::<std::ffi::OsString>::new());
+}
+
 /// From async code: `build_async` runs the build on the blocking pool (no `block_on` on a
 /// worker), and dropping its future cancels the build.
 fn build_from_async_code(f: &Fixture) {
@@ -306,6 +351,10 @@ fn main() {
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     let cases: &[(&str, Case)] = &[
         ("cancel_in_process", cancel_in_process),
+        (
+            "cancel_while_waiting_for_a_shared_step",
+            cancel_while_waiting_for_a_shared_step,
+        ),
         ("build_from_async_code", build_from_async_code),
         ("builds_at_once", builds_at_once),
         ("credentials_per_build", credentials_per_build),
