@@ -116,6 +116,7 @@ fn ctrl_c_cancels_a_build_cleanly_and_a_rebuild_works() {
         "the RUN was not stopped (took {:?})",
         sent.elapsed()
     );
+    assert!(log.contains("cancelling the build"), "{log}");
     assert!(log.contains("error: build cancelled"), "{log}");
     assert!(!log.contains("4/4] DONE"), "{log}");
     assert_no_survivors(&k);

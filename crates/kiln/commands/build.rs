@@ -127,8 +127,9 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
         mode => mode,
     };
     let quiet = args.quiet || mode == progress::Mode::Quiet;
-    let renderer = progress::renderer(mode, args.explain);
-    let interrupts = Interrupts::watch(env, req.cancel.clone());
+    let renderer: std::sync::Arc<dyn progress::Renderer> =
+        progress::renderer(mode, args.explain).into();
+    let interrupts = Interrupts::watch(env, req.cancel.clone(), renderer.clone());
     let result = env.engine.build(&req, &|e| renderer.event(e));
     interrupts.build_ended();
     let result = match result {
@@ -197,7 +198,13 @@ struct Interrupts {
 }
 
 impl Interrupts {
-    fn watch(env: &Env, cancel: CancelToken) -> Interrupts {
+    /// The notice that the build is being cancelled goes through `renderer`, so it fits the
+    /// progress display (a line, the live view, or a JSON warning).
+    fn watch(
+        env: &Env,
+        cancel: CancelToken,
+        renderer: std::sync::Arc<dyn progress::Renderer>,
+    ) -> Interrupts {
         use std::sync::atomic::{AtomicBool, Ordering};
         let build_running = std::sync::Arc::new(AtomicBool::new(true));
         let running = std::sync::Arc::clone(&build_running);
@@ -214,7 +221,9 @@ impl Interrupts {
         env.rt.spawn(async move {
             interrupts.recv().await;
             if running.load(Ordering::SeqCst) {
-                eprintln!("cancelling the build (press Ctrl-C again to exit at once)");
+                renderer.event(kiln_solve::ProgressEvent::Warning(
+                    "cancelling the build (press Ctrl-C again to exit at once)".to_owned(),
+                ));
                 cancel.cancel();
                 interrupts.recv().await;
             }

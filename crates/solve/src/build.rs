@@ -186,7 +186,9 @@ impl Engine {
     }
 
     /// [`Engine::build`] for async callers: runs it on the runtime's blocking pool. Dropping the
-    /// returned future before it completes (a closed connection) cancels the build.
+    /// returned future before it completes (a closed connection) cancels the build. `rt` must
+    /// be a multi-thread runtime, or a current-thread one that some thread drives with
+    /// `Runtime::block_on` meanwhile (a `Handle::block_on` cannot drive its I/O).
     pub async fn build_async(
         self: Arc<Self>,
         req: BuildRequest,
