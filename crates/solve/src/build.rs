@@ -73,7 +73,7 @@ pub struct BuildResult {
 /// One engine serves any number of builds at once, from any threads: everything a build
 /// changes is its own (its request, temp dirs, stage threads) or the store's, which is safe
 /// across processes and so across threads. Each build works on a copy of the engine made for
-/// that call ([`Engine::for_call`]), carrying its cancel token and credentials.
+/// that call (`Engine::for_call`), carrying its cancel token and credentials.
 #[derive(Debug)]
 pub struct Engine {
     pub store: Store,
