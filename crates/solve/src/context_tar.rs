@@ -12,7 +12,7 @@ use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::{Mode, OFlags};
 
 use crate::build::Engine;
 use crate::error::{Result, SolveError};
@@ -60,12 +60,10 @@ impl UnpackedContext {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        let file = match rustix::fs::openat2(
+        let file = match crate::copy::openat2_in_root(
             root_fd.as_fd(),
-            rel.trim_start_matches('/'),
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            std::ffi::OsStr::new(rel.trim_start_matches('/')),
+            OFlags::RDONLY,
         ) {
             Ok(fd) => std::fs::File::from(fd),
             Err(rustix::io::Errno::NOENT) => return Ok(None),
