@@ -5,9 +5,11 @@
 mod e2e {
     mod build;
     mod cache_keys;
+    mod cancel;
     mod compression;
     mod containers;
     mod context;
+    mod context_tar;
     mod copy_add;
     mod crash;
     mod errors;

@@ -309,7 +309,8 @@ pub struct LoginArgs {
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Build context directory
+    /// Build context directory, or `-` for a tar of the context on stdin (`-f` then names
+    /// the Dockerfile inside it)
     pub context: PathBuf,
     /// Name and optionally a tag (name:tag); may be repeated
     #[arg(short = 't', long = "tag")]

@@ -54,7 +54,7 @@ fn build_args<'a>(k: &'a Kiln, tag: &'a str, ctx: &'a str, base: &'a str) -> Vec
 
 /// Pids of processes (other than kiln builds we still wait for) started with this store root:
 /// sandbox inits inherit kiln's environment.
-fn processes_using(root: &Path) -> Vec<u32> {
+pub(super) fn processes_using(root: &Path) -> Vec<u32> {
     let needle = format!("KILN_ROOT={}", root.display());
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {

@@ -6,17 +6,34 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use kiln_image::Platform;
 use kiln_sandbox::NetworkMode;
-use kiln_solve::{BuildRequest, CacheExport, CacheImport};
+use kiln_solve::{BuildRequest, CacheExport, CacheImport, CancelToken, SolveError};
 
 use super::{Env, parse_reference};
 use crate::cli::BuildArgs;
 use crate::progress;
 
-pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
-    let context_dir = args
-        .context
-        .canonicalize()
-        .with_context(|| format!("build context {}", args.context.display()))?;
+pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
+    // `-`: the context is a tar on stdin, unpacked for this build (removed when it ends);
+    // `-f` names the Dockerfile inside it, as with docker build.
+    let _unpacked;
+    let context_dir = if args.context.as_os_str() == "-" {
+        let unpacked = env
+            .engine
+            .unpack_context(std::io::stdin().lock())
+            .context("reading the build context from stdin")?;
+        let name = args
+            .file
+            .as_deref()
+            .map(|f| f.to_string_lossy().into_owned());
+        args.file = Some(unpacked.dockerfile(name.as_deref())?);
+        let dir = unpacked.path();
+        _unpacked = unpacked;
+        dir
+    } else {
+        args.context
+            .canonicalize()
+            .with_context(|| format!("build context {}", args.context.display()))?
+    };
     if !context_dir.is_dir() {
         bail!(
             "build context {} is not a directory",
@@ -99,6 +116,9 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
             .iter()
             .map(|c| CacheExport::parse(c).map_err(anyhow::Error::msg))
             .collect::<Result<_>>()?,
+        // The CLI authenticates from config.json; a daemon passes each request's credentials.
+        credentials: BTreeMap::new(),
+        cancel: CancelToken::new(),
     };
     let mode = match progress::Mode::from_flag(&args.progress)? {
         // -q prints only the ID on stdout; a JSON stream is still wanted by tools.
@@ -107,9 +127,18 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         mode => mode,
     };
     let quiet = args.quiet || mode == progress::Mode::Quiet;
-    let renderer = progress::renderer(mode, args.explain);
+    let renderer: std::sync::Arc<dyn progress::Renderer> =
+        progress::renderer(mode, args.explain).into();
+    let interrupts = Interrupts::watch(env, req.cancel.clone(), renderer.clone());
     let result = env.engine.build(&req, &|e| renderer.event(e));
+    interrupts.build_ended();
     let result = match result {
+        Err(SolveError::Cancelled) => {
+            let err = anyhow::Error::from(SolveError::Cancelled);
+            renderer.finish(progress::Outcome::Failed(&err));
+            crate::render::print_error(&err);
+            return Ok(ExitCode::from(INTERRUPTED));
+        }
         Ok(result) => {
             renderer.finish(progress::Outcome::Built(
                 &result.image.config_digest.to_string(),
@@ -156,6 +185,57 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         super::registry::write_metadata(path, &result.image, &outcome)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The exit code of a build stopped by Ctrl-C: 128 + SIGINT, as a shell reports it.
+const INTERRUPTED: u8 = 130;
+
+/// Ctrl-C during a build, as docker build does it: the first one cancels the build, which
+/// stops cleanly (running steps killed, nothing half-written published); a second one, or one
+/// after the build ended (a push, an export), exits at once.
+struct Interrupts {
+    build_running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Interrupts {
+    /// The notice that the build is being cancelled goes through `renderer`, so it fits the
+    /// progress display (a line, the live view, or a JSON warning).
+    fn watch(
+        env: &Env,
+        cancel: CancelToken,
+        renderer: std::sync::Arc<dyn progress::Renderer>,
+    ) -> Interrupts {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let build_running = std::sync::Arc::new(AtomicBool::new(true));
+        let running = std::sync::Arc::clone(&build_running);
+        // Registered before the build starts, so an early Ctrl-C is not lost to the default
+        // action; from here on SIGINT is this handler's for the rest of the process.
+        let mut interrupts = match env.rt.block_on(async {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        }) {
+            Ok(stream) => stream,
+            // Without a handler Ctrl-C keeps its default action: the build dies at once,
+            // its sandboxes with it.
+            Err(_) => return Interrupts { build_running },
+        };
+        env.rt.spawn(async move {
+            interrupts.recv().await;
+            if running.load(Ordering::SeqCst) {
+                renderer.event(kiln_solve::ProgressEvent::Warning(
+                    "cancelling the build (press Ctrl-C again to exit at once)".to_owned(),
+                ));
+                cancel.cancel();
+                interrupts.recv().await;
+            }
+            std::process::exit(INTERRUPTED.into());
+        });
+        Interrupts { build_running }
+    }
+
+    fn build_ended(&self) {
+        self.build_running
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// `--allow` entitlements, as BuildKit names them.

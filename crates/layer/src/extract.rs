@@ -46,6 +46,9 @@ pub(crate) struct Extractor {
     /// With [`Whiteouts::Apply`], the paths this layer has written, which its own whiteouts
     /// must not delete.
     written: std::collections::HashSet<Vec<OsString>>,
+    /// A build context: entries that could reach outside the tree are refused, not cleaned
+    /// (see `context_tar`).
+    context: bool,
 }
 
 /// Metadata of one entry, as it will be applied.
@@ -70,7 +73,14 @@ impl Extractor {
             whiteouts,
             dir_times: Vec::new(),
             written: std::collections::HashSet::new(),
+            context: false,
         }
+    }
+
+    /// Refuse, instead of cleaning, what a build context cannot hold.
+    pub(crate) fn confined_to_context(mut self) -> Extractor {
+        self.context = true;
+        self
     }
 
     /// Extracts every entry of the tar read from `reader`, then returns the reader, positioned
@@ -105,6 +115,9 @@ impl Extractor {
             return Ok(());
         }
         let rel = clean(&entry.path_bytes()).map_err(|reason| unsafe_entry(name, reason))?;
+        if self.context {
+            context_check(entry, kind, rel.len()).map_err(|reason| unsafe_entry(name, reason))?;
+        }
         // Pre-POSIX tars mark directories only by a trailing slash.
         if kind == EntryType::Regular && entry.path_bytes().ends_with(b"/") {
             kind = EntryType::Directory;
@@ -526,6 +539,31 @@ pub(crate) fn clean(name: &[u8]) -> Result<Vec<OsString>, String> {
         }
     }
     Ok(out)
+}
+
+/// Why a build context cannot hold `entry` (`depth` components deep), if it cannot.
+fn context_check<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    kind: EntryType,
+    depth: usize,
+) -> Result<(), String> {
+    if entry.path_bytes().starts_with(b"/") {
+        return Err("absolute path in a build context".into());
+    }
+    let target = entry.link_name_bytes().unwrap_or_default();
+    match kind {
+        EntryType::Symlink => match crate::context_tar::link_leaves_tree(depth, &target) {
+            Some(reason) => Err(reason.into()),
+            None => Ok(()),
+        },
+        EntryType::Link if target.starts_with(b"/") => {
+            Err("hard link to an absolute path in a build context".into())
+        }
+        EntryType::Char | EntryType::Block | EntryType::Fifo => {
+            Err("device nodes and FIFOs are not allowed in a build context".into())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn join_bytes(components: &[OsString]) -> Vec<u8> {

@@ -10,6 +10,8 @@
 //!   dir (`.wh.` names become overlay whiteouts and opaque xattrs).
 //! - [`extract_archive`] extracts a tarball for `ADD` into an existing root filesystem, with every
 //!   path resolved inside that root as a chroot would.
+//! - [`extract_build_context`] unpacks a build context sent as a tar, refusing any entry that
+//!   could reach outside it.
 //! - [`fill_volume`] seeds an empty volume with an image's directory, safely against the
 //!   containers that may have that volume mounted and be writing to it.
 //!
@@ -21,6 +23,7 @@
 
 mod archive;
 mod compression;
+mod context_tar;
 mod encode;
 mod extract;
 mod hashing;
@@ -46,6 +49,7 @@ pub use archive::{extract_archive, is_archive};
 pub use compression::{
     Algorithm, Compression, CompressionRequest, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL,
 };
+pub use context_tar::extract_build_context;
 pub use encode::{compress_stream, compression_threads};
 pub use import::import_tar;
 pub use unpack::{apply_layer, unpack_layer};

@@ -111,6 +111,35 @@ impl RegistryClient {
         Ok(client)
     }
 
+    /// A client for one call (a daemon request) that authenticates with `credentials` (by
+    /// registry: `docker.io`, `host:port`) ahead of config.json and its helpers, which still
+    /// serve the registries not named. It shares this client's connections but not its tokens:
+    /// a token got with these credentials never serves another call, nor one got by another
+    /// call this one, so concurrent calls with different identities stay apart.
+    pub fn with_credentials(
+        &self,
+        credentials: impl IntoIterator<Item = (String, Credential)>,
+    ) -> RegistryClient {
+        let given = credentials
+            .into_iter()
+            .map(|(registry, credential)| {
+                (crate::credentials::server_key(&registry), Some(credential))
+            })
+            .collect();
+        let clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        RegistryClient {
+            config: self.config.clone(),
+            tokens: TokenCache::default(),
+            clients: Mutex::new(clients),
+            credentials: Mutex::new(given),
+            basic_registries: Mutex::new(HashSet::new()),
+        }
+    }
+
     pub fn config(&self) -> &RegistryConfig {
         &self.config
     }
@@ -187,15 +216,17 @@ impl RegistryClient {
         })
     }
 
-    /// The stored credentials for `registry`, looked up once per client.
+    /// The credentials for `registry`: those given for this call, else the stored ones, looked
+    /// up once per client.
     async fn credential_for(&self, registry: &str) -> Result<Option<Credential>, RegistryError> {
-        let Some(store) = self.config.credentials.clone() else {
-            return Ok(None);
-        };
         let key = crate::credentials::server_key(registry);
+        // First: a call's own credentials count also when there is no config.json to read.
         if let Some(cached) = self.lock_credentials().get(&key) {
             return Ok(cached.clone());
         }
+        let Some(store) = self.config.credentials.clone() else {
+            return Ok(None);
+        };
         // Helpers are programs; run them off the async threads.
         let lookup_key = key.clone();
         let found = tokio::task::spawn_blocking(move || store.get(&lookup_key))

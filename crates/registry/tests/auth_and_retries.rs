@@ -356,3 +356,63 @@ async fn login_checks_credentials_against_v2_and_keeps_refresh_tokens() {
     let err = client.login(&addr, &wrong).await.unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn per_call_credentials_win_over_config_json_for_that_call_only() {
+    // "alice:pw" in base64: the only account.
+    let addr = fake_registry(move |req| {
+        if req.header("authorization") != Some("Basic YWxpY2U6cHc=") {
+            return FakeResponse {
+                headers: vec![("WWW-Authenticate".into(), r#"Basic realm="r""#.into())],
+                ..FakeResponse::status("401 Unauthorized")
+            };
+        }
+        serve_image(&req.path).unwrap_or_else(|| FakeResponse::status("404 Not Found"))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = Credential::Basic {
+        username: "alice".into(),
+        password: "nope".into(),
+    };
+    let alice = Credential::Basic {
+        username: "alice".into(),
+        password: "pw".into(),
+    };
+    // config.json holds a wrong password; one call brings the right one, another a wrong one,
+    // at the same time, through clients made from the same shared client.
+    let shared = client_with(dir.path(), &addr, Some(&wrong));
+    let right_call = shared.with_credentials([(addr.clone(), alice)]);
+    let other_call = shared.with_credentials([(
+        addr.clone(),
+        Credential::Basic {
+            username: "mallory".into(),
+            password: "guess".into(),
+        },
+    )]);
+    let (right, other) = tokio::join!(pull(&right_call, &addr), pull(&other_call, &addr));
+    right.unwrap();
+    assert!(
+        matches!(other, Err(RegistryError::Unauthorized { .. })),
+        "{other:?}"
+    );
+    // Neither the shared client nor a later call without credentials learnt alice's.
+    let err = pull(&shared, &addr).await.unwrap_err();
+    assert!(err.to_string().starts_with("unauthorized"), "{err}");
+    let err = pull(&shared.with_credentials([]), &addr).await.unwrap_err();
+    assert!(err.to_string().starts_with("unauthorized"), "{err}");
+
+    // A client that reads no config.json at all (a daemon's) still uses a call's credentials.
+    let bare = RegistryClient::new(RegistryConfig {
+        credentials: None,
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    let alice = Credential::Basic {
+        username: "alice".into(),
+        password: "pw".into(),
+    };
+    pull(&bare.with_credentials([(addr.clone(), alice)]), &addr)
+        .await
+        .unwrap();
+}

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::Scope;
 use std::time::Instant;
 
@@ -14,6 +14,7 @@ use kiln_registry::{Reference, RegistryClient};
 use kiln_sandbox::NetworkMode;
 use kiln_store::Store;
 
+use crate::cancel::CancelToken;
 use crate::context::BuildContext;
 use crate::error::{Location, Result, SolveError};
 use crate::explain::{Explainer, KeyedStep, StepOutcome};
@@ -52,6 +53,12 @@ pub struct BuildRequest {
     pub cache_from: Vec<crate::remote_cache::CacheImport>,
     /// `--cache-to`: where to export this build's cache records once it succeeded.
     pub cache_to: Vec<crate::remote_cache::CacheExport>,
+    /// Registry credentials for this build only, by registry (`docker.io`, `host:port`), as a
+    /// daemon receives them with each request (`X-Registry-Config`). They take precedence over
+    /// config.json and its helpers for those registries, and no other call sees them.
+    pub credentials: BTreeMap<String, kiln_registry::Credential>,
+    /// Stops the build when cancelled (Ctrl-C, a closed API connection); see [`CancelToken`].
+    pub cancel: CancelToken,
 }
 
 /// What a successful build produced.
@@ -62,11 +69,18 @@ pub struct BuildResult {
 }
 
 /// The engine: a store, a registry client and a runtime to drive the client on.
+///
+/// One engine serves any number of builds at once, from any threads: everything a build
+/// changes is its own (its request, temp dirs, stage threads) or the store's, which is safe
+/// across processes and so across threads. Each build works on a copy of the engine made for
+/// that call (`Engine::for_call`), carrying its cancel token and credentials.
 #[derive(Debug)]
 pub struct Engine {
     pub store: Store,
-    pub registry: RegistryClient,
+    pub registry: Arc<RegistryClient>,
     pub rt: tokio::runtime::Handle,
+    /// The cancel token of the build this copy runs (never cancelled in the shared engine).
+    pub(crate) cancel: CancelToken,
 }
 
 /// The parsed Dockerfile and where it came from, for error locations.
@@ -128,16 +142,80 @@ pub fn location_in(path: &Path, text: &str, line: usize, col: usize, len: usize)
 }
 
 impl Engine {
+    /// An engine on `store` that reaches registries with `registry` and drives its transfers on
+    /// the runtime `rt`.
     pub fn new(store: Store, registry: RegistryClient, rt: tokio::runtime::Handle) -> Self {
         Engine {
             store,
-            registry,
+            registry: Arc::new(registry),
             rt,
+            cancel: CancelToken::new(),
         }
     }
 
-    /// Runs a build to completion. Blocking: call it from a thread that is not a runtime worker.
+    /// The engine one build runs on: the same store and runtime, this build's cancel token, and
+    /// a registry client of its own when the request brings credentials (its own token cache
+    /// too, so tokens got with them serve no other call).
+    fn for_call(&self, req: &BuildRequest) -> Engine {
+        let registry = if req.credentials.is_empty() {
+            Arc::clone(&self.registry)
+        } else {
+            Arc::new(self.registry.with_credentials(req.credentials.clone()))
+        };
+        Engine {
+            store: self.store.clone(),
+            registry,
+            rt: self.rt.clone(),
+            cancel: req.cancel.clone(),
+        }
+    }
+
+    /// Runs a build to completion.
+    ///
+    /// Blocking, and it drives registry transfers with `rt.block_on`: call it from a thread of
+    /// your own or, from async code, inside `tokio::task::spawn_blocking` (or use
+    /// [`Engine::build_async`]), never on a runtime worker thread, where `block_on` panics.
+    /// Once `req.cancel` is cancelled the build stops and returns [`SolveError::Cancelled`].
     pub fn build(&self, req: &BuildRequest, progress: Progress<'_>) -> Result<BuildResult> {
+        let engine = self.for_call(req);
+        match engine.build_call(req, progress) {
+            // Whatever the interruption made the failing step report, the outcome is this.
+            Err(_) if req.cancel.is_cancelled() => Err(SolveError::Cancelled),
+            result => result,
+        }
+    }
+
+    /// [`Engine::build`] for async callers: runs it on the runtime's blocking pool. Dropping the
+    /// returned future before it completes (a closed connection) cancels the build. `rt` must
+    /// be a multi-thread runtime, or a current-thread one that some thread drives with
+    /// `Runtime::block_on` meanwhile (a `Handle::block_on` cannot drive its I/O).
+    pub async fn build_async(
+        self: Arc<Self>,
+        req: BuildRequest,
+        progress: Arc<dyn Fn(ProgressEvent) + Send + Sync>,
+    ) -> Result<BuildResult> {
+        let guard = req.cancel.cancel_on_drop();
+        let rt = self.rt.clone();
+        let result = match rt
+            .spawn_blocking(move || self.build(&req, &*progress))
+            .await
+        {
+            Ok(result) => result,
+            // A panic in the build is the caller's, as if it had called `build` itself.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down: the build was not allowed to finish.
+            Err(_) => Err(SolveError::Cancelled),
+        };
+        guard.disarm();
+        result
+    }
+
+    /// Runs `future` (a registry transfer) to completion, or until this build is cancelled.
+    pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> Result<F::Output> {
+        crate::cancel::block_on(&self.rt, &self.cancel, future)
+    }
+
+    fn build_call(&self, req: &BuildRequest, progress: Progress<'_>) -> Result<BuildResult> {
         let path = req
             .dockerfile
             .clone()
@@ -181,7 +259,14 @@ impl Engine {
                 "build-arg {arg:?} was given but not consumed by any ARG"
             )));
         }
-        let context = BuildContext::open(&req.context_dir)?.with_digest_cache(&self.store);
+        let context = BuildContext::open(&req.context_dir)?.with_cancel(self.cancel.clone());
+        // A context unpacked from a tar (`Engine::unpack_context`) lives in tmp/ for one build:
+        // its files are new inodes every time, so remembering digests would only cost writes.
+        let context = if req.context_dir.starts_with(self.store.root().join("tmp")) {
+            context
+        } else {
+            context.with_digest_cache(&self.store)
+        };
         // --no-cache looks nothing up, so it has no use for an import either.
         let imports = if req.no_cache {
             &[][..]
@@ -204,6 +289,10 @@ impl Engine {
             )));
         }
         let image = built?;
+        // A build cancelled after its last step still names nothing.
+        if self.cancel.is_cancelled() {
+            return Err(SolveError::Cancelled);
+        }
         progress(ProgressEvent::ImageWritten {
             manifest: image.manifest_digest.clone(),
             config: image.config_digest.clone(),

@@ -88,6 +88,9 @@ pub enum ContextError {
         #[source]
         source: std::io::Error,
     },
+    /// The build was cancelled while the context was being read.
+    #[error("reading the build context was cancelled")]
+    Cancelled,
 }
 
 type Result<T, E = ContextError> = std::result::Result<T, E>;
@@ -109,6 +112,8 @@ pub struct BuildContext {
     ignore: Arc<IgnoreMatcher>,
     /// Digests of the context's files known from earlier builds; `None`: every file is read.
     digests: Option<Arc<DigestCache>>,
+    /// Hashing stops between entries once this is cancelled.
+    cancel: Option<crate::CancelToken>,
 }
 
 impl BuildContext {
@@ -126,7 +131,14 @@ impl BuildContext {
             root,
             ignore: Arc::new(ignore),
             digests: None,
+            cancel: None,
         })
+    }
+
+    /// Makes hashing this context give up with [`ContextError::Cancelled`] once `cancel` is.
+    pub fn with_cancel(mut self, cancel: crate::CancelToken) -> Self {
+        self.cancel = Some(cancel);
+        self
     }
 
     /// Uses (and fills) the store's record of this directory's file digests; see
@@ -175,6 +187,7 @@ impl BuildContext {
             &HashOptions {
                 cache: self.digests.as_deref(),
                 include_owner,
+                cancel: self.cancel.as_ref(),
             },
         )
     }
@@ -229,6 +242,7 @@ impl SourceTree {
                 &HashOptions {
                     cache: None,
                     include_owner,
+                    cancel: None,
                 },
             ),
         }

@@ -31,6 +31,7 @@ use rustix::io::Errno;
 
 use crate::context::{ContextError, Source, SourceEntry};
 use crate::dockerignore::go_clean;
+pub(crate) use confined::openat2_in_root;
 use confined::{ConfinedRoot, display, set_owner_and_mode, split_target};
 
 pub use chmod::Chmod;

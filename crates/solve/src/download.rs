@@ -46,6 +46,9 @@ pub enum DownloadError {
         #[source]
         source: std::io::Error,
     },
+    /// The build was cancelled during the download; the partial file is removed.
+    #[error("{url}: download cancelled")]
+    Cancelled { url: String },
 }
 
 /// A downloaded file.
@@ -117,6 +120,7 @@ fn percent_decode(segment: &str) -> String {
 /// is removed.
 pub fn download(
     rt: &tokio::runtime::Handle,
+    cancel: &crate::CancelToken,
     registry: &RegistryClient,
     url: &str,
     dir: &Path,
@@ -138,7 +142,7 @@ pub fn download(
         source,
     };
 
-    let (digest, last_modified) = rt.block_on(async {
+    let fetched = crate::cancel::block_on(rt, cancel, async {
         let mut response = registry
             .get_url(&parsed)
             .await
@@ -162,7 +166,16 @@ pub fn download(
         }
         file.sync_all().map_err(write_error)?;
         Ok((hasher.finish(), last_modified))
-    })?;
+    });
+    let (digest, last_modified) = match fetched {
+        Ok(result) => result?,
+        Err(_) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(DownloadError::Cancelled {
+                url: url.to_string(),
+            });
+        }
+    };
 
     if let Some(expected) = expected
         && *expected != digest
@@ -318,6 +331,36 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_download_stops_mid_body_and_leaves_no_file() {
+        use std::io::{Read, Write};
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        // Sends the headers and a little of the body, then nothing for a long time.
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\npartial");
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        });
+        let cancel = crate::CancelToken::new();
+        let canceller = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            canceller.cancel();
+        });
+        let url = format!("http://{address}/big.bin");
+        let started = std::time::Instant::now();
+        let error =
+            download(rt.handle(), &cancel, &registry(), &url, dir.path(), None).unwrap_err();
+        assert!(matches!(error, DownloadError::Cancelled { .. }), "{error}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        assert!(!dir.path().join("big.bin").exists());
+    }
+
+    #[test]
     fn downloads_stream_to_a_0600_file_with_the_servers_mtime() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -327,6 +370,7 @@ mod tests {
         let url = format!("{base}/files/data.txt");
         let got = download(
             rt.handle(),
+            &crate::CancelToken::new(),
             &registry(),
             &url,
             dir.path(),
@@ -348,8 +392,15 @@ mod tests {
 
         let wrong = Digest::of(b"something else");
         let other = tempfile::tempdir().unwrap();
-        let error =
-            download(rt.handle(), &registry(), &url, other.path(), Some(&wrong)).unwrap_err();
+        let error = download(
+            rt.handle(),
+            &crate::CancelToken::new(),
+            &registry(),
+            &url,
+            other.path(),
+            Some(&wrong),
+        )
+        .unwrap_err();
         let text = error.to_string();
         assert!(
             text.contains(&url) && text.contains(&wrong.to_string()),
@@ -368,6 +419,7 @@ mod tests {
         ]);
         let error = download(
             rt.handle(),
+            &crate::CancelToken::new(),
             &registry(),
             &format!("{base}/gone"),
             dir.path(),
@@ -384,9 +436,16 @@ mod tests {
             .unwrap()
             .port();
         let url = format!("http://127.0.0.1:{port}/x");
-        let error = download(rt.handle(), &registry(), &url, dir.path(), None)
-            .unwrap_err()
-            .to_string();
+        let error = download(
+            rt.handle(),
+            &crate::CancelToken::new(),
+            &registry(),
+            &url,
+            dir.path(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(error.starts_with(&url), "{error}");
         assert!(error.to_lowercase().contains("refused"), "{error}");
     }
@@ -400,6 +459,7 @@ mod tests {
         let base = serve(vec![busy.to_vec(), ok_response(b"late\n", "")]);
         let got = download(
             rt.handle(),
+            &crate::CancelToken::new(),
             &registry(),
             &format!("{base}/f"),
             dir.path(),
@@ -410,9 +470,16 @@ mod tests {
 
         let base = serve(vec![busy.to_vec(); 3]);
         let url = format!("{base}/f");
-        let error = download(rt.handle(), &registry(), &url, dir.path(), None)
-            .unwrap_err()
-            .to_string();
+        let error = download(
+            rt.handle(),
+            &crate::CancelToken::new(),
+            &registry(),
+            &url,
+            dir.path(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(error.starts_with(&url), "{error}");
         assert!(
             error.contains("503") && error.contains("3 attempts"),

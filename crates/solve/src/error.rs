@@ -89,9 +89,13 @@ pub enum SolveError {
     /// A `--cache-to` export (or a blob of a `--cache-from` import the build needed) failed.
     #[error("cache {location}: {message}")]
     Cache { location: String, message: String },
-    /// The step was not started because the build is stopping.
+    /// The step was not started because the build is stopping (another stage failed).
     #[error("cancelled: {reason}")]
-    Cancelled { reason: String },
+    Abandoned { reason: String },
+    /// The build's [`crate::CancelToken`] was cancelled; whatever was interrupted left
+    /// nothing half-written in the store.
+    #[error("build cancelled")]
+    Cancelled,
     /// A stage this stage reads did not finish (its own error is the build's error).
     #[error("stage {stage} failed before this stage could use it")]
     DependencyFailed { stage: usize },
@@ -132,7 +136,9 @@ impl SolveError {
             SolveError::Context(e) => e.kind(),
             SolveError::Copy(e) => e.kind(),
             SolveError::Cache { .. } => ErrorKind::Unavailable,
-            SolveError::Cancelled { .. } | SolveError::DependencyFailed { .. } => {
+            SolveError::Cancelled
+            | SolveError::Abandoned { .. }
+            | SolveError::DependencyFailed { .. } => {
                 ErrorKind::Cancelled
             }
         }
@@ -167,6 +173,7 @@ impl crate::context::ContextError {
                 ErrorKind::InvalidArgument
             }
             E::Ignore(e) => e.kind(),
+            E::Cancelled => ErrorKind::Cancelled,
         }
     }
 }
@@ -294,7 +301,8 @@ mod tests {
             pull_error: Box::new(SolveError::ImageNotFound("app".into())),
         };
         assert_eq!(after_pull.kind(), ErrorKind::NotFound);
-        let stopped = SolveError::Cancelled {
+        assert_eq!(SolveError::Cancelled.kind(), ErrorKind::Cancelled);
+        let stopped = SolveError::Abandoned {
             reason: "another stage failed".into(),
         };
         assert_eq!(stopped.kind(), ErrorKind::Cancelled);

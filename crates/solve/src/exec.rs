@@ -180,7 +180,11 @@ impl StageBuilder<'_> {
             what: "pipe".into(),
             cause,
         };
-        let (reader, writer) = rustix::pipe::pipe().map_err(|e| pipe_error(e.into()))?;
+        // Close-on-exec: other stages and builds of this process spawn sandboxes meanwhile,
+        // and one that inherited this writer would hold the step's output open (no end of
+        // file) until it exits. The sandbox gets its own copy as stdout/stderr.
+        let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| pipe_error(e.into()))?;
         let writer2 = writer.try_clone().map_err(pipe_error)?;
         let stdio = kiln_sandbox::Stdio {
             stdin: std::process::Stdio::null(),
@@ -193,10 +197,13 @@ impl StageBuilder<'_> {
         let pid = child.pid();
         // While the step's processes only wait, its stage lends its `--jobs` slot.
         let (stop_sampling, stopped) = std::sync::mpsc::channel::<()>();
+        let (stop_watching, unwatched) = std::sync::mpsc::channel::<()>();
+        let cancel = &self.engine.cancel;
         let (tail, exit) = std::thread::scope(|scope| {
             if let Some(slot) = self.slot {
                 scope.spawn(move || crate::schedule::lend_while_idle(slot, pid, &stopped));
             }
+            let watcher = scope.spawn(move || kill_when_cancelled(cancel, pid, &unwatched));
             let mut tail: VecDeque<String> = VecDeque::with_capacity(OUTPUT_TAIL_LINES);
             let mut lines = BufReader::new(std::fs::File::from(reader));
             let mut buf = Vec::new();
@@ -219,6 +226,10 @@ impl StageBuilder<'_> {
                     }
                 }
             }
+            // The watcher signals by pid, so it must be gone before the pid is reaped (and
+            // could be reused).
+            drop(stop_watching);
+            let _ = watcher.join();
             let exit = child.wait();
             drop(stop_sampling);
             (tail, exit)
@@ -271,6 +282,37 @@ impl StageBuilder<'_> {
             step: label.to_string(),
             location: self.src.at(ins),
             source: Box::new(source),
+        }
+    }
+}
+
+/// How often a running RUN step looks at its build's cancel token.
+const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Kills the sandbox whose outer init is `pid` once `cancel` is cancelled, until `stop` is
+/// dropped. SIGKILL to the outer init is enough: the namespace's PID 1 has it as parent-death
+/// signal source and takes the whole PID namespace with it, so the step's output pipe closes and
+/// the step ends (failing, so nothing of it is recorded).
+fn kill_when_cancelled(
+    cancel: &crate::CancelToken,
+    pid: u32,
+    stop: &std::sync::mpsc::Receiver<()>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        match stop.recv_timeout(CANCEL_POLL) {
+            Err(RecvTimeoutError::Timeout) if cancel.is_cancelled() => {
+                let pid = i32::try_from(pid)
+                    .ok()
+                    .and_then(rustix::process::Pid::from_raw);
+                if let Some(pid) = pid {
+                    // It may have exited already (not yet reaped: the pid is still its own).
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+                return;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }

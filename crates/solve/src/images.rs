@@ -10,6 +10,7 @@ use kiln_image::{
 use kiln_registry::{PullEvent, Reference, RegistryClient};
 use kiln_store::Store;
 
+use crate::cancel::CancelToken;
 use crate::error::{Result, SolveError};
 use crate::progress::{Progress, ProgressEvent};
 
@@ -120,7 +121,7 @@ impl ImagePins {
         );
         // Concurrent askers of one image block here until the first one has it.
         cell.get_or_init(|| {
-            resolve_image(
+            resolve_image_until(
                 &engine.store,
                 &engine.registry,
                 &engine.rt,
@@ -128,6 +129,7 @@ impl ImagePins {
                 platform,
                 pull,
                 progress,
+                &engine.cancel,
             )
             .map_err(|e| e.to_string())
         })
@@ -145,6 +147,24 @@ pub fn resolve_image(
     pull: bool,
     progress: Progress<'_>,
 ) -> Result<StoredImage> {
+    let never = CancelToken::new();
+    resolve_image_until(
+        store, registry, rt, reference, platform, pull, progress, &never,
+    )
+}
+
+/// [`resolve_image`], giving up with [`SolveError::Cancelled`] once `cancel` is cancelled.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn resolve_image_until(
+    store: &Store,
+    registry: &RegistryClient,
+    rt: &tokio::runtime::Handle,
+    reference: &Reference,
+    platform: &Platform,
+    pull: bool,
+    progress: Progress<'_>,
+    cancel: &CancelToken,
+) -> Result<StoredImage> {
     let mut local_platform = None;
     if (!pull || reference.digest().is_some())
         && let Some(img) = StoredImage::load_by_name(store, reference)?
@@ -154,16 +174,18 @@ pub fn resolve_image(
         }
         local_platform = Some(config_platform(&img.config));
     }
-    pull_image(store, registry, rt, reference, platform, progress).map_err(|e| match local_platform
-    {
-        // Say why a local image was not used, or the pull error alone is puzzling.
-        Some(local) => SolveError::LocalImageForOtherPlatform {
-            image: reference.familiar(),
-            local: local.to_string(),
-            platform: platform.to_string(),
-            pull_error: Box::new(e),
-        },
-        None => e,
+    pull_image_until(store, registry, rt, reference, platform, progress, cancel).map_err(|e| {
+        match (local_platform, e) {
+            (_, SolveError::Cancelled) => SolveError::Cancelled,
+            // Say why a local image was not used, or the pull error alone is puzzling.
+            (Some(local), e) => SolveError::LocalImageForOtherPlatform {
+                image: reference.familiar(),
+                local: local.to_string(),
+                platform: platform.to_string(),
+                pull_error: Box::new(e),
+            },
+            (None, e) => e,
+        }
     })
 }
 
@@ -195,6 +217,21 @@ pub fn pull_image(
     platform: &Platform,
     progress: Progress<'_>,
 ) -> Result<StoredImage> {
+    let never = CancelToken::new();
+    pull_image_until(store, registry, rt, reference, platform, progress, &never)
+}
+
+/// [`pull_image`], dropped (nothing published: blobs appear only once complete) with
+/// [`SolveError::Cancelled`] once `cancel` is cancelled.
+fn pull_image_until(
+    store: &Store,
+    registry: &RegistryClient,
+    rt: &tokio::runtime::Handle,
+    reference: &Reference,
+    platform: &Platform,
+    progress: Progress<'_>,
+    cancel: &CancelToken,
+) -> Result<StoredImage> {
     progress(ProgressEvent::Pulling {
         reference: reference.familiar(),
     });
@@ -203,7 +240,11 @@ pub fn pull_image(
             progress(ev)
         }
     };
-    let pulled = rt.block_on(registry.pull(store, reference, platform, &on_event))?;
+    let pulled = crate::cancel::block_on(
+        rt,
+        cancel,
+        registry.pull(store, reference, platform, &on_event),
+    )??;
     if reference.digest().is_none() {
         store.set_name(&reference.to_string(), &pulled.manifest_digest)?;
     }

@@ -11,8 +11,10 @@
 
 mod build;
 mod cache;
+mod cancel;
 mod compress;
 pub mod context;
+mod context_tar;
 pub mod copy;
 mod cpu_load;
 pub mod dockerignore;
@@ -34,7 +36,9 @@ mod stage;
 
 pub use build::{BuildRequest, BuildResult, Engine, location_in};
 pub use cache::{FileFingerprint, InputValue, KeyInput};
+pub use cancel::{CancelOnDrop, CancelToken};
 pub use compress::image_in_compression;
+pub use context_tar::UnpackedContext;
 pub use error::{Location, Result, SolveError};
 pub use explain::MissCause;
 pub use images::{

@@ -232,12 +232,12 @@ impl RemoteCache {
         if wanted.is_empty() {
             return Ok(());
         }
-        engine.rt.block_on(
+        engine.block_on(
             futures_util::stream::iter(wanted.into_iter().map(Ok))
                 .try_for_each_concurrent(CONCURRENT_FETCHES, |blob| {
                     self.fetch_one(engine, blob, progress)
                 }),
-        )
+        )?
     }
 
     /// Fetches one imported layer blob into the store.

@@ -68,9 +68,12 @@ impl StageBuilder<'_> {
     pub fn run(&self, mut state: StageState) -> Result<StageState> {
         self.run_triggers(&mut state)?;
         for (i, step) in self.stage.steps.iter().enumerate() {
+            if self.engine.cancel.is_cancelled() {
+                return Err(SolveError::Cancelled);
+            }
             // Another stage failed: the build is over, so start nothing new.
             if (self.cancelled)() {
-                return Err(SolveError::Cancelled {
+                return Err(SolveError::Abandoned {
                     reason: "another stage failed".into(),
                 });
             }

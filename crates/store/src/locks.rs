@@ -95,10 +95,22 @@ impl Store {
     /// Takes the exclusive lock on one object (waiting for its holder). Never call it while
     /// holding the same lock: the locks are per open file, so that would wait forever.
     pub fn lock_object(&self, kind: ObjectLock, key: &Digest) -> Result<StoreLock> {
+        lock_file(
+            &self.object_lock_path(kind, key)?,
+            FlockOperation::LockExclusive,
+        )
+    }
+
+    /// The lock on one object if nobody holds it, else `None`: for a caller that must be able
+    /// to stop waiting (a cancelled build) and so polls instead of blocking in `flock`.
+    pub fn try_lock_object(&self, kind: ObjectLock, key: &Digest) -> Result<Option<StoreLock>> {
+        try_lock_file(&self.object_lock_path(kind, key)?)
+    }
+
+    fn object_lock_path(&self, kind: ObjectLock, key: &Digest) -> Result<PathBuf> {
         let dir = self.root.join("locks");
         std::fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
-        let path = dir.join(format!("{}-{}.lock", kind.prefix(), key.hex()));
-        lock_file(&path, FlockOperation::LockExclusive)
+        Ok(dir.join(format!("{}-{}.lock", kind.prefix(), key.hex())))
     }
 
     /// Deletes the per-object lock files. Only with the exclusive store lock held (`_held`).
@@ -182,6 +194,7 @@ mod tests {
             tx.send(()).unwrap();
         });
         assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        assert!(s.try_lock_object(ObjectLock::Step, &key).unwrap().is_none());
         // A different object is not blocked.
         let other = s.lock_object(ObjectLock::Snapshot, &key).unwrap();
         drop(other);

@@ -61,6 +61,8 @@ pub struct HashOptions<'a> {
     pub cache: Option<&'a DigestCache>,
     /// Also hash each entry's uid and gid: `COPY --from` without `--chown` keeps them.
     pub include_owner: bool,
+    /// Stop between entries once cancelled (a large context can take a while).
+    pub cancel: Option<&'a crate::CancelToken>,
 }
 
 /// How much work a hash took.
@@ -112,6 +114,9 @@ pub fn hash_sources(
             header.push(u8::from(source.is_dir));
             pipeline.push(&mut hasher, Pending::ready(header))?;
             for entry in source.entries() {
+                if options.cancel.is_some_and(crate::CancelToken::is_cancelled) {
+                    return Err(ContextError::Cancelled);
+                }
                 let entry = entry?;
                 let mut pending = pipeline.describe(&entry, options.include_owner)?;
                 pending.path = Some(manifest_path(&source.rel_path, &entry.rel));

@@ -38,6 +38,30 @@ fn io_at(rel: &Path) -> impl FnOnce(Errno) -> CopyError + '_ {
     }
 }
 
+/// `openat2(root, path, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, close-on-exec. The kernel
+/// answers `EAGAIN` when a rename or mount anywhere on the system raced the resolution (other
+/// builds of this process and others rename all the time) and asks the caller to retry, as
+/// the layer crate's extraction does.
+pub(crate) fn openat2_in_root(
+    root: impl std::os::fd::AsFd,
+    path: &OsStr,
+    flags: OFlags,
+) -> rustix::io::Result<OwnedFd> {
+    let mut attempts = 0;
+    loop {
+        match rustix::fs::openat2(
+            root.as_fd(),
+            path,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Err(Errno::AGAIN | Errno::INTR) if attempts < 32 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
 impl ConfinedRoot {
     pub(super) fn open(root: &Path) -> Result<Self, CopyError> {
         let fd = rustix::fs::open(
@@ -59,13 +83,7 @@ impl ConfinedRoot {
         } else {
             rel.as_os_str()
         };
-        rustix::fs::openat2(
-            &self.fd,
-            path,
-            flags | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        )
+        openat2_in_root(&self.fd, path, flags)
     }
 
     fn open_dir(&self, rel: &Path) -> Result<OwnedFd, CopyError> {

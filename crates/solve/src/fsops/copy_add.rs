@@ -398,8 +398,15 @@ impl StageBuilder<'_> {
     /// Downloads `url` into the fresh directory `dir`.
     fn fetch(&self, dir: &Path, url: &str, checksum: Option<&Digest>) -> Result<Source, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let downloaded = download(&self.engine.rt, &self.engine.registry, url, dir, checksum)
-            .map_err(|e| format!("ADD {e}"))?;
+        let downloaded = download(
+            &self.engine.rt,
+            &self.engine.cancel,
+            &self.engine.registry,
+            url,
+            dir,
+            checksum,
+        )
+        .map_err(|e| format!("ADD {e}"))?;
         Ok(Source::standalone(downloaded.path))
     }
 

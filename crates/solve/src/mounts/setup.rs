@@ -17,7 +17,7 @@ use kiln_dockerfile::Instruction;
 use kiln_image::Digest;
 use kiln_sandbox::{BindMount, FileMount, Mount, OverlayMount, TmpfsMount};
 use kiln_store::CacheMountLease;
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::{Mode, OFlags};
 
 use super::{PlannedMount, TreeSource};
 use crate::context::{BuildContext, Source, SourceTree};
@@ -329,12 +329,10 @@ fn resolve_in_root(root: &Path, path: &str) -> io::Result<PathBuf> {
         Mode::empty(),
     )?;
     let rel = path.trim_start_matches('/');
-    let fd = rustix::fs::openat2(
+    let fd = crate::copy::openat2_in_root(
         &root_fd,
-        if rel.is_empty() { "." } else { rel },
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT,
+        std::ffi::OsStr::new(if rel.is_empty() { "." } else { rel }),
+        OFlags::PATH,
     )?;
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }

@@ -32,8 +32,8 @@ pub(crate) fn read_export(
     let (manifest, document) = match location {
         CacheLocation::Registry(reference) => {
             let fetched = engine
-                .rt
                 .block_on(engine.registry.fetch_image_manifest(reference))
+                .map_err(|e| ReadFailure::Failed(e.to_string()))?
                 .map_err(|e| match e {
                     RegistryError::NotFound { .. } => ReadFailure::NotFound(error_chain(&e)),
                     e => ReadFailure::Failed(error_chain(&e)),
@@ -43,12 +43,12 @@ pub(crate) fn read_export(
             // The document is small and read once: it is fetched into the store like any blob
             // (verified), where it stays until pruned.
             engine
-                .rt
                 .block_on(
                     engine
                         .registry
                         .fetch_blob(&engine.store, reference, &manifest.config),
                 )
+                .map_err(|e| ReadFailure::Failed(e.to_string()))?
                 .map_err(|e| ReadFailure::Failed(error_chain(&e)))?;
             let bytes = engine
                 .store
@@ -199,13 +199,13 @@ pub(crate) fn write_export(
                 }
             };
             engine
-                .rt
                 .block_on(engine.registry.push(
                     &engine.store,
                     manifest_digest,
                     reference,
                     &on_event,
                 ))
+                .map_err(|e| e.to_string())?
                 .map_err(|e| error_chain(&e))?;
             Ok(sent.into_inner())
         }

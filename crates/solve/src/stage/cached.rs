@@ -12,18 +12,28 @@ use crate::error::Result;
 use crate::explain::{KeyedStep, StepOutcome};
 use crate::progress::{ProgressEvent, StepLabel};
 
+/// How often a step waiting for another build's run of the same step tries its lock again.
+const STEP_LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl StageBuilder<'_> {
     /// The lock making "look `key` up, else run the step and record it" one critical section
     /// across every build on the store (none when the user forces a miss, which never looks up).
+    /// Another build may hold it for as long as its step runs, so the wait polls, giving up
+    /// when this build is cancelled.
     pub(crate) fn step_lock(&self, key: &Digest) -> Result<Option<kiln_store::StoreLock>> {
         if self.forced_miss().is_some() {
             return Ok(None);
         }
-        let lock = self
-            .engine
-            .store
-            .lock_object(kiln_store::ObjectLock::Step, key)?;
-        Ok(Some(lock))
+        let cancel = &self.engine.cancel;
+        loop {
+            let store = &self.engine.store;
+            if let Some(lock) = store.try_lock_object(kiln_store::ObjectLock::Step, key)? {
+                return Ok(Some(lock));
+            }
+            if cancel.wait_timeout(STEP_LOCK_POLL) {
+                return Err(crate::SolveError::Cancelled);
+            }
+        }
     }
 
     /// A step that changes the filesystem: look its key up, else run it and record the layer.
