@@ -17,6 +17,7 @@ mod e2e {
     mod frontend;
     mod gc;
     pub mod harness;
+    mod images;
     mod mounts;
     mod network;
     mod outputs;

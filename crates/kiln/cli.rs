@@ -45,9 +45,18 @@ pub enum Command {
     /// Run a command in a new container of an image
     Run(Box<RunArgs>),
     /// List images
-    Images,
-    /// Remove one or more image names
+    Images {
+        /// Show only images that match: reference=PATTERN, dangling=true|false,
+        /// label=KEY[=VALUE] (repeatable)
+        #[arg(short, long = "filter", value_name = "FILTER")]
+        filter: Vec<String>,
+    },
+    /// Remove one or more images, by name or ID
     Rmi {
+        /// Remove the last name of an image a stopped container uses, or every name of an
+        /// image given by ID
+        #[arg(short, long)]
+        force: bool,
         #[arg(required = true)]
         images: Vec<String>,
     },

@@ -38,6 +38,11 @@ impl ProgressPrinter {
         let _ = writeln!(std::io::stderr().lock(), "{line}");
     }
 
+    /// A pull of the image service, printed as the engine's pull events are.
+    pub fn image_event(&self, e: kiln_images::ImageEvent) {
+        self.event(e.into());
+    }
+
     /// The text an event prints as, if any.
     fn line(&self, e: ProgressEvent) -> Option<String> {
         Some(match e {

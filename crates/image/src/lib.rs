@@ -15,11 +15,15 @@ mod digest;
 pub mod layout;
 mod manifest;
 mod platform;
+pub mod reference;
+mod validate;
 
 pub use config::{ContainerConfig, HealthConfig, History, ImageConfig, RootFs};
 pub use digest::{Digest, DigestError, Sha256Hasher};
 pub use manifest::{Descriptor, Index, Manifest, media_type};
 pub use platform::Platform;
+pub use reference::{Reference, ReferenceError};
+pub use validate::{InvalidImage, check_diff_id, parse_config, parse_manifest};
 
 /// Serialises a value to the canonical JSON kiln stores and hashes: compact, keys sorted.
 pub fn to_canonical_json<T: serde::Serialize>(value: &T) -> Vec<u8> {

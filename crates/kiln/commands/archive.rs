@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use kiln_export::ArchiveFormat;
 use kiln_image::layout::NamedManifest;
 use kiln_image::{Descriptor, Digest};
-use kiln_solve::StoredImage;
+use kiln_images::StoredImage;
 
 use super::{Env, parse_reference};
 
@@ -214,7 +214,7 @@ fn write_to(dest: &Dest, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Re
 pub fn save(env: &Env, output: Option<&Path>, names: &[String]) -> Result<ExitCode> {
     let mut images: Vec<NamedManifest> = Vec::new();
     for name in names {
-        let image = super::images::find_image(env, name)?;
+        let image = kiln_images::find_image(&env.store, name)?;
         // An image named by ID goes in unnamed, as with `docker save`.
         let full = parse_reference(name)
             .ok()
@@ -295,7 +295,7 @@ fn print_loaded(
     env: &Env,
     config_digest: &Digest,
     manifest_digest: &Digest,
-    refs: &[kiln_registry::Reference],
+    refs: &[kiln_image::Reference],
     quiet: bool,
 ) -> Result<()> {
     if refs.is_empty() {

@@ -2,39 +2,21 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
-use kiln_registry::Reference;
-use kiln_solve::StoredImage;
+use anyhow::{Result, bail};
+use kiln_image::Reference;
+use kiln_images::{ImageError, ListFilter, StoredImage, list_images};
 use serde_json::json;
 
 use super::{Env, parse_reference};
 use crate::render::{format_size, time_ago};
 
-/// Loads the image `name` refers to: a local name, or an image ID (full or short config digest).
+/// Loads the image `name` refers to: a local name, or an image ID (full or a prefix).
 pub fn find_image(env: &Env, name: &str) -> Result<StoredImage> {
-    if let Ok(reference) = name.parse::<Reference>()
-        && let Some(img) = StoredImage::load_by_name(&env.store, &reference)?
-    {
-        return Ok(img);
-    }
-    let id = name.strip_prefix("sha256:").unwrap_or(name);
-    if id.len() >= 4 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        let mut found: Option<StoredImage> = None;
-        for (_, manifest) in env.store.list_names()? {
-            let img = StoredImage::load(&env.store, &manifest)?;
-            if img.config_digest.hex().starts_with(id) {
-                found = Some(img);
-                break;
-            }
-        }
-        if let Some(img) = found {
-            return Ok(img);
-        }
-    }
-    bail!("no such image: {name}")
+    Ok(kiln_images::find_image(&env.store, name)?)
 }
 
-pub fn list(env: &Env) -> Result<ExitCode> {
+pub fn list(env: &Env, filters: &[String]) -> Result<ExitCode> {
+    let filter = ListFilter::parse(filters)?;
     let mut rows = vec![[
         "REPOSITORY".to_owned(),
         "TAG".into(),
@@ -43,10 +25,8 @@ pub fn list(env: &Env) -> Result<ExitCode> {
         "SIZE".into(),
     ]];
     let now = chrono::Utc::now();
-    for (name, manifest) in env.store.list_names()? {
-        let img =
-            StoredImage::load(&env.store, &manifest).with_context(|| format!("image {name}"))?;
-        let reference = parse_reference(&name)?;
+    for row in list_images(&env.store, &filter)? {
+        let img = &row.image;
         let created = img
             .config
             .created
@@ -54,9 +34,16 @@ pub fn list(env: &Env) -> Result<ExitCode> {
             .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
             .map(|t| time_ago(now, t.with_timezone(&chrono::Utc)))
             .unwrap_or_else(|| "N/A".into());
+        let (repository, tag) = match &row.name {
+            Some(r) => (
+                r.repository_with_registry(),
+                r.tag().unwrap_or("<none>").to_owned(),
+            ),
+            None => ("<none>".to_owned(), "<none>".to_owned()),
+        };
         rows.push([
-            reference.repository_with_registry(),
-            reference.tag().unwrap_or("<none>").to_owned(),
+            repository,
+            tag,
             img.config_digest.short().to_owned(),
             created,
             format_size(img.size()),
@@ -76,14 +63,22 @@ pub fn list(env: &Env) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn remove(env: &Env, names: &[String]) -> Result<ExitCode> {
+/// `kiln rmi`: each name or ID in turn; a failure is reported and the others still go, as
+/// `docker rmi` does.
+pub fn remove(env: &Env, names: &[String], force: bool) -> Result<ExitCode> {
     let mut failed = false;
     for name in names {
-        let reference = parse_reference(name)?;
-        match env.store.remove_name(&reference.to_string())? {
-            Some(_) => println!("Untagged: {}", reference.familiar()),
-            None => {
-                eprintln!("Error: no such image: {name}");
+        match kiln_images::remove(&env.store, name, force) {
+            Ok(removed) => {
+                for r in &removed.untagged {
+                    println!("Untagged: {}", r.familiar());
+                }
+                if let Some(id) = removed.deleted {
+                    println!("Deleted: {id}");
+                }
+            }
+            Err(e) => {
+                eprintln!("Error: {e}");
                 failed = true;
             }
         }
@@ -97,12 +92,7 @@ pub fn remove(env: &Env, names: &[String]) -> Result<ExitCode> {
 
 pub fn tag(env: &Env, source: &str, target: &str) -> Result<ExitCode> {
     let img = find_image(env, source)?;
-    let target = parse_reference(target)?;
-    if target.digest().is_some() {
-        bail!("refusing to create a tag with a digest reference: {target}");
-    }
-    env.store
-        .set_name(&target.to_string(), &img.manifest_digest)?;
+    kiln_images::tag(&env.store, &img, &parse_reference(target)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -114,8 +104,11 @@ pub fn inspect(env: &Env, names: &[String]) -> Result<ExitCode> {
             out.push(container);
             continue;
         }
-        let img = find_image(env, name)
-            .map_err(|_| anyhow::anyhow!("no such container or image: {name}"))?;
+        let img = match kiln_images::find_image(&env.store, name) {
+            Ok(img) => img,
+            Err(ImageError::NotFound(_)) => bail!("no such container or image: {name}"),
+            Err(e) => return Err(e.into()),
+        };
         let repo_tags: Vec<String> = all
             .iter()
             .filter(|(_, d)| *d == img.manifest_digest)

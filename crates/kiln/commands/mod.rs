@@ -15,7 +15,8 @@ mod system;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use kiln_registry::{Reference, RegistryClient, RegistryConfig};
+use kiln_image::Reference;
+use kiln_registry::{RegistryClient, RegistryConfig};
 use kiln_store::Store;
 
 use crate::cli::{Cli, Command, GlobalOpts, SystemCommand};
@@ -117,8 +118,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             command: SystemCommand::Df { verbose },
         } => system::df(&open_store(&cli.global)?, verbose),
         Command::Prune(args) => system::prune(&open_store(&cli.global)?, &args),
-        Command::Images => images::list(&Env::open(&cli.global)?),
-        Command::Rmi { images } => images::remove(&Env::open(&cli.global)?, &images),
+        Command::Images { filter } => images::list(&Env::open(&cli.global)?, &filter),
+        Command::Rmi { force, images } => images::remove(&Env::open(&cli.global)?, &images, force),
         Command::Tag { source, target } => {
             let (env, _lock) = open_shared(&cli.global)?;
             images::tag(&env, &source, &target)

@@ -5,16 +5,17 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use kiln_image::Digest;
 use kiln_image::Platform;
+use kiln_image::Reference;
+use kiln_images::{PushProgress, StoredImage};
 use kiln_layer::CompressionRequest;
 use kiln_registry::reference::DOCKER_HUB;
-use kiln_registry::{Credential, CredentialStore, PushEvent, PushFormat, Reference};
-use kiln_solve::StoredImage;
+use kiln_registry::{Credential, CredentialStore, PushEvent, PushFormat};
+
+pub use kiln_images::Pushed;
 
 use super::{Env, parse_reference, registry_client};
 use crate::cli::{GlobalOpts, LoginArgs, PushArgs, PushOutputArgs};
-use crate::commands::images::find_image;
 use crate::render::ProgressPrinter;
 
 pub fn pull(env: &Env, name: &str, platform: Option<&str>) -> Result<ExitCode> {
@@ -24,13 +25,13 @@ pub fn pull(env: &Env, name: &str, platform: Option<&str>) -> Result<ExitCode> {
         None => Platform::host(),
     };
     let printer = ProgressPrinter::new(false);
-    let img = kiln_solve::pull_image(
+    let img = kiln_images::pull_image(
         &env.store,
         env.registry(),
         env.rt.handle(),
         &reference,
         &platform,
-        &|e| printer.event(e),
+        &|e| printer.image_event(e),
     )?;
     println!("Digest: {}", img.manifest_digest);
     println!("Status: Downloaded image for {}", reference.familiar());
@@ -79,7 +80,7 @@ pub fn push(env: &Env, args: &PushArgs) -> Result<ExitCode> {
             if reference.digest().is_some() {
                 bail!("push needs a tag, not a digest: {name}");
             }
-            targets.push((reference, find_image(env, name)?));
+            targets.push((reference, kiln_images::find_image(&env.store, name)?));
         }
     }
     let mut last = None;
@@ -88,7 +89,7 @@ pub fn push(env: &Env, args: &PushArgs) -> Result<ExitCode> {
             // Layers not yet in this setting are compressed once here; the store keeps the
             // result for every later push.
             let (converted, reencoded) =
-                kiln_solve::image_in_compression(&env.store, &img, request)?;
+                kiln_images::image_in_compression(&env.store, &img, request)?;
             if reencoded > 0 {
                 println!(
                     "Compressed {reencoded} layer{} as {}",
@@ -116,14 +117,6 @@ pub fn parse_format(output: &PushOutputArgs) -> Result<Option<PushFormat>> {
         .transpose()
 }
 
-/// What one push stored: the manifest digest and size under `references`.
-pub struct Pushed {
-    pub references: Vec<Reference>,
-    pub digest: Digest,
-    pub size: u64,
-    pub media_type: String,
-}
-
 /// Pushes `img` under each of `references` (in `format`, or as stored), printing progress and
 /// each tag's digest line as `docker push` does.
 pub fn push_image(
@@ -132,61 +125,49 @@ pub fn push_image(
     references: &[Reference],
     format: Option<PushFormat>,
 ) -> Result<Pushed> {
-    let manifest_digest = match format {
-        Some(format) => {
-            kiln_registry::manifest_in_format(&env.store, &img.manifest_digest, format)?
-        }
-        None => img.manifest_digest.clone(),
-    };
-    let manifest: kiln_image::Manifest =
-        serde_json::from_slice(&env.store.read_blob(&manifest_digest)?)
-            .context("reading the manifest to push")?;
-    let size = env.store.blob_size(&manifest_digest)?;
-    for reference in references {
-        println!(
+    let on_event = |e: PushProgress| match e {
+        PushProgress::Started { reference } => println!(
             "The push refers to repository [{}]",
             reference.repository_with_registry()
-        );
-        let on_event = |e: PushEvent| match e {
-            PushEvent::BlobExists { digest } => {
-                println!("{}: Layer already exists", digest.short());
-            }
-            PushEvent::BlobMounted { digest, from } => {
-                println!("{}: Mounted from {from}", digest.short());
-            }
-            PushEvent::BlobUploadResumed { digest, offset: 0 } => {
-                println!(
-                    "{}: Restarting upload (the registry kept nothing)",
-                    digest.short()
-                );
-            }
-            PushEvent::BlobUploadResumed { digest, offset } => {
-                println!("{}: Resuming upload at byte {offset}", digest.short());
-            }
-            PushEvent::BlobUploaded { digest } => println!("{}: Pushed", digest.short()),
-            _ => {}
-        };
-        let digest = env.rt.block_on(env.registry().push(
-            &env.store,
-            &manifest_digest,
+        ),
+        PushProgress::Blob(PushEvent::BlobExists { digest }) => {
+            println!("{}: Layer already exists", digest.short());
+        }
+        PushProgress::Blob(PushEvent::BlobMounted { digest, from }) => {
+            println!("{}: Mounted from {from}", digest.short());
+        }
+        PushProgress::Blob(PushEvent::BlobUploadResumed { digest, offset: 0 }) => {
+            println!(
+                "{}: Restarting upload (the registry kept nothing)",
+                digest.short()
+            );
+        }
+        PushProgress::Blob(PushEvent::BlobUploadResumed { digest, offset }) => {
+            println!("{}: Resuming upload at byte {offset}", digest.short());
+        }
+        PushProgress::Blob(PushEvent::BlobUploaded { digest }) => {
+            println!("{}: Pushed", digest.short());
+        }
+        PushProgress::Blob(_) => {}
+        PushProgress::Pushed {
             reference,
-            &on_event,
-        ))?;
-        println!(
+            digest,
+            size,
+        } => println!(
             "{}: digest: {} size: {}",
             reference.tag().unwrap_or("latest"),
             digest,
             size
-        );
-    }
-    Ok(Pushed {
-        references: references.to_vec(),
-        digest: manifest_digest,
-        size,
-        media_type: manifest
-            .media_type
-            .unwrap_or_else(|| kiln_image::media_type::OCI_MANIFEST.to_owned()),
-    })
+        ),
+    };
+    Ok(env.rt.block_on(kiln_images::push_image(
+        &env.store,
+        env.registry(),
+        img,
+        references,
+        format,
+        &on_event,
+    ))?)
 }
 
 /// Writes BuildKit's `--metadata-file` JSON: the manifest (`containerimage.digest`, and its

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use kiln_image::Platform;
+use kiln_images::{StoredImage, lower_dirs, resolve_image};
 use kiln_sandbox::{ProcessSpec, SandboxChild, SandboxSpec};
-use kiln_solve::{DEFAULT_PATH, StoredImage, lower_dirs, resolve_image};
+use kiln_solve::DEFAULT_PATH;
 use kiln_store::{ContainerRecord, ContainerState, ContainerStatus, RunConfig};
 
 use super::build::{RUN_NETWORKS, choose_network};
@@ -46,7 +47,7 @@ pub fn run(env: &Env, args: RunArgs) -> Result<ExitCode> {
                 &reference,
                 &Platform::host(),
                 false,
-                &|e| printer.event(e),
+                &|e| printer.image_event(e),
             )?
         }
     };

@@ -8,9 +8,10 @@ use std::thread::Scope;
 use std::time::Instant;
 
 use kiln_dockerfile::{Dockerfile, Instruction, Span};
+use kiln_image::Reference;
 use kiln_image::{Digest, ImageConfig, Platform};
 use kiln_plan::{Base, BuildOptions, BuildPlan};
-use kiln_registry::{Reference, RegistryClient};
+use kiln_registry::RegistryClient;
 use kiln_sandbox::NetworkMode;
 use kiln_store::Store;
 
@@ -18,11 +19,12 @@ use crate::cancel::CancelToken;
 use crate::context::BuildContext;
 use crate::error::{Location, Result, SolveError};
 use crate::explain::{Explainer, KeyedStep, StepOutcome};
-use crate::images::{ImagePins, StoredImage, write_image};
+use crate::pins::ImagePins;
 use crate::progress::{Progress, ProgressEvent, StepLabel};
 use crate::remote_cache::RemoteCache;
 use crate::schedule::{Slots, StageBoard};
 use crate::stage::{StageBuilder, StageState};
+use kiln_images::{StoredImage, write_image};
 
 /// Everything `kiln build` was asked to do.
 #[derive(Debug, Clone)]
@@ -473,7 +475,7 @@ impl Engine {
             Base::Image(name) => {
                 let reference: Reference = name
                     .parse()
-                    .map_err(|e: kiln_registry::ReferenceError| at(e.to_string()))?;
+                    .map_err(|e: kiln_image::ReferenceError| at(e.to_string()))?;
                 let image = run
                     .pins
                     .resolve(self, &reference, &platform, req.pull, progress)
@@ -552,7 +554,7 @@ impl Engine {
         config.os = state.platform.os.clone();
         config.architecture = state.platform.architecture.clone();
         config.variant = state.platform.variant.clone();
-        write_image(&self.store, &config, state.layers)
+        Ok(write_image(&self.store, &config, state.layers)?)
     }
 
     /// The digest a cache lookup for a base image is pinned to.

@@ -52,25 +52,14 @@ pub enum SolveError {
     /// cause is part of the message, so it is not also reported as the source.)
     #[error("{what}: {cause}")]
     Io { what: String, cause: std::io::Error },
-    #[error("image {0} not found locally; pull it or build it first")]
-    ImageNotFound(String),
-    /// The local image is for another platform and pulling the wanted one failed too. (The
-    /// pull error is part of the message, so it is not also reported as the source.)
-    #[error(
-        "the local image {image} is for {local}, not {platform}, and pulling it for {platform} failed: {pull_error}"
-    )]
-    LocalImageForOtherPlatform {
-        image: String,
-        local: String,
-        platform: String,
-        pull_error: Box<SolveError>,
-    },
-    #[error("image {reference}: {message}")]
-    BadImage { reference: String, message: String },
+    /// Finding, pulling, unpacking or writing an image. (Boxed, like the registry's error,
+    /// so that every `Result` of the engine stays small.)
     #[error(transparent)]
-    Reference(#[from] kiln_registry::ReferenceError),
+    Image(Box<kiln_images::ImageError>),
     #[error(transparent)]
-    Registry(#[from] kiln_registry::RegistryError),
+    Reference(#[from] kiln_image::ReferenceError),
+    #[error(transparent)]
+    Registry(Box<kiln_registry::RegistryError>),
     #[error(transparent)]
     Store(#[from] kiln_store::StoreError),
     #[error(transparent)]
@@ -120,14 +109,11 @@ impl SolveError {
             | SolveError::RunFailed { .. }
             | SolveError::CacheSourceNotADirectory { .. } => ErrorKind::InvalidArgument,
             SolveError::Step { source, .. } => source.kind(),
-            SolveError::LocalImageForOtherPlatform { pull_error, .. } => pull_error.kind(),
             SolveError::ReadFile { source, .. } | SolveError::Io { cause: source, .. } => {
                 ErrorKind::of_io(source)
             }
-            SolveError::ImageNotFound(_) => ErrorKind::NotFound,
-            SolveError::BadImage { .. }
-            | SolveError::StageNotBuilt { .. }
-            | SolveError::TargetNotBuilt => ErrorKind::Internal,
+            SolveError::StageNotBuilt { .. } | SolveError::TargetNotBuilt => ErrorKind::Internal,
+            SolveError::Image(e) => e.kind(),
             SolveError::Reference(e) => e.kind(),
             SolveError::Registry(e) => e.kind(),
             SolveError::Store(e) => e.kind(),
@@ -138,9 +124,7 @@ impl SolveError {
             SolveError::Cache { .. } => ErrorKind::Unavailable,
             SolveError::Cancelled
             | SolveError::Abandoned { .. }
-            | SolveError::DependencyFailed { .. } => {
-                ErrorKind::Cancelled
-            }
+            | SolveError::DependencyFailed { .. } => ErrorKind::Cancelled,
         }
     }
 
@@ -152,6 +136,18 @@ impl SolveError {
             | SolveError::Step { location, .. } => Some(location),
             _ => None,
         }
+    }
+}
+
+impl From<kiln_images::ImageError> for SolveError {
+    fn from(e: kiln_images::ImageError) -> Self {
+        SolveError::Image(Box::new(e))
+    }
+}
+
+impl From<kiln_registry::RegistryError> for SolveError {
+    fn from(e: kiln_registry::RegistryError) -> Self {
+        SolveError::Registry(Box::new(e))
     }
 }
 
@@ -294,12 +290,12 @@ mod tests {
             source: Box::new(missing_blob),
         };
         assert_eq!(step.kind(), ErrorKind::NotFound);
-        let after_pull = SolveError::LocalImageForOtherPlatform {
+        let after_pull = SolveError::from(kiln_images::ImageError::LocalImageForOtherPlatform {
             image: "app".into(),
             local: "linux/arm64".into(),
             platform: "linux/amd64".into(),
-            pull_error: Box::new(SolveError::ImageNotFound("app".into())),
-        };
+            pull_error: Box::new(kiln_images::ImageError::NotFound("app".into())),
+        });
         assert_eq!(after_pull.kind(), ErrorKind::NotFound);
         assert_eq!(SolveError::Cancelled.kind(), ErrorKind::Cancelled);
         let stopped = SolveError::Abandoned {

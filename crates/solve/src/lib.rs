@@ -25,10 +25,13 @@ mod exec;
 pub mod explain;
 mod fsops;
 mod heredoc;
-mod images;
+// Compatibility for in-flight branches; remove after merge.
+#[doc(hidden)]
+pub mod images;
 mod metadata;
 pub mod mounts;
 mod onbuild;
+mod pins;
 mod progress;
 pub mod remote_cache;
 mod schedule;
@@ -37,12 +40,15 @@ mod stage;
 pub use build::{BuildRequest, BuildResult, Engine, location_in};
 pub use cache::{FileFingerprint, InputValue, KeyInput};
 pub use cancel::{CancelOnDrop, CancelToken};
-pub use compress::image_in_compression;
 pub use context_tar::UnpackedContext;
 pub use error::{Location, Result, SolveError};
 pub use explain::MissCause;
+// Compatibility for in-flight branches; remove after merge (the image helpers are in
+// `kiln_images` now).
+#[doc(hidden)]
 pub use images::{
-    StoredImage, ensure_snapshot, lower_dirs, pull_image, resolve_image, write_image,
+    StoredImage, ensure_snapshot, image_in_compression, lower_dirs, pull_image, resolve_image,
+    write_image,
 };
 pub use progress::{Progress, ProgressEvent, StepLabel};
 pub use remote_cache::{CacheExport, CacheImport, CacheLocation, CacheMode};

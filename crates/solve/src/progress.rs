@@ -79,3 +79,15 @@ pub enum ProgressEvent {
 
 /// Where events go. `Sync` because steps run on worker threads.
 pub type Progress<'a> = &'a (dyn Fn(ProgressEvent) + Send + Sync);
+
+/// A pull of the image service, as the engine reports it.
+impl From<kiln_images::ImageEvent> for ProgressEvent {
+    fn from(e: kiln_images::ImageEvent) -> Self {
+        match e {
+            kiln_images::ImageEvent::Pulling { reference } => ProgressEvent::Pulling { reference },
+            kiln_images::ImageEvent::BlobFetched { digest, cached } => {
+                ProgressEvent::BlobFetched { digest, cached }
+            }
+        }
+    }
+}

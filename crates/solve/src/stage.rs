@@ -10,9 +10,9 @@ use crate::build::{BuildRequest, Engine, Source};
 use crate::context::BuildContext;
 use crate::error::{Result, SolveError};
 use crate::explain::{Explainer, MissCause};
-use crate::images::StoredImage;
 use crate::metadata::run_history;
 use crate::progress::{Progress, StepLabel};
+use kiln_images::StoredImage;
 
 mod cached;
 mod state;
@@ -29,7 +29,7 @@ pub(crate) struct StageBuilder<'a> {
     pub req: &'a BuildRequest,
     /// The finished stages this one reads (its base, `--from` and trigger sources).
     pub built: &'a BTreeMap<usize, StageState>,
-    pub pins: &'a crate::images::ImagePins,
+    pub pins: &'a crate::pins::ImagePins,
     /// The build's imported caches and the steps its exports record.
     pub remote: &'a crate::remote_cache::RemoteCache,
     /// Whether the build has already failed elsewhere.
@@ -190,9 +190,9 @@ impl StageBuilder<'_> {
         &self,
         name: &str,
     ) -> std::result::Result<StoredImage, String> {
-        let reference: kiln_registry::Reference = name
+        let reference: kiln_image::Reference = name
             .parse()
-            .map_err(|e: kiln_registry::ReferenceError| e.to_string())?;
+            .map_err(|e: kiln_image::ReferenceError| e.to_string())?;
         self.pins.resolve(
             self.engine,
             &reference,
@@ -211,6 +211,9 @@ impl StageBuilder<'_> {
         let layers: Vec<_> = layers.collect();
         self.remote
             .fetch_for_snapshots(self.engine, &layers, self.progress)?;
-        crate::images::lower_dirs(&self.engine.store, layers.into_iter())
+        Ok(kiln_images::lower_dirs(
+            &self.engine.store,
+            layers.into_iter(),
+        )?)
     }
 }

@@ -113,6 +113,21 @@ impl Store {
         Ok(out)
     }
 
+    /// Every image manifest in the store with its config's media type, named or not (indexes
+    /// are left out). This reads every small blob: for listings that ask for untagged images,
+    /// not for lookups.
+    pub fn list_image_manifests(&self) -> Result<Vec<(Digest, String)>> {
+        let blobs = self.list_blobs()?;
+        Ok(self
+            .list_image_roots(&blobs)?
+            .into_iter()
+            .filter_map(|(d, blob)| match blob {
+                ImageBlob::Manifest(m) => Some((d, m.config.media_type)),
+                ImageBlob::Index(_) => None,
+            })
+            .collect())
+    }
+
     /// Every manifest and index in the store (blobs small enough that parse as one).
     pub(crate) fn list_image_roots(
         &self,

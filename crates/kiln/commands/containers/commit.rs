@@ -3,8 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use kiln_image::{Descriptor, History};
-use kiln_registry::Reference;
+use kiln_image::{Descriptor, History, Reference};
 
 use super::super::{Env, parse_reference};
 
@@ -21,7 +20,7 @@ pub fn commit(
     let reference: Reference = parse_reference(name)?;
     let c = env.store.find_container(query)?;
     let manifest = c.manifest.parse().context("the container's image digest")?;
-    let img = kiln_solve::StoredImage::load(&env.store, &manifest)
+    let img = kiln_images::StoredImage::load(&env.store, &manifest)
         .with_context(|| format!("loading the image of container {}", c.name))?;
     let upper = env.store.container_dir(&c.id).join("upper");
     let layer = kiln_layer::write_layer(&env.store, &upper, kiln_layer::Compression::default())
@@ -50,7 +49,7 @@ pub fn commit(
         config.rootfs.diff_ids.push(layer.diff_id.clone());
         layers.push(Descriptor::new(layer.media_type, layer.digest, layer.size));
     }
-    let new = kiln_solve::write_image(&env.store, &config, layers)?;
+    let new = kiln_images::write_image(&env.store, &config, layers)?;
     env.store
         .set_name(&reference.to_string(), &new.manifest_digest)?;
     println!("{}", new.config_digest);

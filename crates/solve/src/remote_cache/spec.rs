@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use kiln_registry::Reference;
+use kiln_image::Reference;
 
 /// Where a build cache export lives.
 #[derive(Debug, Clone, PartialEq, Eq)]

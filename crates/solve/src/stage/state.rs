@@ -7,8 +7,8 @@ use kiln_dockerfile::{Instruction, ShellOrExec};
 use kiln_image::{Descriptor, Digest, History, ImageConfig, Platform};
 
 use crate::cache::{CacheRecord, KeyBuilder, KeyInput};
-use crate::images::{StoredImage, oci_layer_media_type};
 use crate::metadata::shell_of;
+use kiln_images::{StoredImage, oci_layer_media_type};
 
 /// Docker's PATH for containers whose image sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

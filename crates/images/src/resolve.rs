@@ -1,0 +1,148 @@
+//! Finding an image for a platform locally, or pulling it.
+
+use kiln_image::{Digest, ImageConfig, Platform, Reference};
+use kiln_registry::{PullEvent, RegistryClient};
+use kiln_store::Store;
+
+use crate::error::{ImageError, Result};
+use crate::stored::StoredImage;
+
+/// What a pull reports while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageEvent {
+    /// The image is being pulled (familiar name).
+    Pulling { reference: String },
+    /// A blob of the pulled image was fetched, or was already in the store (`cached`).
+    BlobFetched { digest: Digest, cached: bool },
+}
+
+/// Where pull events go.
+pub type ImageEvents<'a> = &'a (dyn Fn(ImageEvent) + Send + Sync);
+
+/// Finds `reference` locally or pulls it. With `pull`, tags are re-resolved against the
+/// registry. A local image for another platform is pulled again for `platform`. From
+/// synchronous code, on `rt`; not for a runtime worker thread: async callers await [`resolve`].
+pub fn resolve_image(
+    store: &Store,
+    registry: &RegistryClient,
+    rt: &tokio::runtime::Handle,
+    reference: &Reference,
+    platform: &Platform,
+    pull: bool,
+    on_event: ImageEvents<'_>,
+) -> Result<StoredImage> {
+    rt.block_on(resolve(
+        store, registry, reference, platform, pull, on_event,
+    ))
+}
+
+/// [`resolve_image`] for async callers. Dropping the future stops a pull in progress (blobs
+/// are published only once complete, so nothing half-written stays).
+pub async fn resolve(
+    store: &Store,
+    registry: &RegistryClient,
+    reference: &Reference,
+    platform: &Platform,
+    pull: bool,
+    on_event: ImageEvents<'_>,
+) -> Result<StoredImage> {
+    let mut local_platform = None;
+    if (!pull || reference.digest().is_some())
+        && let Some(img) = StoredImage::load_by_name(store, reference)?
+    {
+        if is_for_platform(&img.config, platform) {
+            return Ok(img);
+        }
+        local_platform = Some(config_platform(&img.config));
+    }
+    self::pull(store, registry, reference, platform, on_event)
+        .await
+        .map_err(|e| match local_platform {
+            // Say why a local image was not used, or the pull error alone is puzzling.
+            Some(local) => ImageError::LocalImageForOtherPlatform {
+                image: reference.familiar(),
+                local: local.to_string(),
+                platform: platform.to_string(),
+                pull_error: Box::new(e),
+            },
+            None => e,
+        })
+}
+
+fn config_platform(config: &ImageConfig) -> Platform {
+    Platform {
+        os: config.os.clone(),
+        architecture: config.architecture.clone(),
+        variant: config.variant.clone(),
+        os_version: None,
+    }
+}
+
+/// Whether an image's config is for `platform`. A local name holds one platform's image, so
+/// a build for another platform pulls again. Configs that name no platform (some imported
+/// images) fit any.
+fn is_for_platform(config: &ImageConfig, platform: &Platform) -> bool {
+    if config.architecture.is_empty() || config.os.is_empty() {
+        return true;
+    }
+    platform.matches(&config_platform(config))
+}
+
+/// [`pull`] from synchronous code, on `rt`. Not for a runtime worker thread: async callers
+/// await [`pull`] itself.
+pub fn pull_image(
+    store: &Store,
+    registry: &RegistryClient,
+    rt: &tokio::runtime::Handle,
+    reference: &Reference,
+    platform: &Platform,
+    on_event: ImageEvents<'_>,
+) -> Result<StoredImage> {
+    rt.block_on(pull(store, registry, reference, platform, on_event))
+}
+
+/// Pulls `reference` into the store and names it locally (tags only; digests need no name).
+pub async fn pull(
+    store: &Store,
+    registry: &RegistryClient,
+    reference: &Reference,
+    platform: &Platform,
+    on_event: ImageEvents<'_>,
+) -> Result<StoredImage> {
+    on_event(ImageEvent::Pulling {
+        reference: reference.familiar(),
+    });
+    let on_pull = |e: PullEvent| match e {
+        PullEvent::LayerDone { digest } => on_event(ImageEvent::BlobFetched {
+            digest,
+            cached: false,
+        }),
+        PullEvent::LayerCached { digest } => on_event(ImageEvent::BlobFetched {
+            digest,
+            cached: true,
+        }),
+        _ => {}
+    };
+    let pulled = registry.pull(store, reference, platform, &on_pull).await?;
+    if reference.digest().is_none() {
+        store.set_name(&reference.to_string(), &pulled.manifest_digest)?;
+    }
+    StoredImage::load(store, &pulled.manifest_digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_without_a_platform_fits_any() {
+        let linux_arm = "linux/arm64".parse::<Platform>().unwrap();
+        let mut config = ImageConfig::default();
+        assert!(is_for_platform(&config, &linux_arm));
+        config.os = "linux".into();
+        config.architecture = "amd64".into();
+        assert!(!is_for_platform(&config, &linux_arm));
+        config.architecture = "arm64".into();
+        assert!(is_for_platform(&config, &linux_arm));
+    }
+}
