@@ -4,11 +4,9 @@
 //! `kiln run`, or in the layer blobs in the store.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::Output;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::harness::{Kiln, assert_success, stderr};
 
@@ -412,64 +410,6 @@ fn copy_link_layers_do_not_depend_on_what_came_before() {
 }
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 serving fixed paths; counts the requests it answers.
-struct TestServer {
-    base: String,
-    hits: Arc<AtomicUsize>,
-}
-
-impl TestServer {
-    fn start(routes: Vec<(&'static str, Vec<u8>)>) -> TestServer {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&hits);
-        std::thread::spawn(move || {
-            // Bounded: a test makes only a handful of requests.
-            for stream in listener.incoming().take(64) {
-                let Ok(mut stream) = stream else { continue };
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let text = String::from_utf8_lossy(&request);
-                let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                counter.fetch_add(1, Ordering::SeqCst);
-                let response = match routes.iter().find(|(p, _)| *p == path) {
-                    Some((_, body)) => {
-                        let mut r = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\
-                             Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
-                             Connection: close\r\n\r\n",
-                            body.len()
-                        )
-                        .into_bytes();
-                        r.extend_from_slice(body);
-                        r
-                    }
-                    None => {
-                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                            .to_vec()
-                    }
-                };
-                let _ = stream.write_all(&response);
-            }
-        });
-        TestServer { base, hits }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-}
-
 fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(&tar_of(files)).unwrap();
@@ -497,7 +437,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 fn add_url_downloads_checks_checksums_and_never_unpacks() {
     let k = Kiln::new();
     let archive = tar_gz(&[("inside.txt", b"packed")]);
-    let server = TestServer::start(vec![
+    let server = kiln_testkit::ScriptedHttp::routes(vec![
         ("/files/data.txt", b"remote data\n".to_vec()),
         ("/files/pkg.tar.gz", archive.clone()),
         ("/files/pinned.txt", b"pinned\n".to_vec()),
@@ -596,7 +536,7 @@ fn add_url_honours_certs_d_and_proxy_variables() {
     // A client sends a proxy the absolute URL as the request target; the test server answers
     // that target like any path.
     let proxied = "http://kiln-add-proxy.invalid/proxied.txt";
-    let proxy = TestServer::start(vec![(proxied, b"via the proxy\n".to_vec())]);
+    let proxy = kiln_testkit::ScriptedHttp::routes(vec![(proxied, b"via the proxy\n".to_vec())]);
     let ctx = context(
         &[],
         &format!(
@@ -608,7 +548,7 @@ fn add_url_honours_certs_d_and_proxy_variables() {
     let build = |certs_dir: &Path| {
         std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
             .env("KILN_ROOT", k.root.path())
-            .env("http_proxy", &proxy.base)
+            .env("http_proxy", proxy.base())
             // The base image comes from the loopback registry, not through the proxy.
             .env("no_proxy", "127.0.0.1")
             .arg("--registry-certs-dir")

@@ -252,6 +252,7 @@ fn parse_http_date(text: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_testkit::{ScriptedHttp, http_response};
 
     #[test]
     fn file_names_come_from_the_last_path_segment() {
@@ -284,30 +285,6 @@ mod tests {
         assert!(parse_http_date("yesterday").is_none());
     }
 
-    /// Serves `responses` (status line, headers and body), one per connection in order, on a
-    /// loopback port, and returns the base URL.
-    fn serve(responses: Vec<Vec<u8>>) -> String {
-        use std::io::Read;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for (stream, response) in listener.incoming().zip(responses) {
-                let mut stream = stream.unwrap();
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = stream.read(&mut buf).unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    request.extend_from_slice(&buf[..n]);
-                }
-                stream.write_all(&response).unwrap();
-            }
-        });
-        format!("http://{address}")
-    }
-
     /// The registry client whose transport downloads use, retrying quickly.
     fn registry() -> RegistryClient {
         RegistryClient::new(kiln_registry::RegistryConfig {
@@ -318,16 +295,6 @@ mod tests {
             ..kiln_registry::RegistryConfig::default()
         })
         .unwrap()
-    }
-
-    fn ok_response(body: &[u8], extra_headers: &str) -> Vec<u8> {
-        let mut response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n",
-            body.len()
-        )
-        .into_bytes();
-        response.extend_from_slice(body);
-        response
     }
 
     #[test]
@@ -365,8 +332,12 @@ mod tests {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let body = b"remote content\n";
-        let response = ok_response(body, "Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n");
-        let base = serve(vec![response.clone(), response]);
+        let response = http_response(
+            "200 OK",
+            "Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n",
+            body,
+        );
+        let base = ScriptedHttp::in_order(vec![response.clone(), response]);
         let url = format!("{base}/files/data.txt");
         let got = download(
             rt.handle(),
@@ -414,7 +385,7 @@ mod tests {
     fn failures_name_the_url_and_the_reason() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let base = serve(vec![
+        let base = ScriptedHttp::in_order(vec![
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
         ]);
         let error = download(
@@ -456,7 +427,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let busy =
             b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-        let base = serve(vec![busy.to_vec(), ok_response(b"late\n", "")]);
+        let base =
+            ScriptedHttp::in_order(vec![busy.to_vec(), http_response("200 OK", "", b"late\n")]);
         let got = download(
             rt.handle(),
             &crate::CancelToken::new(),
@@ -468,7 +440,7 @@ mod tests {
         .unwrap();
         assert_eq!(std::fs::read(&got.path).unwrap(), b"late\n");
 
-        let base = serve(vec![busy.to_vec(); 3]);
+        let base = ScriptedHttp::in_order(vec![busy.to_vec(); 3]);
         let url = format!("{base}/f");
         let error = download(
             rt.handle(),

@@ -12,6 +12,7 @@
 //!   [`oci_image_tool_validate`]: third-party readers of what kiln writes.
 //! - [`FaultProxy`]: a loopback TCP proxy that cuts connections, answers 503 or stalls.
 //! - [`HttpsFileServer`]: files over HTTPS from a test CA (`openssl s_server`), with certs.d.
+//! - [`ScriptedHttp`]: a loopback HTTP server answering from a script, for transport error paths.
 //! - [`assert_golden`]: compare output with a checked-in file, `KILN_BLESS=1` to rewrite it.
 //!
 //! Errors are `anyhow` errors carrying the tool's stderr, since their only reader is a human
@@ -28,6 +29,7 @@ mod https_files;
 mod net;
 mod registry;
 mod rng;
+mod scripted_http;
 mod tools;
 
 pub use auth::{TestCa, TlsRegistry, TokenRegistry, TokenRequestRecord, htpasswd_line};
@@ -38,6 +40,7 @@ pub use https_files::HttpsFileServer;
 pub use net::free_port;
 pub use registry::{RegistrySetup, TestRegistry};
 pub use rng::SeededRng;
+pub use scripted_http::{ScriptedHttp, response as http_response};
 pub use tools::{
     oci_image_tool_validate, skopeo_copy_oci_layout_to, skopeo_copy_to_oci_layout, skopeo_inspect,
     skopeo_inspect_raw, umoci_insert_whiteout, umoci_unpack_oci_layout,

@@ -43,7 +43,7 @@ impl RegistryClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
+    use kiln_testkit::ScriptedHttp;
 
     fn client(certs_dir: &std::path::Path) -> RegistryClient {
         RegistryClient::new(RegistryConfig {
@@ -56,27 +56,6 @@ mod tests {
         .unwrap()
     }
 
-    /// Answers each connection on a loopback port with the next of `responses`.
-    fn serve(responses: Vec<&'static str>) -> String {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        std::thread::spawn(move || {
-            for (stream, response) in listener.incoming().zip(responses) {
-                let mut stream = stream.unwrap();
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream.write_all(response.as_bytes());
-            }
-        });
-        base
-    }
-
     const UNAVAILABLE: &str =
         "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
@@ -84,12 +63,12 @@ mod tests {
     #[tokio::test]
     async fn server_errors_are_retried_and_then_reported() {
         let none = tempfile::tempdir().unwrap();
-        let base = serve(vec![UNAVAILABLE, UNAVAILABLE, OK]);
+        let base = ScriptedHttp::in_order(vec![UNAVAILABLE.into(), UNAVAILABLE.into(), OK.into()]);
         let url = Url::parse(&format!("{base}/file")).unwrap();
         let response = client(none.path()).get_url(&url).await.unwrap();
         assert_eq!(response.text().await.unwrap(), "ok");
 
-        let base = serve(vec![UNAVAILABLE; 3]);
+        let base = ScriptedHttp::in_order(vec![UNAVAILABLE.into(); 3]);
         let url = Url::parse(&format!("{base}/file")).unwrap();
         let error = client(none.path()).get_url(&url).await.unwrap_err();
         let text = error.to_string();
