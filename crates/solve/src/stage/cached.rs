@@ -51,6 +51,7 @@ impl StageBuilder<'_> {
     ) -> Result<()> {
         let mut key = KeyBuilder::new(&ins.keyword, Some(&state.key));
         key.field("platform", &state.platform.to_string());
+        self.key_epoch(&mut key);
         key_inputs(&mut key)?;
         let (key, inputs) = key.finish_recorded();
         self.cached_or_run(state, ins, label, &key, key.clone(), inputs, execute)
@@ -143,7 +144,11 @@ impl StageBuilder<'_> {
                 size: l.size,
                 media_type: l.media_type,
             }),
-            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            // The key holds the epoch, so every hit on this record has the same one.
+            created: match self.epoch() {
+                Some(epoch) => epoch.rfc3339(),
+                None => chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            },
         };
         record.save(&self.engine.store, record_key)?;
         self.remote.note(self.stage.index, record_key, &record);
