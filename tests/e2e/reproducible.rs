@@ -354,3 +354,61 @@ fn a_malformed_epoch_fails_before_any_step_and_names_its_origin() {
     let inspect: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(inspect[0]["Created"], "1970-01-01T00:00:05Z", "{inspect}");
 }
+
+#[test]
+fn check_warns_about_what_makes_a_reproducible_build_differ() {
+    let k = Kiln::new();
+    let parent = tempfile::tempdir().unwrap();
+    let dockerfile = "ARG BASE=busybox\nFROM $BASE\nADD https://127.0.0.1:9/file /file\n\
+        COPY --from=127.0.0.1:9/tools:1 /bin/tool /bin/\n";
+    let ctx = context(parent.path(), "ctx", dockerfile);
+    let ctx = ctx.to_str().unwrap();
+    let base = format!("BASE={}", k.base);
+    let epoch = "SOURCE_DATE_EPOCH=0";
+    let args = [
+        "build",
+        "--check",
+        "--build-arg",
+        &base,
+        "--build-arg",
+        epoch,
+        ctx,
+    ];
+    let out = kiln_in(k.root.path(), None, &args);
+    assert_success(&out, &args);
+    let err = stderr(&out);
+    for (rule, line) in [
+        ("UnpinnedImage", "Dockerfile:2"),
+        ("RemoteAddWithoutChecksum", "Dockerfile:3"),
+        ("UnpinnedImage", "Dockerfile:4"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&format!("WARNING: {rule}: "))),
+            "{rule}: {err}"
+        );
+        assert!(err.contains(line), "{line}: {err}");
+    }
+    assert!(
+        err.contains("docs/reproducible-builds.md#unpinnedimage"),
+        "{err}"
+    );
+    assert!(err.contains("3 warnings have been found"), "{err}");
+    // From the environment too; and the base pinned by digest by a build arg is fine.
+    // (The check looks at the words only: no image is resolved.)
+    let repo = k.base.rsplit_once(':').unwrap().0;
+    let pinned = format!("BASE={repo}@sha256:{}", "0".repeat(64));
+    let args = ["build", "--check", "--build-arg", &pinned, ctx];
+    let out = kiln_in(k.root.path(), Some("0"), &args);
+    let err = stderr(&out);
+    assert!(err.contains("2 warnings have been found"), "{err}");
+    assert!(!err.contains("Dockerfile:2"), "{err}");
+    // A build without an epoch does not ask to be reproducible: no such warnings.
+    let args = ["build", "--check", "--build-arg", &base, ctx];
+    let out = kiln_in(k.root.path(), None, &args);
+    let err = stderr(&out);
+    assert!(
+        !err.contains("UnpinnedImage") && !err.contains("RemoteAdd"),
+        "{err}"
+    );
+}

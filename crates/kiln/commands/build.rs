@@ -73,7 +73,10 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| context_dir.join("Dockerfile"));
     let json = !args.check && progress::Mode::from_flag(&args.progress)? == progress::Mode::RawJson;
-    if let Some(code) = super::check::run_checks(&dockerfile, &build_args, args.check, json)? {
+    let reproducible = epoch.is_some();
+    if let Some(code) =
+        super::check::run_checks(&dockerfile, &build_args, reproducible, args.check, json)?
+    {
         return Ok(code);
     }
     // Bad --output values fail before the build, not after it.
