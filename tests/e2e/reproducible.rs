@@ -412,3 +412,90 @@ fn check_warns_about_what_makes_a_reproducible_build_differ() {
         "{err}"
     );
 }
+
+/// Two stages, a `COPY --link` (keyed without its parent) and a `COPY --from` of a stage (whose
+/// definition key an export carries): every kind of key the epoch must be part of.
+const STAGES: &str = "ARG BASE\nFROM $BASE AS tools\nRUN echo tool > /tool\n\
+    FROM $BASE\nCOPY --link new.txt /linked/\nCOPY --from=tools /tool /tool\n\
+    RUN cat /tool > /out\n";
+
+/// Builds `ctx` into a fresh store with `epoch`, importing (and exporting) a local cache.
+fn build_with_cache(
+    k: &Kiln,
+    ctx: &Path,
+    epoch: u64,
+    cache: &Path,
+    export: bool,
+) -> (String, String, Vec<u8>) {
+    let store = k.fresh_store();
+    let out_dir = tempfile::tempdir().unwrap();
+    let oci = out_dir.path().join("oci.tar");
+    let base = format!("BASE={}", k.base);
+    let epoch_arg = format!("SOURCE_DATE_EPOCH={epoch}");
+    let from = format!("type=local,src={}", cache.display());
+    let to = format!("type=local,dest={},mode=max", cache.display());
+    let output = format!("type=oci,dest={}", oci.display());
+    let meta = out_dir.path().join("meta.json");
+    let mut args = vec![
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "staged",
+        "--build-arg",
+        &base,
+    ];
+    args.extend(["--build-arg", &epoch_arg, "--output", &output]);
+    args.extend(["--metadata-file", meta.to_str().unwrap()]);
+    if cache.join("index.json").exists() {
+        args.extend(["--cache-from", &from]);
+    }
+    if export {
+        args.extend(["--cache-to", &to]);
+    }
+    args.push(ctx.to_str().unwrap());
+    let out = kiln_in(store.path(), None, &args);
+    assert_success(&out, &args);
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    (
+        meta["containerimage.digest"].as_str().unwrap().to_owned(),
+        stderr(&out),
+        std::fs::read(&oci).unwrap(),
+    )
+}
+
+#[test]
+fn a_shared_cache_never_hands_a_build_layers_of_another_epoch() {
+    let k = Kiln::new();
+    let parent = tempfile::tempdir().unwrap();
+    let ctx = context(parent.path(), "ctx", STAGES);
+    let cache = parent.path().join("cache");
+    let (first, log, _) = build_with_cache(&k, &ctx, EPOCH, &cache, true);
+    assert!(!log.contains("CACHED"), "{log}");
+    // Another machine, another epoch: nothing comes from the cache, and every layer it writes
+    // has the new time.
+    let later = EPOCH + 3_600;
+    let (second, log, oci) = build_with_cache(&k, &ctx, later, &cache, false);
+    assert_ne!(first, second);
+    let steps_cached = log.lines().filter(|l| l.contains("CACHED")).count();
+    assert_eq!(steps_cached, 0, "{log}");
+    let (_, layers) = image_of(&oci);
+    let linked = layers
+        .iter()
+        .flatten()
+        .find(|(n, ..)| n == "linked/new.txt");
+    assert_eq!(linked.map(|(_, t, _)| *t), Some(later));
+    let tool = layers.iter().flatten().find(|(n, ..)| n == "tool");
+    assert_eq!(tool.map(|(_, t, _)| *t), Some(later));
+    // A third machine with the first epoch takes every step from the cache and gets the first
+    // image.
+    let (third, log, _) = build_with_cache(&k, &ctx, EPOCH, &cache, false);
+    assert_eq!(first, third);
+    assert!(log.contains("CACHED (from"), "{log}");
+    // Only the FROM lines (position 1) report DONE: every other step was a hit.
+    let ran = log
+        .lines()
+        .filter(|l| l.contains("] DONE") && !l.contains(" 1/"))
+        .count();
+    assert_eq!(ran, 0, "{log}");
+}
