@@ -119,11 +119,16 @@ impl StageBuilder<'_> {
             if let Some(pending) = pending {
                 pending.save(&self.engine.store)?;
             }
-            let record = crate::compress::record_in_compression(
+            let mut record = crate::compress::record_in_compression(
                 &self.engine.store,
                 record,
                 &self.req.compression,
             )?;
+            // The key holds the epoch, so a hit was recorded with this one; should a record
+            // say otherwise, the image still takes the build's epoch as its time.
+            if let Some(epoch) = self.epoch() {
+                record.created = epoch.rfc3339();
+            }
             (self.progress)(match remote_source {
                 Some(source) => ProgressEvent::StepCachedRemote {
                     step: label,
