@@ -80,6 +80,8 @@ fn build(k: &Kiln, root: &Path, ctx: &Path, epoch: &str, from_env: bool) -> Buil
     args.extend(["--metadata-file", &meta, ctx.to_str().unwrap()]);
     let out = kiln_in(root, from_env.then_some(epoch), &args);
     assert_success(&out, &args);
+    // The engine reads it whether or not an ARG declares it: never "unused".
+    assert!(!stderr(&out).contains("not consumed"), "{}", stderr(&out));
     let saved = o("saved.tar");
     let out = kiln_in(root, None, &["save", "-o", &saved, "repro:1"]);
     assert_success(&out, &["save"]);
@@ -175,6 +177,10 @@ fn image_of(oci: &[u8]) -> (serde_json::Value, Vec<Vec<Entry>>) {
         .iter()
         .map(|l| {
             let gz = blob(&l["digest"]);
+            // A gzip member with no name, comment or extra field (FLG 0) and no time.
+            assert_eq!(gz[..2], [0x1f, 0x8b], "{l}");
+            assert_eq!(gz[3], 0, "gzip flags of {l}");
+            assert_eq!(gz[4..8], [0, 0, 0, 0], "gzip mtime of {l}");
             let mut tar = Vec::new();
             std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut tar)
                 .unwrap();
