@@ -26,6 +26,7 @@ mod e2e {
     mod registry_auth;
     mod remote_cache;
     mod repeated_layers;
+    mod reproducible;
     mod rootless;
     mod run;
     mod schedule;

@@ -124,11 +124,14 @@ pub fn parse_output(spec: &str) -> Result<Output> {
 }
 
 /// Writes one build output for the built image `image`, named `tags` (full references).
+/// `tar_options` carries the build's `SOURCE_DATE_EPOCH` clamp for `type=tar`: its entries'
+/// mtimes are clamped like the layers' (directories the extraction had to create included).
 pub fn write_output(
     env: &Env,
     output: &Output,
     image: &StoredImage,
     tags: &[String],
+    tar_options: kiln_layer::TarOptions,
 ) -> Result<()> {
     match output {
         Output::Image {
@@ -155,9 +158,14 @@ pub fn write_output(
             let staging = env.store.temp_dir("export-")?;
             kiln_export::export_filesystem(&env.store, &image.manifest_digest, staging.path())?;
             write_to(dest, |out| {
-                kiln_layer::write_tar(staging.path(), kiln_layer::SourceKind::Plain, out)
-                    .map(drop)
-                    .map_err(Into::into)
+                kiln_layer::write_tar_with(
+                    staging.path(),
+                    kiln_layer::SourceKind::Plain,
+                    tar_options,
+                    out,
+                )
+                .map(drop)
+                .map_err(Into::into)
             })
         }
     }

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use kiln_image::Platform;
 use kiln_sandbox::NetworkMode;
-use kiln_solve::{BuildRequest, CacheExport, CacheImport, CancelToken, SolveError};
+use kiln_solve::{
+    BuildRequest, CacheExport, CacheImport, CancelToken, EpochOrigin, SOURCE_DATE_EPOCH,
+    SolveError, SourceDateEpoch,
+};
 
 use super::{Env, parse_reference};
 use crate::cli::BuildArgs;
@@ -63,12 +66,17 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
             },
         };
     }
+    let epoch = source_date_epoch(&mut build_args)?;
+    let tar_options = SourceDateEpoch::tar_options(epoch);
     let dockerfile = args
         .file
         .clone()
         .unwrap_or_else(|| context_dir.join("Dockerfile"));
     let json = !args.check && progress::Mode::from_flag(&args.progress)? == progress::Mode::RawJson;
-    if let Some(code) = super::check::run_checks(&dockerfile, &build_args, args.check, json)? {
+    let reproducible = epoch.is_some();
+    if let Some(code) =
+        super::check::run_checks(&dockerfile, &build_args, reproducible, args.check, json)?
+    {
         return Ok(code);
     }
     // Bad --output values fail before the build, not after it.
@@ -154,7 +162,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     let id = result.image.config_digest.to_string();
     let names: Vec<String> = tags.iter().map(ToString::to_string).collect();
     for output in &outputs {
-        super::archive::write_output(env, output, &result.image, &names)?;
+        super::archive::write_output(env, output, &result.image, &names, tar_options)?;
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
@@ -303,6 +311,25 @@ fn parse_network(value: &str, accepted: &[&str]) -> Result<NetworkMode> {
         "host" => NetworkMode::Host,
         _ => NetworkMode::Default,
     })
+}
+
+/// The build's `SOURCE_DATE_EPOCH`, by BuildKit's (buildx's) rule: the build arg wins; else
+/// kiln's environment variable becomes the build arg, so the engine and an
+/// `ARG SOURCE_DATE_EPOCH` see it alike. Checked here, before the build checks run, so a
+/// malformed value is an error naming where it came from.
+fn source_date_epoch(build_args: &mut BTreeMap<String, String>) -> Result<Option<SourceDateEpoch>> {
+    if let Some(value) = build_args.get(SOURCE_DATE_EPOCH) {
+        return Ok(SourceDateEpoch::parse(value, EpochOrigin::BuildArg)?);
+    }
+    let Some(value) = std::env::var_os(SOURCE_DATE_EPOCH) else {
+        return Ok(None);
+    };
+    let value = value.to_string_lossy().into_owned();
+    let epoch = SourceDateEpoch::parse(&value, EpochOrigin::Environment)?;
+    if epoch.is_some() {
+        build_args.insert(SOURCE_DATE_EPOCH.to_owned(), value);
+    }
+    Ok(epoch)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use kiln_dockerfile::checks::{CHECK_BUILD_ARG, check};
+use kiln_dockerfile::checks::{CHECK_BUILD_ARG, CheckOptions, check_with};
 use kiln_solve::{SolveError, location_in};
 
 use crate::render;
@@ -14,11 +14,14 @@ use crate::render;
 /// Checks the Dockerfile at `path` and prints its warnings on stderr. With `check_only`,
 /// returns the exit code of `kiln build --check` (failure on a fatal finding, or on any finding
 /// with `error=true`); otherwise returns `None` so the build goes on, or fails the build when
-/// the checks say so. With `json`, warnings are `check.warning` lines of the rawjson stream. A Dockerfile that cannot be read or parsed is left to the build to report,
+/// the checks say so. `reproducible` (a build with `SOURCE_DATE_EPOCH`) adds the
+/// reproducibility rules. With `json`, warnings are `check.warning` lines of the rawjson
+/// stream. A Dockerfile that cannot be read or parsed is left to the build to report,
 /// except with `check_only`, where it is the error.
 pub fn run_checks(
     path: &Path,
     build_args: &BTreeMap<String, String>,
+    reproducible: bool,
     check_only: bool,
     json: bool,
 ) -> Result<Option<ExitCode>> {
@@ -29,7 +32,11 @@ pub fn run_checks(
         }
         Err(_) => return Ok(None),
     };
-    let report = match check(&text, build_args.get(CHECK_BUILD_ARG).map(String::as_str)) {
+    let options = CheckOptions {
+        check_override: build_args.get(CHECK_BUILD_ARG).map(String::as_str),
+        reproducible: reproducible.then_some(build_args),
+    };
+    let report = match check_with(&text, &options) {
         Ok(report) => report,
         Err(e) if check_only => {
             return Err(SolveError::Dockerfile {

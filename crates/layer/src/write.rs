@@ -3,7 +3,12 @@
 //! The tar is deterministic for a given tree: entries are visited depth first with each
 //! directory's children in byte-wise name order (so a parent always precedes its children),
 //! headers carry no user/group names, atimes or ctimes, and xattrs are sorted. File timestamps
-//! are kept as they are (seconds); clamping them is the caller's business.
+//! are kept as they are (seconds), unless [`TarOptions::mtime_ceiling`] is set
+//! (`SOURCE_DATE_EPOCH`): then every mtime newer than the ceiling is written as the ceiling and
+//! older ones are kept, as BuildKit's `rewrite-timestamp=true` does. The clamp is applied to the
+//! header as it is written, in the same pass that reads the tree, and never to the files on
+//! disk: an upper dir becomes a snapshot whose inodes may be shared with other snapshots
+//! (snapshot reuse hard-links them), so touching them would change committed snapshots.
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
@@ -37,6 +42,26 @@ pub enum SourceKind {
     Plain,
 }
 
+/// How a tar is written beyond the tree itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TarOptions {
+    /// Seconds since the Unix epoch: no entry's mtime is written newer than this
+    /// (`SOURCE_DATE_EPOCH`). `None` keeps every mtime as it is.
+    pub mtime_ceiling: Option<u64>,
+}
+
+impl TarOptions {
+    /// The mtime a header gets for a file whose mtime is `mtime` (negative ones become 0, which
+    /// ustar cannot go below).
+    fn header_mtime(&self, mtime: i64) -> u64 {
+        let mtime = u64::try_from(mtime).unwrap_or(0);
+        match self.mtime_ceiling {
+            Some(ceiling) => mtime.min(ceiling),
+            None => mtime,
+        }
+    }
+}
+
 /// A layer blob published in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommittedLayer {
@@ -59,6 +84,16 @@ pub fn write_layer(
     write_layer_from(store, upper, SourceKind::OverlayUpper, compression)
 }
 
+/// [`write_layer`] with [`TarOptions`] (a build's `SOURCE_DATE_EPOCH` clamp).
+pub fn write_layer_with(
+    store: &Store,
+    upper: &Path,
+    compression: Compression,
+    options: TarOptions,
+) -> Result<Option<CommittedLayer>, LayerError> {
+    write_layer_inner(store, upper, SourceKind::OverlayUpper, compression, options)
+}
+
 /// [`write_layer`] for any kind of directory (e.g. a rootfs being imported).
 pub fn write_layer_from(
     store: &Store,
@@ -66,11 +101,21 @@ pub fn write_layer_from(
     kind: SourceKind,
     compression: Compression,
 ) -> Result<Option<CommittedLayer>, LayerError> {
+    write_layer_inner(store, dir, kind, compression, TarOptions::default())
+}
+
+fn write_layer_inner(
+    store: &Store,
+    dir: &Path,
+    kind: SourceKind,
+    compression: Compression,
+    options: TarOptions,
+) -> Result<Option<CommittedLayer>, LayerError> {
     let encoder = Encoder::new(store.blob_writer()?, compression)?;
     // The buffer batches the tar crate's 512-byte header writes before they are hashed and
     // compressed.
     let out = BufWriter::with_capacity(256 * 1024, HashingWriter::new(encoder));
-    let (out, entries) = write_tar(dir, kind, out)?;
+    let (out, entries) = write_tar_with(dir, kind, options, out)?;
     if entries == 0 {
         // Dropping the blob writer deletes its temp file.
         return Ok(None);
@@ -116,6 +161,16 @@ pub(crate) fn commit_layer(
 /// blocks. Returns the writer and the number of entries written (0 for an empty dir).
 /// Sockets are skipped: tar cannot carry them.
 pub fn write_tar<W: Write>(dir: &Path, kind: SourceKind, out: W) -> Result<(W, u64), LayerError> {
+    write_tar_with(dir, kind, TarOptions::default(), out)
+}
+
+/// [`write_tar`] with [`TarOptions`].
+pub fn write_tar_with<W: Write>(
+    dir: &Path,
+    kind: SourceKind,
+    options: TarOptions,
+    out: W,
+) -> Result<(W, u64), LayerError> {
     let mut builder = tar::Builder::new(out);
     builder.sparse(false);
     let mut written = 0u64;
@@ -170,7 +225,7 @@ pub fn write_tar<W: Write>(dir: &Path, kind: SourceKind, out: W) -> Result<(W, u
 
         let mut header = Header::new_ustar();
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
-        set_common(&mut header, &mut pax, &meta);
+        set_common(&mut header, &mut pax, &meta, &options);
         for (name, value) in xattrs.portable_values(path).map_err(LayerError::io(path))? {
             if let Ok(name) = std::str::from_utf8(name.as_bytes()) {
                 pax.push((format!("{PAX_XATTR_PREFIX}{name}"), value));
@@ -267,9 +322,14 @@ fn split_last(rel: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// Sets mode (with setuid/setgid/sticky), owner and mtime, spilling numbers that do not fit
+/// Sets mode (with setuid/setgid/sticky), owner and mtime (clamped as `options` says), spilling numbers that do not fit
 /// the ustar fields into PAX records.
-fn set_common(header: &mut Header, pax: &mut Vec<(String, Vec<u8>)>, meta: &Metadata) {
+fn set_common(
+    header: &mut Header,
+    pax: &mut Vec<(String, Vec<u8>)>,
+    meta: &Metadata,
+    options: &TarOptions,
+) {
     zero_numeric_fields(header);
     header.set_mode(meta.mode() & 0o7777);
     header.set_uid(u64::from(meta.uid()));
@@ -279,7 +339,7 @@ fn set_common(header: &mut Header, pax: &mut Vec<(String, Vec<u8>)>, meta: &Meta
             pax.push((key.into(), id.to_string().into_bytes()));
         }
     }
-    header.set_mtime(meta.mtime().max(0) as u64);
+    header.set_mtime(options.header_mtime(meta.mtime()));
 }
 
 /// A fresh ustar header leaves its numeric fields NUL-filled, which strict readers (the `tar`

@@ -118,8 +118,13 @@ impl<'a> ArgScope<'a> {
 /// kiln accepts them silently; `BUILDKIT_SANDBOX_HOSTNAME` is the one it acts on.
 pub const BUILDKIT_OPTION_PREFIX: &str = "BUILDKIT_";
 
-/// Build args that no ARG in `declared` consumes, except proxy, predefined and BuildKit
-/// option ones; sorted.
+/// The build arg that sets a reproducible build's time. The engine reads it whether or not an
+/// ARG declares it (a declaration only also exposes it to RUN, as in BuildKit), so it is never
+/// reported as unused.
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+
+/// Build args that no ARG in `declared` consumes, except proxy, predefined, BuildKit option
+/// ones and `SOURCE_DATE_EPOCH`; sorted.
 pub(crate) fn unused_build_args(
     build_args: &BTreeMap<String, String>,
     predefined: &BTreeMap<String, String>,
@@ -132,6 +137,7 @@ pub(crate) fn unused_build_args(
                 && !PROXY_ARGS.contains(&name.as_str())
                 && !predefined.contains_key(*name)
                 && !name.starts_with(BUILDKIT_OPTION_PREFIX)
+                && name.as_str() != SOURCE_DATE_EPOCH
         })
         .cloned()
         .collect()
@@ -192,6 +198,7 @@ mod tests {
             "TARGETARCH",
             "C",
             "BUILDKIT_INLINE_CACHE",
+            "SOURCE_DATE_EPOCH",
         ]
         .into_iter()
         .map(|n| (n.to_string(), "v".to_string()))

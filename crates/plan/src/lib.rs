@@ -12,7 +12,7 @@
 mod args;
 mod error;
 
-pub use args::{ArgValue, BUILDKIT_OPTION_PREFIX, PROXY_ARGS};
+pub use args::{ArgValue, BUILDKIT_OPTION_PREFIX, PROXY_ARGS, SOURCE_DATE_EPOCH};
 pub use error::PlanError;
 
 use args::{ArgScope, predefined_args, unused_build_args};

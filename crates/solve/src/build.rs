@@ -218,6 +218,8 @@ impl Engine {
     }
 
     fn build_call(&self, req: &BuildRequest, progress: Progress<'_>) -> Result<BuildResult> {
+        // A malformed epoch fails the build before anything is read, planned or run.
+        crate::epoch::SourceDateEpoch::of_build_args(&req.build_args)?;
         let path = req
             .dockerfile
             .clone()

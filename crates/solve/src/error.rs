@@ -68,6 +68,9 @@ pub enum SolveError {
     Sandbox(#[from] kiln_sandbox::SandboxError),
     #[error(transparent)]
     Context(#[from] crate::context::ContextError),
+    /// A malformed `SOURCE_DATE_EPOCH`, rejected before anything is built.
+    #[error(transparent)]
+    SourceDateEpoch(#[from] crate::epoch::EpochError),
     /// Copying into a mount's directory failed. The cause is part of the message, so it is not
     /// also reported as the source.
     #[error("{0}")]
@@ -120,6 +123,7 @@ impl SolveError {
             SolveError::Layer(e) => e.kind(),
             SolveError::Sandbox(e) => e.kind(),
             SolveError::Context(e) => e.kind(),
+            SolveError::SourceDateEpoch(e) => e.kind(),
             SolveError::Copy(e) => e.kind(),
             SolveError::Cache { .. } => ErrorKind::Unavailable,
             SolveError::Cancelled

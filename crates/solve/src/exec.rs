@@ -261,8 +261,12 @@ impl StageBuilder<'_> {
         upper: &std::path::Path,
     ) -> Result<Option<CommittedLayer>> {
         let store = &self.engine.store;
-        let layer = kiln_layer::write_layer(store, upper, self.req.compression.compression)
-            .map_err(|e| self.step_error(ins, label, e.into()))?;
+        // With SOURCE_DATE_EPOCH, no mtime in the layer is newer than it (the snapshot kept
+        // from the upper dir keeps the real times, as BuildKit's snapshots do).
+        let tar = crate::epoch::SourceDateEpoch::tar_options(self.epoch());
+        let layer =
+            kiln_layer::write_layer_with(store, upper, self.req.compression.compression, tar)
+                .map_err(|e| self.step_error(ins, label, e.into()))?;
         if let Some(l) = &layer {
             // The upper dir already holds the layer in overlay form (whiteouts as 0:0 devices),
             // exactly what a snapshot is: keep it instead of unpacking the blob again.

@@ -20,6 +20,7 @@ mod cpu_load;
 pub mod dockerignore;
 mod download;
 mod emulation;
+mod epoch;
 mod error;
 mod exec;
 pub mod explain;
@@ -41,6 +42,7 @@ pub use build::{BuildRequest, BuildResult, Engine, location_in};
 pub use cache::{FileFingerprint, InputValue, KeyInput};
 pub use cancel::{CancelOnDrop, CancelToken};
 pub use context_tar::UnpackedContext;
+pub use epoch::{EpochError, EpochOrigin, SOURCE_DATE_EPOCH, SourceDateEpoch};
 pub use error::{Location, Result, SolveError};
 pub use explain::MissCause;
 // Compatibility for in-flight branches; remove after merge (the image helpers are in

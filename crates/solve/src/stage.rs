@@ -56,6 +56,21 @@ impl StageBuilder<'_> {
         }
     }
 
+    /// The build's `SOURCE_DATE_EPOCH` (already checked when the build started).
+    pub(crate) fn epoch(&self) -> Option<crate::epoch::SourceDateEpoch> {
+        crate::epoch::SourceDateEpoch::of_build_args(&self.req.build_args)
+            .ok()
+            .flatten()
+    }
+
+    /// Adds the build's epoch to a filesystem step's key, when one is set: it decides the mtimes
+    /// in the step's layer (see `crate::epoch`). Without one the key is unchanged.
+    pub(crate) fn key_epoch(&self, key: &mut crate::cache::KeyBuilder) {
+        if let Some(epoch) = self.epoch() {
+            key.field(crate::epoch::KEY_FIELD, &epoch.secs().to_string());
+        }
+    }
+
     fn expand(&self, state: &StageState, instruction: &Instruction) -> Result<Command> {
         instruction
             .command
@@ -66,6 +81,11 @@ impl StageBuilder<'_> {
     /// Builds the stage from its base state: the base's ONBUILD triggers first, then the
     /// stage's own steps.
     pub fn run(&self, mut state: StageState) -> Result<StageState> {
+        // With an epoch, every history entry this build adds and the image's `created` are the
+        // epoch; the base image's own history stays as it is (as BuildKit keeps it).
+        if let Some(epoch) = self.epoch() {
+            state.last_created = Some(epoch.rfc3339());
+        }
         self.run_triggers(&mut state)?;
         for (i, step) in self.stage.steps.iter().enumerate() {
             if self.engine.cancel.is_cancelled() {

@@ -7,12 +7,16 @@
 //! defines: such stages are skipped for that rule. What is checked is configured by the
 //! `# check=skip=Rule1,Rule2;error=true` directive (`skip=all` turns every rule off), or by the
 //! `BUILDKIT_DOCKERFILE_CHECK` build argument, which replaces the directive as in BuildKit.
+//!
+//! A build with `SOURCE_DATE_EPOCH` also gets kiln's own reproducibility rules
+//! ([`REPRODUCIBILITY_RULES`], `reproducible.rs`), configured the same way.
 
+mod reproducible;
 mod rules;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ast::parse_raw;
 use crate::error::{ParseError, Span};
@@ -43,6 +47,8 @@ pub const RULES: [&str; 19] = [
     "WorkdirRelativePath",
 ];
 
+pub use reproducible::REPRODUCIBILITY_RULES;
+
 /// Rules whose findings fail the build whatever the configuration (BuildKit rejects a
 /// Dockerfile with two stages of the same name).
 const FATAL_RULES: [&str; 1] = ["DuplicateStageName"];
@@ -63,8 +69,14 @@ impl Warning {
         FATAL_RULES.contains(&self.rule)
     }
 
-    /// The rule's documentation page.
+    /// The rule's documentation page: BuildKit's for its rules, kiln's document for kiln's own.
     pub fn url(&self) -> String {
+        if REPRODUCIBILITY_RULES.contains(&self.rule) {
+            return format!(
+                "docs/reproducible-builds.md#{}",
+                self.rule.to_ascii_lowercase()
+            );
+        }
         let mut kebab = String::new();
         let chars: Vec<char> = self.rule.chars().collect();
         for (i, &c) in chars.iter().enumerate() {
@@ -149,10 +161,34 @@ impl CheckReport {
     }
 }
 
+/// What a check looks at besides the Dockerfile.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckOptions<'a> {
+    /// The `BUILDKIT_DOCKERFILE_CHECK` build argument, if given; it replaces the file's
+    /// `# check=` directive.
+    pub check_override: Option<&'a str>,
+    /// The build args of a build that asks to be reproducible (it has `SOURCE_DATE_EPOCH`):
+    /// the reproducibility rules run, resolving FROM and `--from` words with them. `None`: they
+    /// do not run.
+    pub reproducible: Option<&'a BTreeMap<String, String>>,
+}
+
 /// Checks `source`. `check_override` is the `BUILDKIT_DOCKERFILE_CHECK` build argument, if
 /// given; it replaces the file's `# check=` directive. Fails like [`crate::parse`] on a file
 /// that does not parse, and on a check configuration that does not parse.
 pub fn check(source: &str, check_override: Option<&str>) -> Result<CheckReport, ParseError> {
+    check_with(
+        source,
+        &CheckOptions {
+            check_override,
+            reproducible: None,
+        },
+    )
+}
+
+/// [`check`] with [`CheckOptions`]: also the reproducibility rules, for a build that asks.
+pub fn check_with(source: &str, options: &CheckOptions<'_>) -> Result<CheckReport, ParseError> {
+    let check_override = options.check_override;
     let raw = parse_raw(source)?;
     let df = crate::parse(source)?;
     let config = match check_override.or(raw.check.as_deref()) {
@@ -167,6 +203,9 @@ pub fn check(source: &str, check_override: Option<&str>) -> Result<CheckReport, 
         None => CheckConfig::default(),
     };
     let mut warnings = rules::run(&raw.nodes, &df.instructions, df.escape);
+    if let Some(build_args) = options.reproducible {
+        warnings.extend(reproducible::run(&df.instructions, df.escape, build_args));
+    }
     warnings.retain(|w| config.reports(w.rule));
     warnings.sort_by_key(|w| w.span.start_line);
     Ok(CheckReport { warnings, config })

@@ -135,3 +135,84 @@ fn rule_urls_are_kebab_case() {
     );
     assert_eq!(RULES.len(), 19);
 }
+
+/// The reproducibility findings for `source` in a build with these build args.
+fn reproducibility(source: &str, build_args: &[(&str, &str)]) -> Vec<String> {
+    let args: BTreeMap<String, String> = build_args
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let options = CheckOptions {
+        check_override: None,
+        reproducible: Some(&args),
+    };
+    check_with(source, &options)
+        .unwrap()
+        .warnings
+        .into_iter()
+        .filter(|w| REPRODUCIBILITY_RULES.contains(&w.rule))
+        .map(|w| format!("{}@{}: {}", w.rule, w.span.start_line, w.message))
+        .collect()
+}
+
+#[test]
+fn reproducibility_rules_flag_tags_and_unchecked_downloads() {
+    let source = "ARG BASE=busybox:1.36\nARG PINNED=alpine@sha256:0123\n\
+        FROM $BASE AS build\n\
+        ADD https://example.com/a.tar.gz /a\n\
+        ADD --checksum=sha256:abcd https://example.com/b /b\n\
+        ADD local.txt HTTP://Example.com/c /c/\n\
+        FROM ${PINNED}\n\
+        COPY --from=build /a /a\n\
+        COPY --from=0 /a /b\n\
+        COPY --from=registry.example.com/tools:2 /bin/tool /bin/\n\
+        COPY --from=tools@sha256:ffff /x /x\n\
+        FROM scratch\n\
+        FROM build\n";
+    assert_eq!(
+        reproducibility(source, &[]),
+        [
+            "UnpinnedImage@3: FROM busybox:1.36 names an image by tag, which can move to another image between builds; pin it by digest (busybox:1.36@sha256:<digest>)",
+            "RemoteAddWithoutChecksum@4: ADD https://example.com/a.tar.gz has no --checksum: what the server sends can change between builds; add --checksum=sha256:<digest> to pin it",
+            "RemoteAddWithoutChecksum@6: ADD HTTP://Example.com/c has no --checksum: what the server sends can change between builds; add --checksum=sha256:<digest> to pin it",
+            "UnpinnedImage@10: COPY --from registry.example.com/tools:2 names an image by tag, which can move to another image between builds; pin it by digest (registry.example.com/tools:2@sha256:<digest>)",
+        ]
+    );
+    // A build arg pinning the base silences the rule; an undefined variable is not judged.
+    let pinned = reproducibility(
+        "ARG BASE\nFROM $BASE\nFROM $UNKNOWN\nARG X\nCOPY --from=$X /a /a\n",
+        &[("BASE", "busybox@sha256:0123")],
+    );
+    assert_eq!(pinned, Vec::<String>::new());
+    let tagged = reproducibility("ARG BASE\nFROM $BASE\n", &[("BASE", "busybox")]);
+    assert_eq!(tagged.len(), 1, "{tagged:?}");
+    // A stage ARG gives `--from` its value.
+    let stage_arg = reproducibility("FROM scratch\nARG T=tools:1\nCOPY --from=$T /a /a\n", &[]);
+    assert_eq!(stage_arg.len(), 1, "{stage_arg:?}");
+}
+
+#[test]
+fn reproducibility_rules_run_only_when_asked_and_can_be_skipped() {
+    let source = "FROM busybox\nADD https://example.com/x /x\n";
+    assert!(
+        check(source, None)
+            .unwrap()
+            .warnings
+            .iter()
+            .all(|w| !REPRODUCIBILITY_RULES.contains(&w.rule))
+    );
+    assert_eq!(reproducibility(source, &[]).len(), 2);
+    let skipped = format!("# check=skip=UnpinnedImage\n{source}");
+    assert_eq!(
+        reproducibility(&skipped, &[]),
+        [
+            "RemoteAddWithoutChecksum@3: ADD https://example.com/x has no --checksum: what the server sends can change between builds; add --checksum=sha256:<digest> to pin it"
+        ]
+    );
+    let w = Warning {
+        rule: "UnpinnedImage",
+        message: String::new(),
+        span: Span::line(1),
+    };
+    assert_eq!(w.url(), "docs/reproducible-builds.md#unpinnedimage");
+}

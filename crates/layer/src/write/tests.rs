@@ -1,5 +1,6 @@
 use super::*;
 use crate::test_support::{entry_names, gunzip, set_all_mtimes};
+use std::collections::BTreeMap;
 use std::os::unix::fs::{PermissionsExt, symlink};
 
 fn store() -> (tempfile::TempDir, Store) {
@@ -223,4 +224,89 @@ fn name_fields_hold_short_split_and_overlong_names() {
     assert_eq!(h.path_bytes().as_ref(), split.as_bytes());
     let mut h = Header::new_ustar();
     assert!(!set_name(&mut h, "x".repeat(300).as_bytes()));
+}
+
+/// (name, mtime) of every entry of a tar.
+fn entry_mtimes(tar_bytes: &[u8]) -> Vec<(String, u64)> {
+    let mut archive = tar::Archive::new(tar_bytes);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.path().unwrap().to_string_lossy().into_owned(),
+                e.header().mtime().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_mtime_ceiling_clamps_newer_times_and_keeps_older_ones() {
+    let src = tempfile::tempdir().unwrap();
+    let root = src.path();
+    std::fs::create_dir(root.join("dir")).unwrap();
+    std::fs::write(root.join("dir/new"), b"new").unwrap();
+    std::fs::write(root.join("old"), b"old").unwrap();
+    std::fs::hard_link(root.join("dir/new"), root.join("link")).unwrap();
+    symlink("old", root.join("sym")).unwrap();
+    crate::test_support::set_mtime(&root.join("dir/new"), 2_000_000_000);
+    crate::test_support::set_mtime(&root.join("old"), 1_000);
+    crate::test_support::set_mtime(&root.join("sym"), 1_500_000_001);
+    crate::test_support::set_mtime(&root.join("dir"), 1_500_000_000);
+    let options = TarOptions {
+        mtime_ceiling: Some(1_500_000_000),
+    };
+    let (clamped, n) = write_tar_with(root, SourceKind::Plain, options, Vec::new()).unwrap();
+    assert_eq!(n, 5);
+    assert_eq!(
+        entry_mtimes(&clamped),
+        [
+            ("dir/".to_owned(), 1_500_000_000),
+            ("dir/new".to_owned(), 1_500_000_000),
+            ("link".to_owned(), 1_500_000_000),
+            ("old".to_owned(), 1_000),
+            ("sym".to_owned(), 1_500_000_000),
+        ]
+    );
+    // Only the headers change: the tree on disk keeps its times.
+    let meta = std::fs::metadata(root.join("dir/new")).unwrap();
+    assert_eq!(meta.mtime(), 2_000_000_000);
+    // Without a ceiling the times are written as they are.
+    let (plain, _) = write_tar(root, SourceKind::Plain, Vec::new()).unwrap();
+    let times: BTreeMap<String, u64> = entry_mtimes(&plain).into_iter().collect();
+    assert_eq!(times["dir/new"], 2_000_000_000);
+    assert_eq!(times["sym"], 1_500_000_001);
+    assert_ne!(plain, clamped);
+}
+
+#[test]
+fn a_ceiling_above_every_mtime_writes_the_same_layer_as_none() {
+    let (_d, store) = store();
+    let src = tempfile::tempdir().unwrap();
+    make_tree(src.path(), false);
+    let plain = write_layer(&store, src.path(), Compression::default())
+        .unwrap()
+        .unwrap();
+    let high = TarOptions {
+        mtime_ceiling: Some(1_700_000_000),
+    };
+    let same = write_layer_with(&store, src.path(), Compression::default(), high)
+        .unwrap()
+        .unwrap();
+    assert_eq!(plain, same);
+    let low = TarOptions {
+        mtime_ceiling: Some(1_600_000_000),
+    };
+    let clamped = write_layer_with(&store, src.path(), Compression::default(), low)
+        .unwrap()
+        .unwrap();
+    assert_ne!(plain.diff_id, clamped.diff_id);
+    let tar_bytes = gunzip(&store.read_blob(&clamped.digest).unwrap());
+    assert!(
+        entry_mtimes(&tar_bytes)
+            .iter()
+            .all(|(_, t)| *t == 1_600_000_000)
+    );
 }

@@ -360,8 +360,9 @@ impl StageBuilder<'_> {
         }
         let source_key = &self.built.get(source)?.key;
         let mut key = KeyBuilder::new("COPY --from definition", Some(&state.key));
-        key.field("platform", &state.platform.to_string())
-            .field("source-stage", &source_key.to_string())
+        key.field("platform", &state.platform.to_string());
+        self.key_epoch(&mut key);
+        key.field("source-stage", &source_key.to_string())
             .list("sources", c.sources.iter().map(String::as_str))
             .field("dest", &c.dest)
             .field(
@@ -446,6 +447,7 @@ impl StageBuilder<'_> {
     ) -> Result<()> {
         let mut key = KeyBuilder::new(&format!("{} --link", ins.keyword), None);
         key.field("platform", &self.req.platform.to_string());
+        self.key_epoch(&mut key);
         key_inputs(&mut key);
         // The linked layer's own inputs are what --explain records: the parent is not one.
         let (layer_key, inputs) = key.finish_recorded();

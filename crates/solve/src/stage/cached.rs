@@ -51,6 +51,7 @@ impl StageBuilder<'_> {
     ) -> Result<()> {
         let mut key = KeyBuilder::new(&ins.keyword, Some(&state.key));
         key.field("platform", &state.platform.to_string());
+        self.key_epoch(&mut key);
         key_inputs(&mut key)?;
         let (key, inputs) = key.finish_recorded();
         self.cached_or_run(state, ins, label, &key, key.clone(), inputs, execute)
@@ -118,11 +119,16 @@ impl StageBuilder<'_> {
             if let Some(pending) = pending {
                 pending.save(&self.engine.store)?;
             }
-            let record = crate::compress::record_in_compression(
+            let mut record = crate::compress::record_in_compression(
                 &self.engine.store,
                 record,
                 &self.req.compression,
             )?;
+            // The key holds the epoch, so a hit was recorded with this one; should a record
+            // say otherwise, the image still takes the build's epoch as its time.
+            if let Some(epoch) = self.epoch() {
+                record.created = epoch.rfc3339();
+            }
             (self.progress)(match remote_source {
                 Some(source) => ProgressEvent::StepCachedRemote {
                     step: label,
@@ -143,7 +149,11 @@ impl StageBuilder<'_> {
                 size: l.size,
                 media_type: l.media_type,
             }),
-            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            // The key holds the epoch, so every hit on this record has the same one.
+            created: match self.epoch() {
+                Some(epoch) => epoch.rfc3339(),
+                None => chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            },
         };
         record.save(&self.engine.store, record_key)?;
         self.remote.note(self.stage.index, record_key, &record);
