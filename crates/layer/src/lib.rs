@@ -55,7 +55,7 @@ pub use import::import_tar;
 pub use unpack::{apply_layer, unpack_layer};
 pub use variants::{LayerInCompression, layer_in_compression};
 pub use volume_fill::{VolumeFill, fill_volume};
-pub use write::{CommittedLayer, SourceKind, write_layer, write_layer_from, write_tar};
+pub use write::{SourceKind, write_layer, write_layer_from, write_tar};
 
 /// Errors from building or extracting layers. Each names the path or tar entry involved.
 #[derive(Debug, thiserror::Error)]
