@@ -119,6 +119,20 @@ impl<'de> serde::Deserialize<'de> for Digest {
 /// name of the layer's content, whatever blob (gzip, zstd, none) holds it. Serialised exactly
 /// as a [`Digest`] (`sha256:<hex>`), so image configs and store records read and write the same
 /// bytes as before the type existed.
+///
+/// A diffID is not a blob digest, so this does not compile:
+///
+/// ```compile_fail
+/// fn open_blob(_: &kiln_image::Digest) {}
+/// open_blob(&kiln_image::DiffId::of_tar(b""));
+/// ```
+///
+/// while the named conversion does, where a caller means the tar's digest:
+///
+/// ```
+/// fn open_blob(_: &kiln_image::Digest) {}
+/// open_blob(kiln_image::DiffId::of_tar(b"").as_tar_digest());
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct DiffId(Digest);

@@ -257,4 +257,33 @@ mod tests {
         std::fs::remove_file(store.blob_path(&blob)).unwrap();
         assert_eq!(CacheRecord::load(&store, &key).unwrap(), None);
     }
+
+    /// The cache records of a store written before cache keys, diffIDs and layer references
+    /// were types (`testdata/stores/typed-ids`) load, and are written back byte for byte.
+    #[test]
+    fn records_written_before_typed_ids_load_and_write_the_same_bytes() {
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testdata/stores/typed-ids");
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(fixture.join("cache")).unwrap() {
+            let entry = entry.unwrap();
+            let key = CacheKey::from_hex(entry.file_name().to_str().unwrap()).unwrap();
+            let bytes = std::fs::read(entry.path()).unwrap();
+            let record: CacheRecord = serde_json::from_slice(&bytes).unwrap();
+            let layer = record.layer.clone().unwrap();
+            let blob = std::fs::read(fixture.join("blobs/sha256").join(layer.digest.hex()));
+            assert_eq!(store.write_blob(&blob.unwrap()).unwrap(), layer.digest);
+            store.cache_put(&key, &bytes).unwrap();
+            assert_eq!(
+                CacheRecord::load(&store, &key).unwrap(),
+                Some(record.clone())
+            );
+            record.save(&store, &key).unwrap();
+            assert_eq!(store.cache_get(&key).unwrap().unwrap(), bytes);
+            loaded += 1;
+        }
+        assert_eq!(loaded, 2);
+    }
 }

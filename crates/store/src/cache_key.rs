@@ -14,6 +14,23 @@ use std::str::FromStr;
 use kiln_image::{Digest, DigestError};
 
 /// The cache key of one build step (or of a base image, the first link of a chain).
+///
+/// A key is neither a blob digest nor a diffID, so neither of these compiles:
+///
+/// ```compile_fail
+/// fn has_blob(_: &kiln_image::Digest) {}
+/// has_blob(&kiln_store::CacheKey::from_hash(kiln_image::Digest::of(b"")));
+/// ```
+///
+/// ```compile_fail
+/// fn cache_get(_: &kiln_store::CacheKey) {}
+/// cache_get(&kiln_image::Digest::of(b""));
+/// ```
+///
+/// ```
+/// fn cache_get(_: &kiln_store::CacheKey) {}
+/// cache_get(&kiln_store::CacheKey::from_hash(kiln_image::Digest::of(b"")));
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct CacheKey(Digest);

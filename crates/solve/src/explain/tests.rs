@@ -310,3 +310,34 @@ fn explainer_tracks_first_cause_across_builds() {
         vec![(2, MissCause::RecordMissing), (3, MissCause::RecordMissing)]
     );
 }
+
+/// The explain records of a store written before cache keys and diffIDs were types
+/// (`testdata/stores/typed-ids`) read, and write back byte for byte.
+#[test]
+fn records_written_before_typed_ids_read_and_write_the_same_bytes() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/stores/typed-ids/explain");
+    let (mut steps, mut copied) = (0, 0);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let again = if path.extension().is_some_and(|e| e == "copied") {
+            copied += 1;
+            let c: CopiedFiles = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(c.diff_id.hex().len(), 64);
+            serde_json::to_vec(&c).unwrap()
+        } else {
+            steps += 1;
+            let r: StepRecord = serde_json::from_slice(&bytes).unwrap();
+            assert!(r.key.to_string().starts_with("sha256:"));
+            serde_json::to_vec(&r).unwrap()
+        };
+        assert_eq!(
+            String::from_utf8(again).unwrap(),
+            String::from_utf8(bytes).unwrap(),
+            "{}",
+            path.display()
+        );
+    }
+    assert_eq!((steps, copied), (3, 2));
+}
