@@ -4,7 +4,9 @@
 //! The last use is the record file's modification time: set when the record is written and
 //! refreshed on every cache hit with one `utimensat`, so a hit stays as cheap as a file read.
 //! The solver owns the record format; the store reads only its `layer`, a
-//! [`LayerRef`](kiln_image::LayerRef), which every record version has written in the same form.
+//! [`LayerRef`](kiln_image::LayerRef). Every kiln since the first has written all four of its
+//! fields (digest, diff_id, size, media_type) in that form, so reading them strictly loses no
+//! record; one without them is damage, which `kiln check` reports.
 
 use std::path::PathBuf;
 use std::time::SystemTime;
