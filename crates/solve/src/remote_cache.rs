@@ -45,7 +45,7 @@ struct Imported {
 
 /// A layer blob some imported record names: where to get it and what it holds.
 struct RemoteBlob {
-    layer: CachedLayer,
+    cached: CachedLayer,
     source: usize,
 }
 
@@ -118,7 +118,7 @@ impl RemoteCache {
                         .blobs
                         .entry(layer.layer.digest.clone())
                         .or_insert_with(|| RemoteBlob {
-                            layer: layer.clone(),
+                            cached: layer.clone(),
                             source,
                         });
                 }
@@ -248,14 +248,14 @@ impl RemoteCache {
         progress: Progress<'_>,
     ) -> Result<()> {
         let location = &self.sources[blob.source];
-        let layer = &blob.layer.layer;
+        let layer = &blob.cached.layer;
         let fetched = location::fetch_blob(engine, location, &layer.descriptor())
             .await
             .map_err(|message| SolveError::Cache {
                 location: location.to_string(),
                 message: format!("layer {}: {message}", layer.digest),
             })?;
-        if let Some(setting) = &blob.layer.compression {
+        if let Some(setting) = &blob.cached.compression {
             // Losing the hint only costs a re-encoding later.
             let _ = engine.store.record_layer_variant(
                 &layer.diff_id,
@@ -373,7 +373,7 @@ impl RemoteCache {
     /// The compression setting that made the blob `digest` of layer `diff_id`, if known.
     fn compression_of(&self, store: &Store, digest: &Digest, diff_id: &DiffId) -> Option<String> {
         if let Some(blob) = self.blobs.get(digest) {
-            return blob.layer.compression.clone();
+            return blob.cached.compression.clone();
         }
         store
             .layer_variants(diff_id)
