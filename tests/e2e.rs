@@ -20,6 +20,7 @@ mod e2e {
     mod images;
     mod mounts;
     mod network;
+    mod old_store;
     mod outputs;
     mod push;
     mod push_pull;

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use kiln_image::Digest;
+use kiln_image::{Digest, LayerRef};
 use kiln_store::Store;
 
 use crate::{ExportError, Result};
@@ -29,11 +29,11 @@ pub fn export_filesystem(store: &Store, manifest_digest: &Digest, dest: &Path) -
         path: dest.to_owned(),
         source,
     })?;
-    for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+    for layer in LayerRef::pair_all(&manifest.layers, &config.rootfs.diff_ids) {
         let blob = store.open_blob(&layer.digest)?;
         let actual =
             kiln_layer::apply_layer(std::io::BufReader::with_capacity(256 * 1024, blob), dest)?;
-        kiln_image::check_diff_id(&actual, diff_id)
+        kiln_image::check_diff_id(&actual, &layer.diff_id)
             .map_err(|e| invalid(format!("layer {}", layer.digest), e))?;
     }
     Ok(())

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::Digest;
+use crate::DiffId;
 
 /// The image config blob (`application/vnd.oci.image.config.v1+json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -143,7 +143,7 @@ pub struct RootFs {
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default, deserialize_with = "null_as_default")]
-    pub diff_ids: Vec<Digest>,
+    pub diff_ids: Vec<DiffId>,
 }
 
 impl Default for RootFs {

@@ -1,4 +1,11 @@
-//! Content digests (`sha256:<64 hex>`), the addresses of everything in the store.
+//! Content digests (`sha256:<64 hex>`), the addresses of everything in the store, and
+//! [`DiffId`], the digest of a layer's uncompressed tar.
+//!
+//! A diffID and a blob digest have the same text form but name different things (a snapshot
+//! and the tar it unpacks from, versus a stored blob, usually compressed), so they are two types:
+//! passing one where the other is meant does not compile. The conversions between them are
+//! named methods, used only where a tar digest really becomes a diffID (after hashing a tar)
+//! or a diffID is really compared with a blob digest (an uncompressed layer).
 
 use std::fmt;
 use std::str::FromStr;
@@ -108,6 +115,74 @@ impl<'de> serde::Deserialize<'de> for Digest {
     }
 }
 
+/// The digest of a layer's *uncompressed* tar (the OCI config's `rootfs.diff_ids` entry): the
+/// name of the layer's content, whatever blob (gzip, zstd, none) holds it. Serialised exactly
+/// as a [`Digest`] (`sha256:<hex>`), so image configs and store records read and write the same
+/// bytes as before the type existed.
+///
+/// A diffID is not a blob digest, so this does not compile:
+///
+/// ```compile_fail
+/// fn open_blob(_: &kiln_image::Digest) {}
+/// open_blob(&kiln_image::DiffId::of_tar(b""));
+/// ```
+///
+/// while the named conversion does, where a caller means the tar's digest:
+///
+/// ```
+/// fn open_blob(_: &kiln_image::Digest) {}
+/// open_blob(kiln_image::DiffId::of_tar(b"").as_tar_digest());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct DiffId(Digest);
+
+impl DiffId {
+    /// The diffID of a tar whose digest is `digest` (hashed while the tar was written or read).
+    pub fn from_tar_digest(digest: Digest) -> DiffId {
+        DiffId(digest)
+    }
+
+    /// The diffID of an uncompressed tar held in memory.
+    pub fn of_tar(tar: &[u8]) -> DiffId {
+        DiffId(Digest::of(tar))
+    }
+
+    /// Builds a diffID from 64 lowercase hex characters (a store directory's name).
+    pub fn from_hex(hex: &str) -> Result<DiffId, DigestError> {
+        Digest::from_hex(hex).map(DiffId)
+    }
+
+    /// The diffID as a plain digest: the digest an uncompressed blob of this layer would have.
+    pub fn as_tar_digest(&self) -> &Digest {
+        &self.0
+    }
+
+    /// The hex part, safe to use as a file name.
+    pub fn hex(&self) -> &str {
+        self.0.hex()
+    }
+}
+
+impl FromStr for DiffId {
+    type Err = DigestError;
+    fn from_str(s: &str) -> Result<DiffId, DigestError> {
+        s.parse().map(DiffId)
+    }
+}
+
+impl fmt::Display for DiffId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for DiffId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
 /// Incremental SHA-256 that yields a [`Digest`]; also an `io::Write` so it can sit in a writer chain.
 #[derive(Clone, Default)]
 pub struct Sha256Hasher {
@@ -205,5 +280,37 @@ mod tests {
         h.update(b"world");
         assert_eq!(h.len(), 11);
         assert_eq!(h.finish(), Digest::of(b"hello world"));
+    }
+
+    #[test]
+    fn a_diff_id_reads_and_writes_the_digest_form() {
+        let text = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let d: DiffId = text.parse().unwrap();
+        assert_eq!(d.to_string(), text);
+        assert_eq!(d, DiffId::of_tar(b""));
+        assert_eq!(d.as_tar_digest(), &Digest::of(b""));
+        assert_eq!(DiffId::from_hex(d.hex()).unwrap(), d);
+        // Serialised exactly as a digest: a JSON string, the same bytes as before the type.
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, serde_json::to_string(&Digest::of(b"")).unwrap());
+        assert_eq!(json, format!("\"{text}\""));
+        assert_eq!(serde_json::from_str::<DiffId>(&json).unwrap(), d);
+        let list: Vec<DiffId> = serde_json::from_str(&format!("[\"{text}\"]")).unwrap();
+        assert_eq!(list, vec![d]);
+    }
+
+    #[test]
+    fn a_malformed_diff_id_is_refused() {
+        assert!(matches!(
+            "e3b0".parse::<DiffId>(),
+            Err(DigestError::NoAlgorithm(_))
+        ));
+        assert!(matches!(
+            "sha512:00".parse::<DiffId>(),
+            Err(DigestError::UnsupportedAlgorithm(_))
+        ));
+        assert!(DiffId::from_hex("../etc").is_err());
+        assert!(serde_json::from_str::<DiffId>("\"sha256:abc\"").is_err());
+        assert!(serde_json::from_str::<DiffId>("17").is_err());
     }
 }

@@ -12,6 +12,7 @@
 
 mod config;
 mod digest;
+mod layer_ref;
 pub mod layout;
 mod manifest;
 mod platform;
@@ -19,7 +20,8 @@ pub mod reference;
 mod validate;
 
 pub use config::{ContainerConfig, HealthConfig, History, ImageConfig, RootFs};
-pub use digest::{Digest, DigestError, Sha256Hasher};
+pub use digest::{DiffId, Digest, DigestError, Sha256Hasher};
+pub use layer_ref::LayerRef;
 pub use manifest::{Descriptor, Index, Manifest, media_type};
 pub use platform::Platform;
 pub use reference::{Reference, ReferenceError};

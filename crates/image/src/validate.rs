@@ -2,7 +2,7 @@
 //! images (the image service, the `local` exporter) so that they refuse the same things with the
 //! same words.
 
-use crate::{Digest, ImageConfig, Manifest};
+use crate::{DiffId, ImageConfig, Manifest};
 
 /// Why a manifest, a config or a layer does not belong to a well-formed image. The message
 /// names no object; the caller says which image or blob it read.
@@ -15,7 +15,7 @@ pub enum InvalidImage {
     #[error("config lists {diff_ids} diff_ids but the manifest has {layers} layers")]
     LayerCount { diff_ids: usize, layers: usize },
     #[error("layer content has diffID {actual} but the image config says {expected}")]
-    DiffIdMismatch { actual: Digest, expected: Digest },
+    DiffIdMismatch { actual: DiffId, expected: DiffId },
 }
 
 impl InvalidImage {
@@ -44,7 +44,7 @@ pub fn parse_config(manifest: &Manifest, bytes: &[u8]) -> Result<ImageConfig, In
 }
 
 /// Checks an unpacked layer's diffID against the one its image's config records.
-pub fn check_diff_id(actual: &Digest, expected: &Digest) -> Result<(), InvalidImage> {
+pub fn check_diff_id(actual: &DiffId, expected: &DiffId) -> Result<(), InvalidImage> {
     if actual == expected {
         Ok(())
     } else {
@@ -58,7 +58,7 @@ pub fn check_diff_id(actual: &Digest, expected: &Digest) -> Result<(), InvalidIm
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Descriptor;
+    use crate::{Descriptor, Digest};
 
     #[test]
     fn a_config_must_name_one_diff_id_per_layer() {
@@ -82,7 +82,7 @@ mod tests {
             "config lists 0 diff_ids but the manifest has 1 layers"
         );
         assert!(parse_manifest(b"{").is_err());
-        assert!(check_diff_id(&Digest::of(b"a"), &Digest::of(b"a")).is_ok());
-        assert!(check_diff_id(&Digest::of(b"a"), &Digest::of(b"b")).is_err());
+        assert!(check_diff_id(&DiffId::of_tar(b"a"), &DiffId::of_tar(b"a")).is_ok());
+        assert!(check_diff_id(&DiffId::of_tar(b"a"), &DiffId::of_tar(b"b")).is_err());
     }
 }

@@ -2,18 +2,19 @@
 
 use std::path::PathBuf;
 
-use kiln_image::{Descriptor, Digest};
+use kiln_image::{DiffId, LayerRef};
 use kiln_store::Store;
 
 use crate::error::{ImageError, Result};
 
 /// The snapshot directory of a layer, unpacking the blob first if needed.
-pub fn ensure_snapshot(store: &Store, layer: &Descriptor, diff_id: &Digest) -> Result<PathBuf> {
+pub fn ensure_snapshot(store: &Store, layer: &LayerRef) -> Result<PathBuf> {
+    let diff_id = &layer.diff_id;
     if store.has_snapshot(diff_id) {
         return Ok(store.snapshot_path(diff_id));
     }
     // One unpacker per layer across builds: the others wait, then find it published.
-    let _lock = store.lock_object(kiln_store::ObjectLock::Snapshot, diff_id)?;
+    let _lock = store.lock_object(kiln_store::ObjectLock::Snapshot(diff_id))?;
     if store.has_snapshot(diff_id) {
         return Ok(store.snapshot_path(diff_id));
     }
@@ -45,14 +46,14 @@ pub fn ensure_snapshot(store: &Store, layer: &Descriptor, diff_id: &Digest) -> R
 /// one does not already give it. Applying the layers in order agrees: the higher copy writes
 /// again everything the lower one wrote. So snapshots stay one per diffID and shared by every
 /// image and position that uses the layer, and the store's layout is unchanged.
-pub fn lower_dirs<'a>(
+pub fn lower_dirs(
     store: &Store,
-    layers: impl Iterator<Item = (&'a Descriptor, &'a Digest)>,
+    layers: impl IntoIterator<Item = LayerRef>,
 ) -> Result<Vec<PathBuf>> {
-    let layers: Vec<_> = layers.collect();
-    let mut dirs = topmost_occurrences(layers.iter().map(|(_, d)| *d))
+    let layers: Vec<_> = layers.into_iter().collect();
+    let mut dirs = topmost_occurrences(layers.iter().map(|l| &l.diff_id))
         .into_iter()
-        .map(|i| ensure_snapshot(store, layers[i].0, layers[i].1))
+        .map(|i| ensure_snapshot(store, &layers[i]))
         .collect::<Result<Vec<_>>>()?;
     dirs.reverse();
     Ok(dirs)
@@ -60,7 +61,7 @@ pub fn lower_dirs<'a>(
 
 /// The positions (bottom first, ascending) of the topmost occurrence of each diffID in a layer
 /// list given bottom first.
-fn topmost_occurrences<'a>(diff_ids: impl Iterator<Item = &'a Digest>) -> Vec<usize> {
+fn topmost_occurrences<'a>(diff_ids: impl Iterator<Item = &'a DiffId>) -> Vec<usize> {
     let mut topmost = std::collections::HashMap::new();
     for (i, d) in diff_ids.enumerate() {
         topmost.insert(d, i);
@@ -82,8 +83,8 @@ mod tests {
         let (a, b, c) = (layer(&store, "a"), layer(&store, "b"), layer(&store, "c"));
         // Bottom first: a, b, a, then c three times in a row, then b again.
         let list = [&a, &b, &a, &c, &c, &c, &b];
-        let dirs = lower_dirs(&store, list.iter().map(|(l, d)| (l, d))).unwrap();
-        let snapshot = |(_, d): &(Descriptor, Digest)| store.snapshot_path(d);
+        let dirs = lower_dirs(&store, list.into_iter().cloned()).unwrap();
+        let snapshot = |l: &LayerRef| store.snapshot_path(&l.diff_id);
         assert_eq!(dirs, vec![snapshot(&b), snapshot(&c), snapshot(&a)]);
         for (dir, name) in dirs.iter().zip(["b", "c", "a"]) {
             assert_eq!(std::fs::read(dir.join(name)).unwrap(), name.as_bytes());
@@ -95,10 +96,13 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path()).unwrap();
         let (a, b) = (layer(&store, "a"), layer(&store, "b"));
-        let dirs = lower_dirs(&store, [&a, &b].iter().map(|(l, d)| (l, d))).unwrap();
+        let dirs = lower_dirs(&store, [a.clone(), b.clone()]).unwrap();
         assert_eq!(
             dirs,
-            vec![store.snapshot_path(&b.1), store.snapshot_path(&a.1)]
+            vec![
+                store.snapshot_path(&b.diff_id),
+                store.snapshot_path(&a.diff_id)
+            ]
         );
         assert!(lower_dirs(&store, std::iter::empty()).unwrap().is_empty());
     }
@@ -108,9 +112,13 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path()).unwrap();
         let (a, b) = (layer(&store, "a"), layer(&store, "b"));
-        let err = ensure_snapshot(&store, &a.0, &b.1).unwrap_err();
+        let mislabelled = LayerRef {
+            diff_id: b.diff_id.clone(),
+            ..a.clone()
+        };
+        let err = ensure_snapshot(&store, &mislabelled).unwrap_err();
         assert_eq!(err.kind(), kiln_error::ErrorKind::Internal);
-        assert!(err.to_string().contains(&a.0.digest.to_string()), "{err}");
-        assert!(!store.has_snapshot(&b.1));
+        assert!(err.to_string().contains(&a.digest.to_string()), "{err}");
+        assert!(!store.has_snapshot(&b.diff_id));
     }
 }

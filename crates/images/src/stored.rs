@@ -1,6 +1,6 @@
 //! An image whose manifest and config are in the store, loaded and checked.
 
-use kiln_image::{Descriptor, Digest, ImageConfig, Manifest, Reference};
+use kiln_image::{Digest, ImageConfig, LayerRef, Manifest, Reference};
 use kiln_store::Store;
 
 use crate::error::{ImageError, Result};
@@ -48,12 +48,9 @@ impl StoredImage {
         }
     }
 
-    /// Layers paired with their diffIDs, bottom first.
-    pub fn layers(&self) -> impl Iterator<Item = (&Descriptor, &Digest)> {
-        self.manifest
-            .layers
-            .iter()
-            .zip(self.config.rootfs.diff_ids.iter())
+    /// The image's layers (each blob with its diffID), bottom first.
+    pub fn layers(&self) -> impl Iterator<Item = LayerRef> + '_ {
+        LayerRef::pair_all(&self.manifest.layers, &self.config.rootfs.diff_ids)
     }
 
     /// Total size of the image's blobs in the store, as `kiln images` shows it: a layer the

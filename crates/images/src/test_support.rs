@@ -2,19 +2,18 @@
 //! needs root: layers are written as blobs and unpacked as the current user, containers are
 //! records only.
 
-use kiln_image::{Descriptor, Digest, ImageConfig};
+use kiln_image::{ImageConfig, LayerRef};
 use kiln_store::{ContainerRecord, ContainerState, ContainerStatus, Store, StoreLock};
 
 use crate::{StoredImage, write_image};
 
 /// A layer holding one file named `name`, written into the store as a blob only.
-pub fn layer(store: &Store, name: &str) -> (Descriptor, Digest) {
+pub fn layer(store: &Store, name: &str) -> LayerRef {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(name), name).unwrap();
-    let l = kiln_layer::write_layer(store, dir.path(), kiln_layer::Compression::default())
+    kiln_layer::write_layer(store, dir.path(), kiln_layer::Compression::default())
         .unwrap()
-        .unwrap();
-    (Descriptor::new(l.media_type, l.digest, l.size), l.diff_id)
+        .unwrap()
 }
 
 /// The config of an image without layers, told apart by `seed`.

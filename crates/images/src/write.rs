@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::Path;
 
 use kiln_image::{
-    Descriptor, History, ImageConfig, Manifest, Platform, media_type, to_canonical_json,
+    Descriptor, History, ImageConfig, LayerRef, Manifest, Platform, media_type, to_canonical_json,
 };
 use kiln_layer::{Compression, CompressionRequest};
 use kiln_store::Store;
@@ -55,7 +55,7 @@ pub fn commit_layer(
     config.history.push(history);
     if let Some(layer) = layer {
         config.rootfs.diff_ids.push(layer.diff_id.clone());
-        layers.push(Descriptor::new(layer.media_type, layer.digest, layer.size));
+        layers.push(layer.descriptor());
     }
     write_image(store, &config, layers)
 }
@@ -85,7 +85,7 @@ pub fn import_rootfs(
         comment: Some("Imported from tarball".into()),
         ..Default::default()
     });
-    let layers = vec![Descriptor::new(layer.media_type, layer.digest, layer.size)];
+    let layers = vec![layer.descriptor()];
     write_image(store, &config, layers)
 }
 
@@ -110,14 +110,24 @@ pub fn image_in_compression(
 ) -> Result<(StoredImage, usize)> {
     let mut layers = Vec::with_capacity(image.manifest.layers.len());
     let mut reencoded = 0;
-    for (layer, diff_id) in image.layers() {
-        let chosen = kiln_layer::layer_in_compression(store, layer, diff_id, request)?;
+    for (descriptor, diff_id) in image
+        .manifest
+        .layers
+        .iter()
+        .zip(&image.config.rootfs.diff_ids)
+    {
+        let layer = LayerRef::from_descriptor(descriptor, diff_id.clone());
+        let chosen = kiln_layer::layer_in_compression(store, &layer, request)?;
         reencoded += usize::from(chosen.reencoded);
-        let mut descriptor = chosen.descriptor;
+        if chosen.layer == layer {
+            layers.push(descriptor.clone());
+            continue;
+        }
         // Keep what the descriptor said beyond its blob (annotations, URLs).
-        descriptor.annotations = layer.annotations.clone();
-        descriptor.urls = layer.urls.clone();
-        layers.push(descriptor);
+        let mut converted = chosen.layer.descriptor();
+        converted.annotations = descriptor.annotations.clone();
+        converted.urls = descriptor.urls.clone();
+        layers.push(converted);
     }
     if layers == image.manifest.layers {
         return Ok((image.clone(), 0));
@@ -154,11 +164,15 @@ mod tests {
         let store = Store::open(root.path()).unwrap();
         let (a, b) = (layer(&store, "a"), layer(&store, "b"));
         let mut config = ImageConfig::default();
-        config.rootfs.diff_ids = vec![a.1.clone(), b.1.clone(), a.1.clone()];
-        let img =
-            write_image(&store, &config, vec![a.0.clone(), b.0.clone(), a.0.clone()]).unwrap();
+        config.rootfs.diff_ids = vec![a.diff_id.clone(), b.diff_id.clone(), a.diff_id.clone()];
+        let img = write_image(
+            &store,
+            &config,
+            vec![a.descriptor(), b.descriptor(), a.descriptor()],
+        )
+        .unwrap();
         let img = StoredImage::load(&store, &img.manifest_digest).unwrap();
-        assert_eq!(img.size(), a.0.size + b.0.size + img.manifest.config.size);
+        assert_eq!(img.size(), a.size + b.size + img.manifest.config.size);
     }
 
     #[test]
@@ -167,8 +181,8 @@ mod tests {
         let store = Store::open(root.path()).unwrap();
         let a = layer(&store, "a");
         let mut config = ImageConfig::default();
-        config.rootfs.diff_ids = vec![a.1.clone()];
-        let base = write_image(&store, &config, vec![a.0.clone()]).unwrap();
+        config.rootfs.diff_ids = vec![a.diff_id.clone()];
+        let base = write_image(&store, &config, vec![a.descriptor()]).unwrap();
         let upper = tempfile::tempdir().unwrap();
         let empty = commit_layer(
             &store,

@@ -2,13 +2,14 @@
 
 use std::io::{self, Read, Write};
 
+use kiln_image::{DiffId, LayerRef};
 use kiln_store::Store;
 
 use crate::LayerError;
 use crate::compression::Compression;
 use crate::encode::Encoder;
 use crate::hashing::HashingWriter;
-use crate::write::{CommittedLayer, commit_layer};
+use crate::write::commit_layer;
 
 /// Stores an existing tar stream (plain or compressed; e.g. a rootfs tarball for `kiln import`)
 /// as a layer blob, re-compressed with `compression`. Every entry is parsed on the way through,
@@ -17,7 +18,7 @@ pub fn import_tar(
     store: &Store,
     tarball: impl Read,
     compression: Compression,
-) -> Result<CommittedLayer, LayerError> {
+) -> Result<LayerRef, LayerError> {
     let encoder = Encoder::new(store.blob_writer()?, compression)?;
     let tee = TeeReader {
         inner: crate::compression::decompressed(tarball).map_err(LayerError::Archive)?,
@@ -42,7 +43,7 @@ pub fn import_tar(
     let tmp = store.root().join("tmp");
     let (encoder, diff_id) = tee.out.finish();
     let blob = encoder.finish().map_err(LayerError::io(&tmp))?;
-    commit_layer(store, blob, diff_id, compression)
+    commit_layer(store, blob, DiffId::from_tar_digest(diff_id), compression)
 }
 
 /// Copies everything read through it into `out`.
@@ -63,7 +64,6 @@ impl<R: Read, W: Write> Read for TeeReader<R, W> {
 mod tests {
     use super::*;
     use crate::test_support::{dir, file, gunzip, gzip, raw_tar};
-    use kiln_image::Digest;
 
     #[test]
     fn tarball_becomes_a_gzip_layer_with_the_tars_diff_id() {
@@ -72,7 +72,7 @@ mod tests {
         let tar = raw_tar(&[dir("etc/"), file("etc/hostname", b"kiln\n")]);
         // The input may itself be compressed; the diffID is always that of the plain tar.
         let layer = import_tar(&store, &gzip(&tar)[..], Compression::default()).unwrap();
-        assert_eq!(layer.diff_id, Digest::of(&tar));
+        assert_eq!(layer.diff_id, DiffId::of_tar(&tar));
         let blob = store.read_blob(&layer.digest).unwrap();
         assert_eq!(blob.len() as u64, layer.size);
         assert_eq!(gunzip(&blob), tar);

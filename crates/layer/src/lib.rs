@@ -56,8 +56,8 @@ pub use unpack::{apply_layer, unpack_layer};
 pub use variants::{LayerInCompression, layer_in_compression};
 pub use volume_fill::{VolumeFill, fill_volume};
 pub use write::{
-    CommittedLayer, SourceKind, TarOptions, write_layer, write_layer_from, write_layer_with,
-    write_tar, write_tar_with,
+    SourceKind, TarOptions, write_layer, write_layer_from, write_layer_with, write_tar,
+    write_tar_with,
 };
 
 /// Errors from building or extracting layers. Each names the path or tar entry involved.

@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use kiln_image::Digest;
+use kiln_image::DiffId;
 
 use crate::LayerError;
 use crate::compression::decompressed;
@@ -22,7 +22,7 @@ use crate::space_guard::{SpaceGuard, guard_dir};
 /// `..` component are refused; symlinks met on the way to an entry are resolved inside `dest`
 /// (as in a chroot); the entry itself never follows a symlink. `dest` gets mode 0755 unless the
 /// layer has an entry for its root (`./`).
-pub fn unpack_layer(blob: impl Read, dest: &Path) -> Result<Digest, LayerError> {
+pub fn unpack_layer(blob: impl Read, dest: &Path) -> Result<DiffId, LayerError> {
     std::fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .map_err(LayerError::io(dest))?;
     let tar = SpaceGuard::new(
@@ -31,21 +31,25 @@ pub fn unpack_layer(blob: impl Read, dest: &Path) -> Result<Digest, LayerError> 
     );
     let tar = HashingReader::new(tar);
     let tar = Extractor::new(dest, Whiteouts::ToOverlay)?.extract(tar)?;
-    tar.drain_and_finish().map_err(LayerError::Archive)
+    tar.drain_and_finish()
+        .map(DiffId::from_tar_digest)
+        .map_err(LayerError::Archive)
 }
 
 /// Applies a layer blob onto `root`, a flattened filesystem holding the layers below it (the
 /// final filesystem BuildKit's `local` exporter writes): entries are extracted as by
 /// [`unpack_layer`], but `.wh.<name>` deletes `<name>` and `.wh..wh..opq` empties its directory,
 /// sparing only what this layer itself adds. Returns the diffID.
-pub fn apply_layer(blob: impl Read, root: &Path) -> Result<Digest, LayerError> {
+pub fn apply_layer(blob: impl Read, root: &Path) -> Result<DiffId, LayerError> {
     let tar = SpaceGuard::new(
         decompressed(blob).map_err(LayerError::Archive)?,
         guard_dir(root)?,
     );
     let tar = HashingReader::new(tar);
     let tar = Extractor::new(root, Whiteouts::Apply)?.extract(tar)?;
-    tar.drain_and_finish().map_err(LayerError::Archive)
+    tar.drain_and_finish()
+        .map(DiffId::from_tar_digest)
+        .map_err(LayerError::Archive)
 }
 
 #[cfg(test)]
@@ -88,7 +92,7 @@ mod tests {
         .unwrap();
     }
 
-    fn unpack_bytes(bytes: &[u8]) -> (tempfile::TempDir, Result<Digest, LayerError>) {
+    fn unpack_bytes(bytes: &[u8]) -> (tempfile::TempDir, Result<DiffId, LayerError>) {
         let dest = tempfile::tempdir().unwrap();
         let result = unpack_layer(bytes, dest.path());
         (dest, result)
@@ -127,7 +131,7 @@ mod tests {
 
         let (tar_bytes, _) = write_tar(s, SourceKind::Plain, Vec::new()).unwrap();
         let (dest, diff_id) = unpack_bytes(&gzip(&tar_bytes));
-        assert_eq!(diff_id.unwrap(), Digest::of(&tar_bytes));
+        assert_eq!(diff_id.unwrap(), DiffId::of_tar(&tar_bytes));
         assert_eq!(describe_tree(dest.path()), describe_tree(s));
         assert_eq!(dest.path().metadata().unwrap().mode() & 0o7777, 0o755);
     }
@@ -206,7 +210,7 @@ mod tests {
             file("gone", b"g"),
         ]);
         let lower_id = apply_layer(lower.as_slice(), root.path()).unwrap();
-        assert_eq!(lower_id, Digest::of(&lower));
+        assert_eq!(lower_id, DiffId::of_tar(&lower));
         let upper = raw_tar(&[
             file("etc/.wh.a", b""),
             dir("opq"),
@@ -455,14 +459,14 @@ mod tests {
         tar_bytes.extend(std::iter::repeat_n(0u8, 10 * 512));
         let z = zstd::stream::encode_all(&tar_bytes[..], 3).unwrap();
         let (dest, r) = unpack_bytes(&z);
-        assert_eq!(r.unwrap(), Digest::of(&tar_bytes));
+        assert_eq!(r.unwrap(), DiffId::of_tar(&tar_bytes));
         assert_eq!(std::fs::read(dest.path().join("a")).unwrap(), b"data");
 
         // Two gzip members, split mid-tar.
         let mut two = gzip(&tar_bytes[..700]);
         two.extend(gzip(&tar_bytes[700..]));
         let (_d, r) = unpack_bytes(&two);
-        assert_eq!(r.unwrap(), Digest::of(&tar_bytes));
+        assert_eq!(r.unwrap(), DiffId::of_tar(&tar_bytes));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use kiln_image::{Descriptor, Digest};
+use kiln_image::{DiffId, LayerRef};
 use kiln_store::{Store, StoreError};
 
 use crate::LayerError;
@@ -15,46 +15,47 @@ use crate::write::commit_layer;
 /// The blob chosen for a layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerInCompression {
-    pub descriptor: Descriptor,
+    /// The layer as the request wants it (the same diffID, perhaps another blob).
+    pub layer: LayerRef,
     /// Whether this call compressed the layer (rather than finding a blob that would do).
     pub reencoded: bool,
 }
 
-/// The layer `diff_id`, stored as `layer`, as `request` wants it compressed: `layer` itself if
-/// it will do, else a recorded variant, else `layer` decompressed and compressed again (its
-/// diffID checked on the way), published and recorded as the variant for that setting.
+/// `layer` as `request` wants it compressed: `layer` itself if it will do, else a recorded
+/// variant, else its blob decompressed and compressed again (its diffID checked on the way),
+/// published and recorded as the variant for that setting.
 ///
 /// Layers of a media type kiln cannot re-encode (foreign layers) are returned unchanged.
 pub fn layer_in_compression(
     store: &Store,
-    layer: &Descriptor,
-    diff_id: &Digest,
+    layer: &LayerRef,
     request: &CompressionRequest,
 ) -> Result<LayerInCompression, LayerError> {
-    let unchanged = |descriptor: &Descriptor| LayerInCompression {
-        descriptor: descriptor.clone(),
+    let unchanged = |layer: LayerRef| LayerInCompression {
+        layer,
         reencoded: false,
     };
     if Algorithm::of_media_type(&layer.media_type).is_none() {
-        return Ok(unchanged(layer));
+        return Ok(unchanged(layer.clone()));
     }
-    let variants = store.layer_variants(diff_id)?;
+    let variants = store.layer_variants(&layer.diff_id)?;
     let own_setting = variants
         .iter()
         .find(|v| v.digest == layer.digest)
         .map(|v| v.compression.as_str());
     if request.accepts(&layer.media_type, own_setting) {
-        return Ok(unchanged(layer));
+        return Ok(unchanged(layer.clone()));
     }
     if let Some(v) = variants
         .iter()
         .find(|v| request.accepts(&v.media_type, Some(&v.compression)))
     {
-        return Ok(unchanged(&Descriptor::new(
-            v.media_type.clone(),
-            v.digest.clone(),
-            v.size,
-        )));
+        return Ok(unchanged(LayerRef {
+            digest: v.digest.clone(),
+            diff_id: layer.diff_id.clone(),
+            size: v.size,
+            media_type: v.media_type.clone(),
+        }));
     }
 
     let compression = request.compression;
@@ -63,21 +64,20 @@ pub fn layer_in_compression(
     let mut tar = HashingReader::new(decompressed(source).map_err(LayerError::Archive)?);
     let mut encoder = Encoder::new(store.blob_writer()?, compression)?;
     io::copy(&mut tar, &mut encoder).map_err(LayerError::io(&source_path))?;
-    let actual = tar.drain_and_finish().map_err(LayerError::Archive)?;
-    if &actual != diff_id {
+    let actual = DiffId::from_tar_digest(tar.drain_and_finish().map_err(LayerError::Archive)?);
+    if actual != layer.diff_id {
         // Dropping the encoder discards the temp blob.
         return Err(StoreError::Corrupt {
             path: source_path,
-            message: format!("layer's content has diffID {actual}, not {diff_id}"),
+            message: format!("layer's content has diffID {actual}, not {}", layer.diff_id),
         }
         .into());
     }
     let blob = encoder
         .finish()
         .map_err(LayerError::io(store.root().join("tmp")))?;
-    let committed = commit_layer(store, blob, actual, compression)?;
     Ok(LayerInCompression {
-        descriptor: Descriptor::new(committed.media_type, committed.digest, committed.size),
+        layer: commit_layer(store, blob, actual, compression)?,
         reencoded: true,
     })
 }
@@ -86,8 +86,9 @@ pub fn layer_in_compression(
 mod tests {
     use super::*;
     use crate::{Compression, write_layer};
+    use kiln_image::Digest;
 
-    fn setup() -> (tempfile::TempDir, Store, Descriptor, Digest) {
+    fn setup() -> (tempfile::TempDir, Store, LayerRef, DiffId) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("store")).unwrap();
         let src = dir.path().join("src");
@@ -96,8 +97,8 @@ mod tests {
         let layer = write_layer(&store, &src, Compression::default())
             .unwrap()
             .unwrap();
-        let desc = Descriptor::new(layer.media_type, layer.digest, layer.size);
-        (dir, store, desc, layer.diff_id)
+        let diff_id = layer.diff_id.clone();
+        (dir, store, layer, diff_id)
     }
 
     fn request(algorithm: &str, level: Option<i32>) -> CompressionRequest {
@@ -107,57 +108,51 @@ mod tests {
     #[test]
     fn a_setting_is_encoded_once_then_reused() {
         let (_d, store, gzip, diff_id) = setup();
-        let same = layer_in_compression(&store, &gzip, &diff_id, &request("gzip", None)).unwrap();
-        assert_eq!(same.descriptor, gzip);
+        let same = layer_in_compression(&store, &gzip, &request("gzip", None)).unwrap();
+        assert_eq!(same.layer, gzip);
         assert!(!same.reencoded);
         // The layer was written at gzip-6, so asking for exactly that reuses it too.
-        let exact = layer_in_compression(&store, &gzip, &diff_id, &request("gzip", Some(6)));
+        let exact = layer_in_compression(&store, &gzip, &request("gzip", Some(6)));
         assert!(!exact.unwrap().reencoded);
 
-        let zstd = layer_in_compression(&store, &gzip, &diff_id, &request("zstd", None)).unwrap();
+        let zstd = layer_in_compression(&store, &gzip, &request("zstd", None)).unwrap();
         assert!(zstd.reencoded);
         assert_eq!(
-            zstd.descriptor.media_type,
+            zstd.layer.media_type,
             kiln_image::media_type::OCI_LAYER_ZSTD
         );
-        let blob = store.read_blob(&zstd.descriptor.digest).unwrap();
-        assert_eq!(Digest::of(&blob), zstd.descriptor.digest);
-        assert_eq!(blob.len() as u64, zstd.descriptor.size);
+        let blob = store.read_blob(&zstd.layer.digest).unwrap();
+        assert_eq!(Digest::of(&blob), zstd.layer.digest);
+        assert_eq!(blob.len() as u64, zstd.layer.size);
         assert_eq!(
-            Digest::of(&zstd::stream::decode_all(&blob[..]).unwrap()),
+            DiffId::of_tar(&zstd::stream::decode_all(&blob[..]).unwrap()),
             diff_id
         );
 
-        let again = layer_in_compression(&store, &gzip, &diff_id, &request("zstd", None)).unwrap();
-        assert_eq!(again.descriptor, zstd.descriptor);
+        let again = layer_in_compression(&store, &gzip, &request("zstd", None)).unwrap();
+        assert_eq!(again.layer, zstd.layer);
         assert!(!again.reencoded, "the recorded variant is reused");
         // From the zstd blob back to gzip: the original gzip variant, not a new encoding.
-        let back = layer_in_compression(&store, &zstd.descriptor, &diff_id, &request("gzip", None))
-            .unwrap();
-        assert_eq!(back.descriptor, gzip);
+        let back = layer_in_compression(&store, &zstd.layer, &request("gzip", None)).unwrap();
+        assert_eq!(back.layer, gzip);
         assert!(!back.reencoded);
 
         // An explicit level that no blob has is encoded once.
-        let nine =
-            layer_in_compression(&store, &gzip, &diff_id, &request("gzip", Some(9))).unwrap();
+        let nine = layer_in_compression(&store, &gzip, &request("gzip", Some(9))).unwrap();
         assert!(nine.reencoded);
-        assert_ne!(nine.descriptor.digest, gzip.digest);
-        let nine_again = layer_in_compression(
-            &store,
-            &zstd.descriptor,
-            &diff_id,
-            &request("gzip", Some(9)),
-        )
-        .unwrap();
-        assert_eq!(nine_again.descriptor, nine.descriptor);
+        assert_ne!(nine.layer.digest, gzip.digest);
+        let nine_again =
+            layer_in_compression(&store, &zstd.layer, &request("gzip", Some(9))).unwrap();
+        assert_eq!(nine_again.layer, nine.layer);
         assert!(!nine_again.reencoded);
     }
 
     #[test]
     fn a_blob_that_is_not_the_layer_is_refused() {
-        let (_d, store, gzip, _) = setup();
-        let wrong = Digest::of(b"another tar");
-        let err = layer_in_compression(&store, &gzip, &wrong, &request("zstd", None)).unwrap_err();
+        let (_d, store, mut gzip, _) = setup();
+        let wrong = DiffId::of_tar(b"another tar");
+        gzip.diff_id = wrong.clone();
+        let err = layer_in_compression(&store, &gzip, &request("zstd", None)).unwrap_err();
         assert!(err.to_string().contains("not sha256:"), "{err}");
         assert!(store.layer_variants(&wrong).unwrap().is_empty());
         assert_eq!(
@@ -169,14 +164,13 @@ mod tests {
 
     #[test]
     fn foreign_layers_are_left_alone() {
-        let (_d, store, gzip, diff_id) = setup();
-        let foreign = Descriptor::new(
-            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip".to_owned(),
-            gzip.digest.clone(),
-            gzip.size,
-        );
-        let out = layer_in_compression(&store, &foreign, &diff_id, &request("zstd", None)).unwrap();
-        assert_eq!(out.descriptor, foreign);
+        let (_d, store, gzip, _) = setup();
+        let foreign = LayerRef {
+            media_type: "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip".to_owned(),
+            ..gzip
+        };
+        let out = layer_in_compression(&store, &foreign, &request("zstd", None)).unwrap();
+        assert_eq!(out.layer, foreign);
         assert!(!out.reencoded);
     }
 }

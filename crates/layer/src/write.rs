@@ -17,7 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use kiln_image::Digest;
+use kiln_image::{DiffId, LayerRef};
 use kiln_store::Store;
 use tar::{EntryType, Header};
 
@@ -62,25 +62,13 @@ impl TarOptions {
     }
 }
 
-/// A layer blob published in the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommittedLayer {
-    /// Digest of the (compressed) blob.
-    pub digest: Digest,
-    /// Digest of the uncompressed tar.
-    pub diff_id: Digest,
-    /// Size of the blob in bytes.
-    pub size: u64,
-    pub media_type: String,
-}
-
 /// Turns the upper dir of an overlay mount into a layer blob in `store`. `None` when the upper
 /// dir is empty: an empty change adds no layer.
 pub fn write_layer(
     store: &Store,
     upper: &Path,
     compression: Compression,
-) -> Result<Option<CommittedLayer>, LayerError> {
+) -> Result<Option<LayerRef>, LayerError> {
     write_layer_from(store, upper, SourceKind::OverlayUpper, compression)
 }
 
@@ -90,7 +78,7 @@ pub fn write_layer_with(
     upper: &Path,
     compression: Compression,
     options: TarOptions,
-) -> Result<Option<CommittedLayer>, LayerError> {
+) -> Result<Option<LayerRef>, LayerError> {
     write_layer_inner(store, upper, SourceKind::OverlayUpper, compression, options)
 }
 
@@ -100,7 +88,7 @@ pub fn write_layer_from(
     dir: &Path,
     kind: SourceKind,
     compression: Compression,
-) -> Result<Option<CommittedLayer>, LayerError> {
+) -> Result<Option<LayerRef>, LayerError> {
     write_layer_inner(store, dir, kind, compression, TarOptions::default())
 }
 
@@ -110,7 +98,7 @@ fn write_layer_inner(
     kind: SourceKind,
     compression: Compression,
     options: TarOptions,
-) -> Result<Option<CommittedLayer>, LayerError> {
+) -> Result<Option<LayerRef>, LayerError> {
     let encoder = Encoder::new(store.blob_writer()?, compression)?;
     // The buffer batches the tar crate's 512-byte header writes before they are hashed and
     // compressed.
@@ -127,7 +115,7 @@ fn write_layer_inner(
     })?;
     let (encoder, diff_id) = hashing.finish();
     let blob = encoder.finish().map_err(LayerError::io(&blob_path))?;
-    commit_layer(store, blob, diff_id, compression).map(Some)
+    commit_layer(store, blob, DiffId::from_tar_digest(diff_id), compression).map(Some)
 }
 
 /// Publishes a finished layer blob and records it as the layer's variant for `compression`, so
@@ -135,11 +123,11 @@ fn write_layer_inner(
 pub(crate) fn commit_layer(
     store: &Store,
     blob: kiln_store::BlobWriter,
-    diff_id: Digest,
+    diff_id: DiffId,
     compression: Compression,
-) -> Result<CommittedLayer, LayerError> {
+) -> Result<LayerRef, LayerError> {
     let (digest, size) = blob.commit(None)?;
-    let layer = CommittedLayer {
+    let layer = LayerRef {
         digest,
         diff_id,
         size,

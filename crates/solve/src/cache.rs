@@ -1,6 +1,6 @@
 //! Cache keys and cache records.
 //!
-//! A step's [`CacheKey`](kiln_image::Digest) is a hash over its parent's key and everything that
+//! A step's [`CacheKey`] is a hash over its parent's key and everything that
 //! can change its result, written as length-prefixed fields so no two different inputs can
 //! serialise alike. The record under a key says which layer (if any) the step produced and when,
 //! so a rebuild with unchanged inputs reproduces the same image byte for byte.
@@ -8,8 +8,8 @@
 //! The builder also records every input by name ([`KeyInput`]), so that `--explain` can later
 //! diff a step's inputs against those of its last build and say why it missed.
 
-use kiln_image::{Digest, Sha256Hasher};
-use kiln_store::Store;
+use kiln_image::{Digest, LayerRef, Sha256Hasher};
+use kiln_store::{CacheKey, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -64,7 +64,7 @@ pub struct KeyBuilder {
 impl KeyBuilder {
     /// Starts a key for a step of `kind` on top of `parent`. The version string is bumped whenever
     /// the meaning of a key changes, so old records are never misread.
-    pub fn new(kind: &str, parent: Option<&Digest>) -> Self {
+    pub fn new(kind: &str, parent: Option<&CacheKey>) -> Self {
         let mut k = KeyBuilder {
             hasher: Sha256Hasher::new(),
             inputs: Vec::new(),
@@ -115,36 +115,35 @@ impl KeyBuilder {
         self
     }
 
-    pub fn finish(self) -> Digest {
-        self.hasher.finish()
+    pub fn finish(self) -> CacheKey {
+        CacheKey::from_hash(self.hasher.finish())
     }
 
     /// The key and the inputs it was built from, in the order they were added.
-    pub fn finish_recorded(self) -> (Digest, Vec<KeyInput>) {
-        (self.hasher.finish(), self.inputs)
+    pub fn finish_recorded(self) -> (CacheKey, Vec<KeyInput>) {
+        (CacheKey::from_hash(self.hasher.finish()), self.inputs)
     }
-}
 
-/// A layer a cached step produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerRecord {
-    pub digest: Digest,
-    pub diff_id: Digest,
-    pub size: u64,
-    pub media_type: String,
+    /// The hash of the inputs, for something keyed the same way that is not a build step (a
+    /// cache mount's directory): a plain digest, so it cannot be taken for a step's key.
+    pub fn finish_hash(self) -> Digest {
+        self.hasher.finish()
+    }
 }
 
 /// What a step produced, stored under its cache key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheRecord {
-    pub layer: Option<LayerRecord>,
+    /// The layer the step produced (its JSON form is the record's `layer` object as it has
+    /// always been written).
+    pub layer: Option<LayerRef>,
     /// When the step first ran (RFC 3339); reused on every hit so image bytes stay stable.
     pub created: String,
 }
 
 impl CacheRecord {
     /// The record for `key`, if one exists and everything it points at is still in the store.
-    pub fn load(store: &Store, key: &Digest) -> Result<Option<CacheRecord>> {
+    pub fn load(store: &Store, key: &CacheKey) -> Result<Option<CacheRecord>> {
         let Some(bytes) = store.cache_get(key)? else {
             return Ok(None);
         };
@@ -162,7 +161,7 @@ impl CacheRecord {
         Ok(Some(record))
     }
 
-    pub fn save(&self, store: &Store, key: &Digest) -> Result<()> {
+    pub fn save(&self, store: &Store, key: &CacheKey) -> Result<()> {
         let bytes = serde_json::to_vec(self).expect("cache records serialise");
         store.cache_put(key, &bytes)?;
         Ok(())
@@ -227,7 +226,7 @@ mod tests {
 
     #[test]
     fn parent_and_kind_change_the_key() {
-        let p = Digest::of(b"p");
+        let p = CacheKey::from_hash(Digest::of(b"p"));
         let k = |kind, parent| {
             let mut k = KeyBuilder::new(kind, parent);
             k.field("x", "1");
@@ -242,12 +241,12 @@ mod tests {
     fn record_with_missing_blob_is_a_miss() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let key = Digest::of(b"key");
+        let key = CacheKey::from_hash(Digest::of(b"key"));
         let blob = store.write_blob(b"layer").unwrap();
         let rec = CacheRecord {
-            layer: Some(LayerRecord {
+            layer: Some(LayerRef {
                 digest: blob.clone(),
-                diff_id: Digest::of(b"x"),
+                diff_id: kiln_image::DiffId::of_tar(b"x"),
                 size: 5,
                 media_type: "m".into(),
             }),
@@ -257,5 +256,34 @@ mod tests {
         assert_eq!(CacheRecord::load(&store, &key).unwrap(), Some(rec));
         std::fs::remove_file(store.blob_path(&blob)).unwrap();
         assert_eq!(CacheRecord::load(&store, &key).unwrap(), None);
+    }
+
+    /// The cache records of a store written before cache keys, diffIDs and layer references
+    /// were types (`testdata/stores/typed-ids`) load, and are written back byte for byte.
+    #[test]
+    fn records_written_before_typed_ids_load_and_write_the_same_bytes() {
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testdata/stores/typed-ids");
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(fixture.join("cache")).unwrap() {
+            let entry = entry.unwrap();
+            let key = CacheKey::from_hex(entry.file_name().to_str().unwrap()).unwrap();
+            let bytes = std::fs::read(entry.path()).unwrap();
+            let record: CacheRecord = serde_json::from_slice(&bytes).unwrap();
+            let layer = record.layer.clone().unwrap();
+            let blob = std::fs::read(fixture.join("blobs/sha256").join(layer.digest.hex()));
+            assert_eq!(store.write_blob(&blob.unwrap()).unwrap(), layer.digest);
+            store.cache_put(&key, &bytes).unwrap();
+            assert_eq!(
+                CacheRecord::load(&store, &key).unwrap(),
+                Some(record.clone())
+            );
+            record.save(&store, &key).unwrap();
+            assert_eq!(store.cache_get(&key).unwrap().unwrap(), bytes);
+            loaded += 1;
+        }
+        assert_eq!(loaded, 2);
     }
 }

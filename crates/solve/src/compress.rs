@@ -6,11 +6,10 @@
 //! image layers are kept as pulled during a build (as BuildKit does without `force-compression`);
 //! a push with `--compression` converts every layer (`kiln_images::image_in_compression`).
 
-use kiln_image::Descriptor;
 use kiln_layer::CompressionRequest;
 use kiln_store::Store;
 
-use crate::cache::{CacheRecord, LayerRecord};
+use crate::cache::CacheRecord;
 use crate::error::Result;
 
 /// `record` with its layer (if any) in the requested compression.
@@ -22,15 +21,9 @@ pub(crate) fn record_in_compression(
     let Some(layer) = &record.layer else {
         return Ok(record);
     };
-    let stored = Descriptor::new(layer.media_type.clone(), layer.digest.clone(), layer.size);
-    let chosen = kiln_layer::layer_in_compression(store, &stored, &layer.diff_id, request)?;
+    let chosen = kiln_layer::layer_in_compression(store, layer, request)?;
     Ok(CacheRecord {
-        layer: Some(LayerRecord {
-            digest: chosen.descriptor.digest,
-            diff_id: layer.diff_id.clone(),
-            size: chosen.descriptor.size,
-            media_type: chosen.descriptor.media_type,
-        }),
+        layer: Some(chosen.layer),
         created: record.created,
     })
 }

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 
 use kiln_dockerfile::{Heredoc, Instruction, ShellOrExec};
-use kiln_layer::CommittedLayer;
+use kiln_image::LayerRef;
 use kiln_sandbox::{NetworkMode, ProcessSpec, SandboxSpec};
 
 use crate::error::{Result, SolveError};
@@ -131,10 +131,9 @@ impl StageBuilder<'_> {
         argv: &[String],
         network: NetworkMode,
         mounts: &ActiveMounts,
-    ) -> Result<Option<CommittedLayer>> {
+    ) -> Result<Option<LayerRef>> {
         let store = &self.engine.store;
-        let lowers =
-            self.lower_dirs(state.layers.iter().zip(state.config.rootfs.diff_ids.iter()))?;
+        let lowers = self.lower_dirs(state.layer_refs())?;
         let work = store.temp_dir("run-")?;
         let upper = work.path().join("upper");
         let overlay_work = work.path().join("work");
@@ -259,7 +258,7 @@ impl StageBuilder<'_> {
         ins: &Instruction,
         label: &StepLabel,
         upper: &std::path::Path,
-    ) -> Result<Option<CommittedLayer>> {
+    ) -> Result<Option<LayerRef>> {
         let store = &self.engine.store;
         // With SOURCE_DATE_EPOCH, no mtime in the layer is newer than it (the snapshot kept
         // from the upper dir keeps the real times, as BuildKit's snapshots do).
@@ -270,7 +269,7 @@ impl StageBuilder<'_> {
         if let Some(l) = &layer {
             // The upper dir already holds the layer in overlay form (whiteouts as 0:0 devices),
             // exactly what a snapshot is: keep it instead of unpacking the blob again.
-            let _lock = store.lock_object(kiln_store::ObjectLock::Snapshot, &l.diff_id)?;
+            let _lock = store.lock_object(kiln_store::ObjectLock::Snapshot(&l.diff_id))?;
             store.adopt_snapshot(upper, &l.diff_id)?;
         }
         Ok(layer)

@@ -14,8 +14,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use kiln_image::Digest;
-use kiln_store::Store;
+use kiln_image::{DiffId, Digest};
+use kiln_store::{CacheKey, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{FileFingerprint, InputValue, KeyInput};
@@ -45,7 +45,7 @@ pub struct StepRecord {
     /// gone (records written before it was kept lack it and are rewritten on the next build).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dockerfile: Option<String>,
-    pub key: Digest,
+    pub key: CacheKey,
     pub inputs: Vec<KeyInput>,
 }
 
@@ -60,7 +60,7 @@ pub struct CopiedFiles {
     pub version: u32,
     pub dockerfile: String,
     /// The layer whose snapshot holds the files.
-    pub diff_id: Digest,
+    pub diff_id: DiffId,
     /// Path relative to the snapshot → fingerprint of the source it was copied from.
     pub files: BTreeMap<String, String>,
 }
@@ -131,7 +131,7 @@ pub(crate) struct KeyedStep<'a> {
     pub label: &'a StepLabel,
     /// What tells this step apart within its stage across builds (position, or FROM's kind).
     pub slot: String,
-    pub key: &'a Digest,
+    pub key: &'a CacheKey,
     pub inputs: Vec<KeyInput>,
     pub outcome: StepOutcome,
 }
@@ -195,7 +195,7 @@ impl Explainer<'_> {
     pub fn save_copied(
         &self,
         slot: &str,
-        diff_id: &Digest,
+        diff_id: &DiffId,
         files: BTreeMap<String, String>,
     ) -> Result<()> {
         let copied = CopiedFiles {

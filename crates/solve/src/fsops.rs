@@ -8,7 +8,7 @@ mod copy_add;
 use std::path::PathBuf;
 
 use kiln_dockerfile::Instruction;
-use kiln_layer::CommittedLayer;
+use kiln_image::LayerRef;
 use kiln_plan::{CopyFrom, Step};
 use kiln_sandbox::OverlayMount;
 
@@ -40,8 +40,7 @@ impl StepDirs {
 impl StageBuilder<'_> {
     /// Mounts `state`'s filesystem read-write at `dirs/merged` with `dirs/upper` collecting changes.
     fn mount_rw(&self, state: &StageState, dirs: &StepDirs) -> Result<OverlayMount> {
-        let lowers =
-            self.lower_dirs(state.layers.iter().zip(state.config.rootfs.diff_ids.iter()))?;
+        let lowers = self.lower_dirs(state.layer_refs())?;
         let upper = dirs.path("upper");
         let work = dirs.path("work");
         Ok(OverlayMount::mount(
@@ -58,29 +57,21 @@ impl StageBuilder<'_> {
         from: &CopyFrom,
         dirs: &StepDirs,
     ) -> Result<(OverlayMount, String)> {
-        let (layers, diff_ids, id) = match from {
+        let (layers, id): (Vec<LayerRef>, _) = match from {
             CopyFrom::Stage(i) => {
                 let st = self.built.get(i).ok_or_else(|| {
                     self.fail(ins, format!("stage {i} is not built before this step"))
                 })?;
-                (
-                    st.layers.clone(),
-                    st.config.rootfs.diff_ids.clone(),
-                    st.key.to_string(),
-                )
+                (st.layer_refs().collect(), st.key.to_string())
             }
             CopyFrom::Image(name) => {
                 let img = self
                     .resolve_from_image(name)
                     .map_err(|e| self.fail(ins, format!("--from={name}: {e}")))?;
-                (
-                    img.manifest.layers.clone(),
-                    img.config.rootfs.diff_ids.clone(),
-                    img.manifest_digest.to_string(),
-                )
+                (img.layers().collect(), img.manifest_digest.to_string())
             }
         };
-        let lowers = self.lower_dirs(layers.iter().zip(diff_ids.iter()))?;
+        let lowers = self.lower_dirs(layers)?;
         Ok((OverlayMount::mount(&lowers, None, &dirs.path("src"))?, id))
     }
 
@@ -101,7 +92,7 @@ impl StageBuilder<'_> {
                 key.field("user", user.as_deref().unwrap_or(""));
                 Ok(())
             },
-            |b, st, label| -> Result<Option<CommittedLayer>> {
+            |b, st, label| -> Result<Option<LayerRef>> {
                 let dirs = StepDirs::new(&b.engine.store, "workdir-")?;
                 let mount = b.mount_rw(st, &dirs)?;
                 // As BuildKit does, the directory belongs to the current USER, resolved its

@@ -20,10 +20,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, PoisonError};
 
 use futures_util::TryStreamExt;
-use kiln_image::{Descriptor, Digest, to_canonical_json};
+use kiln_image::{Descriptor, DiffId, Digest, LayerRef, to_canonical_json};
 use kiln_layer::CompressionRequest;
 use kiln_plan::{Base, BuildPlan};
-use kiln_store::{LayerVariant, Store};
+use kiln_store::{CacheKey, LayerVariant, Store};
 
 pub use document::{CACHE_CONFIG_MEDIA_TYPE, CacheAlias, CacheDocument, CachedLayer, CachedStep};
 pub use spec::{CacheExport, CacheImport, CacheLocation, CacheMode, InvalidCacheSpec};
@@ -45,14 +45,14 @@ struct Imported {
 
 /// A layer blob some imported record names: where to get it and what it holds.
 struct RemoteBlob {
-    layer: CachedLayer,
+    cached: CachedLayer,
     source: usize,
 }
 
 /// A filesystem step of this build, as an export would record it.
 struct NotedStep {
     stage: usize,
-    key: Digest,
+    key: CacheKey,
     record: CacheRecord,
 }
 
@@ -66,15 +66,15 @@ pub(crate) struct RemoteHit {
 /// The imported caches of one build, and what it will export.
 pub(crate) struct RemoteCache {
     sources: Vec<CacheLocation>,
-    records: HashMap<Digest, Imported>,
+    records: HashMap<CacheKey, Imported>,
     blobs: HashMap<Digest, RemoteBlob>,
     /// Imported `COPY --from` definition keys → the step keys they stand for.
-    aliases: HashMap<Digest, Digest>,
+    aliases: HashMap<CacheKey, CacheKey>,
     noted: Mutex<Vec<NotedStep>>,
     /// `COPY --from` definition keys of this build, with their stage, for the exports.
     noted_aliases: Mutex<Vec<(usize, CacheAlias)>>,
     /// Keys hit from an import, to record locally once their layer is in the store.
-    hits: Mutex<Vec<Digest>>,
+    hits: Mutex<Vec<CacheKey>>,
 }
 
 impl RemoteCache {
@@ -116,9 +116,9 @@ impl RemoteCache {
                 if let Some(layer) = &step.layer {
                     cache
                         .blobs
-                        .entry(layer.digest.clone())
+                        .entry(layer.layer.digest.clone())
                         .or_insert_with(|| RemoteBlob {
-                            layer: layer.clone(),
+                            cached: layer.clone(),
                             source,
                         });
                 }
@@ -136,7 +136,7 @@ impl RemoteCache {
 
     /// The key of the step an imported `COPY --from` definition key stands for, when the
     /// imports hold that step's record.
-    pub fn alias_target(&self, alias: &Digest) -> Option<Digest> {
+    pub fn alias_target(&self, alias: &CacheKey) -> Option<CacheKey> {
         self.aliases
             .get(alias)
             .filter(|key| self.records.contains_key(*key))
@@ -145,7 +145,7 @@ impl RemoteCache {
 
     /// Notes that the `COPY --from` step of stage `stage` with definition key `alias` had the
     /// key `key`, for the exports.
-    pub fn note_alias(&self, stage: usize, alias: Digest, key: Digest) {
+    pub fn note_alias(&self, stage: usize, alias: CacheKey, key: CacheKey) {
         self.noted_aliases
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -158,7 +158,7 @@ impl RemoteCache {
     pub fn hit(
         &self,
         engine: &Engine,
-        key: &Digest,
+        key: &CacheKey,
         compression: &CompressionRequest,
         progress: Progress<'_>,
     ) -> Result<Option<RemoteHit>> {
@@ -166,9 +166,9 @@ impl RemoteCache {
             return Ok(None);
         };
         if let Some(layer) = &imported.step.layer
-            && !compression.accepts(&layer.media_type, layer.compression.as_deref())
+            && !compression.accepts(&layer.layer.media_type, layer.compression.as_deref())
         {
-            self.fetch(engine, vec![&layer.digest], progress)?;
+            self.fetch(engine, vec![&layer.layer.digest], progress)?;
         }
         self.hits
             .lock()
@@ -181,7 +181,7 @@ impl RemoteCache {
     }
 
     /// Notes a filesystem step of stage `stage` for the exports.
-    pub fn note(&self, stage: usize, key: &Digest, record: &CacheRecord) {
+    pub fn note(&self, stage: usize, key: &CacheKey, record: &CacheRecord) {
         self.noted
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -197,13 +197,13 @@ impl RemoteCache {
     pub fn fetch_for_snapshots(
         &self,
         engine: &Engine,
-        layers: &[(&Descriptor, &Digest)],
+        layers: &[LayerRef],
         progress: Progress<'_>,
     ) -> Result<()> {
         let missing = layers
             .iter()
-            .filter(|(_, diff_id)| !engine.store.has_snapshot(diff_id))
-            .map(|(layer, _)| &layer.digest)
+            .filter(|layer| !engine.store.has_snapshot(&layer.diff_id))
+            .map(|layer| &layer.digest)
             .collect();
         self.fetch(engine, missing, progress)
     }
@@ -248,14 +248,14 @@ impl RemoteCache {
         progress: Progress<'_>,
     ) -> Result<()> {
         let location = &self.sources[blob.source];
-        let layer = &blob.layer;
+        let layer = &blob.cached.layer;
         let fetched = location::fetch_blob(engine, location, &layer.descriptor())
             .await
             .map_err(|message| SolveError::Cache {
                 location: location.to_string(),
                 message: format!("layer {}: {message}", layer.digest),
             })?;
-        if let Some(setting) = &layer.compression {
+        if let Some(setting) = &blob.cached.compression {
             // Losing the hint only costs a re-encoding later.
             let _ = engine.store.record_layer_variant(
                 &layer.diff_id,
@@ -371,9 +371,9 @@ impl RemoteCache {
     }
 
     /// The compression setting that made the blob `digest` of layer `diff_id`, if known.
-    fn compression_of(&self, store: &Store, digest: &Digest, diff_id: &Digest) -> Option<String> {
+    fn compression_of(&self, store: &Store, digest: &Digest, diff_id: &DiffId) -> Option<String> {
         if let Some(blob) = self.blobs.get(digest) {
-            return blob.layer.compression.clone();
+            return blob.cached.compression.clone();
         }
         store
             .layer_variants(diff_id)

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use kiln_dockerfile::{Command, Instruction};
-use kiln_image::{Descriptor, Digest};
+use kiln_image::LayerRef;
 use kiln_plan::{ArgValue, BuildPlan, StagePlan, Step, StepKind};
 
 use crate::build::{BuildRequest, Engine, Source};
@@ -224,16 +224,13 @@ impl StageBuilder<'_> {
 
     /// Snapshot directories for an overlay of `layers` (bottom first in, topmost first out),
     /// fetching first the blobs of layers taken from an imported cache and not unpacked yet.
-    pub(crate) fn lower_dirs<'l>(
+    pub(crate) fn lower_dirs(
         &self,
-        layers: impl Iterator<Item = (&'l Descriptor, &'l Digest)>,
+        layers: impl IntoIterator<Item = LayerRef>,
     ) -> Result<Vec<std::path::PathBuf>> {
-        let layers: Vec<_> = layers.collect();
+        let layers: Vec<_> = layers.into_iter().collect();
         self.remote
             .fetch_for_snapshots(self.engine, &layers, self.progress)?;
-        Ok(kiln_images::lower_dirs(
-            &self.engine.store,
-            layers.into_iter(),
-        )?)
+        Ok(kiln_images::lower_dirs(&self.engine.store, layers)?)
     }
 }

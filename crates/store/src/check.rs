@@ -12,11 +12,11 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::Path;
 
-use kiln_image::{Digest, ImageConfig, Sha256Hasher};
+use kiln_image::{DiffId, Digest, ImageConfig, Sha256Hasher};
 
 use crate::images::{ImageBlob, parse_image_blob};
 use crate::locks::StoreLock;
-use crate::records::{hex_digest, record_layer};
+use crate::records::{hex_digest, hex_key, record_layer};
 use crate::snapshots::{COMPLETE_MARKER, snapshot_is_complete};
 use crate::{Result, Store, StoreError};
 
@@ -203,7 +203,7 @@ impl Store {
         for entry in sorted_entries(&dir)? {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
-            let Some(key) = hex_digest(&name).filter(|_| path.is_file()) else {
+            let Some(key) = hex_key(&name).filter(|_| path.is_file()) else {
                 let repaired = repair && remove_any(&path).is_ok();
                 report.add(
                     Severity::Leftover,
@@ -234,7 +234,7 @@ impl Store {
         for entry in sorted_entries(&dir)? {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
-            let Some(diff_id) = hex_digest(&name).filter(|_| path.is_dir()) else {
+            let Some(diff_id) = DiffId::from_hex(&name).ok().filter(|_| path.is_dir()) else {
                 let repaired = repair && remove_any(&path).is_ok();
                 report.add(
                     Severity::Leftover,

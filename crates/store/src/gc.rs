@@ -20,11 +20,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use kiln_image::Digest;
+use kiln_image::{DiffId, Digest};
 
 use crate::inventory::Inventory;
 use crate::locks::StoreLock;
-use crate::{Result, Store, StoreError};
+use crate::{CacheKey, Result, Store, StoreError};
 
 /// What to prune.
 #[derive(Debug, Clone, Default)]
@@ -86,11 +86,11 @@ impl PruneReport {
 #[derive(Debug, Default)]
 struct Holds {
     blobs: Vec<Digest>,
-    diff_ids: Vec<Digest>,
+    diff_ids: Vec<DiffId>,
 }
 
 enum Candidate {
-    Record(Digest),
+    Record(CacheKey),
     Image(Digest),
 }
 
@@ -102,9 +102,9 @@ struct Pass<'a> {
     report: PruneReport,
     /// How many remaining records and untagged images hold each blob / diffID.
     blob_refs: BTreeMap<Digest, usize>,
-    diff_refs: BTreeMap<Digest, usize>,
+    diff_refs: BTreeMap<DiffId, usize>,
     inv: &'a Inventory,
-    snapshot_bytes: BTreeMap<Digest, u64>,
+    snapshot_bytes: BTreeMap<DiffId, u64>,
 }
 
 impl Store {
@@ -190,7 +190,7 @@ impl Pass<'_> {
         Ok(())
     }
 
-    fn record_holds(&self, key: &Digest) -> Holds {
+    fn record_holds(&self, key: &CacheKey) -> Holds {
         let mut h = Holds::default();
         if let Some(l) = self
             .inv
@@ -259,7 +259,7 @@ impl Pass<'_> {
         self.inv.tagged.blobs.contains(d) || self.blob_refs.get(d).is_some_and(|n| *n > 0)
     }
 
-    fn pinned_diff(&self, d: &Digest) -> bool {
+    fn pinned_diff(&self, d: &DiffId) -> bool {
         self.inv.tagged.diff_ids.contains(d) || self.diff_refs.get(d).is_some_and(|n| *n > 0)
     }
 
@@ -285,7 +285,7 @@ impl Pass<'_> {
             self.remove_blob(&d)?;
             self.removed(PrunedKind::Blob, d.to_string(), size);
         }
-        let snapshots: Vec<(Digest, u64, bool)> = self
+        let snapshots: Vec<(DiffId, u64, bool)> = self
             .inv
             .snapshots
             .iter()

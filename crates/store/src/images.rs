@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use kiln_image::{Digest, ImageConfig, Index, Manifest, media_type};
+use kiln_image::{DiffId, Digest, ImageConfig, Index, Manifest, media_type};
 
 use crate::{Result, Store, StoreError};
 
@@ -54,7 +54,7 @@ pub(crate) struct Reachable {
     /// Every blob reached: indexes, manifests, configs, layers.
     pub blobs: BTreeSet<Digest>,
     /// Diff IDs of the layers reached (their snapshots).
-    pub diff_ids: BTreeSet<Digest>,
+    pub diff_ids: BTreeSet<DiffId>,
 }
 
 impl Store {

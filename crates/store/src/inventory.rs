@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::SystemTime;
 
-use kiln_image::Digest;
+use kiln_image::{DiffId, Digest};
 
 use crate::images::{ImageBlob, Reachable};
 use crate::records::{RecordEntry, hex_digest};
@@ -28,7 +28,7 @@ pub struct UntaggedImage {
 pub struct ReachSummary {
     pub manifests: BTreeSet<Digest>,
     pub blobs: BTreeSet<Digest>,
-    pub diff_ids: BTreeSet<Digest>,
+    pub diff_ids: BTreeSet<DiffId>,
 }
 
 impl From<Reachable> for ReachSummary {
@@ -41,10 +41,11 @@ impl From<Reachable> for ReachSummary {
     }
 }
 
-/// One directory (a snapshot or a cache mount) and the disk space it takes.
+/// One directory (a snapshot, named by diffID, or a cache mount, by a digest of its settings)
+/// and the disk space it takes.
 #[derive(Debug, Clone)]
-pub struct DirUsage {
-    pub id: Digest,
+pub struct DirUsage<Id> {
+    pub id: Id,
     pub disk_bytes: u64,
     pub modified: SystemTime,
     /// For snapshots: whether its completion marker is there.
@@ -60,8 +61,8 @@ pub(crate) struct Inventory {
     pub tagged: ReachSummary,
     pub untagged: Vec<UntaggedImage>,
     pub records: Vec<RecordEntry>,
-    pub snapshots: Vec<DirUsage>,
-    pub cache_mounts: Vec<DirUsage>,
+    pub snapshots: Vec<DirUsage<DiffId>>,
+    pub cache_mounts: Vec<DirUsage<Digest>>,
 }
 
 impl Inventory {
@@ -115,12 +116,23 @@ impl Store {
             tagged: tagged.into(),
             untagged,
             records: self.list_cache_records()?,
-            snapshots: self.dir_usages("snapshots", true)?,
-            cache_mounts: self.dir_usages("cache-mounts", false)?,
+            snapshots: self.dir_usages(
+                "snapshots",
+                |name| DiffId::from_hex(name).ok(),
+                crate::snapshots::snapshot_is_complete,
+            )?,
+            cache_mounts: self.dir_usages("cache-mounts", hex_digest, |_, _| true)?,
         })
     }
 
-    fn dir_usages(&self, sub: &str, snapshots: bool) -> Result<Vec<DirUsage>> {
+    /// The directories under `sub` whose names `parse` reads as an id; `complete` says whether
+    /// one is whole (a snapshot's marker).
+    fn dir_usages<Id: Ord>(
+        &self,
+        sub: &str,
+        parse: impl Fn(&str) -> Option<Id>,
+        complete: impl Fn(&Path, &Id) -> bool,
+    ) -> Result<Vec<DirUsage<Id>>> {
         let dir = self.root.join(sub);
         let rd = match std::fs::read_dir(&dir) {
             Ok(rd) => rd,
@@ -130,7 +142,7 @@ impl Store {
         let mut out = Vec::new();
         for entry in rd {
             let entry = entry.map_err(StoreError::io(&dir))?;
-            let Some(id) = entry.file_name().to_str().and_then(hex_digest) else {
+            let Some(id) = entry.file_name().to_str().and_then(&parse) else {
                 continue;
             };
             let path = entry.path();
@@ -140,7 +152,7 @@ impl Store {
             if !meta.is_dir() {
                 continue;
             }
-            let complete = !snapshots || crate::snapshots::snapshot_is_complete(&path, &id);
+            let complete = complete(&path, &id);
             out.push(DirUsage {
                 id,
                 disk_bytes: disk_usage(&path),

@@ -23,6 +23,7 @@
 
 mod blob_sources;
 mod blobs;
+mod cache_key;
 mod cache_mounts;
 mod check;
 mod container_names;
@@ -48,6 +49,7 @@ use std::path::{Path, PathBuf};
 use kiln_error::ErrorKind;
 
 pub use blobs::BlobWriter;
+pub use cache_key::CacheKey;
 pub use cache_mounts::{CacheDirSettings, CacheMountLease, CacheSharing};
 pub use check::{CheckReport, Finding, Severity};
 pub use containers::{
@@ -58,7 +60,7 @@ pub use file_digests::{FileDigestIndex, FileStat};
 pub use gc::{PruneOptions, PruneReport, Pruned, PrunedKind};
 pub use kiln_image::Digest;
 pub use locks::{ObjectLock, StoreLock};
-pub use records::{RecordEntry, RecordLayer, record_layer};
+pub use records::{RecordEntry, record_layer};
 pub use snapshots::SnapshotStaging;
 pub use usage::{DirItem, DiskUsage, ImageUsage, RecordUsage, UsageRow};
 pub use userns::in_user_namespace;
@@ -159,7 +161,7 @@ impl Store {
     }
 
     /// The raw record stored under a cache key, if any.
-    pub fn cache_get(&self, key: &Digest) -> Result<Option<Vec<u8>>> {
+    pub fn cache_get(&self, key: &CacheKey) -> Result<Option<Vec<u8>>> {
         let path = self.root.join("cache").join(key.hex());
         match std::fs::read(&path) {
             Ok(b) => Ok(Some(b)),
@@ -169,7 +171,7 @@ impl Store {
     }
 
     /// Stores a cache record atomically, replacing any earlier one for the same key.
-    pub fn cache_put(&self, key: &Digest, record: &[u8]) -> Result<()> {
+    pub fn cache_put(&self, key: &CacheKey, record: &[u8]) -> Result<()> {
         let path = self.root.join("cache").join(key.hex());
         self.write_atomic(&path, record)
     }

@@ -19,10 +19,10 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use kiln_image::Digest;
+use kiln_image::DiffId;
 use rustix::fs::{FlockOperation, flock};
 
-use crate::{Result, Store, StoreError};
+use crate::{CacheKey, Result, Store, StoreError};
 
 /// A held lock; released when dropped (or when the process dies).
 #[derive(Debug)]
@@ -52,20 +52,21 @@ impl StoreLock {
     }
 }
 
-/// Which per-object lock to take under `locks/`.
+/// Which per-object lock to take under `locks/`, and the object's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ObjectLock {
+pub enum ObjectLock<'a> {
     /// A build step, by cache key.
-    Step,
+    Step(&'a CacheKey),
     /// A snapshot, by diffID.
-    Snapshot,
+    Snapshot(&'a DiffId),
 }
 
-impl ObjectLock {
-    fn prefix(self) -> &'static str {
+impl ObjectLock<'_> {
+    /// The lock file's name: `<kind>-<hex>.lock`.
+    fn file_name(self) -> String {
         match self {
-            ObjectLock::Step => "step",
-            ObjectLock::Snapshot => "snapshot",
+            ObjectLock::Step(key) => format!("step-{}.lock", key.hex()),
+            ObjectLock::Snapshot(diff_id) => format!("snapshot-{}.lock", diff_id.hex()),
         }
     }
 }
@@ -94,23 +95,23 @@ impl Store {
 
     /// Takes the exclusive lock on one object (waiting for its holder). Never call it while
     /// holding the same lock: the locks are per open file, so that would wait forever.
-    pub fn lock_object(&self, kind: ObjectLock, key: &Digest) -> Result<StoreLock> {
+    pub fn lock_object(&self, object: ObjectLock<'_>) -> Result<StoreLock> {
         lock_file(
-            &self.object_lock_path(kind, key)?,
+            &self.object_lock_path(object)?,
             FlockOperation::LockExclusive,
         )
     }
 
     /// The lock on one object if nobody holds it, else `None`: for a caller that must be able
     /// to stop waiting (a cancelled build) and so polls instead of blocking in `flock`.
-    pub fn try_lock_object(&self, kind: ObjectLock, key: &Digest) -> Result<Option<StoreLock>> {
-        try_lock_file(&self.object_lock_path(kind, key)?)
+    pub fn try_lock_object(&self, object: ObjectLock<'_>) -> Result<Option<StoreLock>> {
+        try_lock_file(&self.object_lock_path(object)?)
     }
 
-    fn object_lock_path(&self, kind: ObjectLock, key: &Digest) -> Result<PathBuf> {
+    fn object_lock_path(&self, object: ObjectLock<'_>) -> Result<PathBuf> {
         let dir = self.root.join("locks");
         std::fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
-        Ok(dir.join(format!("{}-{}.lock", kind.prefix(), key.hex())))
+        Ok(dir.join(object.file_name()))
     }
 
     /// Deletes the per-object lock files. Only with the exclusive store lock held (`_held`).
@@ -159,6 +160,7 @@ pub(crate) fn try_lock_file(path: &Path) -> Result<Option<StoreLock>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_image::Digest;
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -184,19 +186,20 @@ mod tests {
     #[test]
     fn object_lock_makes_the_second_taker_wait() {
         let (_d, s) = store();
-        let key = Digest::of(b"step");
-        let first = s.lock_object(ObjectLock::Step, &key).unwrap();
+        let key = CacheKey::from_hash(Digest::of(b"step"));
+        let first = s.lock_object(ObjectLock::Step(&key)).unwrap();
         let (tx, rx) = mpsc::channel();
         let s2 = s.clone();
         let k2 = key.clone();
         let t = std::thread::spawn(move || {
-            let _l = s2.lock_object(ObjectLock::Step, &k2).unwrap();
+            let _l = s2.lock_object(ObjectLock::Step(&k2)).unwrap();
             tx.send(()).unwrap();
         });
         assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
-        assert!(s.try_lock_object(ObjectLock::Step, &key).unwrap().is_none());
-        // A different object is not blocked.
-        let other = s.lock_object(ObjectLock::Snapshot, &key).unwrap();
+        assert!(s.try_lock_object(ObjectLock::Step(&key)).unwrap().is_none());
+        // A different object is not blocked, even one whose name has the same hex.
+        let same_hex = DiffId::from_tar_digest(key.as_hash().clone());
+        let other = s.lock_object(ObjectLock::Snapshot(&same_hex)).unwrap();
         drop(other);
         drop(first);
         rx.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -206,11 +209,10 @@ mod tests {
     #[test]
     fn clearing_lock_files_needs_the_exclusive_lock_and_removes_them() {
         let (_d, s) = store();
-        drop(s.lock_object(ObjectLock::Step, &Digest::of(b"a")).unwrap());
-        drop(
-            s.lock_object(ObjectLock::Snapshot, &Digest::of(b"b"))
-                .unwrap(),
-        );
+        let key = CacheKey::from_hash(Digest::of(b"a"));
+        drop(s.lock_object(ObjectLock::Step(&key)).unwrap());
+        let diff_id = DiffId::of_tar(b"b");
+        drop(s.lock_object(ObjectLock::Snapshot(&diff_id)).unwrap());
         let held = s.lock_exclusive().unwrap();
         assert_eq!(s.clear_object_locks(&held).unwrap(), 2);
         assert_eq!(s.clear_object_locks(&held).unwrap(), 0);

@@ -3,57 +3,50 @@
 //!
 //! The last use is the record file's modification time: set when the record is written and
 //! refreshed on every cache hit with one `utimensat`, so a hit stays as cheap as a file read.
-//! The solver owns the record format; the store reads only its `layer.digest`, `layer.diff_id`
-//! and `layer.size` fields, which every record version keeps.
+//! The solver owns the record format; the store reads only its `layer`, a
+//! [`LayerRef`](kiln_image::LayerRef). Every kiln since the first has written all four of its
+//! fields (digest, diff_id, size, media_type) in that form, so reading them strictly loses no
+//! record; one without them is damage, which `kiln check` reports.
 
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use kiln_image::Digest;
+use kiln_image::{Digest, LayerRef};
 use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_NOW};
 use serde::Deserialize;
 
-use crate::{Result, Store, StoreError};
-
-/// The layer a cache record holds, as far as the store needs to know it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct RecordLayer {
-    pub digest: Digest,
-    pub diff_id: Digest,
-    #[serde(default)]
-    pub size: u64,
-}
+use crate::{CacheKey, Result, Store, StoreError};
 
 #[derive(Deserialize)]
 struct RecordView {
     #[serde(default)]
-    layer: Option<RecordLayer>,
+    layer: Option<LayerRef>,
 }
 
 /// One cache record found in the store.
 #[derive(Debug, Clone)]
 pub struct RecordEntry {
-    pub key: Digest,
+    pub key: CacheKey,
     /// The layer it holds; `None` for a step that changed no file.
-    pub layer: Option<RecordLayer>,
+    pub layer: Option<LayerRef>,
     pub last_used: SystemTime,
     /// Size of the record file itself.
     pub file_size: u64,
 }
 
 /// Reads the layer out of a record's bytes; `Err` when they are not a record.
-pub fn record_layer(bytes: &[u8]) -> Result<Option<RecordLayer>, serde_json::Error> {
+pub fn record_layer(bytes: &[u8]) -> Result<Option<LayerRef>, serde_json::Error> {
     serde_json::from_slice::<RecordView>(bytes).map(|v| v.layer)
 }
 
 impl Store {
-    pub(crate) fn cache_record_path(&self, key: &Digest) -> PathBuf {
+    pub(crate) fn cache_record_path(&self, key: &CacheKey) -> PathBuf {
         self.root.join("cache").join(key.hex())
     }
 
     /// Marks the record under `key` as used now. A record that vanished meanwhile (pruned) is
     /// not an error: the caller already holds its contents.
-    pub fn cache_touch(&self, key: &Digest) -> Result<()> {
+    pub fn cache_touch(&self, key: &CacheKey) -> Result<()> {
         let path = self.cache_record_path(key);
         let now = Timespec {
             tv_sec: 0,
@@ -70,7 +63,7 @@ impl Store {
     }
 
     /// Removes the record under `key`, if any.
-    pub fn cache_remove(&self, key: &Digest) -> Result<()> {
+    pub fn cache_remove(&self, key: &CacheKey) -> Result<()> {
         let path = self.cache_record_path(key);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -86,7 +79,7 @@ impl Store {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(StoreError::io(&dir))? {
             let entry = entry.map_err(StoreError::io(&dir))?;
-            let Some(key) = entry.file_name().to_str().and_then(hex_digest) else {
+            let Some(key) = entry.file_name().to_str().and_then(hex_key) else {
                 continue;
             };
             let path = entry.path();
@@ -116,6 +109,11 @@ pub(crate) fn hex_digest(name: &str) -> Option<Digest> {
     Digest::from_hex(name).ok()
 }
 
+/// The cache key a record's file name (64 lowercase hex digits) stands for.
+pub(crate) fn hex_key(name: &str) -> Option<CacheKey> {
+    CacheKey::from_hex(name).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,7 +123,7 @@ mod tests {
     fn a_hit_refreshes_the_last_use() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let key = Digest::of(b"k");
+        let key = CacheKey::from_hash(Digest::of(b"k"));
         let layer = Digest::of(b"l");
         let rec = format!(
             r#"{{"layer":{{"digest":"{layer}","diff_id":"{layer}","size":7,"media_type":"m"}},"created":"x"}}"#
@@ -156,10 +154,14 @@ mod tests {
     fn layerless_and_foreign_files() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        s.cache_put(&Digest::of(b"a"), br#"{"layer":null,"created":"x"}"#)
-            .unwrap();
+        s.cache_put(
+            &CacheKey::from_hash(Digest::of(b"a")),
+            br#"{"layer":null,"created":"x"}"#,
+        )
+        .unwrap();
         std::fs::write(dir.path().join("cache/README"), "not a record").unwrap();
-        s.cache_put(&Digest::of(b"b"), b"garbage").unwrap();
+        s.cache_put(&CacheKey::from_hash(Digest::of(b"b")), b"garbage")
+            .unwrap();
         let listed = s.list_cache_records().unwrap();
         assert_eq!(listed.len(), 1);
         assert!(listed[0].layer.is_none());

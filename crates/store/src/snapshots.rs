@@ -20,7 +20,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_image::Digest;
+use kiln_image::DiffId;
 
 use crate::{Result, Store, StoreError};
 
@@ -31,17 +31,17 @@ pub(crate) const FILES_DIR: &str = "fs";
 
 impl Store {
     /// The directory holding snapshot `diff_id` with its marker.
-    pub(crate) fn snapshot_dir(&self, diff_id: &Digest) -> PathBuf {
+    pub(crate) fn snapshot_dir(&self, diff_id: &DiffId) -> PathBuf {
         self.root.join("snapshots").join(diff_id.hex())
     }
 
     /// The files of the snapshot for `diff_id`: the overlay lower dir (whether or not it exists).
-    pub fn snapshot_path(&self, diff_id: &Digest) -> PathBuf {
+    pub fn snapshot_path(&self, diff_id: &DiffId) -> PathBuf {
         self.snapshot_dir(diff_id).join(FILES_DIR)
     }
 
     /// Whether a complete snapshot of `diff_id` is published.
-    pub fn has_snapshot(&self, diff_id: &Digest) -> bool {
+    pub fn has_snapshot(&self, diff_id: &DiffId) -> bool {
         snapshot_is_complete(&self.snapshot_dir(diff_id), diff_id)
     }
 
@@ -55,13 +55,13 @@ impl Store {
 
     /// Publishes a fully unpacked staging directory as the snapshot of `diff_id`. If another
     /// process published the same snapshot first, ours is discarded: both have the same content.
-    pub fn commit_snapshot(&self, staging: SnapshotStaging, diff_id: &Digest) -> Result<PathBuf> {
+    pub fn commit_snapshot(&self, staging: SnapshotStaging, diff_id: &DiffId) -> Result<PathBuf> {
         self.publish_snapshot(staging.dir, diff_id)
     }
 
     /// Publishes any fully written directory under `tmp/` (an overlay upper dir, say) as the
     /// snapshot of `diff_id` by moving it. The caller must know it holds exactly that layer.
-    pub fn adopt_snapshot(&self, dir: &Path, diff_id: &Digest) -> Result<PathBuf> {
+    pub fn adopt_snapshot(&self, dir: &Path, diff_id: &DiffId) -> Result<PathBuf> {
         if self.has_snapshot(diff_id) {
             return Ok(self.snapshot_path(diff_id));
         }
@@ -72,7 +72,7 @@ impl Store {
     }
 
     /// Writes the marker into `wrapper` (which holds `fs/`) and renames it into place.
-    fn publish_snapshot(&self, wrapper: tempfile::TempDir, diff_id: &Digest) -> Result<PathBuf> {
+    fn publish_snapshot(&self, wrapper: tempfile::TempDir, diff_id: &DiffId) -> Result<PathBuf> {
         let marker = wrapper.path().join(COMPLETE_MARKER);
         std::fs::write(&marker, diff_id.to_string()).map_err(StoreError::io(&marker))?;
         let dest = self.snapshot_dir(diff_id);
@@ -111,7 +111,7 @@ impl Store {
 }
 
 /// Whether `dir` is a published snapshot of `diff_id`: files and a marker naming it.
-pub(crate) fn snapshot_is_complete(dir: &Path, diff_id: &Digest) -> bool {
+pub(crate) fn snapshot_is_complete(dir: &Path, diff_id: &DiffId) -> bool {
     std::fs::read_to_string(dir.join(COMPLETE_MARKER))
         .is_ok_and(|m| m.trim() == diff_id.to_string())
         && dir.join(FILES_DIR).is_dir()
@@ -151,7 +151,7 @@ mod tests {
     fn staging_commit_and_drop() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let id = Digest::of(b"layer");
+        let id = DiffId::of_tar(b"layer");
         let st = s.snapshot_staging().unwrap();
         std::fs::write(st.path().join("f"), b"x").unwrap();
         let p = s.commit_snapshot(st, &id).unwrap();
@@ -170,7 +170,7 @@ mod tests {
     fn second_publisher_keeps_the_first_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let id = Digest::of(b"layer");
+        let id = DiffId::of_tar(b"layer");
         let a = s.snapshot_staging().unwrap();
         std::fs::write(a.path().join("f"), b"first").unwrap();
         let b = s.snapshot_staging().unwrap();
@@ -185,7 +185,7 @@ mod tests {
     fn adopting_a_directory_moves_it_into_place() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let id = Digest::of(b"upper");
+        let id = DiffId::of_tar(b"upper");
         let work = s.temp_dir("run-").unwrap();
         let upper = work.path().join("upper");
         std::fs::create_dir(&upper).unwrap();
@@ -200,7 +200,7 @@ mod tests {
     fn a_directory_without_marker_is_not_a_snapshot_and_gets_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let id = Digest::of(b"layer");
+        let id = DiffId::of_tar(b"layer");
         // As a crash of an older kiln, or a partial copy, would leave it.
         let stale = s.snapshot_dir(&id);
         std::fs::create_dir_all(stale.join("half")).unwrap();

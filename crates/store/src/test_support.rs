@@ -1,8 +1,13 @@
 //! Helpers for the store's unit tests: a fresh store and small images written into it.
 
-use kiln_image::{Descriptor, Digest, ImageConfig, Manifest, media_type};
+use kiln_image::{Descriptor, DiffId, Digest, ImageConfig, Manifest, media_type};
 
-use crate::Store;
+use crate::{CacheKey, Store};
+
+/// The cache key hashed from `seed`.
+pub(crate) fn key(seed: &[u8]) -> CacheKey {
+    CacheKey::from_hash(Digest::of(seed))
+}
 
 pub(crate) fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -17,12 +22,12 @@ pub(crate) struct TestImage {
     pub manifest: Digest,
     pub config: Digest,
     pub layers: Vec<Digest>,
-    pub diff_ids: Vec<Digest>,
+    pub diff_ids: Vec<DiffId>,
 }
 
 impl TestImage {
-    pub fn diff_id_of(layer: &[u8]) -> Digest {
-        Digest::of(&[b"diff:".as_slice(), layer].concat())
+    pub fn diff_id_of(layer: &[u8]) -> DiffId {
+        DiffId::of_tar(&[b"diff:".as_slice(), layer].concat())
     }
 
     /// Writes the image; with a non-empty `name`, tags it.

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use kiln_image::Digest;
 
 use crate::inventory::Inventory;
-use crate::{Result, Store};
+use crate::{CacheKey, Result, Store};
 
 /// One row of the summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub struct ImageUsage {
 /// A cache record in the verbose listing.
 #[derive(Debug, Clone)]
 pub struct RecordUsage {
-    pub key: Digest,
+    pub key: CacheKey,
     pub layer: Option<Digest>,
     /// Size of the layer if only cache records hold it, else 0.
     pub bytes: u64,
@@ -199,7 +199,8 @@ impl Store {
                 u.snapshots.reclaimable += s.disk_bytes;
             }
             u.snapshot_list.push(DirItem {
-                id: s.id.clone(),
+                // The listing names a directory: the diffID's digest text.
+                id: s.id.as_tar_digest().clone(),
                 bytes: s.disk_bytes,
                 active,
             });

@@ -8,7 +8,7 @@
 
 use std::io;
 
-use kiln_image::Digest;
+use kiln_image::{DiffId, Digest};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, Store, StoreError};
@@ -27,7 +27,7 @@ pub struct LayerVariant {
 impl Store {
     /// Every recorded variant of the layer `diff_id` whose blob is still in the store, sorted by
     /// setting name.
-    pub fn layer_variants(&self, diff_id: &Digest) -> Result<Vec<LayerVariant>> {
+    pub fn layer_variants(&self, diff_id: &DiffId) -> Result<Vec<LayerVariant>> {
         let dir = self.root.join("layer-variants").join(diff_id.hex());
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
@@ -61,7 +61,7 @@ impl Store {
 
     /// Records that the blob `variant.digest` holds the layer `diff_id` compressed with
     /// `variant.compression`, replacing an earlier record for the same setting.
-    pub fn record_layer_variant(&self, diff_id: &Digest, variant: &LayerVariant) -> Result<()> {
+    pub fn record_layer_variant(&self, diff_id: &DiffId, variant: &LayerVariant) -> Result<()> {
         let name = &variant.compression;
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(StoreError::Corrupt {
@@ -84,7 +84,7 @@ mod tests {
     fn variants_are_recorded_per_setting_and_only_listed_while_their_blob_exists() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let diff_id = Digest::of(b"tar");
+        let diff_id = DiffId::of_tar(b"tar");
         assert!(store.layer_variants(&diff_id).unwrap().is_empty());
 
         let gz = store.write_blob(b"gzip bytes").unwrap();
@@ -111,7 +111,7 @@ mod tests {
         );
         assert!(
             store
-                .layer_variants(&Digest::of(b"other"))
+                .layer_variants(&DiffId::of_tar(b"other"))
                 .unwrap()
                 .is_empty()
         );

@@ -13,8 +13,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use kiln_image::{
-    ContainerConfig, Descriptor, Digest, History, ImageConfig, Index, Manifest, Platform, RootFs,
-    Sha256Hasher, media_type, to_canonical_json,
+    ContainerConfig, Descriptor, DiffId, Digest, History, ImageConfig, Index, LayerRef, Manifest,
+    Platform, RootFs, Sha256Hasher, media_type, to_canonical_json,
 };
 
 use crate::TestRegistry;
@@ -72,7 +72,7 @@ pub fn busybox_oci_layout(dir: &Path, tag: &str) -> Result<()> {
         },
         rootfs: RootFs {
             kind: "layers".into(),
-            diff_ids: vec![layer.diff_id],
+            diff_ids: vec![layer.diff_id.clone()],
         },
         history: vec![History {
             created: Some(EPOCH.into()),
@@ -82,7 +82,7 @@ pub fn busybox_oci_layout(dir: &Path, tag: &str) -> Result<()> {
         ..ImageConfig::default()
     };
     let config_desc = write_json_blob(&blobs, media_type::OCI_CONFIG, &config)?;
-    let manifest = Manifest::oci(config_desc, vec![layer.descriptor]);
+    let manifest = Manifest::oci(config_desc, vec![layer.descriptor()]);
     let mut manifest_desc = write_json_blob(&blobs, media_type::OCI_MANIFEST, &manifest)?;
     manifest_desc.platform = Some(platform);
     manifest_desc
@@ -194,11 +194,6 @@ fn layout_inputs_digest() -> Result<Digest> {
     Ok(hasher.finish())
 }
 
-struct WrittenLayer {
-    descriptor: Descriptor,
-    diff_id: Digest,
-}
-
 /// Passes bytes through to `inner` while hashing them.
 struct HashingWriter<W> {
     inner: W,
@@ -218,7 +213,7 @@ impl<W: Write> Write for HashingWriter<W> {
 
 /// Gzips `tar_path` into `blobs`, hashing the tar (diff id) and the gzip (blob digest) in one
 /// streaming pass.
-fn write_gzip_layer(tar_path: &Path, blobs: &Path) -> Result<WrittenLayer> {
+fn write_gzip_layer(tar_path: &Path, blobs: &Path) -> Result<LayerRef> {
     let staged = tempfile::NamedTempFile::new_in(blobs)
         .with_context(|| format!("creating a temp file in {}", blobs.display()))?;
     let (diff_id, digest, size) = {
@@ -251,9 +246,11 @@ fn write_gzip_layer(tar_path: &Path, blobs: &Path) -> Result<WrittenLayer> {
     staged
         .persist(&blob_path)
         .with_context(|| format!("publishing {}", blob_path.display()))?;
-    Ok(WrittenLayer {
-        descriptor: Descriptor::new(media_type::OCI_LAYER_GZIP, digest, size),
-        diff_id,
+    Ok(LayerRef {
+        digest,
+        diff_id: DiffId::from_tar_digest(diff_id),
+        size,
+        media_type: media_type::OCI_LAYER_GZIP.to_owned(),
     })
 }
 

@@ -39,7 +39,10 @@ fn put_image(store: &Store) -> Descriptor {
     let mut layers = Vec::new();
     for (name, data) in [("a", &b"first"[..]), ("b", &b"second"[..])] {
         let tar = layer_tar(name, data);
-        config.rootfs.diff_ids.push(Digest::of(&tar));
+        config
+            .rootfs
+            .diff_ids
+            .push(kiln_image::DiffId::of_tar(&tar));
         let blob = gzip(&tar);
         let digest = store.write_blob(&blob).unwrap();
         layers.push(Descriptor::new(
@@ -148,7 +151,7 @@ fn legacy_docker_archives_load() {
     let config = ImageConfig {
         rootfs: kiln_image::RootFs {
             kind: "layers".into(),
-            diff_ids: vec![Digest::of(&tar)],
+            diff_ids: vec![kiln_image::DiffId::of_tar(&tar)],
         },
         ..Default::default()
     };
@@ -226,7 +229,10 @@ fn links_inside_the_archive_alias_their_targets() {
     let config = ImageConfig {
         rootfs: kiln_image::RootFs {
             kind: "layers".into(),
-            diff_ids: vec![Digest::of(&tar), Digest::of(&tar)],
+            diff_ids: vec![
+                kiln_image::DiffId::of_tar(&tar),
+                kiln_image::DiffId::of_tar(&tar),
+            ],
         },
         ..Default::default()
     };

@@ -1,5 +1,6 @@
 use super::*;
 use crate::test_support::{entry_names, gunzip, set_all_mtimes};
+use kiln_image::{DiffId, Digest};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{PermissionsExt, symlink};
 
@@ -73,13 +74,13 @@ fn digest_size_and_diff_id_match_the_stored_blob() {
     let blob = store.read_blob(&gz.digest).unwrap();
     assert_eq!(Digest::of(&blob), gz.digest);
     assert_eq!(blob.len() as u64, gz.size);
-    assert_eq!(Digest::of(&gunzip(&blob)), gz.diff_id);
+    assert_eq!(DiffId::of_tar(&gunzip(&blob)), gz.diff_id);
     assert_eq!(gz.media_type, kiln_image::media_type::OCI_LAYER_GZIP);
 
     let plain = write_layer(&store, src.path(), Compression::None)
         .unwrap()
         .unwrap();
-    assert_eq!(plain.digest, plain.diff_id);
+    assert_eq!(&plain.digest, plain.diff_id.as_tar_digest());
     assert_eq!(
         plain.diff_id, gz.diff_id,
         "the same tar under either compression"
@@ -97,7 +98,7 @@ fn digest_size_and_diff_id_match_the_stored_blob() {
     assert_eq!(Digest::of(&blob), zst.digest);
     assert_eq!(blob.len() as u64, zst.size);
     assert_eq!(
-        Digest::of(&zstd::stream::decode_all(&blob[..]).unwrap()),
+        DiffId::of_tar(&zstd::stream::decode_all(&blob[..]).unwrap()),
         gz.diff_id
     );
     assert_eq!(zst.media_type, kiln_image::media_type::OCI_LAYER_ZSTD);

@@ -235,7 +235,7 @@ pub fn build_image(store: &Store, platform: &Platform, file_content: &[u8]) -> B
             .unwrap();
         builder.finish().unwrap();
     }
-    let diff_id = Digest::of(&tar_bytes);
+    let diff_id = kiln_image::DiffId::of_tar(&tar_bytes);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&tar_bytes).unwrap();
     let layer = gz.finish().unwrap();

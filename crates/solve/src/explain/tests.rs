@@ -11,7 +11,7 @@ fn file(path: &str, fingerprint: &str) -> FileFingerprint {
     }
 }
 
-fn run_inputs(parent: &Digest, env: &[&str], args: &[&str], argv: &str) -> Vec<KeyInput> {
+fn run_inputs(parent: &CacheKey, env: &[&str], args: &[&str], argv: &str) -> Vec<KeyInput> {
     let mut key = KeyBuilder::new("RUN", Some(parent));
     key.list("argv", ["/bin/sh", "-c", argv])
         .list("env", env.iter().copied())
@@ -22,14 +22,14 @@ fn run_inputs(parent: &Digest, env: &[&str], args: &[&str], argv: &str) -> Vec<K
 
 #[test]
 fn unchanged_inputs_have_no_changes() {
-    let p = Digest::of(b"p");
+    let p = CacheKey::from_hash(Digest::of(b"p"));
     let a = run_inputs(&p, &["PATH=/bin"], &[], "make");
     assert!(input_changes(&a, &a).is_empty());
 }
 
 #[test]
 fn build_arg_change_shows_old_and_new_values() {
-    let p = Digest::of(b"p");
+    let p = CacheKey::from_hash(Digest::of(b"p"));
     let old = run_inputs(&p, &["PATH=/bin"], &["VERSION=1.2"], "make");
     let new = run_inputs(&p, &["PATH=/bin"], &["VERSION=1.3"], "make");
     assert_eq!(
@@ -46,7 +46,7 @@ fn build_arg_change_shows_old_and_new_values() {
 
 #[test]
 fn env_changes_name_the_variable_not_the_value() {
-    let p = Digest::of(b"p");
+    let p = CacheKey::from_hash(Digest::of(b"p"));
     let old = run_inputs(&p, &["PATH=/bin", "A=1"], &[], "make");
     let new = run_inputs(&p, &["PATH=/usr/bin:/bin", "B=secretish"], &[], "make");
     assert_eq!(
@@ -57,7 +57,10 @@ fn env_changes_name_the_variable_not_the_value() {
 
 #[test]
 fn command_and_parent_changes() {
-    let (p, q) = (Digest::of(b"p"), Digest::of(b"q"));
+    let (p, q) = (
+        CacheKey::from_hash(Digest::of(b"p")),
+        CacheKey::from_hash(Digest::of(b"q")),
+    );
     let old = run_inputs(&p, &[], &[], "make");
     assert_eq!(
         input_changes(&old, &run_inputs(&p, &[], &[], "make all")),
@@ -306,4 +309,35 @@ fn explainer_tracks_first_cause_across_builds() {
         events.lock().unwrap().drain(..).collect::<Vec<_>>(),
         vec![(2, MissCause::RecordMissing), (3, MissCause::RecordMissing)]
     );
+}
+
+/// The explain records of a store written before cache keys and diffIDs were types
+/// (`testdata/stores/typed-ids`) read, and write back byte for byte.
+#[test]
+fn records_written_before_typed_ids_read_and_write_the_same_bytes() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/stores/typed-ids/explain");
+    let (mut steps, mut copied) = (0, 0);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let again = if path.extension().is_some_and(|e| e == "copied") {
+            copied += 1;
+            let c: CopiedFiles = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(c.diff_id.hex().len(), 64);
+            serde_json::to_vec(&c).unwrap()
+        } else {
+            steps += 1;
+            let r: StepRecord = serde_json::from_slice(&bytes).unwrap();
+            assert!(r.key.to_string().starts_with("sha256:"));
+            serde_json::to_vec(&r).unwrap()
+        };
+        assert_eq!(
+            String::from_utf8(again).unwrap(),
+            String::from_utf8(bytes).unwrap(),
+            "{}",
+            path.display()
+        );
+    }
+    assert_eq!((steps, copied), (3, 2));
 }

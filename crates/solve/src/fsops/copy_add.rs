@@ -16,10 +16,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kiln_dockerfile::{CopyCommand, Heredoc, Instruction};
-use kiln_image::Digest;
-use kiln_layer::CommittedLayer;
+use kiln_image::{DiffId, Digest, LayerRef};
 use kiln_plan::Step;
 use kiln_sandbox::OverlayMount;
+use kiln_store::CacheKey;
 
 use super::{StepDirs, absolute_dest, copy_from};
 use crate::cache::KeyBuilder;
@@ -279,7 +279,7 @@ impl StageBuilder<'_> {
         // what this run wrote, recorded for the next one once the step succeeded.
         let slot = Self::slot(&label);
         let previous = || self.previous_copy(&slot);
-        let copied: RefCell<Option<(Digest, BTreeMap<String, String>)>> = RefCell::new(None);
+        let copied: RefCell<Option<(DiffId, BTreeMap<String, String>)>> = RefCell::new(None);
         let commit = |b: &Self, label: &StepLabel, upper: &Path, outcome: CopyOutcome| {
             link_reused(upper, &outcome).map_err(|e| b.fail(ins, e.to_string()))?;
             let layer = b.commit_upper(ins, label, upper)?;
@@ -351,7 +351,7 @@ impl StageBuilder<'_> {
         c: &CopyCommand,
         is_add: bool,
         urls: &[&String],
-    ) -> Option<(Digest, Vec<crate::cache::KeyInput>)> {
+    ) -> Option<(CacheKey, Vec<crate::cache::KeyInput>)> {
         let Some(kiln_plan::CopyFrom::Stage(source)) = copy_from(step) else {
             return None;
         };
@@ -423,8 +423,7 @@ impl StageBuilder<'_> {
         let mount = if numeric || state.layers.is_empty() {
             None
         } else {
-            let lowers =
-                self.lower_dirs(state.layers.iter().zip(state.config.rootfs.diff_ids.iter()))?;
+            let lowers = self.lower_dirs(state.layer_refs())?;
             Some(OverlayMount::mount(&lowers, None, &dirs.path("parent"))?)
         };
         let root = mount
@@ -443,7 +442,7 @@ impl StageBuilder<'_> {
         ins: &Instruction,
         label: StepLabel,
         key_inputs: impl FnOnce(&mut KeyBuilder),
-        execute: impl FnOnce(&Self, &StepLabel) -> Result<Option<CommittedLayer>>,
+        execute: impl FnOnce(&Self, &StepLabel) -> Result<Option<LayerRef>>,
     ) -> Result<()> {
         let mut key = KeyBuilder::new(&format!("{} --link", ins.keyword), None);
         key.field("platform", &self.req.platform.to_string());

@@ -22,7 +22,7 @@ mod tests;
 use std::path::Path;
 
 use kiln_dockerfile::Instruction;
-use kiln_image::{Descriptor, Digest};
+use kiln_image::{Digest, LayerRef};
 use kiln_store::{CacheDirSettings, CacheSharing};
 
 use crate::cache::KeyBuilder;
@@ -94,8 +94,7 @@ pub(crate) enum TreeSource {
         /// What names the filesystem in the cache key: the stage's cache key or the image's
         /// manifest digest (both change whenever its content does).
         key: String,
-        layers: Vec<Descriptor>,
-        diff_ids: Vec<Digest>,
+        layers: Vec<LayerRef>,
         path: String,
     },
 }
@@ -250,7 +249,7 @@ impl StageBuilder<'_> {
                 }
                 vec![PlannedMount::Cache {
                     target,
-                    dir_key: dir_key.finish(),
+                    dir_key: dir_key.finish_hash(),
                     sharing: m.sharing.unwrap_or_default(),
                     settings,
                     readonly: m.readonly,
@@ -346,8 +345,7 @@ impl StageBuilder<'_> {
                 .ok_or_else(|| fail(format!("stage {from} is not built before this step")))?;
             return Ok(TreeSource::Layers {
                 key: built.key.to_string(),
-                layers: built.layers.clone(),
-                diff_ids: built.config.rootfs.diff_ids.clone(),
+                layers: built.layer_refs().collect(),
                 path,
             });
         }
@@ -356,8 +354,7 @@ impl StageBuilder<'_> {
             .map_err(|e| fail(format!("from={from}: {e}")))?;
         Ok(TreeSource::Layers {
             key: image.manifest_digest.to_string(),
-            layers: image.manifest.layers.clone(),
-            diff_ids: image.config.rootfs.diff_ids.clone(),
+            layers: image.layers().collect(),
             path,
         })
     }

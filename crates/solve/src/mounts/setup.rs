@@ -182,12 +182,7 @@ impl StageBuilder<'_> {
                 let dir = active.scratch_dir(&format!("context-{n}"))?;
                 copy_context_source(source, &dir)
             }
-            TreeSource::Layers {
-                layers,
-                diff_ids,
-                path,
-                ..
-            } => {
+            TreeSource::Layers { layers, path, .. } => {
                 let root = active.scratch_dir(&format!("tree-{n}"))?;
                 let upper_work = if writable {
                     Some((
@@ -197,7 +192,7 @@ impl StageBuilder<'_> {
                 } else {
                     None
                 };
-                let lowers = self.lower_dirs(layers.iter().zip(diff_ids.iter()))?;
+                let lowers = self.lower_dirs(layers.iter().cloned())?;
                 let overlay = OverlayMount::mount(
                     &lowers,
                     upper_work.as_ref().map(|(u, w)| (u.as_path(), w.as_path())),
@@ -230,17 +225,12 @@ impl StageBuilder<'_> {
                 }
                 copy_into(dir, std::slice::from_ref(source), "/", &opts).map_err(SolveError::Copy)
             }
-            TreeSource::Layers {
-                layers,
-                diff_ids,
-                path,
-                ..
-            } => {
+            TreeSource::Layers { layers, path, .. } => {
                 std::fs::create_dir_all(scratch).map_err(|source| SolveError::ReadFile {
                     path: scratch.to_owned(),
                     source,
                 })?;
-                let lowers = self.lower_dirs(layers.iter().zip(diff_ids.iter()))?;
+                let lowers = self.lower_dirs(layers.iter().cloned())?;
                 let overlay = OverlayMount::mount(&lowers, None, scratch)?;
                 let root = std::fs::canonicalize(overlay.path()).map_err(|source| {
                     SolveError::ReadFile {

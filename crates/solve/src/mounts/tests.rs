@@ -242,7 +242,7 @@ fn secrets_load_from_files_and_env_and_never_print() {
     assert!(e.contains("secret d: cannot read"), "{e}");
 }
 
-fn key_of(mount: &PlannedMount) -> kiln_image::Digest {
+fn key_of(mount: &PlannedMount) -> kiln_store::CacheKey {
     let mut key = crate::cache::KeyBuilder::new("RUN", None);
     mount.add_to_key(&mut key);
     key.finish()

@@ -10,10 +10,11 @@
 
 use std::collections::BTreeMap;
 
-use kiln_image::{Descriptor, Digest, Manifest, to_canonical_json};
+use kiln_image::{Descriptor, DiffId, Digest, LayerRef, Manifest, to_canonical_json};
+use kiln_store::CacheKey;
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{CacheRecord, LayerRecord};
+use crate::cache::CacheRecord;
 
 /// The media type of the cache document, as the export manifest's config.
 pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.kiln.cache.v1+json";
@@ -40,15 +41,15 @@ pub struct CacheDocument {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CacheAlias {
-    pub alias: Digest,
-    pub key: Digest,
+    pub alias: CacheKey,
+    pub key: CacheKey,
 }
 
 /// One step's cache record, as exported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CachedStep {
-    pub key: Digest,
+    pub key: CacheKey,
     /// When the step first ran (RFC 3339): reused on a hit, so the image bytes stay the same.
     pub created: String,
     /// `None` for a step that changed no file.
@@ -56,19 +57,55 @@ pub struct CachedStep {
     pub layer: Option<CachedLayer>,
 }
 
-/// The layer of a step: the blob (as a descriptor would name it) and the tar it holds.
+/// The layer of a step and, when the exporter knew it, the compression setting that made its
+/// blob (`gzip-6`, …): an importer asked for an exact level reuses the blob only if it matches.
+///
+/// In the document it is one flat object in the OCI descriptor's spelling (`mediaType`,
+/// `digest`, `size`, `diffID`, `compression`), as exports have always been written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "CachedLayerJson", into = "CachedLayerJson")]
 pub struct CachedLayer {
-    pub media_type: String,
-    pub digest: Digest,
-    pub size: u64,
-    #[serde(rename = "diffID")]
-    pub diff_id: Digest,
-    /// The compression setting that made the blob (`gzip-6`, …), when the exporter knew it:
-    /// an importer asked for an exact level reuses the blob only if it matches.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: LayerRef,
     pub compression: Option<String>,
+}
+
+/// [`CachedLayer`] as the document spells it.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CachedLayerJson {
+    media_type: String,
+    digest: Digest,
+    size: u64,
+    #[serde(rename = "diffID")]
+    diff_id: DiffId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    compression: Option<String>,
+}
+
+impl From<CachedLayerJson> for CachedLayer {
+    fn from(j: CachedLayerJson) -> Self {
+        CachedLayer {
+            layer: LayerRef {
+                digest: j.digest,
+                diff_id: j.diff_id,
+                size: j.size,
+                media_type: j.media_type,
+            },
+            compression: j.compression,
+        }
+    }
+}
+
+impl From<CachedLayer> for CachedLayerJson {
+    fn from(c: CachedLayer) -> Self {
+        CachedLayerJson {
+            media_type: c.layer.media_type,
+            digest: c.layer.digest,
+            size: c.layer.size,
+            diff_id: c.layer.diff_id,
+            compression: c.compression,
+        }
+    }
 }
 
 /// Why bytes are not a cache document kiln can use.
@@ -82,15 +119,12 @@ pub enum DocumentError {
 
 impl CachedStep {
     /// The step as exported: `record` under `key`, its layer made with `compression`.
-    pub fn new(key: Digest, record: &CacheRecord, compression: Option<String>) -> Self {
+    pub fn new(key: CacheKey, record: &CacheRecord, compression: Option<String>) -> Self {
         CachedStep {
             key,
             created: record.created.clone(),
             layer: record.layer.as_ref().map(|l| CachedLayer {
-                media_type: l.media_type.clone(),
-                digest: l.digest.clone(),
-                size: l.size,
-                diff_id: l.diff_id.clone(),
+                layer: l.clone(),
                 compression,
             }),
         }
@@ -99,20 +133,9 @@ impl CachedStep {
     /// The local cache record this step stands for.
     pub fn record(&self) -> CacheRecord {
         CacheRecord {
-            layer: self.layer.as_ref().map(|l| LayerRecord {
-                digest: l.digest.clone(),
-                diff_id: l.diff_id.clone(),
-                size: l.size,
-                media_type: l.media_type.clone(),
-            }),
+            layer: self.layer.as_ref().map(|l| l.layer.clone()),
             created: self.created.clone(),
         }
-    }
-}
-
-impl CachedLayer {
-    pub fn descriptor(&self) -> Descriptor {
-        Descriptor::new(self.media_type.clone(), self.digest.clone(), self.size)
     }
 }
 
@@ -160,7 +183,11 @@ impl CacheDocument {
     /// Every layer blob a record names, once each, sorted by digest.
     pub fn layer_descriptors(&self) -> Vec<Descriptor> {
         let mut layers = BTreeMap::new();
-        for layer in self.records.iter().filter_map(|r| r.layer.as_ref()) {
+        for layer in self
+            .records
+            .iter()
+            .filter_map(|r| r.layer.as_ref().map(|l| &l.layer))
+        {
             layers
                 .entry(layer.digest.clone())
                 .or_insert_with(|| layer.descriptor());
@@ -190,7 +217,7 @@ impl CacheDocument {
             .iter()
             .filter(|r| match &r.layer {
                 None => true,
-                Some(l) => listed.get(&l.digest) == Some(&l.size),
+                Some(l) => listed.get(&l.layer.digest) == Some(&l.layer.size),
             })
             .cloned()
             .collect()
@@ -201,11 +228,15 @@ impl CacheDocument {
 mod tests {
     use super::*;
 
+    fn key(seed: &[u8]) -> CacheKey {
+        CacheKey::from_hash(Digest::of(seed))
+    }
+
     fn record(layer: Option<(&[u8], u64)>) -> CacheRecord {
         CacheRecord {
-            layer: layer.map(|(blob, size)| LayerRecord {
+            layer: layer.map(|(blob, size)| LayerRef {
                 digest: Digest::of(blob),
-                diff_id: Digest::of(&[blob, b"-tar"].concat()),
+                diff_id: DiffId::of_tar(&[blob, b"-tar"].concat()),
                 size,
                 media_type: kiln_image::media_type::OCI_LAYER_GZIP.to_owned(),
             }),
@@ -216,25 +247,21 @@ mod tests {
     fn sample() -> CacheDocument {
         let aliases = [
             CacheAlias {
-                alias: Digest::of(b"def-of-k4"),
-                key: Digest::of(b"k4"),
+                alias: key(b"def-of-k4"),
+                key: key(b"k4"),
             },
             CacheAlias {
-                alias: Digest::of(b"def-of-nothing"),
-                key: Digest::of(b"not a step"),
+                alias: key(b"def-of-nothing"),
+                key: key(b"not a step"),
             },
         ];
         let steps = [
-            CachedStep::new(Digest::of(b"k2"), &record(Some((b"b", 20))), None),
-            CachedStep::new(
-                Digest::of(b"k1"),
-                &record(Some((b"a", 10))),
-                Some("gzip-6".into()),
-            ),
-            CachedStep::new(Digest::of(b"k3"), &record(None), None),
+            CachedStep::new(key(b"k2"), &record(Some((b"b", 20))), None),
+            CachedStep::new(key(b"k1"), &record(Some((b"a", 10))), Some("gzip-6".into())),
+            CachedStep::new(key(b"k3"), &record(None), None),
             // The same layer from another step, and a duplicate key.
-            CachedStep::new(Digest::of(b"k4"), &record(Some((b"a", 10))), None),
-            CachedStep::new(Digest::of(b"k1"), &record(None), None),
+            CachedStep::new(key(b"k4"), &record(Some((b"a", 10))), None),
+            CachedStep::new(key(b"k1"), &record(None), None),
         ];
         CacheDocument::new(steps, aliases)
     }
@@ -247,17 +274,13 @@ mod tests {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
-        let first = doc
-            .records
-            .iter()
-            .find(|r| r.key == Digest::of(b"k1"))
-            .unwrap();
+        let first = doc.records.iter().find(|r| r.key == key(b"k1")).unwrap();
         assert!(first.layer.is_some(), "the first step of a key is kept");
         assert_eq!(
             doc.aliases,
             vec![CacheAlias {
-                alias: Digest::of(b"def-of-k4"),
-                key: Digest::of(b"k4")
+                alias: key(b"def-of-k4"),
+                key: key(b"k4")
             }],
             "an alias of no exported step is dropped"
         );
@@ -271,10 +294,10 @@ mod tests {
         assert!(text.contains(r#""compression":"gzip-6""#), "{text}");
 
         // A record's own form comes back exactly.
-        let step = CachedStep::new(Digest::of(b"k"), &record(Some((b"c", 3))), None);
+        let step = CachedStep::new(key(b"k"), &record(Some((b"c", 3))), None);
         assert_eq!(step.record(), record(Some((b"c", 3))));
         assert_eq!(
-            CachedStep::new(Digest::of(b"k"), &record(None), None).record(),
+            CachedStep::new(key(b"k"), &record(None), None).record(),
             record(None)
         );
     }
@@ -303,7 +326,7 @@ mod tests {
         manifest.layers.retain(|l| l.digest == Digest::of(b"a"));
         let usable = doc.usable_records(&manifest);
         assert_eq!(usable.len(), 3, "k1, k3 (no layer) and k4");
-        assert!(usable.iter().all(|r| r.key != Digest::of(b"k2")));
+        assert!(usable.iter().all(|r| r.key != key(b"k2")));
 
         let mut wrong_size = sample().manifest(Digest::of(b"c"), 1);
         for l in &mut wrong_size.layers {
@@ -328,5 +351,34 @@ mod tests {
         ));
         let empty = CacheDocument::decode(br#"{"schemaVersion":1,"records":[]}"#).unwrap();
         assert!(empty.records.is_empty());
+    }
+
+    #[test]
+    fn a_layer_is_written_in_the_documents_own_spelling() {
+        let layer = CachedLayer {
+            layer: record(Some((b"a", 10))).layer.unwrap(),
+            compression: Some("gzip-6".into()),
+        };
+        let json = serde_json::to_string(&layer).unwrap();
+        let expected = format!(
+            r#"{{"mediaType":"{}","digest":"{}","size":10,"diffID":"{}","compression":"gzip-6"}}"#,
+            kiln_image::media_type::OCI_LAYER_GZIP,
+            Digest::of(b"a"),
+            Digest::of(b"a-tar"),
+        );
+        assert_eq!(json, expected);
+        assert_eq!(
+            serde_json::from_str::<CachedLayer>(&expected).unwrap(),
+            layer
+        );
+        let without = CachedLayer {
+            compression: None,
+            ..layer
+        };
+        let json = serde_json::to_string(&without).unwrap();
+        assert!(!json.contains("compression"), "{json}");
+        assert_eq!(serde_json::from_str::<CachedLayer>(&json).unwrap(), without);
+        let bad = expected.replace(&Digest::of(b"a-tar").to_string(), "sha256:00");
+        assert!(serde_json::from_str::<CachedLayer>(&bad).is_err());
     }
 }

@@ -302,13 +302,15 @@ mod tests {
         let layer = store.write_blob(&[b"layer-", salt].concat()).unwrap();
         let document = CacheDocument::new(
             [super::super::CachedStep {
-                key: Digest::of(salt),
+                key: kiln_store::CacheKey::from_hash(Digest::of(salt)),
                 created: "2026-01-01T00:00:00Z".into(),
                 layer: Some(super::super::CachedLayer {
-                    media_type: media_type::OCI_LAYER_GZIP.into(),
-                    digest: layer,
-                    size: 6 + salt.len() as u64,
-                    diff_id: Digest::of(b"tar"),
+                    layer: kiln_image::LayerRef {
+                        digest: layer,
+                        diff_id: kiln_image::DiffId::of_tar(b"tar"),
+                        size: 6 + salt.len() as u64,
+                        media_type: media_type::OCI_LAYER_GZIP.into(),
+                    },
                     compression: None,
                 }),
             }],
@@ -357,9 +359,9 @@ mod tests {
 
         let (manifest, document) = read(&dir, "latest").unwrap();
         assert_eq!(manifest, first_manifest);
-        assert_eq!(document.records[0].key, Digest::of(b"one"));
+        assert_eq!(document.records[0].key.as_hash(), &Digest::of(b"one"));
         let (_, document) = read(&dir, "main").unwrap();
-        assert_eq!(document.records[0].key, Digest::of(b"two"));
+        assert_eq!(document.records[0].key.as_hash(), &Digest::of(b"two"));
         let index: Index =
             serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
         assert_eq!(index.manifests.len(), 2, "one entry per tag");

@@ -4,10 +4,11 @@
 use std::time::Instant;
 
 use kiln_dockerfile::Instruction;
-use kiln_image::Digest;
+use kiln_image::LayerRef;
+use kiln_store::CacheKey;
 
 use super::{StageBuilder, StageState};
-use crate::cache::{CacheRecord, KeyBuilder, LayerRecord};
+use crate::cache::{CacheRecord, KeyBuilder};
 use crate::error::Result;
 use crate::explain::{KeyedStep, StepOutcome};
 use crate::progress::{ProgressEvent, StepLabel};
@@ -20,14 +21,14 @@ impl StageBuilder<'_> {
     /// across every build on the store (none when the user forces a miss, which never looks up).
     /// Another build may hold it for as long as its step runs, so the wait polls, giving up
     /// when this build is cancelled.
-    pub(crate) fn step_lock(&self, key: &Digest) -> Result<Option<kiln_store::StoreLock>> {
+    pub(crate) fn step_lock(&self, key: &CacheKey) -> Result<Option<kiln_store::StoreLock>> {
         if self.forced_miss().is_some() {
             return Ok(None);
         }
         let cancel = &self.engine.cancel;
         loop {
             let store = &self.engine.store;
-            if let Some(lock) = store.try_lock_object(kiln_store::ObjectLock::Step, key)? {
+            if let Some(lock) = store.try_lock_object(kiln_store::ObjectLock::Step(key))? {
                 return Ok(Some(lock));
             }
             if cancel.wait_timeout(STEP_LOCK_POLL) {
@@ -43,11 +44,7 @@ impl StageBuilder<'_> {
         ins: &Instruction,
         label: StepLabel,
         key_inputs: impl FnOnce(&mut KeyBuilder) -> Result<()>,
-        execute: impl FnOnce(
-            &Self,
-            &StageState,
-            &StepLabel,
-        ) -> Result<Option<kiln_layer::CommittedLayer>>,
+        execute: impl FnOnce(&Self, &StageState, &StepLabel) -> Result<Option<LayerRef>>,
     ) -> Result<()> {
         let mut key = KeyBuilder::new(&ins.keyword, Some(&state.key));
         key.field("platform", &state.platform.to_string());
@@ -67,14 +64,10 @@ impl StageBuilder<'_> {
         state: &mut StageState,
         ins: &Instruction,
         label: StepLabel,
-        record_key: &Digest,
-        stage_key: Digest,
+        record_key: &CacheKey,
+        stage_key: CacheKey,
         inputs: Vec<crate::cache::KeyInput>,
-        execute: impl FnOnce(
-            &Self,
-            &StageState,
-            &StepLabel,
-        ) -> Result<Option<kiln_layer::CommittedLayer>>,
+        execute: impl FnOnce(&Self, &StageState, &StepLabel) -> Result<Option<LayerRef>>,
     ) -> Result<()> {
         // "Look up, else run and record" is one critical section per key across every build on
         // this store: a second build reaching the same step waits here, then finds the record.
@@ -143,12 +136,7 @@ impl StageBuilder<'_> {
         let started = Instant::now();
         let layer = execute(self, state, &label)?;
         let record = CacheRecord {
-            layer: layer.map(|l| LayerRecord {
-                digest: l.digest,
-                diff_id: l.diff_id,
-                size: l.size,
-                media_type: l.media_type,
-            }),
+            layer,
             // The key holds the epoch, so every hit on this record has the same one.
             created: match self.epoch() {
                 Some(epoch) => epoch.rfc3339(),

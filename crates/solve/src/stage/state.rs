@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use kiln_dockerfile::{Instruction, ShellOrExec};
-use kiln_image::{Descriptor, Digest, History, ImageConfig, Platform};
+use kiln_image::{Descriptor, History, ImageConfig, LayerRef, Platform};
+use kiln_store::CacheKey;
 
 use crate::cache::{CacheRecord, KeyBuilder, KeyInput};
 use crate::metadata::shell_of;
@@ -20,7 +21,7 @@ pub struct StageState {
     /// Layer descriptors, bottom first (`config.rootfs.diff_ids` is kept in step).
     pub layers: Vec<Descriptor>,
     /// The cache key of the last step: every later key chains from it.
-    pub key: Digest,
+    pub key: CacheKey,
     /// ARGs declared in this stage, with their values.
     pub args: BTreeMap<String, String>,
     /// Whether CMD was set in this stage (ENTRYPOINT resets an inherited CMD only).
@@ -216,8 +217,13 @@ impl StageState {
         self.history(history_text, created, true);
     }
 
+    /// The stage's layers so far, each blob with its diffID, bottom first.
+    pub fn layer_refs(&self) -> impl Iterator<Item = LayerRef> + '_ {
+        LayerRef::pair_all(&self.layers, &self.config.rootfs.diff_ids)
+    }
+
     /// Records a filesystem step's result (a cache hit or a fresh run).
-    pub fn apply_record(&mut self, instruction: &Instruction, key: Digest, record: &CacheRecord) {
+    pub fn apply_record(&mut self, instruction: &Instruction, key: CacheKey, record: &CacheRecord) {
         self.key = key;
         self.last_created = Some(record.created.clone());
         let created_by = self
@@ -226,11 +232,7 @@ impl StageState {
             .unwrap_or_else(|| instruction.original.clone());
         match &record.layer {
             Some(l) => {
-                self.layers.push(Descriptor::new(
-                    l.media_type.clone(),
-                    l.digest.clone(),
-                    l.size,
-                ));
+                self.layers.push(l.descriptor());
                 self.config.rootfs.diff_ids.push(l.diff_id.clone());
                 self.history(&created_by, Some(record.created.clone()), false);
             }

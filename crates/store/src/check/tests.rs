@@ -1,4 +1,5 @@
 use super::*;
+use crate::CacheKey;
 use crate::test_support::{TestImage, store};
 
 fn problems(r: &CheckReport) -> Vec<String> {
@@ -93,11 +94,11 @@ fn dangling_and_unreadable_records_and_incomplete_snapshots() {
     let rec = format!(
         r#"{{"layer":{{"digest":"{missing}","diff_id":"{missing}","size":1,"media_type":"m"}},"created":"x"}}"#
     );
-    let dangling = Digest::of(b"k1");
+    let dangling = CacheKey::from_hash(Digest::of(b"k1"));
     s.cache_put(&dangling, rec.as_bytes()).unwrap();
-    let garbage = Digest::of(b"k2");
+    let garbage = CacheKey::from_hash(Digest::of(b"k2"));
     s.cache_put(&garbage, b"{{{").unwrap();
-    let half = Digest::of(b"half");
+    let half = DiffId::of_tar(b"half");
     std::fs::create_dir_all(s.snapshot_path(&half)).unwrap();
 
     let lock = s.lock_exclusive().unwrap();

@@ -1,10 +1,10 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::test_support::{TestImage, store};
+use crate::test_support::{TestImage, key as cache_key, store};
 
 /// A cache record holding `layer` (written as a blob), last used `age` ago, with a snapshot.
-fn record(s: &Store, key: &[u8], layer: &[u8], age: Duration) -> (Digest, Digest) {
+fn record(s: &Store, key: &[u8], layer: &[u8], age: Duration) -> (CacheKey, Digest) {
     let blob = s.write_blob(layer).unwrap();
     let diff_id = TestImage::diff_id_of(layer);
     snapshot(s, &diff_id);
@@ -12,7 +12,7 @@ fn record(s: &Store, key: &[u8], layer: &[u8], age: Duration) -> (Digest, Digest
         r#"{{"layer":{{"digest":"{blob}","diff_id":"{diff_id}","size":{},"media_type":"m"}},"created":"x"}}"#,
         layer.len()
     );
-    let key = Digest::of(key);
+    let key = cache_key(key);
     s.cache_put(&key, rec.as_bytes()).unwrap();
     std::fs::File::options()
         .write(true)
@@ -23,7 +23,7 @@ fn record(s: &Store, key: &[u8], layer: &[u8], age: Duration) -> (Digest, Digest
     (key, blob)
 }
 
-fn snapshot(s: &Store, diff_id: &Digest) {
+fn snapshot(s: &Store, diff_id: &DiffId) {
     let st = s.snapshot_staging().unwrap();
     std::fs::write(st.path().join("f"), vec![7u8; 10_000]).unwrap();
     s.commit_snapshot(st, diff_id).unwrap();
@@ -211,7 +211,7 @@ fn prune_drops_variant_records_of_gone_blobs_and_explain_records_of_gone_dockerf
         size: 5,
     };
     let layer = &img.diff_ids[0];
-    let other_layer = Digest::of(b"another tar");
+    let other_layer = DiffId::of_tar(b"another tar");
     let gone = Digest::of(b"a blob pruned long ago");
     s.record_layer_variant(layer, &variant("gzip-6", &img.layers[0]))
         .unwrap();
