@@ -134,6 +134,8 @@ pub enum Command {
         #[command(subcommand)]
         command: VolumeCommand,
     },
+    /// Serve Docker's Engine API (v1.41) on a UNIX socket, for docker, docker-py and compose
+    Serve(ServeArgs),
     /// The detached container supervisor (started by `kiln run -d`)
     #[command(name = "__supervise", hide = true)]
     Supervise { id: String },
@@ -490,4 +492,15 @@ pub struct RunArgs {
     /// Command and arguments (replace the image's CMD)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Socket to listen on, unix:///PATH (repeatable) [default: unix:///run/kiln/kiln.sock as
+    /// root, else unix://$XDG_RUNTIME_DIR/kiln/kiln.sock]. Plain tcp:// is refused.
+    #[arg(short = 'H', long = "host", value_name = "unix:///PATH")]
+    pub hosts: Vec<String>,
+    /// Seconds a client may take to send a request's headers
+    #[arg(long, default_value_t = 10, hide = true)]
+    pub header_timeout: u64,
 }
