@@ -9,6 +9,8 @@
 //! is an in-band `errorDetail`. Dropping the response (the client disconnected) drops the
 //! build future, which cancels the build (`Engine::build_async`).
 //!
+//! `cachefrom` naming only images that do not exist turns the cache off (dockerd would find
+//! no cache in them); naming existing ones leaves kiln's content-keyed cache as it is.
 //! `labels` are applied after the build by writing the image again with them added to its
 //! config (same layers), which is what a final `LABEL` would do; the engine's request has no
 //! labels. `extrahosts` is refused (the engine cannot add hosts entries yet); `rm`, `forcerm`,
@@ -40,6 +42,8 @@ struct Params {
     labels: BTreeMap<String, String>,
     target: Option<String>,
     no_cache: bool,
+    /// `cachefrom`: images whose steps may be reused (see `run`).
+    cache_from: Vec<String>,
     pull: bool,
     quiet: bool,
     platform: Platform,
@@ -58,7 +62,7 @@ fn parse_params(req: &Req) -> Result<Params, ApiError> {
     // nothing from its own environment, so they are skipped.
     let build_args: BTreeMap<String, Option<String>> = q.json("buildargs")?.unwrap_or_default();
     let labels: BTreeMap<String, String> = q.json("labels")?.unwrap_or_default();
-    let _cache_from: Vec<String> = q.json("cachefrom")?.unwrap_or_default();
+    let cache_from: Vec<String> = q.json("cachefrom")?.unwrap_or_default();
     let extra_hosts = q.get("extrahosts").unwrap_or("").trim();
     if !extra_hosts.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -108,6 +112,7 @@ fn parse_params(req: &Req) -> Result<Params, ApiError> {
             .filter(|t| !t.is_empty())
             .map(str::to_owned),
         no_cache: q.bool("nocache"),
+        cache_from,
         pull: q.bool("pull"),
         quiet: q.bool("q"),
         platform,
@@ -158,6 +163,17 @@ async fn run(
 ) -> Result<(), ApiError> {
     let engine = Arc::clone(&daemon.engine);
     let dockerfile_name = params.dockerfile.clone();
+    // dockerd takes cache only from the `cachefrom` images when some are named. kiln's cache
+    // is keyed by content, not by image, so it cannot narrow it to theirs; it keeps the
+    // difference that matters to clients: when none of them exists, nothing comes from cache.
+    let mut no_cache = params.no_cache;
+    if !params.cache_from.is_empty() {
+        let store = daemon.store().clone();
+        let names = params.cache_from.clone();
+        no_cache |=
+            blocking(move || Ok(!names.iter().any(|n| crate::images::find(&store, n).is_ok())))
+                .await?;
+    }
     let (unpacked, dockerfile, _lock) = blocking(move || {
         let lock = engine.store.lock_shared()?;
         let unpacked = engine.unpack_context(reader).map_err(context_error)?;
@@ -188,7 +204,7 @@ async fn run(
         network: params.network,
         allow_network_host: false,
         secrets: BTreeMap::new(),
-        no_cache: params.no_cache,
+        no_cache,
         no_cache_filter: Vec::new(),
         pull: params.pull,
         platform: params.platform.clone(),

@@ -111,6 +111,24 @@ where
     F: FnOnce(Emitter) -> Fut,
     Fut: Future<Output = Result<(), ApiError>> + Send + 'static,
 {
+    stream_lines(produce, false).await
+}
+
+/// Like [`json_stream`], but committed to `200` at once, every error in-band: `images/load`,
+/// where docker-py raises its `ImageLoadError` only from an `errorDetail` line.
+pub async fn json_stream_in_band<F, Fut>(produce: F) -> Response<Body>
+where
+    F: FnOnce(Emitter) -> Fut,
+    Fut: Future<Output = Result<(), ApiError>> + Send + 'static,
+{
+    stream_lines(produce, true).await
+}
+
+async fn stream_lines<F, Fut>(produce: F, in_band: bool) -> Response<Body>
+where
+    F: FnOnce(Emitter) -> Fut,
+    Fut: Future<Output = Result<(), ApiError>> + Send + 'static,
+{
     let (tx, mut rx) = mpsc::unbounded_channel();
     let emitter = Emitter { tx: tx.clone() };
     let work = produce(emitter);
@@ -123,14 +141,17 @@ where
         };
         let _ = tx.send(Item::End(result));
     });
-    let first = match rx.recv().await {
-        Some(Item::End(Err(e))) => return error(&e),
-        Some(item) => item,
-        None => return error(&ApiError::internal("the operation ended without a result")),
+    let first = if in_band {
+        None
+    } else {
+        match rx.recv().await {
+            Some(Item::End(Err(e))) => return error(&e),
+            Some(item) => Some(item),
+            None => return error(&ApiError::internal("the operation ended without a result")),
+        }
     };
-    let lines = futures_util::stream::unfold(
-        (Some(first), rx, false),
-        |(pending, mut rx, done)| async move {
+    let lines =
+        futures_util::stream::unfold((first, rx, false), |(pending, mut rx, done)| async move {
             if done {
                 return None;
             }
@@ -147,8 +168,7 @@ where
                     Some((Ok(Frame::data(Bytes::from(bytes))), (None, rx, true)))
                 }
             }
-        },
-    );
+        });
     let mut response = Response::new(BodyExt::boxed(StreamBody::new(lines)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

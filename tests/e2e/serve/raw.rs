@@ -440,3 +440,71 @@ fn sigterm_stops_cleanly_stale_sockets_are_replaced_live_ones_refused() {
     assert!(stderr(&tcp).contains("plain TCP"), "{}", stderr(&tcp));
     assert_success(&k.cmd(&["images"]), &["images"]);
 }
+
+#[test]
+fn import_with_changes_and_load_errors_in_band() {
+    let k = Kiln::new();
+    let d = Daemon::start(&k, &[], &[]);
+    let rootfs = tar_of(&[("hello.txt", b"imported\n")]);
+    let r = d.request(
+        "POST",
+        "/images/create?fromSrc=-&repo=imp&tag=1&changes=USER%20foobar&changes=CMD%20%5B%22echo%22%5D",
+        &[("Content-Type", "application/x-tar")],
+        &rootfs,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.lines().pop().unwrap()["status"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(id.starts_with("sha256:"), "{id}");
+    let inspect = d.get(&format!("/images/{}/json", &id[7..19])).json();
+    assert_eq!(inspect["Config"]["User"], "foobar");
+    assert_eq!(inspect["Config"]["Cmd"], serde_json::json!(["echo"]));
+    assert_eq!(inspect["RepoTags"], serde_json::json!(["imp:1"]));
+    // A change that cannot apply is refused before anything is imported.
+    let bad = d.request(
+        "POST",
+        "/images/create?fromSrc=-&repo=imp2&changes=RUN%20true",
+        &[],
+        &rootfs,
+    );
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert_eq!(d.get("/images/imp2/json").status, 404);
+    // A fromSrc URL is not fetched.
+    assert_eq!(
+        d.request(
+            "POST",
+            "/images/create?fromSrc=http%3A%2F%2Fx%2Fa.tar",
+            &[],
+            b""
+        )
+        .status,
+        501
+    );
+    // images/load reports a bad archive in-band (docker-py raises ImageLoadError from it).
+    let r = d.request(
+        "POST",
+        "/images/load",
+        &[("Content-Type", "application/x-tar")],
+        b"abc",
+    );
+    assert_eq!(r.status, 200);
+    let last = r.lines().pop().unwrap();
+    assert!(last["errorDetail"]["message"].is_string(), "{last}");
+    // An unnamed image (no -t) is found by its ID, as dockerd finds it.
+    let tar = tar_of(&[(
+        "Dockerfile",
+        format!("FROM {}\nRUN echo unnamed > /u\n", k.base).as_bytes(),
+    )]);
+    let r = d.request("POST", "/build", &[], &tar);
+    let built = r
+        .lines()
+        .iter()
+        .find_map(|l| l["aux"]["ID"].as_str().map(str::to_owned))
+        .expect("aux ID");
+    assert_eq!(
+        d.get(&format!("/images/{}/json", &built[7..19])).json()["Id"],
+        built.as_str()
+    );
+}

@@ -2,6 +2,7 @@
 //! (`images/get`) and load — each a call into `kiln_images` or `kiln_export` on the daemon's
 //! store, with dockerd's shapes (`shapes.rs`), texts and events.
 
+mod import;
 mod shapes;
 
 use std::collections::BTreeMap;
@@ -93,6 +94,38 @@ fn client_for(daemon: &Daemon, auth: Option<AuthConfig>, registry: &str) -> Arc<
     }
 }
 
+/// The image `query` names, as dockerd finds it: a name, an ID or ID prefix of a named image
+/// or a container's (`kiln_images::find_image`), else an ID prefix of an unnamed image (a
+/// build without `-t`, a load of an unnamed archive), which dockerd lists and finds too.
+pub fn find(store: &kiln_store::Store, query: &str) -> Result<StoredImage, ApiError> {
+    match kiln_images::find_image(store, query) {
+        Err(kiln_images::ImageError::NotFound(_)) => {
+            let hex = query
+                .strip_prefix("sha256:")
+                .unwrap_or(query)
+                .to_ascii_lowercase();
+            if hex.len() < 4 || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ApiError::not_found(format!("No such image: {query}")));
+            }
+            let dangling = kiln_images::ListFilter::parse(&["dangling=true"])?;
+            let mut found: Vec<StoredImage> = kiln_images::list_images(store, &dangling)?
+                .into_iter()
+                .map(|row| row.image)
+                .filter(|img| img.config_digest.hex().starts_with(&hex))
+                .collect();
+            found.dedup_by(|a, b| a.config_digest == b.config_digest);
+            match found.len() {
+                0 => Err(ApiError::not_found(format!("No such image: {query}"))),
+                1 => Ok(found.remove(0)),
+                n => Err(ApiError::bad_request(format!(
+                    "{query:?} matches {n} images; give more of the ID"
+                ))),
+            }
+        }
+        result => result.map_err(|e| ApiError::image(e, query)),
+    }
+}
+
 /// Every name of `img`, in name order.
 fn names_of(daemon: &Daemon, img: &StoredImage) -> Result<Vec<Reference>, ApiError> {
     Ok(kiln_images::names_of(daemon.store(), img)?)
@@ -136,8 +169,7 @@ pub async fn inspect(daemon: &Arc<Daemon>, name: &str) -> Result<Response<Body>,
     let d = Arc::clone(daemon);
     let query = name.to_owned();
     let (img, names) = blocking(move || {
-        let img =
-            kiln_images::find_image(d.store(), &query).map_err(|e| ApiError::image(e, &query))?;
+        let img = find(d.store(), &query)?;
         let names = names_of(&d, &img)?;
         Ok((img, names))
     })
@@ -149,10 +181,7 @@ pub async fn inspect(daemon: &Arc<Daemon>, name: &str) -> Result<Response<Body>,
 /// answered for the image, so a missing image or refused credentials are an HTTP error.
 pub async fn create(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, ApiError> {
     if req.query.get("fromSrc").is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "importing through images/create (fromSrc) is not supported yet; use kiln import",
-        ));
+        return import::import(daemon, req).await;
     }
     let from = req.query.get("fromImage").unwrap_or("").trim();
     if from.is_empty() {
@@ -392,8 +421,7 @@ pub async fn tag(
     let source = name.to_owned();
     let id = blocking(move || {
         let _lock = d.store().lock_shared()?;
-        let img =
-            kiln_images::find_image(d.store(), &source).map_err(|e| ApiError::image(e, &source))?;
+        let img = find(d.store(), &source)?;
         kiln_images::tag(d.store(), &img, &target)?;
         d.events.image(
             "tag",
@@ -444,8 +472,7 @@ pub async fn save(daemon: Arc<Daemon>, names: Vec<String>) -> Result<Response<Bo
     let images = blocking(move || {
         let mut images: Vec<NamedManifest> = Vec::new();
         for name in &names {
-            let img =
-                kiln_images::find_image(d.store(), name).map_err(|e| ApiError::image(e, name))?;
+            let img = find(d.store(), name)?;
             // An image named by ID goes in unnamed, as with docker save.
             let full = name
                 .parse::<Reference>()
@@ -500,7 +527,7 @@ fn looks_like_id(name: &str) -> bool {
 /// before anything is published, so a bad archive is a 400 and leaves nothing.
 pub async fn load(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, ApiError> {
     let reader = body_reader(req.body);
-    Ok(stream::json_stream(move |out| async move {
+    Ok(stream::json_stream_in_band(move |out| async move {
         let d = Arc::clone(&daemon);
         let loaded = blocking(move || {
             let _lock = d.store().lock_shared()?;
