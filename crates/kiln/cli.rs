@@ -496,10 +496,23 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Socket to listen on, unix:///PATH (repeatable) [default: unix:///run/kiln/kiln.sock as
-    /// root, else unix://$XDG_RUNTIME_DIR/kiln/kiln.sock]. Plain tcp:// is refused.
-    #[arg(short = 'H', long = "host", value_name = "unix:///PATH")]
+    /// Where to listen, unix:///PATH or (with --tlsverify) tcp://HOST:PORT; repeatable
+    /// [default: unix:///run/kiln/kiln.sock as root, else unix://$XDG_RUNTIME_DIR/kiln/kiln.sock].
+    /// Plain tcp:// is refused.
+    #[arg(short = 'H', long = "host", value_name = "URL")]
     pub hosts: Vec<String>,
+    /// Serve tcp:// hosts with mutual TLS: clients need a certificate from --tlscacert
+    #[arg(long)]
+    pub tlsverify: bool,
+    /// CA certificate (PEM) that client certificates must be signed by
+    #[arg(long, value_name = "FILE", requires = "tlsverify")]
+    pub tlscacert: Option<PathBuf>,
+    /// The server's certificate (PEM)
+    #[arg(long, value_name = "FILE", requires = "tlsverify")]
+    pub tlscert: Option<PathBuf>,
+    /// The server's private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "tlsverify")]
+    pub tlskey: Option<PathBuf>,
     /// Seconds a client may take to send a request's headers
     #[arg(long, default_value_t = 10, hide = true)]
     pub header_timeout: u64,

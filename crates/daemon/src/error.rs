@@ -21,9 +21,21 @@ pub enum DaemonError {
     /// Plain TCP would hand root's engine to anyone who can reach the port.
     #[error(
         "refusing to listen on {host:?}: plain TCP gives root access to anyone who can connect; \
-         use a unix:// socket (TCP with mutual TLS is not supported yet)"
+         use a unix:// socket, or TCP with mutual TLS (--tlsverify --tlscacert --tlscert --tlskey)"
     )]
     PlainTcp { host: String },
+    /// `tcp://` without `--tlsverify` and its three files.
+    #[error("{0}")]
+    TlsIncomplete(String),
+    /// A TLS file that cannot be read or used.
+    #[error("{}: {reason}", .path.display())]
+    Tls { path: PathBuf, reason: String },
+    #[error("listening on {addr}: {source}")]
+    Tcp {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// Another daemon answers on the socket.
     #[error("{}: another daemon is listening on this socket", .path.display())]
     SocketInUse { path: PathBuf },
@@ -41,9 +53,11 @@ impl DaemonError {
     /// [`ErrorKind::Unavailable`].
     pub fn kind(&self) -> ErrorKind {
         match self {
-            DaemonError::BadHost { .. } | DaemonError::PlainTcp { .. } => {
-                ErrorKind::InvalidArgument
-            }
+            DaemonError::BadHost { .. }
+            | DaemonError::PlainTcp { .. }
+            | DaemonError::TlsIncomplete(_)
+            | DaemonError::Tls { .. } => ErrorKind::InvalidArgument,
+            DaemonError::Tcp { .. } => ErrorKind::Unavailable,
             DaemonError::SocketInUse { .. } => ErrorKind::Conflict,
             DaemonError::Socket { .. } => ErrorKind::Unavailable,
         }

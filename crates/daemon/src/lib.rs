@@ -1,5 +1,5 @@
-//! `kiln serve`: Docker's Engine API (version 1.41, down to 1.24) on UNIX sockets, so the
-//! docker CLI, docker-py and compose drive kiln.
+//! `kiln serve`: Docker's Engine API (version 1.41, down to 1.24) on UNIX sockets (and TCP with
+//! mutual TLS only), so the docker CLI, docker-py and compose drive kiln.
 //!
 //! The daemon is a thin layer: routing, wire formats and HTTP statuses here, every operation
 //! a call into the libraries the CLI uses (`kiln_images` for images, `kiln_solve::Engine` for
@@ -26,13 +26,13 @@ mod query;
 mod router;
 mod stream;
 mod system;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::UnixListener;
 use tokio::sync::watch;
 
 pub use error::{ApiError, DaemonError};
@@ -85,58 +85,111 @@ impl Daemon {
     }
 }
 
+/// A bound listener: a UNIX socket, or TCP whose clients must pass mutual TLS.
+#[derive(Debug)]
+pub enum Listener {
+    Unix(std::os::unix::net::UnixListener),
+    Tcp(std::net::TcpListener, Arc<rustls::ServerConfig>),
+}
+
+impl Listener {
+    /// Binds what `host` names; TCP needs the TLS configuration.
+    pub fn bind(
+        host: &listen::Host,
+        tls: Option<&Arc<rustls::ServerConfig>>,
+    ) -> Result<Listener, DaemonError> {
+        match host {
+            listen::Host::Unix(path) => listen::bind_unix(path).map(Listener::Unix),
+            listen::Host::Tcp(addr) => {
+                let tls = tls.ok_or_else(|| DaemonError::PlainTcp { host: addr.clone() })?;
+                let listener =
+                    std::net::TcpListener::bind(addr).map_err(|source| DaemonError::Tcp {
+                        addr: addr.clone(),
+                        source,
+                    })?;
+                Ok(Listener::Tcp(listener, Arc::clone(tls)))
+            }
+        }
+    }
+}
+
 /// Serves `listeners` until `shutdown` completes, then stops accepting, lets in-flight
 /// requests finish for [`Options::shutdown_grace`] (event streams end at once) and cancels the
 /// rest by dropping them (a dropped build or pull cancels itself).
 pub async fn serve(
     daemon: Arc<Daemon>,
-    listeners: Vec<std::os::unix::net::UnixListener>,
+    listeners: Vec<Listener>,
     options: Options,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let mut accepting = tokio::task::JoinSet::new();
     let (conn_done_tx, mut conn_done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    for std_listener in listeners {
-        let path = std_listener
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_pathname().map(ToOwned::to_owned))
-            .unwrap_or_default();
-        std_listener
-            .set_nonblocking(true)
-            .map_err(|source| DaemonError::Socket {
-                path: path.clone(),
-                source,
-            })?;
-        let listener =
-            UnixListener::from_std(std_listener).map_err(|source| DaemonError::Socket {
-                path: path.clone(),
-                source,
-            })?;
-        let daemon = Arc::clone(&daemon);
-        let options = options.clone();
-        let done = conn_done_tx.clone();
-        let connections = Arc::clone(&connections);
-        accepting.spawn(async move {
-            loop {
-                let Ok((socket, _)) = listener.accept().await else {
-                    // EMFILE and the like: back off instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+    for listener in listeners {
+        let ctx = Accepting {
+            daemon: Arc::clone(&daemon),
+            options: options.clone(),
+            done: conn_done_tx.clone(),
+            connections: Arc::clone(&connections),
+        };
+        match listener {
+            Listener::Unix(std_listener) => {
+                let path = std_listener
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(ToOwned::to_owned))
+                    .unwrap_or_default();
+                let socket_err = |source| DaemonError::Socket {
+                    path: path.clone(),
+                    source,
                 };
-                connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let daemon = Arc::clone(&daemon);
-                let done = done.clone();
-                let options = options.clone();
-                let connections = Arc::clone(&connections);
-                tokio::spawn(async move {
-                    serve_connection(daemon, socket, &options).await;
-                    connections.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                    let _ = done.send(());
+                std_listener.set_nonblocking(true).map_err(socket_err)?;
+                let listener =
+                    tokio::net::UnixListener::from_std(std_listener).map_err(socket_err)?;
+                accepting.spawn(async move {
+                    loop {
+                        match listener.accept().await {
+                            Ok((socket, _)) => ctx.spawn(async move { Some(socket) }),
+                            // EMFILE and the like: back off instead of spinning.
+                            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        }
+                    }
                 });
             }
-        });
+            Listener::Tcp(std_listener, tls) => {
+                let addr = std_listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                let tcp_err = |source| DaemonError::Tcp {
+                    addr: addr.clone(),
+                    source,
+                };
+                std_listener.set_nonblocking(true).map_err(tcp_err)?;
+                let listener = tokio::net::TcpListener::from_std(std_listener).map_err(tcp_err)?;
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                accepting.spawn(async move {
+                    loop {
+                        match listener.accept().await {
+                            Ok((socket, _)) => {
+                                let acceptor = acceptor.clone();
+                                let timeout = ctx.options.header_timeout;
+                                // The handshake runs on the connection's task, bounded like a
+                                // request head: a client without the right certificate, or
+                                // one that never finishes, is dropped there.
+                                ctx.spawn(async move {
+                                    tokio::time::timeout(timeout, acceptor.accept(socket))
+                                        .await
+                                        .ok()
+                                        .and_then(Result::ok)
+                                });
+                            }
+                            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        }
+                    }
+                });
+            }
+        }
     }
     shutdown.await;
     // Stop accepting: the listeners go with their tasks.
@@ -155,9 +208,43 @@ pub async fn serve(
     Ok(())
 }
 
+/// What an accept loop hands each connection.
+struct Accepting {
+    daemon: Arc<Daemon>,
+    options: Options,
+    done: tokio::sync::mpsc::UnboundedSender<()>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Accepting {
+    /// Serves the stream `open` yields (after a TLS handshake, say) on a task of its own,
+    /// counted until it ends.
+    fn spawn<S, F>(&self, open: F)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        F: std::future::Future<Output = Option<S>> + Send + 'static,
+    {
+        let daemon = Arc::clone(&self.daemon);
+        let done = self.done.clone();
+        let options = self.options.clone();
+        let connections = Arc::clone(&self.connections);
+        connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::spawn(async move {
+            if let Some(stream) = open.await {
+                serve_connection(daemon, stream, &options).await;
+            }
+            connections.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = done.send(());
+        });
+    }
+}
+
 /// One client connection: HTTP/1.1 with keep-alive, until the client closes it or the daemon
 /// stops (then the request in flight finishes and the connection closes).
-async fn serve_connection(daemon: Arc<Daemon>, socket: tokio::net::UnixStream, options: &Options) {
+async fn serve_connection<S>(daemon: Arc<Daemon>, socket: S, options: &Options)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let mut stopping = daemon.stopping.subscribe();
     let service = {
         let daemon = Arc::clone(&daemon);

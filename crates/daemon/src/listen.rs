@@ -5,7 +5,8 @@
 //! dockerd's `docker` group), else 0600. Rootless it is `$XDG_RUNTIME_DIR/kiln/kiln.sock`,
 //! the user's own. A socket file left by a dead daemon (nothing accepts on it) is replaced; a
 //! live one is an error, so two daemons never share a socket. Plain `tcp://` is refused: it
-//! would give root's engine to anyone who can reach the port.
+//! would give root's engine to anyone who can reach the port; `tcp://` is accepted only with
+//! mutual TLS (`tls.rs`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,37 @@ pub fn default_host() -> String {
             PathBuf::from(format!("/run/user/{}", rustix::process::getuid().as_raw()))
         });
     format!("unix://{}", runtime.join("kiln/kiln.sock").display())
+}
+
+/// Where a `--host` says to listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Unix(PathBuf),
+    /// `host:port`, only with mutual TLS.
+    Tcp(String),
+}
+
+/// Parses a `--host`: `unix:///PATH`, or `tcp://HOST:PORT` when `mutual_tls` is on.
+pub fn parse_host(host: &str, mutual_tls: bool) -> Result<Host, DaemonError> {
+    if let Some(addr) = host.strip_prefix("tcp://") {
+        if !mutual_tls {
+            return Err(DaemonError::PlainTcp {
+                host: host.to_owned(),
+            });
+        }
+        let addr = addr.trim_end_matches('/');
+        if addr
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(DaemonError::BadHost {
+                host: host.to_owned(),
+                reason: "expected tcp://HOST:PORT".into(),
+            });
+        }
+        return Ok(Host::Tcp(addr.to_owned()));
+    }
+    socket_path(host).map(Host::Unix)
 }
 
 /// The path of a `unix://PATH` host; any other scheme is refused with the reason.

@@ -25,11 +25,30 @@ pub fn serve(global: &GlobalOpts, args: &ServeArgs) -> Result<ExitCode> {
     } else {
         args.hosts.clone()
     };
+    let tls = if args.tlsverify {
+        let (Some(ca), Some(cert), Some(key)) = (&args.tlscacert, &args.tlscert, &args.tlskey)
+        else {
+            anyhow::bail!("--tlsverify needs --tlscacert, --tlscert and --tlskey");
+        };
+        Some(kiln_daemon::tls::server_config(
+            &kiln_daemon::tls::TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+        )?)
+    } else {
+        None
+    };
     // Every host is checked and bound before any is served, so a bad one fails the start.
     let mut listeners = Vec::new();
+    let mut sockets = Vec::new();
     for host in &hosts {
-        let path = kiln_daemon::listen::socket_path(host)?;
-        listeners.push(kiln_daemon::listen::bind_unix(&path)?);
+        let parsed = kiln_daemon::listen::parse_host(host, tls.is_some())?;
+        if let kiln_daemon::listen::Host::Unix(path) = &parsed {
+            sockets.push(path.clone());
+        }
+        listeners.push(kiln_daemon::Listener::bind(&parsed, tls.as_ref())?);
     }
     let env = Env::open(global)?;
     let Env { store, engine, rt } = env;
@@ -62,10 +81,8 @@ pub fn serve(global: &GlobalOpts, args: &ServeArgs) -> Result<ExitCode> {
     eprintln!("kiln serve: stopped");
     // Builds cancelled at shutdown end their blocking threads promptly; do not wait forever.
     rt.shutdown_timeout(Duration::from_secs(10));
-    for host in &hosts {
-        if let Ok(path) = kiln_daemon::listen::socket_path(host) {
-            let _ = std::fs::remove_file(path);
-        }
+    for path in sockets {
+        let _ = std::fs::remove_file(path);
     }
     Ok(ExitCode::SUCCESS)
 }

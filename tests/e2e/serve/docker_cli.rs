@@ -195,3 +195,76 @@ fn docker_login_push_and_pull_through_kiln_serve() {
     let base_id = docker.ok(&["inspect", "--format", "{{.Id}}", &k.base]);
     assert_eq!(id, base_id);
 }
+
+#[test]
+fn tcp_needs_mutual_tls_and_the_right_client_certificate() {
+    let k = Kiln::new();
+    let ca = kiln_testkit::TestCa::new().unwrap();
+    let (server_cert, server_key) = ca.issue("server", false).unwrap();
+    let (client_cert, client_key) = ca.issue("client", true).unwrap();
+    let other = kiln_testkit::TestCa::new().unwrap();
+    let (stranger_cert, stranger_key) = other.issue("stranger", true).unwrap();
+    let port = kiln_testkit::free_port();
+    let host = format!("tcp://127.0.0.1:{port}");
+    let d = Daemon::start(
+        &k,
+        &[],
+        &[
+            "--host",
+            &host,
+            "--tlsverify",
+            "--tlscacert",
+            ca.cert_path().to_str().unwrap(),
+            "--tlscert",
+            server_cert.to_str().unwrap(),
+            "--tlskey",
+            server_key.to_str().unwrap(),
+        ],
+    );
+    let docker = |cert: Option<(&Path, &Path)>| {
+        let mut command = Command::new("docker");
+        command
+            .env("DOCKER_CONFIG", d.dir.path())
+            .env_remove("DOCKER_HOST")
+            .args(["-H", &host, "--tlscacert", ca.cert_path().to_str().unwrap()]);
+        match cert {
+            Some((c, key)) => command.args([
+                "--tlsverify",
+                "--tlscert",
+                c.to_str().unwrap(),
+                "--tlskey",
+                key.to_str().unwrap(),
+            ]),
+            // --tls: the server is verified, no client certificate is sent.
+            None => command.args(["--tls"]),
+        };
+        command
+            .args(["version", "--format", "{{.Server.APIVersion}}"])
+            .output()
+            .unwrap()
+    };
+    let good = docker(Some((&client_cert, &client_key)));
+    assert!(good.status.success(), "{}\n{}", stderr(&good), d.log());
+    assert_eq!(stdout(&good).trim(), "1.41");
+    let anonymous = docker(None);
+    assert!(
+        !anonymous.status.success(),
+        "served a client without a certificate"
+    );
+    let stranger = docker(Some((&stranger_cert, &stranger_key)));
+    assert!(
+        !stranger.status.success(),
+        "served a certificate from another CA"
+    );
+    // The UNIX socket is served beside it, and the daemon is still up.
+    assert_eq!(d.get("/_ping").status, 200);
+    // tcp:// without --tlsverify is refused; --tlsverify without its files too.
+    let plain = k.cmd(&["serve", "--host", &host]);
+    assert!(stderr(&plain).contains("plain TCP"), "{}", stderr(&plain));
+    let partial = k.cmd(&["serve", "--host", &host, "--tlsverify"]);
+    assert!(
+        stderr(&partial).contains("--tlscacert"),
+        "{}",
+        stderr(&partial)
+    );
+}
