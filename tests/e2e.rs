@@ -34,6 +34,7 @@ mod e2e {
     mod seams;
     mod security;
     mod semantics;
+    mod serve;
     mod snapshot_reuse;
     mod volumes;
 }

@@ -134,6 +134,8 @@ pub enum Command {
         #[command(subcommand)]
         command: VolumeCommand,
     },
+    /// Serve Docker's Engine API (v1.41) on a UNIX socket, for docker, docker-py and compose
+    Serve(ServeArgs),
     /// The detached container supervisor (started by `kiln run -d`)
     #[command(name = "__supervise", hide = true)]
     Supervise { id: String },
@@ -490,4 +492,28 @@ pub struct RunArgs {
     /// Command and arguments (replace the image's CMD)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen, unix:///PATH or (with --tlsverify) tcp://HOST:PORT; repeatable
+    /// [default: unix:///run/kiln/kiln.sock as root, else unix://$XDG_RUNTIME_DIR/kiln/kiln.sock].
+    /// Plain tcp:// is refused.
+    #[arg(short = 'H', long = "host", value_name = "URL")]
+    pub hosts: Vec<String>,
+    /// Serve tcp:// hosts with mutual TLS: clients need a certificate from --tlscacert
+    #[arg(long)]
+    pub tlsverify: bool,
+    /// CA certificate (PEM) that client certificates must be signed by
+    #[arg(long, value_name = "FILE", requires = "tlsverify")]
+    pub tlscacert: Option<PathBuf>,
+    /// The server's certificate (PEM)
+    #[arg(long, value_name = "FILE", requires = "tlsverify")]
+    pub tlscert: Option<PathBuf>,
+    /// The server's private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "tlsverify")]
+    pub tlskey: Option<PathBuf>,
+    /// Seconds a client may take to send a request's headers
+    #[arg(long, default_value_t = 10, hide = true)]
+    pub header_timeout: u64,
 }

@@ -10,6 +10,7 @@ mod import;
 mod registry;
 mod rootless;
 mod run;
+mod serve;
 mod system;
 
 use std::process::ExitCode;
@@ -167,6 +168,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Volume { command } => {
             containers::volumes::volume_command(&open_store(&cli.global)?, command)
+        }
+        Command::Serve(args) => {
+            enter_mount_namespace()?;
+            serve::serve(&cli.global, &args)
         }
         Command::Supervise { id } => {
             // Volumes and the overlay are mounted in a namespace of the supervisor's own.

@@ -53,7 +53,15 @@ pub fn run_in_user_namespace(global: &GlobalOpts, command: &Command) -> Result<E
     }
     // Computed here: inside the namespace kiln is uid 0 and would pick the system store.
     let store_root = global.root.clone().unwrap_or_else(Store::default_root);
-    let env: Vec<(OsString, OsString)> = vec![("KILN_ROOT".into(), store_root.into_os_string())];
+    let mut env: Vec<(OsString, OsString)> =
+        vec![("KILN_ROOT".into(), store_root.into_os_string())];
+    // Likewise the daemon's socket: the user's runtime dir, not root's /run.
+    if matches!(command, Command::Serve(_)) {
+        env.push((
+            super::serve::DEFAULT_HOST_ENV.into(),
+            kiln_daemon::listen::default_host().into(),
+        ));
+    }
     let code = reexec_in_user_namespace(&plan, &env)
         .context("starting rootless kiln in a user namespace")?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))

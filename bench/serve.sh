@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# `docker build` through `kiln serve` against `kiln build`, on bench/run.sh's *small* scenario
+# (issue 12: within 1.2x). Both build the same context with --network none from the same
+# busybox base, on one store, the two taking turns: *cold* (the build's cache records removed
+# by a fresh store holding only the base image), *no-op rebuild* (the same build again) and
+# *one file changed* (src/main.txt edited, so its COPY and the RUNs after it re-run). Prints a
+# Markdown table of medians; docs/benchmarks.md's "kiln serve" section is written from it.
+#
+#   bench/serve.sh              # target/release/kiln, RUNS=5
+#   RUNS=9 KILN=target/debug/kiln bench/serve.sh
+#
+# The docker CLI sends the context as a tar, which the daemon unpacks before building;
+# `kiln build` reads the directory. That unpacking is part of what is measured. Runs as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+RUNS=${RUNS:-5}
+KILN=${KILN:-$ROOT/target/release/kiln}
+[[ $(id -u) -eq 0 ]] || { echo "serve.sh: must run as root" >&2; exit 1; }
+[[ -x $KILN ]] || cargo build --release --quiet --locked --bin kiln
+command -v docker >/dev/null || { echo "serve.sh: the docker CLI is not on PATH" >&2; exit 1; }
+WORK=$(mktemp -d "${BENCH_TMP:-/var/tmp}/kiln-bench-serve.XXXXXX")
+serve_pid=
+cleanup() {
+    [[ -n $serve_pid ]] && kill -TERM "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$ROOT/scripts/busybox-rootfs.sh" "$WORK/busybox.tar" >/dev/null
+ctx=$WORK/small
+mkdir -p "$ctx/src" "$ctx/config"
+for i in $(seq -w 1 20); do seq 1 40 | sed "s/^/module $i line /" >"$ctx/src/mod$i.txt"; done
+echo "main v1" >"$ctx/src/main.txt"
+echo "level=info" >"$ctx/config/app.conf"
+cat >"$ctx/Dockerfile" <<'DOCKERFILE'
+FROM bench-base
+WORKDIR /app
+COPY config/ /app/config/
+RUN mkdir -p /app/out && echo ready > /app/out/stamp
+COPY src/ /app/src/
+RUN cat /app/src/*.txt | wc -c > /app/out/size
+RUN ls -l /app/src > /app/out/listing && sha256sum /app/src/* > /app/out/sums
+ENV APP_MODE=production
+CMD ["cat", "/app/out/size"]
+DOCKERFILE
+
+now() { date +%s.%N; }
+# One store per run and tool, with the base image imported: a cold build finds no records.
+fresh_store() {
+    local store=$1
+    rm -rf "$store"
+    KILN_ROOT=$store "$KILN" import "$WORK/busybox.tar" bench-base >/dev/null
+}
+start_daemon() {
+    local store=$1
+    KILN_ROOT=$store "$KILN" serve --host "unix://$WORK/kiln.sock" 2>>"$WORK/serve.log" &
+    serve_pid=$!
+    for _ in $(seq 200); do [[ -S $WORK/kiln.sock ]] && docker -H "unix://$WORK/kiln.sock" version >/dev/null 2>&1 && return; sleep 0.05; done
+    echo "serve.sh: kiln serve did not start" >&2; exit 1
+}
+stop_daemon() {
+    kill -TERM "$serve_pid"; wait "$serve_pid" || true; serve_pid=
+}
+build_cli() { KILN_ROOT=$1 "$KILN" build -q --network none -t app "$ctx" >/dev/null; }
+build_api() {
+    DOCKER_BUILDKIT=0 docker -H "unix://$WORK/kiln.sock" build -q --network none -t app "$ctx" >/dev/null 2>&1
+}
+timed() { local t0; t0=$(now); "$@"; echo "$(now) - $t0" | bc; }
+
+results=$WORK/results.tsv
+for run in $(seq "$RUNS"); do
+    for tool in cli api; do
+        store=$WORK/store-$tool
+        fresh_store "$store"
+        echo "main v1" >"$ctx/src/main.txt"
+        [[ $tool == api ]] && start_daemon "$store"
+        fn=build_$tool
+        printf '%s\tcold\t%s\n' "$tool" "$(timed $fn "$store")" >>"$results"
+        printf '%s\tnoop\t%s\n' "$tool" "$(timed $fn "$store")" >>"$results"
+        echo "main v$run-$tool" >"$ctx/src/main.txt"
+        printf '%s\tchanged\t%s\n' "$tool" "$(timed $fn "$store")" >>"$results"
+        [[ $tool == api ]] && stop_daemon
+    done
+done
+
+python3 - "$results" "$RUNS" "$KILN" <<'PY'
+import statistics, sys, subprocess
+rows = [l.split('\t') for l in open(sys.argv[1]).read().splitlines()]
+med = {}
+for tool, mode, t in rows:
+    med.setdefault((tool, mode), []).append(float(t))
+print(f"runs: {sys.argv[2]}; kiln: {subprocess.run([sys.argv[3], '--version'], capture_output=True, text=True).stdout.strip()}; "
+      f"load: {open('/proc/loadavg').read().split()[:3]}")
+print()
+print("| small scenario | kiln build (s) | docker build via kiln serve (s) | ratio | target | met |")
+print("|---|---:|---:|---:|---:|:-:|")
+for mode, label in [("cold", "cold"), ("noop", "no-op rebuild"), ("changed", "one file changed")]:
+    cli = statistics.median(med[("cli", mode)]); api = statistics.median(med[("api", mode)])
+    ratio = api / cli
+    print(f"| {label} | {cli:.3f} | {api:.3f} | {ratio:.2f}× | ≤ 1.2× | {'yes' if ratio <= 1.2 else 'no'} |")
+PY

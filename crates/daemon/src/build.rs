@@ -1,0 +1,324 @@
+//! `POST /build`: the legacy builder protocol over kiln's engine.
+//!
+//! The body is the context as a (possibly compressed) tar, unpacked into the store's `tmp/`
+//! through `Engine::unpack_context`, which refuses `..`, absolute names and links out of the
+//! context (a 400 naming the entry; nothing is written outside the store). The whole body is
+//! read before the first line is written, as dockerd does. Progress becomes the legacy
+//! stream: `Step N/M : ...` lines, ` ---> Using cache`, RUN output, `{"aux":{"ID":...}}`,
+//! `Successfully built <id>`, `Successfully tagged <name>`; a failure after the first line
+//! is an in-band `errorDetail`. Dropping the response (the client disconnected) drops the
+//! build future, which cancels the build (`Engine::build_async`).
+//!
+//! `cachefrom` naming only images that do not exist turns the cache off (dockerd would find
+//! no cache in them); naming existing ones leaves kiln's content-keyed cache as it is.
+//! `labels` are applied after the build by writing the image again with them added to its
+//! config (same layers), which is what a final `LABEL` would do; the engine's request has no
+//! labels. `extrahosts` is refused (the engine cannot add hosts entries yet); `rm`, `forcerm`,
+//! `shmsize`, `memory` and the like are accepted and have no effect (kiln keeps no
+//! intermediate containers; its RUN steps have no cgroup limits).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hyper::Response;
+use kiln_image::{Platform, Reference};
+use kiln_sandbox::NetworkMode;
+use kiln_solve::{BuildRequest, CancelToken, ProgressEvent, SolveError};
+use serde_json::json;
+
+use crate::Daemon;
+use crate::error::ApiError;
+use crate::images::{blocking, body_reader, parse_name};
+use crate::router::Req;
+use crate::stream::{self, Body, Emitter};
+use crate::system::AuthConfig;
+
+/// What the query asks for, parsed before the body is read.
+#[derive(Debug)]
+struct Params {
+    tags: Vec<Reference>,
+    dockerfile: Option<String>,
+    build_args: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+    target: Option<String>,
+    no_cache: bool,
+    /// `cachefrom`: images whose steps may be reused (see `run`).
+    cache_from: Vec<String>,
+    pull: bool,
+    quiet: bool,
+    platform: Platform,
+    network: NetworkMode,
+}
+
+fn parse_params(req: &Req) -> Result<Params, ApiError> {
+    let q = &req.query;
+    let tags = q
+        .all("t")
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .map(parse_name)
+        .collect::<Result<Vec<_>, _>>()?;
+    // `null` values in buildargs mean "from the daemon's environment" in dockerd; kiln takes
+    // nothing from its own environment, so they are skipped.
+    let build_args: BTreeMap<String, Option<String>> = q.json("buildargs")?.unwrap_or_default();
+    let labels: BTreeMap<String, String> = q.json("labels")?.unwrap_or_default();
+    let cache_from: Vec<String> = q.json("cachefrom")?.unwrap_or_default();
+    let extra_hosts = q.get("extrahosts").unwrap_or("").trim();
+    if !extra_hosts.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "extrahosts {extra_hosts:?}: adding /etc/hosts entries to builds is not supported by kiln yet"
+        )));
+    }
+    let platform = match q.get("platform").map(str::trim).filter(|p| !p.is_empty()) {
+        Some(p) if p.contains(',') => {
+            return Err(ApiError::bad_request(format!(
+                "platform {p:?}: one platform per build"
+            )));
+        }
+        Some(p) => p
+            .parse::<Platform>()
+            .map_err(|e| ApiError::bad_request(format!("invalid platform {p:?}: {e}")))?,
+        None => Platform::host(),
+    };
+    let network = match q.get("networkmode").map(str::trim).unwrap_or("") {
+        "" | "default" | "bridge" => match kiln_sandbox::network_helper() {
+            Ok(_) => NetworkMode::Default,
+            // As `kiln build` without --network: no helper, no network for RUN.
+            Err(_) => NetworkMode::None,
+        },
+        "none" => NetworkMode::None,
+        "host" => NetworkMode::Host,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "networkmode {other:?} is not supported (default, bridge, none or host)"
+            )));
+        }
+    };
+    Ok(Params {
+        tags,
+        dockerfile: q
+            .get("dockerfile")
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(str::to_owned),
+        build_args: build_args
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect(),
+        labels,
+        target: q
+            .get("target")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned),
+        no_cache: q.bool("nocache"),
+        cache_from,
+        pull: q.bool("pull"),
+        quiet: q.bool("q"),
+        platform,
+        network,
+    })
+}
+
+/// `X-Registry-Config`: base64url JSON `{registry: AuthConfig}`.
+fn registry_config(header: Option<&str>) -> BTreeMap<String, kiln_registry::Credential> {
+    use base64::Engine as _;
+    let Some(raw) = header.map(str::trim).filter(|h| !h.is_empty()) else {
+        return BTreeMap::new();
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE
+        .decode(raw)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw))
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(raw))
+        .unwrap_or_default();
+    let configs: BTreeMap<String, AuthConfig> = serde_json::from_slice(&bytes).unwrap_or_default();
+    configs
+        .into_iter()
+        .filter_map(|(server, config)| {
+            let credential = config.credential()?;
+            Some((crate::system::registry_host(&server), credential))
+        })
+        .collect()
+}
+
+pub async fn build(daemon: Arc<Daemon>, req: Req) -> Response<Body> {
+    let params = match parse_params(&req) {
+        Ok(p) => p,
+        Err(e) => return stream::error(&e),
+    };
+    let credentials = registry_config(req.header("X-Registry-Config"));
+    let reader = body_reader(req.body);
+    stream::json_stream(
+        move |out| async move { run(daemon, params, credentials, reader, out).await },
+    )
+    .await
+}
+
+async fn run(
+    daemon: Arc<Daemon>,
+    params: Params,
+    credentials: BTreeMap<String, kiln_registry::Credential>,
+    reader: impl std::io::Read + Send + 'static,
+    out: Emitter,
+) -> Result<(), ApiError> {
+    let engine = Arc::clone(&daemon.engine);
+    let dockerfile_name = params.dockerfile.clone();
+    // dockerd takes cache only from the `cachefrom` images when some are named. kiln's cache
+    // is keyed by content, not by image, so it cannot narrow it to theirs; it keeps the
+    // difference that matters to clients: when none of them exists, nothing comes from cache.
+    let mut no_cache = params.no_cache;
+    if !params.cache_from.is_empty() {
+        let store = daemon.store().clone();
+        let names = params.cache_from.clone();
+        no_cache |=
+            blocking(move || Ok(!names.iter().any(|n| crate::images::find(&store, n).is_ok())))
+                .await?;
+    }
+    let (unpacked, dockerfile, _lock) = blocking(move || {
+        let lock = engine.store.lock_shared()?;
+        let unpacked = engine.unpack_context(reader).map_err(context_error)?;
+        let dockerfile = unpacked
+            .dockerfile(dockerfile_name.as_deref())
+            .map_err(|e| match e {
+                SolveError::ReadFile { path, .. } => ApiError::bad_request(format!(
+                    "Cannot locate specified Dockerfile: {}",
+                    path.display()
+                )),
+                e => ApiError::from(e),
+            })?;
+        Ok((unpacked, dockerfile, lock))
+    })
+    .await?;
+    // With labels the engine builds unnamed; the names go on the labelled image.
+    let relabel = !params.labels.is_empty();
+    let request = BuildRequest {
+        context_dir: unpacked.path(),
+        dockerfile: Some(dockerfile),
+        tags: if relabel {
+            Vec::new()
+        } else {
+            params.tags.clone()
+        },
+        build_args: params.build_args.clone(),
+        target: params.target.clone(),
+        network: params.network,
+        allow_network_host: false,
+        secrets: BTreeMap::new(),
+        no_cache,
+        no_cache_filter: Vec::new(),
+        pull: params.pull,
+        platform: params.platform.clone(),
+        jobs: 0,
+        compression: kiln_layer::CompressionRequest::default(),
+        cache_from: Vec::new(),
+        cache_to: Vec::new(),
+        credentials,
+        cancel: CancelToken::new(),
+    };
+    let progress_out = out.clone();
+    let quiet = params.quiet;
+    let progress: Arc<dyn Fn(ProgressEvent) + Send + Sync> = Arc::new(move |e| {
+        if !quiet {
+            progress_line(&progress_out, e);
+        }
+    });
+    let result = Arc::clone(&daemon.engine)
+        .build_async(request, progress)
+        .await
+        .map_err(build_error)?;
+    drop(unpacked);
+    let mut image = result.image;
+    if relabel {
+        let store = daemon.store().clone();
+        let labels = params.labels.clone();
+        let tags = params.tags.clone();
+        image = blocking(move || {
+            let mut config = image.config.clone();
+            config.config.labels.extend(labels);
+            let labelled =
+                kiln_images::write_image(&store, &config, image.manifest.layers.clone())?;
+            for t in &tags {
+                kiln_images::tag(&store, &labelled, t)?;
+            }
+            Ok(labelled)
+        })
+        .await?;
+    }
+    let id = image.config_digest.to_string();
+    out.send(&json!({ "aux": { "ID": id } }));
+    if params.quiet {
+        out.stream(format!("{id}\n"));
+    } else {
+        out.stream(format!(
+            "Successfully built {}\n",
+            image.config_digest.short()
+        ));
+    }
+    for t in &params.tags {
+        daemon.events.image("tag", &id, Some(&t.familiar()));
+        if !params.quiet {
+            out.stream(format!("Successfully tagged {}\n", t.familiar()));
+        }
+    }
+    Ok(())
+}
+
+/// A context that cannot be unpacked is the client's error: 400 naming the entry.
+fn context_error(e: SolveError) -> ApiError {
+    match e.kind() {
+        kiln_error::ErrorKind::Internal | kiln_error::ErrorKind::Unavailable => ApiError::from(e),
+        _ => ApiError::bad_request(format!("invalid build context: {e}")),
+    }
+}
+
+/// A failed build: a RUN that exits non-zero in dockerd's words (the CLI and docker-py show
+/// them), with its exit code.
+fn build_error(e: SolveError) -> ApiError {
+    match &e {
+        SolveError::RunFailed { command, code, .. } => ApiError::bad_request(format!(
+            "The command '{command}' returned a non-zero code: {code}"
+        )),
+        _ => ApiError::from(e),
+    }
+}
+
+/// One engine event as legacy builder lines.
+fn progress_line(out: &Emitter, e: ProgressEvent) {
+    match e {
+        ProgressEvent::StepStarted(step) => {
+            out.stream(format!(
+                "Step {}/{} : {}\n",
+                step.position, step.total, step.text
+            ));
+        }
+        ProgressEvent::StepCached(step) | ProgressEvent::StepCachedRemote { step, .. } => {
+            out.stream(format!(
+                "Step {}/{} : {}\n",
+                step.position, step.total, step.text
+            ));
+            out.stream(" ---> Using cache\n");
+        }
+        ProgressEvent::StepOutput { line, .. } => out.stream(format!("{line}\n")),
+        ProgressEvent::Pulling { reference } => out.status(None, format!("Pulling {reference}")),
+        ProgressEvent::Warning(w) => out.stream(format!("[WARNING]: {w}\n")),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_config_gives_credentials_by_registry() {
+        use base64::Engine as _;
+        let json = r#"{"https://index.docker.io/v1/":{"username":"u","password":"p"},"127.0.0.1:5000":{"auth":"dTpw"},"empty":{}}"#;
+        let header = base64::engine::general_purpose::URL_SAFE.encode(json);
+        let creds = registry_config(Some(&header));
+        assert_eq!(creds.len(), 2);
+        assert!(creds.contains_key("docker.io"));
+        assert!(creds.contains_key("127.0.0.1:5000"));
+        assert!(registry_config(Some("e30=")).is_empty());
+        assert!(registry_config(Some("not base64!")).is_empty());
+    }
+}

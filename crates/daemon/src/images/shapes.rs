@@ -1,0 +1,135 @@
+//! Images as dockerd 1.41 writes them: `ImageInspect` and `ImageSummary`, every field
+//! present, absent values as dockerd gives them (`""`, `null`, `-1`, Go's zero time) — clients
+//! and compose index into these objects, and podman's missing fields broke them.
+
+use kiln_image::Reference;
+use kiln_images::StoredImage;
+use serde_json::{Value, json};
+
+/// Go's zero `time.Time`, which dockerd writes for times it does not have.
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// dockerd's `container.Config` with every field at its zero value, in its field order.
+fn zero_container_config() -> serde_json::Map<String, Value> {
+    let v = json!({
+        "Hostname": "",
+        "Domainname": "",
+        "User": "",
+        "AttachStdin": false,
+        "AttachStdout": false,
+        "AttachStderr": false,
+        "Tty": false,
+        "OpenStdin": false,
+        "StdinOnce": false,
+        "Env": null,
+        "Cmd": null,
+        "Image": "",
+        "Volumes": null,
+        "WorkingDir": "",
+        "Entrypoint": null,
+        "OnBuild": null,
+        "Labels": null,
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// The image's `config` in dockerd's shape: its own fields over the zero config.
+pub fn docker_config(img: &StoredImage) -> Value {
+    let mut out = zero_container_config();
+    if let Ok(Value::Object(own)) = serde_json::to_value(&img.config.config) {
+        for (k, v) in own {
+            out.insert(k, v);
+        }
+    }
+    Value::Object(out)
+}
+
+/// The image's creation time as RFC 3339, or Go's zero time.
+fn created(img: &StoredImage) -> String {
+    img.config
+        .created
+        .clone()
+        .unwrap_or_else(|| ZERO_TIME.to_owned())
+}
+
+/// Unix seconds of the creation time (0 when unknown), as `/images/json` gives it.
+fn created_unix(img: &StoredImage) -> i64 {
+    img.config
+        .created
+        .as_deref()
+        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+        .map_or(0, |t| t.timestamp())
+}
+
+/// `GET /images/{name}/json`.
+pub fn inspect(img: &StoredImage, names: &[Reference]) -> Value {
+    let c = &img.config;
+    // The config's own top-level `comment` (docker import and commit set it), not history's.
+    let comment = c
+        .extra
+        .get("comment")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut v = json!({
+        "Id": img.config_digest.to_string(),
+        "RepoTags": names.iter().map(Reference::familiar).collect::<Vec<_>>(),
+        "RepoDigests": [],
+        "Parent": "",
+        "Comment": comment,
+        "Created": created(img),
+        "Container": "",
+        "ContainerConfig": Value::Object(zero_container_config()),
+        "DockerVersion": "",
+        "Author": c.author.clone().unwrap_or_default(),
+        "Config": docker_config(img),
+        "Architecture": c.architecture,
+        "Os": c.os,
+        "Size": img.size(),
+        "VirtualSize": img.size(),
+        "GraphDriver": { "Data": null, "Name": "overlay2" },
+        "RootFS": {
+            "Type": if c.rootfs.kind.is_empty() { "layers" } else { c.rootfs.kind.as_str() },
+            "Layers": c.rootfs.diff_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        },
+        "Metadata": { "LastTagTime": ZERO_TIME },
+    });
+    // `omitempty` in dockerd.
+    if let Some(variant) = &c.variant {
+        v["Variant"] = json!(variant);
+    }
+    v
+}
+
+/// One entry of `GET /images/json`: an image with all its names.
+pub fn summary(img: &StoredImage, names: &[Reference]) -> Value {
+    let labels = &img.config.config.labels;
+    json!({
+        "Containers": -1,
+        "Created": created_unix(img),
+        "Id": img.config_digest.to_string(),
+        "Labels": if labels.is_empty() { Value::Null } else { json!(labels) },
+        "ParentId": "",
+        "RepoDigests": [],
+        "RepoTags": names.iter().map(Reference::familiar).collect::<Vec<_>>(),
+        "SharedSize": -1,
+        "Size": img.size(),
+        "VirtualSize": img.size(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_zero_config_has_dockerds_nulls() {
+        let zero = zero_container_config();
+        assert_eq!(zero["Env"], Value::Null);
+        assert_eq!(zero["Labels"], Value::Null);
+        assert_eq!(zero["User"], "");
+        assert_eq!(zero.len(), 17);
+    }
+}
