@@ -28,6 +28,7 @@ mod e2e {
     mod repeated_layers;
     mod rootless;
     mod run;
+    mod runtime;
     mod schedule;
     mod seams;
     mod security;

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use kiln_sandbox::{BindMount, Mount, OverlayMount, TmpfsMount};
-use kiln_store::{ContainerError, MountRecord, Store, VolumeRecord};
+use kiln_store::{MountKind, MountRecord, Store, VolumeRecord};
 use serde_json::json;
 
 use crate::cli::VolumeCommand;
@@ -236,7 +236,7 @@ pub fn create_mounts(
                 readonly,
             } => (
                 MountRecord {
-                    kind: "bind".into(),
+                    kind: MountKind::Bind,
                     name: String::new(),
                     source: source.clone(),
                     destination: target.clone(),
@@ -250,7 +250,7 @@ pub fn create_mounts(
             ),
             MountRequest::Tmpfs { target, size } => (
                 MountRecord {
-                    kind: "tmpfs".into(),
+                    kind: MountKind::Tmpfs,
                     name: String::new(),
                     source: PathBuf::new(),
                     destination: target.clone(),
@@ -287,7 +287,7 @@ pub fn create_mounts(
                 }
                 (
                     MountRecord {
-                        kind: "volume".into(),
+                        kind: MountKind::Volume,
                         name: volume.name.clone(),
                         source: data.clone(),
                         destination: target.clone(),
@@ -306,7 +306,7 @@ pub fn create_mounts(
 }
 
 pub fn volume_command(store: &Store, command: VolumeCommand) -> Result<ExitCode> {
-    let now = super::now();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     let mut out = std::io::stdout().lock();
     match command {
         VolumeCommand::Create { name, labels } => {
@@ -377,20 +377,6 @@ fn volume_json(store: &Store, v: &VolumeRecord) -> serde_json::Value {
         "Scope": "local",
         "Anonymous": v.anonymous,
     })
-}
-
-/// Removes the anonymous volumes among `mounts` (after their container is gone).
-pub fn remove_anonymous_volumes(store: &Store, mounts: &[MountRecord]) -> Result<()> {
-    for m in mounts.iter().filter(|m| m.kind == "volume") {
-        match store.volume(&m.name) {
-            Ok(v) if v.anonymous => match store.remove_volume(&v.name) {
-                Ok(()) | Err(ContainerError::VolumeInUse { .. }) => {}
-                Err(e) => return Err(e.into()),
-            },
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

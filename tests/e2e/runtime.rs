@@ -1,0 +1,217 @@
+//! The container runtime through the CLI: every container runs under its own supervisor, so a
+//! foreground `kiln run` gets health probes, `create`/`start -a`/`attach`/`restart` work on the
+//! same state, several clients attach at once, and killing a client leaves the container
+//! running.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::containers::{Cleanup, eventually, image};
+use super::harness::{Kiln, stderr, stdout};
+
+fn spawn(k: &Kiln, args: &[&str], stdin: Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("KILN_ROOT", k.root.path())
+        .args(args)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kiln")
+}
+
+fn running(k: &Kiln, name: &str) -> bool {
+    k.inspect(name)["State"]["Running"] == true
+}
+
+/// Reads lines from `child`'s stdout on a thread; the receiver gets each line.
+fn lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn expect_line(rx: &std::sync::mpsc::Receiver<String>, want: &str, who: &str) {
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{who} saw no line (wanted {want:?}): {e}"));
+    assert_eq!(line, want, "{who}");
+}
+
+#[test]
+fn a_foreground_run_is_health_checked() {
+    let k = Kiln::new();
+    let _cleanup = Cleanup(&k);
+    image(
+        &k,
+        "probed:1",
+        "HEALTHCHECK --interval=1s --timeout=5s CMD true\nCMD [\"sleep\", \"4\"]\n",
+    );
+    let out = k.cmd(&["run", "--name", "fg", "probed:1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let health = k.inspect("fg")["State"]["Health"].clone();
+    assert_eq!(health["Status"], "healthy", "{health}");
+    assert!(
+        !health["Log"].as_array().unwrap().is_empty(),
+        "probes are logged: {health}"
+    );
+}
+
+#[test]
+fn attach_from_other_processes_echoes_stdin_to_every_client() {
+    let k = Kiln::new();
+    let _cleanup = Cleanup(&k);
+    k.ok(&["pull", &k.base]);
+    k.ok(&["run", "-d", "-i", "--name", "x", &k.base, "cat"]);
+    assert!(running(&k, "x"));
+
+    let mut writer = spawn(&k, &["attach", "x"], Stdio::piped());
+    let mut watcher = spawn(&k, &["attach", "--no-stdin", "x"], Stdio::null());
+    let (from_writer, from_watcher) = (lines(&mut writer), lines(&mut watcher));
+    // Both are attached once the supervisor relays what the writer sends; the first lines
+    // may go before the watcher is connected, so keep sending until it sees one.
+    let mut input = writer.stdin.take().unwrap();
+    let mut seen = None;
+    for i in 0..100 {
+        writeln!(input, "ping {i}").unwrap();
+        input.flush().unwrap();
+        if let Ok(line) = from_watcher.recv_timeout(Duration::from_millis(200)) {
+            seen = Some(line);
+            break;
+        }
+    }
+    let seen = seen.expect("the second client never saw the output");
+    assert!(seen.starts_with("ping "), "{seen}");
+    writeln!(input, "hello").unwrap();
+    input.flush().unwrap();
+    // The writer sees its own lines echoed by cat, in order, ending with hello.
+    let mut last = String::new();
+    while last != "hello" {
+        last = from_writer
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the writer's echo");
+    }
+    let mut last = String::new();
+    while last != "hello" {
+        last = from_watcher
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the watcher's copy");
+    }
+
+    // Killing a client (even with SIGKILL) leaves the container running, and its stdin open
+    // for the next client.
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(running(&k, "x"), "killing an attach stopped the container");
+    let mut again = spawn(&k, &["attach", "x"], Stdio::piped());
+    let from_again = lines(&mut again);
+    let mut input = again.stdin.take().unwrap();
+    writeln!(input, "still here").unwrap();
+    input.flush().unwrap();
+    expect_line(&from_again, "still here", "a later client");
+    expect_line(&from_watcher, "still here", "the watcher");
+
+    // The container's end ends every client, with the container's exit code.
+    k.ok(&["kill", "x"]);
+    let status = watcher.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(137),
+        "attach exits with the container's code"
+    );
+    again.kill().unwrap();
+    again.wait().unwrap();
+}
+
+#[test]
+fn start_attached_streams_a_created_containers_output() {
+    let k = Kiln::new();
+    let _cleanup = Cleanup(&k);
+    k.ok(&["pull", &k.base]);
+    let id = k.ok(&[
+        "create",
+        "--name",
+        "c",
+        &k.base,
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    assert_eq!(k.inspect("c")["State"]["Status"], "created");
+    let out = k.cmd(&["start", "-a", "c"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "out\n");
+    assert_eq!(stderr(&out), "err\n");
+    // Started again (not attached), it runs again: the log keeps both runs, apart.
+    k.ok(&["start", "c"]);
+    assert_eq!(k.ok(&["wait", "c"]).trim(), "3");
+    let logs = k.cmd(&["logs", "c"]);
+    assert_eq!(stdout(&logs), "out\nout\n");
+    assert_eq!(stderr(&logs), "err\nerr\n");
+    let tail = k.ok(&["logs", "--tail", "1", "c"]);
+    assert_eq!(tail, "out\n");
+    let stamped = k.ok(&["logs", "-t", "--tail", "1", "c"]);
+    assert!(stamped.ends_with("Z out\n"), "{stamped}");
+    let future = k.ok(&["logs", "--since", "2999-01-01T00:00:00Z", "c"]);
+    assert_eq!(future, "");
+
+    // Attaching to a container that is not running is a conflict, named.
+    let out = k.cmd(&["attach", "c"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("container c is not running"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn killing_the_foreground_client_leaves_the_container_running() {
+    let k = Kiln::new();
+    let _cleanup = Cleanup(&k);
+    k.ok(&["pull", &k.base]);
+    let mut client = spawn(
+        &k,
+        &["run", "--name", "fg", &k.base, "sleep", "600"],
+        Stdio::null(),
+    );
+    eventually("the container to run", || {
+        k.cmd(&["inspect", "fg"]).status.success() && running(&k, "fg")
+    });
+    client.kill().unwrap();
+    client.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(running(&k, "fg"), "the container died with its client");
+
+    // restart: stopped and started again, a new start time, still running.
+    let before = k.inspect("fg")["State"]["StartedAt"].clone();
+    k.ok(&["restart", "-t", "1", "fg"]);
+    assert!(running(&k, "fg"));
+    assert_ne!(k.inspect("fg")["State"]["StartedAt"], before);
+
+    // A signal to a foreground `kiln run` goes to the container (Docker's sig-proxy).
+    let mut client = spawn(
+        &k,
+        &["run", "--name", "proxied", &k.base, "sleep", "600"],
+        Stdio::null(),
+    );
+    eventually("the second container to run", || {
+        k.cmd(&["inspect", "proxied"]).status.success() && running(&k, "proxied")
+    });
+    let pid = rustix::process::Pid::from_raw(client.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = client.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "the container's exit by SIGTERM");
+    assert_eq!(k.inspect("proxied")["State"]["Running"], false);
+}
