@@ -71,11 +71,11 @@ fn attach_from_other_processes_echoes_stdin_to_every_client() {
     let k = Kiln::new();
     let _cleanup = Cleanup(&k);
     k.ok(&["pull", &k.base]);
-    k.ok(&["run", "-d", "-i", "--name", "x", &k.base, "cat"]);
-    assert!(running(&k, "x"));
+    k.ok(&["run", "-d", "-i", "--name", "xa", &k.base, "cat"]);
+    assert!(running(&k, "xa"));
 
-    let mut writer = spawn(&k, &["attach", "x"], Stdio::piped());
-    let mut watcher = spawn(&k, &["attach", "--no-stdin", "x"], Stdio::null());
+    let mut writer = spawn(&k, &["attach", "xa"], Stdio::piped());
+    let mut watcher = spawn(&k, &["attach", "--no-stdin", "xa"], Stdio::null());
     let (from_writer, from_watcher) = (lines(&mut writer), lines(&mut watcher));
     // Both are attached once the supervisor relays what the writer sends; the first lines
     // may go before the watcher is connected, so keep sending until it sees one.
@@ -112,8 +112,8 @@ fn attach_from_other_processes_echoes_stdin_to_every_client() {
     writer.kill().unwrap();
     writer.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert!(running(&k, "x"), "killing an attach stopped the container");
-    let mut again = spawn(&k, &["attach", "x"], Stdio::piped());
+    assert!(running(&k, "xa"), "killing an attach stopped the container");
+    let mut again = spawn(&k, &["attach", "xa"], Stdio::piped());
     let from_again = lines(&mut again);
     let mut input = again.stdin.take().unwrap();
     writeln!(input, "still here").unwrap();
@@ -122,7 +122,7 @@ fn attach_from_other_processes_echoes_stdin_to_every_client() {
     expect_line(&from_watcher, "still here", "the watcher");
 
     // The container's end ends every client, with the container's exit code.
-    k.ok(&["kill", "x"]);
+    k.ok(&["kill", "xa"]);
     let status = watcher.wait().unwrap();
     assert_eq!(
         status.code(),
@@ -141,36 +141,36 @@ fn start_attached_streams_a_created_containers_output() {
     let id = k.ok(&[
         "create",
         "--name",
-        "c",
+        "cc",
         &k.base,
         "sh",
         "-c",
         "echo out; echo err >&2; exit 3",
     ]);
     assert_eq!(id.trim().len(), 64, "{id}");
-    assert_eq!(k.inspect("c")["State"]["Status"], "created");
-    let out = k.cmd(&["start", "-a", "c"]);
+    assert_eq!(k.inspect("cc")["State"]["Status"], "created");
+    let out = k.cmd(&["start", "-a", "cc"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_eq!(stdout(&out), "out\n");
     assert_eq!(stderr(&out), "err\n");
     // Started again (not attached), it runs again: the log keeps both runs, apart.
-    k.ok(&["start", "c"]);
-    assert_eq!(k.ok(&["wait", "c"]).trim(), "3");
-    let logs = k.cmd(&["logs", "c"]);
+    k.ok(&["start", "cc"]);
+    assert_eq!(k.ok(&["wait", "cc"]).trim(), "3");
+    let logs = k.cmd(&["logs", "cc"]);
     assert_eq!(stdout(&logs), "out\nout\n");
     assert_eq!(stderr(&logs), "err\nerr\n");
-    let tail = k.ok(&["logs", "--tail", "1", "c"]);
+    let tail = k.ok(&["logs", "--tail", "1", "cc"]);
     assert_eq!(tail, "out\n");
-    let stamped = k.ok(&["logs", "-t", "--tail", "1", "c"]);
+    let stamped = k.ok(&["logs", "-t", "--tail", "1", "cc"]);
     assert!(stamped.ends_with("Z out\n"), "{stamped}");
-    let future = k.ok(&["logs", "--since", "2999-01-01T00:00:00Z", "c"]);
+    let future = k.ok(&["logs", "--since", "2999-01-01T00:00:00Z", "cc"]);
     assert_eq!(future, "");
 
     // Attaching to a container that is not running is a conflict, named.
-    let out = k.cmd(&["attach", "c"]);
+    let out = k.cmd(&["attach", "cc"]);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("container c is not running"),
+        stderr(&out).contains("container cc is not running"),
         "{}",
         stderr(&out)
     );
