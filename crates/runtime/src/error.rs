@@ -22,6 +22,10 @@ pub enum RuntimeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Sandbox(#[from] kiln_sandbox::SandboxError),
+    #[error(transparent)]
+    Image(#[from] kiln_images::ImageError),
+    #[error(transparent)]
+    Layer(#[from] kiln_layer::LayerError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -64,6 +68,8 @@ impl RuntimeError {
             RuntimeError::State { source, .. } => source.kind(),
             RuntimeError::Store(e) => e.kind(),
             RuntimeError::Sandbox(e) => e.kind(),
+            RuntimeError::Image(e) => e.kind(),
+            RuntimeError::Layer(e) => e.kind(),
             RuntimeError::Invalid { .. } => ErrorKind::InvalidArgument,
             RuntimeError::NoLog(_) | RuntimeError::RemovedWithoutCode(_) => ErrorKind::NotFound,
             RuntimeError::StartFailed { exit_code, .. } if *exit_code != 125 => {

@@ -13,7 +13,9 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod attach;
+mod commit;
 mod error;
+mod freeze;
 pub mod health;
 mod host;
 mod lifecycle;
@@ -24,6 +26,7 @@ mod spec;
 pub mod supervisor;
 
 pub use attach::{AttachRequest, AttachStream, StreamType};
+pub use commit::CommitOptions;
 pub use error::{Result, RuntimeError};
 pub use host::{BeforeStart, Host, SystemHost};
 pub use lifecycle::{Runtime, WaitCondition};
