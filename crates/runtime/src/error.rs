@@ -38,6 +38,12 @@ pub enum RuntimeError {
         value: String,
         reason: &'static str,
     },
+    #[error("invalid mount {spec:?}: {reason}")]
+    InvalidMount { spec: String, reason: String },
+    #[error(
+        "no command specified: the image has no ENTRYPOINT or CMD; give one after the image name"
+    )]
+    NoCommand,
     /// The container's recorded spec cannot be read back.
     #[error("{path}: {message}")]
     CorruptSpec { path: PathBuf, message: String },
@@ -70,7 +76,9 @@ impl RuntimeError {
             RuntimeError::Sandbox(e) => e.kind(),
             RuntimeError::Image(e) => e.kind(),
             RuntimeError::Layer(e) => e.kind(),
-            RuntimeError::Invalid { .. } => ErrorKind::InvalidArgument,
+            RuntimeError::Invalid { .. }
+            | RuntimeError::InvalidMount { .. }
+            | RuntimeError::NoCommand => ErrorKind::InvalidArgument,
             RuntimeError::NoLog(_) | RuntimeError::RemovedWithoutCode(_) => ErrorKind::NotFound,
             RuntimeError::StartFailed { exit_code, .. } if *exit_code != 125 => {
                 ErrorKind::InvalidArgument

@@ -14,12 +14,14 @@
 
 pub mod attach;
 mod commit;
+pub mod create;
 mod error;
 mod freeze;
 pub mod health;
 mod host;
 mod lifecycle;
 pub mod logfile;
+pub mod mounts;
 pub mod pty;
 mod signals;
 mod spec;
@@ -27,6 +29,7 @@ pub mod supervisor;
 
 pub use attach::{AttachRequest, AttachStream, StreamType};
 pub use commit::CommitOptions;
+pub use create::{ContainerConfig, ContainerCreateRequest, HostConfig};
 pub use error::{Result, RuntimeError};
 pub use host::{BeforeStart, Host, SystemHost};
 pub use lifecycle::{Runtime, WaitCondition};
