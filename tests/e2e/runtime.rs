@@ -198,6 +198,19 @@ fn killing_the_foreground_client_leaves_the_container_running() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(running(&k, "fg"), "the container died with its client");
 
+    // An exec is an instance with its own record: its exit code is kept.
+    let out = k.cmd(&["exec", "fg", "sh", "-c", "exit 5"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let id = k.inspect("fg")["Id"].as_str().unwrap().to_owned();
+    let execs: Vec<serde_json::Value> =
+        std::fs::read_dir(k.root.path().join("containers").join(&id).join("execs"))
+            .unwrap()
+            .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+            .collect();
+    assert_eq!(execs.len(), 1, "{execs:?}");
+    assert_eq!(execs[0]["ExitCode"], 5);
+    assert_eq!(execs[0]["Running"], false);
+
     // restart: stopped and started again, a new start time, still running.
     let before = k.inspect("fg")["State"]["StartedAt"].clone();
     k.ok(&["restart", "-t", "1", "fg"]);

@@ -63,6 +63,10 @@ pub enum RuntimeError {
     /// Waited for a container that was removed and left no exit code.
     #[error("container {0} was removed when it exited")]
     RemovedWithoutCode(String),
+    #[error("no such exec instance: {0}")]
+    NoSuchExec(String),
+    #[error("exec instance {0} was already started")]
+    ExecStarted(String),
     #[error("container {0} has no log (it never started)")]
     NoLog(String),
 }
@@ -79,7 +83,10 @@ impl RuntimeError {
             RuntimeError::Invalid { .. }
             | RuntimeError::InvalidMount { .. }
             | RuntimeError::NoCommand => ErrorKind::InvalidArgument,
-            RuntimeError::NoLog(_) | RuntimeError::RemovedWithoutCode(_) => ErrorKind::NotFound,
+            RuntimeError::NoLog(_)
+            | RuntimeError::RemovedWithoutCode(_)
+            | RuntimeError::NoSuchExec(_) => ErrorKind::NotFound,
+            RuntimeError::ExecStarted(_) => ErrorKind::Conflict,
             RuntimeError::StartFailed { exit_code, .. } if *exit_code != 125 => {
                 ErrorKind::InvalidArgument
             }

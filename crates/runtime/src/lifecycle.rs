@@ -521,4 +521,29 @@ mod tests {
         );
         assert!(err.to_string().contains("nope"), "{err}");
     }
+
+    #[test]
+    fn execs_are_recorded_only_in_running_containers() {
+        let (_d, rt) = runtime();
+        let id = create(&rt, "host", "");
+        let config = crate::ExecConfig {
+            cmd: vec!["true".into()],
+            env: vec!["A=1".into()],
+            ..crate::ExecConfig::default()
+        };
+        let refused = conflict(rt.exec_create("host", &config).unwrap_err());
+        assert!(refused.contains("host is not running"), "{refused}");
+        rt.start("host").unwrap();
+        let exec = rt.exec_create("host", &config).unwrap();
+        assert_eq!(exec.container_id, id);
+        assert!(exec.process.env.contains(&"A=1".to_owned()));
+        let found = rt.exec_inspect(&exec.id[..12]).unwrap();
+        assert_eq!((found.running, found.exit_code), (false, None));
+        let missing = rt.exec_inspect("feedface").unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
+        let empty = rt
+            .exec_create("host", &crate::ExecConfig::default())
+            .unwrap_err();
+        assert_eq!(empty.kind(), ErrorKind::InvalidArgument, "{empty}");
+    }
 }

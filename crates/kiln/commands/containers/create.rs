@@ -88,12 +88,3 @@ pub fn resolve_env(flags: &[String]) -> Vec<String> {
         })
         .collect()
 }
-
-/// Adds `-e` entries over `env` (for `exec`, whose process starts from the container's).
-pub fn apply_env(env: &mut Vec<String>, flags: &[String]) {
-    for entry in resolve_env(flags) {
-        let key = entry.split('=').next().unwrap_or_default().to_owned();
-        env.retain(|x| x.split('=').next() != Some(key.as_str()));
-        env.push(entry);
-    }
-}

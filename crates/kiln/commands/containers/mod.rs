@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use kiln_runtime::logfile::{LogFilter, read_entries};
-use kiln_runtime::{AttachRequest, ContainerSpec, Runtime, WaitCondition};
-use kiln_sandbox::ProcessSpec;
+use kiln_runtime::{AttachRequest, Runtime, WaitCondition};
 use kiln_store::{ContainerRecord, ContainerStatus, Store, Timestamp};
 use serde_json::json;
 
@@ -394,45 +393,24 @@ pub fn inspect_json(store: &Store, query: &str) -> Result<Option<serde_json::Val
     })))
 }
 
+/// `kiln exec`: an exec instance created and started in the container, its exit code
+/// recorded (and returned).
 pub fn exec(env: &Env, args: ExecArgs) -> Result<ExitCode> {
     let rt = Runtime::new(env.store.clone());
-    let c = rt.container(&args.container)?;
-    c.state
-        .can_exec()
-        .map_err(|source| kiln_runtime::RuntimeError::State {
-            name: c.name.clone(),
-            source,
-        })?;
-    let mut environment = c.config.env.clone();
-    create::apply_env(&mut environment, &args.env);
-    let process = ProcessSpec {
-        args: args.command.clone(),
-        env: environment,
-        cwd: args
-            .workdir
-            .clone()
-            .or_else(|| Some(c.config.working_dir.clone()).filter(|w| !w.is_empty()))
-            .unwrap_or_else(|| "/".into()),
-        user: args
-            .user
-            .clone()
-            .or_else(|| Some(c.config.user.clone()))
-            .filter(|u| !u.is_empty()),
-        terminal: args.tty,
+    let config = kiln_runtime::ExecConfig {
+        cmd: args.command.clone(),
+        env: create::resolve_env(&args.env),
+        working_dir: args.workdir.clone(),
+        user: args.user.clone(),
+        tty: args.tty,
+        attach_stdin: args.interactive,
     };
-    if !process.cwd.starts_with('/') {
-        bail!(
-            "the working directory {:?} is not an absolute path",
-            process.cwd
-        );
-    }
-    // The exec'd process is confined exactly as the container's own.
-    let security = ContainerSpec::read(&env.store, &c.id)?.sandbox.security;
+    let exec = rt.exec_create(&args.container, &config)?;
     let code = if args.tty {
         let pty = kiln_runtime::pty::Pty::open()?;
         terminal::copy_window_size(std::io::stdin(), &pty.master);
-        let child = kiln_sandbox::spawn_in(c.state.pid, &process, &security, pty.stdio()?)?;
-        terminal::attach_terminal(env, pty, child, args.interactive)?
+        let started = rt.exec_start(&exec.id, pty.stdio()?)?;
+        terminal::attach_terminal(env, pty, started, args.interactive)?
     } else {
         let stdio = kiln_sandbox::Stdio {
             stdin: if args.interactive {
@@ -443,9 +421,7 @@ pub fn exec(env: &Env, args: ExecArgs) -> Result<ExitCode> {
             stdout: std::process::Stdio::inherit(),
             stderr: std::process::Stdio::inherit(),
         };
-        kiln_sandbox::spawn_in(c.state.pid, &process, &security, stdio)?
-            .wait()?
-            .code()
+        rt.exec_start(&exec.id, stdio)?.wait()?
     };
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

@@ -8,7 +8,6 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{Context, Result};
 use kiln_runtime::pty::{Pty, PtyReader};
-use kiln_sandbox::SandboxChild;
 use rustix::termios::{OptionalActions, Termios, isatty, tcgetattr, tcgetwinsize, tcsetattr};
 
 use super::super::Env;
@@ -49,9 +48,14 @@ impl Drop for RawMode {
     }
 }
 
-/// Connects the caller's terminal to an exec'd process running on `pty` until it exits: raw
+/// Connects the caller's terminal to a started exec whose process runs on `pty` until it exits: raw
 /// mode, input (with `-i`), output, window size changes. Returns the exit code.
-pub fn attach_terminal(env: &Env, pty: Pty, child: SandboxChild, interactive: bool) -> Result<i32> {
+pub fn attach_terminal(
+    env: &Env,
+    pty: Pty,
+    exec: kiln_runtime::Exec,
+    interactive: bool,
+) -> Result<i32> {
     let Pty { master, slave } = pty;
     // Only the process keeps the slave open, so reading the master ends when it exits.
     drop(slave);
@@ -63,7 +67,7 @@ pub fn attach_terminal(env: &Env, pty: Pty, child: SandboxChild, interactive: bo
     let output = std::thread::spawn(move || {
         let _ = std::io::copy(&mut PtyReader(master), &mut std::io::stdout());
     });
-    let code = child.wait()?.code();
+    let code = exec.wait()?;
     let _ = output.join();
     drop(raw);
     Ok(code)
