@@ -136,7 +136,14 @@ pub(crate) fn launch(
                 seconds: START_LIMIT.as_secs(),
             });
         }
-        std::thread::sleep(Duration::from_millis(if hooked { 10 } else { 5 }));
+        // A start takes a few milliseconds: look often at first (a read of a small record),
+        // then settle, so a slow start does not cost a busy loop.
+        let waited = START_LIMIT.saturating_sub(deadline.saturating_duration_since(Instant::now()));
+        std::thread::sleep(if waited < Duration::from_millis(200) {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(10)
+        });
     }
 }
 
