@@ -63,12 +63,18 @@ pub(crate) fn launch(
     if before_start.is_some() {
         command.arg(ATTACH_FIRST);
     }
-    let mut child = command
+    // The supervisor's stdout is a pipe on which it announces each step (socket bound,
+    // container started or failed), so this process sleeps until there is news.
+    let (news, news_writer) = std::io::pipe().map_err(RuntimeError::io("pipe"))?;
+    command
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(diagnostics)
-        .spawn()
-        .map_err(RuntimeError::io("/proc/self/exe"))?;
+        .stdout(news_writer)
+        .stderr(diagnostics);
+    let spawned = command.spawn();
+    // Our copy of the write end goes with the command, so the supervisor's exit reads as EOF.
+    drop(command);
+    let mut news = News::new(news);
+    let mut child = spawned.map_err(RuntimeError::io("/proc/self/exe"))?;
     let started = record.state.started_at;
     let deadline = Instant::now() + START_LIMIT;
     let mut hooked = before_start.is_none();
@@ -136,15 +142,61 @@ pub(crate) fn launch(
                 seconds: START_LIMIT.as_secs(),
             });
         }
-        // A start takes a few milliseconds: look often at first (a read of a small record),
-        // then settle, so a slow start does not cost a busy loop.
-        let waited = START_LIMIT.saturating_sub(deadline.saturating_duration_since(Instant::now()));
-        std::thread::sleep(if waited < Duration::from_millis(200) {
-            Duration::from_millis(1)
+        // Until the client is connected it is tried every millisecond; after that only news
+        // (or a slow timeout, in case) makes us look at the record again.
+        news.wait(if hooked {
+            Duration::from_millis(100)
         } else {
-            Duration::from_millis(10)
+            Duration::from_millis(1)
         });
     }
+}
+
+/// A supervisor's announcements, read on a thread of their own so the launcher can wait for
+/// them with a timeout.
+#[derive(Debug)]
+struct News {
+    received: std::sync::mpsc::Receiver<()>,
+    eof: bool,
+}
+
+impl News {
+    fn new(mut pipe: std::io::PipeReader) -> News {
+        let (tx, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            // Ends at the supervisor's exit (EOF) or once the launcher stopped listening.
+            while matches!(pipe.read(&mut buf), Ok(n) if n > 0) {
+                if tx.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+        News {
+            received,
+            eof: false,
+        }
+    }
+
+    /// Waits up to `limit` for an announcement (or the supervisor's end).
+    fn wait(&mut self, limit: Duration) {
+        if self.eof {
+            std::thread::sleep(limit.min(Duration::from_millis(10)));
+            return;
+        }
+        if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) =
+            self.received.recv_timeout(limit)
+        {
+            self.eof = true;
+        }
+    }
+}
+
+/// Tells the launcher to look at the record again (a byte on the supervisor's stdout). The
+/// launcher may be gone; that is no error.
+fn announce() {
+    let mut out = std::io::stdout();
+    let _ = out.write_all(b"\n").and_then(|()| out.flush());
 }
 
 /// What a supervisor writes to its log (its stderr) when the container cannot start, so the
@@ -340,6 +392,7 @@ pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
     });
     let listener = crate::attach::listen(store, id)?;
     serve(listener, streams.clone());
+    announce();
     if attach_first {
         let accepted = streams.accepted.lock().unwrap_or_else(|e| e.into_inner());
         let _ = streams
@@ -368,6 +421,7 @@ pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
                 r.state.finished_at = Some(chrono::Utc::now());
             })?;
             store.record_exit_in_lock(&running, code)?;
+            announce();
             return finish(store, &record);
         }
     };
@@ -384,6 +438,7 @@ pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
         r.state.finished_at = None;
         r.state.health = check.as_ref().map(|_| Health::default());
     })?;
+    announce();
 
     let exited = Arc::new(AtomicBool::new(false));
     let health = check.map(|check| {
