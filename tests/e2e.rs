@@ -30,6 +30,7 @@ mod e2e {
     mod reproducible;
     mod rootless;
     mod run;
+    mod runtime;
     mod schedule;
     mod seams;
     mod security;

@@ -44,6 +44,34 @@ pub enum Command {
     Build(Box<BuildArgs>),
     /// Run a command in a new container of an image
     Run(Box<RunArgs>),
+    /// Create a new container of an image without starting it (prints its ID)
+    Create(Box<RunArgs>),
+    /// Start created or stopped containers
+    Start {
+        /// Attach to the container's output (and stdin with -i) until it exits
+        #[arg(short, long)]
+        attach: bool,
+        /// Attach stdin (with -a)
+        #[arg(short, long)]
+        interactive: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Attach this terminal to a running container's input and output
+    Attach {
+        /// Do not attach stdin
+        #[arg(long = "no-stdin")]
+        no_stdin: bool,
+        container: String,
+    },
+    /// Stop (as `stop` does) and start containers again
+    Restart {
+        /// Seconds to wait before SIGKILL
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// List images
     Images {
         /// Show only images that match: reference=PATTERN, dangling=true|false,
@@ -76,13 +104,8 @@ pub enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
-    /// Print a detached container's output
-    Logs {
-        /// Keep printing new output until the container exits
-        #[arg(short, long)]
-        follow: bool,
-        container: String,
-    },
+    /// Print a container's output
+    Logs(LogsArgs),
     /// Stop containers: the image's STOPSIGNAL (default SIGTERM), then SIGKILL after a grace time
     Stop {
         /// Seconds to wait before SIGKILL
@@ -101,6 +124,9 @@ pub enum Command {
     },
     /// Wait for containers to exit and print their exit codes
     Wait {
+        /// not-running (at once if stopped), next-exit, or removed
+        #[arg(long, default_value = "not-running")]
+        condition: String,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -136,9 +162,6 @@ pub enum Command {
     },
     /// Serve Docker's Engine API (v1.41) on a UNIX socket, for docker, docker-py and compose
     Serve(ServeArgs),
-    /// The detached container supervisor (started by `kiln run -d`)
-    #[command(name = "__supervise", hide = true)]
-    Supervise { id: String },
     /// Pull an image from a registry
     Pull {
         image: String,
@@ -228,6 +251,26 @@ pub enum VolumeCommand {
         #[arg(short, long)]
         force: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing new output until the container exits
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Prefix each line with its time (RFC 3339, nanoseconds)
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// Only output since this time (RFC 3339) or this long ago (10m, 1h30m)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only output until this time (RFC 3339) or this long ago
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Number of lines from the end, or "all"
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    pub container: String,
 }
 
 #[derive(Debug, Args)]

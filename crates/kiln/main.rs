@@ -14,6 +14,8 @@ use clap::Parser;
 fn main() -> ExitCode {
     // When kiln re-executes itself as a sandbox's init, nothing else may run first.
     kiln_sandbox::maybe_run_init();
+    // Likewise when it re-executed itself as a container's supervisor.
+    kiln_runtime::maybe_run_supervisor();
     // Likewise when an ordinary user's kiln re-executed itself to enter a user namespace.
     if let Err(err) = kiln_sandbox::rootless::maybe_join_user_namespace() {
         eprintln!("kiln: {err}");

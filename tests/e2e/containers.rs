@@ -40,7 +40,9 @@ pub fn processes_using(root: &str) -> Vec<(i32, String)> {
         };
         if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(root) && cmdline.contains("__supervise") {
+            if cmdline.contains(root)
+                && cmdline.contains(kiln_runtime::supervisor::SUPERVISOR_MARKER)
+            {
                 found.push((pid, cmdline));
             }
         }

@@ -42,7 +42,8 @@ pub fn container_on(
     let mut record = ContainerRecord {
         id: id.clone(),
         name: String::new(),
-        created: "2026-01-01T00:00:00Z".into(),
+        schema_version: kiln_store::CONTAINER_SCHEMA_VERSION,
+        created: "2026-01-01T00:00:00Z".parse().unwrap(),
         image: "test".into(),
         image_id: img.config_digest.to_string(),
         manifest: img.manifest_digest.to_string(),

@@ -9,7 +9,6 @@ mod images;
 mod import;
 mod registry;
 mod rootless;
-mod run;
 mod serve;
 mod system;
 
@@ -112,7 +111,30 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => {
             enter_mount_namespace()?;
             let (env, _lock) = open_shared(&cli.global)?;
-            run::run(&env, *args)
+            containers::run::run(&env, *args)
+        }
+        Command::Create(args) => {
+            enter_mount_namespace()?;
+            let (env, _lock) = open_shared(&cli.global)?;
+            let record = containers::create::create(&env, &args, false)?;
+            println!("{}", record.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Start {
+            attach,
+            interactive,
+            containers,
+        } => {
+            require_root()?;
+            containers::start(&Env::open(&cli.global)?, &containers, attach, interactive)
+        }
+        Command::Attach {
+            no_stdin,
+            container,
+        } => containers::attach_command(&Env::open(&cli.global)?, &container, no_stdin),
+        Command::Restart { time, containers } => {
+            require_root()?;
+            containers::restart(&open_store(&cli.global)?, &containers, time)
         }
         Command::Check { repair } => system::check(&open_store(&cli.global)?, repair),
         Command::System {
@@ -127,9 +149,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Inspect { images } => images::inspect(&Env::open(&cli.global)?, &images),
         Command::Ps { all, quiet } => containers::ps(&open_store(&cli.global)?, all, quiet),
-        Command::Logs { follow, container } => {
-            containers::logs(&open_store(&cli.global)?, &container, follow)
-        }
+        Command::Logs(args) => containers::logs(&open_store(&cli.global)?, &args),
         Command::Stop { time, containers } => {
             require_root()?;
             containers::stop(&open_store(&cli.global)?, &containers, time)
@@ -138,7 +158,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             require_root()?;
             containers::kill(&open_store(&cli.global)?, &containers, &signal)
         }
-        Command::Wait { containers } => containers::wait(&open_store(&cli.global)?, &containers),
+        Command::Wait {
+            condition,
+            containers,
+        } => containers::wait(&open_store(&cli.global)?, &containers, &condition),
         Command::Exec(args) => {
             // Rootless, the helper joins the container's user namespace as its owner.
             containers::exec(&Env::open(&cli.global)?, args)
@@ -172,11 +195,6 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => {
             enter_mount_namespace()?;
             serve::serve(&cli.global, &args)
-        }
-        Command::Supervise { id } => {
-            // Volumes and the overlay are mounted in a namespace of the supervisor's own.
-            enter_mount_namespace()?;
-            containers::supervisor::supervise(&open_store(&cli.global)?, &id)
         }
         Command::Pull { image, platform } => {
             let (env, _lock) = open_shared(&cli.global)?;

@@ -34,6 +34,7 @@ fn writes_image_files(command: &Command) -> bool {
         command,
         Command::Build(_)
             | Command::Run(_)
+            | Command::Create(_)
             | Command::Pull { .. }
             | Command::Load { .. }
             | Command::Import { .. }

@@ -14,16 +14,15 @@
 //! killed with `kill -9` releases its lock, so its container reads as exited instead of
 //! running forever.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use kiln_error::ErrorKind;
-use kiln_image::{Digest, HealthConfig};
+use kiln_image::Digest;
 use rustix::fs::FlockOperation;
-use serde::{Deserialize, Serialize};
 
 use crate::container_names::generate_name;
+use crate::container_record::{ContainerRecord, ContainerStatus};
 use crate::locks::{lock_file, try_lock_file};
 use crate::{Store, StoreError, StoreLock};
 
@@ -73,124 +72,6 @@ impl ContainerError {
 }
 
 pub type ContainerResult<T> = std::result::Result<T, ContainerError>;
-
-/// One container as recorded in the store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ContainerRecord {
-    /// 64 hex digits.
-    pub id: String,
-    /// Unique among the store's containers, without Docker's leading `/`.
-    pub name: String,
-    /// RFC 3339.
-    pub created: String,
-    /// The image as the user named it.
-    pub image: String,
-    /// `sha256:` digest of the image config (Docker's image ID).
-    pub image_id: String,
-    /// The image's manifest, whose layers are the container's lower dirs.
-    pub manifest: String,
-    pub config: RunConfig,
-    pub mounts: Vec<MountRecord>,
-    /// `--rm`: removed (with its anonymous volumes) when it exits.
-    pub auto_remove: bool,
-    pub state: ContainerState,
-}
-
-/// What the container runs, after the image's config and the run options were combined.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct RunConfig {
-    pub hostname: String,
-    pub user: String,
-    pub env: Vec<String>,
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    pub working_dir: String,
-    pub labels: BTreeMap<String, String>,
-    /// Signal `kiln stop` sends first (the image's STOPSIGNAL, else SIGTERM).
-    pub stop_signal: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub healthcheck: Option<HealthConfig>,
-    pub tty: bool,
-    pub open_stdin: bool,
-}
-
-/// A volume, bind mount or tmpfs of a container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct MountRecord {
-    /// `volume`, `bind` or `tmpfs`.
-    #[serde(rename = "Type")]
-    pub kind: String,
-    /// The volume's name (empty for binds and tmpfs).
-    pub name: String,
-    /// Host path (a volume's `_data` directory; empty for tmpfs).
-    pub source: PathBuf,
-    pub destination: String,
-    #[serde(rename = "RW")]
-    pub rw: bool,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ContainerStatus {
-    #[default]
-    Created,
-    Running,
-    Exited,
-}
-
-impl ContainerStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ContainerStatus::Created => "created",
-            ContainerStatus::Running => "running",
-            ContainerStatus::Exited => "exited",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ContainerState {
-    pub status: ContainerStatus,
-    /// Host pid of the container's PID 1 (whose namespaces `kiln exec` joins); 0 when not
-    /// running.
-    pub pid: u32,
-    /// Host pid of the sandbox's outer init, which forwards signals to the container.
-    pub sandbox_pid: u32,
-    /// The process holding `running.lock` (supervisor or foreground `kiln run`).
-    pub owner_pid: u32,
-    pub exit_code: i32,
-    /// RFC 3339, empty until started / finished.
-    pub started_at: String,
-    pub finished_at: String,
-    /// Why the container failed to start or ended abnormally.
-    pub error: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<Health>,
-}
-
-/// HEALTHCHECK results, as Docker keeps them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Health {
-    /// `starting`, `healthy` or `unhealthy`.
-    pub status: String,
-    pub failing_streak: u32,
-    /// The last few probes, oldest first.
-    pub log: Vec<HealthProbe>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct HealthProbe {
-    pub start: String,
-    pub end: String,
-    pub exit_code: i32,
-    pub output: String,
-}
 
 const RECORD_FILE: &str = "container.json";
 
@@ -249,6 +130,7 @@ impl Store {
         }
         let dir = self.container_dir(&record.id);
         std::fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+        record.schema_version = crate::CONTAINER_SCHEMA_VERSION;
         self.write_record(record)?;
         Ok(())
     }
@@ -345,6 +227,8 @@ impl Store {
             .read_record(id)?
             .ok_or_else(|| ContainerError::NoSuchContainer(id.to_owned()))?;
         change(&mut record);
+        // A rewrite is in this code's schema (it read the old one into the new types).
+        record.schema_version = crate::CONTAINER_SCHEMA_VERSION;
         self.write_record(&record)?;
         Ok(record)
     }
@@ -399,10 +283,47 @@ impl Store {
         Ok(lock.contents().trim().parse().ok())
     }
 
+    /// Opens the container's running lock now, so that [`ExitWatch::wait`] can read the exit
+    /// code later even if the container is removed (`--rm`) in between.
+    pub fn watch_container_exit(&self, id: &str) -> Result<ExitWatch, StoreError> {
+        let path = self.container_dir(id).join("running.lock");
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(StoreError::io(&path))?;
+        Ok(ExitWatch { file, path })
+    }
+
     /// Leaves the container's exit code in its running lock, just before releasing it.
     pub fn record_exit_in_lock(&self, lock: &StoreLock, code: i32) -> Result<(), StoreError> {
         lock.set_contents(code.to_string().as_bytes())
             .map_err(StoreError::io(self.containers_dir()))
+    }
+}
+
+/// A container's running lock, opened ahead of its exit.
+#[derive(Debug)]
+pub struct ExitWatch {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl ExitWatch {
+    /// Blocks until no process holds the container running, then gives the exit code its
+    /// supervisor left (none if it never ran or died without writing one).
+    pub fn wait(self) -> Result<Option<i32>, StoreError> {
+        use std::io::{Read, Seek};
+        rustix::fs::flock(&self.file, FlockOperation::LockShared)
+            .map_err(|e| StoreError::io(&self.path)(e.into()))?;
+        let mut file = &self.file;
+        let mut text = String::new();
+        file.seek(std::io::SeekFrom::Start(0))
+            .and_then(|_| file.read_to_string(&mut text))
+            .map_err(StoreError::io(&self.path))?;
+        Ok(text.trim().parse().ok())
     }
 }
 
@@ -462,12 +383,14 @@ pub(crate) fn validate_name(name: &str, what: &'static str) -> ContainerResult<(
 pub(crate) mod tests {
     use super::*;
     use crate::test_support::store;
+    use crate::{ContainerState, RunConfig};
 
     pub(crate) fn record(store: &Store, name: &str, created: &str) -> ContainerRecord {
         ContainerRecord {
+            schema_version: crate::CONTAINER_SCHEMA_VERSION,
             id: store.new_container_id(name),
             name: name.into(),
-            created: created.into(),
+            created: created.parse().unwrap_or_default(),
             image: "busybox".into(),
             image_id: "sha256:00".into(),
             manifest: "sha256:11".into(),

@@ -27,6 +27,7 @@ mod cache_key;
 mod cache_mounts;
 mod check;
 mod container_names;
+mod container_record;
 mod containers;
 mod file_digests;
 mod gc;
@@ -52,10 +53,11 @@ pub use blobs::BlobWriter;
 pub use cache_key::CacheKey;
 pub use cache_mounts::{CacheDirSettings, CacheMountLease, CacheSharing};
 pub use check::{CheckReport, Finding, Severity};
-pub use containers::{
-    ContainerError, ContainerRecord, ContainerResult, ContainerState, ContainerStatus, Health,
-    HealthProbe, MountRecord, RunConfig,
+pub use container_record::{
+    CONTAINER_SCHEMA_VERSION, ContainerRecord, ContainerState, ContainerStatus, Health,
+    HealthProbe, HealthStatus, MountKind, MountRecord, RunConfig, StateError, Timestamp,
 };
+pub use containers::{ContainerError, ContainerResult, ExitWatch};
 pub use file_digests::{FileDigestIndex, FileStat};
 pub use gc::{PruneOptions, PruneReport, Pruned, PrunedKind};
 pub use kiln_image::Digest;

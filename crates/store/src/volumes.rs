@@ -135,7 +135,7 @@ impl Store {
             .filter(|c| {
                 c.mounts
                     .iter()
-                    .any(|m| m.kind == "volume" && m.name == name)
+                    .any(|m| m.kind == crate::MountKind::Volume && m.name == name)
             })
             .map(|c| c.id)
             .collect())
@@ -181,9 +181,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::containers::MountRecord;
     use crate::containers::tests::record;
     use crate::test_support::store;
+    use crate::{MountKind, MountRecord};
 
     #[test]
     fn create_is_idempotent_and_anonymous_volumes_get_ids() {
@@ -219,7 +219,7 @@ mod tests {
         let (used, _) = s.create_volume(None, "t", BTreeMap::new()).unwrap();
         let mut c = record(&s, "user", "t");
         c.mounts.push(MountRecord {
-            kind: "volume".into(),
+            kind: MountKind::Volume,
             name: used.name.clone(),
             source: s.volume_data_dir(&used.name),
             destination: "/data".into(),

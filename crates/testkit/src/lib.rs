@@ -27,6 +27,7 @@ mod fault_proxy;
 mod golden;
 mod https_files;
 mod net;
+pub mod processes;
 mod registry;
 mod rng;
 mod scripted_http;

@@ -1,133 +1,29 @@
-//! Container lifecycle commands: `ps`, `logs`, `stop`, `kill`, `wait`, `exec`, `rm`,
-//! `commit`, container `inspect`, and `volume`. The records live in the store
-//! (`kiln_store::ContainerRecord`); a detached container is owned by its supervisor
-//! ([`supervisor`]), a foreground one by its `kiln run`.
+//! Container lifecycle commands: `create`, `start`, `attach`, `restart`, `ps`, `logs`, `stop`,
+//! `kill`, `wait`, `exec`, `rm`, `commit`, container `inspect`, and `volume`. Each turns its
+//! flags into a call of the container runtime (`kiln_runtime`) and renders the result; every
+//! container runs under its own supervisor there, whoever started it.
 
+pub mod attach;
 mod commit;
-pub mod logfile;
-pub mod supervisor;
+pub mod create;
+pub mod run;
 pub mod terminal;
 pub mod volumes;
 
 use std::io::{BufReader, Write};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use kiln_sandbox::{ProcessSpec, SandboxSpec};
-use kiln_store::{ContainerRecord, ContainerStatus, Store};
-use serde::{Deserialize, Serialize};
+use kiln_runtime::logfile::{LogFilter, read_entries};
+use kiln_runtime::{AttachRequest, Runtime, WaitCondition};
+use kiln_store::{ContainerRecord, ContainerStatus, Store, Timestamp};
 use serde_json::json;
 
 pub use commit::commit;
 
 use super::Env;
-use crate::cli::ExecArgs;
-
-/// `containers/<id>/spec.json`: how the supervisor starts the container.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ContainerSpec {
-    pub sandbox: SandboxSpec,
-    pub process: ProcessSpec,
-}
-
-impl ContainerSpec {
-    pub fn write(&self, store: &Store, id: &str) -> Result<()> {
-        let path = store.container_dir(id).join("spec.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("writing {}", path.display()))
-    }
-
-    pub fn read(store: &Store, id: &str) -> Result<ContainerSpec> {
-        let path = store.container_dir(id).join("spec.json");
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
-    }
-}
-
-/// Docker's exit status for a container that could not start: 127 when the program does not
-/// exist, 126 when it cannot be executed, 125 when the runtime failed.
-pub fn start_error_code(error: &anyhow::Error) -> i32 {
-    use kiln_sandbox::{InitFailure, SandboxError};
-    match error.downcast_ref::<SandboxError>() {
-        Some(SandboxError::Init(InitFailure::ExecutableNotFound { .. })) => 127,
-        Some(SandboxError::Init(InitFailure::Exec { .. })) => 126,
-        _ => 125,
-    }
-}
-
-/// The current time as Docker prints it in records (RFC 3339, nanoseconds, UTC).
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-}
-
-/// Linux signal numbers by name (the same on x86-64 and arm64).
-const SIGNALS: &[(&str, i32)] = &[
-    ("HUP", 1),
-    ("INT", 2),
-    ("QUIT", 3),
-    ("ILL", 4),
-    ("TRAP", 5),
-    ("ABRT", 6),
-    ("BUS", 7),
-    ("FPE", 8),
-    ("KILL", 9),
-    ("USR1", 10),
-    ("SEGV", 11),
-    ("USR2", 12),
-    ("PIPE", 13),
-    ("ALRM", 14),
-    ("TERM", 15),
-    ("STKFLT", 16),
-    ("CHLD", 17),
-    ("CONT", 18),
-    ("STOP", 19),
-    ("TSTP", 20),
-    ("TTIN", 21),
-    ("TTOU", 22),
-    ("URG", 23),
-    ("XCPU", 24),
-    ("XFSZ", 25),
-    ("VTALRM", 26),
-    ("PROF", 27),
-    ("WINCH", 28),
-    ("IO", 29),
-    ("PWR", 30),
-    ("SYS", 31),
-];
-
-/// `SIGTERM`, `TERM`, `term` or `15`.
-pub fn parse_signal(s: &str) -> Result<rustix::process::Signal> {
-    let upper = s.to_ascii_uppercase();
-    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    let number = match name.parse::<i32>() {
-        Ok(n) => n,
-        Err(_) => SIGNALS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, n)| *n)
-            .with_context(|| format!("invalid signal {s:?}"))?,
-    };
-    rustix::process::Signal::from_named_raw(number)
-        .with_context(|| format!("invalid or unsupported signal {s:?}"))
-}
-
-/// Sends `signal` to a running container (through its sandbox's outer init, which forwards
-/// it to the container's process).
-fn signal_container(
-    store: &Store,
-    c: &ContainerRecord,
-    signal: rustix::process::Signal,
-) -> Result<()> {
-    // The running lock says the pid is still the container's (not a reused one).
-    if !store.container_is_running(&c.id)? || c.state.sandbox_pid == 0 {
-        bail!("container {} is not running", c.name);
-    }
-    let pid = rustix::process::Pid::from_raw(c.state.sandbox_pid as i32)
-        .context("the container's record has no pid")?;
-    rustix::process::kill_process(pid, signal)
-        .with_context(|| format!("signalling container {}", c.name))
-}
+use crate::cli::{ExecArgs, LogsArgs};
 
 pub fn ps(store: &Store, all: bool, quiet: bool) -> Result<ExitCode> {
     let containers: Vec<ContainerRecord> = store
@@ -162,7 +58,7 @@ pub fn ps(store: &Store, all: bool, quiet: bool) -> Result<ExitCode> {
             c.id[..12].to_owned(),
             c.image.clone(),
             format!("\"{}\"", truncate(&command.join(" "), 20)),
-            format!("{} ago", human_since(&c.created)),
+            format!("{} ago", human_since(Some(c.created))),
             status_text(c),
             c.name.clone(),
         ]);
@@ -198,28 +94,28 @@ fn status_text(c: &ContainerRecord) -> String {
         ContainerStatus::Created => "Created".into(),
         ContainerStatus::Running => {
             let health = match &c.state.health {
-                Some(h) if h.status == "starting" => " (health: starting)".to_owned(),
-                Some(h) => format!(" ({})", h.status),
+                Some(h) if h.status == kiln_store::HealthStatus::Starting => {
+                    " (health: starting)".to_owned()
+                }
+                Some(h) => format!(" ({})", h.status.as_str()),
                 None => String::new(),
             };
-            format!("Up {}{health}", human_since(&c.state.started_at))
+            format!("Up {}{health}", human_since(c.state.started_at))
         }
         ContainerStatus::Exited => format!(
             "Exited ({}) {} ago",
             c.state.exit_code,
-            human_since(&c.state.finished_at)
+            human_since(c.state.finished_at)
         ),
     }
 }
 
-/// Docker's "About a minute", "3 hours" style of elapsed time since an RFC 3339 time.
-fn human_since(time: &str) -> String {
-    let Ok(t) = chrono::DateTime::parse_from_rfc3339(time) else {
+/// Docker's "About a minute", "3 hours" style of elapsed time since `time`.
+fn human_since(time: Option<Timestamp>) -> String {
+    let Some(t) = time else {
         return "some time".into();
     };
-    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
-        .num_seconds()
-        .max(0);
+    let secs = (chrono::Utc::now() - t).num_seconds().max(0);
     match secs {
         0 => "Less than a second".into(),
         1 => "1 second".into(),
@@ -232,27 +128,93 @@ fn human_since(time: &str) -> String {
     }
 }
 
-pub fn logs(store: &Store, query: &str, follow: bool) -> Result<ExitCode> {
-    let c = store.find_container(query)?;
+/// `--since`/`--until`: RFC 3339, or a duration before now (`10m`, `1h30m`, `45s`).
+fn parse_log_time(flag: &str, value: &str) -> Result<Timestamp> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(value) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let mut total = 0i64;
+    let mut number = String::new();
+    for ch in value.chars() {
+        if ch.is_ascii_digit() {
+            number.push(ch);
+            continue;
+        }
+        let unit = match ch {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => {
+                bail!("invalid {flag} {value:?}: expected an RFC 3339 time or a duration like 10m")
+            }
+        };
+        let n: i64 = number
+            .parse()
+            .with_context(|| format!("invalid {flag} {value:?}"))?;
+        total += n * unit;
+        number.clear();
+    }
+    if !number.is_empty() || value.is_empty() {
+        bail!("invalid {flag} {value:?}: expected an RFC 3339 time or a duration like 10m");
+    }
+    Ok(chrono::Utc::now() - chrono::Duration::seconds(total))
+}
+
+pub fn logs(store: &Store, args: &LogsArgs) -> Result<ExitCode> {
+    let c = store.find_container(&args.container)?;
+    let filter = LogFilter {
+        since: args
+            .since
+            .as_deref()
+            .map(|v| parse_log_time("--since", v))
+            .transpose()?,
+        until: args
+            .until
+            .as_deref()
+            .map(|v| parse_log_time("--until", v))
+            .transpose()?,
+        tail: match args.tail.as_str() {
+            "all" => None,
+            n => Some(n.parse().with_context(|| format!("invalid --tail {n:?}"))?),
+        },
+    };
     let path = store.container_dir(&c.id).join("container.log");
     let file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("container {} has no log (it never started)", c.name)
+            return Err(kiln_runtime::RuntimeError::NoLog(c.name).into());
         }
         Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
     };
     let mut reader = BufReader::new(file);
     let mut pending = Vec::new();
     let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+    let mut first = true;
     loop {
         // Checked before reading, so the last read after the owner let go sees everything.
-        let running = follow && store.container_is_running(&c.id)?;
-        for entry in logfile::read_entries(&mut reader, &mut pending)? {
-            if entry.stream == "stderr" {
-                stderr.write_all(entry.log.as_bytes())?;
+        let running = args.follow && store.container_is_running(&c.id)?;
+        let mut entries = read_entries(&mut reader, &mut pending)?;
+        // The tail applies to what is there at first; followed output all comes.
+        entries = if first {
+            filter.apply(entries)
+        } else {
+            LogFilter {
+                tail: None,
+                ..filter.clone()
+            }
+            .apply(entries)
+        };
+        first = false;
+        for entry in entries {
+            let text = if args.timestamps {
+                format!("{} {}", entry.time, entry.log)
             } else {
-                stdout.write_all(entry.log.as_bytes())?;
+                entry.log
+            };
+            if entry.stream == "stderr" {
+                stderr.write_all(text.as_bytes())?;
+            } else {
+                stdout.write_all(text.as_bytes())?;
             }
         }
         stdout.flush()?;
@@ -264,84 +226,92 @@ pub fn logs(store: &Store, query: &str, follow: bool) -> Result<ExitCode> {
 }
 
 pub fn stop(store: &Store, queries: &[String], grace: u64) -> Result<ExitCode> {
+    let rt = Runtime::new(store.clone());
     for query in queries {
-        let c = store.find_container(query)?;
-        if store.container_is_running(&c.id)? {
-            let signal = parse_signal(if c.config.stop_signal.is_empty() {
-                "SIGTERM"
-            } else {
-                &c.config.stop_signal
-            })?;
-            signal_container(store, &c, signal)?;
-            let deadline = Instant::now() + Duration::from_secs(grace);
-            while store.container_is_running(&c.id)? && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if store.container_is_running(&c.id)? {
-                let _ = signal_container(store, &c, rustix::process::Signal::KILL);
-            }
-            store.wait_container_stopped(&c.id)?;
-        }
+        rt.stop(query, Duration::from_secs(grace))?;
+        println!("{query}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn restart(store: &Store, queries: &[String], grace: u64) -> Result<ExitCode> {
+    let rt = Runtime::new(store.clone());
+    for query in queries {
+        rt.restart(query, Duration::from_secs(grace))?;
         println!("{query}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn kill(store: &Store, queries: &[String], signal: &str) -> Result<ExitCode> {
-    let signal = parse_signal(signal)?;
+    let rt = Runtime::new(store.clone());
     for query in queries {
-        let c = store.find_container(query)?;
-        signal_container(store, &c, signal)?;
+        rt.kill(query, signal)?;
         println!("{query}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn wait(store: &Store, queries: &[String]) -> Result<ExitCode> {
+pub fn wait(store: &Store, queries: &[String], condition: &str) -> Result<ExitCode> {
+    let rt = Runtime::new(store.clone());
+    let condition: WaitCondition = condition.parse()?;
     for query in queries {
-        let c = store.find_container(query)?;
-        let left_in_lock = store.wait_container_stopped(&c.id)?;
-        // A `--rm` container is gone by now; its owner left the code in the lock file.
-        let code = match store.find_container(&c.id) {
-            Ok(after) => after.state.exit_code,
-            Err(_) => left_in_lock
-                .with_context(|| format!("container {} was removed when it exited", c.name))?,
-        };
-        println!("{code}");
+        println!("{}", rt.wait(query, condition)?);
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn rm(store: &Store, queries: &[String], force: bool, volumes: bool) -> Result<ExitCode> {
+    let rt = Runtime::new(store.clone());
     for query in queries {
-        let c = store.find_container(query)?;
-        if store.container_is_running(&c.id)? {
-            if !force {
-                bail!(
-                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove (-f)",
-                    c.name
-                );
-            }
-            let _ = signal_container(store, &c, rustix::process::Signal::KILL);
-            store.wait_container_stopped(&c.id)?;
-        }
-        remove(store, &c, volumes)?;
+        rt.remove(query, force, volumes)?;
         println!("{query}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Removes a stopped container and, with `volumes`, its anonymous volumes. A container
-/// removed by its own `--rm` at the same time is not an error.
-pub fn remove(store: &Store, c: &ContainerRecord, volumes: bool) -> Result<()> {
-    match store.remove_container(&c.id) {
-        Ok(()) | Err(kiln_store::ContainerError::NoSuchContainer(_)) => {}
-        Err(e) => return Err(e.into()),
+/// `kiln start`: starts containers; with `-a`, the (one) container with its output attached
+/// (and stdin with `-i`), returning its exit code.
+pub fn start(env: &Env, queries: &[String], attach: bool, interactive: bool) -> Result<ExitCode> {
+    let rt = Runtime::new(env.store.clone());
+    if !attach {
+        for query in queries {
+            rt.start(query)?;
+            println!("{query}");
+        }
+        return Ok(ExitCode::SUCCESS);
     }
-    if volumes {
-        volumes::remove_anonymous_volumes(store, &c.mounts)?;
+    let [query] = queries else {
+        bail!("you cannot start and attach multiple containers at once");
+    };
+    let record = rt.container(query)?;
+    let request = AttachRequest {
+        stdin: interactive && record.config.open_stdin,
+        ..AttachRequest::output()
+    };
+    attach::run_attached(env, &rt, &record, request, true)
+}
+
+/// `kiln attach`: this terminal to a running container's streams until it exits. Killing this
+/// process leaves the container running.
+pub fn attach_command(env: &Env, query: &str, no_stdin: bool) -> Result<ExitCode> {
+    let rt = Runtime::new(env.store.clone());
+    let record = rt.container(query)?;
+    let request = AttachRequest {
+        stdin: !no_stdin && record.config.open_stdin,
+        ..AttachRequest::output()
+    };
+    let exit = rt.store.watch_container_exit(&record.id)?;
+    let stream = rt.attach(&record.id, request.clone())?;
+    attach::relay(env, &rt, &record, stream, request.stdin, false)?;
+    attach::exit_code(&rt, &record, exit)
+}
+
+fn rfc3339_or_zero(t: Option<Timestamp>) -> String {
+    match t {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        None => "0001-01-01T00:00:00Z".to_owned(),
     }
-    Ok(())
 }
 
 /// Docker's `inspect` object for a container, `None` if `query` names none.
@@ -351,14 +321,6 @@ pub fn inspect_json(store: &Store, query: &str) -> Result<Option<serde_json::Val
         Err(kiln_store::ContainerError::NoSuchContainer(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let zero = "0001-01-01T00:00:00Z";
-    let or_zero = |t: &str| {
-        if t.is_empty() {
-            zero.to_owned()
-        } else {
-            t.to_owned()
-        }
-    };
     let mut args: Vec<&String> = c.config.entrypoint.iter().chain(&c.config.cmd).collect();
     let path = if args.is_empty() {
         String::new()
@@ -367,10 +329,13 @@ pub fn inspect_json(store: &Store, query: &str) -> Result<Option<serde_json::Val
     };
     let health = c.state.health.as_ref().map(|h| {
         json!({
-            "Status": h.status,
+            "Status": h.status.as_str(),
             "FailingStreak": h.failing_streak,
             "Log": h.log.iter().map(|p| json!({
-                "Start": p.start, "End": p.end, "ExitCode": p.exit_code, "Output": p.output,
+                "Start": rfc3339_or_zero(Some(p.start)),
+                "End": rfc3339_or_zero(Some(p.end)),
+                "ExitCode": p.exit_code,
+                "Output": p.output,
             })).collect::<Vec<_>>(),
         })
     });
@@ -385,26 +350,26 @@ pub fn inspect_json(store: &Store, query: &str) -> Result<Option<serde_json::Val
         "Pid": if running { c.state.pid } else { 0 },
         "ExitCode": c.state.exit_code,
         "Error": c.state.error,
-        "StartedAt": or_zero(&c.state.started_at),
-        "FinishedAt": or_zero(&c.state.finished_at),
+        "StartedAt": rfc3339_or_zero(c.state.started_at),
+        "FinishedAt": rfc3339_or_zero(c.state.finished_at),
     });
     if let Some(h) = health {
         state["Health"] = h;
     }
     Ok(Some(json!({
         "Id": c.id,
-        "Created": c.created,
+        "Created": rfc3339_or_zero(Some(c.created)),
         "Path": path,
         "Args": args,
         "State": state,
         "Image": c.image_id,
         "Name": format!("/{}", c.name),
         "Mounts": c.mounts.iter().map(|m| json!({
-            "Type": m.kind,
+            "Type": m.kind.as_str(),
             "Name": if m.name.is_empty() { None } else { Some(&m.name) },
             "Source": m.source,
             "Destination": m.destination,
-            "Driver": if m.kind == "volume" { "local" } else { "" },
+            "Driver": if m.kind == kiln_store::MountKind::Volume { "local" } else { "" },
             "Mode": "",
             "RW": m.rw,
             "Propagation": "",
@@ -414,6 +379,7 @@ pub fn inspect_json(store: &Store, query: &str) -> Result<Option<serde_json::Val
             "User": c.config.user,
             "Tty": c.config.tty,
             "OpenStdin": c.config.open_stdin,
+            "StdinOnce": c.config.stdin_once,
             "Env": c.config.env,
             "Cmd": c.config.cmd,
             "Entrypoint": c.config.entrypoint,
@@ -427,41 +393,24 @@ pub fn inspect_json(store: &Store, query: &str) -> Result<Option<serde_json::Val
     })))
 }
 
+/// `kiln exec`: an exec instance created and started in the container, its exit code
+/// recorded (and returned).
 pub fn exec(env: &Env, args: ExecArgs) -> Result<ExitCode> {
-    let c = env.store.find_container(&args.container)?;
-    if !env.store.container_is_running(&c.id)? || c.state.pid == 0 {
-        bail!("container {} is not running", c.name);
-    }
-    let mut environment = c.config.env.clone();
-    super::run::apply_env(&mut environment, &args.env);
-    let process = ProcessSpec {
-        args: args.command.clone(),
-        env: environment,
-        cwd: args
-            .workdir
-            .clone()
-            .or_else(|| Some(c.config.working_dir.clone()).filter(|w| !w.is_empty()))
-            .unwrap_or_else(|| "/".into()),
-        user: args
-            .user
-            .clone()
-            .or_else(|| Some(c.config.user.clone()))
-            .filter(|u| !u.is_empty()),
-        terminal: args.tty,
+    let rt = Runtime::new(env.store.clone());
+    let config = kiln_runtime::ExecConfig {
+        cmd: args.command.clone(),
+        env: create::resolve_env(&args.env),
+        working_dir: args.workdir.clone(),
+        user: args.user.clone(),
+        tty: args.tty,
+        attach_stdin: args.interactive,
     };
-    if !process.cwd.starts_with('/') {
-        bail!(
-            "the working directory {:?} is not an absolute path",
-            process.cwd
-        );
-    }
-    // The exec'd process is confined exactly as the container's own.
-    let security = ContainerSpec::read(&env.store, &c.id)?.sandbox.security;
+    let exec = rt.exec_create(&args.container, &config)?;
     let code = if args.tty {
-        let pty = terminal::Pty::open()?;
+        let pty = kiln_runtime::pty::Pty::open()?;
         terminal::copy_window_size(std::io::stdin(), &pty.master);
-        let child = kiln_sandbox::spawn_in(c.state.pid, &process, &security, pty.stdio()?)?;
-        super::run::attach_terminal(env, pty, child, args.interactive, None)?
+        let started = rt.exec_start(&exec.id, pty.stdio()?)?;
+        terminal::attach_terminal(env, pty, started, args.interactive)?
     } else {
         let stdio = kiln_sandbox::Stdio {
             stdin: if args.interactive {
@@ -472,9 +421,7 @@ pub fn exec(env: &Env, args: ExecArgs) -> Result<ExitCode> {
             stdout: std::process::Stdio::inherit(),
             stderr: std::process::Stdio::inherit(),
         };
-        kiln_sandbox::spawn_in(c.state.pid, &process, &security, stdio)?
-            .wait()?
-            .code()
+        rt.exec_start(&exec.id, stdio)?.wait()?
     };
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
@@ -484,26 +431,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signals_by_name_and_number() {
-        assert_eq!(parse_signal("SIGTERM").unwrap().as_raw(), 15);
-        assert_eq!(parse_signal("usr1").unwrap().as_raw(), 10);
-        assert_eq!(parse_signal("9").unwrap().as_raw(), 9);
-        assert!(parse_signal("SIGNOPE").is_err());
-        assert!(parse_signal("0").is_err());
-    }
-
-    #[test]
     fn elapsed_times_read_like_docker() {
-        let ago = |secs: i64| {
-            (chrono::Utc::now() - chrono::Duration::seconds(secs))
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        };
-        assert_eq!(human_since(&ago(5)), "5 seconds");
-        assert_eq!(human_since(&ago(90)), "About a minute");
-        assert_eq!(human_since(&ago(7200 + 5)), "2 hours");
+        let ago = |secs: i64| Some(chrono::Utc::now() - chrono::Duration::seconds(secs));
+        assert_eq!(human_since(ago(5)), "5 seconds");
+        assert_eq!(human_since(ago(90)), "About a minute");
+        assert_eq!(human_since(ago(7200 + 5)), "2 hours");
         assert_eq!(
             truncate("abcdefghijklmnopqrstuvwxyz", 20).chars().count(),
             20
         );
+    }
+
+    #[test]
+    fn log_times_are_rfc3339_or_durations() {
+        let t = parse_log_time("--since", "2026-01-01T00:00:00Z").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-01-01T00:00:00+00:00");
+        let ago = chrono::Utc::now() - parse_log_time("--since", "1h30m").unwrap();
+        assert!((5399..=5401).contains(&ago.num_seconds()), "{ago}");
+        for bad in ["", "10", "5d", "yesterday"] {
+            assert!(parse_log_time("--since", bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,57 +1,16 @@
-//! `-t`: a pseudo-terminal for the container's process. kiln keeps the master side and relays
-//! it to its own stdin/stdout; the caller's terminal is put in raw mode (so keys such as ^C
-//! reach the container's line discipline, not kiln) and restored on exit; its window size is
-//! copied to the pty at start and on every SIGWINCH.
+//! `-t` on the caller's side: raw mode on our terminal (so keys such as ^C reach the
+//! container's line discipline, not kiln), restored on exit, and for `kiln exec -t` the relay
+//! between our terminal and the exec'd process's pty.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{Context, Result};
-
-use super::logfile::{LogWriter, PtyReader, Tee};
-use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+use kiln_runtime::pty::{Pty, PtyReader};
 use rustix::termios::{OptionalActions, Termios, isatty, tcgetattr, tcgetwinsize, tcsetattr};
 
-/// A pty pair: kiln keeps `master`; `slave` becomes the process's stdio.
-#[derive(Debug)]
-pub struct Pty {
-    pub master: File,
-    pub slave: File,
-}
-
-impl Pty {
-    pub fn open() -> Result<Pty> {
-        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
-            .context("opening a pseudo-terminal")?;
-        grantpt(&master).context("granting the pseudo-terminal")?;
-        unlockpt(&master).context("unlocking the pseudo-terminal")?;
-        let name = ptsname(&master, Vec::new()).context("naming the pseudo-terminal")?;
-        let name = name.to_string_lossy().into_owned();
-        // O_NOCTTY: a session leader without a terminal (the supervisor) must not make this
-        // one its own, or the process could not take it and its end would hang us up.
-        use std::os::unix::fs::OpenOptionsExt;
-        let slave = File::options()
-            .read(true)
-            .write(true)
-            .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
-            .open(&name)
-            .with_context(|| format!("opening {name}"))?;
-        Ok(Pty {
-            master: File::from(master),
-            slave,
-        })
-    }
-
-    /// The three stdio handles for the process, all on the slave side.
-    pub fn stdio(&self) -> Result<kiln_sandbox::Stdio> {
-        Ok(kiln_sandbox::Stdio {
-            stdin: self.slave.try_clone()?.into(),
-            stdout: self.slave.try_clone()?.into(),
-            stderr: self.slave.try_clone()?.into(),
-        })
-    }
-}
+use super::super::Env;
 
 /// Copies the window size of `from` (the caller's terminal) to the pty, if it is a terminal.
 pub fn copy_window_size(from: impl AsFd, pty_master: impl AsFd) {
@@ -89,27 +48,34 @@ impl Drop for RawMode {
     }
 }
 
-/// Copies the pty's output to stdout, and into `log` when given, until every slave is closed.
-pub fn relay_output(master: File, log: Option<LogWriter>) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut output = Tee {
-            input: PtyReader(master),
-            echo: std::io::stdout(),
-        };
-        match log {
-            Some(log) => {
-                let _ = log.copy("stdout", output);
-            }
-            None => {
-                let _ = std::io::copy(&mut output, &mut std::io::sink());
-            }
-        }
-    })
+/// Connects the caller's terminal to a started exec whose process runs on `pty` until it exits: raw
+/// mode, input (with `-i`), output, window size changes. Returns the exit code.
+pub fn attach_terminal(
+    env: &Env,
+    pty: Pty,
+    exec: kiln_runtime::Exec,
+    interactive: bool,
+) -> Result<i32> {
+    let Pty { master, slave } = pty;
+    // Only the process keeps the slave open, so reading the master ends when it exits.
+    drop(slave);
+    let raw = RawMode::enter()?;
+    if interactive {
+        relay_input(master.try_clone()?);
+    }
+    forward_window_changes(&env.rt, master.try_clone()?);
+    let output = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut PtyReader(master), &mut std::io::stdout());
+    });
+    let code = exec.wait()?;
+    let _ = output.join();
+    drop(raw);
+    Ok(code)
 }
 
 /// Copies stdin to the pty until stdin ends. Detached: it may block on a read after the
 /// process exits, and then ends with kiln.
-pub fn relay_input(mut master: File) {
+fn relay_input(mut master: File) {
     std::thread::spawn(move || {
         let mut input = std::io::stdin();
         let mut buf = [0u8; 4096];
@@ -122,8 +88,8 @@ pub fn relay_input(mut master: File) {
 }
 
 /// Forwards SIGWINCH: the caller's new window size goes to the pty (the kernel then signals
-/// the container's foreground process group).
-pub fn forward_window_changes(rt: &tokio::runtime::Runtime, master: File) {
+/// the process's foreground process group).
+fn forward_window_changes(rt: &tokio::runtime::Runtime, master: File) {
     rt.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut changes) = signal(SignalKind::window_change()) else {

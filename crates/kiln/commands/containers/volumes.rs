@@ -1,95 +1,18 @@
-//! Volumes: `kiln volume create|ls|inspect|rm|prune`, and the mounts of a new container from
-//! `-v`, `--mount` and the image's `VOLUME` paths.
-//!
-//! As with Docker, a volume that is empty when a container first mounts it gets the image's
-//! content at the mount path (named and anonymous volumes alike); a bind mount never does. The
-//! copy is `kiln_layer::fill_volume`, safe against containers already using the volume.
+//! Volumes: `kiln volume create|ls|inspect|rm|prune`, and `--mount`'s syntax turned into the
+//! Engine API's `Mount` object (the runtime makes the mounts, `kiln_runtime::mounts`).
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use kiln_sandbox::{BindMount, Mount, OverlayMount, TmpfsMount};
-use kiln_store::{ContainerError, MountRecord, Store, VolumeRecord};
+use kiln_runtime::mounts::{ApiMount, TmpfsOptions, VolumeOptions};
+use kiln_store::{MountKind, Store, VolumeRecord};
 use serde_json::json;
 
 use crate::cli::VolumeCommand;
 
-/// One mount a container asked for, before volumes exist.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MountRequest {
-    /// `None`: an anonymous volume.
-    Volume {
-        name: Option<String>,
-        target: String,
-        readonly: bool,
-        /// `volume-nocopy`: leave a new volume empty.
-        no_copy: bool,
-    },
-    Bind {
-        source: PathBuf,
-        target: String,
-        readonly: bool,
-    },
-    Tmpfs {
-        target: String,
-        size: Option<u64>,
-    },
-}
-
-impl MountRequest {
-    fn target(&self) -> &str {
-        match self {
-            MountRequest::Volume { target, .. }
-            | MountRequest::Bind { target, .. }
-            | MountRequest::Tmpfs { target, .. } => target,
-        }
-    }
-}
-
-/// `-v NAME:/PATH[:ro]`, `-v /HOST:/PATH[:ro|rw]`, `-v /PATH`.
-pub fn parse_volume_flag(v: &str) -> Result<MountRequest> {
-    let parts: Vec<&str> = v.split(':').collect();
-    let (source, target, readonly) = match parts.as_slice() {
-        [t] => {
-            check_target(v, t)?;
-            return Ok(MountRequest::Volume {
-                name: None,
-                target: normalize(t),
-                readonly: false,
-                no_copy: false,
-            });
-        }
-        [s, t] => (*s, *t, false),
-        [s, t, "ro"] => (*s, *t, true),
-        [s, t, "rw"] => (*s, *t, false),
-        _ => {
-            bail!("invalid volume {v:?}: expected NAME:/PATH[:ro], /HOST/PATH:/PATH[:ro] or /PATH")
-        }
-    };
-    check_target(v, target)?;
-    if source.starts_with('/') {
-        return Ok(MountRequest::Bind {
-            source: canonical_source(source)?,
-            target: normalize(target),
-            readonly,
-        });
-    }
-    if source.starts_with('.') || source.starts_with('~') {
-        bail!("invalid volume {v:?}: a host path must be absolute");
-    }
-    Ok(MountRequest::Volume {
-        name: Some(source.to_owned()),
-        target: normalize(target),
-        readonly,
-        no_copy: false,
-    })
-}
-
 /// `--mount type=volume|bind|tmpfs,source=…,target=…[,readonly][,volume-nocopy][,tmpfs-size=N]`.
-pub fn parse_mount_flag(m: &str) -> Result<MountRequest> {
+pub fn parse_mount_flag(m: &str) -> Result<ApiMount> {
     let mut kind = None;
     let (mut source, mut target, mut readonly, mut no_copy, mut size) =
         (None, None, false, false, None);
@@ -118,67 +41,26 @@ pub fn parse_mount_flag(m: &str) -> Result<MountRequest> {
     let Some(target) = target else {
         bail!("invalid mount {m:?}: target= (or dst=) is required");
     };
-    check_target(m, target)?;
-    let target = normalize(target);
-    Ok(match kind.unwrap_or("volume") {
-        "volume" => MountRequest::Volume {
-            name: source.filter(|s| !s.is_empty()).map(str::to_owned),
-            target,
-            readonly,
-            no_copy,
-        },
-        "bind" => {
-            let Some(source) = source else {
-                bail!("invalid mount {m:?}: a bind mount needs source=");
-            };
-            if !source.starts_with('/') {
-                bail!("invalid mount {m:?}: the bind source must be an absolute path");
-            }
-            MountRequest::Bind {
-                source: canonical_source(source)?,
-                target,
-                readonly,
-            }
-        }
-        "tmpfs" => {
-            if source.is_some() {
-                bail!("invalid mount {m:?}: a tmpfs mount takes no source");
-            }
-            MountRequest::Tmpfs { target, size }
-        }
+    let kind = match kind.unwrap_or("volume") {
+        "volume" => MountKind::Volume,
+        "bind" => MountKind::Bind,
+        "tmpfs" => MountKind::Tmpfs,
         other => bail!("invalid mount {m:?}: unknown type {other:?} (volume, bind or tmpfs)"),
+    };
+    if kind == MountKind::Bind && source.is_none() {
+        bail!("invalid mount {m:?}: a bind mount needs source=");
+    }
+    // The runtime checks the rest (paths, a tmpfs without source), as for the Engine API.
+    Ok(ApiMount {
+        target: target.to_owned(),
+        source: source.unwrap_or_default().to_owned(),
+        kind,
+        read_only: readonly,
+        volume_options: no_copy.then_some(VolumeOptions { no_copy }),
+        tmpfs_options: size.map(|size| TmpfsOptions {
+            size_bytes: size as i64,
+        }),
     })
-}
-
-fn check_target(flag: &str, target: &str) -> Result<()> {
-    if !target.starts_with('/') {
-        bail!("invalid mount {flag:?}: the container path {target:?} must be absolute");
-    }
-    if Path::new(target)
-        .components()
-        .any(|c| c == Component::ParentDir)
-    {
-        bail!("invalid mount {flag:?}: the container path {target:?} contains \"..\"");
-    }
-    if normalize(target) == "/" {
-        bail!("invalid mount {flag:?}: cannot mount over /");
-    }
-    Ok(())
-}
-
-fn normalize(target: &str) -> String {
-    let mut out = String::new();
-    for part in target.split('/').filter(|p| !p.is_empty() && *p != ".") {
-        out.push('/');
-        out.push_str(part);
-    }
-    if out.is_empty() { "/".into() } else { out }
-}
-
-fn canonical_source(source: &str) -> Result<PathBuf> {
-    PathBuf::from(source)
-        .canonicalize()
-        .with_context(|| format!("bind source path {source} does not exist"))
 }
 
 fn parse_size(v: &str) -> Result<u64> {
@@ -198,115 +80,8 @@ fn parse_size(v: &str) -> Result<u64> {
     })
 }
 
-/// Every mount of a new container: the requests in order, then an anonymous volume for each
-/// image `VOLUME` path no request covers. Volumes are created (and, when empty, filled from
-/// the image through a read-only overlay of `lowers`).
-pub fn create_mounts(
-    store: &Store,
-    requests: Vec<MountRequest>,
-    image_volumes: &[String],
-    lowers: &[PathBuf],
-    now: &str,
-) -> Result<Vec<(MountRecord, Mount)>> {
-    let mut requests = requests;
-    for path in image_volumes {
-        let path = normalize(path);
-        if path != "/" && !requests.iter().any(|r| r.target() == path) {
-            requests.push(MountRequest::Volume {
-                name: None,
-                target: path,
-                readonly: false,
-                no_copy: false,
-            });
-        }
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for r in &requests {
-        if !seen.insert(r.target().to_owned()) {
-            bail!("duplicate mount point: {}", r.target());
-        }
-    }
-    let mut image_root: Option<(tempfile::TempDir, OverlayMount)> = None;
-    let mut out = Vec::new();
-    for request in requests {
-        out.push(match request {
-            MountRequest::Bind {
-                source,
-                target,
-                readonly,
-            } => (
-                MountRecord {
-                    kind: "bind".into(),
-                    name: String::new(),
-                    source: source.clone(),
-                    destination: target.clone(),
-                    rw: !readonly,
-                },
-                Mount::Bind(BindMount {
-                    source,
-                    target,
-                    readonly,
-                }),
-            ),
-            MountRequest::Tmpfs { target, size } => (
-                MountRecord {
-                    kind: "tmpfs".into(),
-                    name: String::new(),
-                    source: PathBuf::new(),
-                    destination: target.clone(),
-                    rw: true,
-                },
-                Mount::Tmpfs(TmpfsMount { target, size }),
-            ),
-            MountRequest::Volume {
-                name,
-                target,
-                readonly,
-                no_copy,
-            } => {
-                let (volume, _) = store.create_volume(name.as_deref(), now, BTreeMap::new())?;
-                let data = store.volume_data_dir(&volume.name);
-                // Only a shortcut that spares mounting the image: `fill_volume` decides
-                // emptiness again, under its lock, against containers writing meanwhile.
-                let empty = std::fs::read_dir(&data)
-                    .with_context(|| format!("reading {}", data.display()))?
-                    .next()
-                    .is_none();
-                if empty && !no_copy && !lowers.is_empty() {
-                    if image_root.is_none() {
-                        let dir = store.temp_dir("volume-init-")?;
-                        let mount = OverlayMount::mount(lowers, None, dir.path())
-                            .context("mounting the image to copy volume contents")?;
-                        image_root = Some((dir, mount));
-                    }
-                    if let Some((_, root)) = &image_root {
-                        kiln_layer::fill_volume(root.path(), &target, &data).with_context(
-                            || format!("copying the image's {target} into volume {}", volume.name),
-                        )?;
-                    }
-                }
-                (
-                    MountRecord {
-                        kind: "volume".into(),
-                        name: volume.name.clone(),
-                        source: data.clone(),
-                        destination: target.clone(),
-                        rw: !readonly,
-                    },
-                    Mount::Bind(BindMount {
-                        source: data,
-                        target,
-                        readonly,
-                    }),
-                )
-            }
-        });
-    }
-    Ok(out)
-}
-
 pub fn volume_command(store: &Store, command: VolumeCommand) -> Result<ExitCode> {
-    let now = super::now();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     let mut out = std::io::stdout().lock();
     match command {
         VolumeCommand::Create { name, labels } => {
@@ -379,86 +154,33 @@ fn volume_json(store: &Store, v: &VolumeRecord) -> serde_json::Value {
     })
 }
 
-/// Removes the anonymous volumes among `mounts` (after their container is gone).
-pub fn remove_anonymous_volumes(store: &Store, mounts: &[MountRecord]) -> Result<()> {
-    for m in mounts.iter().filter(|m| m.kind == "volume") {
-        match store.volume(&m.name) {
-            Ok(v) if v.anonymous => match store.remove_volume(&v.name) {
-                Ok(()) | Err(ContainerError::VolumeInUse { .. }) => {}
-                Err(e) => return Err(e.into()),
-            },
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn volume_flags() {
-        assert_eq!(
-            parse_volume_flag("data:/srv/data:ro").unwrap(),
-            MountRequest::Volume {
-                name: Some("data".into()),
-                target: "/srv/data".into(),
-                readonly: true,
-                no_copy: false
-            }
-        );
-        assert!(matches!(
-            parse_volume_flag("/var//lib/").unwrap(),
-            MountRequest::Volume { name: None, ref target, .. } if target == "/var/lib"
-        ));
-        assert!(matches!(
-            parse_volume_flag("/tmp:/data:ro").unwrap(),
-            MountRequest::Bind { readonly: true, .. }
-        ));
-        assert!(parse_volume_flag("/tmp:data").is_err());
-        assert!(parse_volume_flag("/nonexistent-kiln-dir:/x").is_err());
-        assert!(parse_volume_flag("./rel:/x").is_err());
-        assert!(parse_volume_flag("a").is_err());
-        assert!(parse_volume_flag("v:/a/../b").is_err());
-    }
-
-    #[test]
     fn mount_flags() {
+        let volume = parse_mount_flag("type=volume,src=cache,dst=/cache,readonly").unwrap();
         assert_eq!(
-            parse_mount_flag("type=volume,src=cache,dst=/cache,readonly").unwrap(),
-            MountRequest::Volume {
-                name: Some("cache".into()),
-                target: "/cache".into(),
-                readonly: true,
-                no_copy: false
-            }
+            (
+                volume.kind,
+                volume.source.as_str(),
+                volume.target.as_str(),
+                volume.read_only
+            ),
+            (MountKind::Volume, "cache", "/cache", true)
         );
-        assert_eq!(
-            parse_mount_flag("type=tmpfs,target=/run,tmpfs-size=64m").unwrap(),
-            MountRequest::Tmpfs {
-                target: "/run".into(),
-                size: Some(64 << 20)
-            }
-        );
-        assert!(matches!(
-            parse_mount_flag("type=bind,source=/tmp,target=/h,ro=false").unwrap(),
-            MountRequest::Bind {
-                readonly: false,
-                ..
-            }
-        ));
-        assert!(matches!(
-            parse_mount_flag("target=/anon").unwrap(),
-            MountRequest::Volume { name: None, .. }
-        ));
+        let tmpfs = parse_mount_flag("type=tmpfs,target=/run,tmpfs-size=64m").unwrap();
+        assert_eq!(tmpfs.tmpfs_options.unwrap().size_bytes, 64 << 20);
+        let bind = parse_mount_flag("type=bind,source=/tmp,target=/h,ro=false").unwrap();
+        assert!(!bind.read_only && bind.kind == MountKind::Bind);
+        assert!(parse_mount_flag("target=/anon").unwrap().source.is_empty());
         for bad in [
             "type=bind,target=/x",
             "type=nfs,target=/x",
             "type=volume,src=a",
-            "type=tmpfs,src=a,target=/x",
             "type=volume,target=/x,colour=blue",
-            "type=volume,target=/",
+            "type=volume,target=/x,ro=maybe",
         ] {
             assert!(parse_mount_flag(bad).is_err(), "{bad}");
         }

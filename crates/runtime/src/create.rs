@@ -1,0 +1,468 @@
+//! `create`: a new container from a [`ContainerCreateRequest`], the Engine API's
+//! `ContainerCreateRequest` (Config + HostConfig, Docker's JSON names), which `kiln run` and
+//! `kiln create` fill from their flags and a daemon will fill from the request body. The
+//! container is recorded, its writable layer, volumes and spec are made; nothing is started.
+//!
+//! Only the fields kiln implements are here; serde ignores the others, so a full request from
+//! the docker CLI parses.
+
+use std::collections::BTreeMap;
+
+use kiln_image::HealthConfig;
+use kiln_images::{StoredImage, lower_dirs};
+use kiln_sandbox::{
+    Capabilities, NetworkMode, ProcessSpec, ResourceLimits, SandboxSpec, SecurityOptions,
+};
+use kiln_store::{CONTAINER_SCHEMA_VERSION, ContainerRecord, ContainerState, RunConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RuntimeError};
+use crate::host::Host;
+use crate::lifecycle::Runtime;
+use crate::mounts::{ApiMount, MountRequest, create_mounts, from_api, parse_bind};
+use crate::spec::ContainerSpec;
+
+/// PATH for a container whose image sets none (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The body of `POST /containers/create`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerCreateRequest {
+    #[serde(flatten)]
+    pub config: ContainerConfig,
+    #[serde(default)]
+    pub host_config: HostConfig,
+}
+
+/// The container's `Config`: what it runs. `None` and empty fields take the image's value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ContainerConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    pub tty: bool,
+    pub open_stdin: bool,
+    /// Close stdin when the first attached client's input ends.
+    pub stdin_once: bool,
+    /// `K=V` (or `K`, taken from the caller's environment by the CLI before it gets here),
+    /// added over the image's.
+    pub env: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthConfig>,
+    pub image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// `Some([])` or `Some([""])`: no entrypoint (and then the image's CMD is dropped too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+}
+
+/// The container's `HostConfig`: how it is confined and what it mounts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HostConfig {
+    /// `-v` strings.
+    pub binds: Vec<String>,
+    pub mounts: Vec<ApiMount>,
+    /// `default`/`bridge`, `none` or `host`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<String>,
+    pub auto_remove: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub security_opt: Vec<String>,
+    pub readonly_rootfs: bool,
+    /// Bytes; 0 for no limit.
+    pub memory: i64,
+    /// CPUs × 10⁹; 0 for no limit.
+    pub nano_cpus: i64,
+    /// `None`, 0 or -1 for no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
+}
+
+fn invalid(what: &'static str, value: impl ToString, reason: &'static str) -> RuntimeError {
+    RuntimeError::Invalid {
+        what,
+        value: value.to_string(),
+        reason,
+    }
+}
+
+impl HostConfig {
+    /// The network, as the sandbox names it.
+    pub fn network(&self) -> Result<NetworkMode> {
+        match self.network_mode.as_deref().unwrap_or("default") {
+            "default" | "bridge" => Ok(NetworkMode::Default),
+            "none" => Ok(NetworkMode::None),
+            "host" => Ok(NetworkMode::Host),
+            other => Err(invalid(
+                "network",
+                other,
+                "expected bridge, default, none or host",
+            )),
+        }
+    }
+
+    /// Docker's default capabilities and seccomp filter, adjusted as asked.
+    pub fn security_options(&self) -> Result<SecurityOptions> {
+        let capabilities = Capabilities::docker_default()
+            .adjusted(&self.cap_add, &self.cap_drop)
+            .map_err(|e| invalid("capability", e.0, "unknown capability"))?;
+        let mut options = SecurityOptions {
+            capabilities,
+            read_only_root: self.readonly_rootfs,
+            ..Default::default()
+        };
+        for opt in &self.security_opt {
+            options
+                .apply_security_opt(opt)
+                .map_err(|_| invalid("security option", opt, "unsupported security option"))?;
+        }
+        Ok(options)
+    }
+
+    /// The cgroup limits, with Docker's bounds.
+    pub fn resource_limits(&self) -> Result<ResourceLimits> {
+        let memory_bytes = match self.memory {
+            0 => None,
+            // Docker's minimum: below it the container cannot even start.
+            m if m < 6 << 20 => {
+                return Err(invalid(
+                    "memory limit",
+                    m,
+                    "the minimum memory limit is 6MB",
+                ));
+            }
+            m => Some(m as u64),
+        };
+        let pids = match self.pids_limit {
+            None | Some(-1) | Some(0) => None,
+            Some(n) if n < 0 => {
+                return Err(invalid(
+                    "pids-limit",
+                    n,
+                    "must be positive, or -1 for no limit",
+                ));
+            }
+            Some(n) => Some(n as u64),
+        };
+        let nano_cpus = match self.nano_cpus {
+            0 => None,
+            n if n < 0 => return Err(invalid("cpus", n, "must be a positive number")),
+            n => {
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+                if n > cpus * 1_000_000_000 {
+                    return Err(invalid(
+                        "cpus",
+                        n as f64 / 1e9,
+                        "more than the range of CPUs available",
+                    ));
+                }
+                Some(n as u64)
+            }
+        };
+        Ok(ResourceLimits {
+            memory_bytes,
+            pids,
+            nano_cpus,
+        })
+    }
+
+    /// Every mount asked for, `Binds` first, as Docker lists them.
+    pub fn mount_requests(&self) -> Result<Vec<MountRequest>> {
+        let mut requests = Vec::new();
+        for b in &self.binds {
+            requests.push(parse_bind(b)?);
+        }
+        for m in &self.mounts {
+            requests.push(from_api(m)?);
+        }
+        Ok(requests)
+    }
+}
+
+/// The entrypoint: the request's (`[]` or `[""]`: none) or the image's.
+fn entrypoint(request: &ContainerConfig, image: &kiln_image::ContainerConfig) -> Vec<String> {
+    match &request.entrypoint {
+        Some(e) if e.iter().all(String::is_empty) => Vec::new(),
+        Some(e) => e.clone(),
+        None => image.entrypoint.clone().unwrap_or_default(),
+    }
+}
+
+/// Sets `entry` (`K=V`) in `env`, replacing an entry of the same key.
+fn set_env(env: &mut Vec<String>, entry: &str) {
+    let key = entry.split('=').next().unwrap_or_default();
+    env.retain(|x| x.split('=').next() != Some(key));
+    env.push(entry.to_owned());
+}
+
+/// What the container's process is: the request over the image's config, as Docker combines
+/// them.
+pub fn process_spec(request: &ContainerConfig, img: &StoredImage) -> Result<ProcessSpec> {
+    let cfg = &img.config.config;
+    let entrypoint = entrypoint(request, cfg);
+    // A new entrypoint drops the image's CMD, as in Docker.
+    let cmd = match (&request.cmd, &request.entrypoint) {
+        (Some(cmd), _) if !cmd.is_empty() => cmd.clone(),
+        (_, Some(_)) => Vec::new(),
+        _ => cfg.cmd.clone().unwrap_or_default(),
+    };
+    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if argv.is_empty() {
+        return Err(RuntimeError::NoCommand);
+    }
+    let mut env = cfg.env.clone();
+    for e in request.env.iter().filter(|e| e.contains('=')) {
+        set_env(&mut env, e);
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    let cwd = request
+        .working_dir
+        .clone()
+        .or_else(|| cfg.working_dir.clone())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(invalid("working directory", cwd, "not an absolute path"));
+    }
+    Ok(ProcessSpec {
+        args: argv,
+        env,
+        cwd,
+        user: request
+            .user
+            .clone()
+            .or_else(|| cfg.user.clone())
+            .filter(|u| !u.is_empty()),
+        terminal: request.tty,
+    })
+}
+
+impl<H: Host> Runtime<H> {
+    /// Creates a container of `img` (which the caller found or pulled) as `request` says,
+    /// named `name` (or a generated name). On any error nothing of it is left.
+    pub fn create(
+        &self,
+        name: Option<&str>,
+        request: &ContainerCreateRequest,
+        img: &StoredImage,
+    ) -> Result<ContainerRecord> {
+        // Everything is checked before anything is created.
+        let requests = request.host_config.mount_requests()?;
+        let network = request.host_config.network()?;
+        let security = request.host_config.security_options()?;
+        let resources = request.host_config.resource_limits()?;
+        let process = process_spec(&request.config, img)?;
+        let lowers = lower_dirs(&self.store, img.layers())?;
+
+        let store = &self.store;
+        let id = store.new_container_id(&img.manifest_digest.to_string());
+        let cfg = &img.config.config;
+        let config = &request.config;
+        let hostname = config
+            .hostname
+            .clone()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| id[..12].to_owned());
+        let entrypoint = entrypoint(config, cfg);
+        let mut labels = cfg.labels.clone();
+        labels.extend(config.labels.clone());
+        let mut record = ContainerRecord {
+            schema_version: CONTAINER_SCHEMA_VERSION,
+            id: id.clone(),
+            name: name.unwrap_or_default().to_owned(),
+            created: chrono::Utc::now(),
+            image: config.image.clone(),
+            image_id: img.config_digest.to_string(),
+            manifest: img.manifest_digest.to_string(),
+            config: RunConfig {
+                hostname: hostname.clone(),
+                user: process.user.clone().unwrap_or_default(),
+                env: process.env.clone(),
+                cmd: process.args[entrypoint.len()..].to_vec(),
+                entrypoint,
+                working_dir: process.cwd.clone(),
+                labels,
+                stop_signal: config
+                    .stop_signal
+                    .clone()
+                    .or_else(|| cfg.stop_signal.clone())
+                    .unwrap_or_else(|| "SIGTERM".into()),
+                healthcheck: config
+                    .healthcheck
+                    .clone()
+                    .or_else(|| cfg.healthcheck.clone()),
+                tty: config.tty,
+                open_stdin: config.open_stdin,
+                stdin_once: config.open_stdin && config.stdin_once,
+            },
+            mounts: Vec::new(),
+            auto_remove: request.host_config.auto_remove,
+            state: ContainerState::default(),
+        };
+        store.create_container(&mut record)?;
+        let sandbox = SandboxSpec {
+            lower_dirs: lowers,
+            upper_dir: store.container_dir(&id).join("upper"),
+            work_dir: store.container_dir(&id).join("work"),
+            network,
+            hostname,
+            mounts: Vec::new(),
+            security,
+            resources,
+        };
+        match self.prepare(&mut record, requests, img, sandbox, process) {
+            Ok(()) => Ok(record),
+            Err(e) => {
+                // Nothing ran: leave no half-made container behind.
+                let _ = crate::lifecycle::remove_record(store, &record, true);
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates the container's volumes and writable layer and writes its spec.
+    fn prepare(
+        &self,
+        record: &mut ContainerRecord,
+        requests: Vec<MountRequest>,
+        img: &StoredImage,
+        mut sandbox: SandboxSpec,
+        process: ProcessSpec,
+    ) -> Result<()> {
+        let store = &self.store;
+        let image_volumes: Vec<String> = img.config.config.volumes.keys().cloned().collect();
+        let created = record
+            .created
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let mounts = create_mounts(
+            store,
+            requests,
+            &image_volumes,
+            &sandbox.lower_dirs,
+            &created,
+        )?;
+        for d in [&sandbox.upper_dir, &sandbox.work_dir] {
+            std::fs::create_dir_all(d).map_err(RuntimeError::io(d))?;
+        }
+        let (records, mounts): (Vec<_>, Vec<_>) = mounts.into_iter().unzip();
+        *record = store.update_container(&record.id, |r| r.mounts = records)?;
+        sandbox.mounts = mounts;
+        ContainerSpec { sandbox, process }.write(store, &record.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_use_the_engine_apis_names() {
+        let body = r#"{
+            "Image": "busybox", "Cmd": ["sh", "-c", "true"], "Env": ["A=1"], "Tty": true,
+            "OpenStdin": true, "StdinOnce": true, "Entrypoint": [""], "Hostname": "h",
+            "ExposedPorts": {"80/tcp": {}},
+            "HostConfig": {
+                "Binds": ["data:/data:ro"], "AutoRemove": true, "NetworkMode": "none",
+                "Memory": 67108864, "NanoCpus": 500000000, "PidsLimit": 100,
+                "CapAdd": ["NET_ADMIN"], "ReadonlyRootfs": true,
+                "Mounts": [{"Type": "tmpfs", "Target": "/run"}]
+            }
+        }"#;
+        let r: ContainerCreateRequest = serde_json::from_str(body).unwrap();
+        assert_eq!(r.config.image, "busybox");
+        assert_eq!(r.config.entrypoint, Some(vec![String::new()]));
+        assert!(r.config.tty && r.config.open_stdin && r.config.stdin_once);
+        let h = &r.host_config;
+        assert_eq!(h.network().unwrap(), NetworkMode::None);
+        assert!(h.auto_remove);
+        let limits = h.resource_limits().unwrap();
+        assert_eq!(limits.memory_bytes, Some(64 << 20));
+        assert_eq!(limits.pids, Some(100));
+        assert_eq!(limits.nano_cpus, Some(500_000_000));
+        let s = h.security_options().unwrap();
+        assert!(s.capabilities.contains("NET_ADMIN") && s.read_only_root);
+        assert_eq!(h.mount_requests().unwrap().len(), 2);
+        // What kiln writes, it reads back the same.
+        let again: ContainerCreateRequest =
+            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(again, r);
+    }
+
+    #[test]
+    fn bad_host_config_values_are_invalid_arguments() {
+        let bad = |h: HostConfig| {
+            let e = h
+                .security_options()
+                .err()
+                .or(h.resource_limits().err())
+                .or(h.network().err())
+                .expect("an error");
+            assert_eq!(e.kind(), kiln_error::ErrorKind::InvalidArgument, "{e}");
+            e.to_string()
+        };
+        let base = HostConfig::default;
+        assert!(
+            bad(HostConfig {
+                cap_add: vec!["FLY".into()],
+                ..base()
+            })
+            .contains("FLY")
+        );
+        assert!(
+            bad(HostConfig {
+                security_opt: vec!["label=x".into()],
+                ..base()
+            })
+            .contains("unsupported security option")
+        );
+        assert!(
+            bad(HostConfig {
+                memory: 1024,
+                ..base()
+            })
+            .contains("minimum memory")
+        );
+        assert!(
+            bad(HostConfig {
+                pids_limit: Some(-5),
+                ..base()
+            })
+            .contains("pids-limit")
+        );
+        assert!(
+            bad(HostConfig {
+                nano_cpus: -1,
+                ..base()
+            })
+            .contains("positive")
+        );
+        assert!(
+            bad(HostConfig {
+                nano_cpus: i64::MAX,
+                ..base()
+            })
+            .contains("range of CPUs")
+        );
+        assert!(
+            bad(HostConfig {
+                network_mode: Some("slirp".into()),
+                ..base()
+            })
+            .contains("slirp")
+        );
+        assert!(!HostConfig::default().resource_limits().unwrap().any());
+    }
+}

@@ -1,0 +1,40 @@
+//! The container lifecycle as a library, in the roles of Docker's daemon/container code and
+//! containerd's shim: create (record, root filesystem, mounts), start, attach, wait, stop,
+//! kill, restart, remove, logs and health, for the CLI and the coming Engine API alike.
+//!
+//! The key decision: every container, foreground or detached, runs under a supervisor process
+//! of its own ([`supervisor`]), started through a library entry point; callers talk to it only
+//! through the store (records, locks) and its attach socket ([`attach`]). So a container
+//! outlives whoever started it, any process may attach to it, and there is one state machine.
+//! The lifecycle rules sit on the state type (`kiln_store::ContainerState::can_*`) and are
+//! applied by [`Runtime`] over a [`Host`] seam that unit tests replace with a fake.
+
+// A library reports through its return values; only the `kiln` binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod attach;
+mod commit;
+pub mod create;
+mod error;
+pub mod exec;
+mod freeze;
+pub mod health;
+mod host;
+mod lifecycle;
+pub mod logfile;
+pub mod mounts;
+pub mod pty;
+mod signals;
+mod spec;
+pub mod supervisor;
+
+pub use attach::{AttachRequest, AttachStream, StreamType};
+pub use commit::CommitOptions;
+pub use create::{ContainerConfig, ContainerCreateRequest, HostConfig};
+pub use error::{Result, RuntimeError};
+pub use exec::{Exec, ExecConfig, ExecRecord};
+pub use host::{BeforeStart, Host, SystemHost};
+pub use lifecycle::{Runtime, WaitCondition};
+pub use signals::parse_signal;
+pub use spec::ContainerSpec;
+pub use supervisor::{maybe_run_supervisor, start_error_code};

@@ -1,0 +1,568 @@
+//! One supervisor process per running container, in the role conmon or containerd-shim play:
+//! containers outlive whoever started them. [`launch`] re-executes the current program with
+//! [`SUPERVISOR_MARKER`]; the binary's `main` calls [`maybe_run_supervisor`] first thing, which
+//! runs the supervisor and exits (the way the sandbox's init is entered).
+//!
+//! The supervisor leads a session of its own (no terminal, nothing tying it to the caller),
+//! enters a private mount namespace, holds the container's running lock for the container's
+//! lifetime, serves the attach socket (`attach`), starts the sandbox (whose inits die with
+//! it), copies the output into the log and to attached clients, runs the HEALTHCHECK, and
+//! records the exit code. With `--rm` it then removes the container and its anonymous volumes.
+//! Foreground and detached containers go through this same path, so there is one state
+//! machine.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use kiln_store::{ContainerRecord, ContainerStatus, Health, Store};
+
+use crate::attach::{AttachRequest, StreamType};
+use crate::error::{Result, RuntimeError};
+use crate::health::{healthcheck, run_health_checks};
+use crate::host::BeforeStart;
+use crate::logfile::LogWriter;
+use crate::pty::{Pty, PtyReader, set_window_size};
+use crate::spec::ContainerSpec;
+
+/// `argv[1]` of a supervisor process: `<exe> __kiln-supervise ROOT ID [attach-first]`.
+pub const SUPERVISOR_MARKER: &str = "__kiln-supervise";
+const ATTACH_FIRST: &str = "attach-first";
+/// How long a start may take before the launcher gives up.
+const START_LIMIT: Duration = Duration::from_secs(60);
+/// How long the supervisor waits for the first client of an attach-first start.
+const ATTACH_LIMIT: Duration = Duration::from_secs(60);
+/// A client that takes longer than this to accept output is dropped, so one stuck client
+/// cannot stop the output of the others (or the log).
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts the supervisor of `record` and waits until it has started the container.
+pub(crate) fn launch(
+    store: &Store,
+    record: &ContainerRecord,
+    mut before_start: Option<BeforeStart<'_>>,
+) -> Result<()> {
+    let dir = store.container_dir(&record.id);
+    let log_path = dir.join("supervisor.log");
+    let diagnostics = std::fs::File::create(&log_path).map_err(RuntimeError::io(&log_path))?;
+    // Both outlive a `--rm` removal of the container directory, which a container that ends
+    // (or fails to start) before the first look below has already had.
+    let mut diagnostics_reader =
+        std::fs::File::open(&log_path).map_err(RuntimeError::io(&log_path))?;
+    let mut exit = Some(store.watch_container_exit(&record.id)?);
+    let exe = std::env::current_exe().map_err(RuntimeError::io("/proc/self/exe"))?;
+    let mut command = Command::new(exe);
+    command
+        .arg(SUPERVISOR_MARKER)
+        .arg(store.root())
+        .arg(&record.id);
+    if before_start.is_some() {
+        command.arg(ATTACH_FIRST);
+    }
+    // The supervisor's stdout is a pipe on which it announces each step (socket bound,
+    // container started or failed), so this process sleeps until there is news.
+    let (news, news_writer) = std::io::pipe().map_err(RuntimeError::io("pipe"))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(news_writer)
+        .stderr(diagnostics);
+    let spawned = command.spawn();
+    // Our copy of the write end goes with the command, so the supervisor's exit reads as EOF.
+    drop(command);
+    let mut news = News::new(news);
+    let mut child = spawned.map_err(RuntimeError::io("/proc/self/exe"))?;
+    let started = record.state.started_at;
+    let deadline = Instant::now() + START_LIMIT;
+    let mut hooked = before_start.is_none();
+    loop {
+        if !hooked && let Some(hook) = before_start.as_mut() {
+            hooked = hook()?;
+        }
+        let now = match store.find_container(&record.id) {
+            Ok(now) => now,
+            Err(kiln_store::ContainerError::NoSuchContainer(_)) => {
+                // Removed by its own `--rm`: it ran (or failed to start, which the supervisor
+                // then said in its log) and its exit code is in the lock.
+                let code = match exit.take() {
+                    Some(watch) => watch.wait()?,
+                    None => None,
+                };
+                let mut log = String::new();
+                let _ = diagnostics_reader.read_to_string(&mut log);
+                return match start_failure(&log) {
+                    Some(message) => Err(RuntimeError::StartFailed {
+                        message,
+                        exit_code: code.unwrap_or(125),
+                    }),
+                    None => Ok(()),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // A state written by this start (not the one the container had before).
+        let fresh = now.state.started_at != started || now.state.finished_at.is_some();
+        match now.state.status {
+            ContainerStatus::Running if fresh => return Ok(()),
+            ContainerStatus::Exited if fresh && !now.state.error.is_empty() => {
+                return Err(RuntimeError::StartFailed {
+                    message: now.state.error,
+                    exit_code: now.state.exit_code,
+                });
+            }
+            _ => {}
+        }
+        if let Some(status) = child.try_wait().map_err(RuntimeError::io("supervisor"))? {
+            // It may have run a short container to its end and gone before the first look.
+            let Ok(now) = store.find_container(&record.id) else {
+                continue;
+            };
+            if now.state.started_at != started {
+                return if now.state.error.is_empty() {
+                    Ok(())
+                } else {
+                    Err(RuntimeError::StartFailed {
+                        message: now.state.error,
+                        exit_code: now.state.exit_code,
+                    })
+                };
+            }
+            return Err(RuntimeError::SupervisorDied {
+                name: record.name.clone(),
+                status: status.to_string(),
+                log: std::fs::read_to_string(&log_path).unwrap_or_default(),
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(RuntimeError::SupervisorTimeout {
+                name: record.name.clone(),
+                seconds: START_LIMIT.as_secs(),
+            });
+        }
+        // Until the client is connected it is tried every millisecond; after that only news
+        // (or a slow timeout, in case) makes us look at the record again.
+        news.wait(if hooked {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_millis(1)
+        });
+    }
+}
+
+/// A supervisor's announcements, read on a thread of their own so the launcher can wait for
+/// them with a timeout.
+#[derive(Debug)]
+struct News {
+    received: std::sync::mpsc::Receiver<()>,
+    eof: bool,
+}
+
+impl News {
+    fn new(mut pipe: std::io::PipeReader) -> News {
+        let (tx, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            // Ends at the supervisor's exit (EOF) or once the launcher stopped listening.
+            while matches!(pipe.read(&mut buf), Ok(n) if n > 0) {
+                if tx.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+        News {
+            received,
+            eof: false,
+        }
+    }
+
+    /// Waits up to `limit` for an announcement (or the supervisor's end).
+    fn wait(&mut self, limit: Duration) {
+        if self.eof {
+            std::thread::sleep(limit.min(Duration::from_millis(10)));
+            return;
+        }
+        if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) =
+            self.received.recv_timeout(limit)
+        {
+            self.eof = true;
+        }
+    }
+}
+
+/// Tells the launcher to look at the record again (a byte on the supervisor's stdout). The
+/// launcher may be gone; that is no error.
+fn announce() {
+    let mut out = std::io::stdout();
+    let _ = out.write_all(b"\n").and_then(|()| out.flush());
+}
+
+/// What a supervisor writes to its log (its stderr) when the container cannot start, so the
+/// launcher learns why even after `--rm` removed the record that also says it.
+const START_FAILED: &str = "start failed: ";
+
+fn start_failure(log: &str) -> Option<String> {
+    log.lines()
+        .find_map(|l| l.strip_prefix(START_FAILED))
+        .map(str::to_owned)
+}
+
+/// Runs the supervisor if this process was started as one (and then exits); returns at once
+/// otherwise. Call it first thing in `main`.
+pub fn maybe_run_supervisor() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).map(|a| a.as_os_str()) != Some(std::ffi::OsStr::new(SUPERVISOR_MARKER)) {
+        return;
+    }
+    let code = match &args[2..] {
+        [root, id, rest @ ..] => {
+            let attach_first = rest.iter().any(|a| a == ATTACH_FIRST);
+            match run(PathBuf::from(root), &id.to_string_lossy(), attach_first) {
+                Ok(()) => 0,
+                Err(e) => {
+                    // stderr is the container's supervisor.log.
+                    let _ = writeln!(std::io::stderr(), "kiln supervisor: {e}");
+                    1
+                }
+            }
+        }
+        _ => 2,
+    };
+    std::process::exit(code);
+}
+
+fn run(root: PathBuf, id: &str, attach_first: bool) -> Result<()> {
+    // A session of its own: no controlling terminal whose hangup would end it.
+    let _ = rustix::process::setsid();
+    // Volumes and the overlay are mounted in a namespace of the supervisor's own.
+    kiln_sandbox::enter_private_mount_namespace()?;
+    let store = Store::open(&root)?;
+    supervise(&store, id, attach_first)
+}
+
+/// Docker's exit status for a container that could not start: 127 when the program does not
+/// exist, 126 when it cannot be executed, 125 when the runtime failed.
+pub fn start_error_code(error: &RuntimeError) -> i32 {
+    use kiln_sandbox::{InitFailure, SandboxError};
+    match error {
+        RuntimeError::Sandbox(SandboxError::Init(InitFailure::ExecutableNotFound { .. })) => 127,
+        RuntimeError::Sandbox(SandboxError::Init(InitFailure::Exec { .. })) => 126,
+        _ => 125,
+    }
+}
+
+/// The output side of one attached client.
+#[derive(Debug)]
+struct Client {
+    socket: UnixStream,
+    stdout: bool,
+    stderr: bool,
+}
+
+/// What the supervisor shares between its threads.
+#[derive(Debug)]
+struct Streams {
+    tty: bool,
+    stdin_once: bool,
+    clients: Mutex<Vec<Client>>,
+    /// The container's stdin (a pipe, or the pty master), while it is open.
+    stdin: Mutex<Option<Box<dyn WriteDebug>>>,
+    /// The pty master, for resize requests.
+    pty: Mutex<Option<std::fs::File>>,
+    /// Clients accepted so far (an attach-first start waits for one).
+    accepted: Mutex<usize>,
+    accepted_changed: Condvar,
+}
+
+trait WriteDebug: Write + Send + std::fmt::Debug {}
+impl<T: Write + Send + std::fmt::Debug> WriteDebug for T {}
+
+impl Streams {
+    /// Sends output to every client that asked for its stream, dropping clients that fail.
+    fn broadcast(&self, stream: StreamType, bytes: &[u8]) {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.retain_mut(|c| {
+            let wanted = match stream {
+                StreamType::Stderr => c.stderr,
+                _ => c.stdout,
+            };
+            if !wanted {
+                return true;
+            }
+            let sent = if self.tty {
+                c.socket.write_all(bytes)
+            } else {
+                crate::attach::write_frame(&mut c.socket, stream, bytes)
+            };
+            sent.is_ok()
+        });
+    }
+
+    fn close_stdin(&self) {
+        self.stdin.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Ends every client's connection (the output ended).
+    fn hang_up(&self) {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        for c in clients.drain(..) {
+            let _ = c.socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Accepts clients until the process ends.
+fn serve(listener: UnixListener, streams: Arc<Streams>) {
+    std::thread::spawn(move || {
+        for socket in listener.incoming().flatten() {
+            let streams = streams.clone();
+            std::thread::spawn(move || {
+                let _ = handle_client(socket, &streams);
+            });
+        }
+    });
+}
+
+fn handle_client(socket: UnixStream, streams: &Streams) -> std::io::Result<()> {
+    let mut reader = BufReader::new(socket.try_clone()?);
+    let mut hello = String::new();
+    reader.read_line(&mut hello)?;
+    let request: AttachRequest = serde_json::from_str(&hello)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    if let Some((rows, cols)) = request.resize {
+        if let Some(master) = &*streams.pty.lock().unwrap_or_else(|e| e.into_inner()) {
+            set_window_size(master, rows, cols);
+        }
+        return Ok(());
+    }
+    socket.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT))?;
+    streams
+        .clients
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Client {
+            socket: socket.try_clone()?,
+            stdout: request.stdout,
+            stderr: request.stderr,
+        });
+    *streams.accepted.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    streams.accepted_changed.notify_all();
+    if !request.stdin {
+        return Ok(());
+    }
+    // The client's input goes to the container's stdin until the client ends it.
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let mut stdin = streams.stdin.lock().unwrap_or_else(|e| e.into_inner());
+        match stdin.as_mut() {
+            Some(w) => {
+                if w.write_all(&buf[..n]).and_then(|()| w.flush()).is_err() {
+                    stdin.take();
+                }
+            }
+            None => break,
+        }
+    }
+    if streams.stdin_once {
+        streams.close_stdin();
+    }
+    Ok(())
+}
+
+/// The supervisor's work: runs the container `id` to its end.
+pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
+    let running = store.hold_container_running(id)?;
+    let record = store.find_container(id)?;
+    let spec = ContainerSpec::read(store, id)?;
+    let log = LogWriter::create(&store.container_dir(id).join("container.log"))?;
+    let streams = Arc::new(Streams {
+        tty: record.config.tty,
+        stdin_once: record.config.stdin_once,
+        clients: Mutex::new(Vec::new()),
+        stdin: Mutex::new(None),
+        pty: Mutex::new(None),
+        accepted: Mutex::new(0),
+        accepted_changed: Condvar::new(),
+    });
+    let listener = crate::attach::listen(store, id)?;
+    serve(listener, streams.clone());
+    announce();
+    if attach_first {
+        let accepted = streams.accepted.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = streams
+            .accepted_changed
+            .wait_timeout_while(accepted, ATTACH_LIMIT, |n| *n == 0);
+    }
+
+    let started = start_sandbox(&spec, &record, &log, &streams);
+    let (child, copiers) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            let message = e.to_string();
+            let code = start_error_code(&e);
+            // Its stderr is the supervisor log the launcher reads.
+            let _ = writeln!(
+                std::io::stderr(),
+                "{START_FAILED}{}",
+                message.replace('\n', " ")
+            );
+            streams.hang_up();
+            store.update_container(id, |r| {
+                r.state.status = ContainerStatus::Exited;
+                r.state.exit_code = code;
+                r.state.error = message.clone();
+                r.state.started_at = Some(chrono::Utc::now());
+                r.state.finished_at = Some(chrono::Utc::now());
+            })?;
+            store.record_exit_in_lock(&running, code)?;
+            announce();
+            return finish(store, &record);
+        }
+    };
+    let pid = child.namespace_init_pid().unwrap_or(0);
+    let check = healthcheck(&record.config.healthcheck);
+    let record = store.update_container(id, |r| {
+        r.state.status = ContainerStatus::Running;
+        r.state.pid = pid;
+        r.state.sandbox_pid = child.pid();
+        r.state.owner_pid = std::process::id();
+        r.state.exit_code = 0;
+        r.state.error.clear();
+        r.state.started_at = Some(chrono::Utc::now());
+        r.state.finished_at = None;
+        r.state.health = check.as_ref().map(|_| Health::default());
+    })?;
+    announce();
+
+    let exited = Arc::new(AtomicBool::new(false));
+    let health = check.map(|check| {
+        let (store, record, exited) = (store.clone(), record.clone(), exited.clone());
+        let security = spec.sandbox.security.clone();
+        std::thread::spawn(move || {
+            run_health_checks(&store, &record, &check, pid, &security, &exited)
+        })
+    });
+
+    let code = child.wait()?.code();
+    exited.store(true, Ordering::SeqCst);
+    for copier in copiers {
+        let _ = copier.join();
+    }
+    streams.close_stdin();
+    if let Some(h) = health {
+        let _ = h.join();
+    }
+    store.update_container(id, |r| {
+        r.state.status = ContainerStatus::Exited;
+        r.state.exit_code = code;
+        r.state.pid = 0;
+        r.state.finished_at = Some(chrono::Utc::now());
+    })?;
+    store.record_exit_in_lock(&running, code)?;
+    // Clients learn the end from the closed connection, after the exit code is recorded.
+    streams.hang_up();
+    finish(store, &record)
+}
+
+/// `--rm`: the container goes with its anonymous volumes.
+fn finish(store: &Store, record: &ContainerRecord) -> Result<()> {
+    if record.auto_remove {
+        crate::lifecycle::remove_record(store, record, true)?;
+    }
+    Ok(())
+}
+
+type Copiers = Vec<std::thread::JoinHandle<()>>;
+
+/// Copies one output stream into the log and to the attached clients until it ends.
+fn copier(
+    log: &LogWriter,
+    streams: &Arc<Streams>,
+    name: &'static str,
+    kind: StreamType,
+    mut input: Box<dyn Read + Send>,
+) -> std::thread::JoinHandle<()> {
+    let mut lines = log.stream(name);
+    let streams = streams.clone();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let _ = lines.push(&buf[..n]);
+            streams.broadcast(kind, &buf[..n]);
+        }
+        let _ = lines.finish();
+    })
+}
+
+/// Starts the sandbox: stdout and stderr into pipes (stdin too when it is open), or one pty
+/// with `-t`.
+fn start_sandbox(
+    spec: &ContainerSpec,
+    record: &ContainerRecord,
+    log: &LogWriter,
+    streams: &Arc<Streams>,
+) -> Result<(kiln_sandbox::SandboxChild, Copiers)> {
+    if record.config.tty {
+        let pty = Pty::open()?;
+        let child = kiln_sandbox::spawn(&spec.sandbox, &spec.process, pty.stdio()?)?;
+        // Only the sandbox holds the slave now, so the copier sees EIO when it exits.
+        let Pty { master, slave } = pty;
+        drop(slave);
+        let clone = || master.try_clone().map_err(RuntimeError::io("pty master"));
+        if record.config.open_stdin {
+            *streams.stdin.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(clone()?));
+        }
+        *streams.pty.lock().unwrap_or_else(|e| e.into_inner()) = Some(clone()?);
+        let out = copier(
+            log,
+            streams,
+            "stdout",
+            StreamType::Stdout,
+            Box::new(PtyReader(master)),
+        );
+        return Ok((child, vec![out]));
+    }
+    let stdio = kiln_sandbox::Stdio {
+        stdin: if record.config.open_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        },
+        stdout: Stdio::piped(),
+        stderr: Stdio::piped(),
+    };
+    let mut child = kiln_sandbox::spawn(&spec.sandbox, &spec.process, stdio)?;
+    if let Some(stdin) = child.take_stdin() {
+        *streams.stdin.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(stdin));
+    }
+    let mut copiers = Vec::new();
+    if let Some(out) = child.take_stdout() {
+        copiers.push(copier(
+            log,
+            streams,
+            "stdout",
+            StreamType::Stdout,
+            Box::new(out),
+        ));
+    }
+    if let Some(err) = child.take_stderr() {
+        copiers.push(copier(
+            log,
+            streams,
+            "stderr",
+            StreamType::Stderr,
+            Box::new(err),
+        ));
+    }
+    Ok((child, copiers))
+}
