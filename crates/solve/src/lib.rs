@@ -26,9 +26,6 @@ mod exec;
 pub mod explain;
 mod fsops;
 mod heredoc;
-// Compatibility for in-flight branches; remove after merge.
-#[doc(hidden)]
-pub mod images;
 mod metadata;
 pub mod mounts;
 mod onbuild;
@@ -45,13 +42,6 @@ pub use context_tar::UnpackedContext;
 pub use epoch::{EpochError, EpochOrigin, SOURCE_DATE_EPOCH, SourceDateEpoch};
 pub use error::{Location, Result, SolveError};
 pub use explain::MissCause;
-// Compatibility for in-flight branches; remove after merge (the image helpers are in
-// `kiln_images` now).
-#[doc(hidden)]
-pub use images::{
-    StoredImage, ensure_snapshot, image_in_compression, lower_dirs, pull_image, resolve_image,
-    write_image,
-};
 pub use progress::{Progress, ProgressEvent, StepLabel};
 pub use remote_cache::{CacheExport, CacheImport, CacheLocation, CacheMode};
 pub use stage::DEFAULT_PATH;

@@ -284,14 +284,14 @@ fn credentials_per_build(f: &Fixture) {
         password: "hunter2".into(),
     };
     let addr = private.registry.addr();
-    let base: kiln_registry::Reference = format!("{addr}/bob/busybox:latest").parse().unwrap();
+    let base: kiln_image::Reference = format!("{addr}/bob/busybox:latest").parse().unwrap();
     let rt = runtime();
 
     // Copy busybox into the private repository through a store of its own.
     let seed_dir = tempfile::tempdir().unwrap();
     let seed = Store::open(seed_dir.path()).unwrap();
     let seeding = engine(&seed, rt.handle().clone());
-    let image = kiln_solve::pull_image(
+    let image = kiln_images::pull_image(
         &seed,
         &seeding.registry,
         rt.handle(),

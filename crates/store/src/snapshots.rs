@@ -1,7 +1,7 @@
 //! Snapshots: one directory per layer diffID holding that layer's files, unpacked once and then
 //! used read-only as an overlay lower dir by every step and container that needs the layer. An
 //! image listing one layer several times still has one snapshot of it: the overlay gets it
-//! once, at its topmost position (`kiln_solve::lower_dirs` says why that is exact).
+//! once, at its topmost position (`kiln_images::lower_dirs` says why that is exact).
 //!
 //! ```text
 //! snapshots/<hex>/fs/        the layer's files (the overlay lower dir)
