@@ -1,5 +1,5 @@
 //! One supervisor process per running container, in the role conmon or containerd-shim play:
-//! containers outlive whoever started them. [`launch`] re-executes the current program with
+//! containers outlive whoever started them. `launch` re-executes the current program with
 //! [`SUPERVISOR_MARKER`]; the binary's `main` calls [`maybe_run_supervisor`] first thing, which
 //! runs the supervisor and exits (the way the sandbox's init is entered).
 //!
