@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use kiln_image::Platform;
-use kiln_sandbox::NetworkMode;
 use kiln_solve::{BuildRequest, CacheExport, CacheImport, CancelToken, SolveError};
 
+use super::flags::{BUILD_NETWORKS, choose_network};
 use super::{Env, parse_reference};
 use crate::cli::BuildArgs;
 use crate::progress;
@@ -264,86 +264,4 @@ fn load_secrets(flags: &[String]) -> Result<BTreeMap<String, kiln_solve::mounts:
         secrets.insert(id, secret);
     }
     Ok(secrets)
-}
-
-/// `kiln build --network` values, as BuildKit names them.
-pub const BUILD_NETWORKS: &[&str] = &["default", "none", "host"];
-/// `kiln run --network` values, as Docker names them (`default` is `bridge`).
-pub const RUN_NETWORKS: &[&str] = &["bridge", "default", "none", "host"];
-
-/// The network asked for with `--network` (one of `accepted`), or without the flag the default
-/// one. The default network needs slirp4netns (and /dev/net/tun): asked for explicitly, its
-/// absence is an error;
-/// as the implicit default, the build or container falls back to `none` with a warning, so
-/// hosts without it keep working offline (what needs the network then fails visibly).
-pub fn choose_network(flag: Option<&str>, accepted: &[&str]) -> Result<NetworkMode> {
-    let mode = parse_network(flag.unwrap_or("default"), accepted)?;
-    if mode != NetworkMode::Default {
-        return Ok(mode);
-    }
-    match kiln_sandbox::network_helper() {
-        Ok(_) => Ok(mode),
-        Err(e) if flag.is_some() => bail!("{e}; or use --network none"),
-        Err(e) => {
-            eprintln!("WARNING: {e}; using --network none instead");
-            Ok(NetworkMode::None)
-        }
-    }
-}
-
-fn parse_network(value: &str, accepted: &[&str]) -> Result<NetworkMode> {
-    if !accepted.contains(&value) {
-        bail!(
-            "unsupported network {value:?} (expected {})",
-            accepted.join(", ")
-        );
-    }
-    Ok(match value {
-        "none" => NetworkMode::None,
-        "host" => NetworkMode::Host,
-        _ => NetworkMode::Default,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn network_names_per_command() {
-        assert_eq!(
-            parse_network("default", BUILD_NETWORKS).unwrap(),
-            NetworkMode::Default
-        );
-        assert_eq!(
-            parse_network("none", BUILD_NETWORKS).unwrap(),
-            NetworkMode::None
-        );
-        assert_eq!(
-            parse_network("host", BUILD_NETWORKS).unwrap(),
-            NetworkMode::Host
-        );
-        // `bridge` is Docker's name for a container's default network, not BuildKit's.
-        let err = parse_network("bridge", BUILD_NETWORKS)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("expected default, none, host"), "{err}");
-        assert_eq!(
-            parse_network("bridge", RUN_NETWORKS).unwrap(),
-            NetworkMode::Default
-        );
-        assert!(parse_network("slirp", RUN_NETWORKS).is_err());
-    }
-
-    #[test]
-    fn explicit_modes_other_than_default_need_no_helper() {
-        assert_eq!(
-            choose_network(Some("none"), RUN_NETWORKS).unwrap(),
-            NetworkMode::None
-        );
-        assert_eq!(
-            choose_network(Some("host"), BUILD_NETWORKS).unwrap(),
-            NetworkMode::Host
-        );
-    }
 }

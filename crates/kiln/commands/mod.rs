@@ -5,6 +5,7 @@ mod build;
 mod check;
 mod confinement;
 mod containers;
+mod flags;
 mod images;
 mod import;
 mod registry;
