@@ -48,7 +48,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     if args.push && tags.is_empty() {
         bail!("--push needs at least one -t name to push to");
     }
-    let push_format = super::registry::parse_format(&args.push_output)?;
+    let push_format = super::pushing::parse_format(&args.push_output)?;
     if push_format.is_some() && !args.push {
         bail!("--format applies to what is pushed: use it with --push");
     }
@@ -75,7 +75,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     let outputs = args
         .outputs
         .iter()
-        .map(|o| super::archive::parse_output(o))
+        .map(|o| super::image_outputs::parse_output(o))
         .collect::<Result<Vec<_>>>()?;
     if outputs.iter().filter(|o| o.writes_stdout()).count() > 1 {
         bail!("only one --output can write to stdout");
@@ -154,17 +154,21 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     let id = result.image.config_digest.to_string();
     let names: Vec<String> = tags.iter().map(ToString::to_string).collect();
     for output in &outputs {
-        super::archive::write_output(env, output, &result.image, &names)?;
+        super::image_outputs::write_output(env, output, &result.image, &names)?;
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
     }
     // With an output on stdout, the ID would corrupt it.
-    if quiet && !outputs.iter().any(super::archive::Output::writes_stdout) {
+    if quiet
+        && !outputs
+            .iter()
+            .any(super::image_outputs::Output::writes_stdout)
+    {
         println!("{id}");
     }
-    let local = || -> Result<super::registry::Pushed> {
-        Ok(super::registry::Pushed {
+    let local = || -> Result<super::pushing::Pushed> {
+        Ok(super::pushing::Pushed {
             references: tags.clone(),
             digest: result.image.manifest_digest.clone(),
             size: env.store.blob_size(&result.image.manifest_digest)?,
@@ -177,12 +181,12 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
         })
     };
     let outcome = if args.push {
-        super::registry::push_image(env, &result.image, &tags, push_format)?
+        super::pushing::push_image(env, &result.image, &tags, push_format)?
     } else {
         local()?
     };
     if let Some(path) = &args.push_output.metadata_file {
-        super::registry::write_metadata(path, &result.image, &outcome)?;
+        super::pushing::write_metadata(path, &result.image, &outcome)?;
     }
     Ok(ExitCode::SUCCESS)
 }
