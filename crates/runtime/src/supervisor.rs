@@ -130,10 +130,17 @@ pub(crate) fn launch(
                     })
                 };
             }
+            let mut log = String::new();
+            let _ = diagnostics_reader.read_to_string(&mut log);
+            if log.lines().any(|l| l == ALREADY_RUNNING) {
+                return Err(RuntimeError::state(&record.name)(
+                    kiln_store::StateError::AlreadyRunning,
+                ));
+            }
             return Err(RuntimeError::SupervisorDied {
                 name: record.name.clone(),
                 status: status.to_string(),
-                log: std::fs::read_to_string(&log_path).unwrap_or_default(),
+                log,
             });
         }
         if Instant::now() > deadline {
@@ -202,6 +209,8 @@ fn announce() {
 /// What a supervisor writes to its log (its stderr) when the container cannot start, so the
 /// launcher learns why even after `--rm` removed the record that also says it.
 const START_FAILED: &str = "start failed: ";
+/// What a supervisor writes to its log when another one already runs the container.
+const ALREADY_RUNNING: &str = "already running";
 
 fn start_failure(log: &str) -> Option<String> {
     log.lines()
@@ -377,7 +386,11 @@ fn handle_client(socket: UnixStream, streams: &Streams) -> std::io::Result<()> {
 
 /// The supervisor's work: runs the container `id` to its end.
 pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
-    let running = store.hold_container_running(id)?;
+    let Some(running) = store.try_hold_container_running(id)? else {
+        // Another supervisor runs it: a start that raced ours.
+        let _ = writeln!(std::io::stderr(), "{ALREADY_RUNNING}");
+        return Ok(());
+    };
     let record = store.find_container(id)?;
     let spec = ContainerSpec::read(store, id)?;
     let log = LogWriter::create(&store.container_dir(id).join("container.log"))?;
