@@ -21,6 +21,7 @@ mod freeze;
 pub mod health;
 mod host;
 mod inspect;
+mod launch;
 mod lifecycle;
 pub mod logfile;
 pub mod mounts;
