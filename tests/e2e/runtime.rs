@@ -286,3 +286,28 @@ fn commit_of_a_container_that_writes_is_one_moment_of_its_files() {
         .unwrap_or(0);
     assert_eq!(frozen_left, 0, "a commit left its freezer cgroup behind");
 }
+
+#[test]
+fn two_starts_at_once_run_the_container_once() {
+    let k = Kiln::new();
+    let _cleanup = Cleanup(&k);
+    k.ok(&["pull", &k.base]);
+    k.ok(&["create", "--name", "twice", &k.base, "sleep", "600"]);
+    let starts: Vec<Child> = (0..2)
+        .map(|_| spawn(&k, &["start", "twice"], Stdio::null()))
+        .collect();
+    for start in starts {
+        let out = start.wait_with_output().unwrap();
+        // Each start either started it or found it running, as Docker's does.
+        assert!(
+            out.status.success() || stderr(&out).contains("twice is already running"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(running(&k, "twice"));
+    let root = k.root.path().to_string_lossy().into_owned();
+    std::thread::sleep(Duration::from_millis(300));
+    let supervisors = super::containers::processes_using(&root);
+    assert_eq!(supervisors.len(), 1, "{supervisors:?}");
+}

@@ -5,12 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use kiln_image::Platform;
-use kiln_sandbox::NetworkMode;
 use kiln_solve::{
     BuildRequest, CacheExport, CacheImport, CancelToken, EpochOrigin, SOURCE_DATE_EPOCH,
     SolveError, SourceDateEpoch,
 };
 
+use super::flags::{BUILD_NETWORKS, choose_network};
 use super::{Env, parse_reference};
 use crate::cli::BuildArgs;
 use crate::progress;
@@ -51,7 +51,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     if args.push && tags.is_empty() {
         bail!("--push needs at least one -t name to push to");
     }
-    let push_format = super::registry::parse_format(&args.push_output)?;
+    let push_format = super::pushing::parse_format(&args.push_output)?;
     if push_format.is_some() && !args.push {
         bail!("--format applies to what is pushed: use it with --push");
     }
@@ -83,7 +83,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     let outputs = args
         .outputs
         .iter()
-        .map(|o| super::archive::parse_output(o))
+        .map(|o| super::image_outputs::parse_output(o))
         .collect::<Result<Vec<_>>>()?;
     if outputs.iter().filter(|o| o.writes_stdout()).count() > 1 {
         bail!("only one --output can write to stdout");
@@ -162,17 +162,21 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     let id = result.image.config_digest.to_string();
     let names: Vec<String> = tags.iter().map(ToString::to_string).collect();
     for output in &outputs {
-        super::archive::write_output(env, output, &result.image, &names, tar_options)?;
+        super::image_outputs::write_output(env, output, &result.image, &names, tar_options)?;
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
     }
     // With an output on stdout, the ID would corrupt it.
-    if quiet && !outputs.iter().any(super::archive::Output::writes_stdout) {
+    if quiet
+        && !outputs
+            .iter()
+            .any(super::image_outputs::Output::writes_stdout)
+    {
         println!("{id}");
     }
-    let local = || -> Result<super::registry::Pushed> {
-        Ok(super::registry::Pushed {
+    let local = || -> Result<super::pushing::Pushed> {
+        Ok(super::pushing::Pushed {
             references: tags.clone(),
             digest: result.image.manifest_digest.clone(),
             size: env.store.blob_size(&result.image.manifest_digest)?,
@@ -185,12 +189,12 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
         })
     };
     let outcome = if args.push {
-        super::registry::push_image(env, &result.image, &tags, push_format)?
+        super::pushing::push_image(env, &result.image, &tags, push_format)?
     } else {
         local()?
     };
     if let Some(path) = &args.push_output.metadata_file {
-        super::registry::write_metadata(path, &result.image, &outcome)?;
+        super::pushing::write_metadata(path, &result.image, &outcome)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -274,45 +278,6 @@ fn load_secrets(flags: &[String]) -> Result<BTreeMap<String, kiln_solve::mounts:
     Ok(secrets)
 }
 
-/// `kiln build --network` values, as BuildKit names them.
-pub const BUILD_NETWORKS: &[&str] = &["default", "none", "host"];
-/// `kiln run --network` values, as Docker names them (`default` is `bridge`).
-pub const RUN_NETWORKS: &[&str] = &["bridge", "default", "none", "host"];
-
-/// The network asked for with `--network` (one of `accepted`), or without the flag the default
-/// one. The default network needs slirp4netns (and /dev/net/tun): asked for explicitly, its
-/// absence is an error;
-/// as the implicit default, the build or container falls back to `none` with a warning, so
-/// hosts without it keep working offline (what needs the network then fails visibly).
-pub fn choose_network(flag: Option<&str>, accepted: &[&str]) -> Result<NetworkMode> {
-    let mode = parse_network(flag.unwrap_or("default"), accepted)?;
-    if mode != NetworkMode::Default {
-        return Ok(mode);
-    }
-    match kiln_sandbox::network_helper() {
-        Ok(_) => Ok(mode),
-        Err(e) if flag.is_some() => bail!("{e}; or use --network none"),
-        Err(e) => {
-            eprintln!("WARNING: {e}; using --network none instead");
-            Ok(NetworkMode::None)
-        }
-    }
-}
-
-fn parse_network(value: &str, accepted: &[&str]) -> Result<NetworkMode> {
-    if !accepted.contains(&value) {
-        bail!(
-            "unsupported network {value:?} (expected {})",
-            accepted.join(", ")
-        );
-    }
-    Ok(match value {
-        "none" => NetworkMode::None,
-        "host" => NetworkMode::Host,
-        _ => NetworkMode::Default,
-    })
-}
-
 /// The build's `SOURCE_DATE_EPOCH`, by BuildKit's (buildx's) rule: the build arg wins; else
 /// kiln's environment variable becomes the build arg, so the engine and an
 /// `ARG SOURCE_DATE_EPOCH` see it alike. Checked here, before the build checks run, so a
@@ -330,47 +295,4 @@ fn source_date_epoch(build_args: &mut BTreeMap<String, String>) -> Result<Option
         build_args.insert(SOURCE_DATE_EPOCH.to_owned(), value);
     }
     Ok(epoch)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn network_names_per_command() {
-        assert_eq!(
-            parse_network("default", BUILD_NETWORKS).unwrap(),
-            NetworkMode::Default
-        );
-        assert_eq!(
-            parse_network("none", BUILD_NETWORKS).unwrap(),
-            NetworkMode::None
-        );
-        assert_eq!(
-            parse_network("host", BUILD_NETWORKS).unwrap(),
-            NetworkMode::Host
-        );
-        // `bridge` is Docker's name for a container's default network, not BuildKit's.
-        let err = parse_network("bridge", BUILD_NETWORKS)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("expected default, none, host"), "{err}");
-        assert_eq!(
-            parse_network("bridge", RUN_NETWORKS).unwrap(),
-            NetworkMode::Default
-        );
-        assert!(parse_network("slirp", RUN_NETWORKS).is_err());
-    }
-
-    #[test]
-    fn explicit_modes_other_than_default_need_no_helper() {
-        assert_eq!(
-            choose_network(Some("none"), RUN_NETWORKS).unwrap(),
-            NetworkMode::None
-        );
-        assert_eq!(
-            choose_network(Some("host"), BUILD_NETWORKS).unwrap(),
-            NetworkMode::Host
-        );
-    }
 }

@@ -5,7 +5,7 @@
 use anyhow::{Result, bail};
 use kiln_runtime::HostConfig;
 
-use super::system::parse_size;
+use super::flags::parse_size;
 use crate::cli::ConfinementArgs;
 
 pub fn apply(args: &ConfinementArgs, host: &mut HostConfig) -> Result<()> {

@@ -99,10 +99,17 @@ pub fn tag(env: &Env, source: &str, target: &str) -> Result<ExitCode> {
 pub fn inspect(env: &Env, names: &[String]) -> Result<ExitCode> {
     let all = env.store.list_names()?;
     let mut out = Vec::new();
+    let runtime = kiln_runtime::Runtime::new(env.store.clone());
     for name in names {
-        if let Some(container) = super::containers::inspect_json(&env.store, name)? {
-            out.push(container);
-            continue;
+        match runtime.inspect(name) {
+            Ok(container) => {
+                out.push(container);
+                continue;
+            }
+            Err(kiln_runtime::RuntimeError::Container(
+                kiln_store::ContainerError::NoSuchContainer(_),
+            )) => {}
+            Err(e) => return Err(e.into()),
         }
         let img = match kiln_images::find_image(&env.store, name) {
             Ok(img) => img,

@@ -1,21 +1,19 @@
 //! `kiln pull`, `kiln push`, `kiln login` and `kiln logout`.
 
 use std::io::Read;
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use kiln_image::Platform;
 use kiln_image::Reference;
-use kiln_images::{PushProgress, StoredImage};
+use kiln_images::StoredImage;
 use kiln_layer::CompressionRequest;
 use kiln_registry::reference::DOCKER_HUB;
-use kiln_registry::{Credential, CredentialStore, PushEvent, PushFormat};
+use kiln_registry::{Credential, CredentialStore};
 
-pub use kiln_images::Pushed;
-
+use super::pushing::{parse_format, push_image, write_metadata};
 use super::{Env, parse_reference, registry_client};
-use crate::cli::{GlobalOpts, LoginArgs, PushArgs, PushOutputArgs};
+use crate::cli::{GlobalOpts, LoginArgs, PushArgs};
 use crate::render::ProgressPrinter;
 
 pub fn pull(env: &Env, name: &str, platform: Option<&str>) -> Result<ExitCode> {
@@ -106,88 +104,6 @@ pub fn push(env: &Env, args: &PushArgs) -> Result<ExitCode> {
         write_metadata(path, img, pushed)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The `--format` flag.
-pub fn parse_format(output: &PushOutputArgs) -> Result<Option<PushFormat>> {
-    output
-        .format
-        .as_deref()
-        .map(|f| f.parse::<PushFormat>().map_err(anyhow::Error::msg))
-        .transpose()
-}
-
-/// Pushes `img` under each of `references` (in `format`, or as stored), printing progress and
-/// each tag's digest line as `docker push` does.
-pub fn push_image(
-    env: &Env,
-    img: &StoredImage,
-    references: &[Reference],
-    format: Option<PushFormat>,
-) -> Result<Pushed> {
-    let on_event = |e: PushProgress| match e {
-        PushProgress::Started { reference } => println!(
-            "The push refers to repository [{}]",
-            reference.repository_with_registry()
-        ),
-        PushProgress::Blob(PushEvent::BlobExists { digest }) => {
-            println!("{}: Layer already exists", digest.short());
-        }
-        PushProgress::Blob(PushEvent::BlobMounted { digest, from }) => {
-            println!("{}: Mounted from {from}", digest.short());
-        }
-        PushProgress::Blob(PushEvent::BlobUploadResumed { digest, offset: 0 }) => {
-            println!(
-                "{}: Restarting upload (the registry kept nothing)",
-                digest.short()
-            );
-        }
-        PushProgress::Blob(PushEvent::BlobUploadResumed { digest, offset }) => {
-            println!("{}: Resuming upload at byte {offset}", digest.short());
-        }
-        PushProgress::Blob(PushEvent::BlobUploaded { digest }) => {
-            println!("{}: Pushed", digest.short());
-        }
-        PushProgress::Blob(_) => {}
-        PushProgress::Pushed {
-            reference,
-            digest,
-            size,
-        } => println!(
-            "{}: digest: {} size: {}",
-            reference.tag().unwrap_or("latest"),
-            digest,
-            size
-        ),
-    };
-    Ok(env.rt.block_on(kiln_images::push_image(
-        &env.store,
-        env.registry(),
-        img,
-        references,
-        format,
-        &on_event,
-    ))?)
-}
-
-/// Writes BuildKit's `--metadata-file` JSON: the manifest (`containerimage.digest`, and its
-/// descriptor), the config (`containerimage.config.digest`, the image ID) and the names
-/// (`image.name`, comma-separated).
-pub fn write_metadata(path: &Path, img: &StoredImage, pushed: &Pushed) -> Result<()> {
-    let names: Vec<String> = pushed.references.iter().map(ToString::to_string).collect();
-    let metadata = serde_json::json!({
-        "containerimage.config.digest": img.config_digest.to_string(),
-        "containerimage.digest": pushed.digest.to_string(),
-        "containerimage.descriptor": {
-            "mediaType": pushed.media_type,
-            "digest": pushed.digest.to_string(),
-            "size": pushed.size,
-        },
-        "image.name": names.join(","),
-    });
-    let mut bytes = serde_json::to_vec_pretty(&metadata).expect("metadata serialises");
-    bytes.push(b'\n');
-    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Verifies the credentials against the registry (as `docker login` does), then stores them in

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use kiln_store::{PrunedKind, Severity, Store, StoreLock};
 
+use super::flags::parse_size;
+
 /// Takes the store for exclusive use, saying so when running builds make us wait.
 fn lock_store_exclusive(store: &Store) -> Result<StoreLock> {
     if let Some(lock) = store.try_lock_exclusive()? {
@@ -236,28 +238,6 @@ pub fn human_size(bytes: u64) -> String {
     )
 }
 
-/// `--keep-storage` sizes: a number with an optional unit; like Docker's, `k`/`m`/`g`/`t` (with
-/// or without `b`/`ib`) are powers of 1024.
-pub fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim().to_ascii_lowercase();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| anyhow::anyhow!("invalid size {s:?} (expected e.g. 500MB or 10GB)"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => bail!("invalid size {s:?}: unknown unit {unit:?} (use B, KB, MB, GB or TB)"),
-    };
-    Ok((n * mult as f64) as u64)
-}
-
 /// `until=` durations: Go's syntax (`24h`, `1h30m`, `90s`, `500ms`) plus `d` for days.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
     let bad = || anyhow::anyhow!("invalid duration {s:?} (expected e.g. 24h, 30m or 7d)");
@@ -293,16 +273,6 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn sizes_parse_like_docker() {
-        assert_eq!(parse_size("500MB").unwrap(), 500 << 20);
-        assert_eq!(parse_size("10GB").unwrap(), 10 << 30);
-        assert_eq!(parse_size("1.5g").unwrap(), 3 << 29);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("5XB").is_err());
-    }
 
     #[test]
     fn durations_parse_like_go() {

@@ -104,7 +104,7 @@ pub fn run_health_checks(
 
 /// Docker's rules: a success makes the container healthy and resets the streak; a failure
 /// adds to the streak, except during the start period, and `retries` failures in a row make
-/// it unhealthy. The last [`KEPT_PROBES`] results are kept.
+/// it unhealthy. The last five results are kept.
 pub fn apply_probe(health: &mut Health, result: HealthProbe, in_start_period: bool, retries: u32) {
     let passed = result.exit_code == 0;
     health.log.push(result);

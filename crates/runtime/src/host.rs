@@ -96,6 +96,6 @@ impl Host for SystemHost {
         record: &ContainerRecord,
         before_start: Option<BeforeStart<'_>>,
     ) -> Result<()> {
-        crate::supervisor::launch(&self.store, record, before_start)
+        crate::launch::launch(&self.store, record, before_start)
     }
 }

@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
+use crate::host::Host;
+use crate::lifecycle::Runtime;
 
 /// Lines longer than this are split, as Docker splits at 16 KiB, so a process that never
 /// prints a newline cannot grow one entry without bound.
@@ -165,6 +167,52 @@ impl LogFilter {
             kept.drain(..skip);
         }
         kept
+    }
+}
+
+/// How `logs` reads: the filter, and whether to keep reading while the container runs.
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    pub filter: LogFilter,
+    /// Keep passing new entries on until the container stops.
+    pub follow: bool,
+}
+
+impl<H: Host> Runtime<H> {
+    /// Passes the container's log entries to `emit`, oldest first, as `options` select them;
+    /// with `follow`, until the container is no longer running. Stdout and stderr entries stay
+    /// apart (each says its stream).
+    pub fn logs(
+        &self,
+        query: &str,
+        options: &LogOptions,
+        mut emit: impl FnMut(LogEntry) -> Result<()>,
+    ) -> Result<()> {
+        let c = self.container(query)?;
+        let path = self.store.container_dir(&c.id).join("container.log");
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RuntimeError::NoLog(c.name));
+            }
+            Err(e) => return Err(RuntimeError::io(&path)(e)),
+        };
+        let mut reader = BufReader::new(file);
+        let mut pending = Vec::new();
+        // The tail applies to what is there at first; followed output all comes.
+        let mut filter = options.filter.clone();
+        loop {
+            // Checked before reading, so the last read after the container stopped sees all.
+            let running = options.follow && self.host.is_running(&c.id)?;
+            for entry in filter.apply(read_entries(&mut reader, &mut pending)?) {
+                emit(entry)?;
+            }
+            filter.tail = None;
+            if !running {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! One supervisor process per running container, in the role conmon or containerd-shim play:
-//! containers outlive whoever started them. [`launch`] re-executes the current program with
+//! containers outlive whoever started them. `launch` (its own module: the other side of the
+//! process boundary) re-executes the current program with
 //! [`SUPERVISOR_MARKER`]; the binary's `main` calls [`maybe_run_supervisor`] first thing, which
 //! runs the supervisor and exits (the way the sandbox's init is entered).
 //!
@@ -14,183 +15,30 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kiln_store::{ContainerRecord, ContainerStatus, Health, Store};
 
 use crate::attach::{AttachRequest, StreamType};
 use crate::error::{Result, RuntimeError};
 use crate::health::{healthcheck, run_health_checks};
-use crate::host::BeforeStart;
 use crate::logfile::LogWriter;
 use crate::pty::{Pty, PtyReader, set_window_size};
 use crate::spec::ContainerSpec;
 
 /// `argv[1]` of a supervisor process: `<exe> __kiln-supervise ROOT ID [attach-first]`.
 pub const SUPERVISOR_MARKER: &str = "__kiln-supervise";
-const ATTACH_FIRST: &str = "attach-first";
+pub(crate) const ATTACH_FIRST: &str = "attach-first";
 /// How long a start may take before the launcher gives up.
-const START_LIMIT: Duration = Duration::from_secs(60);
+pub(crate) const START_LIMIT: Duration = Duration::from_secs(60);
 /// How long the supervisor waits for the first client of an attach-first start.
 const ATTACH_LIMIT: Duration = Duration::from_secs(60);
 /// A client that takes longer than this to accept output is dropped, so one stuck client
 /// cannot stop the output of the others (or the log).
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Starts the supervisor of `record` and waits until it has started the container.
-pub(crate) fn launch(
-    store: &Store,
-    record: &ContainerRecord,
-    mut before_start: Option<BeforeStart<'_>>,
-) -> Result<()> {
-    let dir = store.container_dir(&record.id);
-    let log_path = dir.join("supervisor.log");
-    let diagnostics = std::fs::File::create(&log_path).map_err(RuntimeError::io(&log_path))?;
-    // Both outlive a `--rm` removal of the container directory, which a container that ends
-    // (or fails to start) before the first look below has already had.
-    let mut diagnostics_reader =
-        std::fs::File::open(&log_path).map_err(RuntimeError::io(&log_path))?;
-    let mut exit = Some(store.watch_container_exit(&record.id)?);
-    let exe = std::env::current_exe().map_err(RuntimeError::io("/proc/self/exe"))?;
-    let mut command = Command::new(exe);
-    command
-        .arg(SUPERVISOR_MARKER)
-        .arg(store.root())
-        .arg(&record.id);
-    if before_start.is_some() {
-        command.arg(ATTACH_FIRST);
-    }
-    // The supervisor's stdout is a pipe on which it announces each step (socket bound,
-    // container started or failed), so this process sleeps until there is news.
-    let (news, news_writer) = std::io::pipe().map_err(RuntimeError::io("pipe"))?;
-    command
-        .stdin(Stdio::null())
-        .stdout(news_writer)
-        .stderr(diagnostics);
-    let spawned = command.spawn();
-    // Our copy of the write end goes with the command, so the supervisor's exit reads as EOF.
-    drop(command);
-    let mut news = News::new(news);
-    let mut child = spawned.map_err(RuntimeError::io("/proc/self/exe"))?;
-    let started = record.state.started_at;
-    let deadline = Instant::now() + START_LIMIT;
-    let mut hooked = before_start.is_none();
-    loop {
-        if !hooked && let Some(hook) = before_start.as_mut() {
-            hooked = hook()?;
-        }
-        let now = match store.find_container(&record.id) {
-            Ok(now) => now,
-            Err(kiln_store::ContainerError::NoSuchContainer(_)) => {
-                // Removed by its own `--rm`: it ran (or failed to start, which the supervisor
-                // then said in its log) and its exit code is in the lock.
-                let code = match exit.take() {
-                    Some(watch) => watch.wait()?,
-                    None => None,
-                };
-                let mut log = String::new();
-                let _ = diagnostics_reader.read_to_string(&mut log);
-                return match start_failure(&log) {
-                    Some(message) => Err(RuntimeError::StartFailed {
-                        message,
-                        exit_code: code.unwrap_or(125),
-                    }),
-                    None => Ok(()),
-                };
-            }
-            Err(e) => return Err(e.into()),
-        };
-        // A state written by this start (not the one the container had before).
-        let fresh = now.state.started_at != started || now.state.finished_at.is_some();
-        match now.state.status {
-            ContainerStatus::Running if fresh => return Ok(()),
-            ContainerStatus::Exited if fresh && !now.state.error.is_empty() => {
-                return Err(RuntimeError::StartFailed {
-                    message: now.state.error,
-                    exit_code: now.state.exit_code,
-                });
-            }
-            _ => {}
-        }
-        if let Some(status) = child.try_wait().map_err(RuntimeError::io("supervisor"))? {
-            // It may have run a short container to its end and gone before the first look.
-            let Ok(now) = store.find_container(&record.id) else {
-                continue;
-            };
-            if now.state.started_at != started {
-                return if now.state.error.is_empty() {
-                    Ok(())
-                } else {
-                    Err(RuntimeError::StartFailed {
-                        message: now.state.error,
-                        exit_code: now.state.exit_code,
-                    })
-                };
-            }
-            return Err(RuntimeError::SupervisorDied {
-                name: record.name.clone(),
-                status: status.to_string(),
-                log: std::fs::read_to_string(&log_path).unwrap_or_default(),
-            });
-        }
-        if Instant::now() > deadline {
-            return Err(RuntimeError::SupervisorTimeout {
-                name: record.name.clone(),
-                seconds: START_LIMIT.as_secs(),
-            });
-        }
-        // Until the client is connected it is tried every millisecond; after that only news
-        // (or a slow timeout, in case) makes us look at the record again.
-        news.wait(if hooked {
-            Duration::from_millis(100)
-        } else {
-            Duration::from_millis(1)
-        });
-    }
-}
-
-/// A supervisor's announcements, read on a thread of their own so the launcher can wait for
-/// them with a timeout.
-#[derive(Debug)]
-struct News {
-    received: std::sync::mpsc::Receiver<()>,
-    eof: bool,
-}
-
-impl News {
-    fn new(mut pipe: std::io::PipeReader) -> News {
-        let (tx, received) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
-            // Ends at the supervisor's exit (EOF) or once the launcher stopped listening.
-            while matches!(pipe.read(&mut buf), Ok(n) if n > 0) {
-                if tx.send(()).is_err() {
-                    return;
-                }
-            }
-        });
-        News {
-            received,
-            eof: false,
-        }
-    }
-
-    /// Waits up to `limit` for an announcement (or the supervisor's end).
-    fn wait(&mut self, limit: Duration) {
-        if self.eof {
-            std::thread::sleep(limit.min(Duration::from_millis(10)));
-            return;
-        }
-        if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) =
-            self.received.recv_timeout(limit)
-        {
-            self.eof = true;
-        }
-    }
-}
 
 /// Tells the launcher to look at the record again (a byte on the supervisor's stdout). The
 /// launcher may be gone; that is no error.
@@ -201,13 +49,9 @@ fn announce() {
 
 /// What a supervisor writes to its log (its stderr) when the container cannot start, so the
 /// launcher learns why even after `--rm` removed the record that also says it.
-const START_FAILED: &str = "start failed: ";
-
-fn start_failure(log: &str) -> Option<String> {
-    log.lines()
-        .find_map(|l| l.strip_prefix(START_FAILED))
-        .map(str::to_owned)
-}
+pub(crate) const START_FAILED: &str = "start failed: ";
+/// What a supervisor writes to its log when another one already runs the container.
+pub(crate) const ALREADY_RUNNING: &str = "already running";
 
 /// Runs the supervisor if this process was started as one (and then exits); returns at once
 /// otherwise. Call it first thing in `main`.
@@ -377,7 +221,11 @@ fn handle_client(socket: UnixStream, streams: &Streams) -> std::io::Result<()> {
 
 /// The supervisor's work: runs the container `id` to its end.
 pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
-    let running = store.hold_container_running(id)?;
+    let Some(running) = store.try_hold_container_running(id)? else {
+        // Another supervisor runs it: a start that raced ours.
+        let _ = writeln!(std::io::stderr(), "{ALREADY_RUNNING}");
+        return Ok(());
+    };
     let record = store.find_container(id)?;
     let spec = ContainerSpec::read(store, id)?;
     let log = LogWriter::create(&store.container_dir(id).join("container.log"))?;

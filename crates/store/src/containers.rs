@@ -258,6 +258,12 @@ impl Store {
         )
     }
 
+    /// The running lock if no other process holds it (a second start of the same container
+    /// must not queue behind the first and run it again once it ends).
+    pub fn try_hold_container_running(&self, id: &str) -> Result<Option<StoreLock>, StoreError> {
+        try_lock_file(&self.container_dir(id).join("running.lock"))
+    }
+
     /// True while some process holds the container's running lock.
     pub fn container_is_running(&self, id: &str) -> Result<bool, StoreError> {
         let path = self.container_dir(id).join("running.lock");

@@ -8,7 +8,7 @@ use kiln_images::resolve_image;
 use kiln_runtime::{ContainerConfig, ContainerCreateRequest, HostConfig, Runtime};
 use kiln_store::ContainerRecord;
 
-use super::super::build::{RUN_NETWORKS, choose_network};
+use super::super::flags::{RUN_NETWORKS, choose_network};
 use super::super::{Env, parse_reference};
 use super::volumes::parse_mount_flag;
 use crate::cli::RunArgs;

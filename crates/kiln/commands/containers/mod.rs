@@ -10,15 +10,13 @@ pub mod run;
 pub mod terminal;
 pub mod volumes;
 
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use kiln_runtime::logfile::{LogFilter, read_entries};
-use kiln_runtime::{AttachRequest, Runtime, WaitCondition};
+use kiln_runtime::{AttachRequest, LogFilter, LogOptions, Runtime, WaitCondition};
 use kiln_store::{ContainerRecord, ContainerStatus, Store, Timestamp};
-use serde_json::json;
 
 pub use commit::commit;
 
@@ -161,7 +159,6 @@ fn parse_log_time(flag: &str, value: &str) -> Result<Timestamp> {
 }
 
 pub fn logs(store: &Store, args: &LogsArgs) -> Result<ExitCode> {
-    let c = store.find_container(&args.container)?;
     let filter = LogFilter {
         since: args
             .since
@@ -178,51 +175,34 @@ pub fn logs(store: &Store, args: &LogsArgs) -> Result<ExitCode> {
             n => Some(n.parse().with_context(|| format!("invalid --tail {n:?}"))?),
         },
     };
-    let path = store.container_dir(&c.id).join("container.log");
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(kiln_runtime::RuntimeError::NoLog(c.name).into());
-        }
-        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    let options = LogOptions {
+        filter,
+        follow: args.follow,
     };
-    let mut reader = BufReader::new(file);
-    let mut pending = Vec::new();
     let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
-    let mut first = true;
-    loop {
-        // Checked before reading, so the last read after the owner let go sees everything.
-        let running = args.follow && store.container_is_running(&c.id)?;
-        let mut entries = read_entries(&mut reader, &mut pending)?;
-        // The tail applies to what is there at first; followed output all comes.
-        entries = if first {
-            filter.apply(entries)
+    Runtime::new(store.clone()).logs(&args.container, &options, |entry| {
+        let text = if args.timestamps {
+            format!("{} {}", entry.time, entry.log)
         } else {
-            LogFilter {
-                tail: None,
-                ..filter.clone()
-            }
-            .apply(entries)
+            entry.log
         };
-        first = false;
-        for entry in entries {
-            let text = if args.timestamps {
-                format!("{} {}", entry.time, entry.log)
-            } else {
-                entry.log
-            };
-            if entry.stream == "stderr" {
-                stderr.write_all(text.as_bytes())?;
-            } else {
-                stdout.write_all(text.as_bytes())?;
-            }
-        }
-        stdout.flush()?;
-        if !running {
-            return Ok(ExitCode::SUCCESS);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        let (written, name) = if entry.stream == "stderr" {
+            (stderr.write_all(text.as_bytes()), "stderr")
+        } else {
+            (
+                stdout
+                    .write_all(text.as_bytes())
+                    .and_then(|()| stdout.flush()),
+                "stdout",
+            )
+        };
+        // A reader gone away (a closed pipe) ends a followed log too.
+        written.map_err(|source| kiln_runtime::RuntimeError::Io {
+            path: name.into(),
+            source,
+        })
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn stop(store: &Store, queries: &[String], grace: u64) -> Result<ExitCode> {
@@ -305,92 +285,6 @@ pub fn attach_command(env: &Env, query: &str, no_stdin: bool) -> Result<ExitCode
     let stream = rt.attach(&record.id, request.clone())?;
     attach::relay(env, &rt, &record, stream, request.stdin, false)?;
     attach::exit_code(&rt, &record, exit)
-}
-
-fn rfc3339_or_zero(t: Option<Timestamp>) -> String {
-    match t {
-        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        None => "0001-01-01T00:00:00Z".to_owned(),
-    }
-}
-
-/// Docker's `inspect` object for a container, `None` if `query` names none.
-pub fn inspect_json(store: &Store, query: &str) -> Result<Option<serde_json::Value>> {
-    let c = match store.find_container(query) {
-        Ok(c) => c,
-        Err(kiln_store::ContainerError::NoSuchContainer(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let mut args: Vec<&String> = c.config.entrypoint.iter().chain(&c.config.cmd).collect();
-    let path = if args.is_empty() {
-        String::new()
-    } else {
-        args.remove(0).clone()
-    };
-    let health = c.state.health.as_ref().map(|h| {
-        json!({
-            "Status": h.status.as_str(),
-            "FailingStreak": h.failing_streak,
-            "Log": h.log.iter().map(|p| json!({
-                "Start": rfc3339_or_zero(Some(p.start)),
-                "End": rfc3339_or_zero(Some(p.end)),
-                "ExitCode": p.exit_code,
-                "Output": p.output,
-            })).collect::<Vec<_>>(),
-        })
-    });
-    let running = c.state.status == ContainerStatus::Running;
-    let mut state = json!({
-        "Status": c.state.status.as_str(),
-        "Running": running,
-        "Paused": false,
-        "Restarting": false,
-        "OOMKilled": false,
-        "Dead": false,
-        "Pid": if running { c.state.pid } else { 0 },
-        "ExitCode": c.state.exit_code,
-        "Error": c.state.error,
-        "StartedAt": rfc3339_or_zero(c.state.started_at),
-        "FinishedAt": rfc3339_or_zero(c.state.finished_at),
-    });
-    if let Some(h) = health {
-        state["Health"] = h;
-    }
-    Ok(Some(json!({
-        "Id": c.id,
-        "Created": rfc3339_or_zero(Some(c.created)),
-        "Path": path,
-        "Args": args,
-        "State": state,
-        "Image": c.image_id,
-        "Name": format!("/{}", c.name),
-        "Mounts": c.mounts.iter().map(|m| json!({
-            "Type": m.kind.as_str(),
-            "Name": if m.name.is_empty() { None } else { Some(&m.name) },
-            "Source": m.source,
-            "Destination": m.destination,
-            "Driver": if m.kind == kiln_store::MountKind::Volume { "local" } else { "" },
-            "Mode": "",
-            "RW": m.rw,
-            "Propagation": "",
-        })).collect::<Vec<_>>(),
-        "Config": {
-            "Hostname": c.config.hostname,
-            "User": c.config.user,
-            "Tty": c.config.tty,
-            "OpenStdin": c.config.open_stdin,
-            "StdinOnce": c.config.stdin_once,
-            "Env": c.config.env,
-            "Cmd": c.config.cmd,
-            "Entrypoint": c.config.entrypoint,
-            "Image": c.image,
-            "WorkingDir": c.config.working_dir,
-            "Labels": c.config.labels,
-            "StopSignal": c.config.stop_signal,
-            "Healthcheck": c.config.healthcheck,
-        },
-        "HostConfig": { "AutoRemove": c.auto_remove },
-    })))
 }
 
 /// `kiln exec`: an exec instance created and started in the container, its exit code
