@@ -412,6 +412,7 @@ fn sigterm_stops_cleanly_stale_sockets_are_replaced_live_ones_refused() {
     std::thread::sleep(Duration::from_millis(200));
     let status = d.terminate();
     assert!(status.success(), "{status}: {}", d.log());
+    assert!(!d.socket.exists(), "the socket outlived its daemon");
     // A daemon killed outright leaves its socket file; the next one replaces it.
     let mut killed = Daemon::start(&k, &[], &[]);
     let socket = killed.socket.clone();
@@ -507,4 +508,47 @@ fn import_with_changes_and_load_errors_in_band() {
         d.get(&format!("/images/{}/json", &built[7..19])).json()["Id"],
         built.as_str()
     );
+}
+
+#[test]
+fn a_client_that_leaves_mid_pull_cancels_it() {
+    use kiln_testkit::{Fault, FaultProxy};
+    let k = Kiln::new();
+    let d = Daemon::start(&k, &[], &[]);
+    let stall = Fault::Stall {
+        duration: Duration::from_secs(3),
+        times: 1,
+    };
+    // Control: a pull whose first connection stalls completes once the registry client retries.
+    let proxy = FaultProxy::start(k.registry.port(), stall.clone()).unwrap();
+    let name = format!("{}/busybox", proxy.addr());
+    let r = d.request(
+        "POST",
+        &format!("/images/create?fromImage={name}&tag=latest"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(d.get(&format!("/images/{name}:latest/json")).status, 200);
+    assert_eq!(
+        d.request("DELETE", &format!("/images/{name}:latest"), &[], b"")
+            .status,
+        200
+    );
+
+    // The same pull, its client gone during the stall: it never completes.
+    let proxy = FaultProxy::start(k.registry.port(), stall).unwrap();
+    let name = format!("{}/busybox", proxy.addr());
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    write!(
+        s,
+        "POST /images/create?fromImage={name}&tag=latest HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(s);
+    std::thread::sleep(Duration::from_secs(8));
+    let r = d.get(&format!("/images/{name}:latest/json"));
+    assert_eq!(r.status, 404, "the abandoned pull completed: {}", r.text());
+    assert_eq!(d.get("/_ping").status, 200);
 }
