@@ -520,7 +520,7 @@ fn a_client_that_leaves_mid_pull_cancels_it() {
         times: 1,
     };
     // Control: a pull whose first connection stalls completes once the registry client retries.
-    let proxy = FaultProxy::start(k.registry.port(), stall.clone()).unwrap();
+    let proxy = FaultProxy::start(k.registry.port(), stall).unwrap();
     let name = format!("{}/busybox", proxy.addr());
     let r = d.request(
         "POST",
