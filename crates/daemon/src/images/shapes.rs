@@ -110,7 +110,8 @@ pub fn summary(img: &StoredImage, names: &[Reference]) -> Value {
         "Containers": -1,
         "Created": created_unix(img),
         "Id": img.config_digest.to_string(),
-        "Labels": if labels.is_empty() { Value::Null } else { json!(labels) },
+        // dockerd writes `null` for no labels; the spec wants an object, and clients take both.
+        "Labels": labels,
         "ParentId": "",
         "RepoDigests": [],
         "RepoTags": names.iter().map(Reference::familiar).collect::<Vec<_>>(),
