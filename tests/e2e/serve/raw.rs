@@ -552,3 +552,43 @@ fn a_client_that_leaves_mid_pull_cancels_it() {
     assert_eq!(r.status, 404, "the abandoned pull completed: {}", r.text());
     assert_eq!(d.get("/_ping").status, 200);
 }
+
+#[test]
+fn four_concurrent_builds_through_the_api_all_succeed() {
+    let k = Kiln::new();
+    let d = Daemon::start(&k, &[], &[]);
+    let results: Vec<(String, super::Response)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let d = &d;
+                let base = k.base.clone();
+                s.spawn(move || {
+                    let dockerfile =
+                        format!("FROM {base}\nRUN echo build-{i} > /which && sleep 1\nCOPY f /f\n");
+                    let tar = tar_of(&[
+                        ("Dockerfile", dockerfile.as_bytes()),
+                        ("f", format!("file {i}").as_bytes()),
+                    ]);
+                    (
+                        format!("par:{i}"),
+                        d.request("POST", &format!("/build?t=par%3A{i}"), &[], &tar),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ids = std::collections::BTreeSet::new();
+    for (name, r) in results {
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+        assert!(
+            r.lines().iter().all(|l| l.get("errorDetail").is_none()),
+            "{name}: {}",
+            r.text()
+        );
+        let inspect = d.get(&format!("/images/{name}/json"));
+        assert_eq!(inspect.status, 200, "{name}");
+        ids.insert(inspect.json()["Id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 4, "the four builds should give four images");
+}
