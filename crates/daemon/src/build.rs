@@ -63,6 +63,11 @@ fn parse_params(req: &Req) -> Result<Params, ApiError> {
     let build_args: BTreeMap<String, Option<String>> = q.json("buildargs")?.unwrap_or_default();
     let labels: BTreeMap<String, String> = q.json("labels")?.unwrap_or_default();
     let cache_from: Vec<String> = q.json("cachefrom")?.unwrap_or_default();
+    if let Some(remote) = q.get("remote").filter(|r| !r.trim().is_empty()) {
+        return Err(ApiError::bad_request(format!(
+            "remote {remote:?}: kiln builds only a context sent as a tar in the request body"
+        )));
+    }
     let extra_hosts = q.get("extrahosts").unwrap_or("").trim();
     if !extra_hosts.is_empty() {
         return Err(ApiError::bad_request(format!(

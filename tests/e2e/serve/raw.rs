@@ -108,6 +108,13 @@ fn bad_input_is_a_400_and_the_daemon_keeps_serving() {
             "invalid reference",
         ),
         ("GET", "/events?since=yesterday", b"", 400, "since"),
+        (
+            "POST",
+            "/build?remote=https%3A%2F%2Fexample.com%2Fctx.git",
+            b"",
+            400,
+            "remote",
+        ),
     ];
     for (method, path, body, status, text) in cases {
         let r = d.request(method, path, &[], body);
