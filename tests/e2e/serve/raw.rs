@@ -599,3 +599,34 @@ fn four_concurrent_builds_through_the_api_all_succeed() {
     }
     assert_eq!(ids.len(), 4, "the four builds should give four images");
 }
+
+#[test]
+fn removing_an_image_a_container_uses_is_a_409() {
+    let k = Kiln::new();
+    let d = Daemon::start(&k, &[], &[]);
+    k.ok(&["pull", &k.base]);
+    k.ok(&["tag", &k.base, "used:1"]);
+    // A stopped container of the CLI, in the store the daemon shares.
+    k.ok(&[
+        "run",
+        "--name",
+        "user-of-used",
+        "--network",
+        "none",
+        "used:1",
+        "true",
+    ]);
+    // Another name of the image goes freely, as with dockerd; the last one is refused.
+    let other = d.request("DELETE", &format!("/images/{}", k.base), &[], b"");
+    assert_eq!(other.status, 200, "{}", other.text());
+    let r = d.request("DELETE", "/v1.41/images/used:1", &[], b"");
+    assert_eq!(r.status, 409, "{}", r.text());
+    let message = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("unable to remove repository reference") && message.contains("must force"),
+        "{message}"
+    );
+    let forced = d.request("DELETE", "/images/used:1?force=1", &[], b"");
+    assert_eq!(forced.status, 200, "{}", forced.text());
+    assert_eq!(forced.json(), serde_json::json!([{ "Untagged": "used:1" }]));
+}
