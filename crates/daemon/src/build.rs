@@ -277,12 +277,15 @@ fn context_error(e: SolveError) -> ApiError {
 }
 
 /// A failed build: a RUN that exits non-zero in dockerd's words (the CLI and docker-py show
-/// them), with its exit code.
+/// them), with its exit code as `errorDetail.code` (the docker CLI exits with it).
 fn build_error(e: SolveError) -> ApiError {
     match &e {
-        SolveError::RunFailed { command, code, .. } => ApiError::bad_request(format!(
-            "The command '{command}' returned a non-zero code: {code}"
-        )),
+        SolveError::RunFailed { command, code, .. } => ApiError {
+            code: Some(i64::from(*code)),
+            ..ApiError::bad_request(format!(
+                "The command '{command}' returned a non-zero code: {code}"
+            ))
+        },
         _ => ApiError::from(e),
     }
 }

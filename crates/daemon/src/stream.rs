@@ -57,7 +57,11 @@ pub fn error(err: &ApiError) -> Response<Body> {
 /// A line of a JSON message stream: an error, as both `errorDetail` (the Go CLI reads it) and
 /// `error` (docker-py's build reads that one).
 pub fn error_line(err: &ApiError) -> Value {
-    json!({ "errorDetail": { "message": err.message }, "error": err.message })
+    let mut detail = json!({ "message": err.message });
+    if let Some(code) = err.code {
+        detail["code"] = json!(code);
+    }
+    json!({ "errorDetail": detail, "error": err.message })
 }
 
 enum Item {

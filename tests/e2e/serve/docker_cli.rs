@@ -144,6 +144,19 @@ fn docker_cli_builds_lists_inspects_tags_saves_loads_and_removes() {
     assert_eq!(again.trim(), id);
     // The kiln CLI shares the store.
     assert_eq!(k.image_id("web:1"), id);
+    // A failing RUN: the CLI shows dockerd's message and exits with the RUN's code.
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {}\nRUN exit 7\n", k.base),
+    )
+    .unwrap();
+    let failed = docker.run(&["build", "-t", "broken", "."], b"", Some(ctx.path()));
+    assert_eq!(failed.status.code(), Some(7), "{}", stderr(&failed));
+    assert!(
+        stderr(&failed).contains("returned a non-zero code: 7"),
+        "{}",
+        stderr(&failed)
+    );
     let missing = docker.run(&["rmi", "nope:1"], b"", None);
     assert!(
         stderr(&missing).contains("No such image: nope:1"),

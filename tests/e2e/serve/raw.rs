@@ -266,6 +266,7 @@ fn a_build_streams_legacy_lines_and_a_dropped_connection_cancels_it() {
         "{last}"
     );
     assert_eq!(last["error"], last["errorDetail"]["message"]);
+    assert_eq!(last["errorDetail"]["code"], 3);
 
     // The client leaves during a long RUN: the build is cancelled, its sandbox killed, no name.
     let long = format!("FROM {}\nRUN echo long-started && sleep 987\n", k.base);
