@@ -149,7 +149,10 @@ fn registry_config(header: Option<&str>) -> BTreeMap<String, kiln_registry::Cred
 pub async fn build(daemon: Arc<Daemon>, req: Req) -> Response<Body> {
     let params = match parse_params(&req) {
         Ok(p) => p,
-        Err(e) => return stream::error(&e),
+        Err(e) => {
+            crate::router::drain(req.body).await;
+            return stream::error(&e);
+        }
     };
     let credentials = registry_config(req.header("X-Registry-Config"));
     let reader = body_reader(req.body);
@@ -163,7 +166,7 @@ async fn run(
     daemon: Arc<Daemon>,
     params: Params,
     credentials: BTreeMap<String, kiln_registry::Credential>,
-    reader: impl std::io::Read + Send + 'static,
+    mut reader: impl std::io::Read + Send + 'static,
     out: Emitter,
 ) -> Result<(), ApiError> {
     let engine = Arc::clone(&daemon.engine);
@@ -181,7 +184,17 @@ async fn run(
     }
     let (unpacked, dockerfile, _lock) = blocking(move || {
         let lock = engine.store.lock_shared()?;
-        let unpacked = engine.unpack_context(reader).map_err(context_error)?;
+        let unpacked = match engine.unpack_context(&mut reader) {
+            Ok(unpacked) => unpacked,
+            Err(e) => {
+                // The rest of the body is read, so the client gets the 400, not a reset.
+                let _ = std::io::copy(
+                    &mut std::io::Read::take(&mut reader, 64 << 20),
+                    &mut std::io::sink(),
+                );
+                return Err(context_error(e));
+            }
+        };
         let dockerfile = unpacked
             .dockerfile(dockerfile_name.as_deref())
             .map_err(|e| match e {

@@ -65,6 +65,15 @@ pub async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, ApiErro
     }
 }
 
+/// Reads and discards what is left of a request body (at most `DRAIN_LIMIT`), so a client still
+/// sending it gets the error response instead of a reset connection.
+pub async fn drain(body: Incoming) {
+    let _ = read_limited(body, DRAIN_LIMIT).await;
+}
+
+/// The most a refused request's body is read for the client's sake.
+const DRAIN_LIMIT: usize = 64 << 20;
+
 pub async fn handle(daemon: Arc<Daemon>, req: Request<Incoming>) -> Response<Body> {
     let mut response = match route(daemon, req).await {
         Ok(response) => response,
