@@ -144,6 +144,31 @@ fn docker_cli_builds_lists_inspects_tags_saves_loads_and_removes() {
     assert_eq!(again.trim(), id);
     // The kiln CLI shares the store.
     assert_eq!(k.image_id("web:1"), id);
+    // docker events replays what the daemon did.
+    let until = (chrono::Utc::now().timestamp() + 1).to_string();
+    let events = docker.ok(&[
+        "events",
+        "--since",
+        "0",
+        "--until",
+        &until,
+        "--filter",
+        "type=image",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    for expected in [
+        "tag web:1",
+        "tag web:2",
+        "untag web:1",
+        "untag web:2",
+        "load",
+    ] {
+        assert!(
+            events.contains(expected),
+            "{expected:?} missing from:\n{events}"
+        );
+    }
     // A failing RUN: the CLI shows dockerd's message and exits with the RUN's code.
     std::fs::write(
         ctx.path().join("Dockerfile"),
