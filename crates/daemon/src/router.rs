@@ -158,7 +158,23 @@ const NOT_SUPPORTED: &[&str] = &[
     "/distribution",
 ];
 
+/// The largest request head served. hyper bounds its read buffer, but a head that arrives in
+/// one read is parsed whole, so the limit is also checked here on what was parsed.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let head_bytes: usize = req.uri().to_string().len()
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head_bytes > MAX_HEAD_BYTES {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("request head of {head_bytes} bytes is larger than {MAX_HEAD_BYTES}"),
+        ));
+    }
     let (parts, body) = req.into_parts();
     let raw_path = parts.uri.path().to_owned();
     let path = percent_decode(strip_version(&raw_path)?)?;

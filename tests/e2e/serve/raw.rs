@@ -131,14 +131,16 @@ fn bad_input_is_a_400_and_the_daemon_keeps_serving() {
     // A body too large for its operation.
     let big = vec![b' '; 2 << 20];
     assert_eq!(d.request("POST", "/auth", &[], &big).status, 413);
-    // Huge headers: refused by the HTTP layer.
-    let huge = "x".repeat(200 * 1024);
-    let mut s = UnixStream::connect(&d.socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = write!(s, "GET /_ping HTTP/1.1\r\nHost: x\r\nX-Big: {huge}\r\n\r\n");
-    let mut first = String::new();
-    let _ = BufReader::new(&s).read_line(&mut first);
-    assert!(first.is_empty() || first.contains("431"), "{first}");
+    // Huge headers: 431, whether hyper's buffer or the router's check catches them.
+    for size in [100 * 1024, 400 * 1024] {
+        let huge = "x".repeat(size);
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = write!(s, "GET /_ping HTTP/1.1\r\nHost: x\r\nX-Big: {huge}\r\n\r\n");
+        let mut first = String::new();
+        let _ = BufReader::new(&s).read_line(&mut first);
+        assert!(first.contains("431"), "{size}: {first}");
+    }
     // A slow client that never finishes its headers is dropped after the header timeout.
     let mut slow = UnixStream::connect(&d.socket).unwrap();
     slow.write_all(b"GET /_ping HTTP/1.1\r\nHost: x\r\n")
