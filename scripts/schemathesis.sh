@@ -55,7 +55,7 @@ for _ in $(seq 100); do [[ -S $work/kiln.sock ]] && break; sleep 0.1; done
 
 schemathesis run "$spec" --url "https://127.0.0.1:$port/v1.41" \
     --tls-verify ca.crt --request-cert client.crt --request-cert-key client.key \
-    --include-path-regex '^/(_ping|version|info|images/json|images/\{name\}/(json|tag|get)|images/\{name\}|images/get)$' \
+    --include-path-regex '^/(_ping|version|info|images/json|images/\{name\}/(json|tag|get|history)|images/\{name\}|images/get)$' \
     --checks not_a_server_error,response_schema_conformance \
     --request-timeout 30 --max-examples "${EXAMPLES:-25}" --workers 1 "$@" || status=$?
 if [[ ${status:-0} -ne 0 ]]; then

@@ -219,6 +219,7 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
             let name = name.join("/");
             match (&m, *op) {
                 (&Method::GET, "json") => crate::images::inspect(&daemon, &name).await,
+                (&Method::GET, "history") => crate::images::history(&daemon, &name).await,
                 (&Method::POST, "push") => crate::images::push(daemon, &name, req).await,
                 (&Method::POST, "tag") => crate::images::tag(&daemon, &name, &req.query).await,
                 (&Method::GET, "get") => crate::images::save(daemon, vec![name]).await,

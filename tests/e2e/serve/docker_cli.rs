@@ -118,6 +118,16 @@ fn docker_cli_builds_lists_inspects_tags_saves_loads_and_removes() {
         "web:1",
     ]);
     assert_eq!(inspected.trim(), format!("{id} docker"));
+    let history = docker.ok(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.ID}}|{{.CreatedBy}}",
+        "web:1",
+    ]);
+    let first = history.lines().next().unwrap_or_default();
+    assert!(first.starts_with(&format!("{id}|")), "{history}");
+    assert!(history.contains("COPY hello /hello"), "{history}");
     docker.ok(&["tag", "web:1", "web:2"]);
     let filtered = docker.ok(&[
         "images",
