@@ -35,8 +35,13 @@ command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rus
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 # docker-py's integration suite against `kiln serve` (scripts/docker-py.sh): the client at the
-# version its tests are taken from, and what the suite imports.
+# version its tests are taken from, and what the suite imports; schemathesis for the
+# property-based checks of the API against moby's spec (scripts/schemathesis.sh).
 if ! python3 -c 'import docker, pytest, pytest_timeout, paramiko; assert docker.__version__ == "7.2.0"' 2>/dev/null; then
   echo "setup: installing docker-py 7.2.0 and pytest" >&2
   python3 -m pip install -q docker==7.2.0 pytest pytest-timeout paramiko
 fi
+command -v schemathesis >/dev/null || {
+  echo "setup: installing schemathesis" >&2
+  python3 -m pip install -q schemathesis
+}

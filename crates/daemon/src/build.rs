@@ -63,6 +63,11 @@ fn parse_params(req: &Req) -> Result<Params, ApiError> {
     let build_args: BTreeMap<String, Option<String>> = q.json("buildargs")?.unwrap_or_default();
     let labels: BTreeMap<String, String> = q.json("labels")?.unwrap_or_default();
     let cache_from: Vec<String> = q.json("cachefrom")?.unwrap_or_default();
+    if let Some(remote) = q.get("remote").filter(|r| !r.trim().is_empty()) {
+        return Err(ApiError::bad_request(format!(
+            "remote {remote:?}: kiln builds only a context sent as a tar in the request body"
+        )));
+    }
     let extra_hosts = q.get("extrahosts").unwrap_or("").trim();
     if !extra_hosts.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -144,7 +149,10 @@ fn registry_config(header: Option<&str>) -> BTreeMap<String, kiln_registry::Cred
 pub async fn build(daemon: Arc<Daemon>, req: Req) -> Response<Body> {
     let params = match parse_params(&req) {
         Ok(p) => p,
-        Err(e) => return stream::error(&e),
+        Err(e) => {
+            crate::router::drain(req.body).await;
+            return stream::error(&e);
+        }
     };
     let credentials = registry_config(req.header("X-Registry-Config"));
     let reader = body_reader(req.body);
@@ -158,7 +166,7 @@ async fn run(
     daemon: Arc<Daemon>,
     params: Params,
     credentials: BTreeMap<String, kiln_registry::Credential>,
-    reader: impl std::io::Read + Send + 'static,
+    mut reader: impl std::io::Read + Send + 'static,
     out: Emitter,
 ) -> Result<(), ApiError> {
     let engine = Arc::clone(&daemon.engine);
@@ -176,7 +184,17 @@ async fn run(
     }
     let (unpacked, dockerfile, _lock) = blocking(move || {
         let lock = engine.store.lock_shared()?;
-        let unpacked = engine.unpack_context(reader).map_err(context_error)?;
+        let unpacked = match engine.unpack_context(&mut reader) {
+            Ok(unpacked) => unpacked,
+            Err(e) => {
+                // The rest of the body is read, so the client gets the 400, not a reset.
+                let _ = std::io::copy(
+                    &mut std::io::Read::take(&mut reader, 64 << 20),
+                    &mut std::io::sink(),
+                );
+                return Err(context_error(e));
+            }
+        };
         let dockerfile = unpacked
             .dockerfile(dockerfile_name.as_deref())
             .map_err(|e| match e {
@@ -272,12 +290,15 @@ fn context_error(e: SolveError) -> ApiError {
 }
 
 /// A failed build: a RUN that exits non-zero in dockerd's words (the CLI and docker-py show
-/// them), with its exit code.
+/// them), with its exit code as `errorDetail.code` (the docker CLI exits with it).
 fn build_error(e: SolveError) -> ApiError {
     match &e {
-        SolveError::RunFailed { command, code, .. } => ApiError::bad_request(format!(
-            "The command '{command}' returned a non-zero code: {code}"
-        )),
+        SolveError::RunFailed { command, code, .. } => ApiError {
+            code: Some(i64::from(*code)),
+            ..ApiError::bad_request(format!(
+                "The command '{command}' returned a non-zero code: {code}"
+            ))
+        },
         _ => ApiError::from(e),
     }
 }

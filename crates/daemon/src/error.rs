@@ -69,6 +69,9 @@ impl DaemonError {
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// `errorDetail.code` when the error goes in-band: a failed RUN's exit code, which the
+    /// docker CLI exits with.
+    pub code: Option<i64>,
 }
 
 impl ApiError {
@@ -76,6 +79,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            code: None,
         }
     }
 

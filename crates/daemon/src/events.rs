@@ -54,7 +54,13 @@ impl Event {
             let values = filters.get(name);
             values.is_empty() || values.iter().any(|v| test(v))
         };
-        any("type", &|v| v == self.kind)
+        // A filter on another kind of object (container, volume, network) keeps only events
+        // about such objects.
+        let other_kinds = ["container", "volume", "network"]
+            .iter()
+            .all(|k| *k == self.kind || filters.get(k).is_empty());
+        other_kinds
+            && any("type", &|v| v == self.kind)
             && any("event", &|v| v == self.action)
             && any("image", &|v| {
                 self.id == v
@@ -251,6 +257,8 @@ mod tests {
         assert!(!past[1].matches(&filters));
         let by_image = Filters::parse(Some(r#"{"image":["a:1"]}"#)).unwrap();
         assert!(past[0].matches(&by_image));
+        let by_container = Filters::parse(Some(r#"{"container":["web"]}"#)).unwrap();
+        assert!(!past[0].matches(&by_container));
         let json = past[0].to_json();
         assert_eq!(json["Type"], "image");
         assert_eq!(json["status"], "tag");

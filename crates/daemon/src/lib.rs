@@ -56,7 +56,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             header_timeout: Duration::from_secs(10),
-            max_header_bytes: 64 * 1024,
+            max_header_bytes: router::MAX_HEAD_BYTES,
             shutdown_grace: Duration::from_secs(10),
         }
     }

@@ -65,6 +65,15 @@ pub async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, ApiErro
     }
 }
 
+/// Reads and discards what is left of a request body (at most `DRAIN_LIMIT`), so a client still
+/// sending it gets the error response instead of a reset connection.
+pub async fn drain(body: Incoming) {
+    let _ = read_limited(body, DRAIN_LIMIT).await;
+}
+
+/// The most a refused request's body is read for the client's sake.
+const DRAIN_LIMIT: usize = 64 << 20;
+
 pub async fn handle(daemon: Arc<Daemon>, req: Request<Incoming>) -> Response<Body> {
     let mut response = match route(daemon, req).await {
         Ok(response) => response,
@@ -149,7 +158,23 @@ const NOT_SUPPORTED: &[&str] = &[
     "/distribution",
 ];
 
+/// The largest request head served. hyper bounds its read buffer, but a head that arrives in
+/// one read is parsed whole, so the limit is also checked here on what was parsed.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let head_bytes: usize = req.uri().to_string().len()
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head_bytes > MAX_HEAD_BYTES {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("request head of {head_bytes} bytes is larger than {MAX_HEAD_BYTES}"),
+        ));
+    }
     let (parts, body) = req.into_parts();
     let raw_path = parts.uri.path().to_owned();
     let path = percent_decode(strip_version(&raw_path)?)?;
@@ -194,6 +219,7 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
             let name = name.join("/");
             match (&m, *op) {
                 (&Method::GET, "json") => crate::images::inspect(&daemon, &name).await,
+                (&Method::GET, "history") => crate::images::history(&daemon, &name).await,
                 (&Method::POST, "push") => crate::images::push(daemon, &name, req).await,
                 (&Method::POST, "tag") => crate::images::tag(&daemon, &name, &req.query).await,
                 (&Method::GET, "get") => crate::images::save(daemon, vec![name]).await,

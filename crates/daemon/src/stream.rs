@@ -57,7 +57,11 @@ pub fn error(err: &ApiError) -> Response<Body> {
 /// A line of a JSON message stream: an error, as both `errorDetail` (the Go CLI reads it) and
 /// `error` (docker-py's build reads that one).
 pub fn error_line(err: &ApiError) -> Value {
-    json!({ "errorDetail": { "message": err.message }, "error": err.message })
+    let mut detail = json!({ "message": err.message });
+    if let Some(code) = err.code {
+        detail["code"] = json!(code);
+    }
+    json!({ "errorDetail": detail, "error": err.message })
 }
 
 enum Item {
@@ -272,5 +276,95 @@ impl std::io::Write for ChannelWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.send_buf()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    async fn body_text(response: Response<Body>) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn an_error_before_the_first_line_is_a_status() {
+        rt().block_on(async {
+            let r =
+                json_stream(|_out| async { Err(ApiError::not_found("No such image: x")) }).await;
+            assert_eq!(r.status(), StatusCode::NOT_FOUND);
+            assert_eq!(body_text(r).await, "{\"message\":\"No such image: x\"}\n");
+        });
+    }
+
+    #[test]
+    fn an_error_after_a_line_is_in_band() {
+        rt().block_on(async {
+            let r = json_stream(|out| async move {
+                out.stream("Step 1/1 : RUN false\n");
+                Err(ApiError {
+                    code: Some(1),
+                    ..ApiError::bad_request("The command 'false' returned a non-zero code: 1")
+                })
+            })
+            .await;
+            assert_eq!(r.status(), StatusCode::OK);
+            let text = body_text(r).await;
+            let lines: Vec<Value> = text
+                .split("\r\n")
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(lines[0]["stream"], "Step 1/1 : RUN false\n");
+            assert_eq!(lines[1]["errorDetail"]["code"], 1);
+            assert_eq!(lines[1]["error"], lines[1]["errorDetail"]["message"]);
+        });
+    }
+
+    #[test]
+    fn in_band_streams_commit_at_once() {
+        rt().block_on(async {
+            let r = json_stream_in_band(|_out| async { Err(ApiError::bad_request("bad archive")) })
+                .await;
+            assert_eq!(r.status(), StatusCode::OK);
+            assert!(
+                body_text(r)
+                    .await
+                    .contains("\"errorDetail\":{\"message\":\"bad archive\"}")
+            );
+        });
+    }
+
+    #[test]
+    fn a_dropped_response_drops_the_producer() {
+        rt().block_on(async {
+            let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
+            struct Guard(Option<tokio::sync::oneshot::Sender<()>>);
+            impl Drop for Guard {
+                fn drop(&mut self) {
+                    let _ = self.0.take().map(|tx| tx.send(()));
+                }
+            }
+            let r = json_stream(|out| async move {
+                let _guard = Guard(Some(dropped_tx));
+                out.stream("started\n");
+                std::future::pending::<()>().await;
+                Ok(())
+            })
+            .await;
+            drop(r);
+            tokio::time::timeout(std::time::Duration::from_secs(5), dropped_rx)
+                .await
+                .expect("the producer outlived its response")
+                .unwrap();
+        });
     }
 }

@@ -111,7 +111,9 @@ fn os_release() -> (String, String) {
 }
 
 /// `GET /info`: `SystemInfo` with every field dockerd 1.41 has; what kiln has no notion of is
-/// given dockerd's zero value.
+/// given dockerd's zero value, except where the spec wants a type dockerd's `null` is not
+/// (`Warnings`, `GenericResources`, `Plugins.Authorization` are `[]`) and `Isolation`, which
+/// dockerd leaves empty on Linux and the spec allows only Windows values for (left out).
 pub async fn info(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
     let store = daemon.store().clone();
     let counts = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
@@ -156,7 +158,7 @@ pub async fn info(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
         "Driver": "overlay2",
         "DriverStatus": [["Backing Filesystem", "kiln store"], ["Supports d_type", "true"]],
         "DockerRootDir": root,
-        "Plugins": { "Volume": ["local"], "Network": ["none", "host"], "Authorization": null, "Log": ["json-file"] },
+        "Plugins": { "Volume": ["local"], "Network": ["none", "host"], "Authorization": [], "Log": ["json-file"] },
         "MemoryLimit": true,
         "SwapLimit": true,
         "KernelMemory": false,
@@ -195,7 +197,7 @@ pub async fn info(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
             },
             "Mirrors": [],
         },
-        "GenericResources": null,
+        "GenericResources": [],
         "HttpProxy": std::env::var("HTTP_PROXY").unwrap_or_default(),
         "HttpsProxy": std::env::var("HTTPS_PROXY").unwrap_or_default(),
         "NoProxy": std::env::var("NO_PROXY").unwrap_or_default(),
@@ -212,7 +214,6 @@ pub async fn info(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
             "ControlAvailable": false, "Error": "", "RemoteManagers": null
         },
         "LiveRestoreEnabled": false,
-        "Isolation": "",
         "InitBinary": "",
         "ContainerdCommit": { "ID": "", "Expected": "" },
         "RuncCommit": { "ID": "", "Expected": "" },
@@ -220,7 +221,7 @@ pub async fn info(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
         "SecurityOptions": ["name=seccomp,profile=builtin"],
         "ProductLicense": "",
         "DefaultAddressPools": [],
-        "Warnings": null,
+        "Warnings": [],
     });
     Ok(stream::json(StatusCode::OK, &body))
 }

@@ -118,6 +118,16 @@ fn docker_cli_builds_lists_inspects_tags_saves_loads_and_removes() {
         "web:1",
     ]);
     assert_eq!(inspected.trim(), format!("{id} docker"));
+    let history = docker.ok(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.ID}}|{{.CreatedBy}}",
+        "web:1",
+    ]);
+    let first = history.lines().next().unwrap_or_default();
+    assert!(first.starts_with(&format!("{id}|")), "{history}");
+    assert!(history.contains("COPY hello /hello"), "{history}");
     docker.ok(&["tag", "web:1", "web:2"]);
     let filtered = docker.ok(&[
         "images",
@@ -144,6 +154,44 @@ fn docker_cli_builds_lists_inspects_tags_saves_loads_and_removes() {
     assert_eq!(again.trim(), id);
     // The kiln CLI shares the store.
     assert_eq!(k.image_id("web:1"), id);
+    // docker events replays what the daemon did.
+    let until = (chrono::Utc::now().timestamp() + 1).to_string();
+    let events = docker.ok(&[
+        "events",
+        "--since",
+        "0",
+        "--until",
+        &until,
+        "--filter",
+        "type=image",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    for expected in [
+        "tag web:1",
+        "tag web:2",
+        "untag web:1",
+        "untag web:2",
+        "load",
+    ] {
+        assert!(
+            events.contains(expected),
+            "{expected:?} missing from:\n{events}"
+        );
+    }
+    // A failing RUN: the CLI shows dockerd's message and exits with the RUN's code.
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {}\nRUN exit 7\n", k.base),
+    )
+    .unwrap();
+    let failed = docker.run(&["build", "-t", "broken", "."], b"", Some(ctx.path()));
+    assert_eq!(failed.status.code(), Some(7), "{}", stderr(&failed));
+    assert!(
+        stderr(&failed).contains("returned a non-zero code: 7"),
+        "{}",
+        stderr(&failed)
+    );
     let missing = docker.run(&["rmi", "nope:1"], b"", None);
     assert!(
         stderr(&missing).contains("No such image: nope:1"),

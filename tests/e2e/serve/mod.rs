@@ -1,8 +1,10 @@
 //! `kiln serve`: the daemon started as a process against a temp store and socket, driven by
-//! raw HTTP over the socket (`raw.rs`, for the wire details) and by the real docker CLI
+//! raw HTTP over the socket (`raw.rs` for the wire details, `builds.rs`, `images.rs`) and by the real docker CLI
 //! (`docker_cli.rs`).
 
+mod builds;
 mod docker_cli;
+mod images;
 mod raw;
 
 use std::io::{Read, Write};
@@ -80,7 +82,9 @@ impl Daemon {
         // The daemon may answer (413) and close before reading a body it refuses.
         let _ = stream.write_all(body);
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).unwrap();
+        if let Err(e) = stream.read_to_end(&mut raw) {
+            assert!(!raw.is_empty(), "{method} {path}: no response: {e}");
+        }
         Response::parse(&raw)
     }
 

@@ -1,14 +1,13 @@
 //! The wire details, over raw HTTP on the daemon's socket: headers on every response,
-//! versioned and bare paths, JSON 404s, 400s for bad input (the daemon keeps serving), a
-//! hostile build context refused, a dropped connection cancelling its build, events, and
-//! SIGTERM / stale-socket handling.
+//! versioned and bare paths, JSON 404s, 400s for bad input (the daemon keeps serving), SIGTERM
+//! and stale-socket handling.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use super::super::harness::{Kiln, assert_success, stderr};
-use super::{Daemon, tar_of};
+use super::Daemon;
 
 fn assert_api_headers(r: &super::Response) {
     assert_eq!(r.header("Api-Version"), Some("1.41"), "{:?}", r.headers);
@@ -108,6 +107,13 @@ fn bad_input_is_a_400_and_the_daemon_keeps_serving() {
             "invalid reference",
         ),
         ("GET", "/events?since=yesterday", b"", 400, "since"),
+        (
+            "POST",
+            "/build?remote=https%3A%2F%2Fexample.com%2Fctx.git",
+            b"",
+            400,
+            "remote",
+        ),
     ];
     for (method, path, body, status, text) in cases {
         let r = d.request(method, path, &[], body);
@@ -125,14 +131,16 @@ fn bad_input_is_a_400_and_the_daemon_keeps_serving() {
     // A body too large for its operation.
     let big = vec![b' '; 2 << 20];
     assert_eq!(d.request("POST", "/auth", &[], &big).status, 413);
-    // Huge headers: refused by the HTTP layer.
-    let huge = "x".repeat(200 * 1024);
-    let mut s = UnixStream::connect(&d.socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = write!(s, "GET /_ping HTTP/1.1\r\nHost: x\r\nX-Big: {huge}\r\n\r\n");
-    let mut first = String::new();
-    let _ = BufReader::new(&s).read_line(&mut first);
-    assert!(first.is_empty() || first.contains("431"), "{first}");
+    // Huge headers: 431, whether hyper's buffer or the router's check catches them.
+    for size in [100 * 1024, 400 * 1024] {
+        let huge = "x".repeat(size);
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = write!(s, "GET /_ping HTTP/1.1\r\nHost: x\r\nX-Big: {huge}\r\n\r\n");
+        let mut first = String::new();
+        let _ = BufReader::new(&s).read_line(&mut first);
+        assert!(first.contains("431"), "{size}: {first}");
+    }
     // A slow client that never finishes its headers is dropped after the header timeout.
     let mut slow = UnixStream::connect(&d.socket).unwrap();
     slow.write_all(b"GET /_ping HTTP/1.1\r\nHost: x\r\n")
@@ -148,250 +156,6 @@ fn bad_input_is_a_400_and_the_daemon_keeps_serving() {
     );
     // Still serving.
     assert_eq!(d.get("/_ping").status, 200);
-}
-
-#[test]
-fn a_hostile_build_context_is_refused_and_nothing_is_written_outside() {
-    let k = Kiln::new();
-    let d = Daemon::start(&k, &[], &[]);
-    let outside = tempfile::tempdir().unwrap();
-    let marker = outside.path().join("escaped");
-    let rel = marker.to_str().unwrap().trim_start_matches('/').to_owned();
-    let deep = format!("../../../../../../../../{rel}");
-    let absolute = marker.to_str().unwrap().to_owned();
-    for name in [deep.as_str(), absolute.as_str()] {
-        let tar = tar_of(&[("Dockerfile", b"FROM scratch\n"), (name, b"x")]);
-        let r = d.request(
-            "POST",
-            "/build?t=evil",
-            &[("Content-Type", "application/x-tar")],
-            &tar,
-        );
-        assert_eq!(r.status, 400, "{name}: {}", r.text());
-        assert!(
-            r.json()["message"].as_str().unwrap().contains(name),
-            "{}",
-            r.text()
-        );
-        assert!(!marker.exists(), "{name} wrote outside the context");
-    }
-    let tmp: Vec<_> = std::fs::read_dir(k.root.path().join("tmp"))
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(tmp.is_empty(), "left in tmp/: {tmp:?}");
-    // A missing Dockerfile fails before the stream starts: a real status, not 200.
-    let r = d.request(
-        "POST",
-        "/build?dockerfile=nope",
-        &[],
-        &tar_of(&[("Dockerfile", b"FROM scratch\n")]),
-    );
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert!(
-        r.text().contains("Cannot locate specified Dockerfile"),
-        "{}",
-        r.text()
-    );
-    assert_eq!(d.get("/_ping").status, 200);
-    assert_eq!(d.get("/images/evil/json").status, 404);
-}
-
-#[test]
-fn a_build_streams_legacy_lines_and_a_dropped_connection_cancels_it() {
-    let k = Kiln::new();
-    let d = Daemon::start(&k, &[], &[]);
-    let dockerfile = format!("FROM {}\nRUN echo built-through-the-api\n", k.base);
-    let tar = tar_of(&[("Dockerfile", dockerfile.as_bytes())]);
-    let labels = "%7B%22team%22%3A%22kiln%22%7D";
-    let r = d.request(
-        "POST",
-        &format!("/v1.41/build?t=api%3A1&t=api%3A2&labels={labels}&buildargs=%7B%7D&cachefrom=%5B%5D&rm=1"),
-        &[("Content-Type", "application/x-tar"), ("X-Registry-Config", "e30=")],
-        &tar,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.header("Content-Type"), Some("application/json"));
-    assert!(
-        r.header("Transfer-Encoding")
-            .is_some_and(|t| t.contains("chunked"))
-    );
-    let lines = r.lines();
-    let streams: String = lines.iter().filter_map(|l| l["stream"].as_str()).collect();
-    assert!(
-        streams.contains("Step 2/2 : RUN echo built-through-the-api"),
-        "{streams}"
-    );
-    assert!(streams.contains("built-through-the-api\n"), "{streams}");
-    let id = lines
-        .iter()
-        .find_map(|l| l["aux"]["ID"].as_str())
-        .expect("aux ID")
-        .to_owned();
-    assert!(
-        streams.contains(&format!("Successfully built {}", &id[7..19])),
-        "{streams}"
-    );
-    assert!(
-        streams.contains("Successfully tagged api:1\n")
-            && streams.contains("Successfully tagged api:2\n")
-    );
-    let inspect = d.get("/images/api:2/json").json();
-    assert_eq!(inspect["Id"], id.as_str());
-    assert_eq!(inspect["Config"]["Labels"]["team"], "kiln");
-    // The CLI sees the same image in the same store.
-    assert_eq!(k.image_id("api:1"), id);
-
-    // A failing RUN after the stream started: in-band errorDetail and error.
-    let failing = format!("FROM {}\nRUN exit 3\n", k.base);
-    let r = d.request(
-        "POST",
-        "/build?t=bad",
-        &[],
-        &tar_of(&[("Dockerfile", failing.as_bytes())]),
-    );
-    assert_eq!(r.status, 200);
-    let last = r.lines().pop().unwrap();
-    assert!(
-        last["errorDetail"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("returned a non-zero code: 3"),
-        "{last}"
-    );
-    assert_eq!(last["error"], last["errorDetail"]["message"]);
-
-    // The client leaves during a long RUN: the build is cancelled, its sandbox killed, no name.
-    let long = format!("FROM {}\nRUN echo long-started && sleep 987\n", k.base);
-    let body = tar_of(&[("Dockerfile", long.as_bytes())]);
-    let mut s = UnixStream::connect(&d.socket).unwrap();
-    write!(
-        s,
-        "POST /build?t=cancelled HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(&body).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let mut reader = BufReader::new(s.try_clone().unwrap());
-    let mut seen = String::new();
-    while !seen.contains("long-started\\n") {
-        let mut line = String::new();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "stream ended: {seen}"
-        );
-        seen.push_str(&line);
-    }
-    // The echo ran; the sleep is exec'd right after it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sleepers() == 0 {
-        assert!(Instant::now() < deadline, "the RUN is not running");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    drop(reader);
-    drop(s);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sleepers() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the build's RUN outlived its client\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(d.get("/images/cancelled/json").status, 404);
-    assert_eq!(d.get("/_ping").status, 200);
-}
-
-/// Processes running the long RUN's `sleep 987`.
-fn sleepers() -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00987\x00"))
-        .count()
-}
-
-#[test]
-fn image_operations_report_events() {
-    let k = Kiln::new();
-    let d = Daemon::start(&k, &[], &[]);
-    let since = chrono::Utc::now().timestamp() - 1;
-    let r = d.request(
-        "POST",
-        &format!("/images/create?fromImage={}", k.base),
-        &[],
-        b"",
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let lines = r.lines();
-    assert!(
-        lines.iter().any(|l| l["status"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("Digest: sha256:"))),
-        "{lines:?}"
-    );
-    let id = d.get(&format!("/images/{}/json", k.base)).json()["Id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(
-        d.request(
-            "POST",
-            &format!("/images/{}/tag?repo=ev&tag=1", k.base),
-            &[],
-            b""
-        )
-        .status,
-        201
-    );
-    let removed = d.request("DELETE", "/images/ev:1", &[], b"").json();
-    assert_eq!(removed, serde_json::json!([{ "Untagged": "ev:1" }]));
-    // A missing image in a reachable registry is an HTTP 404 before any stream.
-    let missing = d.request(
-        "POST",
-        &format!(
-            "/images/create?fromImage={}/nothere&tag=1",
-            k.registry.addr()
-        ),
-        &[],
-        b"",
-    );
-    assert_eq!(missing.status, 404, "{}", missing.text());
-    let until = chrono::Utc::now().timestamp() + 1;
-    let r = d.get(&format!("/events?since={since}&until={until}"));
-    assert_eq!(r.status, 200);
-    let events = r.lines();
-    let actions: Vec<&str> = events.iter().filter_map(|e| e["Action"].as_str()).collect();
-    assert_eq!(actions, ["pull", "tag", "untag"], "{events:?}");
-    assert_eq!(events[1]["Actor"]["ID"], id.as_str());
-    assert_eq!(events[1]["Actor"]["Attributes"]["name"], "ev:1");
-    assert_eq!(events[1]["Type"], "image");
-    let filtered = d
-        .get(&format!(
-            "/events?since={since}&until={until}&filters=%7B%22event%22%3A%5B%22untag%22%5D%7D"
-        ))
-        .lines();
-    assert_eq!(filtered.len(), 1);
-    // A live stream sees what happens after it opened.
-    let mut s = UnixStream::connect(&d.socket).unwrap();
-    write!(s, "GET /events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut reader = BufReader::new(s.try_clone().unwrap());
-    let mut status = String::new();
-    reader.read_line(&mut status).unwrap();
-    assert!(status.contains("200"), "{status}");
-    assert_eq!(
-        d.request("POST", &format!("/images/{id}/tag?repo=live"), &[], b"")
-            .status,
-        201
-    );
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut got = String::new();
-    while !got.contains("\"live:latest\"") {
-        let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "{got}");
-        got.push_str(&line);
-    }
 }
 
 #[test]
@@ -412,6 +176,7 @@ fn sigterm_stops_cleanly_stale_sockets_are_replaced_live_ones_refused() {
     std::thread::sleep(Duration::from_millis(200));
     let status = d.terminate();
     assert!(status.success(), "{status}: {}", d.log());
+    assert!(!d.socket.exists(), "the socket outlived its daemon");
     // A daemon killed outright leaves its socket file; the next one replaces it.
     let mut killed = Daemon::start(&k, &[], &[]);
     let socket = killed.socket.clone();
@@ -439,72 +204,4 @@ fn sigterm_stops_cleanly_stale_sockets_are_replaced_live_ones_refused() {
     assert!(!tcp.status.success());
     assert!(stderr(&tcp).contains("plain TCP"), "{}", stderr(&tcp));
     assert_success(&k.cmd(&["images"]), &["images"]);
-}
-
-#[test]
-fn import_with_changes_and_load_errors_in_band() {
-    let k = Kiln::new();
-    let d = Daemon::start(&k, &[], &[]);
-    let rootfs = tar_of(&[("hello.txt", b"imported\n")]);
-    let r = d.request(
-        "POST",
-        "/images/create?fromSrc=-&repo=imp&tag=1&changes=USER%20foobar&changes=CMD%20%5B%22echo%22%5D",
-        &[("Content-Type", "application/x-tar")],
-        &rootfs,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let id = r.lines().pop().unwrap()["status"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(id.starts_with("sha256:"), "{id}");
-    let inspect = d.get(&format!("/images/{}/json", &id[7..19])).json();
-    assert_eq!(inspect["Config"]["User"], "foobar");
-    assert_eq!(inspect["Config"]["Cmd"], serde_json::json!(["echo"]));
-    assert_eq!(inspect["RepoTags"], serde_json::json!(["imp:1"]));
-    // A change that cannot apply is refused before anything is imported.
-    let bad = d.request(
-        "POST",
-        "/images/create?fromSrc=-&repo=imp2&changes=RUN%20true",
-        &[],
-        &rootfs,
-    );
-    assert_eq!(bad.status, 400, "{}", bad.text());
-    assert_eq!(d.get("/images/imp2/json").status, 404);
-    // A fromSrc URL is not fetched.
-    assert_eq!(
-        d.request(
-            "POST",
-            "/images/create?fromSrc=http%3A%2F%2Fx%2Fa.tar",
-            &[],
-            b""
-        )
-        .status,
-        501
-    );
-    // images/load reports a bad archive in-band (docker-py raises ImageLoadError from it).
-    let r = d.request(
-        "POST",
-        "/images/load",
-        &[("Content-Type", "application/x-tar")],
-        b"abc",
-    );
-    assert_eq!(r.status, 200);
-    let last = r.lines().pop().unwrap();
-    assert!(last["errorDetail"]["message"].is_string(), "{last}");
-    // An unnamed image (no -t) is found by its ID, as dockerd finds it.
-    let tar = tar_of(&[(
-        "Dockerfile",
-        format!("FROM {}\nRUN echo unnamed > /u\n", k.base).as_bytes(),
-    )]);
-    let r = d.request("POST", "/build", &[], &tar);
-    let built = r
-        .lines()
-        .iter()
-        .find_map(|l| l["aux"]["ID"].as_str().map(str::to_owned))
-        .expect("aux ID");
-    assert_eq!(
-        d.get(&format!("/images/{}/json", &built[7..19])).json()["Id"],
-        built.as_str()
-    );
 }

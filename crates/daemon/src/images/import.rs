@@ -42,9 +42,12 @@ pub async fn import(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, Api
         .into_iter()
         .map(str::to_owned)
         .collect();
-    // Checked before the body is read, so a bad change is a 400 with nothing imported.
+    // Checked before anything is imported, so a bad change is a 400 that leaves nothing.
     let mut probe = ContainerConfig::default();
-    apply_changes(&mut probe, &changes)?;
+    if let Err(e) = apply_changes(&mut probe, &changes) {
+        crate::router::drain(req.body).await;
+        return Err(e);
+    }
     let reader = body_reader(req.body);
     Ok(stream::json_stream(move |out| async move {
         let d = Arc::clone(&daemon);

@@ -177,6 +177,19 @@ pub async fn inspect(daemon: &Arc<Daemon>, name: &str) -> Result<Response<Body>,
     Ok(stream::json(StatusCode::OK, &shapes::inspect(&img, &names)))
 }
 
+/// `GET /images/{name}/history`.
+pub async fn history(daemon: &Arc<Daemon>, name: &str) -> Result<Response<Body>, ApiError> {
+    let d = Arc::clone(daemon);
+    let query = name.to_owned();
+    let (img, names) = blocking(move || {
+        let img = find(d.store(), &query)?;
+        let names = names_of(&d, &img)?;
+        Ok((img, names))
+    })
+    .await?;
+    Ok(stream::json(StatusCode::OK, &shapes::history(&img, &names)))
+}
+
 /// `POST /images/create?fromImage=&tag=`: a pull. Nothing is streamed until the registry has
 /// answered for the image, so a missing image or refused credentials are an HTTP error.
 pub async fn create(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, ApiError> {

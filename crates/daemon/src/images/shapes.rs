@@ -110,7 +110,8 @@ pub fn summary(img: &StoredImage, names: &[Reference]) -> Value {
         "Containers": -1,
         "Created": created_unix(img),
         "Id": img.config_digest.to_string(),
-        "Labels": if labels.is_empty() { Value::Null } else { json!(labels) },
+        // dockerd writes `null` for no labels; the spec wants an object, and clients take both.
+        "Labels": labels,
         "ParentId": "",
         "RepoDigests": [],
         "RepoTags": names.iter().map(Reference::familiar).collect::<Vec<_>>(),
@@ -118,6 +119,44 @@ pub fn summary(img: &StoredImage, names: &[Reference]) -> Value {
         "Size": img.size(),
         "VirtualSize": img.size(),
     })
+}
+
+/// `GET /images/{name}/history`: newest first; the newest entry carries the image ID and its
+/// names, older ones `<missing>` (dockerd knows no IDs for them either, once pulled). `Size`
+/// is the layer blob's size as stored (dockerd gives the unpacked size).
+pub fn history(img: &StoredImage, names: &[Reference]) -> Value {
+    let mut layers = img.manifest.layers.iter();
+    let mut rows: Vec<Value> = img
+        .config
+        .history
+        .iter()
+        .map(|h| {
+            let size = if h.empty_layer {
+                0
+            } else {
+                layers.next().map_or(0, |l| l.size)
+            };
+            let created = h
+                .created
+                .as_deref()
+                .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                .map_or(0, |t| t.timestamp());
+            json!({
+                "Id": "<missing>",
+                "Created": created,
+                "CreatedBy": h.created_by.clone().unwrap_or_default(),
+                "Tags": null,
+                "Size": size,
+                "Comment": h.comment.clone().unwrap_or_default(),
+            })
+        })
+        .collect();
+    rows.reverse();
+    if let Some(top) = rows.first_mut() {
+        top["Id"] = json!(img.config_digest.to_string());
+        top["Tags"] = json!(names.iter().map(Reference::familiar).collect::<Vec<_>>());
+    }
+    Value::Array(rows)
 }
 
 #[cfg(test)]

@@ -1,0 +1,212 @@
+//! `POST /build` over raw HTTP: the legacy stream, a hostile context refused with nothing
+//! written outside the store, a dropped connection cancelling its build, concurrent builds.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use super::super::harness::Kiln;
+use super::{Daemon, tar_of};
+
+#[test]
+fn a_hostile_build_context_is_refused_and_nothing_is_written_outside() {
+    let k = Kiln::new();
+    let d = Daemon::start(&k, &[], &[]);
+    let outside = tempfile::tempdir().unwrap();
+    let marker = outside.path().join("escaped");
+    let rel = marker.to_str().unwrap().trim_start_matches('/').to_owned();
+    let deep = format!("../../../../../../../../{rel}");
+    let absolute = marker.to_str().unwrap().to_owned();
+    for name in [deep.as_str(), absolute.as_str()] {
+        let tar = tar_of(&[("Dockerfile", b"FROM scratch\n"), (name, b"x")]);
+        let r = d.request(
+            "POST",
+            "/build?t=evil",
+            &[("Content-Type", "application/x-tar")],
+            &tar,
+        );
+        assert_eq!(r.status, 400, "{name}: {}", r.text());
+        assert!(
+            r.json()["message"].as_str().unwrap().contains(name),
+            "{}",
+            r.text()
+        );
+        assert!(!marker.exists(), "{name} wrote outside the context");
+    }
+    let tmp: Vec<_> = std::fs::read_dir(k.root.path().join("tmp"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "left in tmp/: {tmp:?}");
+    // A missing Dockerfile fails before the stream starts: a real status, not 200.
+    let r = d.request(
+        "POST",
+        "/build?dockerfile=nope",
+        &[],
+        &tar_of(&[("Dockerfile", b"FROM scratch\n")]),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("Cannot locate specified Dockerfile"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(d.get("/_ping").status, 200);
+    assert_eq!(d.get("/images/evil/json").status, 404);
+}
+
+#[test]
+fn a_build_streams_legacy_lines_and_a_dropped_connection_cancels_it() {
+    let k = Kiln::new();
+    let d = Daemon::start(&k, &[], &[]);
+    let dockerfile = format!("FROM {}\nRUN echo built-through-the-api\n", k.base);
+    let tar = tar_of(&[("Dockerfile", dockerfile.as_bytes())]);
+    let labels = "%7B%22team%22%3A%22kiln%22%7D";
+    let r = d.request(
+        "POST",
+        &format!("/v1.41/build?t=api%3A1&t=api%3A2&labels={labels}&buildargs=%7B%7D&cachefrom=%5B%5D&rm=1"),
+        &[("Content-Type", "application/x-tar"), ("X-Registry-Config", "e30=")],
+        &tar,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    assert!(
+        r.header("Transfer-Encoding")
+            .is_some_and(|t| t.contains("chunked"))
+    );
+    let lines = r.lines();
+    let streams: String = lines.iter().filter_map(|l| l["stream"].as_str()).collect();
+    assert!(
+        streams.contains("Step 2/2 : RUN echo built-through-the-api"),
+        "{streams}"
+    );
+    assert!(streams.contains("built-through-the-api\n"), "{streams}");
+    let id = lines
+        .iter()
+        .find_map(|l| l["aux"]["ID"].as_str())
+        .expect("aux ID")
+        .to_owned();
+    assert!(
+        streams.contains(&format!("Successfully built {}", &id[7..19])),
+        "{streams}"
+    );
+    assert!(
+        streams.contains("Successfully tagged api:1\n")
+            && streams.contains("Successfully tagged api:2\n")
+    );
+    let inspect = d.get("/images/api:2/json").json();
+    assert_eq!(inspect["Id"], id.as_str());
+    assert_eq!(inspect["Config"]["Labels"]["team"], "kiln");
+    // The CLI sees the same image in the same store.
+    assert_eq!(k.image_id("api:1"), id);
+
+    // A failing RUN after the stream started: in-band errorDetail and error.
+    let failing = format!("FROM {}\nRUN exit 3\n", k.base);
+    let r = d.request(
+        "POST",
+        "/build?t=bad",
+        &[],
+        &tar_of(&[("Dockerfile", failing.as_bytes())]),
+    );
+    assert_eq!(r.status, 200);
+    let last = r.lines().pop().unwrap();
+    assert!(
+        last["errorDetail"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("returned a non-zero code: 3"),
+        "{last}"
+    );
+    assert_eq!(last["error"], last["errorDetail"]["message"]);
+    assert_eq!(last["errorDetail"]["code"], 3);
+
+    // The client leaves during a long RUN: the build is cancelled, its sandbox killed, no name.
+    let long = format!("FROM {}\nRUN echo long-started && sleep 987\n", k.base);
+    let body = tar_of(&[("Dockerfile", long.as_bytes())]);
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    write!(
+        s,
+        "POST /build?t=cancelled HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("long-started\\n") {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "stream ended: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    // The echo ran; the sleep is exec'd right after it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sleepers() == 0 {
+        assert!(Instant::now() < deadline, "the RUN is not running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(reader);
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sleepers() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the build's RUN outlived its client\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(d.get("/images/cancelled/json").status, 404);
+    assert_eq!(d.get("/_ping").status, 200);
+}
+
+/// Processes running the long RUN's `sleep 987`.
+fn sleepers() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00987\x00"))
+        .count()
+}
+
+#[test]
+fn four_concurrent_builds_through_the_api_all_succeed() {
+    let k = Kiln::new();
+    let d = Daemon::start(&k, &[], &[]);
+    let results: Vec<(String, super::Response)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let d = &d;
+                let base = k.base.clone();
+                s.spawn(move || {
+                    let dockerfile =
+                        format!("FROM {base}\nRUN echo build-{i} > /which && sleep 1\nCOPY f /f\n");
+                    let tar = tar_of(&[
+                        ("Dockerfile", dockerfile.as_bytes()),
+                        ("f", format!("file {i}").as_bytes()),
+                    ]);
+                    (
+                        format!("par:{i}"),
+                        d.request("POST", &format!("/build?t=par%3A{i}"), &[], &tar),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ids = std::collections::BTreeSet::new();
+    for (name, r) in results {
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+        assert!(
+            r.lines().iter().all(|l| l.get("errorDetail").is_none()),
+            "{name}: {}",
+            r.text()
+        );
+        let inspect = d.get(&format!("/images/{name}/json"));
+        assert_eq!(inspect.status, 200, "{name}");
+        ids.insert(inspect.json()["Id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 4, "the four builds should give four images");
+}
