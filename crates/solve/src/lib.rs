@@ -45,6 +45,7 @@ pub use context_tar::UnpackedContext;
 pub use epoch::{EpochError, EpochOrigin, SOURCE_DATE_EPOCH, SourceDateEpoch};
 pub use error::{Location, Result, SolveError};
 pub use explain::MissCause;
+pub use pins::ResolvedBase;
 // Compatibility for in-flight branches; remove after merge (the image helpers are in
 // `kiln_images` now).
 #[doc(hidden)]
