@@ -20,6 +20,7 @@
 
 pub mod attach;
 mod error;
+pub mod make;
 pub mod options;
 pub mod provenance;
 pub mod rootfs;

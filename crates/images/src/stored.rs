@@ -1,6 +1,6 @@
 //! An image whose manifest and config are in the store, loaded and checked.
 
-use kiln_image::{Descriptor, Digest, ImageConfig, Manifest, Reference};
+use kiln_image::{Descriptor, Digest, ImageConfig, Index, Manifest, Platform, Reference};
 use kiln_store::Store;
 
 use crate::error::{ImageError, Result};
@@ -8,6 +8,9 @@ use crate::error::{ImageError, Result};
 /// An image whose manifest and config are in the store.
 #[derive(Debug, Clone)]
 pub struct StoredImage {
+    /// The image index the image was reached through (a name pointing at an index: a build
+    /// with attestations), which pushes and archives send whole; `None` for a bare manifest.
+    pub index_digest: Option<Digest>,
     pub manifest_digest: Digest,
     pub manifest: Manifest,
     pub config_digest: Digest,
@@ -15,8 +18,33 @@ pub struct StoredImage {
 }
 
 impl StoredImage {
-    /// Loads the image whose manifest is `manifest_digest`.
+    /// Loads the image whose manifest is `manifest_digest`. An image index stands for its
+    /// image for this host's platform (else its only image): attestation manifests and other
+    /// entries without a real platform are never chosen.
     pub fn load(store: &Store, manifest_digest: &Digest) -> Result<StoredImage> {
+        let bytes = store.read_blob(manifest_digest)?;
+        if let Some(index) = as_index(&bytes) {
+            let chosen = index
+                .select(&Platform::host())
+                .or_else(|| {
+                    let mut images = index.manifests.iter().filter(|d| {
+                        kiln_image::media_type::is_manifest(&d.media_type)
+                            && d.platform.as_ref().is_some_and(|p| p.os != "unknown")
+                    });
+                    images.next().filter(|_| images.next().is_none())
+                })
+                .ok_or_else(|| ImageError::NoPlatform {
+                    index: manifest_digest.clone(),
+                })?;
+            let mut image = StoredImage::load_manifest(store, &chosen.digest)?;
+            image.index_digest = Some(manifest_digest.clone());
+            return Ok(image);
+        }
+        StoredImage::load_manifest(store, manifest_digest)
+    }
+
+    /// Loads the image manifest `manifest_digest` (not an index).
+    fn load_manifest(store: &Store, manifest_digest: &Digest) -> Result<StoredImage> {
         let invalid = |source| ImageError::Invalid {
             reference: manifest_digest.to_string(),
             source,
@@ -27,6 +55,7 @@ impl StoredImage {
         let config = kiln_image::parse_config(&manifest, &store.read_blob(&config_digest)?)
             .map_err(invalid)?;
         Ok(StoredImage {
+            index_digest: None,
             manifest_digest: manifest_digest.clone(),
             manifest,
             config_digest,
@@ -46,6 +75,11 @@ impl StoredImage {
             Some(d) => StoredImage::load(store, &d).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// What a name of this image points at: the index when there is one, else the manifest.
+    pub fn root_digest(&self) -> &Digest {
+        self.index_digest.as_ref().unwrap_or(&self.manifest_digest)
     }
 
     /// Layers paired with their diffIDs, bottom first.
@@ -71,5 +105,19 @@ impl StoredImage {
     /// Docker's image ID: the config digest.
     pub fn id(&self) -> &Digest {
         &self.config_digest
+    }
+}
+
+/// `bytes` as an image index, when its media type (or, without one, its shape) says it is one.
+fn as_index(bytes: &[u8]) -> Option<Index> {
+    let probe: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let is_index = match probe.get("mediaType").and_then(|m| m.as_str()) {
+        Some(mt) => kiln_image::media_type::is_index(mt),
+        None => probe.get("manifests").is_some(),
+    };
+    if is_index {
+        serde_json::from_value(probe).ok()
+    } else {
+        None
     }
 }
