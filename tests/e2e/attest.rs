@@ -186,6 +186,10 @@ fn sbom_and_provenance_are_attached_valid_and_carried_by_push_and_archives() {
         1,
         "only the header: {dangling}"
     );
+    // system df counts two images (busybox and attest:1), not the attestation manifest.
+    let df = k.ok(&["system", "df"]);
+    let images_row = df.lines().find(|l| l.starts_with("Images")).unwrap();
+    assert_eq!(images_row.split_whitespace().nth(1), Some("2"), "{df}");
     let ran = k.ok(&["run", "--rm", "attest:1"]);
     assert!(ran.contains("ID=debian"), "{ran}");
 
