@@ -183,8 +183,10 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
             epoch,
             started,
         };
+        let attach_started = std::time::Instant::now();
         let (image, packages) = super::attest::attach(env, attestations, &result, &tags, &facts)
             .context("attaching attestations")?;
+        let took = attach_started.elapsed().as_secs_f64();
         if !quiet {
             let mut parts = Vec::new();
             if attestations.sbom {
@@ -199,7 +201,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
                 parts.push(format!("provenance (mode={mode})"));
             }
             eprintln!(
-                "attestations: {} in index {}",
+                "attestations: {} in index {} ({took:.2}s)",
                 parts.join(", "),
                 image.root_digest()
             );
