@@ -313,6 +313,26 @@ fn default_provenance_goes_to_oci_archives_not_to_the_store_and_bad_flags_fail_e
         inner["manifests"][1]["annotations"]["vnd.docker.reference.type"],
         "attestation-manifest"
     );
+    // BUILDKIT_SBOM_SCAN_CONTEXT: a second SBOM, of the context (its lockfile's packages).
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BUILDKIT_SBOM_SCAN_CONTEXT=true\nARG BASE\nFROM $BASE\nCOPY Dockerfile /d\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.path().join("package-lock.json"),
+        r#"{"lockfileVersion":3,"packages":{"":{},"node_modules/ms":{"version":"2.1.3"}}}"#,
+    )
+    .unwrap();
+    let base = format!("BASE={}", k.base);
+    let dir = ctx.path().to_str().unwrap();
+    k.ok(&["build", "-t", "ctx:1", "--build-arg", &base, "--sbom", dir]);
+    let sboms = statements(&k, "ctx:1", "--sbom");
+    assert_eq!(sboms.len(), 2, "the image's and the context's");
+    assert!(!purls(&sboms[0]).iter().any(|p| p.contains("ms@")));
+    assert_eq!(purls(&sboms[1])[1..], ["pkg:npm/ms@2.1.3".to_owned()]);
+    validate(&sboms[1]["predicate"], "spdx-2.3.schema.json");
     // --provenance=false turns the default off.
     let out = k.build_dockerfile(
         "oci:2",

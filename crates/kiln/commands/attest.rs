@@ -83,10 +83,10 @@ pub fn attach(
             })
         })
         .collect();
-    let scan_context = facts
-        .build_args
-        .get("BUILDKIT_SBOM_SCAN_CONTEXT")
-        .is_some_and(|v| v == "true" || v == "1");
+    let scan_context = scan_context(
+        facts.build_args,
+        &String::from_utf8_lossy(&dockerfile_bytes),
+    );
     let request = kiln_attest::make::Request {
         which,
         image: ImageEntry {
@@ -137,6 +137,30 @@ pub fn attach(
     Ok((image, attested.packages))
 }
 
+/// `BUILDKIT_SBOM_SCAN_CONTEXT`, as BuildKit reads it: a build arg, else the default of a
+/// global `ARG` (before the first `FROM`).
+fn scan_context(build_args: &BTreeMap<String, String>, dockerfile: &str) -> bool {
+    const NAME: &str = "BUILDKIT_SBOM_SCAN_CONTEXT";
+    let on = |v: &str| matches!(v.trim().trim_matches('"'), "true" | "1");
+    if let Some(v) = build_args.get(NAME) {
+        return on(v);
+    }
+    for line in dockerfile.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        let Some(first) = words.next() else { continue };
+        if first.eq_ignore_ascii_case("FROM") {
+            break;
+        }
+        if first.eq_ignore_ascii_case("ARG")
+            && let Some((name, value)) = words.next().and_then(|w| w.split_once('='))
+            && name == NAME
+        {
+            return on(value);
+        }
+    }
+    false
+}
+
 /// The provenance's `builder.id`: kiln run by this user (BuildKit's is empty unless the
 /// builder is named; SLSA wants a URI).
 const BUILDER_ID: &str = "urn:kiln:builder";
@@ -167,4 +191,31 @@ pub fn inspect(env: &Env, names: &[String], provenance: bool) -> Result<ExitCode
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_context_from_a_build_arg_or_a_global_arg_default() {
+        let none = BTreeMap::new();
+        assert!(scan_context(
+            &none,
+            "ARG BUILDKIT_SBOM_SCAN_CONTEXT=true\nFROM x\n"
+        ));
+        assert!(!scan_context(
+            &none,
+            "FROM x\nARG BUILDKIT_SBOM_SCAN_CONTEXT=true\n"
+        ));
+        assert!(!scan_context(
+            &none,
+            "ARG BUILDKIT_SBOM_SCAN_CONTEXT=false\nFROM x\n"
+        ));
+        let off = BTreeMap::from([("BUILDKIT_SBOM_SCAN_CONTEXT".to_owned(), "0".to_owned())]);
+        assert!(!scan_context(
+            &off,
+            "ARG BUILDKIT_SBOM_SCAN_CONTEXT=true\nFROM x\n"
+        ));
+    }
 }
