@@ -333,6 +333,29 @@ fn default_provenance_goes_to_oci_archives_not_to_the_store_and_bad_flags_fail_e
     assert!(!purls(&sboms[0]).iter().any(|p| p.contains("ms@")));
     assert_eq!(purls(&sboms[1])[1..], ["pkg:npm/ms@2.1.3".to_owned()]);
     validate(&sboms[1]["predicate"], "spdx-2.3.schema.json");
+    // BUILDKIT_SBOM_SCAN_STAGE: an ARG of a stage asks for that stage's SBOM too.
+    let out = k.build_dockerfile(
+        "stages:1",
+        "ARG BASE\nFROM $BASE AS tools\nARG BUILDKIT_SBOM_SCAN_STAGE=true\n\
+         RUN mkdir -p /t/node_modules/tool && \
+         echo '{\"name\":\"tool\",\"version\":\"0.9.0\"}' > /t/node_modules/tool/package.json\n\
+         FROM $BASE\nCOPY --from=tools /t/node_modules/tool/package.json /copied.json\n",
+        &["--sbom"],
+    );
+    assert_success(&out, &["build", "stages:1"]);
+    let sboms = statements(&k, "stages:1", "--sbom");
+    assert_eq!(sboms.len(), 2, "the image's and the tools stage's");
+    assert!(
+        purls(&sboms[0]).len() == 1,
+        "the final image holds no package"
+    );
+    assert_eq!(purls(&sboms[1])[1..], ["pkg:npm/tool@0.9.0".to_owned()]);
+    assert!(
+        sboms[1]["predicate"]["documentNamespace"]
+            .as_str()
+            .unwrap()
+            .ends_with(":stage-tools")
+    );
     // --provenance=false turns the default off.
     let out = k.build_dockerfile(
         "oci:2",

@@ -22,9 +22,10 @@ pub struct Request {
     pub name: Option<Reference>,
     /// The final image's snapshot directories, top first.
     pub layers: Vec<PathBuf>,
-    /// More trees to describe in SBOMs of their own, by name (`context` for
-    /// `BUILDKIT_SBOM_SCAN_CONTEXT`).
-    pub extra_scans: Vec<(String, PathBuf)>,
+    /// More trees to describe in SBOMs of their own, by name, each as its layers top first:
+    /// `context` for `BUILDKIT_SBOM_SCAN_CONTEXT` (one plain directory), `stage-<name>` for
+    /// each stage `BUILDKIT_SBOM_SCAN_STAGE` selects.
+    pub extra_scans: Vec<(String, Vec<PathBuf>)>,
     /// The provenance's content; its mode is taken from `which`.
     pub provenance: ProvenanceInput,
     /// When the SBOM was made (RFC 3339; the epoch's time in a reproducible build).
@@ -61,8 +62,8 @@ pub fn attest(store: &Store, req: &Request) -> Result<Attested> {
         let found = crate::scan::scan(&RootFs::new(req.layers.clone()));
         packages = found.len();
         statements.push(sbom_statement(req, &subject, &display, &purl, "", &found));
-        for (name, dir) in &req.extra_scans {
-            let found = crate::scan::scan(&RootFs::new(vec![dir.clone()]));
+        for (name, layers) in &req.extra_scans {
+            let found = crate::scan::scan(&RootFs::new(layers.clone()));
             let label = format!("{display} ({name})");
             statements.push(sbom_statement(req, &subject, &label, &purl, name, &found));
         }

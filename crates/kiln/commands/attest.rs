@@ -87,6 +87,19 @@ pub fn attach(
         facts.build_args,
         &String::from_utf8_lossy(&dockerfile_bytes),
     );
+    let mut extra_scans = Vec::new();
+    if which.sbom && scan_context {
+        extra_scans.push(("context".to_owned(), vec![facts.context_dir.to_path_buf()]));
+    }
+    if which.sbom {
+        for stage in &result.scan_stages {
+            let dirs = kiln_images::lower_dirs(
+                &env.store,
+                stage.layers.iter().zip(stage.diff_ids.iter()),
+            )?;
+            extra_scans.push((format!("stage-{}", stage.name), dirs));
+        }
+    }
     let request = kiln_attest::make::Request {
         which,
         image: ImageEntry {
@@ -96,11 +109,7 @@ pub fn attach(
         },
         name: tags.first().cloned(),
         layers,
-        extra_scans: if scan_context {
-            vec![("context".to_owned(), facts.context_dir.to_path_buf())]
-        } else {
-            Vec::new()
-        },
+        extra_scans,
         provenance: ProvenanceInput {
             mode: Mode::Min,
             builder_id: BUILDER_ID.to_owned(),

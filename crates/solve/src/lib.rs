@@ -35,6 +35,7 @@ mod onbuild;
 mod pins;
 mod progress;
 pub mod remote_cache;
+mod scan_stages;
 mod schedule;
 mod stage;
 
@@ -46,6 +47,7 @@ pub use epoch::{EpochError, EpochOrigin, SOURCE_DATE_EPOCH, SourceDateEpoch};
 pub use error::{Location, Result, SolveError};
 pub use explain::MissCause;
 pub use pins::ResolvedBase;
+pub use scan_stages::StageLayers;
 // Compatibility for in-flight branches; remove after merge (the image helpers are in
 // `kiln_images` now).
 #[doc(hidden)]
