@@ -137,3 +137,60 @@ pub fn find(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::statement::{SLSA_V02_PREDICATE, SPDX_PREDICATE, Subject};
+
+    #[test]
+    fn the_index_lists_the_image_and_an_attestation_manifest_that_find_reads_back() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let image_manifest = store.write_blob(br#"{"schemaVersion":2}"#).unwrap();
+        let image = ImageEntry {
+            manifest: image_manifest.clone(),
+            media_type: media_type::OCI_MANIFEST.to_owned(),
+            platform: Platform::new("linux", "amd64"),
+        };
+        let subject = vec![Subject::image(None, &image.platform, &image_manifest)];
+        let sbom = Statement::new(SPDX_PREDICATE, subject.clone(), serde_json::json!({"a": 1}));
+        let prov = Statement::new(SLSA_V02_PREDICATE, subject, serde_json::json!({"b": 2}));
+        let index = attach(&store, &image, &[sbom.clone(), prov.clone()]).unwrap();
+
+        let idx: Index = serde_json::from_slice(&store.read_blob(&index).unwrap()).unwrap();
+        assert_eq!(idx.media_type.as_deref(), Some(media_type::OCI_INDEX));
+        assert_eq!(idx.manifests[0].digest, image_manifest);
+        assert_eq!(
+            idx.select(&Platform::new("linux", "amd64")).unwrap().digest,
+            image_manifest
+        );
+        let att = &idx.manifests[1];
+        assert_eq!(att.platform, Some(Platform::new("unknown", "unknown")));
+        assert_eq!(
+            att.annotations[REFERENCE_TYPE_ANNOTATION],
+            ATTESTATION_MANIFEST
+        );
+        assert_eq!(
+            att.annotations[REFERENCE_DIGEST_ANNOTATION],
+            image_manifest.to_string()
+        );
+        let m: Manifest = serde_json::from_slice(&store.read_blob(&att.digest).unwrap()).unwrap();
+        assert!(m.layers.iter().all(|l| l.media_type == IN_TOTO_MEDIA_TYPE));
+
+        assert_eq!(
+            find(&store, &index, &image_manifest, SPDX_PREDICATE).unwrap(),
+            [sbom]
+        );
+        assert_eq!(
+            find(&store, &index, &image_manifest, SLSA_V02_PREDICATE).unwrap(),
+            [prov]
+        );
+        let other = Digest::of(b"another image");
+        assert!(
+            find(&store, &index, &other, SPDX_PREDICATE)
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

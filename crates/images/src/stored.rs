@@ -121,3 +121,56 @@ fn as_index(bytes: &[u8]) -> Option<Index> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support;
+    use kiln_image::{media_type, to_canonical_json};
+
+    #[test]
+    fn an_index_loads_as_its_image_for_this_platform_never_its_attestation() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let img = test_support::image(&store, "indexed");
+        let attestation = test_support::image(&store, "attestation");
+        let mut image_desc = Descriptor::new(
+            media_type::OCI_MANIFEST,
+            img.manifest_digest.clone(),
+            store.blob_size(&img.manifest_digest).unwrap(),
+        );
+        image_desc.platform = Some(Platform::host());
+        let mut att_desc = Descriptor::new(
+            media_type::OCI_MANIFEST,
+            attestation.manifest_digest.clone(),
+            store.blob_size(&attestation.manifest_digest).unwrap(),
+        );
+        att_desc.platform = Some(Platform::new("unknown", "unknown"));
+        let index = Index {
+            schema_version: 2,
+            media_type: Some(media_type::OCI_INDEX.to_owned()),
+            // The attestation first: order must not matter.
+            manifests: vec![att_desc.clone(), image_desc],
+            annotations: Default::default(),
+        };
+        let index_digest = store.write_blob(&to_canonical_json(&index)).unwrap();
+        let loaded = StoredImage::load(&store, &index_digest).unwrap();
+        assert_eq!(loaded.manifest_digest, img.manifest_digest);
+        assert_eq!(loaded.index_digest.as_ref(), Some(&index_digest));
+        assert_eq!(loaded.root_digest(), &index_digest);
+        assert_eq!(
+            img.root_digest(),
+            &img.manifest_digest,
+            "a bare manifest is its own root"
+        );
+
+        // An index with nothing for this platform (only the attestation) is a clear error.
+        let only_att = Index {
+            manifests: vec![att_desc],
+            ..index
+        };
+        let d = store.write_blob(&to_canonical_json(&only_att)).unwrap();
+        let err = StoredImage::load(&store, &d).unwrap_err();
+        assert!(matches!(err, ImageError::NoPlatform { .. }), "{err}");
+    }
+}
