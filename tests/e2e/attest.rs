@@ -313,6 +313,25 @@ fn default_provenance_goes_to_oci_archives_not_to_the_store_and_bad_flags_fail_e
         inner["manifests"][1]["annotations"]["vnd.docker.reference.type"],
         "attestation-manifest"
     );
+    // build --push gets it too: the registry holds the index, --metadata-file names it.
+    let remote = format!("{}/defaults:1", k.registry.addr());
+    let meta = out_dir.path().join("meta.json");
+    let meta_arg = meta.to_str().unwrap().to_owned();
+    let out = k.build_dockerfile(
+        &remote,
+        dockerfile,
+        &["--push", "--metadata-file", &meta_arg],
+    );
+    assert_success(&out, &["build", "--push"]);
+    let raw = kiln_testkit::skopeo_inspect_raw(&format!("docker://{remote}")).unwrap();
+    let pushed: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        pushed["manifests"][1]["annotations"]["vnd.docker.reference.type"],
+        "attestation-manifest"
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let index_digest = format!("sha256:{}", sha256_hex(&raw));
+    assert_eq!(meta["containerimage.digest"], index_digest.as_str());
     // BUILDKIT_SBOM_SCAN_CONTEXT: a second SBOM, of the context (its lockfile's packages).
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -429,4 +448,8 @@ fn attestations_of_a_reproducible_build_are_reproducible() {
     assert_eq!(first, second);
     let _ = std::fs::remove_file(a.path().with_extension("meta.json"));
     let _ = std::fs::remove_file(b.path().with_extension("meta.json"));
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    kiln_image::Digest::of(bytes).hex().to_owned()
 }
