@@ -17,6 +17,7 @@ packages=(
   uidmap           # newuidmap/newgidmap: rootless kiln maps /etc/subuid ranges (rootless tests)
   gcc              # compiles the static syscall-attack program of the security tests
   libc6-dev        # its static libc
+  python3-jsonschema  # validates SBOM and provenance statements against the SPDX and in-toto schemas
 )
 
 missing=()

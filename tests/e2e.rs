@@ -3,6 +3,7 @@
 //! (kiln mounts overlays and creates namespaces).
 
 mod e2e {
+    mod attest;
     mod build;
     mod cache_keys;
     mod cancel;

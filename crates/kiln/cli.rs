@@ -94,6 +94,12 @@ pub enum Command {
     Inspect {
         #[arg(required = true, value_name = "CONTAINER|IMAGE")]
         images: Vec<String>,
+        /// Print the images' SBOM attestations (in-toto statements with SPDX documents)
+        #[arg(long, conflicts_with = "provenance")]
+        sbom: bool,
+        /// Print the images' provenance attestations (in-toto statements, SLSA v0.2)
+        #[arg(long)]
+        provenance: bool,
     },
     /// List containers (running ones; -a for all)
     Ps {
@@ -436,6 +442,29 @@ pub struct BuildArgs {
     /// Run the build checks and report their warnings without building
     #[arg(long)]
     pub check: bool,
+    /// Attach an SBOM attestation: true or false (`generator=IMAGE` is accepted and ignored:
+    /// kiln scans the image itself)
+    #[arg(
+        long,
+        value_name = "true|false",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true
+    )]
+    pub sbom: Option<String>,
+    /// Attach a SLSA v0.2 provenance attestation: true (mode=min), false, mode=min or mode=max
+    /// [default: mode=min with --push or --output type=oci, as buildx; else none]
+    #[arg(
+        long,
+        value_name = "mode=min|max|false",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true
+    )]
+    pub provenance: Option<String>,
+    /// Attach an attestation: type=sbom or type=provenance[,mode=min|max]; may be repeated
+    #[arg(long = "attest", value_name = "type=sbom|provenance[,mode=…]")]
+    pub attest: Vec<String>,
     #[command(flatten)]
     pub compression: CompressionArgs,
 }

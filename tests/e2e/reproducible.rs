@@ -167,8 +167,13 @@ fn image_of(oci: &[u8]) -> (serde_json::Value, Vec<Vec<Entry>>) {
         files[&format!("blobs/sha256/{hex}")].clone()
     };
     let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
-    let manifest: serde_json::Value =
+    let mut manifest: serde_json::Value =
         serde_json::from_slice(&blob(&index["manifests"][0]["digest"])).unwrap();
+    // With buildx's default provenance the archive holds an index: its first entry is the
+    // image (the second, the attestation manifest).
+    if manifest.get("manifests").is_some() {
+        manifest = serde_json::from_slice(&blob(&manifest["manifests"][0]["digest"])).unwrap();
+    }
     let config: serde_json::Value =
         serde_json::from_slice(&blob(&manifest["config"]["digest"])).unwrap();
     let layers = manifest["layers"]

@@ -42,6 +42,25 @@ pub fn write_archive<W: Write>(
     let mut docker_entries = Vec::new();
     for image in images {
         let manifest_digest = &image.manifest.digest;
+        if media_type::is_index(&image.manifest.media_type) {
+            // An image with attestations: the index and every manifest it lists go in (OCI
+            // layout only: docker's manifest.json has no place for an index).
+            if format == ArchiveFormat::Docker {
+                return Err(ExportError::NotAnImageManifest(manifest_digest.clone()));
+            }
+            let index: kiln_image::Index =
+                serde_json::from_slice(&store.read_blob(manifest_digest)?).map_err(|e| {
+                    ExportError::Invalid {
+                        entry: format!("index {manifest_digest}"),
+                        message: e.to_string(),
+                    }
+                })?;
+            for child in &index.manifests {
+                append_manifest(store, &mut tar, &child.digest, &mut written)?;
+            }
+            append_blob(store, &mut tar, manifest_digest, &mut written)?;
+            continue;
+        }
         let manifest_bytes = store.read_blob(manifest_digest)?;
         let manifest: Manifest =
             serde_json::from_slice(&manifest_bytes).map_err(|e| ExportError::Invalid {
@@ -73,6 +92,25 @@ pub fn write_archive<W: Write>(
         append_bytes(&mut tar, "manifest.json", &json)?;
     }
     tar.into_inner().map_err(ExportError::Write)
+}
+
+/// Appends an image manifest's config, layers and the manifest itself.
+fn append_manifest<W: Write>(
+    store: &Store,
+    tar: &mut tar::Builder<W>,
+    digest: &Digest,
+    written: &mut BTreeSet<Digest>,
+) -> Result<()> {
+    let manifest: Manifest =
+        serde_json::from_slice(&store.read_blob(digest)?).map_err(|e| ExportError::Invalid {
+            entry: format!("manifest {digest}"),
+            message: e.to_string(),
+        })?;
+    append_blob(store, tar, &manifest.config.digest, written)?;
+    for layer in &manifest.layers {
+        append_blob(store, tar, &layer.digest, written)?;
+    }
+    append_blob(store, tar, digest, written)
 }
 
 fn header(size: u64, kind: tar::EntryType, mode: u32) -> tar::Header {

@@ -48,6 +48,9 @@ pub enum ImageError {
         reference: String,
         source: kiln_image::InvalidImage,
     },
+    /// A stored image index has no image for this platform (and more than one for others).
+    #[error("image index {index} has no image for this platform")]
+    NoPlatform { index: kiln_image::Digest },
     /// The local image is for another platform and pulling the wanted one failed too. (The
     /// pull error is part of the message, so it is not also reported as the source.)
     #[error(
@@ -78,7 +81,7 @@ impl ImageError {
     /// the libraries below keep their kind.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ImageError::NotFound(_) => ErrorKind::NotFound,
+            ImageError::NotFound(_) | ImageError::NoPlatform { .. } => ErrorKind::NotFound,
             ImageError::ReferenceInUse { .. }
             | ImageError::ImageInUse { .. }
             | ImageError::MultipleRepositories { .. } => ErrorKind::Conflict,

@@ -131,6 +131,10 @@ pub fn list_images(store: &Store, filter: &ListFilter) -> Result<Vec<ImageSummar
             let Ok(image) = StoredImage::load(store, &manifest) else {
                 continue;
             };
+            // An attestation manifest (in-toto statements as layers) is not an image.
+            if image.config.os == "unknown" && image.config.architecture == "unknown" {
+                continue;
+            }
             if named_ids.contains(&image.config_digest)
                 || dangling
                     .iter()

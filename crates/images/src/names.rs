@@ -78,12 +78,13 @@ fn known_manifests(store: &Store) -> Result<Vec<Digest>> {
     Ok(out)
 }
 
-/// Points `target` at `image` (a tag, not a digest), replacing what it pointed at.
+/// Points `target` at `image` (a tag, not a digest), replacing what it pointed at; an image
+/// reached through an index is tagged as that index, so its attestations go with it.
 pub fn tag(store: &Store, image: &StoredImage, target: &Reference) -> Result<()> {
     if target.digest().is_some() {
         return Err(ImageError::TagWithDigest(target.to_string()));
     }
-    store.set_name(&target.to_string(), &image.manifest_digest)?;
+    store.set_name(&target.to_string(), image.root_digest())?;
     Ok(())
 }
 

@@ -33,7 +33,8 @@ pub struct Pushed {
 }
 
 /// Pushes `img` under each of `references`, in `format` (`--format docker|oci`: a manifest
-/// with rewritten media types, same config and layers) or as stored.
+/// with rewritten media types, same config and layers) or as stored — an image reached
+/// through an index (attestations) is pushed as that index, with every manifest it lists.
 pub async fn push_image(
     store: &Store,
     registry: &RegistryClient,
@@ -44,15 +45,19 @@ pub async fn push_image(
 ) -> Result<Pushed> {
     let manifest_digest = match format {
         Some(format) => kiln_registry::manifest_in_format(store, &img.manifest_digest, format)?,
-        None => img.manifest_digest.clone(),
+        None => img.root_digest().clone(),
     };
-    let manifest =
-        kiln_image::parse_manifest(&store.read_blob(&manifest_digest)?).map_err(|source| {
-            crate::ImageError::Invalid {
+    let media_type = if Some(&manifest_digest) == img.index_digest.as_ref() {
+        kiln_image::media_type::OCI_INDEX.to_owned()
+    } else {
+        kiln_image::parse_manifest(&store.read_blob(&manifest_digest)?)
+            .map_err(|source| crate::ImageError::Invalid {
                 reference: manifest_digest.to_string(),
                 source,
-            }
-        })?;
+            })?
+            .media_type
+            .unwrap_or_else(|| kiln_image::media_type::OCI_MANIFEST.to_owned())
+    };
     let size = store.blob_size(&manifest_digest)?;
     for reference in references {
         on_event(PushProgress::Started {
@@ -72,8 +77,6 @@ pub async fn push_image(
         references: references.to_vec(),
         digest: manifest_digest,
         size,
-        media_type: manifest
-            .media_type
-            .unwrap_or_else(|| kiln_image::media_type::OCI_MANIFEST.to_owned()),
+        media_type,
     })
 }

@@ -1,6 +1,6 @@
 //! An image whose manifest and config are in the store, loaded and checked.
 
-use kiln_image::{Digest, ImageConfig, LayerRef, Manifest, Reference};
+use kiln_image::{Digest, ImageConfig, Index, LayerRef, Manifest, Platform, Reference};
 use kiln_store::Store;
 
 use crate::error::{ImageError, Result};
@@ -8,6 +8,9 @@ use crate::error::{ImageError, Result};
 /// An image whose manifest and config are in the store.
 #[derive(Debug, Clone)]
 pub struct StoredImage {
+    /// The image index the image was reached through (a name pointing at an index: a build
+    /// with attestations), which pushes and archives send whole; `None` for a bare manifest.
+    pub index_digest: Option<Digest>,
     pub manifest_digest: Digest,
     pub manifest: Manifest,
     pub config_digest: Digest,
@@ -15,8 +18,33 @@ pub struct StoredImage {
 }
 
 impl StoredImage {
-    /// Loads the image whose manifest is `manifest_digest`.
+    /// Loads the image whose manifest is `manifest_digest`. An image index stands for its
+    /// image for this host's platform (else its only image): attestation manifests and other
+    /// entries without a real platform are never chosen.
     pub fn load(store: &Store, manifest_digest: &Digest) -> Result<StoredImage> {
+        let bytes = store.read_blob(manifest_digest)?;
+        if let Some(index) = as_index(&bytes) {
+            let chosen = index
+                .select(&Platform::host())
+                .or_else(|| {
+                    let mut images = index.manifests.iter().filter(|d| {
+                        kiln_image::media_type::is_manifest(&d.media_type)
+                            && d.platform.as_ref().is_some_and(|p| p.os != "unknown")
+                    });
+                    images.next().filter(|_| images.next().is_none())
+                })
+                .ok_or_else(|| ImageError::NoPlatform {
+                    index: manifest_digest.clone(),
+                })?;
+            let mut image = StoredImage::load_manifest(store, &chosen.digest)?;
+            image.index_digest = Some(manifest_digest.clone());
+            return Ok(image);
+        }
+        StoredImage::load_manifest(store, manifest_digest)
+    }
+
+    /// Loads the image manifest `manifest_digest` (not an index).
+    fn load_manifest(store: &Store, manifest_digest: &Digest) -> Result<StoredImage> {
         let invalid = |source| ImageError::Invalid {
             reference: manifest_digest.to_string(),
             source,
@@ -27,6 +55,7 @@ impl StoredImage {
         let config = kiln_image::parse_config(&manifest, &store.read_blob(&config_digest)?)
             .map_err(invalid)?;
         Ok(StoredImage {
+            index_digest: None,
             manifest_digest: manifest_digest.clone(),
             manifest,
             config_digest,
@@ -46,6 +75,11 @@ impl StoredImage {
             Some(d) => StoredImage::load(store, &d).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// What a name of this image points at: the index when there is one, else the manifest.
+    pub fn root_digest(&self) -> &Digest {
+        self.index_digest.as_ref().unwrap_or(&self.manifest_digest)
     }
 
     /// The image's layers (each blob with its diffID), bottom first.
@@ -68,5 +102,72 @@ impl StoredImage {
     /// Docker's image ID: the config digest.
     pub fn id(&self) -> &Digest {
         &self.config_digest
+    }
+}
+
+/// `bytes` as an image index, when its media type (or, without one, its shape) says it is one.
+fn as_index(bytes: &[u8]) -> Option<Index> {
+    let probe: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let is_index = match probe.get("mediaType").and_then(|m| m.as_str()) {
+        Some(mt) => kiln_image::media_type::is_index(mt),
+        None => probe.get("manifests").is_some(),
+    };
+    if is_index {
+        serde_json::from_value(probe).ok()
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support;
+    use kiln_image::{Descriptor, media_type, to_canonical_json};
+
+    #[test]
+    fn an_index_loads_as_its_image_for_this_platform_never_its_attestation() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let img = test_support::image(&store, "indexed");
+        let attestation = test_support::image(&store, "attestation");
+        let mut image_desc = Descriptor::new(
+            media_type::OCI_MANIFEST,
+            img.manifest_digest.clone(),
+            store.blob_size(&img.manifest_digest).unwrap(),
+        );
+        image_desc.platform = Some(Platform::host());
+        let mut att_desc = Descriptor::new(
+            media_type::OCI_MANIFEST,
+            attestation.manifest_digest.clone(),
+            store.blob_size(&attestation.manifest_digest).unwrap(),
+        );
+        att_desc.platform = Some(Platform::new("unknown", "unknown"));
+        let index = Index {
+            schema_version: 2,
+            media_type: Some(media_type::OCI_INDEX.to_owned()),
+            // The attestation first: order must not matter.
+            manifests: vec![att_desc.clone(), image_desc],
+            annotations: Default::default(),
+        };
+        let index_digest = store.write_blob(&to_canonical_json(&index)).unwrap();
+        let loaded = StoredImage::load(&store, &index_digest).unwrap();
+        assert_eq!(loaded.manifest_digest, img.manifest_digest);
+        assert_eq!(loaded.index_digest.as_ref(), Some(&index_digest));
+        assert_eq!(loaded.root_digest(), &index_digest);
+        assert_eq!(
+            img.root_digest(),
+            &img.manifest_digest,
+            "a bare manifest is its own root"
+        );
+
+        // An index with nothing for this platform (only the attestation) is a clear error.
+        let only_att = Index {
+            manifests: vec![att_desc],
+            ..index
+        };
+        let d = store.write_blob(&to_canonical_json(&only_att)).unwrap();
+        let err = StoredImage::load(&store, &d).unwrap_err();
+        assert!(matches!(err, ImageError::NoPlatform { .. }), "{err}");
     }
 }

@@ -31,6 +31,7 @@ pub fn write_image(
     let manifest = Manifest::oci(config_desc, layers);
     let manifest_digest = store.write_blob(&to_canonical_json(&manifest))?;
     Ok(StoredImage {
+        index_digest: None,
         manifest_digest,
         manifest,
         config_digest,
@@ -145,6 +146,7 @@ pub fn image_in_compression(
     manifest.annotations = image.manifest.annotations.clone();
     let manifest_digest = store.write_blob(&to_canonical_json(&manifest))?;
     let converted = StoredImage {
+        index_digest: None,
         manifest_digest,
         manifest,
         config_digest: image.config_digest.clone(),

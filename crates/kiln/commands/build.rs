@@ -88,6 +88,19 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     if outputs.iter().filter(|o| o.writes_stdout()).count() > 1 {
         bail!("only one --output can write to stdout");
     }
+    let attest_flags = super::attest::flags(&args)?;
+    // buildx's default provenance goes where BuildKit attaches it: a push, an OCI archive.
+    let exports_index = args.push
+        || outputs.iter().any(|o| {
+            matches!(
+                o,
+                super::image_outputs::Output::Image {
+                    format: kiln_export::ArchiveFormat::Oci,
+                    ..
+                }
+            )
+        });
+    let attestations = attest_flags.resolve(exports_index);
     let platform = match &args.platform {
         Some(p) if p.contains(',') => bail!(
             "--platform {p:?}: building several platforms at once is not supported; \
@@ -138,6 +151,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     let renderer: std::sync::Arc<dyn progress::Renderer> =
         progress::renderer(mode, args.explain).into();
     let interrupts = Interrupts::watch(env, req.cancel.clone(), renderer.clone());
+    let started = chrono::Utc::now();
     let result = env.engine.build(&req, &|e| renderer.event(e));
     interrupts.build_ended();
     let result = match result {
@@ -159,6 +173,41 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
             return Err(err);
         }
     };
+    let mut result = result;
+    if attestations.any() {
+        let facts = super::attest::BuildFacts {
+            context_dir: &req.context_dir,
+            dockerfile: &dockerfile,
+            build_args: &req.build_args,
+            target: req.target.as_deref(),
+            epoch,
+            started,
+        };
+        let attach_started = std::time::Instant::now();
+        let (image, packages) = super::attest::attach(env, attestations, &result, &tags, &facts)
+            .context("attaching attestations")?;
+        let took = attach_started.elapsed().as_secs_f64();
+        if !quiet {
+            let mut parts = Vec::new();
+            if attestations.sbom {
+                parts.push(format!("SBOM ({packages} packages)"));
+            }
+            if let Some(mode) = attestations.provenance {
+                let mode = if mode == kiln_attest::provenance::Mode::Max {
+                    "max"
+                } else {
+                    "min"
+                };
+                parts.push(format!("provenance (mode={mode})"));
+            }
+            eprintln!(
+                "attestations: {} in index {} ({took:.2}s)",
+                parts.join(", "),
+                image.root_digest()
+            );
+        }
+        result.image = image;
+    }
     let id = result.image.config_digest.to_string();
     let names: Vec<String> = tags.iter().map(ToString::to_string).collect();
     for output in &outputs {
@@ -178,14 +227,18 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     let local = || -> Result<super::pushing::Pushed> {
         Ok(super::pushing::Pushed {
             references: tags.clone(),
-            digest: result.image.manifest_digest.clone(),
-            size: env.store.blob_size(&result.image.manifest_digest)?,
-            media_type: result
-                .image
-                .manifest
-                .media_type
-                .clone()
-                .unwrap_or_else(|| kiln_image::media_type::OCI_MANIFEST.to_owned()),
+            digest: result.image.root_digest().clone(),
+            size: env.store.blob_size(result.image.root_digest())?,
+            media_type: if result.image.index_digest.is_some() {
+                kiln_image::media_type::OCI_INDEX.to_owned()
+            } else {
+                result
+                    .image
+                    .manifest
+                    .media_type
+                    .clone()
+                    .unwrap_or_else(|| kiln_image::media_type::OCI_MANIFEST.to_owned())
+            },
         })
     };
     let outcome = if args.push {

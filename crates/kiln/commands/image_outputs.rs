@@ -138,7 +138,11 @@ pub fn write_output(
             for name in names {
                 all_names.push(parse_reference(name)?.to_string());
             }
-            let images = [named(env, image, all_names)?];
+            // An OCI layout carries the index with the attestations; a docker archive cannot.
+            let images = [match format {
+                ArchiveFormat::Oci => named_root(env, image, all_names)?,
+                ArchiveFormat::Docker => named(env, image, all_names)?,
+            }];
             write_to(dest, |out| {
                 kiln_export::write_archive(&env.store, &images, *format, out)
                     .map(drop)
@@ -164,6 +168,22 @@ pub fn write_output(
             })
         }
     }
+}
+
+/// `image` as its names point at it: its index when it has one (attestations), else its
+/// manifest.
+fn named_root(env: &Env, image: &StoredImage, names: Vec<String>) -> Result<NamedManifest> {
+    let Some(index) = &image.index_digest else {
+        return named(env, image, names);
+    };
+    Ok(NamedManifest {
+        manifest: Descriptor::new(
+            kiln_image::media_type::OCI_INDEX,
+            index.clone(),
+            env.store.blob_size(index)?,
+        ),
+        names,
+    })
 }
 
 pub fn named(env: &Env, image: &StoredImage, names: Vec<String>) -> Result<NamedManifest> {

@@ -118,7 +118,7 @@ pub fn inspect(env: &Env, names: &[String]) -> Result<ExitCode> {
         };
         let repo_tags: Vec<String> = all
             .iter()
-            .filter(|(_, d)| *d == img.manifest_digest)
+            .filter(|(_, d)| d == img.root_digest())
             .filter_map(|(n, _)| n.parse::<Reference>().ok().map(|r| r.familiar()))
             .collect();
         let c = &img.config;

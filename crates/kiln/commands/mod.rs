@@ -1,6 +1,7 @@
 //! One module per subcommand; `dispatch` opens what they share (store, registry client, runtime).
 
 mod archive;
+mod attest;
 mod build;
 mod check;
 mod confinement;
@@ -150,7 +151,14 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             let (env, _lock) = open_shared(&cli.global)?;
             images::tag(&env, &source, &target)
         }
-        Command::Inspect { images } => images::inspect(&Env::open(&cli.global)?, &images),
+        Command::Inspect {
+            images,
+            sbom: false,
+            provenance: false,
+        } => images::inspect(&Env::open(&cli.global)?, &images),
+        Command::Inspect {
+            images, provenance, ..
+        } => attest::inspect(&Env::open(&cli.global)?, &images, provenance),
         Command::Ps { all, quiet } => containers::ps(&open_store(&cli.global)?, all, quiet),
         Command::Logs(args) => containers::logs(&open_store(&cli.global)?, &args),
         Command::Stop { time, containers } => {

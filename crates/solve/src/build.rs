@@ -68,6 +68,19 @@ pub struct BuildRequest {
 pub struct BuildResult {
     pub image: StoredImage,
     pub tags: Vec<String>,
+    /// The base images the build resolved (every `FROM`, `COPY --from` and mount naming an
+    /// image), with the manifest each was pinned to: a provenance's materials.
+    pub bases: Vec<crate::pins::ResolvedBase>,
+    /// Stages other than the target that asked for an SBOM of their own
+    /// (`BUILDKIT_SBOM_SCAN_STAGE`), with their filesystems' layers.
+    pub scan_stages: Vec<crate::scan_stages::StageLayers>,
+}
+
+/// What `build_plan` produced.
+struct Built {
+    image: StoredImage,
+    bases: Vec<crate::pins::ResolvedBase>,
+    scan_stages: Vec<crate::scan_stages::StageLayers>,
 }
 
 /// The engine: a store, a registry client and a runtime to drive the client on.
@@ -292,7 +305,11 @@ impl Engine {
                 "could not save the build context's file digests: {error}"
             )));
         }
-        let image = built?;
+        let Built {
+            image,
+            bases,
+            scan_stages,
+        } = built?;
         // A build cancelled after its last step still names nothing.
         if self.cancel.is_cancelled() {
             return Err(SolveError::Cancelled);
@@ -309,7 +326,12 @@ impl Engine {
             tags.push(tag.to_string());
         }
         remote.export(self, &plan, &req.cache_to, progress)?;
-        Ok(BuildResult { image, tags })
+        Ok(BuildResult {
+            image,
+            tags,
+            bases,
+            scan_stages,
+        })
     }
 
     fn build_plan(
@@ -320,14 +342,14 @@ impl Engine {
         req: &BuildRequest,
         remote: &RemoteCache,
         progress: Progress<'_>,
-    ) -> Result<StoredImage> {
+    ) -> Result<Built> {
+        let pins = ImagePins::default();
         let jobs = match req.jobs {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
         let board = StageBoard::new();
         let slots = Slots::new(jobs);
-        let pins = ImagePins::default();
         let first_error = Mutex::new(None);
         let run = BuildRun {
             src,
@@ -354,11 +376,17 @@ impl Engine {
         {
             return Err(e);
         }
+        let scan_stages = crate::scan_stages::collect(plan, &board, &req.build_args);
         let target = board.take(plan.target).ok_or(SolveError::TargetNotBuilt)?;
         // The final image's layers must all be here, also those of steps taken from an
         // imported cache that nothing unpacked.
         remote.fetch_blobs(self, &target.layers, progress)?;
-        self.finish_image(target)
+        let image = self.finish_image(target)?;
+        Ok(Built {
+            image,
+            bases: pins.resolved(),
+            scan_stages,
+        })
     }
 
     /// Starts building stage `index` on its own thread unless it has been started already.

@@ -32,6 +32,7 @@ mod onbuild;
 mod pins;
 mod progress;
 pub mod remote_cache;
+mod scan_stages;
 mod schedule;
 mod stage;
 
@@ -42,6 +43,8 @@ pub use context_tar::UnpackedContext;
 pub use epoch::{EpochError, EpochOrigin, SOURCE_DATE_EPOCH, SourceDateEpoch};
 pub use error::{Location, Result, SolveError};
 pub use explain::MissCause;
+pub use pins::ResolvedBase;
 pub use progress::{Progress, ProgressEvent, StepLabel};
 pub use remote_cache::{CacheExport, CacheImport, CacheLocation, CacheMode};
+pub use scan_stages::StageLayers;
 pub use stage::DEFAULT_PATH;

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use kiln_image::{Platform, Reference};
+use kiln_image::{Digest, Platform, Reference};
 use kiln_images::StoredImage;
 
 use crate::progress::Progress;
@@ -20,7 +20,43 @@ pub(crate) struct ImagePins {
 type PinKey = (String, String);
 type PinResult = std::result::Result<StoredImage, String>;
 
+/// A base image as one build resolved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedBase {
+    /// The reference as the Dockerfile named it, normalised (`docker.io/library/busybox:latest`).
+    pub reference: String,
+    pub platform: Platform,
+    /// The image manifest it was pinned to.
+    pub manifest: Digest,
+}
+
 impl ImagePins {
+    /// Every image resolved so far, sorted by reference and platform (failed ones left out).
+    pub fn resolved(&self) -> Vec<ResolvedBase> {
+        let cells = self
+            .cells
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<ResolvedBase> = cells
+            .iter()
+            .filter_map(|((reference, _), cell)| match cell.get() {
+                Some(Ok(image)) => Some(ResolvedBase {
+                    reference: reference.clone(),
+                    platform: Platform {
+                        variant: image.config.variant.clone(),
+                        ..Platform::new(&image.config.os, &image.config.architecture)
+                    },
+                    manifest: image.manifest_digest.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.reference, a.platform.to_string()).cmp(&(&b.reference, b.platform.to_string()))
+        });
+        out
+    }
+
     /// [`kiln_images::resolve_image`], once per build for each reference and platform. The error is the
     /// first resolution's message, for every asker.
     pub fn resolve(

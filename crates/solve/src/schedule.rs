@@ -219,6 +219,11 @@ impl<T: Clone> StageBoard<T> {
     }
 
     /// Takes a finished stage's result out of the board.
+    /// The result of stage `index` if it is done, without waiting.
+    pub fn get(&self, index: usize) -> Option<T> {
+        lock(&self.inner).done.get(&index).cloned()
+    }
+
     pub fn take(&self, index: usize) -> Option<T> {
         lock(&self.inner).done.remove(&index)
     }

@@ -62,6 +62,8 @@ impl Store {
     /// blobs are skipped: whatever exists of a broken image is still kept.
     pub(crate) fn reach(&self, root: &Digest, into: &mut Reachable) -> Result<()> {
         let mut todo = vec![root.clone()];
+        // Attestation manifests (BuildKit's layout) are content of an image, not images.
+        let mut attestations = BTreeSet::new();
         while let Some(d) = todo.pop() {
             if !into.blobs.insert(d.clone()) {
                 continue;
@@ -73,10 +75,21 @@ impl Store {
             };
             match parse_image_blob(&bytes) {
                 Some(ImageBlob::Index(i)) => {
-                    todo.extend(i.manifests.into_iter().map(|m| m.digest));
+                    for m in i.manifests {
+                        if m.annotations
+                            .get("vnd.docker.reference.type")
+                            .map(String::as_str)
+                            == Some("attestation-manifest")
+                        {
+                            attestations.insert(m.digest.clone());
+                        }
+                        todo.push(m.digest);
+                    }
                 }
                 Some(ImageBlob::Manifest(m)) => {
-                    into.manifests.insert(d.clone());
+                    if !attestations.contains(&d) {
+                        into.manifests.insert(d.clone());
+                    }
                     into.blobs.insert(m.config.digest.clone());
                     into.blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
                     if let Ok(cfg) = self.read_blob(&m.config.digest)

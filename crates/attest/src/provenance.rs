@@ -1,0 +1,157 @@
+//! SLSA provenance v0.2 predicates (<https://slsa.dev/provenance/v0.2>), laid out as BuildKit
+//! lays out its own (`invocation.configSource` naming the Dockerfile, `parameters.frontend`,
+//! `args`, `locals`, `environment.platform`), so tools that read BuildKit's provenance read
+//! kiln's.
+//!
+//! `min` records the Dockerfile's digest, the target, the platform, the base images and the
+//! times; `max` adds every build argument (`build-arg:NAME`, BuildKit's key form) and marks the
+//! parameters complete. Secrets are never recorded. With `SOURCE_DATE_EPOCH` the predicate
+//! claims `reproducible` and leaves out what differs between two builds of one commit — the
+//! wall-clock times and the invocation ID — so an attestation is as reproducible as the image
+//! it describes (SLSA v0.2 makes those fields optional).
+
+use std::collections::BTreeMap;
+
+use kiln_image::{Digest, Platform};
+use serde_json::{Value, json};
+
+/// kiln's build type: what the parameters below mean. It is kiln's own (the build is not
+/// BuildKit's), with BuildKit's field layout.
+pub const BUILD_TYPE: &str = "urn:kiln:build-type:dockerfile:v1";
+
+/// How much a provenance records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Min,
+    Max,
+}
+
+/// A base image as a material.
+#[derive(Debug, Clone)]
+pub struct Material {
+    /// `pkg:docker/busybox@latest?platform=linux%2Famd64`
+    pub uri: String,
+    pub digest: Digest,
+}
+
+/// Everything a provenance says.
+#[derive(Debug, Clone)]
+pub struct ProvenanceInput {
+    pub mode: Mode,
+    pub builder_id: String,
+    /// The Dockerfile's name relative to the context (`Dockerfile`) and its digest.
+    pub dockerfile_name: String,
+    pub dockerfile_digest: Digest,
+    pub target: Option<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub platform: Platform,
+    pub materials: Vec<Material>,
+    /// RFC 3339 times; ignored when `reproducible`.
+    pub started: String,
+    pub finished: String,
+    pub invocation_id: String,
+    /// `SOURCE_DATE_EPOCH` was set.
+    pub reproducible: bool,
+}
+
+pub fn predicate(input: &ProvenanceInput) -> Value {
+    let mut args = serde_json::Map::new();
+    if let Some(target) = &input.target {
+        args.insert("target".into(), json!(target));
+    }
+    if input.mode == Mode::Max {
+        for (k, v) in &input.build_args {
+            args.insert(format!("build-arg:{k}"), json!(v));
+        }
+    }
+    let mut metadata = json!({
+        "completeness": {
+            "parameters": input.mode == Mode::Max,
+            "environment": true,
+            "materials": false,
+        },
+        "reproducible": input.reproducible,
+    });
+    if !input.reproducible {
+        metadata["buildInvocationID"] = json!(input.invocation_id);
+        metadata["buildStartedOn"] = json!(input.started);
+        metadata["buildFinishedOn"] = json!(input.finished);
+    }
+    let materials: Vec<Value> = input
+        .materials
+        .iter()
+        .map(|m| json!({"uri": m.uri, "digest": {"sha256": m.digest.hex()}}))
+        .collect();
+    json!({
+        "builder": {"id": input.builder_id},
+        "buildType": BUILD_TYPE,
+        "invocation": {
+            "configSource": {
+                "entryPoint": input.dockerfile_name,
+                "digest": {"sha256": input.dockerfile_digest.hex()},
+            },
+            "parameters": {
+                "frontend": "dockerfile.v0",
+                "args": args,
+                "locals": [{"name": "context"}, {"name": "dockerfile"}],
+            },
+            "environment": {"platform": input.platform.to_string()},
+        },
+        "materials": materials,
+        "metadata": metadata,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(mode: Mode, reproducible: bool) -> ProvenanceInput {
+        ProvenanceInput {
+            mode,
+            builder_id: "urn:kiln:builder".into(),
+            dockerfile_name: "Dockerfile".into(),
+            dockerfile_digest: Digest::of(b"FROM busybox\n"),
+            target: None,
+            build_args: [("SECRETLESS".to_owned(), "1".to_owned())].into(),
+            platform: Platform::new("linux", "amd64"),
+            materials: vec![Material {
+                uri: "pkg:docker/busybox@latest?platform=linux%2Famd64".into(),
+                digest: Digest::of(b"m"),
+            }],
+            started: "2024-01-01T00:00:00Z".into(),
+            finished: "2024-01-01T00:00:05Z".into(),
+            invocation_id: "abc".into(),
+            reproducible,
+        }
+    }
+
+    #[test]
+    fn min_leaves_out_build_args_and_max_records_them() {
+        let min = predicate(&input(Mode::Min, false));
+        assert_eq!(min["invocation"]["parameters"]["args"], json!({}));
+        assert_eq!(min["metadata"]["completeness"]["parameters"], false);
+        assert_eq!(
+            min["materials"][0]["digest"]["sha256"],
+            Digest::of(b"m").hex()
+        );
+        assert_eq!(min["metadata"]["buildStartedOn"], "2024-01-01T00:00:00Z");
+        let max = predicate(&input(Mode::Max, false));
+        assert_eq!(
+            max["invocation"]["parameters"]["args"]["build-arg:SECRETLESS"],
+            "1"
+        );
+        assert_eq!(max["metadata"]["completeness"]["parameters"], true);
+    }
+
+    #[test]
+    fn reproducible_builds_carry_no_wall_clock() {
+        let a = predicate(&input(Mode::Min, true));
+        let mut other = input(Mode::Min, true);
+        other.started = "2030-01-01T00:00:00Z".into();
+        other.invocation_id = "different".into();
+        assert_eq!(a, predicate(&other));
+        assert_eq!(a["metadata"]["reproducible"], true);
+        assert!(a["metadata"].get("buildStartedOn").is_none());
+    }
+}
