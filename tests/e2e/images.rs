@@ -130,6 +130,9 @@ fn images_filter_by_reference_dangling_and_label() {
         repos(&["--filter", "dangling=false"]).len(),
         rows(&k, &[]).len()
     );
+    // The unnamed image is found by its ID, as dockerd finds it.
+    let out = k.ok(&["inspect", &old[7..19]]);
+    assert!(out.contains(&old[7..]), "{out}");
 
     let out = k.cmd(&["images", "--filter", "size=3"]);
     assert!(!out.status.success());

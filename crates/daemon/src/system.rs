@@ -122,10 +122,13 @@ pub async fn info(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
             .iter()
             .filter(|c| store.container_is_running(&c.id).unwrap_or(false))
             .count();
-        let mut images = std::collections::BTreeSet::new();
-        for (_, manifest) in store.list_names()? {
-            images.insert(manifest);
-        }
+        // The images `images/json?all=1` lists (named and unnamed), each ID once: docker-py
+        // checks that the two agree.
+        let all = kiln_images::ListFilter::parse::<&str>(&[])?.with_unnamed(true);
+        let images: std::collections::BTreeSet<_> = kiln_images::list_images(&store, &all)?
+            .into_iter()
+            .map(|row| row.image.config_digest)
+            .collect();
         Ok((containers.len(), running, images.len()))
     })
     .await

@@ -24,6 +24,8 @@ pub struct ListFilter {
     dangling: Option<bool>,
     /// Key and, if given, the value it must have.
     labels: Vec<(String, Option<String>)>,
+    /// Without a `dangling` filter, list unnamed images too (the API's `all=1`).
+    unnamed: bool,
 }
 
 impl ListFilter {
@@ -65,6 +67,14 @@ impl ListFilter {
         Ok(out)
     }
 
+    /// Lists unnamed images as well when no `dangling` filter decides (`docker images -a`,
+    /// the API's `all=1`). They are not listed by default: an image `kiln rmi` untagged stays
+    /// in the store until `kiln prune`, and should not come back as `<none>`.
+    pub fn with_unnamed(mut self, unnamed: bool) -> ListFilter {
+        self.unnamed = unnamed;
+        self
+    }
+
     fn keeps(&self, name: Option<&Reference>, img: &StoredImage) -> bool {
         if self.dangling.is_some_and(|d| d != name.is_none()) {
             return false;
@@ -83,6 +93,44 @@ impl ListFilter {
     }
 }
 
+/// The images in the store that no name points at (a build without `-t`, an image whose last
+/// name was removed while a container or the cache still kept it, a load of an unnamed
+/// archive), each once, newest first. Cache exports and attestation manifests are not images.
+pub(crate) fn unnamed_images(
+    store: &Store,
+    names: &[(String, Digest)],
+    named_ids: &[Digest],
+) -> Result<Vec<StoredImage>> {
+    let mut unnamed: Vec<StoredImage> = Vec::new();
+    for (manifest, config_type) in store.list_image_manifests()? {
+        // Cache exports are manifests too, of another config type.
+        if config_type != media_type::OCI_CONFIG && config_type != media_type::DOCKER_CONFIG {
+            continue;
+        }
+        if names.iter().any(|(_, m)| *m == manifest) {
+            continue;
+        }
+        // A blob that does not load as an image (not ours to judge here) is no row.
+        let Ok(image) = StoredImage::load(store, &manifest) else {
+            continue;
+        };
+        // An attestation manifest (in-toto statements as layers) is not an image.
+        if image.config.os == "unknown" && image.config.architecture == "unknown" {
+            continue;
+        }
+        if named_ids.contains(&image.config_digest)
+            || unnamed
+                .iter()
+                .any(|d| d.config_digest == image.config_digest)
+        {
+            continue;
+        }
+        unnamed.push(image);
+    }
+    unnamed.sort_by(|a, b| b.config.created.cmp(&a.config.created));
+    Ok(unnamed)
+}
+
 /// One row of `kiln images`.
 #[derive(Debug, Clone)]
 pub struct ImageSummary {
@@ -91,8 +139,8 @@ pub struct ImageSummary {
     pub image: StoredImage,
 }
 
-/// The images `filter` keeps: named ones in name order, then dangling ones (when the filter
-/// asks for them) newest first.
+/// The images `filter` keeps: named ones in name order, then, when the filter asks for them,
+/// unnamed (dangling) ones newest first.
 pub fn list_images(store: &Store, filter: &ListFilter) -> Result<Vec<ImageSummary>> {
     let mut out = Vec::new();
     let names = store.list_names()?;
@@ -117,38 +165,12 @@ pub fn list_images(store: &Store, filter: &ListFilter) -> Result<Vec<ImageSummar
             });
         }
     }
-    if filter.dangling == Some(true) {
-        let mut dangling: Vec<StoredImage> = Vec::new();
-        for (manifest, config_type) in store.list_image_manifests()? {
-            // Cache exports are manifests too, of another config type.
-            if config_type != media_type::OCI_CONFIG && config_type != media_type::DOCKER_CONFIG {
-                continue;
-            }
-            if names.iter().any(|(_, m)| *m == manifest) {
-                continue;
-            }
-            // A blob that does not load as an image (not ours to judge here) is no row.
-            let Ok(image) = StoredImage::load(store, &manifest) else {
-                continue;
-            };
-            // An attestation manifest (in-toto statements as layers) is not an image.
-            if image.config.os == "unknown" && image.config.architecture == "unknown" {
-                continue;
-            }
-            if named_ids.contains(&image.config_digest)
-                || dangling
-                    .iter()
-                    .any(|d| d.config_digest == image.config_digest)
-                || !filter.keeps(None, &image)
-            {
-                continue;
-            }
-            dangling.push(image);
-        }
-        dangling.sort_by(|a, b| b.config.created.cmp(&a.config.created));
+    if filter.dangling.unwrap_or(filter.unnamed) {
+        let unnamed = unnamed_images(store, &names, &named_ids)?;
         out.extend(
-            dangling
+            unnamed
                 .into_iter()
+                .filter(|image| filter.keeps(None, image))
                 .map(|image| ImageSummary { name: None, image }),
         );
     }
@@ -312,6 +334,15 @@ mod tests {
             |f: &[&str]| names(&list_images(&store, &ListFilter::parse(f).unwrap()).unwrap());
         // Names sort by their full form: docker.io/library/… before docker.io/user/….
         assert_eq!(list(&[]), ["tool:old", "web:1", "user/tool:2"]);
+        let all = ListFilter::parse::<&str>(&[]).unwrap().with_unnamed(true);
+        assert_eq!(
+            names(&list_images(&store, &all).unwrap()),
+            ["tool:old", "web:1", "user/tool:2", "<none>"]
+        );
+        let named = ListFilter::parse(&["dangling=false"])
+            .unwrap()
+            .with_unnamed(true);
+        assert_eq!(names(&list_images(&store, &named).unwrap()), list(&[]));
         assert_eq!(list(&["reference=web"]), ["web:1"]);
         assert_eq!(list(&["reference=*tool*"]), ["tool:old"]);
         assert_eq!(list(&["reference=*/tool"]), ["user/tool:2"]);
@@ -323,7 +354,10 @@ mod tests {
         assert_eq!(list(&["label=tier=web"]), ["web:1"]);
         assert!(list(&["label=tier=db"]).is_empty());
         assert!(list(&["label=tier", "label=other"]).is_empty());
-        assert_eq!(list(&["dangling=false"]), list(&[]));
+        assert_eq!(
+            list(&["dangling=false"]),
+            ["tool:old", "web:1", "user/tool:2"]
+        );
         let dangling =
             list_images(&store, &ListFilter::parse(&["dangling=true"]).unwrap()).unwrap();
         assert_eq!(names(&dangling), ["<none>"]);

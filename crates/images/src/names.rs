@@ -36,15 +36,25 @@ fn id_prefix(query: &str) -> Option<&str> {
         .then_some(id)
 }
 
-/// The image whose ID starts with `prefix`, among the named images and the containers' images.
+/// The image whose ID starts with `prefix`, among the named images, the containers' images and
+/// the unnamed images in the store.
 fn find_by_id(store: &Store, query: &str, prefix: &str) -> Result<StoredImage> {
     let prefix = prefix.to_ascii_lowercase();
     let mut found: Vec<StoredImage> = Vec::new();
+    let mut named_ids = Vec::new();
     for manifest in known_manifests(store)? {
         let img = StoredImage::load(store, &manifest)?;
+        named_ids.push(img.config_digest.clone());
         if img.config_digest.hex().starts_with(&prefix)
             && !found.iter().any(|f| f.config_digest == img.config_digest)
         {
+            found.push(img);
+        }
+    }
+    // Unnamed images are found by ID too (`kiln run <id>` after `kiln build` without `-t`).
+    let names = store.list_names()?;
+    for img in crate::list::unnamed_images(store, &names, &named_ids)? {
+        if img.config_digest.hex().starts_with(&prefix) {
             found.push(img);
         }
     }

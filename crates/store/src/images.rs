@@ -141,6 +141,31 @@ impl Store {
             .collect())
     }
 
+    /// The whole blob `d` if it starts like a JSON object, judged from its first bytes, so that
+    /// a listing never reads layers (gzip, zstd or tar, never `{`) through; `None` for any other
+    /// blob or one removed meanwhile.
+    fn read_json_blob(&self, d: &Digest) -> Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        let mut file = match self.open_blob(d) {
+            Ok(f) => f,
+            Err(StoreError::BlobNotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let path = self.blob_path(d);
+        let mut head = [0u8; 256];
+        let n = file.read(&mut head).map_err(|e| StoreError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        if head[..n].iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Ok(None);
+        }
+        let mut bytes = head[..n].to_vec();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| StoreError::Io { path, source: e })?;
+        Ok(Some(bytes))
+    }
+
     /// Every manifest and index in the store (blobs small enough that parse as one).
     pub(crate) fn list_image_roots(
         &self,
@@ -151,10 +176,8 @@ impl Store {
             if *size > MAX_IMAGE_BLOB {
                 continue;
             }
-            let bytes = match self.read_blob(d) {
-                Ok(b) => b,
-                Err(StoreError::BlobNotFound(_)) => continue,
-                Err(e) => return Err(e),
+            let Some(bytes) = self.read_json_blob(d)? else {
+                continue;
             };
             if let Some(parsed) = parse_image_blob(&bytes) {
                 out.push((d.clone(), parsed));

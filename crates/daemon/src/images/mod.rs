@@ -94,36 +94,10 @@ fn client_for(daemon: &Daemon, auth: Option<AuthConfig>, registry: &str) -> Arc<
     }
 }
 
-/// The image `query` names, as dockerd finds it: a name, an ID or ID prefix of a named image
-/// or a container's (`kiln_images::find_image`), else an ID prefix of an unnamed image (a
-/// build without `-t`, a load of an unnamed archive), which dockerd lists and finds too.
+/// The image `query` names, as dockerd finds it: a name, else an ID or unambiguous ID prefix
+/// of any image in the store, named or not (`kiln_images::find_image`).
 pub fn find(store: &kiln_store::Store, query: &str) -> Result<StoredImage, ApiError> {
-    match kiln_images::find_image(store, query) {
-        Err(kiln_images::ImageError::NotFound(_)) => {
-            let hex = query
-                .strip_prefix("sha256:")
-                .unwrap_or(query)
-                .to_ascii_lowercase();
-            if hex.len() < 4 || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(ApiError::not_found(format!("No such image: {query}")));
-            }
-            let dangling = kiln_images::ListFilter::parse(&["dangling=true"])?;
-            let mut found: Vec<StoredImage> = kiln_images::list_images(store, &dangling)?
-                .into_iter()
-                .map(|row| row.image)
-                .filter(|img| img.config_digest.hex().starts_with(&hex))
-                .collect();
-            found.dedup_by(|a, b| a.config_digest == b.config_digest);
-            match found.len() {
-                0 => Err(ApiError::not_found(format!("No such image: {query}"))),
-                1 => Ok(found.remove(0)),
-                n => Err(ApiError::bad_request(format!(
-                    "{query:?} matches {n} images; give more of the ID"
-                ))),
-            }
-        }
-        result => result.map_err(|e| ApiError::image(e, query)),
-    }
+    kiln_images::find_image(store, query).map_err(|e| ApiError::image(e, query))
 }
 
 /// Every name of `img`, in name order.
@@ -132,7 +106,7 @@ fn names_of(daemon: &Daemon, img: &StoredImage) -> Result<Vec<Reference>, ApiErr
 }
 
 /// `GET /images/json`: one entry per image with all its names (dockerd's grouping), filters
-/// `reference`, `dangling`, `label`.
+/// `reference`, `dangling`, `label`; `all=1` adds the unnamed images.
 pub async fn list(daemon: &Arc<Daemon>, query: &Query) -> Result<Response<Body>, ApiError> {
     let filters = query.filters()?;
     filters.only(&["reference", "dangling", "label"])?;
@@ -142,7 +116,7 @@ pub async fn list(daemon: &Arc<Daemon>, query: &Query) -> Result<Response<Body>,
             flat.push(format!("{key}={v}"));
         }
     }
-    let filter = kiln_images::ListFilter::parse(&flat)?;
+    let filter = kiln_images::ListFilter::parse(&flat)?.with_unnamed(query.bool("all"));
     let store = daemon.store().clone();
     let rows = blocking(move || Ok(kiln_images::list_images(&store, &filter)?)).await?;
     // Grouped by ID in first-seen order.
