@@ -16,6 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+source "$ROOT/bench/lib.sh"
 RUNS=${RUNS:-5}
 EPOCH=${EPOCH:-1700000000}
 [[ $(id -u) -eq 0 ]] || { echo "epoch.sh: must run as root" >&2; exit 1; }
@@ -28,12 +29,8 @@ fi
 [[ -x $KILN ]] || { echo "epoch.sh: $KILN is not an executable" >&2; exit 1; }
 WORK=$(mktemp -d "${BENCH_TMP:-/var/tmp}/kiln-bench-epoch.XXXXXX")
 
-unmount_under() {
-    awk -v w="$1" 'index($2, w "/") == 1 { print $2 }' /proc/self/mounts | sort -r |
-        while IFS= read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
-}
 cleanup() {
-    unmount_under "$WORK"
+    bench_unmount_under "$WORK"
     if [[ ${KEEP:-0} == 1 ]]; then echo "kept $WORK (results.tsv)" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -46,21 +43,7 @@ trap cleanup EXIT
 
 # bench/run.sh's small scenario.
 ctx=$WORK/small
-mkdir -p "$ctx/src" "$ctx/config"
-for i in $(seq -w 1 20); do seq 1 40 | sed "s/^/module $i line /" >"$ctx/src/mod$i.txt"; done
-echo "main v1" >"$ctx/src/main.txt"
-echo "level=info" >"$ctx/config/app.conf"
-cat >"$ctx/Dockerfile" <<'EOF'
-FROM bench-base
-WORKDIR /app
-COPY config/ /app/config/
-RUN mkdir -p /app/out && echo ready > /app/out/stamp
-COPY src/ /app/src/
-RUN cat /app/src/*.txt | wc -c > /app/out/size
-RUN ls -l /app/src > /app/out/listing && sha256sum /app/src/* > /app/out/sums
-ENV APP_MODE=production
-CMD ["cat", "/app/out/size"]
-EOF
+bench_small_context "$ctx"
 
 results=$WORK/results.tsv
 modes=(without with)
@@ -69,7 +52,7 @@ for ((rep = 0; rep < RUNS; rep++)); do
     for ((j = 0; j < 2; j++)); do
         mode=${modes[(j + rep) % 2]} # rotate which mode goes first
         store=$WORK/store-$mode
-        unmount_under "$store"
+        bench_unmount_under "$store"
         rm -rf "$store"
         "$KILN" --root "$store" load -i "$WORK/base.tar" >/dev/null
         args=(build --network none --progress plain -t bench-small --metadata-file "$WORK/meta.json")

@@ -22,6 +22,7 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$repo/bench/lib.sh"
 quick=0
 for arg in "$@"; do
     case $arg in
@@ -368,21 +369,7 @@ log "writing the build contexts"
 
 # small: a few RUN and COPY; the edited file is src/main.txt (its COPY and the RUNs after it
 # re-run).
-mkdir -p "$ctx/small/src" "$ctx/small/config"
-for i in $(seq -w 1 20); do seq 1 40 | sed "s/^/module $i line /" >"$ctx/small/src/mod$i.txt"; done
-echo "main v1" >"$ctx/small/src/main.txt"
-echo "level=info" >"$ctx/small/config/app.conf"
-cat >"$ctx/small/Dockerfile" <<'EOF'
-FROM bench-base
-WORKDIR /app
-COPY config/ /app/config/
-RUN mkdir -p /app/out && echo ready > /app/out/stamp
-COPY src/ /app/src/
-RUN cat /app/src/*.txt | wc -c > /app/out/size
-RUN ls -l /app/src > /app/out/listing && sha256sum /app/src/* > /app/out/sums
-ENV APP_MODE=production
-CMD ["cat", "/app/out/size"]
-EOF
+bench_small_context "$ctx/small"
 
 # big: many small files plus a few large, half-compressible ones (a random half and a text half
 # in every 64 KiB block, like typical binaries), copied whole; the edited file is one small one.

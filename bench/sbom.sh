@@ -23,6 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+source "$ROOT/bench/lib.sh"
 RUNS=${RUNS:-5}
 [[ $(id -u) -eq 0 ]] || { echo "sbom.sh: must run as root" >&2; exit 1; }
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "sbom.sh: RUNS must be a positive integer" >&2; exit 1; }
@@ -35,12 +36,8 @@ fi
 [[ -x $KILN ]] || { echo "sbom.sh: $KILN is not an executable" >&2; exit 1; }
 WORK=$(mktemp -d "${BENCH_TMP:-/var/tmp}/kiln-bench-sbom.XXXXXX")
 
-unmount_under() {
-    awk -v w="$1" 'index($2, w "/") == 1 { print $2 }' /proc/self/mounts | sort -r |
-        while IFS= read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
-}
 cleanup() {
-    unmount_under "$WORK"
+    bench_unmount_under "$WORK"
     if [[ ${KEEP:-0} == 1 ]]; then echo "kept $WORK (results.tsv)" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -125,7 +122,7 @@ for ((rep = 0; rep < RUNS; rep++)); do
     for ((j = 0; j < 2; j++)); do
         mode=${modes[(j + rep) % 2]} # rotate which mode goes first
         store=$WORK/store-$mode
-        unmount_under "$store"
+        bench_unmount_under "$store"
         rm -rf "$store"
         "$KILN" --root "$store" load -i "$WORK/base.tar" >/dev/null
         args=(build --network none --progress plain -t bench-sbom)

@@ -16,6 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+source "$ROOT/bench/lib.sh"
 RUNS=${RUNS:-5}
 KILN=${KILN:-$ROOT/target/release/kiln}
 [[ $(id -u) -eq 0 ]] || { echo "serve.sh: must run as root" >&2; exit 1; }
@@ -31,21 +32,7 @@ trap cleanup EXIT
 
 "$ROOT/scripts/busybox-rootfs.sh" "$WORK/busybox.tar" >/dev/null
 ctx=$WORK/small
-mkdir -p "$ctx/src" "$ctx/config"
-for i in $(seq -w 1 20); do seq 1 40 | sed "s/^/module $i line /" >"$ctx/src/mod$i.txt"; done
-echo "main v1" >"$ctx/src/main.txt"
-echo "level=info" >"$ctx/config/app.conf"
-cat >"$ctx/Dockerfile" <<'DOCKERFILE'
-FROM bench-base
-WORKDIR /app
-COPY config/ /app/config/
-RUN mkdir -p /app/out && echo ready > /app/out/stamp
-COPY src/ /app/src/
-RUN cat /app/src/*.txt | wc -c > /app/out/size
-RUN ls -l /app/src > /app/out/listing && sha256sum /app/src/* > /app/out/sums
-ENV APP_MODE=production
-CMD ["cat", "/app/out/size"]
-DOCKERFILE
+bench_small_context "$ctx"
 
 now() { date +%s.%N; }
 # One store per run and tool, with the base image imported: a cold build finds no records.

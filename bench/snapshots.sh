@@ -17,6 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+source "$ROOT/bench/lib.sh"
 RUNS=${RUNS:-3}
 WORK=$(mktemp -d "${BENCH_TMP:-/var/tmp}/kiln-bench-snapshots.XXXXXX")
 trap '[[ ${KEEP:-0} == 1 ]] && echo "kept $WORK (results.tsv)" >&2 || rm -rf "$WORK"' EXIT
@@ -37,21 +38,8 @@ done
 
 # The scenarios, as bench/run.sh writes them (small, thirty), and issue 10's Dockerfile.
 ctx=$WORK/ctx
-mkdir -p "$ctx/small/src" "$ctx/small/config" "$ctx/thirty" "$ctx/repeated"
-for i in $(seq -w 1 20); do seq 1 40 | sed "s/^/module $i line /" >"$ctx/small/src/mod$i.txt"; done
-echo "main v1" >"$ctx/small/src/main.txt"
-echo "level=info" >"$ctx/small/config/app.conf"
-cat >"$ctx/small/Dockerfile" <<'EOF'
-FROM bench-base
-WORKDIR /app
-COPY config/ /app/config/
-RUN mkdir -p /app/out && echo ready > /app/out/stamp
-COPY src/ /app/src/
-RUN cat /app/src/*.txt | wc -c > /app/out/size
-RUN ls -l /app/src > /app/out/listing && sha256sum /app/src/* > /app/out/sums
-ENV APP_MODE=production
-CMD ["cat", "/app/out/size"]
-EOF
+mkdir -p "$ctx/thirty" "$ctx/repeated"
+bench_small_context "$ctx/small"
 echo "app v1" >"$ctx/thirty/app.txt"
 {
     echo "FROM bench-base"
@@ -69,11 +57,6 @@ RUN chmod +x /entrypoint.sh
 RUN echo after > /after
 EOF
 
-unmount_under() {
-    awk -v w="$1" 'index($2, w "/") == 1 { print $2 }' /proc/self/mounts | sort -r |
-        while IFS= read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
-}
-
 results=$WORK/results.tsv
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for ((rep = 0; rep < RUNS; rep++)); do
@@ -82,7 +65,7 @@ for ((rep = 0; rep < RUNS; rep++)); do
         for ((j = 0; j < n; j++)); do
             t=$(((j + rep) % n)) # rotate which binary goes first
             label=${labels[t]} bin=${bins[t]} store=$WORK/store-$label
-            unmount_under "$store"
+            bench_unmount_under "$store"
             rm -rf "$store"
             "$bin" --root "$store" import "$WORK/busybox.tar" bench-base:latest >/dev/null
             start=$EPOCHREALTIME
