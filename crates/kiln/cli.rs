@@ -388,6 +388,9 @@ pub struct BuildArgs {
     /// or host [default: default]
     #[arg(long)]
     pub network: Option<String>,
+    /// Add a line to /etc/hosts of every RUN step: NAME:ADDRESS; may be repeated
+    #[arg(long = "add-host", value_name = "NAME:ADDRESS")]
+    pub add_host: Vec<String>,
     /// Secret for RUN --mount=type=secret: id=NAME[,src=FILE|,env=VAR]; may be repeated
     #[arg(long = "secret", value_name = "id=NAME[,src=FILE|,env=VAR]")]
     pub secrets: Vec<String>,
@@ -557,6 +560,9 @@ pub struct RunArgs {
     /// Container hostname
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Add a line to the container's /etc/hosts: NAME:ADDRESS; may be repeated
+    #[arg(long = "add-host", value_name = "NAME:ADDRESS")]
+    pub add_host: Vec<String>,
     #[command(flatten)]
     pub confinement: ConfinementArgs,
     /// Image to run

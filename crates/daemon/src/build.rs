@@ -48,6 +48,8 @@ struct Params {
     quiet: bool,
     platform: Platform,
     network: NetworkMode,
+    /// `extrahosts`: `NAME:ADDRESS` entries for RUN steps' `/etc/hosts`.
+    extra_hosts: Vec<kiln_sandbox::ExtraHost>,
 }
 
 fn parse_params(req: &Req) -> Result<Params, ApiError> {
@@ -68,12 +70,18 @@ fn parse_params(req: &Req) -> Result<Params, ApiError> {
             "remote {remote:?}: kiln builds only a context sent as a tar in the request body"
         )));
     }
-    let extra_hosts = q.get("extrahosts").unwrap_or("").trim();
-    if !extra_hosts.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "extrahosts {extra_hosts:?}: adding /etc/hosts entries to builds is not supported by kiln yet"
-        )));
-    }
+    // docker-py repeats the parameter, one entry each; a comma-separated list is read too.
+    let extra_hosts = q
+        .all("extrahosts")
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            kiln_sandbox::ExtraHost::parse(h)
+                .map_err(|e| ApiError::bad_request(format!("extrahosts: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let platform = match q.get("platform").map(str::trim).filter(|p| !p.is_empty()) {
         Some(p) if p.contains(',') => {
             return Err(ApiError::bad_request(format!(
@@ -122,6 +130,7 @@ fn parse_params(req: &Req) -> Result<Params, ApiError> {
         quiet: q.bool("q"),
         platform,
         network,
+        extra_hosts,
     })
 }
 
@@ -220,6 +229,7 @@ async fn run(
         build_args: params.build_args.clone(),
         target: params.target.clone(),
         network: params.network,
+        extra_hosts: params.extra_hosts.clone(),
         allow_network_host: false,
         secrets: BTreeMap::new(),
         no_cache,

@@ -116,6 +116,11 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
         build_args,
         target: args.target.clone(),
         network: choose_network(args.network.as_deref(), BUILD_NETWORKS)?,
+        extra_hosts: args
+            .add_host
+            .iter()
+            .map(|h| kiln_sandbox::ExtraHost::parse(h))
+            .collect::<Result<_, _>>()?,
         allow_network_host: parse_allow(&args.allow)?,
         secrets: load_secrets(&args.secrets)?,
         no_cache: args.no_cache,

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use kiln_image::HealthConfig;
 use kiln_images::{StoredImage, lower_dirs};
 use kiln_sandbox::{
-    Capabilities, NetworkMode, ProcessSpec, ResourceLimits, SandboxSpec, SecurityOptions,
+    Capabilities, ExtraHost, NetworkMode, ProcessSpec, ResourceLimits, SandboxSpec, SecurityOptions,
 };
 use kiln_store::{CONTAINER_SCHEMA_VERSION, ContainerRecord, ContainerState, RunConfig};
 use serde::{Deserialize, Serialize};
@@ -87,6 +87,8 @@ pub struct HostConfig {
     /// `None`, 0 or -1 for no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pids_limit: Option<i64>,
+    /// `--add-host` entries, `NAME:ADDRESS` each.
+    pub extra_hosts: Vec<String>,
 }
 
 fn invalid(what: &'static str, value: impl ToString, reason: &'static str) -> RuntimeError {
@@ -110,6 +112,17 @@ impl HostConfig {
                 "expected bridge, default, none or host",
             )),
         }
+    }
+
+    /// The `/etc/hosts` entries `ExtraHosts` asks for.
+    pub fn extra_hosts(&self) -> Result<Vec<ExtraHost>> {
+        self.extra_hosts
+            .iter()
+            .map(|h| {
+                ExtraHost::parse(h)
+                    .map_err(|_| invalid("extra host", h, "expected NAME:ADDRESS (an IP address)"))
+            })
+            .collect()
     }
 
     /// Docker's default capabilities and seccomp filter, adjusted as asked.
@@ -264,6 +277,7 @@ impl<H: Host> Runtime<H> {
         let network = request.host_config.network()?;
         let security = request.host_config.security_options()?;
         let resources = request.host_config.resource_limits()?;
+        let extra_hosts = request.host_config.extra_hosts()?;
         let process = process_spec(&request.config, img)?;
         let lowers = lower_dirs(&self.store, img.layers())?;
 
@@ -322,6 +336,7 @@ impl<H: Host> Runtime<H> {
             mounts: Vec::new(),
             security,
             resources,
+            extra_hosts,
         };
         match self.prepare(&mut record, requests, img, sandbox, process) {
             Ok(()) => Ok(record),

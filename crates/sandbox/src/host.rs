@@ -358,7 +358,7 @@ fn prepare_state_dir(
     create_dir("empty")?;
     // Mount point of the sandbox's private tmpfs for file mounts (see `FileMount`).
     create_dir("files")?;
-    let hosts = network::hosts_file(spec.network, &spec.hostname);
+    let hosts = network::hosts_file(spec.network, &spec.hostname, &spec.extra_hosts);
     write_file(&dir.path().join("hosts"), hosts.as_bytes())?;
     let resolv = network::resolv_conf(spec.network, host_resolv);
     write_file(&dir.path().join("resolv.conf"), resolv.as_bytes())?;
@@ -568,6 +568,7 @@ mod tests {
             mounts: vec![],
             security: Default::default(),
             resources: Default::default(),
+            extra_hosts: Vec::new(),
         };
         let process = ProcessSpec {
             args: vec![],

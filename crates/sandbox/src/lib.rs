@@ -37,8 +37,9 @@ pub use network::{HELPER_PACKAGE, SANDBOX_ADDRESS, find_helper as network_helper
 pub use overlay::OverlayMount;
 pub use seccomp::denied_syscalls;
 pub use spec::{
-    BindMount, FileMount, Mount, NetworkMode, ProcessSpec, ResourceLimits, SandboxSpec,
-    SeccompProfile, SecurityOptError, SecurityOptions, Stdio, TmpfsMount,
+    BindMount, ExtraHost, ExtraHostError, FileMount, Mount, NetworkMode, ProcessSpec,
+    ResourceLimits, SandboxSpec, SeccompProfile, SecurityOptError, SecurityOptions, Stdio,
+    TmpfsMount,
 };
 
 /// Moves the calling process into a mount namespace of its own whose mounts receive the

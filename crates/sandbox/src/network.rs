@@ -25,7 +25,7 @@ use rustix::pipe::PipeFlags;
 
 use crate::error::{InitFailure, SandboxError};
 use crate::fork_window;
-use crate::spec::NetworkMode;
+use crate::spec::{ExtraHost, NetworkMode};
 use crate::sys;
 
 /// The user-mode networking program and the Debian package that has it.
@@ -327,10 +327,10 @@ pub(crate) fn resolv_conf(mode: NetworkMode, host_resolv: &str) -> String {
     }
 }
 
-/// The sandbox's /etc/hosts, in Docker's layout: localhost and the IPv6 names, then the
-/// hostname on the sandbox's own address (its interface's with the default network, loopback
-/// otherwise).
-pub(crate) fn hosts_file(mode: NetworkMode, hostname: &str) -> String {
+/// The sandbox's /etc/hosts, in Docker's layout: localhost and the IPv6 names, the
+/// `--add-host` entries, then the hostname on the sandbox's own address (its interface's with
+/// the default network, loopback otherwise).
+pub(crate) fn hosts_file(mode: NetworkMode, hostname: &str, extra: &[ExtraHost]) -> String {
     let mut hosts = String::from(
         "127.0.0.1\tlocalhost\n\
          ::1\tlocalhost ip6-localhost ip6-loopback\n\
@@ -339,6 +339,9 @@ pub(crate) fn hosts_file(mode: NetworkMode, hostname: &str) -> String {
          ff02::1\tip6-allnodes\n\
          ff02::2\tip6-allrouters\n",
     );
+    for host in extra {
+        hosts.push_str(&format!("{}\t{}\n", host.address, host.name));
+    }
     if !hostname.is_empty() && hostname != "localhost" {
         let address = match mode {
             NetworkMode::Default => SANDBOX_ADDRESS,
@@ -398,14 +401,27 @@ mod tests {
 
     #[test]
     fn hosts_names_the_hostname_on_the_sandbox_address() {
-        let hosts = hosts_file(NetworkMode::Default, "builder");
+        let hosts = hosts_file(NetworkMode::Default, "builder", &[]);
         assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"), "{hosts}");
         assert!(hosts.contains("ff02::2\tip6-allrouters\n"), "{hosts}");
         assert!(hosts.ends_with("10.0.2.100\tbuilder\n"), "{hosts}");
-        assert!(hosts_file(NetworkMode::None, "builder").ends_with("127.0.0.1\tbuilder\n"));
-        assert!(hosts_file(NetworkMode::Host, "builder").ends_with("127.0.0.1\tbuilder\n"));
-        assert!(!hosts_file(NetworkMode::Default, "").contains("10.0.2.100"));
-        assert!(!hosts_file(NetworkMode::None, "localhost").contains("\tlocalhost\n127"));
+        assert!(hosts_file(NetworkMode::None, "builder", &[]).ends_with("127.0.0.1\tbuilder\n"));
+        assert!(hosts_file(NetworkMode::Host, "builder", &[]).ends_with("127.0.0.1\tbuilder\n"));
+        assert!(!hosts_file(NetworkMode::Default, "", &[]).contains("10.0.2.100"));
+        assert!(!hosts_file(NetworkMode::None, "localhost", &[]).contains("\tlocalhost\n127"));
+    }
+
+    #[test]
+    fn add_host_entries_come_before_the_hostname_in_order() {
+        let extra = [
+            ExtraHost::parse("db:10.1.2.3").unwrap(),
+            ExtraHost::parse("v6:::1").unwrap(),
+        ];
+        let hosts = hosts_file(NetworkMode::None, "builder", &extra);
+        assert!(
+            hosts.ends_with("ff02::2\tip6-allrouters\n10.1.2.3\tdb\n::1\tv6\n127.0.0.1\tbuilder\n"),
+            "{hosts}"
+        );
     }
 
     #[test]

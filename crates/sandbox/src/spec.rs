@@ -28,6 +28,76 @@ pub struct SandboxSpec {
     /// cgroup limits; none by default.
     #[serde(default)]
     pub resources: ResourceLimits,
+    /// Extra `/etc/hosts` entries (`--add-host`), written after the standard ones in order.
+    #[serde(default)]
+    pub extra_hosts: Vec<ExtraHost>,
+}
+
+/// One `--add-host NAME:ADDRESS` entry of a sandbox's `/etc/hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraHost {
+    pub name: String,
+    pub address: std::net::IpAddr,
+}
+
+impl ExtraHost {
+    /// Parses Docker's `NAME:ADDRESS` (split at the first `:`, so `NAME:::1` is an IPv6
+    /// entry; an address may also be bracketed, `NAME:[::1]`) or BuildKit's newer `NAME=ADDRESS`.
+    /// Docker's special address `host-gateway` is refused: kiln's sandboxes have no bridge
+    /// whose gateway is the host.
+    pub fn parse(value: &str) -> Result<ExtraHost, ExtraHostError> {
+        let bad = |why: &'static str| ExtraHostError {
+            value: value.to_owned(),
+            why,
+        };
+        let (name, address) = value
+            .split_once('=')
+            .or_else(|| value.split_once(':'))
+            .ok_or_else(|| bad("expected NAME:ADDRESS"))?;
+        let name = name.trim();
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '#') {
+            return Err(bad("the name must be non-empty, without spaces or '#'"));
+        }
+        let address = address.trim();
+        if address == "host-gateway" {
+            return Err(bad(
+                "host-gateway is not supported (kiln's sandboxes have no bridge to the host)",
+            ));
+        }
+        let address = address
+            .strip_prefix('[')
+            .and_then(|a| a.strip_suffix(']'))
+            .unwrap_or(address);
+        let address = address
+            .parse()
+            .map_err(|_| bad("the address is not an IPv4 or IPv6 address"))?;
+        Ok(ExtraHost {
+            name: name.to_owned(),
+            address,
+        })
+    }
+}
+
+impl std::fmt::Display for ExtraHost {
+    /// Docker's `NAME:ADDRESS` form, which [`ExtraHost::parse`] reads back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.name, self.address)
+    }
+}
+
+/// An `--add-host` value that is not `NAME:ADDRESS`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid --add-host {value:?}: {why}")]
+pub struct ExtraHostError {
+    value: String,
+    why: &'static str,
+}
+
+impl ExtraHostError {
+    /// Always [`kiln_error::ErrorKind::InvalidArgument`]: the value came from the caller.
+    pub fn kind(&self) -> kiln_error::ErrorKind {
+        kiln_error::ErrorKind::InvalidArgument
+    }
 }
 
 /// How much the process may do, with Docker's defaults for a container (and BuildKit's for a
@@ -264,6 +334,38 @@ impl Stdio {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn add_host_values_parse_as_docker_and_buildkit_write_them() {
+        let host = ExtraHost::parse("db.local:10.0.0.5").unwrap();
+        assert_eq!(host.name, "db.local");
+        assert_eq!(host.address.to_string(), "10.0.0.5");
+        assert_eq!(host.to_string(), "db.local:10.0.0.5");
+        assert_eq!(
+            ExtraHost::parse("v6:::1").unwrap().address.to_string(),
+            "::1"
+        );
+        assert_eq!(
+            ExtraHost::parse("v6:[fe80::1]")
+                .unwrap()
+                .address
+                .to_string(),
+            "fe80::1"
+        );
+        assert_eq!(ExtraHost::parse("eq=192.168.1.1").unwrap().name, "eq");
+        for bad in [
+            "nocolon",
+            ":1.2.3.4",
+            "a b:1.2.3.4",
+            "x:not-an-ip",
+            "x:host-gateway",
+            "x:",
+        ] {
+            let err = ExtraHost::parse(bad).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+            assert_eq!(err.kind(), kiln_error::ErrorKind::InvalidArgument);
+        }
+    }
 
     #[test]
     fn security_opts_as_docker_spells_them() {

@@ -89,6 +89,7 @@ fn spec(lowers: &[&Path], scratch: &Scratch, network: NetworkMode) -> SandboxSpe
         mounts: vec![],
         security: Default::default(),
         resources: Default::default(),
+        extra_hosts: Vec::new(),
     }
 }
 

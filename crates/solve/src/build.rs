@@ -37,6 +37,8 @@ pub struct BuildRequest {
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
     pub network: NetworkMode,
+    /// `--add-host` entries for every RUN step's `/etc/hosts` (part of each RUN's cache key).
+    pub extra_hosts: Vec<kiln_sandbox::ExtraHost>,
     /// `--allow network.host`: RUN steps may ask for `--network=host`.
     pub allow_network_host: bool,
     /// `--secret`s by id, for `RUN --mount=type=secret`.

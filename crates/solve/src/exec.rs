@@ -98,6 +98,16 @@ impl StageBuilder<'_> {
                 if let Some(hostname) = custom_hostname.as_deref() {
                     key.field("hostname", hostname);
                 }
+                // As in BuildKit, where they are part of the exec op; absent, keys are as before.
+                if !self.req.extra_hosts.is_empty() {
+                    let hosts: Vec<String> = self
+                        .req
+                        .extra_hosts
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    key.list("extra-hosts", hosts.iter().map(String::as_str));
+                }
                 if let Some(script) = &line.script {
                     key.field("heredoc-script", &script.name)
                         .field("heredoc-body", &script.content);
@@ -155,6 +165,7 @@ impl StageBuilder<'_> {
             // BuildKit's defaults for RUN: Docker's capabilities, seccomp, masked paths.
             security: Default::default(),
             resources: Default::default(),
+            extra_hosts: self.req.extra_hosts.clone(),
         };
         // Secrets exposed as variables reach the process only, never the image's config.
         let mut env = state.process_env();

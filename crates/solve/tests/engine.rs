@@ -27,6 +27,7 @@ fn request(context: &Path, base: &str, tag: &str) -> BuildRequest {
         build_args: BTreeMap::from([("BASE".to_owned(), base.to_owned())]),
         target: None,
         network: NetworkMode::None,
+        extra_hosts: Vec::new(),
         allow_network_host: false,
         secrets: BTreeMap::new(),
         no_cache: false,

@@ -31,6 +31,7 @@ pub fn request(args: &RunArgs, attached_stdin: bool) -> Result<ContainerCreateRe
     // The default network falls back to none (with a warning) where slirp4netns is missing.
     let network = choose_network(args.network.as_deref(), RUN_NETWORKS)?;
     host_config.network_mode = Some(network.name().to_owned());
+    host_config.extra_hosts = args.add_host.clone();
     super::super::confinement::apply(&args.confinement, &mut host_config)?;
     let config = ContainerConfig {
         hostname: args.hostname.clone(),
@@ -57,6 +58,7 @@ pub fn create(env: &Env, args: &RunArgs, attached_stdin: bool) -> Result<Contain
     let request = request(args, attached_stdin)?;
     request.host_config.mount_requests()?;
     request.host_config.security_options()?;
+    request.host_config.extra_hosts()?;
     request.host_config.resource_limits()?;
     let img = match kiln_images::find_image(&env.store, &args.image) {
         Ok(img) => img,
