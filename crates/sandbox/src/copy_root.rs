@@ -31,7 +31,8 @@ pub(crate) fn copy_fallback_needed(upper_dir: &Path, user_xattr: bool) -> bool {
     })
 }
 
-/// Mounts a tiny overlay in a scratch directory beside `upper_dir` and unmounts it again.
+/// Asks overlayfs whether it would take an upper dir in a scratch directory beside `upper_dir`
+/// (see `overlay::overlay_accepted`: nothing is mounted where the kernel can avoid it).
 fn probe(upper_dir: &Path, user_xattr: bool) -> bool {
     let parent = upper_dir.parent().unwrap_or(Path::new("/tmp"));
     let Ok(scratch) = tempfile::Builder::new()
@@ -50,18 +51,7 @@ fn probe(upper_dir: &Path, user_xattr: bool) -> bool {
     else {
         return false;
     };
-    let mounted = crate::overlay::mount_layers(
-        &[lower],
-        Some((&upper, &work)),
-        &target,
-        Path::new("/"),
-        user_xattr,
-    )
-    .is_ok();
-    if mounted {
-        let _ = rustix::mount::unmount(&target, rustix::mount::UnmountFlags::DETACH);
-    }
-    mounted
+    crate::overlay::overlay_accepted(&lower, (&upper, &work), &target, user_xattr)
 }
 
 /// What identifies an entry's state: inode, ctime and type (for a directory: inode, mode and

@@ -161,3 +161,39 @@ fn an_unchanged_root_gives_an_empty_diff() {
     write_diff(&merged, &baseline, &upper).unwrap();
     assert!(tree(&upper).is_empty());
 }
+
+/// The probe answers from overlayfs's superblock alone: yes for an upper dir on the test's
+/// filesystem (the tests run as root), no for one overlayfs cannot use, and it leaves no mount
+/// behind in either case (an unmount would cost every container start an RCU grace period).
+#[test]
+fn the_overlay_probe_answers_without_mounting() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = |name: &str| {
+        let path = scratch.path().join(name);
+        std::fs::create_dir(&path).unwrap();
+        path
+    };
+    let (lower, upper, work, target) = (dir("lower"), dir("upper"), dir("work"), dir("target"));
+    let mounted_on_target = || {
+        let target = target.to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(target.as_str()))
+    };
+    assert!(crate::overlay::overlay_accepted(
+        &lower,
+        (&upper, &work),
+        &target,
+        false
+    ));
+    assert!(!mounted_on_target());
+    let missing = scratch.path().join("no-such-upper");
+    assert!(!crate::overlay::overlay_accepted(
+        &lower,
+        (&missing, &work),
+        &target,
+        false
+    ));
+    assert!(!mounted_on_target());
+}
