@@ -72,7 +72,12 @@ fn copy_layers_if_needed(
     not_root: bool,
 ) -> Result<Option<CopiedRoot>, SandboxError> {
     let user_xattr = not_root || crate::rootless::in_user_namespace();
-    if !crate::copy_root::copy_fallback_needed(&spec.upper_dir, user_xattr) {
+    let probe = crate::copy_root::Probe::for_mount(
+        &spec.lower_dirs,
+        Some((&spec.upper_dir, &spec.work_dir)),
+        &spec.upper_dir,
+    );
+    if !crate::copy_root::copy_fallback_needed(probe, user_xattr) {
         return Ok(None);
     }
     let parent = spec.upper_dir.parent().unwrap_or(Path::new("/tmp"));

@@ -143,34 +143,19 @@ fn mount_overlay_fsconfig(
     .map_err(failed)
 }
 
-/// Whether overlayfs accepts `lower` with `(upper, work)` on their filesystem, without mounting
-/// anything where the kernel has the new mount API (5.2 on): overlayfs checks the upper
-/// filesystem (xattrs, file handles, whiteouts, tmpfiles) when the superblock is created, and
-/// the superblock goes with the descriptor. An attached mount would have to be unmounted
-/// again, and an unmount waits for an RCU grace period (tens of milliseconds on a busy
-/// machine) — on the path of every container start. Older kernels get a classic mount on
-/// `target`, unmounted at once.
-pub(crate) fn overlay_accepted(
+/// Whether overlayfs accepts `lower` with `(upper, work)` on their filesystem, asked without
+/// mounting anything: overlayfs checks the upper filesystem (xattrs, file handles, whiteouts,
+/// tmpfiles) when the new mount API creates its superblock, which goes with the descriptor.
+/// An attached mount would have to be unmounted again, and an unmount waits for an RCU grace
+/// period (tens of milliseconds on a busy machine) — on the path of every container start.
+/// `None` where the kernel lacks the new mount API (before 5.2).
+pub(crate) fn overlay_superblock_accepted(
     lower: &Path,
     (upper, work): (&Path, &Path),
-    target: &Path,
     user_xattr: bool,
-) -> bool {
+) -> Option<bool> {
     use rustix::mount::{fsconfig_create, fsconfig_set_flag, fsconfig_set_string};
-    let Ok(fs) = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) else {
-        let mounted = mount_layers(
-            &[lower.to_path_buf()],
-            Some((upper, work)),
-            target,
-            Path::new("/"),
-            user_xattr,
-        )
-        .is_ok();
-        if mounted {
-            let _ = rustix::mount::unmount(target, UnmountFlags::DETACH);
-        }
-        return mounted;
-    };
+    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).ok()?;
     // `lowerdir` (not `lowerdir+`, 6.8 on) is understood by every kernel with fsopen.
     let configured = fsconfig_set_string(&fs, "lowerdir", escape(lower))
         .and_then(|()| fsconfig_set_string(&fs, "upperdir", upper))
@@ -184,7 +169,32 @@ pub(crate) fn overlay_accepted(
             true => fsconfig_set_flag(&fs, "userxattr"),
             false => Ok(()),
         });
-    configured.and_then(|()| fsconfig_create(&fs)).is_ok()
+    Some(configured.and_then(|()| fsconfig_create(&fs)).is_ok())
+}
+
+/// [`overlay_superblock_accepted`], or on a kernel without the new mount API a classic mount
+/// on the empty directory `target`, unmounted at once.
+pub(crate) fn overlay_accepted(
+    lower: &Path,
+    (upper, work): (&Path, &Path),
+    target: &Path,
+    user_xattr: bool,
+) -> bool {
+    if let Some(accepted) = overlay_superblock_accepted(lower, (upper, work), user_xattr) {
+        return accepted;
+    }
+    let mounted = mount_layers(
+        &[lower.to_path_buf()],
+        Some((upper, work)),
+        target,
+        Path::new("/"),
+        user_xattr,
+    )
+    .is_ok();
+    if mounted {
+        let _ = rustix::mount::unmount(target, UnmountFlags::DETACH);
+    }
+    mounted
 }
 
 /// A path as an element of overlayfs's classic option string: `\`, `:` and `,` escaped by a
@@ -262,8 +272,8 @@ impl OverlayMount {
             .unwrap_or(Path::new("/"));
         let user_xattr =
             !rustix::process::geteuid().is_root() || crate::rootless::in_user_namespace();
-        let probe_dir = upper.map(|(u, _)| u).unwrap_or(target);
-        if crate::copy_root::copy_fallback_needed(probe_dir, user_xattr) {
+        let probe = crate::copy_root::Probe::for_mount(lower_dirs, upper, target);
+        if crate::copy_root::copy_fallback_needed(probe, user_xattr) {
             return Self::copy(lower_dirs, upper.map(|(u, _)| u), target);
         }
         mount_layers(lower_dirs, upper, target, empty_path, user_xattr).map_err(

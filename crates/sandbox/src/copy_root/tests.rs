@@ -197,3 +197,33 @@ fn the_overlay_probe_answers_without_mounting() {
     ));
     assert!(!mounted_on_target());
 }
+
+/// A sandbox's own directories are probed in place when they all exist (no scratch directory
+/// made and removed), and the probe leaves them as they were.
+#[test]
+fn the_probe_uses_the_sandboxs_own_dirs_when_they_exist() {
+    let scratch = tempfile::tempdir().unwrap();
+    let lower = scratch.path().join("lower");
+    let (upper, work) = (scratch.path().join("upper"), scratch.path().join("work"));
+    let lowers = [lower.clone()];
+    // Not made yet: a scratch probe beside the upper dir.
+    assert!(matches!(
+        Probe::for_mount(&lowers, Some((&upper, &work)), &upper),
+        Probe::Beside(p) if p == upper
+    ));
+    for d in [&lower, &upper, &work] {
+        std::fs::create_dir(d).unwrap();
+    }
+    write(&upper.join("kept"), "changed by an earlier run");
+    let probe = Probe::for_mount(&lowers, Some((&upper, &work)), &upper);
+    assert!(matches!(probe, Probe::Dirs { .. }), "{probe:?}");
+    assert!(accepted(probe, false));
+    assert_eq!(tree(&upper), map(&[("kept", "changed by an earlier run")]));
+    let entries = |d: &Path| std::fs::read_dir(d).unwrap().count();
+    assert_eq!(entries(scratch.path()), 3, "no scratch directory is left");
+    // No lower dir: the scratch probe.
+    assert!(matches!(
+        Probe::for_mount(&[], Some((&upper, &work)), &upper),
+        Probe::Beside(_)
+    ));
+}
