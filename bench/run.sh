@@ -14,6 +14,8 @@
 #   BENCH_NOTE    a sentence written above the table (e.g. "measured on a loaded machine")
 #   BENCH_KEEP=1  keep the temporary directory (contexts, stores, logs) after the run
 #   BENCH_TMP     where the temporary directory goes (default /var/tmp)
+#   KILN_BIN      a kiln binary to measure instead of building this checkout (e.g. an older
+#                 release build, to tell a regression from a slower machine)
 #
 # Needs root (kiln, dockerd and buildah all mount overlays), Debian packages (installed when
 # missing: docker.io, buildah, runc, docker-registry, busybox-static, time) and cargo. Every
@@ -81,7 +83,10 @@ has_tool() {
 
 # Debian packages: dockerd and its client, buildah with runc (crun fails on this kind of host),
 # the CNCF registry, the busybox the base image is made of, and GNU time for peak RSS.
-packages=(docker.io buildah runc docker-registry busybox-static time)
+# Only what the chosen tools need: a kiln-only run (BENCH_TOOLS=kiln) installs no dockerd.
+packages=(docker-registry busybox-static time)
+has_tool buildkit && packages+=(docker.io)
+has_tool buildah && packages+=(buildah runc)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -95,15 +100,22 @@ if ((${#missing[@]})); then
 fi
 # Debian's own client: a newer docker earlier on PATH wants the buildx plugin for BuildKit.
 docker_cli=/usr/bin/docker
-for bin in dockerd "$docker_cli" buildah runc docker-registry /bin/busybox /usr/bin/time python3 cargo; do
+needed=(docker-registry /bin/busybox /usr/bin/time python3 cargo)
+has_tool buildkit && needed+=(dockerd "$docker_cli")
+has_tool buildah && needed+=(buildah runc)
+for bin in "${needed[@]}"; do
     command -v "$bin" >/dev/null || die "$bin not found (package missing or PATH incomplete)"
 done
 
 # --- kiln ------------------------------------------------------------------------------------
 
-log "building kiln (release)"
-(cd "$repo" && cargo build --release --locked --bin kiln) >&2 || die "cargo build --release failed"
-kiln_bin=${CARGO_TARGET_DIR:-$repo/target}/release/kiln
+if [[ -n ${KILN_BIN:-} ]]; then
+    kiln_bin=$KILN_BIN
+else
+    log "building kiln (release)"
+    (cd "$repo" && cargo build --release --locked --bin kiln) >&2 || die "cargo build --release failed"
+    kiln_bin=${CARGO_TARGET_DIR:-$repo/target}/release/kiln
+fi
 [[ -x $kiln_bin ]] || die "kiln binary not found at $kiln_bin"
 
 # --- the temporary directory and cleanup -----------------------------------------------------
@@ -479,7 +491,11 @@ machine=$work/machine.txt
     echo "memory: $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
     echo "kernel: $(uname -r)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "kiln: $("$kiln_bin" --version) ($(git -C "$repo" rev-parse --short HEAD))"
+    if [[ -n ${KILN_BIN:-} ]]; then
+        echo "kiln: $("$kiln_bin" --version) ($kiln_bin)"
+    else
+        echo "kiln: $("$kiln_bin" --version) ($(git -C "$repo" rev-parse --short HEAD))"
+    fi
     has_tool buildkit && echo "dockerd: $(docker version --format '{{.Server.Version}}') (BuildKit built in)"
     has_tool buildah && echo "buildah: $(buildah --version | awk '{ print $3 }'), runc $(runc --version | awk 'NR == 1 { print $3 }')"
     echo "registry: $(docker-registry --version 2>/dev/null | awk '{ print $NF }')"

@@ -19,7 +19,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GlobalOpts {
     /// Store directory [default: /var/lib/kiln as root, else $XDG_DATA_HOME/kiln]
     #[arg(long, global = true, env = "KILN_ROOT")]

@@ -21,7 +21,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     let _unpacked;
     let context_dir = if args.context.as_os_str() == "-" {
         let unpacked = env
-            .engine
+            .engine()?
             .unpack_context(std::io::stdin().lock())
             .context("reading the build context from stdin")?;
         let name = args
@@ -155,9 +155,10 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     let quiet = args.quiet || mode == progress::Mode::Quiet;
     let renderer: std::sync::Arc<dyn progress::Renderer> =
         progress::renderer(mode, args.explain).into();
+    let engine = env.engine()?;
     let interrupts = Interrupts::watch(env, req.cancel.clone(), renderer.clone());
     let started = chrono::Utc::now();
-    let result = env.engine.build(&req, &|e| renderer.event(e));
+    let result = engine.build(&req, &|e| renderer.event(e));
     interrupts.build_ended();
     let result = match result {
         Err(SolveError::Cancelled) => {

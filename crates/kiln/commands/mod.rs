@@ -35,10 +35,15 @@ fn require_root() -> Result<()> {
 }
 
 /// What every command that touches images needs.
+///
+/// The registry client (and the build engine that owns it) is made on first use: building it
+/// reads every system root certificate, a few milliseconds that `kiln run` of a local image,
+/// `kiln images` or `kiln start` would otherwise pay on each call for nothing.
 pub struct Env {
     pub store: Store,
-    pub engine: kiln_solve::Engine,
     pub rt: tokio::runtime::Runtime,
+    global: GlobalOpts,
+    engine: std::sync::OnceLock<kiln_solve::Engine>,
 }
 
 impl Env {
@@ -51,13 +56,43 @@ impl Env {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        let registry = registry_client(global)?;
-        let engine = kiln_solve::Engine::new(store.clone(), registry, rt.handle().clone());
-        Ok(Env { store, engine, rt })
+        Ok(Env {
+            store,
+            rt,
+            global: global.clone(),
+            engine: std::sync::OnceLock::new(),
+        })
     }
 
-    pub fn registry(&self) -> &RegistryClient {
-        &self.engine.registry
+    /// The build engine, with the registry client, made the first time it is asked for.
+    pub fn engine(&self) -> Result<&kiln_solve::Engine> {
+        if let Some(engine) = self.engine.get() {
+            return Ok(engine);
+        }
+        let registry = registry_client(&self.global)?;
+        let engine =
+            kiln_solve::Engine::new(self.store.clone(), registry, self.rt.handle().clone());
+        // Commands run on one thread, so nobody else can have set it in between.
+        Ok(self.engine.get_or_init(|| engine))
+    }
+
+    pub fn registry(&self) -> Result<&RegistryClient> {
+        Ok(&self.engine()?.registry)
+    }
+
+    /// The engine and the runtime it runs on, for a process that serves until it ends.
+    fn into_engine(self) -> Result<(kiln_solve::Engine, tokio::runtime::Runtime)> {
+        let Env {
+            store,
+            rt,
+            global,
+            engine,
+        } = self;
+        let engine = match engine.into_inner() {
+            Some(engine) => engine,
+            None => kiln_solve::Engine::new(store, registry_client(&global)?, rt.handle().clone()),
+        };
+        Ok((engine, rt))
     }
 }
 

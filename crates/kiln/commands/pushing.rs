@@ -67,7 +67,7 @@ pub fn push_image(
     };
     Ok(env.rt.block_on(kiln_images::push_image(
         &env.store,
-        env.registry(),
+        env.registry()?,
         img,
         references,
         format,

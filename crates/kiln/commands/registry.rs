@@ -25,7 +25,7 @@ pub fn pull(env: &Env, name: &str, platform: Option<&str>) -> Result<ExitCode> {
     let printer = ProgressPrinter::new(false);
     let img = kiln_images::pull_image(
         &env.store,
-        env.registry(),
+        env.registry()?,
         env.rt.handle(),
         &reference,
         &platform,

@@ -50,9 +50,7 @@ pub fn serve(global: &GlobalOpts, args: &ServeArgs) -> Result<ExitCode> {
         }
         listeners.push(kiln_daemon::Listener::bind(&parsed, tls.as_ref())?);
     }
-    let env = Env::open(global)?;
-    let Env { store, engine, rt } = env;
-    drop(store);
+    let (engine, rt) = Env::open(global)?.into_engine()?;
     let daemon = kiln_daemon::Daemon::new(engine);
     let options = kiln_daemon::Options {
         header_timeout: Duration::from_secs(args.header_timeout.max(1)),

@@ -373,7 +373,11 @@ impl<H: Host> Runtime<H> {
             std::fs::create_dir_all(d).map_err(RuntimeError::io(d))?;
         }
         let (records, mounts): (Vec<_>, Vec<_>) = mounts.into_iter().unzip();
-        *record = store.update_container(&record.id, |r| r.mounts = records)?;
+        // The record was written without mounts; with none it is already what it should be,
+        // and each rewrite is a synced write on the path of every `kiln run`.
+        if !records.is_empty() {
+            *record = store.update_container(&record.id, |r| r.mounts = records)?;
+        }
         sandbox.mounts = mounts;
         ContainerSpec { sandbox, process }.write(store, &record.id)
     }

@@ -123,13 +123,11 @@ pub(crate) fn launch(
                 seconds: START_LIMIT.as_secs(),
             });
         }
-        // Until the client is connected it is tried every millisecond; after that only news
-        // (or a slow timeout, in case) makes us look at the record again.
-        news.wait(if hooked {
-            Duration::from_millis(100)
-        } else {
-            Duration::from_millis(1)
-        });
+        // Only news (or a slow timeout, in case) makes us look again: the supervisor announces
+        // its bound attach socket as it does each step, so an attach-first client is connected
+        // as soon as it can be, without trying every millisecond for a CPU the supervisor and
+        // the sandbox need to get there.
+        news.wait(Duration::from_millis(100));
     }
 }
 

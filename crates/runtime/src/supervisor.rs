@@ -306,12 +306,18 @@ pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
     if let Some(h) = health {
         let _ = h.join();
     }
-    store.update_container(id, |r| {
-        r.state.status = ContainerStatus::Exited;
-        r.state.exit_code = code;
-        r.state.pid = 0;
-        r.state.finished_at = Some(chrono::Utc::now());
-    })?;
+    // A `--rm` container's record goes in a moment, so its exit is not written into it (a
+    // synced rewrite on the path of every `kiln run --rm`): the code goes into the running
+    // lock, which `kiln run` and every waiter read, and the record says running (this process
+    // holds the lock) until it is removed. Killed in between, it reads as a dead supervisor's.
+    if !record.auto_remove {
+        store.update_container(id, |r| {
+            r.state.status = ContainerStatus::Exited;
+            r.state.exit_code = code;
+            r.state.pid = 0;
+            r.state.finished_at = Some(chrono::Utc::now());
+        })?;
+    }
     store.record_exit_in_lock(&running, code)?;
     // Clients learn the end from the closed connection, after the exit code is recorded.
     streams.hang_up();

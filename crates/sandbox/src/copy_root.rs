@@ -22,17 +22,62 @@ use rustix::fs::{AtFlags, FileType, Gid, Mode, Timespec, Timestamps, Uid, XattrF
 /// Overlay's markers, in both xattr namespaces; never copied, only interpreted.
 const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 
-/// Whether overlayfs must be replaced by copying: forced with `KILN_OVERLAY=copy`, else when a
-/// test mount next to `upper_dir` fails. The answer is kept for the process.
-pub(crate) fn copy_fallback_needed(upper_dir: &Path, user_xattr: bool) -> bool {
+/// What overlayfs is asked about.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Probe<'a> {
+    /// The very directories about to be mounted (a lower dir, the upper and work dirs, all
+    /// existing): the answer is the one the mount would give, and no scratch directory is made
+    /// and removed on each start (on a busy ext4 with online discard, several milliseconds).
+    Dirs {
+        lower: &'a Path,
+        upper: &'a Path,
+        work: &'a Path,
+    },
+    /// A scratch directory beside this upper dir (where there is no lower dir yet, or the
+    /// directories do not exist yet).
+    Beside(&'a Path),
+}
+
+impl<'a> Probe<'a> {
+    /// [`Probe::Dirs`] when `lowers` has a first dir and `upper`'s dirs exist, else a scratch
+    /// probe beside `upper` (or `fallback` without one).
+    pub(crate) fn for_mount(
+        lowers: &'a [PathBuf],
+        upper: Option<(&'a Path, &'a Path)>,
+        fallback: &'a Path,
+    ) -> Probe<'a> {
+        match (lowers.first(), upper) {
+            (Some(lower), Some((upper, work))) if upper.is_dir() && work.is_dir() => {
+                Probe::Dirs { lower, upper, work }
+            }
+            (_, Some((upper, _))) => Probe::Beside(upper),
+            (_, None) => Probe::Beside(fallback),
+        }
+    }
+}
+
+/// Whether overlayfs must be replaced by copying: forced with `KILN_OVERLAY=copy`, else when
+/// overlayfs refuses the probe. The answer is kept for the process.
+pub(crate) fn copy_fallback_needed(probe: Probe<'_>, user_xattr: bool) -> bool {
     static NEEDED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *NEEDED.get_or_init(|| {
-        std::env::var("KILN_OVERLAY").as_deref() == Ok("copy") || !probe(upper_dir, user_xattr)
+        std::env::var("KILN_OVERLAY").as_deref() == Ok("copy") || !accepted(probe, user_xattr)
     })
 }
 
-/// Mounts a tiny overlay in a scratch directory beside `upper_dir` and unmounts it again.
-fn probe(upper_dir: &Path, user_xattr: bool) -> bool {
+/// Asks overlayfs whether it would take the probe's directories (see
+/// `overlay::overlay_accepted`: nothing is mounted where the kernel can avoid it).
+fn accepted(probe: Probe<'_>, user_xattr: bool) -> bool {
+    let upper_dir = match probe {
+        Probe::Dirs { lower, upper, work } => {
+            match crate::overlay::overlay_superblock_accepted(lower, (upper, work), user_xattr) {
+                Some(accepted) => return accepted,
+                // An old kernel needs a mount point: a scratch one beside the upper dir.
+                None => upper,
+            }
+        }
+        Probe::Beside(upper_dir) => upper_dir,
+    };
     let parent = upper_dir.parent().unwrap_or(Path::new("/tmp"));
     let Ok(scratch) = tempfile::Builder::new()
         .prefix("kiln-overlay-probe-")
@@ -50,18 +95,7 @@ fn probe(upper_dir: &Path, user_xattr: bool) -> bool {
     else {
         return false;
     };
-    let mounted = crate::overlay::mount_layers(
-        &[lower],
-        Some((&upper, &work)),
-        &target,
-        Path::new("/"),
-        user_xattr,
-    )
-    .is_ok();
-    if mounted {
-        let _ = rustix::mount::unmount(&target, rustix::mount::UnmountFlags::DETACH);
-    }
-    mounted
+    crate::overlay::overlay_accepted(&lower, (&upper, &work), &target, user_xattr)
 }
 
 /// What identifies an entry's state: inode, ctime and type (for a directory: inode, mode and

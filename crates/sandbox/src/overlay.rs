@@ -143,19 +143,75 @@ fn mount_overlay_fsconfig(
     .map_err(failed)
 }
 
-/// The classic `lowerdir=a:b,upperdir=...` string, with `\`, `:` and `,` escaped by a backslash
-/// as overlayfs's option parser expects.
-fn legacy_options(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, user_xattr: bool) -> String {
-    fn escape(path: &Path) -> String {
-        let mut out = String::new();
-        for c in path.to_string_lossy().chars() {
-            if matches!(c, '\\' | ':' | ',') {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out
+/// Whether overlayfs accepts `lower` with `(upper, work)` on their filesystem, asked without
+/// mounting anything: overlayfs checks the upper filesystem (xattrs, file handles, whiteouts,
+/// tmpfiles) when the new mount API creates its superblock, which goes with the descriptor.
+/// An attached mount would have to be unmounted again, and an unmount waits for an RCU grace
+/// period (tens of milliseconds on a busy machine) — on the path of every container start.
+/// `None` where the kernel lacks the new mount API (before 5.2).
+pub(crate) fn overlay_superblock_accepted(
+    lower: &Path,
+    (upper, work): (&Path, &Path),
+    user_xattr: bool,
+) -> Option<bool> {
+    use rustix::mount::{fsconfig_create, fsconfig_set_flag, fsconfig_set_string};
+    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).ok()?;
+    // `lowerdir` (not `lowerdir+`, 6.8 on) is understood by every kernel with fsopen.
+    let configured = fsconfig_set_string(&fs, "lowerdir", escape(lower))
+        .and_then(|()| fsconfig_set_string(&fs, "upperdir", upper))
+        .and_then(|()| fsconfig_set_string(&fs, "workdir", work))
+        .and_then(|()| {
+            DIFF_FRIENDLY_OPTIONS
+                .iter()
+                .try_for_each(|&(key, value)| fsconfig_set_string(&fs, key, value))
+        })
+        .and_then(|()| match user_xattr {
+            true => fsconfig_set_flag(&fs, "userxattr"),
+            false => Ok(()),
+        });
+    Some(configured.and_then(|()| fsconfig_create(&fs)).is_ok())
+}
+
+/// [`overlay_superblock_accepted`], or on a kernel without the new mount API a classic mount
+/// on the empty directory `target`, unmounted at once.
+pub(crate) fn overlay_accepted(
+    lower: &Path,
+    (upper, work): (&Path, &Path),
+    target: &Path,
+    user_xattr: bool,
+) -> bool {
+    if let Some(accepted) = overlay_superblock_accepted(lower, (upper, work), user_xattr) {
+        return accepted;
     }
+    let mounted = mount_layers(
+        &[lower.to_path_buf()],
+        Some((upper, work)),
+        target,
+        Path::new("/"),
+        user_xattr,
+    )
+    .is_ok();
+    if mounted {
+        let _ = rustix::mount::unmount(target, UnmountFlags::DETACH);
+    }
+    mounted
+}
+
+/// A path as an element of overlayfs's classic option string: `\`, `:` and `,` escaped by a
+/// backslash, as its option parser expects.
+fn escape(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        if matches!(c, '\\' | ':' | ',') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The classic `lowerdir=a:b,upperdir=...` string (paths escaped by [`escape`]).
+fn legacy_options(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, user_xattr: bool) -> String {
     let lowers: Vec<String> = lowers.iter().map(|l| escape(l)).collect();
     let mut options = vec![format!("lowerdir={}", lowers.join(":"))];
     if let Some((upper, work)) = upper {
@@ -216,8 +272,8 @@ impl OverlayMount {
             .unwrap_or(Path::new("/"));
         let user_xattr =
             !rustix::process::geteuid().is_root() || crate::rootless::in_user_namespace();
-        let probe_dir = upper.map(|(u, _)| u).unwrap_or(target);
-        if crate::copy_root::copy_fallback_needed(probe_dir, user_xattr) {
+        let probe = crate::copy_root::Probe::for_mount(lower_dirs, upper, target);
+        if crate::copy_root::copy_fallback_needed(probe, user_xattr) {
             return Self::copy(lower_dirs, upper.map(|(u, _)| u), target);
         }
         mount_layers(lower_dirs, upper, target, empty_path, user_xattr).map_err(

@@ -24,6 +24,11 @@ pub fn run_attached(
 ) -> Result<ExitCode> {
     // Opened first: a `--rm` container's record is gone by the time it is waited for.
     let exit = rt.store.watch_container_exit(&record.id)?;
+    // Before the start: once others can see the container running, a signal to this process
+    // must reach the container, not end this process.
+    if proxy_signals && !record.config.tty {
+        forward_signals(env, rt, record);
+    }
     let stream = match rt.start_attached(&record.id, request.clone()) {
         Ok(stream) => stream,
         Err(RuntimeError::StartFailed { message, exit_code }) => {
@@ -32,7 +37,7 @@ pub fn run_attached(
         }
         Err(e) => return Err(e.into()),
     };
-    relay(env, rt, record, stream, request.stdin, proxy_signals)?;
+    relay(env, rt, record, stream, request.stdin)?;
     exit_code(rt, record, exit)
 }
 
@@ -57,7 +62,6 @@ pub fn relay(
     record: &ContainerRecord,
     mut stream: AttachStream,
     stdin: bool,
-    proxy_signals: bool,
 ) -> Result<()> {
     let tty = record.config.tty;
     let raw = if tty && stdin {
@@ -67,9 +71,6 @@ pub fn relay(
     };
     if tty {
         forward_window_size(env, rt, record);
-    }
-    if proxy_signals && !tty {
-        forward_signals(env, rt, record);
     }
     if stdin {
         let mut input = stream.input()?;
@@ -122,17 +123,20 @@ fn forward_window_size(env: &Env, rt: &Runtime, record: &ContainerRecord) {
 /// `--sig-proxy`); the container's exit then ends the relay.
 fn forward_signals(env: &Env, rt: &Runtime, record: &ContainerRecord) {
     use tokio::signal::unix::{SignalKind, signal};
+    // The handlers are installed here, not in the tasks, so they are in place when this
+    // returns.
+    let _context = env.rt.enter();
     for (kind, name) in [
         (SignalKind::interrupt(), "INT"),
         (SignalKind::terminate(), "TERM"),
         (SignalKind::hangup(), "HUP"),
         (SignalKind::quit(), "QUIT"),
     ] {
+        let Ok(mut signals) = signal(kind) else {
+            continue;
+        };
         let (rt, id) = (rt.clone(), record.id.clone());
         env.rt.spawn(async move {
-            let Ok(mut signals) = signal(kind) else {
-                return;
-            };
             while signals.recv().await.is_some() {
                 let _ = rt.kill(&id, name);
             }

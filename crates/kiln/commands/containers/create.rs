@@ -67,7 +67,7 @@ pub fn create(env: &Env, args: &RunArgs, attached_stdin: bool) -> Result<Contain
             let printer = ProgressPrinter::new(false);
             resolve_image(
                 &env.store,
-                env.registry(),
+                env.registry()?,
                 env.rt.handle(),
                 &reference,
                 &Platform::host(),

@@ -283,7 +283,7 @@ pub fn attach_command(env: &Env, query: &str, no_stdin: bool) -> Result<ExitCode
     };
     let exit = rt.store.watch_container_exit(&record.id)?;
     let stream = rt.attach(&record.id, request.clone())?;
-    attach::relay(env, &rt, &record, stream, request.stdin, false)?;
+    attach::relay(env, &rt, &record, stream, request.stdin)?;
     attach::exit_code(&rt, &record, exit)
 }
 

@@ -161,3 +161,69 @@ fn an_unchanged_root_gives_an_empty_diff() {
     write_diff(&merged, &baseline, &upper).unwrap();
     assert!(tree(&upper).is_empty());
 }
+
+/// The probe answers from overlayfs's superblock alone: yes for an upper dir on the test's
+/// filesystem (the tests run as root), no for one overlayfs cannot use, and it leaves no mount
+/// behind in either case (an unmount would cost every container start an RCU grace period).
+#[test]
+fn the_overlay_probe_answers_without_mounting() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = |name: &str| {
+        let path = scratch.path().join(name);
+        std::fs::create_dir(&path).unwrap();
+        path
+    };
+    let (lower, upper, work, target) = (dir("lower"), dir("upper"), dir("work"), dir("target"));
+    let mounted_on_target = || {
+        let target = target.to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(target.as_str()))
+    };
+    assert!(crate::overlay::overlay_accepted(
+        &lower,
+        (&upper, &work),
+        &target,
+        false
+    ));
+    assert!(!mounted_on_target());
+    let missing = scratch.path().join("no-such-upper");
+    assert!(!crate::overlay::overlay_accepted(
+        &lower,
+        (&missing, &work),
+        &target,
+        false
+    ));
+    assert!(!mounted_on_target());
+}
+
+/// A sandbox's own directories are probed in place when they all exist (no scratch directory
+/// made and removed), and the probe leaves them as they were.
+#[test]
+fn the_probe_uses_the_sandboxs_own_dirs_when_they_exist() {
+    let scratch = tempfile::tempdir().unwrap();
+    let lower = scratch.path().join("lower");
+    let (upper, work) = (scratch.path().join("upper"), scratch.path().join("work"));
+    let lowers = [lower.clone()];
+    // Not made yet: a scratch probe beside the upper dir.
+    assert!(matches!(
+        Probe::for_mount(&lowers, Some((&upper, &work)), &upper),
+        Probe::Beside(p) if p == upper
+    ));
+    for d in [&lower, &upper, &work] {
+        std::fs::create_dir(d).unwrap();
+    }
+    write(&upper.join("kept"), "changed by an earlier run");
+    let probe = Probe::for_mount(&lowers, Some((&upper, &work)), &upper);
+    assert!(matches!(probe, Probe::Dirs { .. }), "{probe:?}");
+    assert!(accepted(probe, false));
+    assert_eq!(tree(&upper), map(&[("kept", "changed by an earlier run")]));
+    let entries = |d: &Path| std::fs::read_dir(d).unwrap().count();
+    assert_eq!(entries(scratch.path()), 3, "no scratch directory is left");
+    // No lower dir: the scratch probe.
+    assert!(matches!(
+        Probe::for_mount(&[], Some((&upper, &work)), &upper),
+        Probe::Beside(_)
+    ));
+}
