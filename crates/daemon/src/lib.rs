@@ -21,6 +21,7 @@ mod build;
 mod containers;
 pub mod error;
 pub mod events;
+mod exec;
 mod images;
 pub mod listen;
 mod query;
@@ -72,6 +73,8 @@ pub struct Daemon {
     attaches: containers::PendingAttaches,
     /// Exit codes of containers the daemon started, for waits begun before the start.
     exits: containers::Exits,
+    /// What the daemon keeps of exec instances between their requests.
+    execs: exec::Execs,
     /// Set when the daemon is stopping: open event streams end.
     stopping: watch::Sender<bool>,
 }
@@ -83,6 +86,7 @@ impl Daemon {
             events: events::EventBus::default(),
             attaches: containers::PendingAttaches::default(),
             exits: containers::Exits::default(),
+            execs: exec::Execs::default(),
             stopping: watch::channel(false).0,
         })
     }

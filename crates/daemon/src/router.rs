@@ -247,9 +247,15 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
                 (&Method::POST, "resize") => crate::containers::resize(daemon, &id, q).await,
                 (&Method::POST, "attach") => crate::containers::attach(daemon, &id, req).await,
                 (&Method::GET, "logs") => crate::containers::logs(daemon, &id, q).await,
+                (&Method::POST, "exec") => crate::exec::create(daemon, &id, req).await,
                 _ => Err(page_not_found()),
             }
         }
+        (&Method::POST, ["exec", id, "start"]) => crate::exec::start(daemon, id, req).await,
+        (&Method::POST, ["exec", id, "resize"]) => {
+            crate::exec::resize(daemon, id, &req.query).await
+        }
+        (&Method::GET, ["exec", id, "json"]) => crate::exec::inspect(daemon, id).await,
         (&Method::DELETE, ["containers", id]) => {
             crate::containers::remove(daemon, id, &req.query).await
         }

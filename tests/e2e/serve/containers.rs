@@ -42,6 +42,16 @@ fn docker_cli_runs_lists_stops_and_removes_containers() {
         None,
     );
     assert_eq!(failed.status.code(), Some(3), "{}", stderr(&failed));
+    // -it under a pty: the container's stdio is a terminal.
+    let tty = script(
+        &d,
+        &format!(
+            "docker -H {} run --rm -it --network none {} sh -c 'test -t 0 && echo is-a-tty; echo in-tty'",
+            d.host(),
+            k.base
+        ),
+    );
+    assert!(tty.contains("is-a-tty") && tty.contains("in-tty"), "{tty}");
     // --rm removed them.
     assert_eq!(docker.ok(&["ps", "-aq"]).trim(), "");
 
@@ -93,6 +103,38 @@ fn docker_cli_runs_lists_stops_and_removes_containers() {
         "{}",
         stderr(&dup)
     );
+    // exec: output on both streams, stdin, the exit code, detached, a tty.
+    let out = docker.run(
+        &["exec", "web", "sh", "-c", "echo hi; echo oops >&2; exit 4"],
+        b"",
+        None,
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(
+        (stdout(&out).as_str(), stderr(&out).as_str()),
+        ("hi\n", "oops\n")
+    );
+    let piped = docker.run(
+        &["exec", "-i", "web", "sh", "-c", "tr a-z A-Z"],
+        b"shout\n",
+        None,
+    );
+    assert_eq!(stdout(&piped), "SHOUT\n", "{}", stderr(&piped));
+    docker.ok(&["exec", "-d", "web", "sh", "-c", "echo detached > /tmp/d"]);
+    wait_for(|| {
+        docker
+            .run(&["exec", "web", "cat", "/tmp/d"], b"", None)
+            .stdout
+            == b"detached\n"
+    });
+    let tty = script(
+        &d,
+        &format!(
+            "docker -H {} exec -it web sh -c 'test -t 0 && echo is-a-tty; echo in-tty'",
+            d.host()
+        ),
+    );
+    assert!(tty.contains("is-a-tty") && tty.contains("in-tty"), "{tty}");
     // Logs, the stop signal, wait.
     wait_for(|| docker.ok(&["logs", "web"]).contains("started"));
     docker.ok(&["stop", "-t", "5", "web"]);
@@ -145,7 +187,25 @@ fn docker_cli_runs_lists_stops_and_removes_containers() {
             "{expected:?} missing from:\n{events}"
         );
     }
-    let _ = stdout;
+}
+
+/// Runs `command` under a pty (`script`), as a terminal user would, and returns its output.
+fn script(d: &Daemon, command: &str) -> String {
+    let config = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .env("DOCKER_CONFIG", config.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script");
+    assert!(
+        out.status.success(),
+        "{command}: {}\n{}\n{}",
+        stdout(&out),
+        stderr(&out),
+        d.log()
+    );
+    stdout(&out)
 }
 
 fn wait_for(mut done: impl FnMut() -> bool) {

@@ -60,25 +60,51 @@ impl PendingAttaches {
 }
 
 /// Exit codes of containers the daemon started, for `wait`s that began before the start
-/// (`docker run` waits, then starts; a `--rm` container may be gone before a poll sees it).
+/// (`docker run` waits, then starts; a `--rm` container may be gone before a poll sees it
+/// run). The last code is kept, so a wait that comes just after the exit still gets it.
 #[derive(Debug, Default)]
-pub struct Exits(Mutex<HashMap<String, broadcast::Sender<i32>>>);
+pub struct Exits(Mutex<HashMap<String, ExitEntry>>);
+
+#[derive(Debug)]
+struct ExitEntry {
+    tx: broadcast::Sender<i32>,
+    /// The code of the exit since the daemon last started the container.
+    code: Option<i32>,
+}
+
+/// Exit entries kept before the finished ones are dropped.
+const EXITS_KEPT: usize = 4096;
 
 impl Exits {
-    fn subscribe(&self, id: &str) -> broadcast::Receiver<i32> {
-        self.lock()
-            .entry(id.to_owned())
-            .or_insert_with(|| broadcast::channel(1).0)
-            .subscribe()
+    fn entry<'a>(map: &'a mut HashMap<String, ExitEntry>, id: &str) -> &'a mut ExitEntry {
+        map.entry(id.to_owned()).or_insert_with(|| ExitEntry {
+            tx: broadcast::channel(1).0,
+            code: None,
+        })
+    }
+
+    /// The code of the exit since the last start, if it happened, and the coming exit.
+    fn subscribe(&self, id: &str) -> (Option<i32>, broadcast::Receiver<i32>) {
+        let mut map = self.lock();
+        let e = Self::entry(&mut map, id);
+        (e.code, e.tx.subscribe())
+    }
+
+    fn started(&self, id: &str) {
+        Self::entry(&mut self.lock(), id).code = None;
     }
 
     fn exited(&self, id: &str, code: i32) {
-        if let Some(tx) = self.lock().remove(id) {
-            let _ = tx.send(code);
+        let mut map = self.lock();
+        if map.len() > EXITS_KEPT {
+            map.retain(|_, e| e.code.is_none());
         }
+        let e = Self::entry(&mut map, id);
+        e.code = Some(code);
+        let _ = e.tx.send(code);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<i32>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ExitEntry>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -188,7 +214,7 @@ pub async fn create(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, Api
 
 /// `value` without its `null` members: the Go client writes `null` for every empty list and
 /// map (`"Binds": null`), which means "none", as an absent field does.
-fn without_nulls(value: serde_json::Value) -> serde_json::Value {
+pub(crate) fn without_nulls(value: serde_json::Value) -> serde_json::Value {
     match value {
         serde_json::Value::Object(map) => serde_json::Value::Object(
             map.into_iter()
@@ -221,6 +247,7 @@ pub async fn start(daemon: Arc<Daemon>, id: &str) -> Result<Response<Body>, ApiE
     };
     // Opened before the start, so the exit code is read even if a `--rm` container is gone
     // by the time the watcher looks.
+    daemon.exits.started(&record.id);
     let started = blocking(id, move || {
         let exit = rt.store.watch_container_exit(&cid)?;
         let stream = match first_request {
@@ -293,32 +320,46 @@ pub async fn wait(
     // A wait for the next exit of a container that is not running yet also hears the exit
     // from the start the daemon makes (whose `--rm` may remove it before a poll sees it run).
     let mut started_here = (condition != WaitCondition::NotRunning && !record.state.is_running())
-        .then(|| daemon.exits.subscribe(&record.id));
+        .then(|| daemon.exits.subscribe(&record.id).1);
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let rt = runtime(&daemon);
     let removed = condition == WaitCondition::Removed;
+    let daemon = Arc::clone(&daemon);
     tokio::spawn(async move {
         let cid = record.id.clone();
         let store = rt.store.clone();
         let polled = tokio::task::spawn_blocking(move || rt.wait(&cid, condition));
-        let result = match started_here.as_mut() {
-            Some(exits) => tokio::select! {
-                Ok(code) = exits.recv() => Ok(code),
-                r = polled => match r {
-                    Ok(Err(RuntimeError::RemovedWithoutCode(_))) => {
-                        std::future::pending().await
-                    }
-                    Ok(r) => r,
-                    Err(e) => Err(RuntimeError::Io { path: "wait".into(), source: e.into() }),
-                },
-            },
-            None => match polled.await {
+        let polled = async move {
+            match polled.await {
                 Ok(r) => r,
                 Err(e) => Err(RuntimeError::Io {
                     path: "wait".into(),
                     source: e.into(),
                 }),
+            }
+        };
+        let result = match started_here.as_mut() {
+            Some(exits) => tokio::select! {
+                Ok(code) = exits.recv() => Ok(code),
+                r = polled => r,
             },
+            None => polled.await,
+        };
+        // Removed before a poll read its code: the daemon's watcher has it, or soon will.
+        let result = match result {
+            Err(RuntimeError::RemovedWithoutCode(name)) => {
+                let mut known = daemon.exits.subscribe(&record.id);
+                match known.0 {
+                    Some(code) => Ok(code),
+                    None => {
+                        match tokio::time::timeout(Duration::from_secs(5), known.1.recv()).await {
+                            Ok(Ok(code)) => Ok(code),
+                            _ => Err(RuntimeError::RemovedWithoutCode(name)),
+                        }
+                    }
+                }
+            }
+            other => other,
         };
         if removed && result.is_ok() {
             // Until the record is gone (a `--rm` supervisor removes it just after the exit).
@@ -397,6 +438,7 @@ pub async fn restart(
     let record = find(&daemon, id).await?;
     let rt = runtime(&daemon);
     let cid = record.id.clone();
+    daemon.exits.started(&record.id);
     let exit = blocking(id, move || {
         rt.restart(&cid, grace)?;
         Ok(rt.store.watch_container_exit(&cid)?)

@@ -192,9 +192,7 @@ fn complete(daemon: &Daemon, c: &ContainerRecord, v: &mut Value, spec: Option<&C
     } else {
         network
     };
-    let limits = spec
-        .map(|s| s.sandbox.resources)
-        .unwrap_or_default();
+    let limits = spec.map(|s| s.sandbox.resources).unwrap_or_default();
     let read_only = spec.is_some_and(|s| s.sandbox.security.read_only_root);
     let binds: Vec<String> = c
         .mounts
