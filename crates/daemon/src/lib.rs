@@ -29,6 +29,7 @@ mod router;
 mod stream;
 mod system;
 pub mod tls;
+mod volumes;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -256,6 +256,12 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
             crate::exec::resize(daemon, id, &req.query).await
         }
         (&Method::GET, ["exec", id, "json"]) => crate::exec::inspect(daemon, id).await,
+        (&Method::POST, ["volumes", "create"]) => crate::volumes::create(daemon, req).await,
+        (&Method::GET, ["volumes"]) => crate::volumes::list(daemon, &req.query).await,
+        (&Method::GET, ["volumes", name]) => crate::volumes::inspect(daemon, name).await,
+        (&Method::DELETE, ["volumes", name]) => {
+            crate::volumes::remove(daemon, name, &req.query).await
+        }
         (&Method::DELETE, ["containers", id]) => {
             crate::containers::remove(daemon, id, &req.query).await
         }

@@ -335,3 +335,72 @@ fn read_head(s: &mut UnixStream) -> String {
     }
     String::from_utf8_lossy(&head).into_owned()
 }
+
+#[test]
+fn docker_cli_volumes_are_the_stores() {
+    let k = Kiln::new();
+    let d = Daemon::start(&k, &[], &[]);
+    let docker = Docker::new(&d);
+    assert_eq!(
+        docker
+            .ok(&["volume", "create", "--label", "a=b", "data"])
+            .trim(),
+        "data"
+    );
+    assert_eq!(docker.ok(&["volume", "ls", "-q"]).trim(), "data");
+    assert_eq!(
+        docker
+            .ok(&["volume", "ls", "-q", "--filter", "label=a=c"])
+            .trim(),
+        ""
+    );
+    let driver = docker.ok(&[
+        "volume",
+        "inspect",
+        "--format",
+        "{{.Driver}} {{.Labels.a}}",
+        "data",
+    ]);
+    assert_eq!(driver.trim(), "local b");
+    docker.ok(&[
+        "run",
+        "--name",
+        "user",
+        "--network",
+        "none",
+        "-v",
+        "data:/data",
+        &k.base,
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    let out = docker.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "data:/data",
+        &k.base,
+        "cat",
+        "/data/f",
+    ]);
+    assert_eq!(out, "kept\n");
+    let in_use = docker.run(&["volume", "rm", "data"], b"", None);
+    assert!(
+        stderr(&in_use).contains("volume is in use"),
+        "{}",
+        stderr(&in_use)
+    );
+    docker.ok(&["rm", "user"]);
+    docker.ok(&["volume", "rm", "data"]);
+    let gone = docker.run(&["volume", "inspect", "data"], b"", None);
+    assert!(
+        stderr(&gone).contains("no such volume"),
+        "{}",
+        stderr(&gone)
+    );
+    // The kiln CLI shares them.
+    assert_eq!(k.ok(&["volume", "ls", "-q"]).trim(), "");
+}
