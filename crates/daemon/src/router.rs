@@ -256,6 +256,7 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
             crate::exec::resize(daemon, id, &req.query).await
         }
         (&Method::GET, ["exec", id, "json"]) => crate::exec::inspect(daemon, id).await,
+        (&Method::POST, ["commit"]) => crate::containers::commit(daemon, req).await,
         (&Method::POST, ["volumes", "create"]) => crate::volumes::create(daemon, req).await,
         (&Method::GET, ["volumes"]) => crate::volumes::list(daemon, &req.query).await,
         (&Method::GET, ["volumes", name]) => crate::volumes::inspect(daemon, name).await,

@@ -46,8 +46,35 @@ pub async fn attach(
         return Err(ApiError::bad_request("attach needs stream or logs"));
     }
     let record = find(&daemon, id).await?;
+    let live = q.bool("stream");
+    // `logs`: what the container wrote so far comes first.
+    let replay = if q.bool("logs") {
+        let rt = runtime(&daemon);
+        let (cid, tty) = (record.id.clone(), record.config.tty);
+        let (stdout, stderr) = (request.stdout, request.stderr);
+        blocking(id, move || {
+            let mut out = Vec::new();
+            let result = rt.logs(&cid, &LogOptions::default(), |entry| {
+                let is_err = entry.stream == "stderr";
+                if (is_err && stderr) || (!is_err && stdout) {
+                    out.extend_from_slice(&frame(tty, is_err, entry.log.as_bytes()));
+                }
+                Ok(())
+            });
+            match result {
+                Ok(()) | Err(RuntimeError::NoLog(_)) => Ok(out),
+                Err(e) => Err(e),
+            }
+        })
+        .await?
+    } else {
+        Vec::new()
+    };
     let (tx, rx) = oneshot::channel();
-    if record.state.is_running() {
+    if !live {
+        // Nothing live: the stream ends after the replay.
+        drop(tx);
+    } else if record.state.is_running() {
         let rt = runtime(&daemon);
         let (cid, request) = (record.id.clone(), request.clone());
         let _ = tx.send(blocking(id, move || rt.attach(&cid, request)).await);
@@ -71,8 +98,15 @@ pub async fn attach(
                 let Ok(upgraded) = on_upgrade.await else {
                     return;
                 };
-                if let Ok(Ok(stream)) = rx.await {
-                    pump(TokioIo::new(upgraded), stream, request.stdin).await;
+                let mut client = TokioIo::new(upgraded);
+                if !replay.is_empty() && client.write_all(&replay).await.is_err() {
+                    return;
+                }
+                match rx.await {
+                    Ok(Ok(stream)) => pump(client, stream, request.stdin).await,
+                    _ => {
+                        let _ = client.shutdown().await;
+                    }
                 }
             });
             let mut response = stream::empty(StatusCode::SWITCHING_PROTOCOLS);
@@ -87,6 +121,9 @@ pub async fn attach(
             crate::router::drain(req.body).await;
             let (out_tx, out_rx) = mpsc::channel(16);
             tokio::spawn(async move {
+                if !replay.is_empty() && out_tx.send(Ok(Bytes::from(replay))).await.is_err() {
+                    return;
+                }
                 if let Ok(Ok(stream)) = rx.await {
                     let Ok(socket) = socket_of(&stream) else {
                         return;
@@ -113,6 +150,21 @@ pub async fn attach(
             Ok(stream::byte_stream(RAW_STREAM, out_rx))
         }
     }
+}
+
+/// Output as the client reads it: raw with a tty, else in a frame of its stream.
+fn frame(tty: bool, is_err: bool, text: &[u8]) -> Vec<u8> {
+    if tty {
+        return text.to_vec();
+    }
+    let kind = if is_err {
+        kiln_runtime::StreamType::Stderr
+    } else {
+        kiln_runtime::StreamType::Stdout
+    };
+    let mut chunk = Vec::with_capacity(text.len() + 8);
+    let _ = kiln_runtime::attach::write_frame(&mut chunk, kind, text);
+    chunk
 }
 
 /// The attach socket as a tokio stream.
@@ -217,17 +269,7 @@ pub async fn logs(
                 text.push(b' ');
             }
             text.extend_from_slice(entry.log.as_bytes());
-            let mut chunk = Vec::with_capacity(text.len() + 8);
-            if tty {
-                chunk = text;
-            } else {
-                let kind = if is_err {
-                    kiln_runtime::StreamType::Stderr
-                } else {
-                    kiln_runtime::StreamType::Stdout
-                };
-                let _ = kiln_runtime::attach::write_frame(&mut chunk, kind, &text);
-            }
+            let chunk = frame(tty, is_err, &text);
             tx.blocking_send(Ok(Bytes::from(chunk)))
                 .map_err(|_| RuntimeError::Io {
                     path: "client".into(),

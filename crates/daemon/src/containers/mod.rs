@@ -1,5 +1,5 @@
 //! The container operations of the Engine API over `kiln_runtime`: create, start, wait, kill,
-//! stop, restart, remove, list, inspect, resize (here), logs and attach (`attach.rs`), the
+//! stop, restart, remove, resize, commit (here), logs and attach (`attach.rs`), the
 //! list and inspect shapes (`shapes.rs`).
 //!
 //! Each handler is as thin as the CLI's command: request → one runtime call → dockerd's shape.
@@ -289,6 +289,12 @@ pub async fn start(daemon: Arc<Daemon>, id: &str) -> Result<Response<Body>, ApiE
 fn watch_exit(daemon: &Arc<Daemon>, record: ContainerRecord, exit: kiln_store::ExitWatch) {
     let daemon = Arc::clone(daemon);
     tokio::task::spawn_blocking(move || {
+        // The supervisor that started it (the record says so once it runs).
+        let supervisor = daemon
+            .store()
+            .find_container(&record.id)
+            .map(|c| c.state.owner_pid)
+            .unwrap_or(0);
         let code = match exit.wait() {
             Ok(Some(code)) => code,
             Ok(None) => runtime(&daemon)
@@ -302,7 +308,20 @@ fn watch_exit(daemon: &Arc<Daemon>, record: ContainerRecord, exit: kiln_store::E
         if record.auto_remove {
             event(&daemon, "destroy", &record, &[]);
         }
+        reap_supervisor(supervisor);
     });
+}
+
+/// Collects the exit status of a supervisor the daemon spawned, which would otherwise stay a
+/// zombie as long as the daemon runs. Only that pid is waited for (a `waitpid(-1)` would
+/// steal the statuses of the build's own children); one that is not the daemon's child
+/// (started by a CLI or an earlier daemon) is ECHILD, ignored.
+fn reap_supervisor(pid: u32) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32)
+        && pid != rustix::process::getpid()
+    {
+        let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+    }
 }
 
 /// `POST /containers/{id}/wait`: the `200` headers at once (the CLI waits for them before it
@@ -498,4 +517,49 @@ pub(crate) fn window(query: &Query) -> Result<(u16, u16), ApiError> {
             .map_err(|_| ApiError::bad_request(format!("invalid {name} {v}: out of range")))
     };
     Ok((dim("h")?, dim("w")?))
+}
+
+/// `POST /commit?container=&repo=&tag=&comment=&author=&pause=`: 201 `{"Id"}`, an image of
+/// the container's changes (the runtime's commit, as `kiln commit`).
+pub async fn commit(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, ApiError> {
+    let q = &req.query;
+    let container = q.get("container").unwrap_or("").to_owned();
+    if container.is_empty() {
+        return Err(ApiError::bad_request("commit needs a container"));
+    }
+    let repo = q.get("repo").unwrap_or("");
+    if repo.is_empty() {
+        // The runtime names every image it commits.
+        return Err(ApiError::bad_request(
+            "kiln commits only to a name: give repo (and tag)",
+        ));
+    }
+    if q.all("changes").iter().any(|c| !c.trim().is_empty()) {
+        return Err(ApiError::bad_request(
+            "commit changes are not supported by kiln yet",
+        ));
+    }
+    let name = match q.get("tag").filter(|t| !t.is_empty()) {
+        Some(tag) => format!("{repo}:{tag}"),
+        None => repo.to_owned(),
+    };
+    let reference = crate::images::parse_name(&name)?;
+    let options = kiln_runtime::CommitOptions {
+        message: q
+            .get("comment")
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned),
+        author: q.get("author").filter(|a| !a.is_empty()).map(str::to_owned),
+        // dockerd pauses by default.
+        pause: q.get("pause").is_none_or(|_| q.bool("pause")),
+    };
+    crate::router::drain(req.body).await;
+    let record = find(&daemon, &container).await?;
+    let rt = runtime(&daemon);
+    let cid = record.id.clone();
+    let img = blocking(&container, move || rt.commit(&cid, &reference, &options)).await?;
+    let id = img.config_digest.to_string();
+    event(&daemon, "commit", &record, &[]);
+    daemon.events.image("tag", &id, Some(&name));
+    Ok(stream::json(StatusCode::CREATED, &json!({ "Id": id })))
 }
