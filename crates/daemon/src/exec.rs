@@ -180,33 +180,51 @@ pub async fn start(
             Ends::Pipes,
         )
     };
-    let rt = Runtime::new(daemon.store().clone());
-    let exec_id = record.id.clone();
-    let exec = blocking(id, move || rt.exec_start(&exec_id, stdio)).await?;
-    event(
-        &daemon,
-        "exec_start",
-        &container,
-        &[("execID", record.id.clone())],
-    );
+    if !container.state.is_running() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("Container {} is not running", container.id),
+        ));
+    }
     let (out_tx, out_rx) = mpsc::channel::<std::io::Result<Bytes>>(16);
     let (in_tx, in_rx) = mpsc::channel::<Bytes>(16);
-    // The process's output into `out_tx`, the client's input from `in_rx`, then its exit.
-    {
+    // Starts the process, its output into `out_tx` and the client's input from `in_rx`, then
+    // reports its exit. A hijacked start runs it only once the connection is upgraded, as
+    // dockerd does: output written together with the 101 head would be read by the client's
+    // HTTP parser and lost.
+    let launch = {
         let daemon = Arc::clone(&daemon);
-        let exec_id = record.id.clone();
-        tokio::task::spawn_blocking(move || {
-            let code = run_exec(exec, ends, out_tx, in_rx);
-            if let Some(m) = daemon.execs.lock().get_mut(&exec_id) {
-                m.pty = None;
-            }
+        let query = id.to_owned();
+        async move {
+            let rt = Runtime::new(daemon.store().clone());
+            let exec_id = record.id.clone();
+            let exec = blocking(&query, move || rt.exec_start(&exec_id, stdio)).await?;
             event(
                 &daemon,
-                "exec_die",
+                "exec_start",
                 &container,
-                &[("execID", exec_id), ("exitCode", code.to_string())],
+                &[("execID", record.id.clone())],
             );
-        });
+            let exec_id = record.id.clone();
+            tokio::task::spawn_blocking(move || {
+                let code = run_exec(exec, ends, out_tx, in_rx);
+                if let Some(m) = daemon.execs.lock().get_mut(&exec_id) {
+                    m.pty = None;
+                }
+                event(
+                    &daemon,
+                    "exec_die",
+                    &container,
+                    &[("execID", exec_id), ("exitCode", code.to_string())],
+                );
+            });
+            Ok::<(), ApiError>(())
+        }
+    };
+    let hijack = !start.detach && upgrade && on_upgrade.is_some();
+    let mut launch = Some(launch);
+    if !hijack && let Some(launch) = launch.take() {
+        launch.await?;
     }
     if start.detach {
         return Ok(stream::empty(StatusCode::OK));
@@ -217,7 +235,19 @@ pub async fn start(
                 let Ok(upgraded) = on_upgrade.await else {
                     return;
                 };
-                let (mut from_client, mut to_client) = tokio::io::split(TokioIo::new(upgraded));
+                let mut client = TokioIo::new(upgraded);
+                let Some(launch) = launch else {
+                    return;
+                };
+                if let Err(e) = launch.await {
+                    // The status line is gone: the error goes to the client as output.
+                    let mut text = e.message.into_bytes();
+                    text.push(b'\n');
+                    let _ = client.write_all(&frame_of(tty, &text)).await;
+                    let _ = client.shutdown().await;
+                    return;
+                }
+                let (mut from_client, mut to_client) = tokio::io::split(client);
                 let input = tokio::spawn(async move {
                     let mut buf = vec![0u8; 32 * 1024];
                     if !stdin {
@@ -262,6 +292,16 @@ pub async fn start(
             ))
         }
     }
+}
+
+/// `text` as stderr output: a frame without a tty, raw with one.
+fn frame_of(tty: bool, text: &[u8]) -> Vec<u8> {
+    if tty {
+        return text.to_vec();
+    }
+    let mut out = Vec::with_capacity(text.len() + 8);
+    let _ = kiln_runtime::attach::write_frame(&mut out, StreamType::Stderr, text);
+    out
 }
 
 /// Where an exec's stdio goes.

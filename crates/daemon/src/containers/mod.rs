@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use hyper::{Response, StatusCode};
 use kiln_runtime::{
-    AttachRequest, AttachStream, ContainerCreateRequest, Runtime, RuntimeError, WaitCondition,
+    AttachRequest, AttachStream, ContainerCreateRequest, Host, Runtime, RuntimeError, WaitCondition,
 };
 use kiln_store::{ContainerError, ContainerRecord};
 use serde_json::json;
@@ -415,7 +415,25 @@ pub async fn kill(
     let record = find(&daemon, id).await?;
     let rt = runtime(&daemon);
     let (cid, sig) = (record.id.clone(), signal.clone());
-    blocking(id, move || rt.kill(&cid, &sig)).await?;
+    blocking(id, move || {
+        rt.kill(&cid, &sig)?;
+        // As dockerd: a SIGKILL returns once the container is dead, so an inspect right
+        // after it sees the exit.
+        if kiln_runtime::parse_signal(&sig)?.as_raw() == rustix::process::Signal::KILL.as_raw() {
+            rt.host.wait_stopped(&cid, Some(Duration::from_secs(10)))?;
+            // The supervisor records the exit in the record just after releasing its lock.
+            for _ in 0..100 {
+                match rt.store.find_container(&cid) {
+                    Ok(c) if c.state.status == kiln_store::ContainerStatus::Running => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(())
+    })
+    .await?;
     event(&daemon, "kill", &record, &[("signal", signal)]);
     Ok(stream::empty(StatusCode::NO_CONTENT))
 }
