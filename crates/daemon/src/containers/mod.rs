@@ -198,10 +198,10 @@ pub async fn create(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, Api
     }
     let store = daemon.store().clone();
     let image = request.config.image.clone();
-    let img = tokio::task::spawn_blocking(move || kiln_images::find_image(&store, &image))
+    // As images/{name}/json finds it: unnamed images by ID too (`containers.run(image)`).
+    let img = tokio::task::spawn_blocking(move || crate::images::find(&store, &image))
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::image(e, &request.config.image))?;
+        .map_err(|e| ApiError::internal(e.to_string()))??;
     let rt = runtime(&daemon);
     let query = name.clone().unwrap_or_default();
     let record = blocking(&query, move || rt.create(name.as_deref(), &request, &img)).await?;
