@@ -30,6 +30,9 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/kiln-docker-py.XXXXXX")
 serve_pid=
 cleanup() {
     [[ -n $serve_pid ]] && kill -TERM "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
+    # Containers a test left behind run under supervisors that outlive the daemon: remove
+    # them before their store goes.
+    "$kiln" ps -aq 2>/dev/null | xargs -r "$kiln" rm -f >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT
