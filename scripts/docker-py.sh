@@ -4,9 +4,9 @@
 #
 #   scripts/docker-py.sh [SUBSET] [-- PYTEST ARGS...]
 #
-# SUBSET: `images` (default: what kiln serve implements so far — build, image, system and
-# client tests) or `all` (every in-scope file; the container, exec, volume and network tests
-# fail until those operations land). A temp store and socket are used; the stand-in images
+# SUBSET: `images` (default: build, image, system and client tests), `containers` (the
+# container, exec and volume files) or `all` (every in-scope file; the network tests fail
+# until those operations land). A temp store and socket are used; the stand-in images
 # (`busybox:latest`, `alpine:3.10`, `alpine:latest`, from Debian's busybox-static, with
 # alpine's `postgres` user and `/var/opt`) are made with kiln itself. Offline: tests that pull
 # from Docker Hub fail (docs/api.md lists them). Needs root, and `pip install docker==7.2.0
@@ -30,6 +30,9 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/kiln-docker-py.XXXXXX")
 serve_pid=
 cleanup() {
     [[ -n $serve_pid ]] && kill -TERM "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
+    # Containers a test left behind run under supervisors that outlive the daemon: remove
+    # them before their store goes.
+    "$kiln" ps -aq 2>/dev/null | xargs -r "$kiln" rm -f >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -58,6 +61,10 @@ images)
     files=(api_build_test.py api_image_test.py api_client_test.py client_test.py
            models_images_test.py regression_test.py errors_test.py)
     ;;
+containers)
+    files=(api_container_test.py api_exec_test.py api_volume_test.py
+           models_containers_test.py models_volumes_test.py)
+    ;;
 all)
     files=(api_build_test.py api_image_test.py api_client_test.py client_test.py
            models_images_test.py regression_test.py errors_test.py api_container_test.py
@@ -65,7 +72,7 @@ all)
            models_containers_test.py models_networks_test.py models_volumes_test.py
            models_resources_test.py context_api_test.py)
     ;;
-*) echo "docker-py.sh: unknown subset $subset (images or all)" >&2; exit 2 ;;
+*) echo "docker-py.sh: unknown subset $subset (images, containers or all)" >&2; exit 2 ;;
 esac
 paths=()
 for f in "${files[@]}"; do paths+=("$suite/$f"); done

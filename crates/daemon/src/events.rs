@@ -139,7 +139,7 @@ impl EventBus {
     }
 }
 
-fn now_nano() -> i64 {
+pub(crate) fn now_nano() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 

@@ -9,7 +9,7 @@
 //! HTTP is hyper 1.x's HTTP/1 server driven by hand (`serve_connection` per accepted socket)
 //! rather than a framework: the Engine API needs exactly what hyper gives at that level — a
 //! header read timeout and size limit, chunked streaming bodies whose drop tells us the client
-//! left, and (next slice) connection upgrades for attach/exec — and the routing is a match on
+//! left, and connection upgrades for attach/exec — and the routing is a match on
 //! path segments because image names contain `/` and `:`, which path routers split on. hyper
 //! and hyper-util were already in the build through reqwest.
 
@@ -18,8 +18,10 @@
 #![recursion_limit = "256"]
 
 mod build;
+mod containers;
 pub mod error;
 pub mod events;
+mod exec;
 mod images;
 pub mod listen;
 mod query;
@@ -27,6 +29,7 @@ mod router;
 mod stream;
 mod system;
 pub mod tls;
+mod volumes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +70,12 @@ impl Default for Options {
 pub struct Daemon {
     pub engine: Arc<kiln_solve::Engine>,
     pub events: events::EventBus,
+    /// Attaches waiting for their container to start.
+    attaches: containers::PendingAttaches,
+    /// Exit codes of containers the daemon started, for waits begun before the start.
+    exits: containers::Exits,
+    /// What the daemon keeps of exec instances between their requests.
+    execs: exec::Execs,
     /// Set when the daemon is stopping: open event streams end.
     stopping: watch::Sender<bool>,
 }
@@ -76,6 +85,9 @@ impl Daemon {
         Arc::new(Daemon {
             engine: Arc::new(engine),
             events: events::EventBus::default(),
+            attaches: containers::PendingAttaches::default(),
+            exits: containers::Exits::default(),
+            execs: exec::Execs::default(),
             stopping: watch::channel(false).0,
         })
     }
@@ -258,7 +270,10 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_timeout)
         .max_buf_size(options.max_header_bytes.max(8192));
-    let conn = builder.serve_connection(TokioIo::new(socket), service);
+    // Upgrades: attach and exec start hijack the connection.
+    let conn = builder
+        .serve_connection(TokioIo::new(socket), service)
+        .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,

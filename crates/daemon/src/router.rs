@@ -29,6 +29,8 @@ pub struct Req {
     pub path: String,
     pub query: Query,
     pub headers: hyper::HeaderMap,
+    /// hyper's extensions: the connection's `OnUpgrade` for a hijacking handler.
+    pub extensions: hyper::http::Extensions,
     pub body: Incoming,
 }
 
@@ -183,6 +185,7 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
         path,
         query: Query::parse(parts.uri.query()),
         headers: parts.headers,
+        extensions: parts.extensions,
         body,
     };
     let path = req.path.clone();
@@ -228,6 +231,40 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
                 }
                 _ => Err(page_not_found()),
             }
+        }
+        (&Method::POST, ["containers", "create"]) => crate::containers::create(daemon, req).await,
+        (&Method::GET, ["containers", "json"]) => crate::containers::list(daemon, &req.query).await,
+        (_, ["containers", id, op]) => {
+            let id = (*id).to_owned();
+            let q = &req.query;
+            match (&m, *op) {
+                (&Method::GET, "json") => crate::containers::inspect(daemon, &id).await,
+                (&Method::POST, "start") => crate::containers::start(daemon, &id).await,
+                (&Method::POST, "wait") => crate::containers::wait(daemon, &id, q).await,
+                (&Method::POST, "kill") => crate::containers::kill(daemon, &id, q).await,
+                (&Method::POST, "stop") => crate::containers::stop(daemon, &id, q).await,
+                (&Method::POST, "restart") => crate::containers::restart(daemon, &id, q).await,
+                (&Method::POST, "resize") => crate::containers::resize(daemon, &id, q).await,
+                (&Method::POST, "attach") => crate::containers::attach(daemon, &id, req).await,
+                (&Method::GET, "logs") => crate::containers::logs(daemon, &id, q).await,
+                (&Method::POST, "exec") => crate::exec::create(daemon, &id, req).await,
+                _ => Err(page_not_found()),
+            }
+        }
+        (&Method::POST, ["exec", id, "start"]) => crate::exec::start(daemon, id, req).await,
+        (&Method::POST, ["exec", id, "resize"]) => {
+            crate::exec::resize(daemon, id, &req.query).await
+        }
+        (&Method::GET, ["exec", id, "json"]) => crate::exec::inspect(daemon, id).await,
+        (&Method::POST, ["commit"]) => crate::containers::commit(daemon, req).await,
+        (&Method::POST, ["volumes", "create"]) => crate::volumes::create(daemon, req).await,
+        (&Method::GET, ["volumes"]) => crate::volumes::list(daemon, &req.query).await,
+        (&Method::GET, ["volumes", name]) => crate::volumes::inspect(daemon, name).await,
+        (&Method::DELETE, ["volumes", name]) => {
+            crate::volumes::remove(daemon, name, &req.query).await
+        }
+        (&Method::DELETE, ["containers", id]) => {
+            crate::containers::remove(daemon, id, &req.query).await
         }
         (&Method::DELETE, ["images", name]) => {
             crate::images::delete(&daemon, name, &req.query).await

@@ -11,20 +11,20 @@ use kiln_testkit::TlsRegistry;
 use super::super::harness::{Kiln, stderr, stdout};
 use super::Daemon;
 
-struct Docker<'a> {
+pub(super) struct Docker<'a> {
     daemon: &'a Daemon,
     config: tempfile::TempDir,
 }
 
 impl Docker<'_> {
-    fn new(daemon: &Daemon) -> Docker<'_> {
+    pub(super) fn new(daemon: &Daemon) -> Docker<'_> {
         Docker {
             daemon,
             config: tempfile::tempdir().unwrap(),
         }
     }
 
-    fn run(&self, args: &[&str], stdin: &[u8], dir: Option<&Path>) -> Output {
+    pub(super) fn run(&self, args: &[&str], stdin: &[u8], dir: Option<&Path>) -> Output {
         let mut command = Command::new("docker");
         command
             .env("DOCKER_CONFIG", self.config.path())
@@ -43,7 +43,7 @@ impl Docker<'_> {
         child.wait_with_output().unwrap()
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(super) fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args, b"", None);
         assert!(
             out.status.success(),

@@ -1,8 +1,9 @@
 //! `kiln serve`: the daemon started as a process against a temp store and socket, driven by
-//! raw HTTP over the socket (`raw.rs` for the wire details, `builds.rs`, `images.rs`) and by the real docker CLI
+//! raw HTTP over the socket (`raw.rs` for the wire details, `builds.rs`, `images.rs`, `containers.rs`) and by the real docker CLI
 //! (`docker_cli.rs`).
 
 mod builds;
+mod containers;
 mod docker_cli;
 mod images;
 mod raw;

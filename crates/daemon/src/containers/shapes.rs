@@ -1,0 +1,333 @@
+//! `GET /containers/json` and `GET /containers/{id}/json` in dockerd's shapes.
+//!
+//! The inspect object starts from the runtime's (`Runtime::inspect`, shared with `kiln
+//! inspect`) and adds what dockerd writes and kiln has no notion of, with dockerd's values for
+//! "none" (`null`, `""`, `0`, `{}` as dockerd has them), so clients that index into it find
+//! every field. What kiln records (network, limits, read-only root) comes from the container's
+//! spec.
+
+use std::sync::Arc;
+
+use hyper::{Response, StatusCode};
+use kiln_runtime::{ContainerSpec, Host};
+use kiln_store::{ContainerRecord, ContainerStatus, Timestamp};
+use serde_json::{Value, json};
+
+use super::{blocking, runtime};
+use crate::Daemon;
+use crate::error::ApiError;
+use crate::query::Query;
+use crate::stream::{self, Body};
+
+/// The filters `containers/json` implements.
+const FILTERS: &[&str] = &["label", "status", "name", "id", "ancestor", "exited"];
+
+/// `GET /containers/json?all=&limit=&filters=`: running containers, or all with `all`, newest
+/// first.
+pub async fn list(daemon: Arc<Daemon>, query: &Query) -> Result<Response<Body>, ApiError> {
+    let filters = query.filters()?;
+    filters.only(FILTERS)?;
+    let all = query.bool("all");
+    let limit = query.int("limit")?.filter(|l| *l > 0);
+    for s in filters.get("status") {
+        if !matches!(
+            s.as_str(),
+            "created" | "restarting" | "running" | "removing" | "paused" | "exited" | "dead"
+        ) {
+            return Err(ApiError::bad_request(format!(
+                "invalid filter 'status={s}': expected created, restarting, running, removing, paused, exited or dead"
+            )));
+        }
+    }
+    let rt = runtime(&daemon);
+    let mut containers = blocking("", move || {
+        let mut out = Vec::new();
+        for mut c in rt.store.list_containers()? {
+            let running = rt.host.is_running(&c.id)?;
+            if running {
+                c.state.status = ContainerStatus::Running;
+            } else if c.state.status == ContainerStatus::Running {
+                c.state.status = ContainerStatus::Exited;
+            }
+            out.push(c);
+        }
+        Ok(out)
+    })
+    .await?;
+    containers.sort_by_key(|c| std::cmp::Reverse(c.created));
+    // With a status filter, `all` is implied (dockerd).
+    let all = all || !filters.get("status").is_empty() || limit.is_some();
+    let any = |name: &str, test: &dyn Fn(&str) -> bool| {
+        let values = filters.get(name);
+        values.is_empty() || values.iter().any(|v| test(v))
+    };
+    let mut out = Vec::new();
+    for c in &containers {
+        let keep = (all || c.state.status == ContainerStatus::Running)
+            && any("status", &|v| v == c.state.status.as_str())
+            && any("id", &|v| c.id.starts_with(v))
+            && any("name", &|v| c.name.contains(v.trim_start_matches('/')))
+            && any("ancestor", &|v| {
+                c.image == v
+                    || c.image_id == v
+                    || c.image_id
+                        .strip_prefix("sha256:")
+                        .is_some_and(|h| h.starts_with(v.trim_start_matches("sha256:")))
+                    || (!v.contains(':') && c.image == format!("{v}:latest"))
+            })
+            && any("exited", &|v| {
+                c.state.status == ContainerStatus::Exited && v == c.state.exit_code.to_string()
+            })
+            && filters.get("label").iter().all(|v| {
+                let (key, value) = v
+                    .split_once('=')
+                    .map_or((v.as_str(), None), |(k, v)| (k, Some(v)));
+                match c.config.labels.get(key) {
+                    Some(have) => value.is_none_or(|value| have == value),
+                    None => false,
+                }
+            });
+        if keep {
+            out.push(summary(c));
+        }
+    }
+    if let Some(limit) = limit {
+        out.truncate(limit as usize);
+    }
+    Ok(stream::json(StatusCode::OK, &Value::Array(out)))
+}
+
+/// One entry of `containers/json`.
+fn summary(c: &ContainerRecord) -> Value {
+    let command: Vec<&str> = c
+        .config
+        .entrypoint
+        .iter()
+        .chain(&c.config.cmd)
+        .map(String::as_str)
+        .collect();
+    json!({
+        "Id": c.id,
+        "Names": [format!("/{}", c.name)],
+        "Image": c.image,
+        "ImageID": c.image_id,
+        "Command": command.join(" "),
+        "Created": c.created.timestamp(),
+        "Ports": [],
+        "Labels": c.config.labels,
+        "State": c.state.status.as_str(),
+        "Status": status_text(c),
+        "HostConfig": { "NetworkMode": "default" },
+        "NetworkSettings": { "Networks": {} },
+        "Mounts": c.mounts.iter().map(|m| json!({
+            "Type": m.kind.as_str(),
+            "Name": m.name,
+            "Source": m.source,
+            "Destination": m.destination,
+            "Driver": if m.kind == kiln_store::MountKind::Volume { "local" } else { "" },
+            "Mode": "",
+            "RW": m.rw,
+            "Propagation": "",
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// dockerd's `Status` column: `Up 3 seconds`, `Exited (0) 2 minutes ago`, `Created`.
+pub(crate) fn status_text(c: &ContainerRecord) -> String {
+    match c.state.status {
+        ContainerStatus::Created => "Created".into(),
+        ContainerStatus::Running => format!("Up {}", human_since(c.state.started_at)),
+        ContainerStatus::Exited => format!(
+            "Exited ({}) {} ago",
+            c.state.exit_code,
+            human_since(c.state.finished_at)
+        ),
+    }
+}
+
+/// Docker's human durations (go-units' `HumanDuration`).
+fn human_since(t: Option<Timestamp>) -> String {
+    let Some(t) = t else {
+        return "Less than a second".into();
+    };
+    let secs = (chrono::Utc::now() - t).num_seconds().max(0);
+    let (minutes, hours) = (secs / 60, secs / 3600);
+    match secs {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..60 => format!("{secs} seconds"),
+        60..120 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours < 2 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 14 => format!("{} days", hours / 24),
+        _ if hours < 24 * 60 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", hours / 24 / 365),
+    }
+}
+
+/// `GET /containers/{id}/json`.
+pub async fn inspect(daemon: Arc<Daemon>, id: &str) -> Result<Response<Body>, ApiError> {
+    let rt = runtime(&daemon);
+    let query = id.to_owned();
+    let (record, mut value, spec) = blocking(id, move || {
+        let record = rt.container(&query)?;
+        let value = rt.inspect(&record.id)?;
+        // A container whose spec cannot be read is still inspected, with defaults.
+        let spec = ContainerSpec::read(&rt.store, &record.id).ok();
+        Ok((record, value, spec))
+    })
+    .await?;
+    complete(&daemon, &record, &mut value, spec.as_ref());
+    Ok(stream::json(StatusCode::OK, &value))
+}
+
+/// Adds dockerd's fields the runtime's object does not have.
+fn complete(daemon: &Daemon, c: &ContainerRecord, v: &mut Value, spec: Option<&ContainerSpec>) {
+    let dir = daemon.store().container_dir(&c.id);
+    let network = spec.map_or("default", |s| s.sandbox.network.name());
+    let network = if network == "default" {
+        "bridge"
+    } else {
+        network
+    };
+    let limits = spec.map(|s| s.sandbox.resources).unwrap_or_default();
+    let read_only = spec.is_some_and(|s| s.sandbox.security.read_only_root);
+    let binds: Vec<String> = c
+        .mounts
+        .iter()
+        .filter(|m| m.kind == kiln_store::MountKind::Bind)
+        .map(|m| {
+            let mode = if m.rw { "" } else { ":ro" };
+            format!("{}:{}{mode}", m.source.display(), m.destination)
+        })
+        .collect();
+    let obj = match v.as_object_mut() {
+        Some(o) => o,
+        None => return,
+    };
+    let set = |o: &mut serde_json::Map<String, Value>, k: &str, val: Value| {
+        o.insert(k.to_owned(), val);
+    };
+    set(obj, "ResolvConfPath", json!(dir.join("resolv.conf")));
+    set(obj, "HostnamePath", json!(dir.join("hostname")));
+    set(obj, "HostsPath", json!(dir.join("hosts")));
+    set(obj, "LogPath", json!(dir.join("container.log")));
+    set(obj, "RestartCount", json!(0));
+    set(obj, "Driver", json!("overlay2"));
+    set(obj, "Platform", json!("linux"));
+    set(obj, "MountLabel", json!(""));
+    set(obj, "ProcessLabel", json!(""));
+    set(obj, "AppArmorProfile", json!(""));
+    set(obj, "ExecIDs", Value::Null);
+    set(
+        obj,
+        "GraphDriver",
+        json!({
+            "Name": "overlay2",
+            "Data": {
+                "UpperDir": dir.join("upper"),
+                "WorkDir": dir.join("work"),
+            },
+        }),
+    );
+    set(
+        obj,
+        "NetworkSettings",
+        json!({
+            "Bridge": "", "SandboxID": "", "HairpinMode": false,
+            "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "Ports": {},
+            "SandboxKey": "", "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null,
+            "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
+            "Networks": {},
+        }),
+    );
+    set(
+        obj,
+        "HostConfig",
+        json!({
+            "Binds": if binds.is_empty() { Value::Null } else { json!(binds) },
+            "ContainerIDFile": "",
+            "LogConfig": { "Type": "json-file", "Config": {} },
+            "NetworkMode": network,
+            "PortBindings": {},
+            "RestartPolicy": { "Name": "no", "MaximumRetryCount": 0 },
+            "AutoRemove": c.auto_remove,
+            "VolumeDriver": "",
+            "VolumesFrom": null,
+            "CapAdd": null,
+            "CapDrop": null,
+            "CgroupnsMode": "private",
+            "Dns": [], "DnsOptions": [], "DnsSearch": [],
+            "ExtraHosts": null,
+            "GroupAdd": null,
+            "IpcMode": "private",
+            "Cgroup": "",
+            "Links": null,
+            "OomScoreAdj": 0,
+            "PidMode": "",
+            "Privileged": false,
+            "PublishAllPorts": false,
+            "ReadonlyRootfs": read_only,
+            "SecurityOpt": null,
+            "UTSMode": "",
+            "UsernsMode": "",
+            "ShmSize": 67108864,
+            "Runtime": "runc",
+            "ConsoleSize": [0, 0],
+            "Isolation": "",
+            "CpuShares": 0,
+            "Memory": limits.memory_bytes.unwrap_or(0),
+            "NanoCpus": limits.nano_cpus.unwrap_or(0),
+            "CgroupParent": "",
+            "BlkioWeight": 0,
+            "BlkioWeightDevice": [],
+            "BlkioDeviceReadBps": null,
+            "BlkioDeviceWriteBps": null,
+            "BlkioDeviceReadIOps": null,
+            "BlkioDeviceWriteIOps": null,
+            "CpuPeriod": 0,
+            "CpuQuota": 0,
+            "CpuRealtimePeriod": 0,
+            "CpuRealtimeRuntime": 0,
+            "CpusetCpus": "",
+            "CpusetMems": "",
+            "Devices": [],
+            "DeviceCgroupRules": null,
+            "DeviceRequests": null,
+            "KernelMemory": 0,
+            "KernelMemoryTCP": 0,
+            "MemoryReservation": 0,
+            "MemorySwap": 0,
+            "MemorySwappiness": null,
+            "OomKillDisable": false,
+            "PidsLimit": limits.pids,
+            "Ulimits": null,
+            "CpuCount": 0,
+            "CpuPercent": 0,
+            "IOMaximumIOps": 0,
+            "IOMaximumBandwidth": 0,
+            "MaskedPaths": [],
+            "ReadonlyPaths": [],
+        }),
+    );
+    if let Some(config) = obj.get_mut("Config").and_then(Value::as_object_mut) {
+        let attach = !c.config.open_stdin;
+        set(config, "Domainname", json!(""));
+        set(config, "AttachStdin", json!(c.config.open_stdin));
+        set(config, "AttachStdout", json!(attach || c.config.open_stdin));
+        set(config, "AttachStderr", json!(attach || c.config.open_stdin));
+        set(config, "ExposedPorts", Value::Null);
+        set(config, "Volumes", Value::Null);
+        set(config, "OnBuild", Value::Null);
+        // dockerd writes `null` for an empty entrypoint, and the CLI prints it so.
+        if c.config.entrypoint.is_empty() {
+            set(config, "Entrypoint", Value::Null);
+        }
+        if !config.contains_key("Healthcheck") || config["Healthcheck"].is_null() {
+            config.remove("Healthcheck");
+        }
+    }
+}
