@@ -26,6 +26,9 @@ use crate::schedule::{Slots, StageBoard};
 use crate::stage::{StageBuilder, StageState};
 use kiln_images::{StoredImage, write_image};
 
+mod stages;
+use stages::BuildRun;
+
 /// Everything `kiln build` was asked to do.
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
@@ -391,194 +394,6 @@ impl Engine {
         })
     }
 
-    /// Starts building stage `index` on its own thread unless it has been started already.
-    fn start_stage<'scope, 'env>(
-        &'env self,
-        scope: &'scope Scope<'scope, 'env>,
-        run: &'env BuildRun<'env>,
-        index: usize,
-    ) {
-        if !run.board.claim(index) {
-            return;
-        }
-        scope.spawn(move || match self.build_stage(scope, run, index) {
-            Ok(state) => run.board.finish(index, state),
-            Err(e) => {
-                // The first failure is the build's error; stages that then stop waiting for
-                // it only report that they were cut short, which is not worth showing.
-                let mut first = run
-                    .first_error
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if first.is_none() && !run.board.has_failed() {
-                    *first = Some(e);
-                }
-                drop(first);
-                run.board.fail();
-            }
-        });
-    }
-
-    /// Starts the stages in `deps` (if not yet started) and waits for their results.
-    fn wait_for_stages<'scope, 'env>(
-        &'env self,
-        scope: &'scope Scope<'scope, 'env>,
-        run: &'env BuildRun<'env>,
-        deps: impl IntoIterator<Item = usize>,
-        built: &mut BTreeMap<usize, StageState>,
-    ) -> Result<()> {
-        let deps: Vec<usize> = deps.into_iter().collect();
-        for &dep in &deps {
-            self.start_stage(scope, run, dep);
-        }
-        for dep in deps {
-            let state = run
-                .board
-                .wait(dep)
-                .ok_or(SolveError::DependencyFailed { stage: dep })?;
-            built.insert(dep, state);
-        }
-        Ok(())
-    }
-
-    /// Builds stage `index`: first waits for the stages it reads, including those only its
-    /// base's ONBUILD triggers name (known once the base is resolved), then runs its steps.
-    fn build_stage<'scope, 'env>(
-        &'env self,
-        scope: &'scope Scope<'scope, 'env>,
-        run: &'env BuildRun<'env>,
-        index: usize,
-    ) -> Result<StageState> {
-        let BuildRun {
-            src,
-            plan,
-            context,
-            req,
-            progress,
-            ..
-        } = *run;
-        let stage = &plan.stages[index];
-        let mut built = BTreeMap::new();
-        self.wait_for_stages(scope, run, stage.deps.iter().copied(), &mut built)?;
-        let mut slot = Some(run.slots.acquire());
-        let from_label = StepLabel {
-            stage: stage_name(stage),
-            position: 1,
-            total: stage.steps.len() + 1,
-            // Show what FROM resolved to, not its ARG references.
-            text: match &stage.base {
-                Base::Image(name) => format!("FROM {name}"),
-                Base::Scratch => "FROM scratch".to_owned(),
-                Base::Stage(i) => format!(
-                    "FROM {}",
-                    plan.stages[*i]
-                        .name
-                        .clone()
-                        .unwrap_or_else(|| i.to_string())
-                ),
-            },
-        };
-        let started = Instant::now();
-        progress(ProgressEvent::StepStarted(from_label.clone()));
-        let at = |message: String| SolveError::Dockerfile {
-            location: src.at(&stage.from),
-            message,
-        };
-        // `FROM --platform=…` (already expanded by the plan), else the build's target.
-        let platform = match &stage.platform {
-            Some(text) => text
-                .parse::<Platform>()
-                .map_err(|e| at(format!("--platform: {e}")))?,
-            None => req.platform.clone(),
-        };
-        let mut state = match &stage.base {
-            Base::Scratch => StageState::scratch(&platform),
-            Base::Stage(i) => {
-                let mut base = built
-                    .get(i)
-                    .cloned()
-                    .ok_or(SolveError::StageNotBuilt { stage: *i })?;
-                // As in BuildKit, the base stage's ARGs carry over but "CMD was set here"
-                // does not: the base stage is this stage's base image, so an ENTRYPOINT
-                // here resets the CMD it set.
-                base.cmd_set = false;
-                base
-            }
-            Base::Image(name) => {
-                let reference: Reference = name
-                    .parse()
-                    .map_err(|e: kiln_image::ReferenceError| at(e.to_string()))?;
-                let image = run
-                    .pins
-                    .resolve(self, &reference, &platform, req.pull, progress)
-                    .map_err(|e| {
-                        at(format!(
-                            "failed to resolve base image {}: {e}",
-                            reference.familiar()
-                        ))
-                    })?;
-                StageState::from_image(&image, &platform)
-            }
-        };
-        state.proxy_env = proxy_env(&plan.build_args);
-        // A stage built on another stage inherits that stage's chain (and first cause); a base
-        // image or scratch starts one, which may itself be the first cause of later misses.
-        if let Some(inputs) = state.take_pending_inputs() {
-            let explainer = Explainer {
-                store: &self.store,
-                progress,
-                dockerfile: &src.path,
-                stage: stage_name(stage),
-            };
-            let key = state.key.clone();
-            let step = KeyedStep {
-                label: &from_label,
-                slot: "FROM".into(),
-                key: &key,
-                inputs,
-                outcome: StepOutcome::From,
-            };
-            if let Some(record) = explainer.step(&mut state, step) {
-                record.save(&self.store)?;
-            }
-        }
-        progress(ProgressEvent::StepDone {
-            step: from_label,
-            elapsed: started.elapsed(),
-        });
-        // Stages a trigger copies from may not be needed otherwise (BuildKit re-resolves
-        // reachability after reading triggers); they are all earlier than this one. Waiting
-        // for them gives the slot back, so that they can run even with `--jobs 1`.
-        let trigger_deps =
-            crate::onbuild::trigger_stage_deps(plan, stage, &state.config.config.on_build);
-        let trigger_deps: Vec<usize> = trigger_deps
-            .into_iter()
-            .filter(|dep| !built.contains_key(dep))
-            .collect();
-        if !trigger_deps.is_empty() {
-            drop(slot.take());
-            self.wait_for_stages(scope, run, trigger_deps, &mut built)?;
-            slot = Some(run.slots.acquire());
-        }
-        let builder = StageBuilder {
-            engine: self,
-            src,
-            plan,
-            stage,
-            context,
-            req,
-            built: &built,
-            pins: run.pins,
-            remote: run.remote,
-            cancelled: &|| run.board.has_failed(),
-            progress,
-            slot: slot.as_ref(),
-        };
-        let state = builder.run(state)?;
-        drop(slot);
-        Ok(state)
-    }
-
     /// Writes the target stage as an image for the stage's platform.
     fn finish_image(&self, state: StageState) -> Result<StoredImage> {
         let mut config: ImageConfig = state.config;
@@ -593,20 +408,6 @@ impl Engine {
     pub fn base_key(image: &StoredImage) -> Digest {
         image.manifest_digest.clone()
     }
-}
-
-/// What every stage of one build shares.
-struct BuildRun<'a> {
-    src: &'a Source,
-    plan: &'a BuildPlan,
-    context: &'a BuildContext,
-    req: &'a BuildRequest,
-    remote: &'a RemoteCache,
-    progress: Progress<'a>,
-    board: &'a StageBoard<StageState>,
-    slots: &'a Slots,
-    pins: &'a ImagePins,
-    first_error: &'a Mutex<Option<SolveError>>,
 }
 
 /// The proxy build args (`HTTP_PROXY=…`, …) RUN sees without a declaration.
