@@ -28,6 +28,7 @@ pub mod mounts;
 pub mod pty;
 mod signals;
 mod spec;
+mod status;
 pub mod supervisor;
 
 pub use attach::{AttachRequest, AttachStream, StreamType};
@@ -40,4 +41,5 @@ pub use lifecycle::{Runtime, WaitCondition};
 pub use logfile::{LogEntry, LogFilter, LogOptions};
 pub use signals::parse_signal;
 pub use spec::ContainerSpec;
+pub use status::{human_since, status_text};
 pub use supervisor::{maybe_run_supervisor, start_error_code};

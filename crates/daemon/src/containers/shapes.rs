@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use hyper::{Response, StatusCode};
 use kiln_runtime::{ContainerSpec, Host};
-use kiln_store::{ContainerRecord, ContainerStatus, Timestamp};
+use kiln_store::{ContainerRecord, ContainerStatus};
 use serde_json::{Value, json};
 
 use super::{blocking, runtime};
@@ -116,7 +116,7 @@ fn summary(c: &ContainerRecord) -> Value {
         "Ports": [],
         "Labels": c.config.labels,
         "State": c.state.status.as_str(),
-        "Status": status_text(c),
+        "Status": kiln_runtime::status_text(c, chrono::Utc::now()),
         "HostConfig": { "NetworkMode": "default" },
         "NetworkSettings": { "Networks": {} },
         "Mounts": c.mounts.iter().map(|m| json!({
@@ -130,41 +130,6 @@ fn summary(c: &ContainerRecord) -> Value {
             "Propagation": "",
         })).collect::<Vec<_>>(),
     })
-}
-
-/// dockerd's `Status` column: `Up 3 seconds`, `Exited (0) 2 minutes ago`, `Created`.
-pub(crate) fn status_text(c: &ContainerRecord) -> String {
-    match c.state.status {
-        ContainerStatus::Created => "Created".into(),
-        ContainerStatus::Running => format!("Up {}", human_since(c.state.started_at)),
-        ContainerStatus::Exited => format!(
-            "Exited ({}) {} ago",
-            c.state.exit_code,
-            human_since(c.state.finished_at)
-        ),
-    }
-}
-
-/// Docker's human durations (go-units' `HumanDuration`).
-fn human_since(t: Option<Timestamp>) -> String {
-    let Some(t) = t else {
-        return "Less than a second".into();
-    };
-    let secs = (chrono::Utc::now() - t).num_seconds().max(0);
-    let (minutes, hours) = (secs / 60, secs / 3600);
-    match secs {
-        0 => "Less than a second".into(),
-        1 => "1 second".into(),
-        2..60 => format!("{secs} seconds"),
-        60..120 => "About a minute".into(),
-        _ if minutes < 60 => format!("{minutes} minutes"),
-        _ if hours < 2 => "About an hour".into(),
-        _ if hours < 48 => format!("{hours} hours"),
-        _ if hours < 24 * 14 => format!("{} days", hours / 24),
-        _ if hours < 24 * 60 => format!("{} weeks", hours / 24 / 7),
-        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
-        _ => format!("{} years", hours / 24 / 365),
-    }
 }
 
 /// `GET /containers/{id}/json`.

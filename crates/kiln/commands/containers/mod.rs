@@ -36,6 +36,7 @@ pub fn ps(store: &Store, all: bool, quiet: bool) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let now = chrono::Utc::now();
     let mut rows = vec![[
         "CONTAINER ID".to_owned(),
         "IMAGE".to_owned(),
@@ -56,8 +57,8 @@ pub fn ps(store: &Store, all: bool, quiet: bool) -> Result<ExitCode> {
             c.id[..12].to_owned(),
             c.image.clone(),
             format!("\"{}\"", truncate(&command.join(" "), 20)),
-            format!("{} ago", human_since(Some(c.created))),
-            status_text(c),
+            format!("{} ago", kiln_runtime::human_since(Some(c.created), now)),
+            kiln_runtime::status_text(c, now),
             c.name.clone(),
         ]);
     }
@@ -83,46 +84,6 @@ fn truncate(s: &str, max: usize) -> String {
         s.to_owned()
     } else {
         format!("{}…", s.chars().take(max - 1).collect::<String>())
-    }
-}
-
-/// `Up 3 minutes (healthy)`, `Exited (0) 2 seconds ago`, `Created`.
-fn status_text(c: &ContainerRecord) -> String {
-    match c.state.status {
-        ContainerStatus::Created => "Created".into(),
-        ContainerStatus::Running => {
-            let health = match &c.state.health {
-                Some(h) if h.status == kiln_store::HealthStatus::Starting => {
-                    " (health: starting)".to_owned()
-                }
-                Some(h) => format!(" ({})", h.status.as_str()),
-                None => String::new(),
-            };
-            format!("Up {}{health}", human_since(c.state.started_at))
-        }
-        ContainerStatus::Exited => format!(
-            "Exited ({}) {} ago",
-            c.state.exit_code,
-            human_since(c.state.finished_at)
-        ),
-    }
-}
-
-/// Docker's "About a minute", "3 hours" style of elapsed time since `time`.
-fn human_since(time: Option<Timestamp>) -> String {
-    let Some(t) = time else {
-        return "some time".into();
-    };
-    let secs = (chrono::Utc::now() - t).num_seconds().max(0);
-    match secs {
-        0 => "Less than a second".into(),
-        1 => "1 second".into(),
-        2..=59 => format!("{secs} seconds"),
-        60..=119 => "About a minute".into(),
-        120..=3599 => format!("{} minutes", secs / 60),
-        3600..=7199 => "About an hour".into(),
-        7200..=172_799 => format!("{} hours", secs / 3600),
-        _ => format!("{} days", secs / 86_400),
     }
 }
 
@@ -325,11 +286,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn elapsed_times_read_like_docker() {
-        let ago = |secs: i64| Some(chrono::Utc::now() - chrono::Duration::seconds(secs));
-        assert_eq!(human_since(ago(5)), "5 seconds");
-        assert_eq!(human_since(ago(90)), "About a minute");
-        assert_eq!(human_since(ago(7200 + 5)), "2 hours");
+    fn long_commands_are_cut_to_the_column() {
         assert_eq!(
             truncate("abcdefghijklmnopqrstuvwxyz", 20).chars().count(),
             20
