@@ -22,11 +22,7 @@ EPOCH=${EPOCH:-1700000000}
 [[ $(id -u) -eq 0 ]] || { echo "epoch.sh: must run as root" >&2; exit 1; }
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "epoch.sh: RUNS must be a positive integer" >&2; exit 1; }
 ((BASH_VERSINFO[0] >= 5)) || { echo "epoch.sh: needs bash 5 (for \$EPOCHREALTIME)" >&2; exit 1; }
-if [[ -z ${KILN:-} ]]; then
-    KILN=$ROOT/target/release/kiln
-    [[ -x $KILN ]] || cargo build --release --quiet --locked --bin kiln
-fi
-[[ -x $KILN ]] || { echo "epoch.sh: $KILN is not an executable" >&2; exit 1; }
+bench_kiln_binary epoch.sh
 WORK=$(mktemp -d "${BENCH_TMP:-/var/tmp}/kiln-bench-epoch.XXXXXX")
 
 cleanup() {

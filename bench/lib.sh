@@ -29,3 +29,13 @@ bench_unmount_under() {
     awk -v w="$1" 'index($2, w "/") == 1 { print $2 }' /proc/self/mounts | sort -r |
         while IFS= read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
 }
+
+# bench_kiln_binary NAME: sets KILN to the binary to measure ($KILN if given, else the release
+# build, built when missing) and fails, naming the script NAME, if it is not an executable.
+bench_kiln_binary() {
+    if [[ -z ${KILN:-} ]]; then
+        KILN=$ROOT/target/release/kiln
+        [[ -x $KILN ]] || cargo build --release --quiet --locked --bin kiln
+    fi
+    [[ -x $KILN ]] || { echo "$1: $KILN is not an executable" >&2; exit 1; }
+}

@@ -29,11 +29,7 @@ RUNS=${RUNS:-5}
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "sbom.sh: RUNS must be a positive integer" >&2; exit 1; }
 ((BASH_VERSINFO[0] >= 5)) || { echo "sbom.sh: needs bash 5 (for \$EPOCHREALTIME)" >&2; exit 1; }
 command -v dpkg-query >/dev/null || { echo "sbom.sh: needs a Debian host (dpkg-query)" >&2; exit 1; }
-if [[ -z ${KILN:-} ]]; then
-    KILN=$ROOT/target/release/kiln
-    [[ -x $KILN ]] || cargo build --release --quiet --locked --bin kiln
-fi
-[[ -x $KILN ]] || { echo "sbom.sh: $KILN is not an executable" >&2; exit 1; }
+bench_kiln_binary sbom.sh
 WORK=$(mktemp -d "${BENCH_TMP:-/var/tmp}/kiln-bench-sbom.XXXXXX")
 
 cleanup() {

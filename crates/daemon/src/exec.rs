@@ -17,7 +17,7 @@ use bytes::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use kiln_runtime::{ExecConfig, Runtime, RuntimeError, StreamType};
+use kiln_runtime::{ExecConfig, ExecRecord, Runtime, RuntimeError, StreamType};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -125,12 +125,7 @@ pub async fn start(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON in the request body: {e}")))?
     };
-    let rt = Runtime::new(daemon.store().clone());
-    let exec_id = id.to_owned();
-    let record = tokio::task::spawn_blocking(move || rt.exec_inspect(&exec_id))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| exec_error(e, id))?;
+    let record = exec_record(&daemon, id).await?;
     if record.running || record.exit_code.is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -407,12 +402,7 @@ pub async fn resize(
     query: &Query,
 ) -> Result<Response<Body>, ApiError> {
     let (rows, cols) = window(query)?;
-    let rt = Runtime::new(daemon.store().clone());
-    let exec_id = id.to_owned();
-    let record = tokio::task::spawn_blocking(move || rt.exec_inspect(&exec_id))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| exec_error(e, id))?;
+    let record = exec_record(&daemon, id).await?;
     if let Some(master) = daemon
         .execs
         .lock()
@@ -424,14 +414,19 @@ pub async fn resize(
     Ok(stream::empty(StatusCode::OK))
 }
 
-/// `GET /exec/{id}/json`.
-pub async fn inspect(daemon: Arc<Daemon>, id: &str) -> Result<Response<Body>, ApiError> {
+/// The exec instance `id`, as the runtime recorded it (404 when there is none).
+async fn exec_record(daemon: &Daemon, id: &str) -> Result<ExecRecord, ApiError> {
     let rt = Runtime::new(daemon.store().clone());
     let exec_id = id.to_owned();
-    let record = tokio::task::spawn_blocking(move || rt.exec_inspect(&exec_id))
+    tokio::task::spawn_blocking(move || rt.exec_inspect(&exec_id))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| exec_error(e, id))?;
+        .map_err(|e| exec_error(e, id))
+}
+
+/// `GET /exec/{id}/json`.
+pub async fn inspect(daemon: Arc<Daemon>, id: &str) -> Result<Response<Body>, ApiError> {
+    let record = exec_record(&daemon, id).await?;
     let (stdin, stdout, stderr) = {
         let execs = daemon.execs.lock();
         match execs.get(&record.id) {

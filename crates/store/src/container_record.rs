@@ -75,6 +75,17 @@ pub struct RunConfig {
     pub stdin_once: bool,
 }
 
+impl RunConfig {
+    /// The command line the container runs: entrypoint then cmd.
+    pub fn command(&self) -> Vec<&str> {
+        self.entrypoint
+            .iter()
+            .chain(&self.cmd)
+            .map(String::as_str)
+            .collect()
+    }
+}
+
 /// What a mount of a container is, in Docker's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

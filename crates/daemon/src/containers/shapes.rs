@@ -99,13 +99,7 @@ pub async fn list(daemon: Arc<Daemon>, query: &Query) -> Result<Response<Body>, 
 
 /// One entry of `containers/json`.
 fn summary(c: &ContainerRecord) -> Value {
-    let command: Vec<&str> = c
-        .config
-        .entrypoint
-        .iter()
-        .chain(&c.config.cmd)
-        .map(String::as_str)
-        .collect();
+    let command = c.config.command();
     json!({
         "Id": c.id,
         "Names": [format!("/{}", c.name)],

@@ -138,29 +138,30 @@ pub async fn list(daemon: &Arc<Daemon>, query: &Query) -> Result<Response<Body>,
     Ok(stream::json(StatusCode::OK, &Value::Array(out)))
 }
 
-/// `GET /images/{name}/json`.
-pub async fn inspect(daemon: &Arc<Daemon>, name: &str) -> Result<Response<Body>, ApiError> {
+/// The image `name` finds and all its names.
+async fn find_with_names(
+    daemon: &Arc<Daemon>,
+    name: &str,
+) -> Result<(StoredImage, Vec<Reference>), ApiError> {
     let d = Arc::clone(daemon);
     let query = name.to_owned();
-    let (img, names) = blocking(move || {
+    blocking(move || {
         let img = find(d.store(), &query)?;
         let names = names_of(&d, &img)?;
         Ok((img, names))
     })
-    .await?;
+    .await
+}
+
+/// `GET /images/{name}/json`.
+pub async fn inspect(daemon: &Arc<Daemon>, name: &str) -> Result<Response<Body>, ApiError> {
+    let (img, names) = find_with_names(daemon, name).await?;
     Ok(stream::json(StatusCode::OK, &shapes::inspect(&img, &names)))
 }
 
 /// `GET /images/{name}/history`.
 pub async fn history(daemon: &Arc<Daemon>, name: &str) -> Result<Response<Body>, ApiError> {
-    let d = Arc::clone(daemon);
-    let query = name.to_owned();
-    let (img, names) = blocking(move || {
-        let img = find(d.store(), &query)?;
-        let names = names_of(&d, &img)?;
-        Ok((img, names))
-    })
-    .await?;
+    let (img, names) = find_with_names(daemon, name).await?;
     Ok(stream::json(StatusCode::OK, &shapes::history(&img, &names)))
 }
 

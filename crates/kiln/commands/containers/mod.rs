@@ -46,13 +46,7 @@ pub fn ps(store: &Store, all: bool, quiet: bool) -> Result<ExitCode> {
         "NAMES".to_owned(),
     ]];
     for c in &containers {
-        let command: Vec<&str> = c
-            .config
-            .entrypoint
-            .iter()
-            .chain(&c.config.cmd)
-            .map(String::as_str)
-            .collect();
+        let command = c.config.command();
         rows.push([
             c.id[..12].to_owned(),
             c.image.clone(),
