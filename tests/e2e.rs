@@ -3,6 +3,7 @@
 //! (kiln mounts overlays and creates namespaces).
 
 mod e2e {
+    mod add;
     mod attest;
     mod build;
     mod cache_keys;
@@ -18,6 +19,7 @@ mod e2e {
     mod frontend;
     mod gc;
     pub mod harness;
+    mod hosts;
     mod images;
     mod mounts;
     mod network;

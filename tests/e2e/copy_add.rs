@@ -1,10 +1,8 @@
 //! COPY and ADD end to end: source rules, `--chmod`/`--chown`, `--exclude`, `--parents`,
-//! `--link`, ADD of URLs (served by a tiny HTTP server on 127.0.0.1 inside the test) and of
-//! local archives in every supported compression. Results are checked in the built image with
-//! `kiln run`, or in the layer blobs in the store.
+//! `--link` (ADD of URLs and archives: `add.rs`). Results are checked in the built image with
+//! `kiln run`, or in the layer blobs in the store. The helpers here are shared with `add.rs`.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::Path;
 use std::process::Output;
 
@@ -12,7 +10,7 @@ use super::harness::{Kiln, assert_success, stderr};
 
 /// A build context in a temp dir: `files` are (path, content); the Dockerfile starts with
 /// `ARG BASE` / `FROM ${BASE}` so its third line is the first instruction given.
-fn context(files: &[(&str, &[u8])], instructions: &str) -> tempfile::TempDir {
+pub(super) fn context(files: &[(&str, &[u8])], instructions: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for (rel, content) in files {
         let path = dir.path().join(rel);
@@ -23,7 +21,7 @@ fn context(files: &[(&str, &[u8])], instructions: &str) -> tempfile::TempDir {
     dir
 }
 
-fn write_dockerfile(dir: &Path, instructions: &str) {
+pub(super) fn write_dockerfile(dir: &Path, instructions: &str) {
     std::fs::write(
         dir.join("Dockerfile"),
         format!("ARG BASE\nFROM ${{BASE}}\n{instructions}"),
@@ -31,7 +29,7 @@ fn write_dockerfile(dir: &Path, instructions: &str) {
     .unwrap();
 }
 
-fn build(k: &Kiln, dir: &Path, tag: &str) -> Output {
+pub(super) fn build(k: &Kiln, dir: &Path, tag: &str) -> Output {
     let base = format!("BASE={}", k.base);
     k.cmd(&[
         "build",
@@ -43,22 +41,22 @@ fn build(k: &Kiln, dir: &Path, tag: &str) -> Output {
     ])
 }
 
-fn build_ok(k: &Kiln, dir: &Path, tag: &str) -> String {
+pub(super) fn build_ok(k: &Kiln, dir: &Path, tag: &str) -> String {
     let out = build(k, dir, tag);
     assert_success(&out, &["build", tag]);
     stderr(&out)
 }
 
 /// Runs a shell command in the image and returns its output.
-fn sh(k: &Kiln, tag: &str, script: &str) -> String {
+pub(super) fn sh(k: &Kiln, tag: &str, script: &str) -> String {
     k.ok(&["run", "--rm", tag, "sh", "-c", script])
 }
 
-fn lines(text: &str) -> BTreeSet<String> {
+pub(super) fn lines(text: &str) -> BTreeSet<String> {
     text.lines().map(str::to_owned).collect()
 }
 
-fn set(items: &[&str]) -> BTreeSet<String> {
+pub(super) fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
@@ -407,251 +405,4 @@ fn copy_link_layers_do_not_depend_on_what_came_before() {
     assert_eq!(layers2[layers2.len() - 2], link_layer, "same layer blob");
     assert_ne!(layers2[layers2.len() - 3], layers[layers.len() - 3]);
     assert_eq!(sh(&k, "link2", "cat /seen"), "dtwo\n");
-}
-
-/// A tiny HTTP/1.1 server on 127.0.0.1 serving fixed paths; counts the requests it answers.
-fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(&tar_of(files)).unwrap();
-    encoder.finish().unwrap()
-}
-
-fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, content) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(1_000_000);
-        header.set_cksum();
-        builder.append_data(&mut header, name, *content).unwrap();
-    }
-    builder.into_inner().unwrap()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    kiln_image::Digest::of(bytes).hex().to_owned()
-}
-
-#[test]
-fn add_url_downloads_checks_checksums_and_never_unpacks() {
-    let k = Kiln::new();
-    let archive = tar_gz(&[("inside.txt", b"packed")]);
-    let server = kiln_testkit::ScriptedHttp::routes(vec![
-        ("/files/data.txt", b"remote data\n".to_vec()),
-        ("/files/pkg.tar.gz", archive.clone()),
-        ("/files/pinned.txt", b"pinned\n".to_vec()),
-    ]);
-    let pinned_sum = sha256_hex(b"pinned\n");
-    let ctx = context(
-        &[],
-        &format!(
-            "ADD {data} /dl/\n\
-             ADD {pkg} /dl/\n\
-             ADD --checksum=sha256:{pinned_sum} {pinned} /pinned-file\n\
-             ADD --chmod=644 {data} /dl/readable.txt\n",
-            data = server.url("/files/data.txt"),
-            pkg = server.url("/files/pkg.tar.gz"),
-            pinned = server.url("/files/pinned.txt"),
-        ),
-    );
-    build_ok(&k, ctx.path(), "urls");
-    assert_eq!(
-        sh(
-            &k,
-            "urls",
-            "cd / && stat -c '%n %a %Y %s' dl/data.txt dl/pkg.tar.gz pinned-file dl/readable.txt"
-        ),
-        format!(
-            "dl/data.txt 600 784111777 12\n\
-             dl/pkg.tar.gz 600 784111777 {}\n\
-             pinned-file 600 784111777 7\n\
-             dl/readable.txt 644 784111777 12\n",
-            archive.len()
-        ),
-        "mode 0600, Last-Modified as mtime, archives stay archives"
-    );
-    assert_eq!(sh(&k, "urls", "cat /pinned-file"), "pinned\n");
-
-    // A rebuild: URLs without a checksum are fetched again to decide (same content → hit);
-    // the pinned one hits on URL + checksum without a request.
-    let before = server.hits();
-    let log = build_ok(&k, ctx.path(), "urls");
-    assert_eq!(log.matches("CACHED").count(), 4, "{log}");
-    assert_eq!(
-        server.hits() - before,
-        3,
-        "data.txt twice and pkg, not pinned"
-    );
-
-    // A wrong checksum fails, names the URL and both digests, and tags nothing.
-    let wrong = "0".repeat(64);
-    write_dockerfile(
-        ctx.path(),
-        &format!(
-            "ADD --checksum=sha256:{wrong} {} /x\n",
-            server.url("/files/data.txt")
-        ),
-    );
-    let out = build(&k, ctx.path(), "bad-sum");
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    for want in [
-        server.url("/files/data.txt"),
-        format!("sha256:{wrong}"),
-        format!("sha256:{}", sha256_hex(b"remote data\n")),
-        "Dockerfile:3".to_string(),
-    ] {
-        assert!(err.contains(&want), "wanted {want} in {err}");
-    }
-    assert!(!k.ok(&["images"]).contains("bad-sum"));
-
-    // Unreachable and missing URLs are clear errors.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    write_dockerfile(ctx.path(), &format!("ADD http://127.0.0.1:{port}/f /f\n"));
-    let err = stderr(&build(&k, ctx.path(), "unreachable"));
-    assert!(
-        err.contains(&format!("127.0.0.1:{port}/f")) && err.to_lowercase().contains("refused"),
-        "{err}"
-    );
-    write_dockerfile(ctx.path(), &format!("ADD {} /f\n", server.url("/nope")));
-    let err = stderr(&build(&k, ctx.path(), "missing"));
-    assert!(err.contains("404") && err.contains("Dockerfile:3"), "{err}");
-}
-
-/// `ADD <url>` goes through the registry client's transport: an HTTPS URL trusts its host's
-/// certs.d CA (`--registry-certs-dir`), and `http_proxy` sends a plain-HTTP download through
-/// the proxy. Both servers are on 127.0.0.1; the proxied host name does not resolve, so only
-/// the proxy can answer it.
-#[test]
-fn add_url_honours_certs_d_and_proxy_variables() {
-    let k = Kiln::new();
-    let files = tempfile::tempdir().unwrap();
-    std::fs::write(files.path().join("tls.txt"), "over tls\n").unwrap();
-    let https = kiln_testkit::HttpsFileServer::start(files.path()).unwrap();
-    // A client sends a proxy the absolute URL as the request target; the test server answers
-    // that target like any path.
-    let proxied = "http://kiln-add-proxy.invalid/proxied.txt";
-    let proxy = kiln_testkit::ScriptedHttp::routes(vec![(proxied, b"via the proxy\n".to_vec())]);
-    let ctx = context(
-        &[],
-        &format!(
-            "ADD {} /tls.txt\nADD {proxied} /proxied.txt\n",
-            https.url("/tls.txt")
-        ),
-    );
-    let base = format!("BASE={}", k.base);
-    let build = |certs_dir: &Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .env("KILN_ROOT", k.root.path())
-            .env("http_proxy", proxy.base())
-            // The base image comes from the loopback registry, not through the proxy.
-            .env("no_proxy", "127.0.0.1")
-            .arg("--registry-certs-dir")
-            .arg(certs_dir)
-            .args(["build", "-t", "fetched", "--build-arg", &base])
-            .arg(ctx.path())
-            .output()
-            .unwrap()
-    };
-
-    let no_ca = tempfile::tempdir().unwrap();
-    let out = build(no_ca.path());
-    let err = stderr(&out);
-    assert!(!out.status.success(), "{err}");
-    assert!(
-        err.contains(&https.url("/tls.txt")) && err.to_lowercase().contains("certificate"),
-        "{err}"
-    );
-
-    let out = build(https.certs_dir.path());
-    assert_success(&out, &["build", "fetched"]);
-    assert_eq!(
-        sh(&k, "fetched", "cat /tls.txt /proxied.txt"),
-        "over tls\nvia the proxy\n"
-    );
-}
-
-#[test]
-fn add_extracts_local_archives_of_every_compression_by_content() {
-    let k = Kiln::new();
-    let tar = tar_of(&[("inner/file.txt", b"from the archive\n")]);
-    let gz = tar_gz(&[("inner/file.txt", b"from the archive\n")]);
-    let bz2 = {
-        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
-        e.write_all(&tar).unwrap();
-        e.finish().unwrap()
-    };
-    let xz = {
-        let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
-        e.write_all(&tar).unwrap();
-        e.finish().unwrap()
-    };
-    let zst = zstd::stream::encode_all(&tar[..], 3).unwrap();
-    let not_a_tar = {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        e.write_all(b"just compressed text\n").unwrap();
-        e.finish().unwrap()
-    };
-    let ctx = context(
-        &[
-            ("a.tar", &tar),
-            ("b.tar.gz", &gz),
-            ("c.tar.bz2", &bz2),
-            ("d.tar.xz", &xz),
-            ("e.tar.zst", &zst),
-            // Named like nothing in particular: detection is by content.
-            ("f.bin", &xz),
-            ("notes.txt.gz", &not_a_tar),
-        ],
-        "ADD a.tar /x/tar/\n\
-         ADD b.tar.gz /x/gz/\n\
-         ADD c.tar.bz2 /x/bz2/\n\
-         ADD d.tar.xz /x/xz/\n\
-         ADD e.tar.zst /x/zst/\n\
-         ADD f.bin /x/bin/\n\
-         ADD notes.txt.gz /x/plain/\n\
-         ADD --chown=1234:2345 --chmod=0640 b.tar.gz /owned/\n",
-    );
-    build_ok(&k, ctx.path(), "archives");
-    // --chown/--chmod reach the unpacked entries, as in BuildKit.
-    assert_eq!(
-        sh(
-            &k,
-            "archives",
-            "stat -c '%u:%g %a %n' /owned/inner/file.txt"
-        ),
-        "1234:2345 640 /owned/inner/file.txt\n"
-    );
-    let found = sh(&k, "archives", "cd /x && find . -type f");
-    assert_eq!(
-        lines(&found),
-        set(&[
-            "./tar/inner/file.txt",
-            "./gz/inner/file.txt",
-            "./bz2/inner/file.txt",
-            "./xz/inner/file.txt",
-            "./zst/inner/file.txt",
-            "./bin/inner/file.txt",
-            "./plain/notes.txt.gz",
-        ]),
-        "{found}"
-    );
-    assert_eq!(
-        sh(
-            &k,
-            "archives",
-            "cat /x/bz2/inner/file.txt /x/xz/inner/file.txt"
-        ),
-        "from the archive\nfrom the archive\n"
-    );
-    assert_eq!(
-        sh(&k, "archives", "gunzip -c /x/plain/notes.txt.gz"),
-        "just compressed text\n",
-        "a compressed file that is not a tar is copied as it is"
-    );
 }
