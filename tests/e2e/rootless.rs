@@ -50,20 +50,22 @@ pub(super) struct RootlessUser {
 /// Serialises the tests of this module (user creation, `/etc/sub[ug]id` edits, process checks).
 static ROOTLESS_TESTS: Mutex<()> = Mutex::new(());
 
+/// One fixed directory, replaced on each run rather than a fresh temporary directory per
+/// run: a `static` is never dropped, so a `TempDir` held in one leaked ~90 MB per test run.
 fn kiln_copy() -> &'static Path {
-    static COPY: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, path) = COPY.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("kiln-rootless-bin-")
-            .tempdir()
-            .unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path = dir.path().join("kiln");
-        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &path).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        (dir, path)
-    });
-    path
+    static COPY: OnceLock<PathBuf> = OnceLock::new();
+    COPY.get_or_init(|| {
+        let dir = std::env::temp_dir().join("kiln-rootless-bin");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Copy beside, then rename: a copy still running from an earlier run is not written to.
+        let staging = dir.join(format!("kiln.{}", std::process::id()));
+        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &staging).unwrap();
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.join("kiln");
+        std::fs::rename(&staging, &path).unwrap();
+        path
+    })
 }
 
 fn run_root(program: &str, args: &[&str]) -> Output {
