@@ -68,7 +68,9 @@ impl Client {
         on: &mut dyn FnMut(&JsonMessage) -> Result<(), ClientError>,
     ) -> Result<String, ClientError> {
         let path = format!("/build{}", options.query(&context.dockerfile));
-        let mut id = None;
+        // The `aux` ID is the full one; the `Successfully built` line (which follows it) only
+        // counts from a daemon that sends no `aux`.
+        let (mut aux_id, mut line_id) = (None, None);
         let result = async {
             let response = self
                 .send(
@@ -79,8 +81,10 @@ impl Client {
                 )
                 .await?;
             json_messages("the build", response, &mut |m| {
-                if let Some(found) = build_id(m) {
-                    id = Some(found);
+                match build_id(m) {
+                    Some((found, true)) => aux_id = Some(found),
+                    Some((found, false)) => line_id = Some(found),
+                    None => {}
                 }
                 on(m)
             })
@@ -94,28 +98,28 @@ impl Client {
             return Err(context_error);
         }
         result?;
-        id.ok_or_else(|| ClientError::Protocol {
+        aux_id.or(line_id).ok_or_else(|| ClientError::Protocol {
             what: "the build".into(),
             reason: "the stream ended without an image ID".into(),
         })
     }
 }
 
-/// The image ID a build message carries: `{"aux":{"ID":…}}`, or the legacy
-/// `Successfully built <short id>` line of daemons without `aux`.
-fn build_id(m: &JsonMessage) -> Option<String> {
+/// The image ID a build message carries: `{"aux":{"ID":…}}` (`true`: the full ID), or the
+/// legacy `Successfully built <short id>` line of daemons without `aux`.
+fn build_id(m: &JsonMessage) -> Option<(String, bool)> {
     if let Some(id) = m
         .aux
         .as_ref()
         .and_then(|a| a.get("ID"))
         .and_then(|v| v.as_str())
     {
-        return Some(id.to_owned());
+        return Some((id.to_owned(), true));
     }
     m.stream
         .as_deref()
         .and_then(|s| s.trim_end().strip_prefix("Successfully built "))
-        .map(str::to_owned)
+        .map(|id| (id.to_owned(), false))
 }
 
 #[cfg(test)]
@@ -145,10 +149,10 @@ mod tests {
     #[test]
     fn the_id_comes_from_aux_or_the_last_line() {
         let aux: JsonMessage = serde_json::from_str(r#"{"aux":{"ID":"sha256:abc"}}"#).unwrap();
-        assert_eq!(build_id(&aux).as_deref(), Some("sha256:abc"));
+        assert_eq!(build_id(&aux), Some(("sha256:abc".to_owned(), true)));
         let line: JsonMessage =
             serde_json::from_str(r#"{"stream":"Successfully built 0123456789ab\n"}"#).unwrap();
-        assert_eq!(build_id(&line).as_deref(), Some("0123456789ab"));
+        assert_eq!(build_id(&line), Some(("0123456789ab".to_owned(), false)));
         let step: JsonMessage =
             serde_json::from_str(r#"{"stream":"Step 1/2 : FROM x\n"}"#).unwrap();
         assert_eq!(build_id(&step), None);
