@@ -33,6 +33,13 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// The daemon ended the TLS session with an alert: under TLS 1.3 this is how a client
+    /// certificate it does not accept is reported, after the client's handshake is done.
+    #[error(
+        "the daemon at {host} refused this client over TLS ({alert}): is the client certificate \
+         signed by the CA the daemon trusts?"
+    )]
+    Refused { host: String, alert: String },
     #[error("talking to {host}: {source}")]
     Http {
         host: String,
@@ -74,7 +81,7 @@ impl ClientError {
             | ClientError::Tls { .. }
             | ClientError::NoDockerfile { .. } => ErrorKind::InvalidArgument,
             ClientError::Connect { .. } | ClientError::Http { .. } => ErrorKind::Unavailable,
-            ClientError::Handshake { .. } => ErrorKind::Unauthorized,
+            ClientError::Handshake { .. } | ClientError::Refused { .. } => ErrorKind::Unauthorized,
             ClientError::Api { status, .. } => kind_of_status(*status),
             // A build whose step failed: repeating it unchanged fails the same way.
             ClientError::Stream { .. } => ErrorKind::InvalidArgument,

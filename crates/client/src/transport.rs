@@ -122,9 +122,15 @@ impl Client {
         headers: &[(&str, String)],
         body: Body,
     ) -> Result<Response<Incoming>, ClientError> {
-        let http_err = |source| ClientError::Http {
-            host: self.host.to_string(),
-            source,
+        let http_err = |source: hyper::Error| match tls_alert(&source) {
+            Some(alert) => ClientError::Refused {
+                host: self.host.to_string(),
+                alert,
+            },
+            None => ClientError::Http {
+                host: self.host.to_string(),
+                source,
+            },
         };
         let io = self.connect().await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
@@ -218,6 +224,27 @@ impl Client {
     pub async fn ping(&self) -> Result<(), ClientError> {
         self.call(Method::GET, "/_ping", empty()).await.map(|_| ())
     }
+}
+
+/// The TLS alert the daemon ended the connection with, if that is what `e` is.
+fn tls_alert(e: &hyper::Error) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        // An io::Error's `source()` skips the error it wraps, so that is looked at first.
+        let inner = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|e| e as &(dyn std::error::Error + 'static));
+        for candidate in [Some(c), inner].into_iter().flatten() {
+            if let Some(rustls::Error::AlertReceived(alert)) =
+                candidate.downcast_ref::<rustls::Error>()
+            {
+                return Some(format!("received fatal alert: {alert:?}"));
+            }
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// The error an error status stands for: the `message` of a JSON body verbatim, else the
