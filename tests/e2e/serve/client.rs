@@ -365,3 +365,78 @@ fn the_kiln_cli_reaches_a_tcp_daemon_only_over_mutual_tls() {
     let bad = ClientCli::new("ssh://builder".into());
     bad.fails(&["ps"], "invalid host \"ssh://builder\"");
 }
+
+#[test]
+fn credentials_tty_logs_and_a_context_from_stdin_go_through_the_api() {
+    let k = Kiln::new();
+    let tls = kiln_testkit::TlsRegistry::start(&[("alice", "s3cret")], false).unwrap();
+    let d = Daemon::start(
+        &k,
+        &[("KILN_REGISTRY_CERTS_DIR", tls.certs_dir.path())],
+        &[],
+    );
+    let c = ClientCli::new(d.host());
+    let registry = tls.registry.addr();
+    c.ok(&["pull", &k.base]);
+    let remote = format!("{registry}/team/app:1");
+    c.ok(&["tag", &k.base, &remote]);
+    // The daemon has no credentials of its own: without the client's, the push is refused.
+    let refused = c.cmd(&["push", &remote]);
+    assert!(!refused.status.success(), "pushed without credentials");
+    assert!(!stderr(&refused).contains("panicked"));
+    // `kiln login` stays with the client (its DOCKER_CONFIG), and its credentials go along.
+    let mut login = c.command(&["login", "-u", "alice", "--password-stdin", &registry]);
+    login
+        .env("KILN_REGISTRY_CERTS_DIR", tls.certs_dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = login.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_success(&out, &["login"]);
+    let pushed = c.ok(&["push", &remote]);
+    assert!(pushed.contains("digest: sha256:"), "{pushed}");
+    c.ok(&["rmi", &remote]);
+    let pulled = c.ok(&["pull", &remote]);
+    assert!(pulled.contains("Digest: sha256:"), "{pulled}");
+
+    // A container with a tty: its log is one raw stream, all on stdout.
+    c.ok(&[
+        "run",
+        "-d",
+        "-t",
+        "--name",
+        "tty",
+        &k.base,
+        "sh",
+        "-c",
+        "echo tty-out; echo tty-err >&2; sleep 30",
+    ]);
+    wait_for("the tty container's output", || {
+        c.ok(&["logs", "tty"]).contains("tty-err")
+    });
+    let logs = c.cmd(&["logs", "tty"]);
+    assert!(stdout(&logs).contains("tty-out"), "{}", stdout(&logs));
+    assert_eq!(stderr(&logs), "");
+    c.ok(&["rm", "-f", "tty"]);
+
+    // `kiln build -`: a tar on stdin passes through as the context.
+    let dockerfile = format!("FROM {}\nCOPY a.txt /\nRUN cat /a.txt\n", k.base);
+    let tar = super::tar_of(&[
+        ("Dockerfile", dockerfile.as_bytes()),
+        ("a.txt", b"from-stdin\n"),
+    ]);
+    let mut build = c.command(&["build", "-t", "from-stdin:1", "-"]);
+    build
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = build.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &tar).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_success(&out, &["build", "-"]);
+    assert!(stderr(&out).contains("from-stdin"), "{}", stderr(&out));
+    assert!(c.ok(&["images"]).contains("from-stdin"));
+    c.assert_local_store_unused();
+}
