@@ -6,6 +6,7 @@ mod builds;
 mod client;
 mod containers;
 mod docker_cli;
+mod host_config;
 mod images;
 mod raw;
 
