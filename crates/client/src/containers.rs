@@ -1,6 +1,8 @@
 //! Container operations: list, create, start, stop, remove, inspect, logs.
 
 use hyper::Method;
+use hyper::Response;
+use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ClientError;
@@ -152,6 +154,130 @@ impl Client {
     }
 }
 
+/// The body of `POST /containers/{id}/wait`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WaitBody {
+    status_code: i64,
+    #[serde(default)]
+    error: Option<WaitError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WaitError {
+    #[serde(default)]
+    message: String,
+}
+
+/// A wait the daemon has accepted (its headers came back), whose exit code comes later: so a
+/// caller can be sure the wait is in place before it starts the container.
+#[derive(Debug)]
+pub struct PendingWait {
+    client: Client,
+    path: String,
+    response: Response<Incoming>,
+}
+
+impl PendingWait {
+    /// The exit code, once the condition is met.
+    pub async fn exit_code(self) -> Result<i64, ClientError> {
+        let bytes = self.client.read_body(self.response).await?;
+        let body: WaitBody = serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+            what: self.path.clone(),
+            reason: format!("{e}: {}", String::from_utf8_lossy(&bytes)),
+        })?;
+        match body.error {
+            Some(e) if !e.message.is_empty() => Err(ClientError::Stream {
+                message: e.message,
+                code: None,
+            }),
+            _ => Ok(body.status_code),
+        }
+    }
+}
+
+/// A container's output on its way (a plain attach: output only, no stdin).
+#[derive(Debug)]
+pub struct AttachedOutput {
+    path: String,
+    tty: bool,
+    response: Response<Incoming>,
+}
+
+impl AttachedOutput {
+    /// Passes the output to `on` until the container's streams close.
+    pub async fn copy(
+        self,
+        on: &mut dyn FnMut(Output, &[u8]) -> std::io::Result<()>,
+    ) -> Result<(), ClientError> {
+        output(&self.path, self.response, self.tty, on).await
+    }
+}
+
+impl Client {
+    /// `POST /containers/{id}/kill?signal=`.
+    pub async fn container_kill(&self, id: &str, signal: &str) -> Result<(), ClientError> {
+        let path = format!(
+            "/containers/{}/kill{}",
+            segment(id),
+            query(&[("signal", signal)])
+        );
+        self.call(Method::POST, &path, empty()).await.map(|_| ())
+    }
+
+    /// `POST /containers/{id}/restart?t=`.
+    pub async fn container_restart(&self, id: &str, grace: u64) -> Result<(), ClientError> {
+        let path = format!(
+            "/containers/{}/restart{}",
+            segment(id),
+            query(&[("t", &grace.to_string())])
+        );
+        self.call(Method::POST, &path, empty()).await.map(|_| ())
+    }
+
+    /// `POST /containers/{id}/wait?condition=`, returned as soon as the daemon has accepted
+    /// it (`not-running`, `next-exit` or `removed`).
+    pub async fn container_wait(
+        &self,
+        id: &str,
+        condition: &str,
+    ) -> Result<PendingWait, ClientError> {
+        let path = format!(
+            "/containers/{}/wait{}",
+            segment(id),
+            query(&[("condition", condition)])
+        );
+        let response = self.send(Method::POST, &path, &[], empty()).await?;
+        Ok(PendingWait {
+            client: self.clone(),
+            path,
+            response,
+        })
+    }
+
+    /// `POST /containers/{id}/attach?stream=1&stdout=1&stderr=1` without an upgrade: the
+    /// daemon answers at once (before a start) and sends the output as the body. `tty` says how
+    /// the output is framed (the container's `Config.Tty`).
+    pub async fn container_attach_output(
+        &self,
+        id: &str,
+        tty: bool,
+    ) -> Result<AttachedOutput, ClientError> {
+        let path = format!(
+            "/containers/{}/attach{}",
+            segment(id),
+            query(&[("stream", "1"), ("stdout", "1"), ("stderr", "1")])
+        );
+        let response = self.send(Method::POST, &path, &[], empty()).await?;
+        Ok(AttachedOutput {
+            path,
+            tty,
+            response,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +292,7 @@ mod tests {
         assert_eq!(rows[0].state, "running");
         let created: Created = serde_json::from_str(r#"{"Id":"abc","Warnings":null}"#).unwrap();
         assert_eq!(created.warnings, None);
+        let waited: WaitBody = serde_json::from_str(r#"{"StatusCode":3,"Error":null}"#).unwrap();
+        assert_eq!((waited.status_code, waited.error), (3, None));
     }
 }

@@ -22,7 +22,7 @@ mod stream;
 mod transport;
 
 pub use build::BuildOptions;
-pub use containers::{ContainerSummary, Created, LogsOptions};
+pub use containers::{AttachedOutput, ContainerSummary, Created, LogsOptions, PendingWait};
 pub use context::{Context, ContextFilter, EverythingFilter};
 pub use error::{ClientError, kind_of_status};
 pub use host::{DEFAULT_TLS_PORT, Host, TlsFiles};

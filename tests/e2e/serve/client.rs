@@ -210,6 +210,66 @@ fn the_kiln_cli_drives_kiln_serve_through_the_api() {
     assert_eq!(c.ok(&["rm", "web", "counter"]), "web\ncounter\n");
     assert!(!c.ok(&["ps", "-a"]).contains("web"));
 
+    // A foreground run: its output on the client's streams, its exit code the client's, and
+    // with --rm nothing left.
+    let fg = c.cmd(&[
+        "run",
+        "--rm",
+        "--name",
+        "fg",
+        "client-app:1",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(fg.status.code(), Some(7), "{}", stderr(&fg));
+    assert_eq!(
+        (stdout(&fg).as_str(), stderr(&fg).as_str()),
+        ("out\n", "err\n")
+    );
+    assert!(!c.ok(&["ps", "-a"]).contains("fg"));
+    // create, start, restart, kill, wait.
+    let created = c.ok(&["create", "--name", "life", "client-app:1", "sleep", "60"]);
+    assert_eq!(created.trim().len(), 64, "{created}");
+    assert!(c.ok(&["ps", "-a"]).contains("Created"));
+    assert_eq!(c.ok(&["start", "life"]), "life\n");
+    assert_eq!(c.ok(&["restart", "-t", "1", "life"]), "life\n");
+    assert_eq!(c.ok(&["kill", "life"]), "life\n");
+    assert_eq!(c.ok(&["wait", "life"]), "137\n");
+    c.ok(&["rm", "life"]);
+    // SIGINT to a foreground client reaches the container (docker run's sig-proxy).
+    let mut child = c
+        .command(&[
+            "run",
+            "--name",
+            "sig",
+            "client-app:1",
+            "sh",
+            "-c",
+            "trap 'echo got-int; exit 3' INT; echo ready; while true; do sleep 0.1; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the foreground container", || {
+        stdout(&c.cmd(&["logs", "sig"])).contains("ready")
+    });
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the client did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ready\ngot-int\n");
+    c.ok(&["rm", "sig"]);
+
     // push to the loopback registry, remove, pull back.
     let remote = format!("{registry}/client-pushed:1");
     c.ok(&["tag", "client-app:1", &remote]);
@@ -257,7 +317,10 @@ fn the_kiln_cli_drives_kiln_serve_through_the_api() {
         &["exec", "web", "true"],
         "kiln exec does not go through the Engine API",
     );
-    c.fails(&["run", "client-app:1"], "needs -d");
+    c.fails(
+        &["run", "-t", "client-app:1", "true"],
+        "-i/-t through --host",
+    );
     c.fails(
         &["build", "--sbom", ctx.path().to_str().unwrap()],
         "--sbom cannot go through --host",

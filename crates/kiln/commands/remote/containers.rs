@@ -7,11 +7,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use kiln_client::{ClientError, LogsOptions, Output};
 
-use super::{Remote, pull_reference};
+use super::{Remote, create_pulling};
 use crate::cli::{LogsArgs, RunArgs};
 use crate::commands::containers::request::request;
 use crate::commands::flags::parse_log_time;
-use crate::commands::parse_reference;
 use crate::render::{table, truncate};
 
 pub fn ps(remote: &Remote, all: bool, quiet: bool) -> Result<ExitCode> {
@@ -94,32 +93,57 @@ pub fn logs(remote: &Remote, args: &LogsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `kiln run -d`: create (pulling the image first when the daemon has none, as the docker
-/// CLI does on a 404), start, print the ID.
+/// `kiln run`: create (pulling the image first when the daemon has none, as the docker CLI
+/// does on a 404), then with `-d` start and print the ID; else attach to the output, wait,
+/// start, copy the output until the container ends and exit with its code. SIGINT and SIGTERM
+/// to this process are passed on to the container, as `docker run` does (its sig-proxy).
 pub fn run(remote: &Remote, args: &RunArgs) -> Result<ExitCode> {
-    if !args.detach {
+    if !args.detach && (args.interactive || args.tty) {
         bail!(
-            "kiln run through --host needs -d: attaching to a container's input and output over \
-             the API is not implemented in the kiln client yet"
+            "kiln run -i/-t through --host is not implemented yet (it needs a hijacked attach); \
+             use -d, then kiln --host … logs -f"
         );
     }
     let body = request(args, false)?;
-    let name = args.name.as_deref();
-    let created = match remote.call(remote.client.container_create(name, &body)) {
-        Err(ClientError::Api { status: 404, .. }) => {
-            let reference = parse_reference(&args.image)?;
-            eprintln!("Unable to find image '{}' locally", reference.familiar());
-            pull_reference(remote, &reference, None)?;
-            remote.call(remote.client.container_create(name, &body))?
-        }
-        other => other?,
-    };
-    for warning in created.warnings.iter().flatten() {
-        eprintln!("WARNING: {warning}");
+    let created = create_pulling(remote, args.name.as_deref(), &args.image, &body)?;
+    let id = created.id;
+    if args.detach {
+        remote.call(remote.client.container_start(&id))?;
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
     }
-    remote.call(remote.client.container_start(&created.id))?;
-    println!("{}", created.id);
-    Ok(ExitCode::SUCCESS)
+    let client = &remote.client;
+    let code = remote.call(async {
+        // Attach and wait are in place before the start, so no output and no exit is missed.
+        let output = client.container_attach_output(&id, args.tty).await?;
+        let condition = if args.rm { "removed" } else { "next-exit" };
+        let exited = client.container_wait(&id, condition).await?;
+        client.container_start(&id).await?;
+        let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+        let mut write = |output, data: &[u8]| match output {
+            Output::Stdout => stdout.write_all(data).and_then(|()| stdout.flush()),
+            Output::Stderr => stderr.write_all(data),
+        };
+        let copy = output.copy(&mut write);
+        tokio::pin!(copy);
+        let signal = |kind| {
+            tokio::signal::unix::signal(kind).map_err(|source| ClientError::Output {
+                what: "signal handling",
+                source,
+            })
+        };
+        let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                copied = &mut copy => break copied?,
+                _ = interrupt.recv() => { let _ = client.container_kill(&id, "SIGINT").await; }
+                _ = terminate.recv() => { let _ = client.container_kill(&id, "SIGTERM").await; }
+            }
+        }
+        exited.exit_code().await
+    })?;
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
 pub fn stop(remote: &Remote, queries: &[String], grace: u64) -> Result<ExitCode> {

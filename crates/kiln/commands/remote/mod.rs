@@ -1,7 +1,8 @@
 //! `kiln --host URL` (or `KILN_HOST`): the commands that go through a daemon's Engine API
-//! instead of running in-process — `build`, `images`, `pull`, `push`, `ps`, `logs`, `run -d`,
-//! `stop`, `rm`, `rmi`, `tag`, `inspect` — so one kiln CLI drives a `kiln serve` on this
-//! machine or a remote one behind mutual TLS (or a dockerd: the protocol is Docker's).
+//! instead of running in-process — `build`, `images`, `pull`, `push`, `ps`, `logs`, `run`,
+//! `create`, `start`, `stop`, `restart`, `kill`, `wait`, `rm`, `rmi`, `tag`, `inspect` — so one
+//! kiln CLI drives a `kiln serve` on this machine or a remote one behind mutual TLS (or a
+//! dockerd: the protocol is Docker's).
 //!
 //! This is the one seam between the two: `commands::dispatch` comes here first, and with a
 //! host every command is either sent (each file turns flags into a request of `kiln_client`
@@ -11,6 +12,7 @@
 mod build;
 mod containers;
 mod images;
+mod lifecycle;
 mod registry;
 
 use std::future::Future;
@@ -23,7 +25,8 @@ use kiln_client::{Client, Host, TlsFiles};
 use crate::cli::{Command, RemoteOpts};
 
 /// The commands `--host` sends, for the refusal of the others.
-const SENT: &str = "build, images, pull, push, ps, logs, run -d, stop, rm, rmi, tag and inspect";
+const SENT: &str = "build, images, pull, push, ps, logs, run (-d, or without -i/-t), create, \
+                    start, stop, restart, kill, wait, rm, rmi, tag and inspect";
 
 /// A client of the daemon and the runtime its calls run on.
 pub struct Remote {
@@ -108,12 +111,20 @@ pub fn dispatch(remote: &Remote, command: Command) -> Result<ExitCode> {
             volumes,
             containers,
         } => containers::rm(remote, &containers, force, volumes),
-        Command::Create(_) => refused("create"),
-        Command::Start { .. } => refused("start"),
+        Command::Create(args) => lifecycle::create(remote, &args),
+        Command::Start {
+            attach: false,
+            interactive: false,
+            containers,
+        } => lifecycle::start(remote, &containers),
+        Command::Start { .. } => refused("start -a/-i"),
+        Command::Restart { time, containers } => lifecycle::restart(remote, &containers, time),
+        Command::Kill { signal, containers } => lifecycle::kill(remote, &containers, &signal),
+        Command::Wait {
+            condition,
+            containers,
+        } => lifecycle::wait(remote, &containers, &condition),
         Command::Attach { .. } => refused("attach"),
-        Command::Restart { .. } => refused("restart"),
-        Command::Kill { .. } => refused("kill"),
-        Command::Wait { .. } => refused("wait"),
         Command::Exec(_) => refused("exec"),
         Command::Commit { .. } => refused("commit"),
         Command::Volume { .. } => refused("volume"),
@@ -189,4 +200,27 @@ fn pull_reference(
         },
     ))?;
     Ok(())
+}
+
+/// Creates the container `body` describes; a 404 (no such image in the daemon) is answered as
+/// the docker CLI does: `Unable to find image`, a pull with progress, the create again.
+fn create_pulling(
+    remote: &Remote,
+    name: Option<&str>,
+    image: &str,
+    body: &kiln_runtime::ContainerCreateRequest,
+) -> Result<kiln_client::Created> {
+    let created = match remote.call(remote.client.container_create(name, body)) {
+        Err(kiln_client::ClientError::Api { status: 404, .. }) => {
+            let reference = crate::commands::parse_reference(image)?;
+            eprintln!("Unable to find image '{}' locally", reference.familiar());
+            pull_reference(remote, &reference, None)?;
+            remote.call(remote.client.container_create(name, body))?
+        }
+        other => other?,
+    };
+    for warning in created.warnings.iter().flatten() {
+        eprintln!("WARNING: {warning}");
+    }
+    Ok(created)
 }
