@@ -136,9 +136,10 @@ impl Client {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .map_err(http_err)?;
-        // The connection is driven on its own task until the response body is read out.
+        // The connection is driven on its own task until the response body is read out (or,
+        // upgraded, handed over: attach and exec).
         tokio::spawn(async move {
-            let _ = connection.await;
+            let _ = connection.with_upgrades().await;
         });
         let authority = match &self.host {
             Host::Unix(_) => "api.moby.localhost".to_owned(),

@@ -87,6 +87,21 @@ fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// Runs the client with `input` on its stdin; its stdout, after checking it succeeded.
+fn with_stdin(c: &ClientCli, args: &[&str], input: &[u8]) -> String {
+    let mut child = c
+        .command(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_success(&out, args);
+    stdout(&out)
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done() {
@@ -203,6 +218,93 @@ fn the_kiln_cli_drives_kiln_serve_through_the_api() {
     ]);
     let followed = c.ok(&["logs", "-f", "counter"]);
     assert_eq!(followed, "line1\nline2\nline3\n");
+    // exec, attach, start -a, run -i and -t: hijacked connections.
+    let exec = c.cmd(&[
+        "exec",
+        "web",
+        "sh",
+        "-c",
+        "echo in-exec; echo e >&2; exit 4",
+    ]);
+    assert_eq!(exec.status.code(), Some(4), "{}", stderr(&exec));
+    assert_eq!(
+        (stdout(&exec).as_str(), stderr(&exec).as_str()),
+        ("in-exec\n", "e\n")
+    );
+    assert_eq!(
+        with_stdin(&c, &["exec", "-i", "web", "cat"], b"to-exec\n"),
+        "to-exec\n"
+    );
+    assert_eq!(
+        with_stdin(
+            &c,
+            &["run", "--rm", "-i", "client-app:1", "cat"],
+            b"to-run\n"
+        ),
+        "to-run\n"
+    );
+    c.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "att",
+        "client-app:1",
+        "sh",
+        "-c",
+        "read line; echo got $line",
+    ]);
+    assert_eq!(with_stdin(&c, &["attach", "att"], b"x\n"), "got x\n");
+    c.ok(&[
+        "create",
+        "--name",
+        "sa",
+        "client-app:1",
+        "sh",
+        "-c",
+        "echo started; exit 5",
+    ]);
+    let started = c.cmd(&["start", "-a", "sa"]);
+    assert_eq!(started.status.code(), Some(5), "{}", stderr(&started));
+    assert_eq!(stdout(&started), "started\n");
+    // -t: under a pty, as a terminal user runs it; the container's output comes raw.
+    let under_pty = |args: &[&str]| {
+        let line = c.command(args);
+        let mut words = vec![line.get_program().to_string_lossy().into_owned()];
+        words.extend(
+            line.get_args()
+                .map(|a| format!("'{}'", a.to_string_lossy())),
+        );
+        let out = Command::new("script")
+            .args(["-qec", &words.join(" "), "/dev/null"])
+            .env("KILN_ROOT", c.root.path())
+            .env_remove("KILN_HOST")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{words:?}: {}", stdout(&out));
+        stdout(&out)
+    };
+    let tty = under_pty(&[
+        "run",
+        "--rm",
+        "-t",
+        "client-app:1",
+        "sh",
+        "-c",
+        "test -t 0 && test -t 1 && echo hi-tty",
+    ]);
+    assert!(tty.contains("hi-tty"), "{tty}");
+    let tty = under_pty(&[
+        "exec",
+        "-t",
+        "web",
+        "sh",
+        "-c",
+        "test -t 0 && echo exec-tty",
+    ]);
+    assert!(tty.contains("exec-tty"), "{tty}");
+    c.ok(&["rm", "att", "sa"]);
     assert_eq!(c.ok(&["stop", "-t", "1", "web"]).trim(), "web");
     assert!(!c.ok(&["ps"]).contains("web"));
     let all = c.ok(&["ps", "-a"]);
@@ -314,12 +416,8 @@ fn the_kiln_cli_drives_kiln_serve_through_the_api() {
     assert_eq!(out.status.code(), Some(3));
     // What cannot go through the API is refused by name.
     c.fails(
-        &["exec", "web", "true"],
-        "kiln exec does not go through the Engine API",
-    );
-    c.fails(
-        &["run", "-t", "client-app:1", "true"],
-        "-i/-t through --host",
+        &["volume", "ls"],
+        "kiln volume does not go through the Engine API",
     );
     c.fails(
         &["build", "--sbom", ctx.path().to_str().unwrap()],

@@ -1,12 +1,13 @@
-//! `kiln --host … ps`, `logs`, `run -d`, `stop` and `rm`, rendered as the in-process
-//! commands render them.
+//! `kiln --host … ps`, `logs`, `run`, `stop` and `rm`, rendered as the in-process commands
+//! render them.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
-use kiln_client::{ClientError, LogsOptions, Output};
+use anyhow::{Context, Result};
+use kiln_client::{LogsOptions, Output};
 
+use super::session::{Resize, Session};
 use super::{Remote, create_pulling};
 use crate::cli::{LogsArgs, RunArgs};
 use crate::commands::containers::request::request;
@@ -94,54 +95,33 @@ pub fn logs(remote: &Remote, args: &LogsArgs) -> Result<ExitCode> {
 }
 
 /// `kiln run`: create (pulling the image first when the daemon has none, as the docker CLI
-/// does on a 404), then with `-d` start and print the ID; else attach to the output, wait,
-/// start, copy the output until the container ends and exit with its code. SIGINT and SIGTERM
-/// to this process are passed on to the container, as `docker run` does (its sig-proxy).
+/// does on a 404), then with `-d` start and print the ID; else attach (hijacked: stdin too
+/// with `-i`), wait, start, relay until the container ends and exit with its code.
 pub fn run(remote: &Remote, args: &RunArgs) -> Result<ExitCode> {
-    if !args.detach && (args.interactive || args.tty) {
-        bail!(
-            "kiln run -i/-t through --host is not implemented yet (it needs a hijacked attach); \
-             use -d, then kiln --host … logs -f"
-        );
-    }
-    let body = request(args, false)?;
+    let body = request(args, !args.detach)?;
     let created = create_pulling(remote, args.name.as_deref(), &args.image, &body)?;
     let id = created.id;
+    let client = &remote.client;
     if args.detach {
-        remote.call(remote.client.container_start(&id))?;
+        remote.call(client.container_start(&id))?;
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
-    let client = &remote.client;
+    let session = Session {
+        remote,
+        tty: args.tty,
+        stdin: args.interactive,
+        resize: Some(Resize::Container(id.clone())),
+        signals_to: Some(id.clone()),
+    };
     let code = remote.call(async {
         // Attach and wait are in place before the start, so no output and no exit is missed.
-        let output = client.container_attach_output(&id, args.tty).await?;
+        let attached = client.container_attach(&id, args.interactive).await?;
         let condition = if args.rm { "removed" } else { "next-exit" };
         let exited = client.container_wait(&id, condition).await?;
         client.container_start(&id).await?;
-        let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
-        let mut write = |output, data: &[u8]| match output {
-            Output::Stdout => stdout.write_all(data).and_then(|()| stdout.flush()),
-            Output::Stderr => stderr.write_all(data),
-        };
-        let copy = output.copy(&mut write);
-        tokio::pin!(copy);
-        let signal = |kind| {
-            tokio::signal::unix::signal(kind).map_err(|source| ClientError::Output {
-                what: "signal handling",
-                source,
-            })
-        };
-        let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
-        let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
-        loop {
-            tokio::select! {
-                copied = &mut copy => break copied?,
-                _ = interrupt.recv() => { let _ = client.container_kill(&id, "SIGINT").await; }
-                _ = terminate.recv() => { let _ = client.container_kill(&id, "SIGTERM").await; }
-            }
-        }
-        exited.exit_code().await
+        session.relay(attached).await?;
+        Ok::<_, anyhow::Error>(exited.exit_code().await?)
     })?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

@@ -1,6 +1,7 @@
 //! `kiln --host URL` (or `KILN_HOST`): the commands that go through a daemon's Engine API
 //! instead of running in-process — `build`, `images`, `pull`, `push`, `ps`, `logs`, `run`,
-//! `create`, `start`, `stop`, `restart`, `kill`, `wait`, `rm`, `rmi`, `tag`, `inspect` — so one
+//! `create`, `start`, `attach`, `exec`, `stop`, `restart`, `kill`, `wait`, `rm`, `rmi`, `tag`,
+//! `inspect` — so one
 //! kiln CLI drives a `kiln serve` on this machine or a remote one behind mutual TLS (or a
 //! dockerd: the protocol is Docker's).
 //!
@@ -9,11 +10,13 @@
 //! and renders the answer as the in-process command does) or refused by name; nothing falls
 //! back to the local store, which may not be the daemon's.
 
+mod attach;
 mod build;
 mod containers;
 mod images;
 mod lifecycle;
 mod registry;
+mod session;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -25,8 +28,8 @@ use kiln_client::{Client, Host, TlsFiles};
 use crate::cli::{Command, RemoteOpts};
 
 /// The commands `--host` sends, for the refusal of the others.
-const SENT: &str = "build, images, pull, push, ps, logs, run (-d, or without -i/-t), create, \
-                    start, stop, restart, kill, wait, rm, rmi, tag and inspect";
+const SENT: &str = "build, images, pull, push, ps, logs, run, create, start, attach, exec, \
+                    stop, restart, kill, wait, rm, rmi, tag and inspect";
 
 /// A client of the daemon and the runtime its calls run on.
 pub struct Remote {
@@ -113,19 +116,21 @@ pub fn dispatch(remote: &Remote, command: Command) -> Result<ExitCode> {
         } => containers::rm(remote, &containers, force, volumes),
         Command::Create(args) => lifecycle::create(remote, &args),
         Command::Start {
-            attach: false,
-            interactive: false,
+            attach,
+            interactive,
             containers,
-        } => lifecycle::start(remote, &containers),
-        Command::Start { .. } => refused("start -a/-i"),
+        } => lifecycle::start(remote, &containers, attach, interactive),
         Command::Restart { time, containers } => lifecycle::restart(remote, &containers, time),
         Command::Kill { signal, containers } => lifecycle::kill(remote, &containers, &signal),
         Command::Wait {
             condition,
             containers,
         } => lifecycle::wait(remote, &containers, &condition),
-        Command::Attach { .. } => refused("attach"),
-        Command::Exec(_) => refused("exec"),
+        Command::Attach {
+            no_stdin,
+            container,
+        } => attach::attach(remote, &container, no_stdin),
+        Command::Exec(args) => attach::exec(remote, &args),
         Command::Commit { .. } => refused("commit"),
         Command::Volume { .. } => refused("volume"),
         Command::Check { .. } => refused("check"),
