@@ -1,11 +1,9 @@
 //! `POST /build`: the legacy builder protocol, as `DOCKER_BUILDKIT=0 docker build` speaks it.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use hyper::Method;
+use std::collections::BTreeMap;
 
-use crate::context::Context;
+use crate::context::{Context, Upload};
 use crate::error::ClientError;
 use crate::stream::{JsonMessage, json_messages};
 use crate::transport::{Client, query};
@@ -91,13 +89,7 @@ impl Client {
             .await
         }
         .await;
-        // The writer has finished (or stops at its next write) once the body is gone.
-        if let Ok(Ok(Err(context_error))) =
-            tokio::time::timeout(Duration::from_secs(10), context.done).await
-        {
-            return Err(context_error);
-        }
-        result?;
+        Upload::finish(context.done, result).await?;
         aux_id.or(line_id).ok_or_else(|| ClientError::Protocol {
             what: "the build".into(),
             reason: "the stream ended without an image ID".into(),

@@ -138,15 +138,45 @@ fn spawn_writer(
     (StreamBody::new(stream).boxed(), done_rx)
 }
 
+/// A request body read from a file or stdin while it is sent (an archive to load, a root
+/// filesystem to import), never held whole in memory.
+#[derive(Debug)]
+pub struct Upload {
+    pub(crate) body: Body,
+    pub(crate) done: oneshot::Receiver<Result<(), ClientError>>,
+}
+
+impl Upload {
+    /// `reader`'s bytes as they are read; `path` names it in a read error (`-` for stdin).
+    pub fn new(mut reader: impl Read + Send + 'static, path: &Path) -> Upload {
+        let path = path.to_owned();
+        let (body, done) = spawn_writer(move |w| {
+            std::io::copy(&mut reader, w)
+                .map_err(|source| ClientError::Context { path, source })?;
+            Ok(())
+        });
+        Upload { body, done }
+    }
+
+    /// The reader's own error when it failed (the request then failed for that reason, with
+    /// a less telling error of its own), else `result`.
+    pub(crate) async fn finish<T>(
+        done: oneshot::Receiver<Result<(), ClientError>>,
+        result: Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        // The writer has finished (or stops at its next write) once the body is gone.
+        if let Ok(Ok(Err(read_error))) =
+            tokio::time::timeout(std::time::Duration::from_secs(10), done).await
+        {
+            return Err(read_error);
+        }
+        result
+    }
+}
+
 /// A context that is already a tar (`kiln build -`): passed through as it is read.
-pub fn from_tar(mut reader: impl Read + Send + 'static, dockerfile: &str) -> Context {
-    let (body, done) = spawn_writer(move |w| {
-        std::io::copy(&mut reader, w).map_err(|source| ClientError::Context {
-            path: PathBuf::from("-"),
-            source,
-        })?;
-        Ok(())
-    });
+pub fn from_tar(reader: impl Read + Send + 'static, dockerfile: &str) -> Context {
+    let Upload { body, done } = Upload::new(reader, Path::new("-"));
     Context {
         body,
         dockerfile: dockerfile.to_owned(),

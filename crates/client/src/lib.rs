@@ -12,6 +12,7 @@
 // A library reports through its return values; only the `kiln` binary prints.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod archives;
 mod build;
 mod containers;
 pub mod context;
@@ -22,9 +23,10 @@ mod images;
 mod stream;
 mod transport;
 
+pub use archives::VolumeSummary;
 pub use build::BuildOptions;
 pub use containers::{AttachedOutput, ContainerSummary, Created, LogsOptions, PendingWait};
-pub use context::{Context, ContextFilter, EverythingFilter};
+pub use context::{Context, ContextFilter, EverythingFilter, Upload};
 pub use error::{ClientError, kind_of_status};
 pub use hijack::Hijacked;
 pub use host::{DEFAULT_TLS_PORT, Host, TlsFiles};

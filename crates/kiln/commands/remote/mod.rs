@@ -1,7 +1,7 @@
 //! `kiln --host URL` (or `KILN_HOST`): the commands that go through a daemon's Engine API
 //! instead of running in-process — `build`, `images`, `pull`, `push`, `ps`, `logs`, `run`,
-//! `create`, `start`, `attach`, `exec`, `stop`, `restart`, `kill`, `wait`, `rm`, `rmi`, `tag`,
-//! `inspect` — so one
+//! `create`, `start`, `attach`, `exec`, `stop`, `restart`, `kill`, `wait`, `rm`, `commit`,
+//! `rmi`, `tag`, `inspect`, `save`, `load`, `import`, `volume` — so one
 //! kiln CLI drives a `kiln serve` on this machine or a remote one behind mutual TLS (or a
 //! dockerd: the protocol is Docker's).
 //!
@@ -10,6 +10,7 @@
 //! and renders the answer as the in-process command does) or refused by name; nothing falls
 //! back to the local store, which may not be the daemon's.
 
+mod archive;
 mod attach;
 mod build;
 mod containers;
@@ -17,6 +18,7 @@ mod images;
 mod lifecycle;
 mod registry;
 mod session;
+mod volumes;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -29,7 +31,8 @@ use crate::cli::{Command, RemoteOpts};
 
 /// The commands `--host` sends, for the refusal of the others.
 const SENT: &str = "build, images, pull, push, ps, logs, run, create, start, attach, exec, \
-                    stop, restart, kill, wait, rm, rmi, tag and inspect";
+                    stop, restart, kill, wait, rm, commit, rmi, tag, inspect, save, load, \
+                    import and volume (but prune)";
 
 /// A client of the daemon and the runtime its calls run on.
 pub struct Remote {
@@ -131,14 +134,25 @@ pub fn dispatch(remote: &Remote, command: Command) -> Result<ExitCode> {
             container,
         } => attach::attach(remote, &container, no_stdin),
         Command::Exec(args) => attach::exec(remote, &args),
-        Command::Commit { .. } => refused("commit"),
-        Command::Volume { .. } => refused("volume"),
+        Command::Commit {
+            container,
+            image,
+            message,
+            author,
+        } => archive::commit(
+            remote,
+            &container,
+            &image,
+            message.as_deref(),
+            author.as_deref(),
+        ),
+        Command::Volume { command } => volumes::volume(remote, command),
         Command::Check { .. } => refused("check"),
         Command::System { .. } => refused("system"),
         Command::Prune(_) => refused("prune"),
-        Command::Save { .. } => refused("save"),
-        Command::Load { .. } => refused("load"),
-        Command::Import { .. } => refused("import"),
+        Command::Save { output, images } => archive::save(remote, output.as_deref(), &images),
+        Command::Load { input, quiet } => archive::load(remote, input.as_deref(), quiet),
+        Command::Import { file, image } => archive::import(remote, &file, &image),
         // `commands::dispatch` keeps these local: they never touch an engine.
         Command::Serve(_) | Command::Login(_) | Command::Logout { .. } => refused("serve"),
     }
