@@ -1,6 +1,6 @@
 //! `kiln serve`: the daemon started as a process against a temp store and socket, driven by
 //! raw HTTP over the socket (`raw.rs` for the wire details, `builds.rs`, `images.rs`, `containers.rs`) and by the real docker CLI
-//! (`docker_cli.rs`), and by `kiln --host` (`client.rs`).
+//! (`docker_cli.rs`), and by `kiln --host` (`client/`).
 
 mod builds;
 mod client;
