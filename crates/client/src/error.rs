@@ -54,7 +54,8 @@ pub enum ClientError {
     Stream { message: String, code: Option<i64> },
     #[error("unexpected answer to {what}: {reason}")]
     Protocol { what: String, reason: String },
-    #[error("build context {path}: {source}")]
+    /// A file sent as a request body (a build context's, an archive) could not be read.
+    #[error("reading {path}: {source}")]
     Context {
         path: PathBuf,
         #[source]

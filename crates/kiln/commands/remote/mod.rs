@@ -153,8 +153,11 @@ pub fn dispatch(remote: &Remote, command: Command) -> Result<ExitCode> {
         Command::Save { output, images } => archive::save(remote, output.as_deref(), &images),
         Command::Load { input, quiet } => archive::load(remote, input.as_deref(), quiet),
         Command::Import { file, image } => archive::import(remote, &file, &image),
-        // `commands::dispatch` keeps these local: they never touch an engine.
-        Command::Serve(_) | Command::Login(_) | Command::Logout { .. } => refused("serve"),
+        // `commands::dispatch` runs these locally before it comes here: they never touch an
+        // engine.
+        Command::Serve(_) => refused("serve"),
+        Command::Login(_) => refused("login"),
+        Command::Logout { .. } => refused("logout"),
     }
 }
 
