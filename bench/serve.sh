@@ -11,8 +11,9 @@
 #
 # The docker CLI sends the context as a tar, which the daemon unpacks before building;
 # `kiln build DIR` reads the directory. That unpacking is part of what is measured; the
-# `kiln build -` column (the same tar on stdin) shows how much of the difference it is. Runs
-# as root.
+# `kiln build -` column (the same tar on stdin) shows how much of the difference it is. The
+# `kiln --host` column is kiln's own client through the same daemon (it tars the directory
+# while streaming it, as the docker CLI does), against the docker CLI. Runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -60,21 +61,25 @@ build_stdin() {
 build_api() {
     DOCKER_BUILDKIT=0 docker -H "unix://$WORK/kiln.sock" build -q --network none -t app "$ctx" >/dev/null 2>&1
 }
+# kiln as the client: its own store stays empty; everything happens in the daemon's.
+build_client() {
+    KILN_ROOT=$WORK/client-root "$KILN" --host "unix://$WORK/kiln.sock" build -q --network none -t app "$ctx" >/dev/null
+}
 timed() { local t0; t0=$(now); "$@"; echo "$(now) - $t0" | bc; }
 
 results=$WORK/results.tsv
 for run in $(seq "$RUNS"); do
-    for tool in cli stdin api; do
+    for tool in cli stdin api client; do
         store=$WORK/store-$tool
         fresh_store "$store"
         echo "main v1" >"$ctx/src/main.txt"
-        [[ $tool == api ]] && start_daemon "$store"
+        [[ $tool == api || $tool == client ]] && start_daemon "$store"
         fn=build_$tool
         printf '%s\tcold\t%s\n' "$tool" "$(timed $fn "$store")" >>"$results"
         printf '%s\tnoop\t%s\n' "$tool" "$(timed $fn "$store")" >>"$results"
         echo "main v$run-$tool" >"$ctx/src/main.txt"
         printf '%s\tchanged\t%s\n' "$tool" "$(timed $fn "$store")" >>"$results"
-        [[ $tool == api ]] && stop_daemon
+        [[ $tool == api || $tool == client ]] && stop_daemon
     done
 done
 
@@ -87,10 +92,10 @@ for tool, mode, t in rows:
 print(f"runs: {sys.argv[2]}; kiln: {subprocess.run([sys.argv[3], '--version'], capture_output=True, text=True).stdout.strip()}; "
       f"load: {open('/proc/loadavg').read().split()[:3]}")
 print()
-print("| small scenario | kiln build DIR (s) | kiln build - (tar) (s) | docker build via kiln serve (s) | serve / DIR | target | met | serve / tar |")
-print("|---|---:|---:|---:|---:|---:|:-:|---:|")
+print("| small scenario | kiln build DIR (s) | kiln build - (tar) (s) | docker build via kiln serve (s) | serve / DIR | target | met | serve / tar | kiln --host build (s) | kiln --host / docker |")
+print("|---|---:|---:|---:|---:|---:|:-:|---:|---:|---:|")
 for mode, label in [("cold", "cold"), ("noop", "no-op rebuild"), ("changed", "one file changed")]:
-    cli, tar, api = (statistics.median(med[(t, mode)]) for t in ("cli", "stdin", "api"))
+    cli, tar, api, client = (statistics.median(med[(t, mode)]) for t in ("cli", "stdin", "api", "client"))
     ratio = api / cli
-    print(f"| {label} | {cli:.3f} | {tar:.3f} | {api:.3f} | {ratio:.2f}× | ≤ 1.2× | {'yes' if ratio <= 1.2 else 'no'} | {api / tar:.2f}× |")
+    print(f"| {label} | {cli:.3f} | {tar:.3f} | {api:.3f} | {ratio:.2f}× | ≤ 1.2× | {'yes' if ratio <= 1.2 else 'no'} | {api / tar:.2f}× | {client:.3f} | {client / api:.2f}× |")
 PY

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod remote;
+pub use remote::RemoteOpts;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "kiln",
@@ -13,6 +16,8 @@ use clap::{Args, Parser, Subcommand};
     about = "Build OCI images from Dockerfiles, push them, run them. No daemon."
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub remote: RemoteOpts,
     #[command(flatten)]
     pub global: GlobalOpts,
     #[command(subcommand)]

@@ -193,6 +193,33 @@ pub fn warning_text(file: &Path, source: &str, warning: &Warning) -> String {
     )
 }
 
+/// A table as `docker images` and `docker ps` print them: columns padded to their widest
+/// cell, three spaces apart, no trailing blanks.
+pub fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (cell, w) in row.iter().zip(&widths) {
+            line.push_str(&format!("{cell:<w$}   "));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `s` cut to `max` characters, the last one an ellipsis when anything was cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(max - 1).collect::<String>())
+    }
+}
+
 /// Sizes as `docker images` prints them (decimal units).
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
@@ -257,6 +284,20 @@ mod tests {
             ProgressPrinter::new(true).with_explain(true).line(event()),
             None
         );
+    }
+
+    #[test]
+    fn tables_pad_every_column_but_the_last() {
+        let rows = [
+            ["A".to_owned(), "BB".to_owned(), "C".to_owned()],
+            ["aaaa".to_owned(), "b".to_owned(), "".to_owned()],
+        ];
+        assert_eq!(table(&rows), "A      BB   C\naaaa   b\n");
+        assert_eq!(
+            truncate("abcdefghijklmnopqrstuvwxyz", 20).chars().count(),
+            20
+        );
+        assert_eq!(truncate("short", 20), "short");
     }
 
     #[test]

@@ -55,17 +55,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     if push_format.is_some() && !args.push {
         bail!("--format applies to what is pushed: use it with --push");
     }
-    let mut build_args = BTreeMap::new();
-    for a in &args.build_args {
-        match a.split_once('=') {
-            Some((k, v)) => build_args.insert(k.to_owned(), v.to_owned()),
-            // Docker takes a bare NAME from the environment, and skips it when unset.
-            None => match std::env::var(a) {
-                Ok(v) => build_args.insert(a.clone(), v),
-                Err(_) => continue,
-            },
-        };
-    }
+    let mut build_args = super::flags::build_args(&args.build_args);
     let epoch = source_date_epoch(&mut build_args)?;
     let tar_options = SourceDateEpoch::tar_options(epoch);
     let dockerfile = args

@@ -1,8 +1,63 @@
 //! Flag values several commands share (the network of `build` and `run`, sizes of `prune` and
-//! `run`), so that no command file imports another.
+//! `run`, build args and log times of the in-process and the `--host` commands), so that no
+//! command file imports another.
 
-use anyhow::{Result, bail};
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
 use kiln_sandbox::NetworkMode;
+use kiln_store::Timestamp;
+
+/// `--build-arg`s: `NAME=VALUE`, or a bare `NAME` taken from the environment (skipped when
+/// unset), as Docker does.
+pub fn build_args(flags: &[String]) -> BTreeMap<String, String> {
+    let mut args = BTreeMap::new();
+    for a in flags {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                args.insert(k.to_owned(), v.to_owned());
+            }
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    args.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    args
+}
+
+/// `--since`/`--until`: RFC 3339, or a duration before now (`10m`, `1h30m`, `45s`).
+pub fn parse_log_time(flag: &str, value: &str) -> Result<Timestamp> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(value) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let mut total = 0i64;
+    let mut number = String::new();
+    for ch in value.chars() {
+        if ch.is_ascii_digit() {
+            number.push(ch);
+            continue;
+        }
+        let unit = match ch {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => {
+                bail!("invalid {flag} {value:?}: expected an RFC 3339 time or a duration like 10m")
+            }
+        };
+        let n: i64 = number
+            .parse()
+            .with_context(|| format!("invalid {flag} {value:?}"))?;
+        total += n * unit;
+        number.clear();
+    }
+    if !number.is_empty() || value.is_empty() {
+        bail!("invalid {flag} {value:?}: expected an RFC 3339 time or a duration like 10m");
+    }
+    Ok(chrono::Utc::now() - chrono::Duration::seconds(total))
+}
 
 /// `kiln build --network` values, as BuildKit names them.
 pub const BUILD_NETWORKS: &[&str] = &["default", "none", "host"];
@@ -93,6 +148,30 @@ mod tests {
             NetworkMode::Default
         );
         assert!(parse_network("slirp", RUN_NETWORKS).is_err());
+    }
+
+    #[test]
+    fn log_times_are_rfc3339_or_durations() {
+        let t = parse_log_time("--since", "2026-01-01T00:00:00Z").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-01-01T00:00:00+00:00");
+        let ago = chrono::Utc::now() - parse_log_time("--since", "1h30m").unwrap();
+        assert!((5399..=5401).contains(&ago.num_seconds()), "{ago}");
+        for bad in ["", "10", "5d", "yesterday"] {
+            assert!(parse_log_time("--since", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn build_args_take_bare_names_from_the_environment() {
+        // PATH is set in any test environment; this name is not.
+        let args = build_args(&[
+            "A=1=2".into(),
+            "PATH".into(),
+            "KILN_TEST_SURELY_UNSET_VARIABLE".into(),
+        ]);
+        assert_eq!(args["A"], "1=2");
+        assert!(args.contains_key("PATH"));
+        assert_eq!(args.len(), 2);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use kiln_images::{ImageError, ListFilter, StoredImage, list_images};
 use serde_json::json;
 
 use super::{Env, parse_reference};
-use crate::render::{format_size, time_ago};
+use crate::render::{format_size, table, time_ago};
 
 /// Loads the image `name` refers to: a local name, or an image ID (full or a prefix).
 pub fn find_image(env: &Env, name: &str) -> Result<StoredImage> {
@@ -49,17 +49,7 @@ pub fn list(env: &Env, filters: &[String]) -> Result<ExitCode> {
             format_size(img.size()),
         ]);
     }
-    let widths: Vec<usize> = (0..5)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", line.join("   ").trim_end());
-    }
+    print!("{}", table(&rows));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -12,6 +12,7 @@ mod images;
 mod import;
 mod pushing;
 mod registry;
+mod remote;
 mod rootless;
 mod serve;
 mod system;
@@ -138,6 +139,16 @@ fn open_store(global: &GlobalOpts) -> Result<Store> {
 }
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    // With --host/KILN_HOST the command goes to that daemon (before any rootless re-exec: the
+    // client needs no namespace). `serve` is the daemon itself (its own --host is where it
+    // listens), and credentials stay with the client, which sends them with pulls and pushes.
+    let local_only = matches!(
+        cli.command,
+        Command::Serve(_) | Command::Login(_) | Command::Logout { .. }
+    );
+    if !local_only && let Some(remote) = remote::remote(&cli.remote)? {
+        return remote::dispatch(&remote, cli.command);
+    }
     if !rustix::process::geteuid().is_root() && rootless::needs_user_namespace(&cli.command) {
         return rootless::run_in_user_namespace(&cli.global, &cli.command);
     }

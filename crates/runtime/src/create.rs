@@ -16,6 +16,7 @@ use kiln_sandbox::{
 use kiln_store::{CONTAINER_SCHEMA_VERSION, ContainerRecord, ContainerState, RunConfig};
 use serde::{Deserialize, Serialize};
 
+pub use crate::create_options::{LogConfig, RestartPolicy};
 use crate::error::{Result, RuntimeError};
 use crate::host::Host;
 use crate::lifecycle::Runtime;
@@ -89,6 +90,21 @@ pub struct HostConfig {
     pub pids_limit: Option<i64>,
     /// `--add-host` entries, `NAME:ADDRESS` each.
     pub extra_hosts: Vec<String>,
+    /// Target → tmpfs options (`size=64m`), mounted after `Mounts` (`create_options.rs`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tmpfs: BTreeMap<String, String>,
+    /// Checked, not carried out: see `create_options.rs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
+    /// Only `json-file` (or empty): see `create_options.rs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_config: Option<LogConfig>,
+    /// Only the container's own PID namespace (`""`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub pid_mode: String,
+    /// Only the container's own UTS namespace (`""`).
+    #[serde(rename = "UTSMode", skip_serializing_if = "String::is_empty")]
+    pub uts_mode: String,
 }
 
 fn invalid(what: &'static str, value: impl ToString, reason: &'static str) -> RuntimeError {
@@ -199,6 +215,7 @@ impl HostConfig {
         for m in &self.mounts {
             requests.push(from_api(m)?);
         }
+        requests.extend(self.tmpfs_requests()?);
         Ok(requests)
     }
 }
@@ -273,6 +290,7 @@ impl<H: Host> Runtime<H> {
         img: &StoredImage,
     ) -> Result<ContainerRecord> {
         // Everything is checked before anything is created.
+        request.host_config.check_options()?;
         let requests = request.host_config.mount_requests()?;
         let network = request.host_config.network()?;
         let security = request.host_config.security_options()?;

@@ -38,6 +38,9 @@ pub enum RuntimeError {
         value: String,
         reason: &'static str,
     },
+    /// dockerd's text, which clients match.
+    #[error("logger: no log driver named '{0}' is registered")]
+    LogDriver(String),
     #[error("invalid mount {spec:?}: {reason}")]
     InvalidMount { spec: String, reason: String },
     #[error(
@@ -81,6 +84,7 @@ impl RuntimeError {
             RuntimeError::Image(e) => e.kind(),
             RuntimeError::Layer(e) => e.kind(),
             RuntimeError::Invalid { .. }
+            | RuntimeError::LogDriver(_)
             | RuntimeError::InvalidMount { .. }
             | RuntimeError::NoCommand => ErrorKind::InvalidArgument,
             RuntimeError::NoLog(_)

@@ -15,6 +15,7 @@
 pub mod attach;
 mod commit;
 pub mod create;
+mod create_options;
 mod error;
 pub mod exec;
 mod freeze;

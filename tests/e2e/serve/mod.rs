@@ -1,10 +1,12 @@
 //! `kiln serve`: the daemon started as a process against a temp store and socket, driven by
 //! raw HTTP over the socket (`raw.rs` for the wire details, `builds.rs`, `images.rs`, `containers.rs`) and by the real docker CLI
-//! (`docker_cli.rs`).
+//! (`docker_cli.rs`), and by `kiln --host` (`client/`).
 
 mod builds;
+mod client;
 mod containers;
 mod docker_cli;
+mod host_config;
 mod images;
 mod raw;
 

@@ -6,6 +6,7 @@
 pub mod attach;
 mod commit;
 pub mod create;
+pub mod request;
 pub mod run;
 pub mod terminal;
 pub mod volumes;
@@ -16,12 +17,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use kiln_runtime::{AttachRequest, LogFilter, LogOptions, Runtime, WaitCondition};
-use kiln_store::{ContainerRecord, ContainerStatus, Store, Timestamp};
+use kiln_store::{ContainerRecord, ContainerStatus, Store};
 
 pub use commit::commit;
 
 use super::Env;
+use super::flags::parse_log_time;
 use crate::cli::{ExecArgs, LogsArgs};
+use crate::render::{table, truncate};
 
 pub fn ps(store: &Store, all: bool, quiet: bool) -> Result<ExitCode> {
     let containers: Vec<ContainerRecord> = store
@@ -56,61 +59,8 @@ pub fn ps(store: &Store, all: bool, quiet: bool) -> Result<ExitCode> {
             c.name.clone(),
         ]);
     }
-    let widths: Vec<usize> = (0..6)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i == 5 {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}   ", w = widths[i]));
-            }
-        }
-        writeln!(out, "{}", line.trim_end())?;
-    }
+    write!(out, "{}", table(&rows))?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_owned()
-    } else {
-        format!("{}…", s.chars().take(max - 1).collect::<String>())
-    }
-}
-
-/// `--since`/`--until`: RFC 3339, or a duration before now (`10m`, `1h30m`, `45s`).
-fn parse_log_time(flag: &str, value: &str) -> Result<Timestamp> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(value) {
-        return Ok(t.with_timezone(&chrono::Utc));
-    }
-    let mut total = 0i64;
-    let mut number = String::new();
-    for ch in value.chars() {
-        if ch.is_ascii_digit() {
-            number.push(ch);
-            continue;
-        }
-        let unit = match ch {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            _ => {
-                bail!("invalid {flag} {value:?}: expected an RFC 3339 time or a duration like 10m")
-            }
-        };
-        let n: i64 = number
-            .parse()
-            .with_context(|| format!("invalid {flag} {value:?}"))?;
-        total += n * unit;
-        number.clear();
-    }
-    if !number.is_empty() || value.is_empty() {
-        bail!("invalid {flag} {value:?}: expected an RFC 3339 time or a duration like 10m");
-    }
-    Ok(chrono::Utc::now() - chrono::Duration::seconds(total))
 }
 
 pub fn logs(store: &Store, args: &LogsArgs) -> Result<ExitCode> {
@@ -248,7 +198,7 @@ pub fn exec(env: &Env, args: ExecArgs) -> Result<ExitCode> {
     let rt = Runtime::new(env.store.clone());
     let config = kiln_runtime::ExecConfig {
         cmd: args.command.clone(),
-        env: create::resolve_env(&args.env),
+        env: request::resolve_env(&args.env),
         working_dir: args.workdir.clone(),
         user: args.user.clone(),
         tty: args.tty,
@@ -273,28 +223,4 @@ pub fn exec(env: &Env, args: ExecArgs) -> Result<ExitCode> {
         rt.exec_start(&exec.id, stdio)?.wait()?
     };
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_commands_are_cut_to_the_column() {
-        assert_eq!(
-            truncate("abcdefghijklmnopqrstuvwxyz", 20).chars().count(),
-            20
-        );
-    }
-
-    #[test]
-    fn log_times_are_rfc3339_or_durations() {
-        let t = parse_log_time("--since", "2026-01-01T00:00:00Z").unwrap();
-        assert_eq!(t.to_rfc3339(), "2026-01-01T00:00:00+00:00");
-        let ago = chrono::Utc::now() - parse_log_time("--since", "1h30m").unwrap();
-        assert!((5399..=5401).contains(&ago.num_seconds()), "{ago}");
-        for bad in ["", "10", "5d", "yesterday"] {
-            assert!(parse_log_time("--since", bad).is_err(), "{bad}");
-        }
-    }
 }
