@@ -109,6 +109,42 @@ pub fn spawn(
     process: &ProcessSpec,
     stdio: Stdio,
 ) -> Result<SandboxChild, SandboxError> {
+    spawn_inner(spec, process, stdio, None)
+}
+
+/// How a [`NetworkMode::Prepared`] sandbox's namespace is connected: called with the pid of a
+/// process in the new network namespace (the outer init), before anything runs in it. An
+/// error stops the sandbox with that message.
+pub type PrepareNetwork<'a> = &'a mut dyn FnMut(u32) -> Result<(), String>;
+
+/// [`spawn`] for a sandbox whose network the caller connects: `prepare` runs once the network
+/// namespace exists and before the process starts.
+pub fn spawn_prepared(
+    spec: &SandboxSpec,
+    process: &ProcessSpec,
+    stdio: Stdio,
+    prepare: PrepareNetwork<'_>,
+) -> Result<SandboxChild, SandboxError> {
+    if spec.network != NetworkMode::Prepared {
+        return Err(SandboxError::InvalidSpec(format!(
+            "a network callback was given for network mode {}",
+            spec.network.name()
+        )));
+    }
+    spawn_inner(spec, process, stdio, Some(prepare))
+}
+
+fn spawn_inner(
+    spec: &SandboxSpec,
+    process: &ProcessSpec,
+    stdio: Stdio,
+    mut prepare: Option<PrepareNetwork<'_>>,
+) -> Result<SandboxChild, SandboxError> {
+    if spec.network == NetworkMode::Prepared && prepare.is_none() {
+        return Err(SandboxError::InvalidSpec(
+            "a prepared network needs the caller's callback (spawn_prepared)".into(),
+        ));
+    }
     if process.args.is_empty() {
         return Err(SandboxError::InvalidSpec(
             "the command line is empty".into(),
@@ -125,15 +161,15 @@ pub fn spawn(
     // Before anything starts: a missing helper is the caller's to handle (see `network_helper`).
     let helper = match spec.network {
         NetworkMode::Default => Some(network::find_helper()?),
-        NetworkMode::None | NetworkMode::Host => None,
+        NetworkMode::None | NetworkMode::Host | NetworkMode::Prepared => None,
     };
     let host_resolv = std::fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default();
     let state_dir = prepare_state_dir(spec, &host_resolv)?;
-    let go_ahead = match helper {
-        Some(_) => {
+    let go_ahead = match helper.is_some() || prepare.is_some() {
+        true => {
             Some(rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| pipe_error(e.into()))?)
         }
-        None => None,
+        false => None,
     };
     let cgroup = if spec.resources.any() {
         let name = state_dir
@@ -192,11 +228,17 @@ pub fn spawn(
     }
     // A write error means the init already died; its status tells why.
     let _ = std::fs::File::from(spec_write).write_all(&request);
-    let network = match (helper.as_deref(), go_ahead.take()) {
-        (Some(program), Some(go_ahead)) => Some(NetworkStart {
-            program,
+    let network = match (helper.as_deref(), prepare.take(), go_ahead.take()) {
+        (Some(program), _, Some(go_ahead)) => Some(NetworkStart {
+            connect: Connect::Helper {
+                program,
+                host_resolv: &host_resolv,
+            },
             go_ahead,
-            host_resolv: &host_resolv,
+        }),
+        (None, Some(prepare), Some(go_ahead)) => Some(NetworkStart {
+            connect: Connect::Caller(prepare),
+            go_ahead,
         }),
         _ => None,
     };
@@ -207,9 +249,19 @@ pub fn spawn(
 /// What the host needs to connect the sandbox's default network once the init reports its
 /// namespace.
 pub(crate) struct NetworkStart<'a> {
-    program: &'a Path,
+    connect: Connect<'a>,
     go_ahead: OwnedFd,
-    host_resolv: &'a str,
+}
+
+/// Who connects the new network namespace.
+pub(crate) enum Connect<'a> {
+    /// slirp4netns, the default network.
+    Helper {
+        program: &'a Path,
+        host_resolv: &'a str,
+    },
+    /// The caller's callback ([`NetworkMode::Prepared`]).
+    Caller(PrepareNetwork<'a>),
 }
 
 /// Reads the init's (or exec helper's) reports until the pipe closes: Ok once the process was
@@ -233,7 +285,22 @@ pub(crate) fn read_status(
                         "the init created a network namespace it was not asked for".into(),
                     ));
                 };
-                sandbox.connect_network(start.program, start.host_resolv, start.go_ahead)?;
+                match start.connect {
+                    Connect::Helper {
+                        program,
+                        host_resolv,
+                    } => sandbox.connect_network(program, host_resolv, start.go_ahead)?,
+                    Connect::Caller(prepare) => {
+                        // On failure the go-ahead pipe closes unwritten: the init stops with a
+                        // setup error, and this one is what the caller sees.
+                        prepare(sandbox.child.id()).map_err(SandboxError::NetworkSetup)?;
+                        std::fs::File::from(start.go_ahead)
+                            .write_all(b"1")
+                            .map_err(SandboxError::io(
+                                "signal the sandbox init that the network is up",
+                            ))?;
+                    }
+                }
             }
             StatusMessage::Exec => exec_reached = true,
             StatusMessage::Started => {}

@@ -31,7 +31,7 @@ mod user;
 pub use caps::{Capabilities, UnknownCapability};
 pub use error::{InitFailure, SandboxError};
 pub use exec::spawn_in;
-pub use host::{ExitCode, SandboxChild, spawn};
+pub use host::{ExitCode, PrepareNetwork, SandboxChild, spawn, spawn_prepared};
 pub use init::maybe_run_init;
 pub use network::{HELPER_PACKAGE, SANDBOX_ADDRESS, find_helper as network_helper};
 pub use overlay::OverlayMount;

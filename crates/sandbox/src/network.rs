@@ -306,7 +306,7 @@ pub(crate) fn resolv_conf(mode: NetworkMode, host_resolv: &str) -> String {
     match mode {
         NetworkMode::Host => host_resolv.to_string(),
         NetworkMode::None => "# kiln: this sandbox has no network\n".to_string(),
-        NetworkMode::Default => {
+        NetworkMode::Default | NetworkMode::Prepared => {
             let mut out = String::from("# kiln: the host's resolver settings for the sandbox\n");
             let nameservers = reachable_nameservers(host_resolv);
             for line in host_resolv.lines() {
@@ -316,7 +316,7 @@ pub(crate) fn resolv_conf(mode: NetworkMode, host_resolv: &str) -> String {
                     out.push('\n');
                 }
             }
-            if nameservers.is_empty() {
+            if nameservers.is_empty() && mode == NetworkMode::Default {
                 out.push_str(&format!("nameserver {SLIRP_DNS}\n"));
             }
             for server in nameservers {
@@ -342,10 +342,11 @@ pub(crate) fn hosts_file(mode: NetworkMode, hostname: &str, extra: &[ExtraHost])
     for host in extra {
         hosts.push_str(&format!("{}\t{}\n", host.address, host.name));
     }
-    if !hostname.is_empty() && hostname != "localhost" {
+    // A prepared network's caller knows the address and names the hostname in `extra`.
+    if !hostname.is_empty() && hostname != "localhost" && mode != NetworkMode::Prepared {
         let address = match mode {
             NetworkMode::Default => SANDBOX_ADDRESS,
-            NetworkMode::None | NetworkMode::Host => "127.0.0.1",
+            NetworkMode::None | NetworkMode::Host | NetworkMode::Prepared => "127.0.0.1",
         };
         hosts.push_str(&format!("{address}\t{hostname}\n"));
     }

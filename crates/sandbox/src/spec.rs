@@ -194,6 +194,10 @@ pub enum NetworkMode {
     /// what the host reaches through user-mode NAT (slirp4netns), except the host's loopback.
     /// Needs `slirp4netns` installed ([`crate::network_helper`] tells whether it is).
     Default,
+    /// A fresh network namespace with loopback only, which the caller connects (the callback
+    /// of [`crate::spawn_prepared`]: a bridge network's veth pair) before the process runs.
+    /// The sandbox knows nothing of what is attached.
+    Prepared,
 }
 
 impl NetworkMode {
@@ -203,6 +207,7 @@ impl NetworkMode {
             NetworkMode::None => "none",
             NetworkMode::Host => "host",
             NetworkMode::Default => "default",
+            NetworkMode::Prepared => "prepared",
         }
     }
 }
