@@ -166,6 +166,11 @@ pub enum Command {
         #[command(subcommand)]
         command: VolumeCommand,
     },
+    /// Manage networks
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
     /// Serve Docker's Engine API (v1.41) on a UNIX socket, for docker, docker-py and compose
     Serve(ServeArgs),
     /// Pull an image from a registry
@@ -221,6 +226,79 @@ pub enum Command {
         file: PathBuf,
         /// Name for the new image
         image: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a bridge network
+    Create {
+        name: String,
+        /// Driver (only bridge)
+        #[arg(short, long, default_value = "bridge")]
+        driver: String,
+        /// Subnet in CIDR notation (default: the first free of 172.18-31.0.0/16, then
+        /// 192.168.N.0/20)
+        #[arg(long)]
+        subnet: Option<String>,
+        /// The bridge's address (default: the subnet's first)
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Give containers addresses from this part of the subnet only
+        #[arg(long = "ip-range")]
+        ip_range: Option<String>,
+        /// No way out: no NAT, nothing forwarded off the network
+        #[arg(long)]
+        internal: bool,
+        /// Set metadata (KEY=VALUE)
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// List networks
+    #[command(alias = "list")]
+    Ls {
+        /// Only print network IDs
+        #[arg(short, long)]
+        quiet: bool,
+        /// Print full IDs
+        #[arg(long = "no-trunc")]
+        no_trunc: bool,
+    },
+    /// Show details of networks as JSON
+    Inspect {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove networks (not while containers are connected)
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove all user-defined networks no container is connected to
+    Prune {
+        /// Do not ask for confirmation
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Connect a container to a network
+    Connect {
+        network: String,
+        container: String,
+        /// Another name of the container on this network; may be repeated
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        /// The container's address on this network
+        #[arg(long)]
+        ip: Option<String>,
+    },
+    /// Disconnect a container from a network
+    Disconnect {
+        network: String,
+        container: String,
+        /// Accepted for docker's syntax
+        #[arg(short, long)]
+        force: bool,
     },
 }
 
@@ -550,10 +628,18 @@ pub struct RunArgs {
     /// User (name|uid[:group|gid])
     #[arg(short = 'u', long)]
     pub user: Option<String>,
-    /// Network: bridge (= default: private, NAT to the outside; needs slirp4netns), none or
-    /// host [default: bridge]
+    /// Network: default (private, NAT to the outside through slirp4netns), none, host,
+    /// bridge (as root the default bridge network, else the default), or the name of a
+    /// network made with `kiln network create` [default: default]
     #[arg(long)]
     pub network: Option<String>,
+    /// Address on the --network (a user-defined network)
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Another name of the container on the --network (a user-defined network); may be
+    /// repeated
+    #[arg(long = "network-alias", value_name = "ALIAS")]
+    pub network_alias: Vec<String>,
     /// Override the image's ENTRYPOINT
     #[arg(long)]
     pub entrypoint: Option<String>,

@@ -235,6 +235,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 author.as_deref(),
             )
         }
+        Command::Network { command } => {
+            containers::networks::network_command(&open_store(&cli.global)?, command)
+        }
         Command::Volume { command } => {
             containers::volumes::volume_command(&open_store(&cli.global)?, command)
         }

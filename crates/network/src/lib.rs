@@ -14,6 +14,7 @@
 // A library reports through its return values; only the `kiln` binary prints.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod api;
 pub mod error;
 pub mod ipam;
 pub mod netlink;

@@ -33,6 +33,70 @@ pub struct ContainerCreateRequest {
     pub config: ContainerConfig,
     #[serde(default)]
     pub host_config: HostConfig,
+    /// The networks to connect at create, with their aliases and addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networking_config: Option<NetworkingConfig>,
+}
+
+/// `NetworkingConfig`: per network, what the container's endpoint asks for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NetworkingConfig {
+    pub endpoints_config: BTreeMap<String, EndpointSettings>,
+}
+
+/// One network's entry of `EndpointsConfig` (the fields kiln takes from a request).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct EndpointSettings {
+    /// `null` from some clients.
+    #[serde(deserialize_with = "null_as_default")]
+    pub aliases: Vec<String>,
+    #[serde(rename = "IPAMConfig", skip_serializing_if = "Option::is_none")]
+    pub ipam_config: Option<EndpointIpamConfig>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EndpointIpamConfig {
+    #[serde(rename = "IPv4Address", skip_serializing_if = "String::is_empty")]
+    pub ipv4_address: String,
+}
+
+fn null_as_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+impl EndpointSettings {
+    /// What the network is asked for: aliases and the `--ip` address, checked.
+    pub fn request(&self) -> Result<kiln_network::EndpointRequest> {
+        let ip = match self.ipam_config.as_ref().map(|c| c.ipv4_address.as_str()) {
+            None | Some("") => None,
+            Some(ip) => Some(ip.parse().map_err(|_| {
+                invalid(
+                    "IP address",
+                    ip,
+                    "expected an IPv4 address such as 172.20.0.5",
+                )
+            })?),
+        };
+        Ok(kiln_network::EndpointRequest {
+            aliases: self.aliases.clone(),
+            ip,
+        })
+    }
+}
+
+/// The container's network as the sandbox gets it, and the bridge networks it is connected
+/// to at create (the first gives the default route).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkChoice {
+    pub mode: NetworkMode,
+    pub networks: Vec<(String, EndpointSettings)>,
 }
 
 /// The container's `Config`: what it runs. `None` and empty fields take the image's value.
@@ -102,16 +166,54 @@ fn invalid(what: &'static str, value: impl ToString, reason: &'static str) -> Ru
 impl HostConfig {
     /// The network, as the sandbox names it.
     pub fn network(&self) -> Result<NetworkMode> {
-        match self.network_mode.as_deref().unwrap_or("default") {
-            "default" | "bridge" => Ok(NetworkMode::Default),
-            "none" => Ok(NetworkMode::None),
-            "host" => Ok(NetworkMode::Host),
-            other => Err(invalid(
-                "network",
-                other,
-                "expected bridge, default, none or host",
-            )),
+        Ok(self.network_choice(None)?.mode)
+    }
+
+    /// The network the container joins: `none`, `host`, the default network (slirp4netns),
+    /// or bridge networks (`bridge` as root, else the default network as before; any other
+    /// name is a user-defined network). `endpoints` adds the networks `NetworkingConfig`
+    /// names, with their settings.
+    pub fn network_choice(&self, endpoints: Option<&NetworkingConfig>) -> Result<NetworkChoice> {
+        let endpoints = endpoints.map(|n| &n.endpoints_config);
+        let settings = |name: &str| {
+            endpoints
+                .and_then(|e| e.get(name))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let simple = |mode| NetworkChoice {
+            mode,
+            networks: Vec::new(),
+        };
+        let root = rustix::process::geteuid().is_root();
+        let primary = match self.network_mode.as_deref().unwrap_or("") {
+            "none" => return Ok(simple(NetworkMode::None)),
+            "host" => return Ok(simple(NetworkMode::Host)),
+            "bridge" if !root => return Ok(simple(NetworkMode::Default)),
+            "" | "default" => match endpoints.and_then(|e| e.keys().next()) {
+                // Clients such as compose name the network only in EndpointsConfig.
+                Some(first) => first.clone(),
+                None => return Ok(simple(NetworkMode::Default)),
+            },
+            other if other.starts_with("container:") => {
+                return Err(invalid(
+                    "network",
+                    other,
+                    "joining another container's network is not supported",
+                ));
+            }
+            other => other.to_owned(),
+        };
+        let mut networks = vec![(primary.clone(), settings(&primary))];
+        for (name, s) in endpoints.into_iter().flatten() {
+            if *name != primary {
+                networks.push((name.clone(), s.clone()));
+            }
         }
+        Ok(NetworkChoice {
+            mode: NetworkMode::Prepared,
+            networks,
+        })
     }
 
     /// The `/etc/hosts` entries `ExtraHosts` asks for.
@@ -274,10 +376,17 @@ impl<H: Host> Runtime<H> {
     ) -> Result<ContainerRecord> {
         // Everything is checked before anything is created.
         let requests = request.host_config.mount_requests()?;
-        let network = request.host_config.network()?;
+        let network = request
+            .host_config
+            .network_choice(request.networking_config.as_ref())?;
+        let endpoint_requests = network
+            .networks
+            .iter()
+            .map(|(name, settings)| Ok((name.clone(), settings.request()?)))
+            .collect::<Result<Vec<_>>>()?;
         let security = request.host_config.security_options()?;
         let resources = request.host_config.resource_limits()?;
-        let extra_hosts = request.host_config.extra_hosts()?;
+        let mut extra_hosts = request.host_config.extra_hosts()?;
         let process = process_spec(&request.config, img)?;
         let lowers = lower_dirs(&self.store, img.layers())?;
 
@@ -327,6 +436,32 @@ impl<H: Host> Runtime<H> {
             state: ContainerState::default(),
         };
         store.create_container(&mut record)?;
+        // Connected before anything else is made, so a taken address or a missing network
+        // fails the create with nothing left (the removal below releases what was connected).
+        let mut connected = Ok(());
+        let networks = kiln_network::Networks::open(store.root());
+        for (i, (name, endpoint)) in endpoint_requests.iter().enumerate() {
+            match networks.connect(name, &id, &record.name, endpoint) {
+                Ok((_, endpoint)) => {
+                    // Docker's /etc/hosts names the container on its first network's address.
+                    if let (0, Some(ip)) = (i, endpoint.ip) {
+                        extra_hosts.push(ExtraHost {
+                            name: hostname.clone(),
+                            address: ip.into(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    connected = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Err(e) = connected {
+            let _ = crate::lifecycle::remove_record(store, &record, true);
+            return Err(e.into());
+        }
+        let network = network.mode;
         let sandbox = SandboxSpec {
             lower_dirs: lowers,
             upper_dir: store.container_dir(&id).join("upper"),

@@ -5,7 +5,10 @@
 use anyhow::Result;
 use kiln_image::Platform;
 use kiln_images::resolve_image;
-use kiln_runtime::{ContainerConfig, ContainerCreateRequest, HostConfig, Runtime};
+use kiln_runtime::{
+    ContainerConfig, ContainerCreateRequest, EndpointIpamConfig, EndpointSettings, HostConfig,
+    NetworkingConfig, Runtime,
+};
 use kiln_store::ContainerRecord;
 
 use super::super::flags::{RUN_NETWORKS, choose_network};
@@ -28,9 +31,40 @@ pub fn request(args: &RunArgs, attached_stdin: bool) -> Result<ContainerCreateRe
         auto_remove: args.rm,
         ..HostConfig::default()
     };
-    // The default network falls back to none (with a warning) where slirp4netns is missing.
-    let network = choose_network(args.network.as_deref(), RUN_NETWORKS)?;
-    host_config.network_mode = Some(network.name().to_owned());
+    let mut networking_config = None;
+    match args.network.as_deref() {
+        // A bridge network, the runtime's to connect (`bridge` as root is the real default
+        // bridge; rootless, the default network as before).
+        Some(name)
+            if !RUN_NETWORKS.contains(&name)
+                || (name == "bridge" && rustix::process::geteuid().is_root()) =>
+        {
+            host_config.network_mode = Some(name.to_owned());
+            if args.ip.is_some() || !args.network_alias.is_empty() {
+                let settings = EndpointSettings {
+                    aliases: args.network_alias.clone(),
+                    ipam_config: args
+                        .ip
+                        .clone()
+                        .map(|ip| EndpointIpamConfig { ipv4_address: ip }),
+                };
+                networking_config = Some(NetworkingConfig {
+                    endpoints_config: [(name.to_owned(), settings)].into(),
+                });
+            }
+        }
+        flag => {
+            if args.ip.is_some() || !args.network_alias.is_empty() {
+                anyhow::bail!(
+                    "--ip and --network-alias need a user-defined network (--network NAME)"
+                );
+            }
+            // The default network falls back to none (with a warning) where slirp4netns is
+            // missing.
+            let network = choose_network(flag, RUN_NETWORKS)?;
+            host_config.network_mode = Some(network.name().to_owned());
+        }
+    }
     host_config.extra_hosts = args.add_host.clone();
     super::super::confinement::apply(&args.confinement, &mut host_config)?;
     let config = ContainerConfig {
@@ -49,6 +83,7 @@ pub fn request(args: &RunArgs, attached_stdin: bool) -> Result<ContainerCreateRe
     Ok(ContainerCreateRequest {
         config,
         host_config,
+        networking_config,
     })
 }
 
