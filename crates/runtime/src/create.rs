@@ -612,11 +612,59 @@ mod tests {
         );
         assert!(
             bad(HostConfig {
-                network_mode: Some("slirp".into()),
+                network_mode: Some("container:web".into()),
                 ..base()
             })
-            .contains("slirp")
+            .contains("container:web")
         );
         assert!(!HostConfig::default().resource_limits().unwrap().any());
+    }
+
+    #[test]
+    fn network_choice_names_the_bridge_networks_in_order() {
+        let with_mode = |mode: &str| HostConfig {
+            network_mode: Some(mode.into()),
+            ..HostConfig::default()
+        };
+        let endpoints: NetworkingConfig = serde_json::from_value(serde_json::json!({
+            "EndpointsConfig": {
+                "back": { "Aliases": null },
+                "front": { "Aliases": ["web"], "IPAMConfig": { "IPv4Address": "10.1.0.9" } },
+            }
+        }))
+        .unwrap();
+        let choice = with_mode("front").network_choice(Some(&endpoints)).unwrap();
+        assert_eq!(choice.mode, NetworkMode::Prepared);
+        let names: Vec<&str> = choice.networks.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["front", "back"]);
+        let front = choice.networks[0].1.request().unwrap();
+        assert_eq!(front.aliases, ["web"]);
+        assert_eq!(front.ip, Some("10.1.0.9".parse().unwrap()));
+        // compose names its network only in EndpointsConfig.
+        let choice = HostConfig::default()
+            .network_choice(Some(&endpoints))
+            .unwrap();
+        assert_eq!(choice.networks[0].0, "back");
+        for (mode, expected) in [("none", NetworkMode::None), ("host", NetworkMode::Host)] {
+            let choice = with_mode(mode).network_choice(Some(&endpoints)).unwrap();
+            assert_eq!(choice.mode, expected);
+            assert!(choice.networks.is_empty());
+        }
+        assert_eq!(
+            HostConfig::default().network().unwrap(),
+            NetworkMode::Default
+        );
+        let bad = EndpointSettings {
+            ipam_config: Some(EndpointIpamConfig {
+                ipv4_address: "10.1.0.300".into(),
+            }),
+            ..EndpointSettings::default()
+        };
+        assert!(
+            bad.request()
+                .unwrap_err()
+                .to_string()
+                .contains("10.1.0.300")
+        );
     }
 }
