@@ -551,3 +551,53 @@ fn the_engine_api_creates_connects_and_removes_networks_as_dockerd() {
     );
     assert_eq!(d.get("/v1.41/networks").json().as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn names_aliases_and_short_ids_resolve_on_user_networks_but_not_on_the_default_bridge() {
+    let k = Kiln::new();
+    let net = TestNet::new(&k);
+    net.ok(&["network", "create", "apps"]);
+    server(
+        &net,
+        "api",
+        &["--network", "apps", "--network-alias", "backend"],
+    );
+    let inspect: serde_json::Value = serde_json::from_str(&net.ok(&["inspect", "api"])).unwrap();
+    let inspect = if inspect.is_array() {
+        inspect[0].clone()
+    } else {
+        inspect
+    };
+    let short = inspect["Id"].as_str().unwrap()[..12].to_owned();
+    for name in ["api", "backend", short.as_str()] {
+        eventually(&format!("api to answer as {name}"), || {
+            fetch(&net, "apps", name).contains("hello from api")
+        });
+    }
+    let conf = net.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "apps",
+        &net.k.base,
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    assert!(conf.starts_with("nameserver 127.0.0.11\n"), "{conf}");
+    // The default bridge has no DNS by name, as Docker's.
+    server(&net, "lone", &["--network", "bridge"]);
+    let out = net.kiln(&[
+        "run",
+        "--rm",
+        "--network",
+        "bridge",
+        &net.k.base,
+        "nslookup",
+        "lone",
+    ]);
+    assert!(
+        !stdout(&out).contains("Address: 172.17."),
+        "{}",
+        stdout(&out)
+    );
+}

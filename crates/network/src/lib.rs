@@ -15,6 +15,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod api;
+pub mod dns;
 pub mod error;
 pub mod ipam;
 pub mod netlink;

@@ -336,6 +336,25 @@ async fn configure_inside(handle: Handle, plan: &VethPlan<'_>, temp_name: &str) 
     Ok(())
 }
 
+/// Brings `lo` up in the namespace of `netns_pid` (a new namespace has it down, without
+/// 127.0.0.1), so the container's loopback and its DNS address work from the start.
+pub fn loopback_up(netns_pid: u32) -> Result<()> {
+    run(Some(netns_pid), |handle| async move {
+        let lo = link_by_name(&handle, "lo")
+            .await?
+            .ok_or_else(|| NetworkError::Netlink {
+                action: "bring lo up".into(),
+                message: "the namespace has no lo".into(),
+            })?;
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(lo.header.index).up().build())
+            .execute()
+            .await
+            .map_err(netlink_error("bring lo up"))
+    })
+}
+
 /// Removes the interface `inner_name` from the namespace of `netns_pid` (disconnect of a
 /// running container); its host end goes with it.
 pub fn detach_inside(netns_pid: u32, inner_name: &str) -> Result<()> {

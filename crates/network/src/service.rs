@@ -401,7 +401,7 @@ impl Networks {
         for (i, (network, endpoint)) in endpoints.into_iter().enumerate() {
             attach(network, endpoint, netns_pid, i == 0)?;
         }
-        Ok(())
+        netlink::loopback_up(netns_pid)
     }
 
     /// Connects one endpoint into a running container's namespace (`network connect`).

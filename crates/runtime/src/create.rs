@@ -439,10 +439,16 @@ impl<H: Host> Runtime<H> {
         // Connected before anything else is made, so a taken address or a missing network
         // fails the create with nothing left (the removal below releases what was connected).
         let mut connected = Ok(());
+        let mut dns = Vec::new();
         let networks = kiln_network::Networks::open(store.root());
         for (i, (name, endpoint)) in endpoint_requests.iter().enumerate() {
             match networks.connect(name, &id, &record.name, endpoint) {
-                Ok((_, endpoint)) => {
+                Ok((network, endpoint)) => {
+                    // User-defined networks have the embedded DNS server (the default bridge
+                    // does not, as Docker's).
+                    if !network.predefined && dns.is_empty() {
+                        dns.push(kiln_network::dns::DNS_ADDRESS.into());
+                    }
                     // Docker's /etc/hosts names the container on its first network's address.
                     if let (0, Some(ip)) = (i, endpoint.ip) {
                         extra_hosts.push(ExtraHost {
@@ -472,6 +478,7 @@ impl<H: Host> Runtime<H> {
             security,
             resources,
             extra_hosts,
+            dns,
         };
         match self.prepare(&mut record, requests, img, sandbox, process) {
             Ok(()) => Ok(record),

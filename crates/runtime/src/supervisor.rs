@@ -373,6 +373,8 @@ fn spawn_sandbox(
     let mut attach = |pid: u32| {
         networks
             .attach_container(&record.id, pid)
+            .and_then(|()| kiln_network::dns::start(store.root(), &record.id, pid))
+            .map(|_| ())
             .map_err(|e| e.to_string())
     };
     Ok(kiln_sandbox::spawn_prepared(

@@ -440,7 +440,11 @@ fn prepare_state_dir(
     }
     let hosts = network::hosts_file(spec.network, &spec.hostname, &spec.extra_hosts);
     write_file(&dir.path().join("hosts"), hosts.as_bytes())?;
-    let resolv = network::resolv_conf(spec.network, host_resolv);
+    let resolv = if spec.dns.is_empty() {
+        network::resolv_conf(spec.network, host_resolv)
+    } else {
+        network::resolv_conf_with(&spec.dns, host_resolv)
+    };
     write_file(&dir.path().join("resolv.conf"), resolv.as_bytes())?;
     Ok(dir)
 }
@@ -649,6 +653,7 @@ mod tests {
             security: Default::default(),
             resources: Default::default(),
             extra_hosts: Vec::new(),
+            dns: Vec::new(),
         };
         let process = ProcessSpec {
             args: vec![],

@@ -327,6 +327,23 @@ pub(crate) fn resolv_conf(mode: NetworkMode, host_resolv: &str) -> String {
     }
 }
 
+/// A /etc/resolv.conf naming `nameservers` (an embedded DNS server), with the host's `search`
+/// and `domain` lines, and `ndots:0` as dockerd writes it for its 127.0.0.11.
+pub(crate) fn resolv_conf_with(nameservers: &[std::net::IpAddr], host_resolv: &str) -> String {
+    let mut out = String::new();
+    for server in nameservers {
+        out.push_str(&format!("nameserver {server}\n"));
+    }
+    for line in host_resolv.lines() {
+        if matches!(line.split_whitespace().next(), Some("search" | "domain")) {
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+    out.push_str("options ndots:0\n");
+    out
+}
+
 /// The sandbox's /etc/hosts, in Docker's layout: localhost and the IPv6 names, the
 /// `--add-host` entries, then the hostname on the sandbox's own address (its interface's with
 /// the default network, loopback otherwise).
@@ -386,6 +403,15 @@ mod tests {
         assert_eq!(resolv_conf(NetworkMode::Host, MIXED), MIXED);
         // An empty host file leaves the default network with slirp's forwarder.
         assert!(resolv_conf(NetworkMode::Default, "").contains("nameserver 10.0.2.3"));
+    }
+
+    #[test]
+    fn an_embedded_dns_server_replaces_the_nameservers() {
+        let conf = resolv_conf_with(&["127.0.0.11".parse().unwrap()], SYSTEMD_RESOLVED);
+        assert_eq!(
+            conf,
+            "nameserver 127.0.0.11\nsearch corp.example\noptions ndots:0\n"
+        );
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub struct SandboxSpec {
     /// Extra `/etc/hosts` entries (`--add-host`), written after the standard ones in order.
     #[serde(default)]
     pub extra_hosts: Vec<ExtraHost>,
+    /// Nameservers for `/etc/resolv.conf` instead of the host's (a bridge network's embedded
+    /// DNS server); the host's `search` and `options` lines are kept.
+    #[serde(default)]
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 /// One `--add-host NAME:ADDRESS` entry of a sandbox's `/etc/hosts`.
