@@ -368,7 +368,9 @@ impl Networks {
 
     /// Removes all of a removed container's endpoints (and any host interface left of them).
     pub fn release_container(&self, container_id: &str) -> Result<()> {
-        let (lock, mut state) = self.load(true)?;
+        // The records as they are: removing a container that was on no network writes nothing.
+        let lock = self.files.lock(true)?;
+        let mut state = self.files.read(&lock)?;
         let mut released = Vec::new();
         for network in &mut state.networks {
             released.extend(network.endpoints.remove(container_id));
@@ -384,7 +386,8 @@ impl Networks {
 
     /// The networks a container is on, each with its endpoint.
     pub fn endpoints_of(&self, container_id: &str) -> Result<Vec<(NetworkRecord, EndpointRecord)>> {
-        let (_lock, state) = self.load(false)?;
+        let lock = self.files.lock(false)?;
+        let state = self.files.read(&lock)?;
         Ok(state
             .endpoints_of(container_id)
             .map(|(n, e)| (n.clone(), e.clone()))
@@ -394,7 +397,9 @@ impl Networks {
     /// Connects the new network namespace of a starting container (`netns_pid` is in it) to
     /// every network it has an endpoint on, in the order of its interfaces.
     pub fn attach_container(&self, container_id: &str, netns_pid: u32) -> Result<()> {
-        let (_lock, state) = self.load(true)?;
+        // Exclusive: two starts must not both make a missing bridge.
+        let lock = self.files.lock(true)?;
+        let state = self.files.read(&lock)?;
         let mut endpoints: Vec<(&NetworkRecord, &EndpointRecord)> =
             state.endpoints_of(container_id).collect();
         endpoints.sort_by_key(|(_, e)| interface_number(&e.interface));
