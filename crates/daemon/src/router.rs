@@ -275,6 +275,12 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
         (&Method::POST, ["networks", id, "disconnect"]) => {
             crate::networks::connect(daemon, id, req, false).await
         }
+        // dockerd's answer while Swarm is inactive, which docker-py's network tests' teardown
+        // (`leave_swarm(force=True)`) takes as "nothing to leave"; other Swarm routes 404.
+        (&Method::POST, ["swarm", "leave"]) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This node is not part of a swarm",
+        )),
         (&Method::DELETE, ["containers", id]) => {
             crate::containers::remove(daemon, id, &req.query).await
         }

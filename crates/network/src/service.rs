@@ -43,6 +43,9 @@ pub struct CreateRequest {
 pub struct EndpointRequest {
     pub aliases: Vec<String>,
     pub ip: Option<Ipv4Addr>,
+    /// The lowest `ethN` the interface may be named (1 when the container's `eth0` is the
+    /// default network's, slirp4netns).
+    pub first_interface: u32,
 }
 
 /// The network operations over one store's records.
@@ -286,7 +289,7 @@ impl Networks {
             .endpoints_of(container_id)
             .map(|(_, e)| e.interface.clone())
             .collect();
-        let interface = (0..)
+        let interface = (request.first_interface..)
             .map(|i| format!("eth{i}"))
             .find(|name| !used.contains(name))
             .unwrap_or_default();

@@ -87,6 +87,7 @@ impl EndpointSettings {
         Ok(kiln_network::EndpointRequest {
             aliases: self.aliases.clone(),
             ip,
+            first_interface: 0,
         })
     }
 }

@@ -15,24 +15,31 @@ impl<H: Host> Runtime<H> {
         Networks::open(self.store.root())
     }
 
-    /// Connects `container` to `network`. The container must be on bridge networks already
-    /// (its namespace is kiln's to connect); a running one gets its interface now, a stopped
-    /// one at its next start.
+    /// Connects `container` to `network`. The container must have a namespace of its own with
+    /// a way out (bridge networks or the default network, not `none` or `host`); a running one
+    /// gets its interface now, a stopped one at each start.
     pub fn connect_network(
         &self,
         container: &str,
         network: &str,
         settings: &EndpointSettings,
     ) -> Result<()> {
-        let request = settings.request()?;
+        let mut request = settings.request()?;
         let record = self.store.find_container(container)?;
         let spec = ContainerSpec::read(&self.store, &record.id)?;
-        if spec.sandbox.network != NetworkMode::Prepared {
+        if spec.sandbox.network == NetworkMode::Default {
+            request.first_interface = 1;
+        }
+        // The default network's namespace is the container's own too (slirp4netns gives it
+        // eth0, bridges add more); `none` and `host` stay as they are, as with Docker.
+        if !matches!(
+            spec.sandbox.network,
+            NetworkMode::Prepared | NetworkMode::Default
+        ) {
             return Err(RuntimeError::Invalid {
                 what: "network connect of container",
                 value: record.name.clone(),
-                reason: "it was created on the none, host or default network; only containers \
-                         on bridge networks can be connected to more",
+                reason: "it is on the none or host network, which cannot be combined with others",
             });
         }
         let networks = self.networks();
@@ -105,7 +112,7 @@ impl<H: Host> Runtime<H> {
                 let id = networks.inspect(name).map(|n| n.id).unwrap_or_default();
                 entries.insert(name.to_owned(), empty(&id));
             }
-            NetworkMode::Prepared => {
+            NetworkMode::Prepared | NetworkMode::Default => {
                 for (network, endpoint) in networks.endpoints_of(&c.id)? {
                     let mut entry = empty(&network.id);
                     let addressing = network.addressing;
@@ -146,7 +153,6 @@ impl<H: Host> Runtime<H> {
                     entries.insert(network.name.clone(), entry);
                 }
             }
-            // The default network (slirp4netns) is not a network of records.
             _ => {}
         }
         settings["Networks"] = Value::Object(entries);

@@ -366,10 +366,16 @@ fn spawn_sandbox(
     record: &ContainerRecord,
     stdio: kiln_sandbox::Stdio,
 ) -> Result<kiln_sandbox::SandboxChild> {
-    if spec.sandbox.network != kiln_sandbox::NetworkMode::Prepared {
+    let networks = kiln_network::Networks::open(store.root());
+    // Bridge networks, and the default network of a container connected to some since.
+    let connect = match spec.sandbox.network {
+        kiln_sandbox::NetworkMode::Prepared => true,
+        kiln_sandbox::NetworkMode::Default => !networks.endpoints_of(&record.id)?.is_empty(),
+        _ => false,
+    };
+    if !connect {
         return Ok(kiln_sandbox::spawn(&spec.sandbox, &spec.process, stdio)?);
     }
-    let networks = kiln_network::Networks::open(store.root());
     let mut attach = |pid: u32| {
         networks
             .attach_container(&record.id, pid)

@@ -118,14 +118,16 @@ pub fn spawn(
 pub type PrepareNetwork<'a> = &'a mut dyn FnMut(u32) -> Result<(), String>;
 
 /// [`spawn`] for a sandbox whose network the caller connects: `prepare` runs once the network
-/// namespace exists and before the process starts.
+/// namespace exists and before the process starts — with [`NetworkMode::Default`] after
+/// slirp4netns configured `eth0` (the caller adds more interfaces), with
+/// [`NetworkMode::Prepared`] on a namespace with loopback only.
 pub fn spawn_prepared(
     spec: &SandboxSpec,
     process: &ProcessSpec,
     stdio: Stdio,
     prepare: PrepareNetwork<'_>,
 ) -> Result<SandboxChild, SandboxError> {
-    if spec.network != NetworkMode::Prepared {
+    if !matches!(spec.network, NetworkMode::Prepared | NetworkMode::Default) {
         return Err(SandboxError::InvalidSpec(format!(
             "a network callback was given for network mode {}",
             spec.network.name()
@@ -228,40 +230,25 @@ fn spawn_inner(
     }
     // A write error means the init already died; its status tells why.
     let _ = std::fs::File::from(spec_write).write_all(&request);
-    let network = match (helper.as_deref(), prepare.take(), go_ahead.take()) {
-        (Some(program), _, Some(go_ahead)) => Some(NetworkStart {
-            connect: Connect::Helper {
-                program,
-                host_resolv: &host_resolv,
-            },
-            go_ahead,
-        }),
-        (None, Some(prepare), Some(go_ahead)) => Some(NetworkStart {
-            connect: Connect::Caller(prepare),
-            go_ahead,
-        }),
-        _ => None,
-    };
+    let network = go_ahead.take().map(|go_ahead| NetworkStart {
+        helper: helper
+            .as_deref()
+            .map(|program| (program, host_resolv.as_str())),
+        prepare: prepare.take(),
+        go_ahead,
+    });
     read_status(&mut sandbox, status_read, network)?;
     Ok(sandbox)
 }
 
 /// What the host needs to connect the sandbox's default network once the init reports its
 /// namespace.
-pub(crate) struct NetworkStart<'a> {
-    connect: Connect<'a>,
+pub(crate) struct NetworkStart<'a, 'p> {
+    /// slirp4netns (the default network) and the host's resolv.conf.
+    helper: Option<(&'a Path, &'a str)>,
+    /// The caller's callback, after the helper if there is one.
+    prepare: Option<PrepareNetwork<'p>>,
     go_ahead: OwnedFd,
-}
-
-/// Who connects the new network namespace.
-pub(crate) enum Connect<'a> {
-    /// slirp4netns, the default network.
-    Helper {
-        program: &'a Path,
-        host_resolv: &'a str,
-    },
-    /// The caller's callback ([`NetworkMode::Prepared`]).
-    Caller(PrepareNetwork<'a>),
 }
 
 /// Reads the init's (or exec helper's) reports until the pipe closes: Ok once the process was
@@ -269,7 +256,7 @@ pub(crate) enum Connect<'a> {
 pub(crate) fn read_status(
     sandbox: &mut SandboxChild,
     status_read: OwnedFd,
-    mut network: Option<NetworkStart<'_>>,
+    mut network: Option<NetworkStart<'_, '_>>,
 ) -> Result<(), SandboxError> {
     let mut exec_reached = false;
     let mut failure = None;
@@ -285,22 +272,19 @@ pub(crate) fn read_status(
                         "the init created a network namespace it was not asked for".into(),
                     ));
                 };
-                match start.connect {
-                    Connect::Helper {
-                        program,
-                        host_resolv,
-                    } => sandbox.connect_network(program, host_resolv, start.go_ahead)?,
-                    Connect::Caller(prepare) => {
-                        // On failure the go-ahead pipe closes unwritten: the init stops with a
-                        // setup error, and this one is what the caller sees.
-                        prepare(sandbox.child.id()).map_err(SandboxError::NetworkSetup)?;
-                        std::fs::File::from(start.go_ahead)
-                            .write_all(b"1")
-                            .map_err(SandboxError::io(
-                                "signal the sandbox init that the network is up",
-                            ))?;
-                    }
+                if let Some((program, host_resolv)) = start.helper {
+                    sandbox.connect_network(program, host_resolv)?;
                 }
+                // On failure the go-ahead pipe closes unwritten: the init stops with a setup
+                // error, and this one is what the caller sees.
+                if let Some(prepare) = start.prepare {
+                    prepare(sandbox.child.id()).map_err(SandboxError::NetworkSetup)?;
+                }
+                std::fs::File::from(start.go_ahead)
+                    .write_all(b"1")
+                    .map_err(SandboxError::io(
+                        "signal the sandbox init that the network is up",
+                    ))?;
             }
             StatusMessage::Exec => exec_reached = true,
             StatusMessage::Started => {}
@@ -489,13 +473,9 @@ impl SandboxChild {
             })
     }
 
-    /// Starts slirp4netns for the init's new network namespace, then lets the init go on.
-    fn connect_network(
-        &mut self,
-        program: &Path,
-        host_resolv: &str,
-        go_ahead: rustix::fd::OwnedFd,
-    ) -> Result<(), SandboxError> {
+    /// Starts slirp4netns for the init's new network namespace (the caller then lets the init
+    /// go on).
+    fn connect_network(&mut self, program: &Path, host_resolv: &str) -> Result<(), SandboxError> {
         let pid = self.child.id();
         let config = HelperConfig {
             target_pid: pid,
@@ -509,13 +489,8 @@ impl SandboxChild {
             .as_ref()
             .map(|d| d.path().join("slirp4netns.log"))
             .ok_or_else(|| SandboxError::Protocol("the sandbox has ended".into()))?;
-        // On failure the go-ahead pipe closes unwritten: the init stops with a setup error.
         self.network = Some(UserModeNetwork::start(program, &config, &log)?);
-        std::fs::File::from(go_ahead)
-            .write_all(b"1")
-            .map_err(SandboxError::io(
-                "signal the sandbox init that the network is up",
-            ))
+        Ok(())
     }
 
     /// The pid (in the caller's namespace) of the sandbox's outer init process.
