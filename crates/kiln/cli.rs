@@ -253,6 +253,9 @@ pub enum NetworkCommand {
         /// Set metadata (KEY=VALUE)
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// An address of the subnet never given to a container (NAME=ADDRESS); may be repeated
+        #[arg(long = "aux-address")]
+        aux_addresses: Vec<String>,
     },
     /// List networks
     #[command(alias = "list")]

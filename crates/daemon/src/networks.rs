@@ -133,6 +133,7 @@ struct IpamConfigBody {
     #[serde(rename = "IPRange")]
     ip_range: Option<String>,
     gateway: Option<String>,
+    auxiliary_addresses: Option<BTreeMap<String, String>>,
 }
 
 fn create_request(body: CreateBody) -> Result<CreateRequest, ApiError> {
@@ -180,6 +181,17 @@ fn create_request(body: CreateBody) -> Result<CreateRequest, ApiError> {
             .map_err(parse_err)?,
         internal: body.internal,
         labels: body.labels.unwrap_or_default(),
+        aux_addresses: config
+            .auxiliary_addresses
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, ip)| match ip.parse() {
+                Ok(ip) => Ok((name, ip)),
+                Err(_) => Err(ApiError::bad_request(format!(
+                    "invalid auxiliary address {name}={ip}: not an IPv4 address"
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
     })
 }
 

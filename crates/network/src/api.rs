@@ -20,6 +20,9 @@ impl NetworkRecord {
                 if let Some(range) = a.ip_range {
                     c["IPRange"] = json!(range.to_string());
                 }
+                if !self.aux_addresses.is_empty() {
+                    c["AuxiliaryAddresses"] = json!(self.aux_addresses);
+                }
                 c
             })
             .collect();

@@ -353,6 +353,9 @@ mod tests {
             aliases: aliases.iter().map(|a| a.to_string()).collect(),
             requested_ip: false,
             interface: "eth0".into(),
+            requested_mac: false,
+            link_local: Vec::new(),
+            driver_opts: Default::default(),
         };
         let network = |name: &str, predefined: bool, endpoints: Vec<(String, EndpointRecord)>| {
             NetworkRecord {
@@ -366,6 +369,7 @@ mod tests {
                 bridge: String::new(),
                 predefined,
                 endpoints: endpoints.into_iter().collect(),
+                aux_addresses: Default::default(),
             }
         };
         let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));

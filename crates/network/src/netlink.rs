@@ -201,6 +201,8 @@ pub struct VethPlan<'a> {
     pub address: Ipv4Addr,
     pub prefix: u8,
     pub mac: [u8; 6],
+    /// More addresses (`LinkLocalIPs`), each a /16 as dockerd adds them.
+    pub link_local: &'a [Ipv4Addr],
     /// Set as the default route when the container has none yet (its first network).
     pub gateway: Option<Ipv4Addr>,
     /// Host pid of a process in the container's network namespace.
@@ -313,6 +315,17 @@ async fn configure_inside(handle: Handle, plan: &VethPlan<'_>, temp_name: &str) 
             "add {}/{} to {}",
             plan.address, plan.prefix, plan.inner_name
         )))?;
+    for extra in plan.link_local {
+        handle
+            .address()
+            .add(index, IpAddr::V4(*extra), 16)
+            .execute()
+            .await
+            .map_err(netlink_error(format!(
+                "add {extra}/16 to {}",
+                plan.inner_name
+            )))?;
+    }
     handle
         .link()
         .set(LinkUnspec::new_with_index(index).up().build())

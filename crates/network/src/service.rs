@@ -36,6 +36,8 @@ pub struct CreateRequest {
     pub ip_range: Option<Ipv4Net>,
     pub internal: bool,
     pub labels: BTreeMap<String, String>,
+    /// Addresses of the subnet never handed out, by name.
+    pub aux_addresses: BTreeMap<String, Ipv4Addr>,
 }
 
 /// What a container asks of a network when connected (`--network-alias`, `--ip`).
@@ -46,6 +48,11 @@ pub struct EndpointRequest {
     /// The lowest `ethN` the interface may be named (1 when the container's `eth0` is the
     /// default network's, slirp4netns).
     pub first_interface: u32,
+    /// `MacAddress` (else Docker's, from the address).
+    pub mac: Option<[u8; 6]>,
+    /// `LinkLocalIPs`.
+    pub link_local: Vec<Ipv4Addr>,
+    pub driver_opts: BTreeMap<String, String>,
 }
 
 /// The network operations over one store's records.
@@ -118,6 +125,7 @@ impl Networks {
                 },
                 predefined: true,
                 endpoints: BTreeMap::new(),
+                aux_addresses: BTreeMap::new(),
             });
         }
         state.schema_version = SCHEMA_VERSION;
@@ -202,6 +210,15 @@ impl Networks {
                 .ok_or(NetworkError::NoFreeSubnet)?,
         };
         let addressing = Addressing::new(subnet, request.gateway, request.ip_range)?;
+        for (name, ip) in &request.aux_addresses {
+            if !subnet.contains(*ip) || *ip == addressing.gateway {
+                return Err(NetworkError::invalid(
+                    "auxiliary address",
+                    format!("{name}={ip}"),
+                    format!("not a free address of the subnet {subnet}"),
+                ));
+            }
+        }
         let id = random_id()?;
         let bridge = format!("kiln-{}", &id[..10]);
         let record = NetworkRecord {
@@ -215,6 +232,7 @@ impl Networks {
             bridge,
             predefined: false,
             endpoints: BTreeMap::new(),
+            aux_addresses: request.aux_addresses.clone(),
         };
         bring_up(&record)?;
         state.networks.push(record.clone());
@@ -330,10 +348,13 @@ impl Networks {
             endpoint_id: random_id()?,
             container_name: container_name.to_owned(),
             ip: Some(ip),
-            mac: mac_string(mac_for(ip)),
+            mac: mac_string(request.mac.unwrap_or_else(|| mac_for(ip))),
             aliases: request.aliases.clone(),
             requested_ip: request.ip.is_some(),
             interface,
+            requested_mac: request.mac.is_some(),
+            link_local: request.link_local.clone(),
+            driver_opts: request.driver_opts.clone(),
         };
         network
             .endpoints
@@ -424,6 +445,20 @@ impl Networks {
     }
 }
 
+/// `aa:bb:cc:dd:ee:ff` → bytes.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
 fn interface_number(name: &str) -> u32 {
     name.strip_prefix("eth")
         .and_then(|n| n.parse().ok())
@@ -509,7 +544,8 @@ fn attach(
         inner_name: &endpoint.interface,
         address: ip,
         prefix: addressing.subnet.prefix(),
-        mac: mac_for(ip),
+        mac: parse_mac(&endpoint.mac).unwrap_or_else(|| mac_for(ip)),
+        link_local: &endpoint.link_local,
         // An internal network has no way out, so no default route through it.
         gateway: (default_route && !network.internal).then_some(addressing.gateway),
         netns_pid,

@@ -73,6 +73,10 @@ pub struct NetworkRecord {
     /// Container ID → its endpoint.
     #[serde(default)]
     pub endpoints: BTreeMap<String, EndpointRecord>,
+    /// `--aux-address`/`AuxiliaryAddresses`: name → an address of the subnet never handed
+    /// out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aux_addresses: BTreeMap<String, Ipv4Addr>,
 }
 
 /// A container's place on a network.
@@ -96,6 +100,15 @@ pub struct EndpointRecord {
     /// The interface's name in the container (`eth0`, `eth1`, …), fixed at connect time.
     #[serde(default)]
     pub interface: String,
+    /// Whether the MAC address was asked for (`MacAddress`), so it is shown before start.
+    #[serde(default)]
+    pub requested_mac: bool,
+    /// `LinkLocalIPs`: more addresses of the interface (each a /16).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_local: Vec<Ipv4Addr>,
+    /// `DriverOpts`, kept and shown as given (the bridge driver has none per endpoint).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub driver_opts: BTreeMap<String, String>,
 }
 
 impl NetworkRecord {
@@ -105,7 +118,11 @@ impl NetworkRecord {
 
     /// Addresses held on this network: the gateway and each endpoint's.
     pub fn taken(&self) -> BTreeSet<Ipv4Addr> {
-        self.endpoints.values().filter_map(|e| e.ip).collect()
+        self.endpoints
+            .values()
+            .filter_map(|e| e.ip)
+            .chain(self.aux_addresses.values().copied())
+            .collect()
     }
 
     pub fn subnet(&self) -> Option<Ipv4Net> {
@@ -253,23 +270,22 @@ impl StateFiles {
     }
 }
 
-/// Checks a network name as Docker does: a letter or digit, then letters, digits, `_`, `.`,
-/// `-`.
+/// Checks a network name. dockerd takes almost any name (`test 01` included, which docker-py
+/// checks); kiln refuses what would break a path or a listing: an empty name, `/`, control
+/// characters, `.`/`..`, more than 128 bytes.
 pub fn validate_name(name: &str) -> Result<()> {
     let bad = |reason| NetworkError::InvalidName {
         name: name.to_owned(),
         reason,
     };
-    let mut chars = name.chars();
-    match chars.next() {
-        None => return Err(bad("the name is empty")),
-        Some(c) if !c.is_ascii_alphanumeric() => {
-            return Err(bad("it must start with a letter or a digit"));
-        }
-        _ => {}
+    if name.trim().is_empty() {
+        return Err(bad("the name is empty"));
     }
-    if !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
-        return Err(bad("only letters, digits, '_', '.' and '-' are allowed"));
+    if name.contains('/') || name.chars().any(char::is_control) {
+        return Err(bad("'/' and control characters are not allowed"));
+    }
+    if name == "." || name == ".." {
+        return Err(bad("'.' and '..' are not names"));
     }
     if name.len() > 128 {
         return Err(bad("it is longer than 128 characters"));
@@ -305,6 +321,7 @@ mod tests {
             bridge: String::new(),
             predefined: false,
             endpoints: BTreeMap::new(),
+            aux_addresses: BTreeMap::new(),
         }
     }
 
@@ -330,10 +347,10 @@ mod tests {
 
     #[test]
     fn names_as_docker_allows() {
-        for good in ["a", "my-net", "n_1.x", "9lives"] {
+        for good in ["a", "my-net", "n_1.x", "9lives", "test 01", "-x"] {
             validate_name(good).unwrap();
         }
-        for bad in ["", "-x", "a/b", "a b", "..", "ä"] {
+        for bad in ["", " ", "a/b", "a\nb", "..", "."] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
     }
@@ -356,6 +373,9 @@ mod tests {
                 aliases: vec!["w".into()],
                 requested_ip: false,
                 interface: "eth0".into(),
+                requested_mac: false,
+                link_local: Vec::new(),
+                driver_opts: BTreeMap::new(),
             },
         );
         state.networks.push(net.clone());

@@ -54,6 +54,13 @@ pub struct EndpointSettings {
     pub aliases: Vec<String>,
     #[serde(rename = "IPAMConfig", skip_serializing_if = "Option::is_none")]
     pub ipam_config: Option<EndpointIpamConfig>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub mac_address: String,
+    #[serde(
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub driver_opts: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -61,6 +68,12 @@ pub struct EndpointSettings {
 pub struct EndpointIpamConfig {
     #[serde(rename = "IPv4Address", skip_serializing_if = "String::is_empty")]
     pub ipv4_address: String,
+    #[serde(
+        rename = "LinkLocalIPs",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub link_local_ips: Vec<String>,
 }
 
 fn null_as_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
@@ -84,10 +97,37 @@ impl EndpointSettings {
                 )
             })?),
         };
+        let mac = match self.mac_address.as_str() {
+            "" => None,
+            mac => Some(kiln_network::parse_mac(mac).ok_or_else(|| {
+                invalid(
+                    "MAC address",
+                    mac,
+                    "expected six hex bytes such as 02:42:ac:11:00:02",
+                )
+            })?),
+        };
+        let link_local = self
+            .ipam_config
+            .iter()
+            .flat_map(|c| &c.link_local_ips)
+            .map(|ip| {
+                ip.parse().map_err(|_| {
+                    invalid(
+                        "link-local address",
+                        ip,
+                        "expected an IPv4 address (no IPv6 yet)",
+                    )
+                })
+            })
+            .collect::<Result<_>>()?;
         Ok(kiln_network::EndpointRequest {
             aliases: self.aliases.clone(),
             ip,
             first_interface: 0,
+            mac,
+            link_local,
+            driver_opts: self.driver_opts.clone(),
         })
     }
 }
@@ -665,6 +705,7 @@ mod tests {
         let bad = EndpointSettings {
             ipam_config: Some(EndpointIpamConfig {
                 ipv4_address: "10.1.0.300".into(),
+                ..EndpointIpamConfig::default()
             }),
             ..EndpointSettings::default()
         };

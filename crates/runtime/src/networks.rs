@@ -116,10 +116,21 @@ impl<H: Host> Runtime<H> {
                 for (network, endpoint) in networks.endpoints_of(&c.id)? {
                     let mut entry = empty(&network.id);
                     let addressing = network.addressing;
-                    if endpoint.requested_ip
-                        && let Some(ip) = endpoint.ip
-                    {
-                        entry["IPAMConfig"] = json!({ "IPv4Address": ip.to_string() });
+                    if endpoint.requested_ip || !endpoint.link_local.is_empty() {
+                        let mut ipam = json!({});
+                        if let (true, Some(ip)) = (endpoint.requested_ip, endpoint.ip) {
+                            ipam["IPv4Address"] = json!(ip.to_string());
+                        }
+                        if !endpoint.link_local.is_empty() {
+                            ipam["LinkLocalIPs"] = json!(endpoint.link_local);
+                        }
+                        entry["IPAMConfig"] = ipam;
+                    }
+                    if !endpoint.driver_opts.is_empty() {
+                        entry["DriverOpts"] = json!(endpoint.driver_opts);
+                    }
+                    if endpoint.requested_mac {
+                        entry["MacAddress"] = json!(endpoint.mac);
                     }
                     if !network.predefined {
                         // dockerd adds the short ID, which compose looks for.

@@ -43,10 +43,11 @@ pub fn request(args: &RunArgs, attached_stdin: bool) -> Result<ContainerCreateRe
             if args.ip.is_some() || !args.network_alias.is_empty() {
                 let settings = EndpointSettings {
                     aliases: args.network_alias.clone(),
-                    ipam_config: args
-                        .ip
-                        .clone()
-                        .map(|ip| EndpointIpamConfig { ipv4_address: ip }),
+                    ipam_config: args.ip.clone().map(|ip| EndpointIpamConfig {
+                        ipv4_address: ip,
+                        ..EndpointIpamConfig::default()
+                    }),
+                    ..EndpointSettings::default()
                 };
                 networking_config = Some(NetworkingConfig {
                     endpoints_config: [(name.to_owned(), settings)].into(),

@@ -33,6 +33,7 @@ pub fn network_command(store: &Store, command: NetworkCommand) -> Result<ExitCod
             ip_range,
             internal,
             labels,
+            aux_addresses,
         } => {
             let request = CreateRequest {
                 name,
@@ -48,6 +49,18 @@ pub fn network_command(store: &Store, command: NetworkCommand) -> Result<ExitCod
                         (k.to_owned(), v.to_owned())
                     })
                     .collect(),
+                aux_addresses: aux_addresses
+                    .iter()
+                    .map(|a| {
+                        let (name, ip) = a.split_once('=').ok_or_else(|| {
+                            anyhow::anyhow!("invalid --aux-address {a:?}: expected NAME=ADDRESS")
+                        })?;
+                        let ip = ip.parse().map_err(|_| {
+                            anyhow::anyhow!("invalid --aux-address {a:?}: not an IPv4 address")
+                        })?;
+                        Ok((name.to_owned(), ip))
+                    })
+                    .collect::<Result<_>>()?,
             };
             let network = networks.create(&request)?;
             writeln!(out, "{}", network.id)?;
@@ -114,7 +127,11 @@ pub fn network_command(store: &Store, command: NetworkCommand) -> Result<ExitCod
         } => {
             let settings = EndpointSettings {
                 aliases,
-                ipam_config: ip.map(|ip| EndpointIpamConfig { ipv4_address: ip }),
+                ipam_config: ip.map(|ip| EndpointIpamConfig {
+                    ipv4_address: ip,
+                    ..EndpointIpamConfig::default()
+                }),
+                ..EndpointSettings::default()
             };
             Runtime::new(store.clone())
                 .connect_network(&container, &network, &settings)
