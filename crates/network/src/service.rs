@@ -390,7 +390,7 @@ impl Networks {
         Ok(network)
     }
 
-    /// Removes all of a removed container's endpoints (and any host interface left of them).
+    /// Removes all of a removed container's endpoints, releasing their addresses.
     pub fn release_container(&self, container_id: &str) -> Result<()> {
         // The records as they are: removing a container that was on no network writes nothing.
         let lock = self.files.lock(true)?;
@@ -402,9 +402,10 @@ impl Networks {
         if released.is_empty() {
             return Ok(());
         }
-        for endpoint in &released {
-            netlink::delete_link(&host_interface(endpoint))?;
-        }
+        // No link to remove: a removed container is not running, and its pairs went with its
+        // namespace (the kernel removes them, asynchronously; an explicit removal would wait
+        // for an RCU grace period per link). A stale host end is removed before the next
+        // pair of that name is made.
         self.files.write(&lock, &state)
     }
 

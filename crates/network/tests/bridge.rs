@@ -146,11 +146,26 @@ fn containers_on_one_network_talk_and_networks_are_isolated() {
         .iter()
         .map(|(_, e)| kiln_network::host_interface(e))
         .collect();
+    // The containers end (their namespaces with them, and so their pairs), then are removed.
+    drop((a, b, c));
     for name in ['a', 'b', 'c'] {
         networks.release_container(&id(name)).unwrap();
     }
-    let links = netlink::link_names().unwrap();
-    assert!(!links.iter().any(|l| host_ends.contains(l)), "{links:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let links = netlink::link_names().unwrap();
+        if !links.iter().any(|l| l.starts_with("veth")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{links:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        !netlink::link_names()
+            .unwrap()
+            .iter()
+            .any(|l| host_ends.contains(l))
+    );
     networks.remove("front").unwrap();
     assert_eq!(networks.prune().unwrap(), ["back"]);
     let links = netlink::link_names().unwrap();
