@@ -43,8 +43,11 @@ pub enum NetworkError {
     NotConnected { container: String, network: String },
     #[error("network {network} does not support {what}")]
     Unsupported { network: String, what: &'static str },
-    #[error("bridge networks need root (this kiln runs as uid {0}); use the default network")]
-    NeedsRoot(u32),
+    #[error(
+        "bridge networks need root in the host's user namespace (this kiln is rootless): \
+         use the default network, none or host"
+    )]
+    NeedsRoot,
     /// A netlink request the kernel refused or could not be sent.
     #[error("{action}: {message}")]
     Netlink { action: String, message: String },
@@ -78,7 +81,7 @@ impl NetworkError {
             | NetworkError::Predefined { .. }
             | NetworkError::Unsupported { .. } => ErrorKind::InvalidArgument,
             NetworkError::NoFreeSubnet | NetworkError::Exhausted(_) => ErrorKind::Unavailable,
-            NetworkError::NeedsRoot(_) => ErrorKind::Unauthorized,
+            NetworkError::NeedsRoot => ErrorKind::Unauthorized,
             NetworkError::Netlink { .. }
             | NetworkError::Nftables { .. }
             | NetworkError::Io { .. }

@@ -27,6 +27,6 @@ pub use error::{NetworkError, Result};
 pub use ipam::{Addressing, Ipv4Net};
 pub use service::{
     CreateRequest, DEFAULT_BRIDGE, DEFAULT_BRIDGE_INTERFACE, EndpointRequest, Networks,
-    host_interface, parse_mac,
+    host_interface, parse_mac, privileged,
 };
 pub use state::{Driver, EndpointRecord, NetworkRecord};

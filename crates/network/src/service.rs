@@ -61,12 +61,18 @@ pub struct Networks {
     files: StateFiles,
 }
 
+/// Whether this kiln may make bridges, veth pairs and rules: root of the host's user
+/// namespace (rootless kiln is root of a user namespace of its own, whose network namespace
+/// it does not own).
+pub fn privileged() -> bool {
+    rustix::process::geteuid().is_root() && !kiln_store::in_user_namespace()
+}
+
 fn require_root() -> Result<()> {
-    let uid = rustix::process::geteuid();
-    if uid.is_root() {
+    if privileged() {
         Ok(())
     } else {
-        Err(NetworkError::NeedsRoot(uid.as_raw()))
+        Err(NetworkError::NeedsRoot)
     }
 }
 
@@ -301,6 +307,7 @@ impl Networks {
         container_name: &str,
         request: &EndpointRequest,
     ) -> Result<(NetworkRecord, EndpointRecord)> {
+        require_root()?;
         let (lock, mut state) = self.load(true)?;
         // The interface name: the lowest ethN the container does not use yet.
         let used: Vec<String> = state
@@ -551,4 +558,58 @@ fn attach(
         gateway: (default_route && !network.internal).then_some(addressing.gateway),
         netns_pid,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Eight processes' worth of concurrent connects (separate `Networks` over one store, as
+    /// separate kiln processes have): every address is handed out once, and each release makes
+    /// it free again. Records only; needs root only because connecting does.
+    #[test]
+    fn concurrent_allocation_never_repeats_an_address() {
+        assert!(privileged(), "connecting containers needs root");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    let networks = Networks::open(&root);
+                    (0..5)
+                        .map(|i| {
+                            let id = format!("{t}{i}").repeat(32);
+                            let (_, e) = networks
+                                .connect(DEFAULT_BRIDGE, &id, "c", &EndpointRequest::default())
+                                .unwrap();
+                            (e.ip.unwrap(), id)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<(Ipv4Addr, String)> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        all.sort();
+        let mut ips: Vec<Ipv4Addr> = all.iter().map(|(ip, _)| *ip).collect();
+        ips.dedup();
+        assert_eq!(ips.len(), 40, "an address was handed out twice");
+        assert_eq!(ips[0], Ipv4Addr::new(172, 17, 0, 2));
+        assert_eq!(ips[39], Ipv4Addr::new(172, 17, 0, 41));
+        // The holder of .5 goes: .5 is the next one given.
+        let networks = Networks::open(&root);
+        networks.release_container(&all[3].1).unwrap();
+        let (_, again) = networks
+            .connect(
+                DEFAULT_BRIDGE,
+                &"z".repeat(64),
+                "z",
+                &EndpointRequest::default(),
+            )
+            .unwrap();
+        assert_eq!(again.ip, Some(Ipv4Addr::new(172, 17, 0, 5)));
+    }
 }

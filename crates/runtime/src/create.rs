@@ -226,7 +226,7 @@ impl HostConfig {
             mode,
             networks: Vec::new(),
         };
-        let root = rustix::process::geteuid().is_root();
+        let root = kiln_network::privileged();
         let primary = match self.network_mode.as_deref().unwrap_or("") {
             "none" => return Ok(simple(NetworkMode::None)),
             "host" => return Ok(simple(NetworkMode::Host)),

@@ -37,7 +37,7 @@ pub fn request(args: &RunArgs, attached_stdin: bool) -> Result<ContainerCreateRe
         // bridge; rootless, the default network as before).
         Some(name)
             if !RUN_NETWORKS.contains(&name)
-                || (name == "bridge" && rustix::process::geteuid().is_root()) =>
+                || (name == "bridge" && kiln_network::privileged()) =>
         {
             host_config.network_mode = Some(name.to_owned());
             if args.ip.is_some() || !args.network_alias.is_empty() {
