@@ -150,13 +150,16 @@ fn upstream_servers(resolv_conf: &str) -> Vec<SocketAddr> {
 /// default bridge has no DNS, as Docker's). Returns whether a server was started.
 pub fn start(store_root: &Path, container_id: &str, netns_pid: u32) -> Result<bool> {
     let files = StateFiles::new(store_root);
-    let user_defined = {
+    let (user_defined, way_out) = {
         let lock = files.lock(false)?;
         let state = files.read(&lock)?;
-        state
-            .networks
-            .iter()
-            .any(|n| !n.predefined && n.endpoints.contains_key(container_id))
+        let mine = || {
+            state
+                .networks
+                .iter()
+                .filter(|n| n.endpoints.contains_key(container_id))
+        };
+        (mine().any(|n| !n.predefined), mine().any(|n| !n.internal))
     };
     if !user_defined {
         return Ok(false);
@@ -167,8 +170,13 @@ pub fn start(store_root: &Path, container_id: &str, netns_pid: u32) -> Result<bo
     })?;
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
         .map_err(|e| NetworkError::io(format!("/proc/{netns_pid}"))(e.into()))?;
-    let upstream =
-        upstream_servers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    // A container only on `--internal` networks has no way out, for names either (dockerd's
+    // resolver does not forward for internal networks either).
+    let upstream = if way_out {
+        upstream_servers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+    } else {
+        Vec::new()
+    };
     let server = Server {
         files,
         container_id: container_id.to_owned(),
