@@ -25,6 +25,7 @@ mod launch;
 mod lifecycle;
 pub mod logfile;
 pub mod mounts;
+mod network_request;
 mod networks;
 pub mod pty;
 mod signals;
