@@ -14,7 +14,7 @@ use crate::error::SandboxError;
 use crate::fork_window;
 use crate::network::{self, HelperConfig, UserModeNetwork};
 use crate::protocol::{INIT_MARKER, IdMap, InitRequest, StatusMessage};
-use crate::spec::{Mount, NetworkMode, ProcessSpec, SandboxSpec, Stdio};
+use crate::spec::{NetworkMode, ProcessSpec, SandboxSpec, Stdio};
 use crate::stubs::{Stub, remove_stubs};
 use crate::sys;
 
@@ -166,7 +166,7 @@ fn spawn_inner(
         NetworkMode::None | NetworkMode::Host | NetworkMode::Prepared => None,
     };
     let host_resolv = std::fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default();
-    let state_dir = prepare_state_dir(spec, &host_resolv)?;
+    let state_dir = crate::etc_files::prepare_state_dir(spec, &host_resolv)?;
     let go_ahead = match helper.is_some() || prepare.is_some() {
         true => {
             Some(rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| pipe_error(e.into()))?)
@@ -397,46 +397,6 @@ fn pipe_error(e: std::io::Error) -> SandboxError {
     SandboxError::io("create a pipe to the sandbox init")(e)
 }
 
-/// Creates the host-side scratch directory described in [`InitRequest::state_dir`].
-fn prepare_state_dir(
-    spec: &SandboxSpec,
-    host_resolv: &str,
-) -> Result<tempfile::TempDir, SandboxError> {
-    let dir = tempfile::Builder::new()
-        .prefix("kiln-sandbox-")
-        .tempdir()
-        .map_err(SandboxError::io("create the sandbox scratch directory"))?;
-    let create_dir = |name: &str| {
-        let path = dir.path().join(name);
-        std::fs::create_dir(&path).map_err(SandboxError::io(format!("create {}", path.display())))
-    };
-    create_dir("root")?;
-    // Only what this sandbox uses: each directory is an inode made and freed again on every
-    // start (on a busy ext4, a scan of its inode bitmap and, with online discard, a
-    // synchronous discard).
-    // The stand-in lower dir of an overlay that has an upper dir but no lower one.
-    if spec.lower_dirs.is_empty() {
-        create_dir("empty")?;
-    }
-    // Mount point of the sandbox's private tmpfs for file mounts (see `FileMount`).
-    if spec.mounts.iter().any(|m| matches!(m, Mount::File(_))) {
-        create_dir("files")?;
-    }
-    let hosts = network::hosts_file(spec.network, &spec.hostname, &spec.extra_hosts);
-    write_file(&dir.path().join("hosts"), hosts.as_bytes())?;
-    let resolv = if spec.dns.is_empty() {
-        network::resolv_conf(spec.network, host_resolv)
-    } else {
-        network::resolv_conf_with(&spec.dns, host_resolv)
-    };
-    write_file(&dir.path().join("resolv.conf"), resolv.as_bytes())?;
-    Ok(dir)
-}
-
-fn write_file(path: &Path, contents: &[u8]) -> Result<(), SandboxError> {
-    std::fs::write(path, contents).map_err(SandboxError::io(format!("write {}", path.display())))
-}
-
 impl SandboxChild {
     /// A process started in a running sandbox: no upper dir or scratch directory of its own.
     pub(crate) fn for_exec(child: Child) -> SandboxChild {
@@ -481,7 +441,7 @@ impl SandboxChild {
             target_pid: pid,
             userns: (!rustix::process::geteuid().is_root())
                 .then(|| PathBuf::from(format!("/proc/{pid}/ns/user"))),
-            disable_dns: network::host_dns_reachable(host_resolv),
+            disable_dns: crate::etc_files::host_dns_reachable(host_resolv),
             sandbox_helper: network::helper_sandbox_usable(Path::new(HOST_RESOLV_CONF)),
         };
         let log = self

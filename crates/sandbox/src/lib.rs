@@ -14,6 +14,7 @@ mod caps;
 mod cgroup;
 mod copy_root;
 mod error;
+mod etc_files;
 mod exec;
 mod fork_window;
 mod host;
