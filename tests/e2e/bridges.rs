@@ -601,3 +601,66 @@ fn names_aliases_and_short_ids_resolve_on_user_networks_but_not_on_the_default_b
         stdout(&out)
     );
 }
+
+#[test]
+fn kiln_check_finds_what_a_crash_left_of_networks() {
+    let k = Kiln::new();
+    let net = TestNet::new(&k);
+    net.ok(&["network", "create", "--subnet", "10.97.0.0/24", "crashy"]);
+    let id = net
+        .ok(&[
+            "create",
+            "--name",
+            "ghost",
+            "--network",
+            "crashy",
+            "--ip",
+            "10.97.0.9",
+            &k.base,
+            "true",
+        ])
+        .trim()
+        .to_owned();
+    // A removal that died after the container's record went, before its address was
+    // released.
+    std::fs::remove_dir_all(k.root.path().join("containers").join(&id)).unwrap();
+    let err = net.fails(&[
+        "create",
+        "--network",
+        "crashy",
+        "--ip",
+        "10.97.0.9",
+        &k.base,
+        "true",
+    ]);
+    assert!(err.contains("already in use"), "{err}");
+    // And a bridge no network names (another store's, or a crashed `network rm`'s).
+    net.host(&["ip", "link", "add", "kiln-0123456789", "type", "bridge"]);
+
+    let report = net.ok(&["check"]);
+    assert!(
+        report.contains("leftover: network crashy: endpoint of container ghost"),
+        "{report}"
+    );
+    assert!(
+        report.contains("leftover: bridge kiln-0123456789"),
+        "{report}"
+    );
+    let repaired = net.ok(&["check", "--repair"]);
+    assert!(
+        repaired.contains("ghost") && repaired.contains("(removed)"),
+        "{repaired}"
+    );
+    // The address is free again; the unknown bridge is only reported, never removed.
+    net.ok(&[
+        "create",
+        "--network",
+        "crashy",
+        "--ip",
+        "10.97.0.9",
+        &k.base,
+        "true",
+    ]);
+    assert!(net.links().contains(&"kiln-0123456789".to_owned()));
+    assert!(!net.ok(&["check"]).contains("ghost"));
+}

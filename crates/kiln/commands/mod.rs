@@ -10,6 +10,7 @@ mod flags;
 mod image_outputs;
 mod images;
 mod import;
+mod leftovers;
 mod pushing;
 mod registry;
 mod rootless;

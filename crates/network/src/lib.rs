@@ -26,7 +26,7 @@ pub mod state;
 pub use error::{NetworkError, Result};
 pub use ipam::{Addressing, Ipv4Net};
 pub use service::{
-    CreateRequest, DEFAULT_BRIDGE, DEFAULT_BRIDGE_INTERFACE, EndpointRequest, Networks,
+    CreateRequest, DEFAULT_BRIDGE, DEFAULT_BRIDGE_INTERFACE, EndpointRequest, Leftover, Networks,
     host_interface, parse_mac, privileged,
 };
 pub use state::{Driver, EndpointRecord, NetworkRecord};
