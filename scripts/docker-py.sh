@@ -5,8 +5,10 @@
 #   scripts/docker-py.sh [SUBSET] [-- PYTEST ARGS...]
 #
 # SUBSET: `images` (default: build, image, system and client tests), `containers` (the
-# container, exec and volume files) or `all` (every in-scope file; the network tests fail
-# until those operations land). A temp store and socket are used; the stand-in images
+# container, exec and volume files), `networks` (the network files) or `all` (every in-scope
+# file). With `containers`, `networks` and `all` (the subsets whose tests make networks) the
+# daemon runs in a network namespace of its own (`nsenter --net`), so the bridges and rules
+# they make stay off the machine's network. A temp store and socket are used; the stand-in images
 # (`busybox:latest`, `alpine:3.10`, `alpine:latest`, from Debian's busybox-static, with
 # alpine's `postgres` user and `/var/opt`) are made with kiln itself. Offline: tests that pull
 # from Docker Hub fail (docs/api.md lists them). Needs root, and `pip install docker==7.2.0
@@ -28,11 +30,13 @@ kiln=${KILN:-$here/target/debug/kiln}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/kiln-docker-py.XXXXXX")
 serve_pid=
+netns=
 cleanup() {
     [[ -n $serve_pid ]] && kill -TERM "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
     # Containers a test left behind run under supervisors that outlive the daemon: remove
     # them before their store goes.
     "$kiln" ps -aq 2>/dev/null | xargs -r "$kiln" rm -f >/dev/null 2>&1 || true
+    [[ -n $netns ]] && ip netns del "$netns" 2>/dev/null
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -52,7 +56,14 @@ DOCKERFILE
 "$kiln" build -q --network none -t alpine:3.10 -t alpine:latest "$work/alpine" >/dev/null
 
 socket=$work/kiln.sock
-"$kiln" serve --host "unix://$socket" 2>"$work/serve.log" &
+in_netns=()
+if [[ $subset == containers || $subset == networks || $subset == all ]]; then
+    netns=kiln-docker-py-$$
+    ip netns add "$netns"
+    ip -n "$netns" link set lo up
+    in_netns=(nsenter "--net=/run/netns/$netns")
+fi
+"${in_netns[@]}" "$kiln" serve --host "unix://$socket" 2>"$work/serve.log" &
 serve_pid=$!
 for _ in $(seq 100); do [[ -S $socket ]] && break; sleep 0.1; done
 
@@ -72,7 +83,10 @@ all)
            models_containers_test.py models_networks_test.py models_volumes_test.py
            models_resources_test.py context_api_test.py)
     ;;
-*) echo "docker-py.sh: unknown subset $subset (images, containers or all)" >&2; exit 2 ;;
+networks)
+    files=(api_network_test.py models_networks_test.py)
+    ;;
+*) echo "docker-py.sh: unknown subset $subset (images, containers, networks or all)" >&2; exit 2 ;;
 esac
 paths=()
 for f in "${files[@]}"; do paths+=("$suite/$f"); done

@@ -11,6 +11,7 @@ packages=(
   oci-image-tool   # validates image layouts against the OCI schemas
   iproute2         # `ip`, used by network tests
   slirp4netns      # user-mode networking: RUN's and `kiln run`'s default network
+  nftables         # `nft`: masquerade and isolation rules of bridge networks (kiln-network)
   zstd             # independent zstd decoder: checks zstd layers (gzip is always there)
   ca-certificates
   openssl          # test CAs, server/client certificates and token signing keys (registry auth tests)

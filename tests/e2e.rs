@@ -5,6 +5,7 @@
 mod e2e {
     mod add;
     mod attest;
+    mod bridges;
     mod build;
     mod cache_keys;
     mod cancel;

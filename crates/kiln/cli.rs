@@ -8,6 +8,10 @@ use clap::{Args, Parser, Subcommand};
 
 mod remote;
 pub use remote::RemoteOpts;
+mod network;
+mod volume;
+pub use network::NetworkCommand;
+pub use volume::VolumeCommand;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -171,6 +175,11 @@ pub enum Command {
         #[command(subcommand)]
         command: VolumeCommand,
     },
+    /// Manage networks
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
     /// Serve Docker's Engine API (v1.41) on a UNIX socket, for docker, docker-py and compose
     Serve(ServeArgs),
     /// Pull an image from a registry
@@ -226,41 +235,6 @@ pub enum Command {
         file: PathBuf,
         /// Name for the new image
         image: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum VolumeCommand {
-    /// Create a volume (an anonymous one without a name)
-    Create {
-        name: Option<String>,
-        /// Set metadata (KEY=VALUE)
-        #[arg(short, long = "label")]
-        labels: Vec<String>,
-    },
-    /// List volumes
-    Ls {
-        /// Only print volume names
-        #[arg(short, long)]
-        quiet: bool,
-    },
-    /// Show details of volumes as JSON
-    Inspect {
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
-    /// Remove volumes (not while a container uses them)
-    Rm {
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
-    /// Remove unused anonymous volumes (-a: unused named ones too)
-    Prune {
-        #[arg(short, long)]
-        all: bool,
-        /// Do not ask for confirmation
-        #[arg(short, long)]
-        force: bool,
     },
 }
 
@@ -555,10 +529,18 @@ pub struct RunArgs {
     /// User (name|uid[:group|gid])
     #[arg(short = 'u', long)]
     pub user: Option<String>,
-    /// Network: bridge (= default: private, NAT to the outside; needs slirp4netns), none or
-    /// host [default: bridge]
+    /// Network: default (private, NAT to the outside through slirp4netns), none, host,
+    /// bridge (as root the default bridge network, else the default), or the name of a
+    /// network made with `kiln network create` [default: default]
     #[arg(long)]
     pub network: Option<String>,
+    /// Address on the --network (a user-defined network)
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Another name of the container on the --network (a user-defined network); may be
+    /// repeated
+    #[arg(long = "network-alias", value_name = "ALIAS")]
+    pub network_alias: Vec<String>,
     /// Override the image's ENTRYPOINT
     #[arg(long)]
     pub entrypoint: Option<String>,

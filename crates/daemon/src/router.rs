@@ -263,6 +263,24 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
         (&Method::DELETE, ["volumes", name]) => {
             crate::volumes::remove(daemon, name, &req.query).await
         }
+        // Networks (crates/network through `networks.rs`).
+        (&Method::GET, ["networks"]) => crate::networks::list(daemon, &req.query).await,
+        (&Method::POST, ["networks", "create"]) => crate::networks::create(daemon, req).await,
+        (&Method::POST, ["networks", "prune"]) => crate::networks::prune(daemon, &req.query).await,
+        (&Method::GET, ["networks", id]) => crate::networks::inspect(daemon, id).await,
+        (&Method::DELETE, ["networks", id]) => crate::networks::remove(daemon, id).await,
+        (&Method::POST, ["networks", id, "connect"]) => {
+            crate::networks::connect(daemon, id, req, true).await
+        }
+        (&Method::POST, ["networks", id, "disconnect"]) => {
+            crate::networks::connect(daemon, id, req, false).await
+        }
+        // dockerd's answer while Swarm is inactive, which docker-py's network tests' teardown
+        // (`leave_swarm(force=True)`) takes as "nothing to leave"; other Swarm routes 404.
+        (&Method::POST, ["swarm", "leave"]) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This node is not part of a swarm",
+        )),
         (&Method::DELETE, ["containers", id]) => {
             crate::containers::remove(daemon, id, &req.query).await
         }

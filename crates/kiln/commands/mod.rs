@@ -10,6 +10,7 @@ mod flags;
 mod image_outputs;
 mod images;
 mod import;
+mod leftovers;
 mod pushing;
 mod registry;
 mod remote;
@@ -245,6 +246,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 message.as_deref(),
                 author.as_deref(),
             )
+        }
+        Command::Network { command } => {
+            containers::networks::network_command(&open_store(&cli.global)?, command)
         }
         Command::Volume { command } => {
             containers::volumes::volume_command(&open_store(&cli.global)?, command)

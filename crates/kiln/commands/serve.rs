@@ -52,6 +52,22 @@ pub fn serve(global: &GlobalOpts, args: &ServeArgs) -> Result<ExitCode> {
     }
     let (engine, rt) = Env::open(global)?.into_engine()?;
     let daemon = kiln_daemon::Daemon::new(engine);
+    // What a crash left of networks is looked for before serving: endpoints of removed
+    // containers are released (their addresses free again); bridges and rules no network of
+    // this store names are reported (another store may own them).
+    match super::leftovers::network_leftovers(daemon.store(), true) {
+        Ok(found) => {
+            for l in found {
+                let what = if l.repaired {
+                    "removed a leftover"
+                } else {
+                    "leftover"
+                };
+                eprintln!("kiln serve: {what}: {}: {}", l.object, l.problem);
+            }
+        }
+        Err(e) => eprintln!("kiln serve: WARNING: could not check networks for leftovers: {e:#}"),
+    }
     let options = kiln_daemon::Options {
         header_timeout: Duration::from_secs(args.header_timeout.max(1)),
         ..kiln_daemon::Options::default()

@@ -36,6 +36,11 @@ pub fn check(store: &Store, repair: bool) -> Result<ExitCode> {
         let fate = if f.repaired { " (removed)" } else { "" };
         println!("{what}: {}: {}{fate}", f.object, f.problem);
     }
+    for l in super::leftovers::network_leftovers(store, repair)? {
+        leftovers += 1;
+        let fate = if l.repaired { " (removed)" } else { "" };
+        println!("leftover: {}: {}{fate}", l.object, l.problem);
+    }
     println!(
         "checked {} blobs, {} image names, {} cache records, {} snapshots: {}",
         report.blobs,

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use kiln_image::HealthConfig;
 use kiln_images::{StoredImage, lower_dirs};
 use kiln_sandbox::{
-    Capabilities, ExtraHost, NetworkMode, ProcessSpec, ResourceLimits, SandboxSpec, SecurityOptions,
+    Capabilities, ExtraHost, ProcessSpec, ResourceLimits, SandboxSpec, SecurityOptions,
 };
 use kiln_store::{CONTAINER_SCHEMA_VERSION, ContainerRecord, ContainerState, RunConfig};
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,9 @@ use crate::error::{Result, RuntimeError};
 use crate::host::Host;
 use crate::lifecycle::Runtime;
 use crate::mounts::{ApiMount, MountRequest, create_mounts, from_api, parse_bind};
+pub use crate::network_request::{
+    EndpointIpamConfig, EndpointSettings, NetworkChoice, NetworkingConfig,
+};
 use crate::spec::ContainerSpec;
 
 /// PATH for a container whose image sets none (Docker's default).
@@ -34,6 +37,9 @@ pub struct ContainerCreateRequest {
     pub config: ContainerConfig,
     #[serde(default)]
     pub host_config: HostConfig,
+    /// The networks to connect at create, with their aliases and addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networking_config: Option<NetworkingConfig>,
 }
 
 /// The container's `Config`: what it runs. `None` and empty fields take the image's value.
@@ -107,7 +113,11 @@ pub struct HostConfig {
     pub uts_mode: String,
 }
 
-fn invalid(what: &'static str, value: impl ToString, reason: &'static str) -> RuntimeError {
+pub(crate) fn invalid(
+    what: &'static str,
+    value: impl ToString,
+    reason: &'static str,
+) -> RuntimeError {
     RuntimeError::Invalid {
         what,
         value: value.to_string(),
@@ -116,20 +126,6 @@ fn invalid(what: &'static str, value: impl ToString, reason: &'static str) -> Ru
 }
 
 impl HostConfig {
-    /// The network, as the sandbox names it.
-    pub fn network(&self) -> Result<NetworkMode> {
-        match self.network_mode.as_deref().unwrap_or("default") {
-            "default" | "bridge" => Ok(NetworkMode::Default),
-            "none" => Ok(NetworkMode::None),
-            "host" => Ok(NetworkMode::Host),
-            other => Err(invalid(
-                "network",
-                other,
-                "expected bridge, default, none or host",
-            )),
-        }
-    }
-
     /// The `/etc/hosts` entries `ExtraHosts` asks for.
     pub fn extra_hosts(&self) -> Result<Vec<ExtraHost>> {
         self.extra_hosts
@@ -292,10 +288,17 @@ impl<H: Host> Runtime<H> {
         // Everything is checked before anything is created.
         request.host_config.check_options()?;
         let requests = request.host_config.mount_requests()?;
-        let network = request.host_config.network()?;
+        let network = request
+            .host_config
+            .network_choice(request.networking_config.as_ref())?;
+        let endpoint_requests = network
+            .networks
+            .iter()
+            .map(|(name, settings)| Ok((name.clone(), settings.request()?)))
+            .collect::<Result<Vec<_>>>()?;
         let security = request.host_config.security_options()?;
         let resources = request.host_config.resource_limits()?;
-        let extra_hosts = request.host_config.extra_hosts()?;
+        let mut extra_hosts = request.host_config.extra_hosts()?;
         let process = process_spec(&request.config, img)?;
         let lowers = lower_dirs(&self.store, img.layers())?;
 
@@ -345,6 +348,38 @@ impl<H: Host> Runtime<H> {
             state: ContainerState::default(),
         };
         store.create_container(&mut record)?;
+        // Connected before anything else is made, so a taken address or a missing network
+        // fails the create with nothing left (the removal below releases what was connected).
+        let mut connected = Ok(());
+        let mut dns = Vec::new();
+        let networks = kiln_network::Networks::open(store.root());
+        for (i, (name, endpoint)) in endpoint_requests.iter().enumerate() {
+            match networks.connect(name, &id, &record.name, endpoint) {
+                Ok((network, endpoint)) => {
+                    // User-defined networks have the embedded DNS server (the default bridge
+                    // does not, as Docker's).
+                    if !network.predefined && dns.is_empty() {
+                        dns.push(kiln_network::dns::DNS_ADDRESS.into());
+                    }
+                    // Docker's /etc/hosts names the container on its first network's address.
+                    if let (0, Some(ip)) = (i, endpoint.ip) {
+                        extra_hosts.push(ExtraHost {
+                            name: hostname.clone(),
+                            address: ip.into(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    connected = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Err(e) = connected {
+            let _ = crate::lifecycle::remove_record(store, &record, true);
+            return Err(e.into());
+        }
+        let network = network.mode;
         let sandbox = SandboxSpec {
             lower_dirs: lowers,
             upper_dir: store.container_dir(&id).join("upper"),
@@ -355,6 +390,7 @@ impl<H: Host> Runtime<H> {
             security,
             resources,
             extra_hosts,
+            dns,
         };
         match self.prepare(&mut record, requests, img, sandbox, process) {
             Ok(()) => Ok(record),
@@ -423,7 +459,7 @@ mod tests {
         assert_eq!(r.config.entrypoint, Some(vec![String::new()]));
         assert!(r.config.tty && r.config.open_stdin && r.config.stdin_once);
         let h = &r.host_config;
-        assert_eq!(h.network().unwrap(), NetworkMode::None);
+        assert_eq!(h.network().unwrap(), kiln_sandbox::NetworkMode::None);
         assert!(h.auto_remove);
         let limits = h.resource_limits().unwrap();
         assert_eq!(limits.memory_bytes, Some(64 << 20));
@@ -495,10 +531,10 @@ mod tests {
         );
         assert!(
             bad(HostConfig {
-                network_mode: Some("slirp".into()),
+                network_mode: Some("container:web".into()),
                 ..base()
             })
-            .contains("slirp")
+            .contains("container:web")
         );
         assert!(!HostConfig::default().resource_limits().unwrap().any());
     }

@@ -23,6 +23,8 @@ pub enum RuntimeError {
     #[error(transparent)]
     Sandbox(#[from] kiln_sandbox::SandboxError),
     #[error(transparent)]
+    Network(#[from] kiln_network::NetworkError),
+    #[error(transparent)]
     Image(#[from] kiln_images::ImageError),
     #[error(transparent)]
     Layer(#[from] kiln_layer::LayerError),
@@ -81,6 +83,7 @@ impl RuntimeError {
             RuntimeError::State { source, .. } => source.kind(),
             RuntimeError::Store(e) => e.kind(),
             RuntimeError::Sandbox(e) => e.kind(),
+            RuntimeError::Network(e) => e.kind(),
             RuntimeError::Image(e) => e.kind(),
             RuntimeError::Layer(e) => e.kind(),
             RuntimeError::Invalid { .. }

@@ -89,6 +89,7 @@ impl<H: Host> Runtime<H> {
                 "Healthcheck": c.config.healthcheck,
             },
             "HostConfig": { "AutoRemove": c.auto_remove },
+            "NetworkSettings": self.network_settings(&c)?,
         }))
     }
 }

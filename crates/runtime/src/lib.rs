@@ -26,6 +26,8 @@ mod launch;
 mod lifecycle;
 pub mod logfile;
 pub mod mounts;
+mod network_request;
+mod networks;
 pub mod pty;
 mod signals;
 mod spec;
@@ -34,7 +36,10 @@ pub mod supervisor;
 
 pub use attach::{AttachRequest, AttachStream, StreamType};
 pub use commit::CommitOptions;
-pub use create::{ContainerConfig, ContainerCreateRequest, HostConfig};
+pub use create::{
+    ContainerConfig, ContainerCreateRequest, EndpointIpamConfig, EndpointSettings, HostConfig,
+    NetworkChoice, NetworkingConfig,
+};
 pub use error::{Result, RuntimeError};
 pub use exec::{Exec, ExecConfig, ExecRecord};
 pub use host::{BeforeStart, Host, SystemHost};

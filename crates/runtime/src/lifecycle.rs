@@ -236,6 +236,8 @@ pub(crate) fn remove_record(store: &Store, c: &ContainerRecord, volumes: bool) -
         Ok(()) | Err(ContainerError::NoSuchContainer(_)) => {}
         Err(e) => return Err(e.into()),
     }
+    // Its addresses go back to their networks (its interfaces went with its namespace).
+    kiln_network::Networks::open(store.root()).release_container(&c.id)?;
     if volumes {
         remove_anonymous_volumes(store, c)?;
     }

@@ -248,7 +248,7 @@ pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
             .wait_timeout_while(accepted, ATTACH_LIMIT, |n| *n == 0);
     }
 
-    let started = start_sandbox(&spec, &record, &log, &streams);
+    let started = start_sandbox(store, &spec, &record, &log, &streams);
     let (child, copiers) = match started {
         Ok(started) => started,
         Err(e) => {
@@ -358,9 +358,43 @@ fn copier(
     })
 }
 
+/// Spawns the sandbox; on bridge networks its namespace is connected to each of the
+/// container's networks before the process runs.
+fn spawn_sandbox(
+    store: &Store,
+    spec: &ContainerSpec,
+    record: &ContainerRecord,
+    stdio: kiln_sandbox::Stdio,
+) -> Result<kiln_sandbox::SandboxChild> {
+    let networks = kiln_network::Networks::open(store.root());
+    // Bridge networks, and the default network of a container connected to some since.
+    let connect = match spec.sandbox.network {
+        kiln_sandbox::NetworkMode::Prepared => true,
+        kiln_sandbox::NetworkMode::Default => !networks.endpoints_of(&record.id)?.is_empty(),
+        _ => false,
+    };
+    if !connect {
+        return Ok(kiln_sandbox::spawn(&spec.sandbox, &spec.process, stdio)?);
+    }
+    let mut attach = |pid: u32| {
+        networks
+            .attach_container(&record.id, pid)
+            .and_then(|()| kiln_network::dns::start(store.root(), &record.id, pid))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    Ok(kiln_sandbox::spawn_prepared(
+        &spec.sandbox,
+        &spec.process,
+        stdio,
+        &mut attach,
+    )?)
+}
+
 /// Starts the sandbox: stdout and stderr into pipes (stdin too when it is open), or one pty
 /// with `-t`.
 fn start_sandbox(
+    store: &Store,
     spec: &ContainerSpec,
     record: &ContainerRecord,
     log: &LogWriter,
@@ -368,7 +402,7 @@ fn start_sandbox(
 ) -> Result<(kiln_sandbox::SandboxChild, Copiers)> {
     if record.config.tty {
         let pty = Pty::open()?;
-        let child = kiln_sandbox::spawn(&spec.sandbox, &spec.process, pty.stdio()?)?;
+        let child = spawn_sandbox(store, spec, record, pty.stdio()?)?;
         // Only the sandbox holds the slave now, so the copier sees EIO when it exits.
         let Pty { master, slave } = pty;
         drop(slave);
@@ -395,7 +429,7 @@ fn start_sandbox(
         stdout: Stdio::piped(),
         stderr: Stdio::piped(),
     };
-    let mut child = kiln_sandbox::spawn(&spec.sandbox, &spec.process, stdio)?;
+    let mut child = spawn_sandbox(store, spec, record, stdio)?;
     if let Some(stdin) = child.take_stdin() {
         *streams.stdin.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(stdin));
     }

@@ -14,7 +14,7 @@ use crate::error::SandboxError;
 use crate::fork_window;
 use crate::network::{self, HelperConfig, UserModeNetwork};
 use crate::protocol::{INIT_MARKER, IdMap, InitRequest, StatusMessage};
-use crate::spec::{Mount, NetworkMode, ProcessSpec, SandboxSpec, Stdio};
+use crate::spec::{NetworkMode, ProcessSpec, SandboxSpec, Stdio};
 use crate::stubs::{Stub, remove_stubs};
 use crate::sys;
 
@@ -109,6 +109,44 @@ pub fn spawn(
     process: &ProcessSpec,
     stdio: Stdio,
 ) -> Result<SandboxChild, SandboxError> {
+    spawn_inner(spec, process, stdio, None)
+}
+
+/// How a [`NetworkMode::Prepared`] sandbox's namespace is connected: called with the pid of a
+/// process in the new network namespace (the outer init), before anything runs in it. An
+/// error stops the sandbox with that message.
+pub type PrepareNetwork<'a> = &'a mut dyn FnMut(u32) -> Result<(), String>;
+
+/// [`spawn`] for a sandbox whose network the caller connects: `prepare` runs once the network
+/// namespace exists and before the process starts — with [`NetworkMode::Default`] after
+/// slirp4netns configured `eth0` (the caller adds more interfaces), with
+/// [`NetworkMode::Prepared`] on a namespace with loopback only.
+pub fn spawn_prepared(
+    spec: &SandboxSpec,
+    process: &ProcessSpec,
+    stdio: Stdio,
+    prepare: PrepareNetwork<'_>,
+) -> Result<SandboxChild, SandboxError> {
+    if !matches!(spec.network, NetworkMode::Prepared | NetworkMode::Default) {
+        return Err(SandboxError::InvalidSpec(format!(
+            "a network callback was given for network mode {}",
+            spec.network.name()
+        )));
+    }
+    spawn_inner(spec, process, stdio, Some(prepare))
+}
+
+fn spawn_inner(
+    spec: &SandboxSpec,
+    process: &ProcessSpec,
+    stdio: Stdio,
+    mut prepare: Option<PrepareNetwork<'_>>,
+) -> Result<SandboxChild, SandboxError> {
+    if spec.network == NetworkMode::Prepared && prepare.is_none() {
+        return Err(SandboxError::InvalidSpec(
+            "a prepared network needs the caller's callback (spawn_prepared)".into(),
+        ));
+    }
     if process.args.is_empty() {
         return Err(SandboxError::InvalidSpec(
             "the command line is empty".into(),
@@ -125,15 +163,15 @@ pub fn spawn(
     // Before anything starts: a missing helper is the caller's to handle (see `network_helper`).
     let helper = match spec.network {
         NetworkMode::Default => Some(network::find_helper()?),
-        NetworkMode::None | NetworkMode::Host => None,
+        NetworkMode::None | NetworkMode::Host | NetworkMode::Prepared => None,
     };
     let host_resolv = std::fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default();
-    let state_dir = prepare_state_dir(spec, &host_resolv)?;
-    let go_ahead = match helper {
-        Some(_) => {
+    let state_dir = crate::etc_files::prepare_state_dir(spec, &host_resolv)?;
+    let go_ahead = match helper.is_some() || prepare.is_some() {
+        true => {
             Some(rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| pipe_error(e.into()))?)
         }
-        None => None,
+        false => None,
     };
     let cgroup = if spec.resources.any() {
         let name = state_dir
@@ -192,24 +230,25 @@ pub fn spawn(
     }
     // A write error means the init already died; its status tells why.
     let _ = std::fs::File::from(spec_write).write_all(&request);
-    let network = match (helper.as_deref(), go_ahead.take()) {
-        (Some(program), Some(go_ahead)) => Some(NetworkStart {
-            program,
-            go_ahead,
-            host_resolv: &host_resolv,
-        }),
-        _ => None,
-    };
+    let network = go_ahead.take().map(|go_ahead| NetworkStart {
+        helper: helper
+            .as_deref()
+            .map(|program| (program, host_resolv.as_str())),
+        prepare: prepare.take(),
+        go_ahead,
+    });
     read_status(&mut sandbox, status_read, network)?;
     Ok(sandbox)
 }
 
 /// What the host needs to connect the sandbox's default network once the init reports its
 /// namespace.
-pub(crate) struct NetworkStart<'a> {
-    program: &'a Path,
+pub(crate) struct NetworkStart<'a, 'p> {
+    /// slirp4netns (the default network) and the host's resolv.conf.
+    helper: Option<(&'a Path, &'a str)>,
+    /// The caller's callback, after the helper if there is one.
+    prepare: Option<PrepareNetwork<'p>>,
     go_ahead: OwnedFd,
-    host_resolv: &'a str,
 }
 
 /// Reads the init's (or exec helper's) reports until the pipe closes: Ok once the process was
@@ -217,7 +256,7 @@ pub(crate) struct NetworkStart<'a> {
 pub(crate) fn read_status(
     sandbox: &mut SandboxChild,
     status_read: OwnedFd,
-    mut network: Option<NetworkStart<'_>>,
+    mut network: Option<NetworkStart<'_, '_>>,
 ) -> Result<(), SandboxError> {
     let mut exec_reached = false;
     let mut failure = None;
@@ -233,7 +272,19 @@ pub(crate) fn read_status(
                         "the init created a network namespace it was not asked for".into(),
                     ));
                 };
-                sandbox.connect_network(start.program, start.host_resolv, start.go_ahead)?;
+                if let Some((program, host_resolv)) = start.helper {
+                    sandbox.connect_network(program, host_resolv)?;
+                }
+                // On failure the go-ahead pipe closes unwritten: the init stops with a setup
+                // error, and this one is what the caller sees.
+                if let Some(prepare) = start.prepare {
+                    prepare(sandbox.child.id()).map_err(SandboxError::NetworkSetup)?;
+                }
+                std::fs::File::from(start.go_ahead)
+                    .write_all(b"1")
+                    .map_err(SandboxError::io(
+                        "signal the sandbox init that the network is up",
+                    ))?;
             }
             StatusMessage::Exec => exec_reached = true,
             StatusMessage::Started => {}
@@ -346,42 +397,6 @@ fn pipe_error(e: std::io::Error) -> SandboxError {
     SandboxError::io("create a pipe to the sandbox init")(e)
 }
 
-/// Creates the host-side scratch directory described in [`InitRequest::state_dir`].
-fn prepare_state_dir(
-    spec: &SandboxSpec,
-    host_resolv: &str,
-) -> Result<tempfile::TempDir, SandboxError> {
-    let dir = tempfile::Builder::new()
-        .prefix("kiln-sandbox-")
-        .tempdir()
-        .map_err(SandboxError::io("create the sandbox scratch directory"))?;
-    let create_dir = |name: &str| {
-        let path = dir.path().join(name);
-        std::fs::create_dir(&path).map_err(SandboxError::io(format!("create {}", path.display())))
-    };
-    create_dir("root")?;
-    // Only what this sandbox uses: each directory is an inode made and freed again on every
-    // start (on a busy ext4, a scan of its inode bitmap and, with online discard, a
-    // synchronous discard).
-    // The stand-in lower dir of an overlay that has an upper dir but no lower one.
-    if spec.lower_dirs.is_empty() {
-        create_dir("empty")?;
-    }
-    // Mount point of the sandbox's private tmpfs for file mounts (see `FileMount`).
-    if spec.mounts.iter().any(|m| matches!(m, Mount::File(_))) {
-        create_dir("files")?;
-    }
-    let hosts = network::hosts_file(spec.network, &spec.hostname, &spec.extra_hosts);
-    write_file(&dir.path().join("hosts"), hosts.as_bytes())?;
-    let resolv = network::resolv_conf(spec.network, host_resolv);
-    write_file(&dir.path().join("resolv.conf"), resolv.as_bytes())?;
-    Ok(dir)
-}
-
-fn write_file(path: &Path, contents: &[u8]) -> Result<(), SandboxError> {
-    std::fs::write(path, contents).map_err(SandboxError::io(format!("write {}", path.display())))
-}
-
 impl SandboxChild {
     /// A process started in a running sandbox: no upper dir or scratch directory of its own.
     pub(crate) fn for_exec(child: Child) -> SandboxChild {
@@ -418,19 +433,15 @@ impl SandboxChild {
             })
     }
 
-    /// Starts slirp4netns for the init's new network namespace, then lets the init go on.
-    fn connect_network(
-        &mut self,
-        program: &Path,
-        host_resolv: &str,
-        go_ahead: rustix::fd::OwnedFd,
-    ) -> Result<(), SandboxError> {
+    /// Starts slirp4netns for the init's new network namespace (the caller then lets the init
+    /// go on).
+    fn connect_network(&mut self, program: &Path, host_resolv: &str) -> Result<(), SandboxError> {
         let pid = self.child.id();
         let config = HelperConfig {
             target_pid: pid,
             userns: (!rustix::process::geteuid().is_root())
                 .then(|| PathBuf::from(format!("/proc/{pid}/ns/user"))),
-            disable_dns: network::host_dns_reachable(host_resolv),
+            disable_dns: crate::etc_files::host_dns_reachable(host_resolv),
             sandbox_helper: network::helper_sandbox_usable(Path::new(HOST_RESOLV_CONF)),
         };
         let log = self
@@ -438,13 +449,8 @@ impl SandboxChild {
             .as_ref()
             .map(|d| d.path().join("slirp4netns.log"))
             .ok_or_else(|| SandboxError::Protocol("the sandbox has ended".into()))?;
-        // On failure the go-ahead pipe closes unwritten: the init stops with a setup error.
         self.network = Some(UserModeNetwork::start(program, &config, &log)?);
-        std::fs::File::from(go_ahead)
-            .write_all(b"1")
-            .map_err(SandboxError::io(
-                "signal the sandbox init that the network is up",
-            ))
+        Ok(())
     }
 
     /// The pid (in the caller's namespace) of the sandbox's outer init process.
@@ -582,6 +588,7 @@ mod tests {
             security: Default::default(),
             resources: Default::default(),
             extra_hosts: Vec::new(),
+            dns: Vec::new(),
         };
         let process = ProcessSpec {
             args: vec![],

@@ -11,8 +11,6 @@
 //! configured (`--ready-fd`), writes one byte on the go-ahead pipe the init waits on. The host
 //! keeps the write end of slirp4netns' `--exit-fd` pipe; closing it (when the sandbox ends, or
 //! when kiln dies and the kernel closes it) makes slirp4netns exit, so none outlives its sandbox.
-//!
-//! This module also writes the sandbox's `/etc/hosts` and `/etc/resolv.conf` for every mode.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -25,7 +23,6 @@ use rustix::pipe::PipeFlags;
 
 use crate::error::{InitFailure, SandboxError};
 use crate::fork_window;
-use crate::spec::{ExtraHost, NetworkMode};
 use crate::sys;
 
 /// The user-mode networking program and the Debian package that has it.
@@ -36,8 +33,6 @@ pub const HELPER_PACKAGE: &str = "slirp4netns";
 const INTERFACE: &str = "eth0";
 /// slirp4netns' fixed addresses in its default 10.0.2.0/24 network.
 pub const SANDBOX_ADDRESS: &str = "10.0.2.100";
-/// slirp4netns' built-in DNS forwarder (to the host's resolver).
-const SLIRP_DNS: &str = "10.0.2.3";
 /// The largest MTU slirp4netns takes short of its maximum, as rootless Podman and RootlessKit
 /// use: far fewer packets through the user-mode stack than with 1500.
 const MTU: u32 = 65520;
@@ -267,162 +262,9 @@ pub(crate) fn await_go_ahead(fd: i32) -> Result<(), InitFailure> {
     }
 }
 
-/// The nameservers of a resolv.conf that a sandbox with its own network can reach: all but the
-/// loopback ones (127.0.0.0/8, ::1), which are the sandbox's own loopback there. Docker filters
-/// the host's resolv.conf the same way for its bridge network.
-fn reachable_nameservers(host_resolv: &str) -> Vec<&str> {
-    host_resolv
-        .lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            (words.next() == Some("nameserver")).then(|| words.next())?
-        })
-        .filter(|server| !is_loopback(server))
-        .collect()
-}
-
-fn is_loopback(address: &str) -> bool {
-    // An IPv6 nameserver may carry a zone (`fe80::1%eth0`).
-    let address = address.split('%').next().unwrap_or(address);
-    address
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Whether the default network's sandbox can use the host's nameservers directly (some are
-/// not on loopback). Otherwise it asks slirp4netns' forwarder.
-pub(crate) fn host_dns_reachable(host_resolv: &str) -> bool {
-    !reachable_nameservers(host_resolv).is_empty()
-}
-
-/// The sandbox's /etc/resolv.conf. `host_resolv` is the host's.
-///
-/// - `Host`: the host's, unchanged (same network).
-/// - `None`: no nameserver at all, so lookups fail at once (the resolver's fallback, 127.0.0.1,
-///   refuses) instead of timing out.
-/// - `Default`: the host's with loopback nameservers removed (as Docker does); if none remain,
-///   slirp4netns' forwarder at 10.0.2.3, which passes queries to the host's resolver.
-pub(crate) fn resolv_conf(mode: NetworkMode, host_resolv: &str) -> String {
-    match mode {
-        NetworkMode::Host => host_resolv.to_string(),
-        NetworkMode::None => "# kiln: this sandbox has no network\n".to_string(),
-        NetworkMode::Default => {
-            let mut out = String::from("# kiln: the host's resolver settings for the sandbox\n");
-            let nameservers = reachable_nameservers(host_resolv);
-            for line in host_resolv.lines() {
-                let keyword = line.split_whitespace().next();
-                if matches!(keyword, Some("search" | "domain" | "options")) {
-                    out.push_str(line.trim_end());
-                    out.push('\n');
-                }
-            }
-            if nameservers.is_empty() {
-                out.push_str(&format!("nameserver {SLIRP_DNS}\n"));
-            }
-            for server in nameservers {
-                out.push_str(&format!("nameserver {server}\n"));
-            }
-            out
-        }
-    }
-}
-
-/// The sandbox's /etc/hosts, in Docker's layout: localhost and the IPv6 names, the
-/// `--add-host` entries, then the hostname on the sandbox's own address (its interface's with
-/// the default network, loopback otherwise).
-pub(crate) fn hosts_file(mode: NetworkMode, hostname: &str, extra: &[ExtraHost]) -> String {
-    let mut hosts = String::from(
-        "127.0.0.1\tlocalhost\n\
-         ::1\tlocalhost ip6-localhost ip6-loopback\n\
-         fe00::0\tip6-localnet\n\
-         ff00::0\tip6-mcastprefix\n\
-         ff02::1\tip6-allnodes\n\
-         ff02::2\tip6-allrouters\n",
-    );
-    for host in extra {
-        hosts.push_str(&format!("{}\t{}\n", host.address, host.name));
-    }
-    if !hostname.is_empty() && hostname != "localhost" {
-        let address = match mode {
-            NetworkMode::Default => SANDBOX_ADDRESS,
-            NetworkMode::None | NetworkMode::Host => "127.0.0.1",
-        };
-        hosts.push_str(&format!("{address}\t{hostname}\n"));
-    }
-    hosts
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const SYSTEMD_RESOLVED: &str =
-        "# managed\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch corp.example\n";
-    const MIXED: &str =
-        "nameserver 127.0.0.1\nnameserver ::1\nnameserver 192.0.2.53\nnameserver 2001:db8::53\n";
-
-    #[test]
-    fn loopback_nameservers_are_dropped_and_slirp_forwards_when_none_remain() {
-        let conf = resolv_conf(NetworkMode::Default, SYSTEMD_RESOLVED);
-        assert!(conf.contains("nameserver 10.0.2.3\n"), "{conf}");
-        assert!(!conf.contains("127.0.0.53"), "{conf}");
-        assert!(conf.contains("options edns0 trust-ad\n"), "{conf}");
-        assert!(conf.contains("search corp.example\n"), "{conf}");
-        assert!(!host_dns_reachable(SYSTEMD_RESOLVED));
-
-        let conf = resolv_conf(NetworkMode::Default, MIXED);
-        let servers: Vec<&str> = conf
-            .lines()
-            .filter_map(|l| l.strip_prefix("nameserver "))
-            .collect();
-        assert_eq!(servers, ["192.0.2.53", "2001:db8::53"]);
-        assert!(host_dns_reachable(MIXED));
-    }
-
-    #[test]
-    fn resolv_conf_of_none_has_no_nameserver_and_host_is_unchanged() {
-        assert!(!resolv_conf(NetworkMode::None, MIXED).contains("nameserver"));
-        assert_eq!(resolv_conf(NetworkMode::Host, MIXED), MIXED);
-        // An empty host file leaves the default network with slirp's forwarder.
-        assert!(resolv_conf(NetworkMode::Default, "").contains("nameserver 10.0.2.3"));
-    }
-
-    #[test]
-    fn scoped_ipv6_loopback_and_garbage_lines() {
-        assert!(is_loopback("::1"));
-        assert!(is_loopback("127.1.2.3"));
-        assert!(!is_loopback("fe80::1%eth0"));
-        assert!(!is_loopback("not-an-address"));
-        assert_eq!(
-            reachable_nameservers("nameserver\nnameserverx 1.1.1.1\n nameserver 9.9.9.9 \n"),
-            ["9.9.9.9"]
-        );
-    }
-
-    #[test]
-    fn hosts_names_the_hostname_on_the_sandbox_address() {
-        let hosts = hosts_file(NetworkMode::Default, "builder", &[]);
-        assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"), "{hosts}");
-        assert!(hosts.contains("ff02::2\tip6-allrouters\n"), "{hosts}");
-        assert!(hosts.ends_with("10.0.2.100\tbuilder\n"), "{hosts}");
-        assert!(hosts_file(NetworkMode::None, "builder", &[]).ends_with("127.0.0.1\tbuilder\n"));
-        assert!(hosts_file(NetworkMode::Host, "builder", &[]).ends_with("127.0.0.1\tbuilder\n"));
-        assert!(!hosts_file(NetworkMode::Default, "", &[]).contains("10.0.2.100"));
-        assert!(!hosts_file(NetworkMode::None, "localhost", &[]).contains("\tlocalhost\n127"));
-    }
-
-    #[test]
-    fn add_host_entries_come_before_the_hostname_in_order() {
-        let extra = [
-            ExtraHost::parse("db:10.1.2.3").unwrap(),
-            ExtraHost::parse("v6:::1").unwrap(),
-        ];
-        let hosts = hosts_file(NetworkMode::None, "builder", &extra);
-        assert!(
-            hosts.ends_with("ff02::2\tip6-allrouters\n10.1.2.3\tdb\n::1\tv6\n127.0.0.1\tbuilder\n"),
-            "{hosts}"
-        );
-    }
 
     #[test]
     fn helper_command_line() {

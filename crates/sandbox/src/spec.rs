@@ -31,6 +31,10 @@ pub struct SandboxSpec {
     /// Extra `/etc/hosts` entries (`--add-host`), written after the standard ones in order.
     #[serde(default)]
     pub extra_hosts: Vec<ExtraHost>,
+    /// Nameservers for `/etc/resolv.conf` instead of the host's (a bridge network's embedded
+    /// DNS server); the host's `search` and `options` lines are kept.
+    #[serde(default)]
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 /// One `--add-host NAME:ADDRESS` entry of a sandbox's `/etc/hosts`.
@@ -194,6 +198,10 @@ pub enum NetworkMode {
     /// what the host reaches through user-mode NAT (slirp4netns), except the host's loopback.
     /// Needs `slirp4netns` installed ([`crate::network_helper`] tells whether it is).
     Default,
+    /// A fresh network namespace with loopback only, which the caller connects (the callback
+    /// of [`crate::spawn_prepared`]: a bridge network's veth pair) before the process runs.
+    /// The sandbox knows nothing of what is attached.
+    Prepared,
 }
 
 impl NetworkMode {
@@ -203,6 +211,7 @@ impl NetworkMode {
             NetworkMode::None => "none",
             NetworkMode::Host => "host",
             NetworkMode::Default => "default",
+            NetworkMode::Prepared => "prepared",
         }
     }
 }

@@ -90,6 +90,7 @@ fn spec(lowers: &[&Path], scratch: &Scratch, network: NetworkMode) -> SandboxSpe
         security: Default::default(),
         resources: Default::default(),
         extra_hosts: Vec::new(),
+        dns: Vec::new(),
     }
 }
 

@@ -166,6 +166,7 @@ impl StageBuilder<'_> {
             security: Default::default(),
             resources: Default::default(),
             extra_hosts: self.req.extra_hosts.clone(),
+            dns: Vec::new(),
         };
         // Secrets exposed as variables reach the process only, never the image's config.
         let mut env = state.process_env();

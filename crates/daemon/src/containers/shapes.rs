@@ -130,24 +130,33 @@ fn summary(c: &ContainerRecord) -> Value {
 pub async fn inspect(daemon: Arc<Daemon>, id: &str) -> Result<Response<Body>, ApiError> {
     let rt = runtime(&daemon);
     let query = id.to_owned();
-    let (record, mut value, spec) = blocking(id, move || {
+    let (record, mut value, spec, mode) = blocking(id, move || {
         let record = rt.container(&query)?;
         let value = rt.inspect(&record.id)?;
         // A container whose spec cannot be read is still inspected, with defaults.
         let spec = ContainerSpec::read(&rt.store, &record.id).ok();
-        Ok((record, value, spec))
+        let mode = rt.network_mode_name(&record).ok();
+        Ok((record, value, spec, mode))
     })
     .await?;
-    complete(&daemon, &record, &mut value, spec.as_ref());
+    complete(&daemon, &record, &mut value, spec.as_ref(), mode);
     Ok(stream::json(StatusCode::OK, &value))
 }
 
 /// Adds dockerd's fields the runtime's object does not have.
-fn complete(daemon: &Daemon, c: &ContainerRecord, v: &mut Value, spec: Option<&ContainerSpec>) {
+fn complete(
+    daemon: &Daemon,
+    c: &ContainerRecord,
+    v: &mut Value,
+    spec: Option<&ContainerSpec>,
+    network_mode: Option<String>,
+) {
     let dir = daemon.store().container_dir(&c.id);
-    let network = spec.map_or("default", |s| s.sandbox.network.name());
+    // The runtime's `NetworkSettings` stays; the mode is the bridge network's name for one
+    // on bridge networks, and `bridge` for the default network, as the docker CLI expects.
+    let network = network_mode.unwrap_or_else(|| "default".into());
     let network = if network == "default" {
-        "bridge"
+        "bridge".to_owned()
     } else {
         network
     };
@@ -189,18 +198,6 @@ fn complete(daemon: &Daemon, c: &ContainerRecord, v: &mut Value, spec: Option<&C
                 "UpperDir": dir.join("upper"),
                 "WorkDir": dir.join("work"),
             },
-        }),
-    );
-    set(
-        obj,
-        "NetworkSettings",
-        json!({
-            "Bridge": "", "SandboxID": "", "HairpinMode": false,
-            "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "Ports": {},
-            "SandboxKey": "", "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null,
-            "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-            "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
-            "Networks": {},
         }),
     );
     set(

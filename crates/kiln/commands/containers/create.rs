@@ -18,9 +18,15 @@ use crate::render::ProgressPrinter;
 pub fn create(env: &Env, args: &RunArgs, attached_stdin: bool) -> Result<ContainerRecord> {
     // Flags are checked before anything is pulled or created.
     let mut request = request(args, attached_stdin)?;
-    // The default network falls back to none (with a warning) where slirp4netns is missing.
-    let network = choose_network(args.network.as_deref(), RUN_NETWORKS)?;
-    request.host_config.network_mode = Some(network.name().to_owned());
+    // A bridge network (`bridge` as root is the real default bridge; rootless, the default
+    // network as before) is the runtime's to connect; the others are decided here, where the
+    // default network falls back to none (with a warning) when slirp4netns is missing.
+    let bridge = matches!(args.network.as_deref(), Some(name)
+        if !RUN_NETWORKS.contains(&name) || (name == "bridge" && kiln_network::privileged()));
+    if !bridge {
+        let network = choose_network(args.network.as_deref(), RUN_NETWORKS)?;
+        request.host_config.network_mode = Some(network.name().to_owned());
+    }
     request.host_config.mount_requests()?;
     request.host_config.security_options()?;
     request.host_config.extra_hosts()?;

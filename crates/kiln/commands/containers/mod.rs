@@ -6,6 +6,7 @@
 pub mod attach;
 mod commit;
 pub mod create;
+pub mod networks;
 pub mod request;
 pub mod run;
 pub mod terminal;

@@ -3,7 +3,10 @@
 //! of `POST /containers/create`: the runtime's own type, so both paths mean the same thing).
 
 use anyhow::Result;
-use kiln_runtime::{ContainerConfig, ContainerCreateRequest, HostConfig};
+use kiln_runtime::{
+    ContainerConfig, ContainerCreateRequest, EndpointIpamConfig, EndpointSettings, HostConfig,
+    NetworkingConfig,
+};
 
 use super::volumes::parse_mount_flag;
 use crate::cli::RunArgs;
@@ -25,6 +28,7 @@ pub fn request(args: &RunArgs, attached_stdin: bool) -> Result<ContainerCreateRe
     // As given: the in-process `create` decides the default network where it runs (it
     // needs slirp4netns there); through `--host`, the daemon decides.
     host_config.network_mode = args.network.clone();
+    let networking_config = endpoint(args)?;
     host_config.extra_hosts = args.add_host.clone();
     super::super::confinement::apply(&args.confinement, &mut host_config)?;
     let config = ContainerConfig {
@@ -43,7 +47,31 @@ pub fn request(args: &RunArgs, attached_stdin: bool) -> Result<ContainerCreateRe
     Ok(ContainerCreateRequest {
         config,
         host_config,
+        networking_config,
     })
+}
+
+/// `--ip` and `--network-alias` for the network `--network` names; they need a network of
+/// kiln's own (`none`, `host` and the default network have no addresses to choose).
+fn endpoint(args: &RunArgs) -> Result<Option<NetworkingConfig>> {
+    if args.ip.is_none() && args.network_alias.is_empty() {
+        return Ok(None);
+    }
+    let name = match args.network.as_deref() {
+        Some(name) if !matches!(name, "none" | "host" | "default") => name,
+        _ => anyhow::bail!("--ip and --network-alias need a user-defined network (--network NAME)"),
+    };
+    let settings = EndpointSettings {
+        aliases: args.network_alias.clone(),
+        ipam_config: args.ip.clone().map(|ip| EndpointIpamConfig {
+            ipv4_address: ip,
+            ..EndpointIpamConfig::default()
+        }),
+        ..EndpointSettings::default()
+    };
+    Ok(Some(NetworkingConfig {
+        endpoints_config: [(name.to_owned(), settings)].into(),
+    }))
 }
 
 /// `-e` entries: `K=V` as given, `K` taken from kiln's environment (dropped when unset).

@@ -147,6 +147,7 @@ pub fn dispatch(remote: &Remote, command: Command) -> Result<ExitCode> {
             author.as_deref(),
         ),
         Command::Volume { command } => volumes::volume(remote, command),
+        Command::Network { .. } => refused("network"),
         Command::Check { .. } => refused("check"),
         Command::System { .. } => refused("system"),
         Command::Prune(_) => refused("prune"),

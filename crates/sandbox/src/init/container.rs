@@ -80,7 +80,7 @@ fn prepare(request: &InitRequest, stubs: &mut Vec<Stub>) -> Result<Prepared, Ini
             InitFailure::setup(format!("set hostname {:?}", spec.hostname))(e.into())
         })?;
     }
-    if spec.network == NetworkMode::None {
+    if matches!(spec.network, NetworkMode::None | NetworkMode::Prepared) {
         sys::set_loopback_up().map_err(InitFailure::setup("bring up the loopback interface"))?;
     }
 

@@ -170,7 +170,10 @@ fn read_request(spec_fd: i32) -> Result<InitRequest, InitFailure> {
 fn enter_outer_namespaces(request: &InitRequest) -> Result<(), InitFailure> {
     sys::block_signals().map_err(InitFailure::setup("block signals"))?;
     let mut namespaces = UnshareFlags::NEWPID;
-    if request.sandbox.network == NetworkMode::Default {
+    if matches!(
+        request.sandbox.network,
+        NetworkMode::Default | NetworkMode::Prepared
+    ) {
         namespaces |= UnshareFlags::NEWNET;
     }
     let Some(map) = request.id_map else {

@@ -1,0 +1,214 @@
+//! NAT and isolation rules through nftables: one table per bridge network, named after its
+//! bridge, so a network's rules are made and removed as one object and never touch another
+//! network's or the host's own rules.
+//!
+//! The rules go to the `nft` program as JSON (`nft -j -f -`), one transaction per change. JSON
+//! rather than nft's text syntax because it is nft's stable machine interface (no quoting of
+//! interface names); the program rather than raw nf_tables netlink because the expression
+//! bytecode nft compiles (payload offsets, registers) is what nobody should hand-write, and no
+//! pure-Rust nf_tables library is mature. kiln builds the few objects it needs with serde_json
+//! instead of a crate of nftables schema types.
+//!
+//! Each table has:
+//! - `postrouting` (nat, srcnat priority): traffic from the subnet leaving by another interface
+//!   is masqueraded — not for `--internal` networks;
+//! - `forward` (filter): drops traffic from this bridge to any other kiln bridge (isolation
+//!   between networks; each network's table drops its own side, and a drop in any base chain
+//!   is final), and for `--internal` everything leaving or entering the bridge from elsewhere.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::error::{NetworkError, Result};
+use crate::ipam::Ipv4Net;
+
+/// Every kiln bridge's name starts so (`kiln0`, `kiln-<id>`): nftables matches `kiln*`.
+pub const BRIDGE_PREFIX: &str = "kiln";
+
+/// What the rules of one bridge network depend on.
+#[derive(Debug, Clone, Copy)]
+pub struct BridgeRules<'a> {
+    pub bridge: &'a str,
+    pub subnet: Ipv4Net,
+    pub internal: bool,
+}
+
+fn table(name: &str) -> Value {
+    json!({"family": "ip", "name": name})
+}
+
+fn meta_match(key: &str, op: &str, value: &str) -> Value {
+    json!({"match": {"op": op, "left": {"meta": {"key": key}}, "right": value}})
+}
+
+fn rule(table: &str, chain: &str, expr: Vec<Value>) -> Value {
+    json!({"add": {"rule": {"family": "ip", "table": table, "chain": chain, "expr": expr}}})
+}
+
+/// The transaction that (re)writes a network's table: created empty if missing, deleted, and
+/// made anew, so applying it twice gives the same rules once.
+pub fn table_commands(rules: &BridgeRules<'_>) -> Value {
+    let name = rules.bridge;
+    let wildcard = format!("{BRIDGE_PREFIX}*");
+    let mut commands = vec![
+        json!({"add": {"table": table(name)}}),
+        json!({"delete": {"table": table(name)}}),
+        json!({"add": {"table": table(name)}}),
+        json!({"add": {"chain": {"family": "ip", "table": name, "name": "forward",
+            "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}}),
+        // Isolation: nothing from this bridge into another kiln bridge.
+        rule(
+            name,
+            "forward",
+            vec![
+                meta_match("iifname", "==", name),
+                meta_match("oifname", "==", &wildcard),
+                meta_match("oifname", "!=", name),
+                json!({"drop": null}),
+            ],
+        ),
+    ];
+    if rules.internal {
+        for (this, other) in [("iifname", "oifname"), ("oifname", "iifname")] {
+            commands.push(rule(
+                name,
+                "forward",
+                vec![
+                    meta_match(this, "==", name),
+                    meta_match(other, "!=", name),
+                    json!({"drop": null}),
+                ],
+            ));
+        }
+    } else {
+        commands.push(json!({"add": {"chain": {"family": "ip", "table": name,
+            "name": "postrouting", "type": "nat", "hook": "postrouting", "prio": 100,
+            "policy": "accept"}}}));
+        let subnet = rules.subnet;
+        commands.push(rule(
+            name,
+            "postrouting",
+            vec![
+                json!({"match": {"op": "==",
+                    "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                    "right": {"prefix": {"addr": subnet.network().to_string(),
+                        "len": subnet.prefix()}}}}),
+                meta_match("oifname", "!=", name),
+                json!({"masquerade": null}),
+            ],
+        ));
+    }
+    json!({"nftables": commands})
+}
+
+/// Writes (or rewrites) the rules of a bridge network.
+pub fn apply(rules: &BridgeRules<'_>) -> Result<()> {
+    run_nft(
+        &format!("write the nftables rules of bridge {}", rules.bridge),
+        &table_commands(rules),
+    )
+}
+
+/// Removes a bridge network's table; one that is not there is no error.
+pub fn remove(bridge: &str) -> Result<()> {
+    let commands = json!({"nftables": [
+        {"add": {"table": table(bridge)}},
+        {"delete": {"table": table(bridge)}},
+    ]});
+    run_nft(
+        &format!("remove the nftables rules of bridge {bridge}"),
+        &commands,
+    )
+}
+
+/// The names of the `ip` tables that belong to kiln bridges.
+pub fn kiln_tables() -> Result<Vec<String>> {
+    let output = Command::new("nft")
+        .args(["-j", "list", "tables", "ip"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(missing_nft("list the nftables tables"))?;
+    if !output.status.success() {
+        return Err(NetworkError::Nftables {
+            action: "list the nftables tables".into(),
+            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    let listing: Value =
+        serde_json::from_slice(&output.stdout).map_err(|e| NetworkError::Nftables {
+            action: "list the nftables tables".into(),
+            message: e.to_string(),
+        })?;
+    Ok(listing["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item["table"]["name"].as_str())
+        .filter(|name| name.starts_with(BRIDGE_PREFIX))
+        .map(str::to_owned)
+        .collect())
+}
+
+fn missing_nft(action: &str) -> impl FnOnce(std::io::Error) -> NetworkError + '_ {
+    move |e| NetworkError::Nftables {
+        action: action.to_owned(),
+        message: if e.kind() == std::io::ErrorKind::NotFound {
+            "the nft program is not installed (apt-get install nftables)".into()
+        } else {
+            format!("cannot run nft: {e}")
+        },
+    }
+}
+
+fn run_nft(action: &str, commands: &Value) -> Result<()> {
+    let mut child = Command::new("nft")
+        .args(["-j", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(missing_nft(action))?;
+    let body = commands.to_string();
+    if let Some(mut stdin) = child.stdin.take() {
+        // A write error means nft exited early; its status and stderr say why.
+        let _ = stdin.write_all(body.as_bytes());
+    }
+    let output = child.wait_with_output().map_err(NetworkError::io("nft"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(NetworkError::Nftables {
+            action: action.to_owned(),
+            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_networks_drop_instead_of_masquerading() {
+        let subnet = "10.7.0.0/24".parse().unwrap();
+        let open = table_commands(&BridgeRules {
+            bridge: "kiln-abc",
+            subnet,
+            internal: false,
+        })
+        .to_string();
+        assert!(open.contains("masquerade"), "{open}");
+        assert!(open.contains(r#""addr":"10.7.0.0","len":24"#), "{open}");
+        assert!(open.contains(r#""right":"kiln*""#), "{open}");
+        let internal = table_commands(&BridgeRules {
+            bridge: "kiln-abc",
+            subnet,
+            internal: true,
+        })
+        .to_string();
+        assert!(!internal.contains("masquerade"), "{internal}");
+        assert_eq!(internal.matches(r#""drop":null"#).count(), 3, "{internal}");
+    }
+}

@@ -1,0 +1,651 @@
+//! The network operations the CLI and the Engine API share: create, list, inspect, remove,
+//! prune, connect, disconnect, and, for the runtime, attaching a starting container's network
+//! namespace and releasing a removed container's addresses.
+//!
+//! Records change under the records' exclusive lock, and the kernel objects (bridge, nftables
+//! table, veth pairs) are made before the record that names them is written and removed
+//! again if anything after them fails, so a failed operation leaves neither a record without
+//! its objects nor objects without a record.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use crate::error::{NetworkError, Result};
+use crate::ipam::{Addressing, Ipv4Net, default_pools, mac_for, mac_string};
+use crate::netlink::{self, VethPlan};
+use crate::nft::{self, BridgeRules};
+use crate::state::{
+    Driver, EndpointRecord, NetworkRecord, SCHEMA_VERSION, State, StateFiles, StateLock, random_id,
+    validate_name,
+};
+
+/// The default bridge network's name, subnet and interface (Docker's `bridge`/`docker0`).
+pub const DEFAULT_BRIDGE: &str = "bridge";
+pub const DEFAULT_BRIDGE_INTERFACE: &str = "kiln0";
+const DEFAULT_SUBNET: &str = "172.17.0.0/16";
+
+/// What `network create` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub name: String,
+    /// `bridge` when `None`.
+    pub driver: Option<String>,
+    pub subnet: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
+    pub ip_range: Option<Ipv4Net>,
+    pub internal: bool,
+    pub labels: BTreeMap<String, String>,
+    /// Addresses of the subnet never handed out, by name.
+    pub aux_addresses: BTreeMap<String, Ipv4Addr>,
+}
+
+/// What a container asks of a network when connected (`--network-alias`, `--ip`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointRequest {
+    pub aliases: Vec<String>,
+    pub ip: Option<Ipv4Addr>,
+    /// The lowest `ethN` the interface may be named (1 when the container's `eth0` is the
+    /// default network's, slirp4netns).
+    pub first_interface: u32,
+    /// `MacAddress` (else Docker's, from the address).
+    pub mac: Option<[u8; 6]>,
+    /// `LinkLocalIPs`.
+    pub link_local: Vec<Ipv4Addr>,
+    pub driver_opts: BTreeMap<String, String>,
+}
+
+/// The network operations over one store's records.
+#[derive(Debug, Clone)]
+pub struct Networks {
+    files: StateFiles,
+}
+
+/// Whether this kiln may make bridges, veth pairs and rules: root of the host's user
+/// namespace (rootless kiln is root of a user namespace of its own, whose network namespace
+/// it does not own).
+pub fn privileged() -> bool {
+    rustix::process::geteuid().is_root() && !kiln_store::in_user_namespace()
+}
+
+fn require_root() -> Result<()> {
+    if privileged() {
+        Ok(())
+    } else {
+        Err(NetworkError::NeedsRoot)
+    }
+}
+
+/// The host end of an endpoint's veth pair, named from the endpoint's ID (15 characters, the
+/// kernel's limit) so removal finds it without asking the container.
+pub fn host_interface(endpoint: &EndpointRecord) -> String {
+    format!("veth{}", &endpoint.endpoint_id[..11])
+}
+
+impl Networks {
+    pub fn open(store_root: &Path) -> Networks {
+        Networks {
+            files: StateFiles::new(store_root),
+        }
+    }
+
+    /// The records, locked, with the predefined networks (`bridge`, `host`, `none`) added the
+    /// first time.
+    fn load(&self, exclusive: bool) -> Result<(StateLock, State)> {
+        let lock = self.files.lock(exclusive)?;
+        let state = self.files.read(&lock)?;
+        if state.networks.iter().filter(|n| n.predefined).count() == 3 {
+            return Ok((lock, state));
+        }
+        drop(lock);
+        let lock = self.files.lock(true)?;
+        let mut state = self.files.read(&lock)?;
+        let now = chrono::Utc::now();
+        for (name, driver) in [
+            (DEFAULT_BRIDGE, Driver::Bridge),
+            ("host", Driver::Host),
+            ("none", Driver::Null),
+        ] {
+            if state
+                .networks
+                .iter()
+                .any(|n| n.predefined && n.name == name)
+            {
+                continue;
+            }
+            let addressing = (driver == Driver::Bridge)
+                .then(|| Addressing::new(DEFAULT_SUBNET.parse()?, None, None))
+                .transpose()?;
+            state.networks.push(NetworkRecord {
+                id: random_id()?,
+                name: name.to_owned(),
+                driver,
+                created: now,
+                addressing,
+                internal: false,
+                labels: BTreeMap::new(),
+                bridge: if driver == Driver::Bridge {
+                    DEFAULT_BRIDGE_INTERFACE.to_owned()
+                } else {
+                    String::new()
+                },
+                predefined: true,
+                endpoints: BTreeMap::new(),
+                aux_addresses: BTreeMap::new(),
+            });
+        }
+        state.schema_version = SCHEMA_VERSION;
+        self.files.write(&lock, &state)?;
+        Ok((lock, state))
+    }
+
+    pub fn list(&self) -> Result<Vec<NetworkRecord>> {
+        Ok(self.load(false)?.1.networks)
+    }
+
+    pub fn inspect(&self, name_or_id: &str) -> Result<NetworkRecord> {
+        self.load(false)?.1.find(name_or_id).cloned()
+    }
+
+    /// Creates a bridge network: checks the name and addressing against every network, makes
+    /// the bridge and its rules, then records it.
+    pub fn create(&self, request: &CreateRequest) -> Result<NetworkRecord> {
+        validate_name(&request.name)?;
+        match request.driver.as_deref().unwrap_or("bridge") {
+            "bridge" => {}
+            other => {
+                return Err(NetworkError::invalid(
+                    "driver",
+                    other,
+                    "only the bridge driver can be created",
+                ));
+            }
+        }
+        if request.gateway.is_some() && request.subnet.is_none() {
+            return Err(NetworkError::invalid(
+                "gateway",
+                request.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                "a gateway needs a --subnet",
+            ));
+        }
+        if request.ip_range.is_some() && request.subnet.is_none() {
+            return Err(NetworkError::invalid(
+                "ip range",
+                request.ip_range.map(|r| r.to_string()).unwrap_or_default(),
+                "an IP range needs a --subnet",
+            ));
+        }
+        require_root()?;
+        let (lock, mut state) = self.load(true)?;
+        if state.networks.iter().any(|n| n.name == request.name) {
+            return Err(NetworkError::NameInUse(request.name.clone()));
+        }
+        let subnet = match request.subnet {
+            Some(subnet) => {
+                if subnet.has_host_bits() {
+                    return Err(NetworkError::invalid(
+                        "subnet",
+                        subnet,
+                        format!(
+                            "host bits are set: did you mean {}/{}?",
+                            subnet.network(),
+                            subnet.prefix()
+                        ),
+                    ));
+                }
+                if let Some(other) = state
+                    .networks
+                    .iter()
+                    .find(|n| n.subnet().is_some_and(|s| s.overlaps(subnet)))
+                {
+                    return Err(NetworkError::Overlap {
+                        subnet: subnet.to_string(),
+                        other: other.name.clone(),
+                        other_subnet: other.subnet().map(|s| s.to_string()).unwrap_or_default(),
+                    });
+                }
+                subnet
+            }
+            None => default_pools()
+                .find(|pool| {
+                    !state
+                        .networks
+                        .iter()
+                        .any(|n| n.subnet().is_some_and(|s| s.overlaps(*pool)))
+                })
+                .ok_or(NetworkError::NoFreeSubnet)?,
+        };
+        let addressing = Addressing::new(subnet, request.gateway, request.ip_range)?;
+        for (name, ip) in &request.aux_addresses {
+            if !subnet.contains(*ip) || *ip == addressing.gateway {
+                return Err(NetworkError::invalid(
+                    "auxiliary address",
+                    format!("{name}={ip}"),
+                    format!("not a free address of the subnet {subnet}"),
+                ));
+            }
+        }
+        let id = random_id()?;
+        let bridge = format!("kiln-{}", &id[..10]);
+        let record = NetworkRecord {
+            id,
+            name: request.name.clone(),
+            driver: Driver::Bridge,
+            created: chrono::Utc::now(),
+            addressing: Some(addressing),
+            internal: request.internal,
+            labels: request.labels.clone(),
+            bridge,
+            predefined: false,
+            endpoints: BTreeMap::new(),
+            aux_addresses: request.aux_addresses.clone(),
+        };
+        bring_up(&record)?;
+        state.networks.push(record.clone());
+        if let Err(e) = self.files.write(&lock, &state) {
+            tear_down(&record);
+            return Err(e);
+        }
+        Ok(record)
+    }
+
+    /// Removes a network no container is connected to: its rules, its bridge, its record.
+    pub fn remove(&self, name_or_id: &str) -> Result<NetworkRecord> {
+        let (lock, mut state) = self.load(true)?;
+        let record = state.find(name_or_id)?.clone();
+        if record.predefined {
+            return Err(NetworkError::Predefined {
+                name: record.name,
+                action: "removed",
+            });
+        }
+        if !record.endpoints.is_empty() {
+            let containers: Vec<&str> = record
+                .endpoints
+                .values()
+                .map(|e| e.container_name.as_str())
+                .collect();
+            return Err(NetworkError::InUse {
+                name: record.name.clone(),
+                containers: containers.join(", "),
+            });
+        }
+        require_root()?;
+        nft::remove(&record.bridge)?;
+        netlink::delete_link(&record.bridge)?;
+        state.networks.retain(|n| n.id != record.id);
+        self.files.write(&lock, &state)?;
+        Ok(record)
+    }
+
+    /// Removes every user-defined network without containers; gives their names.
+    pub fn prune(&self) -> Result<Vec<String>> {
+        let unused: Vec<String> = self
+            .list()?
+            .into_iter()
+            .filter(|n| !n.predefined && n.endpoints.is_empty())
+            .map(|n| n.id)
+            .collect();
+        let mut removed = Vec::new();
+        for id in unused {
+            match self.remove(&id) {
+                Ok(record) => removed.push(record.name),
+                // Connected to or removed in the meantime: not unused any more.
+                Err(NetworkError::InUse { .. } | NetworkError::NoSuchNetwork(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Records a container's endpoint on a network: checks what it asks for and gives it an
+    /// address. Connecting a running container's namespace is [`Networks::attach_endpoint`].
+    pub fn connect(
+        &self,
+        name_or_id: &str,
+        container_id: &str,
+        container_name: &str,
+        request: &EndpointRequest,
+    ) -> Result<(NetworkRecord, EndpointRecord)> {
+        require_root()?;
+        let (lock, mut state) = self.load(true)?;
+        // The interface name: the lowest ethN the container does not use yet.
+        let used: Vec<String> = state
+            .endpoints_of(container_id)
+            .map(|(_, e)| e.interface.clone())
+            .collect();
+        let interface = (request.first_interface..)
+            .map(|i| format!("eth{i}"))
+            .find(|name| !used.contains(name))
+            .unwrap_or_default();
+        let network = state.find_mut(name_or_id)?;
+        if network.driver != Driver::Bridge {
+            return Err(NetworkError::Unsupported {
+                network: network.name.clone(),
+                what: "connecting containers (use --network host or none when creating them)",
+            });
+        }
+        if network.endpoints.contains_key(container_id) {
+            return Err(NetworkError::AlreadyConnected {
+                container: container_name.to_owned(),
+                network: network.name.clone(),
+            });
+        }
+        if network.predefined && (!request.aliases.is_empty() || request.ip.is_some()) {
+            return Err(NetworkError::Unsupported {
+                network: network.name.clone(),
+                what: "aliases and user-chosen addresses (only user-defined networks do)",
+            });
+        }
+        let addressing = network
+            .addressing
+            .ok_or_else(|| NetworkError::Unsupported {
+                network: network.name.clone(),
+                what: "addresses",
+            })?;
+        let taken = network.taken();
+        let ip = match request.ip {
+            Some(ip) => {
+                addressing.check_requested(ip, &taken, &network.name)?;
+                ip
+            }
+            None => addressing.allocate(&taken, &network.name)?,
+        };
+        let endpoint = EndpointRecord {
+            endpoint_id: random_id()?,
+            container_name: container_name.to_owned(),
+            ip: Some(ip),
+            mac: mac_string(request.mac.unwrap_or_else(|| mac_for(ip))),
+            aliases: request.aliases.clone(),
+            requested_ip: request.ip.is_some(),
+            interface,
+            requested_mac: request.mac.is_some(),
+            link_local: request.link_local.clone(),
+            driver_opts: request.driver_opts.clone(),
+        };
+        network
+            .endpoints
+            .insert(container_id.to_owned(), endpoint.clone());
+        let network = network.clone();
+        self.files.write(&lock, &state)?;
+        Ok((network, endpoint))
+    }
+
+    /// Removes a container's endpoint from a network (and its interface, when the container
+    /// runs in the namespace of `netns_pid`), releasing its address.
+    pub fn disconnect(
+        &self,
+        name_or_id: &str,
+        container_id: &str,
+        container_name: &str,
+        netns_pid: Option<u32>,
+    ) -> Result<NetworkRecord> {
+        let (lock, mut state) = self.load(true)?;
+        let network = state.find_mut(name_or_id)?;
+        let Some(endpoint) = network.endpoints.remove(container_id) else {
+            return Err(NetworkError::NotConnected {
+                container: container_name.to_owned(),
+                network: network.name.clone(),
+            });
+        };
+        let network = network.clone();
+        if let Some(pid) = netns_pid {
+            netlink::detach_inside(pid, &endpoint.interface)?;
+        }
+        netlink::delete_link(&host_interface(&endpoint))?;
+        self.files.write(&lock, &state)?;
+        Ok(network)
+    }
+
+    /// Removes all of a removed container's endpoints, releasing their addresses.
+    pub fn release_container(&self, container_id: &str) -> Result<()> {
+        // The records as they are: removing a container that was on no network writes nothing.
+        let lock = self.files.lock(true)?;
+        let mut state = self.files.read(&lock)?;
+        let mut released = Vec::new();
+        for network in &mut state.networks {
+            released.extend(network.endpoints.remove(container_id));
+        }
+        if released.is_empty() {
+            return Ok(());
+        }
+        // No link to remove: a removed container is not running, and its pairs went with its
+        // namespace (the kernel removes them, asynchronously; an explicit removal would wait
+        // for an RCU grace period per link). A stale host end is removed before the next
+        // pair of that name is made.
+        self.files.write(&lock, &state)
+    }
+
+    /// The networks a container is on, each with its endpoint.
+    pub fn endpoints_of(&self, container_id: &str) -> Result<Vec<(NetworkRecord, EndpointRecord)>> {
+        let lock = self.files.lock(false)?;
+        let state = self.files.read(&lock)?;
+        Ok(state
+            .endpoints_of(container_id)
+            .map(|(n, e)| (n.clone(), e.clone()))
+            .collect())
+    }
+
+    /// Connects the new network namespace of a starting container (`netns_pid` is in it) to
+    /// every network it has an endpoint on, in the order of its interfaces.
+    pub fn attach_container(&self, container_id: &str, netns_pid: u32) -> Result<()> {
+        // Exclusive: two starts must not both make a missing bridge.
+        let lock = self.files.lock(true)?;
+        let state = self.files.read(&lock)?;
+        let mut endpoints: Vec<(&NetworkRecord, &EndpointRecord)> =
+            state.endpoints_of(container_id).collect();
+        endpoints.sort_by_key(|(_, e)| interface_number(&e.interface));
+        for (i, (network, endpoint)) in endpoints.into_iter().enumerate() {
+            attach(network, endpoint, netns_pid, i == 0)?;
+        }
+        netlink::loopback_up(netns_pid)
+    }
+
+    /// Connects one endpoint into a running container's namespace (`network connect`).
+    pub fn attach_endpoint(
+        &self,
+        network: &NetworkRecord,
+        endpoint: &EndpointRecord,
+        netns_pid: u32,
+    ) -> Result<()> {
+        let _lock = self.files.lock(true)?;
+        attach(network, endpoint, netns_pid, false)
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff` → bytes.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+fn interface_number(name: &str) -> u32 {
+    name.strip_prefix("eth")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// Makes a bridge network's bridge and rules (and lets the host forward for it); on failure
+/// removes what it made.
+fn bring_up(network: &NetworkRecord) -> Result<()> {
+    require_root()?;
+    let addressing = network
+        .addressing
+        .ok_or_else(|| NetworkError::Unsupported {
+            network: network.name.clone(),
+            what: "a bridge",
+        })?;
+    let created = netlink::ensure_bridge(
+        &network.bridge,
+        addressing.gateway,
+        addressing.subnet.prefix(),
+    )?;
+    let rules = BridgeRules {
+        bridge: &network.bridge,
+        subnet: addressing.subnet,
+        internal: network.internal,
+    };
+    let outcome = nft::apply(&rules).and_then(|()| {
+        if network.internal {
+            Ok(())
+        } else {
+            enable_forwarding()
+        }
+    });
+    if outcome.is_err() {
+        let _ = nft::remove(&network.bridge);
+        if created {
+            let _ = netlink::delete_link(&network.bridge);
+        }
+    }
+    outcome
+}
+
+fn tear_down(network: &NetworkRecord) {
+    let _ = nft::remove(&network.bridge);
+    let _ = netlink::delete_link(&network.bridge);
+}
+
+/// Routing between the bridges and the outside needs IPv4 forwarding in this namespace.
+fn enable_forwarding() -> Result<()> {
+    let path = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
+    }
+    std::fs::write(path, b"1").map_err(NetworkError::io(path))
+}
+
+fn attach(
+    network: &NetworkRecord,
+    endpoint: &EndpointRecord,
+    netns_pid: u32,
+    default_route: bool,
+) -> Result<()> {
+    let addressing = network
+        .addressing
+        .ok_or_else(|| NetworkError::Unsupported {
+            network: network.name.clone(),
+            what: "addresses",
+        })?;
+    let ip = endpoint.ip.ok_or_else(|| NetworkError::Unsupported {
+        network: network.name.clone(),
+        what: "an endpoint without an address",
+    })?;
+    // The default bridge is made when first used, and any bridge again after a reboot.
+    if !netlink::link_exists(&network.bridge)? {
+        bring_up(network)?;
+    }
+    let host_name = host_interface(endpoint);
+    // A stale host end (a crashed start) would make the pair's creation fail.
+    netlink::delete_link(&host_name)?;
+    netlink::attach_veth(&VethPlan {
+        bridge: &network.bridge,
+        host_name: &host_name,
+        inner_name: &endpoint.interface,
+        address: ip,
+        prefix: addressing.subnet.prefix(),
+        mac: parse_mac(&endpoint.mac).unwrap_or_else(|| mac_for(ip)),
+        link_local: &endpoint.link_local,
+        // An internal network has no way out, so no default route through it.
+        gateway: (default_route && !network.internal).then_some(addressing.gateway),
+        netns_pid,
+    })
+}
+
+/// Something of kiln's networks that nothing owns any more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    /// What it is: `network NAME`, `bridge NAME`, `nftables table NAME`.
+    pub object: String,
+    pub problem: String,
+    /// Removed (with `repair`).
+    pub repaired: bool,
+}
+
+impl Networks {
+    /// What a crash can leave: endpoints of containers that are gone (a removal that died
+    /// between the container's record and the release of its addresses), removed with
+    /// `repair`; and — when this kiln may look at the network — kiln bridges and nftables
+    /// tables no network record of this store names (a `network rm` or `create` that died
+    /// half-way), only reported: another store on the same machine may own them, and nothing
+    /// on a bridge tells which. `containers` are the IDs of every container that exists.
+    pub fn leftovers(
+        &self,
+        containers: &std::collections::BTreeSet<String>,
+        repair: bool,
+    ) -> Result<Vec<Leftover>> {
+        let lock = self.files.lock(repair)?;
+        let mut state = self.files.read(&lock)?;
+        let mut found = Vec::new();
+        for network in &mut state.networks {
+            let gone: Vec<String> = network
+                .endpoints
+                .keys()
+                .filter(|id| !containers.contains(*id))
+                .cloned()
+                .collect();
+            for id in gone {
+                let endpoint = if repair {
+                    network.endpoints.remove(&id)
+                } else {
+                    network.endpoints.get(&id).cloned()
+                };
+                let name = endpoint.map(|e| e.container_name).unwrap_or_default();
+                found.push(Leftover {
+                    object: format!("network {}", network.name),
+                    problem: format!(
+                        "endpoint of container {name} ({}), which no longer exists",
+                        &id[..12.min(id.len())]
+                    ),
+                    repaired: repair,
+                });
+            }
+        }
+        if repair && !found.is_empty() {
+            self.files.write(&lock, &state)?;
+        }
+        if !privileged() {
+            return Ok(found);
+        }
+        let bridges: std::collections::BTreeSet<&str> = state
+            .networks
+            .iter()
+            .filter(|n| n.driver == Driver::Bridge)
+            .map(|n| n.bridge.as_str())
+            .collect();
+        for link in netlink::link_names()? {
+            if link.starts_with("kiln-") && !bridges.contains(link.as_str()) {
+                found.push(Leftover {
+                    object: format!("bridge {link}"),
+                    problem: format!(
+                        "no network of this store names it (unless another kiln store \
+                         does: ip link del {link})"
+                    ),
+                    repaired: false,
+                });
+            }
+        }
+        // `nft` may be missing where no bridge network was ever made: then there is no table.
+        for table in nft::kiln_tables().unwrap_or_default() {
+            if !bridges.contains(table.as_str()) {
+                found.push(Leftover {
+                    object: format!("nftables table {table}"),
+                    problem: format!(
+                        "no network of this store names it (unless another kiln store \
+                         does: nft delete table ip {table})"
+                    ),
+                    repaired: false,
+                });
+            }
+        }
+        Ok(found)
+    }
+}
