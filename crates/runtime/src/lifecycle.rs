@@ -88,8 +88,18 @@ impl<H: Host> Runtime<H> {
             .state
             .can_start()
             .map_err(RuntimeError::state(&record.name))?;
-        self.host.launch(&record, None)?;
+        self.host
+            .launch(&record, None)
+            .inspect_err(|_| self.remove_unstarted(&record))?;
         self.container(&record.id)
+    }
+
+    /// After a failed start, a `--rm` container that is not running goes, as dockerd removes
+    /// it: a client waiting for its removal (`docker run --rm`) would otherwise wait forever.
+    fn remove_unstarted(&self, record: &ContainerRecord) {
+        if record.auto_remove && !self.host.is_running(&record.id).unwrap_or(true) {
+            let _ = remove_record(&self.store, record, true);
+        }
     }
 
     /// Starts a container with a client attached before its process starts, so the client
@@ -105,7 +115,9 @@ impl<H: Host> Runtime<H> {
             stream = crate::attach::try_connect(&self.store, &record, &request)?;
             Ok(stream.is_some())
         };
-        self.host.launch(&record, Some(&mut connect))?;
+        self.host
+            .launch(&record, Some(&mut connect))
+            .inspect_err(|_| self.remove_unstarted(&record))?;
         stream.ok_or_else(|| RuntimeError::SupervisorTimeout {
             name: record.name.clone(),
             seconds: 0,
@@ -520,6 +532,19 @@ mod tests {
             "{err:?}"
         );
         assert!(err.to_string().contains("nope"), "{err}");
+        // The failed one is kept (`docker start` shows why); a `--rm` one goes, as dockerd
+        // removes it, so a client waiting for its removal is not left waiting.
+        assert!(rt.container("broken").is_ok());
+        let id = create(&rt, "broken-rm", "");
+        rt.store
+            .update_container(&id, |r| r.auto_remove = true)
+            .unwrap();
+        let attached = rt.start_attached("broken-rm", AttachRequest::output());
+        assert!(attached.is_err());
+        assert_eq!(
+            rt.container("broken-rm").unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
     }
 
     #[test]

@@ -1,0 +1,136 @@
+//! The container lifecycle through `kiln serve` under concurrency: `docker run --rm`'s own
+//! sequence (create → hijacked attach → wait for removal → start) many times at once over raw
+//! HTTP, where a start once raced the daemon's own looks at the container.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use super::super::harness::Kiln;
+use super::Daemon;
+
+/// How long one step of a run may take before the test fails naming it.
+const STEP_LIMIT: Duration = Duration::from_secs(60);
+
+/// Sends a request on a fresh connection and returns it after the response head (the rest is
+/// the body, or the hijacked stream).
+fn send(d: &Daemon, method: &str, path: &str, body: &[u8], extra: &str) -> (UnixStream, String) {
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(STEP_LIMIT)).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n{extra}\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        if let Err(e) = s.read_exact(&mut byte) {
+            panic!(
+                "{method} {path}: no response head ({e}): {:?}",
+                String::from_utf8_lossy(&head)
+            );
+        }
+        head.push(byte[0]);
+    }
+    (s, String::from_utf8_lossy(&head).into_owned())
+}
+
+/// What is left of a response, read to its end (the connection closes).
+fn rest(mut s: UnixStream, what: &str) -> String {
+    let mut out = Vec::new();
+    if let Err(e) = s.read_to_end(&mut out) {
+        panic!(
+            "{what}: the stream did not end ({e}); so far {:?}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One `docker run --rm ... sh -c 'exit 3'` as the CLI drives it.
+fn run_like_the_cli(d: &Daemon, image: &str, n: usize) {
+    let body = serde_json::json!({
+        "Image": image, "Cmd": ["sh", "-c", format!("echo run-{n}; exit 3")],
+        "AttachStdout": true, "AttachStderr": true,
+        "HostConfig": { "AutoRemove": true, "NetworkMode": "none" },
+    });
+    let (s, head) = send(
+        d,
+        "POST",
+        "/v1.41/containers/create",
+        body.to_string().as_bytes(),
+        "Connection: close\r\n",
+    );
+    let created = super::dechunk_if(&head, rest(s, "create").as_bytes());
+    let text = String::from_utf8_lossy(&created);
+    assert!(
+        head.starts_with("HTTP/1.1 201"),
+        "run {n}: create: {head}{text}"
+    );
+    let id = serde_json::from_slice::<serde_json::Value>(&created).unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (attach, head) = send(
+        d,
+        "POST",
+        &format!("/v1.41/containers/{id}/attach?stream=1&stdout=1&stderr=1"),
+        b"",
+        "Connection: Upgrade\r\nUpgrade: tcp\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 101"), "run {n}: attach: {head}");
+    let (wait, head) = send(
+        d,
+        "POST",
+        &format!("/v1.41/containers/{id}/wait?condition=removed"),
+        b"",
+        "Connection: close\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "run {n}: wait: {head}");
+    let (start, head) = send(
+        d,
+        "POST",
+        &format!("/v1.41/containers/{id}/start"),
+        b"",
+        "Connection: close\r\n",
+    );
+    let started = rest(start, "start");
+    assert!(
+        head.starts_with("HTTP/1.1 204"),
+        "run {n}: start of {id}: {head}{started}"
+    );
+    let output = rest(attach, &format!("run {n}: attach to {id}"));
+    assert!(
+        output.ends_with(&format!("run-{n}\n")),
+        "run {n}: attach output {output:?}"
+    );
+    let waited = rest(wait, &format!("run {n}: wait for the removal of {id}"));
+    assert!(
+        waited.contains(r#""StatusCode":3"#),
+        "run {n}: wait answered {waited}"
+    );
+}
+
+#[test]
+fn concurrent_attached_rm_runs_all_start_and_end() {
+    let k = Kiln::new();
+    let d = Daemon::start(&k, &[], &[]);
+    k.ok(&["pull", &k.base]);
+    let (runs, at_once) = (30, 4);
+    std::thread::scope(|scope| {
+        for worker in 0..at_once {
+            let (d, image) = (&d, k.base.as_str());
+            scope.spawn(move || {
+                for n in (worker..runs).step_by(at_once) {
+                    run_like_the_cli(d, image, n);
+                }
+            });
+        }
+    });
+    // Every one removed itself.
+    let left = d.get("/containers/json?all=1").json();
+    assert_eq!(left, serde_json::json!([]), "{}", d.log());
+}
