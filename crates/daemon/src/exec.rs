@@ -2,8 +2,10 @@
 //! resize and inspect.
 //!
 //! The runtime starts an exec's process with whatever stdio it is given; the daemon gives it
-//! pipes (framed into Docker's 8-byte headers, as attach without a tty) or a pty (raw), and
-//! copies them to and from the client's hijacked connection. What the runtime's record does
+//! pipes, or a pty when the exec was created with `Tty`, and copies them to and from the
+//! client's hijacked connection. The output is raw or in Docker's 8-byte frames as the
+//! *start* request's `Tty` says, which is dockerd's rule (docker-py starts a `-t` exec
+//! without it and reads frames; the CLI sends the same value twice). What the runtime's record does
 //! not keep — which streams the client asked for, the pty to resize — the daemon keeps in
 //! memory by exec ID (an exec created by an earlier daemon starts with stdout and stderr, no
 //! stdin).
@@ -97,6 +99,10 @@ pub async fn create(daemon: Arc<Daemon>, id: &str, req: Req) -> Result<Response<
 #[serde(rename_all = "PascalCase", default)]
 struct ExecStart {
     detach: bool,
+    /// Whether the output goes raw (true) or in Docker's frames: dockerd decides it by this
+    /// field of the start, not by the exec's own `Tty` (docker-py starts a `-t` exec without
+    /// it and reads frames).
+    tty: bool,
 }
 
 /// An exec error with dockerd's text for an unknown exec.
@@ -141,6 +147,7 @@ pub async fn start(
         }
     };
     let tty = record.process.terminal;
+    let raw = start.tty;
     let stdin = stdin && !start.detach && upgrade;
     // The process's stdio and the daemon's ends of it.
     let (stdio, ends) = if start.detach {
@@ -202,7 +209,7 @@ pub async fn start(
             );
             let exec_id = record.id.clone();
             tokio::task::spawn_blocking(move || {
-                let code = run_exec(exec, ends, out_tx, in_rx);
+                let code = run_exec(exec, ends, raw, out_tx, in_rx);
                 if let Some(m) = daemon.execs.lock().get_mut(&exec_id) {
                     m.pty = None;
                 }
@@ -238,7 +245,7 @@ pub async fn start(
                     // The status line is gone: the error goes to the client as output.
                     let mut text = e.message.into_bytes();
                     text.push(b'\n');
-                    let _ = client.write_all(&frame_of(tty, &text)).await;
+                    let _ = client.write_all(&frame_of(raw, &text)).await;
                     let _ = client.shutdown().await;
                     return;
                 }
@@ -289,13 +296,18 @@ pub async fn start(
     }
 }
 
-/// `text` as stderr output: a frame without a tty, raw with one.
-fn frame_of(tty: bool, text: &[u8]) -> Vec<u8> {
-    if tty {
-        return text.to_vec();
+/// `text` as stderr output: raw, or in a frame.
+fn frame_of(raw: bool, text: &[u8]) -> Vec<u8> {
+    framed(raw, StreamType::Stderr, text)
+}
+
+/// Output of `kind` as the client reads it: raw, or in a frame of its stream.
+fn framed(raw: bool, kind: StreamType, bytes: &[u8]) -> Vec<u8> {
+    if raw {
+        return bytes.to_vec();
     }
-    let mut out = Vec::with_capacity(text.len() + 8);
-    let _ = kiln_runtime::attach::write_frame(&mut out, StreamType::Stderr, text);
+    let mut out = Vec::with_capacity(bytes.len() + 8);
+    let _ = kiln_runtime::attach::write_frame(&mut out, kind, bytes);
     out
 }
 
@@ -309,18 +321,16 @@ enum Ends {
     Pty(File),
 }
 
-/// Copies the exec's output (framed without a tty) into `out` and `input` into its stdin
-/// until it exits; returns its exit code.
+/// Copies the exec's output (raw, or framed: a pty's as stdout) into `out` and `input` into
+/// its stdin until it exits; returns its exit code.
 fn run_exec(
     mut exec: kiln_runtime::Exec,
     ends: Ends,
+    raw: bool,
     out: mpsc::Sender<std::io::Result<Bytes>>,
     mut input: mpsc::Receiver<Bytes>,
 ) -> i32 {
     let mut copiers = Vec::new();
-    let send = |out: &mpsc::Sender<std::io::Result<Bytes>>, bytes: Vec<u8>| {
-        out.blocking_send(Ok(Bytes::from(bytes))).is_ok()
-    };
     match ends {
         Ends::None => {}
         Ends::Pipes => {
@@ -333,30 +343,15 @@ fn run_exec(
                     }
                 }));
             }
-            let framed = |mut from: Box<dyn Read + Send>, kind: StreamType| {
+            let copy = |from: Box<dyn Read + Send>, kind: StreamType| {
                 let out = out.clone();
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 32 * 1024];
-                    loop {
-                        match from.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                let mut frame = Vec::with_capacity(n + 8);
-                                let _ =
-                                    kiln_runtime::attach::write_frame(&mut frame, kind, &buf[..n]);
-                                if !send(&out, frame) {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                })
+                std::thread::spawn(move || copy_output(from, kind, raw, &out))
             };
             if let Some(o) = exec.child.take_stdout() {
-                copiers.push(framed(Box::new(o), StreamType::Stdout));
+                copiers.push(copy(Box::new(o), StreamType::Stdout));
             }
             if let Some(e) = exec.child.take_stderr() {
-                copiers.push(framed(Box::new(e), StreamType::Stderr));
+                copiers.push(copy(Box::new(e), StreamType::Stderr));
             }
         }
         Ends::Pty(master) => {
@@ -373,18 +368,8 @@ fn run_exec(
             }
             let out = out.clone();
             copiers.push(std::thread::spawn(move || {
-                let mut reader = kiln_runtime::pty::PtyReader(master);
-                let mut buf = vec![0u8; 32 * 1024];
-                loop {
-                    match reader.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if !send(&out, buf[..n].to_vec()) {
-                                break;
-                            }
-                        }
-                    }
-                }
+                let reader = Box::new(kiln_runtime::pty::PtyReader(master));
+                copy_output(reader, StreamType::Stdout, raw, &out);
             }));
         }
     }
@@ -393,6 +378,27 @@ fn run_exec(
         let _ = c.join();
     }
     code
+}
+
+/// Copies one output stream of an exec into `out` until it ends (or the client left).
+fn copy_output(
+    mut from: Box<dyn Read + Send>,
+    kind: StreamType,
+    raw: bool,
+    out: &mpsc::Sender<std::io::Result<Bytes>>,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let chunk = Bytes::from(framed(raw, kind, &buf[..n]));
+                if out.blocking_send(Ok(chunk)).is_err() {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// `POST /exec/{id}/resize?h=&w=`.

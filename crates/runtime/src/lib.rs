@@ -35,7 +35,7 @@ pub use attach::{AttachRequest, AttachStream, StreamType};
 pub use commit::CommitOptions;
 pub use create::{ContainerConfig, ContainerCreateRequest, HostConfig};
 pub use error::{Result, RuntimeError};
-pub use exec::{Exec, ExecConfig, ExecRecord};
+pub use exec::{Exec, ExecConfig, ExecRecord, exec_failure_code};
 pub use host::{BeforeStart, Host, SystemHost};
 pub use lifecycle::{Runtime, WaitCondition};
 pub use logfile::{LogEntry, LogFilter, LogOptions};

@@ -134,3 +134,82 @@ fn concurrent_attached_rm_runs_all_start_and_end() {
     let left = d.get("/containers/json?all=1").json();
     assert_eq!(left, serde_json::json!([]), "{}", d.log());
 }
+
+/// Creates an exec in `container` and starts it hijacked with `start` as the body; returns
+/// the exec's ID and everything it sent.
+fn exec_hijacked(
+    d: &Daemon,
+    container: &str,
+    create: serde_json::Value,
+    start: &str,
+) -> (String, Vec<u8>) {
+    let created = d.request(
+        "POST",
+        &format!("/v1.41/containers/{container}/exec"),
+        &[("Content-Type", "application/json")],
+        create.to_string().as_bytes(),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = created.json()["Id"].as_str().unwrap().to_owned();
+    let (mut s, head) = send(
+        d,
+        "POST",
+        &format!("/v1.41/exec/{id}/start"),
+        start.as_bytes(),
+        "Connection: Upgrade\r\nUpgrade: tcp\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 101"), "exec start: {head}");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    (id, out)
+}
+
+#[test]
+fn exec_output_is_framed_as_the_start_says_and_a_missing_program_is_127() {
+    let k = Kiln::new();
+    let d = Daemon::start(&k, &[], &[]);
+    k.ok(&["pull", &k.base]);
+    let body = serde_json::json!({
+        "Image": k.base, "Cmd": ["cat"], "OpenStdin": true,
+        "HostConfig": { "NetworkMode": "none" },
+    });
+    let created = d.request(
+        "POST",
+        "/containers/create?name=host",
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(
+        d.request("POST", "/containers/host/start", &[], b"").status,
+        204
+    );
+    let line = "yay, interactive exec!";
+    let printf = serde_json::json!({
+        "Cmd": ["printf", line], "Tty": true, "AttachStdout": true, "AttachStderr": true,
+    });
+    // A -t exec started without Tty (docker-py's exec_start(socket=True)): frames, as dockerd.
+    let (_, framed) = exec_hijacked(&d, "host", printf.clone(), r#"{"Detach":false}"#);
+    let mut expected = vec![1, 0, 0, 0, 0, 0, 0, line.len() as u8];
+    expected.extend_from_slice(line.as_bytes());
+    assert_eq!(framed, expected, "{:?}", String::from_utf8_lossy(&framed));
+    // Started with Tty (the docker CLI's exec -t): the terminal's bytes, raw.
+    let (_, raw) = exec_hijacked(&d, "host", printf, r#"{"Detach":false,"Tty":true}"#);
+    assert_eq!(String::from_utf8_lossy(&raw), line);
+    // A program the container does not have: its error on the stream, and dockerd's 127
+    // as the exec's exit code.
+    let missing = serde_json::json!({
+        "Cmd": ["non-existent"], "AttachStdout": true, "AttachStderr": true,
+    });
+    let (id, out) = exec_hijacked(&d, "host", missing, "{}");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("executable file not found"), "{text}");
+    let inspected = d.get(&format!("/exec/{id}/json")).json();
+    assert_eq!(inspected["ExitCode"], 127, "{inspected}");
+    assert_eq!(inspected["Running"], false);
+    assert_eq!(
+        d.request("DELETE", "/containers/host?force=1", &[], b"")
+            .status,
+        204
+    );
+}

@@ -255,10 +255,22 @@ pub fn exec(env: &Env, args: ExecArgs) -> Result<ExitCode> {
         attach_stdin: args.interactive,
     };
     let exec = rt.exec_create(&args.container, &config)?;
+    // A program that cannot start: its error, and docker exec's 126/127.
+    let failed = |e: kiln_runtime::RuntimeError| -> Result<ExitCode> {
+        if matches!(e, kiln_runtime::RuntimeError::Sandbox(_)) {
+            let code = kiln_runtime::exec_failure_code(&e) as u8;
+            crate::render::print_error(&anyhow::Error::from(e));
+            return Ok(ExitCode::from(code));
+        }
+        Err(e.into())
+    };
     let code = if args.tty {
         let pty = kiln_runtime::pty::Pty::open()?;
         terminal::copy_window_size(std::io::stdin(), &pty.master);
-        let started = rt.exec_start(&exec.id, pty.stdio()?)?;
+        let started = match rt.exec_start(&exec.id, pty.stdio()?) {
+            Ok(started) => started,
+            Err(e) => return failed(e),
+        };
         terminal::attach_terminal(env, pty, started, args.interactive)?
     } else {
         let stdio = kiln_sandbox::Stdio {
@@ -270,7 +282,10 @@ pub fn exec(env: &Env, args: ExecArgs) -> Result<ExitCode> {
             stdout: std::process::Stdio::inherit(),
             stderr: std::process::Stdio::inherit(),
         };
-        rt.exec_start(&exec.id, stdio)?.wait()?
+        match rt.exec_start(&exec.id, stdio) {
+            Ok(started) => started.wait()?,
+            Err(e) => return failed(e),
+        }
     };
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
