@@ -19,7 +19,7 @@ use bytes::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use kiln_runtime::{ExecConfig, ExecRecord, Runtime, RuntimeError, StreamType};
+use kiln_runtime::{DetachKeys, ExecConfig, ExecRecord, Runtime, RuntimeError, StreamType};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,6 +38,8 @@ struct ExecMeta {
     stdin: bool,
     stdout: bool,
     stderr: bool,
+    /// The keys that end a `-t` exec's attach (its process runs on).
+    detach_keys: DetachKeys,
     /// The pty's master while a `-t` exec runs (for resize).
     pty: Option<File>,
 }
@@ -60,6 +62,9 @@ struct ExecCreate {
     config: ExecConfig,
     attach_stdout: bool,
     attach_stderr: bool,
+    /// docker-py writes it `detachKeys` (dockerd's JSON decoding ignores case).
+    #[serde(alias = "detachKeys")]
+    detach_keys: Option<String>,
 }
 
 /// `POST /containers/{id}/exec`: 201 `{"Id"}`; 404 for no such container, 409 when it is not
@@ -71,6 +76,7 @@ pub async fn create(daemon: Arc<Daemon>, id: &str, req: Req) -> Result<Response<
     // The CLI sends `""` for "the container's": as absent.
     request.config.working_dir = request.config.working_dir.filter(|w| !w.is_empty());
     request.config.user = request.config.user.filter(|u| !u.is_empty());
+    let detach_keys = crate::containers::detach_keys(request.detach_keys.as_deref())?;
     let record = find(&daemon, id).await?;
     let rt = Runtime::new(daemon.store().clone());
     let (cid, config) = (record.id.clone(), request.config.clone());
@@ -81,6 +87,7 @@ pub async fn create(daemon: Arc<Daemon>, id: &str, req: Req) -> Result<Response<
             stdin: request.config.attach_stdin,
             stdout: request.attach_stdout,
             stderr: request.attach_stderr,
+            detach_keys,
             pty: None,
         },
     );
@@ -139,14 +146,16 @@ pub async fn start(
         ));
     }
     let container = find(&daemon, &record.container_id).await?;
-    let (stdin, stdout, stderr) = {
+    let (stdin, stdout, stderr, detach_keys) = {
         let execs = daemon.execs.lock();
         match execs.get(&record.id) {
-            Some(m) => (m.stdin, m.stdout, m.stderr),
-            None => (false, true, true),
+            Some(m) => (m.stdin, m.stdout, m.stderr, m.detach_keys.clone()),
+            None => (false, true, true, DetachKeys::default()),
         }
     };
     let tty = record.process.terminal;
+    // As dockerd: only a terminal's input is watched for the detach keys.
+    let mut detach = tty.then(|| detach_keys.watch());
     let raw = start.tty;
     let stdin = stdin && !start.detach && upgrade;
     // The process's stdio and the daemon's ends of it.
@@ -250,25 +259,56 @@ pub async fn start(
                     return;
                 }
                 let (mut from_client, mut to_client) = tokio::io::split(client);
+                let (detached_tx, mut detached) = tokio::sync::oneshot::channel::<()>();
+                let mut detached_tx = Some(detached_tx);
                 let input = tokio::spawn(async move {
                     let mut buf = vec![0u8; 32 * 1024];
                     if !stdin {
                         return;
                     }
                     loop {
-                        match from_client.read(&mut buf).await {
+                        let n = match from_client.read(&mut buf).await {
                             Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                if in_tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                                    break;
-                                }
+                            Ok(n) => n,
+                        };
+                        let mut pass = Vec::with_capacity(n);
+                        let done = match detach.as_mut() {
+                            Some(watch) => watch.feed(&buf[..n], &mut pass),
+                            None => {
+                                pass.extend_from_slice(&buf[..n]);
+                                false
                             }
+                        };
+                        if !pass.is_empty() && in_tx.send(Bytes::from(pass)).await.is_err() {
+                            break;
+                        }
+                        if done {
+                            // The client detached: its connection closes, the process runs
+                            // on (and its input stays open: `in_tx` is kept until then).
+                            if let Some(tx) = detached_tx.take() {
+                                let _ = tx.send(());
+                            }
+                            std::future::pending::<()>().await;
                         }
                     }
                     // Dropping `in_tx` closes the process's stdin.
                 });
                 let mut out_rx = out_rx;
-                while let Some(Ok(chunk)) = out_rx.recv().await {
+                // Until the input ends without a detach (its sender dropped): then the
+                // receiver is done and must not be polled again.
+                let mut watching = true;
+                loop {
+                    let chunk = tokio::select! {
+                        chunk = out_rx.recv() => chunk,
+                        sent = &mut detached, if watching => {
+                            if sent.is_ok() {
+                                break;
+                            }
+                            watching = false;
+                            continue;
+                        }
+                    };
+                    let Some(Ok(chunk)) = chunk else { break };
                     if to_client.write_all(&chunk).await.is_err() {
                         break;
                     }
@@ -380,7 +420,9 @@ fn run_exec(
     code
 }
 
-/// Copies one output stream of an exec into `out` until it ends (or the client left).
+/// Copies one output stream of an exec into `out` until it ends. Once the client left (or
+/// detached) the output is still read, and dropped: the process runs on, neither blocked on
+/// a full pipe nor hung up by a closed pty.
 fn copy_output(
     mut from: Box<dyn Read + Send>,
     kind: StreamType,
@@ -388,15 +430,15 @@ fn copy_output(
     out: &mpsc::Sender<std::io::Result<Bytes>>,
 ) {
     let mut buf = vec![0u8; 32 * 1024];
+    let mut listening = true;
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
-            Ok(n) => {
+            Ok(n) if listening => {
                 let chunk = Bytes::from(framed(raw, kind, &buf[..n]));
-                if out.blocking_send(Ok(chunk)).is_err() {
-                    break;
-                }
+                listening = out.blocking_send(Ok(chunk)).is_ok();
             }
+            Ok(_) => {}
         }
     }
 }

@@ -15,6 +15,7 @@
 pub mod attach;
 mod commit;
 pub mod create;
+mod detach;
 mod error;
 pub mod exec;
 mod freeze;
@@ -34,6 +35,7 @@ pub mod supervisor;
 pub use attach::{AttachRequest, AttachStream, StreamType};
 pub use commit::CommitOptions;
 pub use create::{ContainerConfig, ContainerCreateRequest, HostConfig};
+pub use detach::{DetachKeys, DetachWatch};
 pub use error::{Result, RuntimeError};
 pub use exec::{Exec, ExecConfig, ExecRecord, exec_failure_code};
 pub use host::{BeforeStart, Host, SystemHost};

@@ -100,6 +100,8 @@ pub fn start_error_code(error: &RuntimeError) -> i32 {
 /// The output side of one attached client.
 #[derive(Debug)]
 struct Client {
+    /// Which connection it is (a detaching client removes itself).
+    id: u64,
     socket: UnixStream,
     stdout: bool,
     stderr: bool,
@@ -115,7 +117,7 @@ struct Streams {
     stdin: Mutex<Option<Box<dyn WriteDebug>>>,
     /// The pty master, for resize requests.
     pty: Mutex<Option<std::fs::File>>,
-    /// Clients accepted so far (an attach-first start waits for one).
+    /// Clients accepted so far (an attach-first start waits for one); also their IDs.
     accepted: Mutex<usize>,
     accepted_changed: Condvar,
 }
@@ -182,35 +184,64 @@ fn handle_client(socket: UnixStream, streams: &Streams) -> std::io::Result<()> {
         return Ok(());
     }
     socket.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT))?;
-    streams
-        .clients
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(Client {
+    // The client is in the list before it is counted, so a start that waited for it sends
+    // it everything.
+    let id = {
+        let mut clients = streams.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut accepted = streams.accepted.lock().unwrap_or_else(|e| e.into_inner());
+        *accepted += 1;
+        clients.push(Client {
+            id: *accepted as u64,
             socket: socket.try_clone()?,
             stdout: request.stdout,
             stderr: request.stderr,
         });
-    *streams.accepted.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        *accepted as u64
+    };
     streams.accepted_changed.notify_all();
     if !request.stdin {
         return Ok(());
     }
+    // Detach keys are watched on a terminal's input only, as dockerd does.
+    let mut detach = request
+        .detach_keys
+        .filter(|_| streams.tty)
+        .map(|keys| keys.watch());
     // The client's input goes to the container's stdin until the client ends it.
     let mut buf = [0u8; 8192];
+    let mut pass = Vec::with_capacity(buf.len());
     loop {
         let n = reader.read(&mut buf)?;
         if n == 0 {
             break;
         }
+        pass.clear();
+        let detached = match detach.as_mut() {
+            Some(watch) => watch.feed(&buf[..n], &mut pass),
+            None => {
+                pass.extend_from_slice(&buf[..n]);
+                false
+            }
+        };
         let mut stdin = streams.stdin.lock().unwrap_or_else(|e| e.into_inner());
         match stdin.as_mut() {
             Some(w) => {
-                if w.write_all(&buf[..n]).and_then(|()| w.flush()).is_err() {
+                if w.write_all(&pass).and_then(|()| w.flush()).is_err() {
                     stdin.take();
                 }
             }
             None => break,
+        }
+        drop(stdin);
+        if detached {
+            // This client goes; the container, its stdin and the other clients stay.
+            streams
+                .clients
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|c| c.id != id);
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+            return Ok(());
         }
     }
     if streams.stdin_once {

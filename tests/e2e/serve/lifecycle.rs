@@ -213,3 +213,130 @@ fn exec_output_is_framed_as_the_start_says_and_a_missing_program_is_127() {
         204
     );
 }
+
+/// Reads from `s` until what was read contains `needle`.
+fn read_until(s: &mut UnixStream, needle: &str) -> String {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        match s.read(&mut buf) {
+            Ok(0) => panic!(
+                "the stream ended before {needle:?}: {:?}",
+                String::from_utf8_lossy(&seen)
+            ),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("no {needle:?} ({e}): {:?}", String::from_utf8_lossy(&seen)),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// Types `keys` one at a time (as a user does), then expects the daemon to have closed the
+/// connection: the output ends and a write fails.
+fn detach_with(s: &mut UnixStream, keys: &[u8]) {
+    for key in keys {
+        s.write_all(&[*key]).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)
+        .unwrap_or_else(|e| panic!("the attach did not end after the detach keys: {e}"));
+    // The connection is closed whole: a write after it fails (docker-py checks this).
+    let mut refused = false;
+    for _ in 0..10 {
+        if s.write_all(b"still there?\n").is_err() {
+            refused = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(refused, "the connection stayed open after the detach keys");
+}
+
+#[test]
+fn detach_keys_end_attaches_and_execs_and_the_container_runs_on() {
+    let k = Kiln::new();
+    let d = Daemon::start(&k, &[], &[]);
+    k.ok(&["pull", &k.base]);
+    let body = serde_json::json!({
+        "Image": k.base, "Cmd": ["cat"], "Tty": true, "OpenStdin": true,
+        "HostConfig": { "NetworkMode": "none" },
+    });
+    let created = d.request(
+        "POST",
+        "/containers/create?name=term",
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(
+        d.request("POST", "/containers/term/start", &[], b"").status,
+        204
+    );
+    let attach = |query: &str| {
+        let (s, head) = send(
+            &d,
+            "POST",
+            &format!("/containers/term/attach?stream=1&stdin=1&stdout=1{query}"),
+            b"",
+            "Connection: Upgrade\r\nUpgrade: tcp\r\n",
+        );
+        assert!(head.starts_with("HTTP/1.1 101"), "attach: {head}");
+        s
+    };
+    let running = || d.get("/containers/term/json").json()["State"]["Running"] == true;
+
+    // The default keys, ctrl-p ctrl-q; a ctrl-p that is not followed by ctrl-q is typed on.
+    let mut s = attach("");
+    s.write_all(b"one\n").unwrap();
+    read_until(&mut s, "one");
+    detach_with(&mut s, &[0x10, b'x', 0x10, 0x11]);
+    assert!(running(), "{}", d.log());
+    // Keys of the client's own: ctrl-x. The container's stdin was kept open.
+    let mut s = attach("&detachKeys=ctrl-x");
+    s.write_all(b"two\n").unwrap();
+    read_until(&mut s, "two");
+    detach_with(&mut s, &[0x18]);
+    assert!(running());
+    let bad = d.request(
+        "POST",
+        "/containers/term/attach?stream=1&detachKeys=ctrl-1",
+        &[],
+        b"",
+    );
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(bad.text().contains("detach keys"), "{}", bad.text());
+
+    // An exec with a tty: detaching leaves its process running.
+    let exec = serde_json::json!({
+        "Cmd": ["cat"], "Tty": true, "AttachStdin": true, "AttachStdout": true,
+        "detachKeys": "ctrl-p",
+    });
+    let created = d.request(
+        "POST",
+        "/containers/term/exec",
+        &[("Content-Type", "application/json")],
+        exec.to_string().as_bytes(),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = created.json()["Id"].as_str().unwrap().to_owned();
+    let (mut s, head) = send(
+        &d,
+        "POST",
+        &format!("/exec/{id}/start"),
+        br#"{"Tty":true}"#,
+        "Connection: Upgrade\r\nUpgrade: tcp\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 101"), "exec start: {head}");
+    s.write_all(b"three\n").unwrap();
+    read_until(&mut s, "three");
+    detach_with(&mut s, &[0x10]);
+    let inspected = d.get(&format!("/exec/{id}/json")).json();
+    assert_eq!(inspected["Running"], true, "{inspected}");
+    assert!(running());
+    assert_eq!(
+        d.request("DELETE", "/containers/term?force=1", &[], b"")
+            .status,
+        204
+    );
+}

@@ -31,6 +31,7 @@ use crate::query::Query;
 use crate::router::Req;
 use crate::stream::{self, Body};
 
+pub(crate) use attach::detach_keys;
 pub use attach::{attach, logs};
 pub use shapes::{inspect, list};
 

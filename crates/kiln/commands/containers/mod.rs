@@ -229,16 +229,24 @@ pub fn start(env: &Env, queries: &[String], attach: bool, interactive: bool) -> 
 
 /// `kiln attach`: this terminal to a running container's streams until it exits. Killing this
 /// process leaves the container running.
-pub fn attach_command(env: &Env, query: &str, no_stdin: bool) -> Result<ExitCode> {
+pub fn attach_command(
+    env: &Env,
+    query: &str,
+    no_stdin: bool,
+    detach_keys: &str,
+) -> Result<ExitCode> {
     let rt = Runtime::new(env.store.clone());
     let record = rt.container(query)?;
     let request = AttachRequest {
         stdin: !no_stdin && record.config.open_stdin,
+        detach_keys: Some(detach_keys.parse()?),
         ..AttachRequest::output()
     };
     let exit = rt.store.watch_container_exit(&record.id)?;
     let stream = rt.attach(&record.id, request.clone())?;
-    attach::relay(env, &rt, &record, stream, request.stdin)?;
+    if attach::relay(env, &rt, &record, stream, &request)? == attach::Relayed::Detached {
+        return Ok(ExitCode::SUCCESS);
+    }
     attach::exit_code(&rt, &record, exit)
 }
 
