@@ -4,7 +4,9 @@
 //! [`SUPERVISOR_MARKER`]; the binary's `main` calls [`maybe_run_supervisor`] first thing, which
 //! runs the supervisor and exits (the way the sandbox's init is entered).
 //!
-//! The supervisor leads a session of its own (no terminal, nothing tying it to the caller),
+//! The supervisor forks away from its launcher first (the launcher reaps the short-lived
+//! first process; the supervisor is reparented to init, so `kiln serve` never parents
+//! containers), leads a session of its own (no terminal, nothing tying it to the caller),
 //! enters a private mount namespace, holds the container's running lock for the container's
 //! lifetime, serves the attach socket (`attach`), starts the sandbox (whose inits die with
 //! it), copies the output into the log and to attached clients, runs the HEALTHCHECK, and
@@ -78,6 +80,10 @@ pub fn maybe_run_supervisor() {
 }
 
 fn run(root: PathBuf, id: &str, attach_first: bool) -> Result<()> {
+    // Never the launcher's child: a daemon that launches many supervisors would otherwise
+    // have to reap each one (a short `--rm` container's left a zombie until it did), and
+    // containers would be tied to whoever started them.
+    kiln_sandbox::leave_parent()?;
     // A session of its own: no controlling terminal whose hangup would end it.
     let _ = rustix::process::setsid();
     // Volumes and the overlay are mounted in a namespace of the supervisor's own.

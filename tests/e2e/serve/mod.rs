@@ -8,6 +8,7 @@ mod docker_cli;
 mod images;
 mod lifecycle;
 mod raw;
+mod restart;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

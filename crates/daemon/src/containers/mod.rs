@@ -290,12 +290,6 @@ pub async fn start(daemon: Arc<Daemon>, id: &str) -> Result<Response<Body>, ApiE
 fn watch_exit(daemon: &Arc<Daemon>, record: ContainerRecord, exit: kiln_store::ExitWatch) {
     let daemon = Arc::clone(daemon);
     tokio::task::spawn_blocking(move || {
-        // The supervisor that started it (the record says so once it runs).
-        let supervisor = daemon
-            .store()
-            .find_container(&record.id)
-            .map(|c| c.state.owner_pid)
-            .unwrap_or(0);
         let code = match exit.wait() {
             Ok(Some(code)) => code,
             Ok(None) => runtime(&daemon)
@@ -309,20 +303,7 @@ fn watch_exit(daemon: &Arc<Daemon>, record: ContainerRecord, exit: kiln_store::E
         if record.auto_remove {
             event(&daemon, "destroy", &record, &[]);
         }
-        reap_supervisor(supervisor);
     });
-}
-
-/// Collects the exit status of a supervisor the daemon spawned, which would otherwise stay a
-/// zombie as long as the daemon runs. Only that pid is waited for (a `waitpid(-1)` would
-/// steal the statuses of the build's own children); one that is not the daemon's child
-/// (started by a CLI or an earlier daemon) is ECHILD, ignored.
-fn reap_supervisor(pid: u32) {
-    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32)
-        && pid != rustix::process::getpid()
-    {
-        let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
-    }
 }
 
 /// `POST /containers/{id}/wait`: the `200` headers at once (the CLI waits for them before it
