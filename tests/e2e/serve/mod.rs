@@ -1,12 +1,14 @@
 //! `kiln serve`: the daemon started as a process against a temp store and socket, driven by
-//! raw HTTP over the socket (`raw.rs` for the wire details, `builds.rs`, `images.rs`, `containers.rs`) and by the real docker CLI
-//! (`docker_cli.rs`).
+//! raw HTTP over the socket (`raw.rs` for the wire details, `builds.rs`, `images.rs`,
+//! `containers.rs`, `lifecycle.rs` for concurrency, attach and exec details) and by the real
+//! docker CLI (`docker_cli.rs`, `restart.rs` across a daemon restart, `load.rs`).
 
 mod builds;
 mod containers;
 mod docker_cli;
 mod images;
 mod lifecycle;
+mod load;
 mod raw;
 mod restart;
 
