@@ -340,3 +340,46 @@ fn detach_keys_end_attaches_and_execs_and_the_container_runs_on() {
         204
     );
 }
+
+#[test]
+fn an_attach_replaying_the_log_sends_it_after_the_head() {
+    let k = Kiln::new();
+    let d = Daemon::start(&k, &[], &[]);
+    k.ok(&["pull", &k.base]);
+    let body = serde_json::json!({
+        "Image": k.base, "Cmd": ["echo", "hello"], "HostConfig": { "NetworkMode": "none" },
+    });
+    let created = d.request(
+        "POST",
+        "/containers/create?name=said",
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(
+        d.request("POST", "/containers/said/start", &[], b"").status,
+        204
+    );
+    let waited = d.request("POST", "/containers/said/wait", &[], b"");
+    assert_eq!(waited.json()["StatusCode"], 0);
+    // As docker-py reads it: one buffered read takes the head and whatever came with it, and
+    // only what comes later is read from the socket as the stream.
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(STEP_LIMIT)).unwrap();
+    s.write_all(
+        b"POST /containers/said/attach?logs=1&stream=0&stdout=1&stderr=1 HTTP/1.1\r\n\
+          Host: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = s.read(&mut buf).unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(first.starts_with("HTTP/1.1 101"), "{first}");
+    assert!(
+        first.ends_with("\r\n\r\n"),
+        "the log came with the head: {first:?}"
+    );
+    let stream = rest(s, "attach with logs");
+    assert_eq!(stream.as_bytes(), b"\x01\0\0\0\0\0\0\x06hello\n");
+}

@@ -28,6 +28,9 @@ use crate::query::Query;
 use crate::router::Req;
 use crate::stream::{self, Body};
 
+/// How long a hijacked attach waits after the 101 head before it replays the log.
+const REPLAY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Docker's content type of attach and logs bodies.
 const RAW_STREAM: &str = "application/vnd.docker.raw-stream";
 
@@ -104,8 +107,15 @@ pub async fn attach(
                     return;
                 };
                 let mut client = TokioIo::new(upgraded);
-                if !replay.is_empty() && client.write_all(&replay).await.is_err() {
-                    return;
+                if !replay.is_empty() {
+                    // Bytes that reach a client together with the 101 head are read into its
+                    // HTTP parser's buffer, which docker-py then drops (it reads the raw socket
+                    // from under it): the replay, ready at once, waits for the client to have
+                    // taken the head, as dockerd's own reading of the log makes it wait.
+                    tokio::time::sleep(REPLAY_DELAY).await;
+                    if client.write_all(&replay).await.is_err() {
+                        return;
+                    }
                 }
                 match rx.await {
                     Ok(Ok(stream)) => pump(client, stream, request.stdin).await,
