@@ -268,7 +268,7 @@ impl Store {
     /// by every process that asks whether the container runs or waits for its end, and a
     /// start that took such a probe for a running container would fail (or, worse, leave an
     /// attached `docker run --rm` waiting forever for a container that never started). The
-    /// running lock is then taken by retrying for [`RUNNING_LOCK_PATIENCE`]: probes hold it
+    /// running lock is then taken by retrying for up to 5 s: probes hold it
     /// for microseconds, and only a supervisor of an older kiln (which took no start lock)
     /// holds it longer.
     pub fn try_hold_container_running(&self, id: &str) -> Result<Option<StoreLock>, StoreError> {
