@@ -148,3 +148,58 @@ fn a_daemon_restart_leaves_containers_running_and_parents_none() {
     assert!(processes_using(&root).is_empty());
     no_zombies_of(&d);
 }
+
+#[test]
+fn a_daemon_finishing_its_requests_leaves_its_successors_socket() {
+    let k = Kiln::new();
+    let _cleanup = Cleanup(&k);
+    let shared = tempfile::tempdir().unwrap();
+    let socket = shared.path().join("kiln.sock");
+    let host = format!("unix://{}", socket.display());
+    let old = Daemon::start(&k, &[], &["--host", &host]);
+    let docker = Docker::new(&old);
+    docker.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "sleeper",
+        "--network",
+        "none",
+        &k.base,
+        "sleep",
+        "60",
+    ]);
+    // A request in flight (a wait) keeps the old daemon finishing for its grace time.
+    let mut waiting = UnixStream::connect(&old.socket).unwrap();
+    waiting
+        .write_all(
+            b"POST /containers/sleeper/wait HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+    let mut head = [0u8; 12];
+    waiting.read_exact(&mut head).unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&old.child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    eventually("the old daemon to stop accepting", || {
+        UnixStream::connect(&socket).is_err()
+    });
+    // The successor replaces the stale socket while the old daemon still runs.
+    let new = Daemon::start(&k, &[], &["--host", &host]);
+    let mut old = old;
+    assert!(old.terminate().success(), "{}", old.log());
+    let ping = UnixStream::connect(&socket).and_then(|mut s| {
+        s.write_all(b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    });
+    assert!(
+        ping.as_deref().is_ok_and(|r| r.starts_with("HTTP/1.1 200")),
+        "the new daemon's socket went with the old daemon: {ping:?}\n{}",
+        new.log()
+    );
+    drop(waiting);
+}
