@@ -182,7 +182,26 @@ impl<H: Host> Runtime<H> {
 
     /// Waits for `condition` and returns the container's exit code.
     pub fn wait(&self, query: &str, condition: WaitCondition) -> Result<i32> {
+        self.wait_unless(query, condition, None)
+    }
+
+    /// [`Runtime::wait`] for a caller that may stop caring (a daemon whose client went away):
+    /// `cancelled` is asked at least every [`POLL`], and once it says so the wait ends with
+    /// [`RuntimeError::WaitCancelled`] instead of keeping a thread for as long as the
+    /// container lives (or, for `removed`, forever, when it is never removed).
+    pub fn wait_unless(
+        &self,
+        query: &str,
+        condition: WaitCondition,
+        cancelled: Option<&dyn Fn() -> bool>,
+    ) -> Result<i32> {
         let record = self.container(query)?;
+        let check = || match cancelled {
+            Some(cancelled) if cancelled() => {
+                Err(RuntimeError::WaitCancelled(record.name.clone()))
+            }
+            _ => Ok(()),
+        };
         match condition {
             WaitCondition::NotRunning => {}
             WaitCondition::NextExit => {
@@ -191,7 +210,10 @@ impl<H: Host> Runtime<H> {
                 while !self.host.is_running(&record.id)? {
                     match self.store.find_container(&record.id) {
                         Ok(now) if now.state.started_at != record.state.started_at => break,
-                        Ok(_) => std::thread::sleep(POLL),
+                        Ok(_) => {
+                            check()?;
+                            std::thread::sleep(POLL);
+                        }
                         Err(ContainerError::NoSuchContainer(_)) => {
                             return Err(RuntimeError::RemovedWithoutCode(record.name));
                         }
@@ -200,10 +222,13 @@ impl<H: Host> Runtime<H> {
                 }
             }
             WaitCondition::Removed => {
-                let (_, code) = self.host.wait_stopped(&record.id, None)?;
+                let (_, code) = self.stopped_unless(&record.id, cancelled.is_some(), &check)?;
                 loop {
                     match self.store.find_container(&record.id) {
-                        Ok(_) => std::thread::sleep(POLL),
+                        Ok(_) => {
+                            check()?;
+                            std::thread::sleep(POLL);
+                        }
                         Err(ContainerError::NoSuchContainer(_)) => {
                             return code.ok_or(RuntimeError::RemovedWithoutCode(record.name));
                         }
@@ -212,7 +237,7 @@ impl<H: Host> Runtime<H> {
                 }
             }
         }
-        let (_, left_in_lock) = self.host.wait_stopped(&record.id, None)?;
+        let (_, left_in_lock) = self.stopped_unless(&record.id, cancelled.is_some(), &check)?;
         // A `--rm` container is gone by now; its supervisor left the code in the lock file.
         match self.container(&record.id) {
             Ok(after) => Ok(left_in_lock.unwrap_or(after.state.exit_code)),
@@ -220,6 +245,26 @@ impl<H: Host> Runtime<H> {
                 left_in_lock.ok_or(RuntimeError::RemovedWithoutCode(record.name))
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Until the container stops: blocked on its lock, or (`cancellable`) in slices of
+    /// [`POLL`] with `check` between them.
+    fn stopped_unless(
+        &self,
+        id: &str,
+        cancellable: bool,
+        check: &dyn Fn() -> Result<()>,
+    ) -> Result<(bool, Option<i32>)> {
+        if !cancellable {
+            return self.host.wait_stopped(id, None);
+        }
+        loop {
+            let (stopped, code) = self.host.wait_stopped(id, Some(POLL))?;
+            if stopped {
+                return Ok((true, code));
+            }
+            check()?;
         }
     }
 
@@ -518,6 +563,38 @@ mod tests {
 
         let bad = "soon".parse::<WaitCondition>().unwrap_err();
         assert_eq!(bad.kind(), ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn a_cancelled_wait_ends_and_an_uncancelled_one_does_not() {
+        let (_d, rt) = runtime();
+        let id = create(&rt, "never", "");
+        let rt = Arc::new(rt);
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let waiters: Vec<_> = [WaitCondition::Removed, WaitCondition::NextExit]
+            .into_iter()
+            .map(|condition| {
+                let (rt, id, flag) = (rt.clone(), id.clone(), flag.clone());
+                std::thread::spawn(move || {
+                    let cancelled = || flag.load(std::sync::atomic::Ordering::SeqCst);
+                    rt.wait_unless(&id, condition, Some(&cancelled))
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(waiters.iter().all(|w| !w.is_finished()), "a wait gave up early");
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        for w in waiters {
+            let err = w.join().unwrap().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+        }
+        // Running: the wait for its end is cancelled too.
+        rt.start("never").unwrap();
+        let cancelled = || true;
+        let err = rt
+            .wait_unless("never", WaitCondition::NotRunning, Some(&cancelled))
+            .unwrap_err();
+        assert!(matches!(err, RuntimeError::WaitCancelled(_)), "{err:?}");
     }
 
     #[test]

@@ -329,7 +329,14 @@ pub async fn wait(
     tokio::spawn(async move {
         let cid = record.id.clone();
         let store = rt.store.clone();
-        let polled = tokio::task::spawn_blocking(move || rt.wait(&cid, condition));
+        // The client left once its response body is dropped: the blocking waits then end
+        // instead of holding a thread until the container ends or is removed (never, for a
+        // `removed` wait on a container that was not started).
+        let client = tx.clone();
+        let polled = tokio::task::spawn_blocking(move || {
+            let gone = || client.is_closed();
+            rt.wait_unless(&cid, condition, Some(&gone))
+        });
         let polled = async move {
             match polled.await {
                 Ok(r) => r,
@@ -365,8 +372,9 @@ pub async fn wait(
         if removed && result.is_ok() {
             // Until the record is gone (a `--rm` supervisor removes it just after the exit).
             let id = record.id.clone();
+            let client = tx.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                while store.find_container(&id).is_ok() {
+                while store.find_container(&id).is_ok() && !client.is_closed() {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             })
