@@ -1,5 +1,5 @@
-//! The container lifecycle on top of the [`Host`] seam: start, stop, kill, restart, wait and
-//! remove, each checking the state rules (`ContainerState::can_*`) first, so an operation the
+//! The container lifecycle on top of the [`Host`] seam: start, stop, kill, restart and
+//! remove (wait in `wait.rs`), each checking the state rules (`ContainerState::can_*`) first, so an operation the
 //! state forbids is a typed error (Docker's 409) and never reaches a process.
 //!
 //! Whether a container runs is the host's answer, not the record's: the record may say
@@ -15,35 +15,6 @@ use crate::error::{Result, RuntimeError};
 use crate::host::{Host, SystemHost};
 use crate::signals::parse_signal;
 
-/// Docker's `condition` of `wait`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum WaitCondition {
-    /// Returns at once for a container that is not running, else when it stops.
-    #[default]
-    NotRunning,
-    /// Waits for the container's next exit (starting first, if it is not running).
-    NextExit,
-    /// Waits until the container is removed.
-    Removed,
-}
-
-impl std::str::FromStr for WaitCondition {
-    type Err = RuntimeError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "not-running" => Ok(WaitCondition::NotRunning),
-            "next-exit" => Ok(WaitCondition::NextExit),
-            "removed" => Ok(WaitCondition::Removed),
-            _ => Err(RuntimeError::Invalid {
-                what: "wait condition",
-                value: s.to_owned(),
-                reason: "expected not-running, next-exit or removed",
-            }),
-        }
-    }
-}
-
 /// The container runtime: the store plus the host it runs containers on.
 #[derive(Debug, Clone)]
 pub struct Runtime<H: Host = SystemHost> {
@@ -57,9 +28,6 @@ impl Runtime<SystemHost> {
         Runtime { store, host }
     }
 }
-
-/// How often the waits that cannot block on a lock look again.
-const POLL: Duration = Duration::from_millis(50);
 
 impl<H: Host> Runtime<H> {
     pub fn with_host(store: Store, host: H) -> Self {
@@ -180,94 +148,6 @@ impl<H: Host> Runtime<H> {
         self.start(&record.id)
     }
 
-    /// Waits for `condition` and returns the container's exit code.
-    pub fn wait(&self, query: &str, condition: WaitCondition) -> Result<i32> {
-        self.wait_unless(query, condition, None)
-    }
-
-    /// [`Runtime::wait`] for a caller that may stop caring (a daemon whose client went away):
-    /// `cancelled` is asked at least every [`POLL`], and once it says so the wait ends with
-    /// [`RuntimeError::WaitCancelled`] instead of keeping a thread for as long as the
-    /// container lives (or, for `removed`, forever, when it is never removed).
-    pub fn wait_unless(
-        &self,
-        query: &str,
-        condition: WaitCondition,
-        cancelled: Option<&dyn Fn() -> bool>,
-    ) -> Result<i32> {
-        let record = self.container(query)?;
-        let check = || match cancelled {
-            Some(cancelled) if cancelled() => {
-                Err(RuntimeError::WaitCancelled(record.name.clone()))
-            }
-            _ => Ok(()),
-        };
-        match condition {
-            WaitCondition::NotRunning => {}
-            WaitCondition::NextExit => {
-                // Until it starts (again): a new start shows as a new start time, which a
-                // run too short to be seen running still leaves.
-                while !self.host.is_running(&record.id)? {
-                    match self.store.find_container(&record.id) {
-                        Ok(now) if now.state.started_at != record.state.started_at => break,
-                        Ok(_) => {
-                            check()?;
-                            std::thread::sleep(POLL);
-                        }
-                        Err(ContainerError::NoSuchContainer(_)) => {
-                            return Err(RuntimeError::RemovedWithoutCode(record.name));
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-            WaitCondition::Removed => {
-                let (_, code) = self.stopped_unless(&record.id, cancelled.is_some(), &check)?;
-                loop {
-                    match self.store.find_container(&record.id) {
-                        Ok(_) => {
-                            check()?;
-                            std::thread::sleep(POLL);
-                        }
-                        Err(ContainerError::NoSuchContainer(_)) => {
-                            return code.ok_or(RuntimeError::RemovedWithoutCode(record.name));
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-        }
-        let (_, left_in_lock) = self.stopped_unless(&record.id, cancelled.is_some(), &check)?;
-        // A `--rm` container is gone by now; its supervisor left the code in the lock file.
-        match self.container(&record.id) {
-            Ok(after) => Ok(left_in_lock.unwrap_or(after.state.exit_code)),
-            Err(RuntimeError::Container(ContainerError::NoSuchContainer(_))) => {
-                left_in_lock.ok_or(RuntimeError::RemovedWithoutCode(record.name))
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Until the container stops: blocked on its lock, or (`cancellable`) in slices of
-    /// [`POLL`] with `check` between them.
-    fn stopped_unless(
-        &self,
-        id: &str,
-        cancellable: bool,
-        check: &dyn Fn() -> Result<()>,
-    ) -> Result<(bool, Option<i32>)> {
-        if !cancellable {
-            return self.host.wait_stopped(id, None);
-        }
-        loop {
-            let (stopped, code) = self.host.wait_stopped(id, Some(POLL))?;
-            if stopped {
-                return Ok((true, code));
-            }
-            check()?;
-        }
-    }
-
     /// Removes a container; a running one only with `force` (killed first). With `volumes`,
     /// its anonymous volumes go too.
     pub fn remove(&self, query: &str, force: bool, volumes: bool) -> Result<()> {
@@ -324,6 +204,7 @@ mod tests {
 
     use super::*;
     use crate::host::BeforeStart;
+    use crate::wait::WaitCondition;
 
     /// The fake process table, plus what a real supervisor writes into the record when it
     /// starts a container.
@@ -582,7 +463,10 @@ mod tests {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(150));
-        assert!(waiters.iter().all(|w| !w.is_finished()), "a wait gave up early");
+        assert!(
+            waiters.iter().all(|w| !w.is_finished()),
+            "a wait gave up early"
+        );
         flag.store(true, std::sync::atomic::Ordering::SeqCst);
         for w in waiters {
             let err = w.join().unwrap().unwrap_err();
