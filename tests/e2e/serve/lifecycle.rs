@@ -90,14 +90,34 @@ fn run_like_the_cli(d: &Daemon, image: &str, n: usize) {
         "Connection: close\r\n",
     );
     assert!(head.starts_with("HTTP/1.1 200"), "run {n}: wait: {head}");
-    let (start, head) = send(
-        d,
-        "POST",
-        &format!("/v1.41/containers/{id}/start"),
-        b"",
-        "Connection: close\r\n",
-    );
-    let started = rest(start, "start");
+    // Another client inspects the container all through its start, as `docker ps` and
+    // `docker inspect` do: each look takes its running lock for a moment, which once made
+    // a start that met one fail (409) or be skipped (304).
+    let starting = std::sync::atomic::AtomicBool::new(true);
+    let (head, started) = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while starting.load(std::sync::atomic::Ordering::SeqCst) {
+                let (s, _) = send(
+                    d,
+                    "GET",
+                    &format!("/containers/{id}/json"),
+                    b"",
+                    "Connection: close\r\n",
+                );
+                drop(rest(s, "inspect"));
+            }
+        });
+        let (start, head) = send(
+            d,
+            "POST",
+            &format!("/v1.41/containers/{id}/start"),
+            b"",
+            "Connection: close\r\n",
+        );
+        let started = rest(start, "start");
+        starting.store(false, std::sync::atomic::Ordering::SeqCst);
+        (head, started)
+    });
     assert!(
         head.starts_with("HTTP/1.1 204"),
         "run {n}: start of {id}: {head}{started}"
