@@ -51,7 +51,7 @@ impl<H: Host> Runtime<H> {
     }
 
     /// [`Runtime::wait`] for a caller that may stop caring (a daemon whose client went away):
-    /// `cancelled` is asked at least every [`POLL`], and once it says so the wait ends with
+    /// `cancelled` is asked at least every 50 ms, and once it says so the wait ends with
     /// [`RuntimeError::WaitCancelled`] instead of keeping a thread for as long as the
     /// container lives (or, for `removed`, forever, when it is never removed).
     pub fn wait_unless(

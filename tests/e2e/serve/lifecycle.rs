@@ -1,6 +1,8 @@
 //! The container lifecycle through `kiln serve` under concurrency: `docker run --rm`'s own
 //! sequence (create → hijacked attach → wait for removal → start) many times at once over raw
-//! HTTP, where a start once raced the daemon's own looks at the container.
+//! HTTP, where a start once raced the daemon's own looks at the container; and the attach and
+//! exec details clients read byte by byte: exec output framed as the start says, an exec's
+//! 127, detach keys, a log replay sent after the 101 head.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
