@@ -15,6 +15,7 @@ mod e2e {
     mod context_tar;
     mod copy_add;
     mod crash;
+    mod detach;
     mod errors;
     mod explain;
     mod frontend;

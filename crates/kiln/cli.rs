@@ -71,6 +71,13 @@ pub enum Command {
         /// Do not attach stdin
         #[arg(long = "no-stdin")]
         no_stdin: bool,
+        /// Keys that detach this terminal and leave the container running (with a tty)
+        #[arg(
+            long = "detach-keys",
+            value_name = "KEYS",
+            default_value = "ctrl-p,ctrl-q"
+        )]
+        detach_keys: String,
         container: String,
     },
     /// Stop (as `stop` does) and start containers again
@@ -502,6 +509,13 @@ pub struct RunArgs {
     /// Run in the background and print the container ID
     #[arg(short = 'd', long)]
     pub detach: bool,
+    /// Keys that detach this terminal from a -t container and leave it running
+    #[arg(
+        long = "detach-keys",
+        value_name = "KEYS",
+        default_value = "ctrl-p,ctrl-q"
+    )]
+    pub detach_keys: String,
     /// Name of the container [default: a generated adjective_surname]
     #[arg(long)]
     pub name: Option<String>,

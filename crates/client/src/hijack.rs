@@ -62,12 +62,22 @@ impl Client {
         })
     }
 
-    /// `POST /containers/{id}/attach?stream=1&stdout=1&stderr=1[&stdin=1]`, hijacked; before a
-    /// start it waits for the start, so nothing of the output is missed.
-    pub async fn container_attach(&self, id: &str, stdin: bool) -> Result<Hijacked, ClientError> {
+    /// `POST /containers/{id}/attach?stream=1&stdout=1&stderr=1[&stdin=1][&detachKeys=…]`,
+    /// hijacked; before a start it waits for the start, so nothing of the output is missed.
+    /// `detach_keys` in Docker's notation (`ctrl-p,ctrl-q`): the daemon ends the attach when
+    /// they are typed and leaves the container running.
+    pub async fn container_attach(
+        &self,
+        id: &str,
+        stdin: bool,
+        detach_keys: Option<&str>,
+    ) -> Result<Hijacked, ClientError> {
         let mut pairs = vec![("stream", "1"), ("stdout", "1"), ("stderr", "1")];
         if stdin {
             pairs.push(("stdin", "1"));
+        }
+        if let Some(keys) = detach_keys {
+            pairs.push(("detachKeys", keys));
         }
         let path = format!("/containers/{}/attach{}", segment(id), query(&pairs));
         self.hijack(&path, empty()).await

@@ -2,8 +2,10 @@
 //! resize and inspect.
 //!
 //! The runtime starts an exec's process with whatever stdio it is given; the daemon gives it
-//! pipes (framed into Docker's 8-byte headers, as attach without a tty) or a pty (raw), and
-//! copies them to and from the client's hijacked connection. What the runtime's record does
+//! pipes, or a pty when the exec was created with `Tty`, and copies them to and from the
+//! client's hijacked connection. The output is raw or in Docker's 8-byte frames as the
+//! *start* request's `Tty` says, which is dockerd's rule (docker-py starts a `-t` exec
+//! without it and reads frames; the CLI sends the same value twice). What the runtime's record does
 //! not keep — which streams the client asked for, the pty to resize — the daemon keeps in
 //! memory by exec ID (an exec created by an earlier daemon starts with stdout and stderr, no
 //! stdin).
@@ -17,7 +19,7 @@ use bytes::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use kiln_runtime::{ExecConfig, ExecRecord, Runtime, RuntimeError, StreamType};
+use kiln_runtime::{DetachKeys, ExecConfig, ExecRecord, Runtime, RuntimeError, StreamType};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,6 +38,8 @@ struct ExecMeta {
     stdin: bool,
     stdout: bool,
     stderr: bool,
+    /// The keys that end a `-t` exec's attach (its process runs on).
+    detach_keys: DetachKeys,
     /// The pty's master while a `-t` exec runs (for resize).
     pty: Option<File>,
 }
@@ -58,6 +62,9 @@ struct ExecCreate {
     config: ExecConfig,
     attach_stdout: bool,
     attach_stderr: bool,
+    /// docker-py writes it `detachKeys` (dockerd's JSON decoding ignores case).
+    #[serde(alias = "detachKeys")]
+    detach_keys: Option<String>,
 }
 
 /// `POST /containers/{id}/exec`: 201 `{"Id"}`; 404 for no such container, 409 when it is not
@@ -69,6 +76,7 @@ pub async fn create(daemon: Arc<Daemon>, id: &str, req: Req) -> Result<Response<
     // The CLI sends `""` for "the container's": as absent.
     request.config.working_dir = request.config.working_dir.filter(|w| !w.is_empty());
     request.config.user = request.config.user.filter(|u| !u.is_empty());
+    let detach_keys = crate::containers::detach_keys(request.detach_keys.as_deref())?;
     let record = find(&daemon, id).await?;
     let rt = Runtime::new(daemon.store().clone());
     let (cid, config) = (record.id.clone(), request.config.clone());
@@ -79,6 +87,7 @@ pub async fn create(daemon: Arc<Daemon>, id: &str, req: Req) -> Result<Response<
             stdin: request.config.attach_stdin,
             stdout: request.attach_stdout,
             stderr: request.attach_stderr,
+            detach_keys,
             pty: None,
         },
     );
@@ -97,6 +106,10 @@ pub async fn create(daemon: Arc<Daemon>, id: &str, req: Req) -> Result<Response<
 #[serde(rename_all = "PascalCase", default)]
 struct ExecStart {
     detach: bool,
+    /// Whether the output goes raw (true) or in Docker's frames: dockerd decides it by this
+    /// field of the start, not by the exec's own `Tty` (docker-py starts a `-t` exec without
+    /// it and reads frames).
+    tty: bool,
 }
 
 /// An exec error with dockerd's text for an unknown exec.
@@ -133,14 +146,17 @@ pub async fn start(
         ));
     }
     let container = find(&daemon, &record.container_id).await?;
-    let (stdin, stdout, stderr) = {
+    let (stdin, stdout, stderr, detach_keys) = {
         let execs = daemon.execs.lock();
         match execs.get(&record.id) {
-            Some(m) => (m.stdin, m.stdout, m.stderr),
-            None => (false, true, true),
+            Some(m) => (m.stdin, m.stdout, m.stderr, m.detach_keys.clone()),
+            None => (false, true, true, DetachKeys::default()),
         }
     };
     let tty = record.process.terminal;
+    // As dockerd: only a terminal's input is watched for the detach keys.
+    let mut detach = tty.then(|| detach_keys.watch());
+    let raw = start.tty;
     let stdin = stdin && !start.detach && upgrade;
     // The process's stdio and the daemon's ends of it.
     let (stdio, ends) = if start.detach {
@@ -202,7 +218,7 @@ pub async fn start(
             );
             let exec_id = record.id.clone();
             tokio::task::spawn_blocking(move || {
-                let code = run_exec(exec, ends, out_tx, in_rx);
+                let code = run_exec(exec, ends, raw, out_tx, in_rx);
                 if let Some(m) = daemon.execs.lock().get_mut(&exec_id) {
                     m.pty = None;
                 }
@@ -238,30 +254,61 @@ pub async fn start(
                     // The status line is gone: the error goes to the client as output.
                     let mut text = e.message.into_bytes();
                     text.push(b'\n');
-                    let _ = client.write_all(&frame_of(tty, &text)).await;
+                    let _ = client.write_all(&frame_of(raw, &text)).await;
                     let _ = client.shutdown().await;
                     return;
                 }
                 let (mut from_client, mut to_client) = tokio::io::split(client);
+                let (detached_tx, mut detached) = tokio::sync::oneshot::channel::<()>();
+                let mut detached_tx = Some(detached_tx);
                 let input = tokio::spawn(async move {
                     let mut buf = vec![0u8; 32 * 1024];
                     if !stdin {
                         return;
                     }
                     loop {
-                        match from_client.read(&mut buf).await {
+                        let n = match from_client.read(&mut buf).await {
                             Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                if in_tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                                    break;
-                                }
+                            Ok(n) => n,
+                        };
+                        let mut pass = Vec::with_capacity(n);
+                        let done = match detach.as_mut() {
+                            Some(watch) => watch.feed(&buf[..n], &mut pass),
+                            None => {
+                                pass.extend_from_slice(&buf[..n]);
+                                false
                             }
+                        };
+                        if !pass.is_empty() && in_tx.send(Bytes::from(pass)).await.is_err() {
+                            break;
+                        }
+                        if done {
+                            // The client detached: its connection closes, the process runs
+                            // on (and its input stays open: `in_tx` is kept until then).
+                            if let Some(tx) = detached_tx.take() {
+                                let _ = tx.send(());
+                            }
+                            std::future::pending::<()>().await;
                         }
                     }
                     // Dropping `in_tx` closes the process's stdin.
                 });
                 let mut out_rx = out_rx;
-                while let Some(Ok(chunk)) = out_rx.recv().await {
+                // Until the input ends without a detach (its sender dropped): then the
+                // receiver is done and must not be polled again.
+                let mut watching = true;
+                loop {
+                    let chunk = tokio::select! {
+                        chunk = out_rx.recv() => chunk,
+                        sent = &mut detached, if watching => {
+                            if sent.is_ok() {
+                                break;
+                            }
+                            watching = false;
+                            continue;
+                        }
+                    };
+                    let Some(Ok(chunk)) = chunk else { break };
                     if to_client.write_all(&chunk).await.is_err() {
                         break;
                     }
@@ -289,13 +336,18 @@ pub async fn start(
     }
 }
 
-/// `text` as stderr output: a frame without a tty, raw with one.
-fn frame_of(tty: bool, text: &[u8]) -> Vec<u8> {
-    if tty {
-        return text.to_vec();
+/// `text` as stderr output: raw, or in a frame.
+fn frame_of(raw: bool, text: &[u8]) -> Vec<u8> {
+    framed(raw, StreamType::Stderr, text)
+}
+
+/// Output of `kind` as the client reads it: raw, or in a frame of its stream.
+fn framed(raw: bool, kind: StreamType, bytes: &[u8]) -> Vec<u8> {
+    if raw {
+        return bytes.to_vec();
     }
-    let mut out = Vec::with_capacity(text.len() + 8);
-    let _ = kiln_runtime::attach::write_frame(&mut out, StreamType::Stderr, text);
+    let mut out = Vec::with_capacity(bytes.len() + 8);
+    let _ = kiln_runtime::attach::write_frame(&mut out, kind, bytes);
     out
 }
 
@@ -309,18 +361,16 @@ enum Ends {
     Pty(File),
 }
 
-/// Copies the exec's output (framed without a tty) into `out` and `input` into its stdin
-/// until it exits; returns its exit code.
+/// Copies the exec's output (raw, or framed: a pty's as stdout) into `out` and `input` into
+/// its stdin until it exits; returns its exit code.
 fn run_exec(
     mut exec: kiln_runtime::Exec,
     ends: Ends,
+    raw: bool,
     out: mpsc::Sender<std::io::Result<Bytes>>,
     mut input: mpsc::Receiver<Bytes>,
 ) -> i32 {
     let mut copiers = Vec::new();
-    let send = |out: &mpsc::Sender<std::io::Result<Bytes>>, bytes: Vec<u8>| {
-        out.blocking_send(Ok(Bytes::from(bytes))).is_ok()
-    };
     match ends {
         Ends::None => {}
         Ends::Pipes => {
@@ -333,30 +383,15 @@ fn run_exec(
                     }
                 }));
             }
-            let framed = |mut from: Box<dyn Read + Send>, kind: StreamType| {
+            let copy = |from: Box<dyn Read + Send>, kind: StreamType| {
                 let out = out.clone();
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 32 * 1024];
-                    loop {
-                        match from.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                let mut frame = Vec::with_capacity(n + 8);
-                                let _ =
-                                    kiln_runtime::attach::write_frame(&mut frame, kind, &buf[..n]);
-                                if !send(&out, frame) {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                })
+                std::thread::spawn(move || copy_output(from, kind, raw, &out))
             };
             if let Some(o) = exec.child.take_stdout() {
-                copiers.push(framed(Box::new(o), StreamType::Stdout));
+                copiers.push(copy(Box::new(o), StreamType::Stdout));
             }
             if let Some(e) = exec.child.take_stderr() {
-                copiers.push(framed(Box::new(e), StreamType::Stderr));
+                copiers.push(copy(Box::new(e), StreamType::Stderr));
             }
         }
         Ends::Pty(master) => {
@@ -373,18 +408,8 @@ fn run_exec(
             }
             let out = out.clone();
             copiers.push(std::thread::spawn(move || {
-                let mut reader = kiln_runtime::pty::PtyReader(master);
-                let mut buf = vec![0u8; 32 * 1024];
-                loop {
-                    match reader.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if !send(&out, buf[..n].to_vec()) {
-                                break;
-                            }
-                        }
-                    }
-                }
+                let reader = Box::new(kiln_runtime::pty::PtyReader(master));
+                copy_output(reader, StreamType::Stdout, raw, &out);
             }));
         }
     }
@@ -393,6 +418,29 @@ fn run_exec(
         let _ = c.join();
     }
     code
+}
+
+/// Copies one output stream of an exec into `out` until it ends. Once the client left (or
+/// detached) the output is still read, and dropped: the process runs on, neither blocked on
+/// a full pipe nor hung up by a closed pty.
+fn copy_output(
+    mut from: Box<dyn Read + Send>,
+    kind: StreamType,
+    raw: bool,
+    out: &mpsc::Sender<std::io::Result<Bytes>>,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut listening = true;
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) if listening => {
+                let chunk = Bytes::from(framed(raw, kind, &buf[..n]));
+                listening = out.blocking_send(Ok(chunk)).is_ok();
+            }
+            Ok(_) => {}
+        }
+    }
 }
 
 /// `POST /exec/{id}/resize?h=&w=`.

@@ -181,8 +181,11 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Attach {
             no_stdin,
+            detach_keys,
             container,
-        } => containers::attach_command(&Env::open(&cli.global)?, &container, no_stdin),
+        } => {
+            containers::attach_command(&Env::open(&cli.global)?, &container, no_stdin, &detach_keys)
+        }
         Command::Restart { time, containers } => {
             require_root()?;
             containers::restart(&open_store(&cli.global)?, &containers, time)

@@ -45,10 +45,10 @@ pub fn serve(global: &GlobalOpts, args: &ServeArgs) -> Result<ExitCode> {
     let mut sockets = Vec::new();
     for host in &hosts {
         let parsed = kiln_daemon::listen::parse_host(host, tls.is_some())?;
-        if let kiln_daemon::listen::Host::Unix(path) = &parsed {
-            sockets.push(path.clone());
-        }
         listeners.push(kiln_daemon::Listener::bind(&parsed, tls.as_ref())?);
+        if let kiln_daemon::listen::Host::Unix(path) = &parsed {
+            sockets.push((path.clone(), socket_identity(path)));
+        }
     }
     let (engine, rt) = Env::open(global)?.into_engine()?;
     let daemon = kiln_daemon::Daemon::new(engine);
@@ -95,8 +95,20 @@ pub fn serve(global: &GlobalOpts, args: &ServeArgs) -> Result<ExitCode> {
     eprintln!("kiln serve: stopped");
     // Builds cancelled at shutdown end their blocking threads promptly; do not wait forever.
     rt.shutdown_timeout(Duration::from_secs(10));
-    for path in sockets {
-        let _ = std::fs::remove_file(path);
+    for (path, bound) in sockets {
+        // Only the socket this daemon bound: a daemon started while this one finished its
+        // requests has replaced it with its own, which must stay.
+        if bound.is_some() && socket_identity(&path) == bound {
+            let _ = std::fs::remove_file(path);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The file at `path` as (device, inode), to tell our socket from a successor's.
+fn socket_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }

@@ -2,8 +2,8 @@
 //! process may connect to it, several at once (`kiln attach`, a foreground `kiln run`, and
 //! later the Engine API's attach).
 //!
-//! The protocol: the client sends one JSON line ([`AttachRequest`]: which streams, or a window
-//! size for a pty), then its stdin as raw bytes (shutting its write side down ends its input).
+//! The protocol: the client sends one JSON line ([`AttachRequest`]: which streams and the
+//! detach keys, or a window size for a pty), then its stdin as raw bytes (shutting its write side down ends its input).
 //! The supervisor sends the output the way Docker's attach does, so an API server can pass it
 //! through unchanged: without a tty, frames of an 8-byte header (stream type 1 = stdout,
 //! 2 = stderr, three zero bytes, the payload size as a big-endian u32) and the payload; with a
@@ -38,6 +38,10 @@ pub struct AttachRequest {
     /// Instead of attaching: set the pty's window size (rows, columns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resize: Option<(u16, u16)>,
+    /// With a tty: the keys that end this client's attach and leave the container running
+    /// (the supervisor then closes the connection without closing the container's stdin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detach_keys: Option<crate::detach::DetachKeys>,
 }
 
 impl AttachRequest {

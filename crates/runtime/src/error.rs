@@ -74,6 +74,9 @@ pub enum RuntimeError {
     ExecStarted(String),
     #[error("container {0} has no log (it never started)")]
     NoLog(String),
+    /// The caller stopped waiting (its client went away).
+    #[error("stopped waiting for container {0}")]
+    WaitCancelled(String),
 }
 
 impl RuntimeError {
@@ -94,6 +97,7 @@ impl RuntimeError {
             | RuntimeError::RemovedWithoutCode(_)
             | RuntimeError::NoSuchExec(_) => ErrorKind::NotFound,
             RuntimeError::ExecStarted(_) => ErrorKind::Conflict,
+            RuntimeError::WaitCancelled(_) => ErrorKind::Cancelled,
             RuntimeError::StartFailed { exit_code, .. } if *exit_code != 125 => {
                 ErrorKind::InvalidArgument
             }

@@ -145,16 +145,35 @@ impl<H: Host> Runtime<H> {
             return Err(RuntimeError::ExecStarted(record.id));
         }
         let security = ContainerSpec::read(&self.store, &c.id)?.sandbox.security;
-        let child = kiln_sandbox::spawn_in(c.state.pid, &record.process, &security, stdio)?;
+        let path = exec_path(&self.store, &c.id, &record.id);
+        let child = match kiln_sandbox::spawn_in(c.state.pid, &record.process, &security, stdio) {
+            Ok(child) => child,
+            Err(e) => {
+                // A process that could not start has ended, with dockerd's code for it.
+                let e = RuntimeError::from(e);
+                record.exit_code = Some(exec_failure_code(&e));
+                write(&path, &record)?;
+                return Err(e);
+            }
+        };
         record.running = true;
         record.pid = child.pid();
-        let path = exec_path(&self.store, &c.id, &record.id);
         write(&path, &record)?;
         Ok(Exec {
             child,
             record,
             path,
         })
+    }
+}
+
+/// dockerd's exit code of an exec that could not start: 127 when its program does not exist,
+/// else 126 (dockerd's code for any failed exec start).
+pub fn exec_failure_code(error: &RuntimeError) -> i32 {
+    use kiln_sandbox::{InitFailure, SandboxError};
+    match error {
+        RuntimeError::Sandbox(SandboxError::Init(InitFailure::ExecutableNotFound { .. })) => 127,
+        _ => 126,
     }
 }
 

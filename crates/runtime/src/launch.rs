@@ -1,6 +1,10 @@
 //! The launcher's side of a supervisor: start the process, connect an attach-first client
 //! while it waits, and sleep on its announcements until the record says the container runs or
 //! why it could not start (also when `--rm` removed the record in between).
+//!
+//! The process started is not the supervisor itself: it forks the supervisor away and exits
+//! (`kiln_sandbox::leave_parent`), and is reaped here. Whether the supervisor still lives is
+//! told by its announcement pipe, whose last write end closes when it exits.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -18,16 +22,15 @@ use crate::supervisor::{
 pub(crate) fn launch(
     store: &Store,
     record: &ContainerRecord,
-    mut before_start: Option<BeforeStart<'_>>,
+    before_start: Option<BeforeStart<'_>>,
 ) -> Result<()> {
     let dir = store.container_dir(&record.id);
     let log_path = dir.join("supervisor.log");
     let diagnostics = std::fs::File::create(&log_path).map_err(RuntimeError::io(&log_path))?;
     // Both outlive a `--rm` removal of the container directory, which a container that ends
     // (or fails to start) before the first look below has already had.
-    let mut diagnostics_reader =
-        std::fs::File::open(&log_path).map_err(RuntimeError::io(&log_path))?;
-    let mut exit = Some(store.watch_container_exit(&record.id)?);
+    let diagnostics_reader = std::fs::File::open(&log_path).map_err(RuntimeError::io(&log_path))?;
+    let exit = Some(store.watch_container_exit(&record.id)?);
     let exe = std::env::current_exe().map_err(RuntimeError::io("/proc/self/exe"))?;
     let mut command = Command::new(exe);
     command
@@ -47,11 +50,37 @@ pub(crate) fn launch(
     let spawned = command.spawn();
     // Our copy of the write end goes with the command, so the supervisor's exit reads as EOF.
     drop(command);
-    let mut news = News::new(news);
-    let mut child = spawned.map_err(RuntimeError::io("/proc/self/exe"))?;
+    let news = News::new(news);
+    let mut first = spawned.map_err(RuntimeError::io("/proc/self/exe"))?;
+    let result = follow(
+        store,
+        record,
+        before_start,
+        news,
+        &mut first,
+        diagnostics_reader,
+        exit,
+    );
+    // The first process only forks the supervisor and exits: reaped here on every path, so
+    // the launcher (a long-lived `kiln serve`) keeps no zombie of it.
+    let _ = first.wait();
+    result
+}
+
+/// Follows a launched supervisor until the container runs (or could not start).
+fn follow(
+    store: &Store,
+    record: &ContainerRecord,
+    mut before_start: Option<BeforeStart<'_>>,
+    mut news: News,
+    first: &mut std::process::Child,
+    mut diagnostics_reader: std::fs::File,
+    mut exit: Option<kiln_store::ExitWatch>,
+) -> Result<()> {
     let started = record.state.started_at;
     let deadline = Instant::now() + START_LIMIT;
     let mut hooked = before_start.is_none();
+    let mut forked = false;
     loop {
         if !hooked && let Some(hook) = before_start.as_mut() {
             hooked = hook()?;
@@ -89,8 +118,22 @@ pub(crate) fn launch(
             }
             _ => {}
         }
-        if let Some(status) = child.try_wait().map_err(RuntimeError::io("supervisor"))? {
-            // It may have run a short container to its end and gone before the first look.
+        // The first process fails only if it could not fork the supervisor.
+        if !forked && let Some(status) = first.try_wait().map_err(RuntimeError::io("supervisor"))? {
+            forked = true;
+            if !status.success() {
+                let mut log = String::new();
+                let _ = diagnostics_reader.read_to_string(&mut log);
+                return Err(RuntimeError::SupervisorDied {
+                    name: record.name.clone(),
+                    status: status.to_string(),
+                    log,
+                });
+            }
+        }
+        if news.eof {
+            // Every end of the announcement pipe is closed: the supervisor is gone. It may
+            // have run a short container to its end before the first look.
             let Ok(now) = store.find_container(&record.id) else {
                 continue;
             };
@@ -113,7 +156,7 @@ pub(crate) fn launch(
             }
             return Err(RuntimeError::SupervisorDied {
                 name: record.name.clone(),
-                status: status.to_string(),
+                status: "exited".into(),
                 log,
             });
         }

@@ -16,6 +16,7 @@ pub mod attach;
 mod commit;
 pub mod create;
 mod create_options;
+mod detach;
 mod error;
 pub mod exec;
 mod freeze;
@@ -33,6 +34,7 @@ mod signals;
 mod spec;
 mod status;
 pub mod supervisor;
+mod wait;
 
 pub use attach::{AttachRequest, AttachStream, StreamType};
 pub use commit::CommitOptions;
@@ -40,12 +42,14 @@ pub use create::{
     ContainerConfig, ContainerCreateRequest, EndpointIpamConfig, EndpointSettings, HostConfig,
     NetworkChoice, NetworkingConfig,
 };
+pub use detach::{DetachKeys, DetachWatch};
 pub use error::{Result, RuntimeError};
-pub use exec::{Exec, ExecConfig, ExecRecord};
+pub use exec::{Exec, ExecConfig, ExecRecord, exec_failure_code};
 pub use host::{BeforeStart, Host, SystemHost};
-pub use lifecycle::{Runtime, WaitCondition};
+pub use lifecycle::Runtime;
 pub use logfile::{LogEntry, LogFilter, LogOptions};
 pub use signals::parse_signal;
 pub use spec::ContainerSpec;
 pub use status::{human_since, status_text};
 pub use supervisor::{maybe_run_supervisor, start_error_code};
+pub use wait::WaitCondition;

@@ -1,5 +1,5 @@
-//! The container lifecycle on top of the [`Host`] seam: start, stop, kill, restart, wait and
-//! remove, each checking the state rules (`ContainerState::can_*`) first, so an operation the
+//! The container lifecycle on top of the [`Host`] seam: start, stop, kill, restart and
+//! remove (wait in `wait.rs`), each checking the state rules (`ContainerState::can_*`) first, so an operation the
 //! state forbids is a typed error (Docker's 409) and never reaches a process.
 //!
 //! Whether a container runs is the host's answer, not the record's: the record may say
@@ -15,35 +15,6 @@ use crate::error::{Result, RuntimeError};
 use crate::host::{Host, SystemHost};
 use crate::signals::parse_signal;
 
-/// Docker's `condition` of `wait`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum WaitCondition {
-    /// Returns at once for a container that is not running, else when it stops.
-    #[default]
-    NotRunning,
-    /// Waits for the container's next exit (starting first, if it is not running).
-    NextExit,
-    /// Waits until the container is removed.
-    Removed,
-}
-
-impl std::str::FromStr for WaitCondition {
-    type Err = RuntimeError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "not-running" => Ok(WaitCondition::NotRunning),
-            "next-exit" => Ok(WaitCondition::NextExit),
-            "removed" => Ok(WaitCondition::Removed),
-            _ => Err(RuntimeError::Invalid {
-                what: "wait condition",
-                value: s.to_owned(),
-                reason: "expected not-running, next-exit or removed",
-            }),
-        }
-    }
-}
-
 /// The container runtime: the store plus the host it runs containers on.
 #[derive(Debug, Clone)]
 pub struct Runtime<H: Host = SystemHost> {
@@ -57,9 +28,6 @@ impl Runtime<SystemHost> {
         Runtime { store, host }
     }
 }
-
-/// How often the waits that cannot block on a lock look again.
-const POLL: Duration = Duration::from_millis(50);
 
 impl<H: Host> Runtime<H> {
     pub fn with_host(store: Store, host: H) -> Self {
@@ -88,8 +56,18 @@ impl<H: Host> Runtime<H> {
             .state
             .can_start()
             .map_err(RuntimeError::state(&record.name))?;
-        self.host.launch(&record, None)?;
+        self.host
+            .launch(&record, None)
+            .inspect_err(|_| self.remove_unstarted(&record))?;
         self.container(&record.id)
+    }
+
+    /// After a failed start, a `--rm` container that is not running goes, as dockerd removes
+    /// it: a client waiting for its removal (`docker run --rm`) would otherwise wait forever.
+    fn remove_unstarted(&self, record: &ContainerRecord) {
+        if record.auto_remove && !self.host.is_running(&record.id).unwrap_or(true) {
+            let _ = remove_record(&self.store, record, true);
+        }
     }
 
     /// Starts a container with a client attached before its process starts, so the client
@@ -105,7 +83,9 @@ impl<H: Host> Runtime<H> {
             stream = crate::attach::try_connect(&self.store, &record, &request)?;
             Ok(stream.is_some())
         };
-        self.host.launch(&record, Some(&mut connect))?;
+        self.host
+            .launch(&record, Some(&mut connect))
+            .inspect_err(|_| self.remove_unstarted(&record))?;
         stream.ok_or_else(|| RuntimeError::SupervisorTimeout {
             name: record.name.clone(),
             seconds: 0,
@@ -168,49 +148,6 @@ impl<H: Host> Runtime<H> {
         self.start(&record.id)
     }
 
-    /// Waits for `condition` and returns the container's exit code.
-    pub fn wait(&self, query: &str, condition: WaitCondition) -> Result<i32> {
-        let record = self.container(query)?;
-        match condition {
-            WaitCondition::NotRunning => {}
-            WaitCondition::NextExit => {
-                // Until it starts (again): a new start shows as a new start time, which a
-                // run too short to be seen running still leaves.
-                while !self.host.is_running(&record.id)? {
-                    match self.store.find_container(&record.id) {
-                        Ok(now) if now.state.started_at != record.state.started_at => break,
-                        Ok(_) => std::thread::sleep(POLL),
-                        Err(ContainerError::NoSuchContainer(_)) => {
-                            return Err(RuntimeError::RemovedWithoutCode(record.name));
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-            WaitCondition::Removed => {
-                let (_, code) = self.host.wait_stopped(&record.id, None)?;
-                loop {
-                    match self.store.find_container(&record.id) {
-                        Ok(_) => std::thread::sleep(POLL),
-                        Err(ContainerError::NoSuchContainer(_)) => {
-                            return code.ok_or(RuntimeError::RemovedWithoutCode(record.name));
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-        }
-        let (_, left_in_lock) = self.host.wait_stopped(&record.id, None)?;
-        // A `--rm` container is gone by now; its supervisor left the code in the lock file.
-        match self.container(&record.id) {
-            Ok(after) => Ok(left_in_lock.unwrap_or(after.state.exit_code)),
-            Err(RuntimeError::Container(ContainerError::NoSuchContainer(_))) => {
-                left_in_lock.ok_or(RuntimeError::RemovedWithoutCode(record.name))
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     /// Removes a container; a running one only with `force` (killed first). With `volumes`,
     /// its anonymous volumes go too.
     pub fn remove(&self, query: &str, force: bool, volumes: bool) -> Result<()> {
@@ -269,6 +206,7 @@ mod tests {
 
     use super::*;
     use crate::host::BeforeStart;
+    use crate::wait::WaitCondition;
 
     /// The fake process table, plus what a real supervisor writes into the record when it
     /// starts a container.
@@ -511,6 +449,41 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_wait_ends_and_an_uncancelled_one_does_not() {
+        let (_d, rt) = runtime();
+        let id = create(&rt, "never", "");
+        let rt = Arc::new(rt);
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let waiters: Vec<_> = [WaitCondition::Removed, WaitCondition::NextExit]
+            .into_iter()
+            .map(|condition| {
+                let (rt, id, flag) = (rt.clone(), id.clone(), flag.clone());
+                std::thread::spawn(move || {
+                    let cancelled = || flag.load(std::sync::atomic::Ordering::SeqCst);
+                    rt.wait_unless(&id, condition, Some(&cancelled))
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(
+            waiters.iter().all(|w| !w.is_finished()),
+            "a wait gave up early"
+        );
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        for w in waiters {
+            let err = w.join().unwrap().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+        }
+        // Running: the wait for its end is cancelled too.
+        rt.start("never").unwrap();
+        let cancelled = || true;
+        let err = rt
+            .wait_unless("never", WaitCondition::NotRunning, Some(&cancelled))
+            .unwrap_err();
+        assert!(matches!(err, RuntimeError::WaitCancelled(_)), "{err:?}");
+    }
+
+    #[test]
     fn a_failed_start_is_an_error_with_dockers_code() {
         let (_d, rt) = runtime();
         create(&rt, "broken", "");
@@ -522,6 +495,19 @@ mod tests {
             "{err:?}"
         );
         assert!(err.to_string().contains("nope"), "{err}");
+        // The failed one is kept (`docker start` shows why); a `--rm` one goes, as dockerd
+        // removes it, so a client waiting for its removal is not left waiting.
+        assert!(rt.container("broken").is_ok());
+        let id = create(&rt, "broken-rm", "");
+        rt.store
+            .update_container(&id, |r| r.auto_remove = true)
+            .unwrap();
+        let attached = rt.start_attached("broken-rm", AttachRequest::output());
+        assert!(attached.is_err());
+        assert_eq!(
+            rt.container("broken-rm").unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
     }
 
     #[test]

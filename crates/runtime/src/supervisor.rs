@@ -4,7 +4,9 @@
 //! [`SUPERVISOR_MARKER`]; the binary's `main` calls [`maybe_run_supervisor`] first thing, which
 //! runs the supervisor and exits (the way the sandbox's init is entered).
 //!
-//! The supervisor leads a session of its own (no terminal, nothing tying it to the caller),
+//! The supervisor forks away from its launcher first (the launcher reaps the short-lived
+//! first process; the supervisor is reparented to init, so `kiln serve` never parents
+//! containers), leads a session of its own (no terminal, nothing tying it to the caller),
 //! enters a private mount namespace, holds the container's running lock for the container's
 //! lifetime, serves the attach socket (`attach`), starts the sandbox (whose inits die with
 //! it), copies the output into the log and to attached clients, runs the HEALTHCHECK, and
@@ -78,6 +80,10 @@ pub fn maybe_run_supervisor() {
 }
 
 fn run(root: PathBuf, id: &str, attach_first: bool) -> Result<()> {
+    // Never the launcher's child: a daemon that launches many supervisors would otherwise
+    // have to reap each one (a short `--rm` container's left a zombie until it did), and
+    // containers would be tied to whoever started them.
+    kiln_sandbox::leave_parent()?;
     // A session of its own: no controlling terminal whose hangup would end it.
     let _ = rustix::process::setsid();
     // Volumes and the overlay are mounted in a namespace of the supervisor's own.
@@ -100,6 +106,8 @@ pub fn start_error_code(error: &RuntimeError) -> i32 {
 /// The output side of one attached client.
 #[derive(Debug)]
 struct Client {
+    /// Which connection it is (a detaching client removes itself).
+    id: u64,
     socket: UnixStream,
     stdout: bool,
     stderr: bool,
@@ -115,7 +123,7 @@ struct Streams {
     stdin: Mutex<Option<Box<dyn WriteDebug>>>,
     /// The pty master, for resize requests.
     pty: Mutex<Option<std::fs::File>>,
-    /// Clients accepted so far (an attach-first start waits for one).
+    /// Clients accepted so far (an attach-first start waits for one); also their IDs.
     accepted: Mutex<usize>,
     accepted_changed: Condvar,
 }
@@ -182,35 +190,64 @@ fn handle_client(socket: UnixStream, streams: &Streams) -> std::io::Result<()> {
         return Ok(());
     }
     socket.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT))?;
-    streams
-        .clients
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(Client {
+    // The client is in the list before it is counted, so a start that waited for it sends
+    // it everything.
+    let id = {
+        let mut clients = streams.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut accepted = streams.accepted.lock().unwrap_or_else(|e| e.into_inner());
+        *accepted += 1;
+        clients.push(Client {
+            id: *accepted as u64,
             socket: socket.try_clone()?,
             stdout: request.stdout,
             stderr: request.stderr,
         });
-    *streams.accepted.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        *accepted as u64
+    };
     streams.accepted_changed.notify_all();
     if !request.stdin {
         return Ok(());
     }
+    // Detach keys are watched on a terminal's input only, as dockerd does.
+    let mut detach = request
+        .detach_keys
+        .filter(|_| streams.tty)
+        .map(|keys| keys.watch());
     // The client's input goes to the container's stdin until the client ends it.
     let mut buf = [0u8; 8192];
+    let mut pass = Vec::with_capacity(buf.len());
     loop {
         let n = reader.read(&mut buf)?;
         if n == 0 {
             break;
         }
+        pass.clear();
+        let detached = match detach.as_mut() {
+            Some(watch) => watch.feed(&buf[..n], &mut pass),
+            None => {
+                pass.extend_from_slice(&buf[..n]);
+                false
+            }
+        };
         let mut stdin = streams.stdin.lock().unwrap_or_else(|e| e.into_inner());
         match stdin.as_mut() {
             Some(w) => {
-                if w.write_all(&buf[..n]).and_then(|()| w.flush()).is_err() {
+                if w.write_all(&pass).and_then(|()| w.flush()).is_err() {
                     stdin.take();
                 }
             }
             None => break,
+        }
+        drop(stdin);
+        if detached {
+            // This client goes; the container, its stdin and the other clients stay.
+            streams
+                .clients
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|c| c.id != id);
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+            return Ok(());
         }
     }
     if streams.stdin_once {

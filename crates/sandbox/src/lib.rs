@@ -43,6 +43,18 @@ pub use spec::{
     TmpfsMount,
 };
 
+/// Leaves the calling process's parent: forks, the parent exits at once (status 0) and the
+/// child returns from here, reparented to init (or the nearest subreaper) when its old
+/// parent has reaped that exit. So a long-lived process that starts this one (`kiln serve`
+/// starting a supervisor) never parents it: it neither collects its exit nor keeps a zombie
+/// of it. Must run before any thread is started (fork copies only the calling thread).
+pub fn leave_parent() -> Result<(), SandboxError> {
+    match sys::fork().map_err(SandboxError::io("fork away from the parent"))? {
+        Some(_) => std::process::exit(0),
+        None => Ok(()),
+    }
+}
+
 /// Moves the calling process into a mount namespace of its own whose mounts receive the
 /// host's but never propagate back, so every mount it makes (for example an
 /// [`OverlayMount`]) vanishes when it exits. Needs root, and must run before any thread is

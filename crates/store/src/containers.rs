@@ -6,7 +6,9 @@
 //! containers/<id>/container.json  the record: config, mounts, state (rewritten atomically)
 //! containers/<id>/record.lock   flock around each read-modify-write of container.json
 //! containers/<id>/running.lock  flock held exclusively by the process that owns the running
-//!                               container (its supervisor, or a foreground `kiln run`)
+//!                               container (its supervisor); probes and waiters take it shared
+//! containers/<id>/start.lock    flock held exclusively by that supervisor too, taken without
+//!                               waiting: a second start fails at once instead of queueing
 //! containers/<id>/upper, work   the writable layer (overlay upper and work dirs)
 //! ```
 //!
@@ -23,7 +25,7 @@ use rustix::fs::FlockOperation;
 
 use crate::container_names::generate_name;
 use crate::container_record::{ContainerRecord, ContainerStatus};
-use crate::locks::{lock_file, try_lock_file};
+use crate::locks::{lock_file, try_lock_file, try_lock_file_as};
 use crate::{Store, StoreError, StoreLock};
 
 /// Errors about containers and volumes, worded as Docker words them.
@@ -258,19 +260,50 @@ impl Store {
         )
     }
 
-    /// The running lock if no other process holds it (a second start of the same container
+    /// The running lock if no other supervisor holds it (a second start of the same container
     /// must not queue behind the first and run it again once it ends).
+    ///
+    /// Whether another supervisor holds it is decided by `start.lock`, taken without waiting
+    /// and held with the running lock: the running lock itself is also taken, for an instant,
+    /// by every process that asks whether the container runs or waits for its end, and a
+    /// start that took such a probe for a running container would fail (or, worse, leave an
+    /// attached `docker run --rm` waiting forever for a container that never started). The
+    /// running lock is then taken by retrying for up to 5 s: probes hold it
+    /// for microseconds, and only a supervisor of an older kiln (which took no start lock)
+    /// holds it longer.
     pub fn try_hold_container_running(&self, id: &str) -> Result<Option<StoreLock>, StoreError> {
-        try_lock_file(&self.container_dir(id).join("running.lock"))
+        let dir = self.container_dir(id);
+        let Some(start) = try_lock_file(&dir.join("start.lock"))? else {
+            return Ok(None);
+        };
+        let deadline = std::time::Instant::now() + RUNNING_LOCK_PATIENCE;
+        loop {
+            if let Some(running) = try_lock_file(&dir.join("running.lock"))? {
+                return Ok(Some(running.with(start)));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 
-    /// True while some process holds the container's running lock.
+    /// True while some process holds the container's running lock. The probe is a shared
+    /// lock, so probes and waiters never keep each other (or a starting supervisor) out: only
+    /// the owner's exclusive hold makes it fail.
     pub fn container_is_running(&self, id: &str) -> Result<bool, StoreError> {
         let path = self.container_dir(id).join("running.lock");
         if !path.exists() {
             return Ok(false);
         }
-        Ok(try_lock_file(&path)?.is_none())
+        match try_lock_file_as(&path, FlockOperation::NonBlockingLockShared) {
+            Ok(probe) => Ok(probe.is_none()),
+            // Removed in the meantime (`--rm`): it runs no more.
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Blocks until the container's owner releases its running lock (the container exited).
@@ -309,6 +342,9 @@ impl Store {
             .map_err(StoreError::io(self.containers_dir()))
     }
 }
+
+/// How long a starting supervisor retries the running lock that probes hold for an instant.
+const RUNNING_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A container's running lock, opened ahead of its exit.
 #[derive(Debug)]
@@ -494,6 +530,39 @@ pub(crate) mod tests {
         assert_eq!(after.state.status, ContainerStatus::Exited);
         assert_eq!(after.state.exit_code, 255);
         assert_eq!(s.wait_container_stopped(&a.id).unwrap(), None);
+    }
+
+    #[test]
+    fn probes_neither_block_a_start_nor_read_as_running() {
+        let (_d, s) = store();
+        let mut a = record(&s, "probed", "t");
+        s.create_container(&mut a).unwrap();
+        // A probe or waiter holding the running lock for a moment, as another thread of
+        // the daemon does while a supervisor starts.
+        let path = s.container_dir(&a.id).join("running.lock");
+        let probe = try_lock_file_as(&path, FlockOperation::NonBlockingLockShared)
+            .unwrap()
+            .unwrap();
+        assert!(
+            !s.container_is_running(&a.id).unwrap(),
+            "a probe read as running"
+        );
+        let (s2, id) = (s.clone(), a.id.clone());
+        let starter = std::thread::spawn(move || s2.try_hold_container_running(&id).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(probe);
+        let held = starter
+            .join()
+            .unwrap()
+            .expect("the start gave up behind a probe");
+        assert!(s.container_is_running(&a.id).unwrap());
+        // A second start fails at once: the first holds the start lock.
+        let begun = std::time::Instant::now();
+        assert!(s.try_hold_container_running(&a.id).unwrap().is_none());
+        assert!(begun.elapsed() < std::time::Duration::from_secs(1));
+        drop(held);
+        assert!(!s.container_is_running(&a.id).unwrap());
+        assert!(s.try_hold_container_running(&a.id).unwrap().is_some());
     }
 
     #[test]

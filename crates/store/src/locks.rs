@@ -27,10 +27,27 @@ use crate::{CacheKey, Result, Store, StoreError};
 /// A held lock; released when dropped (or when the process dies).
 #[derive(Debug)]
 pub struct StoreLock {
+    /// A second lock held for as long as this one (a container's start lock beside its
+    /// running lock). Declared first, so it is released first: whoever waits for the main
+    /// lock to be free may then take both.
+    _with: Option<File>,
     _file: File,
 }
 
 impl StoreLock {
+    fn of(file: File) -> StoreLock {
+        StoreLock {
+            _file: file,
+            _with: None,
+        }
+    }
+
+    /// This lock, also holding `other` until it is dropped.
+    pub(crate) fn with(mut self, other: StoreLock) -> StoreLock {
+        self._with = Some(other._file);
+        self
+    }
+
     /// Replaces what the lock file holds (a note for the next holder, such as an exit code).
     pub(crate) fn set_contents(&self, bytes: &[u8]) -> std::io::Result<()> {
         use std::io::{Seek, Write};
@@ -145,13 +162,18 @@ fn open_lock_file(path: &Path) -> Result<File> {
 pub(crate) fn lock_file(path: &Path, op: FlockOperation) -> Result<StoreLock> {
     let file = open_lock_file(path)?;
     flock(&file, op).map_err(|e| StoreError::io(path)(e.into()))?;
-    Ok(StoreLock { _file: file })
+    Ok(StoreLock::of(file))
 }
 
 pub(crate) fn try_lock_file(path: &Path) -> Result<Option<StoreLock>> {
+    try_lock_file_as(path, FlockOperation::NonBlockingLockExclusive)
+}
+
+/// `flock` without waiting, shared or exclusive as `op` says; `None` if it would wait.
+pub(crate) fn try_lock_file_as(path: &Path, op: FlockOperation) -> Result<Option<StoreLock>> {
     let file = open_lock_file(path)?;
-    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(Some(StoreLock { _file: file })),
+    match flock(&file, op) {
+        Ok(()) => Ok(Some(StoreLock::of(file))),
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
         Err(e) => Err(StoreError::io(path)(e.into())),
     }

@@ -190,14 +190,13 @@ fn docker_cli_runs_lists_stops_and_removes_containers() {
 }
 
 /// Runs `command` under a pty (`script`), as a terminal user would, and returns its output.
-fn script(d: &Daemon, command: &str) -> String {
+pub(super) fn script(d: &Daemon, command: &str) -> String {
     let config = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("script")
+    let mut script = std::process::Command::new("script");
+    script
         .args(["-qec", command, "/dev/null"])
-        .env("DOCKER_CONFIG", config.path())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run script");
+        .env("DOCKER_CONFIG", config.path());
+    let out = super::output_within(script, b"", super::CLIENT_LIMIT);
     assert!(
         out.status.success(),
         "{command}: {}\n{}\n{}",
@@ -208,7 +207,7 @@ fn script(d: &Daemon, command: &str) -> String {
     stdout(&out)
 }
 
-fn wait_for(mut done: impl FnMut() -> bool) {
+pub(super) fn wait_for(mut done: impl FnMut() -> bool) {
     for _ in 0..100 {
         if done() {
             return;

@@ -2,9 +2,8 @@
 //! inspect, tag, rmi, save and load, and login + push + pull against a TLS registry with
 //! htpasswd auth.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use kiln_testkit::TlsRegistry;
 
@@ -31,16 +30,11 @@ impl Docker<'_> {
             .env("DOCKER_BUILDKIT", "0")
             .env_remove("DOCKER_HOST")
             .args(["-H", &self.daemon.host()])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .args(args);
         if let Some(dir) = dir {
             command.current_dir(dir);
         }
-        let mut child = command.spawn().expect("run the docker CLI");
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
+        super::output_within(command, stdin, super::CLIENT_LIMIT)
     }
 
     pub(super) fn ok(&self, args: &[&str]) -> String {
@@ -286,10 +280,8 @@ fn tcp_needs_mutual_tls_and_the_right_client_certificate() {
             // --tls: the server is verified, no client certificate is sent.
             None => command.args(["--tls"]),
         };
-        command
-            .args(["version", "--format", "{{.Server.APIVersion}}"])
-            .output()
-            .unwrap()
+        command.args(["version", "--format", "{{.Server.APIVersion}}"]);
+        super::output_within(command, b"", super::CLIENT_LIMIT)
     };
     let good = docker(Some((&client_cert, &client_key)));
     assert!(good.status.success(), "{}\n{}", stderr(&good), d.log());

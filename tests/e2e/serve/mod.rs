@@ -1,6 +1,8 @@
 //! `kiln serve`: the daemon started as a process against a temp store and socket, driven by
-//! raw HTTP over the socket (`raw.rs` for the wire details, `builds.rs`, `images.rs`, `containers.rs`) and by the real docker CLI
-//! (`docker_cli.rs`), and by `kiln --host` (`client/`).
+//! raw HTTP over the socket (`raw.rs` for the wire details, `builds.rs`, `images.rs`,
+//! `containers.rs`, `host_config.rs`, `lifecycle.rs` for concurrency, attach and exec details),
+//! by the real docker CLI (`docker_cli.rs`, `restart.rs` across a daemon restart, `load.rs`),
+//! and by `kiln --host` (`client/`).
 
 mod builds;
 mod client;
@@ -8,7 +10,10 @@ mod containers;
 mod docker_cli;
 mod host_config;
 mod images;
+mod lifecycle;
+mod load;
 mod raw;
+mod restart;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -190,6 +195,18 @@ impl Response {
     }
 }
 
+/// A body as sent after `head`: dechunked if the head says it is chunked.
+pub fn dechunk_if(head: &str, body: &[u8]) -> Vec<u8> {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    }
+}
+
 pub fn dechunk(mut body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
@@ -204,6 +221,39 @@ pub fn dechunk(mut body: &[u8]) -> Vec<u8> {
         let start = end + 2;
         out.extend_from_slice(&body[start..(start + size).min(body.len())]);
         body = &body[(start + size + 2).min(body.len())..];
+    }
+}
+
+/// How long one docker CLI invocation may take before the test fails naming it (a hang in the
+/// daemon must fail the test, not block CI).
+pub const CLIENT_LIMIT: Duration = Duration::from_secs(180);
+
+/// Runs `command` with `stdin`, killing it and failing the test if it takes longer than
+/// `limit`.
+pub fn output_within(mut command: Command, stdin: &[u8], limit: Duration) -> std::process::Output {
+    let what = format!("{command:?}");
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    // Written on a thread: a client that never reads its stdin must not block the timer.
+    std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let pid = rustix::process::Pid::from_child(&child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap_or_else(|e| panic!("{what}: {e}")),
+        Err(_) => {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            panic!("{what} did not finish within {} s", limit.as_secs());
+        }
     }
 }
 

@@ -5,9 +5,11 @@
 //! way and its output the other. The supervisor's attach socket already speaks Docker's
 //! framing (8-byte headers without a tty, raw bytes with one), so the daemon only copies bytes
 //! both ways. An old client that does not ask to upgrade gets a plain `200` whose body is the
-//! output (it cannot send stdin over a response it is reading). An attach to a container that
-//! has not started yet waits for its start (`docker run` attaches, then starts), so it sees
-//! all of the output.
+//! output (it cannot send stdin over a response it is reading). With a tty, the client's
+//! `detachKeys` (default ctrl-p ctrl-q) end its attach and leave the container running: the
+//! supervisor watches for them and closes its side, and the daemon then closes the client's
+//! connection whole. An attach to a container that has not started yet waits for its start
+//! (`docker run` attaches, then starts), so it sees all of the output.
 
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use bytes::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use kiln_runtime::{AttachRequest, AttachStream, LogFilter, LogOptions, RuntimeError};
+use kiln_runtime::{AttachRequest, AttachStream, DetachKeys, LogFilter, LogOptions, RuntimeError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
@@ -25,6 +27,9 @@ use crate::error::ApiError;
 use crate::query::Query;
 use crate::router::Req;
 use crate::stream::{self, Body};
+
+/// How long a hijacked attach waits after the 101 head before it replays the log.
+const REPLAY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Docker's content type of attach and logs bodies.
 const RAW_STREAM: &str = "application/vnd.docker.raw-stream";
@@ -36,11 +41,14 @@ pub async fn attach(
     mut req: Req,
 ) -> Result<Response<Body>, ApiError> {
     let q = &req.query;
+    let detach_keys = detach_keys(q.get("detachKeys"))?;
     let request = AttachRequest {
         stdin: q.bool("stdin"),
         stdout: q.bool("stdout"),
         stderr: q.bool("stderr"),
         resize: None,
+        // The supervisor watches a terminal's input for them (none without a tty, as dockerd).
+        detach_keys: Some(detach_keys),
     };
     if !q.bool("stream") && !q.bool("logs") {
         return Err(ApiError::bad_request("attach needs stream or logs"));
@@ -99,8 +107,15 @@ pub async fn attach(
                     return;
                 };
                 let mut client = TokioIo::new(upgraded);
-                if !replay.is_empty() && client.write_all(&replay).await.is_err() {
-                    return;
+                if !replay.is_empty() {
+                    // Bytes that reach a client together with the 101 head are read into its
+                    // HTTP parser's buffer, which docker-py then drops (it reads the raw socket
+                    // from under it): the replay, ready at once, waits for the client to have
+                    // taken the head, as dockerd's own reading of the log makes it wait.
+                    tokio::time::sleep(REPLAY_DELAY).await;
+                    if client.write_all(&replay).await.is_err() {
+                        return;
+                    }
                 }
                 match rx.await {
                     Ok(Ok(stream)) => pump(client, stream, request.stdin).await,
@@ -150,6 +165,11 @@ pub async fn attach(
             Ok(stream::byte_stream(RAW_STREAM, out_rx))
         }
     }
+}
+
+/// The `detachKeys` of an attach or exec (Docker's notation; absent or empty: ctrl-p,ctrl-q).
+pub(crate) fn detach_keys(value: Option<&str>) -> Result<DetachKeys, ApiError> {
+    DetachKeys::parse(value.unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// Output as the client reads it: raw with a tty, else in a frame of its stream.

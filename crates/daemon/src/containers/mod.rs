@@ -31,6 +31,7 @@ use crate::query::Query;
 use crate::router::Req;
 use crate::stream::{self, Body};
 
+pub(crate) use attach::detach_keys;
 pub use attach::{attach, logs};
 pub use shapes::{inspect, list};
 
@@ -289,12 +290,6 @@ pub async fn start(daemon: Arc<Daemon>, id: &str) -> Result<Response<Body>, ApiE
 fn watch_exit(daemon: &Arc<Daemon>, record: ContainerRecord, exit: kiln_store::ExitWatch) {
     let daemon = Arc::clone(daemon);
     tokio::task::spawn_blocking(move || {
-        // The supervisor that started it (the record says so once it runs).
-        let supervisor = daemon
-            .store()
-            .find_container(&record.id)
-            .map(|c| c.state.owner_pid)
-            .unwrap_or(0);
         let code = match exit.wait() {
             Ok(Some(code)) => code,
             Ok(None) => runtime(&daemon)
@@ -308,20 +303,7 @@ fn watch_exit(daemon: &Arc<Daemon>, record: ContainerRecord, exit: kiln_store::E
         if record.auto_remove {
             event(&daemon, "destroy", &record, &[]);
         }
-        reap_supervisor(supervisor);
     });
-}
-
-/// Collects the exit status of a supervisor the daemon spawned, which would otherwise stay a
-/// zombie as long as the daemon runs. Only that pid is waited for (a `waitpid(-1)` would
-/// steal the statuses of the build's own children); one that is not the daemon's child
-/// (started by a CLI or an earlier daemon) is ECHILD, ignored.
-fn reap_supervisor(pid: u32) {
-    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32)
-        && pid != rustix::process::getpid()
-    {
-        let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
-    }
 }
 
 /// `POST /containers/{id}/wait`: the `200` headers at once (the CLI waits for them before it
@@ -347,7 +329,14 @@ pub async fn wait(
     tokio::spawn(async move {
         let cid = record.id.clone();
         let store = rt.store.clone();
-        let polled = tokio::task::spawn_blocking(move || rt.wait(&cid, condition));
+        // The client left once its response body is dropped: the blocking waits then end
+        // instead of holding a thread until the container ends or is removed (never, for a
+        // `removed` wait on a container that was not started).
+        let client = tx.clone();
+        let polled = tokio::task::spawn_blocking(move || {
+            let gone = || client.is_closed();
+            rt.wait_unless(&cid, condition, Some(&gone))
+        });
         let polled = async move {
             match polled.await {
                 Ok(r) => r,
@@ -383,8 +372,9 @@ pub async fn wait(
         if removed && result.is_ok() {
             // Until the record is gone (a `--rm` supervisor removes it just after the exit).
             let id = record.id.clone();
+            let client = tx.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                while store.find_container(&id).is_ok() {
+                while store.find_container(&id).is_ok() && !client.is_closed() {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             })

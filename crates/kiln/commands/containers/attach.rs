@@ -5,6 +5,8 @@
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
 use kiln_runtime::{AttachRequest, AttachStream, Runtime, RuntimeError, StreamType, WaitCondition};
@@ -37,7 +39,9 @@ pub fn run_attached(
         }
         Err(e) => return Err(e.into()),
     };
-    relay(env, rt, record, stream, request.stdin)?;
+    if relay(env, rt, record, stream, &request)? == Relayed::Detached {
+        return Ok(ExitCode::SUCCESS);
+    }
     exit_code(rt, record, exit)
 }
 
@@ -55,15 +59,33 @@ pub fn exit_code(
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
-/// Relays between this process and the container until the container's output ends.
+/// How a relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relayed {
+    /// The container's output ended.
+    Ended,
+    /// The user typed the detach keys: the container runs on.
+    Detached,
+}
+
+/// Relays between this process and the container until the container's output ends, or the
+/// user types the detach keys (with a tty).
 pub fn relay(
     env: &Env,
     rt: &Runtime,
     record: &ContainerRecord,
     mut stream: AttachStream,
-    stdin: bool,
-) -> Result<()> {
-    let tty = record.config.tty;
+    request: &AttachRequest,
+) -> Result<Relayed> {
+    let (tty, stdin) = (record.config.tty, request.stdin);
+    // The supervisor watches the input for the detach keys and then hangs up; this watch
+    // of the same bytes only tells a hang-up after them from the container's end.
+    let detached = Arc::new(AtomicBool::new(false));
+    let mut watch = request
+        .detach_keys
+        .as_ref()
+        .filter(|_| tty)
+        .map(|keys| keys.watch());
     let raw = if tty && stdin {
         RawMode::enter()?
     } else {
@@ -74,11 +96,22 @@ pub fn relay(
     }
     if stdin {
         let mut input = stream.input()?;
+        let detached = Arc::clone(&detached);
         std::thread::spawn(move || {
             let mut stdin = std::io::stdin();
             let mut buf = [0u8; 8192];
+            let mut ignored = Vec::new();
             while let Ok(n) = stdin.read(&mut buf) {
-                if n == 0 || input.write_all(&buf[..n]).is_err() {
+                if n == 0 {
+                    break;
+                }
+                if let Some(watch) = watch.as_mut()
+                    && watch.feed(&buf[..n], &mut ignored)
+                {
+                    detached.store(true, Ordering::SeqCst);
+                }
+                ignored.clear();
+                if input.write_all(&buf[..n]).is_err() {
                     break;
                 }
             }
@@ -94,7 +127,11 @@ pub fn relay(
         };
     }
     drop(raw);
-    Ok(())
+    Ok(if detached.load(Ordering::SeqCst) {
+        Relayed::Detached
+    } else {
+        Relayed::Ended
+    })
 }
 
 /// Our terminal's window size to the container's pty, now and on every SIGWINCH.

@@ -180,16 +180,24 @@ pub fn start(env: &Env, queries: &[String], attach: bool, interactive: bool) -> 
 
 /// `kiln attach`: this terminal to a running container's streams until it exits. Killing this
 /// process leaves the container running.
-pub fn attach_command(env: &Env, query: &str, no_stdin: bool) -> Result<ExitCode> {
+pub fn attach_command(
+    env: &Env,
+    query: &str,
+    no_stdin: bool,
+    detach_keys: &str,
+) -> Result<ExitCode> {
     let rt = Runtime::new(env.store.clone());
     let record = rt.container(query)?;
     let request = AttachRequest {
         stdin: !no_stdin && record.config.open_stdin,
+        detach_keys: Some(detach_keys.parse()?),
         ..AttachRequest::output()
     };
     let exit = rt.store.watch_container_exit(&record.id)?;
     let stream = rt.attach(&record.id, request.clone())?;
-    attach::relay(env, &rt, &record, stream, request.stdin)?;
+    if attach::relay(env, &rt, &record, stream, &request)? == attach::Relayed::Detached {
+        return Ok(ExitCode::SUCCESS);
+    }
     attach::exit_code(&rt, &record, exit)
 }
 
@@ -206,10 +214,22 @@ pub fn exec(env: &Env, args: ExecArgs) -> Result<ExitCode> {
         attach_stdin: args.interactive,
     };
     let exec = rt.exec_create(&args.container, &config)?;
+    // A program that cannot start: its error, and docker exec's 126/127.
+    let failed = |e: kiln_runtime::RuntimeError| -> Result<ExitCode> {
+        if matches!(e, kiln_runtime::RuntimeError::Sandbox(_)) {
+            let code = kiln_runtime::exec_failure_code(&e) as u8;
+            crate::render::print_error(&anyhow::Error::from(e));
+            return Ok(ExitCode::from(code));
+        }
+        Err(e.into())
+    };
     let code = if args.tty {
         let pty = kiln_runtime::pty::Pty::open()?;
         terminal::copy_window_size(std::io::stdin(), &pty.master);
-        let started = rt.exec_start(&exec.id, pty.stdio()?)?;
+        let started = match rt.exec_start(&exec.id, pty.stdio()?) {
+            Ok(started) => started,
+            Err(e) => return failed(e),
+        };
         terminal::attach_terminal(env, pty, started, args.interactive)?
     } else {
         let stdio = kiln_sandbox::Stdio {
@@ -221,7 +241,10 @@ pub fn exec(env: &Env, args: ExecArgs) -> Result<ExitCode> {
             stdout: std::process::Stdio::inherit(),
             stderr: std::process::Stdio::inherit(),
         };
-        rt.exec_start(&exec.id, stdio)?.wait()?
+        match rt.exec_start(&exec.id, stdio) {
+            Ok(started) => started.wait()?,
+            Err(e) => return failed(e),
+        }
     };
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

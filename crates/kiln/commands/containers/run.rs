@@ -22,6 +22,7 @@ pub fn run(env: &Env, args: RunArgs) -> Result<ExitCode> {
     }
     let request = AttachRequest {
         stdin: args.interactive,
+        detach_keys: Some(args.detach_keys.parse()?),
         ..AttachRequest::output()
     };
     attach::run_attached(env, &rt, &record, request, true)

@@ -4,17 +4,18 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use kiln_runtime::ExecConfig;
+use kiln_runtime::{DetachKeys, ExecConfig};
 use serde::Serialize;
 
 use super::Remote;
-use super::session::{Resize, Session};
+use super::session::{Relayed, Resize, Session};
 use crate::cli::ExecArgs;
 use crate::commands::containers::request::resolve_env;
 
 /// `kiln attach`: this terminal to the container's streams until it ends (stdin unless
 /// `--no-stdin`, when the container was created with `-i`); its exit code.
-pub fn attach(remote: &Remote, query: &str, no_stdin: bool) -> Result<ExitCode> {
+pub fn attach(remote: &Remote, query: &str, no_stdin: bool, detach_keys: &str) -> Result<ExitCode> {
+    let keys: DetachKeys = detach_keys.parse()?;
     let client = &remote.client;
     let inspected = remote.call(client.container_inspect(query))?;
     let id = inspected["Id"].as_str().unwrap_or(query).to_owned();
@@ -26,10 +27,15 @@ pub fn attach(remote: &Remote, query: &str, no_stdin: bool) -> Result<ExitCode> 
         stdin,
         resize: Some(Resize::Container(id.clone())),
         signals_to: Some(id.clone()),
+        detach_keys: Some(keys),
     };
     let code = remote.call(async {
-        let attached = client.container_attach(&id, stdin).await?;
-        session.relay(attached).await?;
+        let attached = client
+            .container_attach(&id, stdin, Some(detach_keys))
+            .await?;
+        if session.relay(attached).await? == Relayed::Detached {
+            return Ok(0);
+        }
         let exited = client.container_wait(&id, "not-running").await?;
         Ok::<_, anyhow::Error>(exited.exit_code().await?)
     })?;
@@ -71,6 +77,7 @@ pub fn exec(remote: &Remote, args: &ExecArgs) -> Result<ExitCode> {
         stdin: args.interactive,
         resize: Some(Resize::Exec(exec.clone())),
         signals_to: None,
+        detach_keys: None,
     };
     let code = remote.call(async {
         let started = client.exec_start(&exec, args.tty).await?;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use kiln_client::{LogsOptions, Output};
 
-use super::session::{Resize, Session};
+use super::session::{Relayed, Resize, Session};
 use super::{Remote, create_pulling};
 use crate::cli::{LogsArgs, RunArgs};
 use crate::commands::containers::request::request;
@@ -113,14 +113,19 @@ pub fn run(remote: &Remote, args: &RunArgs) -> Result<ExitCode> {
         stdin: args.interactive,
         resize: Some(Resize::Container(id.clone())),
         signals_to: Some(id.clone()),
+        detach_keys: Some(args.detach_keys.parse()?),
     };
     let code = remote.call(async {
         // Attach and wait are in place before the start, so no output and no exit is missed.
-        let attached = client.container_attach(&id, args.interactive).await?;
+        let attached = client
+            .container_attach(&id, args.interactive, Some(&args.detach_keys))
+            .await?;
         let condition = if args.rm { "removed" } else { "next-exit" };
         let exited = client.container_wait(&id, condition).await?;
         client.container_start(&id).await?;
-        session.relay(attached).await?;
+        if session.relay(attached).await? == Relayed::Detached {
+            return Ok(0);
+        }
         Ok::<_, anyhow::Error>(exited.exit_code().await?)
     })?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))

@@ -4,8 +4,9 @@
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
+use kiln_runtime::DetachKeys;
 
-use super::session::{Resize, Session};
+use super::session::{Relayed, Resize, Session};
 use super::{Remote, create_pulling};
 use crate::cli::RunArgs;
 use crate::commands::containers::request::request;
@@ -46,12 +47,15 @@ pub fn start(
         stdin,
         resize: Some(Resize::Container(id.clone())),
         signals_to: Some(id.clone()),
+        detach_keys: Some(DetachKeys::default()),
     };
     let code = remote.call(async {
-        let attached = client.container_attach(&id, stdin).await?;
+        let attached = client.container_attach(&id, stdin, None).await?;
         let exited = client.container_wait(&id, "next-exit").await?;
         client.container_start(&id).await?;
-        session.relay(attached).await?;
+        if session.relay(attached).await? == Relayed::Detached {
+            return Ok(0);
+        }
         Ok::<_, anyhow::Error>(exited.exit_code().await?)
     })?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))

@@ -131,8 +131,9 @@ pub fn dispatch(remote: &Remote, command: Command) -> Result<ExitCode> {
         } => lifecycle::wait(remote, &containers, &condition),
         Command::Attach {
             no_stdin,
+            detach_keys,
             container,
-        } => attach::attach(remote, &container, no_stdin),
+        } => attach::attach(remote, &container, no_stdin, &detach_keys),
         Command::Exec(args) => attach::exec(remote, &args),
         Command::Commit {
             container,

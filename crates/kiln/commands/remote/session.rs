@@ -2,13 +2,17 @@
 //! its size sent to the daemon, again on every SIGWINCH), stdin read on a thread of its own
 //! with `-i`, the output written as it comes, and without a tty SIGINT/SIGTERM passed on to
 //! the container (`docker run`'s sig-proxy; with a tty ^C is a byte the container's terminal
-//! turns into its own SIGINT).
+//! turns into its own SIGINT). The detach keys (`--detach-keys`) are the daemon's to act on; the
+//! client notes them so that it does not wait for a container it left running.
 
 use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
 use bytes::Bytes;
 use kiln_client::{Hijacked, Output};
+use kiln_runtime::{DetachKeys, DetachWatch};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -29,19 +33,43 @@ pub struct Session<'a> {
     pub resize: Option<Resize>,
     /// The container that SIGINT and SIGTERM go to (without a tty).
     pub signals_to: Option<String>,
+    /// The keys the daemon detaches on (sent as `detachKeys`); watched here too, so that an
+    /// output that ends after them is known to be a detach, not the container's end.
+    pub detach_keys: Option<DetachKeys>,
+}
+
+/// How a relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relayed {
+    /// The daemon ended the output: the container (or process) is done with its streams.
+    Ended,
+    /// The detach keys were typed: the container keeps running without this client.
+    Detached,
 }
 
 /// Reads stdin on a thread into a channel; the channel closes at the end of stdin. The thread
 /// may stay blocked in a read after the session ends, and ends with the process.
-fn stdin_chunks() -> mpsc::Receiver<Bytes> {
+/// Every byte goes to the daemon, which detaches on the keys itself; `watch` only notes in
+/// `detached` that they were typed.
+fn stdin_chunks(
+    mut watch: Option<DetachWatch>,
+    detached: Arc<AtomicBool>,
+) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel(8);
     std::thread::spawn(move || {
         let mut input = std::io::stdin();
         let mut buf = vec![0u8; 16 * 1024];
+        let mut ignored = Vec::new();
         loop {
             match input.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    if let Some(watch) = watch.as_mut() {
+                        ignored.clear();
+                        if watch.feed(&buf[..n], &mut ignored) {
+                            detached.store(true, Ordering::SeqCst);
+                        }
+                    }
                     if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
                         break;
                     }
@@ -79,12 +107,20 @@ impl Session<'_> {
     }
 
     /// Relays `hijacked` until the daemon ends the output.
-    pub async fn relay(&self, hijacked: Hijacked) -> Result<()> {
+    pub async fn relay(&self, hijacked: Hijacked) -> Result<Relayed> {
         let raw = if self.tty { RawMode::enter()? } else { None };
         if self.tty {
             self.send_size().await;
         }
-        let input = self.stdin.then(stdin_chunks);
+        // The daemon watches only a tty's input for the keys (as dockerd), so only that here.
+        let watch = match (&self.detach_keys, self.tty) {
+            (Some(keys), true) => Some(keys.watch()),
+            _ => None,
+        };
+        let detached = Arc::new(AtomicBool::new(false));
+        let input = self
+            .stdin
+            .then(|| stdin_chunks(watch, Arc::clone(&detached)));
         let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
         let mut write = |output, data: &[u8]| match output {
             Output::Stdout => stdout.write_all(data).and_then(|()| stdout.flush()),
@@ -124,6 +160,11 @@ impl Session<'_> {
             }
         };
         drop(raw);
-        Ok(result?)
+        result?;
+        Ok(if detached.load(Ordering::SeqCst) {
+            Relayed::Detached
+        } else {
+            Relayed::Ended
+        })
     }
 }

@@ -1,0 +1,205 @@
+//! `kiln serve` never parents containers: supervisors are reparented away from the daemon (no
+//! zombies of short `--rm` runs), and a daemon restart leaves a detached container running,
+//! with logs, exec, attach, wait and stop working from the new daemon.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use super::super::containers::{Cleanup, eventually, processes_using};
+use super::super::harness::Kiln;
+use super::Daemon;
+use super::docker_cli::Docker;
+
+/// `(pid, state)` of every process whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<(u32, char)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let pid: u32 = head
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if ppid == parent {
+            found.push((pid, state));
+        }
+    }
+    found
+}
+
+fn no_zombies_of(d: &Daemon) {
+    // A zombie lasts only until its parent reaps it: give a just-ended child a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let zombies: Vec<_> = children_of(d.child.id())
+            .into_iter()
+            .filter(|(_, state)| *state == 'Z')
+            .collect();
+        if zombies.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "zombie children of kiln serve: {zombies:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The `line-N` lines of the ticker's log.
+fn lines(docker: &Docker) -> Vec<String> {
+    docker
+        .ok(&["logs", "ticker"])
+        .lines()
+        .filter(|l| l.starts_with("line-"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_daemon_restart_leaves_containers_running_and_parents_none() {
+    let k = Kiln::new();
+    let _cleanup = Cleanup(&k);
+    let mut d = Daemon::start(&k, &[], &[]);
+    let docker = Docker::new(&d);
+    for _ in 0..3 {
+        docker.ok(&["run", "--rm", "--network", "none", &k.base, "true"]);
+    }
+    docker.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "--network",
+        "none",
+        &k.base,
+        "sh",
+        "-c",
+        "trap 'exit 7' TERM; i=0; while true; do echo line-$i; i=$((i+1)); sleep 1; done",
+    ]);
+    // The supervisors are not the daemon's children, and nothing it started is a zombie.
+    let root = k.root.path().to_string_lossy().into_owned();
+    let supervisors = processes_using(&root);
+    assert_eq!(supervisors.len(), 1, "{supervisors:?}");
+    let daemon_children: Vec<u32> = children_of(d.child.id()).iter().map(|c| c.0).collect();
+    assert!(
+        !daemon_children.contains(&(supervisors[0].0 as u32)),
+        "the supervisor is a child of kiln serve"
+    );
+    no_zombies_of(&d);
+    eventually("two lines", || lines(&docker).len() >= 2);
+
+    drop(docker);
+    assert!(d.terminate().success(), "{}", d.log());
+    let before = {
+        // The log is the store's: the kiln CLI reads it with no daemon running.
+        let out = k.ok(&["logs", "ticker"]);
+        out.lines().filter(|l| l.starts_with("line-")).count()
+    };
+    let d = Daemon::start(&k, &[], &[]);
+    let docker = Docker::new(&d);
+    let running = docker.ok(&["inspect", "--format", "{{.State.Running}}", "ticker"]);
+    assert_eq!(running.trim(), "true");
+    // Lines from before the restart and after it, in order.
+    eventually("lines after the restart", || {
+        lines(&docker).len() >= before + 2
+    });
+    let all = lines(&docker);
+    for (n, line) in all.iter().enumerate() {
+        assert_eq!(*line, format!("line-{n}"), "{all:?}");
+    }
+    assert_eq!(
+        docker.ok(&["exec", "ticker", "echo", "exec-ok"]),
+        "exec-ok\n"
+    );
+    // Attach from the new daemon: the next line arrives.
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(
+        b"POST /containers/ticker/attach?stream=1&stdout=1 HTTP/1.1\r\nHost: x\r\n\
+          Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("line-") {
+        let n = s.read(&mut buf).expect("attach output after the restart");
+        assert!(n > 0, "attach ended: {:?}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+    // wait, then stop: the container's trap ends it with 7.
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| docker.ok(&["wait", "ticker"]));
+        std::thread::sleep(Duration::from_millis(500));
+        docker.ok(&["stop", "-t", "10", "ticker"]);
+        assert_eq!(waiter.join().unwrap().trim(), "7");
+    });
+    assert!(processes_using(&root).is_empty());
+    no_zombies_of(&d);
+}
+
+#[test]
+fn a_daemon_finishing_its_requests_leaves_its_successors_socket() {
+    let k = Kiln::new();
+    let _cleanup = Cleanup(&k);
+    let shared = tempfile::tempdir().unwrap();
+    let socket = shared.path().join("kiln.sock");
+    let host = format!("unix://{}", socket.display());
+    let old = Daemon::start(&k, &[], &["--host", &host]);
+    let docker = Docker::new(&old);
+    docker.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "sleeper",
+        "--network",
+        "none",
+        &k.base,
+        "sleep",
+        "60",
+    ]);
+    // A request in flight (a wait) keeps the old daemon finishing for its grace time.
+    let mut waiting = UnixStream::connect(&old.socket).unwrap();
+    waiting
+        .write_all(
+            b"POST /containers/sleeper/wait HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+    let mut head = [0u8; 12];
+    waiting.read_exact(&mut head).unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&old.child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    eventually("the old daemon to stop accepting", || {
+        UnixStream::connect(&socket).is_err()
+    });
+    // The successor replaces the stale socket while the old daemon still runs.
+    let new = Daemon::start(&k, &[], &["--host", &host]);
+    let mut old = old;
+    assert!(old.terminate().success(), "{}", old.log());
+    let ping = UnixStream::connect(&socket).and_then(|mut s| {
+        s.write_all(b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    });
+    assert!(
+        ping.as_deref().is_ok_and(|r| r.starts_with("HTTP/1.1 200")),
+        "the new daemon's socket went with the old daemon: {ping:?}\n{}",
+        new.log()
+    );
+    drop(waiting);
+}
