@@ -229,7 +229,12 @@ fn killing_the_foreground_client_leaves_the_container_running() {
     let pid = rustix::process::Pid::from_raw(client.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let status = client.wait().unwrap();
-    assert_eq!(status.code(), Some(143), "the container's exit by SIGTERM");
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "the container's exit by SIGTERM: client {status:?}, container {}",
+        k.inspect("proxied")["State"]
+    );
     assert_eq!(k.inspect("proxied")["State"]["Running"], false);
 }
 
