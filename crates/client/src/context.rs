@@ -125,7 +125,9 @@ fn spawn_writer(
         let result = match result {
             Err(ClientError::Context { source, .. }) if is_closed(&source) => Ok(()),
             Err(e) => {
-                let _ = tx.blocking_send(Err(std::io::Error::other("the request body could not be read")));
+                let _ = tx.blocking_send(Err(std::io::Error::other(
+                    "the request body could not be read",
+                )));
                 Err(e)
             }
             Ok(()) => Ok(()),
