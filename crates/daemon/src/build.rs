@@ -1,8 +1,9 @@
 //! `POST /build`: the legacy builder protocol over kiln's engine.
 //!
-//! The body is the context as a (possibly compressed) tar, unpacked into the store's `tmp/`
-//! through `Engine::unpack_context`, which refuses `..`, absolute names and links out of the
-//! context (a 400 naming the entry; nothing is written outside the store). The whole body is
+//! The body is the context as a (possibly compressed) tar, synced into one of the store's
+//! reused context directories through `Engine::unpack_context` (unchanged files are not
+//! written again, and their digests stay known), which refuses `..`, absolute names and links
+//! out of the context (a 400 naming the entry; nothing is written outside the store). The whole body is
 //! read before the first line is written, as dockerd does. Progress becomes the legacy
 //! stream: `Step N/M : ...` lines, ` ---> Using cache`, RUN output, `{"aux":{"ID":...}}`,
 //! `Successfully built <id>`, `Successfully tagged <name>`; a failure after the first line
@@ -191,9 +192,20 @@ async fn run(
             blocking(move || Ok(!names.iter().any(|n| crate::images::find(&store, n).is_ok())))
                 .await?;
     }
+    // The names built and the Dockerfile pick the reused context directory.
+    let hint = format!(
+        "{} {}",
+        dockerfile_name.as_deref().unwrap_or("Dockerfile"),
+        params
+            .tags
+            .iter()
+            .map(Reference::familiar)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let (unpacked, dockerfile, _lock) = blocking(move || {
         let lock = engine.store.lock_shared()?;
-        let unpacked = match engine.unpack_context(&mut reader) {
+        let unpacked = match engine.unpack_context(&mut reader, &hint) {
             Ok(unpacked) => unpacked,
             Err(e) => {
                 // The rest of the body is read, so the client gets the 400, not a reset.

@@ -10,6 +10,7 @@
 //! blob-sources/<registry>/<hex>.json  repositories of a registry known to hold a blob (for mounts)
 //! layer-variants/<hex>/   per diffID, the blob of each compression setting used (`gzip-6.json`)
 //! context-index/<hex>     file metadata → content digest, per build context directory
+//! build-contexts/<n>/     tar build contexts kept for the next build (owned by kiln-solve)
 //! containers/<id>/        `kiln run` containers: record, locks, writable layer, log
 //! volumes/<name>/         volumes: `_data/` and `volume.json`
 //! store.lock, locks/      flock files: the store-wide lock and per-step/per-snapshot locks
