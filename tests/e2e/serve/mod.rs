@@ -1,10 +1,11 @@
 //! `kiln serve`: the daemon started as a process against a temp store and socket, driven by
 //! raw HTTP over the socket (`raw.rs` for the wire details, `builds.rs`, `images.rs`, `containers.rs`) and by the real docker CLI
-//! (`docker_cli.rs`), and by `kiln --host` (`client/`).
+//! (`docker_cli.rs`; the 20.10 client in `docker_2010.rs`), and by `kiln --host` (`client/`).
 
 mod builds;
 mod client;
 mod containers;
+mod docker_2010;
 mod docker_cli;
 mod host_config;
 mod images;
