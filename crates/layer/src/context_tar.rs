@@ -266,6 +266,8 @@ mod tests {
         // `via/f` without a `via/` entry: a fresh extraction makes `via` a directory.
         sync_matches_fresh(d, &[dir("real/"), file("via/f", b"f")]);
         assert!(!d.join("real/f").exists());
+        // Files deep down without entries for their directories (docker-py sends these).
+        sync_matches_fresh(d, &[file("a/b/c/f", b"deep"), file("a/b/g", b"g")]);
         // A hard link to a name the tar has not written is refused, as in an empty directory.
         sync_build_context(&raw_tar(&[file("stale", b"old secret")])[..], d).unwrap();
         let err = sync_build_context(&raw_tar(&[hard_link("h", "stale")])[..], d).unwrap_err();

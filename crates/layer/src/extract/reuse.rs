@@ -52,16 +52,21 @@ impl Reuse {
             if self.checked.contains(prefix) {
                 continue;
             }
-            // The parent was checked at the previous depth (or is the root).
-            let parent = safe_fs::open_dir(root, &prefix[..depth - 1], false)?;
+            self.checked.insert(prefix.to_vec());
+            self.seen.insert(prefix.to_vec());
+            // The parent was checked at the previous depth (or is the root). Missing, nothing
+            // below it is left over: the rest of the way is made by the extraction.
+            let parent = match safe_fs::open_dir(root, &prefix[..depth - 1], false) {
+                Ok(parent) => parent,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             let name = prefix[depth - 1].as_os_str();
             if let Some(st) = safe_fs::existing(&parent, name)?
                 && !safe_fs::is_dir(&st)
             {
                 safe_fs::remove(&parent, name)?;
             }
-            self.checked.insert(prefix.to_vec());
-            self.seen.insert(prefix.to_vec());
         }
         // The entry itself replaces what is there; once applied it is this tar's, whatever it is
         // (a symlink named by the tar is followed by later entries, as in an empty directory).
