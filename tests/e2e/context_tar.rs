@@ -108,6 +108,19 @@ fn a_rebuild_from_a_tar_writes_and_hashes_only_what_changed() {
     ]);
     assert_eq!(stdout(&run), "a2\nb1\nDockerfile\na\nb\nnew\n");
     assert_tmp_empty(&k);
+    // The kept context is the user's files: private, and gone with a prune.
+    let slots = k.root.path().join("build-contexts");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&slots).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700);
+    let pruned = k.ok(&["prune", "-f"]);
+    let left: Vec<_> = std::fs::read_dir(&slots)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "kept after prune: {left:?}\n{pruned}");
 }
 
 /// The store's tmp/ holds nothing once a build is over, whatever its outcome.

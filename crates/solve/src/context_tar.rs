@@ -10,7 +10,8 @@
 //! cost over `kiln build DIR` (docs/benchmarks.md). The slot tried first is picked from a hint
 //! (the build's names), so that different projects built in turn tend to keep their own.
 //! With every slot taken, a private temp dir under `tmp/` is used and removed afterwards. A
-//! sync that fails leaves the slot's context emptied, never half of one.
+//! sync that fails leaves the slot's context emptied, never half of one. `build-contexts/` is
+//! private (0700), and a store prune removes the slots no build holds.
 //!
 //! Entries that could reach outside the context are refused by the layer crate's extraction
 //! ([`kiln_layer::extract_build_context`]). COPY and ADD already resolve their sources inside
@@ -181,11 +182,19 @@ impl Engine {
     /// A slot nobody holds, locked, trying first the one `hint` hashes to.
     fn free_slot(&self, hint: &str) -> Result<Option<UnpackedContext>> {
         use rustix::fs::{FlockOperation, flock};
-        let slots = self.store.root().join("build-contexts");
-        std::fs::create_dir_all(&slots).map_err(|source| SolveError::ReadFile {
-            path: slots.clone(),
-            source,
-        })?;
+        let slots = self.store.root().join(kiln_store::BUILD_CONTEXTS);
+        // Private, as the temp dirs under tmp/ were: a context can hold anything of the user's.
+        match std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+            .create(&slots)
+        {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(SolveError::ReadFile {
+                    path: slots.clone(),
+                    source: e,
+                });
+            }
+            _ => {}
+        }
         let digest = kiln_image::Digest::of(hint.as_bytes());
         let first = u64::from_str_radix(&digest.hex()[..16], 16).unwrap_or(0) % SLOTS;
         for i in 0..SLOTS {
