@@ -24,9 +24,12 @@ use std::sync::Arc;
 use hyper::Response;
 use kiln_image::{Platform, Reference};
 use kiln_sandbox::NetworkMode;
-use kiln_solve::{BuildRequest, CancelToken, OutputStream, ProgressEvent, SolveError};
+use kiln_solve::{BuildRequest, CancelToken, ProgressEvent, SolveError};
 use serde_json::json;
 
+mod legacy;
+
+use self::legacy::{GlobalSteps, LegacyStream};
 use crate::Daemon;
 use crate::error::ApiError;
 use crate::images::{blocking, body_reader, parse_name};
@@ -203,7 +206,7 @@ async fn run(
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let (unpacked, dockerfile, _lock) = blocking(move || {
+    let (unpacked, dockerfile, numbering, _lock) = blocking(move || {
         let lock = engine.store.lock_shared()?;
         let unpacked = match engine.unpack_context(&mut reader, &hint) {
             Ok(unpacked) => unpacked,
@@ -225,7 +228,12 @@ async fn run(
                 )),
                 e => ApiError::from(e),
             })?;
-        Ok((unpacked, dockerfile, lock))
+        // Only for the stream's step numbers: a file that cannot be read fails the build later.
+        let numbering = std::fs::read_to_string(&dockerfile)
+            .ok()
+            .and_then(|text| GlobalSteps::of(&text))
+            .unwrap_or_default();
+        Ok((unpacked, dockerfile, numbering, lock))
     })
     .await?;
     // With labels the engine builds unnamed; the names go on the labelled image.
@@ -257,7 +265,13 @@ async fn run(
     };
     let progress_out = out.clone();
     let quiet = params.quiet;
-    let legacy = Arc::new(std::sync::Mutex::new(LegacyStream::default()));
+    let legacy = LegacyStream::new(numbering);
+    if !quiet {
+        for line in legacy.start() {
+            out.stream(line);
+        }
+    }
+    let legacy = Arc::new(std::sync::Mutex::new(legacy));
     let events = Arc::clone(&legacy);
     let progress: Arc<dyn Fn(ProgressEvent) + Send + Sync> = Arc::new(move |e| {
         if quiet {
@@ -341,212 +355,9 @@ fn build_error(e: SolveError) -> ApiError {
     }
 }
 
-/// The engine's events as the legacy builder's `stream` lines (moby's
-/// `daemon/builder/dockerfile`: `Step N/M : ...` before each instruction, ` ---> Using cache`
-/// after one whose cache probe hit, RUN's stderr written through a formatter that wraps each
-/// chunk in `ESC[91m` ... `ESC[0m`).
-///
-/// dockerd probes its cache for metadata instructions too (each commits an image), and since
-/// a probe matches on the parent image, it hits exactly when every step before it in the stage
-/// hit and the same instruction was built on that parent before. kiln's metadata steps have
-/// no record of their own, so their outcome is read off the filesystem steps around them: a
-/// metadata step's lines wait for the next filesystem step of its stage and say `Using cache`
-/// when that one hit and nothing in the stage ran before it; metadata steps that end a stage
-/// are written when the build ends, cached when the stage ran nothing and hit something.
-/// (They are instant, so holding their lines back delays nothing.)
-#[derive(Default)]
-struct LegacyStream {
-    /// Per stage, in the order stages were first seen.
-    stages: Vec<StageChain>,
-}
-
-struct StageChain {
-    stage: String,
-    /// A filesystem step after FROM ran (missed the cache).
-    ran: bool,
-    /// A filesystem step after FROM came from the cache.
-    hit: bool,
-    /// Metadata steps not written yet.
-    pending: Vec<kiln_solve::StepLabel>,
-}
-
-fn step_line(s: &kiln_solve::StepLabel) -> String {
-    format!("Step {}/{} : {}\n", s.position, s.total, s.text)
-}
-
-impl LegacyStream {
-    fn chain(&mut self, stage: &str) -> &mut StageChain {
-        let i = match self.stages.iter().position(|c| c.stage == stage) {
-            Some(i) => i,
-            None => {
-                self.stages.push(StageChain {
-                    stage: stage.to_owned(),
-                    ran: false,
-                    hit: false,
-                    pending: Vec::new(),
-                });
-                self.stages.len() - 1
-            }
-        };
-        &mut self.stages[i]
-    }
-
-    /// The lines of one event, with the held-back metadata steps it decides.
-    fn lines(&mut self, e: ProgressEvent) -> Vec<String> {
-        match e {
-            ProgressEvent::StepStarted(step) if step.position == 1 => {
-                // FROM always "starts" (it resolves its base); it opens the stage's chain.
-                let chain = self.chain(&step.stage);
-                chain.ran = false;
-                chain.hit = false;
-                chain.pending.clear();
-                vec![step_line(&step)]
-            }
-            ProgressEvent::StepStarted(step) => {
-                let chain = self.chain(&step.stage);
-                let mut lines = chain.flush(false);
-                chain.ran = true;
-                lines.push(step_line(&step));
-                lines
-            }
-            ProgressEvent::StepCached(step) | ProgressEvent::StepCachedRemote { step, .. } => {
-                let chain = self.chain(&step.stage);
-                let cached = !chain.ran;
-                let mut lines = chain.flush(cached);
-                chain.hit = true;
-                lines.push(step_line(&step));
-                lines.push(" ---> Using cache\n".to_owned());
-                lines
-            }
-            ProgressEvent::StepMetadata(step) => {
-                self.chain(&step.stage).pending.push(step);
-                Vec::new()
-            }
-            ProgressEvent::StepOutput {
-                stream: OutputStream::Stdout,
-                line,
-                ..
-            } => vec![format!("{line}\n")],
-            ProgressEvent::StepOutput {
-                stream: OutputStream::Stderr,
-                line,
-                ..
-            } => vec![format!("\x1b[91m{line}\n\x1b[0m")],
-            ProgressEvent::Warning(w) => vec![format!("[WARNING]: {w}\n")],
-            _ => Vec::new(),
-        }
-    }
-
-    /// The metadata steps that end their stages, once the build is over.
-    fn finish(&mut self) -> Vec<String> {
-        self.stages
-            .iter_mut()
-            .flat_map(|c| {
-                let cached = c.hit && !c.ran;
-                c.flush(cached)
-            })
-            .collect()
-    }
-}
-
-impl StageChain {
-    fn flush(&mut self, cached: bool) -> Vec<String> {
-        self.pending
-            .drain(..)
-            .flat_map(|step| {
-                let mut lines = vec![step_line(&step)];
-                if cached {
-                    lines.push(" ---> Using cache\n".to_owned());
-                }
-                lines
-            })
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn label(stage: &str, position: usize, text: &str) -> kiln_solve::StepLabel {
-        kiln_solve::StepLabel {
-            stage: stage.into(),
-            position,
-            total: 4,
-            text: text.into(),
-        }
-    }
-
-    #[test]
-    fn metadata_steps_use_cache_as_the_steps_around_them_do() {
-        let mut legacy = LegacyStream::default();
-        let lines = |l: &mut LegacyStream, e| l.lines(e).concat();
-        // A first build: the ENV right after FROM is followed by a RUN that ran.
-        assert_eq!(
-            lines(
-                &mut legacy,
-                ProgressEvent::StepStarted(label("0", 1, "FROM busybox"))
-            ),
-            "Step 1/4 : FROM busybox\n"
-        );
-        assert_eq!(
-            lines(
-                &mut legacy,
-                ProgressEvent::StepMetadata(label("0", 2, "ENV A=1"))
-            ),
-            ""
-        );
-        assert_eq!(
-            lines(
-                &mut legacy,
-                ProgressEvent::StepStarted(label("0", 3, "RUN true"))
-            ),
-            "Step 2/4 : ENV A=1\nStep 3/4 : RUN true\n"
-        );
-        legacy.lines(ProgressEvent::StepMetadata(label("0", 4, "CMD sh")));
-        assert_eq!(legacy.finish().concat(), "Step 4/4 : CMD sh\n");
-
-        // A rebuild: every step hit, so the metadata ones say so too, trailing ones included.
-        let mut legacy = LegacyStream::default();
-        legacy.lines(ProgressEvent::StepStarted(label("0", 1, "FROM busybox")));
-        legacy.lines(ProgressEvent::StepMetadata(label("0", 2, "ENV A=1")));
-        assert_eq!(
-            lines(
-                &mut legacy,
-                ProgressEvent::StepCached(label("0", 3, "RUN true"))
-            ),
-            "Step 2/4 : ENV A=1\n ---> Using cache\nStep 3/4 : RUN true\n ---> Using cache\n"
-        );
-        legacy.lines(ProgressEvent::StepMetadata(label("0", 4, "CMD sh")));
-        assert_eq!(
-            legacy.finish().concat(),
-            "Step 4/4 : CMD sh\n ---> Using cache\n"
-        );
-
-        // A stage of metadata only has no hit to go by: no cache line.
-        let mut legacy = LegacyStream::default();
-        legacy.lines(ProgressEvent::StepStarted(label("1", 1, "FROM busybox")));
-        legacy.lines(ProgressEvent::StepMetadata(label("1", 2, "LABEL a=b")));
-        assert_eq!(legacy.finish().concat(), "Step 2/4 : LABEL a=b\n");
-    }
-
-    #[test]
-    fn run_stderr_is_wrapped_in_dockerds_colour_codes() {
-        let mut legacy = LegacyStream::default();
-        let out = |stream, line: &str| ProgressEvent::StepOutput {
-            step: label("0", 2, "RUN x"),
-            stream,
-            line: line.into(),
-        };
-        assert_eq!(
-            legacy.lines(out(OutputStream::Stderr, "oops")),
-            vec!["\x1b[91moops\n\x1b[0m".to_owned()]
-        );
-        assert_eq!(
-            legacy.lines(out(OutputStream::Stdout, "fine")),
-            vec!["fine\n".to_owned()]
-        );
-    }
 
     #[test]
     fn registry_config_gives_credentials_by_registry() {

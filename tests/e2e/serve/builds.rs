@@ -217,6 +217,31 @@ fn the_build_stream_numbers_every_instruction_and_colours_run_stderr_as_dockerd(
     assert_eq!(using_cache(&again), 3, "{again:?}");
     let red = "\x1b[91mto-err\n\x1b[0m";
     assert!(!again.iter().any(|c| c == red), "{again:?}");
+    // Several stages: numbered across the Dockerfile, global ARGs included, as dockerd does.
+    let staged = format!(
+        "ARG B={}\nFROM $B AS First\nRUN echo one > /one\nFROM $B\nCOPY --from=First /one /one\n",
+        k.base
+    );
+    let r = d.request(
+        "POST",
+        "/build?t=stages",
+        &[],
+        &tar_of(&[("Dockerfile", staged.as_bytes())]),
+    );
+    let text: String = r
+        .lines()
+        .iter()
+        .filter_map(|l| l["stream"].as_str().map(str::to_owned))
+        .collect();
+    for line in [
+        format!("Step 1/5 : ARG B={}\n", k.base),
+        format!("Step 2/5 : FROM {}\n", k.base),
+        "Step 3/5 : RUN echo one > /one\n".to_owned(),
+        format!("Step 4/5 : FROM {}\n", k.base),
+        "Step 5/5 : COPY --from=First /one /one\n".to_owned(),
+    ] {
+        assert!(text.contains(&line), "{line:?} missing:\n{text}");
+    }
     // From an image that does not exist, or with nocache: nothing from cache.
     let none = build("t=stream%3A3&cachefrom=%5B%22nosuchtag%22%5D");
     assert_eq!(using_cache(&none), 0, "{none:?}");
