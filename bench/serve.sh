@@ -13,7 +13,9 @@
 # `kiln build DIR` reads the directory. That unpacking is part of what is measured; the
 # `kiln build -` column (the same tar on stdin) shows how much of the difference it is. The
 # `kiln --host` column is kiln's own client through the same daemon (it tars the directory
-# while streaming it, as the docker CLI does), against the docker CLI. Runs as root.
+# while streaming it, as the docker CLI does), against the docker CLI. The last line times
+# `docker version` through the daemon: the docker CLI's own start-up, which a no-op build
+# through it cannot go below. Runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -65,6 +67,7 @@ build_api() {
 build_client() {
     KILN_ROOT=$WORK/client-root "$KILN" --host "unix://$WORK/kiln.sock" build -q --network none -t app "$ctx" >/dev/null
 }
+docker_version() { docker -H "unix://$WORK/kiln.sock" version >/dev/null; }
 timed() { local t0; t0=$(now); "$@"; echo "$(now) - $t0" | bc; }
 
 results=$WORK/results.tsv
@@ -77,6 +80,7 @@ for run in $(seq "$RUNS"); do
         fn=build_$tool
         printf '%s\tcold\t%s\n' "$tool" "$(timed $fn "$store")" >>"$results"
         printf '%s\tnoop\t%s\n' "$tool" "$(timed $fn "$store")" >>"$results"
+        if [[ $tool == api ]]; then printf 'cli\tversion\t%s\n' "$(timed docker_version)" >>"$results"; fi
         echo "main v$run-$tool" >"$ctx/src/main.txt"
         printf '%s\tchanged\t%s\n' "$tool" "$(timed $fn "$store")" >>"$results"
         [[ $tool == api || $tool == client ]] && stop_daemon
@@ -98,4 +102,7 @@ for mode, label in [("cold", "cold"), ("noop", "no-op rebuild"), ("changed", "on
     cli, tar, api, client = (statistics.median(med[(t, mode)]) for t in ("cli", "stdin", "api", "client"))
     ratio = api / cli
     print(f"| {label} | {cli:.3f} | {tar:.3f} | {api:.3f} | {ratio:.2f}× | ≤ 1.2× | {'yes' if ratio <= 1.2 else 'no'} | {api / tar:.2f}× | {client:.3f} | {client / api:.2f}× |")
+version = statistics.median(med[("cli", "version")])
+print()
+print(f"`docker version` through kiln serve (the docker CLI's start-up and one request): {version:.3f} s")
 PY

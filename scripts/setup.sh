@@ -47,3 +47,19 @@ command -v schemathesis >/dev/null || {
   echo "setup: installing schemathesis" >&2
   python3 -m pip install -q schemathesis
 }
+
+# The docker 20.10 client (Debian's docker.io) for tests/e2e/serve/docker_2010.rs: only the
+# `docker` binary, taken out of the package with dpkg-deb, so that no dockerd, containerd or
+# iptables rules come with it (bench/serve-run.sh installs the whole package when it is run).
+docker2010=/var/cache/kiln/docker-20.10/docker
+if [[ ! -x $docker2010 ]]; then
+  echo "setup: extracting the docker 20.10 client into ${docker2010%/*}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  deb_dir=$(mktemp -d)
+  chmod 0755 "$deb_dir"  # apt-get download drops privileges to _apt where it can
+  (cd "$deb_dir" && apt-get download -qq docker.io >/dev/null 2>&1 || { $SUDO apt-get update -qq && apt-get download -qq docker.io; })
+  dpkg-deb -x "$deb_dir"/docker.io_*.deb "$deb_dir/root"
+  $SUDO install -D -m 0755 "$deb_dir/root/usr/bin/docker" "$docker2010"
+  rm -rf "$deb_dir"
+fi

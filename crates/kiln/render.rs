@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use kiln_dockerfile::checks::Warning;
-use kiln_solve::{Location, ProgressEvent, SolveError};
+use kiln_solve::{Location, OutputStream, ProgressEvent, SolveError};
 
 /// Prints build progress as plain lines on stderr (CI-friendly).
 #[derive(Debug)]
@@ -58,9 +58,19 @@ impl ProgressPrinter {
             ),
             ProgressEvent::StepExplained { .. } => return None,
             ProgressEvent::StepStarted(s) => s.to_string(),
-            ProgressEvent::StepOutput { step, line } => {
-                format!("[{} {}/{}] | {line}", step.stage, step.position, step.total)
+            ProgressEvent::StepOutput { step, stream, line } => {
+                // stderr marked apart, so a CI log shows which stream said what.
+                let mark = match stream {
+                    OutputStream::Stdout => '|',
+                    OutputStream::Stderr => '!',
+                };
+                format!(
+                    "[{} {}/{}] {mark} {line}",
+                    step.stage, step.position, step.total
+                )
             }
+            // Metadata changes only the config: nothing ran, so a plain log shows nothing.
+            ProgressEvent::StepMetadata(_) => return None,
             ProgressEvent::StepDone { step, elapsed } => {
                 format!(
                     "[{} {}/{}] DONE {:.1}s",

@@ -18,6 +18,11 @@ fn failing_run_names_step_command_exit_code_and_output() {
         err.contains("last output:") && err.contains("about to fail") && err.contains("on stderr"),
         "{err}"
     );
+    // The plain progress marks the RUN's stderr apart from its stdout.
+    assert!(
+        err.contains("] | about to fail") && err.contains("] ! on stderr"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     assert!(
         !k.ok(&["images"]).contains("failing"),

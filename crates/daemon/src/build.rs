@@ -1,8 +1,9 @@
 //! `POST /build`: the legacy builder protocol over kiln's engine.
 //!
-//! The body is the context as a (possibly compressed) tar, unpacked into the store's `tmp/`
-//! through `Engine::unpack_context`, which refuses `..`, absolute names and links out of the
-//! context (a 400 naming the entry; nothing is written outside the store). The whole body is
+//! The body is the context as a (possibly compressed) tar, synced into one of the store's
+//! reused context directories through `Engine::unpack_context` (unchanged files are not
+//! written again, and their digests stay known), which refuses `..`, absolute names and links
+//! out of the context (a 400 naming the entry; nothing is written outside the store). The whole body is
 //! read before the first line is written, as dockerd does. Progress becomes the legacy
 //! stream: `Step N/M : ...` lines, ` ---> Using cache`, RUN output, `{"aux":{"ID":...}}`,
 //! `Successfully built <id>`, `Successfully tagged <name>`; a failure after the first line
@@ -26,6 +27,9 @@ use kiln_sandbox::NetworkMode;
 use kiln_solve::{BuildRequest, CancelToken, ProgressEvent, SolveError};
 use serde_json::json;
 
+mod legacy;
+
+use self::legacy::{GlobalSteps, LegacyStream};
 use crate::Daemon;
 use crate::error::ApiError;
 use crate::images::{blocking, body_reader, parse_name};
@@ -191,9 +195,20 @@ async fn run(
             blocking(move || Ok(!names.iter().any(|n| crate::images::find(&store, n).is_ok())))
                 .await?;
     }
-    let (unpacked, dockerfile, _lock) = blocking(move || {
+    // The names built and the Dockerfile pick the reused context directory.
+    let hint = format!(
+        "{} {}",
+        dockerfile_name.as_deref().unwrap_or("Dockerfile"),
+        params
+            .tags
+            .iter()
+            .map(Reference::familiar)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let (unpacked, dockerfile, numbering, _lock) = blocking(move || {
         let lock = engine.store.lock_shared()?;
-        let unpacked = match engine.unpack_context(&mut reader) {
+        let unpacked = match engine.unpack_context(&mut reader, &hint) {
             Ok(unpacked) => unpacked,
             Err(e) => {
                 // The rest of the body is read, so the client gets the 400, not a reset.
@@ -213,7 +228,12 @@ async fn run(
                 )),
                 e => ApiError::from(e),
             })?;
-        Ok((unpacked, dockerfile, lock))
+        // Only for the stream's step numbers: a file that cannot be read fails the build later.
+        let numbering = std::fs::read_to_string(&dockerfile)
+            .ok()
+            .and_then(|text| GlobalSteps::of(&text))
+            .unwrap_or_default();
+        Ok((unpacked, dockerfile, numbering, lock))
     })
     .await?;
     // With labels the engine builds unnamed; the names go on the labelled image.
@@ -245,15 +265,37 @@ async fn run(
     };
     let progress_out = out.clone();
     let quiet = params.quiet;
+    let legacy = LegacyStream::new(numbering);
+    if !quiet {
+        for line in legacy.start() {
+            out.stream(line);
+        }
+    }
+    let legacy = Arc::new(std::sync::Mutex::new(legacy));
+    let events = Arc::clone(&legacy);
     let progress: Arc<dyn Fn(ProgressEvent) + Send + Sync> = Arc::new(move |e| {
-        if !quiet {
-            progress_line(&progress_out, e);
+        if quiet {
+            return;
+        }
+        if let ProgressEvent::Pulling { reference } = &e {
+            progress_out.status(None, format!("Pulling {reference}"));
+            return;
+        }
+        let mut legacy = events.lock().unwrap_or_else(|e| e.into_inner());
+        for line in legacy.lines(e) {
+            progress_out.stream(line);
         }
     });
     let result = Arc::clone(&daemon.engine)
         .build_async(request, progress)
         .await
         .map_err(build_error)?;
+    if !quiet {
+        let lines = legacy.lock().unwrap_or_else(|e| e.into_inner()).finish();
+        for line in lines {
+            out.stream(line);
+        }
+    }
     drop(unpacked);
     let mut image = result.image;
     if relabel {
@@ -310,29 +352,6 @@ fn build_error(e: SolveError) -> ApiError {
             ))
         },
         _ => ApiError::from(e),
-    }
-}
-
-/// One engine event as legacy builder lines.
-fn progress_line(out: &Emitter, e: ProgressEvent) {
-    match e {
-        ProgressEvent::StepStarted(step) => {
-            out.stream(format!(
-                "Step {}/{} : {}\n",
-                step.position, step.total, step.text
-            ));
-        }
-        ProgressEvent::StepCached(step) | ProgressEvent::StepCachedRemote { step, .. } => {
-            out.stream(format!(
-                "Step {}/{} : {}\n",
-                step.position, step.total, step.text
-            ));
-            out.stream(" ---> Using cache\n");
-        }
-        ProgressEvent::StepOutput { line, .. } => out.stream(format!("{line}\n")),
-        ProgressEvent::Pulling { reference } => out.status(None, format!("Pulling {reference}")),
-        ProgressEvent::Warning(w) => out.stream(format!("[WARNING]: {w}\n")),
-        _ => {}
     }
 }
 

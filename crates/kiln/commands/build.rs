@@ -16,13 +16,15 @@ use crate::cli::BuildArgs;
 use crate::progress;
 
 pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
-    // `-`: the context is a tar on stdin, unpacked for this build (removed when it ends);
+    // `-`: the context is a tar on stdin, unpacked for this build into a context directory
+    // of the store (reused by the next build, which then writes only what changed);
     // `-f` names the Dockerfile inside it, as with docker build.
     let _unpacked;
     let context_dir = if args.context.as_os_str() == "-" {
         let unpacked = env
             .engine()?
-            .unpack_context(std::io::stdin().lock())
+            // The names built pick the reused context directory (see `Engine::unpack_context`).
+            .unpack_context(std::io::stdin().lock(), &args.tags.join(" "))
             .context("reading the build context from stdin")?;
         let name = args
             .file

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use kiln_solve::{ProgressEvent, StepLabel};
+use kiln_solve::{OutputStream, ProgressEvent, StepLabel};
 use serde_json::{Value, json};
 
 use super::{Outcome, Renderer};
@@ -121,8 +121,17 @@ pub fn event_json(event: &ProgressEvent) -> Value {
             "layers": layers,
             "sent": sent,
         }),
-        ProgressEvent::StepOutput { step, line } => {
-            json!({"type": "step.output", "step": step_json(step), "line": line})
+        ProgressEvent::StepOutput { step, stream, line } => json!({
+            "type": "step.output",
+            "step": step_json(step),
+            "stream": match stream {
+                OutputStream::Stdout => "stdout",
+                OutputStream::Stderr => "stderr",
+            },
+            "line": line,
+        }),
+        ProgressEvent::StepMetadata(step) => {
+            json!({"type": "step.metadata", "step": step_json(step)})
         }
         ProgressEvent::StepDone { step, elapsed } => json!({
             "type": "step.done",
@@ -222,9 +231,10 @@ mod tests {
             (
                 ProgressEvent::StepOutput {
                     step: label(),
+                    stream: OutputStream::Stderr,
                     line: "hi".into(),
                 },
-                json!({"type": "step.output", "step": step_json(&label()), "line": "hi"}),
+                json!({"type": "step.output", "step": step_json(&label()), "stream": "stderr", "line": "hi"}),
             ),
             (
                 ProgressEvent::StepDone {
@@ -281,6 +291,7 @@ mod tests {
         r.event(ProgressEvent::StepStarted(label()));
         r.event(ProgressEvent::StepOutput {
             step: label(),
+            stream: OutputStream::Stdout,
             line: "a\nb".into(),
         });
         r.finish(Outcome::Built("sha256:abc"));

@@ -96,7 +96,8 @@ impl View {
             } => self.pending.push(format!(
                 "exporting cache {destination}: {records} records, {layers} layers ({sent} sent) done"
             )),
-            ProgressEvent::StepOutput { step, line } => {
+            // The live view keeps a tail of both streams alike.
+            ProgressEvent::StepOutput { step, line, .. } => {
                 if let Some(s) = self.step_mut(&step) {
                     if s.tail.len() == TAIL_LINES {
                         s.tail.pop_front();
@@ -117,8 +118,10 @@ impl View {
             ProgressEvent::Pulling { reference } => {
                 self.pending.push(format!("pulling {reference}"))
             }
-            // Hashing statistics are for plain logs and tools, not the live view.
-            ProgressEvent::BlobFetched { .. } | ProgressEvent::SourcesHashed { .. } => {}
+            // Hashing statistics are for plain logs and tools; metadata steps ran nothing.
+            ProgressEvent::BlobFetched { .. }
+            | ProgressEvent::SourcesHashed { .. }
+            | ProgressEvent::StepMetadata(_) => {}
             ProgressEvent::ImageWritten { config, .. } => {
                 self.pending.push(format!("writing image {config} done"))
             }
@@ -355,6 +358,7 @@ mod tests {
             view.apply(
                 ProgressEvent::StepOutput {
                     step: label(2, "RUN make"),
+                    stream: kiln_solve::OutputStream::Stdout,
                     line: format!("line {i}"),
                 },
                 t0,

@@ -31,6 +31,21 @@ pub fn extract_build_context(tar: impl Read, dest: &Path) -> Result<(), LayerErr
     Ok(())
 }
 
+/// As [`extract_build_context`], into a directory that may hold an earlier context unpacked
+/// the same way: afterwards it holds exactly what extracting into an empty directory would
+/// give, but a file whose content is unchanged is kept as it is (same inode), so that a
+/// rebuild creates no files for the same context and its digest index still knows them.
+/// Should this fail, the directory's content is undefined: the caller empties it.
+pub fn sync_build_context(tar: impl Read, dest: &Path) -> Result<(), LayerError> {
+    let tar = compression::decompressed(tar).map_err(LayerError::Archive)?;
+    let tar = SpaceGuard::new(tar, guard_dir(dest)?);
+    Extractor::new(dest, Whiteouts::Literal)?
+        .confined_to_context()
+        .reusing()
+        .extract(tar)?;
+    Ok(())
+}
+
 /// Why a symlink from `entry` (components, its own name last) to `target` leaves the tree, if
 /// it does: an absolute target, or more `..` than there are directories above the link.
 pub(crate) fn link_leaves_tree(entry_depth: usize, target: &[u8]) -> Option<&'static str> {
@@ -143,6 +158,126 @@ mod tests {
             std::fs::read(outer.path().join("context/a/f")).unwrap(),
             b"inside"
         );
+    }
+
+    /// Every path under `root` with its kind, content or target, and mode: what a build sees.
+    fn tree(root: &Path) -> Vec<(String, String)> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let path = e.unwrap().path();
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                let rel = path.strip_prefix(root).unwrap().display().to_string();
+                let what = if meta.file_type().is_symlink() {
+                    format!("-> {}", std::fs::read_link(&path).unwrap().display())
+                } else if meta.is_dir() {
+                    stack.push(path.clone());
+                    format!("dir {:o}", meta.permissions().mode() & 0o7777)
+                } else {
+                    format!(
+                        "{:?} {:o} {}",
+                        String::from_utf8_lossy(&std::fs::read(&path).unwrap()),
+                        meta.permissions().mode() & 0o7777,
+                        meta.mtime()
+                    )
+                };
+                out.push((rel, what));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Syncs `entries` into `dest` and checks the result against a fresh extraction.
+    fn sync_matches_fresh(dest: &Path, entries: &[crate::test_support::RawEntry<'_>]) {
+        let tar = raw_tar(entries);
+        sync_build_context(&tar[..], dest).unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        extract_build_context(&tar[..], fresh.path()).unwrap();
+        assert_eq!(tree(dest), tree(fresh.path()));
+    }
+
+    fn inode(path: &Path) -> u64 {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::symlink_metadata(path).unwrap())
+    }
+
+    #[test]
+    fn a_sync_keeps_unchanged_files_and_ends_as_a_fresh_extraction() {
+        let dest = tempfile::tempdir().unwrap();
+        let d = dest.path();
+        sync_matches_fresh(
+            d,
+            &[
+                file("Dockerfile", b"FROM scratch\n"),
+                dir("src/"),
+                file("src/keep.c", b"int keep;"),
+                file("src/edit.c", b"int v1;"),
+                file("src/gone.c", b"int gone;"),
+                dir("old/"),
+                file("old/x", b"x"),
+                symlink("link", "src/keep.c"),
+            ],
+        );
+        let kept = inode(&d.join("src/keep.c"));
+        let ctime = std::os::unix::fs::MetadataExt::ctime_nsec(
+            &std::fs::metadata(d.join("src/keep.c")).unwrap(),
+        );
+        let mut exec = file("src/mode.sh", b"#!/bin/sh\n");
+        exec.mode = 0o755;
+        sync_matches_fresh(
+            d,
+            &[
+                file("Dockerfile", b"FROM scratch\n"),
+                dir("src/"),
+                file("src/keep.c", b"int keep;"),
+                file("src/edit.c", b"int v2;"),
+                exec,
+                file("new.txt", b"new"),
+            ],
+        );
+        // Same inode and untouched metadata: the digest index still trusts it.
+        assert_eq!(inode(&d.join("src/keep.c")), kept);
+        let after = std::os::unix::fs::MetadataExt::ctime_nsec(
+            &std::fs::metadata(d.join("src/keep.c")).unwrap(),
+        );
+        assert_eq!(after, ctime);
+        assert!(!d.join("old").exists() && !d.join("link").exists());
+        // The same content with another mode: kept, its mode set.
+        let mut again = file("src/keep.c", b"int keep;");
+        again.mode = 0o600;
+        sync_matches_fresh(d, &[dir("src/"), again]);
+        assert_eq!(inode(&d.join("src/keep.c")), kept);
+    }
+
+    #[test]
+    fn a_sync_never_writes_through_or_links_to_the_previous_contexts_leftovers() {
+        let dest = tempfile::tempdir().unwrap();
+        let d = dest.path();
+        sync_matches_fresh(
+            d,
+            &[
+                dir("real/"),
+                symlink("via", "real"),
+                file("stale", b"old secret"),
+            ],
+        );
+        // `via/f` without a `via/` entry: a fresh extraction makes `via` a directory.
+        sync_matches_fresh(d, &[dir("real/"), file("via/f", b"f")]);
+        assert!(!d.join("real/f").exists());
+        // Files deep down without entries for their directories (docker-py sends these).
+        sync_matches_fresh(d, &[file("a/b/c/f", b"deep"), file("a/b/g", b"g")]);
+        // A hard link to a name the tar has not written is refused, as in an empty directory.
+        sync_build_context(&raw_tar(&[file("stale", b"old secret")])[..], d).unwrap();
+        let err = sync_build_context(&raw_tar(&[hard_link("h", "stale")])[..], d).unwrap_err();
+        assert!(
+            err.to_string().contains("not in the archive before it"),
+            "{err}"
+        );
+        // What a context may not hold is refused over a previous one too.
+        let err = sync_build_context(&raw_tar(&[symlink("up", "..")])[..], d).unwrap_err();
+        assert!(matches!(err, LayerError::UnsafeEntry { .. }), "{err}");
     }
 
     #[test]

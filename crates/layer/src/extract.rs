@@ -23,6 +23,10 @@ use crate::userns;
 use crate::write::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::xattrs::{self, PAX_XATTR_PREFIX};
 
+mod reuse;
+
+pub(crate) use reuse::Reuse;
+
 /// What `.wh.` names mean to this extraction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Whiteouts {
@@ -49,6 +53,9 @@ pub(crate) struct Extractor {
     /// A build context: entries that could reach outside the tree are refused, not cleaned
     /// (see `context_tar`).
     context: bool,
+    /// Extracting over the previous content of the directory, keeping what is unchanged (see
+    /// `reuse`).
+    reuse: Option<Reuse>,
 }
 
 /// Metadata of one entry, as it will be applied.
@@ -74,7 +81,14 @@ impl Extractor {
             dir_times: Vec::new(),
             written: std::collections::HashSet::new(),
             context: false,
+            reuse: None,
         }
+    }
+
+    /// Extract over what the directory already holds: see [`Reuse`].
+    pub(crate) fn reusing(mut self) -> Extractor {
+        self.reuse = Some(Reuse::default());
+        self
     }
 
     /// Refuse, instead of cleaning, what a build context cannot hold.
@@ -91,6 +105,10 @@ impl Extractor {
             let mut entry = entry.map_err(LayerError::Archive)?;
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             self.apply(&mut entry, &name)?;
+        }
+        // Before the directory times: removing entries changes their directories' mtimes.
+        if let Some(reuse) = self.reuse.take() {
+            reuse.prune(&self.root)?;
         }
         for (components, mtime) in std::mem::take(&mut self.dir_times).into_iter().rev() {
             self.set_dir_time(&components, mtime)
@@ -145,11 +163,19 @@ impl Extractor {
             return Ok(());
         };
         let parent_components = parent;
+        if let Some(reuse) = &mut self.reuse {
+            reuse
+                .entry(&self.root, &rel)
+                .map_err(LayerError::entry(name))?;
+        }
         let parent = safe_fs::open_dir(&self.root, parent_components, true)
             .map_err(LayerError::entry(name))?;
         let file_name = file_name.as_os_str();
         let result = match kind {
             EntryType::Directory => self.directory(entry, &parent, file_name, parent_components),
+            EntryType::Regular | EntryType::Continuous if self.reuse.is_some() => {
+                reuse::regular(entry, &parent, file_name)
+            }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 regular(entry, &parent, file_name)
             }
@@ -215,7 +241,15 @@ impl Extractor {
         let Some((target_name, target_parent)) = target.split_last() else {
             return Err(unsafe_entry(entry_name, "hard link to the archive root"));
         };
+        // Over a previous context, a leftover of the same name is not "in the archive".
+        let target_seen = self.reuse.as_ref().is_none_or(|r| r.seen(&target));
         let link = || -> io::Result<()> {
+            if !target_seen {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "hard link target is not in the archive before it",
+                ));
+            }
             let target_dir = safe_fs::open_dir(&self.root, target_parent, false)?;
             if safe_fs::existing(&target_dir, target_name)?.is_none() {
                 return Err(io::Error::new(

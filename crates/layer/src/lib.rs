@@ -49,7 +49,7 @@ pub use archive::{extract_archive, is_archive};
 pub use compression::{
     Algorithm, Compression, CompressionRequest, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL,
 };
-pub use context_tar::extract_build_context;
+pub use context_tar::{extract_build_context, sync_build_context};
 pub use encode::{compress_stream, compression_threads};
 pub use import::import_tar;
 pub use unpack::{apply_layer, unpack_layer};

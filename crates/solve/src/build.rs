@@ -282,8 +282,9 @@ impl Engine {
             )));
         }
         let context = BuildContext::open(&req.context_dir)?.with_cancel(self.cancel.clone());
-        // A context unpacked from a tar (`Engine::unpack_context`) lives in tmp/ for one build:
-        // its files are new inodes every time, so remembering digests would only cost writes.
+        // A context unpacked from a tar into a temp dir (`Engine::unpack_context` with every
+        // reused slot taken) lives in tmp/ for one build: its files are new inodes every time,
+        // so remembering digests would only cost writes. A slot's are remembered.
         let context = if req.context_dir.starts_with(self.store.root().join("tmp")) {
             context
         } else {

@@ -1,6 +1,17 @@
 //! A build context given as a tar stream (docker build sends one; `kiln build -` reads one from
-//! stdin), unpacked into a private directory under the store's `tmp/` that the build reads like
-//! a context directory and that is removed when the build is done.
+//! stdin), unpacked into a directory of the store that the build reads like a context directory.
+//!
+//! The key decision: the directory is one of a few kept between builds (`build-contexts/<n>/`,
+//! each held by one build at a time through a lock file), and a tar is synced into it
+//! ([`kiln_layer::sync_build_context`]) rather than unpacked afresh: a rebuild sent the same
+//! files creates none of them again, and since the directory's path is stable, the build's
+//! file digest index (`kiln_store::FileDigestIndex`) knows them too. Unpacking afresh and
+//! hashing every COPY source again was most of what a no-op rebuild through `docker build`
+//! cost over `kiln build DIR` (docs/benchmarks.md). The slot tried first is picked from a hint
+//! (the build's names), so that different projects built in turn tend to keep their own.
+//! With every slot taken, a private temp dir under `tmp/` is used and removed afterwards. A
+//! sync that fails leaves the slot's context emptied, never half of one. `build-contexts/` is
+//! private (0700), and a store prune removes the slots no build holds.
 //!
 //! Entries that could reach outside the context are refused by the layer crate's extraction
 //! ([`kiln_layer::extract_build_context`]). COPY and ADD already resolve their sources inside
@@ -20,16 +31,38 @@ use crate::error::{Result, SolveError};
 /// Where the context is unpacked inside its temp dir.
 const CONTEXT_DIR: &str = "context";
 
-/// A build context unpacked from a tar, removed (whatever is in it) when dropped.
+/// Reusable context directories kept in the store (`build-contexts/0` to `/3`).
+const SLOTS: u64 = 4;
+
+/// A build context unpacked from a tar: in a slot (kept, its lock released when dropped) or in
+/// a temp dir (removed, whatever is in it, when dropped).
 #[derive(Debug)]
 pub struct UnpackedContext {
-    dir: tempfile::TempDir,
+    dir: ContextDir,
+}
+
+#[derive(Debug)]
+enum ContextDir {
+    Temp(tempfile::TempDir),
+    Slot {
+        dir: PathBuf,
+        /// Holds the slot's flock for as long as the build reads the context.
+        _lock: std::fs::File,
+    },
 }
 
 impl UnpackedContext {
     /// The context directory, for [`crate::BuildRequest::context_dir`].
     pub fn path(&self) -> PathBuf {
-        self.dir.path().join(CONTEXT_DIR)
+        self.base().join(CONTEXT_DIR)
+    }
+
+    /// The directory holding the context and the files staged beside it.
+    fn base(&self) -> &std::path::Path {
+        match &self.dir {
+            ContextDir::Temp(t) => t.path(),
+            ContextDir::Slot { dir, .. } => dir,
+        }
     }
 
     /// The Dockerfile at `name` inside the context (Docker's `dockerfile` parameter, default
@@ -47,7 +80,7 @@ impl UnpackedContext {
                 "no such file in the build context",
             ))
         })?;
-        let path = self.dir.path().join("Dockerfile");
+        let path = self.base().join("Dockerfile");
         std::fs::write(&path, content).map_err(error)?;
         Ok(path)
     }
@@ -91,19 +124,42 @@ impl UnpackedContext {
 const MAX_NAMED_FILE: u64 = 16 << 20;
 
 impl Engine {
-    /// Unpacks a build context sent as a (possibly compressed) tar stream into a temp dir of
-    /// the store. An entry that could reach outside the context fails with an error naming it,
-    /// and nothing is left behind. Its `.dockerignore` is made a regular file as described in
-    /// the module docs.
-    pub fn unpack_context(&self, tar: impl Read) -> Result<UnpackedContext> {
-        let dir = self.store.temp_dir("context-")?;
-        let unpacked = UnpackedContext { dir };
+    /// Unpacks a build context sent as a (possibly compressed) tar stream into a context
+    /// directory of the store (a reused slot, see the module docs; `hint` names what is built,
+    /// to pick the slot). An entry that could reach outside the context fails with an error
+    /// naming it, and no part of the context is left behind. Its `.dockerignore` is made a
+    /// regular file as described in the module docs.
+    pub fn unpack_context(&self, tar: impl Read, hint: &str) -> Result<UnpackedContext> {
+        let unpacked = match self.free_slot(hint)? {
+            Some(dir) => dir,
+            None => UnpackedContext {
+                dir: ContextDir::Temp(self.store.temp_dir("context-")?),
+            },
+        };
         let root = unpacked.path();
-        std::fs::create_dir(&root).map_err(|source| SolveError::ReadFile {
+        let io_error = |source| SolveError::ReadFile {
             path: root.clone(),
             source,
-        })?;
-        kiln_layer::extract_build_context(tar, &root)?;
+        };
+        match &unpacked.dir {
+            ContextDir::Temp(_) => {
+                std::fs::create_dir(&root).map_err(io_error)?;
+                kiln_layer::extract_build_context(tar, &root)?;
+            }
+            ContextDir::Slot { .. } => {
+                match std::fs::create_dir(&root) {
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        return Err(io_error(e));
+                    }
+                    _ => {}
+                }
+                if let Err(e) = kiln_layer::sync_build_context(tar, &root) {
+                    // Half a context must not be what the next build starts from.
+                    let _ = std::fs::remove_dir_all(&root);
+                    return Err(e.into());
+                }
+            }
+        }
         // `.dockerignore` is read by name from the context's root (a real directory), so a
         // regular file renamed over it replaces any link there.
         let ignore_error = |source| SolveError::ReadFile {
@@ -114,10 +170,64 @@ impl Engine {
             .read_inside(".dockerignore")
             .map_err(ignore_error)?
         {
-            let staged = unpacked.dir.path().join("dockerignore");
+            let staged = unpacked.base().join("dockerignore");
             std::fs::write(&staged, content).map_err(ignore_error)?;
             std::fs::rename(&staged, root.join(".dockerignore")).map_err(ignore_error)?;
         }
         Ok(unpacked)
+    }
+}
+
+impl Engine {
+    /// A slot nobody holds, locked, trying first the one `hint` hashes to.
+    fn free_slot(&self, hint: &str) -> Result<Option<UnpackedContext>> {
+        use rustix::fs::{FlockOperation, flock};
+        let slots = self.store.root().join(kiln_store::BUILD_CONTEXTS);
+        // Private, as the temp dirs under tmp/ were: a context can hold anything of the user's.
+        match std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+            .create(&slots)
+        {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(SolveError::ReadFile {
+                    path: slots.clone(),
+                    source: e,
+                });
+            }
+            _ => {}
+        }
+        let digest = kiln_image::Digest::of(hint.as_bytes());
+        let first = u64::from_str_radix(&digest.hex()[..16], 16).unwrap_or(0) % SLOTS;
+        for i in 0..SLOTS {
+            let n = (first + i) % SLOTS;
+            let lock_path = slots.join(format!("{n}.lock"));
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|source| SolveError::ReadFile {
+                    path: lock_path.clone(),
+                    source,
+                })?;
+            match flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => continue,
+                Err(e) => {
+                    return Err(SolveError::ReadFile {
+                        path: lock_path,
+                        source: e.into(),
+                    });
+                }
+            }
+            let dir = slots.join(n.to_string());
+            std::fs::create_dir_all(&dir).map_err(|source| SolveError::ReadFile {
+                path: dir.clone(),
+                source,
+            })?;
+            return Ok(Some(UnpackedContext {
+                dir: ContextDir::Slot { dir, _lock: lock },
+            }));
+        }
+        Ok(None)
     }
 }

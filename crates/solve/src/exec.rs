@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
+use std::sync::Mutex;
 
 use kiln_dockerfile::{Heredoc, Instruction, ShellOrExec};
 use kiln_image::LayerRef;
@@ -10,7 +11,7 @@ use kiln_sandbox::{NetworkMode, ProcessSpec, SandboxSpec};
 
 use crate::error::{Result, SolveError};
 use crate::mounts::ActiveMounts;
-use crate::progress::{ProgressEvent, StepLabel};
+use crate::progress::{OutputStream, ProgressEvent, StepLabel};
 use crate::stage::{StageBuilder, StageState};
 
 /// The hostname RUN sees unless `--build-arg BUILDKIT_SANDBOX_HOSTNAME=…` sets one.
@@ -192,15 +193,16 @@ impl StageBuilder<'_> {
             cause,
         };
         // Close-on-exec: other stages and builds of this process spawn sandboxes meanwhile,
-        // and one that inherited this writer would hold the step's output open (no end of
-        // file) until it exits. The sandbox gets its own copy as stdout/stderr.
-        let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        // and one that inherited a writer would hold the step's output open (no end of file)
+        // until it exits. One pipe per stream, so that front ends can tell stderr apart.
+        let (out_reader, out_writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| pipe_error(e.into()))?;
-        let writer2 = writer.try_clone().map_err(pipe_error)?;
+        let (err_reader, err_writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| pipe_error(e.into()))?;
         let stdio = kiln_sandbox::Stdio {
             stdin: std::process::Stdio::null(),
-            stdout: std::process::Stdio::from(writer),
-            stderr: std::process::Stdio::from(writer2),
+            stdout: std::process::Stdio::from(out_writer),
+            stderr: std::process::Stdio::from(err_writer),
         };
         let child = kiln_sandbox::spawn(&spec, &process, stdio)
             .map_err(|e| self.step_error(ins, label, e.into()))?;
@@ -210,41 +212,28 @@ impl StageBuilder<'_> {
         let (stop_sampling, stopped) = std::sync::mpsc::channel::<()>();
         let (stop_watching, unwatched) = std::sync::mpsc::channel::<()>();
         let cancel = &self.engine.cancel;
-        let (tail, exit) = std::thread::scope(|scope| {
+        // Both streams feed one tail (for the error message), in the order lines arrive.
+        let tail: Mutex<VecDeque<String>> = Mutex::new(VecDeque::with_capacity(OUTPUT_TAIL_LINES));
+        let exit = std::thread::scope(|scope| {
             if let Some(slot) = self.slot {
                 scope.spawn(move || crate::schedule::lend_while_idle(slot, pid, &stopped));
             }
             let watcher = scope.spawn(move || kill_when_cancelled(cancel, pid, &unwatched));
-            let mut tail: VecDeque<String> = VecDeque::with_capacity(OUTPUT_TAIL_LINES);
-            let mut lines = BufReader::new(std::fs::File::from(reader));
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match lines.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf)
-                            .trim_end_matches(['\n', '\r'])
-                            .to_owned();
-                        if tail.len() == OUTPUT_TAIL_LINES {
-                            tail.pop_front();
-                        }
-                        tail.push_back(line.clone());
-                        (self.progress)(ProgressEvent::StepOutput {
-                            step: label.clone(),
-                            line,
-                        });
-                    }
-                }
-            }
+            let tail = &tail;
+            let stderr = scope.spawn(move || {
+                self.forward_output(label, OutputStream::Stderr, err_reader, tail);
+            });
+            self.forward_output(label, OutputStream::Stdout, out_reader, tail);
+            let _ = stderr.join();
             // The watcher signals by pid, so it must be gone before the pid is reaped (and
             // could be reused).
             drop(stop_watching);
             let _ = watcher.join();
             let exit = child.wait();
             drop(stop_sampling);
-            (tail, exit)
+            exit
         });
+        let tail = tail.into_inner().unwrap_or_else(|e| e.into_inner());
         // What follows (committing the layer, the next step) waits for room if the slot is lent.
         if let Some(slot) = self.slot {
             slot.resume();
@@ -285,6 +274,41 @@ impl StageBuilder<'_> {
             store.adopt_snapshot(upper, &l.diff_id)?;
         }
         Ok(layer)
+    }
+
+    /// Reads one of a RUN's output pipes to its end, a progress event per line.
+    fn forward_output(
+        &self,
+        label: &StepLabel,
+        stream: OutputStream,
+        reader: rustix::fd::OwnedFd,
+        tail: &Mutex<VecDeque<String>>,
+    ) {
+        let mut lines = BufReader::new(std::fs::File::from(reader));
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match lines.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_owned();
+                    {
+                        let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                        if tail.len() == OUTPUT_TAIL_LINES {
+                            tail.pop_front();
+                        }
+                        tail.push_back(line.clone());
+                    }
+                    (self.progress)(ProgressEvent::StepOutput {
+                        step: label.clone(),
+                        stream,
+                        line,
+                    });
+                }
+            }
+        }
     }
 
     pub(crate) fn step_error(

@@ -44,7 +44,7 @@ pub use epoch::{EpochError, EpochOrigin, SOURCE_DATE_EPOCH, SourceDateEpoch};
 pub use error::{Location, Result, SolveError};
 pub use explain::MissCause;
 pub use pins::ResolvedBase;
-pub use progress::{Progress, ProgressEvent, StepLabel};
+pub use progress::{OutputStream, Progress, ProgressEvent, StepLabel};
 pub use remote_cache::{CacheExport, CacheImport, CacheLocation, CacheMode};
 pub use scan_stages::StageLayers;
 pub use stage::DEFAULT_PATH;

@@ -31,13 +31,29 @@ impl std::fmt::Display for StepLabel {
     }
 }
 
+/// Which of a RUN step's output streams a line came from. RUN gets one pipe for each, so
+/// front ends can show stderr apart (dockerd's legacy builder colours it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
 /// Something that happened during a build, pull or push.
 #[derive(Debug, Clone)]
 pub enum ProgressEvent {
     /// A step started executing (it missed the cache).
     StepStarted(StepLabel),
-    /// A line of output from a running step.
-    StepOutput { step: StepLabel, line: String },
+    /// A line of output from a running step, from its stdout or its stderr.
+    StepOutput {
+        step: StepLabel,
+        stream: OutputStream,
+        line: String,
+    },
+    /// A metadata instruction (ENV, LABEL, CMD, ARG, ...) was applied: it changes only the
+    /// image config, so it neither runs nor has a cache record of its own. Reported so that
+    /// a front end numbering every instruction (the Engine API's legacy stream) can.
+    StepMetadata(StepLabel),
     /// A step finished after running.
     StepDone { step: StepLabel, elapsed: Duration },
     /// A step's result came from the cache.

@@ -11,7 +11,7 @@ use crate::context::BuildContext;
 use crate::error::{Result, SolveError};
 use crate::explain::{Explainer, MissCause};
 use crate::metadata::run_history;
-use crate::progress::{Progress, StepLabel};
+use crate::progress::{Progress, ProgressEvent, StepLabel};
 use kiln_images::StoredImage;
 
 mod cached;
@@ -129,6 +129,7 @@ impl StageBuilder<'_> {
                 state.args.insert(name.clone(), v);
             }
             state.metadata_step(&history);
+            (self.progress)(ProgressEvent::StepMetadata(label));
             return Ok(());
         }
         let command = self.expand(state, ins)?;
@@ -166,7 +167,11 @@ impl StageBuilder<'_> {
             }
             // Metadata changes no key, so it has no miss to explain: the filesystem steps
             // that read it (RUN's env, say) name it as their own cause.
-            _ => self.apply_metadata(state, ins, &command),
+            _ => {
+                self.apply_metadata(state, ins, &command)?;
+                (self.progress)(ProgressEvent::StepMetadata(label));
+                Ok(())
+            }
         }
     }
 

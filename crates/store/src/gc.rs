@@ -112,11 +112,13 @@ impl Store {
     /// gets removed.
     pub fn prune(&self, held: &StoreLock, opts: &PruneOptions) -> Result<PruneReport> {
         let leftovers = self.tmp_entries()?;
+        let slots = self.free_context_slots()?;
         let inv = self.inventory()?;
         let size = inv.blobs.values().sum::<u64>()
             + inv.snapshots.iter().map(|s| s.disk_bytes).sum::<u64>()
             + inv.cache_mounts.iter().map(|c| c.disk_bytes).sum::<u64>()
-            + leftovers.iter().map(|(_, b)| b).sum::<u64>();
+            + leftovers.iter().map(|(_, b)| b).sum::<u64>()
+            + slots.iter().map(|s| s.bytes).sum::<u64>();
         let mut pass = Pass {
             store: self,
             opts,
@@ -136,6 +138,7 @@ impl Store {
                 .collect(),
         };
         pass.leftovers(leftovers)?;
+        pass.context_slots(slots)?;
         let candidates = pass.count_holders();
         pass.garbage()?;
         pass.candidates(candidates)?;
@@ -149,6 +152,48 @@ impl Store {
         Ok(pass.report)
     }
 
+    /// The `build-contexts/<n>/` directories no build holds (their `<n>.lock` flock taken
+    /// here, kept until they are removed): the last tar contexts, kept only to make the next
+    /// build of the same context cheaper.
+    fn free_context_slots(&self) -> Result<Vec<ContextSlot>> {
+        use rustix::fs::{FlockOperation, flock};
+        let dir = self.root.join(crate::BUILD_CONTEXTS);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: dir,
+                    source: e,
+                });
+            }
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(StoreError::io(&dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !entry.path().is_dir() {
+                continue;
+            }
+            let lock_path = dir.join(format!("{name}.lock"));
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(StoreError::io(&lock_path))?;
+            if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+                continue; // a build is reading it
+            }
+            out.push(ContextSlot {
+                bytes: crate::inventory::disk_usage(&entry.path()),
+                name,
+                _lock: lock,
+            });
+        }
+        Ok(out)
+    }
+
     fn tmp_entries(&self) -> Result<Vec<(String, u64)>> {
         let dir = self.root.join("tmp");
         let mut out = Vec::new();
@@ -159,6 +204,13 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// A kept tar context no build holds, locked for the prune.
+struct ContextSlot {
+    name: String,
+    bytes: u64,
+    _lock: std::fs::File,
 }
 
 impl Pass<'_> {
@@ -186,6 +238,22 @@ impl Pass<'_> {
             let path = self.store.root.join("tmp").join(&name);
             crate::check::remove_any(&path).map_err(StoreError::io(&path))?;
             self.removed(PrunedKind::Leftover, format!("tmp/{name}"), bytes);
+        }
+        Ok(())
+    }
+
+    fn context_slots(&mut self, slots: Vec<ContextSlot>) -> Result<()> {
+        for slot in slots {
+            if !self.over_limit() {
+                break;
+            }
+            let path = self.store.root.join(crate::BUILD_CONTEXTS).join(&slot.name);
+            crate::check::remove_any(&path).map_err(StoreError::io(&path))?;
+            self.removed(
+                PrunedKind::Leftover,
+                format!("{}/{}", crate::BUILD_CONTEXTS, slot.name),
+                slot.bytes,
+            );
         }
         Ok(())
     }

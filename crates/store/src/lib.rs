@@ -10,6 +10,8 @@
 //! blob-sources/<registry>/<hex>.json  repositories of a registry known to hold a blob (for mounts)
 //! layer-variants/<hex>/   per diffID, the blob of each compression setting used (`gzip-6.json`)
 //! context-index/<hex>     file metadata → content digest, per build context directory
+//! build-contexts/<n>/     tar build contexts kept for the next build (kiln-solve's; `<n>.lock`
+//!                         is held by the build using one); prune removes the free ones
 //! containers/<id>/        `kiln run` containers: record, locks, writable layer, log
 //! volumes/<name>/         volumes: `_data/` and `volume.json`
 //! store.lock, locks/      flock files: the store-wide lock and per-step/per-snapshot locks
@@ -48,6 +50,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use kiln_error::ErrorKind;
+
+/// The directory (under the store root) of the tar contexts kept between builds: `<n>/` each,
+/// with `<n>.lock` flock'd by whoever uses it.
+pub const BUILD_CONTEXTS: &str = "build-contexts";
 
 pub use blobs::BlobWriter;
 pub use cache_key::CacheKey;

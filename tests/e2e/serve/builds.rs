@@ -162,6 +162,92 @@ fn a_build_streams_legacy_lines_and_a_dropped_connection_cancels_it() {
     assert_eq!(d.get("/_ping").status, 200);
 }
 
+#[test]
+fn the_build_stream_numbers_every_instruction_and_colours_run_stderr_as_dockerd() {
+    let k = Kiln::new();
+    let d = Daemon::start(&k, &[], &[]);
+    let dockerfile = format!(
+        "FROM {}\nENV FOO=bar\nRUN echo to-out && echo to-err >&2\nLABEL stage=one\n",
+        k.base
+    );
+    let tar = tar_of(&[("Dockerfile", dockerfile.as_bytes())]);
+    let build = |query: &str| {
+        let r = d.request("POST", &format!("/build?{query}"), &[], &tar);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let chunks: Vec<String> = r
+            .lines()
+            .iter()
+            .filter_map(|l| l["stream"].as_str().map(str::to_owned))
+            .collect();
+        assert!(
+            chunks.iter().any(|c| c.starts_with("Successfully built ")),
+            "{chunks:?}"
+        );
+        chunks
+    };
+    let using_cache =
+        |chunks: &[String]| chunks.iter().filter(|c| c.contains("Using cache")).count();
+    // The first build: every instruction has its Step line, in order; nothing from cache.
+    let first = build("t=stream%3A1");
+    let steps: Vec<&str> = first
+        .iter()
+        .filter(|c| c.starts_with("Step "))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            format!("Step 1/4 : FROM {}\n", k.base).as_str(),
+            "Step 2/4 : ENV FOO=bar\n",
+            "Step 3/4 : RUN echo to-out && echo to-err >&2\n",
+            "Step 4/4 : LABEL stage=one\n",
+        ],
+        "{first:?}"
+    );
+    assert_eq!(using_cache(&first), 0, "{first:?}");
+    // stdout as it is; stderr alone in a chunk wrapped in dockerd's red, as docker-py expects.
+    assert!(first.iter().any(|c| c == "to-out\n"), "{first:?}");
+    assert!(
+        first.iter().any(|c| c == "\x1b[91mto-err\n\x1b[0m"),
+        "{first:?}"
+    );
+    // Again: ENV, RUN and LABEL all from cache (docker-py's test_build_with_cache_from
+    // counts these lines).
+    let again = build("t=stream%3A2&cachefrom=%5B%22stream%3A1%22%5D");
+    assert_eq!(using_cache(&again), 3, "{again:?}");
+    let red = "\x1b[91mto-err\n\x1b[0m";
+    assert!(!again.iter().any(|c| c == red), "{again:?}");
+    // Several stages: numbered across the Dockerfile, global ARGs included, as dockerd does.
+    let staged = format!(
+        "ARG B={}\nFROM $B AS First\nRUN echo one > /one\nFROM $B\nCOPY --from=First /one /one\n",
+        k.base
+    );
+    let r = d.request(
+        "POST",
+        "/build?t=stages",
+        &[],
+        &tar_of(&[("Dockerfile", staged.as_bytes())]),
+    );
+    let text: String = r
+        .lines()
+        .iter()
+        .filter_map(|l| l["stream"].as_str().map(str::to_owned))
+        .collect();
+    for line in [
+        format!("Step 1/5 : ARG B={}\n", k.base),
+        format!("Step 2/5 : FROM {}\n", k.base),
+        "Step 3/5 : RUN echo one > /one\n".to_owned(),
+        format!("Step 4/5 : FROM {}\n", k.base),
+        "Step 5/5 : COPY --from=First /one /one\n".to_owned(),
+    ] {
+        assert!(text.contains(&line), "{line:?} missing:\n{text}");
+    }
+    // From an image that does not exist, or with nocache: nothing from cache.
+    let none = build("t=stream%3A3&cachefrom=%5B%22nosuchtag%22%5D");
+    assert_eq!(using_cache(&none), 0, "{none:?}");
+    assert!(none.iter().any(|c| c == red), "{none:?}");
+}
+
 /// Processes running the long RUN's `sleep 987`.
 fn sleepers() -> usize {
     std::fs::read_dir("/proc")

@@ -1,12 +1,13 @@
 //! `kiln serve`: the daemon started as a process against a temp store and socket, driven by
 //! raw HTTP over the socket (`raw.rs` for the wire details, `builds.rs`, `images.rs`,
 //! `containers.rs`, `host_config.rs`, `lifecycle.rs` for concurrency, attach and exec details),
-//! by the real docker CLI (`docker_cli.rs`, `restart.rs` across a daemon restart, `load.rs`),
-//! and by `kiln --host` (`client/`).
+//! by the real docker CLI (`docker_cli.rs`, the 20.10 client in `docker_2010.rs`, `restart.rs`
+//! across a daemon restart, `load.rs`), and by `kiln --host` (`client/`).
 
 mod builds;
 mod client;
 mod containers;
+mod docker_2010;
 mod docker_cli;
 mod host_config;
 mod images;

@@ -282,3 +282,28 @@ fn prune_drops_variant_records_of_gone_blobs_and_explain_records_of_gone_dockerf
     assert_eq!(r.count(PrunedKind::ExplainRecord), 1);
     assert!(!explain.join("live").exists());
 }
+
+#[test]
+fn prune_removes_kept_build_contexts_no_build_holds() {
+    use rustix::fs::{FlockOperation, flock};
+    let (_d, s) = store();
+    let slots = s.root().join(crate::BUILD_CONTEXTS);
+    for n in ["0", "1"] {
+        std::fs::create_dir_all(slots.join(n).join("context")).unwrap();
+        std::fs::write(slots.join(n).join("context/file"), b"user file").unwrap();
+    }
+    // Slot 1 is in use by a build.
+    let held = std::fs::File::create(slots.join("1.lock")).unwrap();
+    flock(&held, FlockOperation::LockExclusive).unwrap();
+    let lock = s.lock_exclusive().unwrap();
+    let r = s.prune(&lock, &PruneOptions::default()).unwrap();
+    let removed: Vec<_> = r
+        .removed
+        .iter()
+        .filter(|p| p.kind == PrunedKind::Leftover)
+        .map(|p| p.id.as_str())
+        .collect();
+    assert_eq!(removed, ["build-contexts/0"]);
+    assert!(!slots.join("0").exists());
+    assert!(slots.join("1/context/file").exists());
+}
