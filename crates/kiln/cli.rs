@@ -152,14 +152,23 @@ pub enum Command {
     /// Create an image from a container's changes
     Commit {
         container: String,
-        /// Name for the new image
-        image: String,
+        /// Name for the new image (none: an unnamed image, printed by ID)
+        image: Option<String>,
         /// Commit message (the history entry's comment)
         #[arg(short, long)]
         message: Option<String>,
         /// Author of the image
         #[arg(short, long)]
         author: Option<String>,
+    },
+    /// List the files a container changed: C modified, A added, D deleted
+    Diff { container: String },
+    /// Rename a container
+    Rename { container: String, new_name: String },
+    /// Manage containers
+    Container {
+        #[command(subcommand)]
+        command: ContainerCommand,
     },
     /// Manage volumes
     Volume {
@@ -221,6 +230,19 @@ pub enum Command {
         file: PathBuf,
         /// Name for the new image
         image: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Remove every stopped container
+    Prune {
+        /// Only those matching: until=TIME|DURATION, label=KEY[=VALUE], label!=KEY[=VALUE]
+        #[arg(long = "filter", value_name = "FILTER")]
+        filter: Vec<String>,
+        /// Do not ask for confirmation (kiln never asks)
+        #[arg(short, long)]
+        force: bool,
     },
 }
 

@@ -232,6 +232,17 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
                 _ => Err(page_not_found()),
             }
         }
+        // Container operations on objects, files and resources (issue 12, ops slice).
+        (&Method::POST, ["containers", "prune"]) => {
+            crate::containers::prune(daemon, &req.query).await
+        }
+        (&Method::GET, ["containers", id, "changes"]) => {
+            crate::containers::changes(daemon, id).await
+        }
+        (&Method::POST, ["containers", id, "rename"]) => {
+            crate::containers::rename(daemon, id, &req.query).await
+        }
+        // End of the ops slice's block.
         (&Method::POST, ["containers", "create"]) => crate::containers::create(daemon, req).await,
         (&Method::GET, ["containers", "json"]) => crate::containers::list(daemon, &req.query).await,
         (_, ["containers", id, op]) => {

@@ -230,10 +230,23 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             containers::commit(
                 &env,
                 &container,
-                &image,
+                image.as_deref(),
                 message.as_deref(),
                 author.as_deref(),
             )
+        }
+        Command::Diff { container } => {
+            containers::manage::diff(&open_store(&cli.global)?, &container)
+        }
+        Command::Rename {
+            container,
+            new_name,
+        } => containers::manage::rename(&open_store(&cli.global)?, &container, &new_name),
+        Command::Container {
+            command: crate::cli::ContainerCommand::Prune { filter, force: _ },
+        } => {
+            require_root()?;
+            containers::manage::prune(&open_store(&cli.global)?, &filter)
         }
         Command::Volume { command } => {
             containers::volumes::volume_command(&open_store(&cli.global)?, command)

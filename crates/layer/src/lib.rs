@@ -22,6 +22,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod archive;
+mod changes;
 mod compression;
 mod context_tar;
 mod encode;
@@ -46,6 +47,7 @@ use std::path::PathBuf;
 use kiln_error::ErrorKind;
 
 pub use archive::{extract_archive, is_archive};
+pub use changes::{Change, ChangeKind, upper_changes};
 pub use compression::{
     Algorithm, Compression, CompressionRequest, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL,
 };

@@ -22,11 +22,12 @@ pub struct CommitOptions {
 }
 
 impl<H: Host> Runtime<H> {
-    /// Commits the container `query` as a new image named `reference`.
+    /// Commits the container `query` as a new image, named `reference` if given (dockerd
+    /// commits unnamed images too: they are found by ID).
     pub fn commit(
         &self,
         query: &str,
-        reference: &Reference,
+        reference: Option<&Reference>,
         options: &CommitOptions,
     ) -> Result<StoredImage> {
         let c = self.container(query)?;
@@ -74,8 +75,10 @@ impl<H: Host> Runtime<H> {
             layers.push(Descriptor::new(layer.media_type, layer.digest, layer.size));
         }
         let new = kiln_images::write_image(&self.store, &config, layers)?;
-        self.store
-            .set_name(&reference.to_string(), &new.manifest_digest)?;
+        if let Some(reference) = reference {
+            self.store
+                .set_name(&reference.to_string(), &new.manifest_digest)?;
+        }
         Ok(new)
     }
 }

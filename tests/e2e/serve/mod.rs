@@ -6,6 +6,7 @@ mod builds;
 mod containers;
 mod docker_cli;
 mod images;
+mod ops;
 mod raw;
 
 use std::io::{Read, Write};

@@ -10,6 +10,7 @@
 //! (`docker run` attaches before it starts), and the watchers that report `die`.
 
 mod attach;
+mod ops;
 mod shapes;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ use crate::router::Req;
 use crate::stream::{self, Body};
 
 pub use attach::{attach, logs};
+pub use ops::{changes, prune, rename};
 pub use shapes::{inspect, list};
 
 /// An attach made before its container started: it gets its stream when the container starts.
@@ -538,7 +540,7 @@ pub(crate) fn window(query: &Query) -> Result<(u16, u16), ApiError> {
 }
 
 /// `POST /commit?container=&repo=&tag=&comment=&author=&pause=`: 201 `{"Id"}`, an image of
-/// the container's changes (the runtime's commit, as `kiln commit`).
+/// the container's changes (the runtime's commit, as `kiln commit`), unnamed without `repo`.
 pub async fn commit(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, ApiError> {
     let q = &req.query;
     let container = q.get("container").unwrap_or("").to_owned();
@@ -546,22 +548,18 @@ pub async fn commit(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, Api
         return Err(ApiError::bad_request("commit needs a container"));
     }
     let repo = q.get("repo").unwrap_or("");
-    if repo.is_empty() {
-        // The runtime names every image it commits.
-        return Err(ApiError::bad_request(
-            "kiln commits only to a name: give repo (and tag)",
-        ));
-    }
     if q.all("changes").iter().any(|c| !c.trim().is_empty()) {
         return Err(ApiError::bad_request(
             "commit changes are not supported by kiln yet",
         ));
     }
-    let name = match q.get("tag").filter(|t| !t.is_empty()) {
-        Some(tag) => format!("{repo}:{tag}"),
-        None => repo.to_owned(),
+    // Without `repo`, an unnamed image (dockerd's too), found by its ID.
+    let name = match (repo, q.get("tag").filter(|t| !t.is_empty())) {
+        ("", _) => None,
+        (repo, Some(tag)) => Some(format!("{repo}:{tag}")),
+        (repo, None) => Some(repo.to_owned()),
     };
-    let reference = crate::images::parse_name(&name)?;
+    let reference = name.as_deref().map(crate::images::parse_name).transpose()?;
     let options = kiln_runtime::CommitOptions {
         message: q
             .get("comment")
@@ -575,9 +573,14 @@ pub async fn commit(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, Api
     let record = find(&daemon, &container).await?;
     let rt = runtime(&daemon);
     let cid = record.id.clone();
-    let img = blocking(&container, move || rt.commit(&cid, &reference, &options)).await?;
+    let img = blocking(&container, move || {
+        rt.commit(&cid, reference.as_ref(), &options)
+    })
+    .await?;
     let id = img.config_digest.to_string();
     event(&daemon, "commit", &record, &[]);
-    daemon.events.image("tag", &id, Some(&name));
+    if let Some(name) = &name {
+        daemon.events.image("tag", &id, Some(name));
+    }
     Ok(stream::json(StatusCode::CREATED, &json!({ "Id": id })))
 }
