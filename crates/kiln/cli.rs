@@ -165,6 +165,22 @@ pub enum Command {
     Diff { container: String },
     /// Rename a container
     Rename { container: String, new_name: String },
+    /// Copy files between a container and the host: `kiln cp CONTAINER:PATH DEST` or
+    /// `kiln cp SRC CONTAINER:PATH` (`-`: a tar on stdin or stdout)
+    Cp {
+        src: String,
+        dest: String,
+        /// Own copied files by the container's user (docker cp -a)
+        #[arg(short, long)]
+        archive: bool,
+    },
+    /// Write a container's filesystem as a tar (to stdout by default)
+    Export {
+        container: String,
+        /// Write to this file instead of stdout
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
     /// Manage containers
     Container {
         #[command(subcommand)]

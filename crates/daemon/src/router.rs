@@ -242,6 +242,17 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
         (&Method::POST, ["containers", id, "rename"]) => {
             crate::containers::rename(daemon, id, &req.query).await
         }
+        (&Method::HEAD, ["containers", id, "archive"]) => {
+            crate::containers::stat_archive(daemon, id, &req.query).await
+        }
+        (&Method::GET, ["containers", id, "archive"]) => {
+            crate::containers::get_archive(daemon, id, &req.query).await
+        }
+        (&Method::PUT, ["containers", id, "archive"]) => {
+            let id = (*id).to_owned();
+            crate::containers::put_archive(daemon, &id, req).await
+        }
+        (&Method::GET, ["containers", id, "export"]) => crate::containers::export(daemon, id).await,
         // End of the ops slice's block.
         (&Method::POST, ["containers", "create"]) => crate::containers::create(daemon, req).await,
         (&Method::GET, ["containers", "json"]) => crate::containers::list(daemon, &req.query).await,

@@ -242,6 +242,14 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             container,
             new_name,
         } => containers::manage::rename(&open_store(&cli.global)?, &container, &new_name),
+        Command::Cp { src, dest, archive } => {
+            enter_mount_namespace()?;
+            containers::copy::cp(&open_store(&cli.global)?, &src, &dest, archive)
+        }
+        Command::Export { container, output } => {
+            enter_mount_namespace()?;
+            containers::copy::export(&open_store(&cli.global)?, &container, output.as_deref())
+        }
         Command::Container {
             command: crate::cli::ContainerCommand::Prune { filter, force: _ },
         } => {

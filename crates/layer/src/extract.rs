@@ -49,6 +49,11 @@ pub(crate) struct Extractor {
     /// A build context: entries that could reach outside the tree are refused, not cleaned
     /// (see `context_tar`).
     context: bool,
+    /// Every entry owned by this uid and gid instead of the archive's (`docker cp -a`).
+    owner: Option<(u32, u32)>,
+    /// Refuse to replace a directory with a non-directory or the other way round
+    /// (`noOverwriteDirNonDir` of the Engine API).
+    keep_kinds: bool,
 }
 
 /// Metadata of one entry, as it will be applied.
@@ -74,7 +79,21 @@ impl Extractor {
             dir_times: Vec::new(),
             written: std::collections::HashSet::new(),
             context: false,
+            owner: None,
+            keep_kinds: false,
         }
+    }
+
+    /// Owns every entry by `uid:gid` instead of the archive's owners.
+    pub(crate) fn owned_by(mut self, owner: Option<(u32, u32)>) -> Extractor {
+        self.owner = owner;
+        self
+    }
+
+    /// Refuses entries that would turn a directory into a non-directory or back.
+    pub(crate) fn keeping_kinds(mut self, keep: bool) -> Extractor {
+        self.keep_kinds = keep;
+        self
     }
 
     /// Refuse, instead of cleaning, what a build context cannot hold.
@@ -138,7 +157,7 @@ impl Extractor {
             // The archive's own root (`./`). A layer's root dir is the lower dir itself; an ADD
             // archive's root is the existing destination, whose metadata is left alone.
             if self.whiteouts == Whiteouts::ToOverlay && kind.is_dir() {
-                let meta = read_meta(entry).map_err(LayerError::entry(name))?;
+                let meta = read_meta(entry, self.owner).map_err(LayerError::entry(name))?;
                 apply_fd_meta(&self.root, &meta).map_err(LayerError::entry(name))?;
                 self.dir_times.push((Vec::new(), meta.mtime));
             }
@@ -148,15 +167,30 @@ impl Extractor {
         let parent = safe_fs::open_dir(&self.root, parent_components, true)
             .map_err(LayerError::entry(name))?;
         let file_name = file_name.as_os_str();
+        if self.keep_kinds
+            && let Some(st) =
+                safe_fs::existing(&parent, file_name).map_err(LayerError::entry(name))?
+            && safe_fs::is_dir(&st) != kind.is_dir()
+        {
+            return Err(unsafe_entry(
+                name,
+                if kind.is_dir() {
+                    "cannot overwrite a non-directory with a directory"
+                } else {
+                    "cannot overwrite a directory with a non-directory"
+                },
+            ));
+        }
+        let owner = self.owner;
         let result = match kind {
             EntryType::Directory => self.directory(entry, &parent, file_name, parent_components),
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                regular(entry, &parent, file_name)
+                regular(entry, &parent, file_name, owner)
             }
-            EntryType::Symlink => symlink(entry, &parent, file_name),
+            EntryType::Symlink => symlink(entry, &parent, file_name, owner),
             EntryType::Link => return self.hard_link(entry, &parent, file_name, &rel, name),
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                special(entry, &parent, file_name, kind)
+                special(entry, &parent, file_name, kind, owner)
             }
             // Other types (volume labels, multi-volume parts, unknown vendor types) carry nothing
             // a container filesystem can hold.
@@ -172,7 +206,7 @@ impl Extractor {
         name: &OsStr,
         parent_components: &[OsString],
     ) -> io::Result<()> {
-        let meta = read_meta(entry)?;
+        let meta = read_meta(entry, self.owner)?;
         let mut opaque = false;
         match safe_fs::existing(parent, name)? {
             Some(st) if safe_fs::is_dir(&st) => {}
@@ -356,8 +390,9 @@ fn regular<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     parent: &OwnedFd,
     name: &OsStr,
+    owner: Option<(u32, u32)>,
 ) -> io::Result<()> {
-    let meta = read_meta(entry)?;
+    let meta = read_meta(entry, owner)?;
     safe_fs::remove(parent, name)?;
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut file = File::from(rustix::fs::openat(
@@ -374,8 +409,9 @@ fn symlink<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     parent: &OwnedFd,
     name: &OsStr,
+    owner: Option<(u32, u32)>,
 ) -> io::Result<()> {
-    let meta = read_meta(entry)?;
+    let meta = read_meta(entry, owner)?;
     let target = entry
         .link_name_bytes()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "symlink without a target"))?;
@@ -396,8 +432,9 @@ fn special<R: Read>(
     parent: &OwnedFd,
     name: &OsStr,
     kind: EntryType,
+    owner: Option<(u32, u32)>,
 ) -> io::Result<()> {
-    let meta = read_meta(entry)?;
+    let meta = read_meta(entry, owner)?;
     let header = entry.header();
     let (file_type, dev) = match kind {
         EntryType::Fifo => (FileType::Fifo, 0),
@@ -434,7 +471,11 @@ fn special<R: Read>(
     Ok(())
 }
 
-fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
+/// The entry's metadata; `owner` replaces its uid and gid.
+fn read_meta<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    owner: Option<(u32, u32)>,
+) -> io::Result<Meta> {
     let header = entry.header();
     let old = header.as_old();
     let to_id = |id: u64| {
@@ -461,6 +502,9 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
                 ));
             }
         }
+    }
+    if let Some((uid, gid)) = owner {
+        (meta.uid, meta.gid) = (uid, gid);
     }
     Ok(meta)
 }

@@ -25,6 +25,7 @@ mod archive;
 mod changes;
 mod compression;
 mod context_tar;
+mod copy;
 mod encode;
 mod extract;
 mod hashing;
@@ -52,6 +53,7 @@ pub use compression::{
     Algorithm, Compression, CompressionRequest, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL,
 };
 pub use context_tar::extract_build_context;
+pub use copy::{CopyInOptions, PathStat, copy_into_root, stat_in_root, tar_path_in_root, tar_root};
 pub use encode::{compress_stream, compression_threads};
 pub use import::import_tar;
 pub use unpack::{apply_layer, unpack_layer};

@@ -63,6 +63,10 @@ pub struct ContainerConfig {
     pub labels: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
+    /// `Volumes`: paths that get an anonymous volume, as the image's `VOLUME`s do (the values
+    /// are empty objects).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub volumes: BTreeMap<String, serde_json::Value>,
 }
 
 /// The container's `HostConfig`: how it is confined and what it mounts.
@@ -338,7 +342,14 @@ impl<H: Host> Runtime<H> {
             resources,
             extra_hosts,
         };
-        match self.prepare(&mut record, requests, img, sandbox, process) {
+        // The request's `Volumes` are anonymous volumes, as the image's are.
+        let mut volumes: Vec<String> = img.config.config.volumes.keys().cloned().collect();
+        for v in request.config.volumes.keys() {
+            if !volumes.contains(v) {
+                volumes.push(v.clone());
+            }
+        }
+        match self.prepare(&mut record, requests, &volumes, sandbox, process) {
             Ok(()) => Ok(record),
             Err(e) => {
                 // Nothing ran: leave no half-made container behind.
@@ -353,19 +364,18 @@ impl<H: Host> Runtime<H> {
         &self,
         record: &mut ContainerRecord,
         requests: Vec<MountRequest>,
-        img: &StoredImage,
+        image_volumes: &[String],
         mut sandbox: SandboxSpec,
         process: ProcessSpec,
     ) -> Result<()> {
         let store = &self.store;
-        let image_volumes: Vec<String> = img.config.config.volumes.keys().cloned().collect();
         let created = record
             .created
             .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let mounts = create_mounts(
             store,
             requests,
-            &image_volumes,
+            image_volumes,
             &sandbox.lower_dirs,
             &created,
         )?;

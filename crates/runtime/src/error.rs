@@ -69,6 +69,9 @@ pub enum RuntimeError {
     ExecStarted(String),
     #[error("container {0} has no log (it never started)")]
     NoLog(String),
+    /// A path that is not in the container's filesystem (dockerd's words).
+    #[error("Could not find the file {path} in container {container}")]
+    NoSuchPath { path: String, container: String },
 }
 
 impl RuntimeError {
@@ -84,6 +87,7 @@ impl RuntimeError {
             | RuntimeError::InvalidMount { .. }
             | RuntimeError::NoCommand => ErrorKind::InvalidArgument,
             RuntimeError::NoLog(_)
+            | RuntimeError::NoSuchPath { .. }
             | RuntimeError::RemovedWithoutCode(_)
             | RuntimeError::NoSuchExec(_) => ErrorKind::NotFound,
             RuntimeError::ExecStarted(_) => ErrorKind::Conflict,

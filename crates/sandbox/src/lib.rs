@@ -27,6 +27,7 @@ mod spec;
 mod stubs;
 mod sys;
 mod user;
+mod view;
 
 pub use caps::{Capabilities, UnknownCapability};
 pub use error::{InitFailure, SandboxError};
@@ -41,6 +42,7 @@ pub use spec::{
     ResourceLimits, SandboxSpec, SeccompProfile, SecurityOptError, SecurityOptions, Stdio,
     TmpfsMount,
 };
+pub use view::RootView;
 
 /// Moves the calling process into a mount namespace of its own whose mounts receive the
 /// host's but never propagate back, so every mount it makes (for example an

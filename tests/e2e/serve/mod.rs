@@ -2,6 +2,7 @@
 //! raw HTTP over the socket (`raw.rs` for the wire details, `builds.rs`, `images.rs`, `containers.rs`) and by the real docker CLI
 //! (`docker_cli.rs`).
 
+mod archive;
 mod builds;
 mod containers;
 mod docker_cli;

@@ -9,6 +9,7 @@
 //! only what the API needs between requests: attaches waiting for a container to start
 //! (`docker run` attaches before it starts), and the watchers that report `die`.
 
+mod archive;
 mod attach;
 mod ops;
 mod shapes;
@@ -32,6 +33,7 @@ use crate::query::Query;
 use crate::router::Req;
 use crate::stream::{self, Body};
 
+pub use archive::{export, get as get_archive, put as put_archive, stat as stat_archive};
 pub use attach::{attach, logs};
 pub use ops::{changes, prune, rename};
 pub use shapes::{inspect, list};

@@ -1,11 +1,12 @@
 //! Container lifecycle commands: `create`, `start`, `attach`, `restart`, `ps`, `logs`, `stop`,
 //! `kill`, `wait`, `exec`, `rm`, `commit`, container `inspect`, `diff`, `rename`, `container
-//! prune`, and `volume`. Each turns its
+//! prune`, `cp`, `export`, and `volume`. Each turns its
 //! flags into a call of the container runtime (`kiln_runtime`) and renders the result; every
 //! container runs under its own supervisor there, whoever started it.
 
 pub mod attach;
 mod commit;
+pub mod copy;
 pub mod create;
 pub mod manage;
 pub mod run;
