@@ -174,6 +174,45 @@ pub enum Command {
         #[arg(short, long)]
         archive: bool,
     },
+    /// Freeze every process of running containers
+    Pause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Thaw paused containers
+    Unpause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show a running container's processes (`ps` options: -ef by default, aux, -o FIELDS)
+    Top {
+        container: String,
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
+        ps_args: Vec<String>,
+    },
+    /// Show running containers' CPU, memory, network, block I/O and pids (every second)
+    Stats {
+        /// Print one sample and exit
+        #[arg(long = "no-stream")]
+        no_stream: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Change containers' resource limits (applied at once where the container has a cgroup
+    /// for them, else from its next start)
+    Update {
+        /// Memory limit (bytes, or with k, m, g)
+        #[arg(short, long)]
+        memory: Option<String>,
+        /// Number of CPUs (1.5 = one and a half)
+        #[arg(long)]
+        cpus: Option<f64>,
+        /// Most processes at once (-1: no limit)
+        #[arg(long = "pids-limit", allow_hyphen_values = true)]
+        pids_limit: Option<i64>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// Write a container's filesystem as a tar (to stdout by default)
     Export {
         container: String,

@@ -253,6 +253,20 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
             crate::containers::put_archive(daemon, &id, req).await
         }
         (&Method::GET, ["containers", id, "export"]) => crate::containers::export(daemon, id).await,
+        (&Method::POST, ["containers", id, "pause"]) => crate::containers::pause(daemon, id).await,
+        (&Method::POST, ["containers", id, "unpause"]) => {
+            crate::containers::unpause(daemon, id).await
+        }
+        (&Method::GET, ["containers", id, "top"]) => {
+            crate::containers::top(daemon, id, &req.query).await
+        }
+        (&Method::GET, ["containers", id, "stats"]) => {
+            crate::containers::stats(daemon, id, &req.query).await
+        }
+        (&Method::POST, ["containers", id, "update"]) => {
+            let id = (*id).to_owned();
+            crate::containers::update(daemon, &id, req).await
+        }
         // End of the ops slice's block.
         (&Method::POST, ["containers", "create"]) => crate::containers::create(daemon, req).await,
         (&Method::GET, ["containers", "json"]) => crate::containers::list(daemon, &req.query).await,

@@ -250,6 +250,36 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             enter_mount_namespace()?;
             containers::copy::export(&open_store(&cli.global)?, &container, output.as_deref())
         }
+        Command::Pause { containers } => {
+            require_root()?;
+            containers::resources::pause(&open_store(&cli.global)?, &containers, true)
+        }
+        Command::Unpause { containers } => {
+            require_root()?;
+            containers::resources::pause(&open_store(&cli.global)?, &containers, false)
+        }
+        Command::Top { container, ps_args } => {
+            containers::resources::top(&open_store(&cli.global)?, &container, &ps_args.join(" "))
+        }
+        Command::Stats {
+            no_stream,
+            containers,
+        } => containers::resources::stats(&open_store(&cli.global)?, &containers, no_stream),
+        Command::Update {
+            memory,
+            cpus,
+            pids_limit,
+            containers,
+        } => {
+            require_root()?;
+            containers::resources::update(
+                &open_store(&cli.global)?,
+                &containers,
+                memory.as_deref(),
+                cpus,
+                pids_limit,
+            )
+        }
         Command::Container {
             command: crate::cli::ContainerCommand::Prune { filter, force: _ },
         } => {

@@ -73,8 +73,12 @@ impl<H: Host> Runtime<H> {
         let running = self.host.is_running(&record.id)?;
         if running {
             record.state.status = ContainerStatus::Running;
-        } else if record.state.status == ContainerStatus::Running {
-            record.state.status = ContainerStatus::Exited;
+        } else {
+            if record.state.status == ContainerStatus::Running {
+                record.state.status = ContainerStatus::Exited;
+            }
+            // A container that stopped while paused is not paused any more.
+            record.state.paused = false;
         }
         Ok(record)
     }
@@ -88,6 +92,7 @@ impl<H: Host> Runtime<H> {
             .state
             .can_start()
             .map_err(RuntimeError::state(&record.name))?;
+        self.clear_stale_pause(&record)?;
         self.host.launch(&record, None)?;
         self.container(&record.id)
     }
@@ -100,6 +105,7 @@ impl<H: Host> Runtime<H> {
             .state
             .can_start()
             .map_err(RuntimeError::state(&record.name))?;
+        self.clear_stale_pause(&record)?;
         let mut stream = None;
         let mut connect = || -> Result<bool> {
             stream = crate::attach::try_connect(&self.store, &record, &request)?;
@@ -130,7 +136,13 @@ impl<H: Host> Runtime<H> {
             .state
             .can_kill()
             .map_err(RuntimeError::state(&record.name))?;
-        self.host.signal(&record, signal.as_raw())
+        self.host.signal(&record, signal.as_raw())?;
+        // A frozen process dies only once thawed (dockerd unpauses for SIGKILL too); any other
+        // signal waits for the unpause.
+        if record.state.is_paused() && signal.as_raw() == rustix::process::Signal::KILL.as_raw() {
+            self.unpause(&record.id)?;
+        }
+        Ok(())
     }
 
     /// Docker's stop: the container's stop signal, then SIGKILL after `grace`. A container
@@ -139,6 +151,10 @@ impl<H: Host> Runtime<H> {
         let record = self.container(query)?;
         if !record.state.is_running() {
             return Ok(());
+        }
+        // A frozen container could not act on its stop signal.
+        if record.state.is_paused() {
+            self.unpause(&record.id)?;
         }
         let signal = parse_signal(if record.config.stop_signal.is_empty() {
             "SIGTERM"
@@ -223,9 +239,52 @@ impl<H: Host> Runtime<H> {
             let _ = self
                 .host
                 .signal(&record, rustix::process::Signal::KILL.as_raw());
+            if record.state.is_paused() {
+                self.host.resume(&record)?;
+            }
             self.host.wait_stopped(&record.id, None)?;
         }
         remove_record(&self.store, &record, volumes)
+    }
+}
+
+impl<H: Host> Runtime<H> {
+    /// Freezes a running container (Docker's `pause`): its processes stop where they are,
+    /// unnoticed, until `unpause`; exec is refused meanwhile.
+    pub fn pause(&self, query: &str) -> Result<ContainerRecord> {
+        let record = self.container(query)?;
+        record
+            .state
+            .can_pause()
+            .map_err(RuntimeError::state(&record.name))?;
+        self.host.pause(&record)?;
+        self.store
+            .update_container(&record.id, |r| r.state.paused = true)?;
+        self.container(&record.id)
+    }
+
+    /// Thaws a paused container.
+    pub fn unpause(&self, query: &str) -> Result<ContainerRecord> {
+        let record = self.container(query)?;
+        record
+            .state
+            .can_unpause()
+            .map_err(RuntimeError::state(&record.name))?;
+        self.host.resume(&record)?;
+        self.store
+            .update_container(&record.id, |r| r.state.paused = false)?;
+        self.container(&record.id)
+    }
+
+    /// A record of a stopped container may still say paused (it died frozen): a start must
+    /// not inherit that.
+    fn clear_stale_pause(&self, record: &ContainerRecord) -> Result<()> {
+        let stored = self.store.find_container(&record.id)?;
+        if stored.state.paused {
+            self.store
+                .update_container(&record.id, |r| r.state.paused = false)?;
+        }
+        Ok(())
     }
 }
 
@@ -274,6 +333,8 @@ mod tests {
     struct TestHost {
         fake: Arc<FakeProcesses>,
         store: Store,
+        /// Containers `pause` froze.
+        frozen: Arc<std::sync::Mutex<Vec<String>>>,
     }
 
     impl std::ops::Deref for TestHost {
@@ -330,6 +391,16 @@ mod tests {
             })?;
             Ok(())
         }
+
+        fn pause(&self, record: &ContainerRecord) -> Result<()> {
+            self.frozen.lock().unwrap().push(record.id.clone());
+            Ok(())
+        }
+
+        fn resume(&self, record: &ContainerRecord) -> Result<()> {
+            self.frozen.lock().unwrap().retain(|id| *id != record.id);
+            Ok(())
+        }
     }
 
     fn runtime() -> (tempfile::TempDir, Runtime<TestHost>) {
@@ -338,6 +409,7 @@ mod tests {
         let host = TestHost {
             fake: Arc::new(FakeProcesses::new()),
             store: store.clone(),
+            frozen: Arc::default(),
         };
         (dir, Runtime::with_host(store, host))
     }
@@ -506,6 +578,41 @@ mod tests {
 
         let bad = "soon".parse::<WaitCondition>().unwrap_err();
         assert_eq!(bad.kind(), ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn pause_freezes_until_unpause_and_blocks_exec() {
+        let (_d, rt) = runtime();
+        let id = create(&rt, "frozen", "");
+        let not_running = conflict(rt.pause("frozen").unwrap_err());
+        assert!(not_running.contains("is not running"), "{not_running}");
+        rt.start("frozen").unwrap();
+        assert!(rt.pause("frozen").unwrap().state.is_paused());
+        assert_eq!(*rt.host.frozen.lock().unwrap(), std::slice::from_ref(&id));
+        assert_eq!(
+            rt.container("frozen").unwrap().state.docker_status(),
+            "paused"
+        );
+        let again = conflict(rt.pause("frozen").unwrap_err());
+        assert!(again.contains("already paused"), "{again}");
+        let exec = crate::ExecConfig {
+            cmd: vec!["true".into()],
+            ..crate::ExecConfig::default()
+        };
+        let refused = conflict(rt.exec_create("frozen", &exec).unwrap_err());
+        assert!(
+            refused.contains("unpause the container before exec"),
+            "{refused}"
+        );
+        rt.unpause("frozen").unwrap();
+        assert!(rt.host.frozen.lock().unwrap().is_empty());
+        let not_paused = conflict(rt.unpause("frozen").unwrap_err());
+        assert!(not_paused.contains("is not paused"), "{not_paused}");
+        // Stopping a paused container thaws it first, so it can act on its signal.
+        rt.pause("frozen").unwrap();
+        rt.stop("frozen", Duration::from_secs(1)).unwrap();
+        assert!(rt.host.frozen.lock().unwrap().is_empty());
+        assert!(!rt.container("frozen").unwrap().state.paused);
     }
 
     #[test]

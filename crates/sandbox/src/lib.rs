@@ -30,6 +30,7 @@ mod user;
 mod view;
 
 pub use caps::{Capabilities, UnknownCapability};
+pub use cgroup::apply_limits;
 pub use error::{InitFailure, SandboxError};
 pub use exec::spawn_in;
 pub use host::{ExitCode, SandboxChild, spawn};

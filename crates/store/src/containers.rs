@@ -166,6 +166,7 @@ impl Store {
             record.state.pid = 0;
             record.state.exit_code = 255;
             record.state.error = "the container's supervisor died".into();
+            record.state.paused = false;
         }
         Ok(Some(record))
     }

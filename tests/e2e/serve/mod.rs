@@ -9,6 +9,7 @@ mod docker_cli;
 mod images;
 mod ops;
 mod raw;
+mod resources;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -12,6 +12,7 @@
 mod archive;
 mod attach;
 mod ops;
+mod resources;
 mod shapes;
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ use crate::stream::{self, Body};
 pub use archive::{export, get as get_archive, put as put_archive, stat as stat_archive};
 pub use attach::{attach, logs};
 pub use ops::{changes, prune, rename};
+pub use resources::{pause, stats, top, unpause, update};
 pub use shapes::{inspect, list};
 
 /// An attach made before its container started: it gets its stream when the container starts.

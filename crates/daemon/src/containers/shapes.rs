@@ -64,7 +64,7 @@ pub async fn list(daemon: Arc<Daemon>, query: &Query) -> Result<Response<Body>, 
     let mut out = Vec::new();
     for c in &containers {
         let keep = (all || c.state.status == ContainerStatus::Running)
-            && any("status", &|v| v == c.state.status.as_str())
+            && any("status", &|v| v == c.state.docker_status())
             && any("id", &|v| c.id.starts_with(v))
             && any("name", &|v| c.name.contains(v.trim_start_matches('/')))
             && any("ancestor", &|v| {
@@ -109,7 +109,7 @@ fn summary(c: &ContainerRecord) -> Value {
         "Created": c.created.timestamp(),
         "Ports": [],
         "Labels": c.config.labels,
-        "State": c.state.status.as_str(),
+        "State": c.state.docker_status(),
         "Status": kiln_runtime::status_text(c, chrono::Utc::now()),
         "HostConfig": { "NetworkMode": "default" },
         "NetworkSettings": { "Networks": {} },
