@@ -24,6 +24,7 @@ pub mod events;
 mod exec;
 mod images;
 pub mod listen;
+mod prune;
 mod query;
 mod router;
 mod stream;

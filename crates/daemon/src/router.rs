@@ -214,10 +214,6 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
             StatusCode::NOT_IMPLEMENTED,
             "image search is not supported by kiln",
         )),
-        (&Method::POST, ["images", "prune"]) => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "image prune is not supported through the API yet; use kiln prune",
-        )),
         (_, ["images", name @ .., op]) if !name.is_empty() => {
             let name = name.join("/");
             match (&m, *op) {
@@ -267,6 +263,10 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
             let id = (*id).to_owned();
             crate::containers::update(daemon, &id, req).await
         }
+        (&Method::POST, ["volumes", "prune"]) => crate::prune::volumes(daemon, &req.query).await,
+        (&Method::POST, ["images", "prune"]) => crate::prune::images(daemon, &req.query).await,
+        (&Method::POST, ["build", "prune"]) => crate::prune::build(daemon, &req.query).await,
+        (&Method::GET, ["system", "df"]) => crate::prune::df(daemon).await,
         // End of the ops slice's block.
         (&Method::POST, ["containers", "create"]) => crate::containers::create(daemon, req).await,
         (&Method::GET, ["containers", "json"]) => crate::containers::list(daemon, &req.query).await,

@@ -44,7 +44,7 @@ pub use host::{BeforeStart, Host, SystemHost};
 pub use kiln_layer::{Change, ChangeKind, PathStat};
 pub use lifecycle::{Runtime, WaitCondition};
 pub use logfile::{LogEntry, LogFilter, LogOptions};
-pub use manage::{LabelFilter, PruneFilter, Pruned, parse_until};
+pub use manage::{LabelFilter, PruneFilter, Pruned, layer_bytes, parse_until};
 pub use resources::{ProcessInfo, StatsSample, Top, UpdateRequest};
 pub use signals::parse_signal;
 pub use spec::ContainerSpec;

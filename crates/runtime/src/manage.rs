@@ -181,7 +181,11 @@ impl<H: Host> Runtime<H> {
 
 /// The bytes of the regular files under `dir` (a hard-linked file counted at each link, as
 /// dockerd's `SizeRw` counts). An unreadable entry counts as nothing: this is an estimate.
-pub(crate) fn tree_bytes(dir: &Path) -> u64 {
+pub fn layer_bytes(dir: &Path) -> u64 {
+    tree_bytes(dir)
+}
+
+fn tree_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

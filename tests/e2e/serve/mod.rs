@@ -8,6 +8,7 @@ mod containers;
 mod docker_cli;
 mod images;
 mod ops;
+mod prune;
 mod raw;
 mod resources;
 

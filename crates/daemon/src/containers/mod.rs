@@ -13,7 +13,7 @@ mod archive;
 mod attach;
 mod ops;
 mod resources;
-mod shapes;
+pub(crate) mod shapes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

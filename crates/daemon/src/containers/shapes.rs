@@ -98,7 +98,7 @@ pub async fn list(daemon: Arc<Daemon>, query: &Query) -> Result<Response<Body>, 
 }
 
 /// One entry of `containers/json`.
-fn summary(c: &ContainerRecord) -> Value {
+pub(crate) fn summary(c: &ContainerRecord) -> Value {
     let command = c.config.command();
     json!({
         "Id": c.id,

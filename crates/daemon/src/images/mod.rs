@@ -3,7 +3,7 @@
 //! store, with dockerd's shapes (`shapes.rs`), texts and events.
 
 mod import;
-mod shapes;
+pub(crate) mod shapes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
