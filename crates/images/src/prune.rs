@@ -172,7 +172,10 @@ mod tests {
         let held = store.lock_exclusive().unwrap();
 
         let pruned = prune_images(&store, &held, &PruneFilter::default()).unwrap();
-        assert_eq!(pruned.deleted, std::slice::from_ref(&dangling.config_digest));
+        assert_eq!(
+            pruned.deleted,
+            std::slice::from_ref(&dangling.config_digest)
+        );
         assert!(pruned.untagged.is_empty());
         assert!(!store.has_blob(&dangling.manifest_digest));
         assert!(store.has_blob(&used.manifest_digest));

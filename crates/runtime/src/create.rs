@@ -20,7 +20,7 @@ use crate::error::{Result, RuntimeError};
 use crate::host::Host;
 use crate::lifecycle::Runtime;
 use crate::mounts::{ApiMount, MountRequest, create_mounts, from_api, parse_bind};
-use crate::spec::ContainerSpec;
+use crate::spec::{ContainerSpec, RestartPolicy};
 
 /// PATH for a container whose image sets none (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -75,6 +75,9 @@ pub struct ContainerConfig {
 pub struct HostConfig {
     /// `-v` strings.
     pub binds: Vec<String>,
+    /// Kept in the spec and reported by inspect (kiln restarts nothing on it).
+    #[serde(skip_serializing_if = "RestartPolicy::is_no")]
+    pub restart_policy: RestartPolicy,
     pub mounts: Vec<ApiMount>,
     /// `default`/`bridge`, `none` or `host`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -282,6 +285,7 @@ impl<H: Host> Runtime<H> {
         let security = request.host_config.security_options()?;
         let resources = request.host_config.resource_limits()?;
         let extra_hosts = request.host_config.extra_hosts()?;
+        request.host_config.restart_policy.check()?;
         let process = process_spec(&request.config, img)?;
         let lowers = lower_dirs(&self.store, img.layers())?;
 
@@ -349,7 +353,14 @@ impl<H: Host> Runtime<H> {
                 volumes.push(v.clone());
             }
         }
-        match self.prepare(&mut record, requests, &volumes, sandbox, process) {
+        let restart_policy = request.host_config.restart_policy.clone();
+        match self.prepare(
+            &mut record,
+            requests,
+            &volumes,
+            sandbox,
+            (process, restart_policy),
+        ) {
             Ok(()) => Ok(record),
             Err(e) => {
                 // Nothing ran: leave no half-made container behind.
@@ -366,7 +377,7 @@ impl<H: Host> Runtime<H> {
         requests: Vec<MountRequest>,
         image_volumes: &[String],
         mut sandbox: SandboxSpec,
-        process: ProcessSpec,
+        (process, restart_policy): (ProcessSpec, RestartPolicy),
     ) -> Result<()> {
         let store = &self.store;
         let created = record
@@ -389,7 +400,12 @@ impl<H: Host> Runtime<H> {
             *record = store.update_container(&record.id, |r| r.mounts = records)?;
         }
         sandbox.mounts = mounts;
-        ContainerSpec { sandbox, process }.write(store, &record.id)
+        ContainerSpec {
+            sandbox,
+            process,
+            restart_policy,
+        }
+        .write(store, &record.id)
     }
 }
 

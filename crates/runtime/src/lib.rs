@@ -47,6 +47,6 @@ pub use logfile::{LogEntry, LogFilter, LogOptions};
 pub use manage::{LabelFilter, PruneFilter, Pruned, layer_bytes, parse_until};
 pub use resources::{ProcessInfo, StatsSample, Top, UpdateRequest};
 pub use signals::parse_signal;
-pub use spec::ContainerSpec;
+pub use spec::{ContainerSpec, RestartPolicy};
 pub use status::{human_since, status_text};
 pub use supervisor::{maybe_run_supervisor, start_error_code};

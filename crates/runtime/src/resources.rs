@@ -83,6 +83,7 @@ pub struct UpdateRequest {
     pub nano_cpus: Option<i64>,
     /// `Some(0)` or `Some(-1)` removes the limit.
     pub pids_limit: Option<i64>,
+    pub restart_policy: Option<crate::spec::RestartPolicy>,
 }
 
 impl<H: Host> Runtime<H> {
@@ -173,6 +174,9 @@ impl<H: Host> Runtime<H> {
     pub fn update(&self, query: &str, request: &UpdateRequest) -> Result<Vec<String>> {
         let c = self.container(query)?;
         let mut spec = ContainerSpec::read(&self.store, &c.id)?;
+        if let Some(policy) = &request.restart_policy {
+            policy.check()?;
+        }
         let mut limits: ResourceLimits = spec.sandbox.resources;
         let mut check = crate::create::HostConfig::default();
         if let Some(m) = request.memory {
@@ -208,6 +212,9 @@ impl<H: Host> Runtime<H> {
             }
         }
         spec.sandbox.resources = limits;
+        if let Some(policy) = &request.restart_policy {
+            spec.restart_policy = policy.clone();
+        }
         spec.write(&self.store, &c.id)?;
         Ok(warnings)
     }

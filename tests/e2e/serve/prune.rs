@@ -120,7 +120,12 @@ fn prunes_and_disk_usage() {
     run_container(&k, &d, "src", "echo x > /x", serde_json::json!({}), true);
     let unnamed = d.request("POST", "/commit?container=src", &[], b"").json()["Id"].clone();
     let named = d
-        .request("POST", "/commit?container=src&repo=pruneme&tag=1&comment=named", &[], b"")
+        .request(
+            "POST",
+            "/commit?container=src&repo=pruneme&tag=1&comment=named",
+            &[],
+            b"",
+        )
         .json()["Id"]
         .clone();
     assert_eq!(d.request("DELETE", "/containers/src", &[], b"").status, 204);

@@ -204,14 +204,7 @@ struct UpdateBody {
     blkio_weight: i64,
     memory_reservation: i64,
     kernel_memory: i64,
-    restart_policy: Option<RestartPolicy>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct RestartPolicy {
-    name: String,
-    maximum_retry_count: i64,
+    restart_policy: Option<kiln_runtime::RestartPolicy>,
 }
 
 /// `POST /containers/{id}/update`: `{"Warnings"}`; 400 for a limit out of range or one kiln
@@ -233,28 +226,6 @@ pub async fn update(daemon: Arc<Daemon>, id: &str, req: Req) -> Result<Response<
             return Err(ApiError::bad_request(format!(
                 "{field} cannot be updated by kiln (it sets Memory, NanoCpus or CpuQuota/CpuPeriod, and PidsLimit)"
             )));
-        }
-    }
-    if let Some(p) = &body.restart_policy {
-        match p.name.as_str() {
-            "" | "no" | "always" | "unless-stopped" if p.maximum_retry_count == 0 => {}
-            "on-failure" if p.maximum_retry_count >= 0 => {}
-            "" | "no" | "always" | "unless-stopped" => {
-                return Err(ApiError::bad_request(format!(
-                    "maximum retry count cannot be used with restart policy '{}'",
-                    p.name
-                )));
-            }
-            "on-failure" => {
-                return Err(ApiError::bad_request(
-                    "maximum retry count cannot be negative",
-                ));
-            }
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "invalid restart policy '{other}'"
-                )));
-            }
         }
     }
     if body.cpu_quota < 0 || body.cpu_period < 0 || (body.cpu_quota > 0 && body.nano_cpus > 0) {
@@ -279,6 +250,7 @@ pub async fn update(daemon: Arc<Daemon>, id: &str, req: Req) -> Result<Response<
         memory: Some(body.memory).filter(|m| *m != 0),
         nano_cpus,
         pids_limit: body.pids_limit.filter(|p| *p != 0),
+        restart_policy: body.restart_policy,
     };
     let record = find(&daemon, id).await?;
     let rt = runtime(&daemon);

@@ -212,7 +212,13 @@ fn complete(daemon: &Daemon, c: &ContainerRecord, v: &mut Value, spec: Option<&C
             "LogConfig": { "Type": "json-file", "Config": {} },
             "NetworkMode": network,
             "PortBindings": {},
-            "RestartPolicy": { "Name": "no", "MaximumRetryCount": 0 },
+            "RestartPolicy": spec.map_or_else(
+                || json!({ "Name": "no", "MaximumRetryCount": 0 }),
+                |s| json!({
+                    "Name": if s.restart_policy.name.is_empty() { "no" } else { s.restart_policy.name.as_str() },
+                    "MaximumRetryCount": s.restart_policy.maximum_retry_count,
+                }),
+            ),
             "AutoRemove": c.auto_remove,
             "VolumeDriver": "",
             "VolumesFrom": null,

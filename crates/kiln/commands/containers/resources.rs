@@ -176,6 +176,7 @@ pub fn update(
             .transpose()?,
         nano_cpus: cpus.map(|c| (c * 1e9) as i64),
         pids_limit,
+        restart_policy: None,
     };
     let rt = Runtime::new(store.clone());
     for query in queries {
