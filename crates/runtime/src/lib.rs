@@ -35,7 +35,7 @@ mod status;
 pub mod supervisor;
 
 pub use attach::{AttachRequest, AttachStream, StreamType};
-pub use commit::CommitOptions;
+pub use commit::{CommitOptions, ConfigEdit};
 pub use create::{ContainerConfig, ContainerCreateRequest, HostConfig};
 pub use error::{Result, RuntimeError};
 pub use exec::{Exec, ExecConfig, ExecRecord};

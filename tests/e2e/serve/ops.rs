@@ -114,6 +114,35 @@ fn changes_rename_prune_and_an_unnamed_commit() {
     let inspect = d.get(&format!("/images/{image}/json"));
     assert_eq!(inspect.status, 200, "{}", inspect.text());
     assert_eq!(inspect.json()["RepoTags"], serde_json::json!([]));
+    // `changes` (Dockerfile lines) apply to the new config; what cannot is a 400.
+    let changed = d.request(
+        "POST",
+        "/commit?container=ops3&changes=EXPOSE%208000&changes=CMD%20%5B%22echo%22%2C%22hi%22%5D",
+        &[],
+        b"",
+    );
+    assert_eq!(changed.status, 201, "{}", changed.text());
+    let changed_id = changed.json()["Id"].as_str().unwrap().to_owned();
+    let config = d.get(&format!("/images/{changed_id}/json")).json()["Config"].clone();
+    assert_eq!(config["Cmd"], serde_json::json!(["echo", "hi"]));
+    assert!(config["ExposedPorts"].get("8000/tcp").is_some(), "{config}");
+    let run = d.request(
+        "POST",
+        "/commit?container=ops3&changes=RUN%20true",
+        &[],
+        b"",
+    );
+    assert_eq!(run.status, 400, "{}", run.text());
+    // Deleting an unnamed image by ID removes it, as dockerd does.
+    let removed = d.request("DELETE", &format!("/images/{changed_id}?force=1"), &[], b"");
+    assert_eq!(removed.status, 200, "{}", removed.text());
+    assert_eq!(
+        removed.json(),
+        serde_json::json!([{ "Deleted": changed_id }])
+    );
+    assert_eq!(d.get(&format!("/images/{changed_id}/json")).status, 404);
+    let all = d.get("/images/json?all=1").text();
+    assert!(!all.contains(&changed_id), "{all}");
 
     // prune: stopped containers the filter does not keep; `null` when none.
     let bad = d.request(

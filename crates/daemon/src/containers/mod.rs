@@ -552,11 +552,20 @@ pub async fn commit(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, Api
         return Err(ApiError::bad_request("commit needs a container"));
     }
     let repo = q.get("repo").unwrap_or("");
-    if q.all("changes").iter().any(|c| !c.trim().is_empty()) {
-        return Err(ApiError::bad_request(
-            "commit changes are not supported by kiln yet",
-        ));
-    }
+    // `changes`: Dockerfile lines, checked before anything is committed.
+    let changes: Vec<String> = q
+        .all("changes")
+        .into_iter()
+        .filter(|c| !c.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    crate::images::import::apply_changes(&mut kiln_image::ContainerConfig::default(), &changes)?;
+    let edit = (!changes.is_empty()).then(|| {
+        kiln_runtime::ConfigEdit(Arc::new(move |config: &mut kiln_image::ContainerConfig| {
+            // Checked above; a change cannot fail on another config.
+            let _ = crate::images::import::apply_changes(config, &changes);
+        }))
+    });
     // Without `repo`, an unnamed image (dockerd's too), found by its ID.
     let name = match (repo, q.get("tag").filter(|t| !t.is_empty())) {
         ("", _) => None,
@@ -572,6 +581,7 @@ pub async fn commit(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, Api
         author: q.get("author").filter(|a| !a.is_empty()).map(str::to_owned),
         // dockerd pauses by default.
         pause: q.get("pause").is_none_or(|_| q.bool("pause")),
+        edit,
     };
     crate::router::drain(req.body).await;
     let record = find(&daemon, &container).await?;

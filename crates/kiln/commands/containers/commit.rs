@@ -20,6 +20,7 @@ pub fn commit(
         message: message.map(str::to_owned),
         author: author.map(str::to_owned),
         pause: true,
+        edit: None,
     };
     let new = Runtime::new(env.store.clone()).commit(query, reference.as_ref(), &options)?;
     println!("{}", new.config_digest);
