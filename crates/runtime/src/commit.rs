@@ -54,8 +54,14 @@ impl<H: Host> Runtime<H> {
         let frozen = if options.pause && c.state.is_running() && c.state.pid != 0 {
             match freeze(c.state.pid, &format!("kiln-commit-{}", &c.id[..12])) {
                 Ok(frozen) => Some(frozen),
-                // It exited between the look and the freeze: a stopped container's layer
+                // It exited between the look and the freeze (its PID 1 is gone, though its
+                // supervisor may not have recorded the exit yet): a stopped container's layer
                 // needs no freezing.
+                Err(RuntimeError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    None
+                }
                 Err(_) if !self.host.is_running(&c.id)? => None,
                 Err(e) => return Err(e),
             }
