@@ -10,20 +10,23 @@
 //! during the walk makes that open fail instead of leading outside. Extraction goes through
 //! the same confined extractor as `ADD` (entries resolve with the destination as their root).
 
-use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
-use tar::{EntryType, Header};
 
 use crate::LayerError;
 use crate::extract::{Extractor, Whiteouts};
+
+mod walk;
+
 use crate::space_guard::{SpaceGuard, guard_dir};
+use walk::TarWalk;
+#[cfg(test)]
+use walk::append_raw;
 
 /// What `X-Docker-Container-Path-Stat` says about a path: its name, size, mode as Go's
 /// `os.FileMode` bits, mtime, and for a symlink the path it points to inside the container.
@@ -49,7 +52,7 @@ struct Located {
 }
 
 const PATH_FLAGS: OFlags = OFlags::PATH.union(OFlags::CLOEXEC);
-const DIR_FLAGS: OFlags = OFlags::RDONLY
+pub(super) const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::CLOEXEC);
 
@@ -316,232 +319,11 @@ pub fn copy_into_root(
     Ok(())
 }
 
-/// Filesystems whose contents are the kernel's, not files: a running container's `/proc`,
-/// `/sys` and the like are archived as empty directories (dockerd's copy of a container's
-/// root has only their mount points).
-const KERNEL_FS: [i64; 7] = [
-    0x9fa0,      // proc
-    0x6265_6572, // sysfs
-    0x0027_e0eb, // cgroup
-    0x6367_7270, // cgroup2
-    0x1cd1,      // devpts
-    0x1980_0202, // mqueue
-    0x7363_6673, // securityfs
-];
-
-struct TarWalk<W: Write> {
-    builder: tar::Builder<W>,
-    /// (dev, inode) of regular files with several links → the name first archived.
-    links: HashMap<(u64, u64), String>,
-}
-
-/// Appends an entry named exactly `name` (the tar crate would drop a leading `./`, which
-/// `docker cp` of `dir/.` keeps), with GNU long-name records where a name or link target does
-/// not fit its field.
-fn append_raw<W: Write>(
-    builder: &mut tar::Builder<W>,
-    mut header: Header,
-    name: &[u8],
-    link: Option<&[u8]>,
-    data: impl Read,
-) -> io::Result<()> {
-    for (bytes, kind) in [
-        (Some(name), EntryType::GNULongName),
-        (link, EntryType::GNULongLink),
-    ] {
-        if let Some(bytes) = bytes.filter(|b| b.len() > 100) {
-            let mut long = Header::new_gnu();
-            long.as_gnu_mut().expect("made as GNU").name[..13].copy_from_slice(b"././@LongLink");
-            long.set_entry_type(kind);
-            long.set_mode(0o644);
-            long.set_size(bytes.len() as u64 + 1);
-            long.set_cksum();
-            builder.append(&long, bytes.chain(&[0u8][..]))?;
-        }
-    }
-    let old = header.as_old_mut();
-    let n = name.len().min(100);
-    old.name = [0; 100];
-    old.name[..n].copy_from_slice(&name[..n]);
-    if let Some(link) = link {
-        let n = link.len().min(100);
-        old.linkname = [0; 100];
-        old.linkname[..n].copy_from_slice(&link[..n]);
-    }
-    header.set_cksum();
-    builder.append(&header, data)
-}
-
-impl<W: Write> TarWalk<W> {
-    fn new(out: W) -> Self {
-        let mut builder = tar::Builder::new(out);
-        builder.follow_symlinks(false);
-        TarWalk {
-            builder,
-            links: HashMap::new(),
-        }
-    }
-
-    fn finish(self) -> io::Result<W> {
-        self.builder.into_inner()
-    }
-
-    fn header(st: &rustix::fs::Stat, kind: EntryType) -> Header {
-        let mut h = Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(st.st_mode & 0o7777);
-        h.set_uid(u64::from(st.st_uid));
-        h.set_gid(u64::from(st.st_gid));
-        h.set_mtime(u64::try_from(st.st_mtime).unwrap_or(0));
-        h.set_size(0);
-        h
-    }
-
-    /// Archives `name` of `parent` as `tar_name`, recursively for a directory.
-    fn entry(&mut self, parent: &OwnedFd, name: &OsStr, tar_name: &str) -> io::Result<()> {
-        let st = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)?;
-        match FileType::from_raw_mode(st.st_mode) {
-            FileType::Directory => {
-                let dir =
-                    rustix::fs::openat(parent, name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
-                self.dir_entry(&dir, tar_name, true)
-            }
-            FileType::RegularFile => self.file(parent, name, tar_name, &st),
-            FileType::Symlink => {
-                let target = rustix::fs::readlinkat(parent, name, Vec::new())?;
-                let h = Self::header(&st, EntryType::Symlink);
-                append_raw(
-                    &mut self.builder,
-                    h,
-                    tar_name.as_bytes(),
-                    Some(target.as_bytes()),
-                    io::empty(),
-                )
-            }
-            kind @ (FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo) => {
-                let entry_type = match kind {
-                    FileType::CharacterDevice => EntryType::Char,
-                    FileType::BlockDevice => EntryType::Block,
-                    _ => EntryType::Fifo,
-                };
-                let mut h = Self::header(&st, entry_type);
-                if entry_type != EntryType::Fifo {
-                    h.set_device_major(rustix::fs::major(st.st_rdev))?;
-                    h.set_device_minor(rustix::fs::minor(st.st_rdev))?;
-                }
-                append_raw(&mut self.builder, h, tar_name.as_bytes(), None, io::empty())
-            }
-            // Sockets cannot be archived (tar has no type for them), as in Docker.
-            _ => Ok(()),
-        }
-    }
-
-    fn file(
-        &mut self,
-        parent: &OwnedFd,
-        name: &OsStr,
-        tar_name: &str,
-        st: &rustix::fs::Stat,
-    ) -> io::Result<()> {
-        if st.st_nlink > 1 {
-            let key = (st.st_dev, st.st_ino);
-            if let Some(first) = self.links.get(&key) {
-                let h = Self::header(st, EntryType::Link);
-                let first = first.clone();
-                return append_raw(
-                    &mut self.builder,
-                    h,
-                    tar_name.as_bytes(),
-                    Some(first.as_bytes()),
-                    io::empty(),
-                );
-            }
-            self.links.insert(key, tar_name.to_owned());
-        }
-        let fd = rustix::fs::openat(
-            parent,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        // The size of what was opened, not of what was looked at before.
-        let st = rustix::fs::fstat(&fd)?;
-        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-            return Err(io::Error::other(format!(
-                "{tar_name} changed while being archived"
-            )));
-        }
-        let mut h = Self::header(&st, EntryType::Regular);
-        h.set_size(st.st_size as u64);
-        let file = std::fs::File::from(fd);
-        // A file that shrinks meanwhile is padded, one that grows cut: the header's size holds.
-        let data = file
-            .take(st.st_size as u64)
-            .chain(io::repeat(0))
-            .take(st.st_size as u64);
-        append_raw(&mut self.builder, h, tar_name.as_bytes(), None, data)
-    }
-
-    /// Archives the open directory `dir` as `tar_name` (with its children when `recurse`).
-    fn dir_entry(&mut self, dir: &OwnedFd, tar_name: &str, recurse: bool) -> io::Result<()> {
-        let st = rustix::fs::fstat(dir)?;
-        if tar_name != "." || !recurse {
-            let mut h = Self::header(&st, EntryType::Directory);
-            self.builder.append_data(
-                &mut h,
-                format!("{}/", tar_name.trim_end_matches('/')),
-                io::empty(),
-            )?;
-        } else {
-            let mut h = Self::header(&st, EntryType::Directory);
-            self.builder.append_data(&mut h, "./", io::empty())?;
-        }
-        let kernel = rustix::fs::fstatfs(dir)
-            // `f_type`'s width differs between architectures.
-            .map(|s| {
-                #[allow(clippy::unnecessary_cast)]
-                let magic = s.f_type as i64;
-                KERNEL_FS.contains(&magic)
-            })
-            .unwrap_or(false);
-        if recurse && !kernel {
-            let prefix = if tar_name == "." {
-                "./".to_owned()
-            } else {
-                format!("{}/", tar_name.trim_end_matches('/'))
-            };
-            self.children(dir, &prefix)?;
-        }
-        Ok(())
-    }
-
-    /// Archives the entries of `dir`, sorted, named `prefix` + name.
-    fn children(&mut self, dir: &OwnedFd, prefix: &str) -> io::Result<()> {
-        let mut names: Vec<OsString> = Vec::new();
-        for entry in rustix::fs::Dir::read_from(dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_bytes();
-            if name != b"." && name != b".." {
-                names.push(OsStr::from_bytes(name).to_owned());
-            }
-        }
-        names.sort();
-        for name in names {
-            let tar_name = format!("{prefix}{}", name.to_string_lossy());
-            match self.entry(dir, &name, &tar_name) {
-                // Removed since it was listed: a running container changes its files.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                other => other?,
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+    use tar::{EntryType, Header};
 
     fn names(tar: &[u8]) -> Vec<String> {
         tar::Archive::new(tar)
@@ -714,5 +496,60 @@ mod tests {
         assert!(r.join("etc/sub/f").exists());
         copy_into_root(&swap[..], r, "/etc", &CopyInOptions::default()).unwrap();
         assert_eq!(std::fs::read(r.join("etc/sub")).unwrap(), b"was a dir");
+    }
+
+    /// docker CVE-2018-15664: a path component swapped for a symlink to a host directory
+    /// while copies run. Every copy must see the container's directory or fail, never read or
+    /// write the host's.
+    #[test]
+    fn a_symlink_swapped_in_during_copies_never_leads_out() {
+        let root = tree();
+        let r = root.path().to_owned();
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("f"), vec![b'h'; 12345]).unwrap();
+        let (real, parked) = (r.join("etc/sub"), r.join("etc/sub.real"));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (stop, real, parked, target) = (
+                stop.clone(),
+                real.clone(),
+                parked.clone(),
+                host.path().to_owned(),
+            );
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Directory out, symlink to the host in; then back.
+                    std::fs::rename(&real, &parked).unwrap();
+                    symlink(&target, &real).unwrap();
+                    std::thread::yield_now();
+                    std::fs::remove_file(&real).unwrap();
+                    std::fs::rename(&parked, &real).unwrap();
+                }
+            })
+        };
+        let new = tar_of(&[("dropped", EntryType::Regular, "x")]);
+        for _ in 0..300 {
+            if let Ok(tar) = tar_path_in_root(&r, "/etc", None, Vec::new()) {
+                let mut archive = tar::Archive::new(&tar[..]);
+                for entry in archive.entries().unwrap() {
+                    let entry = entry.unwrap();
+                    assert_ne!(
+                        entry.header().size().unwrap(),
+                        12345,
+                        "the host's file was read"
+                    );
+                }
+            }
+            if let Ok(st) = stat_in_root(&r, "/etc/sub/f") {
+                assert_ne!(st.size, 12345, "the host's file was seen");
+            }
+            let _ = copy_into_root(&new[..], &r, "/etc/sub", &CopyInOptions::default());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert!(
+            !host.path().join("dropped").exists(),
+            "a copy wrote into the host's directory"
+        );
     }
 }

@@ -1,0 +1,320 @@
+//! The container lifecycle on top of the [`Host`] seam: start, stop, kill, restart, wait and
+//! remove, each checking the state rules (`ContainerState::can_*`) first, so an operation the
+//! state forbids is a typed error (Docker's 409) and never reaches a process.
+//!
+//! Whether a container runs is the host's answer, not the record's: the record may say
+//! running while its supervisor died (the store reads that as exited), and the fake host of
+//! the tests runs containers no record update announces.
+
+use std::time::Duration;
+
+use kiln_store::{ContainerError, ContainerRecord, ContainerStatus, MountKind, Store};
+
+use crate::attach::{AttachRequest, AttachStream};
+use crate::error::{Result, RuntimeError};
+use crate::host::{Host, SystemHost};
+use crate::signals::parse_signal;
+
+/// Docker's `condition` of `wait`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WaitCondition {
+    /// Returns at once for a container that is not running, else when it stops.
+    #[default]
+    NotRunning,
+    /// Waits for the container's next exit (starting first, if it is not running).
+    NextExit,
+    /// Waits until the container is removed.
+    Removed,
+}
+
+impl std::str::FromStr for WaitCondition {
+    type Err = RuntimeError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "not-running" => Ok(WaitCondition::NotRunning),
+            "next-exit" => Ok(WaitCondition::NextExit),
+            "removed" => Ok(WaitCondition::Removed),
+            _ => Err(RuntimeError::Invalid {
+                what: "wait condition",
+                value: s.to_owned(),
+                reason: "expected not-running, next-exit or removed",
+            }),
+        }
+    }
+}
+
+/// The container runtime: the store plus the host it runs containers on.
+#[derive(Debug, Clone)]
+pub struct Runtime<H: Host = SystemHost> {
+    pub store: Store,
+    pub host: H,
+}
+
+impl Runtime<SystemHost> {
+    pub fn new(store: Store) -> Self {
+        let host = SystemHost::new(store.clone());
+        Runtime { store, host }
+    }
+}
+
+/// How often the waits that cannot block on a lock look again.
+const POLL: Duration = Duration::from_millis(50);
+
+impl<H: Host> Runtime<H> {
+    pub fn with_host(store: Store, host: H) -> Self {
+        Runtime { store, host }
+    }
+
+    /// The container `query` names (ID, name, or ID prefix), with its status as the host
+    /// sees it.
+    pub fn container(&self, query: &str) -> Result<ContainerRecord> {
+        let mut record = self.store.find_container(query)?;
+        let running = self.host.is_running(&record.id)?;
+        if running {
+            record.state.status = ContainerStatus::Running;
+        } else {
+            if record.state.status == ContainerStatus::Running {
+                record.state.status = ContainerStatus::Exited;
+            }
+            // A container that stopped while paused is not paused any more.
+            record.state.paused = false;
+        }
+        Ok(record)
+    }
+
+    /// Starts a created or exited container in its supervisor. Returns once it runs; a start
+    /// failure (no such program, …) is [`RuntimeError::StartFailed`] with Docker's exit code,
+    /// also recorded in the container's state.
+    pub fn start(&self, query: &str) -> Result<ContainerRecord> {
+        let record = self.container(query)?;
+        record
+            .state
+            .can_start()
+            .map_err(RuntimeError::state(&record.name))?;
+        self.clear_stale_pause(&record)?;
+        self.host.launch(&record, None)?;
+        self.container(&record.id)
+    }
+
+    /// Starts a container with a client attached before its process starts, so the client
+    /// sees all of its output (`kiln run` in the foreground, `kiln start -a`).
+    pub fn start_attached(&self, query: &str, request: AttachRequest) -> Result<AttachStream> {
+        let record = self.container(query)?;
+        record
+            .state
+            .can_start()
+            .map_err(RuntimeError::state(&record.name))?;
+        self.clear_stale_pause(&record)?;
+        let mut stream = None;
+        let mut connect = || -> Result<bool> {
+            stream = crate::attach::try_connect(&self.store, &record, &request)?;
+            Ok(stream.is_some())
+        };
+        self.host.launch(&record, Some(&mut connect))?;
+        stream.ok_or_else(|| RuntimeError::SupervisorTimeout {
+            name: record.name.clone(),
+            seconds: 0,
+        })
+    }
+
+    /// Attaches to a running container's streams.
+    pub fn attach(&self, query: &str, request: AttachRequest) -> Result<AttachStream> {
+        let record = self.container(query)?;
+        record
+            .state
+            .can_attach()
+            .map_err(RuntimeError::state(&record.name))?;
+        crate::attach::connect(&self.store, &record, &request)
+    }
+
+    /// Sends `signal` (a name or number) to a running container.
+    pub fn kill(&self, query: &str, signal: &str) -> Result<()> {
+        let signal = parse_signal(signal)?;
+        let record = self.container(query)?;
+        record
+            .state
+            .can_kill()
+            .map_err(RuntimeError::state(&record.name))?;
+        self.host.signal(&record, signal.as_raw())?;
+        // A frozen process dies only once thawed (dockerd unpauses for SIGKILL too); any other
+        // signal waits for the unpause.
+        if record.state.is_paused() && signal.as_raw() == rustix::process::Signal::KILL.as_raw() {
+            self.unpause(&record.id)?;
+        }
+        Ok(())
+    }
+
+    /// Docker's stop: the container's stop signal, then SIGKILL after `grace`. A container
+    /// that is not running is left as it is (not an error, as in Docker).
+    pub fn stop(&self, query: &str, grace: Duration) -> Result<()> {
+        let record = self.container(query)?;
+        if !record.state.is_running() {
+            return Ok(());
+        }
+        // A frozen container could not act on its stop signal.
+        if record.state.is_paused() {
+            self.unpause(&record.id)?;
+        }
+        let signal = parse_signal(if record.config.stop_signal.is_empty() {
+            "SIGTERM"
+        } else {
+            &record.config.stop_signal
+        })?;
+        // It may stop by itself between the check and the signal.
+        if let Err(e) = self.host.signal(&record, signal.as_raw())
+            && self.host.is_running(&record.id)?
+        {
+            return Err(e);
+        }
+        let (stopped, _) = self.host.wait_stopped(&record.id, Some(grace))?;
+        if !stopped {
+            let _ = self
+                .host
+                .signal(&record, rustix::process::Signal::KILL.as_raw());
+            self.host.wait_stopped(&record.id, None)?;
+        }
+        Ok(())
+    }
+
+    /// Stops the container if it runs (`grace` as for stop), then starts it again.
+    pub fn restart(&self, query: &str, grace: Duration) -> Result<ContainerRecord> {
+        let record = self.container(query)?;
+        self.stop(&record.id, grace)?;
+        self.start(&record.id)
+    }
+
+    /// Waits for `condition` and returns the container's exit code.
+    pub fn wait(&self, query: &str, condition: WaitCondition) -> Result<i32> {
+        let record = self.container(query)?;
+        match condition {
+            WaitCondition::NotRunning => {}
+            WaitCondition::NextExit => {
+                // Until it starts (again): a new start shows as a new start time, which a
+                // run too short to be seen running still leaves.
+                while !self.host.is_running(&record.id)? {
+                    match self.store.find_container(&record.id) {
+                        Ok(now) if now.state.started_at != record.state.started_at => break,
+                        Ok(_) => std::thread::sleep(POLL),
+                        Err(ContainerError::NoSuchContainer(_)) => {
+                            return Err(RuntimeError::RemovedWithoutCode(record.name));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            WaitCondition::Removed => {
+                let (_, code) = self.host.wait_stopped(&record.id, None)?;
+                loop {
+                    match self.store.find_container(&record.id) {
+                        Ok(_) => std::thread::sleep(POLL),
+                        Err(ContainerError::NoSuchContainer(_)) => {
+                            return code.ok_or(RuntimeError::RemovedWithoutCode(record.name));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        let (_, left_in_lock) = self.host.wait_stopped(&record.id, None)?;
+        // A `--rm` container is gone by now; its supervisor left the code in the lock file.
+        match self.container(&record.id) {
+            Ok(after) => Ok(left_in_lock.unwrap_or(after.state.exit_code)),
+            Err(RuntimeError::Container(ContainerError::NoSuchContainer(_))) => {
+                left_in_lock.ok_or(RuntimeError::RemovedWithoutCode(record.name))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes a container; a running one only with `force` (killed first). With `volumes`,
+    /// its anonymous volumes go too.
+    pub fn remove(&self, query: &str, force: bool, volumes: bool) -> Result<()> {
+        let record = self.container(query)?;
+        record
+            .state
+            .can_remove(force)
+            .map_err(RuntimeError::state(&record.name))?;
+        if record.state.is_running() {
+            let _ = self
+                .host
+                .signal(&record, rustix::process::Signal::KILL.as_raw());
+            if record.state.is_paused() {
+                self.host.resume(&record)?;
+            }
+            self.host.wait_stopped(&record.id, None)?;
+        }
+        remove_record(&self.store, &record, volumes)
+    }
+}
+
+impl<H: Host> Runtime<H> {
+    /// Freezes a running container (Docker's `pause`): its processes stop where they are,
+    /// unnoticed, until `unpause`; exec is refused meanwhile.
+    pub fn pause(&self, query: &str) -> Result<ContainerRecord> {
+        let record = self.container(query)?;
+        record
+            .state
+            .can_pause()
+            .map_err(RuntimeError::state(&record.name))?;
+        self.host.pause(&record)?;
+        self.store
+            .update_container(&record.id, |r| r.state.paused = true)?;
+        self.container(&record.id)
+    }
+
+    /// Thaws a paused container.
+    pub fn unpause(&self, query: &str) -> Result<ContainerRecord> {
+        let record = self.container(query)?;
+        record
+            .state
+            .can_unpause()
+            .map_err(RuntimeError::state(&record.name))?;
+        self.host.resume(&record)?;
+        self.store
+            .update_container(&record.id, |r| r.state.paused = false)?;
+        self.container(&record.id)
+    }
+
+    /// A record of a stopped container may still say paused (it died frozen): a start must
+    /// not inherit that.
+    fn clear_stale_pause(&self, record: &ContainerRecord) -> Result<()> {
+        let stored = self.store.find_container(&record.id)?;
+        if stored.state.paused {
+            self.store
+                .update_container(&record.id, |r| r.state.paused = false)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes a stopped container and, with `volumes`, its anonymous volumes. A container
+/// removed by its own `--rm` at the same time is not an error.
+pub(crate) fn remove_record(store: &Store, c: &ContainerRecord, volumes: bool) -> Result<()> {
+    match store.remove_container(&c.id) {
+        Ok(()) | Err(ContainerError::NoSuchContainer(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if volumes {
+        remove_anonymous_volumes(store, c)?;
+    }
+    Ok(())
+}
+
+/// Removes the anonymous volumes of a container that is gone; one another container uses is
+/// kept.
+fn remove_anonymous_volumes(store: &Store, c: &ContainerRecord) -> Result<()> {
+    for m in c.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
+        match store.volume(&m.name) {
+            Ok(v) if v.anonymous => match store.remove_volume(&v.name) {
+                Ok(()) | Err(ContainerError::VolumeInUse { .. }) => {}
+                Err(e) => return Err(e.into()),
+            },
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
