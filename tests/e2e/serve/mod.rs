@@ -1,6 +1,8 @@
 //! `kiln serve`: the daemon started as a process against a temp store and socket, driven by
-//! raw HTTP over the socket (`raw.rs` for the wire details, `builds.rs`, `images.rs`, `containers.rs`) and by the real docker CLI
-//! (`docker_cli.rs`).
+//! raw HTTP over the socket (`raw.rs` for the wire details, `builds.rs`, `images.rs`,
+//! `containers.rs`; `archive.rs` for docker cp and export, `ops.rs` for changes, rename and
+//! container prune, `resources.rs` for pause, top, stats and update, `prune.rs` for the other
+//! prunes and system df) and by the real docker CLI (`docker_cli.rs`, and in those files).
 
 mod archive;
 mod builds;
