@@ -51,23 +51,25 @@ impl<H: Host> Runtime<H> {
         })?;
         let img = StoredImage::load(&self.store, &manifest)?;
         let upper = self.store.container_dir(&c.id).join("upper");
-        let frozen = if options.pause && c.state.is_running() && c.state.pid != 0 {
-            match freeze(c.state.pid, &format!("kiln-commit-{}", &c.id[..12])) {
-                Ok(frozen) => Some(frozen),
-                // It exited between the look and the freeze (its PID 1 is gone, though its
-                // supervisor may not have recorded the exit yet): a stopped container's layer
-                // needs no freezing.
-                Err(RuntimeError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    None
+        // A paused container is frozen already (and must stay so).
+        let frozen =
+            if options.pause && c.state.is_running() && !c.state.is_paused() && c.state.pid != 0 {
+                match freeze(c.state.pid, &format!("kiln-commit-{}", &c.id[..12])) {
+                    Ok(frozen) => Some(frozen),
+                    // It exited between the look and the freeze (its PID 1 is gone, though its
+                    // supervisor may not have recorded the exit yet): a stopped container's layer
+                    // needs no freezing.
+                    Err(RuntimeError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        None
+                    }
+                    Err(_) if !self.host.is_running(&c.id)? => None,
+                    Err(e) => return Err(e),
                 }
-                Err(_) if !self.host.is_running(&c.id)? => None,
-                Err(e) => return Err(e),
-            }
-        } else {
-            None
-        };
+            } else {
+                None
+            };
         let layer =
             kiln_layer::write_layer(&self.store, &upper, kiln_layer::Compression::default());
         drop(frozen);

@@ -294,6 +294,13 @@ fn archive_of_a_stopped_container_with_a_volume() {
         out.path().join("up.txt").to_str().unwrap(),
         "cp1:/d/sub/",
     ]);
+    let docker_export = out.path().join("docker-export.tar");
+    docker.ok(&["export", "-o", docker_export.to_str().unwrap(), "cp1"]);
+    let names: Vec<String> = entries(&std::fs::read(&docker_export).unwrap())
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert!(names.contains(&"d/sub/up.txt".to_owned()), "{names:?}");
     assert_eq!(
         entries(&d.get("/containers/cp1/archive?path=/d/sub/up.txt").body)[0].2,
         "from host"

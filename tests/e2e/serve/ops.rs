@@ -67,6 +67,9 @@ fn changes_rename_prune_and_an_unnamed_commit() {
         "{diff}"
     );
     assert_eq!(d.get("/containers/nope/changes").status, 404);
+    let docker = super::docker_cli::Docker::new(&d);
+    let docker_diff = docker.ok(&["diff", "ops1"]);
+    assert!(docker_diff.contains("D /bin/true"), "{docker_diff}");
 
     // rename: 204, 409 for a name in use, 400 for an invalid one, 404 for no container.
     let other = run_container(
@@ -101,7 +104,8 @@ fn changes_rename_prune_and_an_unnamed_commit() {
             .status,
         404
     );
-    k.ok(&["rename", "ops2", "ops3"]);
+    docker.ok(&["rename", "ops2", "ops2b"]);
+    k.ok(&["rename", "ops2b", "ops3"]);
     assert_eq!(
         d.get(&format!("/containers/{id}/json")).json()["Name"],
         "/ops3"

@@ -224,6 +224,16 @@ fn top_stats_update_pause_and_unpause() {
         .json();
     assert_eq!(listed[0]["Id"], limited);
     assert!(k.ok(&["ps"]).contains("(Paused)"));
+    // A commit of a paused container leaves it paused.
+    let committed = d.request("POST", "/commit?container=res1&repo=frozen", &[], b"");
+    assert_eq!(committed.status, 201, "{}", committed.text());
+    assert_eq!(
+        d.get("/containers/res1/json").json()["State"]["Status"],
+        "paused"
+    );
+    if let Some(freezer) = cgroup_file(pid, "freezer", "freezer.state") {
+        assert_eq!(freezer.trim(), "FROZEN");
+    }
     assert_eq!(
         d.request("POST", "/containers/res1/unpause", &[], b"")
             .status,
