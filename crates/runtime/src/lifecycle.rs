@@ -1,0 +1,656 @@
+//! The container lifecycle on top of the [`Host`] seam: start, stop, kill, restart, wait and
+//! remove, each checking the state rules (`ContainerState::can_*`) first, so an operation the
+//! state forbids is a typed error (Docker's 409) and never reaches a process.
+//!
+//! Whether a container runs is the host's answer, not the record's: the record may say
+//! running while its supervisor died (the store reads that as exited), and the fake host of
+//! the tests runs containers no record update announces.
+
+use std::time::Duration;
+
+use kiln_store::{ContainerError, ContainerRecord, ContainerStatus, MountKind, Store};
+
+use crate::attach::{AttachRequest, AttachStream};
+use crate::error::{Result, RuntimeError};
+use crate::host::{Host, SystemHost};
+use crate::signals::parse_signal;
+
+/// Docker's `condition` of `wait`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WaitCondition {
+    /// Returns at once for a container that is not running, else when it stops.
+    #[default]
+    NotRunning,
+    /// Waits for the container's next exit (starting first, if it is not running).
+    NextExit,
+    /// Waits until the container is removed.
+    Removed,
+}
+
+impl std::str::FromStr for WaitCondition {
+    type Err = RuntimeError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "not-running" => Ok(WaitCondition::NotRunning),
+            "next-exit" => Ok(WaitCondition::NextExit),
+            "removed" => Ok(WaitCondition::Removed),
+            _ => Err(RuntimeError::Invalid {
+                what: "wait condition",
+                value: s.to_owned(),
+                reason: "expected not-running, next-exit or removed",
+            }),
+        }
+    }
+}
+
+/// The container runtime: the store plus the host it runs containers on.
+#[derive(Debug, Clone)]
+pub struct Runtime<H: Host = SystemHost> {
+    pub store: Store,
+    pub host: H,
+}
+
+impl Runtime<SystemHost> {
+    pub fn new(store: Store) -> Self {
+        let host = SystemHost::new(store.clone());
+        Runtime { store, host }
+    }
+}
+
+/// How often the waits that cannot block on a lock look again.
+const POLL: Duration = Duration::from_millis(50);
+
+impl<H: Host> Runtime<H> {
+    pub fn with_host(store: Store, host: H) -> Self {
+        Runtime { store, host }
+    }
+
+    /// The container `query` names (ID, name, or ID prefix), with its status as the host
+    /// sees it.
+    pub fn container(&self, query: &str) -> Result<ContainerRecord> {
+        let mut record = self.store.find_container(query)?;
+        let running = self.host.is_running(&record.id)?;
+        if running {
+            record.state.status = ContainerStatus::Running;
+        } else {
+            if record.state.status == ContainerStatus::Running {
+                record.state.status = ContainerStatus::Exited;
+            }
+            // A container that stopped while paused is not paused any more.
+            record.state.paused = false;
+        }
+        Ok(record)
+    }
+
+    /// Starts a created or exited container in its supervisor. Returns once it runs; a start
+    /// failure (no such program, …) is [`RuntimeError::StartFailed`] with Docker's exit code,
+    /// also recorded in the container's state.
+    pub fn start(&self, query: &str) -> Result<ContainerRecord> {
+        let record = self.container(query)?;
+        record
+            .state
+            .can_start()
+            .map_err(RuntimeError::state(&record.name))?;
+        self.clear_stale_pause(&record)?;
+        self.host.launch(&record, None)?;
+        self.container(&record.id)
+    }
+
+    /// Starts a container with a client attached before its process starts, so the client
+    /// sees all of its output (`kiln run` in the foreground, `kiln start -a`).
+    pub fn start_attached(&self, query: &str, request: AttachRequest) -> Result<AttachStream> {
+        let record = self.container(query)?;
+        record
+            .state
+            .can_start()
+            .map_err(RuntimeError::state(&record.name))?;
+        self.clear_stale_pause(&record)?;
+        let mut stream = None;
+        let mut connect = || -> Result<bool> {
+            stream = crate::attach::try_connect(&self.store, &record, &request)?;
+            Ok(stream.is_some())
+        };
+        self.host.launch(&record, Some(&mut connect))?;
+        stream.ok_or_else(|| RuntimeError::SupervisorTimeout {
+            name: record.name.clone(),
+            seconds: 0,
+        })
+    }
+
+    /// Attaches to a running container's streams.
+    pub fn attach(&self, query: &str, request: AttachRequest) -> Result<AttachStream> {
+        let record = self.container(query)?;
+        record
+            .state
+            .can_attach()
+            .map_err(RuntimeError::state(&record.name))?;
+        crate::attach::connect(&self.store, &record, &request)
+    }
+
+    /// Sends `signal` (a name or number) to a running container.
+    pub fn kill(&self, query: &str, signal: &str) -> Result<()> {
+        let signal = parse_signal(signal)?;
+        let record = self.container(query)?;
+        record
+            .state
+            .can_kill()
+            .map_err(RuntimeError::state(&record.name))?;
+        self.host.signal(&record, signal.as_raw())?;
+        // A frozen process dies only once thawed (dockerd unpauses for SIGKILL too); any other
+        // signal waits for the unpause.
+        if record.state.is_paused() && signal.as_raw() == rustix::process::Signal::KILL.as_raw() {
+            self.unpause(&record.id)?;
+        }
+        Ok(())
+    }
+
+    /// Docker's stop: the container's stop signal, then SIGKILL after `grace`. A container
+    /// that is not running is left as it is (not an error, as in Docker).
+    pub fn stop(&self, query: &str, grace: Duration) -> Result<()> {
+        let record = self.container(query)?;
+        if !record.state.is_running() {
+            return Ok(());
+        }
+        // A frozen container could not act on its stop signal.
+        if record.state.is_paused() {
+            self.unpause(&record.id)?;
+        }
+        let signal = parse_signal(if record.config.stop_signal.is_empty() {
+            "SIGTERM"
+        } else {
+            &record.config.stop_signal
+        })?;
+        // It may stop by itself between the check and the signal.
+        if let Err(e) = self.host.signal(&record, signal.as_raw())
+            && self.host.is_running(&record.id)?
+        {
+            return Err(e);
+        }
+        let (stopped, _) = self.host.wait_stopped(&record.id, Some(grace))?;
+        if !stopped {
+            let _ = self
+                .host
+                .signal(&record, rustix::process::Signal::KILL.as_raw());
+            self.host.wait_stopped(&record.id, None)?;
+        }
+        Ok(())
+    }
+
+    /// Stops the container if it runs (`grace` as for stop), then starts it again.
+    pub fn restart(&self, query: &str, grace: Duration) -> Result<ContainerRecord> {
+        let record = self.container(query)?;
+        self.stop(&record.id, grace)?;
+        self.start(&record.id)
+    }
+
+    /// Waits for `condition` and returns the container's exit code.
+    pub fn wait(&self, query: &str, condition: WaitCondition) -> Result<i32> {
+        let record = self.container(query)?;
+        match condition {
+            WaitCondition::NotRunning => {}
+            WaitCondition::NextExit => {
+                // Until it starts (again): a new start shows as a new start time, which a
+                // run too short to be seen running still leaves.
+                while !self.host.is_running(&record.id)? {
+                    match self.store.find_container(&record.id) {
+                        Ok(now) if now.state.started_at != record.state.started_at => break,
+                        Ok(_) => std::thread::sleep(POLL),
+                        Err(ContainerError::NoSuchContainer(_)) => {
+                            return Err(RuntimeError::RemovedWithoutCode(record.name));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            WaitCondition::Removed => {
+                let (_, code) = self.host.wait_stopped(&record.id, None)?;
+                loop {
+                    match self.store.find_container(&record.id) {
+                        Ok(_) => std::thread::sleep(POLL),
+                        Err(ContainerError::NoSuchContainer(_)) => {
+                            return code.ok_or(RuntimeError::RemovedWithoutCode(record.name));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        let (_, left_in_lock) = self.host.wait_stopped(&record.id, None)?;
+        // A `--rm` container is gone by now; its supervisor left the code in the lock file.
+        match self.container(&record.id) {
+            Ok(after) => Ok(left_in_lock.unwrap_or(after.state.exit_code)),
+            Err(RuntimeError::Container(ContainerError::NoSuchContainer(_))) => {
+                left_in_lock.ok_or(RuntimeError::RemovedWithoutCode(record.name))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes a container; a running one only with `force` (killed first). With `volumes`,
+    /// its anonymous volumes go too.
+    pub fn remove(&self, query: &str, force: bool, volumes: bool) -> Result<()> {
+        let record = self.container(query)?;
+        record
+            .state
+            .can_remove(force)
+            .map_err(RuntimeError::state(&record.name))?;
+        if record.state.is_running() {
+            let _ = self
+                .host
+                .signal(&record, rustix::process::Signal::KILL.as_raw());
+            if record.state.is_paused() {
+                self.host.resume(&record)?;
+            }
+            self.host.wait_stopped(&record.id, None)?;
+        }
+        remove_record(&self.store, &record, volumes)
+    }
+}
+
+impl<H: Host> Runtime<H> {
+    /// Freezes a running container (Docker's `pause`): its processes stop where they are,
+    /// unnoticed, until `unpause`; exec is refused meanwhile.
+    pub fn pause(&self, query: &str) -> Result<ContainerRecord> {
+        let record = self.container(query)?;
+        record
+            .state
+            .can_pause()
+            .map_err(RuntimeError::state(&record.name))?;
+        self.host.pause(&record)?;
+        self.store
+            .update_container(&record.id, |r| r.state.paused = true)?;
+        self.container(&record.id)
+    }
+
+    /// Thaws a paused container.
+    pub fn unpause(&self, query: &str) -> Result<ContainerRecord> {
+        let record = self.container(query)?;
+        record
+            .state
+            .can_unpause()
+            .map_err(RuntimeError::state(&record.name))?;
+        self.host.resume(&record)?;
+        self.store
+            .update_container(&record.id, |r| r.state.paused = false)?;
+        self.container(&record.id)
+    }
+
+    /// A record of a stopped container may still say paused (it died frozen): a start must
+    /// not inherit that.
+    fn clear_stale_pause(&self, record: &ContainerRecord) -> Result<()> {
+        let stored = self.store.find_container(&record.id)?;
+        if stored.state.paused {
+            self.store
+                .update_container(&record.id, |r| r.state.paused = false)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes a stopped container and, with `volumes`, its anonymous volumes. A container
+/// removed by its own `--rm` at the same time is not an error.
+pub(crate) fn remove_record(store: &Store, c: &ContainerRecord, volumes: bool) -> Result<()> {
+    match store.remove_container(&c.id) {
+        Ok(()) | Err(ContainerError::NoSuchContainer(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if volumes {
+        remove_anonymous_volumes(store, c)?;
+    }
+    Ok(())
+}
+
+/// Removes the anonymous volumes of a container that is gone; one another container uses is
+/// kept.
+fn remove_anonymous_volumes(store: &Store, c: &ContainerRecord) -> Result<()> {
+    for m in c.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
+        match store.volume(&m.name) {
+            Ok(v) if v.anonymous => match store.remove_volume(&v.name) {
+                Ok(()) | Err(ContainerError::VolumeInUse { .. }) => {}
+                Err(e) => return Err(e.into()),
+            },
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use kiln_error::ErrorKind;
+    use kiln_store::{ContainerState, RunConfig};
+    use kiln_testkit::processes::FakeProcesses;
+
+    use super::*;
+    use crate::host::BeforeStart;
+
+    /// The fake process table, plus what a real supervisor writes into the record when it
+    /// starts a container.
+    #[derive(Debug, Clone)]
+    struct TestHost {
+        fake: Arc<FakeProcesses>,
+        store: Store,
+        /// Containers `pause` froze.
+        frozen: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl std::ops::Deref for TestHost {
+        type Target = FakeProcesses;
+
+        fn deref(&self) -> &FakeProcesses {
+            &self.fake
+        }
+    }
+
+    impl Host for TestHost {
+        fn is_running(&self, id: &str) -> Result<bool> {
+            Ok(self.fake.is_running(id))
+        }
+
+        fn signal(&self, record: &ContainerRecord, signal: i32) -> Result<()> {
+            if self.fake.signal(&record.id, signal) {
+                Ok(())
+            } else {
+                Err(RuntimeError::state(&record.name)(
+                    kiln_store::StateError::NotRunning,
+                ))
+            }
+        }
+
+        fn wait_stopped(&self, id: &str, timeout: Option<Duration>) -> Result<(bool, Option<i32>)> {
+            let deadline = timeout.map(|t| std::time::Instant::now() + t);
+            while self.fake.is_running(id) {
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    return Ok((false, None));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok((true, self.exit_code(id)))
+        }
+
+        fn launch(
+            &self,
+            record: &ContainerRecord,
+            before_start: Option<BeforeStart<'_>>,
+        ) -> Result<()> {
+            if let Some(hook) = before_start {
+                hook()?;
+            }
+            self.fake
+                .launch(&record.id)
+                .map_err(|message| RuntimeError::StartFailed {
+                    message,
+                    exit_code: 125,
+                })?;
+            self.store.update_container(&record.id, |r| {
+                r.state.status = ContainerStatus::Running;
+                r.state.started_at = Some(chrono::Utc::now());
+            })?;
+            Ok(())
+        }
+
+        fn pause(&self, record: &ContainerRecord) -> Result<()> {
+            self.frozen.lock().unwrap().push(record.id.clone());
+            Ok(())
+        }
+
+        fn resume(&self, record: &ContainerRecord) -> Result<()> {
+            self.frozen.lock().unwrap().retain(|id| *id != record.id);
+            Ok(())
+        }
+    }
+
+    fn runtime() -> (tempfile::TempDir, Runtime<TestHost>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let host = TestHost {
+            fake: Arc::new(FakeProcesses::new()),
+            store: store.clone(),
+            frozen: Arc::default(),
+        };
+        (dir, Runtime::with_host(store, host))
+    }
+
+    fn create(rt: &Runtime<TestHost>, name: &str, stop_signal: &str) -> String {
+        let mut record = ContainerRecord {
+            schema_version: kiln_store::CONTAINER_SCHEMA_VERSION,
+            id: rt.store.new_container_id(name),
+            name: name.into(),
+            created: chrono::Utc::now(),
+            image: "busybox".into(),
+            image_id: "sha256:00".into(),
+            manifest: "sha256:11".into(),
+            config: RunConfig {
+                stop_signal: stop_signal.into(),
+                ..RunConfig::default()
+            },
+            mounts: Vec::new(),
+            auto_remove: false,
+            state: ContainerState::default(),
+        };
+        rt.store.create_container(&mut record).unwrap();
+        record.id
+    }
+
+    fn conflict(e: RuntimeError) -> String {
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn start_runs_a_created_container_once() {
+        let (_d, rt) = runtime();
+        let id = create(&rt, "web", "");
+        assert_eq!(
+            rt.container("web").unwrap().state.status,
+            ContainerStatus::Created
+        );
+        let started = rt.start("web").unwrap();
+        assert_eq!(started.state.status, ContainerStatus::Running);
+        let again = conflict(rt.start("web").unwrap_err());
+        assert!(again.contains("web is already running"), "{again}");
+        assert_eq!(rt.host.launches(), [id]);
+    }
+
+    #[test]
+    fn signals_reach_only_running_containers() {
+        let (_d, rt) = runtime();
+        let id = create(&rt, "job", "");
+        let not_running = conflict(rt.kill("job", "TERM").unwrap_err());
+        assert!(not_running.contains("job is not running"), "{not_running}");
+        assert!(rt.host.signals().is_empty());
+        rt.start("job").unwrap();
+        rt.kill("job", "SIGUSR1").unwrap();
+        assert_eq!(rt.host.signals(), [(id.clone(), 10)]);
+        assert!(rt.host.is_running(&id).unwrap());
+        let bad = rt.kill("job", "SIGNOPE").unwrap_err();
+        assert_eq!(bad.kind(), ErrorKind::InvalidArgument);
+        let missing = rt.kill("nope", "KILL").unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn stop_sends_the_stop_signal_then_kills_after_the_grace_time() {
+        let (_d, rt) = runtime();
+        let id = create(&rt, "stubborn", "SIGQUIT");
+        rt.host.ignore(3);
+        rt.start("stubborn").unwrap();
+        rt.stop("stubborn", Duration::from_millis(100)).unwrap();
+        assert_eq!(rt.host.signals(), [(id.clone(), 3), (id.clone(), 9)]);
+        assert_eq!(
+            rt.container(&id).unwrap().state.status,
+            ContainerStatus::Exited
+        );
+        // Stopping a stopped container is no error and sends nothing.
+        rt.stop("stubborn", Duration::from_millis(100)).unwrap();
+        assert_eq!(rt.host.signals().len(), 2);
+
+        let polite = create(&rt, "polite", "");
+        rt.start("polite").unwrap();
+        rt.stop("polite", Duration::from_secs(10)).unwrap();
+        assert_eq!(rt.host.signals().last(), Some(&(polite, 15)));
+    }
+
+    #[test]
+    fn restart_stops_and_starts_again() {
+        let (_d, rt) = runtime();
+        let id = create(&rt, "cycle", "");
+        rt.start("cycle").unwrap();
+        rt.restart("cycle", Duration::from_secs(1)).unwrap();
+        assert_eq!(rt.host.signals(), [(id.clone(), 15)]);
+        assert_eq!(rt.host.launches(), [id.clone(), id.clone()]);
+        assert!(rt.host.is_running(&id).unwrap());
+    }
+
+    #[test]
+    fn a_running_container_is_removed_only_with_force() {
+        let (_d, rt) = runtime();
+        let id = create(&rt, "busy", "");
+        rt.start("busy").unwrap();
+        let refused = conflict(rt.remove("busy", false, false).unwrap_err());
+        assert!(refused.contains("force remove"), "{refused}");
+        assert!(rt.container("busy").is_ok());
+        rt.remove("busy", true, false).unwrap();
+        assert_eq!(rt.host.signals(), [(id, 9)]);
+        assert_eq!(
+            rt.container("busy").unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+
+        create(&rt, "idle", "");
+        rt.remove("idle", false, false).unwrap();
+        assert!(rt.container("idle").is_err());
+    }
+
+    #[test]
+    fn wait_follows_its_condition() {
+        let (_d, rt) = runtime();
+        let id = create(&rt, "short", "");
+        rt.store
+            .update_container(&id, |r| {
+                r.state.status = ContainerStatus::Exited;
+                r.state.exit_code = 3;
+            })
+            .unwrap();
+        // Not running: at once, with the recorded code.
+        assert_eq!(rt.wait("short", WaitCondition::NotRunning).unwrap(), 3);
+
+        let rt = Arc::new(rt);
+        rt.start("short").unwrap();
+        let (waiter_rt, waiter_id) = (rt.clone(), id.clone());
+        let waiter = std::thread::spawn(move || {
+            waiter_rt
+                .wait(&waiter_id, WaitCondition::NotRunning)
+                .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !waiter.is_finished(),
+            "wait returned while the container ran"
+        );
+        rt.host.exit(&id, 42);
+        assert_eq!(waiter.join().unwrap(), 42);
+
+        // next-exit on a stopped container waits for it to run and stop again.
+        let (next_rt, next_id) = (rt.clone(), id.clone());
+        let next =
+            std::thread::spawn(move || next_rt.wait(&next_id, WaitCondition::NextExit).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!next.is_finished(), "next-exit returned before a new run");
+        rt.start(&id).unwrap();
+        rt.host.exit(&id, 7);
+        assert_eq!(next.join().unwrap(), 7);
+
+        // removed: until the record is gone.
+        let (gone_rt, gone_id) = (rt.clone(), id.clone());
+        let gone =
+            std::thread::spawn(move || gone_rt.wait(&gone_id, WaitCondition::Removed).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !gone.is_finished(),
+            "removed returned while the record existed"
+        );
+        rt.remove(&id, false, false).unwrap();
+        assert_eq!(gone.join().unwrap(), 7);
+
+        let bad = "soon".parse::<WaitCondition>().unwrap_err();
+        assert_eq!(bad.kind(), ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn pause_freezes_until_unpause_and_blocks_exec() {
+        let (_d, rt) = runtime();
+        let id = create(&rt, "frozen", "");
+        let not_running = conflict(rt.pause("frozen").unwrap_err());
+        assert!(not_running.contains("is not running"), "{not_running}");
+        rt.start("frozen").unwrap();
+        assert!(rt.pause("frozen").unwrap().state.is_paused());
+        assert_eq!(*rt.host.frozen.lock().unwrap(), std::slice::from_ref(&id));
+        assert_eq!(
+            rt.container("frozen").unwrap().state.docker_status(),
+            "paused"
+        );
+        let again = conflict(rt.pause("frozen").unwrap_err());
+        assert!(again.contains("already paused"), "{again}");
+        let exec = crate::ExecConfig {
+            cmd: vec!["true".into()],
+            ..crate::ExecConfig::default()
+        };
+        let refused = conflict(rt.exec_create("frozen", &exec).unwrap_err());
+        assert!(
+            refused.contains("unpause the container before exec"),
+            "{refused}"
+        );
+        rt.unpause("frozen").unwrap();
+        assert!(rt.host.frozen.lock().unwrap().is_empty());
+        let not_paused = conflict(rt.unpause("frozen").unwrap_err());
+        assert!(not_paused.contains("is not paused"), "{not_paused}");
+        // Stopping a paused container thaws it first, so it can act on its signal.
+        rt.pause("frozen").unwrap();
+        rt.stop("frozen", Duration::from_secs(1)).unwrap();
+        assert!(rt.host.frozen.lock().unwrap().is_empty());
+        assert!(!rt.container("frozen").unwrap().state.paused);
+    }
+
+    #[test]
+    fn a_failed_start_is_an_error_with_dockers_code() {
+        let (_d, rt) = runtime();
+        create(&rt, "broken", "");
+        rt.host
+            .fail_launches("exec: \"nope\": executable file not found");
+        let err = rt.start("broken").unwrap_err();
+        assert!(
+            matches!(err, RuntimeError::StartFailed { exit_code: 125, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn execs_are_recorded_only_in_running_containers() {
+        let (_d, rt) = runtime();
+        let id = create(&rt, "host", "");
+        let config = crate::ExecConfig {
+            cmd: vec!["true".into()],
+            env: vec!["A=1".into()],
+            ..crate::ExecConfig::default()
+        };
+        let refused = conflict(rt.exec_create("host", &config).unwrap_err());
+        assert!(refused.contains("host is not running"), "{refused}");
+        rt.start("host").unwrap();
+        let exec = rt.exec_create("host", &config).unwrap();
+        assert_eq!(exec.container_id, id);
+        assert!(exec.process.env.contains(&"A=1".to_owned()));
+        let found = rt.exec_inspect(&exec.id[..12]).unwrap();
+        assert_eq!((found.running, found.exit_code), (false, None));
+        let missing = rt.exec_inspect("feedface").unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
+        let empty = rt
+            .exec_create("host", &crate::ExecConfig::default())
+            .unwrap_err();
+        assert_eq!(empty.kind(), ErrorKind::InvalidArgument, "{empty}");
+    }
+}
