@@ -115,12 +115,15 @@ impl Client {
     pub async fn commit(
         &self,
         container: &str,
-        repo: &str,
-        tag: &str,
+        target: Option<(&str, &str)>,
         comment: Option<&str>,
         author: Option<&str>,
     ) -> Result<String, ClientError> {
-        let mut pairs = vec![("container", container), ("repo", repo), ("tag", tag)];
+        let mut pairs = vec![("container", container)];
+        // Without a repository the daemon commits an unnamed image (dockerd does too).
+        if let Some((repo, tag)) = target {
+            pairs.extend([("repo", repo), ("tag", tag)]);
+        }
         if let Some(c) = comment {
             pairs.push(("comment", c));
         }

@@ -25,6 +25,7 @@ mod exec;
 mod images;
 pub mod listen;
 mod networks;
+mod prune;
 mod query;
 mod router;
 mod stream;

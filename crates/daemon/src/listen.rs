@@ -93,6 +93,10 @@ pub fn bind_unix(path: &Path) -> Result<std::os::unix::net::UnixListener, Daemon
         std::fs::create_dir_all(dir).map_err(err)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(err)?;
     }
+    // Under the socket's lock: a daemon that is finishing removes its socket only after
+    // checking that it is still its own, and that check and this replacement must not
+    // interleave (it would remove the socket bound here).
+    let mut lock = socket_lock(path).map_err(err)?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) => {
             use std::os::unix::fs::FileTypeExt;
@@ -109,7 +113,10 @@ pub fn bind_unix(path: &Path) -> Result<std::os::unix::net::UnixListener, Daemon
                     });
                 }
                 // Nobody accepts: the daemon that made it is gone.
-                Err(_) => std::fs::remove_file(path).map_err(err)?,
+                Err(_) => match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+                    _ => {}
+                },
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -121,6 +128,15 @@ pub fn bind_unix(path: &Path) -> Result<std::os::unix::net::UnixListener, Daemon
     let bound = std::os::unix::net::UnixListener::bind(path);
     rustix::process::umask(old);
     let listener = bound.map_err(err)?;
+    // The socket's owner, for `remove_socket_if_ours`: a file's (device, inode) alone does not
+    // tell, since a replaced socket's inode number is free to be reused at once.
+    {
+        use std::io::{Seek, Write};
+        lock.set_len(0)
+            .and_then(|()| lock.rewind())
+            .and_then(|()| write!(lock, "{}", std::process::id()))
+            .map_err(err)?;
+    }
     if rustix::process::geteuid().is_root()
         && let Some(gid) = group_id("kiln")
     {
@@ -129,6 +145,48 @@ pub fn bind_unix(path: &Path) -> Result<std::os::unix::net::UnixListener, Daemon
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
     }
     Ok(listener)
+}
+
+/// The file at `path` as (device, inode): tells a daemon's own socket from a successor's.
+pub fn socket_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Removes the socket at `path` if it is still the one this process bound (its pid in the
+/// socket's lock file, and the file the one with `identity`): a daemon started while this one
+/// finished its requests has replaced it with its own, which must stay.
+pub fn remove_socket_if_ours(path: &Path, identity: (u64, u64)) {
+    use std::io::Read;
+    let Ok(mut lock) = socket_lock(path) else {
+        return;
+    };
+    let mut owner = String::new();
+    let ours = lock.read_to_string(&mut owner).is_ok()
+        && owner.trim() == std::process::id().to_string()
+        && socket_identity(path) == Some(identity);
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// An exclusive lock on `<socket>.lock`, held while a socket is checked and replaced or
+/// removed; released when the file is dropped.
+fn socket_lock(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(PathBuf::from(name))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+    Ok(file)
 }
 
 /// The gid of group `name` from `/etc/group`, when it exists.

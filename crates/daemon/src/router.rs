@@ -214,10 +214,6 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
             StatusCode::NOT_IMPLEMENTED,
             "image search is not supported by kiln",
         )),
-        (&Method::POST, ["images", "prune"]) => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "image prune is not supported through the API yet; use kiln prune",
-        )),
         (_, ["images", name @ .., op]) if !name.is_empty() => {
             let name = name.join("/");
             match (&m, *op) {
@@ -232,6 +228,46 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
                 _ => Err(page_not_found()),
             }
         }
+        // Container operations on objects, files and resources (issue 12, ops slice).
+        (&Method::POST, ["containers", "prune"]) => {
+            crate::containers::prune(daemon, &req.query).await
+        }
+        (&Method::GET, ["containers", id, "changes"]) => {
+            crate::containers::changes(daemon, id).await
+        }
+        (&Method::POST, ["containers", id, "rename"]) => {
+            crate::containers::rename(daemon, id, &req.query).await
+        }
+        (&Method::HEAD, ["containers", id, "archive"]) => {
+            crate::containers::stat_archive(daemon, id, &req.query).await
+        }
+        (&Method::GET, ["containers", id, "archive"]) => {
+            crate::containers::get_archive(daemon, id, &req.query).await
+        }
+        (&Method::PUT, ["containers", id, "archive"]) => {
+            let id = (*id).to_owned();
+            crate::containers::put_archive(daemon, &id, req).await
+        }
+        (&Method::GET, ["containers", id, "export"]) => crate::containers::export(daemon, id).await,
+        (&Method::POST, ["containers", id, "pause"]) => crate::containers::pause(daemon, id).await,
+        (&Method::POST, ["containers", id, "unpause"]) => {
+            crate::containers::unpause(daemon, id).await
+        }
+        (&Method::GET, ["containers", id, "top"]) => {
+            crate::containers::top(daemon, id, &req.query).await
+        }
+        (&Method::GET, ["containers", id, "stats"]) => {
+            crate::containers::stats(daemon, id, &req.query).await
+        }
+        (&Method::POST, ["containers", id, "update"]) => {
+            let id = (*id).to_owned();
+            crate::containers::update(daemon, &id, req).await
+        }
+        (&Method::POST, ["volumes", "prune"]) => crate::prune::volumes(daemon, &req.query).await,
+        (&Method::POST, ["images", "prune"]) => crate::prune::images(daemon, &req.query).await,
+        (&Method::POST, ["build", "prune"]) => crate::prune::build(daemon, &req.query).await,
+        (&Method::GET, ["system", "df"]) => crate::prune::df(daemon).await,
+        // End of the ops slice's block.
         (&Method::POST, ["containers", "create"]) => crate::containers::create(daemon, req).await,
         (&Method::GET, ["containers", "json"]) => crate::containers::list(daemon, &req.query).await,
         (_, ["containers", id, op]) => {

@@ -33,7 +33,7 @@ fn volume_error(err: ContainerError) -> ApiError {
 }
 
 /// dockerd's `Volume` object.
-fn shape(daemon: &Daemon, v: &VolumeRecord) -> Value {
+pub(crate) fn shape(daemon: &Daemon, v: &VolumeRecord) -> Value {
     json!({
         "Name": v.name,
         "Driver": "local",
@@ -94,7 +94,7 @@ pub async fn create(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, Api
     Ok(stream::json(StatusCode::CREATED, &shape(&daemon, &record)))
 }
 
-fn volume_event(daemon: &Daemon, action: &'static str, name: &str) {
+pub(crate) fn volume_event(daemon: &Daemon, action: &'static str, name: &str) {
     let mut attributes = serde_json::Map::new();
     attributes.insert("driver".into(), json!("local"));
     daemon.events.publish(crate::events::Event {

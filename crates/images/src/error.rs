@@ -42,6 +42,10 @@ pub enum ImageError {
         "invalid filter {0:?}: expected reference=PATTERN, dangling=true|false or label=KEY[=VALUE]"
     )]
     BadFilter(String),
+    #[error(
+        "invalid prune filter {0:?}: expected dangling=true|false, until=TIME or label[!]=KEY[=VALUE]"
+    )]
+    BadPruneFilter(String),
     /// The image's blobs do not make an image (the message says what is wrong).
     #[error("image {reference}: {source}")]
     Invalid {
@@ -87,7 +91,8 @@ impl ImageError {
             | ImageError::MultipleRepositories { .. } => ErrorKind::Conflict,
             ImageError::Ambiguous { .. }
             | ImageError::TagWithDigest(_)
-            | ImageError::BadFilter(_) => ErrorKind::InvalidArgument,
+            | ImageError::BadFilter(_)
+            | ImageError::BadPruneFilter(_) => ErrorKind::InvalidArgument,
             ImageError::Invalid { source, .. } => source.kind(),
             ImageError::LocalImageForOtherPlatform { pull_error, .. } => pull_error.kind(),
             ImageError::Reference(e) => e.kind(),

@@ -23,6 +23,7 @@
 mod error;
 mod list;
 mod names;
+mod prune;
 mod push;
 mod resolve;
 mod snapshots;
@@ -35,6 +36,7 @@ mod test_support;
 pub use error::{ImageError, Result};
 pub use list::{ImageSummary, ListFilter, list_images};
 pub use names::{Removed, find_image, names_of, remove, tag, untag, users};
+pub use prune::{ImagesPruned, PruneFilter, prune_images};
 pub use push::{PushProgress, Pushed, push_image};
 pub use resolve::{ImageEvent, ImageEvents, pull, pull_image, resolve, resolve_image};
 pub use snapshots::{ensure_snapshot, lower_dirs};

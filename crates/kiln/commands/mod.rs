@@ -245,13 +245,64 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             containers::commit(
                 &env,
                 &container,
-                &image,
+                image.as_deref(),
                 message.as_deref(),
                 author.as_deref(),
             )
         }
         Command::Network { command } => {
             containers::networks::network_command(&open_store(&cli.global)?, command)
+        }
+        Command::Diff { container } => {
+            containers::manage::diff(&open_store(&cli.global)?, &container)
+        }
+        Command::Rename {
+            container,
+            new_name,
+        } => containers::manage::rename(&open_store(&cli.global)?, &container, &new_name),
+        Command::Cp { src, dest, archive } => {
+            enter_mount_namespace()?;
+            containers::copy::cp(&open_store(&cli.global)?, &src, &dest, archive)
+        }
+        Command::Export { container, output } => {
+            enter_mount_namespace()?;
+            containers::copy::export(&open_store(&cli.global)?, &container, output.as_deref())
+        }
+        Command::Pause { containers } => {
+            require_root()?;
+            containers::resources::pause(&open_store(&cli.global)?, &containers, true)
+        }
+        Command::Unpause { containers } => {
+            require_root()?;
+            containers::resources::pause(&open_store(&cli.global)?, &containers, false)
+        }
+        Command::Top { container, ps_args } => {
+            containers::resources::top(&open_store(&cli.global)?, &container, &ps_args.join(" "))
+        }
+        Command::Stats {
+            no_stream,
+            containers,
+        } => containers::resources::stats(&open_store(&cli.global)?, &containers, no_stream),
+        Command::Update {
+            memory,
+            cpus,
+            pids_limit,
+            containers,
+        } => {
+            require_root()?;
+            containers::resources::update(
+                &open_store(&cli.global)?,
+                &containers,
+                memory.as_deref(),
+                cpus,
+                pids_limit,
+            )
+        }
+        Command::Container {
+            command: crate::cli::ContainerCommand::Prune { filter, force: _ },
+        } => {
+            require_root()?;
+            containers::manage::prune(&open_store(&cli.global)?, &filter)
         }
         Command::Volume { command } => {
             containers::volumes::volume_command(&open_store(&cli.global)?, command)

@@ -47,7 +47,7 @@ pub fn serve(global: &GlobalOpts, args: &ServeArgs) -> Result<ExitCode> {
         let parsed = kiln_daemon::listen::parse_host(host, tls.is_some())?;
         listeners.push(kiln_daemon::Listener::bind(&parsed, tls.as_ref())?);
         if let kiln_daemon::listen::Host::Unix(path) = &parsed {
-            sockets.push((path.clone(), socket_identity(path)));
+            sockets.push((path.clone(), kiln_daemon::listen::socket_identity(path)));
         }
     }
     let (engine, rt) = Env::open(global)?.into_engine()?;
@@ -96,19 +96,9 @@ pub fn serve(global: &GlobalOpts, args: &ServeArgs) -> Result<ExitCode> {
     // Builds cancelled at shutdown end their blocking threads promptly; do not wait forever.
     rt.shutdown_timeout(Duration::from_secs(10));
     for (path, bound) in sockets {
-        // Only the socket this daemon bound: a daemon started while this one finished its
-        // requests has replaced it with its own, which must stay.
-        if bound.is_some() && socket_identity(&path) == bound {
-            let _ = std::fs::remove_file(path);
+        if let Some(identity) = bound {
+            kiln_daemon::listen::remove_socket_if_ours(&path, identity);
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The file at `path` as (device, inode), to tell our socket from a successor's.
-fn socket_identity(path: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::symlink_metadata(path)
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
 }

@@ -156,6 +156,7 @@ pub fn prune(store: &Store, args: &crate::cli::PruneArgs) -> Result<ExitCode> {
         all: args.all,
         keep_storage: args.keep_storage.as_deref().map(parse_size).transpose()?,
         unused_for: None,
+        scope: kiln_store::PruneScope::Everything,
     };
     for filter in &args.filters {
         match filter.split_once('=') {

@@ -10,21 +10,22 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, XattrFlags};
 use tar::EntryType;
 
 use crate::LayerError;
 use crate::safe_fs;
 use crate::userns;
 use crate::write::{OPAQUE_MARKER, WHITEOUT_PREFIX};
-use crate::xattrs::{self, PAX_XATTR_PREFIX};
 
+mod meta;
 mod reuse;
 
+use meta::{apply_fd_meta, chown_at, read_meta, timestamps};
 pub(crate) use reuse::Reuse;
 
 /// What `.wh.` names mean to this extraction.
@@ -56,15 +57,11 @@ pub(crate) struct Extractor {
     /// Extracting over the previous content of the directory, keeping what is unchanged (see
     /// `reuse`).
     reuse: Option<Reuse>,
-}
-
-/// Metadata of one entry, as it will be applied.
-struct Meta {
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: i64,
-    xattrs: Vec<(OsString, Vec<u8>)>,
+    /// Every entry owned by this uid and gid instead of the archive's (`docker cp -a`).
+    owner: Option<(u32, u32)>,
+    /// Refuse to replace a directory with a non-directory or the other way round
+    /// (`noOverwriteDirNonDir` of the Engine API).
+    keep_kinds: bool,
 }
 
 impl Extractor {
@@ -82,12 +79,26 @@ impl Extractor {
             written: std::collections::HashSet::new(),
             context: false,
             reuse: None,
+            owner: None,
+            keep_kinds: false,
         }
     }
 
     /// Extract over what the directory already holds: see [`Reuse`].
     pub(crate) fn reusing(mut self) -> Extractor {
         self.reuse = Some(Reuse::default());
+        self
+    }
+
+    /// Owns every entry by `uid:gid` instead of the archive's owners.
+    pub(crate) fn owned_by(mut self, owner: Option<(u32, u32)>) -> Extractor {
+        self.owner = owner;
+        self
+    }
+
+    /// Refuses entries that would turn a directory into a non-directory or back.
+    pub(crate) fn keeping_kinds(mut self, keep: bool) -> Extractor {
+        self.keep_kinds = keep;
         self
     }
 
@@ -156,7 +167,7 @@ impl Extractor {
             // The archive's own root (`./`). A layer's root dir is the lower dir itself; an ADD
             // archive's root is the existing destination, whose metadata is left alone.
             if self.whiteouts == Whiteouts::ToOverlay && kind.is_dir() {
-                let meta = read_meta(entry).map_err(LayerError::entry(name))?;
+                let meta = read_meta(entry, self.owner).map_err(LayerError::entry(name))?;
                 apply_fd_meta(&self.root, &meta).map_err(LayerError::entry(name))?;
                 self.dir_times.push((Vec::new(), meta.mtime));
             }
@@ -171,18 +182,33 @@ impl Extractor {
         let parent = safe_fs::open_dir(&self.root, parent_components, true)
             .map_err(LayerError::entry(name))?;
         let file_name = file_name.as_os_str();
+        if self.keep_kinds
+            && let Some(st) =
+                safe_fs::existing(&parent, file_name).map_err(LayerError::entry(name))?
+            && safe_fs::is_dir(&st) != kind.is_dir()
+        {
+            return Err(unsafe_entry(
+                name,
+                if kind.is_dir() {
+                    "cannot overwrite a non-directory with a directory"
+                } else {
+                    "cannot overwrite a directory with a non-directory"
+                },
+            ));
+        }
+        let owner = self.owner;
         let result = match kind {
             EntryType::Directory => self.directory(entry, &parent, file_name, parent_components),
             EntryType::Regular | EntryType::Continuous if self.reuse.is_some() => {
-                reuse::regular(entry, &parent, file_name)
+                reuse::regular(entry, &parent, file_name, owner)
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                regular(entry, &parent, file_name)
+                regular(entry, &parent, file_name, owner)
             }
-            EntryType::Symlink => symlink(entry, &parent, file_name),
+            EntryType::Symlink => symlink(entry, &parent, file_name, owner),
             EntryType::Link => return self.hard_link(entry, &parent, file_name, &rel, name),
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                special(entry, &parent, file_name, kind)
+                special(entry, &parent, file_name, kind, owner)
             }
             // Other types (volume labels, multi-volume parts, unknown vendor types) carry nothing
             // a container filesystem can hold.
@@ -198,7 +224,7 @@ impl Extractor {
         name: &OsStr,
         parent_components: &[OsString],
     ) -> io::Result<()> {
-        let meta = read_meta(entry)?;
+        let meta = read_meta(entry, self.owner)?;
         let mut opaque = false;
         match safe_fs::existing(parent, name)? {
             Some(st) if safe_fs::is_dir(&st) => {}
@@ -390,8 +416,9 @@ fn regular<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     parent: &OwnedFd,
     name: &OsStr,
+    owner: Option<(u32, u32)>,
 ) -> io::Result<()> {
-    let meta = read_meta(entry)?;
+    let meta = read_meta(entry, owner)?;
     safe_fs::remove(parent, name)?;
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut file = File::from(rustix::fs::openat(
@@ -408,8 +435,9 @@ fn symlink<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     parent: &OwnedFd,
     name: &OsStr,
+    owner: Option<(u32, u32)>,
 ) -> io::Result<()> {
-    let meta = read_meta(entry)?;
+    let meta = read_meta(entry, owner)?;
     let target = entry
         .link_name_bytes()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "symlink without a target"))?;
@@ -430,8 +458,9 @@ fn special<R: Read>(
     parent: &OwnedFd,
     name: &OsStr,
     kind: EntryType,
+    owner: Option<(u32, u32)>,
 ) -> io::Result<()> {
-    let meta = read_meta(entry)?;
+    let meta = read_meta(entry, owner)?;
     let header = entry.header();
     let (file_type, dev) = match kind {
         EntryType::Fifo => (FileType::Fifo, 0),
@@ -466,98 +495,6 @@ fn special<R: Read>(
         AtFlags::SYMLINK_NOFOLLOW,
     )?;
     Ok(())
-}
-
-fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
-    let header = entry.header();
-    let old = header.as_old();
-    let to_id = |id: u64| {
-        u32::try_from(id).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("id {id} out of range"))
-        })
-    };
-    let mut meta = Meta {
-        mode: lenient(&old.mode, header.mode().map(u64::from))? as u32 & 0o7777,
-        uid: to_id(lenient(&old.uid, header.uid())?)?,
-        gid: to_id(lenient(&old.gid, header.gid())?)?,
-        mtime: i64::try_from(lenient(&old.mtime, header.mtime())?).unwrap_or(i64::MAX),
-        xattrs: Vec::new(),
-    };
-    if let Some(pax) = entry.pax_extensions()? {
-        for record in pax {
-            let record = record?;
-            if let Some(name) = record.key_bytes().strip_prefix(PAX_XATTR_PREFIX.as_bytes())
-                && xattrs::is_portable(name)
-            {
-                meta.xattrs.push((
-                    OsStr::from_bytes(name).to_owned(),
-                    record.value_bytes().to_vec(),
-                ));
-            }
-        }
-    }
-    Ok(meta)
-}
-
-/// Some writers leave numeric fields blank (all NUL or spaces); like GNU tar and Go's reader,
-/// read those as 0.
-fn lenient(field: &[u8], parsed: io::Result<u64>) -> io::Result<u64> {
-    match parsed {
-        Err(_) if field.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
-        other => other,
-    }
-}
-
-/// Owner first (it clears setuid bits and file capabilities), then mode, xattrs, and mtime.
-fn apply_fd_meta(fd: &impl AsFd, meta: &Meta) -> io::Result<()> {
-    let uid = rustix::fs::Uid::from_raw(meta.uid);
-    let gid = rustix::fs::Gid::from_raw(meta.gid);
-    match rustix::fs::fchown(fd, Some(uid), Some(gid)) {
-        Err(e) if userns::squash_unmapped_owner(e) => {
-            rustix::fs::fchown(fd, Some(Uid::ROOT), Some(Gid::ROOT))?
-        }
-        other => other?,
-    }
-    rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode))?;
-    for (name, value) in &meta.xattrs {
-        match rustix::fs::fsetxattr(fd, name.as_os_str(), value, XattrFlags::empty()) {
-            // The filesystem cannot store it; as with cp -a, the data matters more.
-            Err(rustix::io::Errno::NOTSUP) => {}
-            other => other?,
-        }
-    }
-    rustix::fs::futimens(fd, &timestamps(meta.mtime))?;
-    Ok(())
-}
-
-fn chown_at(parent: &OwnedFd, name: &OsStr, meta: &Meta) -> io::Result<()> {
-    let uid = rustix::fs::Uid::from_raw(meta.uid);
-    let gid = rustix::fs::Gid::from_raw(meta.gid);
-    let chown = |uid, gid| {
-        rustix::fs::chownat(
-            parent,
-            name,
-            Some(uid),
-            Some(gid),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-    };
-    match chown(uid, gid) {
-        Err(e) if userns::squash_unmapped_owner(e) => chown(Uid::ROOT, Gid::ROOT)?,
-        other => other?,
-    }
-    Ok(())
-}
-
-fn timestamps(mtime: i64) -> Timestamps {
-    let t = Timespec {
-        tv_sec: mtime,
-        tv_nsec: 0,
-    };
-    Timestamps {
-        last_access: t,
-        last_modification: t,
-    }
 }
 
 /// The components of an entry name: a leading `/`, empty and `.` components are dropped; `..`

@@ -22,8 +22,10 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod archive;
+mod changes;
 mod compression;
 mod context_tar;
+mod copy;
 mod encode;
 mod extract;
 mod hashing;
@@ -46,10 +48,12 @@ use std::path::PathBuf;
 use kiln_error::ErrorKind;
 
 pub use archive::{extract_archive, is_archive};
+pub use changes::{Change, ChangeKind, upper_changes};
 pub use compression::{
     Algorithm, Compression, CompressionRequest, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL,
 };
 pub use context_tar::{extract_build_context, sync_build_context};
+pub use copy::{CopyInOptions, PathStat, copy_into_root, stat_in_root, tar_path_in_root, tar_root};
 pub use encode::{compress_stream, compression_threads};
 pub use import::import_tar;
 pub use unpack::{apply_layer, unpack_layer};

@@ -16,7 +16,7 @@ use kiln_sandbox::{
 use kiln_store::{CONTAINER_SCHEMA_VERSION, ContainerRecord, ContainerState, RunConfig};
 use serde::{Deserialize, Serialize};
 
-pub use crate::create_options::{LogConfig, RestartPolicy};
+pub use crate::create_options::LogConfig;
 use crate::error::{Result, RuntimeError};
 use crate::host::Host;
 use crate::lifecycle::Runtime;
@@ -24,7 +24,7 @@ use crate::mounts::{ApiMount, MountRequest, create_mounts, from_api, parse_bind}
 pub use crate::network_request::{
     EndpointIpamConfig, EndpointSettings, NetworkChoice, NetworkingConfig,
 };
-use crate::spec::ContainerSpec;
+use crate::spec::{ContainerSpec, RestartPolicy};
 
 /// PATH for a container whose image sets none (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -70,6 +70,10 @@ pub struct ContainerConfig {
     pub labels: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
+    /// `Volumes`: paths that get an anonymous volume, as the image's `VOLUME`s do (the values
+    /// are empty objects).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub volumes: BTreeMap<String, serde_json::Value>,
 }
 
 /// The container's `HostConfig`: how it is confined and what it mounts.
@@ -78,6 +82,9 @@ pub struct ContainerConfig {
 pub struct HostConfig {
     /// `-v` strings.
     pub binds: Vec<String>,
+    /// Kept in the spec and reported by inspect (kiln restarts nothing on it).
+    #[serde(skip_serializing_if = "RestartPolicy::is_no")]
+    pub restart_policy: RestartPolicy,
     pub mounts: Vec<ApiMount>,
     /// `default`/`bridge`, `none` or `host`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,9 +106,6 @@ pub struct HostConfig {
     /// Target → tmpfs options (`size=64m`), mounted after `Mounts` (`create_options.rs`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tmpfs: BTreeMap<String, String>,
-    /// Checked, not carried out: see `create_options.rs`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub restart_policy: Option<RestartPolicy>,
     /// Only `json-file` (or empty): see `create_options.rs`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_config: Option<LogConfig>,
@@ -392,7 +396,21 @@ impl<H: Host> Runtime<H> {
             extra_hosts,
             dns,
         };
-        match self.prepare(&mut record, requests, img, sandbox, process) {
+        // The request's `Volumes` are anonymous volumes, as the image's are.
+        let mut volumes: Vec<String> = img.config.config.volumes.keys().cloned().collect();
+        for v in request.config.volumes.keys() {
+            if !volumes.contains(v) {
+                volumes.push(v.clone());
+            }
+        }
+        let restart_policy = request.host_config.restart_policy.clone();
+        match self.prepare(
+            &mut record,
+            requests,
+            &volumes,
+            sandbox,
+            (process, restart_policy),
+        ) {
             Ok(()) => Ok(record),
             Err(e) => {
                 // Nothing ran: leave no half-made container behind.
@@ -407,19 +425,18 @@ impl<H: Host> Runtime<H> {
         &self,
         record: &mut ContainerRecord,
         requests: Vec<MountRequest>,
-        img: &StoredImage,
+        image_volumes: &[String],
         mut sandbox: SandboxSpec,
-        process: ProcessSpec,
+        (process, restart_policy): (ProcessSpec, RestartPolicy),
     ) -> Result<()> {
         let store = &self.store;
-        let image_volumes: Vec<String> = img.config.config.volumes.keys().cloned().collect();
         let created = record
             .created
             .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let mounts = create_mounts(
             store,
             requests,
-            &image_volumes,
+            image_volumes,
             &sandbox.lower_dirs,
             &created,
         )?;
@@ -433,7 +450,12 @@ impl<H: Host> Runtime<H> {
             *record = store.update_container(&record.id, |r| r.mounts = records)?;
         }
         sandbox.mounts = mounts;
-        ContainerSpec { sandbox, process }.write(store, &record.id)
+        ContainerSpec {
+            sandbox,
+            process,
+            restart_policy,
+        }
+        .write(store, &record.id)
     }
 }
 

@@ -16,14 +16,6 @@ use kiln_store::MountKind;
 
 use crate::mounts::{ApiMount, MountRequest, TmpfsOptions, from_api};
 
-/// `HostConfig.RestartPolicy`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct RestartPolicy {
-    pub name: String,
-    pub maximum_retry_count: i64,
-}
-
 /// `HostConfig.LogConfig`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -103,38 +95,13 @@ impl HostConfig {
     /// `RestartPolicy`, `LogConfig`, `PidMode` and `UTSMode` as dockerd would accept them, with
     /// its messages where clients match them.
     pub fn check_options(&self) -> Result<()> {
-        if let Some(policy) = &self.restart_policy {
-            match policy.name.as_str() {
-                "" | "no" | "always" | "unless-stopped" | "on-failure" => {}
-                other => {
-                    return Err(invalid(
-                        "restart policy",
-                        other,
-                        "expected no, always, unless-stopped or on-failure",
-                    ));
-                }
-            }
-            if policy.maximum_retry_count < 0 {
-                return Err(invalid(
-                    "restart policy maximum retry count",
-                    policy.maximum_retry_count,
-                    "cannot be negative",
-                ));
-            }
-            if policy.maximum_retry_count > 0 && policy.name != "on-failure" {
-                return Err(invalid(
-                    "restart policy maximum retry count",
-                    policy.maximum_retry_count,
-                    "can only be used with on-failure",
-                ));
-            }
-            if self.auto_remove && !matches!(policy.name.as_str(), "" | "no") {
-                return Err(invalid(
-                    "restart policy",
-                    &policy.name,
-                    "cannot be combined with AutoRemove",
-                ));
-            }
+        self.restart_policy.check()?;
+        if self.auto_remove && !matches!(self.restart_policy.name.as_str(), "" | "no") {
+            return Err(invalid(
+                "restart policy",
+                &self.restart_policy.name,
+                "cannot be combined with AutoRemove",
+            ));
         }
         if let Some(log) = &self.log_config
             && !matches!(log.kind.as_str(), "" | "json-file")

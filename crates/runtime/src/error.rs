@@ -77,6 +77,9 @@ pub enum RuntimeError {
     /// The caller stopped waiting (its client went away).
     #[error("stopped waiting for container {0}")]
     WaitCancelled(String),
+    /// A path that is not in the container's filesystem (dockerd's words).
+    #[error("Could not find the file {path} in container {container}")]
+    NoSuchPath { path: String, container: String },
 }
 
 impl RuntimeError {
@@ -94,6 +97,7 @@ impl RuntimeError {
             | RuntimeError::InvalidMount { .. }
             | RuntimeError::NoCommand => ErrorKind::InvalidArgument,
             RuntimeError::NoLog(_)
+            | RuntimeError::NoSuchPath { .. }
             | RuntimeError::RemovedWithoutCode(_)
             | RuntimeError::NoSuchExec(_) => ErrorKind::NotFound,
             RuntimeError::ExecStarted(_) => ErrorKind::Conflict,

@@ -10,6 +10,10 @@
 //! other controllers stay as they are. On cgroup v2 a move would change every controller, so
 //! there only a container with its own (`kiln-…`) cgroup is frozen in place; any other is
 //! stopped with SIGSTOP/SIGCONT, the one fallback left.
+//!
+//! `pause` is the same freeze kept past the call ([`Frozen::keep`]), in a freezer cgroup named
+//! after the container, so that `resume` (another request, another process, a restarted
+//! daemon) finds it again from the container's PID 1 alone.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -40,7 +44,7 @@ enum How {
 }
 
 /// The pids of every process in the PID namespace of `pid` (the container's PID 1).
-fn container_processes(pid: u32) -> Result<Vec<u32>> {
+pub(crate) fn container_processes(pid: u32) -> Result<Vec<u32>> {
     let ns = |p: u32| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
     let Some(theirs) = ns(pid) else {
         return Err(RuntimeError::Io {
@@ -144,6 +148,69 @@ fn freeze_v1(pid: u32, name: &str, root: &Path) -> Result<Frozen> {
     write(&dir.join("freezer.state"), "FROZEN")?;
     wait_for(&dir.join("freezer.state"), "FROZEN")?;
     Ok(frozen)
+}
+
+/// The prefix of the freezer cgroups of paused containers.
+const PAUSE_PREFIX: &str = "kiln-pause-";
+
+impl Frozen {
+    /// Leaves the container frozen when this is dropped (a `pause`).
+    pub fn keep(mut self) {
+        self.how = How::Stopped { pids: Vec::new() };
+    }
+}
+
+/// Freezes the container whose PID 1 is `pid` until [`resume`]; `id` names the cgroup.
+pub fn pause(pid: u32, id: &str) -> Result<()> {
+    let short = id.get(..12).unwrap_or(id);
+    freeze(pid, &format!("{PAUSE_PREFIX}{short}"))?.keep();
+    Ok(())
+}
+
+/// Thaws a container [`pause`] froze, by the same mechanism.
+pub fn resume(pid: u32) -> Result<()> {
+    let freezer_v1 = Path::new(CGROUP_ROOT).join("freezer");
+    if freezer_v1.join("cgroup.procs").exists() {
+        let Some(own) = cgroup_of(pid, |c| c.split(',').any(|c| c == "freezer")) else {
+            return Ok(());
+        };
+        let dir = freezer_v1.join(own.trim_start_matches('/'));
+        if !dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(PAUSE_PREFIX))
+        {
+            return Ok(());
+        }
+        write(&dir.join("freezer.state"), "THAWED")?;
+        wait_for(&dir.join("freezer.state"), "THAWED")?;
+        // Back where pause took them from: the cgroup the pause cgroup was made in.
+        if let (Ok(left), Some(parent)) = (
+            std::fs::read_to_string(dir.join("cgroup.procs")),
+            dir.parent(),
+        ) {
+            for p in left.lines() {
+                let _ = std::fs::write(parent.join("cgroup.procs"), p);
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
+        return Ok(());
+    }
+    if let Some(own) = cgroup_of(pid, str::is_empty)
+        && own
+            .rsplit('/')
+            .next()
+            .is_some_and(|leaf| leaf.starts_with("kiln-"))
+    {
+        let dir = Path::new(CGROUP_ROOT).join(own.trim_start_matches('/'));
+        write(&dir.join("cgroup.freeze"), "0")?;
+        return wait_for(&dir.join("cgroup.events"), "frozen 0");
+    }
+    for p in container_processes(pid)? {
+        if let Some(p) = Pid::from_raw(p as i32) {
+            let _ = kill_process(p, Signal::CONT);
+        }
+    }
+    Ok(())
 }
 
 /// Polls `file` until it holds `want` (freezing takes a moment per process).

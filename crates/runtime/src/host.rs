@@ -30,6 +30,12 @@ pub trait Host: Send + Sync {
     /// until it connected one.
     fn launch(&self, record: &ContainerRecord, before_start: Option<BeforeStart<'_>>)
     -> Result<()>;
+
+    /// Freezes every process of the running container `record` until `resume`.
+    fn pause(&self, record: &ContainerRecord) -> Result<()>;
+
+    /// Thaws a container `pause` froze.
+    fn resume(&self, record: &ContainerRecord) -> Result<()>;
 }
 
 /// The machine itself.
@@ -97,5 +103,13 @@ impl Host for SystemHost {
         before_start: Option<BeforeStart<'_>>,
     ) -> Result<()> {
         crate::launch::launch(&self.store, record, before_start)
+    }
+
+    fn pause(&self, record: &ContainerRecord) -> Result<()> {
+        crate::freeze::pause(record.state.pid, &record.id)
+    }
+
+    fn resume(&self, record: &ContainerRecord) -> Result<()> {
+        crate::freeze::resume(record.state.pid)
     }
 }

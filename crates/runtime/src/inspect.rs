@@ -40,9 +40,9 @@ impl<H: Host> Runtime<H> {
         });
         let running = c.state.status == ContainerStatus::Running;
         let mut state = json!({
-            "Status": c.state.status.as_str(),
+            "Status": c.state.docker_status(),
             "Running": running,
-            "Paused": false,
+            "Paused": c.state.is_paused(),
             "Restarting": false,
             "OOMKilled": false,
             "Dead": false,

@@ -19,6 +19,7 @@ mod create_options;
 mod detach;
 mod error;
 pub mod exec;
+mod files;
 mod freeze;
 pub mod health;
 mod host;
@@ -26,10 +27,12 @@ mod inspect;
 mod launch;
 mod lifecycle;
 pub mod logfile;
+mod manage;
 pub mod mounts;
 mod network_request;
 mod networks;
 pub mod pty;
+mod resources;
 mod signals;
 mod spec;
 mod status;
@@ -37,7 +40,7 @@ pub mod supervisor;
 mod wait;
 
 pub use attach::{AttachRequest, AttachStream, StreamType};
-pub use commit::CommitOptions;
+pub use commit::{CommitOptions, ConfigEdit};
 pub use create::{
     ContainerConfig, ContainerCreateRequest, EndpointIpamConfig, EndpointSettings, HostConfig,
     NetworkChoice, NetworkingConfig,
@@ -45,11 +48,15 @@ pub use create::{
 pub use detach::{DetachKeys, DetachWatch};
 pub use error::{Result, RuntimeError};
 pub use exec::{Exec, ExecConfig, ExecRecord, exec_failure_code};
+pub use files::CopyInRequest;
 pub use host::{BeforeStart, Host, SystemHost};
+pub use kiln_layer::{Change, ChangeKind, PathStat};
 pub use lifecycle::Runtime;
 pub use logfile::{LogEntry, LogFilter, LogOptions};
+pub use manage::{LabelFilter, PruneFilter, Pruned, layer_bytes, parse_until};
+pub use resources::{ProcessInfo, StatsSample, Top, UpdateRequest};
 pub use signals::parse_signal;
-pub use spec::ContainerSpec;
+pub use spec::{ContainerSpec, RestartPolicy};
 pub use status::{human_since, status_text};
 pub use supervisor::{maybe_run_supervisor, start_error_code};
 pub use wait::WaitCondition;

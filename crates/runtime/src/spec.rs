@@ -11,6 +11,61 @@ use crate::error::{Result, RuntimeError};
 pub struct ContainerSpec {
     pub sandbox: SandboxSpec,
     pub process: ProcessSpec,
+    /// Docker's `RestartPolicy` as given at create or by `update` (absent in specs written
+    /// before it was kept: `no`). Kept and reported; kiln does not restart containers on it.
+    #[serde(default, skip_serializing_if = "RestartPolicy::is_no")]
+    pub restart_policy: RestartPolicy,
+}
+
+/// Docker's `RestartPolicy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct RestartPolicy {
+    /// `""`/`no`, `always`, `unless-stopped` or `on-failure`.
+    pub name: String,
+    /// Only with `on-failure`.
+    pub maximum_retry_count: i64,
+}
+
+impl RestartPolicy {
+    pub fn is_no(&self) -> bool {
+        matches!(self.name.as_str(), "" | "no") && self.maximum_retry_count == 0
+    }
+
+    /// Docker's rules: a known name, and a retry count only with `on-failure`, never
+    /// negative.
+    pub fn check(&self) -> Result<()> {
+        let invalid = |what, value: String, reason| RuntimeError::Invalid {
+            what,
+            value,
+            reason,
+        };
+        if !matches!(
+            self.name.as_str(),
+            "" | "no" | "always" | "unless-stopped" | "on-failure"
+        ) {
+            return Err(invalid(
+                "restart policy",
+                self.name.clone(),
+                "expected no, always, unless-stopped or on-failure",
+            ));
+        }
+        if self.maximum_retry_count < 0 {
+            return Err(invalid(
+                "restart policy maximum retry count",
+                self.maximum_retry_count.to_string(),
+                "cannot be negative",
+            ));
+        }
+        if self.maximum_retry_count > 0 && self.name != "on-failure" {
+            return Err(invalid(
+                "restart policy maximum retry count",
+                self.maximum_retry_count.to_string(),
+                "can only be used with on-failure",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl ContainerSpec {
@@ -30,5 +85,42 @@ impl ContainerSpec {
             path,
             message: e.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies_follow_dockers_rules() {
+        let policy = |name: &str, count| RestartPolicy {
+            name: name.into(),
+            maximum_retry_count: count,
+        };
+        for ok in [
+            policy("", 0),
+            policy("no", 0),
+            policy("always", 0),
+            policy("on-failure", 42),
+        ] {
+            assert!(ok.check().is_ok(), "{ok:?}");
+        }
+        for bad in [
+            policy("sometimes", 0),
+            policy("always", 3),
+            policy("on-failure", -1),
+        ] {
+            let err = bad.check().unwrap_err();
+            assert_eq!(
+                err.kind(),
+                kiln_error::ErrorKind::InvalidArgument,
+                "{bad:?}"
+            );
+        }
+        assert!(policy("no", 0).is_no() && !policy("always", 0).is_no());
+        // A spec written before the policy was kept reads as `no`.
+        let old: RestartPolicy = serde_json::from_str("{}").unwrap();
+        assert!(old.is_no());
     }
 }

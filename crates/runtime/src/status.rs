@@ -8,6 +8,9 @@ use kiln_store::{ContainerRecord, ContainerStatus, HealthStatus, Timestamp};
 pub fn status_text(c: &ContainerRecord, now: Timestamp) -> String {
     match c.state.status {
         ContainerStatus::Created => "Created".into(),
+        ContainerStatus::Running if c.state.paused => {
+            format!("Up {} (Paused)", human_since(c.state.started_at, now))
+        }
         ContainerStatus::Running => {
             let health = match &c.state.health {
                 Some(h) if h.status == HealthStatus::Starting => " (health: starting)".to_owned(),

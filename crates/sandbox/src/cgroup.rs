@@ -188,6 +188,81 @@ impl Drop for Cgroup {
     }
 }
 
+/// Changes the limits of the running sandbox whose process is `pid`, in the `kiln-` cgroup it
+/// was given at start (`docker update`). Returns the limits that could not be applied because
+/// the sandbox has no cgroup of its own for them (it was started without such a limit); those
+/// apply from its next start.
+pub fn apply_limits(pid: u32, limits: &ResourceLimits) -> Result<Vec<&'static str>, SandboxError> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map_err(SandboxError::io(format!("read /proc/{pid}/cgroup")))?;
+    let unified = Path::new(CGROUP_ROOT).join("cgroup.controllers").exists();
+    // The sandbox's own directory for a controller, if it has one.
+    let own = |controller: &str| -> Option<PathBuf> {
+        let (root, path) = if unified {
+            (
+                PathBuf::from(CGROUP_ROOT),
+                own_path(&cgroups, |c| c.is_empty())?,
+            )
+        } else {
+            (
+                Path::new(CGROUP_ROOT).join(controller),
+                own_path(&cgroups, |c| c.split(',').any(|c| c == controller))?,
+            )
+        };
+        let leaf = path.rsplit('/').next()?;
+        leaf.starts_with("kiln-")
+            .then(|| root.join(path.trim_start_matches('/')))
+            .filter(|dir| !unified || controller_enabled(dir, controller))
+    };
+    let mut not_applied = Vec::new();
+    if let Some(bytes) = limits.memory_bytes {
+        match own("memory") {
+            Some(dir) if unified => write(&dir, "memory.max", &bytes.to_string())?,
+            Some(dir) => {
+                // memory + swap may not be below memory: lower memory first when shrinking,
+                // raise memsw first when growing.
+                let memsw = dir.join("memory.memsw.limit_in_bytes");
+                let swap = bytes.saturating_mul(2).to_string();
+                if memsw.exists() {
+                    let _ = std::fs::write(&memsw, &swap);
+                }
+                write(&dir, "memory.limit_in_bytes", &bytes.to_string())?;
+                if memsw.exists() {
+                    write(&dir, "memory.memsw.limit_in_bytes", &swap)?;
+                }
+            }
+            None => not_applied.push("memory"),
+        }
+    }
+    if let Some(pids) = limits.pids {
+        match own("pids") {
+            Some(dir) => write(&dir, "pids.max", &pids.to_string())?,
+            None => not_applied.push("pids"),
+        }
+    }
+    if let Some(nano) = limits.nano_cpus {
+        match own("cpu") {
+            Some(dir) if unified => write(
+                &dir,
+                "cpu.max",
+                &format!("{} {CPU_PERIOD_US}", quota_us(nano)),
+            )?,
+            Some(dir) => {
+                write(&dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+                write(&dir, "cpu.cfs_quota_us", &quota_us(nano).to_string())?;
+            }
+            None => not_applied.push("cpus"),
+        }
+    }
+    Ok(not_applied)
+}
+
+/// Whether a v2 cgroup has `controller` (its parent enabled it for its children).
+fn controller_enabled(dir: &Path, controller: &str) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.controllers"))
+        .is_ok_and(|c| c.split_whitespace().any(|c| c == controller))
+}
+
 /// The cgroup path of this process in the hierarchy whose controller list satisfies `pick`,
 /// from `/proc/self/cgroup` lines `ID:CONTROLLERS:PATH` (v2's line is `0::PATH`).
 fn own_path(own: &str, pick: impl Fn(&str) -> bool) -> Option<String> {

@@ -28,8 +28,10 @@ mod spec;
 mod stubs;
 mod sys;
 mod user;
+mod view;
 
 pub use caps::{Capabilities, UnknownCapability};
+pub use cgroup::apply_limits;
 pub use error::{InitFailure, SandboxError};
 pub use exec::spawn_in;
 pub use host::{ExitCode, PrepareNetwork, SandboxChild, spawn, spawn_prepared};
@@ -42,6 +44,7 @@ pub use spec::{
     ResourceLimits, SandboxSpec, SeccompProfile, SecurityOptError, SecurityOptions, Stdio,
     TmpfsMount,
 };
+pub use view::RootView;
 
 /// Leaves the calling process's parent: forks, the parent exits at once (status 0) and the
 /// child returns from here, reparented to init (or the nearest subreaper) when its old

@@ -342,6 +342,12 @@ impl OverlayMount {
             .map_err(SandboxError::io(format!("empty {}", self.target.display())))
     }
 
+    /// Whether the stack was copied into the target instead of mounted (no overlayfs here):
+    /// nothing may be mounted inside it then, since finishing the copy empties the target.
+    pub fn is_copied(&self) -> bool {
+        self.copied.is_some()
+    }
+
     /// Where the merged filesystem is visible.
     pub fn path(&self) -> &Path {
         &self.target

@@ -160,6 +160,10 @@ pub struct ContainerState {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
+    /// Frozen by `pause` (meaningful only while running; a start clears it). Absent in
+    /// records written before pause existed, which read as not paused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 /// A lifecycle operation the container's state does not allow. Each is a
@@ -172,6 +176,12 @@ pub enum StateError {
     AlreadyRunning,
     #[error("is running: stop the container before removing or force remove (-f)")]
     RemoveRunning,
+    #[error("is paused, unpause the container before exec")]
+    Paused,
+    #[error("is already paused")]
+    AlreadyPaused,
+    #[error("is not paused")]
+    NotPaused,
 }
 
 impl StateError {
@@ -200,9 +210,45 @@ impl ContainerState {
         self.require_running()
     }
 
-    /// Exec joins the namespaces of the running container's PID 1.
+    /// Exec joins the namespaces of the running container's PID 1, which must not be frozen.
     pub fn can_exec(&self) -> Result<(), StateError> {
-        self.require_running()
+        self.require_running()?;
+        if self.paused {
+            return Err(StateError::Paused);
+        }
+        Ok(())
+    }
+
+    /// Whether the container runs frozen.
+    pub fn is_paused(&self) -> bool {
+        self.is_running() && self.paused
+    }
+
+    /// Only a running container that is not paused can be paused.
+    pub fn can_pause(&self) -> Result<(), StateError> {
+        self.require_running()?;
+        if self.paused {
+            return Err(StateError::AlreadyPaused);
+        }
+        Ok(())
+    }
+
+    /// Only a paused container can be unpaused.
+    pub fn can_unpause(&self) -> Result<(), StateError> {
+        self.require_running()?;
+        if !self.paused {
+            return Err(StateError::NotPaused);
+        }
+        Ok(())
+    }
+
+    /// Docker's `State.Status`: `paused` for a paused running container, else the status.
+    pub fn docker_status(&self) -> &'static str {
+        if self.is_paused() {
+            "paused"
+        } else {
+            self.status.as_str()
+        }
     }
 
     /// Attaching needs a supervisor serving the container's streams.
@@ -392,6 +438,26 @@ mod tests {
         assert_eq!(running.can_remove(false), Err(StateError::RemoveRunning));
         assert_eq!(running.can_remove(true), Ok(()));
         assert_eq!(StateError::NotRunning.kind(), ErrorKind::Conflict);
+        // Pausing: only a running container, once; exec waits for the unpause.
+        assert_eq!(exited.can_pause(), Err(StateError::NotRunning));
+        assert_eq!(running.can_pause(), Ok(()));
+        assert_eq!(running.can_unpause(), Err(StateError::NotPaused));
+        let paused = ContainerState {
+            paused: true,
+            ..running.clone()
+        };
+        assert_eq!(paused.can_pause(), Err(StateError::AlreadyPaused));
+        assert_eq!(paused.can_unpause(), Ok(()));
+        assert_eq!(paused.can_exec(), Err(StateError::Paused));
+        assert_eq!(paused.docker_status(), "paused");
+        assert_eq!(running.docker_status(), "running");
+        // A stale flag on a stopped container means nothing.
+        let stale = ContainerState {
+            paused: true,
+            ..exited.clone()
+        };
+        assert!(!stale.is_paused());
+        assert_eq!(stale.docker_status(), "exited");
     }
 
     #[test]

@@ -168,6 +168,7 @@ impl Store {
             record.state.pid = 0;
             record.state.exit_code = 255;
             record.state.error = "the container's supervisor died".into();
+            record.state.paused = false;
         }
         Ok(Some(record))
     }
@@ -233,6 +234,26 @@ impl Store {
         record.schema_version = crate::CONTAINER_SCHEMA_VERSION;
         self.write_record(&record)?;
         Ok(record)
+    }
+
+    /// Renames container `id` to `new_name` under the containers lock, so two renames (or a
+    /// create) cannot take the same name. Docker's rules: the name is validated, and one
+    /// another container has is [`ContainerError::NameInUse`].
+    pub fn rename_container(&self, id: &str, new_name: &str) -> ContainerResult<ContainerRecord> {
+        let new_name = new_name.trim_start_matches('/');
+        validate_name(new_name, "container")?;
+        let _lock = self.lock_containers()?;
+        if let Some(other) = self
+            .list_containers()?
+            .into_iter()
+            .find(|c| c.name == new_name && c.id != id)
+        {
+            return Err(ContainerError::NameInUse {
+                name: new_name.to_owned(),
+                id: other.id,
+            });
+        }
+        self.update_container(id, |r| r.name = new_name.to_owned())
     }
 
     /// Deletes a container: its record, writable layer and log. Its volumes are left alone;
@@ -482,6 +503,24 @@ pub(crate) mod tests {
             s.create_container(&mut bad),
             Err(ContainerError::InvalidName { .. })
         ));
+    }
+
+    #[test]
+    fn renames_keep_names_unique() {
+        let (_d, s) = store();
+        let mut a = record(&s, "web", "t");
+        s.create_container(&mut a).unwrap();
+        let mut b = record(&s, "db", "t");
+        s.create_container(&mut b).unwrap();
+        let taken = s.rename_container(&b.id, "web").unwrap_err();
+        assert_eq!(taken.kind(), ErrorKind::Conflict, "{taken}");
+        let bad = s.rename_container(&b.id, "a/b").unwrap_err();
+        assert_eq!(bad.kind(), ErrorKind::InvalidArgument, "{bad}");
+        assert_eq!(s.rename_container(&b.id, "/store").unwrap().name, "store");
+        assert_eq!(s.find_container("store").unwrap().id, b.id);
+        assert!(s.find_container("db").is_err());
+        let missing = s.rename_container(&"f".repeat(64), "other").unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
     }
 
     #[test]

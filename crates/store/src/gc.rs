@@ -29,12 +29,29 @@ use crate::{CacheKey, Result, Store, StoreError};
 /// What to prune.
 #[derive(Debug, Clone, Default)]
 pub struct PruneOptions {
-    /// Also untagged images, all cache records and cache mounts.
+    /// Also untagged images (with [`PruneScope::Everything`]), all cache records and cache
+    /// mounts.
     pub all: bool,
     /// Stop once the store takes at most this many bytes.
     pub keep_storage: Option<u64>,
     /// Only what was last used at least this long ago.
     pub unused_for: Option<Duration>,
+    pub scope: PruneScope,
+}
+
+/// Which kinds of objects a prune may remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PruneScope {
+    /// `kiln prune`: leftovers, garbage and the build cache, and with `all` untagged images
+    /// and cache mounts.
+    #[default]
+    Everything,
+    /// The build cache (`docker builder prune`): leftovers, garbage, cache records and with
+    /// `all` cache mounts; never an image.
+    BuildCache,
+    /// Only these untagged images (by manifest digest), with the blobs and snapshots only they
+    /// hold (`docker image prune`); nothing of the build cache.
+    UntaggedImages(Vec<Digest>),
 }
 
 /// What kind of object was removed.
@@ -137,16 +154,23 @@ impl Store {
                 .map(|s| (s.id.clone(), s.disk_bytes))
                 .collect(),
         };
-        pass.leftovers(leftovers)?;
-        pass.context_slots(slots)?;
+        let images_only = matches!(opts.scope, PruneScope::UntaggedImages(_));
+        if !images_only {
+            pass.leftovers(leftovers)?;
+            pass.context_slots(slots)?;
+        }
         let candidates = pass.count_holders();
-        pass.garbage()?;
+        if !images_only {
+            pass.garbage()?;
+        }
         pass.candidates(candidates)?;
-        if opts.all {
+        if opts.all && !images_only {
             pass.cache_mounts()?;
         }
-        pass.layer_variants()?;
-        pass.explain_records()?;
+        if !images_only {
+            pass.layer_variants()?;
+            pass.explain_records()?;
+        }
         self.clear_object_locks(held)?;
         pass.report.after = pass.size;
         Ok(pass.report)
@@ -297,10 +321,16 @@ impl Pass<'_> {
             for d in &img.reach.diff_ids {
                 *self.diff_refs.entry(d.clone()).or_default() += 1;
             }
-            if self.opts.all {
+            let candidate = match &self.opts.scope {
+                PruneScope::Everything => self.opts.all,
+                PruneScope::BuildCache => false,
+                PruneScope::UntaggedImages(list) => list.contains(&img.root),
+            };
+            if candidate {
                 candidates.push((img.written, Candidate::Image(img.root.clone())));
             }
         }
+        let records = !matches!(self.opts.scope, PruneScope::UntaggedImages(_));
         for r in &inv.records {
             let holds = self.record_holds(&r.key);
             for b in &holds.blobs {
@@ -315,7 +345,7 @@ impl Pass<'_> {
                 inv.tagged.blobs.contains(b)
                     || (!self.opts.all && inv.untagged.iter().any(|i| i.reach.blobs.contains(b)))
             });
-            if self.opts.all || !in_kept_image {
+            if records && (self.opts.all || !in_kept_image) {
                 candidates.push((r.last_used, Candidate::Record(r.key.clone())));
             }
         }

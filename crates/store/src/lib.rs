@@ -65,7 +65,7 @@ pub use container_record::{
 };
 pub use containers::{ContainerError, ContainerResult, ExitWatch};
 pub use file_digests::{FileDigestIndex, FileStat};
-pub use gc::{PruneOptions, PruneReport, Pruned, PrunedKind};
+pub use gc::{PruneOptions, PruneReport, PruneScope, Pruned, PrunedKind};
 pub use kiln_image::Digest;
 pub use locks::{ObjectLock, StoreLock};
 pub use records::{RecordEntry, record_layer};

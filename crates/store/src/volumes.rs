@@ -176,6 +176,60 @@ impl Store {
         }
         Ok(removed)
     }
+
+    /// Removes every volume no container uses that `prune` selects (the API's
+    /// `volumes/prune`, whose 1.41 version takes named volumes too), with the bytes each held.
+    pub fn prune_volumes_where(
+        &self,
+        prune: impl Fn(&VolumeRecord) -> bool,
+    ) -> ContainerResult<Vec<(String, u64)>> {
+        let mut removed = Vec::new();
+        for volume in self.list_volumes()? {
+            if !prune(&volume) {
+                continue;
+            }
+            let bytes = crate::inventory::disk_usage(&self.volume_data_dir(&volume.name));
+            match self.remove_volume(&volume.name) {
+                Ok(()) => removed.push((volume.name, bytes)),
+                Err(ContainerError::VolumeInUse { .. } | ContainerError::NoSuchVolume(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The bytes a volume's data takes on disk.
+    pub fn volume_bytes(&self, name: &str) -> u64 {
+        crate::inventory::disk_usage(&self.volume_data_dir(name))
+    }
+}
+
+#[cfg(test)]
+mod prune_tests {
+    use super::*;
+    use crate::test_support::store;
+
+    #[test]
+    fn prune_takes_the_selected_unused_volumes_with_their_size() {
+        let (_d, s) = store();
+        let (keep, _) = s
+            .create_volume(
+                Some("keep"),
+                "t",
+                [("keep".to_owned(), "1".to_owned())].into(),
+            )
+            .unwrap();
+        s.create_volume(Some("data"), "t", BTreeMap::new()).unwrap();
+        std::fs::write(s.volume_data_dir("data").join("f"), vec![0u8; 8192]).unwrap();
+        let removed = s
+            .prune_volumes_where(|v| !v.labels.contains_key("keep"))
+            .unwrap();
+        assert_eq!(removed.len(), 1);
+        assert_eq!(removed[0].0, "data");
+        assert!(removed[0].1 >= 8192, "{removed:?}");
+        assert!(s.volume(&keep.name).is_ok());
+        assert!(s.volume("data").is_err());
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,13 @@
 //! `kiln serve`: the daemon started as a process against a temp store and socket, driven by
 //! raw HTTP over the socket (`raw.rs` for the wire details, `builds.rs`, `images.rs`,
-//! `containers.rs`, `host_config.rs`, `lifecycle.rs` for concurrency, attach and exec details),
-//! by the real docker CLI (`docker_cli.rs`, the 20.10 client in `docker_2010.rs`, `restart.rs`
-//! across a daemon restart, `load.rs`), and by `kiln --host` (`client/`).
+//! `containers.rs`, `host_config.rs`, `lifecycle.rs` for concurrency, attach and exec details;
+//! `archive.rs` for docker cp and export, `ops.rs` for changes, rename and container prune,
+//! `resources.rs` for pause, top, stats and update, `prune.rs` for the other prunes and system
+//! df), by the real docker CLI (`docker_cli.rs`, the 20.10 client in `docker_2010.rs`,
+//! `restart.rs` across a daemon restart, `load.rs`, and in those files), and by `kiln --host`
+//! (`client/`).
 
+mod archive;
 mod builds;
 mod client;
 mod containers;
@@ -13,7 +17,10 @@ mod host_config;
 mod images;
 mod lifecycle;
 mod load;
+mod ops;
+mod prune;
 mod raw;
+mod resources;
 mod restart;
 
 use std::io::{Read, Write};

@@ -9,8 +9,11 @@
 //! only what the API needs between requests: attaches waiting for a container to start
 //! (`docker run` attaches before it starts), and the watchers that report `die`.
 
+mod archive;
 mod attach;
-mod shapes;
+mod ops;
+mod resources;
+pub(crate) mod shapes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,8 +34,11 @@ use crate::query::Query;
 use crate::router::Req;
 use crate::stream::{self, Body};
 
+pub use archive::{export, get as get_archive, put as put_archive, stat as stat_archive};
 pub(crate) use attach::detach_keys;
 pub use attach::{attach, logs};
+pub use ops::{changes, prune, rename};
+pub use resources::{pause, stats, top, unpause, update};
 pub use shapes::{inspect, list};
 
 /// An attach made before its container started: it gets its stream when the container starts.
@@ -528,7 +534,7 @@ pub(crate) fn window(query: &Query) -> Result<(u16, u16), ApiError> {
 }
 
 /// `POST /commit?container=&repo=&tag=&comment=&author=&pause=`: 201 `{"Id"}`, an image of
-/// the container's changes (the runtime's commit, as `kiln commit`).
+/// the container's changes (the runtime's commit, as `kiln commit`), unnamed without `repo`.
 pub async fn commit(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, ApiError> {
     let q = &req.query;
     let container = q.get("container").unwrap_or("").to_owned();
@@ -536,22 +542,27 @@ pub async fn commit(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, Api
         return Err(ApiError::bad_request("commit needs a container"));
     }
     let repo = q.get("repo").unwrap_or("");
-    if repo.is_empty() {
-        // The runtime names every image it commits.
-        return Err(ApiError::bad_request(
-            "kiln commits only to a name: give repo (and tag)",
-        ));
-    }
-    if q.all("changes").iter().any(|c| !c.trim().is_empty()) {
-        return Err(ApiError::bad_request(
-            "commit changes are not supported by kiln yet",
-        ));
-    }
-    let name = match q.get("tag").filter(|t| !t.is_empty()) {
-        Some(tag) => format!("{repo}:{tag}"),
-        None => repo.to_owned(),
+    // `changes`: Dockerfile lines, checked before anything is committed.
+    let changes: Vec<String> = q
+        .all("changes")
+        .into_iter()
+        .filter(|c| !c.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    crate::images::import::apply_changes(&mut kiln_image::ContainerConfig::default(), &changes)?;
+    let edit = (!changes.is_empty()).then(|| {
+        kiln_runtime::ConfigEdit(Arc::new(move |config: &mut kiln_image::ContainerConfig| {
+            // Checked above; a change cannot fail on another config.
+            let _ = crate::images::import::apply_changes(config, &changes);
+        }))
+    });
+    // Without `repo`, an unnamed image (dockerd's too), found by its ID.
+    let name = match (repo, q.get("tag").filter(|t| !t.is_empty())) {
+        ("", _) => None,
+        (repo, Some(tag)) => Some(format!("{repo}:{tag}")),
+        (repo, None) => Some(repo.to_owned()),
     };
-    let reference = crate::images::parse_name(&name)?;
+    let reference = name.as_deref().map(crate::images::parse_name).transpose()?;
     let options = kiln_runtime::CommitOptions {
         message: q
             .get("comment")
@@ -560,14 +571,20 @@ pub async fn commit(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, Api
         author: q.get("author").filter(|a| !a.is_empty()).map(str::to_owned),
         // dockerd pauses by default.
         pause: q.get("pause").is_none_or(|_| q.bool("pause")),
+        edit,
     };
     crate::router::drain(req.body).await;
     let record = find(&daemon, &container).await?;
     let rt = runtime(&daemon);
     let cid = record.id.clone();
-    let img = blocking(&container, move || rt.commit(&cid, &reference, &options)).await?;
+    let img = blocking(&container, move || {
+        rt.commit(&cid, reference.as_ref(), &options)
+    })
+    .await?;
     let id = img.config_digest.to_string();
     event(&daemon, "commit", &record, &[]);
-    daemon.events.image("tag", &id, Some(&name));
+    if let Some(name) = &name {
+        daemon.events.image("tag", &id, Some(name));
+    }
     Ok(stream::json(StatusCode::CREATED, &json!({ "Id": id })))
 }

@@ -64,7 +64,7 @@ pub async fn list(daemon: Arc<Daemon>, query: &Query) -> Result<Response<Body>, 
     let mut out = Vec::new();
     for c in &containers {
         let keep = (all || c.state.status == ContainerStatus::Running)
-            && any("status", &|v| v == c.state.status.as_str())
+            && any("status", &|v| v == c.state.docker_status())
             && any("id", &|v| c.id.starts_with(v))
             && any("name", &|v| c.name.contains(v.trim_start_matches('/')))
             && any("ancestor", &|v| {
@@ -98,7 +98,7 @@ pub async fn list(daemon: Arc<Daemon>, query: &Query) -> Result<Response<Body>, 
 }
 
 /// One entry of `containers/json`.
-fn summary(c: &ContainerRecord) -> Value {
+pub(crate) fn summary(c: &ContainerRecord) -> Value {
     let command = c.config.command();
     json!({
         "Id": c.id,
@@ -109,7 +109,7 @@ fn summary(c: &ContainerRecord) -> Value {
         "Created": c.created.timestamp(),
         "Ports": [],
         "Labels": c.config.labels,
-        "State": c.state.status.as_str(),
+        "State": c.state.docker_status(),
         "Status": kiln_runtime::status_text(c, chrono::Utc::now()),
         "HostConfig": { "NetworkMode": "default" },
         "NetworkSettings": { "Networks": {} },
@@ -209,7 +209,13 @@ fn complete(
             "LogConfig": { "Type": "json-file", "Config": {} },
             "NetworkMode": network,
             "PortBindings": {},
-            "RestartPolicy": { "Name": "no", "MaximumRetryCount": 0 },
+            "RestartPolicy": spec.map_or_else(
+                || json!({ "Name": "no", "MaximumRetryCount": 0 }),
+                |s| json!({
+                    "Name": if s.restart_policy.name.is_empty() { "no" } else { s.restart_policy.name.as_str() },
+                    "MaximumRetryCount": s.restart_policy.maximum_retry_count,
+                }),
+            ),
             "AutoRemove": c.auto_remove,
             "VolumeDriver": "",
             "VolumesFrom": null,

@@ -79,8 +79,11 @@ pub async fn import(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, Api
     .await)
 }
 
-/// Applies `changes` (one Dockerfile instruction each) to `config`.
-fn apply_changes(config: &mut ContainerConfig, changes: &[String]) -> Result<(), ApiError> {
+/// Applies `changes` (one Dockerfile instruction each) to `config` (also `commit`'s).
+pub(crate) fn apply_changes(
+    config: &mut ContainerConfig,
+    changes: &[String],
+) -> Result<(), ApiError> {
     for change in changes.iter().filter(|c| !c.trim().is_empty()) {
         let bad = |why: String| ApiError::bad_request(format!("invalid change {change:?}: {why}"));
         let file = kiln_dockerfile::parse(&format!("FROM scratch\n{change}\n"))
@@ -123,7 +126,7 @@ fn apply_changes(config: &mut ContainerConfig, changes: &[String]) -> Result<(),
                 Command::StopSignal(s) => config.stop_signal = Some(s),
                 _ => {
                     return Err(bad(format!(
-                        "{} cannot be applied to an imported image",
+                        "{} cannot be applied to an image config",
                         ins.keyword
                     )));
                 }
@@ -162,7 +165,8 @@ mod tests {
         assert_eq!(c.labels["k"], "v");
         let err = apply_changes(&mut c, &["RUN rm -rf /".into()]).unwrap_err();
         assert!(
-            err.message.contains("RUN cannot be applied"),
+            err.message
+                .contains("RUN cannot be applied to an image config"),
             "{}",
             err.message
         );

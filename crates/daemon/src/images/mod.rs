@@ -2,8 +2,8 @@
 //! (`images/get`) and load — each a call into `kiln_images` or `kiln_export` on the daemon's
 //! store, with dockerd's shapes (`shapes.rs`), texts and events.
 
-mod import;
-mod shapes;
+pub(crate) mod import;
+pub(crate) mod shapes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -433,8 +433,24 @@ pub async fn delete(
     let d = Arc::clone(daemon);
     let name = name.to_owned();
     let out = blocking(move || {
+        let manifest = kiln_images::find_image(d.store(), &name)
+            .ok()
+            .map(|img| img.manifest_digest);
         let removed =
             kiln_images::remove(d.store(), &name, force).map_err(|e| ApiError::image(e, &name))?;
+        // dockerd deletes an image with its last name: its blobs go now (those no other image,
+        // container or cache record holds), unless the store is busy (a build, a pull), when
+        // they stay as an unnamed image for the next prune.
+        if removed.deleted.is_some()
+            && let Some(manifest) = manifest
+            && let Some(held) = d.store().try_lock_exclusive()?
+        {
+            let options = kiln_store::PruneOptions {
+                scope: kiln_store::PruneScope::UntaggedImages(vec![manifest]),
+                ..Default::default()
+            };
+            d.store().prune(&held, &options)?;
+        }
         let mut out = Vec::new();
         for r in &removed.untagged {
             out.push(json!({ "Untagged": r.familiar() }));

@@ -11,17 +11,18 @@ use super::super::{Env, parse_reference};
 pub fn commit(
     env: &Env,
     query: &str,
-    name: &str,
+    name: Option<&str>,
     message: Option<&str>,
     author: Option<&str>,
 ) -> Result<ExitCode> {
-    let reference = parse_reference(name)?;
+    let reference = name.map(parse_reference).transpose()?;
     let options = CommitOptions {
         message: message.map(str::to_owned),
         author: author.map(str::to_owned),
         pause: true,
+        edit: None,
     };
-    let new = Runtime::new(env.store.clone()).commit(query, &reference, &options)?;
+    let new = Runtime::new(env.store.clone()).commit(query, reference.as_ref(), &options)?;
     println!("{}", new.config_digest);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,13 +1,17 @@
 //! Container lifecycle commands: `create`, `start`, `attach`, `restart`, `ps`, `logs`, `stop`,
-//! `kill`, `wait`, `exec`, `rm`, `commit`, container `inspect`, and `volume`. Each turns its
+//! `kill`, `wait`, `exec`, `rm`, `commit`, container `inspect`, `diff`, `rename`, `container
+//! prune`, `cp`, `export`, `pause`/`unpause`, `top`, `stats`, `update`, and `volume`. Each turns its
 //! flags into a call of the container runtime (`kiln_runtime`) and renders the result; every
 //! container runs under its own supervisor there, whoever started it.
 
 pub mod attach;
 mod commit;
+pub mod copy;
 pub mod create;
+pub mod manage;
 pub mod networks;
 pub mod request;
+pub mod resources;
 pub mod run;
 pub mod terminal;
 pub mod volumes;

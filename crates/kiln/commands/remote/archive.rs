@@ -94,16 +94,21 @@ pub fn import(remote: &Remote, file: &Path, name: &str) -> Result<ExitCode> {
 pub fn commit(
     remote: &Remote,
     container: &str,
-    name: &str,
+    name: Option<&str>,
     message: Option<&str>,
     author: Option<&str>,
 ) -> Result<ExitCode> {
-    let reference = parse_reference(name)?;
-    let tag = reference.tag().unwrap_or("latest").to_owned();
+    let target = match name {
+        Some(name) => {
+            let reference = parse_reference(name)?;
+            let tag = reference.tag().unwrap_or("latest").to_owned();
+            Some((reference.repository_with_registry(), tag))
+        }
+        None => None,
+    };
     let id = remote.call(remote.client.commit(
         container,
-        &reference.repository_with_registry(),
-        &tag,
+        target.as_ref().map(|(r, t)| (r.as_str(), t.as_str())),
         message,
         author,
     ))?;

@@ -28,7 +28,8 @@ use std::os::unix::ffi::OsStrExt;
 
 use rustix::fs::{FileType, Mode, OFlags};
 
-use super::{LayerError, Meta, apply_fd_meta, join_bytes, read_meta};
+use super::meta::{Meta, apply_fd_meta, read_meta};
+use super::{LayerError, join_bytes};
 use crate::safe_fs;
 
 /// The largest regular file whose content is compared with the one already there.
@@ -125,6 +126,7 @@ pub(crate) fn regular<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     parent: &OwnedFd,
     name: &OsStr,
+    owner: Option<(u32, u32)>,
 ) -> io::Result<()> {
     let size = entry.size();
     let candidate = match safe_fs::existing(parent, name)? {
@@ -136,9 +138,9 @@ pub(crate) fn regular<R: Read>(
         {
             st
         }
-        _ => return super::regular(entry, parent, name),
+        _ => return super::regular(entry, parent, name, owner),
     };
-    let meta = read_meta(entry)?;
+    let meta = read_meta(entry, owner)?;
     let mut data = Vec::with_capacity(size as usize);
     entry.take(size).read_to_end(&mut data)?;
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;

@@ -19,7 +19,7 @@
 pub(crate) mod container;
 mod masks;
 pub(crate) mod process;
-mod rootfs;
+pub(crate) mod rootfs;
 pub(crate) mod security;
 pub(crate) mod supervise;
 mod workdir;

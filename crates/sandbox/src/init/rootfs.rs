@@ -136,7 +136,10 @@ fn restrict_root(security: &SecurityOptions) -> Result<(), InitFailure> {
     )
 }
 
-fn mount_bind(points: &mut MountPoints<'_>, mount: &BindMount) -> Result<(), InitFailure> {
+pub(crate) fn mount_bind(
+    points: &mut MountPoints<'_>,
+    mount: &BindMount,
+) -> Result<(), InitFailure> {
     let source = std::fs::metadata(&mount.source).map_err(InitFailure::setup(format!(
         "bind mount source {}",
         mount.source.display()
@@ -360,7 +363,7 @@ enum PointKind {
 
 /// Finds or creates mount points inside the root, recording in `stubs` what it creates on
 /// the overlay.
-struct MountPoints<'a> {
+pub(crate) struct MountPoints<'a> {
     root: OwnedFd,
     /// The root's path as the kernel reports it, to turn resolved fds into relative paths.
     root_path: PathBuf,
@@ -371,7 +374,7 @@ struct MountPoints<'a> {
 }
 
 impl<'a> MountPoints<'a> {
-    fn open(
+    pub(crate) fn open(
         root: &Path,
         upper_dir: &'a Path,
         id_map: Option<IdMap>,

@@ -307,3 +307,37 @@ fn prune_removes_kept_build_contexts_no_build_holds() {
     assert!(!slots.join("0").exists());
     assert!(slots.join("1/context/file").exists());
 }
+
+#[test]
+fn scopes_keep_images_and_cache_apart() {
+    let (_d, s) = store();
+    let (key, blob) = record(&s, b"k-cache", b"cached layer", 10 * HOUR);
+    let one = TestImage::write(&s, "", &[b"first untagged"]);
+    let two = TestImage::write(&s, "", &[b"second untagged"]);
+    let lock = s.lock_exclusive().unwrap();
+
+    // The build cache only: records go, untagged images stay even with `all`.
+    let builder = PruneOptions {
+        all: true,
+        scope: PruneScope::BuildCache,
+        ..Default::default()
+    };
+    let r = s.prune(&lock, &builder).unwrap();
+    assert_eq!(r.count(PrunedKind::CacheRecord), 1);
+    assert_eq!(r.count(PrunedKind::Image), 0);
+    assert!(s.cache_get(&key).unwrap().is_none() && !s.has_blob(&blob));
+    assert!(s.has_blob(&one.manifest) && s.has_blob(&two.manifest));
+
+    // Images only: the listed one with what only it holds; the other and records stay.
+    let (key2, _) = record(&s, b"k-cache-2", b"cached layer 2", 10 * HOUR);
+    let images = PruneOptions {
+        scope: PruneScope::UntaggedImages(vec![one.manifest.clone()]),
+        ..Default::default()
+    };
+    let r = s.prune(&lock, &images).unwrap();
+    assert_eq!(r.count(PrunedKind::Image), 1);
+    assert_eq!(r.count(PrunedKind::CacheRecord), 0);
+    assert!(r.reclaimed() > 0);
+    assert!(!s.has_blob(&one.manifest) && !s.has_blob(&one.layers[0]));
+    assert!(s.has_blob(&two.manifest) && s.cache_get(&key2).unwrap().is_some());
+}

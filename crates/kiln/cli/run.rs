@@ -1,0 +1,144 @@
+//! The flags of the commands that start processes in containers: `kiln run`/`create`
+//! (`RunArgs`, with the confinement flags), `kiln exec` and `kiln logs`.
+
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing new output until the container exits
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Prefix each line with its time (RFC 3339, nanoseconds)
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// Only output since this time (RFC 3339) or this long ago (10m, 1h30m)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only output until this time (RFC 3339) or this long ago
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Number of lines from the end, or "all"
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep stdin open
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// User (name|uid[:group|gid])
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// Set an environment variable (K=V, or K to take it from the environment)
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    pub container: String,
+    /// Command and arguments
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ConfinementArgs {
+    /// Add a Linux capability (e.g. NET_ADMIN, or ALL) to Docker's default set
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a Linux capability (or ALL) from Docker's default set
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// no-new-privileges, or seccomp=unconfined
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Mount the container's root filesystem read-only
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Memory limit (e.g. 512m, 2g)
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Most processes and threads the container may have at once
+    #[arg(long = "pids-limit")]
+    pub pids_limit: Option<i64>,
+    /// Number of CPUs (e.g. 1.5)
+    #[arg(long)]
+    pub cpus: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Remove the container (and its anonymous volumes) when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Run in the background and print the container ID
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Keys that detach this terminal from a -t container and leave it running
+    #[arg(
+        long = "detach-keys",
+        value_name = "KEYS",
+        default_value = "ctrl-p,ctrl-q"
+    )]
+    pub detach_keys: String,
+    /// Name of the container [default: a generated adjective_surname]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Keep stdin open
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Run an init as PID 1 that forwards signals and reaps zombies (kiln always does)
+    #[arg(long)]
+    pub init: bool,
+    /// Mount: type=volume|bind|tmpfs,src=…,dst=…[,readonly]
+    #[arg(long = "mount", value_name = "type=TYPE,…")]
+    pub mounts: Vec<String>,
+    /// Set an environment variable (K=V, or K to take it from the environment)
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// A volume or bind mount: NAME:/PATH[:ro], /HOST/PATH:/PATH[:ro], or /PATH (anonymous)
+    #[arg(short = 'v', long = "volume")]
+    pub volumes: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// User (name|uid[:group|gid])
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Network: default (private, NAT to the outside through slirp4netns), none, host,
+    /// bridge (as root the default bridge network, else the default), or the name of a
+    /// network made with `kiln network create` [default: default]
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Address on the --network (a user-defined network)
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Another name of the container on the --network (a user-defined network); may be
+    /// repeated
+    #[arg(long = "network-alias", value_name = "ALIAS")]
+    pub network_alias: Vec<String>,
+    /// Override the image's ENTRYPOINT
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Container hostname
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Add a line to the container's /etc/hosts: NAME:ADDRESS; may be repeated
+    #[arg(long = "add-host", value_name = "NAME:ADDRESS")]
+    pub add_host: Vec<String>,
+    #[command(flatten)]
+    pub confinement: ConfinementArgs,
+    /// Image to run
+    pub image: String,
+    /// Command and arguments (replace the image's CMD)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
