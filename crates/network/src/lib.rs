@@ -20,6 +20,7 @@ pub mod error;
 pub mod ipam;
 pub mod netlink;
 pub mod nft;
+pub mod ports;
 mod service;
 pub mod state;
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use kiln_image::HealthConfig;
 use kiln_images::{StoredImage, lower_dirs};
 use kiln_sandbox::{
-    Capabilities, ExtraHost, ProcessSpec, ResourceLimits, SandboxSpec, SecurityOptions,
+    Capabilities, ExtraHost, NetworkMode, ProcessSpec, ResourceLimits, SandboxSpec, SecurityOptions,
 };
 use kiln_store::{CONTAINER_SCHEMA_VERSION, ContainerRecord, ContainerState, RunConfig};
 use serde::{Deserialize, Serialize};
@@ -70,6 +70,12 @@ pub struct ContainerConfig {
     pub labels: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
+    /// `{"80/tcp": {}}`: ports the container listens on, added to the image's EXPOSE.
+    #[serde(
+        deserialize_with = "crate::network_request::null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub exposed_ports: BTreeMap<String, serde_json::Value>,
 }
 
 /// The container's `HostConfig`: how it is confined and what it mounts.
@@ -111,6 +117,14 @@ pub struct HostConfig {
     /// Only the container's own UTS namespace (`""`).
     #[serde(rename = "UTSMode", skip_serializing_if = "String::is_empty")]
     pub uts_mode: String,
+    /// `-p`: `"80/tcp"` → host addresses and ports (`crate::ports`).
+    #[serde(
+        deserialize_with = "crate::network_request::null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub port_bindings: crate::ports::PortMap,
+    /// `-P`: every exposed port on a port the kernel picks.
+    pub publish_all_ports: bool,
 }
 
 pub(crate) fn invalid(
@@ -300,6 +314,25 @@ impl<H: Host> Runtime<H> {
         let resources = request.host_config.resource_limits()?;
         let mut extra_hosts = request.host_config.extra_hosts()?;
         let process = process_spec(&request.config, img)?;
+        let ports = crate::ports::ports_spec(
+            &request.host_config.port_bindings,
+            request.host_config.publish_all_ports,
+            img.config
+                .config
+                .exposed_ports
+                .keys()
+                .chain(request.config.exposed_ports.keys())
+                .cloned(),
+        )?;
+        if !ports.publish.is_empty()
+            && matches!(network.mode, NetworkMode::None | NetworkMode::Host)
+        {
+            return Err(invalid(
+                "published ports of network",
+                network.mode.name(),
+                "ports are published from a network of the container's own (not none or host)",
+            ));
+        }
         let lowers = lower_dirs(&self.store, img.layers())?;
 
         let store = &self.store;
@@ -392,7 +425,7 @@ impl<H: Host> Runtime<H> {
             extra_hosts,
             dns,
         };
-        match self.prepare(&mut record, requests, img, sandbox, process) {
+        match self.prepare(&mut record, requests, img, sandbox, process, ports) {
             Ok(()) => Ok(record),
             Err(e) => {
                 // Nothing ran: leave no half-made container behind.
@@ -410,6 +443,7 @@ impl<H: Host> Runtime<H> {
         img: &StoredImage,
         mut sandbox: SandboxSpec,
         process: ProcessSpec,
+        ports: crate::ports::PortsSpec,
     ) -> Result<()> {
         let store = &self.store;
         let image_volumes: Vec<String> = img.config.config.volumes.keys().cloned().collect();
@@ -433,7 +467,12 @@ impl<H: Host> Runtime<H> {
             *record = store.update_container(&record.id, |r| r.mounts = records)?;
         }
         sandbox.mounts = mounts;
-        ContainerSpec { sandbox, process }.write(store, &record.id)
+        ContainerSpec {
+            sandbox,
+            process,
+            ports,
+        }
+        .write(store, &record.id)
     }
 }
 

@@ -29,6 +29,7 @@ pub mod logfile;
 pub mod mounts;
 mod network_request;
 mod networks;
+pub mod ports;
 pub mod pty;
 mod signals;
 mod spec;

@@ -11,6 +11,9 @@ use crate::error::{Result, RuntimeError};
 pub struct ContainerSpec {
     pub sandbox: SandboxSpec,
     pub process: ProcessSpec,
+    /// Exposed and published ports (none for specs written before ports existed).
+    #[serde(default)]
+    pub ports: crate::ports::PortsSpec,
 }
 
 impl ContainerSpec {

@@ -7,6 +7,7 @@ pub mod attach;
 mod commit;
 pub mod create;
 pub mod networks;
+pub mod ports;
 pub mod request;
 pub mod run;
 pub mod terminal;
