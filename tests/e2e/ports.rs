@@ -10,7 +10,8 @@ use std::process::Command;
 
 use super::bridges::{TestNet, daemon_in, server};
 use super::containers::eventually;
-use super::harness::{Kiln, stdout};
+use super::harness::{Kiln, assert_success, stdout};
+use super::rootless::{RANGED_USER, user};
 
 /// What `nc` run in namespace `netns` reads from `address`:`port` (empty when it cannot
 /// connect).
@@ -230,4 +231,36 @@ fn the_engine_api_publishes_ports_in_dockerd_shapes() {
     );
     assert_eq!(removed.status, 204, "{}", removed.text());
     assert!(port_chains(&net).is_empty(), "{:?}", port_chains(&net));
+}
+
+#[test]
+fn rootless_kiln_publishes_through_a_listener_that_dials_into_the_container() {
+    let k = Kiln::new();
+    let net = TestNet::new(&k);
+    let user = user(RANGED_USER, true);
+    let store = user.owned_dir();
+    user.ok(store.path(), &["pull", &k.base]);
+    let run = |args: &[&str]| {
+        let out = user.kiln_in_netns(&net.name, store.path(), args);
+        assert_success(&out, args);
+        stdout(&out)
+    };
+    let script = "while true; do echo hello from rootless | nc -l -p 80; done";
+    run(&[
+        "run", "-d", "--name", "rl", "-p", "8090:80", &k.base, "sh", "-c", script,
+    ]);
+    let answered = (0..100).any(|_| {
+        let got = fetch_in(&net.name, "127.0.0.1", "8090");
+        got.contains("hello from rootless") || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            false
+        }
+    });
+    let port = run(&["port", "rl"]);
+    run(&["rm", "-f", "rl"]);
+    assert!(answered, "no answer on 127.0.0.1:8090");
+    assert_eq!(port.trim(), "80/tcp -> 0.0.0.0:8090");
+    user.assert_no_processes();
+    // The port is free again once the container is gone.
+    assert_eq!(fetch_in(&net.name, "127.0.0.1", "8090"), "");
 }
