@@ -113,6 +113,24 @@ fn published_ports_answer_from_loopback_and_outside_and_leave_nothing() {
     eventually("again answers on 127.0.0.1:8080", || {
         fetch_in(&net.name, "127.0.0.1", "8080").contains("hello from again")
     });
+    // A chain a crash left (its container gone): `kiln check` reports it, `--repair` removes it.
+    net.host(&[
+        "nft",
+        "add",
+        "chain",
+        "ip",
+        "kiln0",
+        "ports-0123456789ab",
+        "{ type nat hook prerouting priority -100; }",
+    ]);
+    let check = net.kiln(&["check"]);
+    assert!(
+        stdout(&check).contains("ports-0123456789ab"),
+        "{}",
+        stdout(&check)
+    );
+    net.kiln(&["check", "--repair"]);
+    assert_eq!(port_chains(&net).len(), 1, "{:?}", port_chains(&net));
     // Stopping takes the rules away too (dockerd keeps no mapping for a stopped container).
     net.ok(&["stop", "-t", "0", "again"]);
     assert!(port_chains(&net).is_empty(), "{:?}", port_chains(&net));

@@ -218,6 +218,27 @@ pub fn has_port_chain(bridge: &str, container_id: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// The container ID prefixes of the port chains in the table of `bridge` (none when the
+/// table or `nft` is missing).
+pub fn port_chains(bridge: &str) -> Vec<String> {
+    let Ok(output) = Command::new("nft")
+        .args(["-j", "list", "table", "ip", bridge])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return Vec::new();
+    };
+    let listing: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    listing["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item["chain"]["name"].as_str()?.strip_prefix("ports-"))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The names of the `ip` tables that belong to kiln bridges.
 pub fn kiln_tables() -> Result<Vec<String>> {
     let output = Command::new("nft")

@@ -576,7 +576,8 @@ impl Networks {
     /// `repair`; and — when this kiln may look at the network — kiln bridges and nftables
     /// tables no network record of this store names (a `network rm` or `create` that died
     /// half-way), only reported: another store on the same machine may own them, and nothing
-    /// on a bridge tells which. `containers` are the IDs of every container that exists.
+    /// on a bridge tells which; port chains in this store's tables of containers that are
+    /// gone, removed with `repair`. `containers` are the IDs of every container that exists.
     pub fn leftovers(
         &self,
         containers: &std::collections::BTreeSet<String>,
@@ -630,6 +631,21 @@ impl Networks {
                          does: ip link del {link})"
                     ),
                     repaired: false,
+                });
+            }
+        }
+        // Port rules of containers that are gone (a supervisor killed, then its record
+        // removed by hand): in this store's own tables, so they are removed with `repair`.
+        for bridge in &bridges {
+            for prefix in nft::port_chains(bridge) {
+                if containers.iter().any(|id| id.starts_with(&prefix)) {
+                    continue;
+                }
+                let repaired = repair && nft::unpublish(bridge, &prefix).is_ok();
+                found.push(Leftover {
+                    object: format!("nftables chain ports-{prefix} of table {bridge}"),
+                    problem: format!("port rules of container {prefix}, which no longer exists"),
+                    repaired,
                 });
             }
         }
