@@ -241,6 +241,42 @@ fn the_engine_api_publishes_ports_in_dockerd_shapes() {
     eventually("apiweb answers on 127.0.0.1:8081", || {
         fetch_in(&net.name, "127.0.0.1", "8081").contains("hello from api")
     });
+    // A second container on the same port: created, and its start fails naming the port.
+    let second = d.request(
+        "POST",
+        "/v1.41/containers/create",
+        &[("Content-Type", "application/json")],
+        serde_json::json!({
+            "Image": k.base, "Cmd": ["true"],
+            "HostConfig": {"NetworkMode": "bridge",
+                "PortBindings": {"80/tcp": [{"HostPort": "8081"}]}},
+        })
+        .to_string()
+        .as_bytes(),
+    );
+    assert_eq!(second.status, 201, "{}", second.text());
+    let second = second.json()["Id"].as_str().unwrap().to_owned();
+    let taken = d.request(
+        "POST",
+        &format!("/v1.41/containers/{second}/start"),
+        &[],
+        b"",
+    );
+    assert_eq!(taken.status, 500, "{}", taken.text());
+    assert!(
+        taken
+            .text()
+            .contains("Bind for 0.0.0.0:8081/tcp failed: port is already allocated"),
+        "{}",
+        taken.text()
+    );
+    assert_eq!(port_chains(&net).len(), 1, "{:?}", port_chains(&net));
+    // `kiln --host … port` reads the same shape from the daemon.
+    let host = format!("unix://{}", d.socket.display());
+    assert_eq!(
+        net.ok(&["--host", &host, "port", "apiweb"]).trim(),
+        "80/tcp -> 0.0.0.0:8081"
+    );
     let removed = d.request(
         "DELETE",
         &format!("/v1.41/containers/{id}?force=1"),
