@@ -183,6 +183,17 @@ fn publish_all_and_the_default_network_use_ports_the_kernel_picks() {
         "true",
     ]);
     assert!(err.contains("none"), "{err}");
+    // On the host network they are discarded, as dockerd does (the ports are the host's).
+    net.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "-p",
+        "80",
+        &k.base,
+        "true",
+    ]);
 }
 
 #[test]

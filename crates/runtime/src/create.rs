@@ -314,7 +314,7 @@ impl<H: Host> Runtime<H> {
         let resources = request.host_config.resource_limits()?;
         let mut extra_hosts = request.host_config.extra_hosts()?;
         let process = process_spec(&request.config, img)?;
-        let ports = crate::ports::ports_spec(
+        let mut ports = crate::ports::ports_spec(
             &request.host_config.port_bindings,
             request.host_config.publish_all_ports,
             img.config
@@ -324,14 +324,18 @@ impl<H: Host> Runtime<H> {
                 .chain(request.config.exposed_ports.keys())
                 .cloned(),
         )?;
-        if !ports.publish.is_empty()
-            && matches!(network.mode, NetworkMode::None | NetworkMode::Host)
-        {
-            return Err(invalid(
-                "published ports of network",
-                network.mode.name(),
-                "ports are published from a network of the container's own (not none or host)",
-            ));
+        match network.mode {
+            // dockerd: "Published ports are discarded when using host network mode" (the
+            // container's ports are the host's already); compose files do ask for both.
+            NetworkMode::Host => ports.publish.clear(),
+            NetworkMode::None if !ports.publish.is_empty() => {
+                return Err(invalid(
+                    "published ports of network",
+                    "none",
+                    "a container on the none network has nothing to publish from",
+                ));
+            }
+            _ => {}
         }
         let lowers = lower_dirs(&self.store, img.layers())?;
 
