@@ -78,6 +78,9 @@ fn published_ports_answer_from_loopback_and_outside_and_leave_nothing() {
     assert_eq!(port_chains(&net).len(), 1, "{:?}", port_chains(&net));
     assert_eq!(net.ok(&["port", "web"]).trim(), "80/tcp -> 0.0.0.0:8080");
     assert_eq!(net.ok(&["port", "web", "80"]).trim(), "0.0.0.0:8080");
+    let ps = net.ok(&["ps"]);
+    assert!(ps.lines().next().unwrap().contains("PORTS"), "{ps}");
+    assert!(ps.contains("0.0.0.0:8080->80/tcp"), "{ps}");
     let err = net.fails(&["port", "web", "81"]);
     assert!(
         err.contains("no public port '81/tcp' published for web"),
@@ -284,6 +287,8 @@ fn the_engine_api_publishes_ports_in_dockerd_shapes() {
     assert_eq!(port_chains(&net).len(), 1, "{:?}", port_chains(&net));
     // `kiln --host … port` reads the same shape from the daemon.
     let host = format!("unix://{}", d.socket.display());
+    let ps = net.ok(&["--host", &host, "ps"]);
+    assert!(ps.contains("0.0.0.0:8081->80/tcp, 90/tcp"), "{ps}");
     assert_eq!(
         net.ok(&["--host", &host, "port", "apiweb"]).trim(),
         "80/tcp -> 0.0.0.0:8081"

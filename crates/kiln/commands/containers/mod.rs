@@ -48,6 +48,7 @@ pub fn ps(store: &Store, all: bool, quiet: bool) -> Result<ExitCode> {
         "COMMAND".to_owned(),
         "CREATED".to_owned(),
         "STATUS".to_owned(),
+        "PORTS".to_owned(),
         "NAMES".to_owned(),
     ]];
     for c in &containers {
@@ -58,6 +59,7 @@ pub fn ps(store: &Store, all: bool, quiet: bool) -> Result<ExitCode> {
             format!("\"{}\"", truncate(&command.join(" "), 20)),
             format!("{} ago", kiln_runtime::human_since(Some(c.created), now)),
             kiln_runtime::status_text(c, now),
+            ports::ps_column_of(store, c),
             c.name.clone(),
         ]);
     }

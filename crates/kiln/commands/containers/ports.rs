@@ -56,6 +56,42 @@ pub fn lines(container: &str, ports: &Value, port: Option<&str>) -> Result<Vec<S
     Ok(out)
 }
 
+/// The PORTS column of `ps` from `containers/json`'s `Ports`: `0.0.0.0:8080->80/tcp` for a
+/// binding, `90/tcp` for a port only exposed, as the docker CLI writes them.
+pub fn ps_column(ports: &Value) -> String {
+    ports
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let private = format!(
+                "{}/{}",
+                p["PrivatePort"],
+                p["Type"].as_str().unwrap_or("tcp")
+            );
+            match (p["IP"].as_str(), p["PublicPort"].as_u64()) {
+                (Some(ip), Some(public)) => format!("{ip}:{public}->{private}"),
+                _ => private,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The PORTS column of `ps` for a container of the store (nothing when it is not running).
+pub fn ps_column_of(store: &Store, c: &kiln_store::ContainerRecord) -> String {
+    if c.state.status != kiln_store::ContainerStatus::Running {
+        return String::new();
+    }
+    match kiln_runtime::ContainerSpec::read(store, &c.id) {
+        Ok(spec) => ps_column(&kiln_runtime::ports::summary_ports(
+            &spec.ports,
+            &kiln_runtime::ports::read_published(store, &c.id),
+        )),
+        Err(_) => String::new(),
+    }
+}
+
 pub fn print(container: &str, ports: &Value, port: Option<&str>) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     for line in lines(container, ports, port)? {
@@ -82,5 +118,10 @@ mod tests {
         assert_eq!(lines("web", &ports, Some("80")).unwrap(), ["0.0.0.0:8080"]);
         let err = lines("web", &ports, Some("90")).unwrap_err().to_string();
         assert_eq!(err, "no public port '90/tcp' published for web");
+        let summary = serde_json::json!([
+            {"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+            {"PrivatePort": 90, "Type": "udp"},
+        ]);
+        assert_eq!(ps_column(&summary), "0.0.0.0:8080->80/tcp, 90/udp");
     }
 }
