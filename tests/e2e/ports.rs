@@ -138,6 +138,12 @@ fn published_ports_answer_from_loopback_and_outside_and_leave_nothing() {
     net.ok(&["stop", "-t", "0", "again"]);
     assert!(port_chains(&net).is_empty(), "{:?}", port_chains(&net));
     assert_eq!(net.ok(&["port", "again"]).trim(), "");
+    // A start binds and publishes again.
+    net.ok(&["start", "again"]);
+    eventually("again answers after its restart", || {
+        fetch_in(&world, "198.51.100.2", "8080").contains("hello from again")
+    });
+    assert_eq!(port_chains(&net).len(), 1, "{:?}", port_chains(&net));
 }
 
 #[test]
