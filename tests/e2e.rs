@@ -27,6 +27,7 @@ mod e2e {
     mod network;
     mod old_store;
     mod outputs;
+    mod ports;
     mod push;
     mod push_pull;
     mod registry_auth;

@@ -158,6 +158,11 @@ pub enum Command {
     },
     /// Run a command in a running container
     Exec(ExecArgs),
+    /// List a container's published ports, or the host side of one (PORT[/PROTOCOL])
+    Port {
+        container: String,
+        port: Option<String>,
+    },
     /// Remove containers
     Rm {
         /// Kill running containers first

@@ -17,14 +17,14 @@ use super::harness::{Kiln, assert_success, stderr, stdout};
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// A network namespace of the test's (with kiln's containers in it), removed on drop.
-struct TestNet<'a> {
-    k: &'a Kiln,
-    name: String,
+pub(super) struct TestNet<'a> {
+    pub(super) k: &'a Kiln,
+    pub(super) name: String,
     extra: Vec<String>,
 }
 
 impl<'a> TestNet<'a> {
-    fn new(k: &'a Kiln) -> TestNet<'a> {
+    pub(super) fn new(k: &'a Kiln) -> TestNet<'a> {
         let name = format!(
             "kiln-br-{}-{}",
             std::process::id(),
@@ -43,7 +43,7 @@ impl<'a> TestNet<'a> {
     }
 
     /// kiln inside the namespace.
-    fn kiln(&self, args: &[&str]) -> Output {
+    pub(super) fn kiln(&self, args: &[&str]) -> Output {
         Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.name))
             .arg(env!("CARGO_BIN_EXE_kiln"))
@@ -53,13 +53,13 @@ impl<'a> TestNet<'a> {
             .expect("run nsenter kiln")
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(super) fn ok(&self, args: &[&str]) -> String {
         let out = self.kiln(args);
         assert_success(&out, args);
         stdout(&out)
     }
 
-    fn fails(&self, args: &[&str]) -> String {
+    pub(super) fn fails(&self, args: &[&str]) -> String {
         let out = self.kiln(args);
         assert!(
             !out.status.success(),
@@ -70,7 +70,7 @@ impl<'a> TestNet<'a> {
     }
 
     /// A command's output inside the namespace (not in a container).
-    fn host(&self, args: &[&str]) -> String {
+    pub(super) fn host(&self, args: &[&str]) -> String {
         let out = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.name))
             .args(args)
@@ -95,7 +95,7 @@ impl<'a> TestNet<'a> {
 
     /// An "outside" the namespace routes to: another namespace at 198.51.100.1 behind a
     /// veth pair.
-    fn add_world(&mut self) {
+    pub(super) fn add_world(&mut self) {
         let world = format!("{}-w", self.name);
         ip(&["netns", "add", &world]);
         self.extra.push(world.clone());
@@ -158,7 +158,7 @@ fn ip_of(net: &TestNet<'_>, container: &str, network: &str) -> String {
 }
 
 /// A detached busybox answering `hello from NAME` on TCP port 80, over and over.
-fn server(net: &TestNet<'_>, name: &str, extra: &[&str]) {
+pub(super) fn server(net: &TestNet<'_>, name: &str, extra: &[&str]) {
     let mut args = vec!["run", "-d", "--name", name];
     args.extend_from_slice(extra);
     let script = format!("while true; do echo hello from {name} | nc -l -p 80; done");
@@ -403,7 +403,7 @@ fn bad_input_fails_cleanly_and_removal_leaves_nothing() {
 }
 
 /// `kiln serve` inside the test's namespace.
-fn daemon_in(net: &TestNet<'_>) -> super::serve::Daemon {
+pub(super) fn daemon_in(net: &TestNet<'_>) -> super::serve::Daemon {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("kiln.sock");
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();

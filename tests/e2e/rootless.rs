@@ -168,6 +168,29 @@ impl RootlessUser {
         command.output().unwrap()
     }
 
+    /// Runs kiln as this user inside the network namespace `/run/netns/NETNS` (entered by
+    /// root, then the user is switched to, as a rootless kiln on a machine would be).
+    /// `/dev/net/tun` is opened for the user in a mount namespace of this command's own (a
+    /// device node of the same number bound over it there), so slirp4netns works on
+    /// machines whose tun device is root's only, and the machine's stays as it is.
+    pub(super) fn kiln_in_netns(&self, netns: &str, store: &Path, args: &[&str]) -> Output {
+        let devices = tempfile::tempdir().unwrap();
+        let script = "mount -t tmpfs tun \"$0\" && mknod -m 666 \"$0/tun\" c 10 200 \
+            && mount --bind \"$0/tun\" /dev/net/tun && exec \"$@\"";
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{netns}"))
+            .args(["unshare", "--mount", "sh", "-c", script])
+            .arg(devices.path())
+            .args(["runuser", "-u", self.name, "--", "env", "-u", "KILN_ROOT"])
+            .arg(format!("HOME={}", self.home.display()))
+            .arg("XDG_DATA_HOME=")
+            .arg(format!("KILN_ROOT={}", store.display()))
+            .arg(&self.kiln)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     pub(super) fn kiln(&self, store: &Path, args: &[&str]) -> Output {
         self.kiln_env(&[("KILN_ROOT", store)], args)
     }

@@ -30,6 +30,9 @@ pub struct ContainerSummary {
     /// `running`, `exited`, `created`, …
     #[serde(default)]
     pub state: String,
+    /// `[{"IP", "PrivatePort", "PublicPort", "Type"}]`, as dockerd lists published ports.
+    #[serde(default)]
+    pub ports: serde_json::Value,
 }
 
 /// `POST /containers/create`'s answer.

@@ -214,7 +214,7 @@ pub async fn df(daemon: Arc<Daemon>) -> Result<Response<Body>, ApiError> {
         let container_rows: Vec<Value> = containers
             .iter()
             .map(|c| {
-                let mut v = crate::containers::shapes::summary(c);
+                let mut v = crate::containers::shapes::summary(c, store);
                 let upper = store.container_dir(&c.id).join("upper");
                 let size_rw = kiln_runtime::layer_bytes(&upper);
                 v["SizeRw"] = json!(size_rw);

@@ -134,6 +134,16 @@ pub struct RunArgs {
     /// Add a line to the container's /etc/hosts: NAME:ADDRESS; may be repeated
     #[arg(long = "add-host", value_name = "NAME:ADDRESS")]
     pub add_host: Vec<String>,
+    /// Publish a container's port on the host: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp],
+    /// ranges such as 8000-8001:80-81; no host port: one the kernel picks. May be repeated
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    pub publish: Vec<String>,
+    /// Publish every exposed port (the image's EXPOSE and --expose) on ports the kernel picks
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Expose a port or range (PORT[/PROTOCOL]) without publishing it; may be repeated
+    #[arg(long, value_name = "PORT")]
+    pub expose: Vec<String>,
     #[command(flatten)]
     pub confinement: ConfinementArgs,
     /// Image to run

@@ -223,6 +223,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             condition,
             containers,
         } => containers::wait(&open_store(&cli.global)?, &containers, &condition),
+        Command::Port { container, port } => {
+            containers::ports::port(&open_store(&cli.global)?, &container, port.as_deref())
+        }
         Command::Exec(args) => {
             // Rootless, the helper joins the container's user namespace as its owner.
             containers::exec(&Env::open(&cli.global)?, args)

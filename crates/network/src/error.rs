@@ -54,6 +54,13 @@ pub enum NetworkError {
     /// nftables refused the rules, or the `nft` program is missing.
     #[error("{action}: {message}")]
     Nftables { action: String, message: String },
+    /// A published port's host side cannot be bound (dockerd's wording).
+    #[error("Bind for {address}/{protocol} failed: {reason}")]
+    PortInUse {
+        address: String,
+        protocol: &'static str,
+        reason: String,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -73,7 +80,8 @@ impl NetworkError {
             NetworkError::NameInUse(_)
             | NetworkError::AddressInUse { .. }
             | NetworkError::InUse { .. }
-            | NetworkError::AlreadyConnected { .. } => ErrorKind::Conflict,
+            | NetworkError::AlreadyConnected { .. }
+            | NetworkError::PortInUse { .. } => ErrorKind::Conflict,
             NetworkError::Ambiguous(_)
             | NetworkError::InvalidName { .. }
             | NetworkError::Invalid { .. }

@@ -18,15 +18,18 @@ mod api;
 pub mod dns;
 pub mod error;
 pub mod ipam;
+mod leftovers;
 pub mod netlink;
 pub mod nft;
+pub mod ports;
 mod service;
 pub mod state;
 
 pub use error::{NetworkError, Result};
 pub use ipam::{Addressing, Ipv4Net};
+pub use leftovers::Leftover;
 pub use service::{
-    CreateRequest, DEFAULT_BRIDGE, DEFAULT_BRIDGE_INTERFACE, EndpointRequest, Leftover, Networks,
+    CreateRequest, DEFAULT_BRIDGE, DEFAULT_BRIDGE_INTERFACE, EndpointRequest, Networks,
     host_interface, parse_mac, privileged,
 };
 pub use state::{Driver, EndpointRecord, NetworkRecord};

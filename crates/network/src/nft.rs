@@ -123,6 +123,122 @@ pub fn remove(bridge: &str) -> Result<()> {
     )
 }
 
+/// The chain of a container's published ports in its network's table: one base chain per
+/// container (nftables lets several chains hook the same place), so publishing and removing
+/// a container's ports touch no other container's rules and need no rule handles.
+pub fn port_chain(container_id: &str) -> String {
+    format!("ports-{}", &container_id[..container_id.len().min(12)])
+}
+
+/// The transaction that (re)writes a container's DNAT rules in the table of `bridge`: each
+/// published port's traffic for a local address of the host (or the one address it was
+/// published on) that comes from anywhere but the bridge itself goes to `container` — what
+/// dockerd's `DOCKER` chain does. Traffic the host sends itself (its loopback) does not pass
+/// prerouting: the supervisor's proxy serves it.
+pub fn publish_commands(
+    bridge: &str,
+    container_id: &str,
+    container: std::net::Ipv4Addr,
+    ports: &[crate::ports::Published],
+) -> Value {
+    let chain = port_chain(container_id);
+    let mut commands = vec![
+        json!({"add": {"chain": {"family": "ip", "table": bridge, "name": chain,
+            "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}}}),
+        json!({"flush": {"chain": {"family": "ip", "table": bridge, "name": chain}}}),
+    ];
+    for port in ports {
+        let destination = if port.host_ip.is_unspecified() {
+            json!({"match": {"op": "==",
+                "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}})
+        } else {
+            json!({"match": {"op": "==",
+                "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                "right": port.host_ip.to_string()}})
+        };
+        commands.push(rule(
+            bridge,
+            &chain,
+            vec![
+                destination,
+                meta_match("iifname", "!=", bridge),
+                json!({"match": {"op": "==",
+                    "left": {"payload": {"protocol": port.protocol.name(), "field": "dport"}},
+                    "right": port.host_port}}),
+                // Counted, so `nft list` shows whether outside traffic took this path.
+                json!({"counter": null}),
+                json!({"dnat": {"addr": container.to_string(), "port": port.container_port}}),
+            ],
+        ));
+    }
+    json!({"nftables": commands})
+}
+
+/// Writes a container's DNAT rules into its network's table.
+pub fn publish(
+    bridge: &str,
+    container_id: &str,
+    container: std::net::Ipv4Addr,
+    ports: &[crate::ports::Published],
+) -> Result<()> {
+    run_nft(
+        &format!("write the port rules of container {container_id} on bridge {bridge}"),
+        &publish_commands(bridge, container_id, container, ports),
+    )
+}
+
+/// Removes a container's DNAT rules from the table of `bridge`; rules (or a table) that are
+/// not there are no error.
+pub fn unpublish(bridge: &str, container_id: &str) -> Result<()> {
+    let chain = json!({"family": "ip", "table": bridge, "name": port_chain(container_id)});
+    // Flushed first: kernels before 5.x refuse to delete a chain that still has rules.
+    let commands = json!({"nftables": [{"flush": {"chain": chain}}, {"delete": {"chain": chain}}]});
+    match run_nft(
+        &format!("remove the port rules of container {container_id} on bridge {bridge}"),
+        &commands,
+    ) {
+        Err(NetworkError::Nftables { message, .. })
+            if message.contains("No such file or directory") =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Whether the table of `bridge` has a port chain for `container_id` (for tests and
+/// `kiln check`).
+pub fn has_port_chain(bridge: &str, container_id: &str) -> bool {
+    Command::new("nft")
+        .args(["list", "chain", "ip", bridge, &port_chain(container_id)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The container ID prefixes of the port chains in the table of `bridge` (none when the
+/// table or `nft` is missing).
+pub fn port_chains(bridge: &str) -> Vec<String> {
+    let Ok(output) = Command::new("nft")
+        .args(["-j", "list", "table", "ip", bridge])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return Vec::new();
+    };
+    let listing: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    listing["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item["chain"]["name"].as_str()?.strip_prefix("ports-"))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The names of the `ip` tables that belong to kiln bridges.
 pub fn kiln_tables() -> Result<Vec<String>> {
     let output = Command::new("nft")
@@ -210,5 +326,38 @@ mod tests {
         .to_string();
         assert!(!internal.contains("masquerade"), "{internal}");
         assert_eq!(internal.matches(r#""drop":null"#).count(), 3, "{internal}");
+    }
+
+    #[test]
+    fn published_ports_are_dnat_rules_in_a_chain_of_the_container() {
+        use crate::ports::{Protocol, Published};
+        let ports = [
+            Published {
+                protocol: Protocol::Tcp,
+                container_port: 80,
+                host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+                host_port: 8080,
+            },
+            Published {
+                protocol: Protocol::Udp,
+                container_port: 53,
+                host_ip: "10.9.0.1".parse().unwrap(),
+                host_port: 5353,
+            },
+        ];
+        let id = "0123456789abcdef";
+        let text = publish_commands("kiln0", id, "172.17.0.2".parse().unwrap(), &ports).to_string();
+        assert!(text.contains(r#""name":"ports-0123456789ab""#), "{text}");
+        assert!(text.contains(r#""hook":"prerouting""#), "{text}");
+        assert!(
+            text.contains(r#""dnat":{"addr":"172.17.0.2","port":80}"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""right":"local""#), "{text}");
+        assert!(text.contains(r#""right":"10.9.0.1""#), "{text}");
+        assert!(
+            text.contains(r#""field":"dport","protocol":"udp"}},"op":"==","right":5353"#),
+            "{text}"
+        );
     }
 }

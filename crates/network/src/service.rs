@@ -58,7 +58,7 @@ pub struct EndpointRequest {
 /// The network operations over one store's records.
 #[derive(Debug, Clone)]
 pub struct Networks {
-    files: StateFiles,
+    pub(crate) files: StateFiles,
 }
 
 /// Whether this kiln may make bridges, veth pairs and rules: root of the host's user
@@ -558,94 +558,4 @@ fn attach(
         gateway: (default_route && !network.internal).then_some(addressing.gateway),
         netns_pid,
     })
-}
-
-/// Something of kiln's networks that nothing owns any more.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Leftover {
-    /// What it is: `network NAME`, `bridge NAME`, `nftables table NAME`.
-    pub object: String,
-    pub problem: String,
-    /// Removed (with `repair`).
-    pub repaired: bool,
-}
-
-impl Networks {
-    /// What a crash can leave: endpoints of containers that are gone (a removal that died
-    /// between the container's record and the release of its addresses), removed with
-    /// `repair`; and — when this kiln may look at the network — kiln bridges and nftables
-    /// tables no network record of this store names (a `network rm` or `create` that died
-    /// half-way), only reported: another store on the same machine may own them, and nothing
-    /// on a bridge tells which. `containers` are the IDs of every container that exists.
-    pub fn leftovers(
-        &self,
-        containers: &std::collections::BTreeSet<String>,
-        repair: bool,
-    ) -> Result<Vec<Leftover>> {
-        let lock = self.files.lock(repair)?;
-        let mut state = self.files.read(&lock)?;
-        let mut found = Vec::new();
-        for network in &mut state.networks {
-            let gone: Vec<String> = network
-                .endpoints
-                .keys()
-                .filter(|id| !containers.contains(*id))
-                .cloned()
-                .collect();
-            for id in gone {
-                let endpoint = if repair {
-                    network.endpoints.remove(&id)
-                } else {
-                    network.endpoints.get(&id).cloned()
-                };
-                let name = endpoint.map(|e| e.container_name).unwrap_or_default();
-                found.push(Leftover {
-                    object: format!("network {}", network.name),
-                    problem: format!(
-                        "endpoint of container {name} ({}), which no longer exists",
-                        &id[..12.min(id.len())]
-                    ),
-                    repaired: repair,
-                });
-            }
-        }
-        if repair && !found.is_empty() {
-            self.files.write(&lock, &state)?;
-        }
-        if !privileged() {
-            return Ok(found);
-        }
-        let bridges: std::collections::BTreeSet<&str> = state
-            .networks
-            .iter()
-            .filter(|n| n.driver == Driver::Bridge)
-            .map(|n| n.bridge.as_str())
-            .collect();
-        for link in netlink::link_names()? {
-            if link.starts_with("kiln-") && !bridges.contains(link.as_str()) {
-                found.push(Leftover {
-                    object: format!("bridge {link}"),
-                    problem: format!(
-                        "no network of this store names it (unless another kiln store \
-                         does: ip link del {link})"
-                    ),
-                    repaired: false,
-                });
-            }
-        }
-        // `nft` may be missing where no bridge network was ever made: then there is no table.
-        for table in nft::kiln_tables().unwrap_or_default() {
-            if !bridges.contains(table.as_str()) {
-                found.push(Leftover {
-                    object: format!("nftables table {table}"),
-                    problem: format!(
-                        "no network of this store names it (unless another kiln store \
-                         does: nft delete table ip {table})"
-                    ),
-                    repaired: false,
-                });
-            }
-        }
-        Ok(found)
-    }
 }

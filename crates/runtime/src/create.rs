@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use kiln_image::HealthConfig;
 use kiln_images::{StoredImage, lower_dirs};
 use kiln_sandbox::{
-    Capabilities, ExtraHost, ProcessSpec, ResourceLimits, SandboxSpec, SecurityOptions,
+    Capabilities, ExtraHost, NetworkMode, ProcessSpec, ResourceLimits, SandboxSpec, SecurityOptions,
 };
 use kiln_store::{CONTAINER_SCHEMA_VERSION, ContainerRecord, ContainerState, RunConfig};
 use serde::{Deserialize, Serialize};
@@ -74,6 +74,12 @@ pub struct ContainerConfig {
     /// are empty objects).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub volumes: BTreeMap<String, serde_json::Value>,
+    /// `{"80/tcp": {}}`: ports the container listens on, added to the image's EXPOSE.
+    #[serde(
+        deserialize_with = "crate::network_request::null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub exposed_ports: BTreeMap<String, serde_json::Value>,
 }
 
 /// The container's `HostConfig`: how it is confined and what it mounts.
@@ -115,6 +121,14 @@ pub struct HostConfig {
     /// Only the container's own UTS namespace (`""`).
     #[serde(rename = "UTSMode", skip_serializing_if = "String::is_empty")]
     pub uts_mode: String,
+    /// `-p`: `"80/tcp"` → host addresses and ports (`crate::ports`).
+    #[serde(
+        deserialize_with = "crate::network_request::null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub port_bindings: crate::ports::PortMap,
+    /// `-P`: every exposed port on a port the kernel picks.
+    pub publish_all_ports: bool,
 }
 
 pub(crate) fn invalid(
@@ -304,6 +318,29 @@ impl<H: Host> Runtime<H> {
         let resources = request.host_config.resource_limits()?;
         let mut extra_hosts = request.host_config.extra_hosts()?;
         let process = process_spec(&request.config, img)?;
+        let mut ports = crate::ports::ports_spec(
+            &request.host_config.port_bindings,
+            request.host_config.publish_all_ports,
+            img.config
+                .config
+                .exposed_ports
+                .keys()
+                .chain(request.config.exposed_ports.keys())
+                .cloned(),
+        )?;
+        match network.mode {
+            // dockerd: "Published ports are discarded when using host network mode" (the
+            // container's ports are the host's already); compose files do ask for both.
+            NetworkMode::Host => ports.publish.clear(),
+            NetworkMode::None if !ports.publish.is_empty() => {
+                return Err(invalid(
+                    "published ports of network",
+                    "none",
+                    "a container on the none network has nothing to publish from",
+                ));
+            }
+            _ => {}
+        }
         let lowers = lower_dirs(&self.store, img.layers())?;
 
         let store = &self.store;
@@ -410,6 +447,7 @@ impl<H: Host> Runtime<H> {
             &volumes,
             sandbox,
             (process, restart_policy),
+            ports,
         ) {
             Ok(()) => Ok(record),
             Err(e) => {
@@ -428,6 +466,7 @@ impl<H: Host> Runtime<H> {
         image_volumes: &[String],
         mut sandbox: SandboxSpec,
         (process, restart_policy): (ProcessSpec, RestartPolicy),
+        ports: crate::ports::PortsSpec,
     ) -> Result<()> {
         let store = &self.store;
         let created = record
@@ -454,6 +493,7 @@ impl<H: Host> Runtime<H> {
             sandbox,
             process,
             restart_policy,
+            ports,
         }
         .write(store, &record.id)
     }

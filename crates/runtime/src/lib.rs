@@ -31,6 +31,7 @@ mod manage;
 pub mod mounts;
 mod network_request;
 mod networks;
+pub mod ports;
 pub mod pty;
 mod resources;
 mod signals;

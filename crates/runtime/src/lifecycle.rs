@@ -228,6 +228,10 @@ impl<H: Host> Runtime<H> {
 /// Removes a stopped container and, with `volumes`, its anonymous volumes. A container
 /// removed by its own `--rm` at the same time is not an error.
 pub(crate) fn remove_record(store: &Store, c: &ContainerRecord, volumes: bool) -> Result<()> {
+    // The port rules of a container whose supervisor was killed are still there.
+    if let Ok(spec) = crate::spec::ContainerSpec::read(store, &c.id) {
+        crate::supervisor::unpublish(store, &spec, &c.id);
+    }
     match store.remove_container(&c.id) {
         Ok(()) | Err(ContainerError::NoSuchContainer(_)) => {}
         Err(e) => return Err(e.into()),

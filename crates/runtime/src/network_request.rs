@@ -48,7 +48,7 @@ pub struct EndpointIpamConfig {
     pub link_local_ips: Vec<String>,
 }
 
-fn null_as_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+pub(crate) fn null_as_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Default + Deserialize<'de>,

@@ -167,6 +167,11 @@ impl<H: Host> Runtime<H> {
             _ => {}
         }
         settings["Networks"] = Value::Object(entries);
+        settings["Ports"] = crate::ports::network_settings_ports(
+            &spec.ports,
+            &crate::ports::read_published(&self.store, &c.id),
+            running,
+        );
         Ok(settings)
     }
 }

@@ -11,6 +11,9 @@ use crate::error::{Result, RuntimeError};
 pub struct ContainerSpec {
     pub sandbox: SandboxSpec,
     pub process: ProcessSpec,
+    /// Exposed and published ports (none for specs written before ports existed).
+    #[serde(default)]
+    pub ports: crate::ports::PortsSpec,
     /// Docker's `RestartPolicy` as given at create or by `update` (absent in specs written
     /// before it was kept: `no`). Kept and reported; kiln does not restart containers on it.
     #[serde(default, skip_serializing_if = "RestartPolicy::is_no")]

@@ -298,6 +298,7 @@ pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
                 message.replace('\n', " ")
             );
             streams.hang_up();
+            unpublish(store, &spec, id);
             store.update_container(id, |r| {
                 r.state.status = ContainerStatus::Exited;
                 r.state.exit_code = code;
@@ -336,6 +337,7 @@ pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
 
     let code = child.wait()?.code();
     exited.store(true, Ordering::SeqCst);
+    unpublish(store, &spec, id);
     for copier in copiers {
         let _ = copier.join();
     }
@@ -396,36 +398,88 @@ fn copier(
 }
 
 /// Spawns the sandbox; on bridge networks its namespace is connected to each of the
-/// container's networks before the process runs.
+/// container's networks before the process runs. Published ports are bound first (a port in
+/// use fails the start before anything runs), their DNAT rules written with the interfaces,
+/// and their proxy served once the container's namespace exists.
 fn spawn_sandbox(
     store: &Store,
     spec: &ContainerSpec,
     record: &ContainerRecord,
     stdio: kiln_sandbox::Stdio,
 ) -> Result<kiln_sandbox::SandboxChild> {
+    use kiln_network::ports::{self, Target};
     let networks = kiln_network::Networks::open(store.root());
+    let mut bound = Some(ports::bind(&spec.ports.publish)?);
+    let published: Vec<ports::Published> = bound.iter().flatten().map(|b| b.published).collect();
     // Bridge networks, and the default network of a container connected to some since.
+    let bridged = spec.sandbox.network == kiln_sandbox::NetworkMode::Prepared;
     let connect = match spec.sandbox.network {
         kiln_sandbox::NetworkMode::Prepared => true,
         kiln_sandbox::NetworkMode::Default => !networks.endpoints_of(&record.id)?.is_empty(),
         _ => false,
     };
-    if !connect {
-        return Ok(kiln_sandbox::spawn(&spec.sandbox, &spec.process, stdio)?);
-    }
-    let mut attach = |pid: u32| {
-        networks
-            .attach_container(&record.id, pid)
-            .and_then(|()| kiln_network::dns::start(store.root(), &record.id, pid))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    let child = if connect {
+        let mut attach = |pid: u32| {
+            networks
+                .attach_container(&record.id, pid)
+                .and_then(|()| kiln_network::dns::start(store.root(), &record.id, pid))
+                .and_then(|_| match bound.take() {
+                    Some(b) if bridged && !b.is_empty() => {
+                        publish_on_bridge(&networks, &record.id, b)
+                    }
+                    other => {
+                        bound = other;
+                        Ok(())
+                    }
+                })
+                .map_err(|e| e.to_string())
+        };
+        kiln_sandbox::spawn_prepared(&spec.sandbox, &spec.process, stdio, &mut attach)?
+    } else {
+        kiln_sandbox::spawn(&spec.sandbox, &spec.process, stdio)?
     };
-    Ok(kiln_sandbox::spawn_prepared(
-        &spec.sandbox,
-        &spec.process,
-        stdio,
-        &mut attach,
-    )?)
+    // The default network: the proxy dials into the container's namespace.
+    if let Some(b) = bound.filter(|b| !b.is_empty()) {
+        let pid = child.namespace_init_pid().unwrap_or(0);
+        ports::serve(b, &Target::namespace_of(pid)?)?;
+    }
+    if !published.is_empty() {
+        crate::ports::write_published(store, &record.id, &published)?;
+    }
+    Ok(child)
+}
+
+/// Publishes a bridged container's ports: DNAT from outside to its address on its first
+/// network, and the proxy (for the host's own traffic) dialing that address.
+fn publish_on_bridge(
+    networks: &kiln_network::Networks,
+    id: &str,
+    bound: Vec<kiln_network::ports::Bound>,
+) -> kiln_network::Result<()> {
+    let first = networks
+        .endpoints_of(id)?
+        .into_iter()
+        .min_by_key(|(_, e)| e.interface.clone());
+    let Some((network, Some(ip))) = first.map(|(n, e)| (n, e.ip)) else {
+        return Ok(());
+    };
+    let published: Vec<_> = bound.iter().map(|b| b.published).collect();
+    kiln_network::nft::publish(&network.bridge, id, ip, &published)?;
+    kiln_network::ports::serve(bound, &kiln_network::ports::Target::Address(ip))
+}
+
+/// Undoes what publishing made once the container ended (or failed to start): the record of
+/// its bound ports and its DNAT rules (the sockets close with this process).
+pub(crate) fn unpublish(store: &Store, spec: &ContainerSpec, id: &str) {
+    if spec.ports.publish.is_empty() {
+        return;
+    }
+    let _ = std::fs::remove_file(crate::ports::published_path(store, id));
+    if let Ok(endpoints) = kiln_network::Networks::open(store.root()).endpoints_of(id) {
+        for (network, _) in endpoints {
+            let _ = kiln_network::nft::unpublish(&network.bridge, id);
+        }
+    }
 }
 
 /// Starts the sandbox: stdout and stderr into pipes (stdin too when it is open), or one pty

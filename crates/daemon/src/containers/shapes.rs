@@ -88,7 +88,7 @@ pub async fn list(daemon: Arc<Daemon>, query: &Query) -> Result<Response<Body>, 
                 }
             });
         if keep {
-            out.push(summary(c));
+            out.push(summary(c, daemon.store()));
         }
     }
     if let Some(limit) = limit {
@@ -98,8 +98,18 @@ pub async fn list(daemon: Arc<Daemon>, query: &Query) -> Result<Response<Body>, 
 }
 
 /// One entry of `containers/json`.
-pub(crate) fn summary(c: &ContainerRecord) -> Value {
+pub(crate) fn summary(c: &ContainerRecord, store: &kiln_store::Store) -> Value {
     let command = c.config.command();
+    // A stopped container has no bindings and shows no ports (dockerd).
+    let ports = match ContainerSpec::read(store, &c.id) {
+        Ok(spec) if c.state.status == ContainerStatus::Running => {
+            kiln_runtime::ports::summary_ports(
+                &spec.ports,
+                &kiln_runtime::ports::read_published(store, &c.id),
+            )
+        }
+        _ => json!([]),
+    };
     json!({
         "Id": c.id,
         "Names": [format!("/{}", c.name)],
@@ -107,7 +117,7 @@ pub(crate) fn summary(c: &ContainerRecord) -> Value {
         "ImageID": c.image_id,
         "Command": command.join(" "),
         "Created": c.created.timestamp(),
-        "Ports": [],
+        "Ports": ports,
         "Labels": c.config.labels,
         "State": c.state.docker_status(),
         "Status": kiln_runtime::status_text(c, chrono::Utc::now()),
@@ -208,7 +218,7 @@ fn complete(
             "ContainerIDFile": "",
             "LogConfig": { "Type": "json-file", "Config": {} },
             "NetworkMode": network,
-            "PortBindings": {},
+            "PortBindings": spec.map_or(json!({}), |s| json!(s.ports.bindings)),
             "RestartPolicy": spec.map_or_else(
                 || json!({ "Name": "no", "MaximumRetryCount": 0 }),
                 |s| json!({
@@ -231,7 +241,7 @@ fn complete(
             "OomScoreAdj": 0,
             "PidMode": "",
             "Privileged": false,
-            "PublishAllPorts": false,
+            "PublishAllPorts": spec.is_some_and(|s| s.ports.publish_all),
             "ReadonlyRootfs": read_only,
             "SecurityOpt": null,
             "UTSMode": "",
@@ -281,7 +291,21 @@ fn complete(
         set(config, "AttachStdin", json!(c.config.open_stdin));
         set(config, "AttachStdout", json!(attach || c.config.open_stdin));
         set(config, "AttachStderr", json!(attach || c.config.open_stdin));
-        set(config, "ExposedPorts", Value::Null);
+        // dockerd's `{"80/tcp": {}}`, or `null` for none.
+        let exposed: serde_json::Map<String, Value> = spec
+            .iter()
+            .flat_map(|s| &s.ports.exposed)
+            .map(|k| (k.clone(), json!({})))
+            .collect();
+        set(
+            config,
+            "ExposedPorts",
+            if exposed.is_empty() {
+                Value::Null
+            } else {
+                Value::Object(exposed)
+            },
+        );
         set(config, "Volumes", Value::Null);
         set(config, "OnBuild", Value::Null);
         // dockerd writes `null` for an empty entrypoint, and the CLI prints it so.

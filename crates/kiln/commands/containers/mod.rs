@@ -10,6 +10,7 @@ pub mod copy;
 pub mod create;
 pub mod manage;
 pub mod networks;
+pub mod ports;
 pub mod request;
 pub mod resources;
 pub mod run;
@@ -51,6 +52,7 @@ pub fn ps(store: &Store, all: bool, quiet: bool) -> Result<ExitCode> {
         "COMMAND".to_owned(),
         "CREATED".to_owned(),
         "STATUS".to_owned(),
+        "PORTS".to_owned(),
         "NAMES".to_owned(),
     ]];
     for c in &containers {
@@ -61,6 +63,7 @@ pub fn ps(store: &Store, all: bool, quiet: bool) -> Result<ExitCode> {
             format!("\"{}\"", truncate(&command.join(" "), 20)),
             format!("{} ago", kiln_runtime::human_since(Some(c.created), now)),
             kiln_runtime::status_text(c, now),
+            ports::ps_column_of(store, c),
             c.name.clone(),
         ]);
     }

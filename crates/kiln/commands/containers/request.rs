@@ -30,6 +30,25 @@ pub fn request(args: &RunArgs, attached_stdin: bool) -> Result<ContainerCreateRe
     host_config.network_mode = args.network.clone();
     let networking_config = endpoint(args)?;
     host_config.extra_hosts = args.add_host.clone();
+    let mut exposed = std::collections::BTreeMap::new();
+    for flag in &args.publish {
+        for (key, binding) in kiln_runtime::ports::parse_publish(flag)? {
+            exposed.insert(key.clone(), serde_json::json!({}));
+            host_config
+                .port_bindings
+                .entry(key)
+                .or_default()
+                .get_or_insert_with(Vec::new)
+                .push(binding);
+        }
+    }
+    for flag in &args.expose {
+        // `--expose 80-81/udp`: every port of the range, as the docker CLI sends them.
+        for (key, _) in kiln_runtime::ports::parse_publish(flag)? {
+            exposed.insert(key, serde_json::json!({}));
+        }
+    }
+    host_config.publish_all_ports = args.publish_all;
     super::super::confinement::apply(&args.confinement, &mut host_config)?;
     let config = ContainerConfig {
         hostname: args.hostname.clone(),
@@ -42,6 +61,7 @@ pub fn request(args: &RunArgs, attached_stdin: bool) -> Result<ContainerCreateRe
         image: args.image.clone(),
         working_dir: args.workdir.clone(),
         entrypoint: args.entrypoint.clone().map(|e| vec![e]),
+        exposed_ports: exposed,
         ..ContainerConfig::default()
     };
     Ok(ContainerCreateRequest {

@@ -30,6 +30,7 @@ pub fn ps(remote: &Remote, all: bool, quiet: bool) -> Result<ExitCode> {
         "COMMAND".to_owned(),
         "CREATED".to_owned(),
         "STATUS".to_owned(),
+        "PORTS".to_owned(),
         "NAMES".to_owned(),
     ]];
     for c in &containers {
@@ -41,6 +42,7 @@ pub fn ps(remote: &Remote, all: bool, quiet: bool) -> Result<ExitCode> {
             format!("\"{}\"", truncate(&c.command, 20)),
             format!("{} ago", kiln_runtime::human_since(created, now)),
             c.status.clone(),
+            crate::commands::containers::ports::ps_column(&c.ports),
             names.join(","),
         ]);
     }

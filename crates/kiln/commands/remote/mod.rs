@@ -135,6 +135,14 @@ pub fn dispatch(remote: &Remote, command: Command) -> Result<ExitCode> {
             container,
         } => attach::attach(remote, &container, no_stdin, &detach_keys),
         Command::Exec(args) => attach::exec(remote, &args),
+        Command::Port { container, port } => {
+            let value = remote.call(remote.client.container_inspect(&container))?;
+            crate::commands::containers::ports::print(
+                &container,
+                &value["NetworkSettings"]["Ports"],
+                port.as_deref(),
+            )
+        }
         Command::Commit {
             container,
             image,
