@@ -104,6 +104,13 @@ impl Compose<'_> {
     }
 }
 
+/// A failed assertion leaves no running project behind: supervisors outlive the test's store.
+impl Drop for Compose<'_> {
+    fn drop(&mut self) {
+        let _ = self.run(&["down", "-v", "--timeout", "1"]);
+    }
+}
+
 fn write_app(dir: &Path, base: &str) {
     let ports = if PUBLISHED_PORTS {
         "    ports:\n      - \"8080:80\"\n"
@@ -277,6 +284,17 @@ fn docker_compose_runs_a_three_service_app_through_kiln_serve() {
         assert!(again.contains(line), "{line:?} missing:\n{again}");
     }
     let first = page_with_runs(&compose, &net, &d, 2);
+
+    // A recreated service (what any change to its config leads to): compose stops the old
+    // container, renames it aside (`POST /containers/{id}/rename`), creates and starts the
+    // new one under the name and alias, and removes the old. web finds the new api by name.
+    let old_api = d.get("/containers/shop_api_1/json").json()["Id"].clone();
+    let recreated = compose.ok(&["up", "-d", "--force-recreate", "--no-deps", "api"]);
+    assert!(recreated.contains("Recreating shop_api_1"), "{recreated}");
+    let new_api = d.get("/containers/shop_api_1/json").json()["Id"].clone();
+    assert_ne!(old_api, new_api);
+    assert_eq!(project_containers(&d).as_array().unwrap().len(), 3);
+    assert_eq!(page_with_runs(&compose, &net, &d, 2), first);
 
     // `down` keeps the named volume; the next `up` finds the stamp and the job's lines.
     let down = compose.ok(&["down"]);

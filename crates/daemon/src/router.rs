@@ -244,6 +244,7 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
                 (&Method::POST, "kill") => crate::containers::kill(daemon, &id, q).await,
                 (&Method::POST, "stop") => crate::containers::stop(daemon, &id, q).await,
                 (&Method::POST, "restart") => crate::containers::restart(daemon, &id, q).await,
+                (&Method::POST, "rename") => crate::containers::rename(daemon, &id, q).await,
                 (&Method::POST, "resize") => crate::containers::resize(daemon, &id, q).await,
                 (&Method::POST, "attach") => crate::containers::attach(daemon, &id, req).await,
                 (&Method::GET, "logs") => crate::containers::logs(daemon, &id, q).await,

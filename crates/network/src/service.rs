@@ -416,6 +416,24 @@ impl Networks {
         self.files.write(&lock, &state)
     }
 
+    /// A renamed container's endpoints carry its new name, which the embedded DNS answers
+    /// from then on (and the old one no more), as dockerd's does.
+    pub fn rename_container(&self, container_id: &str, new_name: &str) -> Result<()> {
+        let lock = self.files.lock(true)?;
+        let mut state = self.files.read(&lock)?;
+        let mut changed = false;
+        for network in &mut state.networks {
+            if let Some(endpoint) = network.endpoints.get_mut(container_id) {
+                changed |= endpoint.container_name != new_name;
+                endpoint.container_name = new_name.to_owned();
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        self.files.write(&lock, &state)
+    }
+
     /// The networks a container is on, each with its endpoint.
     pub fn endpoints_of(&self, container_id: &str) -> Result<Vec<(NetworkRecord, EndpointRecord)>> {
         let lock = self.files.lock(false)?;

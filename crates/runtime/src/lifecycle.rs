@@ -164,6 +164,17 @@ impl<H: Host> Runtime<H> {
         }
         remove_record(&self.store, &record, volumes)
     }
+
+    /// Renames a container, in any state. Its network endpoints take the new name too, so
+    /// the embedded DNS answers it (docker-compose renames a container aside, as
+    /// `<short id>_<name>`, before it creates the one that replaces it).
+    pub fn rename(&self, query: &str, new_name: &str) -> Result<ContainerRecord> {
+        let record = self.container(query)?;
+        let renamed = self.store.rename_container(&record.id, new_name)?;
+        kiln_network::Networks::open(self.store.root())
+            .rename_container(&renamed.id, &renamed.name)?;
+        Ok(renamed)
+    }
 }
 
 /// Removes a stopped container and, with `volumes`, its anonymous volumes. A container

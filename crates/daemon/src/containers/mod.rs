@@ -476,6 +476,31 @@ pub async fn restart(
     Ok(stream::empty(StatusCode::NO_CONTENT))
 }
 
+/// `POST /containers/{id}/rename?name=`: 204; 409 for a name another container has, 400 for
+/// an invalid or missing one. The event carries `oldName` as dockerd's (with its `/`).
+pub async fn rename(
+    daemon: Arc<Daemon>,
+    id: &str,
+    query: &Query,
+) -> Result<Response<Body>, ApiError> {
+    let name = query
+        .get("name")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad_request("Neither old nor new names may be empty"))?
+        .to_owned();
+    let record = find(&daemon, id).await?;
+    let rt = runtime(&daemon);
+    let cid = record.id.clone();
+    let renamed = blocking(id, move || rt.rename(&cid, &name)).await?;
+    event(
+        &daemon,
+        "rename",
+        &renamed,
+        &[("oldName", format!("/{}", record.name))],
+    );
+    Ok(stream::empty(StatusCode::NO_CONTENT))
+}
+
 /// `DELETE /containers/{id}?force=&v=`: 204; 409 for a running container without `force`.
 pub async fn remove(
     daemon: Arc<Daemon>,
