@@ -285,6 +285,17 @@ fn docker_compose_runs_a_three_service_app_through_kiln_serve() {
     }
     let first = page_with_runs(&compose, &net, &d, 2);
 
+    // A stopped service is no name (dockerd's endpoints live only while a container runs;
+    // kiln's records keep the stopped one's address and aliases, the DNS skips them).
+    compose.ok(&["stop", "api"]);
+    let lookup = compose.run(&["exec", "-T", "web", "nslookup", "api"]);
+    assert!(
+        !lookup.status.success(),
+        "a stopped api resolved: {}",
+        stdout(&lookup)
+    );
+    compose.ok(&["start", "api"]);
+
     // A recreated service (what any change to its config leads to): compose stops the old
     // container, renames it aside (`POST /containers/{id}/rename`), creates and starts the
     // new one under the name and alias, and removes the old. web finds the new api by name.
