@@ -252,6 +252,19 @@ fn docker_compose_runs_a_three_service_app_through_kiln_serve() {
     assert_eq!(image.status, 200, "{}", image.text());
 
     page_with_runs(&compose, &net, &d, 1);
+    // The list has each container's networks as inspect shows them.
+    let listed = project_containers(&d);
+    let web = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["Names"][0] == "/shop_web_1")
+        .unwrap_or_else(|| panic!("no shop_web_1 in {listed}"));
+    assert_eq!(web["HostConfig"]["NetworkMode"], "shop_default");
+    assert_eq!(
+        web["NetworkSettings"]["Networks"]["shop_default"]["IPAddress"],
+        web_address(&d).as_str()
+    );
 
     // The job has exited 0; the others run.
     eventually("the job's exit", || {
