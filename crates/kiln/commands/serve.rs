@@ -105,10 +105,12 @@ pub fn serve(global: &GlobalOpts, args: &ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The file at `path` as (device, inode), to tell our socket from a successor's.
-fn socket_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+/// The file at `path` as (device, inode, change time), to tell our socket from a
+/// successor's: a successor that removed ours and bound its own often gets the freed inode
+/// number back at once, but not the same change time to the nanosecond.
+fn socket_identity(path: &std::path::Path) -> Option<(u64, u64, i64, i64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(path)
         .ok()
-        .map(|m| (m.dev(), m.ino()))
+        .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
 }
