@@ -127,6 +127,9 @@ services:
     command: ["sh", "-c", "mkdir -p /data/www && ([ -f /data/www/stamp ] || echo stamp-$$RANDOM$$RANDOM > /data/www/stamp) && echo api ready && exec httpd -f -p 8000 -h /data/www"]
     volumes:
       - data:/data
+    networks:
+      default:
+        ipv4_address: 10.123.0.10
   job:
     image: {base}
     command: ["sh", "-c", "until wget -qO- http://api:8000/stamp; do sleep 0.2; done && echo run >> /data/www/runs && echo job done"]
@@ -140,6 +143,11 @@ services:
       - api
 {ports}volumes:
   data: {{}}
+networks:
+  default:
+    ipam:
+      config:
+        - subnet: 10.123.0.0/24
 "#
         ),
     )
@@ -309,14 +317,20 @@ fn docker_compose_runs_a_three_service_app_through_kiln_serve() {
     );
     compose.ok(&["start", "api"]);
 
-    // A recreated service (what any change to its config leads to): compose stops the old
-    // container, renames it aside (`POST /containers/{id}/rename`), creates and starts the
+    // A recreated service (what any change to its config leads to; api has a fixed
+    // `ipv4_address`): compose stops the old container, renames it aside (`POST /containers/{id}/rename`), creates and starts the
     // new one under the name and alias, and removes the old. web finds the new api by name.
     let old_api = d.get("/containers/shop_api_1/json").json()["Id"].clone();
     let recreated = compose.ok(&["up", "-d", "--force-recreate", "--no-deps", "api"]);
     assert!(recreated.contains("Recreating shop_api_1"), "{recreated}");
-    let new_api = d.get("/containers/shop_api_1/json").json()["Id"].clone();
-    assert_ne!(old_api, new_api);
+    let new_api = d.get("/containers/shop_api_1/json").json();
+    assert_ne!(old_api, new_api["Id"]);
+    // Its fixed address handed over from the old, stopped container (dockerd frees
+    // addresses at stop; kiln keeps them until removal, but hands a requested one over).
+    assert_eq!(
+        new_api["NetworkSettings"]["Networks"]["shop_default"]["IPAddress"],
+        "10.123.0.10"
+    );
     assert_eq!(project_containers(&d).as_array().unwrap().len(), 3);
     assert_eq!(page_with_runs(&compose, &net, &d, 2), first);
 

@@ -413,6 +413,7 @@ fn spawn_sandbox(
     if !connect {
         return Ok(kiln_sandbox::spawn(&spec.sandbox, &spec.process, stdio)?);
     }
+    networks.check_addresses_free(&record.id)?;
     let mut attach = |pid: u32| {
         networks
             .attach_container(&record.id, pid)
