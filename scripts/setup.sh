@@ -19,6 +19,8 @@ packages=(
   gcc              # compiles the static syscall-attack program of the security tests
   libc6-dev        # its static libc
   python3-jsonschema  # validates SBOM and provenance statements against the SPDX and in-toto schemas
+  docker-compose   # compose 1.29 (with its own python3-docker 5) against kiln serve (tests/e2e/compose.rs)
+  curl             # fetches pages served by containers from a test's network namespace
 )
 
 missing=()

@@ -9,6 +9,7 @@ mod e2e {
     mod build;
     mod cache_keys;
     mod cancel;
+    mod compose;
     mod compression;
     mod containers;
     mod context;

@@ -49,15 +49,17 @@ impl NetworkRecord {
         } else {
             serde_json::Map::new()
         };
+        // Only the default bridge shows driver options, as dockerd's does: a user-defined
+        // network shows what its creator gave (kiln takes none), and docker-compose 1.29
+        // compares these with its file's `driver_opts` on every `up`, refusing a network
+        // whose options "changed" (its bridge's name is `kiln-` and the ID's first 10 hex).
         let mut options = serde_json::Map::new();
-        if self.driver == Driver::Bridge {
+        if self.driver == Driver::Bridge && self.predefined {
             options.insert("com.docker.network.bridge.name".into(), json!(self.bridge));
-            if self.predefined {
-                options.insert(
-                    "com.docker.network.bridge.default_bridge".into(),
-                    json!("true"),
-                );
-            }
+            options.insert(
+                "com.docker.network.bridge.default_bridge".into(),
+                json!("true"),
+            );
         }
         json!({
             "Name": self.name,
@@ -76,5 +78,47 @@ impl NetworkRecord {
             "Options": options,
             "Labels": self.labels,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn record(predefined: bool) -> NetworkRecord {
+        NetworkRecord {
+            id: "ab".repeat(32),
+            name: if predefined { "bridge" } else { "app_default" }.into(),
+            driver: Driver::Bridge,
+            created: chrono::Utc::now(),
+            addressing: None,
+            internal: false,
+            labels: BTreeMap::new(),
+            bridge: if predefined {
+                "kiln0"
+            } else {
+                "kiln-ababababab"
+            }
+            .into(),
+            predefined,
+            endpoints: BTreeMap::new(),
+            aux_addresses: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn only_the_default_bridge_shows_driver_options() {
+        assert_eq!(record(false).to_api(true)["Options"], json!({}));
+        let default = record(true).to_api(true);
+        assert_eq!(
+            default["Options"]["com.docker.network.bridge.name"],
+            json!("kiln0")
+        );
+        assert_eq!(
+            default["Options"]["com.docker.network.bridge.default_bridge"],
+            json!("true")
+        );
     }
 }

@@ -106,8 +106,19 @@ pub fn answer(packet: &[u8], query: &Query, addresses: &[Ipv4Addr], rcode: u8) -
 }
 
 /// The addresses `name` has for `container_id`: on each user-defined network the container is
-/// on, the endpoints whose container name, alias or short ID it is. `None`: not a local name.
-pub fn lookup(files: &StateFiles, container_id: &str, name: &str) -> Result<Option<Vec<Ipv4Addr>>> {
+/// on, the endpoints of running containers (`running` says which) whose container name,
+/// alias or short ID it is. `None`: not a local name.
+///
+/// A stopped container keeps its endpoint and address in kiln's records (until removal), but
+/// is no name, as with dockerd, whose endpoints live only while a container runs: compose
+/// recreates a service by stopping and renaming the old container, which keeps the service's
+/// alias, while the new one starts, and the alias must lead to the new one only.
+pub fn lookup(
+    files: &StateFiles,
+    container_id: &str,
+    name: &str,
+    running: impl Fn(&str) -> bool,
+) -> Result<Option<Vec<Ipv4Addr>>> {
     let lock = files.lock(false)?;
     let state = files.read(&lock)?;
     let mut found = None::<Vec<Ipv4Addr>>;
@@ -123,7 +134,7 @@ pub fn lookup(files: &StateFiles, container_id: &str, name: &str) -> Result<Opti
                     .iter()
                     .any(|a| a.eq_ignore_ascii_case(name))
                 || (name.len() == 12 && id.starts_with(name));
-            if matches {
+            if matches && running(id) {
                 let list = found.get_or_insert_with(Vec::new);
                 list.extend(endpoint.ip.filter(|ip| !list.contains(ip)));
             }
@@ -179,6 +190,7 @@ pub fn start(store_root: &Path, container_id: &str, netns_pid: u32) -> Result<bo
     };
     let server = Server {
         files,
+        store: kiln_store::Store::open(store_root)?,
         container_id: container_id.to_owned(),
         upstream,
     };
@@ -218,6 +230,8 @@ struct Server {
     files: StateFiles,
     container_id: String,
     upstream: Vec<SocketAddr>,
+    /// Asked which containers run (their running locks).
+    store: kiln_store::Store,
 }
 
 impl Server {
@@ -248,7 +262,9 @@ impl Server {
             let Some(query) = parse_query(packet) else {
                 continue;
             };
-            match lookup(&self.files, &self.container_id, &query.name) {
+            // A probe that fails counts as running: a name answered rather than lost.
+            let running = |id: &str| self.store.container_is_running(id).unwrap_or(true);
+            match lookup(&self.files, &self.container_id, &query.name, running) {
                 Ok(Some(addresses)) => {
                     let wanted =
                         query.qclass == CLASS_IN && matches!(query.qtype, TYPE_A | TYPE_ANY);
@@ -380,7 +396,12 @@ mod tests {
                 aux_addresses: Default::default(),
             }
         };
-        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let (a, b, c, d) = (
+            "a".repeat(64),
+            "b".repeat(64),
+            "c".repeat(64),
+            "d".repeat(64),
+        );
         let state = State {
             schema_version: 1,
             networks: vec![
@@ -390,6 +411,7 @@ mod tests {
                     vec![
                         (a.clone(), endpoint("web", [10, 0, 0, 2], &[])),
                         (b.clone(), endpoint("db", [10, 0, 0, 3], &["data"])),
+                        (d.clone(), endpoint("db_new", [10, 0, 0, 4], &["data"])),
                     ],
                 ),
                 network(
@@ -411,16 +433,26 @@ mod tests {
         files.write(&lock, &state).unwrap();
         drop(lock);
         let ip = |s: [u8; 4]| vec![Ipv4Addr::from(s)];
-        assert_eq!(lookup(&files, &a, "db").unwrap(), Some(ip([10, 0, 0, 3])));
-        assert_eq!(lookup(&files, &a, "DATA").unwrap(), Some(ip([10, 0, 0, 3])));
+        // A stopped container (compose's old one, renamed aside while its replacement
+        // starts) is no name: its alias leads to the running one only.
+        let stopped = |id: &str| id != b;
         assert_eq!(
-            lookup(&files, &a, "bbbbbbbbbbbb").unwrap(),
-            Some(ip([10, 0, 0, 3]))
+            lookup(&files, &a, "data", stopped).unwrap(),
+            Some(ip([10, 0, 0, 4]))
         );
+        assert_eq!(lookup(&files, &a, "db", stopped).unwrap(), None);
+        assert_eq!(lookup(&files, &a, "bbbbbbbbbbbb", stopped).unwrap(), None);
+        let lookup = |from: &str, name: &str| lookup(&files, from, name, |_| true).unwrap();
+        assert_eq!(lookup(&a, "db"), Some(ip([10, 0, 0, 3])));
+        assert_eq!(
+            lookup(&a, "DATA"),
+            Some(vec![[10, 0, 0, 3].into(), [10, 0, 0, 4].into()])
+        );
+        assert_eq!(lookup(&a, "bbbbbbbbbbbb"), Some(ip([10, 0, 0, 3])));
         // Another network's container, even one shared on the default bridge: not a name.
-        assert_eq!(lookup(&files, &a, "other").unwrap(), None);
-        assert_eq!(lookup(&files, &c, "web").unwrap(), None);
-        assert_eq!(lookup(&files, &a, "bbbb").unwrap(), None);
+        assert_eq!(lookup(&a, "other"), None);
+        assert_eq!(lookup(&c, "web"), None);
+        assert_eq!(lookup(&a, "bbbb"), None);
     }
 
     #[test]

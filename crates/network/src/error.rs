@@ -69,6 +69,9 @@ pub enum NetworkError {
     },
     #[error("{path}: damaged network records: {message}")]
     Corrupt { path: PathBuf, message: String },
+    /// The store the records live in (the DNS server asks it which containers run).
+    #[error(transparent)]
+    Store(#[from] kiln_store::StoreError),
 }
 
 impl NetworkError {
@@ -94,6 +97,7 @@ impl NetworkError {
             | NetworkError::Nftables { .. }
             | NetworkError::Io { .. }
             | NetworkError::Corrupt { .. } => ErrorKind::Internal,
+            NetworkError::Store(e) => e.kind(),
         }
     }
 

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{NetworkError, Result};
 use crate::ipam::{Addressing, Ipv4Net, default_pools, mac_for, mac_string};
@@ -59,6 +59,7 @@ pub struct EndpointRequest {
 #[derive(Debug, Clone)]
 pub struct Networks {
     pub(crate) files: StateFiles,
+    store_root: PathBuf,
 }
 
 /// Whether this kiln may make bridges, veth pairs and rules: root of the host's user
@@ -86,7 +87,24 @@ impl Networks {
     pub fn open(store_root: &Path) -> Networks {
         Networks {
             files: StateFiles::new(store_root),
+            store_root: store_root.to_owned(),
         }
+    }
+
+    /// Whether the container `id` runs (its running lock in the store is held). A probe that
+    /// fails counts as running: an address is then kept rather than given twice.
+    fn container_runs(&self, id: &str) -> bool {
+        kiln_store::Store::open(&self.store_root)
+            .and_then(|store| store.container_is_running(id))
+            .unwrap_or(true)
+    }
+
+    /// Whether the container `id` exists and is stopped. The endpoint of a container that
+    /// no longer exists (a removal cut short) keeps its address until `kiln check --repair`.
+    fn container_stopped(&self, id: &str) -> bool {
+        kiln_store::Store::open(&self.store_root).is_ok_and(|store| {
+            store.find_container(id).is_ok() && store.container_is_running(id).is_ok_and(|r| !r)
+        })
     }
 
     /// The records, locked, with the predefined networks (`bridge`, `host`, `none`) added the
@@ -343,9 +361,21 @@ impl Networks {
                 network: network.name.clone(),
                 what: "addresses",
             })?;
-        let taken = network.taken();
+        let mut taken = network.taken();
         let ip = match request.ip {
             Some(ip) => {
+                // An address a stopped container holds is handed over, as dockerd frees
+                // addresses at stop: compose recreates a service with a fixed
+                // `ipv4_address` by creating the new container before it removes the old,
+                // stopped one. Whichever of the two starts while the other runs fails then
+                // (`check_addresses_free`).
+                let stopped_holder = network
+                    .endpoints
+                    .iter()
+                    .any(|(id, e)| e.ip == Some(ip) && self.container_stopped(id));
+                if stopped_holder && !network.aux_addresses.values().any(|a| *a == ip) {
+                    taken.remove(&ip);
+                }
                 addressing.check_requested(ip, &taken, &network.name)?;
                 ip
             }
@@ -416,6 +446,24 @@ impl Networks {
         self.files.write(&lock, &state)
     }
 
+    /// A renamed container's endpoints carry its new name, which the embedded DNS answers
+    /// from then on (and the old one no more), as dockerd's does.
+    pub fn rename_container(&self, container_id: &str, new_name: &str) -> Result<()> {
+        let lock = self.files.lock(true)?;
+        let mut state = self.files.read(&lock)?;
+        let mut changed = false;
+        for network in &mut state.networks {
+            if let Some(endpoint) = network.endpoints.get_mut(container_id) {
+                changed |= endpoint.container_name != new_name;
+                endpoint.container_name = new_name.to_owned();
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        self.files.write(&lock, &state)
+    }
+
     /// The networks a container is on, each with its endpoint.
     pub fn endpoints_of(&self, container_id: &str) -> Result<Vec<(NetworkRecord, EndpointRecord)>> {
         let lock = self.files.lock(false)?;
@@ -424,6 +472,28 @@ impl Networks {
             .endpoints_of(container_id)
             .map(|(n, e)| (n.clone(), e.clone()))
             .collect())
+    }
+
+    /// Before a container starts: none of its addresses is held by another running container
+    /// (a requested address handed over from a stopped container by [`Networks::connect`]
+    /// is refused while that one runs again). Checked before the sandbox exists, so the
+    /// failure leaves nothing to undo.
+    pub fn check_addresses_free(&self, container_id: &str) -> Result<()> {
+        let lock = self.files.lock(false)?;
+        let state = self.files.read(&lock)?;
+        for (network, endpoint) in state.endpoints_of(container_id) {
+            let Some(ip) = endpoint.ip else { continue };
+            let clash = network.endpoints.iter().any(|(id, other)| {
+                id != container_id && other.ip == Some(ip) && self.container_runs(id)
+            });
+            if clash {
+                return Err(NetworkError::AddressInUse {
+                    address: ip.to_string(),
+                    network: network.name.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Connects the new network namespace of a starting container (`netns_pid` is in it) to

@@ -106,8 +106,11 @@ fn follow(
             }
             Err(e) => return Err(e.into()),
         };
-        // A state written by this start (not the one the container had before).
-        let fresh = now.state.started_at != started || now.state.finished_at.is_some();
+        // A state written by this start (not the one the container had before): every start,
+        // failed or not, writes its own start time. (A finished state alone is not this
+        // start's: a failed start before it leaves one, with its error, which this start
+        // must not report as its own.)
+        let fresh = now.state.started_at != started;
         match now.state.status {
             ContainerStatus::Running if fresh => return Ok(()),
             ContainerStatus::Exited if fresh && !now.state.error.is_empty() => {

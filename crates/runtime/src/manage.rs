@@ -140,7 +140,10 @@ impl<H: Host> Runtime<H> {
         )?)
     }
 
-    /// Renames a container; its new name must be valid and free (Docker's 409 otherwise).
+    /// Renames a container, in any state; its new name must be valid and free (Docker's 409
+    /// otherwise). Its network endpoints take the new name too, so the embedded DNS answers
+    /// it (docker-compose renames a container aside, as `<short id>_<name>`, before it
+    /// creates the one that replaces it).
     pub fn rename(&self, query: &str, new_name: &str) -> Result<ContainerRecord> {
         let c = self.container(query)?;
         let new_name = new_name.trim_start_matches('/');
@@ -151,7 +154,10 @@ impl<H: Host> Runtime<H> {
                 reason: "it is the container's name already",
             });
         }
-        Ok(self.store.rename_container(&c.id, new_name)?)
+        let renamed = self.store.rename_container(&c.id, new_name)?;
+        kiln_network::Networks::open(self.store.root())
+            .rename_container(&renamed.id, &renamed.name)?;
+        Ok(renamed)
     }
 
     /// Removes every container that is not running and `filter` does not keep, with its

@@ -133,9 +133,13 @@ impl<H: Host> Runtime<H> {
                         entry["MacAddress"] = json!(endpoint.mac);
                     }
                     if !network.predefined {
-                        // dockerd adds the short ID, which compose looks for.
+                        // dockerd adds the short ID, which compose looks for (and passes
+                        // itself when it connects a container: listed once).
                         let mut aliases = endpoint.aliases.clone();
-                        aliases.push(c.id[..12].to_owned());
+                        let short = &c.id[..12];
+                        if !aliases.iter().any(|a| a == short) {
+                            aliases.push(short.to_owned());
+                        }
                         entry["Aliases"] = json!(aliases);
                     }
                     if running {

@@ -419,6 +419,8 @@ fn spawn_sandbox(
         _ => false,
     };
     let child = if connect {
+        // An address this container asked for must not be in use by another running one.
+        networks.check_addresses_free(&record.id)?;
         let mut attach = |pid: u32| {
             networks
                 .attach_container(&record.id, pid)

@@ -1,7 +1,36 @@
-//! Generated container names, `adjective_surname` as Docker makes them, from kiln's own word
-//! lists (people who shaped ceramics, glass and metallurgy, for a tool named after a kiln).
+//! Container names: generated ones, `adjective_surname` as Docker makes them, from kiln's own
+//! word lists (people who shaped ceramics, glass and metallurgy, for a tool named after a
+//! kiln), and renaming (docker-compose renames a container aside before recreating it).
+//!
+//! A rename takes the containers lock, as creation does, so two containers never end up with
+//! one name; the record itself is rewritten under its own lock, beside a running supervisor.
 
 use kiln_image::Digest;
+
+use crate::Store;
+use crate::container_record::ContainerRecord;
+use crate::containers::{ContainerError, ContainerResult, validate_name};
+
+impl Store {
+    /// Gives the container `id` the name `new_name` (a leading `/` is dropped). A name another
+    /// container has is [`ContainerError::NameInUse`]; its own name is no change.
+    pub fn rename_container(&self, id: &str, new_name: &str) -> ContainerResult<ContainerRecord> {
+        let new_name = new_name.trim_start_matches('/');
+        validate_name(new_name, "container")?;
+        let _lock = self.lock_containers()?;
+        let all = self.list_containers()?;
+        if !all.iter().any(|c| c.id == id) {
+            return Err(ContainerError::NoSuchContainer(id.to_owned()));
+        }
+        if let Some(other) = all.into_iter().find(|c| c.name == new_name && c.id != id) {
+            return Err(ContainerError::NameInUse {
+                name: new_name.to_owned(),
+                id: other.id,
+            });
+        }
+        self.update_container(id, |record| record.name = new_name.to_owned())
+    }
+}
 
 const ADJECTIVES: &[&str] = &[
     "amber", "bold", "brisk", "calm", "clever", "cosy", "crisp", "daring", "deft", "eager",
@@ -79,6 +108,39 @@ pub(crate) fn generate_name(id: &str, attempt: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::containers::tests::record;
+    use crate::test_support::store;
+
+    #[test]
+    fn renames_keep_names_unique_and_valid() {
+        let (_dir, store) = store();
+        let mut web = record(&store, "web", "2024-01-01T00:00:00Z");
+        let mut api = record(&store, "api", "2024-01-02T00:00:00Z");
+        store.create_container(&mut web).unwrap();
+        store.create_container(&mut api).unwrap();
+
+        let renamed = store.rename_container(&web.id, "/old_web").unwrap();
+        assert_eq!(renamed.name, "old_web");
+        assert_eq!(store.find_container("old_web").unwrap().id, web.id);
+        assert!(matches!(
+            store.find_container("web"),
+            Err(ContainerError::NoSuchContainer(_))
+        ));
+        // The freed name can be taken again; its own name is no conflict.
+        store.rename_container(&api.id, "web").unwrap();
+        store.rename_container(&api.id, "web").unwrap();
+
+        let err = store.rename_container(&web.id, "web").unwrap_err();
+        assert!(matches!(err, ContainerError::NameInUse { ref id, .. } if *id == api.id));
+        assert_eq!(err.kind(), kiln_error::ErrorKind::Conflict);
+        let err = store.rename_container(&web.id, "a/b").unwrap_err();
+        assert_eq!(err.kind(), kiln_error::ErrorKind::InvalidArgument);
+        assert!(matches!(
+            store.rename_container(&"0".repeat(64), "ghost"),
+            Err(ContainerError::NoSuchContainer(_))
+        ));
+        assert_eq!(store.find_container(&web.id).unwrap().name, "old_web");
+    }
 
     #[test]
     fn names_are_adjective_underscore_surname_and_vary() {

@@ -236,26 +236,6 @@ impl Store {
         Ok(record)
     }
 
-    /// Renames container `id` to `new_name` under the containers lock, so two renames (or a
-    /// create) cannot take the same name. Docker's rules: the name is validated, and one
-    /// another container has is [`ContainerError::NameInUse`].
-    pub fn rename_container(&self, id: &str, new_name: &str) -> ContainerResult<ContainerRecord> {
-        let new_name = new_name.trim_start_matches('/');
-        validate_name(new_name, "container")?;
-        let _lock = self.lock_containers()?;
-        if let Some(other) = self
-            .list_containers()?
-            .into_iter()
-            .find(|c| c.name == new_name && c.id != id)
-        {
-            return Err(ContainerError::NameInUse {
-                name: new_name.to_owned(),
-                id: other.id,
-            });
-        }
-        self.update_container(id, |r| r.name = new_name.to_owned())
-    }
-
     /// Deletes a container: its record, writable layer and log. Its volumes are left alone;
     /// the caller removes anonymous ones if asked to.
     pub fn remove_container(&self, id: &str) -> ContainerResult<()> {

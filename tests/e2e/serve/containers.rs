@@ -403,3 +403,70 @@ fn docker_cli_volumes_are_the_stores() {
     // The kiln CLI shares them.
     assert_eq!(k.ok(&["volume", "ls", "-q"]).trim(), "");
 }
+
+/// `POST /containers/{id}/rename`, which docker-compose uses to set a container aside before
+/// recreating it: 204, the new name found and the old one not, 409 for a name in use, 400
+/// for a missing or invalid one, 404 for no such container, and the `rename` event.
+#[test]
+fn containers_are_renamed() {
+    let k = Kiln::new();
+    let d = Daemon::start(&k, &[], &[]);
+    k.ok(&["pull", &k.base]);
+    let since = chrono::Utc::now().timestamp();
+    let create = |name: &str| {
+        let body = serde_json::json!({
+            "Image": k.base, "Cmd": ["true"], "HostConfig": { "NetworkMode": "none" },
+        });
+        let r = d.request(
+            "POST",
+            &format!("/containers/create?name={name}"),
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["Id"].as_str().unwrap().to_owned()
+    };
+    let rename = |id: &str, query: &str| {
+        d.request("POST", &format!("/containers/{id}/rename{query}"), &[], b"")
+    };
+    let web = create("web");
+    let other = create("other");
+
+    let r = rename(&web[..12], "?name=a02701bda961_web");
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(
+        d.get("/containers/a02701bda961_web/json").json()["Id"],
+        web.as_str()
+    );
+    assert_eq!(
+        d.get(&format!("/containers/{web}/json")).json()["Name"],
+        "/a02701bda961_web"
+    );
+    assert_eq!(d.get("/containers/web/json").status, 404);
+    // The freed name is free for a new container, as compose's recreate needs.
+    create("web");
+
+    let taken = rename(&other, "?name=web");
+    assert_eq!(taken.status, 409, "{}", taken.text());
+    assert!(
+        taken.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("already in use")
+    );
+    assert_eq!(rename(&other, "").status, 400);
+    assert_eq!(rename(&other, "?name=a/b").status, 400);
+    assert_eq!(rename("nope", "?name=x1").status, 404);
+    assert_eq!(d.get("/containers/other/json").status, 200);
+
+    let until = chrono::Utc::now().timestamp() + 1;
+    let events = d
+        .get(&format!(
+            "/events?since={since}&until={until}&filters=%7B%22event%22%3A%5B%22rename%22%5D%7D"
+        ))
+        .lines();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["Actor"]["ID"], web.as_str());
+    assert_eq!(events[0]["Actor"]["Attributes"]["name"], "a02701bda961_web");
+    assert_eq!(events[0]["Actor"]["Attributes"]["oldName"], "/web");
+}

@@ -40,9 +40,33 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(k: &Kiln, extra_env: &[(&str, &Path)], extra_args: &[&str]) -> Daemon {
+        Daemon::spawn(
+            k,
+            Command::new(env!("CARGO_BIN_EXE_kiln")),
+            extra_env,
+            extra_args,
+        )
+    }
+
+    /// `kiln serve` inside the network namespace `/run/netns/<netns>` (only that namespace
+    /// entered: `nsenter` execs kiln, so the child is the daemon itself), for tests whose
+    /// clients create bridge networks. The socket is a path, reachable from any namespace.
+    pub fn start_in_netns(k: &Kiln, netns: &str) -> Daemon {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/run/netns/{netns}"))
+            .arg(env!("CARGO_BIN_EXE_kiln"));
+        Daemon::spawn(k, command, &[], &[])
+    }
+
+    fn spawn(
+        k: &Kiln,
+        mut command: Command,
+        extra_env: &[(&str, &Path)],
+        extra_args: &[&str],
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("kiln.sock");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
         command
             .env("KILN_ROOT", k.root.path())
             .args(["serve", "--host", &format!("unix://{}", socket.display())])

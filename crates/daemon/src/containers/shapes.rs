@@ -88,12 +88,34 @@ pub async fn list(daemon: Arc<Daemon>, query: &Query) -> Result<Response<Body>, 
                 }
             });
         if keep {
-            out.push(summary(c, daemon.store()));
+            out.push(c.clone());
         }
     }
     if let Some(limit) = limit {
         out.truncate(limit as usize);
     }
+    // Each entry's networks as inspect shows them (dockerd's list has the same endpoint
+    // objects; `docker ps --format {{.Networks}}` and docker-py's sparse lists read them). A
+    // container removed meanwhile, or whose spec cannot be read, lists `{}`.
+    let rt = runtime(&daemon);
+    let out = blocking("", move || {
+        Ok(out
+            .iter()
+            .map(|c| {
+                let mut entry = summary(c, &rt.store);
+                if let Ok(settings) = rt.network_settings(c) {
+                    entry["NetworkSettings"]["Networks"] = settings["Networks"].clone();
+                }
+                // As inspect writes it: the default network is `bridge`.
+                if let Ok(mode) = rt.network_mode_name(c) {
+                    let mode = if mode == "default" { "bridge" } else { &mode };
+                    entry["HostConfig"]["NetworkMode"] = json!(mode);
+                }
+                entry
+            })
+            .collect())
+    })
+    .await?;
     Ok(stream::json(StatusCode::OK, &Value::Array(out)))
 }
 
