@@ -203,6 +203,19 @@ pub fn warning_text(file: &Path, source: &str, warning: &Warning) -> String {
     )
 }
 
+/// Runs `each` for every item as docker's commands over several objects do (`rm`, `rmi`,
+/// `volume rm`): a failure is printed and the rest still go. True when every one succeeded.
+pub fn each_reporting<T>(items: &[T], mut each: impl FnMut(&T) -> anyhow::Result<()>) -> bool {
+    let mut ok = true;
+    for item in items {
+        if let Err(e) = each(item) {
+            eprintln!("Error: {e:#}");
+            ok = false;
+        }
+    }
+    ok
+}
+
 /// A table as `docker images` and `docker ps` print them: columns padded to their widest
 /// cell, three spaces apart, no trailing blanks.
 pub fn table<const N: usize>(rows: &[[String; N]]) -> String {

@@ -5,12 +5,9 @@
 //! does, so it waits for builds, pulls and copies in progress rather than removing what they
 //! use.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hyper::{Response, StatusCode};
-use kiln_image::Reference;
-use kiln_images::StoredImage;
 use kiln_store::{PruneOptions, PruneScope, PrunedKind};
 use serde_json::{Value, json};
 
@@ -181,19 +178,9 @@ pub async fn df(daemon: Arc<Daemon>) -> Result<Response<Body>, ApiError> {
             store,
             &kiln_images::ListFilter::default().with_unnamed(true),
         )?;
-        let mut order: Vec<String> = Vec::new();
-        let mut grouped: BTreeMap<String, (StoredImage, Vec<Reference>)> = BTreeMap::new();
-        for row in rows {
-            let id = row.image.config_digest.to_string();
-            let entry = grouped.entry(id.clone()).or_insert_with(|| {
-                order.push(id);
-                (row.image.clone(), Vec::new())
-            });
-            entry.1.extend(row.name);
-        }
-        let images: Vec<Value> = order
+        let grouped = crate::images::shapes::group_by_id(rows);
+        let images: Vec<Value> = grouped
             .iter()
-            .filter_map(|id| grouped.get(id))
             .map(|(img, names)| {
                 let mut v = crate::images::shapes::summary(img, names);
                 let shared = usage
@@ -219,7 +206,8 @@ pub async fn df(daemon: Arc<Daemon>) -> Result<Response<Body>, ApiError> {
                 let size_rw = kiln_runtime::layer_bytes(&upper);
                 v["SizeRw"] = json!(size_rw);
                 let base = grouped
-                    .get(&c.image_id)
+                    .iter()
+                    .find(|(img, _)| img.config_digest.to_string() == c.image_id)
                     .map_or(0, |(img, _)| img.size());
                 v["SizeRootFs"] = json!(size_rw + base);
                 v

@@ -56,27 +56,20 @@ pub fn list(env: &Env, filters: &[String]) -> Result<ExitCode> {
 /// `kiln rmi`: each name or ID in turn; a failure is reported and the others still go, as
 /// `docker rmi` does.
 pub fn remove(env: &Env, names: &[String], force: bool) -> Result<ExitCode> {
-    let mut failed = false;
-    for name in names {
-        match kiln_images::remove(&env.store, name, force) {
-            Ok(removed) => {
-                for r in &removed.untagged {
-                    println!("Untagged: {}", r.familiar());
-                }
-                if let Some(id) = removed.deleted {
-                    println!("Deleted: {id}");
-                }
-            }
-            Err(e) => {
-                eprintln!("Error: {e}");
-                failed = true;
-            }
+    let removed = crate::render::each_reporting(names, |name| {
+        let removed = kiln_images::remove(&env.store, name, force)?;
+        for r in &removed.untagged {
+            println!("Untagged: {}", r.familiar());
         }
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
+        if let Some(id) = removed.deleted {
+            println!("Deleted: {id}");
+        }
+        Ok(())
+    });
+    Ok(if removed {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
 

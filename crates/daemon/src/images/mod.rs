@@ -5,7 +5,6 @@
 pub(crate) mod import;
 pub(crate) mod shapes;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -119,20 +118,8 @@ pub async fn list(daemon: &Arc<Daemon>, query: &Query) -> Result<Response<Body>,
     let filter = kiln_images::ListFilter::parse(&flat)?.with_unnamed(query.bool("all"));
     let store = daemon.store().clone();
     let rows = blocking(move || Ok(kiln_images::list_images(&store, &filter)?)).await?;
-    // Grouped by ID in first-seen order.
-    let mut order: Vec<String> = Vec::new();
-    let mut grouped: BTreeMap<String, (StoredImage, Vec<Reference>)> = BTreeMap::new();
-    for row in rows {
-        let id = row.image.config_digest.to_string();
-        let entry = grouped.entry(id.clone()).or_insert_with(|| {
-            order.push(id);
-            (row.image.clone(), Vec::new())
-        });
-        entry.1.extend(row.name);
-    }
-    let out: Vec<Value> = order
+    let out: Vec<Value> = shapes::group_by_id(rows)
         .iter()
-        .filter_map(|id| grouped.get(id))
         .map(|(img, names)| shapes::summary(img, names))
         .collect();
     Ok(stream::json(StatusCode::OK, &Value::Array(out)))

@@ -159,6 +159,24 @@ pub fn history(img: &StoredImage, names: &[Reference]) -> Value {
     Value::Array(rows)
 }
 
+/// List rows (one per image and name) grouped into one entry per image ID with all its
+/// names, in first-seen order: `images/json` and `system/df` list images this way.
+pub(crate) fn group_by_id(
+    rows: Vec<kiln_images::ImageSummary>,
+) -> Vec<(StoredImage, Vec<Reference>)> {
+    let mut grouped: Vec<(StoredImage, Vec<Reference>)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for row in rows {
+        let id = row.image.config_digest.to_string();
+        let at = *index.entry(id).or_insert_with(|| {
+            grouped.push((row.image.clone(), Vec::new()));
+            grouped.len() - 1
+        });
+        grouped[at].1.extend(row.name);
+    }
+    grouped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -96,17 +96,12 @@ pub fn network_command(store: &Store, command: NetworkCommand) -> Result<ExitCod
             writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
         }
         NetworkCommand::Rm { networks: names } => {
-            let mut failed = false;
-            for name in &names {
-                match networks.remove(name) {
-                    Ok(_) => writeln!(out, "{name}")?,
-                    Err(e) => {
-                        eprintln!("Error: {e}");
-                        failed = true;
-                    }
-                }
-            }
-            if failed {
+            let removed = crate::render::each_reporting(&names, |name| {
+                networks.remove(name)?;
+                writeln!(out, "{name}")?;
+                Ok(())
+            });
+            if !removed {
                 return Ok(ExitCode::FAILURE);
             }
         }

@@ -116,17 +116,12 @@ pub fn volume_command(store: &Store, command: VolumeCommand) -> Result<ExitCode>
             writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
         }
         VolumeCommand::Rm { names } => {
-            let mut failed = false;
-            for name in &names {
-                match store.remove_volume(name) {
-                    Ok(()) => writeln!(out, "{name}")?,
-                    Err(e) => {
-                        failed = true;
-                        eprintln!("error: {e}");
-                    }
-                }
-            }
-            if failed {
+            let removed = crate::render::each_reporting(&names, |name| {
+                store.remove_volume(name)?;
+                writeln!(out, "{name}")?;
+                Ok(())
+            });
+            if !removed {
                 return Ok(ExitCode::FAILURE);
             }
         }

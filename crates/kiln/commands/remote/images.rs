@@ -73,29 +73,21 @@ fn split_tag(name: &str) -> (String, String) {
 
 /// `kiln rmi`: each name in turn; a failure is reported and the others still go.
 pub fn remove(remote: &Remote, names: &[String], force: bool) -> Result<ExitCode> {
-    let mut failed = false;
-    for name in names {
-        match remote.call(remote.client.image_remove(name, force)) {
-            Ok(items) => {
-                for item in items {
-                    if let Some(untagged) = item.untagged {
-                        println!("Untagged: {untagged}");
-                    }
-                    if let Some(deleted) = item.deleted {
-                        println!("Deleted: {deleted}");
-                    }
-                }
+    let removed = crate::render::each_reporting(names, |name| {
+        for item in remote.call(remote.client.image_remove(name, force))? {
+            if let Some(untagged) = item.untagged {
+                println!("Untagged: {untagged}");
             }
-            Err(e) => {
-                eprintln!("Error: {e}");
-                failed = true;
+            if let Some(deleted) = item.deleted {
+                println!("Deleted: {deleted}");
             }
         }
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
+        Ok(())
+    });
+    Ok(if removed {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
 

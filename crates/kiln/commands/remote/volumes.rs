@@ -45,17 +45,12 @@ pub fn volume(remote: &Remote, command: VolumeCommand) -> Result<ExitCode> {
             writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
         }
         VolumeCommand::Rm { names } => {
-            let mut failed = false;
-            for name in &names {
-                match remote.call(client.volume_remove(name)) {
-                    Ok(()) => writeln!(out, "{name}")?,
-                    Err(e) => {
-                        failed = true;
-                        eprintln!("error: {e}");
-                    }
-                }
-            }
-            if failed {
+            let removed = crate::render::each_reporting(&names, |name| {
+                remote.call(client.volume_remove(name))?;
+                writeln!(out, "{name}")?;
+                Ok(())
+            });
+            if !removed {
                 return Ok(ExitCode::FAILURE);
             }
         }
