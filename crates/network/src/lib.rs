@@ -18,6 +18,7 @@ mod api;
 pub mod dns;
 pub mod error;
 pub mod ipam;
+mod kernel;
 mod leftovers;
 pub mod netlink;
 pub mod nft;
