@@ -216,6 +216,20 @@ pub fn each_reporting<T>(items: &[T], mut each: impl FnMut(&T) -> anyhow::Result
     ok
 }
 
+/// The header row of `kiln ps` (docker's columns), the same in-process and with `--host`.
+pub fn ps_header() -> [String; 7] {
+    [
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ]
+    .map(str::to_owned)
+}
+
 /// A table as `docker images` and `docker ps` print them: columns padded to their widest
 /// cell, three spaces apart, no trailing blanks.
 pub fn table<const N: usize>(rows: &[[String; N]]) -> String {

@@ -100,21 +100,7 @@ pub fn link_exists(name: &str) -> Result<bool> {
 
 /// The names of the links in the caller's namespace.
 pub fn link_names() -> Result<Vec<String>> {
-    run(None, |handle| async move {
-        let mut names = Vec::new();
-        let mut links = handle.link().get().execute();
-        while let Some(link) = links
-            .try_next()
-            .await
-            .map_err(netlink_error("list links"))?
-        {
-            names.extend(link.attributes.iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n.clone()),
-                _ => None,
-            }));
-        }
-        Ok(names)
-    })
+    names_in(None)
 }
 
 /// Makes sure the bridge `name` exists, is up and has `gateway/prefix`. Returns whether it
@@ -367,7 +353,12 @@ pub fn detach_inside(netns_pid: u32, inner_name: &str) -> Result<()> {
 
 /// The interface names in the namespace of `netns_pid`, to pick the next free `ethN`.
 pub fn names_inside(netns_pid: u32) -> Result<Vec<String>> {
-    run(Some(netns_pid), |handle| async move {
+    names_in(Some(netns_pid))
+}
+
+/// The link names in the namespace of `netns_pid`, or the caller's.
+fn names_in(netns_pid: Option<u32>) -> Result<Vec<String>> {
+    run(netns_pid, |handle| async move {
         let mut names = Vec::new();
         let mut links = handle.link().get().execute();
         while let Some(link) = links

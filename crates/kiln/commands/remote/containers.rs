@@ -24,15 +24,7 @@ pub fn ps(remote: &Remote, all: bool, quiet: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let now = chrono::Utc::now();
-    let mut rows = vec![[
-        "CONTAINER ID".to_owned(),
-        "IMAGE".to_owned(),
-        "COMMAND".to_owned(),
-        "CREATED".to_owned(),
-        "STATUS".to_owned(),
-        "PORTS".to_owned(),
-        "NAMES".to_owned(),
-    ]];
+    let mut rows = vec![crate::render::ps_header()];
     for c in &containers {
         let created = chrono::DateTime::from_timestamp(c.created, 0);
         let names: Vec<&str> = c.names.iter().map(|n| n.trim_start_matches('/')).collect();
