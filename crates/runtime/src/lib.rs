@@ -32,6 +32,7 @@ pub mod mounts;
 mod network_request;
 mod networks;
 pub mod ports;
+mod process;
 pub mod pty;
 mod resources;
 mod signals;

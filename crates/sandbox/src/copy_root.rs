@@ -387,5 +387,47 @@ pub(crate) fn clear(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// A root made by the copying fallback: the directory and its state when the process started.
+#[derive(Debug)]
+pub(crate) struct CopiedRoot {
+    pub(crate) merged: tempfile::TempDir,
+    pub(crate) baseline: Baseline,
+}
+
+/// Copies the layers into a fresh directory beside the upper dir when overlayfs cannot be
+/// mounted (see this module).
+pub(crate) fn copy_layers_if_needed(
+    spec: &crate::spec::SandboxSpec,
+    not_root: bool,
+) -> Result<Option<CopiedRoot>, crate::error::SandboxError> {
+    let user_xattr = not_root || crate::rootless::in_user_namespace();
+    let probe = Probe::for_mount(
+        &spec.lower_dirs,
+        Some((&spec.upper_dir, &spec.work_dir)),
+        &spec.upper_dir,
+    );
+    if !copy_fallback_needed(probe, user_xattr) {
+        return Ok(None);
+    }
+    let parent = spec.upper_dir.parent().unwrap_or(Path::new("/tmp"));
+    let merged = tempfile::Builder::new()
+        .prefix("kiln-copied-root-")
+        .tempdir_in(parent)
+        .map_err(crate::error::SandboxError::io(format!(
+            "create a directory for the copied root in {}",
+            parent.display()
+        )))?;
+    let layers: Vec<&Path> = std::iter::once(spec.upper_dir.as_path())
+        .chain(spec.lower_dirs.iter().map(PathBuf::as_path))
+        .collect();
+    let baseline =
+        materialize(&layers, merged.path()).map_err(crate::error::SandboxError::io(format!(
+            "copy {} layer(s) into {} (overlayfs cannot be mounted here)",
+            layers.len(),
+            merged.path().display()
+        )))?;
+    Ok(Some(CopiedRoot { merged, baseline }))
+}
+
 #[cfg(test)]
 mod tests;

@@ -52,53 +52,10 @@ pub struct SandboxChild {
     /// Holds the hosts/resolv.conf files mounted into the sandbox; removed after it exits.
     state_dir: Option<tempfile::TempDir>,
     /// The copy of the layers used as the root where overlayfs cannot be mounted.
-    copied: Option<CopiedRoot>,
+    copied: Option<crate::copy_root::CopiedRoot>,
     /// The sandbox's own cgroup when it has resource limits; removed after it exits.
     cgroup: Option<Cgroup>,
     finished: bool,
-}
-
-/// A root made by the copying fallback: the directory and its state when the process started.
-#[derive(Debug)]
-struct CopiedRoot {
-    merged: tempfile::TempDir,
-    baseline: crate::copy_root::Baseline,
-}
-
-/// Copies the layers into a fresh directory beside the upper dir when overlayfs cannot be
-/// mounted (see `copy_root`).
-fn copy_layers_if_needed(
-    spec: &SandboxSpec,
-    not_root: bool,
-) -> Result<Option<CopiedRoot>, SandboxError> {
-    let user_xattr = not_root || crate::rootless::in_user_namespace();
-    let probe = crate::copy_root::Probe::for_mount(
-        &spec.lower_dirs,
-        Some((&spec.upper_dir, &spec.work_dir)),
-        &spec.upper_dir,
-    );
-    if !crate::copy_root::copy_fallback_needed(probe, user_xattr) {
-        return Ok(None);
-    }
-    let parent = spec.upper_dir.parent().unwrap_or(Path::new("/tmp"));
-    let merged = tempfile::Builder::new()
-        .prefix("kiln-copied-root-")
-        .tempdir_in(parent)
-        .map_err(SandboxError::io(format!(
-            "create a directory for the copied root in {}",
-            parent.display()
-        )))?;
-    let layers: Vec<&Path> = std::iter::once(spec.upper_dir.as_path())
-        .chain(spec.lower_dirs.iter().map(PathBuf::as_path))
-        .collect();
-    let baseline = crate::copy_root::materialize(&layers, merged.path()).map_err(
-        SandboxError::io(format!(
-            "copy {} layer(s) into {} (overlayfs cannot be mounted here)",
-            layers.len(),
-            merged.path().display()
-        )),
-    )?;
-    Ok(Some(CopiedRoot { merged, baseline }))
 }
 
 /// Starts `process` in a new sandbox described by `spec`. Blocks until the process has been
@@ -184,7 +141,7 @@ fn spawn_inner(
         None
     };
     let euid = rustix::process::geteuid();
-    let copied = copy_layers_if_needed(spec, !euid.is_root())?;
+    let copied = crate::copy_root::copy_layers_if_needed(spec, !euid.is_root())?;
     let mut sandbox_spec = spec.clone();
     if let Some(copied) = &copied {
         sandbox_spec.upper_dir = copied.merged.path().to_path_buf();

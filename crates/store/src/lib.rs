@@ -30,6 +30,7 @@ mod cache_mounts;
 mod check;
 mod container_names;
 mod container_record;
+mod container_running;
 mod containers;
 mod file_digests;
 mod gc;
@@ -63,7 +64,8 @@ pub use container_record::{
     CONTAINER_SCHEMA_VERSION, ContainerRecord, ContainerState, ContainerStatus, Health,
     HealthProbe, HealthStatus, MountKind, MountRecord, RunConfig, StateError, Timestamp,
 };
-pub use containers::{ContainerError, ContainerResult, ExitWatch};
+pub use container_running::ExitWatch;
+pub use containers::{ContainerError, ContainerResult};
 pub use file_digests::{FileDigestIndex, FileStat};
 pub use gc::{PruneOptions, PruneReport, PruneScope, Pruned, PrunedKind};
 pub use kiln_image::Digest;
