@@ -7,7 +7,8 @@
 //! `/dev/net/tun` given in a mount namespace of the command's own, for slirp4netns); the
 //! per-user namespace is kiln's own, made as that user.
 
-use std::process::Output;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Output, Stdio};
 
 use super::super::containers::eventually;
 use super::super::harness::{assert_success, stderr, stdout};
@@ -82,7 +83,8 @@ impl Rootless<'_> {
 #[test]
 fn rootless_user_networks_live_in_one_per_user_namespace() {
     let k = Kiln::new();
-    let net = TestNet::new(&k);
+    let mut net = TestNet::new(&k);
+    net.add_world();
     let user = user(RANGED_USER, true);
     let store = user.owned_dir();
     user.ok(store.path(), &["pull", &k.base]);
@@ -157,6 +159,68 @@ fn rootless_user_networks_live_in_one_per_user_namespace() {
         super::super::ports::fetch_in(&net.name, "127.0.0.1", "8095").contains("hello from web")
     });
 
+    // The way out: slirp4netns on the per-user namespace, the bridge masqueraded behind it,
+    // to a server outside the test's namespace; an --internal network has none.
+    let outside = Listener::start(&format!("{}-w", net.name));
+    let reach_out = |network: &str| {
+        stdout(&rl.kiln(&[
+            "run",
+            "--rm",
+            "--network",
+            network,
+            &k.base,
+            "nc",
+            "-w",
+            "3",
+            "198.51.100.1",
+            "9000",
+        ]))
+    };
+    eventually("front reaches outside", || {
+        reach_out("front").contains("hello from outside")
+    });
+    rl.ok(&["network", "create", "--internal", "sealed"]);
+    assert_eq!(
+        reach_out("sealed"),
+        "",
+        "an internal network has no way out"
+    );
+    rl.ok(&["network", "rm", "sealed"]);
+    drop(outside);
+
+    // `kiln serve` of the same user and store runs in the same namespace: a container it
+    // starts reaches web by name.
+    let daemon = RootlessDaemon::start(&rl);
+    let out = rl.user.client(
+        &daemon.host,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "front",
+            &k.base,
+            "nc",
+            "-w",
+            "3",
+            "web",
+            "80",
+        ],
+    );
+    assert!(
+        stdout(&out).contains("hello from web"),
+        "{}{}\n{}",
+        stdout(&out),
+        stderr(&out),
+        daemon.log()
+    );
+    let listed = daemon.get("/v1.41/networks");
+    assert!(
+        listed.contains("\"front\"") && listed.contains("\"back\""),
+        "{listed}"
+    );
+    drop(daemon);
+    assert_eq!(keeper(root), Some(first));
+
     // A network in use stays; removal of containers and networks leaves nothing.
     let err = stderr(&rl.kiln(&["network", "rm", "front"]));
     assert!(err.contains("active endpoints"), "{err}");
@@ -185,4 +249,117 @@ fn rootless_user_networks_live_in_one_per_user_namespace() {
         ""
     );
     rl.user.assert_no_processes();
+}
+
+/// A TCP server answering `hello from outside` on port 9000 in namespace `netns`, in a
+/// process group of its own that is ended when dropped.
+struct Listener(Child);
+
+impl Listener {
+    fn start(netns: &str) -> Listener {
+        let script = "while true; do echo hello from outside | busybox nc -l -p 9000; done";
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{netns}"))
+            .args(["sh", "-c", script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start the outside listener");
+        Listener(child)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(group) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// `kiln serve` as the rootless user, inside the test's namespace; ended (SIGTERM to the
+/// daemon itself, the re-executed kiln in its user namespace) when dropped.
+struct RootlessDaemon {
+    child: Child,
+    dir: tempfile::TempDir,
+    host: String,
+    _devices: tempfile::TempDir,
+}
+
+impl RootlessDaemon {
+    fn start(rl: &Rootless<'_>) -> RootlessDaemon {
+        let dir = rl.user.owned_dir();
+        let socket = dir.path().join("kiln.sock");
+        let host = format!("unix://{}", socket.display());
+        let (mut command, devices) = rl.user.kiln_in_netns_command(
+            &rl.net.name,
+            rl.store.path(),
+            &["serve", "--host", &host],
+        );
+        let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start rootless kiln serve");
+        let daemon = RootlessDaemon {
+            child,
+            dir,
+            host,
+            _devices: devices,
+        };
+        eventually("rootless kiln serve to listen", || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+        daemon
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// The daemon: the process of the chain (nsenter, unshare, sh, runuser, kiln) whose
+    /// command line names the socket and that kiln re-executed in its user namespace.
+    fn daemon_pid(&self) -> Option<i32> {
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let mut args = cmdline.split(|b| *b == 0);
+                let reexecuted = args.next()? == b"/proc/self/exe";
+                let names_socket = String::from_utf8_lossy(&cmdline).contains(self.host.as_str());
+                (reexecuted && names_socket).then_some(pid)
+            })
+    }
+
+    /// A GET of the Engine API: the response's body.
+    fn get(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let socket = self.host.trim_start_matches("unix://");
+        let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: kiln\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    }
+}
+
+impl Drop for RootlessDaemon {
+    fn drop(&mut self) {
+        if let Some(pid) = self.daemon_pid().and_then(rustix::process::Pid::from_raw) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        for _ in 0..200 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
