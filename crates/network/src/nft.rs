@@ -249,7 +249,21 @@ pub fn port_chains(bridge: &str) -> Vec<String> {
 
 /// The names of the `ip` tables that belong to kiln bridges.
 pub fn kiln_tables() -> Result<Vec<String>> {
-    let output = Command::new("nft")
+    kiln_tables_in(None)
+}
+
+/// [`kiln_tables`] of the namespace of `netns_pid` (the caller's when `None`).
+pub fn kiln_tables_in(netns_pid: Option<u32>) -> Result<Vec<String>> {
+    let mut command = Command::new("nft");
+    if let Some(pid) = netns_pid {
+        kiln_sandbox::netns_keeper::run_in_network_namespace_of(&mut command, pid).map_err(
+            |e| NetworkError::Nftables {
+                action: "list the nftables tables".into(),
+                message: e.to_string(),
+            },
+        )?;
+    }
+    let output = command
         .args(["-j", "list", "tables", "ip"])
         .stdin(Stdio::null())
         .output()

@@ -60,7 +60,7 @@ pub struct EndpointRequest {
 #[derive(Debug, Clone)]
 pub struct Networks {
     pub(crate) files: StateFiles,
-    store_root: PathBuf,
+    pub(crate) store_root: PathBuf,
 }
 
 /// Whether this kiln may make bridges, veth pairs and rules: root of the host's user

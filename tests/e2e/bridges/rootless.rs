@@ -111,6 +111,22 @@ fn rootless_user_networks_live_in_one_per_user_namespace() {
         "slirp4netns' way out: {:?}",
         links_of(first)
     );
+    // A bridge nothing names there (a crash): `kiln check` reports it and, the namespace
+    // being this store's alone, `--repair` removes it.
+    let stray = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{first}/ns/net"))
+        .args(["ip", "link", "add", "kiln-0123456789", "type", "bridge"])
+        .output()
+        .unwrap();
+    assert_success(&stray, &["ip link add in the per-user namespace"]);
+    let report = rl.ok(&["check"]);
+    assert!(
+        report.contains("bridge kiln-0123456789 of the per-user network namespace"),
+        "{report}"
+    );
+    rl.ok(&["check", "--repair"]);
+    assert!(!links_of(first).contains(&"kiln-0123456789".to_owned()));
+    assert_eq!(keeper(root), Some(first), "repair keeps a namespace in use");
     // Nothing of it in the namespace kiln runs in.
     assert!(
         !net.links().iter().any(|l| l.starts_with("kiln")),
