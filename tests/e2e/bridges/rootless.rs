@@ -22,6 +22,16 @@ fn keeper(store: &std::path::Path) -> Option<u32> {
     record["pid"].as_u64().map(|p| p as u32)
 }
 
+/// Whether process `pid` runs (a zombie, waiting for the machine's init to reap it, runs
+/// nothing).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(") ")
+            .next()
+            .is_some_and(|s| !s.starts_with('Z'))
+    })
+}
+
 /// Link names in the network namespace of process `pid`.
 fn links_of(pid: u32) -> Vec<String> {
     let out = std::process::Command::new("nsenter")
@@ -170,6 +180,12 @@ fn rootless_user_networks_live_in_one_per_user_namespace() {
         "isolation between networks"
     );
     assert_eq!(rl.fetch("front", "other"), "", "no name across networks");
+    // A running container connected to a second network gets an interface there at once,
+    // and loses it again.
+    rl.ok(&["network", "connect", "back", "web"]);
+    assert!(rl.fetch("back", "web").contains("hello from web"));
+    rl.ok(&["network", "disconnect", "back", "web"]);
+    assert_eq!(rl.fetch("back", "web"), "");
     // The published port answers on the loopback of the namespace kiln runs in.
     eventually("web answers on 127.0.0.1:8095", || {
         super::super::ports::fetch_in(&net.name, "127.0.0.1", "8095").contains("hello from web")
@@ -241,13 +257,31 @@ fn rootless_user_networks_live_in_one_per_user_namespace() {
     let err = stderr(&rl.kiln(&["network", "rm", "front"]));
     assert!(err.contains("active endpoints"), "{err}");
     rl.ok(&["rm", "-f", "web", "other"]);
+
+    // After a reboot (the keeper gone, the records kept) a container's start makes the
+    // namespace again, and its network's bridge and rules from the records.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first.to_string()])
+        .output()
+        .unwrap();
+    assert_success(&killed, &["kill the keeper"]);
+    eventually("the killed keeper to end", || !alive(first));
+    rl.server("again", &["--network", "front"]);
+    let second = keeper(root).expect("a new keeper");
+    assert_ne!(second, first);
+    eventually("again answers by name", || {
+        rl.fetch("front", "again").contains("hello from again")
+    });
+    rl.ok(&["rm", "-f", "again"]);
+
     rl.ok(&["network", "rm", "front"]);
-    assert_eq!(keeper(root), Some(first), "kept while a network is left");
-    let bridges: Vec<String> = links_of(first)
+    assert_eq!(keeper(root), Some(second), "kept while a network is left");
+    // `back` was not made again: nothing needed it since.
+    let bridges: Vec<String> = links_of(second)
         .into_iter()
         .filter(|l| l.starts_with("kiln-") || l.starts_with("veth"))
         .collect();
-    assert_eq!(bridges.len(), 1, "{bridges:?}");
+    assert_eq!(bridges.len(), 0, "{bridges:?}");
     rl.ok(&["network", "rm", "back"]);
     assert_eq!(
         keeper(root),
@@ -255,11 +289,7 @@ fn rootless_user_networks_live_in_one_per_user_namespace() {
         "the last network took the namespace along"
     );
     // Gone, or a zombie waiting for the machine's init to reap it (it runs nothing).
-    eventually("the keeper to end", || {
-        std::fs::read_to_string(format!("/proc/{first}/stat")).map_or(true, |stat| {
-            stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z'))
-        })
-    });
+    eventually("the keeper to end", || !alive(second));
     assert_eq!(
         super::super::ports::fetch_in(&net.name, "127.0.0.1", "8095"),
         ""
