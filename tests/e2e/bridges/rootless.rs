@@ -105,8 +105,18 @@ fn rootless_user_networks_live_in_one_per_user_namespace() {
     };
     let root = rl.store.path();
     assert_eq!(keeper(root), None, "no per-user namespace before a network");
+    // A daemon started before the per-user namespace existed runs in a user namespace of its
+    // own, which has no capability over the namespace: a clear error, nothing made.
+    let early = RootlessDaemon::start(&rl);
 
     rl.ok(&["network", "create", "front"]);
+    let refused = early.request("POST", "/v1.41/networks/create", r#"{"Name":"late"}"#);
+    assert!(
+        refused.contains("belongs to another user namespace than this kiln's"),
+        "{refused}"
+    );
+    drop(early);
+    assert!(!rl.ok(&["network", "ls"]).contains("late"));
     let first = keeper(root).expect("a keeper once a network exists");
     // A second kiln finds the same namespace and puts its bridge there.
     rl.ok(&["network", "create", "--subnet", "10.89.0.0/24", "back"]);
@@ -382,12 +392,23 @@ impl RootlessDaemon {
             })
     }
 
-    /// A GET of the Engine API: the response's body.
+    /// A GET of the Engine API: the whole response.
     fn get(&self, path: &str) -> String {
+        self.request("GET", path, "")
+    }
+
+    /// An Engine API request with a JSON body: the whole response (status line first).
+    fn request(&self, method: &str, path: &str, body: &str) -> String {
         use std::io::{Read, Write};
         let socket = self.host.trim_start_matches("unix://");
         let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: kiln\r\n\r\n").unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: kiln\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         response
