@@ -15,7 +15,7 @@ use super::rootless::{RANGED_USER, user};
 
 /// What `nc` run in namespace `netns` reads from `address`:`port` (empty when it cannot
 /// connect).
-fn fetch_in(netns: &str, address: &str, port: &str) -> String {
+pub(super) fn fetch_in(netns: &str, address: &str, port: &str) -> String {
     let out = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{netns}"))
         .args(["busybox", "nc", "-w", "3", address, port])

@@ -174,10 +174,23 @@ impl RootlessUser {
     /// device node of the same number bound over it there), so slirp4netns works on
     /// machines whose tun device is root's only, and the machine's stays as it is.
     pub(super) fn kiln_in_netns(&self, netns: &str, store: &Path, args: &[&str]) -> Output {
+        let (mut command, _devices) = self.kiln_in_netns_command(netns, store, args);
+        command.output().unwrap()
+    }
+
+    /// The command of [`Self::kiln_in_netns`], for a kiln that is to run on (`kiln serve`),
+    /// and the directory its mount namespace mounts over (kept until it started).
+    pub(super) fn kiln_in_netns_command(
+        &self,
+        netns: &str,
+        store: &Path,
+        args: &[&str],
+    ) -> (Command, tempfile::TempDir) {
         let devices = tempfile::tempdir().unwrap();
         let script = "mount -t tmpfs tun \"$0\" && mknod -m 666 \"$0/tun\" c 10 200 \
             && mount --bind \"$0/tun\" /dev/net/tun && exec \"$@\"";
-        Command::new("nsenter")
+        let mut command = Command::new("nsenter");
+        command
             .arg(format!("--net=/run/netns/{netns}"))
             .args(["unshare", "--mount", "sh", "-c", script])
             .arg(devices.path())
@@ -186,9 +199,15 @@ impl RootlessUser {
             .arg("XDG_DATA_HOME=")
             .arg(format!("KILN_ROOT={}", store.display()))
             .arg(&self.kiln)
-            .args(args)
-            .output()
-            .unwrap()
+            .args(args);
+        (command, devices)
+    }
+
+    /// kiln as this user sending `args` to the daemon at `host` (no user namespace needed).
+    pub(super) fn client(&self, host: &str, args: &[&str]) -> Output {
+        let mut all = vec!["--host", host];
+        all.extend_from_slice(args);
+        self.kiln_env(&[], &all)
     }
 
     pub(super) fn kiln(&self, store: &Path, args: &[&str]) -> Output {

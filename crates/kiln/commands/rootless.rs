@@ -55,7 +55,7 @@ pub fn run_in_user_namespace(global: &GlobalOpts, command: &Command) -> Result<E
     // Computed here: inside the namespace kiln is uid 0 and would pick the system store.
     let store_root = global.root.clone().unwrap_or_else(Store::default_root);
     let mut env: Vec<(OsString, OsString)> =
-        vec![("KILN_ROOT".into(), store_root.into_os_string())];
+        vec![("KILN_ROOT".into(), store_root.clone().into_os_string())];
     // Likewise the daemon's socket: the user's runtime dir, not root's /run.
     if matches!(command, Command::Serve(_)) {
         env.push((
@@ -63,7 +63,10 @@ pub fn run_in_user_namespace(global: &GlobalOpts, command: &Command) -> Result<E
             kiln_daemon::listen::default_host().into(),
         ));
     }
-    let code = reexec_in_user_namespace(&plan, &env)
+    // While this store's per-user network namespace exists, every rootless command runs in
+    // the user namespace that owns it (so it may connect containers to its bridges).
+    let join = kiln_network::user_namespace_to_join(&store_root);
+    let code = reexec_in_user_namespace(&plan, &env, join)
         .context("starting rootless kiln in a user namespace")?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
 }

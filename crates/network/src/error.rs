@@ -44,10 +44,20 @@ pub enum NetworkError {
     #[error("network {network} does not support {what}")]
     Unsupported { network: String, what: &'static str },
     #[error(
-        "bridge networks need root in the host's user namespace (this kiln is rootless): \
-         use the default network, none or host"
+        "bridge networks need root, or a rootless kiln (which runs in a user namespace of its \
+         own): use the default network, none or host"
     )]
     NeedsRoot,
+    /// The per-user network namespace was made by a kiln in another user namespace than this
+    /// one (a `kiln serve` started before it): this kiln has no capability over it.
+    #[error(
+        "the per-user network namespace (kept by pid {pid}) belongs to another user namespace \
+         than this kiln's: restart this kiln (kiln serve) so that it joins it"
+    )]
+    ForeignUserNamespace { pid: u32 },
+    /// The per-user network namespace of a rootless kiln could not be made.
+    #[error("cannot make the per-user network namespace of rootless networks: {0}")]
+    UserNamespace(Box<kiln_sandbox::SandboxError>),
     /// A netlink request the kernel refused or could not be sent.
     #[error("{action}: {message}")]
     Netlink { action: String, message: String },
@@ -98,6 +108,8 @@ impl NetworkError {
             | NetworkError::Io { .. }
             | NetworkError::Corrupt { .. } => ErrorKind::Internal,
             NetworkError::Store(e) => e.kind(),
+            NetworkError::ForeignUserNamespace { .. } => ErrorKind::Unavailable,
+            NetworkError::UserNamespace(e) => e.kind(),
         }
     }
 

@@ -2,13 +2,16 @@
 //! endpoints of containers that are gone, port chains of containers that are gone (both in
 //! this store's own records and tables, so `repair` removes them), and bridges and nftables
 //! tables no network of this store names (only reported: another store on the machine may
-//! own them, and nothing on a bridge says which).
+//! own them, and nothing on a bridge says which). A rootless kiln's per-user network
+//! namespace is its store's alone, so there such bridges and tables are removed with `repair`,
+//! and a namespace no user-defined network needs any more is ended.
 
 use crate::error::Result;
 use crate::netlink;
 use crate::nft;
-use crate::service::{Networks, privileged};
-use crate::state::Driver;
+use crate::service::{Networks, privileged, rootless};
+use crate::state::{Driver, State};
+use crate::user_netns;
 
 /// Something of kiln's networks that nothing owns any more.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +66,10 @@ impl Networks {
         if repair && !found.is_empty() {
             self.files.write(&lock, &state)?;
         }
+        if rootless() {
+            found.extend(self.user_netns_leftovers(&state, repair)?);
+            return Ok(found);
+        }
         if !privileged() {
             return Ok(found);
         }
@@ -109,6 +116,55 @@ impl Networks {
                          does: nft delete table ip {table})"
                     ),
                     repaired: false,
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    /// A rootless kiln's leftovers in its per-user network namespace: the namespace itself
+    /// when no user-defined network is left (a `network rm` that died before ending it), and
+    /// bridges and tables there that no network names. All of it this store's: `repair`
+    /// removes it.
+    fn user_netns_leftovers(&self, state: &State, repair: bool) -> Result<Vec<Leftover>> {
+        let Some(pid) = user_netns::find(&self.store_root)? else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::new();
+        if !state.networks.iter().any(|n| !n.predefined) {
+            if repair {
+                user_netns::stop(&self.store_root);
+            }
+            found.push(Leftover {
+                object: format!("per-user network namespace (kept by pid {pid})"),
+                problem: "no user-defined network needs it".into(),
+                repaired: repair,
+            });
+            return Ok(found);
+        }
+        let bridges: std::collections::BTreeSet<&str> = state
+            .networks
+            .iter()
+            .filter(|n| n.driver == Driver::Bridge && !n.predefined)
+            .map(|n| n.bridge.as_str())
+            .collect();
+        for link in netlink::names_in(Some(pid))? {
+            if link.starts_with("kiln-") && !bridges.contains(link.as_str()) {
+                let repaired = repair && netlink::delete_link_in(Some(pid), &link).is_ok();
+                found.push(Leftover {
+                    object: format!("bridge {link} of the per-user network namespace"),
+                    problem: "no network of this store names it".into(),
+                    repaired,
+                });
+            }
+        }
+        for table in nft::kiln_tables_in(Some(pid)).unwrap_or_default() {
+            if !bridges.contains(table.as_str()) {
+                let repaired = repair && nft::remove_in(Some(pid), &table).is_ok();
+                found.push(Leftover {
+                    object: format!("nftables table {table} of the per-user network namespace"),
+                    problem: "no network of this store names it".into(),
+                    repaired,
                 });
             }
         }

@@ -25,12 +25,14 @@ pub mod nft;
 pub mod ports;
 mod service;
 pub mod state;
+mod user_netns;
 
 pub use error::{NetworkError, Result};
 pub use ipam::{Addressing, Ipv4Net};
 pub use leftovers::Leftover;
 pub use service::{
     CreateRequest, DEFAULT_BRIDGE, DEFAULT_BRIDGE_INTERFACE, EndpointRequest, Networks,
-    host_interface, parse_mac, privileged,
+    host_interface, parse_mac, privileged, rootless,
 };
 pub use state::{Driver, EndpointRecord, NetworkRecord};
+pub use user_netns::user_namespace_to_join;

@@ -93,7 +93,12 @@ const EEXIST: i32 = 17;
 
 /// Whether the link `name` exists in the caller's namespace.
 pub fn link_exists(name: &str) -> Result<bool> {
-    run(None, |handle| async move {
+    link_exists_in(None, name)
+}
+
+/// Whether the link `name` exists in the namespace of `netns_pid` (the caller's when `None`).
+pub fn link_exists_in(netns_pid: Option<u32>, name: &str) -> Result<bool> {
+    run(netns_pid, |handle| async move {
         Ok(link_by_name(&handle, name).await?.is_some())
     })
 }
@@ -103,10 +108,16 @@ pub fn link_names() -> Result<Vec<String>> {
     names_in(None)
 }
 
-/// Makes sure the bridge `name` exists, is up and has `gateway/prefix`. Returns whether it
-/// created the bridge (so a failed network create removes only what it made).
-pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<bool> {
-    run(None, |handle| async move {
+/// Makes sure the bridge `name` exists in the namespace of `netns_pid` (the caller's when
+/// `None`), is up and has `gateway/prefix`. Returns whether it created the bridge (so a
+/// failed network create removes only what it made).
+pub fn ensure_bridge(
+    netns_pid: Option<u32>,
+    name: &str,
+    gateway: Ipv4Addr,
+    prefix: u8,
+) -> Result<bool> {
+    run(netns_pid, |handle| async move {
         let mut created = false;
         let link = match link_by_name(&handle, name).await? {
             Some(link) => link,
@@ -164,7 +175,12 @@ pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<bool> 
 /// Removes the link `name` (a bridge, or the host end of a veth pair, which takes its peer
 /// along); a link that is not there is no error.
 pub fn delete_link(name: &str) -> Result<()> {
-    run(None, |handle| async move {
+    delete_link_in(None, name)
+}
+
+/// [`delete_link`] in the namespace of `netns_pid` (the caller's when `None`).
+pub fn delete_link_in(netns_pid: Option<u32>, name: &str) -> Result<()> {
+    run(netns_pid, |handle| async move {
         let Some(link) = link_by_name(&handle, name).await? else {
             return Ok(());
         };
@@ -193,6 +209,9 @@ pub struct VethPlan<'a> {
     pub gateway: Option<Ipv4Addr>,
     /// Host pid of a process in the container's network namespace.
     pub netns_pid: u32,
+    /// Host pid of a process in the namespace of the bridge (the per-user network namespace
+    /// of a rootless kiln), or `None` for the caller's.
+    pub bridge_netns_pid: Option<u32>,
 }
 
 /// Creates the veth pair with its container end made directly in the container's namespace,
@@ -201,7 +220,7 @@ pub struct VethPlan<'a> {
 /// on the bridge, then configures the container end from inside. On failure the pair is
 /// removed again.
 pub fn attach_veth(plan: &VethPlan<'_>) -> Result<()> {
-    let outcome = run(None, |handle| async move {
+    let outcome = run(plan.bridge_netns_pid, |handle| async move {
         let bridge =
             link_by_name(&handle, plan.bridge)
                 .await?
@@ -259,7 +278,7 @@ pub fn attach_veth(plan: &VethPlan<'_>) -> Result<()> {
     });
     if outcome.is_err() {
         // The host end takes the peer along, wherever it is by now.
-        let _ = delete_link(plan.host_name);
+        let _ = delete_link_in(plan.bridge_netns_pid, plan.host_name);
     }
     outcome
 }
@@ -357,7 +376,7 @@ pub fn names_inside(netns_pid: u32) -> Result<Vec<String>> {
 }
 
 /// The link names in the namespace of `netns_pid`, or the caller's.
-fn names_in(netns_pid: Option<u32>) -> Result<Vec<String>> {
+pub fn names_in(netns_pid: Option<u32>) -> Result<Vec<String>> {
     run(netns_pid, |handle| async move {
         let mut names = Vec::new();
         let mut links = handle.link().get().execute();

@@ -103,9 +103,11 @@ pub fn table_commands(rules: &BridgeRules<'_>) -> Value {
     json!({"nftables": commands})
 }
 
-/// Writes (or rewrites) the rules of a bridge network.
-pub fn apply(rules: &BridgeRules<'_>) -> Result<()> {
-    run_nft(
+/// Writes (or rewrites) the rules of a bridge network, in the namespace of `netns_pid` (the
+/// caller's when `None`).
+pub fn apply(netns_pid: Option<u32>, rules: &BridgeRules<'_>) -> Result<()> {
+    run_nft_in(
+        netns_pid,
         &format!("write the nftables rules of bridge {}", rules.bridge),
         &table_commands(rules),
     )
@@ -113,11 +115,17 @@ pub fn apply(rules: &BridgeRules<'_>) -> Result<()> {
 
 /// Removes a bridge network's table; one that is not there is no error.
 pub fn remove(bridge: &str) -> Result<()> {
+    remove_in(None, bridge)
+}
+
+/// [`remove`] in the namespace of `netns_pid` (the caller's when `None`).
+pub fn remove_in(netns_pid: Option<u32>, bridge: &str) -> Result<()> {
     let commands = json!({"nftables": [
         {"add": {"table": table(bridge)}},
         {"delete": {"table": table(bridge)}},
     ]});
-    run_nft(
+    run_nft_in(
+        netns_pid,
         &format!("remove the nftables rules of bridge {bridge}"),
         &commands,
     )
@@ -241,7 +249,21 @@ pub fn port_chains(bridge: &str) -> Vec<String> {
 
 /// The names of the `ip` tables that belong to kiln bridges.
 pub fn kiln_tables() -> Result<Vec<String>> {
-    let output = Command::new("nft")
+    kiln_tables_in(None)
+}
+
+/// [`kiln_tables`] of the namespace of `netns_pid` (the caller's when `None`).
+pub fn kiln_tables_in(netns_pid: Option<u32>) -> Result<Vec<String>> {
+    let mut command = Command::new("nft");
+    if let Some(pid) = netns_pid {
+        kiln_sandbox::netns_keeper::run_in_network_namespace_of(&mut command, pid).map_err(
+            |e| NetworkError::Nftables {
+                action: "list the nftables tables".into(),
+                message: e.to_string(),
+            },
+        )?;
+    }
+    let output = command
         .args(["-j", "list", "tables", "ip"])
         .stdin(Stdio::null())
         .output()
@@ -279,7 +301,22 @@ fn missing_nft(action: &str) -> impl FnOnce(std::io::Error) -> NetworkError + '_
 }
 
 fn run_nft(action: &str, commands: &Value) -> Result<()> {
-    let mut child = Command::new("nft")
+    run_nft_in(None, action, commands)
+}
+
+/// Runs one nft transaction, in the namespace of `netns_pid` when given (`nft` is started
+/// there, so its netlink socket and the rules are that namespace's).
+fn run_nft_in(netns_pid: Option<u32>, action: &str, commands: &Value) -> Result<()> {
+    let mut command = Command::new("nft");
+    if let Some(pid) = netns_pid {
+        kiln_sandbox::netns_keeper::run_in_network_namespace_of(&mut command, pid).map_err(
+            |e| NetworkError::Nftables {
+                action: action.to_owned(),
+                message: e.to_string(),
+            },
+        )?;
+    }
+    let mut child = command
         .args(["-j", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

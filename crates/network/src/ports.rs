@@ -12,7 +12,10 @@
 //! there is no DNAT: the proxy serves every connection and dials the container from a thread
 //! that entered the container's network namespace (`setns`, which needs no root over a
 //! namespace the caller's user namespace owns) — RootlessKit's `builtin` port driver's design,
-//! without a child process.
+//! without a child process. A rootless kiln's container on a user-defined network is dialled
+//! the same way, from its address's namespace: a thread enters the per-user network namespace
+//! its bridges live in and connects to the container's address there (no DNAT: the host's
+//! own namespace has no route to those bridges).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -151,9 +154,11 @@ fn bind_one(spec: &PortSpec) -> Result<Bound> {
 pub enum Target {
     /// The container's address on a bridge, reached from the host's namespace.
     Address(Ipv4Addr),
-    /// The container's own namespace (its loopback), entered by the dialing thread: the
-    /// namespace of `/proc/PID/ns/net`, held open for as long as the proxy serves.
-    Namespace(Arc<File>),
+    /// A namespace entered by the dialing thread — the namespace of `/proc/PID/ns/net`, held
+    /// open for as long as the proxy serves — and the address dialled there: the container's
+    /// own namespace and its loopback, or the per-user network namespace and the container's
+    /// address on a bridge there.
+    Namespace(Arc<File>, Ipv4Addr),
 }
 
 impl Target {
@@ -161,7 +166,15 @@ impl Target {
     pub fn namespace_of(pid: u32) -> Result<Target> {
         let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
         let file = File::open(&path).map_err(NetworkError::io(&path))?;
-        Ok(Target::Namespace(Arc::new(file)))
+        Ok(Target::Namespace(Arc::new(file), Ipv4Addr::LOCALHOST))
+    }
+
+    /// The address `ip` as seen from the namespace of process `pid` (the per-user network
+    /// namespace's keeper).
+    pub fn address_in(pid: u32, ip: Ipv4Addr) -> Result<Target> {
+        let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        let file = File::open(&path).map_err(NetworkError::io(&path))?;
+        Ok(Target::Namespace(Arc::new(file), ip))
     }
 
     /// Runs `f` where the container's port is reached: in the host's namespace for an
@@ -170,7 +183,7 @@ impl Target {
     fn within<T: Send>(&self, f: impl FnOnce(Ipv4Addr) -> std::io::Result<T> + Send) -> Option<T> {
         match self {
             Target::Address(ip) => f(*ip).ok(),
-            Target::Namespace(ns) => std::thread::scope(|scope| {
+            Target::Namespace(ns, ip) => std::thread::scope(|scope| {
                 scope
                     .spawn(|| {
                         rustix::thread::move_into_link_name_space(
@@ -178,7 +191,7 @@ impl Target {
                             Some(rustix::thread::LinkNameSpaceType::Network),
                         )
                         .ok()?;
-                        f(Ipv4Addr::LOCALHOST).ok()
+                        f(*ip).ok()
                     })
                     .join()
                     .ok()

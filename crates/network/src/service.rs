@@ -15,11 +15,11 @@ use crate::error::{NetworkError, Result};
 use crate::ipam::{Addressing, Ipv4Net, default_pools, mac_for, mac_string};
 use crate::kernel::{attach, bring_up, tear_down};
 use crate::netlink;
-use crate::nft;
 use crate::state::{
     Driver, EndpointRecord, NetworkRecord, SCHEMA_VERSION, State, StateFiles, StateLock, random_id,
     validate_name,
 };
+use crate::user_netns;
 
 /// The default bridge network's name, subnet and interface (Docker's `bridge`/`docker0`).
 pub const DEFAULT_BRIDGE: &str = "bridge";
@@ -60,7 +60,7 @@ pub struct EndpointRequest {
 #[derive(Debug, Clone)]
 pub struct Networks {
     pub(crate) files: StateFiles,
-    store_root: PathBuf,
+    pub(crate) store_root: PathBuf,
 }
 
 /// Whether this kiln may make bridges, veth pairs and rules: root of the host's user
@@ -70,11 +70,38 @@ pub fn privileged() -> bool {
     rustix::process::geteuid().is_root() && !kiln_store::in_user_namespace()
 }
 
+/// Whether this is a rootless kiln: root of a user namespace of its own, whose user-defined
+/// networks live in the per-user network namespace (`user_netns`).
+pub fn rootless() -> bool {
+    rustix::process::geteuid().is_root() && kiln_store::in_user_namespace()
+}
+
+/// Bridge networks need either.
 pub(crate) fn require_root() -> Result<()> {
-    if privileged() {
+    if privileged() || rootless() {
         Ok(())
     } else {
         Err(NetworkError::NeedsRoot)
+    }
+}
+
+/// Where this kiln's bridges, rules and host-side veth ends are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// The caller's network namespace (root).
+    Host,
+    /// The per-user network namespace, of the keeper with this pid (rootless).
+    User(u32),
+    /// Rootless, and no per-user namespace exists: no kernel object to remove either.
+    Nowhere,
+}
+
+impl Place {
+    fn netns(self) -> Option<u32> {
+        match self {
+            Place::User(pid) => Some(pid),
+            Place::Host | Place::Nowhere => None,
+        }
     }
 }
 
@@ -89,6 +116,32 @@ impl Networks {
         Networks {
             files: StateFiles::new(store_root),
             store_root: store_root.to_owned(),
+        }
+    }
+
+    /// Where the bridges are; a rootless kiln starts the per-user namespace when `start` (call
+    /// with the records' exclusive lock held).
+    fn place(&self, start: bool) -> Result<Place> {
+        if !rootless() {
+            return Ok(Place::Host);
+        }
+        if start {
+            return user_netns::ensure(&self.store_root).map(Place::User);
+        }
+        Ok(user_netns::find(&self.store_root)?.map_or(Place::Nowhere, Place::User))
+    }
+
+    /// The pid of the per-user network namespace's keeper when this kiln is rootless and has
+    /// one (a published port's proxy dials containers' addresses from there).
+    pub fn user_netns_pid(&self) -> Result<Option<u32>> {
+        Ok(self.place(false)?.netns())
+    }
+
+    /// A rootless kiln with no user-defined network left ends its per-user namespace. Call
+    /// with the records' exclusive lock held.
+    fn stop_user_netns_if_unused(&self, state: &State) {
+        if rootless() && !state.networks.iter().any(|n| !n.predefined) {
+            user_netns::stop(&self.store_root);
         }
     }
 
@@ -199,7 +252,17 @@ impl Networks {
         if state.networks.iter().any(|n| n.name == request.name) {
             return Err(NetworkError::NameInUse(request.name.clone()));
         }
+        // A rootless kiln's per-user namespace reaches the outside through slirp4netns'
+        // network, which no bridge may overlap.
+        let outbound: Ipv4Net = "10.0.2.0/24".parse()?;
         let subnet = match request.subnet {
+            Some(subnet) if rootless() && subnet.overlaps(outbound) => {
+                return Err(NetworkError::Overlap {
+                    subnet: subnet.to_string(),
+                    other: "slirp4netns (the rootless networks' way out)".into(),
+                    other_subnet: outbound.to_string(),
+                });
+            }
             Some(subnet) => {
                 if subnet.has_host_bits() {
                     return Err(NetworkError::invalid(
@@ -259,10 +322,16 @@ impl Networks {
             endpoints: BTreeMap::new(),
             aux_addresses: request.aux_addresses.clone(),
         };
-        bring_up(&record)?;
+        let place = self.place(true)?;
+        if let Err(e) = bring_up(&record, place.netns()) {
+            self.stop_user_netns_if_unused(&state);
+            return Err(e);
+        }
         state.networks.push(record.clone());
         if let Err(e) = self.files.write(&lock, &state) {
-            tear_down(&record);
+            let _ = tear_down(&record, place.netns());
+            state.networks.retain(|n| n.id != record.id);
+            self.stop_user_netns_if_unused(&state);
             return Err(e);
         }
         Ok(record)
@@ -290,10 +359,13 @@ impl Networks {
             });
         }
         require_root()?;
-        nft::remove(&record.bridge)?;
-        netlink::delete_link(&record.bridge)?;
+        let place = self.place(false)?;
+        if place != Place::Nowhere {
+            tear_down(&record, place.netns())?;
+        }
         state.networks.retain(|n| n.id != record.id);
         self.files.write(&lock, &state)?;
+        self.stop_user_netns_if_unused(&state);
         Ok(record)
     }
 
@@ -348,6 +420,13 @@ impl Networks {
             return Err(NetworkError::AlreadyConnected {
                 container: container_name.to_owned(),
                 network: network.name.clone(),
+            });
+        }
+        if network.predefined && rootless() {
+            return Err(NetworkError::Unsupported {
+                network: network.name.clone(),
+                what: "containers of a rootless kiln (its default network is slirp4netns; \
+                       user-defined networks work)",
             });
         }
         if network.predefined && (!request.aliases.is_empty() || request.ip.is_some()) {
@@ -423,7 +502,10 @@ impl Networks {
         if let Some(pid) = netns_pid {
             netlink::detach_inside(pid, &endpoint.interface)?;
         }
-        netlink::delete_link(&host_interface(&endpoint))?;
+        let place = self.place(false)?;
+        if place != Place::Nowhere {
+            netlink::delete_link_in(place.netns(), &host_interface(&endpoint))?;
+        }
         self.files.write(&lock, &state)?;
         Ok(network)
     }
@@ -506,8 +588,15 @@ impl Networks {
         let mut endpoints: Vec<(&NetworkRecord, &EndpointRecord)> =
             state.endpoints_of(container_id).collect();
         endpoints.sort_by_key(|(_, e)| interface_number(&e.interface));
+        // A rootless kiln's per-user namespace is made again when it is gone (a reboot),
+        // and its bridges with it.
+        let place = if endpoints.is_empty() {
+            Place::Nowhere
+        } else {
+            self.place(true)?
+        };
         for (i, (network, endpoint)) in endpoints.into_iter().enumerate() {
-            attach(network, endpoint, netns_pid, i == 0)?;
+            attach(network, endpoint, netns_pid, i == 0, place.netns())?;
         }
         netlink::loopback_up(netns_pid)
     }
@@ -520,7 +609,8 @@ impl Networks {
         netns_pid: u32,
     ) -> Result<()> {
         let _lock = self.files.lock(true)?;
-        attach(network, endpoint, netns_pid, false)
+        let place = self.place(true)?;
+        attach(network, endpoint, netns_pid, false, place.netns())
     }
 }
 

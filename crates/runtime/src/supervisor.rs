@@ -465,6 +465,14 @@ fn publish_on_bridge(
     let Some((network, Some(ip))) = first.map(|(n, e)| (n, e.ip)) else {
         return Ok(());
     };
+    // Rootless: no DNAT (the host's namespace has no route to the per-user namespace's
+    // bridges); the proxy dials the address from inside that namespace.
+    if let Some(keeper) = networks.user_netns_pid()? {
+        return kiln_network::ports::serve(
+            bound,
+            &kiln_network::ports::Target::address_in(keeper, ip)?,
+        );
+    }
     let published: Vec<_> = bound.iter().map(|b| b.published).collect();
     kiln_network::nft::publish(&network.bridge, id, ip, &published)?;
     kiln_network::ports::serve(bound, &kiln_network::ports::Target::Address(ip))
@@ -477,6 +485,10 @@ pub(crate) fn unpublish(store: &Store, spec: &ContainerSpec, id: &str) {
         return;
     }
     let _ = std::fs::remove_file(crate::ports::published_path(store, id));
+    // A rootless kiln wrote no DNAT rules.
+    if !kiln_network::privileged() {
+        return;
+    }
     if let Ok(endpoints) = kiln_network::Networks::open(store.root()).endpoints_of(id) {
         for (network, _) in endpoints {
             let _ = kiln_network::nft::unpublish(&network.bridge, id);

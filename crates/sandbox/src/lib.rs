@@ -19,6 +19,7 @@ mod exec;
 mod fork_window;
 mod host;
 mod init;
+pub mod netns_keeper;
 mod network;
 mod overlay;
 mod protocol;

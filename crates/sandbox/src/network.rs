@@ -215,7 +215,7 @@ impl Drop for UserModeNetwork {
 
 /// Reads slirp4netns' ready fd: `Ok(true)` once it wrote "1", `Ok(false)` if it closed the fd
 /// without (it failed), an error on timeout.
-fn wait_ready(ready: OwnedFd, timeout: Duration) -> io::Result<bool> {
+pub(crate) fn wait_ready(ready: OwnedFd, timeout: Duration) -> io::Result<bool> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -181,13 +181,37 @@ pub fn setgroups_allowed() -> bool {
         .unwrap_or(true)
 }
 
+/// Environment variable naming, in the re-executed child, an fd of the existing user namespace
+/// to join instead of making one (the per-user network namespace's, `netns_keeper`).
+const JOIN_ENV: &str = "_KILN_USERNS_JOIN";
+
 /// Runs the current binary again with the same arguments inside a new user namespace mapped by
-/// `plan`, with `extra_env` added, and returns its exit code (128 + signal if killed). Call it
-/// before any thread is started that could hold the terminal, and exit with the result.
+/// `plan` — or inside the existing namespace `join` (`/proc/PID/ns/user` of the per-user
+/// network namespace's keeper, mapped alike) —, with `extra_env` added, and returns its exit
+/// code (128 + signal if killed). Call it before any thread is started that could hold the
+/// terminal, and exit with the result.
 pub fn reexec_in_user_namespace(
     plan: &UserNamespacePlan,
     extra_env: &[(OsString, OsString)],
+    join: Option<std::fs::File>,
 ) -> Result<i32, SandboxError> {
+    if let Some(namespace) = join {
+        // Joining needs no maps: the namespace has them. The host user owns it (its kiln
+        // made it), which is what lets the child `setns` into it.
+        let mut command = Command::new("/proc/self/exe");
+        command
+            .args(std::env::args_os().skip(1))
+            .env(JOIN_ENV, namespace.as_raw_fd().to_string());
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        sys::keep_fds_across_exec(&mut command, vec![namespace.as_raw_fd()]);
+        let mut child = command
+            .spawn()
+            .map_err(SandboxError::io("re-execute kiln in the user namespace"))?;
+        drop(namespace);
+        return wait_code(&mut child);
+    }
     // child → parent: "namespace created"; parent → child: "maps written".
     let (ready_read, ready_write) =
         rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(pipe_error)?;
@@ -303,23 +327,48 @@ fn run_map_helper(helper: &str, pid: u32, map: &[IdRange]) -> Result<(), Sandbox
 /// before any thread is started. When it fails, the process cannot go on: the caller reports
 /// the error and exits with [`SETUP_FAILED`].
 pub fn maybe_join_user_namespace() -> Result<(), SandboxError> {
+    let setup_failed = |message: String| SandboxError::RootlessSetup(message);
+    if let Some(value) = std::env::var_os(JOIN_ENV) {
+        let single = sys::SingleThreaded::check().map_err(|e| setup_failed(e.to_string()))?;
+        remove_env(&single, JOIN_ENV);
+        return join_existing(&value.to_string_lossy()).map_err(setup_failed);
+    }
     let Some(value) = std::env::var_os(HANDSHAKE_ENV) else {
         return Ok(());
     };
-    let setup_failed = |message: String| SandboxError::RootlessSetup(message);
     // Both the environment change and `unshare(CLONE_NEWUSER)` need a single-threaded process.
     let single = sys::SingleThreaded::check().map_err(|e| setup_failed(e.to_string()))?;
     // It must not reach the processes this one starts (a sandbox init would try to join).
-    remove_handshake_env(&single);
+    remove_env(&single, HANDSHAKE_ENV);
     join(&value.to_string_lossy()).map_err(setup_failed)
 }
 
 #[allow(unsafe_code)]
-fn remove_handshake_env(_checked: &sys::SingleThreaded) {
+fn remove_env(_checked: &sys::SingleThreaded, name: &str) {
     // SAFETY: the process had one thread when `_checked` was made and nothing started one
     // since (this runs first thing in `main`), so no other thread can read or write the
     // environment during the call.
-    unsafe { std::env::remove_var(HANDSHAKE_ENV) };
+    unsafe { std::env::remove_var(name) };
+}
+
+/// Joins the user namespace whose fd the parent passed (`setns` into a user namespace needs a
+/// single-threaded caller, checked by the caller).
+fn join_existing(fd: &str) -> Result<(), String> {
+    let fd = fd
+        .parse()
+        .map_err(|_| format!("bad {JOIN_ENV} value {fd:?}"))?;
+    let namespace = sys::take_inherited_fd(fd).map_err(|e| format!("user namespace fd: {e}"))?;
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| format!("set the parent-death signal: {e}"))?;
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&namespace),
+        Some(rustix::thread::LinkNameSpaceType::User),
+    )
+    .map_err(|e| format!("join the per-user network namespace's user namespace: {e}"))?;
+    if !rustix::process::geteuid().is_root() {
+        return Err("the joined user namespace does not map this user to root".into());
+    }
+    Ok(())
 }
 
 fn join(fds: &str) -> Result<(), String> {

@@ -301,6 +301,23 @@ pub(crate) fn pass_only_fds_across_exec(command: &mut Command, fds: Vec<RawFd>) 
     unsafe { command.pre_exec(hook) };
 }
 
+/// Makes the child of `command` enter the network namespace `ns` before it executes (the
+/// parent may be multi-threaded; `setns` into a network namespace is for the one thread the
+/// child has).
+pub(crate) fn enter_network_namespace_before_exec(command: &mut Command, ns: OwnedFd) {
+    use std::os::fd::AsFd;
+    let hook = move || {
+        rustix::thread::move_into_link_name_space(
+            ns.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .map_err(io::Error::from)
+    };
+    // SAFETY: the hook makes one setns system call (async-signal-safe, no allocation) on an
+    // fd the closure owns, which stays open until the Command is dropped.
+    unsafe { command.pre_exec(hook) };
+}
+
 /// Installs a seccomp BPF filter on the calling thread (the process is single-threaded here).
 /// Without no_new_privs this needs CAP_SYS_ADMIN, so the caller orders it accordingly.
 pub(crate) fn install_seccomp_filter(program: &[crate::seccomp::Instruction]) -> io::Result<()> {

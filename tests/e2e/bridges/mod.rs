@@ -12,6 +12,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod api;
+mod rootless;
 
 use super::containers::eventually;
 use super::harness::{Kiln, assert_success, stderr, stdout};
@@ -83,7 +84,7 @@ impl<'a> TestNet<'a> {
     }
 
     /// The namespace's link names.
-    fn links(&self) -> Vec<String> {
+    pub(super) fn links(&self) -> Vec<String> {
         self.host(&["ip", "-o", "link", "show"])
             .lines()
             .filter_map(|l| l.split(": ").nth(1))

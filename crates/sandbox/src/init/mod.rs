@@ -50,6 +50,14 @@ const SETUP_FAILED: i32 = 125;
 pub fn maybe_run_init() {
     let mut args = std::env::args_os();
     let marker = args.nth(1);
+    if marker.as_deref() == Some(OsStr::new(crate::netns_keeper::KEEPER_MARKER)) {
+        let fds: Vec<i32> = args.filter_map(|a| a.to_str()?.parse().ok()).collect();
+        let code = match fds[..] {
+            [ready, exit] => crate::netns_keeper::run_keeper(ready, exit),
+            _ => SETUP_FAILED,
+        };
+        std::process::exit(code);
+    }
     let exec = marker.as_deref() == Some(OsStr::new(crate::exec::EXEC_MARKER));
     if !exec && marker.as_deref() != Some(OsStr::new(INIT_MARKER)) {
         return;
