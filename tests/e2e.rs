@@ -7,6 +7,7 @@ mod e2e {
     mod attest;
     mod bridges;
     mod build;
+    mod buildx_flags;
     mod cache_keys;
     mod cancel;
     mod compose;

@@ -6,11 +6,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod build;
 mod container;
 mod network;
 mod remote;
 mod run;
 mod volume;
+pub use build::BuildxArgs;
 pub use container::ContainerCommand;
 pub use network::NetworkCommand;
 pub use remote::RemoteOpts;
@@ -486,6 +488,8 @@ pub struct BuildArgs {
     pub attest: Vec<String>,
     #[command(flatten)]
     pub compression: CompressionArgs,
+    #[command(flatten)]
+    pub buildx: BuildxArgs,
 }
 
 /// Layer compression, as BuildKit's `compression` and `compression-level` export options.

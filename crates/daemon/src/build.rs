@@ -262,6 +262,7 @@ async fn run(
         cache_to: Vec::new(),
         credentials,
         cancel: CancelToken::new(),
+        settings: Default::default(),
     };
     let progress_out = out.clone();
     let quiet = params.quiet;

@@ -24,7 +24,7 @@ use crate::progress::{Progress, ProgressEvent, StepLabel};
 use crate::remote_cache::RemoteCache;
 use crate::schedule::{Slots, StageBoard};
 use crate::stage::{StageBuilder, StageState};
-use kiln_images::{StoredImage, write_image};
+use kiln_images::{StoredImage, write_image_annotated};
 
 mod stages;
 use stages::BuildRun;
@@ -66,6 +66,23 @@ pub struct BuildRequest {
     pub credentials: BTreeMap<String, kiln_registry::Credential>,
     /// Stops the build when cancelled (Ctrl-C, a closed API connection); see [`CancelToken`].
     pub cancel: CancelToken,
+    /// buildx's flags for the image's metadata and the RUN steps' limits, and the named
+    /// contexts; all empty by default.
+    pub settings: BuildSettings,
+}
+
+/// What `docker buildx build` users add to a build beyond the Dockerfile and its context:
+/// kept together so callers that need none of it write `settings: Default::default()`.
+#[derive(Debug, Clone, Default)]
+pub struct BuildSettings {
+    /// `--label`s, set on the image's config over the Dockerfile's `LABEL`s.
+    pub labels: BTreeMap<String, String>,
+    /// `--annotation`s of the image manifest.
+    pub manifest_annotations: BTreeMap<String, String>,
+    /// `--shm-size`: the size of every RUN step's `/dev/shm` in bytes.
+    pub shm_size: Option<u64>,
+    /// `--ulimit`s of every RUN step.
+    pub ulimits: Vec<kiln_sandbox::Ulimit>,
 }
 
 /// What a successful build produced.
@@ -281,7 +298,9 @@ impl Engine {
                 "build-arg {arg:?} was given but not consumed by any ARG"
             )));
         }
-        let context = BuildContext::open(&req.context_dir)?.with_cancel(self.cancel.clone());
+        let context = BuildContext::open(&req.context_dir)?
+            .with_dockerfile_ignore(&src.path)?
+            .with_cancel(self.cancel.clone());
         // A context unpacked from a tar into a temp dir (`Engine::unpack_context` with every
         // reused slot taken) lives in tmp/ for one build: its files are new inodes every time,
         // so remembering digests would only cost writes. A slot's are remembered.
@@ -387,7 +406,7 @@ impl Engine {
         // The final image's layers must all be here, also those of steps taken from an
         // imported cache that nothing unpacked.
         remote.fetch_blobs(self, &target.layers, progress)?;
-        let image = self.finish_image(target)?;
+        let image = self.finish_image(target, &req.settings)?;
         Ok(Built {
             image,
             bases: pins.resolved(),
@@ -396,13 +415,22 @@ impl Engine {
     }
 
     /// Writes the target stage as an image for the stage's platform.
-    fn finish_image(&self, state: StageState) -> Result<StoredImage> {
+    fn finish_image(&self, state: StageState, settings: &BuildSettings) -> Result<StoredImage> {
         let mut config: ImageConfig = state.config;
+        // As buildx: `--label` wins over a `LABEL` of the same name.
+        for (name, value) in &settings.labels {
+            config.config.labels.insert(name.clone(), value.clone());
+        }
         config.created = state.last_created.clone();
         config.os = state.platform.os.clone();
         config.architecture = state.platform.architecture.clone();
         config.variant = state.platform.variant.clone();
-        Ok(write_image(&self.store, &config, state.layers)?)
+        Ok(write_image_annotated(
+            &self.store,
+            &config,
+            state.layers,
+            settings.manifest_annotations.clone(),
+        )?)
     }
 
     /// The digest a cache lookup for a base image is pinned to.
