@@ -26,6 +26,7 @@ mod e2e {
     mod hosts;
     mod images;
     mod mounts;
+    mod named_contexts;
     mod network;
     mod old_store;
     mod outputs;

@@ -83,6 +83,9 @@ pub struct BuildSettings {
     pub shm_size: Option<u64>,
     /// `--ulimit`s of every RUN step.
     pub ulimits: Vec<kiln_sandbox::Ulimit>,
+    /// `--build-context`s by name: what `FROM NAME`, `COPY --from=NAME` and
+    /// `RUN --mount=from=NAME` read instead of the image NAME.
+    pub named_contexts: BTreeMap<String, crate::named_context::NamedContext>,
 }
 
 /// What a successful build produced.
@@ -293,6 +296,23 @@ impl Engine {
                 });
             }
         }
+        // A stage of the same name wins over an image in the Dockerfile, so the context
+        // would silently go unused; BuildKit would replace the stage, which kiln does not.
+        for name in req.settings.named_contexts.keys() {
+            if plan.stages.iter().any(|s| {
+                s.name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            }) {
+                return Err(SolveError::Dockerfile {
+                    location: src.location(&src.dockerfile_end()),
+                    message: format!(
+                        "--build-context {name}: a stage is named {name:?}; kiln replaces \
+                         images, not stages, with named contexts"
+                    ),
+                });
+            }
+        }
         for arg in &plan.unused_build_args {
             progress(ProgressEvent::Warning(format!(
                 "build-arg {arg:?} was given but not consumed by any ARG"
@@ -368,7 +388,7 @@ impl Engine {
         remote: &RemoteCache,
         progress: Progress<'_>,
     ) -> Result<Built> {
-        let pins = ImagePins::default();
+        let pins = ImagePins::with_named(&req.settings.named_contexts);
         let jobs = match req.jobs {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,

@@ -28,6 +28,7 @@ mod fsops;
 mod heredoc;
 mod metadata;
 pub mod mounts;
+pub mod named_context;
 mod onbuild;
 pub mod outline;
 mod pins;

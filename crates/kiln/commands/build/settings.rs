@@ -39,7 +39,16 @@ pub fn settings(args: &BuildxArgs) -> Result<BuildSettings> {
         .iter()
         .map(|u| kiln_sandbox::Ulimit::parse(u))
         .collect::<Result<_, _>>()?;
+    let cwd = std::env::current_dir()?;
+    let mut named_contexts = BTreeMap::new();
+    for flag in &args.build_contexts {
+        let (name, context) = kiln_solve::named_context::NamedContext::parse(flag, &cwd)?;
+        if named_contexts.insert(name.clone(), context).is_some() {
+            bail!("--build-context {name} is given twice");
+        }
+    }
     Ok(BuildSettings {
+        named_contexts,
         labels,
         manifest_annotations,
         shm_size,
