@@ -35,6 +35,7 @@ mod e2e {
     mod push_pull;
     mod registry_auth;
     mod remote_cache;
+    mod remote_contexts;
     mod repeated_layers;
     mod reproducible;
     mod rootless;

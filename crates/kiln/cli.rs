@@ -387,8 +387,9 @@ pub struct LoginArgs {
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Build context directory, or `-` for a tar of the context on stdin (`-f` then names
-    /// the Dockerfile inside it)
+    /// Build context: a directory; `-` for a tar (`-f` then names the Dockerfile inside it)
+    /// or a lone Dockerfile on stdin; a git URL (https://host/org/repo.git#REF:SUBDIR,
+    /// git@host:org/repo.git); or an http(s) URL of a tarball
     pub context: PathBuf,
     /// Name and optionally a tag (name:tag); may be repeated
     #[arg(short = 't', long = "tag")]

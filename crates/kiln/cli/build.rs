@@ -20,9 +20,9 @@ pub struct BuildxArgs {
     /// may be repeated
     #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
     pub ulimits: Vec<String>,
-    /// Additional build contexts: NAME=VALUE, VALUE a directory, docker-image://REF or
-    /// oci-layout://PATH[@DIGEST|:TAG]; FROM NAME, COPY --from=NAME and RUN --mount=from=NAME
-    /// then read it; may be repeated
+    /// Additional build contexts: NAME=VALUE, VALUE a directory, docker-image://REF,
+    /// oci-layout://PATH[@DIGEST|:TAG], a git URL or an http(s) tarball URL; FROM NAME,
+    /// COPY --from=NAME and RUN --mount=from=NAME then read it; may be repeated
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
     /// Set evaluation methods for the frontend: build (default), check, outline or targets

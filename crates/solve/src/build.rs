@@ -88,6 +88,13 @@ pub struct BuildSettings {
     pub named_contexts: BTreeMap<String, crate::named_context::NamedContext>,
 }
 
+impl BuildSettings {
+    /// How git reaches the repositories of named contexts (and `ADD <git URL>`).
+    pub(crate) fn git_access(&self) -> crate::remote_context::GitAccess {
+        crate::remote_context::GitAccess::default()
+    }
+}
+
 /// What a successful build produced.
 #[derive(Debug, Clone)]
 pub struct BuildResult {
@@ -388,7 +395,7 @@ impl Engine {
         remote: &RemoteCache,
         progress: Progress<'_>,
     ) -> Result<Built> {
-        let pins = ImagePins::with_named(&req.settings.named_contexts);
+        let pins = ImagePins::with_named(&req.settings.named_contexts, req.settings.git_access());
         let jobs = match req.jobs {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,

@@ -34,6 +34,7 @@ pub mod outline;
 mod pins;
 mod progress;
 pub mod remote_cache;
+pub mod remote_context;
 mod scan_stages;
 mod schedule;
 mod stage;

@@ -26,6 +26,9 @@ pub enum NamedContext {
     Image(Reference),
     /// `oci-layout://PATH[@DIGEST|:TAG]`: an image of an OCI image layout directory.
     OciLayout { path: PathBuf, select: LayoutSelect },
+    /// A git repository or a tarball URL, fetched when the build first reads it and then
+    /// used as a directory.
+    Remote(crate::remote_context::RemoteContext),
 }
 
 /// Which image of an OCI layout's `index.json` a named context takes.
@@ -69,6 +72,11 @@ pub enum NamedContextError {
         source: Box<kiln_images::ImageError>,
     },
     #[error("--build-context {name}: {source}")]
+    Remote {
+        name: String,
+        source: Box<crate::remote_context::RemoteContextError>,
+    },
+    #[error("--build-context {name}: {source}")]
     Store {
         name: String,
         source: kiln_store::StoreError,
@@ -92,6 +100,7 @@ impl NamedContextError {
             }
             NamedContextError::Image { source, .. } => source.kind(),
             NamedContextError::Store { source, .. } => source.kind(),
+            NamedContextError::Remote { source, .. } => source.kind(),
             NamedContextError::Layer { source, .. } => source.kind(),
         }
     }
@@ -159,12 +168,14 @@ impl NamedContext {
                 });
             }
             NamedContext::OciLayout { path, select }
-        } else if value.contains("://") || value.starts_with("git@") {
+        } else if let Some(remote) = crate::remote_context::RemoteContext::parse(value) {
+            NamedContext::Remote(remote)
+        } else if value.contains("://") {
             return Err(NamedContextError::Unsupported {
                 name: owned(),
                 reason: format!(
-                    "{value:?}: kiln takes a directory, docker-image://REF or \
-                     oci-layout://PATH[@DIGEST|:TAG]"
+                    "{value:?}: kiln takes a directory, docker-image://REF, \
+                     oci-layout://PATH[@DIGEST|:TAG], a git URL or an http(s) URL"
                 ),
             });
         } else {
@@ -178,11 +189,24 @@ impl NamedContext {
     pub(crate) fn local_image(
         &self,
         name: &str,
-        store: &Store,
+        engine: &crate::Engine,
+        access: &crate::remote_context::GitAccess,
         platform: &Platform,
     ) -> Result<StoredImage, NamedContextError> {
+        let store = &engine.store;
         match self {
             NamedContext::Directory(dir) => directory_image(name, store, dir, platform),
+            NamedContext::Remote(remote) => {
+                let fetched =
+                    engine
+                        .fetch_context(remote, None, access, name)
+                        .map_err(|source| NamedContextError::Remote {
+                            name: name.to_owned(),
+                            source: Box::new(source),
+                        })?;
+                // Removed when `fetched` drops: the image holds a layer of it.
+                directory_image(name, store, &fetched.context_dir, platform)
+            }
             NamedContext::OciLayout { path, select } => {
                 layout_image(name, store, path, select, platform)
             }

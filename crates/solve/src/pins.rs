@@ -18,6 +18,8 @@ pub(crate) struct ImagePins {
     /// `--build-context`s by the reference their name is (`docker.io/library/NAME:latest`),
     /// with the name as given: resolved instead of that reference.
     named: std::collections::BTreeMap<String, (String, NamedContext)>,
+    /// How git reaches a named context's repository.
+    git_access: crate::remote_context::GitAccess,
 }
 
 /// A reference and a platform, as text.
@@ -38,9 +40,13 @@ impl ImagePins {
     /// Pins that resolve the names of `named` (a build's `--build-context`s) to their
     /// contexts. A name that is no image reference could never be looked up, so it is left
     /// out (`FROM`/`--from` would not accept it either).
-    pub fn with_named(named: &std::collections::BTreeMap<String, NamedContext>) -> ImagePins {
+    pub fn with_named(
+        named: &std::collections::BTreeMap<String, NamedContext>,
+        git_access: crate::remote_context::GitAccess,
+    ) -> ImagePins {
         ImagePins {
             cells: Default::default(),
+            git_access,
             named: named
                 .iter()
                 .filter_map(|(name, ctx)| {
@@ -104,7 +110,7 @@ impl ImagePins {
                 Some((_, NamedContext::Image(other))) => other,
                 Some((name, local)) => {
                     return local
-                        .local_image(name, &engine.store, platform)
+                        .local_image(name, engine, &self.git_access, platform)
                         .map_err(|e| e.to_string());
                 }
                 None => reference,

@@ -72,6 +72,33 @@ pub fn resolve(env: &Env, args: &BuildArgs) -> Result<Inputs> {
             _keep: keep,
         });
     }
+    let context_arg = args.context.to_string_lossy();
+    if let Some(remote) = kiln_solve::remote_context::RemoteContext::parse(&context_arg) {
+        if stdin_file {
+            bail!("-f -: a remote context brings its own Dockerfile; name it with -f PATH");
+        }
+        let engine = env.engine()?;
+        let name = args
+            .file
+            .as_deref()
+            .map(|f| f.to_string_lossy().into_owned());
+        let access = kiln_solve::remote_context::GitAccess::default();
+        let fetched =
+            engine.fetch_context(&remote, name.as_deref(), &access, &args.tags.join(" "))?;
+        let context_dir = fetched.context_dir.clone();
+        let dockerfile = match (&fetched.dockerfile, &args.file) {
+            (Some(path), _) => Some(path.clone()),
+            // In a repository, -f is a path inside the context, as with docker build.
+            (None, Some(file)) => Some(inside(&context_dir, file)?),
+            (None, None) => None,
+        };
+        keep.push(Box::new(fetched));
+        return Ok(Inputs {
+            context_dir,
+            dockerfile,
+            _keep: keep,
+        });
+    }
     let context_dir = args
         .context
         .canonicalize()
@@ -97,6 +124,20 @@ pub fn resolve(env: &Env, args: &BuildArgs) -> Result<Inputs> {
         dockerfile,
         _keep: keep,
     })
+}
+
+/// `file` inside the fetched context `dir`: a relative path that stays inside it, links
+/// included.
+fn inside(dir: &std::path::Path, file: &std::path::Path) -> Result<PathBuf> {
+    let dir = dir.canonicalize()?;
+    let path = dir.join(file);
+    let resolved = path
+        .canonicalize()
+        .with_context(|| format!("-f {}: not in the remote context", file.display()))?;
+    if !resolved.starts_with(&dir) {
+        bail!("-f {}: outside the remote context", file.display());
+    }
+    Ok(resolved)
 }
 
 fn read_dockerfile(from: impl Read) -> Result<Vec<u8>> {
