@@ -47,5 +47,6 @@ mod e2e {
     mod semantics;
     mod serve;
     mod snapshot_reuse;
+    mod ssh_forwarding;
     mod volumes;
 }

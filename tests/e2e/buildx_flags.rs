@@ -268,7 +268,7 @@ FROM base
             "token true Dockerfile:6",
             "",
             "SSH REQUIRED LINE",
-            "default true Dockerfile:6"
+            "default false Dockerfile:6"
         ]
     );
     let tools = k.ok(&["build", "--call", "outline", "--target", "tools", dir]);

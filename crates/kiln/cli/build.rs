@@ -25,6 +25,10 @@ pub struct BuildxArgs {
     /// COPY --from=NAME and RUN --mount=from=NAME then read it; may be repeated
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
+    /// SSH agent socket or keys to expose to RUN --mount=type=ssh (and to git for ssh
+    /// contexts): default|ID[=SOCKET|KEY[,KEY…]]; may be repeated
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET|KEY[,KEY…]]")]
+    pub ssh: Vec<String>,
     /// Set evaluation methods for the frontend: build (default), check, outline or targets
     #[arg(long = "call", value_name = "METHOD", default_value = "build")]
     pub call: String,

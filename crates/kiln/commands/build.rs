@@ -22,8 +22,11 @@ mod settings;
 pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
     let call = call::Call::from_flags(&args.buildx.call, args.buildx.print.as_deref())?;
     let check_only = args.check || call == call::Call::Check;
-    let settings = settings::settings(&args.buildx)?;
-    let inputs = inputs::resolve(env, &args)?;
+    let mut settings = settings::settings(&args.buildx)?;
+    // Before the context: a git context over ssh uses the forwarded agent too.
+    let ssh = settings::ssh_agents(env, &args.buildx.ssh)?;
+    settings.ssh = ssh.agents.sockets().clone();
+    let inputs = inputs::resolve(env, &args, &settings.git_access())?;
     let context_dir = inputs.context_dir.clone();
     let tags = args
         .tags

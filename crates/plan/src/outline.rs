@@ -201,8 +201,7 @@ fn collect_mount(
             let id = id.or_else(|| target.and_then(|t| t.rsplit('/').next()));
             (secrets, id.unwrap_or_default(), false)
         }
-        // An ssh mount is required unless it says otherwise.
-        "ssh" => (ssh, id.unwrap_or("default"), true),
+        "ssh" => (ssh, id.unwrap_or("default"), false),
         _ => return,
     };
     if id.is_empty() || list.iter().any(|m| m.id == id) {
@@ -286,7 +285,10 @@ FROM build
             .collect();
         assert_eq!(secrets, [("token", true, 9), ("npmrc", false, 10)]);
         assert_eq!(o.ssh.len(), 1);
-        assert_eq!((o.ssh[0].id.as_str(), o.ssh[0].required), ("default", true));
+        assert_eq!(
+            (o.ssh[0].id.as_str(), o.ssh[0].required),
+            ("default", false)
+        );
     }
 
     #[test]

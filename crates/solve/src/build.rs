@@ -86,12 +86,17 @@ pub struct BuildSettings {
     /// `--build-context`s by name: what `FROM NAME`, `COPY --from=NAME` and
     /// `RUN --mount=from=NAME` read instead of the image NAME.
     pub named_contexts: BTreeMap<String, crate::named_context::NamedContext>,
+    /// `--ssh` agents by id: the socket each `RUN --mount=type=ssh,id=…` is relayed to (see
+    /// [`crate::ssh::SshAgents`], which the caller keeps running for the build).
+    pub ssh: BTreeMap<String, PathBuf>,
 }
 
 impl BuildSettings {
     /// How git reaches the repositories of named contexts (and `ADD <git URL>`).
-    pub(crate) fn git_access(&self) -> crate::remote_context::GitAccess {
-        crate::remote_context::GitAccess::default()
+    pub fn git_access(&self) -> crate::remote_context::GitAccess {
+        crate::remote_context::GitAccess {
+            ssh_auth_sock: self.ssh.get("default").cloned(),
+        }
     }
 }
 

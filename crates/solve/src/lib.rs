@@ -37,6 +37,7 @@ pub mod remote_cache;
 pub mod remote_context;
 mod scan_stages;
 mod schedule;
+pub mod ssh;
 mod stage;
 
 pub use build::{BuildRequest, BuildResult, BuildSettings, Engine, location_in};

@@ -22,7 +22,11 @@ pub struct Inputs {
     _keep: Vec<Box<dyn std::any::Any>>,
 }
 
-pub fn resolve(env: &Env, args: &BuildArgs) -> Result<Inputs> {
+pub fn resolve(
+    env: &Env,
+    args: &BuildArgs,
+    access: &kiln_solve::remote_context::GitAccess,
+) -> Result<Inputs> {
     let stdin_file = args.file.as_deref().is_some_and(|f| f.as_os_str() == "-");
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
     if args.context.as_os_str() == "-" {
@@ -82,9 +86,8 @@ pub fn resolve(env: &Env, args: &BuildArgs) -> Result<Inputs> {
             .file
             .as_deref()
             .map(|f| f.to_string_lossy().into_owned());
-        let access = kiln_solve::remote_context::GitAccess::default();
         let fetched =
-            engine.fetch_context(&remote, name.as_deref(), &access, &args.tags.join(" "))?;
+            engine.fetch_context(&remote, name.as_deref(), access, &args.tags.join(" "))?;
         let context_dir = fetched.context_dir.clone();
         let dockerfile = match (&fetched.dockerfile, &args.file) {
             (Some(path), _) => Some(path.clone()),

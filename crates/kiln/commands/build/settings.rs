@@ -8,6 +8,35 @@ use kiln_solve::BuildSettings;
 
 use crate::cli::BuildxArgs;
 
+/// The `--ssh` agents of a build: checked, and started for keys; they run until dropped.
+pub struct SshForwarding {
+    pub agents: kiln_solve::ssh::SshAgents,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn ssh_agents(env: &super::super::Env, flags: &[String]) -> Result<SshForwarding> {
+    use kiln_solve::ssh::{SshAgents, SshSource, parse_ssh_flag};
+    let auth_sock = std::env::var_os("SSH_AUTH_SOCK").map(std::path::PathBuf::from);
+    let mut sources = BTreeMap::new();
+    for flag in flags {
+        let (id, source) = parse_ssh_flag(flag, auth_sock.as_deref())?;
+        if sources.insert(id.clone(), source).is_some() {
+            bail!("--ssh {id} is given twice");
+        }
+    }
+    // Agents kiln starts keep their sockets in a private dir of the store's tmp/.
+    let dir = if sources.values().any(|s| matches!(s, SshSource::Keys(_))) {
+        Some(env.store.temp_dir("ssh-")?)
+    } else {
+        None
+    };
+    let scratch = dir
+        .as_ref()
+        .map_or_else(std::env::temp_dir, |d| d.path().to_owned());
+    let agents = SshAgents::start(&sources, &scratch)?;
+    Ok(SshForwarding { agents, _dir: dir })
+}
+
 pub fn settings(args: &BuildxArgs) -> Result<BuildSettings> {
     let mut labels = BTreeMap::new();
     for label in &args.labels {
@@ -48,6 +77,7 @@ pub fn settings(args: &BuildxArgs) -> Result<BuildSettings> {
         }
     }
     Ok(BuildSettings {
+        ssh: BTreeMap::new(),
         named_contexts,
         labels,
         manifest_annotations,
