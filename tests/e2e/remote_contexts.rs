@@ -126,6 +126,41 @@ fn git_contexts_by_ref_and_subdirectory() {
     assert_eq!(cat("git:named", "/version"), "one\n");
 }
 
+/// `ADD <git URL> DEST` checks the repository out into DEST, `.git` only with
+/// `--keep-git-dir`; a missing ref fails naming it.
+#[test]
+fn add_checks_out_git_repositories() {
+    let k = Kiln::new();
+    let repos = repository();
+    let daemon = GitDaemon::start(repos.path()).unwrap();
+    let url = daemon.url("repo.git");
+    let dockerfile =
+        format!("ARG BASE\nFROM $BASE\nADD {url}#v1:sub /src\nADD --keep-git-dir {url} /full\n");
+    let out = k.build_dockerfile("addgit:1", &dockerfile, &["--network", "none"]);
+    assert_success(&out, &["build", "ADD git"]);
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--rm", "--network", "none", "addgit:1"];
+        all.extend_from_slice(args);
+        let out = k.cmd(&all);
+        assert_success(&out, &all);
+        stdout(&out)
+    };
+    assert_eq!(run(&["cat", "/src/version"]), "one\n");
+    assert!(!run(&["ls", "-a", "/src"]).contains(".git"));
+    assert!(run(&["ls", "-a", "/full"]).contains(".git"));
+    assert_eq!(run(&["cat", "/full/sub/version"]), "two\n");
+
+    let bad = format!("ARG BASE\nFROM $BASE\nADD {url}#gone /src\n");
+    let out = k.build_dockerfile("addgit:2", &bad, &["--network", "none"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("\"gone\" does not exist"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(tmp_is_empty(&k));
+}
+
 #[test]
 fn tarball_and_dockerfile_urls() {
     let k = Kiln::new();
