@@ -410,7 +410,8 @@ pub struct BuildArgs {
     /// Add a line to /etc/hosts of every RUN step: NAME:ADDRESS; may be repeated
     #[arg(long = "add-host", value_name = "NAME:ADDRESS")]
     pub add_host: Vec<String>,
-    /// Secret for RUN --mount=type=secret: id=NAME[,src=FILE|,env=VAR]; may be repeated
+    /// Secret for RUN --mount=type=secret: id=NAME[,src=FILE] or type=env,id=NAME[,env=VAR];
+    /// may be repeated
     #[arg(long = "secret", value_name = "id=NAME[,src=FILE|,env=VAR]")]
     pub secrets: Vec<String>,
     /// Grant an entitlement; only network.host (lets RUN use --network=host)
@@ -461,7 +462,7 @@ pub struct BuildArgs {
     pub push: bool,
     #[command(flatten)]
     pub push_output: PushOutputArgs,
-    /// Run the build checks and report their warnings without building
+    /// Run the build checks and report their warnings without building (--call=check)
     #[arg(long)]
     pub check: bool,
     /// Attach an SBOM attestation: true or false (`generator=IMAGE` is accepted and ignored:

@@ -6,18 +6,17 @@ use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct BuildxArgs {
-    /// Set metadata for an image: KEY=VALUE; may be repeated
+    /// Set a label on the image: KEY=VALUE (over a LABEL of the same key); may be repeated
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
-    /// Add annotation to the image: [manifest:]KEY=VALUE (the image manifest's); may be
-    /// repeated
+    /// Annotate the image manifest: [manifest:]KEY=VALUE; may be repeated
     #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
     pub annotations: Vec<String>,
-    /// Shared memory size for RUN steps (/dev/shm), e.g. 128m [default: 64m]
+    /// Size of /dev/shm in RUN steps, e.g. 128m [default: 64m]
     #[arg(long = "shm-size", value_name = "BYTES")]
     pub shm_size: Option<String>,
-    /// Ulimit options for RUN steps: NAME=SOFT[:HARD] (e.g. nofile=1024:2048, -1 unlimited);
-    /// may be repeated
+    /// Resource limit of RUN steps: NAME=SOFT[:HARD] (e.g. nofile=1024:2048; -1 is
+    /// unlimited); may be repeated
     #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
     pub ulimits: Vec<String>,
     /// Additional build contexts: NAME=VALUE, VALUE a directory, docker-image://REF,
@@ -29,7 +28,12 @@ pub struct BuildxArgs {
     /// contexts): default|ID[=SOCKET|KEY[,KEY…]]; may be repeated
     #[arg(long = "ssh", value_name = "default|ID[=SOCKET|KEY[,KEY…]]")]
     pub ssh: Vec<String>,
-    /// Set evaluation methods for the frontend: build (default), check, outline or targets
+    /// Load the result into the local image store: what kiln always does (accepted so that
+    /// buildx scripts run unchanged)
+    #[arg(long)]
+    pub load: bool,
+    /// How to evaluate the build: build (the default), check (as --check), outline (the build
+    /// args, secrets and SSH agents it reads) or targets (its stages)
     #[arg(long = "call", value_name = "METHOD", default_value = "build")]
     pub call: String,
     /// Shorthand for --call=outline|targets (as buildx's --print)

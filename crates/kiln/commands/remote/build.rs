@@ -53,6 +53,25 @@ fn refuse_local_only(args: &BuildArgs) -> Result<()> {
             "--compression-level",
             args.compression.compression_level.is_some(),
         ),
+        ("--label", !args.buildx.labels.is_empty()),
+        ("--annotation", !args.buildx.annotations.is_empty()),
+        ("--shm-size", args.buildx.shm_size.is_some()),
+        ("--ulimit", !args.buildx.ulimits.is_empty()),
+        ("--build-context", !args.buildx.build_contexts.is_empty()),
+        ("--ssh", !args.buildx.ssh.is_empty()),
+        (
+            "--call",
+            args.buildx.call != "build" || args.buildx.print.is_some(),
+        ),
+        (
+            "-f -",
+            args.file.as_deref().is_some_and(|f| f.as_os_str() == "-"),
+        ),
+        (
+            "a git or URL context",
+            kiln_solve::remote_context::RemoteContext::parse(&args.context.to_string_lossy())
+                .is_some(),
+        ),
     ];
     let flags: Vec<&str> = set.iter().filter(|(_, on)| *on).map(|(f, _)| *f).collect();
     if !flags.is_empty() {
