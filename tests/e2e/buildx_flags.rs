@@ -112,6 +112,62 @@ fn labels_annotations_and_run_limits() {
     }
 }
 
+/// `--secret type=env,id=X[,env=Y]`: the secret comes from kiln's environment, from the
+/// variable named like the id or the one `env=` names; a variable that is not set fails
+/// naming it.
+#[test]
+fn secrets_from_the_environment() {
+    let k = Kiln::new();
+    let base = format!("BASE={}", k.base);
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE\nFROM $BASE\n\
+         RUN --mount=type=secret,id=GH_TOKEN --mount=type=secret,id=npm \
+         echo \"gh=$(cat /run/secrets/GH_TOKEN) npm=$(cat /run/secrets/npm)\"\n",
+    )
+    .unwrap();
+    let dir = ctx.path().to_str().unwrap();
+    let build = |flags: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.env("KILN_ROOT", k.root.path())
+            .args([
+                "build",
+                "--progress",
+                "plain",
+                "--network",
+                "none",
+                "--build-arg",
+                &base,
+            ])
+            .args(flags)
+            .arg(dir);
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
+        cmd.output().unwrap()
+    };
+    let flags = [
+        "--secret",
+        "type=env,id=GH_TOKEN",
+        "--secret",
+        "type=env,id=npm,env=KILN_E2E_NPM",
+    ];
+    let out = build(
+        &flags,
+        &[("GH_TOKEN", "gh-value"), ("KILN_E2E_NPM", "npm-value")],
+    );
+    assert_success(&out, &["build", "--secret type=env"]);
+    assert!(
+        stderr(&out).contains("gh=gh-value npm=npm-value"),
+        "{}",
+        stderr(&out)
+    );
+    let out = build(&flags, &[("GH_TOKEN", "gh-value")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("KILN_E2E_NPM"), "{}", stderr(&out));
+}
+
 /// `-f -` reads the Dockerfile from stdin with a directory context; `-` with a Dockerfile
 /// (not a tar) on stdin builds it with an empty context, as `docker build - < Dockerfile`.
 #[test]

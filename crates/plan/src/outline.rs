@@ -72,6 +72,21 @@ fn description(text: &str, line: usize, name: &str) -> String {
     String::new()
 }
 
+/// Whether `text` refers to the variable `name` (`$NAME` not followed by more of a name,
+/// or `${NAME…`).
+fn mentions(text: &str, name: &str) -> bool {
+    let braced = format!("${{{name}");
+    let bare = format!("${name}");
+    let after_braced = |rest: &str| rest.starts_with(['}', ':', '-', '+', '?', '#', '%', '/']);
+    let after_bare =
+        |rest: &str| !rest.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+    text.match_indices(&braced)
+        .any(|(i, m)| after_braced(&text[i + m.len()..]))
+        || text
+            .match_indices(&bare)
+            .any(|(i, m)| after_bare(&text[i + m.len()..]))
+}
+
 /// Every stage of the Dockerfile with its description.
 pub fn targets(text: &str, plan: &BuildPlan) -> Vec<Target> {
     let last = plan.stages.len().saturating_sub(1);
@@ -118,10 +133,7 @@ pub fn outline(df: &Dockerfile, text: &str, plan: &BuildPlan) -> Outline {
             continue;
         };
         for (name, default) in decls {
-            let in_from = needed.iter().any(|s| {
-                let from = &s.from.original;
-                from.contains(&format!("${name}")) || from.contains(&format!("${{{name}"))
-            });
+            let in_from = needed.iter().any(|s| mentions(&s.from.original, name));
             let redeclared = needed.iter().any(|s| {
                 s.steps
                     .iter()
@@ -289,6 +301,15 @@ FROM build
             (o.ssh[0].id.as_str(), o.ssh[0].required),
             ("default", false)
         );
+    }
+
+    #[test]
+    fn variable_mentions_need_the_whole_name() {
+        assert!(mentions("FROM img:$V", "V"));
+        assert!(mentions("FROM img:${V:-1}", "V"));
+        assert!(mentions("FROM $V/img", "V"));
+        assert!(!mentions("FROM img:$VERSION", "V"));
+        assert!(!mentions("FROM img:${VERSION}", "V"));
     }
 
     #[test]
