@@ -3,7 +3,7 @@
 //! and a git repository as a named context. A ref that does not exist fails naming it and
 //! leaves nothing in the store's tmp/.
 
-use kiln_testkit::{GitDaemon, HttpFileServer, git};
+use kiln_testkit::{GitDaemon, GitHttpServer, HttpFileServer, git};
 
 use super::harness::{Kiln, assert_success, stderr, stdout};
 
@@ -100,6 +100,12 @@ fn git_contexts_by_ref_and_subdirectory() {
         assert!(!err.contains("panicked"), "{err}");
         assert!(tmp_is_empty(&k), "{context} left a checkout in tmp/");
     }
+
+    // The same repository over smart HTTP (`git http-backend`), an `http…/repo.git` URL.
+    let http = GitHttpServer::start(repos.path()).unwrap();
+    let over_http = format!("{}#v1:sub", http.url("repo.git"));
+    assert_success(&build("git:http", &over_http), &["build", &over_http]);
+    assert_eq!(cat("git:http", "/sub/version"), "one\n");
 
     // A repository as a named context.
     let ctx = tempfile::tempdir().unwrap();

@@ -71,6 +71,71 @@ impl Drop for GitDaemon {
     }
 }
 
+/// Smart HTTP git: `git http-backend` as a CGI script of `python3 -m http.server --cgi`,
+/// serving the repositories under a directory at `http://127.0.0.1:PORT/cgi-bin/git/<repo>`.
+/// Python runs CGI scripts as `nobody` when started as root, so the directory is made
+/// readable to all and git is told to trust it. Stopped when dropped.
+#[derive(Debug)]
+pub struct GitHttpServer {
+    child: Child,
+    port: u16,
+    _root: tempfile::TempDir,
+}
+
+impl GitHttpServer {
+    pub fn start(base: &Path) -> Result<GitHttpServer> {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::Builder::new()
+            .prefix("kiln-git-http-")
+            .tempdir()?;
+        let cgi = root.path().join("cgi-bin");
+        std::fs::create_dir(&cgi)?;
+        let script = cgi.join("git");
+        let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nexport GIT_PROJECT_ROOT={} GIT_HTTP_EXPORT_ALL=1 HOME={} \\\n  \
+                 GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*'\n\
+                 exec git http-backend\n",
+                quote(base),
+                quote(root.path()),
+            ),
+        )?;
+        for (path, mode) in [
+            (root.path(), 0o755),
+            (cgi.as_path(), 0o755),
+            (script.as_path(), 0o755),
+            (base, 0o755),
+        ] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        }
+        let port = free_port();
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "http.server", "--cgi", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .current_dir(root.path());
+        let child = start_listening(cmd, port, "python3 -m http.server --cgi")?;
+        Ok(GitHttpServer {
+            child,
+            port,
+            _root: root,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>/cgi-bin/git/<repo>`.
+    pub fn url(&self, repo: &str) -> String {
+        format!("http://127.0.0.1:{}/cgi-bin/git/{repo}", self.port)
+    }
+}
+
+impl Drop for GitHttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `python3 -m http.server` serving a directory over plain HTTP on loopback. Stopped when
 /// dropped.
 #[derive(Debug)]
