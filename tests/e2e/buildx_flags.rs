@@ -273,6 +273,35 @@ fn a_dockerfiles_own_ignore_file_wins() {
     let file = p.join("sub/app.Dockerfile");
     let own = listing("ign:2", &["-f", file.to_str().unwrap()]);
     assert!(own.contains("a.txt") && !own.contains("b.txt"), "{own}");
+
+    // The same context as a tar on stdin, `-f` naming the Dockerfile inside it.
+    let tar = Command::new("tar")
+        .arg("-cf")
+        .arg("-")
+        .arg("-C")
+        .arg(p)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let args = [
+        "-t",
+        "ign:3",
+        "--network",
+        "none",
+        "--build-arg",
+        &base,
+        "-f",
+        "sub/app.Dockerfile",
+        "-",
+    ];
+    assert_success(&build_with_stdin(&k, &args, &tar.stdout), &args);
+    let out = k.cmd(&["run", "--rm", "--network", "none", "ign:3", "ls", "/ctx"]);
+    let from_tar = stdout(&out);
+    assert!(
+        from_tar.contains("a.txt") && !from_tar.contains("b.txt"),
+        "{from_tar}"
+    );
 }
 
 /// `--call targets|outline|check` and `--print` describe the build without running it.
