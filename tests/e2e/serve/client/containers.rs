@@ -319,6 +319,17 @@ fn the_kiln_cli_drives_kiln_serve_through_the_api() {
         &["build", "--sbom", ctx.path().to_str().unwrap()],
         "--sbom cannot go through --host",
     );
+    c.fails(
+        &[
+            "build",
+            "--build-context",
+            "lib=.",
+            "--ulimit",
+            "nofile=10",
+            ctx.path().to_str().unwrap(),
+        ],
+        "--ulimit, --build-context cannot go through --host",
+    );
     // Nothing of this ran in the client's own store.
     c.assert_local_store_unused();
 
