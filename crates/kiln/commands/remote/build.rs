@@ -55,8 +55,6 @@ fn refuse_local_only(args: &BuildArgs) -> Result<()> {
         ),
         ("--label", !args.buildx.labels.is_empty()),
         ("--annotation", !args.buildx.annotations.is_empty()),
-        ("--shm-size", args.buildx.shm_size.is_some()),
-        ("--ulimit", !args.buildx.ulimits.is_empty()),
         ("--build-context", !args.buildx.build_contexts.is_empty()),
         ("--ssh", !args.buildx.ssh.is_empty()),
         (
@@ -117,6 +115,22 @@ pub fn build(remote: &Remote, args: BuildArgs) -> Result<ExitCode> {
         platform: args.platform.clone(),
         network_mode: args.network.clone(),
         extra_hosts: args.add_host.clone(),
+        shm_size: args
+            .buildx
+            .shm_size
+            .as_deref()
+            .map(crate::commands::flags::parse_size)
+            .transpose()?,
+        ulimits: args
+            .buildx
+            .ulimits
+            .iter()
+            .map(|u| {
+                let u = kiln_sandbox::Ulimit::parse(u)?;
+                let n = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+                Ok((u.name.clone(), n(u.soft), n(u.hard)))
+            })
+            .collect::<Result<_>>()?,
         quiet,
     };
     let result = remote.call(remote.client.build(context, &options, &mut |m| {
