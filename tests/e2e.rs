@@ -7,6 +7,7 @@ mod e2e {
     mod attest;
     mod bridges;
     mod build;
+    mod buildx_flags;
     mod cache_keys;
     mod cancel;
     mod compose;
@@ -25,6 +26,7 @@ mod e2e {
     mod hosts;
     mod images;
     mod mounts;
+    mod named_contexts;
     mod network;
     mod old_store;
     mod outputs;
@@ -33,6 +35,7 @@ mod e2e {
     mod push_pull;
     mod registry_auth;
     mod remote_cache;
+    mod remote_contexts;
     mod repeated_layers;
     mod reproducible;
     mod rootless;
@@ -44,5 +47,6 @@ mod e2e {
     mod semantics;
     mod serve;
     mod snapshot_reuse;
+    mod ssh_forwarding;
     mod volumes;
 }

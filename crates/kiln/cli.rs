@@ -6,11 +6,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod build;
 mod container;
 mod network;
 mod remote;
 mod run;
 mod volume;
+pub use build::BuildxArgs;
 pub use container::ContainerCommand;
 pub use network::NetworkCommand;
 pub use remote::RemoteOpts;
@@ -385,8 +387,9 @@ pub struct LoginArgs {
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Build context directory, or `-` for a tar of the context on stdin (`-f` then names
-    /// the Dockerfile inside it)
+    /// Build context: a directory; `-` for a tar (`-f` then names the Dockerfile inside it)
+    /// or a lone Dockerfile on stdin; a git URL (https://host/org/repo.git#REF:SUBDIR,
+    /// git@host:org/repo.git); or an http(s) URL of a tarball
     pub context: PathBuf,
     /// Name and optionally a tag (name:tag); may be repeated
     #[arg(short = 't', long = "tag")]
@@ -407,7 +410,8 @@ pub struct BuildArgs {
     /// Add a line to /etc/hosts of every RUN step: NAME:ADDRESS; may be repeated
     #[arg(long = "add-host", value_name = "NAME:ADDRESS")]
     pub add_host: Vec<String>,
-    /// Secret for RUN --mount=type=secret: id=NAME[,src=FILE|,env=VAR]; may be repeated
+    /// Secret for RUN --mount=type=secret: id=NAME[,src=FILE] or type=env,id=NAME[,env=VAR];
+    /// may be repeated
     #[arg(long = "secret", value_name = "id=NAME[,src=FILE|,env=VAR]")]
     pub secrets: Vec<String>,
     /// Grant an entitlement; only network.host (lets RUN use --network=host)
@@ -458,7 +462,7 @@ pub struct BuildArgs {
     pub push: bool,
     #[command(flatten)]
     pub push_output: PushOutputArgs,
-    /// Run the build checks and report their warnings without building
+    /// Run the build checks and report their warnings without building (--call=check)
     #[arg(long)]
     pub check: bool,
     /// Attach an SBOM attestation: true or false (`generator=IMAGE` is accepted and ignored:
@@ -486,6 +490,8 @@ pub struct BuildArgs {
     pub attest: Vec<String>,
     #[command(flatten)]
     pub compression: CompressionArgs,
+    #[command(flatten)]
+    pub buildx: BuildxArgs,
 }
 
 /// Layer compression, as BuildKit's `compression` and `compression-level` export options.

@@ -306,7 +306,7 @@ fn run_network_host_needs_allow_and_bad_mounts_point_at_the_line() {
     for (mount, message) in [
         ("type=volume,target=/x", "unsupported mount type \"volume\""),
         ("type=cache,taget=/x", "did you mean target?"),
-        ("type=ssh", "not supported"),
+        ("type=ssh,required", "ssh agent default is required"),
         (
             "type=bind,source=missing,target=/x",
             "not found in the build context",

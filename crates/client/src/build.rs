@@ -20,6 +20,10 @@ pub struct BuildOptions {
     pub network_mode: Option<String>,
     /// `NAME:ADDRESS` each.
     pub extra_hosts: Vec<String>,
+    /// `shmsize`: bytes of each RUN step's `/dev/shm`.
+    pub shm_size: Option<u64>,
+    /// `ulimits`: `(name, soft, hard)`, -1 for unlimited.
+    pub ulimits: Vec<(String, i64, i64)>,
     /// Only the `aux` ID and errors come back, no step output.
     pub quiet: bool,
 }
@@ -45,6 +49,21 @@ impl BuildOptions {
         let hosts = self.extra_hosts.join(",");
         if !hosts.is_empty() {
             pairs.push(("extrahosts", &hosts));
+        }
+        let shm_size = self.shm_size.map(|s| s.to_string()).unwrap_or_default();
+        if self.shm_size.is_some() {
+            pairs.push(("shmsize", &shm_size));
+        }
+        // The docker CLI's shape: `[{"Name":…,"Soft":…,"Hard":…}]`.
+        let ulimits = serde_json::Value::Array(
+            self.ulimits
+                .iter()
+                .map(|(name, soft, hard)| serde_json::json!({"Name": name, "Soft": soft, "Hard": hard}))
+                .collect(),
+        )
+        .to_string();
+        if !self.ulimits.is_empty() {
+            pairs.push(("ulimits", &ulimits));
         }
         pairs.push(("nocache", flag(self.no_cache)));
         pairs.push(("pull", flag(self.pull)));
@@ -135,6 +154,19 @@ mod tests {
             "?dockerfile=sub%2FDockerfile&t=a%3A1&t=b&buildargs=%7B%22V%22%3A%221+2%22%7D\
              &target=t&networkmode=none&extrahosts=h%3A10.0.0.1%2Cg%3A10.0.0.2&nocache=1\
              &pull=0&q=0&rm=1"
+        );
+        let limits = BuildOptions {
+            shm_size: Some(1024),
+            ulimits: vec![("nofile".into(), 10, -1)],
+            ..BuildOptions::default()
+        };
+        let q = limits.query("Dockerfile");
+        assert!(
+            q.contains(
+                "&shmsize=1024&ulimits=%5B%7B%22Hard%22%3A-1%2C%22Name%22%3A%22nofile%22%2C\
+                 %22Soft%22%3A10%7D%5D"
+            ),
+            "{q}"
         );
     }
 

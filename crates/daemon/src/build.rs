@@ -14,9 +14,10 @@
 //! no cache in them); naming existing ones leaves kiln's content-keyed cache as it is.
 //! `labels` are applied after the build by writing the image again with them added to its
 //! config (same layers), which is what a final `LABEL` would do; the engine's request has no
-//! labels. `extrahosts` is refused (the engine cannot add hosts entries yet); `rm`, `forcerm`,
-//! `shmsize`, `memory` and the like are accepted and have no effect (kiln keeps no
-//! intermediate containers; its RUN steps have no cgroup limits).
+//! labels. `shmsize` and `ulimits` set every RUN step's `/dev/shm` size and resource limits
+//! (as `kiln build --shm-size/--ulimit`); `rm`, `forcerm`, `memory` and the like are accepted
+//! and have no effect (kiln keeps no intermediate containers; its RUN steps have no cgroup
+//! limits).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,6 +55,18 @@ struct Params {
     network: NetworkMode,
     /// `extrahosts`: `NAME:ADDRESS` entries for RUN steps' `/etc/hosts`.
     extra_hosts: Vec<kiln_sandbox::ExtraHost>,
+    /// `shmsize` (bytes; 0 is the default) and `ulimits`, for every RUN step.
+    shm_size: Option<u64>,
+    ulimits: Vec<kiln_sandbox::Ulimit>,
+}
+
+/// One entry of the `ulimits` parameter, as the docker CLI sends it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UlimitParam {
+    name: String,
+    soft: i64,
+    hard: i64,
 }
 
 fn parse_params(req: &Req) -> Result<Params, ApiError> {
@@ -111,7 +124,31 @@ fn parse_params(req: &Req) -> Result<Params, ApiError> {
             )));
         }
     };
+    let shm_size = match q.get("shmsize").map(str::trim).filter(|s| !s.is_empty()) {
+        None | Some("0") => None,
+        Some(s) => Some(s.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("shmsize {s:?}: expected a number of bytes"))
+        })?),
+    };
+    let ulimits = q
+        .json::<Vec<UlimitParam>>("ulimits")?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|u| {
+            let limit = |v: i64| {
+                if v < 0 {
+                    "-1".to_owned()
+                } else {
+                    v.to_string()
+                }
+            };
+            kiln_sandbox::Ulimit::parse(&format!("{}={}:{}", u.name, limit(u.soft), limit(u.hard)))
+                .map_err(|e| ApiError::bad_request(format!("ulimits: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Params {
+        shm_size,
+        ulimits,
         tags,
         dockerfile: q
             .get("dockerfile")
@@ -262,6 +299,11 @@ async fn run(
         cache_to: Vec::new(),
         credentials,
         cancel: CancelToken::new(),
+        settings: kiln_solve::BuildSettings {
+            shm_size: params.shm_size,
+            ulimits: params.ulimits.clone(),
+            ..Default::default()
+        },
     };
     let progress_out = out.clone();
     let quiet = params.quiet;

@@ -27,6 +27,8 @@ pub struct CopyCommand {
     pub exclude: Vec<String>,
     pub parents: bool,
     pub checksum: Option<String>,
+    /// `ADD --keep-git-dir`: a git source keeps its `.git` directory.
+    pub keep_git_dir: bool,
     /// Inline files (`COPY <<EOF /dst`), in the order written; their names are not in
     /// `sources`.
     pub heredocs: Vec<Heredoc>,
@@ -128,6 +130,7 @@ impl Command {
                 exclude: all(&c.exclude)?,
                 parents: c.parents,
                 checksum: opt(&c.checksum)?,
+                keep_git_dir: c.keep_git_dir,
                 heredocs: c
                     .heredocs
                     .iter()

@@ -149,11 +149,11 @@ pub(crate) fn to_command(node: &Node) -> Result<Command, ParseError> {
                 ("exclude", List),
                 ("parents", Bool),
             ];
-            accepted.push(if is_copy {
-                ("from", Value)
+            if is_copy {
+                accepted.push(("from", Value));
             } else {
-                ("checksum", Value)
-            });
+                accepted.extend([("checksum", Value), ("keep-git-dir", Bool)]);
+            }
             let mut flags = flags(&accepted)?;
             let Some((dest, sources)) = args.split_last().filter(|(_, s)| !s.is_empty()) else {
                 return Err(error(format!("{keyword} requires at least two arguments")));
@@ -174,6 +174,7 @@ pub(crate) fn to_command(node: &Node) -> Result<Command, ParseError> {
                 exclude: flags.list("exclude"),
                 parents: flags.bool("parents"),
                 checksum: flags.value("checksum"),
+                keep_git_dir: flags.bool("keep-git-dir"),
                 heredocs,
             };
             if is_copy {

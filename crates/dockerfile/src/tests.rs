@@ -123,6 +123,7 @@ fn flags_are_typed() {
             exclude: vec!["*.md".into(), ".git".into()],
             parents: true,
             checksum: None,
+            keep_git_dir: false,
             heredocs: Vec::new(),
         }
     );

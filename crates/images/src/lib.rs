@@ -43,4 +43,5 @@ pub use snapshots::{ensure_snapshot, lower_dirs};
 pub use stored::StoredImage;
 pub use write::{
     commit_layer, image_in_compression, import_rootfs, oci_layer_media_type, write_image,
+    write_image_annotated,
 };

@@ -21,6 +21,16 @@ pub fn write_image(
     config: &ImageConfig,
     layers: Vec<Descriptor>,
 ) -> Result<StoredImage> {
+    write_image_annotated(store, config, layers, Default::default())
+}
+
+/// [`write_image`] with `annotations` on the manifest (`--annotation`).
+pub fn write_image_annotated(
+    store: &Store,
+    config: &ImageConfig,
+    layers: Vec<Descriptor>,
+    annotations: std::collections::BTreeMap<String, String>,
+) -> Result<StoredImage> {
     let config_bytes = to_canonical_json(config);
     let config_digest = store.write_blob(&config_bytes)?;
     let config_desc = Descriptor::new(
@@ -28,7 +38,8 @@ pub fn write_image(
         config_digest.clone(),
         config_bytes.len() as u64,
     );
-    let manifest = Manifest::oci(config_desc, layers);
+    let mut manifest = Manifest::oci(config_desc, layers);
+    manifest.annotations = annotations;
     let manifest_digest = store.write_blob(&to_canonical_json(&manifest))?;
     Ok(StoredImage {
         index_digest: None,

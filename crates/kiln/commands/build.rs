@@ -15,36 +15,19 @@ use super::{Env, parse_reference};
 use crate::cli::BuildArgs;
 use crate::progress;
 
-pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
-    // `-`: the context is a tar on stdin, unpacked for this build into a context directory
-    // of the store (reused by the next build, which then writes only what changed);
-    // `-f` names the Dockerfile inside it, as with docker build.
-    let _unpacked;
-    let context_dir = if args.context.as_os_str() == "-" {
-        let unpacked = env
-            .engine()?
-            // The names built pick the reused context directory (see `Engine::unpack_context`).
-            .unpack_context(std::io::stdin().lock(), &args.tags.join(" "))
-            .context("reading the build context from stdin")?;
-        let name = args
-            .file
-            .as_deref()
-            .map(|f| f.to_string_lossy().into_owned());
-        args.file = Some(unpacked.dockerfile(name.as_deref())?);
-        let dir = unpacked.path();
-        _unpacked = unpacked;
-        dir
-    } else {
-        args.context
-            .canonicalize()
-            .with_context(|| format!("build context {}", args.context.display()))?
-    };
-    if !context_dir.is_dir() {
-        bail!(
-            "build context {} is not a directory",
-            args.context.display()
-        );
-    }
+mod call;
+mod inputs;
+mod settings;
+
+pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
+    let call = call::Call::from_flags(&args.buildx.call, args.buildx.print.as_deref())?;
+    let check_only = args.check || call == call::Call::Check;
+    let mut settings = settings::settings(&args.buildx)?;
+    // Before the context: a git context over ssh uses the forwarded agent too.
+    let ssh = settings::ssh_agents(env, &args.buildx.ssh)?;
+    settings.ssh = ssh.agents.sockets().clone();
+    let inputs = inputs::resolve(env, &args, &settings.git_access())?;
+    let context_dir = inputs.context_dir.clone();
     let tags = args
         .tags
         .iter()
@@ -60,14 +43,14 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     let mut build_args = super::flags::build_args(&args.build_args);
     let epoch = source_date_epoch(&mut build_args)?;
     let tar_options = SourceDateEpoch::tar_options(epoch);
-    let dockerfile = args
-        .file
+    let dockerfile = inputs
+        .dockerfile
         .clone()
         .unwrap_or_else(|| context_dir.join("Dockerfile"));
-    let json = !args.check && progress::Mode::from_flag(&args.progress)? == progress::Mode::RawJson;
+    let json = !check_only && progress::Mode::from_flag(&args.progress)? == progress::Mode::RawJson;
     let reproducible = epoch.is_some();
     if let Some(code) =
-        super::check::run_checks(&dockerfile, &build_args, reproducible, args.check, json)?
+        super::check::run_checks(&dockerfile, &build_args, reproducible, check_only, json)?
     {
         return Ok(code);
     }
@@ -101,9 +84,18 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
         Some(p) => p.parse::<Platform>().map_err(anyhow::Error::msg)?,
         None => Platform::host(),
     };
+    if matches!(call, call::Call::Outline | call::Call::Targets) {
+        return call::print(
+            call,
+            &dockerfile,
+            &build_args,
+            args.target.as_deref(),
+            &platform,
+        );
+    }
     let req = BuildRequest {
         context_dir,
-        dockerfile: args.file.clone(),
+        dockerfile: inputs.dockerfile.clone(),
         tags: tags.clone(),
         build_args,
         target: args.target.clone(),
@@ -137,6 +129,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
         // The CLI authenticates from config.json; a daemon passes each request's credentials.
         credentials: BTreeMap::new(),
         cancel: CancelToken::new(),
+        settings,
     };
     let mode = match progress::Mode::from_flag(&args.progress)? {
         // -q prints only the ID on stdout; a JSON stream is still wanted by tools.

@@ -11,6 +11,7 @@
 
 mod args;
 mod error;
+pub mod outline;
 
 pub use args::{ArgValue, BUILDKIT_OPTION_PREFIX, PROXY_ARGS, SOURCE_DATE_EPOCH};
 pub use error::PlanError;

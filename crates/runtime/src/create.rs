@@ -374,6 +374,8 @@ impl<H: Host> Runtime<H> {
             resources,
             extra_hosts,
             dns,
+            shm_size: None,
+            ulimits: Vec::new(),
         };
         // The request's `Volumes` are anonymous volumes, as the image's are.
         let mut volumes: Vec<String> = img.config.config.volumes.keys().cloned().collect();

@@ -546,6 +546,8 @@ mod tests {
             resources: Default::default(),
             extra_hosts: Vec::new(),
             dns: Vec::new(),
+            shm_size: None,
+            ulimits: Vec::new(),
         };
         let process = ProcessSpec {
             args: vec![],

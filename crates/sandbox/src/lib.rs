@@ -28,6 +28,7 @@ mod seccomp;
 mod spec;
 mod stubs;
 mod sys;
+mod ulimit;
 mod user;
 mod view;
 
@@ -45,6 +46,7 @@ pub use spec::{
     ResourceLimits, SandboxSpec, SeccompProfile, SecurityOptError, SecurityOptions, Stdio,
     TmpfsMount,
 };
+pub use ulimit::{Ulimit, UlimitError};
 pub use view::RootView;
 
 /// Leaves the calling process's parent: forks, the parent exits at once (status 0) and the

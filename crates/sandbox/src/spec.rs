@@ -35,6 +35,13 @@ pub struct SandboxSpec {
     /// DNS server); the host's `search` and `options` lines are kept.
     #[serde(default)]
     pub dns: Vec<std::net::IpAddr>,
+    /// Size of the `/dev/shm` tmpfs in bytes (`--shm-size`); Docker's 64 MiB when absent.
+    #[serde(default)]
+    pub shm_size: Option<u64>,
+    /// Resource limits the process starts with (`--ulimit`), set by the init before it
+    /// executes the program; the inherited ones when empty.
+    #[serde(default)]
+    pub ulimits: Vec<crate::Ulimit>,
 }
 
 /// One `--add-host NAME:ADDRESS` entry of a sandbox's `/etc/hosts`.

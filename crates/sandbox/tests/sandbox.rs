@@ -91,6 +91,8 @@ fn spec(lowers: &[&Path], scratch: &Scratch, network: NetworkMode) -> SandboxSpe
         resources: Default::default(),
         extra_hosts: Vec::new(),
         dns: Vec::new(),
+        shm_size: None,
+        ulimits: Vec::new(),
     }
 }
 

@@ -24,7 +24,7 @@ use crate::progress::{Progress, ProgressEvent, StepLabel};
 use crate::remote_cache::RemoteCache;
 use crate::schedule::{Slots, StageBoard};
 use crate::stage::{StageBuilder, StageState};
-use kiln_images::{StoredImage, write_image};
+use kiln_images::{StoredImage, write_image_annotated};
 
 mod stages;
 use stages::BuildRun;
@@ -66,6 +66,38 @@ pub struct BuildRequest {
     pub credentials: BTreeMap<String, kiln_registry::Credential>,
     /// Stops the build when cancelled (Ctrl-C, a closed API connection); see [`CancelToken`].
     pub cancel: CancelToken,
+    /// buildx's flags for the image's metadata and the RUN steps' limits, and the named
+    /// contexts; all empty by default.
+    pub settings: BuildSettings,
+}
+
+/// What `docker buildx build` users add to a build beyond the Dockerfile and its context:
+/// kept together so callers that need none of it write `settings: Default::default()`.
+#[derive(Debug, Clone, Default)]
+pub struct BuildSettings {
+    /// `--label`s, set on the image's config over the Dockerfile's `LABEL`s.
+    pub labels: BTreeMap<String, String>,
+    /// `--annotation`s of the image manifest.
+    pub manifest_annotations: BTreeMap<String, String>,
+    /// `--shm-size`: the size of every RUN step's `/dev/shm` in bytes.
+    pub shm_size: Option<u64>,
+    /// `--ulimit`s of every RUN step.
+    pub ulimits: Vec<kiln_sandbox::Ulimit>,
+    /// `--build-context`s by name: what `FROM NAME`, `COPY --from=NAME` and
+    /// `RUN --mount=from=NAME` read instead of the image NAME.
+    pub named_contexts: BTreeMap<String, crate::named_context::NamedContext>,
+    /// `--ssh` agents by id: the socket each `RUN --mount=type=ssh,id=…` is relayed to (see
+    /// [`crate::ssh::SshAgents`], which the caller keeps running for the build).
+    pub ssh: BTreeMap<String, PathBuf>,
+}
+
+impl BuildSettings {
+    /// How git reaches the repositories of named contexts (and `ADD <git URL>`).
+    pub fn git_access(&self) -> crate::remote_context::GitAccess {
+        crate::remote_context::GitAccess {
+            ssh_auth_sock: self.ssh.get("default").cloned(),
+        }
+    }
 }
 
 /// What a successful build produced.
@@ -276,12 +308,31 @@ impl Engine {
                 });
             }
         }
+        // A stage of the same name wins over an image in the Dockerfile, so the context
+        // would silently go unused; BuildKit would replace the stage, which kiln does not.
+        for name in req.settings.named_contexts.keys() {
+            if plan.stages.iter().any(|s| {
+                s.name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            }) {
+                return Err(SolveError::Dockerfile {
+                    location: src.location(&src.dockerfile_end()),
+                    message: format!(
+                        "--build-context {name}: a stage is named {name:?}; kiln replaces \
+                         images, not stages, with named contexts"
+                    ),
+                });
+            }
+        }
         for arg in &plan.unused_build_args {
             progress(ProgressEvent::Warning(format!(
                 "build-arg {arg:?} was given but not consumed by any ARG"
             )));
         }
-        let context = BuildContext::open(&req.context_dir)?.with_cancel(self.cancel.clone());
+        let context = BuildContext::open(&req.context_dir)?
+            .with_dockerfile_ignore(&src.path)?
+            .with_cancel(self.cancel.clone());
         // A context unpacked from a tar into a temp dir (`Engine::unpack_context` with every
         // reused slot taken) lives in tmp/ for one build: its files are new inodes every time,
         // so remembering digests would only cost writes. A slot's are remembered.
@@ -349,7 +400,7 @@ impl Engine {
         remote: &RemoteCache,
         progress: Progress<'_>,
     ) -> Result<Built> {
-        let pins = ImagePins::default();
+        let pins = ImagePins::with_named(&req.settings.named_contexts, req.settings.git_access());
         let jobs = match req.jobs {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
@@ -387,7 +438,7 @@ impl Engine {
         // The final image's layers must all be here, also those of steps taken from an
         // imported cache that nothing unpacked.
         remote.fetch_blobs(self, &target.layers, progress)?;
-        let image = self.finish_image(target)?;
+        let image = self.finish_image(target, &req.settings)?;
         Ok(Built {
             image,
             bases: pins.resolved(),
@@ -396,13 +447,22 @@ impl Engine {
     }
 
     /// Writes the target stage as an image for the stage's platform.
-    fn finish_image(&self, state: StageState) -> Result<StoredImage> {
+    fn finish_image(&self, state: StageState, settings: &BuildSettings) -> Result<StoredImage> {
         let mut config: ImageConfig = state.config;
+        // As buildx: `--label` wins over a `LABEL` of the same name.
+        for (name, value) in &settings.labels {
+            config.config.labels.insert(name.clone(), value.clone());
+        }
         config.created = state.last_created.clone();
         config.os = state.platform.os.clone();
         config.architecture = state.platform.architecture.clone();
         config.variant = state.platform.variant.clone();
-        Ok(write_image(&self.store, &config, state.layers)?)
+        Ok(write_image_annotated(
+            &self.store,
+            &config,
+            state.layers,
+            settings.manifest_annotations.clone(),
+        )?)
     }
 
     /// The digest a cache lookup for a base image is pinned to.

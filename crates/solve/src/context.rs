@@ -135,6 +135,23 @@ impl BuildContext {
         })
     }
 
+    /// Uses `<dockerfile>.dockerignore` (e.g. `app.Dockerfile.dockerignore`) instead of the
+    /// context's `.dockerignore` when that file exists beside the Dockerfile, as BuildKit
+    /// does, so several Dockerfiles can share one context with different exclusions.
+    pub fn with_dockerfile_ignore(mut self, dockerfile: &Path) -> Result<Self> {
+        let mut name = dockerfile.as_os_str().to_owned();
+        name.push(crate::dockerignore::IGNORE_FILE_NAME);
+        let path = PathBuf::from(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                self.ignore = Arc::new(IgnoreMatcher::parse(&String::from_utf8_lossy(&bytes))?);
+                Ok(self)
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(self),
+            Err(source) => Err(crate::dockerignore::IgnoreError::Read { path, source }.into()),
+        }
+    }
+
     /// Makes hashing this context give up with [`ContextError::Cancelled`] once `cancel` is.
     pub fn with_cancel(mut self, cancel: crate::CancelToken) -> Self {
         self.cancel = Some(cancel);

@@ -82,7 +82,45 @@ impl UnpackedContext {
         })?;
         let path = self.base().join("Dockerfile");
         std::fs::write(&path, content).map_err(error)?;
+        // `<name>.dockerignore` beside the Dockerfile goes beside the copy, where the build
+        // looks for it (`BuildContext::with_dockerfile_ignore`); none must leave none there.
+        let ignore_name = format!("{name}{}", crate::dockerignore::IGNORE_FILE_NAME);
+        let ignore_path = self.base().join(format!(
+            "Dockerfile{}",
+            crate::dockerignore::IGNORE_FILE_NAME
+        ));
+        let ignore_error = |source| SolveError::ReadFile {
+            path: PathBuf::from(&ignore_name),
+            source,
+        };
+        match self.read_inside(&ignore_name).map_err(ignore_error)? {
+            Some(content) => std::fs::write(&ignore_path, content).map_err(ignore_error)?,
+            None => match std::fs::remove_file(&ignore_path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(ignore_error(e)),
+                _ => {}
+            },
+        }
         Ok(path)
+    }
+
+    /// Writes `content` as this context's Dockerfile, beside the context (`-f -`, or a lone
+    /// Dockerfile on stdin), and returns its path for [`crate::BuildRequest::dockerfile`].
+    pub fn write_dockerfile(&self, content: &[u8]) -> Result<PathBuf> {
+        let path = self.base().join("Dockerfile");
+        let error = |source| SolveError::ReadFile {
+            path: path.clone(),
+            source,
+        };
+        std::fs::write(&path, content).map_err(error)?;
+        // An earlier build's ignore file in this slot is not this Dockerfile's.
+        let ignore = self.base().join(format!(
+            "Dockerfile{}",
+            crate::dockerignore::IGNORE_FILE_NAME
+        ));
+        match std::fs::remove_file(&ignore) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(error(e)),
+            _ => Ok(path),
+        }
     }
 
     /// The content of the regular file `rel` resolves to inside the context (symlinks followed
@@ -175,6 +213,36 @@ impl Engine {
             std::fs::rename(&staged, root.join(".dockerignore")).map_err(ignore_error)?;
         }
         Ok(unpacked)
+    }
+}
+
+/// Whether a stream starting with `head` (its first 512 bytes, or all of a shorter one) is
+/// an archive (a tar, or a compressed stream) rather than a lone Dockerfile, as `docker
+/// build -` tells them apart.
+pub fn looks_like_archive(head: &[u8]) -> bool {
+    const MAGICS: [&[u8]; 4] = [
+        &[0x1f, 0x8b],                         // gzip
+        b"BZh",                                // bzip2
+        &[0xfd, b'7', b'z', b'X', b'Z', 0x00], // xz
+        &[0x28, 0xb5, 0x2f, 0xfd],             // zstd
+    ];
+    MAGICS.iter().any(|m| head.starts_with(m))
+        || head.get(257..262) == Some(b"ustar".as_slice())
+        // An empty tar: zero blocks only.
+        || (head.len() >= 512 && head.iter().all(|&b| b == 0))
+}
+
+impl Engine {
+    /// An empty build context whose Dockerfile is `dockerfile`: `docker build - < Dockerfile`.
+    pub fn context_of_dockerfile(
+        &self,
+        dockerfile: &[u8],
+        hint: &str,
+    ) -> Result<(UnpackedContext, PathBuf)> {
+        // Two zero blocks are an empty tar: the slot ends up empty the usual way.
+        let unpacked = self.unpack_context(std::io::repeat(0).take(1024), hint)?;
+        let path = unpacked.write_dockerfile(dockerfile)?;
+        Ok((unpacked, path))
     }
 }
 

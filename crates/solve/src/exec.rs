@@ -109,6 +109,16 @@ impl StageBuilder<'_> {
                         .collect();
                     key.list("extra-hosts", hosts.iter().map(String::as_str));
                 }
+                // Part of BuildKit's exec op too; absent, keys are as before.
+                let settings = &self.req.settings;
+                if let Some(size) = settings.shm_size {
+                    key.field("shm-size", &size.to_string());
+                }
+                if !settings.ulimits.is_empty() {
+                    let limits: Vec<String> =
+                        settings.ulimits.iter().map(ToString::to_string).collect();
+                    key.list("ulimits", limits.iter().map(String::as_str));
+                }
                 if let Some(script) = &line.script {
                     key.field("heredoc-script", &script.name)
                         .field("heredoc-body", &script.content);
@@ -168,6 +178,8 @@ impl StageBuilder<'_> {
             resources: Default::default(),
             extra_hosts: self.req.extra_hosts.clone(),
             dns: Vec::new(),
+            shm_size: self.req.settings.shm_size,
+            ulimits: self.req.settings.ulimits.clone(),
         };
         // Secrets exposed as variables reach the process only, never the image's config.
         let mut env = state.process_env();

@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use kiln_image::{Digest, Platform, Reference};
 use kiln_images::StoredImage;
 
+use crate::named_context::NamedContext;
 use crate::progress::Progress;
 
 /// The images one build has resolved, by reference and platform: every stage, `COPY --from`
@@ -14,6 +15,11 @@ use crate::progress::Progress;
 #[derive(Default)]
 pub(crate) struct ImagePins {
     cells: std::sync::Mutex<std::collections::HashMap<PinKey, Arc<OnceLock<PinResult>>>>,
+    /// `--build-context`s by the reference their name is (`docker.io/library/NAME:latest`),
+    /// with the name as given: resolved instead of that reference.
+    named: std::collections::BTreeMap<String, (String, NamedContext)>,
+    /// How git reaches a named context's repository.
+    git_access: crate::remote_context::GitAccess,
 }
 
 /// A reference and a platform, as text.
@@ -31,6 +37,26 @@ pub struct ResolvedBase {
 }
 
 impl ImagePins {
+    /// Pins that resolve the names of `named` (a build's `--build-context`s) to their
+    /// contexts. A name that is no image reference could never be looked up, so it is left
+    /// out (`FROM`/`--from` would not accept it either).
+    pub fn with_named(
+        named: &std::collections::BTreeMap<String, NamedContext>,
+        git_access: crate::remote_context::GitAccess,
+    ) -> ImagePins {
+        ImagePins {
+            cells: Default::default(),
+            git_access,
+            named: named
+                .iter()
+                .filter_map(|(name, ctx)| {
+                    let reference: Reference = name.parse().ok()?;
+                    Some((reference.to_string(), (name.clone(), ctx.clone())))
+                })
+                .collect(),
+        }
+    }
+
     /// Every image resolved so far, sorted by reference and platform (failed ones left out).
     pub fn resolved(&self) -> Vec<ResolvedBase> {
         let cells = self
@@ -79,6 +105,16 @@ impl ImagePins {
         // A cancelled build stops a pull in progress; the build then reports `Cancelled`
         // whatever this message says.
         cell.get_or_init(|| {
+            let named = self.named.get(&reference.to_string());
+            let reference = match named {
+                Some((_, NamedContext::Image(other))) => other,
+                Some((name, local)) => {
+                    return local
+                        .local_image(name, engine, &self.git_access, platform)
+                        .map_err(|e| e.to_string());
+                }
+                None => reference,
+            };
             let on_event = |e: kiln_images::ImageEvent| progress(e.into());
             let resolve = kiln_images::resolve(
                 &engine.store,

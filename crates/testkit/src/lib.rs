@@ -12,6 +12,9 @@
 //!   [`oci_image_tool_validate`]: third-party readers of what kiln writes.
 //! - [`FaultProxy`]: a loopback TCP proxy that cuts connections, answers 503 or stalls.
 //! - [`HttpsFileServer`]: files over HTTPS from a test CA (`openssl s_server`), with certs.d.
+//! - [`GitDaemon`], [`GitHttpServer`], [`HttpFileServer`]: `git daemon`, `git http-backend`
+//!   (CGI of `python3 -m http.server`) and plain files over HTTP on loopback, for remote
+//!   build contexts.
 //! - [`ScriptedHttp`]: a loopback HTTP server answering from a script, for transport error paths.
 //! - [`assert_golden`]: compare output with a checked-in file, `KILN_BLESS=1` to rewrite it.
 //!
@@ -26,6 +29,7 @@ mod busybox;
 mod fault_proxy;
 mod golden;
 mod https_files;
+mod loopback_servers;
 mod net;
 pub mod processes;
 mod registry;
@@ -38,6 +42,7 @@ pub use busybox::{busybox_oci_layout, busybox_rootfs_tar, push_busybox, rootfs_s
 pub use fault_proxy::{Fault, FaultProxy};
 pub use golden::assert_golden;
 pub use https_files::HttpsFileServer;
+pub use loopback_servers::{GitDaemon, GitHttpServer, HttpFileServer, git};
 pub use net::free_port;
 pub use registry::{RegistrySetup, TestRegistry};
 pub use rng::SeededRng;

@@ -296,3 +296,38 @@ fn four_concurrent_builds_through_the_api_all_succeed() {
     }
     assert_eq!(ids.len(), 4, "the four builds should give four images");
 }
+
+/// `shmsize` and `ulimits` (what `docker build --shm-size --ulimit` sends) reach every RUN
+/// step; an unknown limit is a 400 naming it.
+#[test]
+fn shmsize_and_ulimits_reach_run_steps() {
+    let k = Kiln::new();
+    let d = Daemon::start(&k, &[], &[]);
+    let dockerfile = format!(
+        "FROM {}\nRUN df -k /dev/shm | tail -1 && echo \"nofile $(ulimit -n) $(ulimit -Hn)\"\n",
+        k.base
+    );
+    let tar = tar_of(&[("Dockerfile", dockerfile.as_bytes())]);
+    let ulimits = "%5B%7B%22Name%22%3A%22nofile%22%2C%22Soft%22%3A1234%2C%22Hard%22%3A2345%7D%5D";
+    let r = d.request(
+        "POST",
+        &format!("/build?t=limits&networkmode=none&shmsize=134217728&ulimits={ulimits}"),
+        &[],
+        &tar,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text: String = r
+        .lines()
+        .iter()
+        .filter_map(|l| l["stream"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        text.contains(" 131072 "),
+        "/dev/shm is not 128 MiB:\n{text}"
+    );
+    assert!(text.contains("nofile 1234 2345"), "{text}");
+    let bad = "%5B%7B%22Name%22%3A%22nofiles%22%2C%22Soft%22%3A1%2C%22Hard%22%3A1%7D%5D";
+    let r = d.request("POST", &format!("/build?t=bad&ulimits={bad}"), &[], &tar);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("nofiles"), "{}", r.text());
+}

@@ -53,6 +53,23 @@ fn refuse_local_only(args: &BuildArgs) -> Result<()> {
             "--compression-level",
             args.compression.compression_level.is_some(),
         ),
+        ("--label", !args.buildx.labels.is_empty()),
+        ("--annotation", !args.buildx.annotations.is_empty()),
+        ("--build-context", !args.buildx.build_contexts.is_empty()),
+        ("--ssh", !args.buildx.ssh.is_empty()),
+        (
+            "--call",
+            args.buildx.call != "build" || args.buildx.print.is_some(),
+        ),
+        (
+            "-f -",
+            args.file.as_deref().is_some_and(|f| f.as_os_str() == "-"),
+        ),
+        (
+            "a git or URL context",
+            kiln_solve::remote_context::RemoteContext::parse(&args.context.to_string_lossy())
+                .is_some(),
+        ),
     ];
     let flags: Vec<&str> = set.iter().filter(|(_, on)| *on).map(|(f, _)| *f).collect();
     if !flags.is_empty() {
@@ -98,6 +115,22 @@ pub fn build(remote: &Remote, args: BuildArgs) -> Result<ExitCode> {
         platform: args.platform.clone(),
         network_mode: args.network.clone(),
         extra_hosts: args.add_host.clone(),
+        shm_size: args
+            .buildx
+            .shm_size
+            .as_deref()
+            .map(crate::commands::flags::parse_size)
+            .transpose()?,
+        ulimits: args
+            .buildx
+            .ulimits
+            .iter()
+            .map(|u| {
+                let u = kiln_sandbox::Ulimit::parse(u)?;
+                let n = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+                Ok((u.name.clone(), n(u.soft), n(u.hard)))
+            })
+            .collect::<Result<_>>()?,
         quiet,
     };
     let result = remote.call(remote.client.build(context, &options, &mut |m| {

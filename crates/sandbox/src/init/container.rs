@@ -84,6 +84,11 @@ fn prepare(request: &InitRequest, stubs: &mut Vec<Stub>) -> Result<Prepared, Ini
         sys::set_loopback_up().map_err(InitFailure::setup("bring up the loopback interface"))?;
     }
 
+    // While the init still has CAP_SYS_RESOURCE: a hard limit may be raised, and the
+    // program and everything it starts inherit them.
+    for ulimit in &spec.ulimits {
+        ulimit.apply()?;
+    }
     prepare_process(
         &request.process,
         &spec.security,

@@ -72,6 +72,7 @@ pub(super) fn build_and_enter(
     populate_dev(
         &points.ensure("/dev", PointKind::Dir)?,
         request.id_map.is_none() && crate::rootless::gid_is_mapped(5),
+        spec.shm_size,
     )?;
 
     let sys_dir = points.ensure("/sys", PointKind::Dir)?;
@@ -299,7 +300,7 @@ fn mount_sys(target: &OwnedFd) {
 
 /// Fills the fresh /dev tmpfs: shared device nodes, a private devpts, /dev/shm and the usual
 /// symlinks.
-fn populate_dev(dev: &OwnedFd, real_root: bool) -> Result<(), InitFailure> {
+fn populate_dev(dev: &OwnedFd, real_root: bool, shm_size: Option<u64>) -> Result<(), InitFailure> {
     let dev = fd_path(dev);
     let setup = |what: &str| InitFailure::setup(format!("{what} in /dev"));
     for name in DEVICES {
@@ -327,7 +328,11 @@ fn populate_dev(dev: &OwnedFd, real_root: bool) -> Result<(), InitFailure> {
     let shm = dev.join("shm");
     std::fs::create_dir(&shm).map_err(setup("create shm"))?;
     let shm_flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-    rustix::mount::mount("shm", &shm, "tmpfs", shm_flags, c"mode=1777,size=65536k")
+    // Docker's default is 64 MiB; `--shm-size` sets it in bytes.
+    let shm_options =
+        std::ffi::CString::new(format!("mode=1777,size={}", shm_size.unwrap_or(64 << 20)))
+            .map_err(|e| setup("shm options")(std::io::Error::other(e)))?;
+    rustix::mount::mount("shm", &shm, "tmpfs", shm_flags, shm_options.as_c_str())
         .map_err(|e| setup("mount shm")(e.into()))?;
     for (link, target) in [
         ("ptmx", "pts/ptmx"),

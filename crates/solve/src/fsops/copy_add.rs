@@ -57,7 +57,14 @@ impl StageBuilder<'_> {
                 ins.keyword
             )));
         }
-        let urls: Vec<&String> = c.sources.iter().filter(|s| is_url(s)).collect();
+        // `ADD <git URL>` checks the repository out; other URLs are downloads.
+        let is_git = |s: &str| is_add && crate::remote_context::GitSource::parse(s).is_some();
+        let gits: Vec<&String> = c.sources.iter().filter(|s| is_git(s)).collect();
+        let urls: Vec<&String> = c
+            .sources
+            .iter()
+            .filter(|s| is_url(s) && !is_git(s))
+            .collect();
         if let Some(url) = urls.first()
             && !is_add
         {
@@ -70,6 +77,9 @@ impl StageBuilder<'_> {
             Some(_) if !is_add => return Err(fail("--checksum is only valid for ADD".into())),
             Some(_) if c.sources.len() != 1 || !c.heredocs.is_empty() => {
                 return Err(fail("--checksum can't be used with several sources".into()));
+            }
+            Some(_) if !gits.is_empty() => {
+                return Err(fail("--checksum is not supported for git sources".into()));
             }
             Some(_) if urls.is_empty() => {
                 return Err(fail("--checksum requires an HTTP(S) source".into()));
@@ -126,9 +136,28 @@ impl StageBuilder<'_> {
                 extras.push(self.fetch(&dir, url, None).map_err(fail)?);
             }
         }
+        for (index, git) in gits.iter().enumerate() {
+            let source = crate::remote_context::GitSource::parse(git).expect("a git source");
+            let dir = dirs.path("extra").join(format!("git-{index}"));
+            std::fs::create_dir_all(dirs.path("extra")).map_err(|e| fail(e.to_string()))?;
+            let checkout = crate::remote_context::git_checkout(
+                &source,
+                &dir,
+                c.keep_git_dir,
+                &self.req.settings.git_access(),
+            )
+            .map_err(|e| fail(format!("ADD {e}")))?;
+            // Its contents land in the destination, as a directory source's do.
+            extras.push(Source::standalone_dir(checkout));
+        }
 
         // The source tree stays mounted while its content is hashed and copied.
-        let patterns: Vec<String> = c.sources.iter().filter(|s| !is_url(s)).cloned().collect();
+        let patterns: Vec<String> = c
+            .sources
+            .iter()
+            .filter(|s| !is_url(s) && !is_git(s))
+            .cloned()
+            .collect();
         let from_mount;
         let tree = match copy_from(step) {
             Some(from) => {

@@ -38,6 +38,10 @@ pub(crate) use setup::ActiveMounts;
 const SECRETS_DIR: &str = "/run/secrets";
 /// Default permission bits of a secret file (BuildKit's).
 const SECRET_MODE: u32 = 0o400;
+/// Where SSH agent sockets go when the mount names no target (BuildKit's).
+const SSH_DIR: &str = "/run/buildkit";
+/// Default permission bits of an SSH agent socket (BuildKit's).
+const SSH_MODE: u32 = 0o600;
 
 /// A mount resolved against its stage.
 #[derive(Debug)]
@@ -75,6 +79,18 @@ pub(crate) enum PlannedMount {
         name: String,
         id: String,
         secret: Option<Secret>,
+        required: bool,
+    },
+    /// An SSH agent socket (`type=ssh`); `SSH_AUTH_SOCK` names the step's first one.
+    Ssh {
+        /// `None` until `plan_mounts` gives it BuildKit's `/run/buildkit/ssh_agent.N`.
+        target: Option<String>,
+        id: String,
+        /// The agent to relay to; `None`: an optional agent that was not given.
+        agent: Option<std::path::PathBuf>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
         required: bool,
     },
 }
@@ -173,6 +189,24 @@ impl PlannedMount {
                     .field("env", name)
                     .field("required", bool_str(*required));
             }
+            // As a secret: where the socket appears, never which agent answers.
+            PlannedMount::Ssh {
+                target,
+                id,
+                mode,
+                uid,
+                gid,
+                required,
+                ..
+            } => {
+                key.field("mount", "ssh")
+                    .field("id", id)
+                    .field("target", target.as_deref().unwrap_or_default())
+                    .field("mode", &format!("{mode:o}"))
+                    .field("uid", &uid.to_string())
+                    .field("gid", &gid.to_string())
+                    .field("required", bool_str(*required));
+            }
         }
     }
 }
@@ -197,6 +231,13 @@ impl StageBuilder<'_> {
         for raw in raw_mounts {
             let mount = parse_mount(raw, &expand).map_err(|e| self.fail(ins, e.to_string()))?;
             planned.extend(self.plan_mount(state, ins, raw, mount)?);
+        }
+        let mut ssh = 0;
+        for mount in &mut planned {
+            if let PlannedMount::Ssh { target, .. } = mount {
+                target.get_or_insert_with(|| format!("{SSH_DIR}/ssh_agent.{ssh}"));
+                ssh += 1;
+            }
         }
         Ok(planned)
     }
@@ -261,7 +302,27 @@ impl StageBuilder<'_> {
                 size: m.size,
             }],
             MountType::Secret => self.plan_secret(&m, target, &fail)?,
-            MountType::Ssh => return Err(fail("type=ssh mounts are not supported yet".into())),
+            MountType::Ssh => {
+                let id =
+                    m.id.clone()
+                        .filter(|id| !id.is_empty())
+                        .unwrap_or_else(|| "default".to_owned());
+                let agent = self.req.settings.ssh.get(&id).cloned();
+                if agent.is_none() && m.required {
+                    return Err(fail(format!(
+                        "ssh agent {id} is required but was not given (kiln build --ssh {id})"
+                    )));
+                }
+                vec![PlannedMount::Ssh {
+                    target,
+                    id,
+                    agent,
+                    mode: m.mode.unwrap_or(SSH_MODE),
+                    uid: m.uid.unwrap_or(0),
+                    gid: m.gid.unwrap_or(0),
+                    required: m.required,
+                }]
+            }
         })
     }
 

@@ -256,7 +256,15 @@ fn validate(m: &mut RunMount, readonly_given: bool) -> Result<(), String> {
             }
         }
         MountType::Ssh => {
-            return Err("type=ssh mounts are not supported by kiln yet".into());
+            if m.from.is_some() {
+                return Err("ssh mount should not have a from".into());
+            }
+            if m.source.is_some() {
+                return Err("unexpected key 'source' for mount type 'ssh'".into());
+            }
+            if m.env.is_some() {
+                return Err("unexpected key 'env' for mount type 'ssh'".into());
+            }
         }
         MountType::Bind | MountType::Cache | MountType::Tmpfs => {
             if m.target.as_deref().is_none_or(str::is_empty) {

@@ -33,6 +33,8 @@ pub(crate) struct ActiveMounts {
     pub env: Vec<String>,
     overlays: Vec<OverlayMount>,
     leases: Vec<CacheMountLease>,
+    /// Relays to SSH agents; they stop accepting when the step's mounts are dropped.
+    ssh: Vec<crate::ssh::SshProxy>,
     scratch: tempfile::TempDir,
 }
 
@@ -70,6 +72,7 @@ impl StageBuilder<'_> {
             env: Vec::new(),
             overlays: Vec::new(),
             leases: Vec::new(),
+            ssh: Vec::new(),
             scratch: self.engine.store.temp_dir("mounts-")?,
         };
         // Two mounts of the same cache in one step share one lease (a second `locked` lease
@@ -158,6 +161,31 @@ impl StageBuilder<'_> {
                         let value = String::from_utf8_lossy(secret.bytes());
                         active.env.push(format!("{name}={value}"));
                     }
+                }
+                PlannedMount::Ssh {
+                    target,
+                    agent,
+                    mode,
+                    uid,
+                    gid,
+                    ..
+                } => {
+                    // An optional agent that was not given is simply absent, as in BuildKit.
+                    let (Some(agent), Some(target)) = (agent, target) else {
+                        continue;
+                    };
+                    let socket = active.scratch.path().join(format!("ssh-{n}.sock"));
+                    let proxy = crate::ssh::SshProxy::start(agent, &socket, *uid, *gid, *mode)
+                        .map_err(|e| self.fail(ins, format!("ssh mount {target}: {e}")))?;
+                    active.mounts.push(Mount::Bind(BindMount {
+                        source: proxy.path().to_owned(),
+                        target: target.clone(),
+                        readonly: false,
+                    }));
+                    if active.ssh.is_empty() {
+                        active.env.push(format!("SSH_AUTH_SOCK={target}"));
+                    }
+                    active.ssh.push(proxy);
                 }
             }
         }

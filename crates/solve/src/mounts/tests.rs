@@ -144,7 +144,12 @@ fn mistakes_are_reported_like_buildkit() {
             .contains("must be a key=value pair")
     );
     assert!(parse("type=cache").unwrap_err().contains("needs target="));
-    assert!(parse("type=ssh").unwrap_err().contains("not supported"));
+    assert!(
+        parse("type=ssh,from=x")
+            .unwrap_err()
+            .contains("should not have a from")
+    );
+    assert!(parse("type=ssh,env=X").unwrap_err().contains("'env'"));
     assert!(
         parse("type=bind,target=/x,from=$STAGE")
             .unwrap_err()

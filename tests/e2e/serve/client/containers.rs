@@ -71,6 +71,28 @@ fn the_kiln_cli_drives_kiln_serve_through_the_api() {
         ctx.path().to_str().unwrap(),
     ]);
     assert_eq!(quiet.trim(), id);
+    // --shm-size and --ulimit travel as `shmsize` and `ulimits`.
+    let limits = context(&[(
+        "Dockerfile",
+        "ARG BASE\nFROM $BASE\nRUN df -k /dev/shm | tail -1 && echo \"nofile $(ulimit -n) $(ulimit -Hn)\"\n",
+    )]);
+    let out = c.cmd(&[
+        "build",
+        "--build-arg",
+        &base_arg,
+        "--shm-size",
+        "128m",
+        "--ulimit",
+        "nofile=1234:2345",
+        limits.path().to_str().unwrap(),
+    ]);
+    assert_success(&out, &["build", "--shm-size", "--ulimit"]);
+    assert!(stderr(&out).contains(" 131072 "), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nofile 1234 2345"),
+        "{}",
+        stderr(&out)
+    );
 
     c.ok(&["tag", "client-app:1", "client-app:2"]);
     let images = c.ok(&["images", "--filter", "reference=client-app"]);
@@ -318,6 +340,17 @@ fn the_kiln_cli_drives_kiln_serve_through_the_api() {
     c.fails(
         &["build", "--sbom", ctx.path().to_str().unwrap()],
         "--sbom cannot go through --host",
+    );
+    c.fails(
+        &[
+            "build",
+            "--build-context",
+            "lib=.",
+            "--ssh",
+            "default",
+            ctx.path().to_str().unwrap(),
+        ],
+        "--build-context, --ssh cannot go through --host",
     );
     // Nothing of this ran in the client's own store.
     c.assert_local_store_unused();
