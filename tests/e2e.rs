@@ -27,6 +27,7 @@ mod e2e {
     mod mounts;
     mod network;
     mod old_store;
+    mod on_error;
     mod outputs;
     mod ports;
     mod push;

@@ -430,6 +430,11 @@ pub struct BuildArgs {
     /// Say why each step that missed the cache missed (e.g. "COPY . /app: 1 file changed: a.rs")
     #[arg(long)]
     pub explain: bool,
+    /// When a RUN fails: fail (default); shell (an interactive /bin/sh in the failed step's
+    /// sandbox as it was, needs a terminal), shell:CMD (CMD there instead), or keep (keep it as
+    /// a stopped container for ps -a, start -ai, commit, rm)
+    #[arg(long = "on-error", value_name = "fail|shell[:CMD]|keep")]
+    pub on_error: Option<String>,
     /// Always re-resolve base image tags against their registries
     #[arg(long)]
     pub pull: bool,

@@ -262,6 +262,7 @@ async fn run(
         cache_to: Vec::new(),
         credentials,
         cancel: CancelToken::new(),
+        on_run_failure: None,
     };
     let progress_out = out.clone();
     let quiet = params.quiet;

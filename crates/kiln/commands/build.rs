@@ -57,6 +57,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     if push_format.is_some() && !args.push {
         bail!("--format applies to what is pushed: use it with --push");
     }
+    let on_error = super::on_error::OnError::from_flag(args.on_error.as_deref())?;
     let mut build_args = super::flags::build_args(&args.build_args);
     let epoch = source_date_epoch(&mut build_args)?;
     let tar_options = SourceDateEpoch::tar_options(epoch);
@@ -101,7 +102,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
         Some(p) => p.parse::<Platform>().map_err(anyhow::Error::msg)?,
         None => Platform::host(),
     };
-    let req = BuildRequest {
+    let mut req = BuildRequest {
         context_dir,
         dockerfile: args.file.clone(),
         tags: tags.clone(),
@@ -137,6 +138,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
         // The CLI authenticates from config.json; a daemon passes each request's credentials.
         credentials: BTreeMap::new(),
         cancel: CancelToken::new(),
+        on_run_failure: None,
     };
     let mode = match progress::Mode::from_flag(&args.progress)? {
         // -q prints only the ID on stdout; a JSON stream is still wanted by tools.
@@ -145,8 +147,10 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
         mode => mode,
     };
     let quiet = args.quiet || mode == progress::Mode::Quiet;
-    let renderer: std::sync::Arc<dyn progress::Renderer> =
-        progress::renderer(mode, args.explain).into();
+    let renderer = on_error.gate(progress::renderer(mode, args.explain).into());
+    let (hook, handover) = on_error.hook(&renderer);
+    req.on_run_failure = hook;
+    let renderer: std::sync::Arc<dyn progress::Renderer> = renderer;
     let engine = env.engine()?;
     let interrupts = Interrupts::watch(env, req.cancel.clone(), renderer.clone());
     let started = chrono::Utc::now();
@@ -168,6 +172,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
         Err(err) => {
             let err = anyhow::Error::from(err);
             renderer.finish(progress::Outcome::Failed(&err));
+            handover.report();
             return Err(err);
         }
     };

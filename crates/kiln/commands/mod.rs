@@ -11,6 +11,7 @@ mod image_outputs;
 mod images;
 mod import;
 mod leftovers;
+mod on_error;
 mod pushing;
 mod registry;
 mod remote;

@@ -66,6 +66,8 @@ pub struct BuildRequest {
     pub credentials: BTreeMap<String, kiln_registry::Credential>,
     /// Stops the build when cancelled (Ctrl-C, a closed API connection); see [`CancelToken`].
     pub cancel: CancelToken,
+    /// `--on-error`: called with a failed `RUN` before its sandbox is cleaned up.
+    pub on_run_failure: Option<crate::failed_step::OnRunFailure>,
 }
 
 /// What a successful build produced.

@@ -40,6 +40,7 @@ fn request(context: &Path, base: &str, tag: &str) -> BuildRequest {
         cache_to: Vec::new(),
         credentials: BTreeMap::new(),
         cancel: CancelToken::new(),
+        on_run_failure: None,
     }
 }
 
