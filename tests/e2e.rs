@@ -22,6 +22,7 @@ mod e2e {
     mod frontend;
     mod gc;
     pub mod harness;
+    mod history;
     mod hosts;
     mod images;
     mod mounts;

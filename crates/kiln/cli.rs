@@ -7,11 +7,13 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 mod container;
+mod history;
 mod network;
 mod remote;
 mod run;
 mod volume;
 pub use container::ContainerCommand;
+pub use history::{HistoryCommand, build_history_words};
 pub use network::NetworkCommand;
 pub use remote::RemoteOpts;
 pub use run::{ConfinementArgs, ExecArgs, LogsArgs, RunArgs};
@@ -55,6 +57,12 @@ pub struct GlobalOpts {
 pub enum Command {
     /// Build an image from a Dockerfile
     Build(Box<BuildArgs>),
+    /// Recorded builds: `kiln build history ls|inspect|logs|rm|prune`
+    #[command(name = "build-history", hide = true)]
+    BuildHistory {
+        #[command(subcommand)]
+        command: HistoryCommand,
+    },
     /// Run a command in a new container of an image
     Run(Box<RunArgs>),
     /// Create a new container of an image without starting it (prints its ID)

@@ -9,6 +9,7 @@ use kiln_solve::{
     BuildRequest, CacheExport, CacheImport, CancelToken, EpochOrigin, SOURCE_DATE_EPOCH,
     SolveError, SourceDateEpoch,
 };
+use kiln_store::BuildStatus;
 
 use super::flags::{BUILD_NETWORKS, choose_network};
 use super::{Env, parse_reference};
@@ -58,6 +59,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
         bail!("--format applies to what is pushed: use it with --push");
     }
     let on_error = super::on_error::OnError::from_flag(args.on_error.as_deref())?;
+    let retention = super::history::retention()?;
     let mut build_args = super::flags::build_args(&args.build_args);
     let epoch = source_date_epoch(&mut build_args)?;
     let tar_options = SourceDateEpoch::tar_options(epoch);
@@ -150,7 +152,13 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     let renderer = on_error.gate(progress::renderer(mode, args.explain).into());
     let (hook, handover) = on_error.hook(&renderer);
     req.on_run_failure = hook;
-    let renderer: std::sync::Arc<dyn progress::Renderer> = renderer;
+    let recorder = super::history::Recorder::begin(
+        &env.store,
+        super::history::inputs(&req, &dockerfile, &args.context),
+        retention,
+        renderer,
+    );
+    let renderer: std::sync::Arc<dyn progress::Renderer> = recorder.clone();
     let engine = env.engine()?;
     let interrupts = Interrupts::watch(env, req.cancel.clone(), renderer.clone());
     let started = chrono::Utc::now();
@@ -159,11 +167,14 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     let result = match result {
         Err(SolveError::Cancelled) => {
             let err = anyhow::Error::from(SolveError::Cancelled);
+            recorder.finish(BuildStatus::Cancelled, None, Some(&err));
             renderer.finish(progress::Outcome::Failed(&err));
             crate::render::print_error(&err);
             return Ok(ExitCode::from(INTERRUPTED));
         }
         Ok(result) => {
+            let id = result.image.config_digest.to_string();
+            recorder.finish(BuildStatus::Succeeded, Some(id), None);
             renderer.finish(progress::Outcome::Built(
                 &result.image.config_digest.to_string(),
             ));
@@ -171,6 +182,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
         }
         Err(err) => {
             let err = anyhow::Error::from(err);
+            recorder.finish(BuildStatus::Failed, None, Some(&err));
             renderer.finish(progress::Outcome::Failed(&err));
             handover.report();
             return Err(err);
