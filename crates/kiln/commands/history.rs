@@ -58,9 +58,13 @@ impl Recorder {
         retention: HistoryRetention,
         inner: Arc<dyn Renderer>,
     ) -> Arc<Recorder> {
-        let writer = match store.history_begin(inputs) {
-            Ok(w) => Some(w),
-            Err(e) => {
+        // `KILN_NO_BUILD_HISTORY=1`: not recorded (to measure what recording costs, or for
+        // builds whose output must not be kept).
+        let off = std::env::var_os("KILN_NO_BUILD_HISTORY").is_some_and(|v| !v.is_empty());
+        let writer = match (!off).then(|| store.history_begin(inputs)) {
+            None => None,
+            Some(Ok(w)) => Some(w),
+            Some(Err(e)) => {
                 inner.event(ProgressEvent::Warning(format!(
                     "this build is not recorded in the build history: {e}"
                 )));
@@ -108,10 +112,19 @@ impl Recorder {
 
     fn record(&self, event: &ProgressEvent) {
         match event {
-            ProgressEvent::StepStarted(label) => self.step(label, true, |s| {
-                s.status = StepStatus::Running;
-                s.started = Some(Utc::now());
-            }),
+            // Written at once when a step starts running, so a build killed during a long step
+            // shows it; not for FROM, which every build starts (a no-op build then writes its
+            // record twice: when it starts and when it ends).
+            ProgressEvent::StepStarted(label) => {
+                let from = label
+                    .text
+                    .get(..4)
+                    .is_some_and(|k| k.eq_ignore_ascii_case("FROM"));
+                self.step(label, !from, |s| {
+                    s.status = StepStatus::Running;
+                    s.started = Some(Utc::now());
+                });
+            }
             ProgressEvent::StepExplained { step, cause } => self.step(step, false, |s| {
                 s.miss_cause = Some(cause.kind().to_owned());
                 s.miss_reason = Some(cause.reason());
