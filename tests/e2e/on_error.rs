@@ -12,7 +12,8 @@ use super::harness::{Kiln, stderr, stdout};
 /// The failing step writes computed values, so the typed commands and the Dockerfile's text
 /// (which the progress output shows) never contain what the test looks for.
 const DOCKERFILE: &str = "ARG BASE\nFROM $BASE\nENV STEP_MARK=env-mark\nWORKDIR /work/dir\n\
-RUN --mount=type=cache,id=oe,target=/cache --mount=type=secret,id=tok \
+RUN chown 1000 /work/dir\nUSER 1000\n\
+RUN --mount=type=cache,id=oe,target=/cache,uid=1000 --mount=type=secret,id=tok,uid=1000 \
 echo \"c-$((6*7))\" > /cache/c && echo \"m-$((5*5))\" > made.txt && exit 3\n";
 
 /// A context with the Dockerfile and a secret file; returns (context, secret flag).
@@ -117,29 +118,48 @@ fn shell_opens_in_the_failed_steps_sandbox_as_it_was() {
         stderr(&out)
     );
 
-    let (mut child, mut master, seen) = on_a_pty(&k, &args);
-    eventually("the shell", || {
-        seen.lock().unwrap().contains("in its sandbox as it was")
-    });
-    master
-        .write_all(
-            b"cat made.txt; echo \"[$STEP_MARK]\"; pwd | tr / :; cat /cache/c; \
-              cat /run/secrets/tok; echo; test -t 0 && echo tty-$((2*3)); exit 0\n",
-        )
-        .unwrap();
-    let code = wait_for(&mut child, &seen);
-    let out = seen.lock().unwrap().clone();
-    assert_eq!(code, Some(1), "the build's failure is the result: {out}");
-    for expected in [
-        "m-25",         // the file the failed command wrote
-        "[env-mark]",   // the step's environment
-        ":work:dir",    // its working directory
-        "c-42",         // its cache mount, with what it wrote there
-        "s3cr3t-t0ken", // its secret
-        "tty-6",        // on a terminal
-        "exit code 3",  // and then the step's error
-    ] {
-        assert!(out.contains(expected), "{expected} in {out}");
+    // Plain progress, and the live view, which must not draw over the shell.
+    for progress in ["--progress=plain", "--progress=tty"] {
+        let mut args = args;
+        args[1] = progress;
+        let (mut child, mut master, seen) = on_a_pty(&k, &args);
+        eventually("the shell", || {
+            seen.lock().unwrap().contains("in its sandbox as it was")
+        });
+        master
+            .write_all(
+                b"cat made.txt; echo \"[$STEP_MARK]\"; pwd | tr / :; cat /cache/c; \
+                  cat /run/secrets/tok; echo; test -t 0 && echo tty-$((2*3)); echo uid-$(id -u); \
+                  exit 0\n",
+            )
+            .unwrap();
+        let code = wait_for(&mut child, &seen);
+        let out = seen.lock().unwrap().clone();
+        assert_eq!(
+            code,
+            Some(1),
+            "{progress}: the build's failure is the result: {out}"
+        );
+        // The live view drew nothing while the shell had the terminal (its redraws start by
+        // erasing the region below the cursor).
+        let shell = &out[out.find("in its sandbox as it was").unwrap()..];
+        let shell = &shell[..shell.find("uid-1000").unwrap_or(shell.len())];
+        assert!(
+            !shell.contains("\x1b[J"),
+            "{progress}: drawn over the shell: {shell:?}"
+        );
+        for expected in [
+            "m-25",         // the file the failed command wrote
+            "[env-mark]",   // the step's environment
+            ":work:dir",    // its working directory
+            "c-42",         // its cache mount, with what it wrote there
+            "s3cr3t-t0ken", // its secret
+            "tty-6",        // on a terminal
+            "uid-1000",     // as the step's user
+            "exit code 3",  // and then the step's error
+        ] {
+            assert!(out.contains(expected), "{progress}: {expected} in {out}");
+        }
     }
     // The build failed: no image, nothing kept.
     assert_ne!(k.cmd(&["inspect", "oe:shell"]).status.code(), Some(0));
@@ -177,6 +197,7 @@ fn keep_leaves_a_stopped_container_to_start_commit_and_remove() {
     let inspect: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", &name])).unwrap();
     let config = &inspect[0]["Config"];
     assert_eq!(config["WorkingDir"], "/work/dir", "{config}");
+    assert_eq!(config["User"], "1000", "{config}");
     let env = config["Env"].to_string();
     assert!(env.contains("STEP_MARK=env-mark"), "{env}");
     assert!(
@@ -190,13 +211,18 @@ fn keep_leaves_a_stopped_container_to_start_commit_and_remove() {
     // `start -ai` opens its shell, in the step's state.
     let (mut child, mut master, seen) = on_a_pty(&k, &["start", "-ai", &name]);
     master
-        .write_all(b"cat made.txt; echo \"[$STEP_MARK]\"; pwd | tr / :; exit 4\n")
+        .write_all(
+            b"cat made.txt; echo \"[$STEP_MARK]\"; pwd | tr / :; echo uid-$(id -u); exit 4\n",
+        )
         .unwrap();
     let code = wait_for(&mut child, &seen);
     let out = seen.lock().unwrap().clone();
     assert_eq!(code, Some(4), "{out}");
     assert!(
-        out.contains("m-25") && out.contains("[env-mark]") && out.contains(":work:dir"),
+        out.contains("m-25")
+            && out.contains("[env-mark]")
+            && out.contains(":work:dir")
+            && out.contains("uid-1000"),
         "{out}"
     );
 
