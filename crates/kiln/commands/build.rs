@@ -9,7 +9,6 @@ use kiln_solve::{
     BuildRequest, CacheExport, CacheImport, CancelToken, EpochOrigin, SOURCE_DATE_EPOCH,
     SolveError, SourceDateEpoch,
 };
-use kiln_store::BuildStatus;
 
 use super::flags::{BUILD_NETWORKS, choose_network};
 use super::{Env, parse_reference};
@@ -60,6 +59,12 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     }
     let on_error = super::on_error::OnError::from_flag(args.on_error.as_deref())?;
     let retention = super::history::retention()?;
+    // How the record names the context: as typed (`-` for a tar on stdin), made absolute.
+    let context_label = if args.context.as_os_str() == "-" {
+        "-".to_owned()
+    } else {
+        context_dir.display().to_string()
+    };
     let mut build_args = super::flags::build_args(&args.build_args);
     let epoch = source_date_epoch(&mut build_args)?;
     let tar_options = SourceDateEpoch::tar_options(epoch);
@@ -154,7 +159,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     req.on_run_failure = hook;
     let recorder = super::history::Recorder::begin(
         &env.store,
-        super::history::inputs(&req, &dockerfile, &args.context),
+        kiln_solve::history::inputs(&req, &context_label),
         retention,
         renderer,
     );
@@ -167,22 +172,21 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     let result = match result {
         Err(SolveError::Cancelled) => {
             let err = anyhow::Error::from(SolveError::Cancelled);
-            recorder.finish(BuildStatus::Cancelled, None, Some(&err));
+            recorder.finish(Err(&SolveError::Cancelled));
             renderer.finish(progress::Outcome::Failed(&err));
             crate::render::print_error(&err);
             return Ok(ExitCode::from(INTERRUPTED));
         }
         Ok(result) => {
-            let id = result.image.config_digest.to_string();
-            recorder.finish(BuildStatus::Succeeded, Some(id), None);
+            recorder.finish(Ok(&result));
             renderer.finish(progress::Outcome::Built(
                 &result.image.config_digest.to_string(),
             ));
             result
         }
         Err(err) => {
+            recorder.finish(Err(&err));
             let err = anyhow::Error::from(err);
-            recorder.finish(BuildStatus::Failed, None, Some(&err));
             renderer.finish(progress::Outcome::Failed(&err));
             handover.report();
             return Err(err);

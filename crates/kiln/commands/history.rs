@@ -1,24 +1,21 @@
 //! Build history (`docs/build-history.md`): every `kiln build` is recorded in the store while
 //! it runs, and `kiln build history ls|inspect|logs|rm|prune` reads it back.
 //!
-//! The recording is a [`Renderer`] in front of the build's own: it sees the same events, turns
-//! them into the store's record (`kiln_store::HistoryWriter`: steps with their cache result and
-//! explain reason, timings) and appends each output line to the build's log as it arrives, so
-//! the full output is on disk whatever the progress view showed. Recording never fails a build:
-//! when the store cannot take the record, the build goes on with a warning.
+//! The recording is a [`Renderer`] in front of the build's own: it hands the same events to
+//! `kiln_solve::history` (steps with their cache result and explain reason, timings, each
+//! output line appended to the build's log as it arrives), so the full output is on disk
+//! whatever the progress view showed. Recording never fails a build: when the store cannot take
+//! the record, the build goes on with a warning.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
-use kiln_solve::{OutputStream, ProgressEvent, SolveError, StepLabel};
-use kiln_store::{
-    BuildFailure, BuildInputs, BuildRecord, BuildStatus, HistoryRetention, HistoryWriter,
-    StepRecord, StepStatus, Store,
-};
+use kiln_solve::history::BuildHistory;
+use kiln_solve::{ProgressEvent, SolveError};
+use kiln_store::{BuildInputs, BuildRecord, BuildStatus, HistoryRetention, StepStatus, Store};
 
 use super::system::{human_size, parse_duration};
 use crate::cli::HistoryCommand;
@@ -27,43 +24,30 @@ use crate::progress::{Outcome, Renderer};
 /// Retention settings from the environment (`KILN_HISTORY_MAX_BUILDS`,
 /// `KILN_HISTORY_MAX_AGE`), else the defaults.
 pub fn retention() -> Result<HistoryRetention> {
-    let mut r = HistoryRetention::default();
-    if let Some(n) = std::env::var_os("KILN_HISTORY_MAX_BUILDS") {
-        let n = n.to_string_lossy();
-        r.max_builds = n
-            .parse()
-            .with_context(|| format!("KILN_HISTORY_MAX_BUILDS={n:?} is not a number"))?;
-    }
-    if let Some(age) = std::env::var_os("KILN_HISTORY_MAX_AGE") {
-        r.max_age = parse_duration(&age.to_string_lossy()).context("KILN_HISTORY_MAX_AGE")?;
-    }
-    Ok(r)
+    HistoryRetention::from_env().map_err(anyhow::Error::msg)
 }
 
-/// Records one build from its progress events, then hands them on to `inner`.
+/// Records one build from its progress events (`kiln_solve::history`), then hands them on
+/// to `inner`.
 pub struct Recorder {
     inner: Arc<dyn Renderer>,
-    store: Store,
-    retention: HistoryRetention,
-    writer: Mutex<Option<HistoryWriter>>,
-    /// Step index by (stage, position).
-    steps: Mutex<HashMap<(String, usize), usize>>,
+    history: Option<BuildHistory>,
 }
 
 impl Recorder {
-    /// Starts the record; on failure the build is not recorded (a warning says so).
+    /// Starts the record; on failure the build is not recorded (a warning says so), nor with
+    /// `KILN_NO_BUILD_HISTORY=1` (to measure what recording costs, or for builds whose output
+    /// must not be kept).
     pub fn begin(
         store: &Store,
         inputs: BuildInputs,
         retention: HistoryRetention,
         inner: Arc<dyn Renderer>,
     ) -> Arc<Recorder> {
-        // `KILN_NO_BUILD_HISTORY=1`: not recorded (to measure what recording costs, or for
-        // builds whose output must not be kept).
         let off = std::env::var_os("KILN_NO_BUILD_HISTORY").is_some_and(|v| !v.is_empty());
-        let writer = match (!off).then(|| store.history_begin(inputs)) {
+        let history = match (!off).then(|| BuildHistory::begin(store, inputs, retention)) {
             None => None,
-            Some(Ok(w)) => Some(w),
+            Some(Ok(h)) => Some(h),
             Some(Err(e)) => {
                 inner.event(ProgressEvent::Warning(format!(
                     "this build is not recorded in the build history: {e}"
@@ -71,135 +55,26 @@ impl Recorder {
                 None
             }
         };
-        Arc::new(Recorder {
-            inner,
-            store: store.clone(),
-            retention,
-            writer: Mutex::new(writer),
-            steps: Mutex::new(HashMap::new()),
-        })
+        Arc::new(Recorder { inner, history })
     }
 
-    /// Updates the step `label` names (adding it when new); `checkpoint` writes the record.
-    fn step(&self, label: &StepLabel, checkpoint: bool, change: impl FnOnce(&mut StepRecord)) {
-        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(writer) = writer.as_ref() else {
+    /// Ends the record with the engine's outcome; then the retention rules drop what is now
+    /// too old or too many.
+    pub fn finish(&self, outcome: Result<&kiln_solve::BuildResult, &SolveError>) {
+        let Some(history) = &self.history else {
             return;
         };
-        let mut steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (label.stage.clone(), label.position);
-        let _ = writer.update(checkpoint, |record| {
-            let index = *steps.entry(key).or_insert_with(|| {
-                record.steps.push(StepRecord {
-                    index: record.steps.len() + 1,
-                    stage: label.stage.clone(),
-                    position: label.position,
-                    total: label.total,
-                    text: label.text.clone(),
-                    status: StepStatus::Running,
-                    started: None,
-                    duration_ms: None,
-                    cache_source: None,
-                    miss_cause: None,
-                    miss_reason: None,
-                    output_lines: 0,
-                });
-                record.steps.len()
-            });
-            change(&mut record.steps[index - 1]);
-        });
-    }
-
-    fn record(&self, event: &ProgressEvent) {
-        match event {
-            // Written at once when a step starts running, so a build killed during a long step
-            // shows it; not for FROM, which every build starts (a no-op build then writes its
-            // record twice: when it starts and when it ends).
-            ProgressEvent::StepStarted(label) => {
-                let from = label
-                    .text
-                    .get(..4)
-                    .is_some_and(|k| k.eq_ignore_ascii_case("FROM"));
-                self.step(label, !from, |s| {
-                    s.status = StepStatus::Running;
-                    s.started = Some(Utc::now());
-                });
-            }
-            ProgressEvent::StepExplained { step, cause } => self.step(step, false, |s| {
-                s.miss_cause = Some(cause.kind().to_owned());
-                s.miss_reason = Some(cause.reason());
-            }),
-            ProgressEvent::StepOutput { step, stream, line } => {
-                let mut index = 0;
-                self.step(step, false, |s| {
-                    s.output_lines += 1;
-                    index = s.index;
-                });
-                let stream = match stream {
-                    OutputStream::Stdout => "stdout",
-                    OutputStream::Stderr => "stderr",
-                };
-                let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(w) = writer.as_ref() {
-                    let _ = w.log_line(index, stream, line);
-                }
-            }
-            ProgressEvent::StepMetadata(label) => {
-                self.step(label, false, |s| s.status = StepStatus::Metadata);
-            }
-            ProgressEvent::StepDone { step, elapsed } => self.step(step, false, |s| {
-                s.status = StepStatus::Done;
-                s.duration_ms = Some(elapsed.as_millis() as u64);
-            }),
-            ProgressEvent::StepCached(label) => {
-                self.step(label, false, |s| s.status = StepStatus::Cached);
-            }
-            ProgressEvent::StepCachedRemote { step, source } => self.step(step, false, |s| {
-                s.status = StepStatus::Cached;
-                s.cache_source = Some(source.clone());
-            }),
-            _ => {}
-        }
-    }
-
-    /// Ends the record: the image built, or the error (with its Dockerfile location); then the
-    /// retention rules drop what is now too old or too many.
-    pub fn finish(
-        &self,
-        status: BuildStatus,
-        image: Option<String>,
-        error: Option<&anyhow::Error>,
-    ) {
-        let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-            return;
-        };
-        let failure = error.map(|err| {
-            let location = err
-                .chain()
-                .find_map(|e| e.downcast_ref::<SolveError>())
-                .and_then(SolveError::location);
-            BuildFailure {
-                message: format!("{err:#}"),
-                file: location.map(|l| l.file.clone()),
-                line: location.map(|l| l.line),
-            }
-        });
-        if let Err(e) = writer.finish(status, image, failure) {
-            self.inner.event(ProgressEvent::Warning(format!(
-                "the build history record could not be completed: {e}"
-            )));
-        }
-        if let Err(e) = self.store.history_prune(self.retention, Utc::now()) {
-            self.inner.event(ProgressEvent::Warning(format!(
-                "the build history's retention could not be applied: {e}"
-            )));
+        for warning in history.finish(outcome) {
+            self.inner.event(ProgressEvent::Warning(warning));
         }
     }
 }
 
 impl Renderer for Recorder {
     fn event(&self, event: ProgressEvent) {
-        self.record(&event);
+        if let Some(history) = &self.history {
+            history.event(&event);
+        }
         self.inner.event(event);
     }
 
@@ -424,30 +299,6 @@ fn rm(store: &Store, all: bool, builds: &[String]) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// What the record says the build was asked to do.
-pub fn inputs(
-    req: &kiln_solve::BuildRequest,
-    dockerfile: &std::path::Path,
-    context: &std::path::Path,
-) -> BuildInputs {
-    BuildInputs {
-        dockerfile: dockerfile.to_owned(),
-        // Read again (it is small): the digest of the bytes this build parsed.
-        dockerfile_digest: std::fs::read(dockerfile)
-            .ok()
-            .map(|b| kiln_image::Digest::of(&b)),
-        context: if context.as_os_str() == "-" {
-            "-".to_owned()
-        } else {
-            req.context_dir.display().to_string()
-        },
-        build_args: req.build_args.clone(),
-        target: req.target.clone(),
-        platform: req.platform.to_string(),
-        tags: req.tags.iter().map(ToString::to_string).collect(),
-    }
 }
 
 /// The history's row of `kiln system df`: builds, running ones (active), bytes, and what

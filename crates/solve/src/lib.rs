@@ -27,6 +27,7 @@ pub mod explain;
 mod failed_step;
 mod fsops;
 mod heredoc;
+pub mod history;
 mod metadata;
 pub mod mounts;
 mod onbuild;

@@ -55,6 +55,55 @@ impl Default for HistoryRetention {
     }
 }
 
+impl HistoryRetention {
+    /// The defaults, overridden by `KILN_HISTORY_MAX_BUILDS` (a number) and
+    /// `KILN_HISTORY_MAX_AGE` (a duration: `48h`, `7d`, `1h30m`). The error names the variable.
+    pub fn from_env() -> std::result::Result<HistoryRetention, String> {
+        let mut r = HistoryRetention::default();
+        if let Some(n) = std::env::var_os("KILN_HISTORY_MAX_BUILDS") {
+            let n = n.to_string_lossy();
+            r.max_builds = n
+                .trim()
+                .parse()
+                .map_err(|_| format!("KILN_HISTORY_MAX_BUILDS={n:?} is not a number"))?;
+        }
+        if let Some(age) = std::env::var_os("KILN_HISTORY_MAX_AGE") {
+            let age = age.to_string_lossy();
+            r.max_age = parse_age(&age).ok_or_else(|| {
+                format!("KILN_HISTORY_MAX_AGE={age:?} is not a duration (e.g. 48h, 7d, 1h30m)")
+            })?;
+        }
+        Ok(r)
+    }
+}
+
+/// Go's duration syntax for whole numbers (`1h30m`, `90s`), plus `d` for days.
+fn parse_age(text: &str) -> Option<Duration> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut secs = 0u64;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_end] {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86400,
+            _ => return None,
+        };
+        secs = secs.checked_add(n.checked_mul(unit)?)?;
+        rest = &rest[unit_end..];
+    }
+    Some(Duration::from_secs(secs))
+}
+
 /// A build being recorded. Dropping it without [`HistoryWriter::finish`] leaves the record
 /// `running` with its lock released: later readers report it as interrupted.
 #[derive(Debug)]

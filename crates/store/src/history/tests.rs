@@ -180,3 +180,13 @@ fn retention_keeps_the_newest_builds_within_the_age() {
         .collect();
     assert_eq!(left, vec![running.id()]);
 }
+
+#[test]
+fn ages_in_go_syntax_with_days() {
+    assert_eq!(parse_age("48h"), Some(Duration::from_secs(48 * 3600)));
+    assert_eq!(parse_age("7d"), Some(Duration::from_secs(7 * 86400)));
+    assert_eq!(parse_age("1h30m"), Some(Duration::from_secs(5400)));
+    for bad in ["", "h", "5", "3w", "1.5h", "-1h"] {
+        assert_eq!(parse_age(bad), None, "{bad}");
+    }
+}
