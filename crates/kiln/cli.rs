@@ -55,7 +55,7 @@ pub struct GlobalOpts {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Build an image from a Dockerfile
+    /// Build an image from a Dockerfile (`kiln build history --help`: the recorded builds)
     Build(Box<BuildArgs>),
     /// Recorded builds: `kiln build history ls|inspect|logs|rm|prune`
     #[command(name = "build-history", hide = true)]

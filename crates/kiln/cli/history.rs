@@ -1,5 +1,6 @@
 //! `kiln build history …` (typed as two words; `main` turns them into the hidden
-//! `build-history` command, since `kiln build` itself takes a context as its first argument).
+//! `build-history` command, since `kiln build` itself takes a context as its first argument;
+//! clap's usage lines therefore say `kiln build-history`, which is accepted too).
 
 use clap::Subcommand;
 
