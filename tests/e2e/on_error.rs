@@ -14,6 +14,7 @@ use super::harness::{Kiln, stderr, stdout};
 const DOCKERFILE: &str = "ARG BASE\nFROM $BASE\nENV STEP_MARK=env-mark\nWORKDIR /work/dir\n\
 RUN chown 1000 /work/dir\nUSER 1000\n\
 RUN --mount=type=cache,id=oe,target=/cache,uid=1000 --mount=type=secret,id=tok,uid=1000 \
+--mount=type=bind,target=/ctx \
 echo \"c-$((6*7))\" > /cache/c && echo \"m-$((5*5))\" > made.txt && exit 3\n";
 
 /// A context with the Dockerfile and a secret file; returns (context, secret flag).
@@ -22,6 +23,7 @@ fn context() -> (tempfile::TempDir, String) {
     std::fs::write(ctx.path().join("Dockerfile"), DOCKERFILE).unwrap();
     let secret = ctx.path().join("tok.txt");
     std::fs::write(&secret, "s3cr3t-t0ken").unwrap();
+    std::fs::write(ctx.path().join("bound.txt"), "from-the-bind\n").unwrap();
     let flag = format!("id=tok,src={}", secret.display());
     (ctx, flag)
 }
@@ -129,7 +131,8 @@ fn shell_opens_in_the_failed_steps_sandbox_as_it_was() {
         master
             .write_all(
                 b"cat made.txt; echo \"[$STEP_MARK]\"; pwd | tr / :; cat /cache/c; \
-                  cat /run/secrets/tok; echo; test -t 0 && echo tty-$((2*3)); echo uid-$(id -u); \
+                  cat /run/secrets/tok; echo; cat /ctx/bound.txt; test -t 0 && echo tty-$((2*3)); \
+                  echo uid-$(id -u); \
                   exit 0\n",
             )
             .unwrap();
@@ -149,14 +152,15 @@ fn shell_opens_in_the_failed_steps_sandbox_as_it_was() {
             "{progress}: drawn over the shell: {shell:?}"
         );
         for expected in [
-            "m-25",         // the file the failed command wrote
-            "[env-mark]",   // the step's environment
-            ":work:dir",    // its working directory
-            "c-42",         // its cache mount, with what it wrote there
-            "s3cr3t-t0ken", // its secret
-            "tty-6",        // on a terminal
-            "uid-1000",     // as the step's user
-            "exit code 3",  // and then the step's error
+            "m-25",          // the file the failed command wrote
+            "[env-mark]",    // the step's environment
+            ":work:dir",     // its working directory
+            "c-42",          // its cache mount, with what it wrote there
+            "s3cr3t-t0ken",  // its secret
+            "from-the-bind", // its bind mount of the context
+            "tty-6",         // on a terminal
+            "uid-1000",      // as the step's user
+            "exit code 3",   // and then the step's error
         ] {
             assert!(out.contains(expected), "{progress}: {expected} in {out}");
         }
