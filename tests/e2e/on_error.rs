@@ -244,4 +244,35 @@ fn keep_leaves_a_stopped_container_to_start_commit_and_remove() {
 
     k.ok(&["rm", &name]);
     assert!(!k.ok(&["ps", "-a"]).contains(&name));
+
+    // With rawjson the stream stays JSON: the kept container is named in a warning event.
+    let out = k.cmd(&[
+        "build",
+        "--progress=rawjson",
+        "--on-error=keep",
+        "--build-arg",
+        &base,
+        "--secret",
+        &secret,
+        dir,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let events: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let kept = events
+        .iter()
+        .find(|e| e["type"] == "warning" && e["message"].as_str().unwrap().contains("as container"))
+        .unwrap_or_else(|| panic!("{}", stderr(&out)));
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "build.error", "{last}");
+    let name = kept["message"]
+        .as_str()
+        .unwrap()
+        .split("as container ")
+        .nth(1)
+        .unwrap();
+    k.ok(&["rm", name.split_whitespace().next().unwrap()]);
 }

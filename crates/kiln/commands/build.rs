@@ -187,8 +187,8 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
         Err(err) => {
             recorder.finish(Err(&err));
             let err = anyhow::Error::from(err);
+            handover.report(renderer.as_ref());
             renderer.finish(progress::Outcome::Failed(&err));
-            handover.report();
             return Err(err);
         }
     };

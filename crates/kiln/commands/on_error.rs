@@ -109,12 +109,12 @@ impl OnError {
                             gate.hold(false);
                             match shell {
                                 Ok(_) => None,
-                                Err(e) => Some(format!("error: --on-error=shell: {e:#}")),
+                                Err(e) => Some(format!("--on-error=shell failed: {e:#}")),
                             }
                         }
                         OnError::Keep => Some(match keep(failed) {
                             Ok(kept) => kept,
-                            Err(e) => format!("error: --on-error=keep: {e:#}"),
+                            Err(e) => format!("--on-error=keep failed: {e:#}"),
                         }),
                         OnError::Fail => None,
                     };
@@ -128,7 +128,8 @@ impl OnError {
     }
 }
 
-/// What the hook did, reported after the build's progress (so it is not drawn over).
+/// What the hook did, reported when the build has failed, through the progress renderer (a
+/// line, the live view, or a JSON `warning` event: the rawjson stream stays JSON).
 #[derive(Debug, Default)]
 pub struct Handover {
     taken: Arc<AtomicBool>,
@@ -136,9 +137,14 @@ pub struct Handover {
 }
 
 impl Handover {
-    pub fn report(&self) {
-        for note in self.notes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            eprintln!("{note}");
+    pub fn report(&self, renderer: &dyn Renderer) {
+        for note in self
+            .notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            renderer.event(ProgressEvent::Warning(note));
         }
     }
 }
