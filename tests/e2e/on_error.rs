@@ -276,3 +276,41 @@ fn keep_leaves_a_stopped_container_to_start_commit_and_remove() {
         .unwrap();
     k.ok(&["rm", name.split_whitespace().next().unwrap()]);
 }
+
+#[test]
+fn a_step_killed_by_ctrl_c_is_not_kept() {
+    let k = Kiln::new();
+    let _cleanup = Cleanup(&k);
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE\nFROM $BASE\nRUN echo started-$((4*4)) && sleep 60\n",
+    )
+    .unwrap();
+    let base = format!("BASE={}", k.base);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("KILN_ROOT", k.root.path())
+        .args([
+            "build",
+            "--on-error=keep",
+            "--progress=plain",
+            "--build-arg",
+            &base,
+            ctx.path().to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the step running", || {
+        let ids = stdout(&k.cmd(&["build", "history", "ls", "-q"]));
+        ids.lines().next().is_some_and(|id| {
+            stdout(&k.cmd(&["build", "history", "logs", id])).contains("started-16")
+        })
+    });
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let seen = Mutex::new(String::new());
+    assert_eq!(wait_for(&mut child, &seen), Some(130));
+    assert_eq!(stdout(&k.cmd(&["ps", "-aq"])).trim(), "", "nothing kept");
+}

@@ -246,8 +246,14 @@ impl StageBuilder<'_> {
         if code != 0 {
             let location = self.src.at(ins);
             // Before anything of the step is cleaned up (`work`, the mounts): the caller may
-            // open a shell in it or keep it (`--on-error`).
-            if let Some(hook) = &self.req.on_run_failure {
+            // open a shell in it or keep it (`--on-error`). Not for a step killed because the
+            // build was cancelled (Ctrl-C): that is no failure to look into.
+            let hook = self
+                .req
+                .on_run_failure
+                .as_ref()
+                .filter(|_| !self.engine.cancel.is_cancelled());
+            if let Some(hook) = hook {
                 (hook.0)(&crate::failed_step::FailedRun {
                     step: label,
                     location: &location,
