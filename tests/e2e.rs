@@ -23,12 +23,14 @@ mod e2e {
     mod frontend;
     mod gc;
     pub mod harness;
+    mod history;
     mod hosts;
     mod images;
     mod mounts;
     mod named_contexts;
     mod network;
     mod old_store;
+    mod on_error;
     mod outputs;
     mod ports;
     mod push;

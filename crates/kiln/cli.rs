@@ -8,12 +8,14 @@ use clap::{Args, Parser, Subcommand};
 
 mod build;
 mod container;
+mod history;
 mod network;
 mod remote;
 mod run;
 mod volume;
 pub use build::BuildxArgs;
 pub use container::ContainerCommand;
+pub use history::{HistoryCommand, build_history_words};
 pub use network::NetworkCommand;
 pub use remote::RemoteOpts;
 pub use run::{ConfinementArgs, ExecArgs, LogsArgs, RunArgs};
@@ -55,8 +57,14 @@ pub struct GlobalOpts {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Build an image from a Dockerfile
+    /// Build an image from a Dockerfile (`kiln build history --help`: the recorded builds)
     Build(Box<BuildArgs>),
+    /// Recorded builds: `kiln build history ls|inspect|logs|rm|prune`
+    #[command(name = "build-history", hide = true)]
+    BuildHistory {
+        #[command(subcommand)]
+        command: HistoryCommand,
+    },
     /// Run a command in a new container of an image
     Run(Box<RunArgs>),
     /// Create a new container of an image without starting it (prints its ID)
@@ -434,6 +442,11 @@ pub struct BuildArgs {
     /// Say why each step that missed the cache missed (e.g. "COPY . /app: 1 file changed: a.rs")
     #[arg(long)]
     pub explain: bool,
+    /// When a RUN fails: fail (default); shell (an interactive /bin/sh in the failed step's
+    /// sandbox as it was, needs a terminal), shell:CMD (CMD there instead), or keep (keep it as
+    /// a stopped container for ps -a, start -ai, commit, rm)
+    #[arg(long = "on-error", value_name = "fail|shell[:CMD]|keep")]
+    pub on_error: Option<String>,
     /// Always re-resolve base image tags against their registries
     #[arg(long)]
     pub pull: bool,

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         eprintln!("kiln: {err}");
         return ExitCode::from(kiln_sandbox::rootless::SETUP_FAILED);
     }
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_from(cli::build_history_words(std::env::args_os()));
     match commands::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -57,6 +57,10 @@ pub trait Renderer: Send + Sync {
     fn event(&self, event: ProgressEvent);
     /// Called once when the build ends, before any error is printed.
     fn finish(&self, outcome: Outcome<'_>);
+    /// While `held`, another program uses the terminal (`--on-error=shell`): draw nothing.
+    /// Events are not sent meanwhile (the caller queues them), so only a renderer that draws
+    /// on its own (the live view's timers) needs this.
+    fn hold(&self, _held: bool) {}
 }
 
 /// The renderer for `mode`. `explain` shows why steps missed the cache (the JSON stream always

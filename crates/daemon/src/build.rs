@@ -25,6 +25,7 @@ use std::sync::Arc;
 use hyper::Response;
 use kiln_image::{Platform, Reference};
 use kiln_sandbox::NetworkMode;
+use kiln_solve::history::BuildHistory;
 use kiln_solve::{BuildRequest, CancelToken, ProgressEvent, SolveError};
 use serde_json::json;
 
@@ -304,7 +305,21 @@ async fn run(
             ulimits: params.ulimits.clone(),
             ..Default::default()
         },
+        on_run_failure: None,
     };
+    // Recorded in the build history like a CLI build (`docs/build-history.md`); a store that
+    // cannot take the record does not stop the build.
+    let history = {
+        let store = daemon.store().clone();
+        let inputs = kiln_solve::history::inputs(&request, "(uploaded through the Engine API)");
+        blocking(move || {
+            let retention = kiln_store::HistoryRetention::from_env().unwrap_or_default();
+            Ok(BuildHistory::begin(&store, inputs, retention).ok())
+        })
+        .await?
+        .map(Arc::new)
+    };
+    let recording = history.clone();
     let progress_out = out.clone();
     let quiet = params.quiet;
     let legacy = LegacyStream::new(numbering);
@@ -316,6 +331,9 @@ async fn run(
     let legacy = Arc::new(std::sync::Mutex::new(legacy));
     let events = Arc::clone(&legacy);
     let progress: Arc<dyn Fn(ProgressEvent) + Send + Sync> = Arc::new(move |e| {
+        if let Some(history) = &recording {
+            history.event(&e);
+        }
         if quiet {
             return;
         }
@@ -330,8 +348,14 @@ async fn run(
     });
     let result = Arc::clone(&daemon.engine)
         .build_async(request, progress)
-        .await
-        .map_err(build_error)?;
+        .await;
+    if let Some(history) = history {
+        // A rename and a directory listing, on this task: the record must say how the build
+        // ended before the client hears it. The client sees the build's own outcome; the
+        // history's warnings have no place in the legacy stream.
+        let _ = history.finish(result.as_ref());
+    }
+    let result = result.map_err(build_error)?;
     if !quiet {
         let lines = legacy.lock().unwrap_or_else(|e| e.into_inner()).finish();
         for line in lines {

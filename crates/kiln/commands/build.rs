@@ -40,6 +40,14 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
     if push_format.is_some() && !args.push {
         bail!("--format applies to what is pushed: use it with --push");
     }
+    let on_error = super::on_error::OnError::from_flag(args.on_error.as_deref())?;
+    let retention = super::history::retention()?;
+    // How the record names the context: as typed (`-` for a tar on stdin), made absolute.
+    let context_label = if args.context.as_os_str() == "-" {
+        "-".to_owned()
+    } else {
+        context_dir.display().to_string()
+    };
     let mut build_args = super::flags::build_args(&args.build_args);
     let epoch = source_date_epoch(&mut build_args)?;
     let tar_options = SourceDateEpoch::tar_options(epoch);
@@ -93,7 +101,7 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
             &platform,
         );
     }
-    let req = BuildRequest {
+    let mut req = BuildRequest {
         context_dir,
         dockerfile: inputs.dockerfile.clone(),
         tags: tags.clone(),
@@ -130,6 +138,7 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         credentials: BTreeMap::new(),
         cancel: CancelToken::new(),
         settings,
+        on_run_failure: None,
     };
     let mode = match progress::Mode::from_flag(&args.progress)? {
         // -q prints only the ID on stdout; a JSON stream is still wanted by tools.
@@ -138,8 +147,16 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         mode => mode,
     };
     let quiet = args.quiet || mode == progress::Mode::Quiet;
-    let renderer: std::sync::Arc<dyn progress::Renderer> =
-        progress::renderer(mode, args.explain).into();
+    let renderer = on_error.gate(progress::renderer(mode, args.explain).into());
+    let (hook, handover) = on_error.hook(&renderer);
+    req.on_run_failure = hook;
+    let recorder = super::history::Recorder::begin(
+        &env.store,
+        kiln_solve::history::inputs(&req, &context_label),
+        retention,
+        renderer,
+    );
+    let renderer: std::sync::Arc<dyn progress::Renderer> = recorder.clone();
     let engine = env.engine()?;
     let interrupts = Interrupts::watch(env, req.cancel.clone(), renderer.clone());
     let started = chrono::Utc::now();
@@ -148,18 +165,22 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
     let result = match result {
         Err(SolveError::Cancelled) => {
             let err = anyhow::Error::from(SolveError::Cancelled);
+            recorder.finish(Err(&SolveError::Cancelled));
             renderer.finish(progress::Outcome::Failed(&err));
             crate::render::print_error(&err);
             return Ok(ExitCode::from(INTERRUPTED));
         }
         Ok(result) => {
+            recorder.finish(Ok(&result));
             renderer.finish(progress::Outcome::Built(
                 &result.image.config_digest.to_string(),
             ));
             result
         }
         Err(err) => {
+            recorder.finish(Err(&err));
             let err = anyhow::Error::from(err);
+            handover.report(renderer.as_ref());
             renderer.finish(progress::Outcome::Failed(&err));
             return Err(err);
         }

@@ -7,10 +7,12 @@ mod check;
 mod confinement;
 mod containers;
 mod flags;
+mod history;
 mod image_outputs;
 mod images;
 mod import;
 mod leftovers;
+mod on_error;
 mod pushing;
 mod registry;
 mod remote;
@@ -195,6 +197,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             command: SystemCommand::Df { verbose },
         } => system::df(&open_store(&cli.global)?, verbose),
         Command::Prune(args) => system::prune(&open_store(&cli.global)?, &args),
+        Command::BuildHistory { command } => history::run(&open_store(&cli.global)?, command),
         Command::Images { filter } => images::list(&Env::open(&cli.global)?, &filter),
         Command::Rmi { force, images } => images::remove(&Env::open(&cli.global)?, &images, force),
         Command::Tag { source, target } => {

@@ -75,7 +75,8 @@ pub fn df(store: &Store, verbose: bool) -> Result<ExitCode> {
         ("Cache mounts", &u.cache_mounts),
         ("Unreferenced blobs", &u.unreferenced_blobs),
     ];
-    for (name, row) in rows {
+    let history = super::history::usage_row(store)?;
+    for (name, row) in rows.into_iter().chain([("Build history", &history)]) {
         println!(
             "{name:<18} {:>6} {:>7} {:>11} {:>12}",
             row.total,
@@ -181,6 +182,8 @@ pub fn prune(store: &Store, args: &crate::cli::PruneArgs) -> Result<ExitCode> {
     let lock = lock_store_exclusive(store)?;
     let report = store.prune(&lock, &opts)?;
     drop(lock);
+    // The build history's own rules (count and age); with --all every finished build goes.
+    let (builds, history_bytes) = super::history::prune(store, args.all)?;
     for p in &report.removed {
         let kind = match p.kind {
             PrunedKind::Leftover => "leftover",
@@ -207,6 +210,12 @@ pub fn prune(store: &Store, args: &crate::cli::PruneArgs) -> Result<ExitCode> {
         report.count(PrunedKind::ExplainRecord),
         report.count(PrunedKind::LayerVariant),
     );
+    if builds > 0 {
+        println!(
+            "Build history: {builds} builds removed ({})",
+            human_size(history_bytes)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -213,6 +213,8 @@ fn cut(line: &str, width: usize) -> String {
 struct Shared {
     view: Mutex<Screen>,
     stop: AtomicBool,
+    /// Another program has the terminal (`--on-error=shell`): nothing is drawn.
+    held: AtomicBool,
 }
 
 /// The view and what is on the terminal now.
@@ -272,6 +274,7 @@ impl TtyRenderer {
                 live_height: 0,
             }),
             stop: AtomicBool::new(false),
+            held: AtomicBool::new(false),
         });
         let ticking = Arc::clone(&shared);
         let ticker = std::thread::spawn(move || {
@@ -281,7 +284,9 @@ impl TtyRenderer {
                     break;
                 }
                 let mut screen = ticking.view.lock().unwrap_or_else(|e| e.into_inner());
-                screen.redraw(Instant::now(), true);
+                if !ticking.held.load(Ordering::Relaxed) {
+                    screen.redraw(Instant::now(), true);
+                }
             }
         });
         TtyRenderer {
@@ -298,12 +303,23 @@ impl Renderer for TtyRenderer {
         // Output alone waits for the next tick: a chatty step must not flood the terminal.
         let redraw = !matches!(event, ProgressEvent::StepOutput { .. });
         screen.view.apply(event, now);
-        if redraw {
+        if redraw && !self.shared.held.load(Ordering::Relaxed) {
             screen.redraw(now, true);
         }
     }
 
+    fn hold(&self, held: bool) {
+        let mut screen = self.shared.view.lock().unwrap_or_else(|e| e.into_inner());
+        self.shared.held.store(held, Ordering::Relaxed);
+        // The live region goes, so the other program starts on a clean line; the next tick
+        // after the release draws it again below whatever that program left.
+        if held {
+            screen.redraw(Instant::now(), false);
+        }
+    }
+
     fn finish(&self, outcome: Outcome<'_>) {
+        self.shared.held.store(false, Ordering::Relaxed);
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(ticker) = self.ticker.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = ticker.join();

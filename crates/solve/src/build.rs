@@ -69,6 +69,8 @@ pub struct BuildRequest {
     /// buildx's flags for the image's metadata and the RUN steps' limits, and the named
     /// contexts; all empty by default.
     pub settings: BuildSettings,
+    /// `--on-error`: called with a failed `RUN` before its sandbox is cleaned up.
+    pub on_run_failure: Option<crate::failed_step::OnRunFailure>,
 }
 
 /// What `docker buildx build` users add to a build beyond the Dockerfile and its context:

@@ -183,10 +183,12 @@ impl StageBuilder<'_> {
         };
         // Secrets exposed as variables reach the process only, never the image's config.
         let mut env = state.process_env();
+        let mut secret_vars = Vec::new();
         for var in &mounts.env {
             let name = var.split('=').next().unwrap_or_default();
             env.retain(|e| e.split('=').next() != Some(name));
             env.push(var.clone());
+            secret_vars.push(name.to_owned());
         }
         let process = ProcessSpec {
             args: argv.to_vec(),
@@ -254,12 +256,34 @@ impl StageBuilder<'_> {
             .map_err(|e| self.step_error(ins, label, e.into()))?
             .code();
         if code != 0 {
+            let location = self.src.at(ins);
+            // Before anything of the step is cleaned up (`work`, the mounts): the caller may
+            // open a shell in it or keep it (`--on-error`). Not for a step killed because the
+            // build was cancelled (Ctrl-C): that is no failure to look into.
+            let hook = self
+                .req
+                .on_run_failure
+                .as_ref()
+                .filter(|_| !self.engine.cancel.is_cancelled());
+            if let Some(hook) = hook {
+                (hook.0)(&crate::failed_step::FailedRun {
+                    step: label,
+                    location: &location,
+                    code,
+                    sandbox: &spec,
+                    process: &process,
+                    secret_vars,
+                    config: &state.config,
+                    layers: &state.layers,
+                    store,
+                });
+            }
             return Err(SolveError::RunFailed {
                 step: label.to_string(),
                 command: argv.join(" "),
                 code,
                 output_tail: tail.into_iter().collect(),
-                location: self.src.at(ins),
+                location,
             });
         }
         self.commit_upper(ins, label, &upper)

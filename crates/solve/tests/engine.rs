@@ -41,6 +41,7 @@ fn request(context: &Path, base: &str, tag: &str) -> BuildRequest {
         credentials: BTreeMap::new(),
         cancel: CancelToken::new(),
         settings: Default::default(),
+        on_run_failure: None,
     }
 }
 

@@ -34,6 +34,7 @@ mod container_running;
 mod containers;
 mod file_digests;
 mod gc;
+mod history;
 mod images;
 mod inventory;
 mod locks;
@@ -68,6 +69,10 @@ pub use container_running::ExitWatch;
 pub use containers::{ContainerError, ContainerResult};
 pub use file_digests::{FileDigestIndex, FileStat};
 pub use gc::{PruneOptions, PruneReport, PruneScope, Pruned, PrunedKind};
+pub use history::{
+    BuildFailure, BuildInputs, BuildRecord, BuildStatus, HISTORY_SCHEMA, HistoryRetention,
+    HistoryWriter, LogLine, StepRecord, StepStatus,
+};
 pub use kiln_image::Digest;
 pub use locks::{ObjectLock, StoreLock};
 pub use records::{RecordEntry, record_layer};

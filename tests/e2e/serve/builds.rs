@@ -160,6 +160,45 @@ fn a_build_streams_legacy_lines_and_a_dropped_connection_cancels_it() {
     }
     assert_eq!(d.get("/images/cancelled/json").status, 404);
     assert_eq!(d.get("/_ping").status, 200);
+
+    // The three builds are in the build history, the abandoned one as cancelled.
+    let statuses = || -> Vec<(String, serde_json::Value)> {
+        let ls: serde_json::Value =
+            serde_json::from_str(&k.ok(&["build", "history", "ls", "--json"])).unwrap();
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|r| (r["status"].as_str().unwrap().to_owned(), r.clone()))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while statuses().last().is_some_and(|(s, _)| s == "running") {
+        assert!(Instant::now() < deadline, "the cancelled build's record");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let builds = statuses();
+    let names: Vec<&str> = builds.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(names, ["succeeded", "failed", "cancelled"]);
+    // The engine's image: `labels` then makes the labelled one the client gets.
+    assert!(
+        builds[0].1["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert_eq!(
+        builds[1].1["inputs"]["context"],
+        "(uploaded through the Engine API)"
+    );
+    assert_eq!(builds[1].1["error"]["line"], 2, "{}", builds[1].1);
+    let logs = k.ok(&[
+        "build",
+        "history",
+        "logs",
+        builds[2].1["id"].as_str().unwrap(),
+    ]);
+    assert!(logs.contains("long-started"), "{logs}");
 }
 
 #[test]

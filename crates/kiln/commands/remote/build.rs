@@ -39,6 +39,10 @@ fn refuse_local_only(args: &BuildArgs) -> Result<()> {
         ("--cache-from", !args.cache_from.is_empty()),
         ("--cache-to", !args.cache_to.is_empty()),
         ("--explain", args.explain),
+        (
+            "--on-error",
+            args.on_error.as_deref().is_some_and(|m| m != "fail"),
+        ),
         ("--jobs", args.jobs.is_some()),
         ("--output", !args.outputs.is_empty()),
         ("--push", args.push),

@@ -170,6 +170,7 @@ pub fn dispatch(remote: &Remote, command: Command) -> Result<ExitCode> {
         Command::Check { .. } => refused("check"),
         Command::System { .. } => refused("system"),
         Command::Prune(_) => refused("prune"),
+        Command::BuildHistory { .. } => refused("build history"),
         Command::Save { output, images } => archive::save(remote, output.as_deref(), &images),
         Command::Load { input, quiet } => archive::load(remote, input.as_deref(), quiet),
         Command::Import { file, image } => archive::import(remote, &file, &image),
