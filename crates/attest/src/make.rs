@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::options::Attestations;
 use crate::provenance::ProvenanceInput;
 use crate::rootfs::RootFs;
-use crate::statement::{SLSA_V02_PREDICATE, SPDX_PREDICATE, Statement, Subject, image_purl};
+use crate::statement::{SPDX_PREDICATE, Statement, Subject, image_purl};
 
 /// Everything the attestations of one image are made from.
 #[derive(Debug, Clone)]
@@ -68,13 +68,13 @@ pub fn attest(store: &Store, req: &Request) -> Result<Attested> {
             statements.push(sbom_statement(req, &subject, &label, &purl, name, &found));
         }
     }
-    if let Some(mode) = req.which.provenance {
+    if let Some(provenance) = req.which.provenance {
         let mut input = req.provenance.clone();
-        input.mode = mode;
+        input.mode = provenance.mode;
         statements.push(Statement::new(
-            SLSA_V02_PREDICATE,
+            provenance.predicate_type(),
             subject.clone(),
-            crate::provenance::predicate(&input),
+            crate::provenance::predicate_of(provenance.version, &input),
         ));
     }
     let index = attach(store, &req.image, &statements)?;

@@ -190,13 +190,16 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
             if attestations.sbom {
                 parts.push(format!("SBOM ({packages} packages)"));
             }
-            if let Some(mode) = attestations.provenance {
-                let mode = if mode == kiln_attest::provenance::Mode::Max {
-                    "max"
-                } else {
-                    "min"
+            if let Some(p) = attestations.provenance {
+                let mode = match p.mode {
+                    kiln_attest::provenance::Mode::Max => "max",
+                    kiln_attest::provenance::Mode::Min => "min",
                 };
-                parts.push(format!("provenance (mode={mode})"));
+                let version = match p.version {
+                    kiln_attest::provenance::Version::V1 => "v1",
+                    kiln_attest::provenance::Version::V02 => "v0.2",
+                };
+                parts.push(format!("provenance (mode={mode}, SLSA {version})"));
             }
             eprintln!(
                 "attestations: {} in index {} ({took:.2}s)",
