@@ -532,3 +532,106 @@ fn slsa_v1_provenance_validates_and_names_the_base() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("version=v1"), "{}", stderr(&out));
 }
+
+#[test]
+fn local_and_tar_outputs_carry_sbom_and_provenance_files_as_buildx_writes_them() {
+    let k = Kiln::new();
+    let ctx = tempfile::tempdir().unwrap();
+    context(ctx.path());
+    let base = format!("BASE={}", k.base);
+    let dir = ctx.path().to_str().unwrap();
+    let outs = tempfile::tempdir().unwrap();
+    let local = outs.path().join("local");
+    let tar = outs.path().join("fs.tar");
+    let local_spec = format!("type=local,dest={}", local.display());
+    let tar_spec = format!("type=tar,dest={}", tar.display());
+    let out = k.cmd(&[
+        "build",
+        "--build-arg",
+        &base,
+        "--sbom=true",
+        "--provenance=mode=max",
+        "-o",
+        &local_spec,
+        "-o",
+        &tar_spec,
+        dir,
+    ]);
+    assert_success(&out, &["build", "-o", &local_spec, "-o", &tar_spec]);
+
+    let os_release_sha = sha256_hex(b"ID=debian\nVERSION_ID=\"12\"\n");
+    let check = |sbom: &serde_json::Value, prov: &serde_json::Value, from: &str| {
+        for s in [sbom, prov] {
+            validate(s, "in-toto-statement.schema.json");
+            let subjects = s["subject"].as_array().unwrap();
+            assert!(
+                subjects.iter().any(|x| x["name"] == "etc/os-release"
+                    && x["digest"]["sha256"] == os_release_sha.as_str()),
+                "{from}: etc/os-release not among the subjects {subjects:#?}"
+            );
+            assert!(
+                !subjects
+                    .iter()
+                    .any(|x| x["name"].as_str().unwrap().ends_with(".json")
+                        && !x["name"].as_str().unwrap().contains('/')),
+                "{from}: an attestation file is its own subject"
+            );
+        }
+        validate(&sbom["predicate"], "spdx-2.3.schema.json");
+        assert!(
+            purls(sbom).iter().any(|p| p == "pkg:pypi/requests@2.31.0"),
+            "{from}: {:#?}",
+            purls(sbom)
+        );
+        assert_eq!(prov["predicateType"], "https://slsa.dev/provenance/v0.2");
+        assert_eq!(
+            prov["predicate"]["invocation"]["parameters"]["args"]["build-arg:BASE"],
+            k.base
+        );
+    };
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    check(
+        &read(&local.join("sbom.spdx.json")),
+        &read(&local.join("provenance.json")),
+        "local",
+    );
+    assert!(local.join("etc/os-release").is_file());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(local.join("provenance.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let mut archive = tar::Archive::new(std::fs::File::open(&tar).unwrap());
+    let mut files = std::collections::BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let name = name.trim_start_matches("./").to_owned();
+        if name == "sbom.spdx.json" || name == "provenance.json" {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            files.insert(
+                name,
+                serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            );
+        }
+    }
+    assert_eq!(files.len(), 2, "{:?}", files.keys());
+    check(&files["sbom.spdx.json"], &files["provenance.json"], "tar");
+
+    // Without attestation flags a filesystem output has none (buildx's default provenance is
+    // left out of the local and tar exporters).
+    let plain = outs.path().join("plain");
+    let plain_spec = format!("type=local,dest={}", plain.display());
+    let out = k.cmd(&["build", "--build-arg", &base, "-o", &plain_spec, dir]);
+    assert_success(&out, &["build", "-o", &plain_spec]);
+    assert!(plain.join("etc/os-release").is_file());
+    assert!(!plain.join("provenance.json").exists());
+    assert!(!plain.join("sbom.spdx.json").exists());
+}

@@ -8,6 +8,8 @@
 //! - `spdx`, `provenance`, `statement`: SPDX 2.3 documents, SLSA v0.2 and v1 provenance predicates,
 //!   in-toto statements;
 //! - `options`: the `--sbom`, `--provenance` and `--attest` flags and buildx's defaults;
+//! - `files`: the statements as files beside a filesystem output (`type=local|tar`), as
+//!   BuildKit writes them;
 //! - `attach`: the image index with its attestation manifest, written to the store and read
 //!   back.
 //!
@@ -20,6 +22,7 @@
 
 pub mod attach;
 mod error;
+pub mod files;
 pub mod make;
 pub mod options;
 pub mod provenance;

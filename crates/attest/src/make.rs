@@ -81,6 +81,28 @@ pub fn attest(store: &Store, req: &Request) -> Result<Attested> {
     Ok(Attested { index, packages })
 }
 
+/// The SPDX namespace of an image's SBOM: `urn:kiln:spdx:<manifest hex>`, with `:<part>` for
+/// an extra SBOM (`context`, `stage-<name>`). Unique per image and part, and the same for the
+/// same image: reproducible.
+fn sbom_namespace(image_manifest: &Digest, part: &str) -> String {
+    if part.is_empty() {
+        format!("{NAMESPACE_PREFIX}{}", image_manifest.hex())
+    } else {
+        format!("{NAMESPACE_PREFIX}{}:{part}", image_manifest.hex())
+    }
+}
+
+const NAMESPACE_PREFIX: &str = "urn:kiln:spdx:";
+
+/// Which extra SBOM a statement kiln made is (`context`, `stage-<name>`), read back from its
+/// namespace; `None` for the image's own SBOM (or one kiln did not make).
+pub fn sbom_part(statement: &Statement) -> Option<&str> {
+    let rest = statement.predicate["namespace"]
+        .as_str()?
+        .strip_prefix(NAMESPACE_PREFIX)?;
+    rest.split_once(':').map(|(_, part)| part)
+}
+
 fn sbom_statement(
     req: &Request,
     subject: &[Subject],
@@ -89,16 +111,10 @@ fn sbom_statement(
     part: &str,
     found: &[crate::scan::Package],
 ) -> Statement {
-    let suffix = if part.is_empty() {
-        String::new()
-    } else {
-        format!(":{part}")
-    };
     let info = crate::spdx::DocumentInfo {
         name: name.to_owned(),
         purl: purl.to_owned(),
-        // Unique per image (and part), and the same for the same image: reproducible.
-        namespace: format!("urn:kiln:spdx:{}{suffix}", req.image.manifest.hex()),
+        namespace: sbom_namespace(&req.image.manifest, part),
         created: req.created.clone(),
         creator: req.tool.clone(),
     };

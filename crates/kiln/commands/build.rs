@@ -93,6 +93,9 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
             )
         });
     let attestations = attest_flags.resolve(exports_index);
+    // What goes beside a filesystem output: only what was asked for (BuildKit leaves its
+    // default provenance out of the local and tar exporters).
+    let file_attestations = attest_flags.resolve(false);
     let platform = match &args.platform {
         Some(p) if p.contains(',') => bail!(
             "--platform {p:?}: building several platforms at once is not supported; \
@@ -212,7 +215,14 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     let id = result.image.config_digest.to_string();
     let names: Vec<String> = tags.iter().map(ToString::to_string).collect();
     for output in &outputs {
-        super::image_outputs::write_output(env, output, &result.image, &names, tar_options)?;
+        super::image_outputs::write_output(
+            env,
+            output,
+            &result.image,
+            &names,
+            tar_options,
+            file_attestations,
+        )?;
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
