@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn each_statement_becomes_a_file_whose_subjects_are_the_output_files() {
         let t = tempfile::tempdir().unwrap();
-        let store = Store::open(&t.path().join("store")).unwrap();
+        let store = Store::open(t.path().join("store")).unwrap();
         let layer = t.path().join("layer");
         std::fs::create_dir_all(layer.join("etc")).unwrap();
         std::fs::write(layer.join("etc/hostname"), b"kiln\n").unwrap();
