@@ -269,10 +269,73 @@ fn sbom_and_provenance_are_attached_valid_and_carried_by_push_and_archives() {
     let bundle = layout.path().join("bundle");
     kiln_testkit::umoci_unpack_oci_layout(&layout_dir, "t", &bundle).unwrap();
     assert!(bundle.join("rootfs/var/lib/dpkg/status").is_file());
-    // A pull into an empty store takes the image, not the attestation.
+    // A pull into an empty store keeps the index and its attestations: inspect reads them,
+    // run uses the image, and a push from there sends the same index.
+    let index_digest = sha256_hex(&raw);
     let fresh = k.fresh_store();
-    let pulled = k.cmd_in(fresh.path(), &["pull", &remote]);
-    assert_success(&pulled, &["pull", &remote]);
+    let in_fresh = |args: &[&str]| {
+        let out = k.cmd_in(fresh.path(), args);
+        assert_success(&out, args);
+        out
+    };
+    in_fresh(&["pull", &remote]);
+    let pulled_sboms: Vec<serde_json::Value> =
+        serde_json::from_slice(&in_fresh(&["inspect", "--sbom", &remote]).stdout).unwrap();
+    assert_eq!(pulled_sboms, sboms, "the pulled SBOM is the built one");
+    let pulled_provs: Vec<serde_json::Value> =
+        serde_json::from_slice(&in_fresh(&["inspect", "--provenance", &remote]).stdout).unwrap();
+    assert_eq!(pulled_provs, provs);
+    let ran = String::from_utf8_lossy(&in_fresh(&["run", "--rm", &remote]).stdout).into_owned();
+    assert!(ran.contains("ID=debian"), "{ran}");
+    let repushed = format!("{}/repushed:1", k.registry.addr());
+    in_fresh(&["tag", &remote, &repushed]);
+    in_fresh(&["push", &repushed]);
+    let raw2 = kiln_testkit::skopeo_inspect_raw(&format!("docker://{repushed}")).unwrap();
+    assert_eq!(
+        sha256_hex(&raw2),
+        index_digest,
+        "the re-pushed index is the pulled one"
+    );
+    let att_in_repushed = kiln_testkit::skopeo_inspect_raw(&format!(
+        "docker://{}/repushed@{}",
+        k.registry.addr(),
+        att["digest"].as_str().unwrap()
+    ))
+    .unwrap();
+    assert_eq!(att_in_repushed, att_raw);
+
+    // kiln save / kiln load into a third store keep them too; the archive's manifest.json
+    // still lists the image for docker load.
+    let archive = layout.path().join("saved.tar");
+    let archive_arg = archive.to_str().unwrap();
+    in_fresh(&["save", "-o", archive_arg, &repushed]);
+    let third = k.fresh_store();
+    let loaded = k.cmd_in(third.path(), &["load", "-i", archive_arg]);
+    assert_success(&loaded, &["load", "-i", archive_arg]);
+    let loaded_sboms = k.cmd_in(third.path(), &["inspect", "--sbom", &repushed]);
+    assert_success(&loaded_sboms, &["inspect", "--sbom", "(loaded)"]);
+    let loaded_sboms: Vec<serde_json::Value> =
+        serde_json::from_slice(&loaded_sboms.stdout).unwrap();
+    assert_eq!(loaded_sboms, sboms);
+    let ran = k.cmd_in(third.path(), &["run", "--rm", &repushed]);
+    assert_success(&ran, &["run", "(loaded)"]);
+    let mut docker_manifest = None;
+    let mut tar = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some("manifest.json") {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            docker_manifest = Some(serde_json::from_slice::<serde_json::Value>(&bytes).unwrap());
+        }
+    }
+    let docker_manifest = docker_manifest.expect("manifest.json in the saved archive");
+    assert_eq!(docker_manifest.as_array().unwrap().len(), 1);
+    assert_eq!(
+        docker_manifest[0]["RepoTags"][0],
+        repushed.as_str(),
+        "{docker_manifest:#}"
+    );
 }
 
 #[test]

@@ -144,11 +144,10 @@ pub fn write_output(
             for name in names {
                 all_names.push(parse_reference(name)?.to_string());
             }
-            // An OCI layout carries the index with the attestations; a docker archive cannot.
-            let images = [match format {
-                ArchiveFormat::Oci => named_root(env, image, all_names)?,
-                ArchiveFormat::Docker => named(env, image, all_names)?,
-            }];
+            // An OCI layout carries the index with the attestations; so does a docker archive
+            // (its index.json), though `docker load` into the classic store reads only
+            // manifest.json.
+            let images = [named_root(env, image, all_names)?];
             write_to(dest, |out| {
                 kiln_export::write_archive(&env.store, &images, *format, out)
                     .map(drop)
@@ -212,7 +211,7 @@ fn write_attestation_files(
 
 /// `image` as its names point at it: its index when it has one (attestations), else its
 /// manifest.
-fn named_root(env: &Env, image: &StoredImage, names: Vec<String>) -> Result<NamedManifest> {
+pub fn named_root(env: &Env, image: &StoredImage, names: Vec<String>) -> Result<NamedManifest> {
     let Some(index) = &image.index_digest else {
         return named(env, image, names);
     };
@@ -226,7 +225,7 @@ fn named_root(env: &Env, image: &StoredImage, names: Vec<String>) -> Result<Name
     })
 }
 
-pub fn named(env: &Env, image: &StoredImage, names: Vec<String>) -> Result<NamedManifest> {
+fn named(env: &Env, image: &StoredImage, names: Vec<String>) -> Result<NamedManifest> {
     let size = env.store.blob_size(&image.manifest_digest)?;
     Ok(NamedManifest {
         manifest: Descriptor::new(

@@ -532,11 +532,8 @@ pub async fn load(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, ApiEr
                 for name in &image.names {
                     refs.push(parse_name(name)?);
                 }
-                named.push((
-                    image.config_digest.clone(),
-                    image.manifest_digest.clone(),
-                    refs,
-                ));
+                // Names point at the image's index when it came with attestations.
+                named.push((image.config_digest.clone(), image.root_digest.clone(), refs));
             }
             staged.commit()?;
             for (_, manifest, refs) in &named {
