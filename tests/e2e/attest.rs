@@ -394,6 +394,15 @@ fn default_provenance_goes_to_oci_archives_not_to_the_store_and_bad_flags_fail_e
         inner["manifests"][1]["annotations"]["vnd.docker.reference.type"],
         "attestation-manifest"
     );
+    // kiln load of the OCI archive into another store brings the provenance back.
+    let other = k.fresh_store();
+    let archive_arg = archive.to_str().unwrap();
+    let loaded = k.cmd_in(other.path(), &["load", "-i", archive_arg]);
+    assert_success(&loaded, &["load", "-i", archive_arg]);
+    let back = k.cmd_in(other.path(), &["inspect", "--provenance", "oci:1"]);
+    assert_success(&back, &["inspect", "--provenance", "oci:1 (loaded)"]);
+    let back: Vec<serde_json::Value> = serde_json::from_slice(&back.stdout).unwrap();
+    assert_eq!(back, provs);
     // build --push gets it too: the registry holds the index, --metadata-file names it.
     let remote = format!("{}/defaults:1", k.registry.addr());
     let meta = out_dir.path().join("meta.json");
