@@ -287,6 +287,13 @@ fn sbom_and_provenance_are_attached_valid_and_carried_by_push_and_archives() {
     assert_eq!(pulled_provs, provs);
     let ran = String::from_utf8_lossy(&in_fresh(&["run", "--rm", &remote]).stdout).into_owned();
     assert!(ran.contains("ID=debian"), "{ran}");
+    // One image row, and the attestation manifest is no dangling image.
+    let images = String::from_utf8_lossy(&in_fresh(&["images"]).stdout).into_owned();
+    assert_eq!(images.matches("attest").count(), 1, "{images}");
+    let dangling =
+        String::from_utf8_lossy(&in_fresh(&["images", "--filter", "dangling=true"]).stdout)
+            .into_owned();
+    assert_eq!(dangling.trim().lines().count(), 1, "{dangling}");
     let repushed = format!("{}/repushed:1", k.registry.addr());
     in_fresh(&["tag", &remote, &repushed]);
     in_fresh(&["push", &repushed]);
