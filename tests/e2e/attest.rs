@@ -337,6 +337,14 @@ fn sbom_and_provenance_are_attached_valid_and_carried_by_push_and_archives() {
         }
     }
     let docker_manifest = docker_manifest.expect("manifest.json in the saved archive");
+    // skopeo reads the archive as docker save's (manifest.json): the image's own config.
+    let seen = kiln_testkit::skopeo_inspect(&format!("docker-archive:{archive_arg}")).unwrap();
+    assert_eq!(seen["Os"], "linux", "{seen:#}");
+    assert_eq!(
+        seen["Layers"].as_array().unwrap().len(),
+        inspect["RootFS"]["Layers"].as_array().unwrap().len(),
+        "{seen:#}"
+    );
     assert_eq!(docker_manifest.as_array().unwrap().len(), 1);
     assert_eq!(
         docker_manifest[0]["RepoTags"][0],
