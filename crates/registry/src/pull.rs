@@ -175,8 +175,18 @@ impl RegistryClient {
 
         // The attestation manifests (small in-toto blobs) before the image manifest, which
         // stays the last thing stored for the image.
+        let mut attested = true;
         for att in &attestations {
-            self.pull_attestation(store, &repo, reference, att).await?;
+            match self.pull_attestation(store, &repo, reference, att).await {
+                Ok(()) => {}
+                // A registry that lost an attestation (or a partial copy that never had it)
+                // still serves the image: it is kept bare, as before attestations travelled.
+                Err(e) if e.kind() == kiln_error::ErrorKind::NotFound => {
+                    attested = false;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
         }
         store_manifest(store, &repo, &image)?;
         // Hints for cross-repository mounts when these blobs are pushed to this registry later;
@@ -188,6 +198,7 @@ impl RegistryClient {
         if let Some((index, kept, chosen)) = &index {
             store_manifest(store, &repo, index)?;
             match kept {
+                _ if !attested => {}
                 kiln_image::attestation::Kept::Manifest => {}
                 kiln_image::attestation::Kept::Whole => root_digest = index.digest.clone(),
                 kiln_image::attestation::Kept::Reduced(reduced) => {

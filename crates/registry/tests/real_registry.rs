@@ -425,4 +425,19 @@ async fn a_pulled_image_keeps_its_attestation_manifests_and_only_its_own() {
         .unwrap();
     assert_eq!(pulled.root_digest, single_digest);
     assert!(target.has_blob(&amd_att.digest));
+
+    // The registry loses the attestation manifest: the image still pulls, bare.
+    let url = format!(
+        "http://{}/v2/test/attested/manifests/{}",
+        registry.addr, amd_att.digest
+    );
+    let deleted = reqwest::Client::new().delete(&url).send().await.unwrap();
+    assert_eq!(deleted.status().as_u16(), 202, "DELETE {url}");
+    let (_e, target) = new_store();
+    let pulled = client
+        .pull(&target, &dest, &amd64(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(pulled.root_digest, amd_image.manifest_digest);
+    assert!(!target.has_blob(&amd_att.digest));
 }
