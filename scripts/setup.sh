@@ -18,7 +18,8 @@ packages=(
   uidmap           # newuidmap/newgidmap: rootless kiln maps /etc/subuid ranges (rootless tests)
   gcc              # compiles the static syscall-attack program of the security tests
   libc6-dev        # its static libc
-  python3-jsonschema  # validates SBOM and provenance statements against the SPDX and in-toto schemas
+  python3-jsonschema  # validates SBOM and provenance statements against the SPDX, SLSA v1 and in-toto schemas
+  fzf              # a real Go binary from a Debian package (GOPATH build): the Go SBOM e2e test
   docker-compose   # compose 1.29 (with its own python3-docker 5) against kiln serve (tests/e2e/compose.rs)
   curl             # fetches pages served by containers from a test's network namespace
 )

@@ -127,7 +127,7 @@ pub enum Command {
         /// Print the images' SBOM attestations (in-toto statements with SPDX documents)
         #[arg(long, conflicts_with = "provenance")]
         sbom: bool,
-        /// Print the images' provenance attestations (in-toto statements, SLSA v0.2)
+        /// Print the images' provenance attestations (in-toto statements, SLSA v0.2 or v1)
         #[arg(long)]
         provenance: bool,
     },
@@ -488,17 +488,19 @@ pub struct BuildArgs {
         require_equals = true
     )]
     pub sbom: Option<String>,
-    /// Attach a SLSA v0.2 provenance attestation: true (mode=min), false, mode=min or mode=max
+    /// Attach a SLSA provenance attestation: true (mode=min), false, mode=min or mode=max,
+    /// with version=v1 for SLSA v1 (else v0.2)
     /// [default: mode=min with --push or --output type=oci, as buildx; else none]
     #[arg(
         long,
-        value_name = "mode=min|max|false",
+        value_name = "mode=min|max[,version=v0.2|v1]|false",
         num_args = 0..=1,
         default_missing_value = "true",
         require_equals = true
     )]
     pub provenance: Option<String>,
-    /// Attach an attestation: type=sbom or type=provenance[,mode=min|max]; may be repeated
+    /// Attach an attestation: type=sbom or type=provenance[,mode=min|max][,version=v0.2|v1];
+    /// may be repeated
     #[arg(long = "attest", value_name = "type=sbom|provenance[,mode=…]")]
     pub attest: Vec<String>,
     #[command(flatten)]

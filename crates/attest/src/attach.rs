@@ -20,9 +20,9 @@ use crate::statement::Statement;
 
 pub const IN_TOTO_MEDIA_TYPE: &str = "application/vnd.in-toto+json";
 pub const PREDICATE_TYPE_ANNOTATION: &str = "in-toto.io/predicate-type";
-pub const REFERENCE_TYPE_ANNOTATION: &str = "vnd.docker.reference.type";
-pub const REFERENCE_DIGEST_ANNOTATION: &str = "vnd.docker.reference.digest";
-pub const ATTESTATION_MANIFEST: &str = "attestation-manifest";
+pub use kiln_image::attestation::{
+    ATTESTATION_MANIFEST, REFERENCE_DIGEST_ANNOTATION, REFERENCE_TYPE_ANNOTATION,
+};
 
 /// The image manifest an index was built around, with its platform.
 #[derive(Debug, Clone)]
@@ -110,16 +110,7 @@ pub fn find(
     let idx: Index = serde_json::from_slice(&store.read_blob(index)?)
         .map_err(|e| invalid(index, "image index", e))?;
     let mut out = Vec::new();
-    for d in &idx.manifests {
-        let refers = d
-            .annotations
-            .get(REFERENCE_TYPE_ANNOTATION)
-            .map(String::as_str)
-            == Some(ATTESTATION_MANIFEST)
-            && d.annotations.get(REFERENCE_DIGEST_ANNOTATION) == Some(&image_manifest.to_string());
-        if !refers {
-            continue;
-        }
+    for d in kiln_image::attestation::of(&idx, image_manifest) {
         let m: Manifest = serde_json::from_slice(&store.read_blob(&d.digest)?)
             .map_err(|e| invalid(&d.digest, "attestation manifest", e))?;
         for layer in &m.layers {

@@ -15,6 +15,12 @@ pub enum AttestError {
     },
     #[error(transparent)]
     Store(#[from] kiln_store::StoreError),
+    /// A file of the image that could not be read (hashing an output's files).
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     /// A blob that should be an index, a manifest or a statement is not one.
     #[error("{object} is not a valid {what}: {message}")]
     Invalid {
@@ -38,6 +44,7 @@ impl AttestError {
                 ErrorKind::InvalidArgument
             }
             AttestError::Store(e) => e.kind(),
+            AttestError::Io { source, .. } => ErrorKind::of_io(source),
             AttestError::NoAttestation { .. } => ErrorKind::NotFound,
         }
     }

@@ -5,9 +5,11 @@
 //!   rules applied in user space: no mount, no second unpack);
 //! - `scan`: installed packages — dpkg, apk, Python distributions, npm packages and lockfiles,
 //!   Go build info, `cargo auditable` data — each parser a pure function of file bytes;
-//! - `spdx`, `provenance`, `statement`: SPDX 2.3 documents, SLSA v0.2 provenance predicates,
+//! - `spdx`, `provenance`, `statement`: SPDX 2.3 documents, SLSA v0.2 and v1 provenance predicates,
 //!   in-toto statements;
 //! - `options`: the `--sbom`, `--provenance` and `--attest` flags and buildx's defaults;
+//! - `files`: the statements as files beside a filesystem output (`type=local|tar`), as
+//!   BuildKit writes them;
 //! - `attach`: the image index with its attestation manifest, written to the store and read
 //!   back.
 //!
@@ -20,6 +22,7 @@
 
 pub mod attach;
 mod error;
+pub mod files;
 pub mod make;
 pub mod options;
 pub mod provenance;

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::options::Attestations;
 use crate::provenance::ProvenanceInput;
 use crate::rootfs::RootFs;
-use crate::statement::{SLSA_V02_PREDICATE, SPDX_PREDICATE, Statement, Subject, image_purl};
+use crate::statement::{SPDX_PREDICATE, Statement, Subject, image_purl};
 
 /// Everything the attestations of one image are made from.
 #[derive(Debug, Clone)]
@@ -68,17 +68,39 @@ pub fn attest(store: &Store, req: &Request) -> Result<Attested> {
             statements.push(sbom_statement(req, &subject, &label, &purl, name, &found));
         }
     }
-    if let Some(mode) = req.which.provenance {
+    if let Some(provenance) = req.which.provenance {
         let mut input = req.provenance.clone();
-        input.mode = mode;
+        input.mode = provenance.mode;
         statements.push(Statement::new(
-            SLSA_V02_PREDICATE,
+            provenance.predicate_type(),
             subject.clone(),
-            crate::provenance::predicate(&input),
+            crate::provenance::predicate_of(provenance.version, &input),
         ));
     }
     let index = attach(store, &req.image, &statements)?;
     Ok(Attested { index, packages })
+}
+
+/// The SPDX namespace of an image's SBOM: `urn:kiln:spdx:<manifest hex>`, with `:<part>` for
+/// an extra SBOM (`context`, `stage-<name>`). Unique per image and part, and the same for the
+/// same image: reproducible.
+fn sbom_namespace(image_manifest: &Digest, part: &str) -> String {
+    if part.is_empty() {
+        format!("{NAMESPACE_PREFIX}{}", image_manifest.hex())
+    } else {
+        format!("{NAMESPACE_PREFIX}{}:{part}", image_manifest.hex())
+    }
+}
+
+const NAMESPACE_PREFIX: &str = "urn:kiln:spdx:";
+
+/// Which extra SBOM a statement kiln made is (`context`, `stage-<name>`), read back from its
+/// namespace; `None` for the image's own SBOM (or one kiln did not make).
+pub fn sbom_part(statement: &Statement) -> Option<&str> {
+    let rest = statement.predicate["namespace"]
+        .as_str()?
+        .strip_prefix(NAMESPACE_PREFIX)?;
+    rest.split_once(':').map(|(_, part)| part)
 }
 
 fn sbom_statement(
@@ -89,16 +111,10 @@ fn sbom_statement(
     part: &str,
     found: &[crate::scan::Package],
 ) -> Statement {
-    let suffix = if part.is_empty() {
-        String::new()
-    } else {
-        format!(":{part}")
-    };
     let info = crate::spdx::DocumentInfo {
         name: name.to_owned(),
         purl: purl.to_owned(),
-        // Unique per image (and part), and the same for the same image: reproducible.
-        namespace: format!("urn:kiln:spdx:{}{suffix}", req.image.manifest.hex()),
+        namespace: sbom_namespace(&req.image.manifest, part),
         created: req.created.clone(),
         creator: req.tool.clone(),
     };

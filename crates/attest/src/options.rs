@@ -1,5 +1,6 @@
 //! The attestation flags, as buildx spells them: `--sbom=true|false|generator=…`,
-//! `--provenance=true|false|mode=min|max|min|max`, and `--attest type=sbom|provenance,…`.
+//! `--provenance=true|false|mode=min|max|min|max[,version=v0.2|v1]`, and
+//! `--attest type=sbom|provenance,…`.
 //!
 //! The defaults follow `docker buildx build`: buildx asks for a `mode=min` provenance on
 //! every build, and BuildKit attaches it where an image index goes out — a push and the
@@ -9,20 +10,20 @@
 //! `--push` and `--output type=oci` get the default provenance. No SBOM unless asked for.
 
 use crate::error::{AttestError, Result};
-use crate::provenance::Mode;
+use crate::provenance::{Mode, Provenance, Version};
 
 /// What the flags asked for; `None` where they said nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AttestFlags {
     pub sbom: Option<bool>,
-    pub provenance: Option<Option<Mode>>,
+    pub provenance: Option<Option<Provenance>>,
 }
 
 /// What a build attaches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Attestations {
     pub sbom: bool,
-    pub provenance: Option<Mode>,
+    pub provenance: Option<Provenance>,
 }
 
 impl Attestations {
@@ -54,9 +55,9 @@ impl AttestFlags {
     /// `--provenance VALUE`.
     pub fn provenance_flag(&mut self, value: &str) -> Result<()> {
         self.provenance = Some(match value {
-            "true" | "1" => Some(Mode::Min),
+            "true" | "1" => Some(Provenance::MIN),
             "false" | "0" => None,
-            v => Some(mode_of(v, "--provenance")?),
+            v => Some(provenance_of(v, "--provenance")?),
         });
         Ok(())
     }
@@ -96,9 +97,9 @@ impl AttestFlags {
                     .filter(|kv| !kv.is_empty() && *kv != "disabled=false")
                     .collect();
                 self.provenance = Some(Some(if rest.is_empty() {
-                    Mode::Min
+                    Provenance::MIN
                 } else {
-                    mode_of(&rest.join(","), "--attest")?
+                    provenance_of(&rest.join(","), "--attest")?
                 }));
             }
             _ => {
@@ -119,31 +120,32 @@ impl AttestFlags {
             sbom: self.sbom.unwrap_or(false),
             provenance: match self.provenance {
                 Some(explicit) => explicit,
-                None if exports_index => Some(Mode::Min),
+                None if exports_index => Some(Provenance::MIN),
                 None => None,
             },
         }
     }
 }
 
-fn mode_of(value: &str, flag: &'static str) -> Result<Mode> {
-    let mut mode = Mode::Min;
+fn provenance_of(value: &str, flag: &'static str) -> Result<Provenance> {
+    let mut p = Provenance::MIN;
     for kv in value.split(',') {
         match kv {
-            "min" | "mode=min" => mode = Mode::Min,
-            "max" | "mode=max" => mode = Mode::Max,
-            // BuildKit's v1 provenance is not written by kiln; v0.2 is BuildKit's default.
-            "version=v0.2" => {}
+            "min" | "mode=min" => p.mode = Mode::Min,
+            "max" | "mode=max" => p.mode = Mode::Max,
+            // BuildKit's spellings: v0.2 is its default, v1 (also v1.0) SLSA 1.0.
+            "version=v0.2" => p.version = Version::V02,
+            "version=v1" | "version=v1.0" => p.version = Version::V1,
             other => {
                 return Err(invalid(
                     flag,
                     other,
-                    "expected mode=min or mode=max (provenance is SLSA v0.2)",
+                    "expected mode=min, mode=max, version=v0.2 or version=v1",
                 ));
             }
         }
     }
-    Ok(mode)
+    Ok(p)
 }
 
 fn invalid(flag: &'static str, value: &str, reason: &str) -> AttestError {
@@ -167,15 +169,34 @@ mod tests {
             f.resolve(false),
             Attestations {
                 sbom: true,
-                provenance: Some(Mode::Max)
+                provenance: Some(Provenance {
+                    mode: Mode::Max,
+                    version: Version::V02
+                })
             }
         );
         let mut f = AttestFlags::default();
         f.attest_flag("type=sbom,generator=docker/buildkit-syft-scanner")
             .unwrap();
         f.attest_flag("type=provenance,mode=min").unwrap();
-        assert_eq!(f.resolve(false).provenance, Some(Mode::Min));
+        assert_eq!(f.resolve(false).provenance, Some(Provenance::MIN));
         assert!(f.resolve(false).sbom);
+        let mut f = AttestFlags::default();
+        f.provenance_flag("mode=max,version=v1").unwrap();
+        let v1 = Provenance {
+            mode: Mode::Max,
+            version: Version::V1,
+        };
+        assert_eq!(f.resolve(false).provenance, Some(v1));
+        let mut f = AttestFlags::default();
+        f.attest_flag("type=provenance,version=v1,mode=max")
+            .unwrap();
+        assert_eq!(f.resolve(false).provenance, Some(v1));
+        assert!(
+            AttestFlags::default()
+                .provenance_flag("version=v2")
+                .is_err()
+        );
         let mut f = AttestFlags::default();
         f.provenance_flag("false").unwrap();
         assert_eq!(f.resolve(true).provenance, None);
@@ -188,7 +209,7 @@ mod tests {
     fn default_provenance_goes_only_where_buildkit_puts_it() {
         let f = AttestFlags::default();
         assert_eq!(f.resolve(false), Attestations::default());
-        assert_eq!(f.resolve(true).provenance, Some(Mode::Min));
+        assert_eq!(f.resolve(true).provenance, Some(Provenance::MIN));
         assert!(!f.resolve(true).sbom);
     }
 }

@@ -1,7 +1,11 @@
-//! SLSA provenance v0.2 predicates (<https://slsa.dev/provenance/v0.2>), laid out as BuildKit
-//! lays out its own (`invocation.configSource` naming the Dockerfile, `parameters.frontend`,
-//! `args`, `locals`, `environment.platform`), so tools that read BuildKit's provenance read
-//! kiln's.
+//! SLSA provenance predicates, laid out as BuildKit lays out its own so tools that read
+//! BuildKit's provenance read kiln's: v0.2 (<https://slsa.dev/provenance/v0.2>, BuildKit's
+//! default: `invocation.configSource` naming the Dockerfile, `parameters.frontend`, `args`,
+//! `locals`, `environment.platform`) and v1 (<https://slsa.dev/provenance/v1>, asked for with
+//! `version=v1`: the same facts moved where BuildKit's v1 puts them — `externalParameters`
+//! `configSource` and `request`, `internalParameters.builderPlatform`, `resolvedDependencies`,
+//! `runDetails.builder` and `metadata`, with BuildKit's `buildkit_completeness` and
+//! `buildkit_reproducible` beside the SLSA metadata).
 //!
 //! `min` records the Dockerfile's digest, the target, the platform, the base images and the
 //! times; `max` adds every build argument (`build-arg:NAME`, BuildKit's key form) and marks the
@@ -24,6 +28,38 @@ pub const BUILD_TYPE: &str = "urn:kiln:build-type:dockerfile:v1";
 pub enum Mode {
     Min,
     Max,
+}
+
+/// Which SLSA provenance format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Version {
+    /// SLSA v0.2, BuildKit's default.
+    #[default]
+    V02,
+    /// SLSA v1.0.
+    V1,
+}
+
+/// A provenance as the flags ask for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Provenance {
+    pub mode: Mode,
+    pub version: Version,
+}
+
+impl Provenance {
+    pub const MIN: Provenance = Provenance {
+        mode: Mode::Min,
+        version: Version::V02,
+    };
+
+    /// The statement's predicate type.
+    pub fn predicate_type(self) -> &'static str {
+        match self.version {
+            Version::V02 => crate::statement::SLSA_V02_PREDICATE,
+            Version::V1 => crate::statement::SLSA_V1_PREDICATE,
+        }
+    }
 }
 
 /// A base image as a material.
@@ -54,7 +90,17 @@ pub struct ProvenanceInput {
     pub reproducible: bool,
 }
 
-pub fn predicate(input: &ProvenanceInput) -> Value {
+/// The predicate of `version` for `input`.
+pub fn predicate_of(version: Version, input: &ProvenanceInput) -> Value {
+    match version {
+        Version::V02 => predicate(input),
+        Version::V1 => predicate_v1(input),
+    }
+}
+
+/// The frontend's request: what BuildKit's v0.2 calls `invocation.parameters` and its v1
+/// `externalParameters.request`.
+fn request(input: &ProvenanceInput) -> Value {
     let mut args = serde_json::Map::new();
     if let Some(target) = &input.target {
         args.insert("target".into(), json!(target));
@@ -64,6 +110,61 @@ pub fn predicate(input: &ProvenanceInput) -> Value {
             args.insert(format!("build-arg:{k}"), json!(v));
         }
     }
+    json!({
+        "frontend": "dockerfile.v0",
+        "args": args,
+        "locals": [{"name": "context"}, {"name": "dockerfile"}],
+    })
+}
+
+/// The base images as resource descriptors (v0.2 materials, v1 resolved dependencies).
+fn dependencies(input: &ProvenanceInput) -> Vec<Value> {
+    input
+        .materials
+        .iter()
+        .map(|m| json!({"uri": m.uri, "digest": {"sha256": m.digest.hex()}}))
+        .collect()
+}
+
+/// A SLSA v1 predicate. Where SLSA v1 has no field for a fact BuildKit records, BuildKit's
+/// own `buildkit_*` metadata keys carry it (completeness, reproducibility).
+pub fn predicate_v1(input: &ProvenanceInput) -> Value {
+    let mut metadata = json!({
+        "buildkit_completeness": {
+            "request": input.mode == Mode::Max,
+            "resolvedDependencies": false,
+        },
+    });
+    if input.reproducible {
+        metadata["buildkit_reproducible"] = json!(true);
+    } else {
+        // SLSA v1 spells it `invocationId` (its protobuf definition's JSON name).
+        metadata["invocationId"] = json!(input.invocation_id);
+        metadata["startedOn"] = json!(input.started);
+        metadata["finishedOn"] = json!(input.finished);
+    }
+    json!({
+        "buildDefinition": {
+            "buildType": BUILD_TYPE,
+            "externalParameters": {
+                "configSource": {
+                    "path": input.dockerfile_name,
+                    "digest": {"sha256": input.dockerfile_digest.hex()},
+                },
+                "request": request(input),
+            },
+            "internalParameters": {"builderPlatform": input.platform.to_string()},
+            "resolvedDependencies": dependencies(input),
+        },
+        "runDetails": {
+            "builder": {"id": input.builder_id},
+            "metadata": metadata,
+        },
+    })
+}
+
+/// A SLSA v0.2 predicate.
+pub fn predicate(input: &ProvenanceInput) -> Value {
     let mut metadata = json!({
         "completeness": {
             "parameters": input.mode == Mode::Max,
@@ -77,11 +178,6 @@ pub fn predicate(input: &ProvenanceInput) -> Value {
         metadata["buildStartedOn"] = json!(input.started);
         metadata["buildFinishedOn"] = json!(input.finished);
     }
-    let materials: Vec<Value> = input
-        .materials
-        .iter()
-        .map(|m| json!({"uri": m.uri, "digest": {"sha256": m.digest.hex()}}))
-        .collect();
     json!({
         "builder": {"id": input.builder_id},
         "buildType": BUILD_TYPE,
@@ -90,14 +186,10 @@ pub fn predicate(input: &ProvenanceInput) -> Value {
                 "entryPoint": input.dockerfile_name,
                 "digest": {"sha256": input.dockerfile_digest.hex()},
             },
-            "parameters": {
-                "frontend": "dockerfile.v0",
-                "args": args,
-                "locals": [{"name": "context"}, {"name": "dockerfile"}],
-            },
+            "parameters": request(input),
             "environment": {"platform": input.platform.to_string()},
         },
-        "materials": materials,
+        "materials": dependencies(input),
         "metadata": metadata,
     })
 }
@@ -153,5 +245,47 @@ mod tests {
         assert_eq!(a, predicate(&other));
         assert_eq!(a["metadata"]["reproducible"], true);
         assert!(a["metadata"].get("buildStartedOn").is_none());
+    }
+
+    #[test]
+    fn v1_moves_the_same_facts_where_buildkit_v1_puts_them() {
+        let v1 = predicate_of(Version::V1, &input(Mode::Max, false));
+        let def = &v1["buildDefinition"];
+        assert_eq!(def["buildType"], BUILD_TYPE);
+        assert_eq!(
+            def["externalParameters"]["configSource"]["path"],
+            "Dockerfile"
+        );
+        assert_eq!(
+            def["externalParameters"]["request"]["args"]["build-arg:SECRETLESS"],
+            "1"
+        );
+        assert_eq!(def["internalParameters"]["builderPlatform"], "linux/amd64");
+        assert_eq!(
+            def["resolvedDependencies"][0]["digest"]["sha256"],
+            Digest::of(b"m").hex()
+        );
+        let run = &v1["runDetails"];
+        assert_eq!(run["builder"]["id"], "urn:kiln:builder");
+        assert_eq!(run["metadata"]["startedOn"], "2024-01-01T00:00:00Z");
+        assert_eq!(run["metadata"]["invocationId"], "abc");
+        assert_eq!(run["metadata"]["buildkit_completeness"]["request"], true);
+        assert!(v1.get("invocation").is_none() && v1.get("materials").is_none());
+
+        let min = predicate_v1(&input(Mode::Min, true));
+        assert_eq!(
+            min["buildDefinition"]["externalParameters"]["request"]["args"],
+            json!({})
+        );
+        assert_eq!(min["runDetails"]["metadata"]["buildkit_reproducible"], true);
+        assert!(min["runDetails"]["metadata"].get("startedOn").is_none());
+        assert_eq!(
+            Provenance {
+                mode: Mode::Min,
+                version: Version::V1
+            }
+            .predicate_type(),
+            "https://slsa.dev/provenance/v1"
+        );
     }
 }

@@ -11,6 +11,7 @@
 mod apk;
 mod binary;
 mod dpkg;
+mod gopclntab;
 mod npm;
 mod python;
 

@@ -56,6 +56,13 @@ pub fn document(info: &DocumentInfo, packages: &[Package]) -> Value {
             "sourceInfo": format!("found in {}", p.found_in),
             "externalRefs": [purl_ref(&p.purl)],
         });
+        if p.version.is_empty() {
+            // Not known (a Go module of a binary built without modules): SPDX makes the
+            // field optional, and an empty version would claim one.
+            pkg.as_object_mut()
+                .expect("a package is an object")
+                .remove("versionInfo");
+        }
         if let Some(license) = &p.license {
             pkg["licenseComments"] = json!(format!("declared: {license}"));
         }

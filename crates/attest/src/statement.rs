@@ -13,6 +13,8 @@ pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v0.1";
 pub const SPDX_PREDICATE: &str = "https://spdx.dev/Document";
 /// SLSA provenance v0.2, BuildKit's default provenance format.
 pub const SLSA_V02_PREDICATE: &str = "https://slsa.dev/provenance/v0.2";
+/// SLSA provenance v1.0 (`version=v1`).
+pub const SLSA_V1_PREDICATE: &str = "https://slsa.dev/provenance/v1";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Statement {

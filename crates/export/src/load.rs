@@ -7,7 +7,14 @@
 //! legacy format aliases repeated layers so) and must point inside the archive; absolute paths
 //! and `..` in entry names are refused. Only when the whole archive is read and every
 //! image's manifest, config and layers are present does [`StagedArchive::commit`] publish the
-//! blobs the images use (layers and configs before the manifests that name them).
+//! blobs the images use (layers and configs before the manifests that name them, indexes
+//! last).
+//!
+//! An image taken out of an index keeps its attestation manifests (BuildKit's SBOM and
+//! provenance) when the archive has them: the image's names then point at the index, or at an
+//! index of that image and its attestations when the archive's index lists other platforms
+//! too ([`kiln_image::attestation`]). An archive whose index names attestation manifests it
+//! does not contain loads the bare image, as before.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
@@ -36,6 +43,9 @@ pub struct LoadedImage {
     pub names: Vec<String>,
     pub manifest_digest: Digest,
     pub config_digest: Digest,
+    /// What the names point at: `manifest_digest`, or an index holding it and its
+    /// attestation manifests.
+    pub root_digest: Digest,
 }
 
 #[derive(Debug)]
@@ -59,6 +69,8 @@ pub struct StagedArchive {
     /// Blobs the images use, manifests excluded.
     content: BTreeSet<Digest>,
     manifests: BTreeSet<Digest>,
+    /// Indexes kept for their attestations, published after the manifests they list.
+    indexes: BTreeSet<Digest>,
 }
 
 impl StagedArchive {
@@ -74,8 +86,14 @@ impl StagedArchive {
                 blob.writer.commit(Some((digest, blob.size)))?;
             }
         }
+        // Made manifests, then made and kept indexes (which may list the made manifests).
         for bytes in &self.made_manifests {
             self.store.write_blob(bytes)?;
+        }
+        for digest in &self.indexes {
+            if let Some(blob) = self.blobs.remove(digest) {
+                blob.writer.commit(Some((digest, blob.size)))?;
+            }
         }
         Ok(self.images)
     }
@@ -161,6 +179,7 @@ pub fn read_archive(store: &Store, input: impl Read) -> Result<StagedArchive> {
         made_manifests: Vec::new(),
         content: BTreeSet::new(),
         manifests: BTreeSet::new(),
+        indexes: BTreeSet::new(),
     };
     let index = match metadata.get("index.json") {
         Some(bytes) => Some(parse_json::<Index>(bytes, "index.json")?),
@@ -387,6 +406,7 @@ impl StagedArchive {
         manifest_digest: Digest,
         manifest: &Manifest,
         names: Vec<String>,
+        root_digest: Option<Digest>,
     ) -> Result<()> {
         let what = format!("manifest {manifest_digest}");
         self.require(&manifest.config, &what)?;
@@ -423,10 +443,63 @@ impl StagedArchive {
         }
         self.images.push(LoadedImage {
             names,
+            root_digest: root_digest.unwrap_or_else(|| manifest_digest.clone()),
             manifest_digest,
             config_digest,
         });
         Ok(())
+    }
+
+    /// What the names of `image`, taken out of the archive's index `index_digest`, point
+    /// at: that index (or one made of the image and its attestations) when the archive holds
+    /// the image's attestation manifests, whose blobs are then published too; else `None`,
+    /// the bare manifest.
+    fn keep_attestations(
+        &mut self,
+        index_digest: &Digest,
+        index: &Index,
+        image: &Descriptor,
+    ) -> Result<Option<Digest>> {
+        let kept = kiln_image::attestation::keep(index, image);
+        if kept == kiln_image::attestation::Kept::Manifest {
+            return Ok(None);
+        }
+        let mut blobs = Vec::new();
+        for att in kiln_image::attestation::of(index, &image.digest) {
+            // An attestation the archive lacks (or cannot be read) leaves the image bare.
+            let Some(m) = self
+                .small_blob(&att.digest, "index.json")
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+            else {
+                return Ok(None);
+            };
+            let present = std::iter::once(&m.config)
+                .chain(&m.layers)
+                .all(|d| self.blob_size(&d.digest) == Some(d.size));
+            if !present {
+                return Ok(None);
+            }
+            blobs.push((att.digest.clone(), m));
+        }
+        for (digest, m) in blobs {
+            self.content.insert(m.config.digest.clone());
+            self.content
+                .extend(m.layers.iter().map(|l| l.digest.clone()));
+            self.manifests.insert(digest);
+        }
+        Ok(Some(match kept {
+            kiln_image::attestation::Kept::Reduced(reduced) => {
+                let bytes = to_canonical_json(&reduced);
+                let digest = Digest::of(&bytes);
+                self.made_manifests.push(bytes);
+                digest
+            }
+            _ => {
+                self.indexes.insert(index_digest.clone());
+                index_digest.clone()
+            }
+        }))
     }
 
     /// One entry of an OCI `index.json`: a manifest, or a nested index (a multi-platform
@@ -434,6 +507,7 @@ impl StagedArchive {
     fn add_index_entry(&mut self, desc: &Descriptor) -> Result<()> {
         let names: Vec<String> = name_in_index(desc).into_iter().collect();
         let mut desc = desc.clone();
+        let mut root = None;
         if media_type::is_index(&desc.media_type) {
             self.require(&desc, "index.json")?;
             let nested: Index = parse_json(
@@ -441,13 +515,15 @@ impl StagedArchive {
                 &format!("index {}", desc.digest),
             )?;
             let platform = Platform::host();
-            desc = nested.select(&platform).cloned().ok_or_else(|| {
+            let chosen = nested.select(&platform).cloned().ok_or_else(|| {
                 ExportError::NoImageForPlatform {
                     index: desc.digest.clone(),
                     platform: platform.to_string(),
                 }
             })?;
-            // The host's manifest is what gets stored and named; the index itself is not kept.
+            // The host's manifest is what gets stored and named, with its attestations.
+            root = self.keep_attestations(&desc.digest, &nested, &chosen)?;
+            desc = chosen;
         }
         if !media_type::is_manifest(&desc.media_type) {
             // Attestations and other artifacts are not images.
@@ -458,7 +534,7 @@ impl StagedArchive {
             &self.small_blob(&desc.digest, "index.json")?,
             &format!("manifest {}", desc.digest),
         )?;
-        self.add_image(desc.digest.clone(), &manifest, names)
+        self.add_image(desc.digest.clone(), &manifest, names, root)
     }
 
     /// One entry of a docker archive's `manifest.json`. The image keeps the archive's own OCI
@@ -492,19 +568,48 @@ impl StagedArchive {
                 blob.size,
             ));
         }
-        let from_index = index
-            .into_iter()
-            .flat_map(|i| &i.manifests)
-            .find_map(|desc| {
-                let bytes = self.small_blob(&desc.digest, "index.json").ok()?;
-                let m: Manifest = serde_json::from_slice(&bytes).ok()?;
-                let same = m.config.digest == config_digest
-                    && m.layers
-                        .iter()
-                        .map(|l| &l.digest)
-                        .eq(layers.iter().map(|l| &l.digest));
-                same.then(|| (desc.digest.clone(), m))
-            });
+        // The archive's manifest for this entry: listed in index.json, or in an index it
+        // lists (an image with attestations, as `kiln save` and BuildKit write it).
+        let same = |m: &Manifest| {
+            m.config.digest == config_digest
+                && m.layers
+                    .iter()
+                    .map(|l| &l.digest)
+                    .eq(layers.iter().map(|l| &l.digest))
+        };
+        let mut from_index = None;
+        let mut in_nested = None;
+        for desc in index.into_iter().flat_map(|i| &i.manifests) {
+            let Ok(bytes) = self.small_blob(&desc.digest, "index.json") else {
+                continue;
+            };
+            if media_type::is_index(&desc.media_type) {
+                let Ok(nested) = serde_json::from_slice::<Index>(&bytes) else {
+                    continue;
+                };
+                let found = nested.manifests.iter().find_map(|child| {
+                    let b = self.small_blob(&child.digest, "index.json").ok()?;
+                    let m: Manifest = serde_json::from_slice(&b).ok()?;
+                    same(&m).then(|| (child.clone(), m))
+                });
+                if let Some((child, m)) = found {
+                    from_index = Some((child.digest.clone(), m));
+                    in_nested = Some((desc.digest.clone(), nested, child));
+                    break;
+                }
+            } else if let Ok(m) = serde_json::from_slice::<Manifest>(&bytes)
+                && same(&m)
+            {
+                from_index = Some((desc.digest.clone(), m));
+                break;
+            }
+        }
+        let root = match in_nested {
+            Some((index_digest, nested, child)) => {
+                self.keep_attestations(&index_digest, &nested, &child)?
+            }
+            None => None,
+        };
         let (manifest_digest, manifest) = match from_index {
             Some(found) => found,
             None => {
@@ -516,7 +621,7 @@ impl StagedArchive {
                 (digest, manifest)
             }
         };
-        self.add_image(manifest_digest, &manifest, entry.repo_tags.clone())
+        self.add_image(manifest_digest, &manifest, entry.repo_tags.clone(), root)
     }
 }
 

@@ -43,11 +43,10 @@ pub fn write_archive<W: Write>(
     for image in images {
         let manifest_digest = &image.manifest.digest;
         if media_type::is_index(&image.manifest.media_type) {
-            // An image with attestations: the index and every manifest it lists go in (OCI
-            // layout only: docker's manifest.json has no place for an index).
-            if format == ArchiveFormat::Docker {
-                return Err(ExportError::NotAnImageManifest(manifest_digest.clone()));
-            }
+            // An image with attestations: the index and every manifest it lists go in, and
+            // index.json names the index. A docker archive's manifest.json, which has no
+            // place for an index, lists the image for this host (else the first image), as
+            // docker's containerd store writes it.
             let index: kiln_image::Index =
                 serde_json::from_slice(&store.read_blob(manifest_digest)?).map_err(|e| {
                     ExportError::Invalid {
@@ -59,6 +58,28 @@ pub fn write_archive<W: Write>(
                 append_manifest(store, &mut tar, &child.digest, &mut written)?;
             }
             append_blob(store, &mut tar, manifest_digest, &mut written)?;
+            if format == ArchiveFormat::Docker {
+                let chosen = index
+                    .select(&kiln_image::Platform::host())
+                    .or_else(|| {
+                        index.manifests.iter().find(|d| {
+                            media_type::is_manifest(&d.media_type)
+                                && d.platform.as_ref().is_some_and(|p| p.os != "unknown")
+                        })
+                    })
+                    .ok_or_else(|| ExportError::NotAnImageManifest(manifest_digest.clone()))?;
+                let manifest: Manifest = serde_json::from_slice(&store.read_blob(&chosen.digest)?)
+                    .map_err(|e| ExportError::Invalid {
+                        entry: format!("manifest {}", chosen.digest),
+                        message: e.to_string(),
+                    })?;
+                let repo_tags = image.names.iter().map(|n| familiar_name(n)).collect();
+                docker_entries.push(DockerArchiveEntry::for_blobs(
+                    &manifest.config.digest,
+                    &manifest.layers,
+                    repo_tags,
+                ));
+            }
             continue;
         }
         let manifest_bytes = store.read_blob(manifest_digest)?;

@@ -124,10 +124,19 @@ pub async fn pull(
         _ => {}
     };
     let pulled = registry.pull(store, reference, platform, &on_pull).await?;
+    // The name points at the index when the image came with attestations, so inspect
+    // --sbom/--provenance read them and a push sends them; a digest reference needs no name.
     if reference.digest().is_none() {
-        store.set_name(&reference.to_string(), &pulled.manifest_digest)?;
+        store.set_name(&reference.to_string(), &pulled.root_digest)?;
     }
-    StoredImage::load(store, &pulled.manifest_digest)
+    let mut image = StoredImage::load(store, &pulled.root_digest)?;
+    if image.manifest_digest != pulled.manifest_digest {
+        // An index kept for its attestations but holding an image for another platform than
+        // this host's (`--platform`): the pulled image, reached through that index.
+        image = StoredImage::load(store, &pulled.manifest_digest)?;
+        image.index_digest = Some(pulled.root_digest.clone());
+    }
+    Ok(image)
 }
 
 #[cfg(test)]

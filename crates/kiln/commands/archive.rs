@@ -11,10 +11,12 @@ use kiln_export::ArchiveFormat;
 use kiln_image::Digest;
 use kiln_image::layout::NamedManifest;
 
-use super::image_outputs::{Dest, named, write_to};
+use super::image_outputs::{Dest, named_root, write_to};
 use super::{Env, parse_reference};
 
-/// `kiln save`: images in the `docker save` format, to a file or stdout.
+/// `kiln save`: images in the `docker save` format, to a file or stdout. An image with
+/// attestations goes in as its index (in `index.json`, `manifest.json` listing the image), so
+/// `kiln load` brings the attestations back.
 pub fn save(env: &Env, output: Option<&Path>, names: &[String]) -> Result<ExitCode> {
     let mut images: Vec<NamedManifest> = Vec::new();
     for name in names {
@@ -27,10 +29,10 @@ pub fn save(env: &Env, output: Option<&Path>, names: &[String]) -> Result<ExitCo
             .map(|r| r.to_string());
         match images
             .iter_mut()
-            .find(|i| i.manifest.digest == image.manifest_digest)
+            .find(|i| &i.manifest.digest == image.root_digest())
         {
             Some(existing) => existing.names.extend(full),
-            None => images.push(named(env, &image, full.into_iter().collect())?),
+            None => images.push(named_root(env, &image, full.into_iter().collect())?),
         }
     }
     let dest = match output {
@@ -82,15 +84,12 @@ pub fn load(env: &Env, input: Option<&Path>, quiet: bool) -> Result<ExitCode> {
         for name in &image.names {
             refs.push(parse_reference(name).with_context(|| format!("loading {what}"))?);
         }
-        names.push((
-            image.config_digest.clone(),
-            image.manifest_digest.clone(),
-            refs,
-        ));
+        // Names point at the image's index when it came with attestations.
+        names.push((image.config_digest.clone(), image.root_digest.clone(), refs));
     }
     staged.commit().with_context(|| format!("loading {what}"))?;
-    for (config_digest, manifest_digest, refs) in names {
-        print_loaded(env, &config_digest, &manifest_digest, &refs, quiet)?;
+    for (config_digest, root_digest, refs) in names {
+        print_loaded(env, &config_digest, &root_digest, &refs, quiet)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -98,7 +97,7 @@ pub fn load(env: &Env, input: Option<&Path>, quiet: bool) -> Result<ExitCode> {
 fn print_loaded(
     env: &Env,
     config_digest: &Digest,
-    manifest_digest: &Digest,
+    root_digest: &Digest,
     refs: &[kiln_image::Reference],
     quiet: bool,
 ) -> Result<()> {
@@ -109,8 +108,7 @@ fn print_loaded(
         return Ok(());
     }
     for reference in refs {
-        env.store
-            .set_name(&reference.to_string(), manifest_digest)?;
+        env.store.set_name(&reference.to_string(), root_digest)?;
         if !quiet {
             println!("Loaded image: {}", reference.familiar());
         }

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use kiln_attest::attach::ImageEntry;
 use kiln_attest::options::{AttestFlags, Attestations};
 use kiln_attest::provenance::{Material, Mode, ProvenanceInput};
-use kiln_attest::statement::{SLSA_V02_PREDICATE, SPDX_PREDICATE, image_purl};
+use kiln_attest::statement::{SLSA_V1_PREDICATE, SLSA_V02_PREDICATE, SPDX_PREDICATE, image_purl};
 use kiln_image::{Digest, Platform, Reference};
 use kiln_images::StoredImage;
 use kiln_solve::{BuildResult, SourceDateEpoch};
@@ -173,10 +173,14 @@ const BUILDER_ID: &str = "urn:kiln:builder";
 
 /// `kiln inspect --sbom` / `--provenance`: the statements, as a JSON array per image.
 pub fn inspect(env: &Env, names: &[String], provenance: bool) -> Result<ExitCode> {
-    let (predicate, what, flag) = if provenance {
-        (SLSA_V02_PREDICATE, "provenance", "--provenance=mode=min")
+    let (predicates, what, flag): (&[&str], _, _) = if provenance {
+        (
+            &[SLSA_V02_PREDICATE, SLSA_V1_PREDICATE],
+            "provenance",
+            "--provenance=mode=min",
+        )
     } else {
-        (SPDX_PREDICATE, "SBOM", "--sbom=true")
+        (&[SPDX_PREDICATE], "SBOM", "--sbom=true")
     };
     let mut out = Vec::new();
     for name in names {
@@ -189,7 +193,15 @@ pub fn inspect(env: &Env, names: &[String], provenance: bool) -> Result<ExitCode
         let Some(index) = &img.index_digest else {
             return Err(no_attestation().into());
         };
-        let found = kiln_attest::attach::find(&env.store, index, &img.manifest_digest, predicate)?;
+        let mut found = Vec::new();
+        for predicate in predicates {
+            found.extend(kiln_attest::attach::find(
+                &env.store,
+                index,
+                &img.manifest_digest,
+                predicate,
+            )?);
+        }
         if found.is_empty() {
             return Err(no_attestation().into());
         }

@@ -84,6 +84,9 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
             )
         });
     let attestations = attest_flags.resolve(exports_index);
+    // What goes beside a filesystem output: only what was asked for (BuildKit leaves its
+    // default provenance out of the local and tar exporters).
+    let file_attestations = attest_flags.resolve(false);
     let platform = match &args.platform {
         Some(p) if p.contains(',') => bail!(
             "--platform {p:?}: building several platforms at once is not supported; \
@@ -204,13 +207,16 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
             if attestations.sbom {
                 parts.push(format!("SBOM ({packages} packages)"));
             }
-            if let Some(mode) = attestations.provenance {
-                let mode = if mode == kiln_attest::provenance::Mode::Max {
-                    "max"
-                } else {
-                    "min"
+            if let Some(p) = attestations.provenance {
+                let mode = match p.mode {
+                    kiln_attest::provenance::Mode::Max => "max",
+                    kiln_attest::provenance::Mode::Min => "min",
                 };
-                parts.push(format!("provenance (mode={mode})"));
+                let version = match p.version {
+                    kiln_attest::provenance::Version::V1 => "v1",
+                    kiln_attest::provenance::Version::V02 => "v0.2",
+                };
+                parts.push(format!("provenance (mode={mode}, SLSA {version})"));
             }
             eprintln!(
                 "attestations: {} in index {} ({took:.2}s)",
@@ -223,7 +229,14 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
     let id = result.image.config_digest.to_string();
     let names: Vec<String> = tags.iter().map(ToString::to_string).collect();
     for output in &outputs {
-        super::image_outputs::write_output(env, output, &result.image, &names, tar_options)?;
+        super::image_outputs::write_output(
+            env,
+            output,
+            &result.image,
+            &names,
+            tar_options,
+            file_attestations,
+        )?;
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;

@@ -3,6 +3,9 @@
 //! `docker load`-able tar, `type=local,dest=DIR` the final filesystem, `type=tar,dest=FILE`
 //! that filesystem as one tar; `dest=-` is stdout; a bare `-o DIR` is `type=local,dest=DIR`
 //! and a bare `-o -` is `type=tar,dest=-`. A helper, not a command.
+//!
+//! Attestations travel as BuildKit's exporters carry them: in the OCI layout's index, and as
+//! `sbom.spdx.json` / `provenance.json` files at the root of a `local` or `tar` output.
 
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -120,13 +123,16 @@ pub fn parse_output(spec: &str) -> Result<Output> {
     })
 }
 
-/// Writes one build output for the built image `image`, named `tags` (full references).
+/// Writes one build output for the built image `image`, named `tags` (full references);
+/// `file_attestations` are the attestations to write beside a filesystem output (those the
+/// build was asked for; the image's index holds them).
 pub fn write_output(
     env: &Env,
     output: &Output,
     image: &StoredImage,
     tags: &[String],
     tar_options: kiln_layer::TarOptions,
+    file_attestations: kiln_attest::options::Attestations,
 ) -> Result<()> {
     match output {
         Output::Image {
@@ -138,11 +144,10 @@ pub fn write_output(
             for name in names {
                 all_names.push(parse_reference(name)?.to_string());
             }
-            // An OCI layout carries the index with the attestations; a docker archive cannot.
-            let images = [match format {
-                ArchiveFormat::Oci => named_root(env, image, all_names)?,
-                ArchiveFormat::Docker => named(env, image, all_names)?,
-            }];
+            // An OCI layout carries the index with the attestations; so does a docker archive
+            // (its index.json), though `docker load` into the classic store reads only
+            // manifest.json.
+            let images = [named_root(env, image, all_names)?];
             write_to(dest, |out| {
                 kiln_export::write_archive(&env.store, &images, *format, out)
                     .map(drop)
@@ -151,11 +156,13 @@ pub fn write_output(
         }
         Output::Local { dest } => {
             kiln_export::export_filesystem(&env.store, &image.manifest_digest, dest)
-                .with_context(|| format!("exporting the filesystem to {}", dest.display()))
+                .with_context(|| format!("exporting the filesystem to {}", dest.display()))?;
+            write_attestation_files(env, image, file_attestations, dest)
         }
         Output::Tar { dest } => {
             let staging = env.store.temp_dir("export-")?;
             kiln_export::export_filesystem(&env.store, &image.manifest_digest, staging.path())?;
+            write_attestation_files(env, image, file_attestations, staging.path())?;
             write_to(dest, |out| {
                 kiln_layer::write_tar_with(
                     staging.path(),
@@ -170,9 +177,41 @@ pub fn write_output(
     }
 }
 
+/// The attestations `which` selects, as files at the root of `dir` (mode 0600, as BuildKit
+/// writes them), their subjects the image's files.
+fn write_attestation_files(
+    env: &Env,
+    image: &StoredImage,
+    which: kiln_attest::options::Attestations,
+    dir: &Path,
+) -> Result<()> {
+    let Some(index) = image.index_digest.as_ref().filter(|_| which.any()) else {
+        return Ok(());
+    };
+    let layers = kiln_images::lower_dirs(&env.store, image.layers())?;
+    let subjects = kiln_attest::files::subjects(&kiln_attest::rootfs::RootFs::new(layers))
+        .context("hashing the image's files for the attestations' subjects")?;
+    let files =
+        kiln_attest::files::files(&env.store, index, &image.manifest_digest, which, &subjects)?;
+    for file in files {
+        let path = dir.join(&file.name);
+        let mut options = std::fs::OpenOptions::new();
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut out = options
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        out.write_all(&file.bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// `image` as its names point at it: its index when it has one (attestations), else its
 /// manifest.
-fn named_root(env: &Env, image: &StoredImage, names: Vec<String>) -> Result<NamedManifest> {
+pub fn named_root(env: &Env, image: &StoredImage, names: Vec<String>) -> Result<NamedManifest> {
     let Some(index) = &image.index_digest else {
         return named(env, image, names);
     };
@@ -186,7 +225,7 @@ fn named_root(env: &Env, image: &StoredImage, names: Vec<String>) -> Result<Name
     })
 }
 
-pub fn named(env: &Env, image: &StoredImage, names: Vec<String>) -> Result<NamedManifest> {
+fn named(env: &Env, image: &StoredImage, names: Vec<String>) -> Result<NamedManifest> {
     let size = env.store.blob_size(&image.manifest_digest)?;
     Ok(NamedManifest {
         manifest: Descriptor::new(

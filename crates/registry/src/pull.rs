@@ -1,5 +1,8 @@
 //! Pulling an image into the store: resolve the manifest (through an index if there is one),
-//! then stream the config and missing layers into verified blobs.
+//! then stream the config and missing layers into verified blobs. An index's attestation
+//! manifests for the chosen image (BuildKit's SBOM and provenance) come along, and the pull
+//! names what the store should point at: the index when it holds attestations (see
+//! [`kiln_image::attestation`]), else the image manifest.
 //!
 //! Manifests are written to the store last, so a manifest in the store always has all its blobs
 //! beside it, and a failed pull leaves only complete, verified blobs behind.
@@ -55,6 +58,10 @@ pub struct PulledImage {
     pub config_digest: Digest,
     /// The index the manifest was selected from, when the reference named one.
     pub index_digest: Option<Digest>,
+    /// What a local name should point at: `manifest_digest`, or an index in the store holding
+    /// it and its attestation manifests (`index_digest` itself, or one made of those entries
+    /// when the index lists other platforms too).
+    pub root_digest: Digest,
 }
 
 /// A manifest as fetched: exact bytes, their digest, and what they parse to.
@@ -86,8 +93,8 @@ impl RegistryClient {
             digest: top.digest.clone(),
         });
 
-        let (index, image) = match &top.parsed {
-            ParsedManifest::Image { .. } => (None, top),
+        let (index, image, attestations) = match &top.parsed {
+            ParsedManifest::Image { .. } => (None, top, Vec::new()),
             ParsedManifest::Index { index, .. } => {
                 let Some(chosen) = index.select(platform) else {
                     let available = index
@@ -102,11 +109,22 @@ impl RegistryClient {
                         available,
                     });
                 };
-                let chosen = chosen.digest.clone();
+                let chosen = chosen.clone();
+                let kept = kiln_image::attestation::keep(index, &chosen);
+                let attestations: Vec<Descriptor> =
+                    kiln_image::attestation::of(index, &chosen.digest)
+                        .into_iter()
+                        .cloned()
+                        .collect();
                 let image = self
-                    .fetch_manifest(&repo, reference, &chosen.to_string(), Some(&chosen))
+                    .fetch_manifest(
+                        &repo,
+                        reference,
+                        &chosen.digest.to_string(),
+                        Some(&chosen.digest),
+                    )
                     .await?;
-                (Some(top), image)
+                (Some((top, kept, chosen)), image, attestations)
             }
         };
         let ParsedManifest::Image { manifest, .. } = &image.parsed else {
@@ -155,22 +173,80 @@ impl RegistryClient {
             })
             .await?;
 
+        // The attestation manifests (small in-toto blobs) before the image manifest, which
+        // stays the last thing stored for the image.
+        let mut attested = true;
+        for att in &attestations {
+            match self.pull_attestation(store, &repo, reference, att).await {
+                Ok(()) => {}
+                // A registry that lost an attestation (or a partial copy that never had it)
+                // still serves the image: it is kept bare, as before attestations travelled.
+                Err(e) if e.kind() == kiln_error::ErrorKind::NotFound => {
+                    attested = false;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         store_manifest(store, &repo, &image)?;
         // Hints for cross-repository mounts when these blobs are pushed to this registry later;
         // losing one only costs an upload.
         for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
             let _ = store.record_blob_source(&repo.registry, &blob.digest, &repo.repository);
         }
-        if let Some(index) = &index {
+        let mut root_digest = image.digest.clone();
+        if let Some((index, kept, chosen)) = &index {
             store_manifest(store, &repo, index)?;
+            match kept {
+                _ if !attested => {}
+                kiln_image::attestation::Kept::Manifest => {}
+                kiln_image::attestation::Kept::Whole => root_digest = index.digest.clone(),
+                kiln_image::attestation::Kept::Reduced(reduced) => {
+                    debug_assert_eq!(reduced.manifests[0].digest, chosen.digest);
+                    root_digest = store
+                        .write_blob(&kiln_image::to_canonical_json(reduced))
+                        .map_err(|e| store_error(&repo, "image index", e))?;
+                }
+            }
         }
         Ok(PulledImage {
             manifest_digest: image.digest.clone(),
             manifest: manifest.clone(),
             config_digest: manifest.config.digest.clone(),
             config,
-            index_digest: index.map(|i| i.digest),
+            index_digest: index.map(|(i, _, _)| i.digest),
+            root_digest,
         })
+    }
+
+    /// Fetches an attestation manifest `att` and its blobs (config and in-toto statements)
+    /// into the store, the manifest last.
+    async fn pull_attestation(
+        &self,
+        store: &Store,
+        repo: &Repo,
+        reference: &Reference,
+        att: &Descriptor,
+    ) -> Result<(), RegistryError> {
+        let fetched = self
+            .fetch_manifest(repo, reference, &att.digest.to_string(), Some(&att.digest))
+            .await?;
+        let ParsedManifest::Image { manifest, .. } = &fetched.parsed else {
+            return Err(RegistryError::UnsupportedManifest {
+                reference: format!("{}@{}", reference.repository_with_registry(), att.digest),
+                media_type: format!(
+                    "{} (an attestation manifest that is an index)",
+                    fetched.parsed.media_type()
+                ),
+            });
+        };
+        for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            if !store.has_blob(&blob.digest) {
+                let object = format!("attestation blob {}", blob.digest);
+                self.download_blob(store, repo, blob, &object).await?;
+            }
+        }
+        store_manifest(store, repo, &fetched)
     }
 
     /// The digest `reference` currently names (its manifest or index), asked with a HEAD request.

@@ -310,3 +310,134 @@ async fn pushing_a_manifest_missing_from_the_store_names_it() {
     assert!(matches!(err, RegistryError::LocalStore { .. }), "{err:?}");
     assert!(err.to_string().contains(&absent.to_string()), "{err}");
 }
+
+/// An attestation manifest (BuildKit's layout) for `image`, written to `store`: one in-toto
+/// statement as its only layer.
+fn attestation_for(store: &Store, image: &common::BuiltImage, statement: &[u8]) -> Descriptor {
+    use kiln_image::attestation::{
+        ATTESTATION_MANIFEST, REFERENCE_DIGEST_ANNOTATION, REFERENCE_TYPE_ANNOTATION,
+    };
+    let layer_digest = store.write_blob(statement).unwrap();
+    let layer = Descriptor::new(
+        "application/vnd.in-toto+json",
+        layer_digest.clone(),
+        statement.len() as u64,
+    );
+    let config = serde_json::json!({
+        "architecture": "unknown", "os": "unknown",
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest.to_string()]},
+    });
+    let config_bytes = to_canonical_json(&config);
+    let config_digest = store.write_blob(&config_bytes).unwrap();
+    let manifest = kiln_image::Manifest::oci(
+        Descriptor::new(
+            media_type::OCI_CONFIG,
+            config_digest,
+            config_bytes.len() as u64,
+        ),
+        vec![layer],
+    );
+    let bytes = to_canonical_json(&manifest);
+    let digest = store.write_blob(&bytes).unwrap();
+    let mut d = Descriptor::new(media_type::OCI_MANIFEST, digest, bytes.len() as u64);
+    d.platform = Some(Platform::new("unknown", "unknown"));
+    d.annotations = BTreeMap::from([
+        (
+            REFERENCE_TYPE_ANNOTATION.to_owned(),
+            ATTESTATION_MANIFEST.to_owned(),
+        ),
+        (
+            REFERENCE_DIGEST_ANNOTATION.to_owned(),
+            image.manifest_digest.to_string(),
+        ),
+    ]);
+    d
+}
+
+#[tokio::test]
+async fn a_pulled_image_keeps_its_attestation_manifests_and_only_its_own() {
+    let registry = TestRegistry::start();
+    let (_a, source) = new_store();
+    let arm64 = Platform::new("linux", "arm64");
+    let amd_image = build_image(&source, &amd64(), b"x86");
+    let arm_image = build_image(&source, &arm64, b"arm");
+    let entry = |image: &common::BuiltImage, platform: &Platform| Descriptor {
+        platform: Some(platform.clone()),
+        ..Descriptor::new(
+            media_type::OCI_MANIFEST,
+            image.manifest_digest.clone(),
+            image.manifest_size,
+        )
+    };
+    let arm_att = attestation_for(&source, &arm_image, br#"{"statement":"arm"}"#);
+    let amd_att = attestation_for(&source, &amd_image, br#"{"statement":"amd"}"#);
+    let index = |manifests: Vec<Descriptor>| Index {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_INDEX.into()),
+        manifests,
+        annotations: BTreeMap::new(),
+    };
+    let client = client();
+
+    // Two platforms, only arm64 attested.
+    let multi = index(vec![
+        entry(&amd_image, &amd64()),
+        entry(&arm_image, &arm64),
+        arm_att.clone(),
+    ]);
+    let multi_digest = source.write_blob(&to_canonical_json(&multi)).unwrap();
+    let dest = reference(&format!("{}/test/attested:multi", registry.addr));
+    client
+        .push(&source, &multi_digest, &dest, &|_| {})
+        .await
+        .unwrap();
+    let (_b, target) = new_store();
+    let pulled = client.pull(&target, &dest, &arm64, &|_| {}).await.unwrap();
+    assert_eq!(pulled.manifest_digest, arm_image.manifest_digest);
+    assert_eq!(pulled.index_digest, Some(multi_digest.clone()));
+    let kept: Index = serde_json::from_slice(&target.read_blob(&pulled.root_digest).unwrap())
+        .expect("the name's target is an index");
+    assert_eq!(
+        kept.manifests,
+        [entry(&arm_image, &arm64), arm_att.clone()],
+        "an index of the pulled image and its attestation, not the other platform"
+    );
+    assert!(target.has_blob(&arm_att.digest));
+    assert!(target.has_blob(&kiln_image::Digest::of(br#"{"statement":"arm"}"#)));
+    // amd64 has no attestation: a bare manifest, as before.
+    let (_c, other) = new_store();
+    let pulled = client.pull(&other, &dest, &amd64(), &|_| {}).await.unwrap();
+    assert_eq!(pulled.root_digest, amd_image.manifest_digest);
+    assert!(!other.has_blob(&arm_att.digest), "not its attestation");
+
+    // One platform and its attestation: the index is kept as it is.
+    let single = index(vec![entry(&amd_image, &amd64()), amd_att.clone()]);
+    let single_digest = source.write_blob(&to_canonical_json(&single)).unwrap();
+    let dest = reference(&format!("{}/test/attested:single", registry.addr));
+    client
+        .push(&source, &single_digest, &dest, &|_| {})
+        .await
+        .unwrap();
+    let (_d, target) = new_store();
+    let pulled = client
+        .pull(&target, &dest, &amd64(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(pulled.root_digest, single_digest);
+    assert!(target.has_blob(&amd_att.digest));
+
+    // The registry loses the attestation manifest: the image still pulls, bare.
+    let url = format!(
+        "http://{}/v2/test/attested/manifests/{}",
+        registry.addr, amd_att.digest
+    );
+    let deleted = reqwest::Client::new().delete(&url).send().await.unwrap();
+    assert_eq!(deleted.status().as_u16(), 202, "DELETE {url}");
+    let (_e, target) = new_store();
+    let pulled = client
+        .pull(&target, &dest, &amd64(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(pulled.root_digest, amd_image.manifest_digest);
+    assert!(!target.has_blob(&amd_att.digest));
+}

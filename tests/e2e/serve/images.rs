@@ -231,3 +231,51 @@ fn removing_an_image_a_container_uses_is_a_409() {
     assert_eq!(forced.status, 200, "{}", forced.text());
     assert_eq!(forced.json(), serde_json::json!([{ "Untagged": "used:1" }]));
 }
+
+#[test]
+fn images_get_and_load_keep_an_images_attestations() {
+    let k = Kiln::new();
+    let built = k.build_dockerfile(
+        "attested:1",
+        "ARG BASE\nFROM $BASE\nRUN echo hi > /hi\n",
+        &["--provenance=mode=max"],
+    );
+    super::super::harness::assert_success(&built, &["build", "--provenance=mode=max"]);
+    let want = k.ok(&["inspect", "--provenance", "attested:1"]);
+    let d = Daemon::start(&k, &[], &[]);
+    let r = d.get("/images/attested:1/get");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let archive = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(archive.path(), &r.body).unwrap();
+    let archive_arg = archive.path().to_str().unwrap();
+    // The docker save tar from the daemon loads into another store with the provenance.
+    let other = k.fresh_store();
+    let loaded = k.cmd_in(other.path(), &["load", "-i", archive_arg]);
+    super::super::harness::assert_success(&loaded, &["load", "-i", archive_arg]);
+    let got = k.cmd_in(other.path(), &["inspect", "--provenance", "attested:1"]);
+    super::super::harness::assert_success(&got, &["inspect", "--provenance", "(loaded)"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout), want);
+    // And through the daemon's own images/load, under a second name.
+    let renamed = {
+        let mut a = tar::Archive::new(&r.body[..]);
+        let mut out = tar::Builder::new(Vec::new());
+        for entry in a.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().into_owned();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            if path.to_str() == Some("manifest.json") {
+                let text = String::from_utf8(bytes).unwrap();
+                bytes = text.replace("attested:1", "reloaded:1").into_bytes();
+            }
+            let mut header = entry.header().clone();
+            header.set_size(bytes.len() as u64);
+            header.set_cksum();
+            out.append_data(&mut header, &path, &bytes[..]).unwrap();
+        }
+        out.into_inner().unwrap()
+    };
+    let r = d.request("POST", "/images/load", &[], &renamed);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(k.ok(&["inspect", "--provenance", "reloaded:1"]), want);
+}

@@ -5,7 +5,9 @@
 //! Only ELF files are read, and only their section headers and those two sections (`pread`,
 //! never the whole file). Go binaries from before Go 1.18 keep their build info behind
 //! pointers into the data segment instead of inline; kiln does not follow them and lists no
-//! modules for such binaries.
+//! modules for such binaries. A Go binary built without modules (GOPATH mode, as Debian
+//! builds them) has build info naming only its main package: its modules are then read from
+//! the function names of `.gopclntab` ([`super::gopclntab`]), without versions.
 
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -15,6 +17,8 @@ use super::{Ecosystem, Package, purl};
 
 /// Sections worth reading are far smaller than this; a larger one is not trusted.
 const MAX_SECTION: u64 = 8 << 20;
+/// The largest Go function name table read (a big binary's is a few megabytes).
+const MAX_FUNCNAME_TABLE: u64 = 32 << 20;
 
 /// The packages recorded in the ELF file at `path` (none when it is not ELF or has neither
 /// section).
@@ -26,7 +30,13 @@ pub(super) fn scan_elf(path: &Path, found_in: &str) -> Vec<Package> {
         return Vec::new();
     };
     let mut out = Vec::new();
+    let mut gopclntab = None;
+    let mut go_main_only = None;
     for (name, offset, size) in sections {
+        if name == ".gopclntab" {
+            gopclntab = Some((offset, size));
+            continue;
+        }
         if size > MAX_SECTION {
             continue;
         }
@@ -37,6 +47,11 @@ pub(super) fn scan_elf(path: &Path, found_in: &str) -> Vec<Package> {
         match name.as_str() {
             ".go.buildinfo" => {
                 if let Some(data) = read() {
+                    if let Some(info) = go_buildinfo(&data)
+                        && info.modules.is_empty()
+                    {
+                        go_main_only = info.path;
+                    }
                     out.extend(parse_go_buildinfo(&data, found_in));
                 }
             }
@@ -48,7 +63,75 @@ pub(super) fn scan_elf(path: &Path, found_in: &str) -> Vec<Package> {
             _ => {}
         }
     }
+    if let (Some(main), Some((offset, size))) = (go_main_only, gopclntab) {
+        out.extend(gopath_modules(&file, offset, size, &main, found_in));
+    }
     out
+}
+
+/// A GOPATH-mode binary's modules: its main package's module, then every other module whose
+/// functions are linked in, all without versions.
+fn gopath_modules(
+    file: &std::fs::File,
+    offset: u64,
+    size: u64,
+    main: &str,
+    found_in: &str,
+) -> Vec<Package> {
+    let mut head = [0u8; 64];
+    if size < head.len() as u64 || file.read_exact_at(&mut head, offset).is_err() {
+        return Vec::new();
+    }
+    let Some((start, end)) = super::gopclntab::funcname_table(&head) else {
+        return Vec::new();
+    };
+    if end > size || end - start > MAX_FUNCNAME_TABLE {
+        return Vec::new();
+    }
+    let mut table = vec![0u8; (end - start) as usize];
+    if file.read_exact_at(&mut table, offset + start).is_err() {
+        return Vec::new();
+    }
+    let main_module = super::gopclntab::module_of(main);
+    let mut modules: Vec<&str> = vec![main_module];
+    let packages = super::gopclntab::packages(&table);
+    let deps: std::collections::BTreeSet<&str> = packages
+        .iter()
+        .map(|p| super::gopclntab::module_of(p))
+        .filter(|m| *m != main_module)
+        .collect();
+    modules.extend(deps);
+    modules
+        .into_iter()
+        .map(|m| go_module(m, "", found_in))
+        .collect()
+}
+
+/// A Go module as a package.
+fn go_module(path: &str, version: &str, found_in: &str) -> Package {
+    let (namespace, name) = match path.rsplit_once('/') {
+        Some((ns, name)) => (Some(ns), name),
+        None => (None, path),
+    };
+    Package {
+        ecosystem: Ecosystem::Go,
+        purl: purl(Ecosystem::Go, namespace, name, version, &[]),
+        name: path.to_owned(),
+        version: version.to_owned(),
+        license: None,
+        supplier: None,
+        found_in: found_in.to_owned(),
+    }
+}
+
+/// What a Go build info section says.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct GoBuildInfo {
+    go_version: String,
+    /// The main package's import path (`path` line).
+    path: Option<String>,
+    /// Main module and dependencies, `=>` replacements applied: (path, version).
+    modules: Vec<(String, String)>,
 }
 
 /// (name, file offset, size) of each section with file content.
@@ -154,58 +237,53 @@ fn elf_sections(file: &std::fs::File) -> Option<Vec<(String, u64, u64)>> {
 /// and the module info as varint-length-prefixed strings. The module info is framed by
 /// 16-byte sentinels and lists `path`, `mod` and `dep` lines (`=>` replaces the line before).
 pub fn parse_go_buildinfo(data: &[u8], found_in: &str) -> Vec<Package> {
+    let Some(info) = go_buildinfo(data) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if !info.go_version.is_empty() {
+        out.push(go_module("stdlib", &info.go_version, found_in));
+    }
+    for (path, version) in &info.modules {
+        out.push(go_module(path, version, found_in));
+    }
+    out
+}
+
+fn go_buildinfo(data: &[u8]) -> Option<GoBuildInfo> {
     const MAGIC: &[u8] = b"\xff Go buildinf:";
     const INLINE: u8 = 0x2;
-    let Some(start) = data.windows(MAGIC.len()).position(|w| w == MAGIC) else {
-        return Vec::new();
-    };
+    let start = data.windows(MAGIC.len()).position(|w| w == MAGIC)?;
     let data = &data[start..];
     if data.len() < 32 || data[15] & INLINE == 0 {
-        return Vec::new();
+        return None;
     }
     let mut rest = &data[32..];
-    let Some(go_version) = varint_string(&mut rest) else {
-        return Vec::new();
-    };
-    let Some(mut modinfo) = varint_string(&mut rest) else {
-        return Vec::new();
-    };
+    let go_version = varint_string(&mut rest)?;
+    let mut modinfo = varint_string(&mut rest)?;
     if modinfo.len() >= 33 && modinfo[modinfo.len() - 17] == b'\n' {
         modinfo = &modinfo[16..modinfo.len() - 16];
     }
-    let go_version = String::from_utf8_lossy(go_version).into_owned();
-    let modinfo = String::from_utf8_lossy(modinfo);
-    let module = |path: &str, version: &str| {
-        let (namespace, name) = match path.rsplit_once('/') {
-            Some((ns, name)) => (Some(ns), name),
-            None => (None, path),
-        };
-        Package {
-            ecosystem: Ecosystem::Go,
-            purl: purl(Ecosystem::Go, namespace, name, version, &[]),
-            name: path.to_owned(),
-            version: version.to_owned(),
-            license: None,
-            supplier: None,
-            found_in: found_in.to_owned(),
-        }
+    let mut info = GoBuildInfo {
+        go_version: String::from_utf8_lossy(go_version).into_owned(),
+        ..GoBuildInfo::default()
     };
-    let mut out: Vec<Package> = Vec::new();
-    if !go_version.is_empty() {
-        out.push(module("stdlib", &go_version));
-    }
-    for line in modinfo.lines() {
+    for line in String::from_utf8_lossy(modinfo).lines() {
         let fields: Vec<&str> = line.split('\t').collect();
         match fields.as_slice() {
-            ["mod" | "dep", path, version, ..] => out.push(module(path, version)),
-            ["=>", path, version, ..] if out.len() > 1 => {
-                let last = out.len() - 1;
-                out[last] = module(path, version);
+            ["path", path, ..] => info.path = Some((*path).to_owned()),
+            ["mod" | "dep", path, version, ..] => {
+                info.modules
+                    .push(((*path).to_owned(), (*version).to_owned()));
+            }
+            ["=>", path, version, ..] if !info.modules.is_empty() => {
+                let last = info.modules.len() - 1;
+                info.modules[last] = ((*path).to_owned(), (*version).to_owned());
             }
             _ => {}
         }
     }
-    out
+    Some(info)
 }
 
 fn varint_string<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {

@@ -470,17 +470,17 @@ pub async fn save(daemon: Arc<Daemon>, names: Vec<String>) -> Result<Response<Bo
                 .ok()
                 .filter(|r| r.digest().is_none() && !looks_like_id(name))
                 .map(|r| r.to_string());
-            match images
-                .iter_mut()
-                .find(|i| i.manifest.digest == img.manifest_digest)
-            {
+            // An image with attestations goes in as its index, as `kiln save` writes it.
+            let media_type = if img.index_digest.is_some() {
+                kiln_image::media_type::OCI_INDEX
+            } else {
+                img.manifest.effective_media_type()
+            };
+            let root = img.root_digest();
+            match images.iter_mut().find(|i| &i.manifest.digest == root) {
                 Some(existing) => existing.names.extend(full),
                 None => images.push(NamedManifest {
-                    manifest: Descriptor::new(
-                        img.manifest.effective_media_type(),
-                        img.manifest_digest.clone(),
-                        d.store().blob_size(&img.manifest_digest)?,
-                    ),
+                    manifest: Descriptor::new(media_type, root.clone(), d.store().blob_size(root)?),
                     names: full.into_iter().collect(),
                 }),
             }
@@ -532,11 +532,8 @@ pub async fn load(daemon: Arc<Daemon>, req: Req) -> Result<Response<Body>, ApiEr
                 for name in &image.names {
                     refs.push(parse_name(name)?);
                 }
-                named.push((
-                    image.config_digest.clone(),
-                    image.manifest_digest.clone(),
-                    refs,
-                ));
+                // Names point at the image's index when it came with attestations.
+                named.push((image.config_digest.clone(), image.root_digest.clone(), refs));
             }
             staged.commit()?;
             for (_, manifest, refs) in &named {
