@@ -21,6 +21,7 @@ packages=(
   python3-jsonschema  # validates SBOM and provenance statements against the SPDX and in-toto schemas
   docker-compose   # compose 1.29 (with its own python3-docker 5) against kiln serve (tests/e2e/compose.rs)
   curl             # fetches pages served by containers from a test's network namespace
+  socat            # UDP between containers by name (busybox's nc has no -u; tests/e2e/bridges/names.rs)
 )
 
 missing=()

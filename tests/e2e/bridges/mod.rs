@@ -12,6 +12,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod api;
+mod names;
 
 use super::containers::eventually;
 use super::harness::{Kiln, assert_success, stderr, stdout};
