@@ -131,6 +131,11 @@ pub struct RunArgs {
     /// Container hostname
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Link another container as NAME[:ALIAS]: on the default bridge an /etc/hosts line and
+    /// ALIAS_* variables, on a user-defined network a name only this container resolves;
+    /// may be repeated
+    #[arg(long = "link", value_name = "NAME[:ALIAS]")]
+    pub link: Vec<String>,
     /// Add a line to the container's /etc/hosts: NAME:ADDRESS; may be repeated
     #[arg(long = "add-host", value_name = "NAME:ADDRESS")]
     pub add_host: Vec<String>,

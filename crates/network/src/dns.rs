@@ -127,8 +127,17 @@ pub fn lookup(
         .iter()
         .filter(|n| !n.predefined && n.endpoints.contains_key(container_id))
     {
+        // A link of the asking container's on this network (`target:alias`): the alias is
+        // the target's name for it alone.
+        let linked = network.endpoints[container_id]
+            .links
+            .iter()
+            .filter_map(|link| link.split_once(':'))
+            .find(|(_, alias)| alias.eq_ignore_ascii_case(name))
+            .map(|(target, _)| target);
         for (id, endpoint) in &network.endpoints {
             let matches = endpoint.container_name.eq_ignore_ascii_case(name)
+                || linked.is_some_and(|t| endpoint.container_name.eq_ignore_ascii_case(t))
                 || endpoint
                     .aliases
                     .iter()
@@ -380,6 +389,7 @@ mod tests {
             requested_mac: false,
             link_local: Vec::new(),
             driver_opts: Default::default(),
+            links: Vec::new(),
         };
         let network = |name: &str, predefined: bool, endpoints: Vec<(String, EndpointRecord)>| {
             NetworkRecord {
@@ -429,6 +439,9 @@ mod tests {
                 ),
             ],
         };
+        let mut state = state;
+        // web links db as `database`: a name for web alone.
+        state.networks[0].endpoints.get_mut(&a).unwrap().links = vec!["db:Database".into()];
         let lock = files.lock(true).unwrap();
         files.write(&lock, &state).unwrap();
         drop(lock);
@@ -453,6 +466,8 @@ mod tests {
         assert_eq!(lookup(&a, "other"), None);
         assert_eq!(lookup(&c, "web"), None);
         assert_eq!(lookup(&a, "bbbb"), None);
+        assert_eq!(lookup(&a, "DATABASE"), Some(ip([10, 0, 0, 3])));
+        assert_eq!(lookup(&d, "database"), None);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub use crate::create_options::LogConfig;
 use crate::error::{Result, RuntimeError};
 use crate::host::Host;
 use crate::lifecycle::Runtime;
+use crate::links::Link;
 use crate::mounts::{ApiMount, MountRequest, create_mounts, from_api, parse_bind};
 pub use crate::network_request::{
     EndpointIpamConfig, EndpointSettings, NetworkChoice, NetworkingConfig,
@@ -131,6 +132,12 @@ pub struct HostConfig {
     pub port_bindings: crate::ports::PortMap,
     /// `-P`: every exposed port on a port the kernel picks.
     pub publish_all_ports: bool,
+    /// `--link NAME[:ALIAS]` (`crate::links`).
+    #[serde(
+        deserialize_with = "crate::network_request::null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub links: Vec<String>,
 }
 
 pub(crate) fn invalid(
@@ -251,15 +258,42 @@ impl<H: Host> Runtime<H> {
         let network = request
             .host_config
             .network_choice(request.networking_config.as_ref())?;
-        let endpoint_requests = network
+        let mut endpoint_requests = network
             .networks
             .iter()
             .map(|(name, settings)| Ok((name.clone(), settings.request()?)))
             .collect::<Result<Vec<_>>>()?;
+        let links = request
+            .host_config
+            .links
+            .iter()
+            .map(|l| Link::parse(l))
+            .collect::<Result<Vec<_>>>()?;
+        // On a user-defined network a link is a name for this container's DNS alone; on the
+        // default bridge, /etc/hosts lines (below, once this container has its name).
+        let bridge_links = match endpoint_requests.first_mut() {
+            _ if links.is_empty() => &[][..],
+            Some((name, _)) if name == kiln_network::DEFAULT_BRIDGE => &links[..],
+            Some((_, first)) if network.mode == NetworkMode::Prepared => {
+                first.links.extend(links.iter().map(Link::endpoint_form));
+                &[][..]
+            }
+            _ => {
+                return Err(invalid(
+                    "links of network",
+                    request
+                        .host_config
+                        .network_mode
+                        .as_deref()
+                        .unwrap_or("default"),
+                    "links need the default bridge network or a user-defined one",
+                ));
+            }
+        };
         let security = request.host_config.security_options()?;
         let resources = request.host_config.resource_limits()?;
         let mut extra_hosts = request.host_config.extra_hosts()?;
-        let process = process_spec(&request.config, img)?;
+        let mut process = process_spec(&request.config, img)?;
         let mut ports = crate::ports::ports_spec(
             &request.host_config.port_bindings,
             request.host_config.publish_all_ports,
@@ -331,6 +365,26 @@ impl<H: Host> Runtime<H> {
             state: ContainerState::default(),
         };
         store.create_container(&mut record)?;
+        let host_links = links
+            .iter()
+            .map(|l| l.host_config_form(&record.name))
+            .collect();
+        match crate::links::bridge_links(store, &record.name, bridge_links) {
+            Ok(linked) => {
+                extra_hosts.extend(linked.hosts);
+                // The container's own variables win over a link's.
+                for var in linked.env {
+                    let key = var.split('=').next().unwrap_or_default();
+                    if !process.env.iter().any(|e| e.split('=').next() == Some(key)) {
+                        process.env.push(var);
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = crate::lifecycle::remove_record(store, &record, true);
+                return Err(e);
+            }
+        }
         // Connected before anything else is made, so a taken address or a missing network
         // fails the create with nothing left (the removal below releases what was connected).
         let mut connected = Ok(());
@@ -389,7 +443,7 @@ impl<H: Host> Runtime<H> {
             &volumes,
             sandbox,
             (process, restart_policy),
-            ports,
+            (ports, host_links),
         ) {
             Ok(()) => Ok(record),
             Err(e) => {
@@ -408,7 +462,7 @@ impl<H: Host> Runtime<H> {
         image_volumes: &[String],
         mut sandbox: SandboxSpec,
         (process, restart_policy): (ProcessSpec, RestartPolicy),
-        ports: crate::ports::PortsSpec,
+        (ports, links): (crate::ports::PortsSpec, Vec<String>),
     ) -> Result<()> {
         let store = &self.store;
         let created = record
@@ -436,6 +490,7 @@ impl<H: Host> Runtime<H> {
             process,
             restart_policy,
             ports,
+            links,
         }
         .write(store, &record.id)
     }

@@ -88,7 +88,13 @@ impl<H: Host> Runtime<H> {
                 "StopSignal": c.config.stop_signal,
                 "Healthcheck": c.config.healthcheck,
             },
-            "HostConfig": { "AutoRemove": c.auto_remove },
+            "HostConfig": {
+                "AutoRemove": c.auto_remove,
+                "Links": crate::spec::ContainerSpec::read(&self.store, &c.id)
+                    .ok()
+                    .filter(|s| !s.links.is_empty())
+                    .map(|s| s.links),
+            },
             "NetworkSettings": self.network_settings(&c)?,
         }))
     }

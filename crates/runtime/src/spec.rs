@@ -18,6 +18,9 @@ pub struct ContainerSpec {
     /// before it was kept: `no`). Kept and reported; kiln does not restart containers on it.
     #[serde(default, skip_serializing_if = "RestartPolicy::is_no")]
     pub restart_policy: RestartPolicy,
+    /// `HostConfig.Links` as dockerd shows them (`/NAME:/CONTAINER/ALIAS`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
 }
 
 /// Docker's `RestartPolicy`.

@@ -84,3 +84,147 @@ fn containers_on_a_user_network_reach_each_other_by_name_over_udp() {
     assert!(!out.status.success(), "{}", super::stdout(&out));
     assert!(!super::stdout(&out).contains("hello"));
 }
+
+fn inspect(net: &TestNet<'_>, container: &str) -> serde_json::Value {
+    let value: serde_json::Value = serde_json::from_str(&net.ok(&["inspect", container])).unwrap();
+    if value.is_array() {
+        value[0].clone()
+    } else {
+        value
+    }
+}
+
+/// Legacy links on the default bridge: dockerd's /etc/hosts line and variables, and
+/// `HostConfig.Links` as dockerd writes it; links to what cannot be linked fail cleanly.
+#[test]
+fn links_on_the_default_bridge_write_hosts_lines_and_variables() {
+    let k = Kiln::new();
+    let net = TestNet::new(&k);
+    server(
+        &net,
+        "db",
+        &["--network", "bridge", "--expose", "80", "-e", "FOO=1"],
+    );
+    let db = inspect(&net, "db");
+    let db_ip = db["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let db_host = db["Config"]["Hostname"].as_str().unwrap().to_owned();
+    net.ok(&[
+        "create",
+        "--name",
+        "app",
+        "--network",
+        "bridge",
+        "--link",
+        "db:data",
+        &k.base,
+        "sh",
+        "-c",
+        "cat /etc/hosts; env; nc -w 3 data 80",
+    ]);
+    assert_eq!(
+        inspect(&net, "app")["HostConfig"]["Links"],
+        serde_json::json!(["/db:/app/data"])
+    );
+    let out = net.ok(&["start", "-a", "app"]);
+    assert!(
+        out.contains(&format!("{db_ip}\tdata {db_host} db\n")),
+        "{out}"
+    );
+    assert!(out.contains("DATA_NAME=/app/data\n"), "{out}");
+    assert!(out.contains("DATA_ENV_FOO=1\n"), "{out}");
+    assert!(!out.contains("DATA_ENV_PATH="), "{out}");
+    assert!(
+        out.contains(&format!("DATA_PORT_80_TCP_ADDR={db_ip}\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("DATA_PORT=tcp://{db_ip}:80\n")),
+        "{out}"
+    );
+    // The alias reaches the linked container.
+    assert!(out.contains("hello from db"), "{out}");
+
+    // Nothing to link to, or a container the default bridge does not have: errors naming it,
+    // no container left.
+    net.ok(&["network", "create", "apart"]);
+    server(&net, "away", &["--network", "apart"]);
+    for (link, expected) in [
+        ("nope:x", "nope"),
+        (
+            "away",
+            "cannot link to container away: it is not on the default bridge network",
+        ),
+        ("bad name", "invalid link"),
+    ] {
+        let err = net.fails(&[
+            "run",
+            "--rm",
+            "--name",
+            "never",
+            "--network",
+            "bridge",
+            "--link",
+            link,
+            &k.base,
+            "true",
+        ]);
+        assert!(err.contains(expected), "{link}: {err}");
+    }
+    let err = net.fails(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--link",
+        "db",
+        &k.base,
+        "true",
+    ]);
+    assert!(err.contains("links need the default bridge"), "{err}");
+    assert!(!net.ok(&["ps", "-a"]).contains("never"));
+}
+
+/// Links on a user-defined network: a name only the linking container resolves, for a
+/// container that may not exist yet (docker-py's `test_create_with_links`).
+#[test]
+fn links_on_a_user_network_are_names_for_the_linking_container_alone() {
+    let k = Kiln::new();
+    let net = TestNet::new(&k);
+    net.ok(&["network", "create", "apps"]);
+    net.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "client",
+        "--network",
+        "apps",
+        "--link",
+        "later:up",
+        &k.base,
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(
+        inspect(&net, "client")["NetworkSettings"]["Networks"]["apps"]["Links"],
+        serde_json::json!(["later:up"])
+    );
+    server(&net, "later", &["--network", "apps"]);
+    super::eventually("the link's alias to reach its container", || {
+        super::stdout(&net.kiln(&["exec", "client", "nc", "-w", "3", "up", "80"]))
+            .contains("hello from later")
+    });
+    // Another container on the network does not know the alias.
+    let out = net.kiln(&[
+        "run",
+        "--rm",
+        "--network",
+        "apps",
+        &k.base,
+        "nslookup",
+        "up",
+    ]);
+    assert!(!out.status.success(), "{}", super::stdout(&out));
+}

@@ -259,7 +259,9 @@ fn complete(
             "GroupAdd": null,
             "IpcMode": "private",
             "Cgroup": "",
-            "Links": null,
+            "Links": spec
+                .filter(|s| !s.links.is_empty())
+                .map_or(Value::Null, |s| json!(s.links)),
             "OomScoreAdj": 0,
             "PidMode": "",
             "Privileged": false,

@@ -30,6 +30,7 @@ pub fn request(args: &RunArgs, attached_stdin: bool) -> Result<ContainerCreateRe
     host_config.network_mode = args.network.clone();
     let networking_config = endpoint(args)?;
     host_config.extra_hosts = args.add_host.clone();
+    host_config.links = args.link.clone();
     let mut exposed = std::collections::BTreeMap::new();
     for flag in &args.publish {
         for (key, binding) in kiln_runtime::ports::parse_publish(flag)? {
