@@ -228,3 +228,66 @@ fn links_on_a_user_network_are_names_for_the_linking_container_alone() {
     ]);
     assert!(!out.status.success(), "{}", super::stdout(&out));
 }
+
+/// A DNS query for `name` (type A, ID `id`) with TCP's two-byte length prefix.
+fn framed_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    framed
+}
+
+/// The embedded server answers over TCP too (127.0.0.11:53/tcp, length-prefixed), several
+/// queries on one connection, asked from the container's network namespace.
+#[test]
+fn the_embedded_dns_server_answers_over_tcp() {
+    use std::io::Write;
+    let k = Kiln::new();
+    let net = TestNet::new(&k);
+    net.ok(&["network", "create", "--subnet", "10.93.0.0/24", "tcpdns"]);
+    server(&net, "web", &["--network", "tcpdns", "--ip", "10.93.0.20"]);
+    net.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "asker",
+        "--network",
+        "tcpdns",
+        &k.base,
+        "sleep",
+        "600",
+    ]);
+    let pid = inspect(&net, "asker")["State"]["Pid"].as_u64().unwrap();
+    let mut queries = framed_query(0x0101, "web");
+    queries.extend(framed_query(0x0202, "WEB"));
+    let mut child = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["socat", "-t", "3", "-", "TCP:127.0.0.11:53"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&queries).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    // Two framed answers, in order, each with the one A record last.
+    let mut rest = &out.stdout[..];
+    for id in [0x0101u16, 0x0202] {
+        assert!(rest.len() > 2, "short answer: {:?}", out.stdout);
+        let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+        let message = &rest[2..2 + len];
+        assert_eq!(&message[..2], &id.to_be_bytes());
+        // QR set, NOERROR, one answer.
+        assert_eq!((message[2] & 0x80, message[3] & 0xf), (0x80, 0));
+        assert_eq!(u16::from_be_bytes([message[6], message[7]]), 1);
+        assert_eq!(&message[len - 4..], &[10, 93, 0, 20]);
+        rest = &rest[2 + len..];
+    }
+    assert!(rest.is_empty());
+}
