@@ -18,7 +18,7 @@
 //! over TCP when that answer is truncated ([`forward`]); a UDP client whose answer is more
 //! than it takes gets the question back with the TC bit, so it asks again over TCP.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,8 +107,15 @@ fn upstream_servers(resolv_conf: &str) -> Vec<SocketAddr> {
 
 /// Starts the server for `container_id`, whose namespace holds `netns_pid` (the sandbox's
 /// init, whose exit stops it). Does nothing for a container on no user-defined network (the
-/// default bridge has no DNS, as Docker's). Returns whether a server was started.
-pub fn start(store_root: &Path, container_id: &str, netns_pid: u32) -> Result<bool> {
+/// default bridge has no DNS, as Docker's). `upstream`: the container's `--dns` servers,
+/// which other names go to instead of the host's resolvers (as dockerd's). Returns whether a
+/// server was started.
+pub fn start(
+    store_root: &Path,
+    container_id: &str,
+    netns_pid: u32,
+    upstream: &[IpAddr],
+) -> Result<bool> {
     let files = StateFiles::new(store_root);
     let (user_defined, way_out) = {
         let lock = files.lock(false)?;
@@ -132,7 +139,9 @@ pub fn start(store_root: &Path, container_id: &str, netns_pid: u32) -> Result<bo
         .map_err(|e| NetworkError::io(format!("/proc/{netns_pid}"))(e.into()))?;
     // A container only on `--internal` networks has no way out, for names either (dockerd's
     // resolver does not forward for internal networks either).
-    let upstream = if way_out {
+    let upstream = if way_out && !upstream.is_empty() {
+        upstream.iter().map(|ip| SocketAddr::new(*ip, 53)).collect()
+    } else if way_out {
         upstream_servers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
     } else {
         Vec::new()

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use kiln_image::HealthConfig;
 use kiln_images::{StoredImage, lower_dirs};
 use kiln_sandbox::{
-    Capabilities, ExtraHost, NetworkMode, ProcessSpec, ResourceLimits, SandboxSpec, SecurityOptions,
+    Capabilities, ExtraHost, NameSettings, NetworkMode, ProcessSpec, ResourceLimits, SandboxSpec,
+    SecurityOptions,
 };
 use kiln_store::{CONTAINER_SCHEMA_VERSION, ContainerRecord, ContainerState, RunConfig};
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,9 @@ pub struct ContainerCreateRequest {
 pub struct ContainerConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// The UTS domain name (`--domainname`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub domainname: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     pub tty: bool,
@@ -138,6 +142,44 @@ pub struct HostConfig {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub links: Vec<String>,
+    /// `--dns`: nameservers (on a user-defined network, the embedded server's upstreams).
+    #[serde(
+        deserialize_with = "crate::network_request::null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub dns: Vec<String>,
+    /// `--dns-search`: search domains instead of the host's.
+    #[serde(
+        deserialize_with = "crate::network_request::null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub dns_search: Vec<String>,
+    /// `--dns-option`: resolv.conf options instead of the host's.
+    #[serde(
+        deserialize_with = "crate::network_request::null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub dns_options: Vec<String>,
+}
+
+/// `/etc/hostname`, `--domainname`, `--dns-search` and `--dns-option` as the sandbox takes
+/// them (empty lists: the host's, as dockerd).
+fn name_settings(config: &ContainerConfig, host: &HostConfig) -> Result<NameSettings> {
+    // The kernel's limit for a UTS name.
+    if config.domainname.len() > 64 || config.domainname.contains(char::is_whitespace) {
+        return Err(invalid(
+            "domain name",
+            &config.domainname,
+            "expected at most 64 characters without spaces",
+        ));
+    }
+    let given = |list: &Vec<String>| Some(list.clone()).filter(|l| !l.is_empty());
+    Ok(NameSettings {
+        etc_hostname: true,
+        domainname: config.domainname.clone(),
+        dns_search: given(&host.dns_search),
+        dns_options: given(&host.dns_options),
+    })
 }
 
 pub(crate) fn invalid(
@@ -160,6 +202,17 @@ impl HostConfig {
             .map(|h| {
                 ExtraHost::parse(h)
                     .map_err(|_| invalid("extra host", h, "expected NAME:ADDRESS (an IP address)"))
+            })
+            .collect()
+    }
+
+    /// `Dns`, checked: addresses.
+    pub fn dns_servers(&self) -> Result<Vec<std::net::IpAddr>> {
+        self.dns
+            .iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| invalid("DNS server", s, "expected an IP address"))
             })
             .collect()
     }
@@ -293,6 +346,8 @@ impl<H: Host> Runtime<H> {
         let security = request.host_config.security_options()?;
         let resources = request.host_config.resource_limits()?;
         let mut extra_hosts = request.host_config.extra_hosts()?;
+        let dns_upstream = request.host_config.dns_servers()?;
+        let names = name_settings(&request.config, &request.host_config)?;
         let mut process = process_spec(&request.config, img)?;
         let mut ports = crate::ports::ports_spec(
             &request.host_config.port_bindings,
@@ -401,7 +456,7 @@ impl<H: Host> Runtime<H> {
                     // Docker's /etc/hosts names the container on its first network's address.
                     if let (0, Some(ip)) = (i, endpoint.ip) {
                         extra_hosts.push(ExtraHost {
-                            name: hostname.clone(),
+                            name: names.hosts_names(&hostname),
                             address: ip.into(),
                         });
                     }
@@ -417,6 +472,10 @@ impl<H: Host> Runtime<H> {
             return Err(e.into());
         }
         let network = network.mode;
+        // `--dns` off user-defined networks: resolv.conf's nameservers.
+        if dns.is_empty() {
+            dns.clone_from(&dns_upstream);
+        }
         let sandbox = SandboxSpec {
             lower_dirs: lowers,
             upper_dir: store.container_dir(&id).join("upper"),
@@ -428,6 +487,7 @@ impl<H: Host> Runtime<H> {
             resources,
             extra_hosts,
             dns,
+            names,
         };
         // The request's `Volumes` are anonymous volumes, as the image's are.
         let mut volumes: Vec<String> = img.config.config.volumes.keys().cloned().collect();
@@ -443,7 +503,7 @@ impl<H: Host> Runtime<H> {
             &volumes,
             sandbox,
             (process, restart_policy),
-            (ports, host_links),
+            (ports, host_links, dns_upstream),
         ) {
             Ok(()) => Ok(record),
             Err(e) => {
@@ -462,7 +522,7 @@ impl<H: Host> Runtime<H> {
         image_volumes: &[String],
         mut sandbox: SandboxSpec,
         (process, restart_policy): (ProcessSpec, RestartPolicy),
-        (ports, links): (crate::ports::PortsSpec, Vec<String>),
+        (ports, links, dns_upstream): (crate::ports::PortsSpec, Vec<String>, Vec<std::net::IpAddr>),
     ) -> Result<()> {
         let store = &self.store;
         let created = record
@@ -491,6 +551,7 @@ impl<H: Host> Runtime<H> {
             restart_policy,
             ports,
             links,
+            dns_upstream,
         }
         .write(store, &record.id)
     }

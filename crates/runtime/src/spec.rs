@@ -21,6 +21,10 @@ pub struct ContainerSpec {
     /// `HostConfig.Links` as dockerd shows them (`/NAME:/CONTAINER/ALIAS`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<String>,
+    /// `HostConfig.Dns`: resolv.conf's nameservers, or on a user-defined network the embedded
+    /// DNS server's upstreams (resolv.conf then names the server).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_upstream: Vec<std::net::IpAddr>,
 }
 
 /// Docker's `RestartPolicy`.

@@ -546,6 +546,7 @@ mod tests {
             resources: Default::default(),
             extra_hosts: Vec::new(),
             dns: Vec::new(),
+            names: Default::default(),
         };
         let process = ProcessSpec {
             args: vec![],

@@ -91,6 +91,7 @@ fn spec(lowers: &[&Path], scratch: &Scratch, network: NetworkMode) -> SandboxSpe
         resources: Default::default(),
         extra_hosts: Vec::new(),
         dns: Vec::new(),
+        names: Default::default(),
     }
 }
 

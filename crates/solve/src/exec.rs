@@ -168,6 +168,7 @@ impl StageBuilder<'_> {
             resources: Default::default(),
             extra_hosts: self.req.extra_hosts.clone(),
             dns: Vec::new(),
+            names: Default::default(),
         };
         // Secrets exposed as variables reach the process only, never the image's config.
         let mut env = state.process_env();

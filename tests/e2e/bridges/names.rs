@@ -291,3 +291,123 @@ fn the_embedded_dns_server_answers_over_tcp() {
     }
     assert!(rest.is_empty());
 }
+
+/// `--dns`, `--dns-search`, `--dns-option`, `--hostname` and `--domainname` on the default
+/// bridge: resolv.conf, /etc/hostname, /etc/hosts and the UTS names as dockerd writes them,
+/// and inspect's fields.
+#[test]
+fn dns_flags_hostname_and_domainname_shape_the_containers_files() {
+    let k = Kiln::new();
+    let net = TestNet::new(&k);
+    let flags = [
+        "--network",
+        "bridge",
+        "--dns",
+        "192.0.2.53",
+        "--dns",
+        "192.0.2.54",
+        "--dns-search",
+        "a.example",
+        "--dns-search",
+        "b.example",
+        "--dns-option",
+        "ndots:3",
+        "--hostname",
+        "web",
+        "--domainname",
+        "example.org",
+    ];
+    let script = "cat /etc/resolv.conf; echo ---; cat /etc/hostname; echo ---; \
+                  cat /etc/hosts; echo ---; hostname; cat /proc/sys/kernel/domainname";
+    net.ok(&[
+        &["create", "--name", "named"][..],
+        &flags,
+        &[&k.base, "sh", "-c", script],
+    ]
+    .concat());
+    let inspected = inspect(&net, "named");
+    assert_eq!(
+        inspected["HostConfig"]["Dns"],
+        serde_json::json!(["192.0.2.53", "192.0.2.54"])
+    );
+    assert_eq!(
+        inspected["HostConfig"]["DnsSearch"],
+        serde_json::json!(["a.example", "b.example"])
+    );
+    assert_eq!(
+        inspected["HostConfig"]["DnsOptions"],
+        serde_json::json!(["ndots:3"])
+    );
+    assert_eq!(inspected["Config"]["Domainname"], "example.org");
+    let out = net.ok(&["start", "-a", "named"]);
+    let parts: Vec<&str> = out.split("---\n").collect();
+    assert_eq!(
+        parts[0],
+        "nameserver 192.0.2.53\nnameserver 192.0.2.54\nsearch a.example b.example\n\
+         options ndots:3\n"
+    );
+    assert_eq!(parts[1], "web\n");
+    // The hostname's line: its address on the default bridge, the full name first.
+    let line = parts[2].lines().last().unwrap();
+    assert!(
+        line.starts_with("172.17.") && line.ends_with("\tweb.example.org web"),
+        "{}",
+        parts[2]
+    );
+    assert_eq!(parts[3], "web\nexample.org\n");
+
+    for (flag, value, expected) in [
+        ("--dns", "not-an-address", "invalid DNS server"),
+        ("--domainname", "a b", "invalid domain name"),
+    ] {
+        let err = net.fails(&[
+            "run", "--rm", "--name", "never", flag, value, &k.base, "true",
+        ]);
+        assert!(err.contains(expected), "{flag} {value}: {err}");
+    }
+    assert!(!net.ok(&["ps", "-a"]).contains("never"));
+}
+
+/// On a user-defined network resolv.conf names the embedded server (with `--dns-search` and
+/// `--dns-option`), and `--dns` servers become the server's upstreams: a name it does not
+/// know goes to them, not to the host's resolvers.
+#[test]
+fn dns_servers_on_a_user_network_are_the_embedded_servers_upstreams() {
+    let k = Kiln::new();
+    let net = TestNet::new(&k);
+    net.ok(&["network", "create", "up"]);
+    // The "upstream": one datagram's bytes, caught on 127.0.0.53:53 of the test's namespace
+    // (where the embedded server's supervisor lives).
+    let mut upstream = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", net.name))
+        .args(["socat", "-u", "UDP4-RECV:53,bind=127.0.0.53", "-"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = net.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "up",
+        "--dns",
+        "127.0.0.53",
+        "--dns-search",
+        "corp.example",
+        "--dns-option",
+        "timeout:2",
+        &k.base,
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf; nslookup -timeout=1 outside.example. 127.0.0.11 >/dev/null; true",
+    ]);
+    assert_eq!(
+        out,
+        "nameserver 127.0.0.11\nsearch corp.example\noptions timeout:2 ndots:0\n"
+    );
+    let _ = upstream.kill();
+    let caught = upstream.wait_with_output().unwrap().stdout;
+    assert!(
+        caught.windows(16).any(|w| w == b"\x07outside\x07example"),
+        "the upstream saw {caught:?}"
+    );
+}
