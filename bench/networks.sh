@@ -11,18 +11,18 @@
 #   bench/networks.sh                     # target/release/kiln
 #   KILN=target/debug/kiln RUNS=30 ROUNDS=7 SECONDS_PER_ROUND=5 bench/networks.sh
 #
-# Runs as root; needs hyperfine, iperf3 (Debian's, dynamically linked: the containers get it
+# Runs as root; needs iperf3 (Debian's, dynamically linked: the containers get it
 # with the host's libraries bind-mounted read-only, as busybox has none), nftables,
 # iproute2, busybox-static, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 source bench/lib.sh
-RUNS=${RUNS:-20}
+RUNS=${RUNS:-30}
 ROUNDS=${ROUNDS:-7}
 SECONDS_PER_ROUND=${SECONDS_PER_ROUND:-5}
 [[ $(id -u) -eq 0 ]] || { echo "networks.sh: must run as root" >&2; exit 1; }
-for tool in hyperfine iperf3 python3; do
+for tool in iperf3 python3; do
     command -v $tool >/dev/null || { echo "networks.sh: needs $tool" >&2; exit 1; }
 done
 bench_kiln_binary networks.sh
@@ -42,6 +42,12 @@ cleanup() {
 trap cleanup EXIT
 ip netns add "$NS"
 ip -n "$NS" link set lo up
+# BRIDGE_NF=0: bridged traffic in the bench's namespace skips the ip hooks (br_netfilter's
+# per-namespace sysctl; 1 by default wherever br_netfilter is loaded, as dockerd loads it),
+# to tell their cost (kiln's forward chains and conntrack on every packet) from the bridge's.
+if [[ -n ${BRIDGE_NF:-} && -e /proc/sys/net/bridge/bridge-nf-call-iptables ]]; then
+    nsenter --net=/run/netns/$NS sh -c "echo $BRIDGE_NF > /proc/sys/net/bridge/bridge-nf-call-iptables"
+fi
 in_ns() { nsenter --net=/run/netns/$NS "$@"; }
 kiln() { in_ns "$KILN" --root "$WORK/store" "$@"; }
 
@@ -49,25 +55,36 @@ kiln() { in_ns "$KILN" --root "$WORK/store" "$@"; }
 kiln import "$WORK/busybox.tar" bench-base:latest >/dev/null
 kiln network create --subnet 10.123.0.0/16 benchnet >/dev/null
 
-echo "## kiln run --rm (hyperfine, $RUNS runs; median, min, max in ms)"
+# Start-up: rounds of the three, in rotating order (so a change of the shared machine's load
+# falls on all three alike), each timed by this shell; medians per network.
+echo "## kiln run --rm ($RUNS rounds, the three networks interleaved; ms)"
 echo
-hyperfine --style basic --warmup 3 --runs "$RUNS" --export-json "$WORK/start.json" \
-    --command-name "none" "nsenter --net=/run/netns/$NS $KILN --root $WORK/store run --rm --network none bench-base:latest true" \
-    --command-name "benchnet" "nsenter --net=/run/netns/$NS $KILN --root $WORK/store run --rm --network benchnet bench-base:latest true" \
-    --command-name "bridge" "nsenter --net=/run/netns/$NS $KILN --root $WORK/store run --rm --network bridge bench-base:latest true" >&2
-python3 - "$WORK/start.json" <<'PY'
-import json, statistics, sys
-results = json.load(open(sys.argv[1]))["results"]
+for net in none benchnet bridge; do kiln run --rm --network $net bench-base:latest true; done
+: >"$WORK/start"
+nets=(none benchnet bridge)
+for round in $(seq 0 $((RUNS - 1))); do
+    for i in 0 1 2; do
+        net=${nets[$(((round + i) % 3))]}
+        start=$(date +%s%N)
+        kiln run --rm --network "$net" bench-base:latest true
+        echo "$net $((($(date +%s%N) - start) / 1000))" >>"$WORK/start"
+    done
+done
+python3 - "$WORK/start" <<'PY'
+import statistics, sys
+times = {}
+for line in open(sys.argv[1]):
+    net, micros = line.split()
+    times.setdefault(net, []).append(int(micros) / 1000)
 print("| `--network` | median | min | max |")
 print("|---|---|---|---|")
-medians = {}
-for r in results:
-    times = [t * 1000 for t in r["times"]]
-    medians[r["command"]] = statistics.median(times)
-    print(f"| {r['command']} | {medians[r['command']]:.1f} | {min(times):.1f} | {max(times):.1f} |")
+for net in ["none", "benchnet", "bridge"]:
+    t = times[net]
+    print(f"| {net} | {statistics.median(t):.1f} | {min(t):.1f} | {max(t):.1f} |")
+m = {net: statistics.median(t) for net, t in times.items()}
 print()
-print(f"user network / none: {medians['benchnet'] / medians['none']:.2f}x; "
-      f"default bridge / none: {medians['bridge'] / medians['none']:.2f}x")
+print(f"user network / none: {m['benchnet'] / m['none']:.2f}x; "
+      f"default bridge / none: {m['bridge'] / m['none']:.2f}x (load {open('/proc/loadavg').read().split()[0]})")
 PY
 echo
 
@@ -77,6 +94,14 @@ TOOL_MOUNTS=(-v /usr/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu:ro -v /usr/lib64
     -v "$(command -v iperf3):/usr/local/bin/iperf3:ro")
 kiln run -d --name sink --network benchnet --ip 10.123.0.10 "${TOOL_MOUNTS[@]}" \
     bench-base:latest iperf3 -s >/dev/null
+# The same bridge path without the containers' processes: a second server (port 5202) and
+# the client entered into two containers' network namespaces with nsenter, so what the
+# containers add (seccomp on every send and receive, their cgroups) is told from the bridge.
+kiln run -d --name src --network benchnet bench-base:latest sleep 3600 >/dev/null
+pid_of() { kiln inspect "$1" | python3 -c 'import json,sys; v=json.load(sys.stdin); v=v[0] if isinstance(v,list) else v; print(v["State"]["Pid"])'; }
+sink_ns=/proc/$(pid_of sink)/ns/net
+src_ns=/proc/$(pid_of src)/ns/net
+nsenter --net="$sink_ns" iperf3 -s -p 5202 -D -I "$WORK/iperf3-bridge.pid"
 ip netns add "$NS-a"; ip netns add "$NS-b"
 ip -n "$NS-a" link add v0 type veth peer name v1 netns "$NS-b"
 ip -n "$NS-a" addr add 10.124.0.1/24 dev v0; ip -n "$NS-a" link set v0 up
@@ -91,10 +116,11 @@ for round in $(seq 1 "$ROUNDS"); do
     veth=$(nsenter --net=/run/netns/$NS-a iperf3 -c 10.124.0.2 -t "$SECONDS_PER_ROUND" -J | gbits)
     bridge=$(kiln run --rm --network benchnet "${TOOL_MOUNTS[@]}" bench-base:latest \
         iperf3 -c 10.123.0.10 -t "$SECONDS_PER_ROUND" -J | gbits)
-    echo "$round $veth $bridge" >>"$WORK/rounds"
-    echo "round $round: veth $veth, bridge $bridge Gbit/s (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+    entered=$(nsenter --net="$src_ns" iperf3 -c 10.123.0.10 -p 5202 -t "$SECONDS_PER_ROUND" -J | gbits)
+    echo "$round $veth $bridge $entered" >>"$WORK/rounds"
+    echo "round $round: veth $veth, bridge $bridge, entered $entered Gbit/s (load $(cut -d' ' -f1 /proc/loadavg))" >&2
 done
-kill "$(cat "$WORK/iperf3-veth.pid")" 2>/dev/null || true
+kill "$(cat "$WORK/iperf3-veth.pid")" "$(cat "$WORK/iperf3-bridge.pid")" 2>/dev/null || true
 
 echo "## TCP throughput, iperf3 ($ROUNDS rounds of $SECONDS_PER_ROUND s, interleaved; Gbit/s)"
 echo
@@ -103,12 +129,15 @@ import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
 veth = [float(r[1]) for r in rows]
 bridge = [float(r[2]) for r in rows]
+entered = [float(r[3]) for r in rows]
 print("| path | median | min | max |")
 print("|---|---|---|---|")
 print(f"| bare veth pair between two namespaces | {statistics.median(veth):.2f} | {min(veth):.2f} | {max(veth):.2f} |")
 print(f"| two containers on a kiln bridge | {statistics.median(bridge):.2f} | {min(bridge):.2f} | {max(bridge):.2f} |")
+print(f"| the same bridge, iperf3 entered into the containers' namespaces | {statistics.median(entered):.2f} | {min(entered):.2f} | {max(entered):.2f} |")
 print()
 ratios = [b / v for v, b in zip(veth, bridge)]
 print(f"ratio bridge/veth: {statistics.median(bridge) / statistics.median(veth):.2f} of the medians; "
       f"per round {', '.join(f'{r:.2f}' for r in ratios)}")
+print(f"ratio entered/veth: {statistics.median(entered) / statistics.median(veth):.2f} of the medians (load {open('/proc/loadavg').read().split()[0]})")
 PY

@@ -15,7 +15,7 @@
 //! UDP and TCP (RFC 7766: a resolver retries over TCP when a UDP answer is truncated, and
 //! some clients ask over TCP only): a TCP listener on the same address, each connection served
 //! by a thread of its own. Forwarded queries go to the host's resolvers over UDP and again
-//! over TCP when that answer is truncated ([`forward`]); a UDP client whose answer is more
+//! over TCP when that answer is truncated (`dns/forward.rs`); a UDP client whose answer is more
 //! than it takes gets the question back with the TC bit, so it asks again over TCP.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
