@@ -22,6 +22,8 @@ packages=(
   fzf              # a real Go binary from a Debian package (GOPATH build): the Go SBOM e2e test
   docker-compose   # compose 1.29 (with its own python3-docker 5) against kiln serve (tests/e2e/compose.rs)
   curl             # fetches pages served by containers from a test's network namespace
+  socat            # UDP between containers by name (busybox's nc has no -u; tests/e2e/bridges/names.rs)
+  iperf3           # bench/networks.sh: container-to-container throughput (not used by the tests)
 )
 
 missing=()

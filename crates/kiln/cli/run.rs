@@ -131,6 +131,26 @@ pub struct RunArgs {
     /// Container hostname
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Container NIS domain name (the UTS domain name; HOSTNAME.DOMAIN in /etc/hosts)
+    #[arg(long)]
+    pub domainname: Option<String>,
+    /// A nameserver for /etc/resolv.conf (on a user-defined network: where the embedded DNS
+    /// server sends names it does not know); may be repeated
+    #[arg(long = "dns", value_name = "ADDRESS")]
+    pub dns: Vec<String>,
+    /// A search domain for /etc/resolv.conf instead of the host's ("." for none); may be
+    /// repeated
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// An option for /etc/resolv.conf instead of the host's (ndots:2, timeout:3, …); may be
+    /// repeated
+    #[arg(long = "dns-option", alias = "dns-opt", value_name = "OPTION")]
+    pub dns_option: Vec<String>,
+    /// Link another container as NAME[:ALIAS]: on the default bridge an /etc/hosts line and
+    /// ALIAS_* variables, on a user-defined network a name only this container resolves;
+    /// may be repeated
+    #[arg(long = "link", value_name = "NAME[:ALIAS]")]
+    pub link: Vec<String>,
     /// Add a line to the container's /etc/hosts: NAME:ADDRESS; may be repeated
     #[arg(long = "add-host", value_name = "NAME:ADDRESS")]
     pub add_host: Vec<String>,

@@ -10,13 +10,25 @@
 //! from the host and reach its resolvers even when they listen on the host's loopback
 //! (systemd-resolved), with no NAT rule. The server reads the network records at each query,
 //! so a container connected a moment ago resolves at once, and it stops when the container's
-//! init exits (a pidfd in its poll), releasing the namespace. Only UDP; a truncated forwarded
-//! answer is relayed as it is (the client may retry over TCP, which is not served yet).
+//! init exits (a pidfd in its poll), releasing the namespace.
+//!
+//! UDP and TCP (RFC 7766: a resolver retries over TCP when a UDP answer is truncated, and
+//! some clients ask over TCP only): a TCP listener on the same address, each connection served
+//! by a thread of its own. Forwarded queries go to the host's resolvers over UDP and again
+//! over TCP when that answer is truncated (`dns/forward.rs`); a UDP client whose answer is more
+//! than it takes gets the question back with the TC bit, so it asks again over TCP.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+mod forward;
+pub mod wire;
+
+pub use wire::{Query, answer, parse_query};
 
 use crate::error::{NetworkError, Result};
 use crate::state::StateFiles;
@@ -26,84 +38,12 @@ pub const DNS_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
 /// How long answers of local names may be cached (dockerd's 600 s).
 const TTL: u32 = 600;
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a TCP client may stay silent before its connection is closed.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+const MAX_TCP_CONNECTIONS: usize = 16;
 const TYPE_A: u16 = 1;
 const TYPE_ANY: u16 = 255;
 const CLASS_IN: u16 = 1;
-
-/// A parsed query: the ID, flags, the (lower-cased, dot-less) name and type of its one
-/// question, and where the question ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Query {
-    pub id: u16,
-    pub flags: u16,
-    pub name: String,
-    pub qtype: u16,
-    pub qclass: u16,
-    question_end: usize,
-}
-
-/// Parses a query with exactly one question; `None` for anything else (ignored).
-pub fn parse_query(packet: &[u8]) -> Option<Query> {
-    if packet.len() < 12 {
-        return None;
-    }
-    let word = |at: usize| u16::from_be_bytes([packet[at], packet[at + 1]]);
-    let flags = word(2);
-    // A response, or not a standard query: not ours to answer.
-    if flags & 0x8000 != 0 || (flags >> 11) & 0xf != 0 || word(4) != 1 {
-        return None;
-    }
-    let mut at = 12;
-    let mut labels = Vec::new();
-    loop {
-        let len = *packet.get(at)? as usize;
-        at += 1;
-        if len == 0 {
-            break;
-        }
-        // Compression pointers have no place in a question.
-        if len > 63 {
-            return None;
-        }
-        let label = packet.get(at..at + len)?;
-        labels.push(String::from_utf8_lossy(label).to_ascii_lowercase());
-        at += len;
-    }
-    let qtype = u16::from_be_bytes([*packet.get(at)?, *packet.get(at + 1)?]);
-    let qclass = u16::from_be_bytes([*packet.get(at + 2)?, *packet.get(at + 3)?]);
-    Some(Query {
-        id: word(0),
-        flags,
-        name: labels.join("."),
-        qtype,
-        qclass,
-        question_end: at + 4,
-    })
-}
-
-/// The answer to `query` (as it came in `packet`) with `addresses` as A records (none: an
-/// empty NOERROR answer, as for a local name asked for another type) or `rcode`.
-pub fn answer(packet: &[u8], query: &Query, addresses: &[Ipv4Addr], rcode: u8) -> Vec<u8> {
-    let mut out = Vec::with_capacity(query.question_end + 16 * addresses.len());
-    out.extend_from_slice(&query.id.to_be_bytes());
-    // QR, the opcode and RD as asked, AA, RA, the rcode.
-    let flags = 0x8000 | (query.flags & 0x7900) | 0x0400 | 0x0080 | u16::from(rcode & 0xf);
-    out.extend_from_slice(&flags.to_be_bytes());
-    out.extend_from_slice(&1u16.to_be_bytes());
-    out.extend_from_slice(&(addresses.len() as u16).to_be_bytes());
-    out.extend_from_slice(&[0, 0, 0, 0]);
-    out.extend_from_slice(&packet[12..query.question_end]);
-    for ip in addresses {
-        // The name: a pointer to the question's, at offset 12.
-        out.extend_from_slice(&[0xc0, 0x0c]);
-        out.extend_from_slice(&TYPE_A.to_be_bytes());
-        out.extend_from_slice(&CLASS_IN.to_be_bytes());
-        out.extend_from_slice(&TTL.to_be_bytes());
-        out.extend_from_slice(&4u16.to_be_bytes());
-        out.extend_from_slice(&ip.octets());
-    }
-    out
-}
 
 /// The addresses `name` has for `container_id`: on each user-defined network the container is
 /// on, the endpoints of running containers (`running` says which) whose container name,
@@ -127,8 +67,17 @@ pub fn lookup(
         .iter()
         .filter(|n| !n.predefined && n.endpoints.contains_key(container_id))
     {
+        // A link of the asking container's on this network (`target:alias`): the alias is
+        // the target's name for it alone.
+        let linked = network.endpoints[container_id]
+            .links
+            .iter()
+            .filter_map(|link| link.split_once(':'))
+            .find(|(_, alias)| alias.eq_ignore_ascii_case(name))
+            .map(|(target, _)| target);
         for (id, endpoint) in &network.endpoints {
             let matches = endpoint.container_name.eq_ignore_ascii_case(name)
+                || linked.is_some_and(|t| endpoint.container_name.eq_ignore_ascii_case(t))
                 || endpoint
                     .aliases
                     .iter()
@@ -158,8 +107,15 @@ fn upstream_servers(resolv_conf: &str) -> Vec<SocketAddr> {
 
 /// Starts the server for `container_id`, whose namespace holds `netns_pid` (the sandbox's
 /// init, whose exit stops it). Does nothing for a container on no user-defined network (the
-/// default bridge has no DNS, as Docker's). Returns whether a server was started.
-pub fn start(store_root: &Path, container_id: &str, netns_pid: u32) -> Result<bool> {
+/// default bridge has no DNS, as Docker's). `upstream`: the container's `--dns` servers,
+/// which other names go to instead of the host's resolvers (as dockerd's). Returns whether a
+/// server was started.
+pub fn start(
+    store_root: &Path,
+    container_id: &str,
+    netns_pid: u32,
+    upstream: &[IpAddr],
+) -> Result<bool> {
     let files = StateFiles::new(store_root);
     let (user_defined, way_out) = {
         let lock = files.lock(false)?;
@@ -175,7 +131,7 @@ pub fn start(store_root: &Path, container_id: &str, netns_pid: u32) -> Result<bo
     if !user_defined {
         return Ok(false);
     }
-    let socket = bind_inside(netns_pid)?;
+    let (socket, listener) = bind_inside(netns_pid)?;
     let pid = rustix::process::Pid::from_raw(netns_pid as i32).ok_or_else(|| {
         NetworkError::io(format!("/proc/{netns_pid}"))(std::io::ErrorKind::NotFound.into())
     })?;
@@ -183,26 +139,29 @@ pub fn start(store_root: &Path, container_id: &str, netns_pid: u32) -> Result<bo
         .map_err(|e| NetworkError::io(format!("/proc/{netns_pid}"))(e.into()))?;
     // A container only on `--internal` networks has no way out, for names either (dockerd's
     // resolver does not forward for internal networks either).
-    let upstream = if way_out {
+    let upstream = if way_out && !upstream.is_empty() {
+        upstream.iter().map(|ip| SocketAddr::new(*ip, 53)).collect()
+    } else if way_out {
         upstream_servers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
     } else {
         Vec::new()
     };
-    let server = Server {
+    let server = Arc::new(Server {
         files,
         store: kiln_store::Store::open(store_root)?,
         container_id: container_id.to_owned(),
         upstream,
-    };
+        connections: AtomicUsize::new(0),
+    });
     std::thread::Builder::new()
         .name("dns".into())
-        .spawn(move || server.serve(socket, pidfd))
+        .spawn(move || server.serve(socket, listener, pidfd))
         .map_err(NetworkError::io("dns thread"))?;
     Ok(true)
 }
 
-/// A UDP socket on 127.0.0.11:53 in the namespace of `netns_pid`.
-fn bind_inside(netns_pid: u32) -> Result<UdpSocket> {
+/// The server's sockets on 127.0.0.11:53 (UDP and TCP) in the namespace of `netns_pid`.
+fn bind_inside(netns_pid: u32) -> Result<(UdpSocket, TcpListener)> {
     let path = PathBuf::from(format!("/proc/{netns_pid}/ns/net"));
     std::thread::scope(|scope| {
         scope
@@ -213,14 +172,15 @@ fn bind_inside(netns_pid: u32) -> Result<UdpSocket> {
                     Some(rustix::thread::LinkNameSpaceType::Network),
                 )
                 .map_err(|e| NetworkError::io(&path)(e.into()))?;
-                UdpSocket::bind((DNS_ADDRESS, 53)).map_err(NetworkError::io(format!(
-                    "{DNS_ADDRESS}:53 in the container"
-                )))
+                let what = || format!("{DNS_ADDRESS}:53 in the container");
+                let udp = UdpSocket::bind((DNS_ADDRESS, 53)).map_err(NetworkError::io(what()))?;
+                let tcp = TcpListener::bind((DNS_ADDRESS, 53)).map_err(NetworkError::io(what()))?;
+                Ok((udp, tcp))
             })
             .join()
             .unwrap_or_else(|_| {
                 Err(NetworkError::io(&path)(std::io::Error::other(
-                    "the thread binding the DNS socket panicked",
+                    "the thread binding the DNS sockets panicked",
                 )))
             })
     })
@@ -232,15 +192,28 @@ struct Server {
     upstream: Vec<SocketAddr>,
     /// Asked which containers run (their running locks).
     store: kiln_store::Store,
+    /// TCP connections being served.
+    connections: AtomicUsize,
+}
+
+/// What the server does with a query.
+enum Reply {
+    /// Not a query (ignored).
+    None,
+    /// A local name's answer (or SERVFAIL when the records cannot be read).
+    Local(Vec<u8>),
+    /// Another name: the host's resolvers answer it.
+    Forward(Query),
 }
 
 impl Server {
-    fn serve(self, socket: UdpSocket, pidfd: OwnedFd) {
+    fn serve(self: Arc<Self>, socket: UdpSocket, listener: TcpListener, pidfd: OwnedFd) {
         use rustix::event::{PollFd, PollFlags, poll};
         let mut buf = [0u8; 1500];
         loop {
             let mut fds = [
                 PollFd::new(&socket, PollFlags::IN),
+                PollFd::new(&listener, PollFlags::IN),
                 PollFd::new(&pidfd, PollFlags::IN),
             ];
             match poll(&mut fds, None) {
@@ -248,9 +221,14 @@ impl Server {
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(_) => return,
             }
-            // The container's init is gone: so is its namespace, once this socket closes.
-            if !fds[1].revents().is_empty() {
+            // The container's init is gone: so is its namespace, once these sockets close.
+            if !fds[2].revents().is_empty() {
                 return;
+            }
+            if !fds[1].revents().is_empty()
+                && let Ok((stream, _)) = listener.accept()
+            {
+                self.clone().serve_tcp(stream);
             }
             if fds[0].revents().is_empty() {
                 continue;
@@ -259,110 +237,96 @@ impl Server {
                 continue;
             };
             let packet = &buf[..n];
-            let Some(query) = parse_query(packet) else {
-                continue;
-            };
-            // A probe that fails counts as running: a name answered rather than lost.
-            let running = |id: &str| self.store.container_is_running(id).unwrap_or(true);
-            match lookup(&self.files, &self.container_id, &query.name, running) {
-                Ok(Some(addresses)) => {
-                    let wanted =
-                        query.qclass == CLASS_IN && matches!(query.qtype, TYPE_A | TYPE_ANY);
-                    let addresses = if wanted { addresses } else { Vec::new() };
-                    let _ = socket.send_to(&answer(packet, &query, &addresses, 0), client);
+            match self.reply(packet) {
+                Reply::None => {}
+                Reply::Local(answer) => {
+                    let _ = socket.send_to(&answer, client);
                 }
-                // Records unreadable: SERVFAIL rather than a wrong "no such name".
-                Err(_) => {
-                    let _ = socket.send_to(&answer(packet, &query, &[], 2), client);
-                }
-                Ok(None) => self.forward(&socket, packet.to_vec(), query, client),
+                Reply::Forward(query) => self.forward_udp(&socket, packet.to_vec(), query, client),
             }
         }
     }
 
-    /// Passes a query to the host's resolvers on a thread of its own and relays the first
-    /// answer; SERVFAIL when none answers.
-    fn forward(&self, socket: &UdpSocket, packet: Vec<u8>, query: Query, client: SocketAddr) {
+    /// The local answer to `packet`, or that it is forwarded.
+    fn reply(&self, packet: &[u8]) -> Reply {
+        let Some(query) = parse_query(packet) else {
+            return Reply::None;
+        };
+        // A probe that fails counts as running: a name answered rather than lost.
+        let running = |id: &str| self.store.container_is_running(id).unwrap_or(true);
+        match lookup(&self.files, &self.container_id, &query.name, running) {
+            Ok(Some(addresses)) => {
+                let wanted = query.qclass == CLASS_IN && matches!(query.qtype, TYPE_A | TYPE_ANY);
+                let addresses = if wanted { addresses } else { Vec::new() };
+                Reply::Local(answer(packet, &query, &addresses, 0))
+            }
+            // Records unreadable: SERVFAIL rather than a wrong "no such name".
+            Err(_) => Reply::Local(answer(packet, &query, &[], 2)),
+            Ok(None) => Reply::Forward(query),
+        }
+    }
+
+    /// Passes a UDP query to the host's resolvers on a thread of its own and relays the
+    /// first answer — cut to the question with the TC bit when the whole answer (asked again
+    /// over TCP) is more than the client takes over UDP, so it asks again over TCP —
+    /// SERVFAIL when none answers.
+    fn forward_udp(&self, socket: &UdpSocket, packet: Vec<u8>, query: Query, client: SocketAddr) {
         let (Ok(reply_socket), upstream) = (socket.try_clone(), self.upstream.clone()) else {
             return;
         };
         std::thread::spawn(move || {
-            for server in upstream {
-                let bind: SocketAddr = if server.is_ipv4() {
-                    (Ipv4Addr::UNSPECIFIED, 0).into()
-                } else {
-                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-                };
-                let Ok(out) = UdpSocket::bind(bind) else {
-                    continue;
-                };
-                let _ = out.set_read_timeout(Some(FORWARD_TIMEOUT));
-                if out.send_to(&packet, server).is_err() {
-                    continue;
+            let reply = match forward::forward(&packet, &upstream, FORWARD_TIMEOUT) {
+                Some(reply) if reply.len() > wire::udp_limit(&packet, &query) => {
+                    let mut cut = answer(&packet, &query, &[], reply[3] & 0xf);
+                    cut[2] |= 0x02;
+                    cut
                 }
-                let mut buf = [0u8; 4096];
-                while let Ok((n, from)) = out.recv_from(&mut buf) {
-                    if from == server && n >= 2 && buf[..2] == packet[..2] {
-                        let _ = reply_socket.send_to(&buf[..n], client);
-                        return;
+                Some(reply) => reply,
+                None => answer(&packet, &query, &[], 2),
+            };
+            let _ = reply_socket.send_to(&reply, client);
+        });
+    }
+
+    /// Serves one TCP connection on a thread of its own: length-prefixed queries, one after
+    /// another, until the client closes it or is idle for `TCP_IDLE`. At most
+    /// `MAX_TCP_CONNECTIONS` at once (a container cannot make the supervisor spawn threads
+    /// without bound); more are closed at once.
+    fn serve_tcp(self: Arc<Self>, mut stream: TcpStream) {
+        if self.connections.fetch_add(1, Ordering::SeqCst) >= MAX_TCP_CONNECTIONS {
+            self.connections.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        let server = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("dns-tcp".into())
+            .spawn(move || {
+                let _ = stream.set_read_timeout(Some(TCP_IDLE));
+                let _ = stream.set_write_timeout(Some(TCP_IDLE));
+                while let Ok(Some(packet)) = wire::read_framed(&mut stream) {
+                    let reply = match server.reply(&packet) {
+                        Reply::None => continue,
+                        Reply::Local(answer) => answer,
+                        Reply::Forward(query) => {
+                            forward::forward(&packet, &server.upstream, FORWARD_TIMEOUT)
+                                .unwrap_or_else(|| answer(&packet, &query, &[], 2))
+                        }
+                    };
+                    if wire::write_framed(&mut stream, &reply).is_err() {
+                        break;
                     }
                 }
-            }
-            let _ = reply_socket.send_to(&answer(&packet, &query, &[], 2), client);
-        });
+                server.connections.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            self.connections.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A query for `name` of `qtype`, ID 0x1234, recursion desired.
-    fn query(name: &str, qtype: u16) -> Vec<u8> {
-        let mut p = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        for label in name.split('.') {
-            p.push(label.len() as u8);
-            p.extend_from_slice(label.as_bytes());
-        }
-        p.push(0);
-        p.extend_from_slice(&qtype.to_be_bytes());
-        p.extend_from_slice(&CLASS_IN.to_be_bytes());
-        p
-    }
-
-    #[test]
-    fn parses_one_question_and_ignores_the_rest() {
-        let q = parse_query(&query("Web.Example", TYPE_A)).unwrap();
-        assert_eq!(
-            (q.id, q.name.as_str(), q.qtype),
-            (0x1234, "web.example", TYPE_A)
-        );
-        let mut response = query("web", TYPE_A);
-        response[2] |= 0x80;
-        assert!(parse_query(&response).is_none());
-        assert!(parse_query(&query("web", TYPE_A)[..14]).is_none());
-        assert!(parse_query(&[0; 5]).is_none());
-        let mut pointer = query("web", TYPE_A);
-        pointer[12] = 0xc0;
-        assert!(parse_query(&pointer).is_none());
-    }
-
-    #[test]
-    fn answers_carry_the_question_and_a_records() {
-        let packet = query("db", TYPE_A);
-        let q = parse_query(&packet).unwrap();
-        let ips = [Ipv4Addr::new(10, 1, 0, 5), Ipv4Addr::new(10, 2, 0, 7)];
-        let a = answer(&packet, &q, &ips, 0);
-        assert_eq!(&a[..2], &[0x12, 0x34]);
-        // QR, RD kept, AA, RA, NOERROR.
-        assert_eq!(u16::from_be_bytes([a[2], a[3]]), 0x8580);
-        assert_eq!(u16::from_be_bytes([a[6], a[7]]), 2);
-        assert_eq!(&a[12..packet.len()], &packet[12..]);
-        assert_eq!(&a[a.len() - 4..], &[10, 2, 0, 7]);
-        let fail = answer(&packet, &q, &[], 2);
-        assert_eq!(fail[3] & 0xf, 2);
-        assert_eq!(fail.len(), packet.len());
-    }
 
     #[test]
     fn only_containers_sharing_a_user_network_resolve() {
@@ -380,6 +344,7 @@ mod tests {
             requested_mac: false,
             link_local: Vec::new(),
             driver_opts: Default::default(),
+            links: Vec::new(),
         };
         let network = |name: &str, predefined: bool, endpoints: Vec<(String, EndpointRecord)>| {
             NetworkRecord {
@@ -429,6 +394,9 @@ mod tests {
                 ),
             ],
         };
+        let mut state = state;
+        // web links db as `database`: a name for web alone.
+        state.networks[0].endpoints.get_mut(&a).unwrap().links = vec!["db:Database".into()];
         let lock = files.lock(true).unwrap();
         files.write(&lock, &state).unwrap();
         drop(lock);
@@ -453,6 +421,8 @@ mod tests {
         assert_eq!(lookup(&a, "other"), None);
         assert_eq!(lookup(&c, "web"), None);
         assert_eq!(lookup(&a, "bbbb"), None);
+        assert_eq!(lookup(&a, "DATABASE"), Some(ip([10, 0, 0, 3])));
+        assert_eq!(lookup(&d, "database"), None);
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! What a crash can leave of kiln's networks, for `kiln check` and a starting daemon:
 //! endpoints of containers that are gone, port chains of containers that are gone (both in
-//! this store's own records and tables, so `repair` removes them), and bridges and nftables
-//! tables no network of this store names (only reported: another store on the machine may
-//! own them, and nothing on a bridge says which). A rootless kiln's per-user network
-//! namespace is its store's alone, so there such bridges and tables are removed with `repair`,
-//! and a namespace no user-defined network needs any more is ended.
+//! this store's own records and tables, so `repair` removes them), and bridges, host ends of
+//! veth pairs and nftables tables no network or endpoint of this store names (only reported:
+//! another store on the machine may own them, and nothing on a link says which). A rootless
+//! kiln's per-user network namespace is its store's alone, so there such bridges and tables
+//! are removed with `repair`, and a namespace no user-defined network needs any more is ended.
 
 use crate::error::Result;
 use crate::netlink;
@@ -79,12 +79,30 @@ impl Networks {
             .filter(|n| n.driver == Driver::Bridge)
             .map(|n| n.bridge.as_str())
             .collect();
+        let host_ends: std::collections::BTreeSet<String> = state
+            .networks
+            .iter()
+            .flat_map(|n| n.endpoints.values())
+            .map(crate::service::host_interface)
+            .collect();
         for link in netlink::link_names()? {
             if link.starts_with("kiln-") && !bridges.contains(link.as_str()) {
                 found.push(Leftover {
                     object: format!("bridge {link}"),
                     problem: format!(
                         "no network of this store names it (unless another kiln store \
+                         does: ip link del {link})"
+                    ),
+                    repaired: false,
+                });
+            }
+            // A host end of kiln's veth pairs (`veth` and 11 hex digits of an endpoint ID:
+            // Docker's have 7) whose endpoint is gone: a disconnect that died half-way.
+            if is_kiln_host_end(&link) && !host_ends.contains(&link) {
+                found.push(Leftover {
+                    object: format!("veth {link}"),
+                    problem: format!(
+                        "no endpoint of this store names it (unless another kiln store \
                          does: ip link del {link})"
                     ),
                     repaired: false,
@@ -169,5 +187,28 @@ impl Networks {
             }
         }
         Ok(found)
+    }
+}
+
+/// Whether a link's name is what kiln names the host end of a container's veth pair.
+fn is_kiln_host_end(link: &str) -> bool {
+    link.strip_prefix("veth")
+        .is_some_and(|hex| hex.len() == 11 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kiln_host_ends_are_told_from_dockers_and_others() {
+        assert!(super::is_kiln_host_end("veth0123456789a"));
+        for other in [
+            "veth1a2b3c4",
+            "veth0123456789ab",
+            "vethxyz456789ab",
+            "eth0",
+            "kiln0",
+        ] {
+            assert!(!super::is_kiln_host_end(other), "{other}");
+        }
     }
 }

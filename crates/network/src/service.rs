@@ -54,6 +54,8 @@ pub struct EndpointRequest {
     /// `LinkLocalIPs`.
     pub link_local: Vec<Ipv4Addr>,
     pub driver_opts: BTreeMap<String, String>,
+    /// `Links`: `container:alias` each (a bare name is its own alias).
+    pub links: Vec<String>,
 }
 
 /// The network operations over one store's records.
@@ -429,10 +431,13 @@ impl Networks {
                        user-defined networks work)",
             });
         }
-        if network.predefined && (!request.aliases.is_empty() || request.ip.is_some()) {
+        if network.predefined
+            && (!request.aliases.is_empty() || request.ip.is_some() || !request.links.is_empty())
+        {
             return Err(NetworkError::Unsupported {
                 network: network.name.clone(),
-                what: "aliases and user-chosen addresses (only user-defined networks do)",
+                what: "aliases, links and user-chosen addresses (only user-defined networks do; \
+                       the default bridge's links are HostConfig.Links)",
             });
         }
         let addressing = network
@@ -472,6 +477,7 @@ impl Networks {
             requested_mac: request.mac.is_some(),
             link_local: request.link_local.clone(),
             driver_opts: request.driver_opts.clone(),
+            links: request.links.clone(),
         };
         network
             .endpoints

@@ -109,6 +109,10 @@ pub struct EndpointRecord {
     /// `DriverOpts`, kept and shown as given (the bridge driver has none per endpoint).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub driver_opts: BTreeMap<String, String>,
+    /// `Links` on a user-defined network: `container:alias` each, names only this container
+    /// resolves (dockerd's links there are container-scoped DNS aliases).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
 }
 
 impl NetworkRecord {
@@ -376,6 +380,7 @@ mod tests {
                 requested_mac: false,
                 link_local: Vec::new(),
                 driver_opts: BTreeMap::new(),
+                links: Vec::new(),
             },
         );
         state.networks.push(net.clone());

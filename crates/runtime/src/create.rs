@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use kiln_image::HealthConfig;
 use kiln_images::{StoredImage, lower_dirs};
 use kiln_sandbox::{
-    Capabilities, ExtraHost, NetworkMode, ProcessSpec, ResourceLimits, SandboxSpec, SecurityOptions,
+    Capabilities, ExtraHost, NameSettings, NetworkMode, ProcessSpec, ResourceLimits, SandboxSpec,
+    SecurityOptions,
 };
 use kiln_store::{CONTAINER_SCHEMA_VERSION, ContainerRecord, ContainerState, RunConfig};
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,7 @@ pub use crate::create_options::LogConfig;
 use crate::error::{Result, RuntimeError};
 use crate::host::Host;
 use crate::lifecycle::Runtime;
+use crate::links::Link;
 use crate::mounts::{ApiMount, MountRequest, create_mounts, from_api, parse_bind};
 pub use crate::network_request::{
     EndpointIpamConfig, EndpointSettings, NetworkChoice, NetworkingConfig,
@@ -50,6 +52,9 @@ pub struct ContainerCreateRequest {
 pub struct ContainerConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// The UTS domain name (`--domainname`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub domainname: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     pub tty: bool,
@@ -131,6 +136,50 @@ pub struct HostConfig {
     pub port_bindings: crate::ports::PortMap,
     /// `-P`: every exposed port on a port the kernel picks.
     pub publish_all_ports: bool,
+    /// `--link NAME[:ALIAS]` (`crate::links`).
+    #[serde(
+        deserialize_with = "crate::network_request::null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub links: Vec<String>,
+    /// `--dns`: nameservers (on a user-defined network, the embedded server's upstreams).
+    #[serde(
+        deserialize_with = "crate::network_request::null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub dns: Vec<String>,
+    /// `--dns-search`: search domains instead of the host's.
+    #[serde(
+        deserialize_with = "crate::network_request::null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub dns_search: Vec<String>,
+    /// `--dns-option`: resolv.conf options instead of the host's.
+    #[serde(
+        deserialize_with = "crate::network_request::null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub dns_options: Vec<String>,
+}
+
+/// `/etc/hostname`, `--domainname`, `--dns-search` and `--dns-option` as the sandbox takes
+/// them (empty lists: the host's, as dockerd).
+fn name_settings(config: &ContainerConfig, host: &HostConfig) -> Result<NameSettings> {
+    // The kernel's limit for a UTS name.
+    if config.domainname.len() > 64 || config.domainname.contains(char::is_whitespace) {
+        return Err(invalid(
+            "domain name",
+            &config.domainname,
+            "expected at most 64 characters without spaces",
+        ));
+    }
+    let given = |list: &Vec<String>| Some(list.clone()).filter(|l| !l.is_empty());
+    Ok(NameSettings {
+        etc_hostname: true,
+        domainname: config.domainname.clone(),
+        dns_search: given(&host.dns_search),
+        dns_options: given(&host.dns_options),
+    })
 }
 
 pub(crate) fn invalid(
@@ -153,6 +202,17 @@ impl HostConfig {
             .map(|h| {
                 ExtraHost::parse(h)
                     .map_err(|_| invalid("extra host", h, "expected NAME:ADDRESS (an IP address)"))
+            })
+            .collect()
+    }
+
+    /// `Dns`, checked: addresses.
+    pub fn dns_servers(&self) -> Result<Vec<std::net::IpAddr>> {
+        self.dns
+            .iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| invalid("DNS server", s, "expected an IP address"))
             })
             .collect()
     }
@@ -251,15 +311,44 @@ impl<H: Host> Runtime<H> {
         let network = request
             .host_config
             .network_choice(request.networking_config.as_ref())?;
-        let endpoint_requests = network
+        let mut endpoint_requests = network
             .networks
             .iter()
             .map(|(name, settings)| Ok((name.clone(), settings.request()?)))
             .collect::<Result<Vec<_>>>()?;
+        let links = request
+            .host_config
+            .links
+            .iter()
+            .map(|l| Link::parse(l))
+            .collect::<Result<Vec<_>>>()?;
+        // On a user-defined network a link is a name for this container's DNS alone; on the
+        // default bridge, /etc/hosts lines (below, once this container has its name).
+        let bridge_links = match endpoint_requests.first_mut() {
+            _ if links.is_empty() => &[][..],
+            Some((name, _)) if name == kiln_network::DEFAULT_BRIDGE => &links[..],
+            Some((_, first)) if network.mode == NetworkMode::Prepared => {
+                first.links.extend(links.iter().map(Link::endpoint_form));
+                &[][..]
+            }
+            _ => {
+                return Err(invalid(
+                    "links of network",
+                    request
+                        .host_config
+                        .network_mode
+                        .as_deref()
+                        .unwrap_or("default"),
+                    "links need the default bridge network or a user-defined one",
+                ));
+            }
+        };
         let security = request.host_config.security_options()?;
         let resources = request.host_config.resource_limits()?;
         let mut extra_hosts = request.host_config.extra_hosts()?;
-        let process = process_spec(&request.config, img)?;
+        let dns_upstream = request.host_config.dns_servers()?;
+        let names = name_settings(&request.config, &request.host_config)?;
+        let mut process = process_spec(&request.config, img)?;
         let mut ports = crate::ports::ports_spec(
             &request.host_config.port_bindings,
             request.host_config.publish_all_ports,
@@ -331,6 +420,26 @@ impl<H: Host> Runtime<H> {
             state: ContainerState::default(),
         };
         store.create_container(&mut record)?;
+        let host_links = links
+            .iter()
+            .map(|l| l.host_config_form(&record.name))
+            .collect();
+        match crate::links::bridge_links(store, &record.name, bridge_links) {
+            Ok(linked) => {
+                extra_hosts.extend(linked.hosts);
+                // The container's own variables win over a link's.
+                for var in linked.env {
+                    let key = var.split('=').next().unwrap_or_default();
+                    if !process.env.iter().any(|e| e.split('=').next() == Some(key)) {
+                        process.env.push(var);
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = crate::lifecycle::remove_record(store, &record, true);
+                return Err(e);
+            }
+        }
         // Connected before anything else is made, so a taken address or a missing network
         // fails the create with nothing left (the removal below releases what was connected).
         let mut connected = Ok(());
@@ -347,7 +456,7 @@ impl<H: Host> Runtime<H> {
                     // Docker's /etc/hosts names the container on its first network's address.
                     if let (0, Some(ip)) = (i, endpoint.ip) {
                         extra_hosts.push(ExtraHost {
-                            name: hostname.clone(),
+                            name: names.hosts_names(&hostname),
                             address: ip.into(),
                         });
                     }
@@ -363,6 +472,10 @@ impl<H: Host> Runtime<H> {
             return Err(e.into());
         }
         let network = network.mode;
+        // `--dns` off user-defined networks: resolv.conf's nameservers.
+        if dns.is_empty() {
+            dns.clone_from(&dns_upstream);
+        }
         let sandbox = SandboxSpec {
             lower_dirs: lowers,
             upper_dir: store.container_dir(&id).join("upper"),
@@ -376,6 +489,7 @@ impl<H: Host> Runtime<H> {
             dns,
             shm_size: None,
             ulimits: Vec::new(),
+            names,
         };
         // The request's `Volumes` are anonymous volumes, as the image's are.
         let mut volumes: Vec<String> = img.config.config.volumes.keys().cloned().collect();
@@ -391,7 +505,7 @@ impl<H: Host> Runtime<H> {
             &volumes,
             sandbox,
             (process, restart_policy),
-            ports,
+            (ports, host_links, dns_upstream),
         ) {
             Ok(()) => Ok(record),
             Err(e) => {
@@ -410,7 +524,7 @@ impl<H: Host> Runtime<H> {
         image_volumes: &[String],
         mut sandbox: SandboxSpec,
         (process, restart_policy): (ProcessSpec, RestartPolicy),
-        ports: crate::ports::PortsSpec,
+        (ports, links, dns_upstream): (crate::ports::PortsSpec, Vec<String>, Vec<std::net::IpAddr>),
     ) -> Result<()> {
         let store = &self.store;
         let created = record
@@ -438,6 +552,8 @@ impl<H: Host> Runtime<H> {
             process,
             restart_policy,
             ports,
+            links,
+            dns_upstream,
         }
         .write(store, &record.id)
     }

@@ -43,6 +43,9 @@ pub enum RuntimeError {
     /// dockerd's text, which clients match.
     #[error("logger: no log driver named '{0}' is registered")]
     LogDriver(String),
+    /// A link to a container that cannot be linked that way.
+    #[error("cannot link to container {name}: {reason}")]
+    Link { name: String, reason: &'static str },
     #[error("invalid mount {spec:?}: {reason}")]
     InvalidMount { spec: String, reason: String },
     #[error(
@@ -95,6 +98,7 @@ impl RuntimeError {
             RuntimeError::Invalid { .. }
             | RuntimeError::LogDriver(_)
             | RuntimeError::InvalidMount { .. }
+            | RuntimeError::Link { .. }
             | RuntimeError::NoCommand => ErrorKind::InvalidArgument,
             RuntimeError::NoLog(_)
             | RuntimeError::NoSuchPath { .. }

@@ -39,6 +39,12 @@ impl<H: Host> Runtime<H> {
             })
         });
         let running = c.state.status == ContainerStatus::Running;
+        // Older containers' specs, or one that cannot be read: defaults.
+        let spec = crate::spec::ContainerSpec::read(&self.store, &c.id).ok();
+        let names = spec
+            .as_ref()
+            .map(|s| s.sandbox.names.clone())
+            .unwrap_or_default();
         let mut state = json!({
             "Status": c.state.docker_status(),
             "Running": running,
@@ -75,6 +81,7 @@ impl<H: Host> Runtime<H> {
             })).collect::<Vec<_>>(),
             "Config": {
                 "Hostname": c.config.hostname,
+                "Domainname": names.domainname,
                 "User": c.config.user,
                 "Tty": c.config.tty,
                 "OpenStdin": c.config.open_stdin,
@@ -88,7 +95,13 @@ impl<H: Host> Runtime<H> {
                 "StopSignal": c.config.stop_signal,
                 "Healthcheck": c.config.healthcheck,
             },
-            "HostConfig": { "AutoRemove": c.auto_remove },
+            "HostConfig": {
+                "AutoRemove": c.auto_remove,
+                "Links": spec.as_ref().filter(|s| !s.links.is_empty()).map(|s| &s.links),
+                "Dns": spec.as_ref().map_or(&[][..], |s| &s.dns_upstream[..]),
+                "DnsSearch": names.dns_search.clone().unwrap_or_default(),
+                "DnsOptions": names.dns_options.clone().unwrap_or_default(),
+            },
             "NetworkSettings": self.network_settings(&c)?,
         }))
     }

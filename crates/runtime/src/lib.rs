@@ -26,6 +26,7 @@ mod host;
 mod inspect;
 mod launch;
 mod lifecycle;
+pub mod links;
 pub mod logfile;
 mod manage;
 pub mod mounts;

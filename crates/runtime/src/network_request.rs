@@ -33,6 +33,12 @@ pub struct EndpointSettings {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub driver_opts: BTreeMap<String, String>,
+    /// `NAME[:ALIAS]` each: names this container alone resolves on the network.
+    #[serde(
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub links: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -100,6 +106,11 @@ impl EndpointSettings {
             mac,
             link_local,
             driver_opts: self.driver_opts.clone(),
+            links: self
+                .links
+                .iter()
+                .map(|l| Ok(crate::links::Link::parse(l)?.endpoint_form()))
+                .collect::<Result<_>>()?,
         })
     }
 }

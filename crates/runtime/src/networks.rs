@@ -126,6 +126,9 @@ impl<H: Host> Runtime<H> {
                         }
                         entry["IPAMConfig"] = ipam;
                     }
+                    if !endpoint.links.is_empty() {
+                        entry["Links"] = json!(endpoint.links);
+                    }
                     if !endpoint.driver_opts.is_empty() {
                         entry["DriverOpts"] = json!(endpoint.driver_opts);
                     }

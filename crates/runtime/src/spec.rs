@@ -18,6 +18,13 @@ pub struct ContainerSpec {
     /// before it was kept: `no`). Kept and reported; kiln does not restart containers on it.
     #[serde(default, skip_serializing_if = "RestartPolicy::is_no")]
     pub restart_policy: RestartPolicy,
+    /// `HostConfig.Links` as dockerd shows them (`/NAME:/CONTAINER/ALIAS`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+    /// `HostConfig.Dns`: resolv.conf's nameservers, or on a user-defined network the embedded
+    /// DNS server's upstreams (resolv.conf then names the server).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_upstream: Vec<std::net::IpAddr>,
 }
 
 /// Docker's `RestartPolicy`.

@@ -424,7 +424,9 @@ fn spawn_sandbox(
         let mut attach = |pid: u32| {
             networks
                 .attach_container(&record.id, pid)
-                .and_then(|()| kiln_network::dns::start(store.root(), &record.id, pid))
+                .and_then(|()| {
+                    kiln_network::dns::start(store.root(), &record.id, pid, &spec.dns_upstream)
+                })
                 .and_then(|_| match bound.take() {
                     Some(b) if bridged && !b.is_empty() => {
                         publish_on_bridge(&networks, &record.id, b)

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::error::SandboxError;
 use crate::network::SANDBOX_ADDRESS;
-use crate::spec::{ExtraHost, Mount, NetworkMode, SandboxSpec};
+use crate::spec::{ExtraHost, Mount, NameSettings, NetworkMode, SandboxSpec};
 
 /// slirp4netns' built-in DNS forwarder (to the host's resolver).
 const SLIRP_DNS: &str = "10.0.2.3";
@@ -35,14 +35,21 @@ pub(crate) fn prepare_state_dir(
     if spec.mounts.iter().any(|m| matches!(m, Mount::File(_))) {
         create_dir("files")?;
     }
-    let hosts = hosts_file(spec.network, &spec.hostname, &spec.extra_hosts);
+    let hostname = spec.names.hosts_names(&spec.hostname);
+    let hosts = hosts_file(spec.network, &hostname, &spec.extra_hosts);
     write_file(&dir.path().join("hosts"), hosts.as_bytes())?;
     let resolv = if spec.dns.is_empty() {
-        resolv_conf(spec.network, host_resolv)
+        with_names(resolv_conf(spec.network, host_resolv), &spec.names)
     } else {
-        resolv_conf_with(&spec.dns, host_resolv)
+        resolv_conf_with(&spec.dns, host_resolv, &spec.names)
     };
     write_file(&dir.path().join("resolv.conf"), resolv.as_bytes())?;
+    if spec.names.etc_hostname {
+        write_file(
+            &dir.path().join("hostname"),
+            format!("{}\n", spec.hostname).as_bytes(),
+        )?;
+    }
     Ok(dir)
 }
 
@@ -110,20 +117,81 @@ pub(crate) fn resolv_conf(mode: NetworkMode, host_resolv: &str) -> String {
     }
 }
 
-/// A /etc/resolv.conf naming `nameservers` (an embedded DNS server), with the host's `search`
-/// and `domain` lines, and `ndots:0` as dockerd writes it for its 127.0.0.11.
-pub(crate) fn resolv_conf_with(nameservers: &[std::net::IpAddr], host_resolv: &str) -> String {
+/// A /etc/resolv.conf naming `nameservers` (`--dns`, or an embedded DNS server), as dockerd's
+/// builds it: the nameservers, the search domains (`names`' or the host's `search` and
+/// `domain` lines), the options (`names`' or the host's). An embedded server — loopback
+/// nameservers, which a sandbox with a network of its own can only reach as one — gets no
+/// host options and `ndots:0` unless an `ndots` option was given, as dockerd's 127.0.0.11.
+pub(crate) fn resolv_conf_with(
+    nameservers: &[std::net::IpAddr],
+    host_resolv: &str,
+    names: &NameSettings,
+) -> String {
+    let embedded = nameservers.iter().all(|ip| ip.is_loopback());
     let mut out = String::new();
     for server in nameservers {
         out.push_str(&format!("nameserver {server}\n"));
     }
-    for line in host_resolv.lines() {
-        if matches!(line.split_whitespace().next(), Some("search" | "domain")) {
-            out.push_str(line.trim_end());
-            out.push('\n');
+    match &names.dns_search {
+        Some(domains) => push_search(&mut out, domains),
+        None => {
+            for line in host_resolv.lines() {
+                if matches!(line.split_whitespace().next(), Some("search" | "domain")) {
+                    out.push_str(line.trim_end());
+                    out.push('\n');
+                }
+            }
         }
     }
-    out.push_str("options ndots:0\n");
+    let mut options: Vec<String> = match &names.dns_options {
+        Some(options) => options.clone(),
+        None if embedded => Vec::new(),
+        None => host_resolv
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("options "))
+            .flat_map(|l| l.split_whitespace().map(str::to_owned))
+            .collect(),
+    };
+    if embedded && !options.iter().any(|o| o.starts_with("ndots:")) {
+        options.push("ndots:0".into());
+    }
+    if !options.is_empty() {
+        out.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    out
+}
+
+fn push_search(out: &mut String, domains: &[String]) {
+    let domains: Vec<&str> = domains
+        .iter()
+        .map(String::as_str)
+        .filter(|d| *d != ".")
+        .collect();
+    if !domains.is_empty() {
+        out.push_str(&format!("search {}\n", domains.join(" ")));
+    }
+}
+
+/// `conf` with its search domains and options replaced by `names`' where given.
+fn with_names(conf: String, names: &NameSettings) -> String {
+    if names.dns_search.is_none() && names.dns_options.is_none() {
+        return conf;
+    }
+    let mut out: String = conf
+        .lines()
+        .filter(|line| match line.split_whitespace().next() {
+            Some("search" | "domain") => names.dns_search.is_none(),
+            Some("options") => names.dns_options.is_none(),
+            _ => true,
+        })
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    if let Some(domains) = &names.dns_search {
+        push_search(&mut out, domains);
+    }
+    if let Some(options) = names.dns_options.as_ref().filter(|o| !o.is_empty()) {
+        out.push_str(&format!("options {}\n", options.join(" ")));
+    }
     out
 }
 
@@ -190,11 +258,53 @@ mod tests {
 
     #[test]
     fn an_embedded_dns_server_replaces_the_nameservers() {
-        let conf = resolv_conf_with(&["127.0.0.11".parse().unwrap()], SYSTEMD_RESOLVED);
+        let embedded = ["127.0.0.11".parse().unwrap()];
+        let none = NameSettings::default();
+        let conf = resolv_conf_with(&embedded, SYSTEMD_RESOLVED, &none);
         assert_eq!(
             conf,
             "nameserver 127.0.0.11\nsearch corp.example\noptions ndots:0\n"
         );
+        let names = NameSettings {
+            dns_search: Some(vec!["a.example".into(), "b.example".into()]),
+            dns_options: Some(vec!["timeout:3".into()]),
+            ..NameSettings::default()
+        };
+        assert_eq!(
+            resolv_conf_with(&embedded, SYSTEMD_RESOLVED, &names),
+            "nameserver 127.0.0.11\nsearch a.example b.example\noptions timeout:3 ndots:0\n"
+        );
+        let ndots = NameSettings {
+            dns_search: Some(vec![".".into()]),
+            dns_options: Some(vec!["ndots:2".into()]),
+            ..NameSettings::default()
+        };
+        assert_eq!(
+            resolv_conf_with(&embedded, SYSTEMD_RESOLVED, &ndots),
+            "nameserver 127.0.0.11\noptions ndots:2\n"
+        );
+    }
+
+    #[test]
+    fn dns_servers_search_domains_and_options_as_given() {
+        // `--dns` alone: the host's search domains and options stay.
+        let servers = ["192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()];
+        assert_eq!(
+            resolv_conf_with(&servers, SYSTEMD_RESOLVED, &NameSettings::default()),
+            "nameserver 192.0.2.1\nnameserver 192.0.2.2\nsearch corp.example\n\
+             options edns0 trust-ad\n"
+        );
+        // `--dns-search` without `--dns`: the host's nameservers, the given domains.
+        let names = NameSettings {
+            dns_search: Some(vec!["x.example".into()]),
+            ..NameSettings::default()
+        };
+        let conf = with_names(resolv_conf(NetworkMode::Default, MIXED), &names);
+        assert!(conf.contains("nameserver 192.0.2.53\n"), "{conf}");
+        assert!(conf.ends_with("search x.example\n"), "{conf}");
+        let conf = with_names(resolv_conf(NetworkMode::Default, SYSTEMD_RESOLVED), &names);
+        assert!(!conf.contains("corp.example"), "{conf}");
+        assert!(conf.contains("options edns0 trust-ad\n"), "{conf}");
     }
 
     #[test]

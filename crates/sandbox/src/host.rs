@@ -548,6 +548,7 @@ mod tests {
             dns: Vec::new(),
             shm_size: None,
             ulimits: Vec::new(),
+            names: Default::default(),
         };
         let process = ProcessSpec {
             args: vec![],

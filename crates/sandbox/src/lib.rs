@@ -42,7 +42,7 @@ pub use network::{HELPER_PACKAGE, SANDBOX_ADDRESS, find_helper as network_helper
 pub use overlay::OverlayMount;
 pub use seccomp::denied_syscalls;
 pub use spec::{
-    BindMount, ExtraHost, ExtraHostError, FileMount, Mount, NetworkMode, ProcessSpec,
+    BindMount, ExtraHost, ExtraHostError, FileMount, Mount, NameSettings, NetworkMode, ProcessSpec,
     ResourceLimits, SandboxSpec, SeccompProfile, SecurityOptError, SecurityOptions, Stdio,
     TmpfsMount,
 };

@@ -42,6 +42,41 @@ pub struct SandboxSpec {
     /// executes the program; the inherited ones when empty.
     #[serde(default)]
     pub ulimits: Vec<crate::Ulimit>,
+    /// `/etc/hostname`, the domain name and resolv.conf's search domains and options.
+    #[serde(default, skip_serializing_if = "NameSettings::is_default")]
+    pub names: NameSettings,
+}
+
+/// What a container's `/etc/hostname`, UTS domain name and `/etc/resolv.conf` say beyond
+/// the defaults (Docker's `--domainname`, `--dns-search`, `--dns-option`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NameSettings {
+    /// Write `/etc/hostname` and mount it, as Docker does for containers (build steps have
+    /// none: the mount point would end up in the layer).
+    pub etc_hostname: bool,
+    /// The UTS domain name, and `HOSTNAME.DOMAIN` before the hostname in `/etc/hosts`.
+    pub domainname: String,
+    /// Search domains instead of the host's (`.` alone: none).
+    pub dns_search: Option<Vec<String>>,
+    /// resolv.conf options instead of the host's.
+    pub dns_options: Option<Vec<String>>,
+}
+
+impl NameSettings {
+    pub fn is_default(&self) -> bool {
+        *self == NameSettings::default()
+    }
+
+    /// The names of the hostname's line in `/etc/hosts`: `HOST.DOMAIN HOST` with a domain
+    /// name, as dockerd writes it.
+    pub fn hosts_names(&self, hostname: &str) -> String {
+        if self.domainname.is_empty() {
+            hostname.to_owned()
+        } else {
+            format!("{hostname}.{} {hostname}", self.domainname)
+        }
+    }
 }
 
 /// One `--add-host NAME:ADDRESS` entry of a sandbox's `/etc/hosts`.

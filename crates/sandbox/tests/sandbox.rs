@@ -93,6 +93,7 @@ fn spec(lowers: &[&Path], scratch: &Scratch, network: NetworkMode) -> SandboxSpe
         dns: Vec::new(),
         shm_size: None,
         ulimits: Vec::new(),
+        names: Default::default(),
     }
 }
 

@@ -180,6 +180,7 @@ impl StageBuilder<'_> {
             dns: Vec::new(),
             shm_size: self.req.settings.shm_size,
             ulimits: self.req.settings.ulimits.clone(),
+            names: Default::default(),
         };
         // Secrets exposed as variables reach the process only, never the image's config.
         let mut env = state.process_env();

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod api;
 mod rootless;
+mod names;
 
 use super::containers::eventually;
 use super::harness::{Kiln, assert_success, stderr, stdout};
@@ -546,6 +547,20 @@ fn kiln_check_finds_what_a_crash_left_of_networks() {
     assert!(err.contains("already in use"), "{err}");
     // And a bridge no network names (another store's, or a crashed `network rm`'s).
     net.host(&["ip", "link", "add", "kiln-0123456789", "type", "bridge"]);
+    // And the host end of a veth pair no endpoint names, while a running container's own
+    // host end is not a leftover.
+    net.host(&[
+        "ip",
+        "link",
+        "add",
+        "veth0123456789a",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "strayend",
+    ]);
+    server(&net, "alive", &["--network", "crashy"]);
 
     let report = net.ok(&["check"]);
     assert!(
@@ -556,6 +571,11 @@ fn kiln_check_finds_what_a_crash_left_of_networks() {
         report.contains("leftover: bridge kiln-0123456789"),
         "{report}"
     );
+    assert!(
+        report.contains("leftover: veth veth0123456789a"),
+        "{report}"
+    );
+    assert_eq!(report.matches("leftover: veth").count(), 1, "{report}");
     let repaired = net.ok(&["check", "--repair"]);
     assert!(
         repaired.contains("ghost") && repaired.contains("(removed)"),

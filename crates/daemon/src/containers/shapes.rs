@@ -254,12 +254,16 @@ fn complete(
             "CapAdd": null,
             "CapDrop": null,
             "CgroupnsMode": "private",
-            "Dns": [], "DnsOptions": [], "DnsSearch": [],
+            "Dns": spec.map_or(json!([]), |s| json!(s.dns_upstream)),
+            "DnsOptions": spec.map_or(json!([]), |s| json!(s.sandbox.names.dns_options.clone().unwrap_or_default())),
+            "DnsSearch": spec.map_or(json!([]), |s| json!(s.sandbox.names.dns_search.clone().unwrap_or_default())),
             "ExtraHosts": null,
             "GroupAdd": null,
             "IpcMode": "private",
             "Cgroup": "",
-            "Links": null,
+            "Links": spec
+                .filter(|s| !s.links.is_empty())
+                .map_or(Value::Null, |s| json!(s.links)),
             "OomScoreAdj": 0,
             "PidMode": "",
             "Privileged": false,
@@ -309,7 +313,6 @@ fn complete(
     );
     if let Some(config) = obj.get_mut("Config").and_then(Value::as_object_mut) {
         let attach = !c.config.open_stdin;
-        set(config, "Domainname", json!(""));
         set(config, "AttachStdin", json!(c.config.open_stdin));
         set(config, "AttachStdout", json!(attach || c.config.open_stdin));
         set(config, "AttachStderr", json!(attach || c.config.open_stdin));

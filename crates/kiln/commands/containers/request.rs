@@ -30,6 +30,10 @@ pub fn request(args: &RunArgs, attached_stdin: bool) -> Result<ContainerCreateRe
     host_config.network_mode = args.network.clone();
     let networking_config = endpoint(args)?;
     host_config.extra_hosts = args.add_host.clone();
+    host_config.links = args.link.clone();
+    host_config.dns = args.dns.clone();
+    host_config.dns_search = args.dns_search.clone();
+    host_config.dns_options = args.dns_option.clone();
     let mut exposed = std::collections::BTreeMap::new();
     for flag in &args.publish {
         for (key, binding) in kiln_runtime::ports::parse_publish(flag)? {
@@ -52,6 +56,7 @@ pub fn request(args: &RunArgs, attached_stdin: bool) -> Result<ContainerCreateRe
     super::super::confinement::apply(&args.confinement, &mut host_config)?;
     let config = ContainerConfig {
         hostname: args.hostname.clone(),
+        domainname: args.domainname.clone().unwrap_or_default(),
         user: args.user.clone(),
         tty: args.tty,
         open_stdin: args.interactive,

@@ -80,6 +80,11 @@ fn prepare(request: &InitRequest, stubs: &mut Vec<Stub>) -> Result<Prepared, Ini
             InitFailure::setup(format!("set hostname {:?}", spec.hostname))(e.into())
         })?;
     }
+    if !spec.names.domainname.is_empty() {
+        rustix::system::setdomainname(spec.names.domainname.as_bytes()).map_err(|e| {
+            InitFailure::setup(format!("set domain name {:?}", spec.names.domainname))(e.into())
+        })?;
+    }
     if matches!(spec.network, NetworkMode::None | NetworkMode::Prepared) {
         sys::set_loopback_up().map_err(InitFailure::setup("bring up the loopback interface"))?;
     }

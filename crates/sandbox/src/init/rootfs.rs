@@ -79,7 +79,14 @@ pub(super) fn build_and_enter(
     mount_sys(&sys_dir);
     super::masks::mask_kernel_paths(&points.root)?;
 
-    for (file, target) in [("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf")] {
+    let etc_hostname = spec
+        .names
+        .etc_hostname
+        .then_some(("hostname", "/etc/hostname"));
+    for (file, target) in [("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf")]
+        .into_iter()
+        .chain(etc_hostname)
+    {
         let point = points.ensure(target, PointKind::File)?;
         bind(&request.state_dir.join(file), &point, false, target)?;
     }
