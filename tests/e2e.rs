@@ -25,6 +25,7 @@ mod e2e {
     mod hosts;
     mod images;
     mod mounts;
+    mod multiplatform;
     mod network;
     mod old_store;
     mod outputs;

@@ -93,14 +93,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
             )
         });
     let attestations = attest_flags.resolve(exports_index);
-    let platform = match &args.platform {
-        Some(p) if p.contains(',') => bail!(
-            "--platform {p:?}: building several platforms at once is not supported; \
-             run one build per platform"
-        ),
-        Some(p) => p.parse::<Platform>().map_err(anyhow::Error::msg)?,
-        None => Platform::host(),
-    };
+    let platforms = target_platforms(args.platform.as_deref())?;
     let req = BuildRequest {
         context_dir,
         dockerfile: args.file.clone(),
@@ -118,7 +111,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         pull: args.pull,
-        platform,
+        platforms,
         jobs: args.jobs.unwrap_or(0),
         compression: kiln_layer::CompressionRequest::from_flags(
             args.compression.compression.as_deref().unwrap_or("gzip"),
@@ -182,7 +175,7 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
             started,
         };
         let attach_started = std::time::Instant::now();
-        let (image, packages) = super::attest::attach(env, attestations, &result, &tags, &facts)
+        let (image, packages) = attach_per_platform(env, attestations, &result, &tags, &facts)
             .context("attaching attestations")?;
         let took = attach_started.elapsed().as_secs_f64();
         if !quiet {
@@ -248,6 +241,69 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
         super::pushing::write_metadata(path, &result.image, &outcome)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The target platforms: `--platform`, else `DOCKER_DEFAULT_PLATFORM` (as the docker CLI
+/// reads it), else the host's; either may list several (`linux/amd64,linux/arm64`).
+fn target_platforms(flag: Option<&str>) -> Result<Vec<Platform>> {
+    let from_env = std::env::var("DOCKER_DEFAULT_PLATFORM")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    match (flag, from_env) {
+        (Some(p), _) => Platform::parse_list(p).map_err(|e| anyhow::anyhow!("--platform: {e}")),
+        (None, Some(p)) => {
+            Platform::parse_list(&p).map_err(|e| anyhow::anyhow!("DOCKER_DEFAULT_PLATFORM: {e}"))
+        }
+        (None, None) => Ok(vec![Platform::host()]),
+    }
+}
+
+/// Attaches the attestations to each platform's image, as BuildKit does: one index holding
+/// every platform's image and, per image, its attestation manifest; the names then point at
+/// that index. Returns it as an image (this host's, else the first) and the packages found.
+fn attach_per_platform(
+    env: &Env,
+    which: kiln_attest::options::Attestations,
+    result: &kiln_solve::BuildResult,
+    tags: &[kiln_image::Reference],
+    facts: &super::attest::BuildFacts<'_>,
+) -> Result<(kiln_images::StoredImage, usize)> {
+    let mut packages = 0;
+    let mut manifests = Vec::new();
+    for image in &result.platform_images {
+        let one = kiln_solve::BuildResult {
+            image: image.clone(),
+            ..result.clone()
+        };
+        let (attested, found) = super::attest::attach(env, which, &one, tags, facts)?;
+        packages += found;
+        let index = attested
+            .index_digest
+            .context("attaching attestations gave no index")?;
+        let index: kiln_image::Index = serde_json::from_slice(&env.store.read_blob(&index)?)?;
+        manifests.extend(index.manifests);
+    }
+    let index = kiln_image::Index {
+        schema_version: 2,
+        media_type: Some(kiln_image::media_type::OCI_INDEX.to_owned()),
+        manifests,
+        annotations: Default::default(),
+    };
+    let digest = env
+        .store
+        .write_blob(&kiln_image::to_canonical_json(&index))?;
+    for tag in tags {
+        env.store.set_name(&tag.to_string(), &digest)?;
+    }
+    let image = match kiln_images::StoredImage::load(&env.store, &digest) {
+        Ok(image) => image,
+        Err(_) => {
+            let mut first = result.platform_images[0].clone();
+            first.index_digest = Some(digest);
+            first
+        }
+    };
+    Ok((image, packages))
 }
 
 /// The exit code of a build stopped by Ctrl-C: 128 + SIGINT, as a shell reports it.

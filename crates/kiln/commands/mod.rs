@@ -2,6 +2,7 @@
 
 mod archive;
 mod attest;
+mod binfmt;
 mod build;
 mod check;
 mod confinement;
@@ -194,6 +195,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::System {
             command: SystemCommand::Df { verbose },
         } => system::df(&open_store(&cli.global)?, verbose),
+        Command::System {
+            command: SystemCommand::Binfmt { install },
+        } => binfmt::binfmt(install),
         Command::Prune(args) => system::prune(&open_store(&cli.global)?, &args),
         Command::Images { filter } => images::list(&Env::open(&cli.global)?, &filter),
         Command::Rmi { force, images } => images::remove(&Env::open(&cli.global)?, &images, force),

@@ -1,0 +1,250 @@
+//! Multi-platform builds (`--platform linux/amd64,linux/arm64`): one image index under the
+//! tag, each platform's RUN steps executed (arm64's under qemu-user through binfmt_misc), the
+//! index listed, run per platform, pushed and read back by skopeo and umoci; a
+//! `FROM --platform=$BUILDPLATFORM` stage built once for every target; bad platforms and
+//! missing emulation refused before any step runs.
+//!
+//! The base is the testkit's two-platform busybox index (the host's busybox and Debian's
+//! arm64 busybox-static), pushed to the loopback registry.
+
+use std::process::Command;
+
+use crate::e2e::harness::{Kiln, assert_success, stderr, stdout};
+
+/// What `uname -m` prints for the host's image.
+fn host_machine() -> &'static str {
+    std::env::consts::ARCH
+}
+
+fn context(dockerfile: &str) -> tempfile::TempDir {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    ctx
+}
+
+fn build(k: &Kiln, ctx: &tempfile::TempDir, tag: &str, extra: &[&str]) -> std::process::Output {
+    let dir = ctx.path().to_str().unwrap().to_owned();
+    let mut args = vec!["build", "--progress", "plain", "-t", tag];
+    args.extend_from_slice(extra);
+    args.push(&dir);
+    k.cmd(&args)
+}
+
+fn index_base(k: &Kiln) -> String {
+    kiln_testkit::push_busybox_index(&k.registry, "busybox-index:latest").expect("push index")
+}
+
+#[test]
+fn a_two_platform_build_is_one_index_that_runs_pushes_and_unpacks_per_platform() {
+    let k = Kiln::new();
+    let base = index_base(&k);
+    let ctx = context(&format!(
+        "FROM {base}\n\
+         ARG TARGETPLATFORM TARGETARCH BUILDPLATFORM\n\
+         RUN uname -m > /machine && echo \"$TARGETPLATFORM $TARGETARCH on $BUILDPLATFORM\" > /target\n\
+         CMD [\"cat\", \"/machine\", \"/target\"]\n"
+    ));
+    let out = build(&k, &ctx, "app", &["--platform", "linux/amd64,linux/arm64"]);
+    assert_success(&out, &["build --platform linux/amd64,linux/arm64"]);
+    let progress = stderr(&out);
+    assert!(progress.contains("linux/arm64 stage-0"), "{progress}");
+    assert!(progress.contains("linux/amd64 stage-0"), "{progress}");
+
+    // One row, with both platforms.
+    let listing = k.ok(&["images"]);
+    let rows: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.contains("/app ") || l.starts_with("app "))
+        .collect();
+    assert_eq!(rows.len(), 1, "{listing}");
+    assert!(rows[0].ends_with("linux/amd64,linux/arm64"), "{listing}");
+
+    // Each platform's image ran its RUN on its own CPU: arm64's under emulation.
+    let arm = k.ok(&["run", "--rm", "--platform", "linux/arm64", "app"]);
+    assert_eq!(arm, "aarch64\nlinux/arm64 arm64 on linux/amd64\n");
+    let native = k.ok(&["run", "--rm", "app"]);
+    assert!(
+        native.starts_with(&format!("{}\n", host_machine())),
+        "{native}"
+    );
+    let amd = k.ok(&["run", "--rm", "--platform", "linux/amd64", "app"]);
+    assert_eq!(amd, "x86_64\nlinux/amd64 amd64 on linux/amd64\n");
+    let refused = k.cmd(&["run", "--rm", "--platform", "linux/s390x", "app"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("has no image for linux/s390x; it has: linux/amd64, linux/arm64"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // Pushed as the index with both manifests; skopeo picks arm64's, umoci unpacks it.
+    let pushed = format!("{}/app:multi", k.registry.addr());
+    k.ok(&["tag", "app", &pushed]);
+    let push_out = k.cmd(&["push", &pushed]);
+    assert_success(&push_out, &["push", &pushed]);
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{pushed}"))
+        .output()
+        .unwrap();
+    assert_success(&raw, &["skopeo inspect --raw"]);
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"]);
+
+    let layout = tempfile::tempdir().unwrap();
+    let copied = Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "--override-arch",
+            "arm64",
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+        ])
+        .arg(format!("docker://{pushed}"))
+        .arg(format!("oci:{}/layout:arm", layout.path().display()))
+        .output()
+        .unwrap();
+    assert_success(&copied, &["skopeo copy --override-arch arm64"]);
+    let bundle = layout.path().join("bundle");
+    let unpacked = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}/layout:arm", layout.path().display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert_success(&unpacked, &["umoci unpack"]);
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs/machine")).unwrap(),
+        "aarch64\n"
+    );
+    let busybox = std::fs::read(bundle.join("rootfs/bin/busybox")).unwrap();
+    // ELF e_machine 0xb7: AArch64.
+    assert_eq!(&busybox[18..20], &[0xb7, 0x00]);
+}
+
+#[test]
+fn a_build_platform_stage_is_built_once_for_every_target() {
+    let k = Kiln::new();
+    let base = index_base(&k);
+    // `date +%s%N` makes the stage's output differ from run to run: if it ran once per
+    // target (--no-cache looks nothing up), the two images would differ.
+    let ctx = context(&format!(
+        "FROM --platform=$BUILDPLATFORM {base} AS tools\n\
+         RUN echo shared-step-ran; date +%s%N > /stamp\n\
+         FROM {base}\n\
+         COPY --from=tools /stamp /stamp\n\
+         CMD [\"cat\", \"/stamp\"]\n"
+    ));
+    let out = build(
+        &k,
+        &ctx,
+        "cross",
+        &["--no-cache", "--platform", "linux/amd64,linux/arm64"],
+    );
+    assert_success(&out, &["build"]);
+    let progress = stderr(&out);
+    // Its RUN started once and printed once (each line also shows the step's label).
+    assert_eq!(
+        progress.matches("] RUN echo shared-step-ran").count(),
+        1,
+        "{progress}"
+    );
+    assert_eq!(
+        progress.matches("| shared-step-ran").count(),
+        1,
+        "{progress}"
+    );
+    assert!(
+        !progress.contains("linux/arm64 tools"),
+        "the shared stage carries no platform: {progress}"
+    );
+    let arm = k.ok(&["run", "--rm", "--platform", "linux/arm64", "cross"]);
+    let amd = k.ok(&["run", "--rm", "--platform", "linux/amd64", "cross"]);
+    assert_eq!(arm, amd, "one stage, one stamp");
+    let inspect = k.inspect("cross");
+    assert_eq!(inspect["Architecture"], "amd64");
+}
+
+#[test]
+fn bad_platforms_and_missing_emulation_fail_before_any_step() {
+    let k = Kiln::new();
+    let base = index_base(&k);
+    let ctx = context(&format!("FROM {base}\nRUN echo step-$((40+2))\n"));
+
+    let unknown = build(&k, &ctx, "bad", &["--platform", "linux/amd64,linux/sparc9"]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("unknown platform \"linux/sparc9\": architecture \"sparc9\""),
+        "{}",
+        stderr(&unknown)
+    );
+
+    let missing = build(&k, &ctx, "bad", &["--platform", "linux/amd64,linux/s390x"]);
+    let err = stderr(&missing);
+    assert!(!missing.status.success());
+    assert!(err.contains("failed to resolve base image"), "{err}");
+    assert!(err.contains("busybox-index"), "{err}");
+    assert!(
+        err.contains("no image for platform linux/s390x; available: linux/amd64, linux/arm64"),
+        "{err}"
+    );
+    assert!(!err.contains("step-42"), "no step ran: {err}");
+
+    // As if no handler were registered (they are kernel-wide: the test only hides them).
+    let no_handlers = tempfile::tempdir().unwrap();
+    let dir = ctx.path().to_str().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("KILN_ROOT", k.root.path())
+        .env("KILN_BINFMT_MISC", no_handlers.path())
+        .args(["build", "--progress", "plain", "-t", "bad"])
+        .args(["--platform", "linux/amd64,linux/arm64", dir])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(
+            "RUN needs linux/arm64 but this machine runs linux/amd64 and has no emulation \
+             (binfmt_misc/qemu) registered; to emulate it: apt-get install qemu-user-static, \
+             then kiln system binfmt --install"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(!err.contains("step-42"), "no step ran: {err}");
+    assert!(!k.ok(&["images"]).contains("bad"), "nothing named");
+    let _ = stdout(&out);
+}
+
+#[test]
+fn system_binfmt_lists_handlers_with_their_flags() {
+    let k = Kiln::new();
+    let out = k.ok(&["system", "binfmt"]);
+    assert!(
+        out.starts_with("HANDLER") || out.contains("not mounted"),
+        "{out}"
+    );
+    if std::fs::read_to_string("/proc/sys/fs/binfmt_misc/qemu-aarch64").is_ok_and(|t| {
+        t.contains("flags: ")
+            && t.lines()
+                .any(|l| l.starts_with("flags:") && l.contains('F'))
+    }) {
+        let row = out
+            .lines()
+            .find(|l| l.starts_with("qemu-aarch64 "))
+            .unwrap();
+        assert!(row.contains(" yes "), "{row}");
+        assert!(row.contains("aarch64-binfmt"), "{row}");
+    }
+}
