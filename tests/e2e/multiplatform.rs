@@ -248,3 +248,122 @@ fn system_binfmt_lists_handlers_with_their_flags() {
         assert!(row.contains("aarch64-binfmt"), "{row}");
     }
 }
+
+#[test]
+fn outputs_and_metadata_of_a_two_platform_build() {
+    let k = Kiln::new();
+    let base = index_base(&k);
+    let ctx = context(&format!(
+        "FROM {base}\nCOPY Dockerfile /built-from\nLABEL kind=copy-only\n"
+    ));
+    let out_dir = tempfile::tempdir().unwrap();
+    let local = out_dir.path().join("local");
+    let tar = out_dir.path().join("fs.tar");
+    let oci = out_dir.path().join("oci.tar");
+    let metadata = out_dir.path().join("metadata.json");
+    let outputs = [
+        format!("type=local,dest={}", local.display()),
+        format!("type=tar,dest={}", tar.display()),
+        format!("type=oci,dest={}", oci.display()),
+    ];
+    let mut extra = vec!["--platform", "linux/arm64,linux/amd64"];
+    for o in &outputs {
+        extra.extend(["--output", o.as_str()]);
+    }
+    let metadata_arg = metadata.to_str().unwrap().to_owned();
+    extra.extend(["--metadata-file", &metadata_arg]);
+    let out = build(&k, &ctx, "outs", &extra);
+    assert_success(&out, &["build with outputs"]);
+
+    // local: a directory per platform, each that platform's filesystem.
+    for (dir, machine) in [("linux_amd64", [0x3e, 0x00]), ("linux_arm64", [0xb7, 0x00])] {
+        let root = local.join(dir);
+        assert!(root.join("built-from").is_file(), "{}", root.display());
+        let busybox = std::fs::read(root.join("bin/busybox")).unwrap();
+        assert_eq!(&busybox[18..20], &machine, "{dir}");
+    }
+    // tar: the same directories in one tar.
+    let listing = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    assert_success(&listing, &["tar -tf"]);
+    let names = stdout(&listing);
+    for entry in ["linux_amd64/built-from", "linux_arm64/built-from"] {
+        assert!(names.lines().any(|l| l == entry), "{entry} in {names}");
+    }
+    // oci: the index, with both manifests in the platforms' order.
+    let unpacked = out_dir.path().join("oci");
+    std::fs::create_dir(&unpacked).unwrap();
+    let x = Command::new("tar")
+        .arg("-xf")
+        .arg(&oci)
+        .arg("-C")
+        .arg(&unpacked)
+        .output()
+        .unwrap();
+    assert_success(&x, &["tar -xf oci.tar"]);
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(unpacked.join("index.json")).unwrap()).unwrap();
+    let root = top["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    assert_eq!(
+        top["manifests"][0]["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let blob = |d: &str| {
+        std::fs::read(
+            unpacked
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let index: serde_json::Value = serde_json::from_slice(&blob(&root)).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    let archs: Vec<&str> = entries
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    // buildx's default provenance for type=oci: one attestation manifest per image, after it.
+    assert_eq!(archs, ["arm64", "unknown", "amd64", "unknown"]);
+    for pair in entries.chunks(2) {
+        assert_eq!(
+            pair[1]["annotations"]["vnd.docker.reference.digest"],
+            pair[0]["digest"]
+        );
+    }
+
+    // metadata: the index, and no single config digest.
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&metadata).unwrap()).unwrap();
+    assert_eq!(meta["containerimage.digest"], root.as_str());
+    assert_eq!(
+        meta["containerimage.descriptor"]["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert!(meta.get("containerimage.config.digest").is_none(), "{meta}");
+
+    // Cache keys are per platform: one platform alone is all cache hits and the very image
+    // the index holds for it.
+    let again = build(&k, &ctx, "arm-only", &["--platform", "linux/arm64"]);
+    assert_success(&again, &["build --platform linux/arm64"]);
+    assert!(stderr(&again).contains("CACHED"), "{}", stderr(&again));
+    let arm_manifest = k.inspect("arm-only")["ManifestDigest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(index["manifests"][0]["digest"], arm_manifest.as_str());
+
+    // type=docker cannot hold an index: refused before the build.
+    let docker = format!(
+        "type=docker,dest={}",
+        out_dir.path().join("d.tar").display()
+    );
+    let refused = build(
+        &k,
+        &ctx,
+        "outs",
+        &["--platform", "linux/arm64,linux/amd64", "--output", &docker],
+    );
+    assert!(!refused.status.success());
+    let err = stderr(&refused);
+    assert!(err.contains("use type=oci for the index"), "{err}");
+    assert!(!err.contains("FROM"), "refused before any step: {err}");
+}

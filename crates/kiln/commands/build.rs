@@ -94,6 +94,23 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
         });
     let attestations = attest_flags.resolve(exports_index);
     let platforms = target_platforms(args.platform.as_deref())?;
+    if platforms.len() > 1
+        && outputs.iter().any(|o| {
+            matches!(
+                o,
+                super::image_outputs::Output::Image {
+                    format: kiln_export::ArchiveFormat::Docker,
+                    ..
+                }
+            )
+        })
+    {
+        bail!(
+            "--output type=docker holds one image per name and --platform asks for {}; use \
+             type=oci for the index, as with buildx",
+            platforms.len()
+        );
+    }
     let req = BuildRequest {
         context_dir,
         dockerfile: args.file.clone(),
@@ -202,7 +219,14 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
     let id = result.image.config_digest.to_string();
     let names: Vec<String> = tags.iter().map(ToString::to_string).collect();
     for output in &outputs {
-        super::image_outputs::write_output(env, output, &result.image, &names, tar_options)?;
+        super::image_outputs::write_output(
+            env,
+            output,
+            &result.image,
+            &result.platform_images,
+            &names,
+            tar_options,
+        )?;
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
@@ -238,7 +262,8 @@ pub fn build(env: &Env, mut args: BuildArgs) -> Result<ExitCode> {
         local()?
     };
     if let Some(path) = &args.push_output.metadata_file {
-        super::pushing::write_metadata(path, &result.image, &outcome)?;
+        let config = (result.platform_images.len() == 1).then_some(&result.image.config_digest);
+        super::pushing::write_metadata(path, config, &outcome)?;
     }
     Ok(ExitCode::SUCCESS)
 }

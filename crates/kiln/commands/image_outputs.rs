@@ -125,9 +125,13 @@ pub fn write_output(
     env: &Env,
     output: &Output,
     image: &StoredImage,
+    platform_images: &[StoredImage],
     tags: &[String],
     tar_options: kiln_layer::TarOptions,
 ) -> Result<()> {
+    // A multi-platform build: the OCI archive holds its index; the filesystem outputs get a
+    // directory per platform, named as buildx names them (`linux_arm64`).
+    let multi = platform_images.len() > 1;
     match output {
         Output::Image {
             format,
@@ -141,6 +145,11 @@ pub fn write_output(
             // An OCI layout carries the index with the attestations; a docker archive cannot.
             let images = [match format {
                 ArchiveFormat::Oci => named_root(env, image, all_names)?,
+                ArchiveFormat::Docker if multi => bail!(
+                    "--output type=docker holds one image per name, and this build made {} \
+                     (one per platform); use type=oci for the index, as with buildx",
+                    platform_images.len()
+                ),
                 ArchiveFormat::Docker => named(env, image, all_names)?,
             }];
             write_to(dest, |out| {
@@ -149,13 +158,32 @@ pub fn write_output(
                     .map_err(Into::into)
             })
         }
+        Output::Local { dest } if multi => {
+            for platform_image in platform_images {
+                let dir = dest.join(platform_dir(platform_image));
+                kiln_export::export_filesystem(&env.store, &platform_image.manifest_digest, &dir)
+                    .with_context(|| format!("exporting the filesystem to {}", dir.display()))?;
+            }
+            Ok(())
+        }
         Output::Local { dest } => {
             kiln_export::export_filesystem(&env.store, &image.manifest_digest, dest)
                 .with_context(|| format!("exporting the filesystem to {}", dest.display()))
         }
         Output::Tar { dest } => {
             let staging = env.store.temp_dir("export-")?;
-            kiln_export::export_filesystem(&env.store, &image.manifest_digest, staging.path())?;
+            if multi {
+                for platform_image in platform_images {
+                    let dir = staging.path().join(platform_dir(platform_image));
+                    kiln_export::export_filesystem(
+                        &env.store,
+                        &platform_image.manifest_digest,
+                        &dir,
+                    )?;
+                }
+            } else {
+                kiln_export::export_filesystem(&env.store, &image.manifest_digest, staging.path())?;
+            }
             write_to(dest, |out| {
                 kiln_layer::write_tar_with(
                     staging.path(),
@@ -172,6 +200,14 @@ pub fn write_output(
 
 /// `image` as its names point at it: its index when it has one (attestations), else its
 /// manifest.
+/// The directory of one platform's filesystem in a multi-platform local or tar output:
+/// `os_arch[_variant]`, as buildx writes them.
+fn platform_dir(image: &StoredImage) -> String {
+    kiln_images::config_platform(&image.config)
+        .to_string()
+        .replace('/', "_")
+}
+
 fn named_root(env: &Env, image: &StoredImage, names: Vec<String>) -> Result<NamedManifest> {
     let Some(index) = &image.index_digest else {
         return named(env, image, names);
