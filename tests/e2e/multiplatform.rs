@@ -351,6 +351,52 @@ fn outputs_and_metadata_of_a_two_platform_build() {
         .to_owned();
     assert_eq!(index["manifests"][0]["digest"], arm_manifest.as_str());
 
+    // A cache exported by a two-platform build serves both platforms to an empty store.
+    let cache = out_dir.path().join("cache");
+    let cache_to = format!("type=local,dest={},mode=max", cache.display());
+    let exported = build(
+        &k,
+        &ctx,
+        "outs",
+        &[
+            "--platform",
+            "linux/arm64,linux/amd64",
+            "--cache-to",
+            &cache_to,
+        ],
+    );
+    assert_success(&exported, &["build --cache-to"]);
+    let fresh = k.fresh_store();
+    let cache_from = format!("type=local,src={}", cache.display());
+    let dir = ctx.path().to_str().unwrap();
+    let imported = k.cmd_in(
+        fresh.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "outs",
+            "--platform",
+            "linux/arm64,linux/amd64",
+            "--cache-from",
+            &cache_from,
+            dir,
+        ],
+    );
+    assert_success(&imported, &["build --cache-from in a fresh store"]);
+    let log = stderr(&imported);
+    for platform in ["linux/arm64", "linux/amd64"] {
+        let steps: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with(&format!("[{platform} stage-0 2/")))
+            .collect();
+        assert!(
+            steps.iter().any(|l| l.contains("CACHED")),
+            "{platform}: {log}"
+        );
+    }
+
     // type=docker cannot hold an index: refused before the build.
     let docker = format!(
         "type=docker,dest={}",
