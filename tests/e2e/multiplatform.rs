@@ -224,6 +224,28 @@ fn bad_platforms_and_missing_emulation_fail_before_any_step() {
     assert!(err.contains("Dockerfile:2"), "{err}");
     assert!(!err.contains("step-42"), "no step ran: {err}");
     assert!(!k.ok(&["images"]).contains("bad"), "nothing named");
+
+    // Running an arm64 image without emulation is refused up front, saying how to get it.
+    let copy_only = context(&format!("FROM {base}\nCOPY Dockerfile /\n"));
+    let built = build(
+        &k,
+        &copy_only,
+        "copied",
+        &["--platform", "linux/arm64,linux/amd64"],
+    );
+    assert_success(&built, &["build copy-only"]);
+    let run = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("KILN_ROOT", k.root.path())
+        .env("KILN_BINFMT_MISC", no_handlers.path())
+        .args(["run", "--rm", "--platform", "linux/arm64", "copied", "true"])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(
+        stderr(&run).contains("the container needs linux/arm64 but this machine runs linux/amd64"),
+        "{}",
+        stderr(&run)
+    );
     let _ = stdout(&out);
 }
 

@@ -60,6 +60,14 @@ pub fn create(env: &Env, args: &RunArgs, attached_stdin: bool) -> Result<Contain
             )?
         }
     };
+    // An image for another CPU runs only under emulation: say so now, not as an exec error.
+    if let Some(problem) =
+        kiln_solve::cannot_run_as("the container", &kiln_images::config_platform(&img.config))
+        && !img.config.architecture.is_empty()
+        && !img.config.os.is_empty()
+    {
+        anyhow::bail!("{}: {problem}", args.image);
+    }
     let rt = Runtime::new(env.store.clone());
     Ok(rt.create(args.name.as_deref(), &request, &img)?)
 }
