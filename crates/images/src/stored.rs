@@ -224,4 +224,51 @@ mod tests {
         let err = StoredImage::load(&store, &d).unwrap_err();
         assert!(matches!(err, ImageError::NoPlatform { .. }), "{err}");
     }
+
+    #[test]
+    fn a_written_index_gives_each_platform_its_image_and_names_what_it_lacks() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let amd = test_support::image(&store, "amd");
+        let mut arm_config = test_support::config("arm");
+        arm_config.architecture = "arm64".into();
+        let arm = crate::write_image(&store, &arm_config, Vec::new()).unwrap();
+        let index = crate::write_index(&store, &[arm.clone(), amd.clone()]).unwrap();
+        assert_eq!(
+            StoredImage::index_platforms(&store, &index).unwrap(),
+            ["linux/arm64", "linux/amd64"]
+        );
+        let picked = |p: &str| {
+            StoredImage::load_for_platform(&store, &index, &p.parse().unwrap())
+                .map(|i| (i.manifest_digest, i.index_digest))
+        };
+        assert_eq!(
+            picked("linux/arm64").unwrap(),
+            (arm.manifest_digest.clone(), Some(index.clone()))
+        );
+        assert_eq!(picked("linux/amd64").unwrap().0, amd.manifest_digest);
+        let err = picked("linux/s390x").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "image index {index} has no image for linux/s390x; it has: linux/arm64, linux/amd64"
+            )
+        );
+        // A plain manifest is its own image for any platform asked (the caller checks it).
+        assert_eq!(
+            StoredImage::load_for_platform(
+                &store,
+                &amd.manifest_digest,
+                &"linux/arm64".parse().unwrap()
+            )
+            .unwrap()
+            .index_digest,
+            None
+        );
+        assert!(
+            StoredImage::index_platforms(&store, &amd.manifest_digest)
+                .unwrap()
+                .is_empty()
+        );
+    }
 }
