@@ -24,6 +24,7 @@ packages=(
   curl             # fetches pages served by containers from a test's network namespace
   socat            # UDP between containers by name (busybox's nc has no -u; tests/e2e/bridges/names.rs)
   iperf3           # bench/networks.sh: container-to-container throughput (not used by the tests)
+  qemu-user-static # RUN for a foreign --platform (multi-platform tests), through binfmt_misc
 )
 
 missing=()
@@ -67,4 +68,42 @@ if [[ ! -x $docker2010 ]]; then
   dpkg-deb -x "$deb_dir"/docker.io_*.deb "$deb_dir/root"
   $SUDO install -D -m 0755 "$deb_dir/root/usr/bin/docker" "$docker2010"
   rm -rf "$deb_dir"
+fi
+
+# The arm64 base of the multi-platform tests (crates/testkit/src/busybox_arm64.rs): Debian's
+# arm64 busybox-static binary, taken out of its .deb; apt needs the arm64 architecture to
+# download it, but no arm64 package is installed.
+arm64_busybox=/var/cache/kiln/arm64/busybox
+if [[ ! -x $arm64_busybox ]]; then
+  echo "setup: extracting arm64 busybox-static into ${arm64_busybox%/*}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  dpkg --print-foreign-architectures | grep -qx arm64 || {
+    $SUDO dpkg --add-architecture arm64
+    $SUDO apt-get update -qq
+  }
+  deb_dir=$(mktemp -d)
+  chmod 0755 "$deb_dir"
+  (cd "$deb_dir" && apt-get download -qq busybox-static:arm64 >/dev/null 2>&1 || { $SUDO apt-get update -qq && apt-get download -qq busybox-static:arm64; })
+  dpkg-deb -x "$deb_dir"/busybox-static_*_arm64.deb "$deb_dir/root"
+  $SUDO install -D -m 0755 "$deb_dir/root/bin/busybox" "$arm64_busybox"
+  rm -rf "$deb_dir"
+fi
+
+# Handlers for qemu-user with the F flag, which RUN under emulation needs (kernel-wide; kiln
+# itself registers them only when asked: kiln system binfmt --install does the same).
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+if [[ -d /proc/sys/fs/binfmt_misc ]] && [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
+  $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+fi
+if [[ -e /proc/sys/fs/binfmt_misc/register ]] && ! grep -qs '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64; then
+  echo "setup: registering qemu-user-static's binfmt_misc handlers (with F)" >&2
+  for conf in /usr/lib/binfmt.d/qemu-*.conf; do
+    name=$(basename "$conf" .conf)
+    [[ -e /proc/sys/fs/binfmt_misc/$name ]] && echo -1 | $SUDO tee "/proc/sys/fs/binfmt_misc/$name" >/dev/null
+    line=$(grep -v '^#' "$conf" | head -n1)
+    [[ $line == *F ]] || line="${line}F"
+    echo "$line" | $SUDO tee /proc/sys/fs/binfmt_misc/register >/dev/null || true
+  done
 fi

@@ -28,6 +28,7 @@ mod e2e {
     mod images;
     mod mounts;
     mod named_contexts;
+    mod multiplatform;
     mod network;
     mod old_store;
     mod on_error;

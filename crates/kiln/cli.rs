@@ -336,6 +336,14 @@ pub enum SystemCommand {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// Show the binfmt_misc handlers that run other CPUs' binaries (qemu-user), which RUN for
+    /// a foreign --platform needs
+    Binfmt {
+        /// Register Debian's qemu-user-static handlers (/usr/lib/binfmt.d/qemu-*.conf) with
+        /// the F flag (kernel-wide; needs root)
+        #[arg(long)]
+        install: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -450,7 +458,8 @@ pub struct BuildArgs {
     /// Always re-resolve base image tags against their registries
     #[arg(long)]
     pub pull: bool,
-    /// Target platform (os/arch[/variant]) [default: the host's]
+    /// Target platforms (os/arch[/variant], several separated by commas: one image index)
+    /// [default: $DOCKER_DEFAULT_PLATFORM, else the host's]
     #[arg(long)]
     pub platform: Option<String>,
     /// How many independent stages may be busy at once; a RUN that only waits (sleep, network)

@@ -293,7 +293,7 @@ async fn run(
         no_cache,
         no_cache_filter: Vec::new(),
         pull: params.pull,
-        platform: params.platform.clone(),
+        platforms: vec![params.platform.clone()],
         jobs: 0,
         compression: kiln_layer::CompressionRequest::default(),
         cache_from: Vec::new(),

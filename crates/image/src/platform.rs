@@ -59,6 +59,71 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// A `--platform` value: one platform or a comma-separated list (`linux/amd64,linux/arm64`),
+    /// each normalised as containerd does (`x86_64` → `amd64`, `aarch64` → `arm64`, `arm64/v8`
+    /// → `arm64`), each OS and architecture one Go knows, duplicates dropped. The error names
+    /// the entry at fault and what is known.
+    pub fn parse_list(text: &str) -> Result<Vec<Platform>, String> {
+        let mut out: Vec<Platform> = Vec::new();
+        for entry in text.split(',').map(str::trim) {
+            if entry.is_empty() {
+                return Err(format!("invalid platform list {text:?}: an empty entry"));
+            }
+            let mut p: Platform = entry.to_ascii_lowercase().parse()?;
+            p.architecture = match p.architecture.as_str() {
+                "x86_64" | "x86-64" => "amd64".into(),
+                "aarch64" => "arm64".into(),
+                "i386" | "i686" => "386".into(),
+                _ => p.architecture,
+            };
+            if p.architecture == "arm64" && p.variant.as_deref() == Some("v8") {
+                p.variant = None;
+            }
+            if !KNOWN_OS.contains(&p.os.as_str()) {
+                return Err(format!(
+                    "unknown platform {entry:?}: operating system {:?} is not one of {}",
+                    p.os,
+                    KNOWN_OS.join(", ")
+                ));
+            }
+            if !KNOWN_ARCH.contains(&p.architecture.as_str()) {
+                return Err(format!(
+                    "unknown platform {entry:?}: architecture {:?} is not one of {}",
+                    p.architecture,
+                    KNOWN_ARCH.join(", ")
+                ));
+            }
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Operating systems and architectures by Go's names (`GOOS`, `GOARCH`), which OCI uses.
+const KNOWN_OS: &[&str] = &[
+    "linux",
+    "windows",
+    "darwin",
+    "freebsd",
+    "netbsd",
+    "openbsd",
+    "solaris",
+    "illumos",
+    "aix",
+    "android",
+    "dragonfly",
+    "plan9",
+    "js",
+    "wasip1",
+];
+const KNOWN_ARCH: &[&str] = &[
+    "amd64", "arm64", "arm", "386", "ppc64le", "ppc64", "s390x", "riscv64", "mips64le", "mips64",
+    "mipsle", "mips", "loong64", "wasm",
+];
+
 impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.os, self.architecture)?;
@@ -109,6 +174,23 @@ mod tests {
         assert!("linux//v7".parse::<Platform>().is_err());
         assert!("linux/amd64,linux/arm64".parse::<Platform>().is_err());
         assert!("linux/amd 64".parse::<Platform>().is_err());
+    }
+
+    #[test]
+    fn platform_lists_are_normalised_and_checked() {
+        let list =
+            Platform::parse_list("linux/amd64, linux/aarch64,linux/arm64/v8,linux/arm/v7").unwrap();
+        let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["linux/amd64", "linux/arm64", "linux/arm/v7"]);
+        let err = Platform::parse_list("linux/amd64,linux/sparc9").unwrap_err();
+        assert!(
+            err.starts_with("unknown platform \"linux/sparc9\": architecture"),
+            "{err}"
+        );
+        let err = Platform::parse_list("beos/amd64").unwrap_err();
+        assert!(err.contains("operating system \"beos\""), "{err}");
+        assert!(Platform::parse_list("linux/amd64,").is_err());
+        assert!(Platform::parse_list("linux").is_err());
     }
 
     #[test]

@@ -55,6 +55,13 @@ pub enum ImageError {
     /// A stored image index has no image for this platform (and more than one for others).
     #[error("image index {index} has no image for this platform")]
     NoPlatform { index: kiln_image::Digest },
+    /// A stored image index has no image for the platform asked for.
+    #[error("image index {index} has no image for {platform}; it has: {available}")]
+    PlatformNotInIndex {
+        index: kiln_image::Digest,
+        platform: String,
+        available: String,
+    },
     /// The local image is for another platform and pulling the wanted one failed too. (The
     /// pull error is part of the message, so it is not also reported as the source.)
     #[error(
@@ -85,7 +92,9 @@ impl ImageError {
     /// the libraries below keep their kind.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ImageError::NotFound(_) | ImageError::NoPlatform { .. } => ErrorKind::NotFound,
+            ImageError::NotFound(_)
+            | ImageError::NoPlatform { .. }
+            | ImageError::PlatformNotInIndex { .. } => ErrorKind::NotFound,
             ImageError::ReferenceInUse { .. }
             | ImageError::ImageInUse { .. }
             | ImageError::MultipleRepositories { .. } => ErrorKind::Conflict,

@@ -40,8 +40,9 @@ pub use prune::{ImagesPruned, PruneFilter, prune_images};
 pub use push::{PushProgress, Pushed, push_image};
 pub use resolve::{ImageEvent, ImageEvents, pull, pull_image, resolve, resolve_image};
 pub use snapshots::{ensure_snapshot, lower_dirs};
-pub use stored::StoredImage;
+pub use stored::{StoredImage, config_platform};
 pub use write::{
     commit_layer, image_in_compression, import_rootfs, oci_layer_media_type, write_image,
     write_image_annotated,
+    write_index,
 };

@@ -137,6 +137,9 @@ pub struct ImageSummary {
     /// The name; `None` for a dangling image.
     pub name: Option<Reference>,
     pub image: StoredImage,
+    /// The platforms of a name pointing at an index (a multi-platform build), in the index's
+    /// order; empty for a single image.
+    pub platforms: Vec<String>,
 }
 
 /// The images `filter` keeps: named ones in name order, then, when the filter asks for them,
@@ -155,6 +158,17 @@ pub fn list_images(store: &Store, filter: &ListFilter) -> Result<Vec<ImageSummar
             e => e,
         })?;
         named_ids.push(image.config_digest.clone());
+        // Every image of a named index is named through it, not a dangling row.
+        let platforms = StoredImage::index_platforms(store, manifest)?;
+        if platforms.len() > 1 {
+            for platform in &platforms {
+                if let Ok(p) = platform.parse()
+                    && let Ok(member) = StoredImage::load_for_platform(store, manifest, &p)
+                {
+                    named_ids.push(member.config_digest);
+                }
+            }
+        }
         let Ok(reference) = name.parse::<Reference>() else {
             continue;
         };
@@ -162,6 +176,7 @@ pub fn list_images(store: &Store, filter: &ListFilter) -> Result<Vec<ImageSummar
             out.push(ImageSummary {
                 name: Some(reference),
                 image,
+                platforms,
             });
         }
     }
@@ -171,7 +186,11 @@ pub fn list_images(store: &Store, filter: &ListFilter) -> Result<Vec<ImageSummar
             unnamed
                 .into_iter()
                 .filter(|image| filter.keeps(None, image))
-                .map(|image| ImageSummary { name: None, image }),
+                .map(|image| ImageSummary {
+                    name: None,
+                    image,
+                    platforms: Vec::new(),
+                }),
         );
     }
     Ok(out)

@@ -5,7 +5,7 @@ use kiln_registry::{PullEvent, RegistryClient};
 use kiln_store::Store;
 
 use crate::error::{ImageError, Result};
-use crate::stored::StoredImage;
+use crate::stored::{StoredImage, config_platform};
 
 /// What a pull reports while it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,12 +48,17 @@ pub async fn resolve(
 ) -> Result<StoredImage> {
     let mut local_platform = None;
     if (!pull || reference.digest().is_some())
-        && let Some(img) = StoredImage::load_by_name(store, reference)?
+        && let Some(digest) = local_digest(store, reference)?
     {
-        if is_for_platform(&img.config, platform) {
-            return Ok(img);
+        match StoredImage::load_for_platform(store, &digest, platform) {
+            Ok(img) if is_for_platform(&img.config, platform) => return Ok(img),
+            Ok(img) => local_platform = Some(config_platform(&img.config).to_string()),
+            // A local index (a multi-platform build) without the platform: say what it has.
+            Err(ImageError::PlatformNotInIndex { available, .. }) => {
+                local_platform = Some(format!("an index of {available}"))
+            }
+            Err(e) => return Err(e),
         }
-        local_platform = Some(config_platform(&img.config));
     }
     self::pull(store, registry, reference, platform, on_event)
         .await
@@ -61,7 +66,7 @@ pub async fn resolve(
             // Say why a local image was not used, or the pull error alone is puzzling.
             Some(local) => ImageError::LocalImageForOtherPlatform {
                 image: reference.familiar(),
-                local: local.to_string(),
+                local,
                 platform: platform.to_string(),
                 pull_error: Box::new(e),
             },
@@ -69,13 +74,12 @@ pub async fn resolve(
         })
 }
 
-fn config_platform(config: &ImageConfig) -> Platform {
-    Platform {
-        os: config.os.clone(),
-        architecture: config.architecture.clone(),
-        variant: config.variant.clone(),
-        os_version: None,
+/// What a local name (or a stored digest) points at.
+fn local_digest(store: &Store, reference: &Reference) -> Result<Option<Digest>> {
+    if let Some(digest) = reference.digest() {
+        return Ok(store.has_blob(digest).then(|| digest.clone()));
     }
+    Ok(store.get_name(&reference.to_string())?)
 }
 
 /// Whether an image's config is for `platform`. A local name holds one platform's image, so

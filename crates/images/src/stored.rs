@@ -19,19 +19,19 @@ pub struct StoredImage {
 
 impl StoredImage {
     /// Loads the image whose manifest is `manifest_digest`. An image index stands for its
-    /// image for this host's platform (else its only image): attestation manifests and other
-    /// entries without a real platform are never chosen.
+    /// image for this host's platform (else its first image: a multi-platform build for other
+    /// platforms is still listed, pushed and exported as its index): attestation manifests
+    /// and other entries without a real platform are never chosen.
     pub fn load(store: &Store, manifest_digest: &Digest) -> Result<StoredImage> {
         let bytes = store.read_blob(manifest_digest)?;
         if let Some(index) = as_index(&bytes) {
             let chosen = index
                 .select(&Platform::host())
                 .or_else(|| {
-                    let mut images = index.manifests.iter().filter(|d| {
+                    index.manifests.iter().find(|d| {
                         kiln_image::media_type::is_manifest(&d.media_type)
                             && d.platform.as_ref().is_some_and(|p| p.os != "unknown")
-                    });
-                    images.next().filter(|_| images.next().is_none())
+                    })
                 })
                 .ok_or_else(|| ImageError::NoPlatform {
                     index: manifest_digest.clone(),
@@ -41,6 +41,38 @@ impl StoredImage {
             return Ok(image);
         }
         StoredImage::load_manifest(store, manifest_digest)
+    }
+
+    /// Loads the image for `platform` that `digest` stands for: an index's entry for it, or a
+    /// manifest whatever its platform (the caller checks the config). An index without such an
+    /// entry is [`ImageError::PlatformNotInIndex`], listing the platforms it has.
+    pub fn load_for_platform(
+        store: &Store,
+        digest: &Digest,
+        platform: &Platform,
+    ) -> Result<StoredImage> {
+        let bytes = store.read_blob(digest)?;
+        let Some(index) = as_index(&bytes) else {
+            return StoredImage::load_manifest(store, digest);
+        };
+        let Some(chosen) = index.select(platform) else {
+            return Err(ImageError::PlatformNotInIndex {
+                index: digest.clone(),
+                platform: platform.to_string(),
+                available: platforms_of(&index).join(", "),
+            });
+        };
+        let mut image = StoredImage::load_manifest(store, &chosen.digest)?;
+        image.index_digest = Some(digest.clone());
+        Ok(image)
+    }
+
+    /// The platforms of the images a name's index holds (attestations left out); empty for a
+    /// name pointing at a single manifest.
+    pub fn index_platforms(store: &Store, digest: &Digest) -> Result<Vec<String>> {
+        Ok(as_index(&store.read_blob(digest)?)
+            .map(|index| platforms_of(&index))
+            .unwrap_or_default())
     }
 
     /// Loads the image manifest `manifest_digest` (not an index).
@@ -103,6 +135,28 @@ impl StoredImage {
     pub fn id(&self) -> &Digest {
         &self.config_digest
     }
+}
+
+/// The platform an image's config names.
+pub fn config_platform(config: &ImageConfig) -> Platform {
+    Platform {
+        os: config.os.clone(),
+        architecture: config.architecture.clone(),
+        variant: config.variant.clone(),
+        os_version: None,
+    }
+}
+
+/// The platforms of an index's image entries (not attestations), as `os/arch[/variant]`.
+fn platforms_of(index: &Index) -> Vec<String> {
+    index
+        .manifests
+        .iter()
+        .filter(|d| kiln_image::media_type::is_manifest(&d.media_type))
+        .filter_map(|d| d.platform.as_ref())
+        .filter(|p| p.os != "unknown")
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// `bytes` as an image index, when its media type (or, without one, its shape) says it is one.
@@ -169,5 +223,52 @@ mod tests {
         let d = store.write_blob(&to_canonical_json(&only_att)).unwrap();
         let err = StoredImage::load(&store, &d).unwrap_err();
         assert!(matches!(err, ImageError::NoPlatform { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_written_index_gives_each_platform_its_image_and_names_what_it_lacks() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let amd = test_support::image(&store, "amd");
+        let mut arm_config = test_support::config("arm");
+        arm_config.architecture = "arm64".into();
+        let arm = crate::write_image(&store, &arm_config, Vec::new()).unwrap();
+        let index = crate::write_index(&store, &[arm.clone(), amd.clone()]).unwrap();
+        assert_eq!(
+            StoredImage::index_platforms(&store, &index).unwrap(),
+            ["linux/arm64", "linux/amd64"]
+        );
+        let picked = |p: &str| {
+            StoredImage::load_for_platform(&store, &index, &p.parse().unwrap())
+                .map(|i| (i.manifest_digest, i.index_digest))
+        };
+        assert_eq!(
+            picked("linux/arm64").unwrap(),
+            (arm.manifest_digest.clone(), Some(index.clone()))
+        );
+        assert_eq!(picked("linux/amd64").unwrap().0, amd.manifest_digest);
+        let err = picked("linux/s390x").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "image index {index} has no image for linux/s390x; it has: linux/arm64, linux/amd64"
+            )
+        );
+        // A plain manifest is its own image for any platform asked (the caller checks it).
+        assert_eq!(
+            StoredImage::load_for_platform(
+                &store,
+                &amd.manifest_digest,
+                &"linux/arm64".parse().unwrap()
+            )
+            .unwrap()
+            .index_digest,
+            None
+        );
+        assert!(
+            StoredImage::index_platforms(&store, &amd.manifest_digest)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

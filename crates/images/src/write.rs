@@ -50,6 +50,29 @@ pub fn write_image_annotated(
     })
 }
 
+/// An OCI image index of `images` (one per platform, each entry with its config's platform),
+/// written after the manifests it names; returns its digest. What a multi-platform build's
+/// names point at.
+pub fn write_index(store: &Store, images: &[StoredImage]) -> Result<kiln_image::Digest> {
+    let mut manifests = Vec::with_capacity(images.len());
+    for image in images {
+        let mut d = Descriptor::new(
+            image.manifest.effective_media_type(),
+            image.manifest_digest.clone(),
+            store.blob_size(&image.manifest_digest)?,
+        );
+        d.platform = Some(crate::stored::config_platform(&image.config));
+        manifests.push(d);
+    }
+    let index = kiln_image::Index {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_INDEX.to_owned()),
+        manifests,
+        annotations: Default::default(),
+    };
+    Ok(store.write_blob(&to_canonical_json(&index))?)
+}
+
 /// A new image: `base`'s layers plus one layer of the changes in `upper` (an overlay upper dir:
 /// whiteouts become `.wh.` entries), with `config` (the caller derives it from `base`'s) and
 /// `history` appended. No changes add no layer; the history entry is then marked empty.

@@ -89,6 +89,9 @@ pub struct RunArgs {
     /// Name of the container [default: a generated adjective_surname]
     #[arg(long)]
     pub name: Option<String>,
+    /// Platform to pick from a multi-platform image (os/arch[/variant]) [default: the host's]
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Keep stdin open
     #[arg(short = 'i', long)]
     pub interactive: bool,

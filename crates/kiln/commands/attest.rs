@@ -135,10 +135,8 @@ pub fn attach(
             .map_or_else(|| rfc3339(finished), SourceDateEpoch::rfc3339),
         tool: format!("Tool: kiln-{}", env!("CARGO_PKG_VERSION")),
     };
+    // The caller names the index: a multi-platform build merges one index per platform.
     let attested = kiln_attest::make::attest(&env.store, &request)?;
-    for tag in tags {
-        env.store.set_name(&tag.to_string(), &attested.index)?;
-    }
     let image = StoredImage::load(&env.store, &attested.index)?;
     Ok((image, attested.packages))
 }

@@ -87,21 +87,31 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
     // What goes beside a filesystem output: only what was asked for (BuildKit leaves its
     // default provenance out of the local and tar exporters).
     let file_attestations = attest_flags.resolve(false);
-    let platform = match &args.platform {
-        Some(p) if p.contains(',') => bail!(
-            "--platform {p:?}: building several platforms at once is not supported; \
-             run one build per platform"
-        ),
-        Some(p) => p.parse::<Platform>().map_err(anyhow::Error::msg)?,
-        None => Platform::host(),
-    };
+    let platforms = target_platforms(args.platform.as_deref())?;
+    if platforms.len() > 1
+        && outputs.iter().any(|o| {
+            matches!(
+                o,
+                super::image_outputs::Output::Image {
+                    format: kiln_export::ArchiveFormat::Docker,
+                    ..
+                }
+            )
+        })
+    {
+        bail!(
+            "--output type=docker holds one image per name and --platform asks for {}; use \
+             type=oci for the index, as with buildx",
+            platforms.len()
+        );
+    }
     if matches!(call, call::Call::Outline | call::Call::Targets) {
         return call::print(
             call,
             &dockerfile,
             &build_args,
             args.target.as_deref(),
-            &platform,
+            &platforms[0],
         );
     }
     let mut req = BuildRequest {
@@ -121,7 +131,7 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         pull: args.pull,
-        platform,
+        platforms,
         jobs: args.jobs.unwrap_or(0),
         compression: kiln_layer::CompressionRequest::from_flags(
             args.compression.compression.as_deref().unwrap_or("gzip"),
@@ -199,7 +209,7 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
             started,
         };
         let attach_started = std::time::Instant::now();
-        let (image, packages) = super::attest::attach(env, attestations, &result, &tags, &facts)
+        let (image, packages) = attach_per_platform(env, attestations, &result, &tags, &facts)
             .context("attaching attestations")?;
         let took = attach_started.elapsed().as_secs_f64();
         if !quiet {
@@ -233,6 +243,7 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
             env,
             output,
             &result.image,
+            &result.platform_images,
             &names,
             tar_options,
             file_attestations,
@@ -272,9 +283,73 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         local()?
     };
     if let Some(path) = &args.push_output.metadata_file {
-        super::pushing::write_metadata(path, &result.image, &outcome)?;
+        let config = (result.platform_images.len() == 1).then_some(&result.image.config_digest);
+        super::pushing::write_metadata(path, config, &outcome)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The target platforms: `--platform`, else `DOCKER_DEFAULT_PLATFORM` (as the docker CLI
+/// reads it), else the host's; either may list several (`linux/amd64,linux/arm64`).
+fn target_platforms(flag: Option<&str>) -> Result<Vec<Platform>> {
+    let from_env = std::env::var("DOCKER_DEFAULT_PLATFORM")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    match (flag, from_env) {
+        (Some(p), _) => Platform::parse_list(p).map_err(|e| anyhow::anyhow!("--platform: {e}")),
+        (None, Some(p)) => {
+            Platform::parse_list(&p).map_err(|e| anyhow::anyhow!("DOCKER_DEFAULT_PLATFORM: {e}"))
+        }
+        (None, None) => Ok(vec![Platform::host()]),
+    }
+}
+
+/// Attaches the attestations to each platform's image, as BuildKit does: one index holding
+/// every platform's image and, per image, its attestation manifest; the names then point at
+/// that index. Returns it as an image (this host's, else the first) and the packages found.
+fn attach_per_platform(
+    env: &Env,
+    which: kiln_attest::options::Attestations,
+    result: &kiln_solve::BuildResult,
+    tags: &[kiln_image::Reference],
+    facts: &super::attest::BuildFacts<'_>,
+) -> Result<(kiln_images::StoredImage, usize)> {
+    let mut packages = 0;
+    let mut manifests = Vec::new();
+    for image in &result.platform_images {
+        let one = kiln_solve::BuildResult {
+            image: image.clone(),
+            ..result.clone()
+        };
+        let (attested, found) = super::attest::attach(env, which, &one, tags, facts)?;
+        packages += found;
+        let index = attested
+            .index_digest
+            .context("attaching attestations gave no index")?;
+        let index: kiln_image::Index = serde_json::from_slice(&env.store.read_blob(&index)?)?;
+        manifests.extend(index.manifests);
+    }
+    let index = kiln_image::Index {
+        schema_version: 2,
+        media_type: Some(kiln_image::media_type::OCI_INDEX.to_owned()),
+        manifests,
+        annotations: Default::default(),
+    };
+    let digest = env
+        .store
+        .write_blob(&kiln_image::to_canonical_json(&index))?;
+    for tag in tags {
+        env.store.set_name(&tag.to_string(), &digest)?;
+    }
+    let image = match kiln_images::StoredImage::load(&env.store, &digest) {
+        Ok(image) => image,
+        Err(_) => {
+            let mut first = result.platform_images[0].clone();
+            first.index_digest = Some(digest);
+            first
+        }
+    };
+    Ok((image, packages))
 }
 
 /// The exit code of a build stopped by Ctrl-C: 128 + SIGINT, as a shell reports it.

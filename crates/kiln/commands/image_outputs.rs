@@ -130,10 +130,14 @@ pub fn write_output(
     env: &Env,
     output: &Output,
     image: &StoredImage,
+    platform_images: &[StoredImage],
     tags: &[String],
     tar_options: kiln_layer::TarOptions,
     file_attestations: kiln_attest::options::Attestations,
 ) -> Result<()> {
+    // A multi-platform build: the OCI archive holds its index; the filesystem outputs get a
+    // directory per platform, named as buildx names them (`linux_arm64`).
+    let multi = platform_images.len() > 1;
     match output {
         Output::Image {
             format,
@@ -146,13 +150,30 @@ pub fn write_output(
             }
             // An OCI layout carries the index with the attestations; so does a docker archive
             // (its index.json), though `docker load` into the classic store reads only
-            // manifest.json.
-            let images = [named_root(env, image, all_names)?];
+            // manifest.json. A docker archive holds one image per name, so not an index of
+            // several platforms.
+            let images = [match format {
+                ArchiveFormat::Docker if multi => bail!(
+                    "--output type=docker holds one image per name, and this build made {} \
+                     (one per platform); use type=oci for the index, as with buildx",
+                    platform_images.len()
+                ),
+                _ => named_root(env, image, all_names)?,
+            }];
             write_to(dest, |out| {
                 kiln_export::write_archive(&env.store, &images, *format, out)
                     .map(drop)
                     .map_err(Into::into)
             })
+        }
+        Output::Local { dest } if multi => {
+            for platform_image in platform_images {
+                let dir = dest.join(platform_dir(platform_image));
+                kiln_export::export_filesystem(&env.store, &platform_image.manifest_digest, &dir)
+                    .with_context(|| format!("exporting the filesystem to {}", dir.display()))?;
+                write_attestation_files(env, platform_image, file_attestations, &dir)?;
+            }
+            Ok(())
         }
         Output::Local { dest } => {
             kiln_export::export_filesystem(&env.store, &image.manifest_digest, dest)
@@ -161,8 +182,20 @@ pub fn write_output(
         }
         Output::Tar { dest } => {
             let staging = env.store.temp_dir("export-")?;
-            kiln_export::export_filesystem(&env.store, &image.manifest_digest, staging.path())?;
-            write_attestation_files(env, image, file_attestations, staging.path())?;
+            if multi {
+                for platform_image in platform_images {
+                    let dir = staging.path().join(platform_dir(platform_image));
+                    kiln_export::export_filesystem(
+                        &env.store,
+                        &platform_image.manifest_digest,
+                        &dir,
+                    )?;
+                    write_attestation_files(env, platform_image, file_attestations, &dir)?;
+                }
+            } else {
+                kiln_export::export_filesystem(&env.store, &image.manifest_digest, staging.path())?;
+                write_attestation_files(env, image, file_attestations, staging.path())?;
+            }
             write_to(dest, |out| {
                 kiln_layer::write_tar_with(
                     staging.path(),
@@ -211,6 +244,14 @@ fn write_attestation_files(
 
 /// `image` as its names point at it: its index when it has one (attestations), else its
 /// manifest.
+/// The directory of one platform's filesystem in a multi-platform local or tar output:
+/// `os_arch[_variant]`, as buildx writes them.
+fn platform_dir(image: &StoredImage) -> String {
+    kiln_images::config_platform(&image.config)
+        .to_string()
+        .replace('/', "_")
+}
+
 pub fn named_root(env: &Env, image: &StoredImage, names: Vec<String>) -> Result<NamedManifest> {
     let Some(index) = &image.index_digest else {
         return named(env, image, names);

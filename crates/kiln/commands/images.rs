@@ -25,7 +25,12 @@ pub fn list(env: &Env, filters: &[String]) -> Result<ExitCode> {
         "SIZE".into(),
     ]];
     let now = chrono::Utc::now();
-    for row in list_images(&env.store, &filter)? {
+    let listed = list_images(&env.store, &filter)?;
+    // A multi-platform image is one row (its name points at an index) that lists its
+    // platforms; the column is there only when some row has several.
+    let multi = listed.iter().any(|r| r.platforms.len() > 1);
+    let mut platforms = vec!["PLATFORMS".to_owned()];
+    for row in listed {
         let img = &row.image;
         let created = img
             .config
@@ -48,6 +53,19 @@ pub fn list(env: &Env, filters: &[String]) -> Result<ExitCode> {
             created,
             format_size(img.size()),
         ]);
+        platforms.push(match row.platforms.len() {
+            0 => kiln_images::config_platform(&img.config).to_string(),
+            _ => row.platforms.join(","),
+        });
+    }
+    if multi {
+        let rows: Vec<[String; 6]> = rows
+            .into_iter()
+            .zip(platforms)
+            .map(|([a, b, c, d, e], p)| [a, b, c, d, e, p])
+            .collect();
+        print!("{}", table(&rows));
+        return Ok(ExitCode::SUCCESS);
     }
     print!("{}", table(&rows));
     Ok(ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 
 mod archive;
 mod attest;
+mod binfmt;
 mod build;
 mod check;
 mod confinement;
@@ -196,6 +197,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::System {
             command: SystemCommand::Df { verbose },
         } => system::df(&open_store(&cli.global)?, verbose),
+        Command::System {
+            command: SystemCommand::Binfmt { install },
+        } => binfmt::binfmt(install),
         Command::Prune(args) => system::prune(&open_store(&cli.global)?, &args),
         Command::BuildHistory { command } => history::run(&open_store(&cli.global)?, command),
         Command::Images { filter } => images::list(&Env::open(&cli.global)?, &filter),

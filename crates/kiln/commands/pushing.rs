@@ -78,10 +78,15 @@ pub fn push_image(
 /// Writes BuildKit's `--metadata-file` JSON: the manifest (`containerimage.digest`, and its
 /// descriptor), the config (`containerimage.config.digest`, the image ID) and the names
 /// (`image.name`, comma-separated).
-pub fn write_metadata(path: &Path, img: &StoredImage, pushed: &Pushed) -> Result<()> {
+/// BuildKit's `--metadata-file` keys. `config` is the image's config digest; a multi-platform
+/// build has one per platform and, as under BuildKit, the key is then left out.
+pub fn write_metadata(
+    path: &Path,
+    config: Option<&kiln_image::Digest>,
+    pushed: &Pushed,
+) -> Result<()> {
     let names: Vec<String> = pushed.references.iter().map(ToString::to_string).collect();
-    let metadata = serde_json::json!({
-        "containerimage.config.digest": img.config_digest.to_string(),
+    let mut metadata = serde_json::json!({
         "containerimage.digest": pushed.digest.to_string(),
         "containerimage.descriptor": {
             "mediaType": pushed.media_type,
@@ -90,6 +95,9 @@ pub fn write_metadata(path: &Path, img: &StoredImage, pushed: &Pushed) -> Result
         },
         "image.name": names.join(","),
     });
+    if let Some(config) = config {
+        metadata["containerimage.config.digest"] = config.to_string().into();
+    }
     let mut bytes = serde_json::to_vec_pretty(&metadata).expect("metadata serialises");
     bytes.push(b'\n');
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))

@@ -101,7 +101,10 @@ pub fn push(env: &Env, args: &PushArgs) -> Result<ExitCode> {
         last = Some((img, pushed));
     }
     if let (Some(path), Some((img, pushed))) = (&args.output.metadata_file, &last) {
-        write_metadata(path, img, pushed)?;
+        // An index of several platforms has no one config (BuildKit leaves the key out).
+        let platforms = kiln_images::StoredImage::index_platforms(&env.store, img.root_digest())?;
+        let config = (platforms.len() <= 1).then_some(&img.config_digest);
+        write_metadata(path, config, pushed)?;
     }
     Ok(ExitCode::SUCCESS)
 }

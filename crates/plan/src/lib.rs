@@ -12,9 +12,11 @@
 mod args;
 mod error;
 pub mod outline;
+mod platforms;
 
 pub use args::{ArgValue, BUILDKIT_OPTION_PREFIX, PROXY_ARGS, SOURCE_DATE_EPOCH};
 pub use error::PlanError;
+pub use platforms::{PlatformPlans, plan_platforms};
 
 use args::{ArgScope, predefined_args, unused_build_args};
 use kiln_dockerfile::{Command, CopyCommand, Dockerfile, Instruction, Span, expand_word};

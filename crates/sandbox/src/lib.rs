@@ -10,6 +10,7 @@
 // A library reports through its return values and events; only the `kiln` binary prints.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod binfmt;
 mod caps;
 mod cgroup;
 mod copy_root;

@@ -10,7 +10,7 @@ use std::time::Instant;
 use kiln_dockerfile::{Dockerfile, Instruction, Span};
 use kiln_image::Reference;
 use kiln_image::{Digest, ImageConfig, Platform};
-use kiln_plan::{Base, BuildOptions, BuildPlan};
+use kiln_plan::{Base, BuildOptions, BuildPlan, PlatformPlans};
 use kiln_registry::RegistryClient;
 use kiln_sandbox::NetworkMode;
 use kiln_store::Store;
@@ -26,6 +26,7 @@ use crate::schedule::{Slots, StageBoard};
 use crate::stage::{StageBuilder, StageState};
 use kiln_images::{StoredImage, write_image_annotated};
 
+mod preflight;
 mod stages;
 use stages::BuildRun;
 
@@ -51,7 +52,10 @@ pub struct BuildRequest {
     pub no_cache_filter: Vec<String>,
     /// Re-resolve base image tags against their registries.
     pub pull: bool,
-    pub platform: Platform,
+    /// The target platforms (`--platform a,b`), at least one. With several, each is built
+    /// (stages that do not depend on the target once, `kiln_plan::plan_platforms`) and the
+    /// result is an image index of one image per platform.
+    pub platforms: Vec<Platform>,
     /// How many stages may do work at once (`--jobs`); 0 means one per CPU.
     pub jobs: usize,
     /// How the layers this build writes are compressed (`--compression`, `--compression-level`).
@@ -105,7 +109,12 @@ impl BuildSettings {
 /// What a successful build produced.
 #[derive(Debug, Clone)]
 pub struct BuildResult {
+    /// The image the names point at: for several platforms, the index (`index_digest`) seen
+    /// as its image for this host, else the first platform's.
     pub image: StoredImage,
+    /// Each platform's image, in the order of the request's platforms (one for a
+    /// single-platform build: `image` itself).
+    pub platform_images: Vec<StoredImage>,
     pub tags: Vec<String>,
     /// The base images the build resolved (every `FROM`, `COPY --from` and mount naming an
     /// image), with the manifest each was pinned to: a provenance's materials.
@@ -118,6 +127,7 @@ pub struct BuildResult {
 /// What `build_plan` produced.
 struct Built {
     image: StoredImage,
+    platform_images: Vec<StoredImage>,
     bases: Vec<crate::pins::ResolvedBase>,
     scan_stages: Vec<crate::scan_stages::StageLayers>,
 }
@@ -289,16 +299,23 @@ impl Engine {
             text,
             dockerfile,
         };
+        let Some(first_platform) = req.platforms.first() else {
+            return Err(SolveError::NoPlatform);
+        };
         let opts = BuildOptions {
             build_args: req.build_args.clone(),
             target: req.target.clone(),
-            platform: req.platform.clone(),
+            platform: first_platform.clone(),
             build_platform: Platform::host(),
         };
-        let plan = kiln_plan::plan(&src.dockerfile, &opts).map_err(|e| SolveError::Dockerfile {
-            location: src.location(&e.span().unwrap_or_else(|| src.dockerfile_end())),
-            message: e.to_string(),
-        })?;
+        let plans =
+            kiln_plan::plan_platforms(&src.dockerfile, &opts, &req.platforms).map_err(|e| {
+                SolveError::Dockerfile {
+                    location: src.location(&e.span().unwrap_or_else(|| src.dockerfile_end())),
+                    message: e.to_string(),
+                }
+            })?;
+        let plan = &plans.plans[0];
         for filter in &req.no_cache_filter {
             let known = plan.stages.iter().any(|s| {
                 s.name.as_deref() == Some(filter.as_str()) || s.index.to_string() == *filter
@@ -350,7 +367,7 @@ impl Engine {
             &req.cache_from[..]
         };
         let remote = RemoteCache::import(self, imports, progress);
-        let built = self.build_plan(&src, &plan, &context, req, &remote, progress);
+        let built = self.build_plan(&src, &plans, &context, req, &remote, progress);
         // Imported records whose layers are now here make the next build local, also when
         // a later step failed. Losing them only costs the next build an import.
         if let Err(error) = remote.record_hits_locally(&self.store) {
@@ -366,6 +383,7 @@ impl Engine {
         }
         let Built {
             image,
+            platform_images,
             bases,
             scan_stages,
         } = built?;
@@ -374,19 +392,19 @@ impl Engine {
             return Err(SolveError::Cancelled);
         }
         progress(ProgressEvent::ImageWritten {
-            manifest: image.manifest_digest.clone(),
+            manifest: image.root_digest().clone(),
             config: image.config_digest.clone(),
         });
         let mut tags = Vec::new();
         for tag in &req.tags {
-            self.store
-                .set_name(&tag.to_string(), &image.manifest_digest)?;
+            self.store.set_name(&tag.to_string(), image.root_digest())?;
             progress(ProgressEvent::Tagged(tag.familiar()));
             tags.push(tag.to_string());
         }
-        remote.export(self, &plan, &req.cache_to, progress)?;
+        remote.export(self, plan, &req.cache_to, progress)?;
         Ok(BuildResult {
             image,
+            platform_images,
             tags,
             bases,
             scan_stages,
@@ -396,7 +414,7 @@ impl Engine {
     fn build_plan(
         &self,
         src: &Source,
-        plan: &BuildPlan,
+        plans: &PlatformPlans,
         context: &BuildContext,
         req: &BuildRequest,
         remote: &RemoteCache,
@@ -410,39 +428,81 @@ impl Engine {
         let board = StageBoard::new();
         let slots = Slots::new(jobs);
         let first_error = Mutex::new(None);
-        let run = BuildRun {
-            src,
-            plan,
-            context,
-            req,
-            remote,
-            progress,
-            board: &board,
-            slots: &slots,
-            pins: &pins,
-            first_error: &first_error,
-        };
-        // Every needed stage starts at once and waits for the stages it reads; independent
-        // stages then run side by side, `jobs` at a time.
+        let multi = plans.platforms.len() > 1;
+        let runs: Vec<BuildRun<'_>> = plans
+            .plans
+            .iter()
+            .enumerate()
+            .map(|(p, plan)| BuildRun {
+                src,
+                plan,
+                context,
+                req,
+                remote,
+                progress,
+                board: &board,
+                slots: &slots,
+                pins: &pins,
+                first_error: &first_error,
+                platform: &plans.platforms[p],
+                nodes: &plans.nodes[p],
+                labels: plan
+                    .stages
+                    .iter()
+                    .map(|stage| match multi && !plans.is_shared(p, stage.index) {
+                        true => format!("{} {}", plans.platforms[p], stage_name(stage)),
+                        false => stage_name(stage),
+                    })
+                    .collect(),
+            })
+            .collect();
+        // What can fail for want of a base image or an emulator fails before any step runs.
+        self.preflight(src, plans, req, &pins, progress)?;
+        // Every needed stage of every target starts at once and waits for the stages it
+        // reads; independent stages then run side by side, `jobs` at a time.
         std::thread::scope(|scope| {
-            for stage in plan.stages.iter().filter(|s| s.needed) {
-                self.start_stage(scope, &run, stage.index);
+            for run in &runs {
+                for stage in run.plan.stages.iter().filter(|s| s.needed) {
+                    self.start_stage(scope, run, stage.index);
+                }
             }
         });
         if let Some(e) = first_error
-            .into_inner()
+            .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .take()
         {
             return Err(e);
         }
-        let scan_stages = crate::scan_stages::collect(plan, &board, &req.build_args);
-        let target = board.take(plan.target).ok_or(SolveError::TargetNotBuilt)?;
-        // The final image's layers must all be here, also those of steps taken from an
-        // imported cache that nothing unpacked.
-        remote.fetch_blobs(self, &target.layers, progress)?;
-        let image = self.finish_image(target, &req.settings)?;
+        let first = &plans.plans[0];
+        let scan_stages =
+            crate::scan_stages::collect(first, &plans.nodes[0], &board, &req.build_args);
+        let mut images = Vec::with_capacity(runs.len());
+        for run in &runs {
+            let target = board
+                .get(run.nodes[run.plan.target])
+                .ok_or(SolveError::TargetNotBuilt)?;
+            // The final image's layers must all be here, also those of steps taken from an
+            // imported cache that nothing unpacked.
+            remote.fetch_blobs(self, &target.layers, progress)?;
+            images.push(self.finish_image(target, &req.settings)?);
+        }
+        let image = if multi {
+            let index = kiln_images::write_index(&self.store, &images)?;
+            let host = Platform::host();
+            let mut chosen = images
+                .iter()
+                .find(|i| host.matches(&kiln_images::config_platform(&i.config)))
+                .unwrap_or(&images[0])
+                .clone();
+            chosen.index_digest = Some(index);
+            chosen
+        } else {
+            images[0].clone()
+        };
         Ok(Built {
             image,
+            platform_images: images,
             bases: pins.resolved(),
             scan_stages,
         })

@@ -97,6 +97,9 @@ pub enum SolveError {
     /// Likewise for the target stage, once every stage has finished.
     #[error("the target stage was not built")]
     TargetNotBuilt,
+    /// A request naming no target platform at all.
+    #[error("no target platform: a build needs at least one")]
+    NoPlatform,
 }
 
 impl SolveError {
@@ -116,6 +119,7 @@ impl SolveError {
                 ErrorKind::of_io(source)
             }
             SolveError::StageNotBuilt { .. } | SolveError::TargetNotBuilt => ErrorKind::Internal,
+            SolveError::NoPlatform => ErrorKind::InvalidArgument,
             SolveError::Image(e) => e.kind(),
             SolveError::Reference(e) => e.kind(),
             SolveError::Registry(e) => e.kind(),

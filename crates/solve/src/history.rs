@@ -48,7 +48,13 @@ pub fn inputs(req: &BuildRequest, context: &str) -> BuildInputs {
         context: context.to_owned(),
         build_args: req.build_args.clone(),
         target: req.target.clone(),
-        platform: req.platform.to_string(),
+        // One platform, or a build for several as `--platform` lists them.
+        platform: req
+            .platforms
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         tags: req.tags.iter().map(ToString::to_string).collect(),
     }
 }

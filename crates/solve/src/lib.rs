@@ -46,6 +46,7 @@ pub use build::{BuildRequest, BuildResult, BuildSettings, Engine, location_in};
 pub use cache::{FileFingerprint, InputValue, KeyInput};
 pub use cancel::{CancelOnDrop, CancelToken};
 pub use context_tar::{UnpackedContext, looks_like_archive};
+pub use emulation::cannot_run_as;
 pub use epoch::{EpochError, EpochOrigin, SOURCE_DATE_EPOCH, SourceDateEpoch};
 pub use error::{Location, Result, SolveError};
 pub use explain::MissCause;

@@ -26,7 +26,7 @@ impl StageBuilder<'_> {
                 .plan_trigger(self.stage.index, &instruction)
                 .map_err(|e| in_trigger(e.to_string()))?;
             let label = StepLabel {
-                stage: crate::build::stage_name(self.stage),
+                stage: self.stage_label.to_owned(),
                 position: 1,
                 total: self.stage.steps.len() + 1,
                 text: format!("ONBUILD {text}"),

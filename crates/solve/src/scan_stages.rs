@@ -17,6 +17,7 @@ pub struct StageLayers {
 /// The layers of every built stage but the target that asks to be scanned.
 pub(crate) fn collect(
     plan: &kiln_plan::BuildPlan,
+    nodes: &[usize],
     board: &crate::schedule::StageBoard<crate::stage::StageState>,
     build_args: &BTreeMap<String, String>,
 ) -> Vec<StageLayers> {
@@ -24,7 +25,7 @@ pub(crate) fn collect(
         .iter()
         .filter(|s| s.index != plan.target)
         .filter_map(|s| {
-            let state = board.get(s.index)?;
+            let state = board.get(nodes[s.index])?;
             let name = s.name.clone().unwrap_or_else(|| s.index.to_string());
             scans_stage(&name, &state.args, build_args).then(|| StageLayers {
                 name,

@@ -218,14 +218,9 @@ impl<T: Clone> StageBoard<T> {
         }
     }
 
-    /// Takes a finished stage's result out of the board.
     /// The result of stage `index` if it is done, without waiting.
     pub fn get(&self, index: usize) -> Option<T> {
         lock(&self.inner).done.get(&index).cloned()
-    }
-
-    pub fn take(&self, index: usize) -> Option<T> {
-        lock(&self.inner).done.remove(&index)
     }
 }
 
@@ -253,8 +248,7 @@ mod tests {
                 assert_eq!(w.join().unwrap(), Some("built"));
             }
         });
-        assert_eq!(board.take(3), Some("built"));
-        assert_eq!(board.take(3), None);
+        assert_eq!(board.get(3), Some("built"));
     }
 
     #[test]

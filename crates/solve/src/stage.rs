@@ -25,6 +25,12 @@ pub(crate) struct StageBuilder<'a> {
     pub src: &'a Source,
     pub plan: &'a BuildPlan,
     pub stage: &'a StagePlan,
+    /// How progress lines and explain records name the stage: its name, with the target
+    /// platform in front when a multi-platform build builds it once per platform.
+    pub stage_label: &'a str,
+    /// The target platform this stage is built for (`TARGETPLATFORM`): what a
+    /// `COPY --from=<image>` resolves to.
+    pub target_platform: &'a kiln_image::Platform,
     pub context: &'a BuildContext,
     pub req: &'a BuildRequest,
     /// The finished stages this one reads (its base, `--from` and trigger sources).
@@ -42,7 +48,7 @@ pub(crate) struct StageBuilder<'a> {
 impl StageBuilder<'_> {
     fn label(&self, position: usize, instruction: &Instruction) -> StepLabel {
         StepLabel {
-            stage: crate::build::stage_name(self.stage),
+            stage: self.stage_label.to_owned(),
             position,
             total: self.stage.steps.len() + 1,
             text: instruction.original.clone(),
@@ -181,7 +187,7 @@ impl StageBuilder<'_> {
             store: &self.engine.store,
             progress: self.progress,
             dockerfile: &self.src.path,
-            stage: crate::build::stage_name(self.stage),
+            stage: self.stage_label.to_owned(),
         }
     }
 
@@ -221,7 +227,7 @@ impl StageBuilder<'_> {
         self.pins.resolve(
             self.engine,
             &reference,
-            &self.req.platform,
+            self.target_platform,
             self.req.pull,
             self.progress,
         )

@@ -33,7 +33,7 @@ fn request(context: &Path, base: &str, tag: &str) -> BuildRequest {
         no_cache: false,
         no_cache_filter: Vec::new(),
         pull: false,
-        platform: Platform::host(),
+        platforms: vec![Platform::host()],
         jobs: 0,
         compression: kiln_layer::CompressionRequest::from_flags("gzip", None).unwrap(),
         cache_from: Vec::new(),

@@ -35,11 +35,22 @@ pub fn rootfs_script_path() -> PathBuf {
 
 /// Writes the busybox rootfs tar to `dest` by running `scripts/busybox-rootfs.sh`.
 pub fn busybox_rootfs_tar(dest: &Path) -> Result<()> {
+    rootfs_tar_of(dest, None)
+}
+
+/// [`busybox_rootfs_tar`] of another static busybox binary (`busybox`, e.g. arm64's), or of
+/// the script's default with `None`.
+pub(crate) fn rootfs_tar_of(dest: &Path, busybox: Option<&Path>) -> Result<()> {
     let script = rootfs_script_path();
     if !script.is_file() {
         bail!("rootfs script {} not found", script.display());
     }
-    run_tool(Command::new("bash").arg(&script).arg(dest))
+    let mut command = Command::new("bash");
+    command.arg(&script).arg(dest);
+    if let Some(busybox) = busybox {
+        command.env("BUSYBOX", busybox);
+    }
+    run_tool(&mut command)
         .with_context(|| format!("building the busybox rootfs into {}", dest.display()))?;
     Ok(())
 }
@@ -53,13 +64,38 @@ pub fn busybox_oci_layout(dir: &Path, tag: &str) -> Result<()> {
     }
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
+    let mut manifest_desc = busybox_image(&blobs, None, Platform::host())?;
+    manifest_desc
+        .annotations
+        .insert(REF_NAME.into(), tag.into());
+    add_to_layout(dir, tag, manifest_desc)
+}
 
+/// Names `desc` `tag` in the OCI layout `dir`'s `index.json` (replacing an entry of that tag).
+pub(crate) fn add_to_layout(dir: &Path, tag: &str, desc: Descriptor) -> Result<()> {
+    let oci_layout = dir.join("oci-layout");
+    fs::write(&oci_layout, br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .with_context(|| format!("writing {}", oci_layout.display()))?;
+    let index_path = dir.join("index.json");
+    let mut index = read_index(&index_path)?;
+    index
+        .manifests
+        .retain(|d| d.annotations.get(REF_NAME).map(String::as_str) != Some(tag));
+    index.manifests.push(desc);
+    write_atomically(&index_path, &to_canonical_json(&index))
+}
+
+/// Writes the busybox image of `busybox` (the default binary with `None`) for `platform` into
+/// `blobs`; returns its manifest's descriptor, with the platform.
+pub(crate) fn busybox_image(
+    blobs: &Path,
+    busybox: Option<&Path>,
+    platform: Platform,
+) -> Result<Descriptor> {
     let scratch = tempfile::tempdir().context("creating a temp dir for the rootfs tar")?;
     let rootfs_tar = scratch.path().join("rootfs.tar");
-    busybox_rootfs_tar(&rootfs_tar)?;
-    let layer = write_gzip_layer(&rootfs_tar, &blobs)?;
-
-    let platform = Platform::host();
+    rootfs_tar_of(&rootfs_tar, busybox)?;
+    let layer = write_gzip_layer(&rootfs_tar, blobs)?;
     let config = ImageConfig {
         created: Some(EPOCH.into()),
         architecture: platform.architecture.clone(),
@@ -81,24 +117,11 @@ pub fn busybox_oci_layout(dir: &Path, tag: &str) -> Result<()> {
         }],
         ..ImageConfig::default()
     };
-    let config_desc = write_json_blob(&blobs, media_type::OCI_CONFIG, &config)?;
+    let config_desc = write_json_blob(blobs, media_type::OCI_CONFIG, &config)?;
     let manifest = Manifest::oci(config_desc, vec![layer.descriptor()]);
-    let mut manifest_desc = write_json_blob(&blobs, media_type::OCI_MANIFEST, &manifest)?;
+    let mut manifest_desc = write_json_blob(blobs, media_type::OCI_MANIFEST, &manifest)?;
     manifest_desc.platform = Some(platform);
-    manifest_desc
-        .annotations
-        .insert(REF_NAME.into(), tag.into());
-
-    let oci_layout = dir.join("oci-layout");
-    fs::write(&oci_layout, br#"{"imageLayoutVersion":"1.0.0"}"#)
-        .with_context(|| format!("writing {}", oci_layout.display()))?;
-    let index_path = dir.join("index.json");
-    let mut index = read_index(&index_path)?;
-    index
-        .manifests
-        .retain(|d| d.annotations.get(REF_NAME).map(String::as_str) != Some(tag));
-    index.manifests.push(manifest_desc);
-    write_atomically(&index_path, &to_canonical_json(&index))
+    Ok(manifest_desc)
 }
 
 /// Pushes the busybox image to `registry` as `repo_tag` (e.g. `busybox:latest`) with skopeo and
@@ -254,7 +277,7 @@ fn write_gzip_layer(tar_path: &Path, blobs: &Path) -> Result<LayerRef> {
     })
 }
 
-fn write_json_blob<T: serde::Serialize>(
+pub(crate) fn write_json_blob<T: serde::Serialize>(
     blobs: &Path,
     media_type: &str,
     value: &T,

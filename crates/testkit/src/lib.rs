@@ -7,7 +7,8 @@
 //!   [`TlsRegistry`] (TLS from a test CA, htpasswd, optional client certificates) and
 //!   [`TokenRegistry`] (`auth: token` with a loopback token issuer) for the auth flows.
 //! - [`busybox_rootfs_tar`], [`busybox_oci_layout`], [`push_busybox`]: a tiny base image made
-//!   from `busybox-static`, as a tar, an OCI layout, or pushed to a registry.
+//!   from `busybox-static`, as a tar, an OCI layout, or pushed to a registry;
+//!   [`push_busybox_index`]: with arm64's busybox, a two-platform index.
 //! - [`skopeo_inspect`], [`skopeo_copy_to_oci_layout`], [`umoci_unpack_oci_layout`],
 //!   [`oci_image_tool_validate`]: third-party readers of what kiln writes.
 //! - [`FaultProxy`]: a loopback TCP proxy that cuts connections, answers 503 or stalls.
@@ -26,6 +27,7 @@
 
 mod auth;
 mod busybox;
+mod busybox_arm64;
 mod fault_proxy;
 mod golden;
 mod https_files;
@@ -39,6 +41,7 @@ mod tools;
 
 pub use auth::{TestCa, TlsRegistry, TokenRegistry, TokenRequestRecord, htpasswd_line};
 pub use busybox::{busybox_oci_layout, busybox_rootfs_tar, push_busybox, rootfs_script_path};
+pub use busybox_arm64::{ARM64_BUSYBOX, arm64_busybox, busybox_index_layout, push_busybox_index};
 pub use fault_proxy::{Fault, FaultProxy};
 pub use golden::assert_golden;
 pub use https_files::HttpsFileServer;

@@ -31,8 +31,21 @@ pub fn create(env: &Env, args: &RunArgs, attached_stdin: bool) -> Result<Contain
     request.host_config.security_options()?;
     request.host_config.extra_hosts()?;
     request.host_config.resource_limits()?;
+    let platform = match args.platform.as_deref() {
+        Some(text) => match Platform::parse_list(text)
+            .map_err(anyhow::Error::msg)?
+            .as_slice()
+        {
+            [one] => Some(one.clone()),
+            _ => anyhow::bail!("--platform {text:?}: a container runs one platform"),
+        },
+        None => None,
+    };
     let img = match kiln_images::find_image(&env.store, &args.image) {
-        Ok(img) => img,
+        Ok(img) => match &platform {
+            Some(p) => for_platform(env, &args.image, img, p)?,
+            None => img,
+        },
         Err(_) => {
             let reference = parse_reference(&args.image)?;
             let printer = ProgressPrinter::new(false);
@@ -41,12 +54,39 @@ pub fn create(env: &Env, args: &RunArgs, attached_stdin: bool) -> Result<Contain
                 env.registry()?,
                 env.rt.handle(),
                 &reference,
-                &Platform::host(),
+                platform.as_ref().unwrap_or(&Platform::host()),
                 false,
                 &|e| printer.image_event(e),
             )?
         }
     };
+    // An image for another CPU runs only under emulation: say so now, not as an exec error.
+    if let Some(problem) =
+        kiln_solve::cannot_run_as("the container", &kiln_images::config_platform(&img.config))
+        && !img.config.architecture.is_empty()
+        && !img.config.os.is_empty()
+    {
+        anyhow::bail!("{}: {problem}", args.image);
+    }
     let rt = Runtime::new(env.store.clone());
     Ok(rt.create(args.name.as_deref(), &request, &img)?)
+}
+
+/// The image for `platform` that `name` found: its index's entry for it (a multi-platform
+/// build, a pulled index), or the image itself when it is for that platform.
+fn for_platform(
+    env: &Env,
+    name: &str,
+    img: kiln_images::StoredImage,
+    platform: &Platform,
+) -> Result<kiln_images::StoredImage> {
+    if let Some(index) = &img.index_digest {
+        return kiln_images::StoredImage::load_for_platform(&env.store, index, platform)
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"));
+    }
+    let own = kiln_images::config_platform(&img.config);
+    if !platform.matches(&own) {
+        anyhow::bail!("{name}: the image is for {own}, not {platform}");
+    }
+    Ok(img)
 }

@@ -92,6 +92,7 @@ pub fn logs(remote: &Remote, args: &LogsArgs) -> Result<ExitCode> {
 /// does on a 404), then with `-d` start and print the ID; else attach (hijacked: stdin too
 /// with `-i`), wait, start, relay until the container ends and exit with its code.
 pub fn run(remote: &Remote, args: &RunArgs) -> Result<ExitCode> {
+    super::refuse_platform(args)?;
     let body = request(args, !args.detach)?;
     let created = create_pulling(remote, args.name.as_deref(), &args.image, &body)?;
     let id = created.id;

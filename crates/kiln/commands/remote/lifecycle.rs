@@ -12,6 +12,7 @@ use crate::cli::RunArgs;
 use crate::commands::containers::request::request;
 
 pub fn create(remote: &Remote, args: &RunArgs) -> Result<ExitCode> {
+    super::refuse_platform(args)?;
     let body = request(args, false)?;
     let created = create_pulling(remote, args.name.as_deref(), &args.image, &body)?;
     println!("{}", created.id);

@@ -247,6 +247,15 @@ fn pull_reference(
 
 /// Creates the container `body` describes; a 404 (no such image in the daemon) is answered as
 /// the docker CLI does: `Unable to find image`, a pull with progress, the create again.
+/// `--platform` of `run`/`create`: the Engine API client sends no platform yet, and running
+/// the daemon's default image silently would be wrong.
+fn refuse_platform(args: &crate::cli::RunArgs) -> Result<()> {
+    if let Some(platform) = &args.platform {
+        bail!("--platform {platform:?} is not supported with --host yet; run kiln without --host");
+    }
+    Ok(())
+}
+
 fn create_pulling(
     remote: &Remote,
     name: Option<&str>,

@@ -1,6 +1,10 @@
 //! The stages of one build run side by side: each needed stage gets a thread of its own that
 //! first waits for the stages it reads (starting them if nobody has), then takes a slot and runs
 //! its steps. The first failure is the build's error; the stages still waiting then stop.
+//!
+//! A multi-platform build has one run per target platform on one board, slots and pins: the
+//! board is indexed by the plans' nodes (`kiln_plan::PlatformPlans`), so a stage the targets
+//! share is claimed, built and published once, and every target waiting for it reads it.
 
 use super::*;
 
@@ -16,6 +20,12 @@ pub(super) struct BuildRun<'a> {
     pub(super) slots: &'a Slots,
     pub(super) pins: &'a ImagePins,
     pub(super) first_error: &'a Mutex<Option<SolveError>>,
+    /// The target platform of this run's plan.
+    pub(super) platform: &'a Platform,
+    /// The board's node of each stage of `plan`.
+    pub(super) nodes: &'a [usize],
+    /// How each stage of `plan` is named in progress lines and explain records.
+    pub(super) labels: Vec<String>,
 }
 
 impl Engine {
@@ -26,11 +36,12 @@ impl Engine {
         run: &'env BuildRun<'env>,
         index: usize,
     ) {
-        if !run.board.claim(index) {
+        let node = run.nodes[index];
+        if !run.board.claim(node) {
             return;
         }
         scope.spawn(move || match self.build_stage(scope, run, index) {
-            Ok(state) => run.board.finish(index, state),
+            Ok(state) => run.board.finish(node, state),
             Err(e) => {
                 // The first failure is the build's error; stages that then stop waiting for
                 // it only report that they were cut short, which is not worth showing.
@@ -62,7 +73,7 @@ impl Engine {
         for dep in deps {
             let state = run
                 .board
-                .wait(dep)
+                .wait(run.nodes[dep])
                 .ok_or(SolveError::DependencyFailed { stage: dep })?;
             built.insert(dep, state);
         }
@@ -90,7 +101,7 @@ impl Engine {
         self.wait_for_stages(scope, run, stage.deps.iter().copied(), &mut built)?;
         let mut slot = Some(run.slots.acquire());
         let from_label = StepLabel {
-            stage: stage_name(stage),
+            stage: run.labels[index].clone(),
             position: 1,
             total: stage.steps.len() + 1,
             // Show what FROM resolved to, not its ARG references.
@@ -117,7 +128,7 @@ impl Engine {
             Some(text) => text
                 .parse::<Platform>()
                 .map_err(|e| at(format!("--platform: {e}")))?,
-            None => req.platform.clone(),
+            None => run.platform.clone(),
         };
         let mut state = match &stage.base {
             Base::Scratch => StageState::scratch(&platform),
@@ -156,7 +167,7 @@ impl Engine {
                 store: &self.store,
                 progress,
                 dockerfile: &src.path,
-                stage: stage_name(stage),
+                stage: run.labels[index].clone(),
             };
             let key = state.key.clone();
             let step = KeyedStep {
@@ -193,6 +204,8 @@ impl Engine {
             src,
             plan,
             stage,
+            stage_label: &run.labels[index],
+            target_platform: run.platform,
             context,
             req,
             built: &built,

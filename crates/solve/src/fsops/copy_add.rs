@@ -474,7 +474,9 @@ impl StageBuilder<'_> {
         execute: impl FnOnce(&Self, &StepLabel) -> Result<Option<LayerRef>>,
     ) -> Result<()> {
         let mut key = KeyBuilder::new(&format!("{} --link", ins.keyword), None);
-        key.field("platform", &self.req.platform.to_string());
+        // The stage's platform, as for every other step: a stage shared by the targets of a
+        // multi-platform build gets one key.
+        key.field("platform", &state.platform.to_string());
         self.key_epoch(&mut key);
         key_inputs(&mut key);
         // The linked layer's own inputs are what --explain records: the parent is not one.
