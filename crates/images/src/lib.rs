@@ -43,6 +43,5 @@ pub use snapshots::{ensure_snapshot, lower_dirs};
 pub use stored::{StoredImage, config_platform};
 pub use write::{
     commit_layer, image_in_compression, import_rootfs, oci_layer_media_type, write_image,
-    write_image_annotated,
-    write_index,
+    write_image_annotated, write_index,
 };

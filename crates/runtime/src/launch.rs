@@ -31,8 +31,14 @@ pub(crate) fn launch(
     // (or fails to start) before the first look below has already had.
     let diagnostics_reader = std::fs::File::open(&log_path).map_err(RuntimeError::io(&log_path))?;
     let exit = Some(store.watch_container_exit(&record.id)?);
-    let exe = std::env::current_exe().map_err(RuntimeError::io("/proc/self/exe"))?;
-    let mut command = Command::new(exe);
+    // The running binary itself, not the path it was started from: a `kiln serve` whose
+    // binary was replaced on disk (an upgrade, a relink) keeps starting supervisors of its own
+    // version, where `current_exe()`'s path names a deleted file or a different binary.
+    // argv[0] keeps the path, so `ps` shows `kiln __kiln-supervise …`.
+    let mut command = Command::new("/proc/self/exe");
+    if let Ok(path) = std::env::current_exe() {
+        std::os::unix::process::CommandExt::arg0(&mut command, path);
+    }
     command
         .arg(SUPERVISOR_MARKER)
         .arg(store.root())

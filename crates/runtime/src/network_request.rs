@@ -150,7 +150,7 @@ impl HostConfig {
             "none" => return Ok(simple(NetworkMode::None)),
             "host" => return Ok(simple(NetworkMode::Host)),
             "bridge" if !root => return Ok(simple(NetworkMode::Default)),
-            "" | "default" => match endpoints.and_then(|e| e.keys().next()) {
+            "" | "default" => match endpoints.and_then(|e| e.keys().find(|n| !is_default(n))) {
                 // Clients such as compose name the network only in EndpointsConfig.
                 Some(first) => first.clone(),
                 None => return Ok(simple(NetworkMode::Default)),
@@ -166,7 +166,9 @@ impl HostConfig {
         };
         let mut networks = vec![(primary.clone(), settings(&primary))];
         for (name, s) in endpoints.into_iter().flatten() {
-            if *name != primary {
+            // The docker CLI (API 1.44 and later behaviour, also sent at 1.41) names the
+            // network mode itself, `default`, in EndpointsConfig: that is no network's name.
+            if *name != primary && !is_default(name) {
                 networks.push((name.clone(), s.clone()));
             }
         }
@@ -175,6 +177,12 @@ impl HostConfig {
             networks,
         })
     }
+}
+
+/// `default`, the name of the network mode a container gets without `--network`, as clients
+/// write it in `NetworkingConfig` too.
+fn is_default(name: &str) -> bool {
+    name == "default"
 }
 
 #[cfg(test)]
@@ -206,6 +214,16 @@ mod tests {
             .network_choice(Some(&endpoints))
             .unwrap();
         assert_eq!(choice.networks[0].0, "back");
+        // The docker CLI names the mode itself, `default`, in EndpointsConfig: no network.
+        let cli: NetworkingConfig = serde_json::from_value(serde_json::json!({
+            "EndpointsConfig": { "default": { "Aliases": null } }
+        }))
+        .unwrap();
+        for mode in ["", "default"] {
+            let choice = with_mode(mode).network_choice(Some(&cli)).unwrap();
+            assert_eq!(choice.mode, NetworkMode::Default, "mode {mode:?}");
+            assert!(choice.networks.is_empty());
+        }
         for (mode, expected) in [("none", NetworkMode::None), ("host", NetworkMode::Host)] {
             let choice = with_mode(mode).network_choice(Some(&endpoints)).unwrap();
             assert_eq!(choice.mode, expected);

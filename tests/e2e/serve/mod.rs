@@ -22,6 +22,7 @@ mod prune;
 mod raw;
 mod resources;
 mod restart;
+mod upgrade;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -59,7 +60,7 @@ impl Daemon {
         Daemon::spawn(k, command, &[], &[])
     }
 
-    fn spawn(
+    pub fn spawn(
         k: &Kiln,
         mut command: Command,
         extra_env: &[(&str, &Path)],
