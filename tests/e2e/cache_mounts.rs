@@ -317,3 +317,58 @@ fn cache_mounts_travel_through_the_registry() {
     assert_eq!(fetched(&index.take()), ["/d.tar"]);
     assert_eq!(cache_mount_dirs(fresh.path()), 1);
 }
+
+#[test]
+fn a_cache_that_expands_past_the_limit_is_skipped_with_a_warning() {
+    let k = Kiln::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let ctx = tempfile::tempdir().unwrap();
+    // 1 MiB of zeros: a blob of about a KiB that expands to a MiB.
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE\nFROM $BASE\nARG X\n\
+         RUN --mount=type=cache,id=zeros,target=/c echo \"run $X: cache had $(ls /c | wc -l) files\" \
+         && head -c 1048576 /dev/zero > /c/zeros\n",
+    )
+    .unwrap();
+    let base = format!("BASE={}", k.base);
+    let ctx = ctx.path().to_str().unwrap();
+    let build = |root: &Path, x: &str, extra: &[&str]| {
+        let x = format!("X={x}");
+        let mut args = vec![
+            "build",
+            "--progress=plain",
+            "--build-arg",
+            &base,
+            "--build-arg",
+            &x,
+        ];
+        args.extend_from_slice(extra);
+        args.push(ctx);
+        let out = k.cmd_in(root, &args);
+        assert_success(&out, &args);
+        stderr(&out)
+    };
+    let to = format!("type=local,dest={},cache-mounts=true", cache.display());
+    let out = build(k.root.path(), "1", &["--cache-to", &to]);
+    assert!(out.contains("run 1: cache had 0 files"), "{out}");
+    let size = layout_document(&cache)["cacheMounts"][0]["layer"]["size"]
+        .as_u64()
+        .unwrap();
+    assert!(size < 64 << 10, "{size}");
+
+    let limited = format!(
+        "type=local,src={},cache-mounts-max-size=64k",
+        cache.display()
+    );
+    let fresh = k.fresh_store();
+    let out = build(fresh.path(), "2", &["--cache-from", &limited]);
+    assert!(out.contains("expands past the 65536-byte limit"), "{out}");
+    assert!(out.contains("run 2: cache had 0 files"), "{out}");
+
+    let fresh = k.fresh_store();
+    let from = format!("type=local,src={}", cache.display());
+    let out = build(fresh.path(), "3", &["--cache-from", &from]);
+    assert!(out.contains("run 3: cache had 1 files"), "{out}");
+}

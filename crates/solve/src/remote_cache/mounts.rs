@@ -21,8 +21,9 @@
 //!   its diffID checked against the document; the directory is built in `tmp/` and renamed
 //!   into place, so a failure leaves nothing behind.
 //! - **A size limit, never a failed build.** A blob over `cache-mounts-max-size` (default
-//!   1 GiB, checked against the size the manifest declares, before anything is downloaded) is
-//!   skipped with a warning: the step runs with an empty cache, as it would without the import.
+//!   1 GiB, checked against the size the manifest declares, before anything is downloaded), or
+//!   one whose tar expands past it while it is extracted, is skipped with a warning: the step
+//!   runs with an empty cache, as it would without the import.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -128,8 +129,28 @@ impl RemoteCache {
             cached: !fetched,
         });
         let blob = engine.store.open_blob(&layer.digest)?;
-        let diff_id = kiln_layer::apply_layer(std::io::BufReader::new(blob), dir)
-            .map_err(|e| failed(e.to_string()))?;
+        let diff_id =
+            match kiln_layer::apply_layer_limited(std::io::BufReader::new(blob), dir, limit) {
+                Ok(diff_id) => diff_id,
+                Err(kiln_layer::LayerError::TooLarge { .. }) => {
+                    // A small blob that expands past the limit: skipped like a big one. The
+                    // directory is still private (in the store's tmp/), so it is emptied.
+                    std::fs::remove_dir_all(dir)
+                        .and_then(|()| std::fs::create_dir(dir))
+                        .map_err(|source| SolveError::ReadFile {
+                            path: dir.to_owned(),
+                            source,
+                        })?;
+                    progress(ProgressEvent::Warning(format!(
+                        "cache mount {:?} from {location} expands past the {limit}-byte limit \
+                         (cache-mounts-max-size): not imported, the step starts with an empty \
+                         cache",
+                        mount.id
+                    )));
+                    return Ok(false);
+                }
+                Err(e) => return Err(failed(e.to_string())),
+            };
         if diff_id != layer.diff_id {
             return Err(failed(format!(
                 "its content is {diff_id}, not the {} the export names",
