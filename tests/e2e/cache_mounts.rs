@@ -372,3 +372,101 @@ fn a_cache_that_expands_past_the_limit_is_skipped_with_a_warning() {
     let out = build(fresh.path(), "3", &["--cache-from", &from]);
     assert!(out.contains("run 3: cache had 1 files"), "{out}");
 }
+
+#[test]
+fn the_export_reads_a_cache_only_once_no_other_build_uses_it() {
+    let k = Kiln::new();
+    let index = PackageIndex::start();
+    let dir = tempfile::tempdir().unwrap();
+    build(&k, &index, k.root.path(), "a", &[]);
+    index.take();
+    let mounts: Vec<_> = std::fs::read_dir(k.root.path().join("cache-mounts"))
+        .unwrap()
+        .map(|d| d.unwrap().path())
+        .collect();
+    assert_eq!(mounts.len(), 1);
+    // Another user (util-linux flock, as a concurrent `locked` build would) holds the cache.
+    // `--no-fork`: the lock's holder is the process killed below, not a child outliving it.
+    let mut holder = KillOnDrop(
+        std::process::Command::new("flock")
+            .args(["-x", "--no-fork"])
+            .arg(mounts[0].join("0.lock"))
+            .args(["sleep", "600"])
+            .spawn()
+            .unwrap(),
+    );
+    while std::process::Command::new("flock")
+        .args(["-n", "-s"])
+        .arg(mounts[0].join("0.lock"))
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // A full cache hit (no RUN takes the cache) exporting it: the export waits for the lock.
+    let cache = dir.path().join("cache");
+    let to = format!("type=local,dest={},cache-mounts=true", cache.display());
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), DOCKERFILE).unwrap();
+    let base = format!("BASE={}", k.base);
+    let url = format!("INDEX=http://127.0.0.1:{}", index.port);
+    let mut exporter = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("KILN_ROOT", k.root.path())
+        .args(["build", "--allow", "network.host", "--build-arg", &base])
+        .args([
+            "--build-arg",
+            "PKGS=a",
+            "--build-arg",
+            &url,
+            "--cache-to",
+            &to,
+        ])
+        .arg(ctx.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        exporter.try_wait().unwrap().is_none(),
+        "the export must wait while another user holds the cache"
+    );
+    assert!(!cache.join("index.json").exists());
+    // What the other user wrote while it held the cache is in the export.
+    let instance = mounts[0].join("0");
+    std::fs::write(instance.join("written-while-locked"), "x").unwrap();
+    holder.0.kill().unwrap();
+    holder.0.wait().unwrap();
+    let out = exporter.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let digest = layout_document(&cache)["cacheMounts"][0]["layer"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let blob = std::fs::read(cache.join("blobs/sha256").join(&digest["sha256:".len()..])).unwrap();
+    let mut names = Vec::new();
+    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(blob.as_slice()));
+    for entry in tar.entries().unwrap() {
+        names.push(entry.unwrap().path().unwrap().display().to_string());
+    }
+    let has = |name: &str| names.iter().any(|n| n.trim_start_matches("./") == name);
+    assert!(has("written-while-locked"), "{names:?}");
+    assert!(has("a.tar"), "{names:?}");
+    assert!(index.take().is_empty(), "the step was a cache hit");
+}
+
+/// A child process killed when the test ends, also when an assertion fails first.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
