@@ -9,6 +9,7 @@ mod e2e {
     mod build;
     mod buildx_flags;
     mod cache_keys;
+    mod cache_mounts;
     mod cancel;
     mod compose;
     mod compression;

@@ -440,11 +440,13 @@ pub struct BuildArgs {
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
     /// Also take steps from this exported cache: type=registry,ref=REF or type=local,src=DIR
-    /// (a bare REF is a registry); may be repeated, earlier ones preferred
+    /// (a bare REF is a registry); may be repeated, earlier ones preferred. Cache mounts it
+    /// carries seed new ones unless cache-mounts=false; cache-mounts-max-size=SIZE (1g)
     #[arg(long = "cache-from", value_name = "type=registry,ref=REF")]
     pub cache_from: Vec<String>,
     /// Export the build cache: type=registry,ref=REF or type=local,dest=DIR, with
-    /// mode=min (the final image's stages; default) or mode=max (every stage); may be repeated
+    /// mode=min (the final image's stages; default) or mode=max (every stage);
+    /// cache-mounts=true also exports RUN --mount=type=cache directories; may be repeated
     #[arg(long = "cache-to", value_name = "type=registry,ref=REF[,mode=max]")]
     pub cache_to: Vec<String>,
     /// Say why each step that missed the cache missed (e.g. "COPY . /app: 1 file changed: a.rs")

@@ -56,7 +56,7 @@ pub use context_tar::{extract_build_context, sync_build_context};
 pub use copy::{CopyInOptions, PathStat, copy_into_root, stat_in_root, tar_path_in_root, tar_root};
 pub use encode::{compress_stream, compression_threads};
 pub use import::import_tar;
-pub use unpack::{apply_layer, unpack_layer};
+pub use unpack::{apply_layer, apply_layer_limited, unpack_layer};
 pub use variants::{LayerInCompression, layer_in_compression};
 pub use volume_fill::{VolumeFill, fill_volume};
 pub use write::{
@@ -85,6 +85,10 @@ pub enum LayerError {
     /// An unknown compression or a level the algorithm does not have.
     #[error("{0}")]
     InvalidCompression(String),
+    /// The uncompressed archive is larger than the caller allows
+    /// ([`apply_layer_limited`]).
+    #[error("the uncompressed archive is larger than {limit} bytes")]
+    TooLarge { limit: u64 },
     #[error(transparent)]
     Store(#[from] kiln_store::StoreError),
 }
@@ -101,7 +105,8 @@ impl LayerError {
             }
             LayerError::UnsafeEntry { .. }
             | LayerError::Unsupported { .. }
-            | LayerError::InvalidCompression(_) => ErrorKind::InvalidArgument,
+            | LayerError::InvalidCompression(_)
+            | LayerError::TooLarge { .. } => ErrorKind::InvalidArgument,
             LayerError::Store(e) => e.kind(),
         }
     }

@@ -52,6 +52,54 @@ pub fn apply_layer(blob: impl Read, root: &Path) -> Result<DiffId, LayerError> {
         .map_err(LayerError::Archive)
 }
 
+/// [`apply_layer`] that stops once the uncompressed tar passes `limit` bytes, with
+/// [`LayerError::TooLarge`]: a blob whose compressed size was checked can still expand
+/// without bound. What was extracted before the stop stays in `root` (the caller extracts
+/// into a directory it can drop).
+pub fn apply_layer_limited(blob: impl Read, root: &Path, limit: u64) -> Result<DiffId, LayerError> {
+    let exceeded = std::cell::Cell::new(false);
+    let tar = SpaceGuard::new(
+        decompressed(blob).map_err(LayerError::Archive)?,
+        guard_dir(root)?,
+    );
+    let tar = HashingReader::new(Limited {
+        inner: tar,
+        left: limit,
+        exceeded: &exceeded,
+    });
+    let result = Extractor::new(root, Whiteouts::Apply)?
+        .extract(tar)
+        .and_then(|tar| tar.drain_and_finish().map_err(LayerError::Archive));
+    match result {
+        _ if exceeded.get() => Err(LayerError::TooLarge { limit }),
+        Ok(digest) => Ok(DiffId::from_tar_digest(digest)),
+        Err(e) => Err(e),
+    }
+}
+
+/// A reader that fails (and says so in `exceeded`) once more than `left` bytes went through.
+struct Limited<'a, R> {
+    inner: R,
+    left: u64,
+    exceeded: &'a std::cell::Cell<bool>,
+}
+
+impl<R: Read> Read for Limited<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match self.left.checked_sub(n as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(n)
+            }
+            None => {
+                self.exceeded.set(true);
+                Err(std::io::Error::other("the archive is larger than allowed"))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,6 +538,31 @@ mod tests {
         assert!(
             d.join("v7dir").is_dir(),
             "a regular entry named with a trailing slash is a dir"
+        );
+    }
+
+    #[test]
+    fn a_limited_apply_stops_once_the_tar_expands_past_the_limit() {
+        // 1 MiB of zeros: a gzip blob of a few KiB that expands to over a MiB.
+        let zeros = vec![0u8; 1 << 20];
+        let tar = raw_tar(&[dir("cache/"), file("cache/zeros", &zeros)]);
+        let blob = gzip(&tar);
+        assert!(blob.len() < 64 << 10);
+
+        let root = tempfile::tempdir().unwrap();
+        let err = apply_layer_limited(blob.as_slice(), root.path(), 64 << 10).unwrap_err();
+        assert!(
+            matches!(err, LayerError::TooLarge { limit } if limit == 64 << 10),
+            "{err:?}"
+        );
+        assert_eq!(err.kind(), kiln_error::ErrorKind::InvalidArgument);
+
+        let root = tempfile::tempdir().unwrap();
+        let limited = apply_layer_limited(blob.as_slice(), root.path(), tar.len() as u64).unwrap();
+        assert_eq!(limited, DiffId::of_tar(&tar));
+        assert_eq!(
+            std::fs::read(root.path().join("cache/zeros")).unwrap(),
+            zeros
         );
     }
 }

@@ -69,6 +69,18 @@ impl StageBuilder<'_> {
     ) -> Result<()> {
         let network = self.network_for(ins, network)?;
         let mounts = self.plan_mounts(state, ins, mounts)?;
+        for mount in &mounts {
+            if let crate::mounts::PlannedMount::Cache {
+                id,
+                dir_key,
+                settings,
+                ..
+            } = mount
+            {
+                self.remote
+                    .note_cache_mount(self.stage.index, id, dir_key, *settings);
+            }
+        }
         let line = crate::heredoc::run_command_line(state, cmd, heredocs)
             .map_err(|message| self.fail(ins, message))?;
         let argv = line.argv;

@@ -14,6 +14,7 @@
 
 mod document;
 mod location;
+mod mounts;
 mod spec;
 
 use std::collections::{BTreeSet, HashMap};
@@ -26,7 +27,10 @@ use kiln_plan::{Base, BuildPlan};
 use kiln_store::{CacheKey, LayerVariant, Store};
 
 pub use document::{CACHE_CONFIG_MEDIA_TYPE, CacheAlias, CacheDocument, CachedLayer, CachedStep};
-pub use spec::{CacheExport, CacheImport, CacheLocation, CacheMode, InvalidCacheSpec};
+pub use mounts::CachedMount;
+pub use spec::{
+    CacheExport, CacheImport, CacheLocation, CacheMode, DEFAULT_CACHE_MOUNT_LIMIT, InvalidCacheSpec,
+};
 
 use crate::build::Engine;
 use crate::cache::CacheRecord;
@@ -75,6 +79,12 @@ pub(crate) struct RemoteCache {
     noted_aliases: Mutex<Vec<(usize, CacheAlias)>>,
     /// Keys hit from an import, to record locally once their layer is in the store.
     hits: Mutex<Vec<CacheKey>>,
+    /// Imported cache mount directories by key (`cache-mounts=true` exports).
+    mounts: HashMap<Digest, mounts::ImportedMount>,
+    /// Per source: the largest cache mount blob to import, `None` for none.
+    mount_limits: Vec<Option<u64>>,
+    /// Cache mounts this build's RUNs use, with their stage, for the exports.
+    noted_mounts: Mutex<Vec<mounts::NotedMount>>,
 }
 
 impl RemoteCache {
@@ -89,6 +99,9 @@ impl RemoteCache {
             noted: Mutex::new(Vec::new()),
             noted_aliases: Mutex::new(Vec::new()),
             hits: Mutex::new(Vec::new()),
+            mounts: HashMap::new(),
+            mount_limits: imports.iter().map(|i| i.cache_mount_limit).collect(),
+            noted_mounts: Mutex::new(Vec::new()),
         };
         for (source, import) in imports.iter().enumerate() {
             let location = &import.location;
@@ -129,6 +142,22 @@ impl RemoteCache {
             }
             for alias in document.aliases {
                 cache.aliases.entry(alias.alias).or_insert(alias.key);
+            }
+            if import.cache_mount_limit.is_some() {
+                for mount in mounts::usable_mounts(&document.cache_mounts, &manifest) {
+                    // Known as a blob too, so an export passing it on can fetch it.
+                    cache
+                        .blobs
+                        .entry(mount.layer.layer.digest.clone())
+                        .or_insert_with(|| RemoteBlob {
+                            cached: mount.layer.clone(),
+                            source,
+                        });
+                    cache
+                        .mounts
+                        .entry(mount.key.clone())
+                        .or_insert(mounts::ImportedMount { mount, source });
+                }
             }
         }
         cache
@@ -346,6 +375,11 @@ impl RemoteCache {
                 .map(|(_, alias)| alias.clone())
                 .collect();
             CacheDocument::new(steps, aliases)
+        };
+        let document = if export.cache_mounts {
+            document.with_cache_mounts(self.export_cache_mounts(engine, &stages)?)
+        } else {
+            document
         };
         // Every layer is sent from the store: those of hits not downloaded yet come first.
         let layers = document.layer_descriptors();

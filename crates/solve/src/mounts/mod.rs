@@ -48,6 +48,8 @@ const SSH_MODE: u32 = 0o600;
 pub(crate) enum PlannedMount {
     Cache {
         target: String,
+        /// The mount's `id` (its target when it named none).
+        id: String,
         /// Names the persistent directory: a hash of the id and what the directory starts as.
         dir_key: Digest,
         sharing: CacheSharing,
@@ -290,6 +292,7 @@ impl StageBuilder<'_> {
                 }
                 vec![PlannedMount::Cache {
                     target,
+                    id,
                     dir_key: dir_key.finish_hash(),
                     sharing: m.sharing.unwrap_or_default(),
                     settings,

@@ -87,23 +87,45 @@ impl StageBuilder<'_> {
                     settings,
                     readonly,
                     seed,
+                    ..
                 } => {
                     let path = match caches.get(dir_key) {
                         Some(path) => path.clone(),
                         None => {
                             let seed_dir = active.scratch.path().join(format!("seed-{n}"));
-                            let fill = |dir: &Path| match seed {
-                                Some(seed) => self
-                                    .seed_cache(seed, &seed_dir, dir)
-                                    .map_err(|e| io::Error::other(e.to_string())),
-                                None => Ok(()),
+                            // A new directory starts as an imported cache mount
+                            // (`--cache-from`, docs/cache-mounts.md), else as its `from=`.
+                            // An import failure is kept as it is (it names the blob).
+                            let import_failure = std::cell::RefCell::new(None);
+                            let fill = |dir: &Path| {
+                                match self.remote.import_cache_mount(
+                                    self.engine,
+                                    dir_key,
+                                    dir,
+                                    self.progress,
+                                ) {
+                                    Ok(true) => return Ok(()),
+                                    Ok(false) => {}
+                                    Err(e) => {
+                                        let message = e.to_string();
+                                        *import_failure.borrow_mut() = Some(e);
+                                        return Err(io::Error::other(message));
+                                    }
+                                }
+                                match seed {
+                                    Some(seed) => self
+                                        .seed_cache(seed, &seed_dir, dir)
+                                        .map_err(|e| io::Error::other(e.to_string())),
+                                    None => Ok(()),
+                                }
                             };
                             let lease = self
                                 .engine
                                 .store
                                 .acquire_cache_mount(dir_key, *sharing, *settings, &fill)
-                                .map_err(|e| {
-                                    self.fail(ins, format!("cache mount {target}: {e}"))
+                                .map_err(|e| match import_failure.borrow_mut().take() {
+                                    Some(failure) => failure,
+                                    None => self.fail(ins, format!("cache mount {target}: {e}")),
                                 })?;
                             let path = lease.path().to_owned();
                             active.leases.push(lease);

@@ -281,6 +281,7 @@ fn secret_bytes_never_change_the_key_but_where_it_goes_does() {
 fn cache_and_tmpfs_settings_change_the_key() {
     let cache = |dir: &[u8], sharing, readonly| PlannedMount::Cache {
         target: "/c".into(),
+        id: "/c".into(),
         dir_key: kiln_image::Digest::of(dir),
         sharing,
         settings: kiln_store::CacheDirSettings::default(),

@@ -14,6 +14,7 @@ use kiln_image::{Descriptor, DiffId, Digest, LayerRef, Manifest, to_canonical_js
 use kiln_store::CacheKey;
 use serde::{Deserialize, Serialize};
 
+use super::mounts::CachedMount;
 use crate::cache::CacheRecord;
 
 /// The media type of the cache document, as the export manifest's config.
@@ -31,6 +32,10 @@ pub struct CacheDocument {
     /// Definition keys of `COPY --from=<stage>` steps: sorted, one per alias.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<CacheAlias>,
+    /// `RUN --mount=type=cache` directories (`cache-mounts=true`): sorted by key, one per
+    /// key. Absent in older exports, which older kilns read without it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_mounts: Vec<CachedMount>,
 }
 
 /// A `COPY --from=<stage>` step's definition key (its parent's key, its own arguments and the
@@ -158,7 +163,19 @@ impl CacheDocument {
             schema_version: SCHEMA_VERSION,
             records: by_key.into_values().collect(),
             aliases: by_alias.into_values().collect(),
+            cache_mounts: Vec::new(),
         }
+    }
+
+    /// The document with `mounts` as its cache mounts, sorted; of two with one key the
+    /// first is kept.
+    pub fn with_cache_mounts(mut self, mounts: impl IntoIterator<Item = CachedMount>) -> Self {
+        let mut by_key = BTreeMap::new();
+        for mount in mounts {
+            by_key.entry(mount.key.clone()).or_insert(mount);
+        }
+        self.cache_mounts = by_key.into_values().collect();
+        self
     }
 
     /// The document's bytes: canonical JSON, so equal caches export identical blobs.
@@ -180,13 +197,14 @@ impl CacheDocument {
         serde_json::from_slice(bytes).map_err(|e| DocumentError::Invalid(e.to_string()))
     }
 
-    /// Every layer blob a record names, once each, sorted by digest.
+    /// Every layer blob a record or cache mount names, once each, sorted by digest.
     pub fn layer_descriptors(&self) -> Vec<Descriptor> {
         let mut layers = BTreeMap::new();
         for layer in self
             .records
             .iter()
             .filter_map(|r| r.layer.as_ref().map(|l| &l.layer))
+            .chain(self.cache_mounts.iter().map(|m| &m.layer.layer))
         {
             layers
                 .entry(layer.digest.clone())

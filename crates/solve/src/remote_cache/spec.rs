@@ -1,6 +1,8 @@
 //! `--cache-from` and `--cache-to` values, in BuildKit's CSV form: `type=registry,ref=R` and
 //! `type=local,src=DIR` / `type=local,dest=DIR`, with `mode=min|max` for exports. A bare value
-//! is a registry reference, as buildx reads it.
+//! is a registry reference, as buildx reads it. kiln adds `cache-mounts=true` to an export
+//! (also carry the `RUN --mount=type=cache` directories) and `cache-mounts=false` /
+//! `cache-mounts-max-size=SIZE` to an import (docs/cache-mounts.md).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -36,10 +38,18 @@ pub enum CacheMode {
     Max,
 }
 
+/// The largest cache mount blob an import takes unless `cache-mounts-max-size=` says
+/// otherwise: 1 GiB, more than a typical pip/npm/apt download cache, small enough that a
+/// runaway cache does not fill a CI machine's disk unasked.
+pub const DEFAULT_CACHE_MOUNT_LIMIT: u64 = 1 << 30;
+
 /// One `--cache-from`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheImport {
     pub location: CacheLocation,
+    /// The largest cache mount blob (compressed, as stored) to import; `None` with
+    /// `cache-mounts=false`: cache mounts are not imported from this source.
+    pub cache_mount_limit: Option<u64>,
 }
 
 /// One `--cache-to`.
@@ -49,6 +59,8 @@ pub struct CacheExport {
     pub mode: CacheMode,
     /// `ignore-error=true`: a failed export is a warning, not a failed build.
     pub ignore_error: bool,
+    /// `cache-mounts=true`: also export the build's `RUN --mount=type=cache` directories.
+    pub cache_mounts: bool,
 }
 
 /// The attributes of one flag value, in order.
@@ -163,11 +175,27 @@ impl CacheImport {
     fn parse_attributes(value: &str) -> Result<Self, String> {
         let attrs = Attributes::parse("--cache-from", value)?;
         let location = attrs.location("src")?;
+        const MOUNTS: [&str; 2] = ["cache-mounts", "cache-mounts-max-size"];
         match &location {
-            CacheLocation::Registry(_) => attrs.only(&["type", "ref"])?,
-            CacheLocation::Local { .. } => attrs.only(&["type", "src", "tag"])?,
+            CacheLocation::Registry(_) => attrs.only(&["type", "ref", MOUNTS[0], MOUNTS[1]])?,
+            CacheLocation::Local { .. } => {
+                attrs.only(&["type", "src", "tag", MOUNTS[0], MOUNTS[1]])?
+            }
         }
-        Ok(CacheImport { location })
+        let imports_mounts = attrs.get("cache-mounts").is_none() || attrs.bool("cache-mounts")?;
+        let limit = match attrs.get("cache-mounts-max-size") {
+            None => DEFAULT_CACHE_MOUNT_LIMIT,
+            Some(text) => parse_size(text).ok_or_else(|| {
+                format!(
+                    "--cache-from: cache-mounts-max-size={text} is not a size (bytes, or with \
+                     k, m, g: 512m)"
+                )
+            })?,
+        };
+        Ok(CacheImport {
+            location,
+            cache_mount_limit: imports_mounts.then_some(limit),
+        })
     }
 }
 
@@ -180,10 +208,17 @@ impl CacheExport {
         let attrs = Attributes::parse("--cache-to", value)?;
         let location = attrs.location("dest")?;
         match &location {
-            CacheLocation::Registry(_) => attrs.only(&["type", "ref", "mode", "ignore-error"])?,
-            CacheLocation::Local { .. } => {
-                attrs.only(&["type", "dest", "tag", "mode", "ignore-error"])?
+            CacheLocation::Registry(_) => {
+                attrs.only(&["type", "ref", "mode", "ignore-error", "cache-mounts"])?
             }
+            CacheLocation::Local { .. } => attrs.only(&[
+                "type",
+                "dest",
+                "tag",
+                "mode",
+                "ignore-error",
+                "cache-mounts",
+            ])?,
         }
         let mode = match attrs.get("mode") {
             None | Some("min") => CacheMode::Min,
@@ -194,8 +229,28 @@ impl CacheExport {
             location,
             mode,
             ignore_error: attrs.bool("ignore-error")?,
+            cache_mounts: attrs.bool("cache-mounts")?,
         })
     }
+}
+
+/// `SIZE` as docker's flags spell it: bytes, or a number with `b`, `k`, `m`, `g` (binary
+/// units, either case, an optional trailing `b`/`ib`).
+fn parse_size(text: &str) -> Option<u64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let unit_start = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(unit_start);
+    let number: u64 = number.parse().ok()?;
+    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        _ => return None,
+    };
+    number.checked_mul(1 << shift)
 }
 
 #[cfg(test)]
@@ -211,7 +266,8 @@ mod tests {
         assert_eq!(
             CacheImport::parse("type=registry,ref=127.0.0.1:5000/app:cache").unwrap(),
             CacheImport {
-                location: registry("127.0.0.1:5000/app:cache")
+                location: registry("127.0.0.1:5000/app:cache"),
+                cache_mount_limit: Some(DEFAULT_CACHE_MOUNT_LIMIT),
             }
         );
         assert_eq!(
@@ -253,6 +309,47 @@ mod tests {
         );
         let e = CacheExport::parse("type=registry,ref=r.example/a,oci-mediatypes=true").unwrap();
         assert_eq!(e.location, registry("r.example/a"));
+    }
+
+    #[test]
+    fn cache_mount_options() {
+        assert!(
+            CacheExport::parse("type=local,dest=d,cache-mounts=true")
+                .unwrap()
+                .cache_mounts
+        );
+        assert!(
+            !CacheExport::parse("type=local,dest=d")
+                .unwrap()
+                .cache_mounts
+        );
+        let limit = |v| CacheImport::parse(v).map(|i| i.cache_mount_limit);
+        assert_eq!(
+            limit("type=local,src=d,cache-mounts-max-size=512m"),
+            Ok(Some(512 << 20))
+        );
+        assert_eq!(limit("r.example/a:c"), Ok(Some(DEFAULT_CACHE_MOUNT_LIMIT)));
+        assert_eq!(
+            limit("type=registry,ref=r.example/a,cache-mounts-max-size=2GiB"),
+            Ok(Some(2 << 30))
+        );
+        assert_eq!(
+            limit("type=local,src=d,cache-mounts-max-size=100"),
+            Ok(Some(100))
+        );
+        assert_eq!(limit("type=local,src=d,cache-mounts=false"), Ok(None));
+        assert!(
+            limit("type=local,src=d,cache-mounts-max-size=lots")
+                .unwrap_err()
+                .0
+                .contains("cache-mounts-max-size=lots is not a size")
+        );
+        assert!(
+            CacheExport::parse("type=local,dest=d,cache-mounts-max-size=1")
+                .unwrap_err()
+                .0
+                .contains("unknown option")
+        );
     }
 
     #[test]
