@@ -209,13 +209,17 @@ parameters = { "body.Image" = { dictionary = "images", probability = 0.5 } }
 # Bounded: a follower, a stats stream, a stop's grace time,
 # an event stream without \`until\` would each run as long as their container (or forever).
 # A dictionary binding applies only when schemathesis sends the parameter, so those that
-# must always be there (stats' \`stream\`, events' \`until\`) are fixed values.
+# must always be there (stats' \`stream\`, events' \`until\`) are fixed values, and these
+# three get valid values only: a malformed \`stream\` or \`follow\` counts as true (dockerd's
+# boolean rule), and a stream asked for rightly goes on.
 [[operations]]
 include-operation-id = "ContainerLogs"
 parameters = { "path.id" = { dictionary = "containers", probability = 0.5 }, "query.follow" = { dictionary = "false" } }
+generation.mode = "positive"
 [[operations]]
 include-operation-id = "ContainerStats"
 parameters = { "path.id" = { dictionary = "containers", probability = 0.5 }, "query.stream" = "false" }
+generation.mode = "positive"
 [[operations]]
 include-operation-id = "ContainerStop"
 parameters = { "path.id" = { dictionary = "containers", probability = 0.5 }, "query.t" = { dictionary = "short" } }
@@ -228,6 +232,7 @@ parameters = { "path.id" = { dictionary = "containers", probability = 0.5 }, "qu
 [[operations]]
 include-operation-id = "SystemEvents"
 parameters = { "query.until" = "1000000000" }
+generation.mode = "positive"
 EOF
 
 # images/load takes `application/x-tar`, for which schemathesis has no serializer: its bytes
@@ -246,8 +251,14 @@ keeping+='|Volume(List|Create|Inspect)|Network(List|Inspect|Create|Connect|Disco
 removing='^(ContainerKill|ContainerStop|ContainerDelete|ContainerPrune|ImageDelete|ImagePrune'
 removing+='|VolumeDelete|VolumePrune|NetworkDelete|NetworkPrune)$'
 
+# SCOPE=images: only the system and image operations that never start a container (the set
+# scripts/test.sh runs until a full run is known to end within its budget: see docs/api.md).
+passes=("$keeping" "$removing")
+if [[ ${SCOPE:-all} == images ]]; then
+    passes=('^(SystemPing|SystemPingHead|SystemVersion|SystemInfo|ImageList|ImageInspect|ImageHistory|ImageTag|ImageDelete|ImageGet|ImageGetAll)$')
+fi
 status=0
-for ops in "$keeping" "$removing"; do
+for ops in "${passes[@]}"; do
     PYTHONPATH=$work SCHEMATHESIS_HOOKS=tar_body schemathesis --config-file schemathesis.toml \
         run spec.yaml --url "https://127.0.0.1:$port/v1.41" \
         --tls-verify ca.crt --request-cert client.crt --request-cert-key client.key \
