@@ -158,8 +158,10 @@ pub async fn start(
     let mut detach = tty.then(|| detach_keys.watch());
     let raw = start.tty;
     let stdin = stdin && !start.detach && upgrade;
-    // The process's stdio and the daemon's ends of it.
-    let (stdio, ends) = if start.detach {
+    // The process's stdio and the daemon's ends of it. A detached `Tty` exec still gets its
+    // pty (its process makes it the controlling terminal, and `exec/{id}/resize` reaches it);
+    // its output is read and dropped, as a left client's.
+    let (stdio, ends) = if start.detach && !tty {
         (
             kiln_sandbox::Stdio {
                 stdin: std::process::Stdio::null(),

@@ -3,7 +3,7 @@
 //! `containers.rs`, `host_config.rs`, `lifecycle.rs` for concurrency, attach and exec details;
 //! `archive.rs` for docker cp and export, `ops.rs` for changes, rename and container prune,
 //! `resources.rs` for pause, top, stats and update, `prune.rs` for the other prunes and system
-//! df), by the real docker CLI (`docker_cli.rs`, the 20.10 client in `docker_2010.rs`,
+//! df, `fuzzed.rs` for what schemathesis found), by the real docker CLI (`docker_cli.rs`, the 20.10 client in `docker_2010.rs`,
 //! `restart.rs` across a daemon restart, `load.rs`, and in those files), and by `kiln --host`
 //! (`client/`).
 
@@ -13,6 +13,7 @@ mod client;
 mod containers;
 mod docker_2010;
 mod docker_cli;
+mod fuzzed;
 mod host_config;
 mod images;
 mod lifecycle;

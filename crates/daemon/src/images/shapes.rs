@@ -89,7 +89,9 @@ pub fn inspect(img: &StoredImage, names: &[Reference]) -> Value {
         "Os": c.os,
         "Size": img.size(),
         "VirtualSize": img.size(),
-        "GraphDriver": { "Data": null, "Name": "overlay2" },
+        // An object, never null: moby's spec says `x-nullable: false` (dockerd fills in the
+        // overlay directories; kiln's snapshots are not one image's, so none are named).
+        "GraphDriver": { "Data": {}, "Name": "overlay2" },
         "RootFS": {
             "Type": if c.rootfs.kind.is_empty() { "layers" } else { c.rootfs.kind.as_str() },
             "Layers": c.rootfs.diff_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
