@@ -16,7 +16,7 @@ cargo test --locked --workspace --all-targets
 DOCKER_PY_MIN_PASS=50 scripts/docker-py.sh images >/dev/null
 DOCKER_PY_MIN_PASS=112 scripts/docker-py.sh containers >/dev/null
 DOCKER_PY_MIN_PASS=26 scripts/docker-py.sh networks >/dev/null
-# schemathesis against moby's API spec, bounded to the system and image operations (a few
-# seconds); the full set (`scripts/schemathesis.sh`, every operation safe to fuzz, in a
-# network namespace of its own) is not yet known to end within this budget: docs/api.md.
-SCOPE=images scripts/schemathesis.sh >/dev/null
+# schemathesis against moby's API spec over every operation kiln serves that is safe to fuzz,
+# in a network namespace of its own (about 30 s): no 5xx, no hang, responses valid.
+# `EXAMPLES=300 scripts/schemathesis.sh` is the longer run.
+scripts/schemathesis.sh >/dev/null

@@ -75,10 +75,18 @@ impl Host for SystemHost {
                 value: signal.to_string(),
                 reason: "not a signal number",
             })?;
-        rustix::process::kill_process(pid, signal).map_err(|e| RuntimeError::Io {
-            path: format!("/proc/{}", record.state.sandbox_pid).into(),
-            source: e.into(),
-        })
+        match rustix::process::kill_process(pid, signal) {
+            Ok(()) => Ok(()),
+            // Its process ended after the check, while the supervisor still records the exit:
+            // the container is no longer running (reaped, so the pid was not reused).
+            Err(rustix::io::Errno::SRCH) => Err(RuntimeError::state(&record.name)(
+                kiln_store::StateError::NotRunning,
+            )),
+            Err(e) => Err(RuntimeError::Io {
+                path: format!("/proc/{}", record.state.sandbox_pid).into(),
+                source: e.into(),
+            }),
+        }
     }
 
     fn wait_stopped(&self, id: &str, timeout: Option<Duration>) -> Result<(bool, Option<i32>)> {

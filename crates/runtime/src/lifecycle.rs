@@ -141,11 +141,16 @@ impl<H: Host> Runtime<H> {
         } else {
             &record.config.stop_signal
         })?;
-        // It may stop by itself between the check and the signal.
-        if let Err(e) = self.host.signal(&record, signal.as_raw())
-            && self.host.is_running(&record.id)?
-        {
-            return Err(e);
+        // It may stop by itself between the check and the signal (its process gone while
+        // the supervisor still records the exit, or the record already says so).
+        match self.host.signal(&record, signal.as_raw()) {
+            Ok(()) => {}
+            Err(RuntimeError::State {
+                source: kiln_store::StateError::NotRunning,
+                ..
+            }) => {}
+            Err(e) if self.host.is_running(&record.id)? => return Err(e),
+            Err(_) => {}
         }
         let (stopped, _) = self.host.wait_stopped(&record.id, Some(grace))?;
         if !stopped {

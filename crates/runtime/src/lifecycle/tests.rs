@@ -19,6 +19,9 @@ struct TestHost {
     store: Store,
     /// Containers `pause` froze.
     frozen: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Containers whose process has just ended on its own: a signal finds no process while
+    /// the supervisor still records the exit (for a moment, they still count as running).
+    vanishing: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl std::ops::Deref for TestHost {
@@ -35,6 +38,16 @@ impl Host for TestHost {
     }
 
     fn signal(&self, record: &ContainerRecord, signal: i32) -> Result<()> {
+        if self.vanishing.lock().unwrap().contains(&record.id) {
+            let (fake, id) = (self.fake.clone(), record.id.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                fake.signal(&id, 9);
+            });
+            return Err(RuntimeError::state(&record.name)(
+                kiln_store::StateError::NotRunning,
+            ));
+        }
         if self.fake.signal(&record.id, signal) {
             Ok(())
         } else {
@@ -94,6 +107,7 @@ fn runtime() -> (tempfile::TempDir, Runtime<TestHost>) {
         fake: Arc::new(FakeProcesses::new()),
         store: store.clone(),
         frozen: Arc::default(),
+        vanishing: Arc::default(),
     };
     (dir, Runtime::with_host(store, host))
 }
@@ -176,6 +190,19 @@ fn stop_sends_the_stop_signal_then_kills_after_the_grace_time() {
     rt.start("polite").unwrap();
     rt.stop("polite", Duration::from_secs(10)).unwrap();
     assert_eq!(rt.host.signals().last(), Some(&(polite, 15)));
+}
+
+#[test]
+fn a_container_ending_as_it_is_stopped_is_stopped_and_restarted() {
+    let (_d, rt) = runtime();
+    let id = create(&rt, "brief", "");
+    rt.start("brief").unwrap();
+    // Its process is gone, its supervisor not yet done: no error, and the restart goes on.
+    rt.host.vanishing.lock().unwrap().push(id.clone());
+    rt.restart("brief", Duration::from_secs(10)).unwrap();
+    assert_eq!(rt.host.launches(), [id.clone(), id.clone()]);
+    rt.host.vanishing.lock().unwrap().clear();
+    assert!(rt.host.is_running(&id).unwrap());
 }
 
 #[test]
