@@ -27,7 +27,7 @@ fn on_a_pty(
         .write(true)
         .open(name.to_str().unwrap())
         .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let child = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .args(args)
         .stdin(slave.try_clone().unwrap())

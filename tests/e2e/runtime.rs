@@ -11,7 +11,7 @@ use super::containers::{Cleanup, eventually, image};
 use super::harness::{Kiln, stderr, stdout};
 
 fn spawn(k: &Kiln, args: &[&str], stdin: Stdio) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
+    crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .args(args)
         .stdin(stdin)

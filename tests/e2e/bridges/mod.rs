@@ -12,8 +12,9 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod api;
-mod rootless;
+mod default;
 mod names;
+mod rootless;
 
 use super::containers::eventually;
 use super::harness::{Kiln, assert_success, stderr, stdout};

@@ -67,7 +67,7 @@ fn the_kiln_cli_reaches_a_tcp_daemon_only_over_mutual_tls() {
         ]
     };
     let run = |extra: Vec<String>, args: &[&str]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        let mut command = crate::e2e::harness::kiln_command();
         command
             .env("KILN_ROOT", c.root.path())
             .env_remove("KILN_HOST")
