@@ -4,7 +4,7 @@
 //! the store.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::harness::{Kiln, assert_success, stderr, stdout};

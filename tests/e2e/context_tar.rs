@@ -3,7 +3,7 @@
 //! the context are refused with an error naming them, and links are resolved inside it.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use super::harness::{Kiln, assert_success, stderr, stdout};
 

@@ -2,7 +2,6 @@
 //! ctrl-p ctrl-q (or `--detach-keys`), exit 0, and leave the container running.
 
 use std::io::{Read, Write};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::containers::{Cleanup, eventually};

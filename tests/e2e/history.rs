@@ -2,8 +2,6 @@
 //! or miss and why), result and full logs; `kiln build history ls|inspect|logs|rm|prune`;
 //! retention; a killed build reads as interrupted; plain and rawjson output is never cut.
 
-use std::process::Command;
-
 use super::containers::{Cleanup, eventually};
 use super::harness::{Kiln, assert_success, stderr, stdout};
 

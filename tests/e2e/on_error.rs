@@ -3,7 +3,7 @@
 //! kept step is a container that `ps -a`, `start -ai`, `commit` and `rm` work on.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use super::containers::{Cleanup, eventually};

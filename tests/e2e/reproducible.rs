@@ -5,7 +5,7 @@
 //! an error before any step runs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use super::harness::{Kiln, assert_success, stderr};
 

@@ -4,7 +4,7 @@
 //! running.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use super::containers::{Cleanup, eventually, image};

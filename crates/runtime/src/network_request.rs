@@ -164,8 +164,9 @@ impl HostConfig {
 
     /// The network the container joins: `none`, `host`, the default network, or bridge
     /// networks (any other name is a user-defined one). `endpoints` adds the networks
-    /// `NetworkingConfig` names, with their settings. What the default is (no `NetworkMode`,
-    /// `""`, `"default"`, and `bridge`): see [`DefaultNetwork::of_this_kiln`].
+    /// `NetworkingConfig` names, with their settings. The default (no `NetworkMode`, `""`,
+    /// `"default"`, and `bridge`) is the default bridge for a root kiln, slirp4netns for a
+    /// rootless one or with `KILN_DEFAULT_NETWORK=slirp4netns`.
     pub fn network_choice(&self, endpoints: Option<&NetworkingConfig>) -> Result<NetworkChoice> {
         self.network_choice_with(endpoints, DefaultNetwork::of_this_kiln()?)
     }

@@ -2,7 +2,6 @@
 //! container's logs, a build context from stdin, and the daemon over TCP with mutual TLS.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::super::super::harness::{Kiln, assert_success, stderr, stdout};
