@@ -6,9 +6,9 @@
 #
 # SUBSET: `images` (default: build, image, system and client tests), `containers` (the
 # container, exec and volume files), `networks` (the network files) or `all` (every in-scope
-# file). With `containers`, `networks` and `all` (the subsets whose tests make networks) the
-# daemon runs in a network namespace of its own (`nsenter --net`), so the bridges and rules
-# they make stay off the machine's network. A temp store and socket are used; the stand-in images
+# file). The daemon runs in a network namespace of its own (`nsenter --net`), so the bridges
+# and rules its containers (on the default bridge unless told otherwise) and networks make
+# stay off the machine's network. A temp store and socket are used; the stand-in images
 # (`busybox:latest`, `alpine:3.10`, `alpine:latest`, from Debian's busybox-static, with
 # alpine's `postgres` user and `/var/opt`) are made with kiln itself. Offline: tests that pull
 # from Docker Hub fail (docs/api.md lists them). Needs root, and `pip install docker==7.2.0
@@ -56,14 +56,10 @@ DOCKERFILE
 "$kiln" build -q --network none -t alpine:3.10 -t alpine:latest "$work/alpine" >/dev/null
 
 socket=$work/kiln.sock
-in_netns=()
-if [[ $subset == containers || $subset == networks || $subset == all ]]; then
-    netns=kiln-docker-py-$$
-    ip netns add "$netns"
-    ip -n "$netns" link set lo up
-    in_netns=(nsenter "--net=/run/netns/$netns")
-fi
-"${in_netns[@]}" "$kiln" serve --host "unix://$socket" 2>"$work/serve.log" &
+netns=kiln-docker-py-$$
+ip netns add "$netns"
+ip -n "$netns" link set lo up
+nsenter "--net=/run/netns/$netns" "$kiln" serve --host "unix://$socket" 2>"$work/serve.log" &
 serve_pid=$!
 for _ in $(seq 100); do [[ -S $socket ]] && break; sleep 0.1; done
 

@@ -144,7 +144,7 @@ fn add_url_honours_certs_d_and_proxy_variables() {
     );
     let base = format!("BASE={}", k.base);
     let build = |certs_dir: &Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        crate::e2e::harness::kiln_command()
             .env("KILN_ROOT", k.root.path())
             .env("http_proxy", proxy.base())
             // The base image comes from the loopback registry, not through the proxy.

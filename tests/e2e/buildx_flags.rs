@@ -9,7 +9,7 @@ use super::harness::{Kiln, assert_success, stderr, stdout};
 
 /// Runs `kiln build ARGS` with `input` on stdin.
 fn build_with_stdin(k: &Kiln, args: &[&str], input: &[u8]) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let mut child = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .arg("build")
         .args(args)
@@ -129,7 +129,7 @@ fn secrets_from_the_environment() {
     .unwrap();
     let dir = ctx.path().to_str().unwrap();
     let build = |flags: &[&str], env: &[(&str, &str)]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        let mut cmd = crate::e2e::harness::kiln_command();
         cmd.env("KILN_ROOT", k.root.path())
             .args([
                 "build",

@@ -3,7 +3,7 @@
 //! published, the store consistent — and a rebuild works; a second one exits at once.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ RUN echo long-step-started && sleep $PAUSE && echo finished > /after
 /// rest of its stderr collected on a thread.
 fn start_long_build(k: &Kiln, ctx: &std::path::Path) -> (Child, mpsc::Receiver<String>) {
     let base = format!("BASE={}", k.base);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let mut child = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .args([
             "build",

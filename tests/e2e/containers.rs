@@ -4,7 +4,7 @@
 //! the store.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::harness::{Kiln, assert_success, stderr, stdout};
@@ -156,7 +156,7 @@ fn detached_container_lifecycle() {
     assert!(failure(&k, &["exec", "nope", "true"]).contains("no such container"));
 
     // stop sends the image's STOPSIGNAL; the trap's exit code is recorded; wait prints it.
-    let waiter = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let waiter = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .args(["wait", "web"])
         .stdout(Stdio::piped())
@@ -225,7 +225,7 @@ fn stop_kills_after_the_grace_time_and_rm_f_kills() {
         "-c",
         "echo one; sleep 1; echo two; exit 3",
     ]);
-    let waiter = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let waiter = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .args(["wait", id.trim()])
         .stdout(Stdio::piped())
@@ -295,7 +295,7 @@ fn foreground_container_is_visible_to_other_kiln_processes() {
     let k = Kiln::new();
     let _cleanup = Cleanup(&k);
     k.ok(&["pull", &k.base]);
-    let mut fg = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let mut fg = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .args([
             "run",
@@ -396,7 +396,7 @@ fn drive_on_a_pty(k: &Kiln, args: &[&str]) -> (Option<i32>, String) {
         .write(true)
         .open(name.to_str().unwrap())
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let mut child = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .args(args)
         .stdin(slave.try_clone().unwrap())

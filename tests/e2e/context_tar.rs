@@ -3,7 +3,7 @@
 //! the context are refused with an error naming them, and links are resolved inside it.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use super::harness::{Kiln, assert_success, stderr, stdout};
 
@@ -41,7 +41,7 @@ fn tar_of(entries: &[Entry<'_>]) -> Vec<u8> {
 
 fn build_from_stdin(k: &Kiln, tar: &[u8], extra: &[&str]) -> std::process::Output {
     let base = format!("BASE={}", k.base);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let mut child = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .args([
             "build",

@@ -42,7 +42,7 @@ CMD cat /data/big.md5 /data/last /data/gen299 && ls /data/small | wc -l
 }
 
 fn kiln(root: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    let mut c = crate::e2e::harness::kiln_command();
     c.env("KILN_ROOT", root);
     c
 }

@@ -2,7 +2,6 @@
 //! ctrl-p ctrl-q (or `--detach-keys`), exit 0, and leave the container running.
 
 use std::io::{Read, Write};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::containers::{Cleanup, eventually};
@@ -27,7 +26,7 @@ fn on_a_pty(
         .write(true)
         .open(name.to_str().unwrap())
         .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let child = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .args(args)
         .stdin(slave.try_clone().unwrap())

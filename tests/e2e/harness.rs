@@ -19,6 +19,16 @@ pub fn testdata(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// The kiln binary, to run in the machine's own network namespace: its containers' default
+/// network is kept to the user-mode one (slirp4netns), so no test makes the default bridge and
+/// its nftables rules there. Tests of bridges, the bridge as the default included, run kiln in
+/// network namespaces they create (`bridges::TestNet`, `Daemon::start_in_netns`), without it.
+pub fn kiln_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    command.env("KILN_DEFAULT_NETWORK", "slirp4netns");
+    command
+}
+
 impl Kiln {
     pub fn new() -> Kiln {
         let registry = TestRegistry::start().expect("start docker-registry");
@@ -36,7 +46,7 @@ impl Kiln {
     }
 
     pub fn cmd_in(&self, root: &Path, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
+        kiln_command()
             .env("KILN_ROOT", root)
             .args(args)
             .output()

@@ -2,8 +2,6 @@
 //! or miss and why), result and full logs; `kiln build history ls|inspect|logs|rm|prune`;
 //! retention; a killed build reads as interrupted; plain and rawjson output is never cut.
 
-use std::process::Command;
-
 use super::containers::{Cleanup, eventually};
 use super::harness::{Kiln, assert_success, stderr, stdout};
 
@@ -100,7 +98,7 @@ fn builds_are_recorded_with_full_logs_cache_results_and_errors() {
 
     // `logs --step N` gives exactly what the step printed.
     let step = run["index"].to_string();
-    let logs = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let logs = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .args(["build", "history", "logs", &first[..10], "--step", &step])
         .output()
@@ -213,7 +211,7 @@ fn builds_are_recorded_with_full_logs_cache_results_and_errors() {
     assert!(stderr(&out).contains("no build"), "{}", stderr(&out));
 
     // Retention by count, applied after a build.
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let out = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .env("KILN_HISTORY_MAX_BUILDS", "2")
         .args(["build", "-q", "--build-arg", &base, dir])
@@ -238,7 +236,7 @@ fn a_killed_build_is_recorded_as_interrupted_and_the_store_stays_sound() {
     )
     .unwrap();
     let base = format!("BASE={}", k.base);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let mut child = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .args([
             "build",

@@ -20,7 +20,7 @@ fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
 /// `kiln build -t tag --build-arg BASE=<busybox> [extra] dir` with extra environment.
 fn build(k: &Kiln, dir: &Path, tag: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
     let base = format!("BASE={}", k.base);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    let mut cmd = crate::e2e::harness::kiln_command();
     cmd.env("KILN_ROOT", k.root.path())
         .args(["build", "-t", tag, "--build-arg", &base])
         .args(extra)

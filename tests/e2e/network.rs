@@ -236,7 +236,7 @@ fn without_slirp4netns_the_implicit_default_falls_back_and_an_explicit_one_fails
         ];
         args.extend_from_slice(extra);
         args.push(ctx.path().to_str().unwrap());
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
+        crate::e2e::harness::kiln_command()
             .env("KILN_ROOT", k.root.path())
             .env("PATH", empty.path())
             .args(&args)

@@ -3,7 +3,7 @@
 //! kept step is a container that `ps -a`, `start -ai`, `commit` and `rm` work on.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use super::containers::{Cleanup, eventually};
@@ -41,7 +41,7 @@ fn on_a_pty(k: &Kiln, args: &[&str]) -> (std::process::Child, std::fs::File, Arc
         .write(true)
         .open(name.to_str().unwrap())
         .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let child = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .args(args)
         .stdin(slave.try_clone().unwrap())
@@ -102,7 +102,7 @@ fn shell_opens_in_the_failed_steps_sandbox_as_it_was() {
     ];
 
     // Without a terminal on stdin it is refused before anything is built.
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let out = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .args(args)
         .stdin(Stdio::null())
@@ -288,7 +288,7 @@ fn a_step_killed_by_ctrl_c_is_not_kept() {
     )
     .unwrap();
     let base = format!("BASE={}", k.base);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let mut child = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .args([
             "build",

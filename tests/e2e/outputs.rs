@@ -28,7 +28,7 @@ fn read_json(path: &Path) -> serde_json::Value {
 
 /// `kiln load` with `input` on stdin, in the store at `root`.
 fn load_stdin(root: &Path, input: &[u8]) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let mut child = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", root)
         .arg("load")
         .stdin(Stdio::piped())

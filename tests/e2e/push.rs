@@ -236,7 +236,7 @@ fn several_tags_all_tags_and_concurrent_pushes() {
     let children: Vec<_> = targets
         .iter()
         .map(|t| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            crate::e2e::harness::kiln_command()
                 .env("KILN_ROOT", k.root.path())
                 .args(["push", t])
                 .output()
@@ -370,7 +370,7 @@ fn mounts_under_token_auth_ask_for_pull_access_to_the_source_repository() {
     let docker_config = tempfile::tempdir().unwrap();
     let run = |args: &[&str], stdin: &str| {
         use std::io::Write;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        let mut child = crate::e2e::harness::kiln_command()
             .env("KILN_ROOT", k.root.path())
             .env("DOCKER_CONFIG", docker_config.path())
             .args(args)

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use kiln_testkit::{TlsRegistry, TokenRegistry};
 
@@ -31,7 +31,7 @@ impl AuthKiln {
     }
 
     fn run(&self, root: &Path, args: &[&str], stdin: &str) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        let mut command = crate::e2e::harness::kiln_command();
         command
             .env("KILN_ROOT", root)
             .env("DOCKER_CONFIG", self.docker_config.path())

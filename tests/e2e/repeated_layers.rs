@@ -36,7 +36,7 @@ fn context(dockerfile: &str) -> tempfile::TempDir {
 /// `kiln build -t TAG CTX` into the store at `root`, with `env` set.
 fn build_in(k: &Kiln, root: &Path, env: &[(&str, &str)], tag: &str, ctx: &Path) -> Output {
     let base = format!("BASE={}", k.base);
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
+    crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", root)
         .envs(env.iter().copied())
         .args(["build", "-t", tag, "--build-arg", &base])
@@ -138,7 +138,7 @@ fn chmod_of_a_copied_executable_builds_runs_and_exports() {
     // The final filesystem, exported.
     let dest = tempfile::tempdir().unwrap();
     let local = format!("type=local,dest={}", dest.path().display());
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let out = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .args(["build", "-o", &local, "--build-arg"])
         .arg(format!("BASE={}", k.base))
@@ -290,7 +290,7 @@ RUN test -x /entrypoint.sh && echo after > /after
     let copy = [("KILN_OVERLAY", "copy")];
     let out = build_in(&k, copied.path(), &copy, "three", ctx.path());
     assert_success(&out, &["build", "KILN_OVERLAY=copy"]);
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let out = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", copied.path())
         .envs(copy)
         .args(["run", "--rm", "three", "cat", "/after"])

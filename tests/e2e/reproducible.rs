@@ -5,7 +5,7 @@
 //! an error before any step runs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use super::harness::{Kiln, assert_success, stderr};
 
@@ -51,7 +51,7 @@ struct Built {
 }
 
 fn kiln_in(root: &Path, epoch_env: Option<&str>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    let mut cmd = crate::e2e::harness::kiln_command();
     cmd.env("KILN_ROOT", root).env_remove("SOURCE_DATE_EPOCH");
     if let Some(epoch) = epoch_env {
         cmd.env("SOURCE_DATE_EPOCH", epoch);

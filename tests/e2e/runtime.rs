@@ -4,14 +4,14 @@
 //! running.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use super::containers::{Cleanup, eventually, image};
 use super::harness::{Kiln, stderr, stdout};
 
 fn spawn(k: &Kiln, args: &[&str], stdin: Stdio) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
+    crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .args(args)
         .stdin(stdin)

@@ -102,7 +102,7 @@ fn ssh_add_tools() -> tempfile::TempDir {
 }
 
 fn kiln(k: &Kiln, args: &[&str], auth_sock: Option<&Path>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    let mut cmd = crate::e2e::harness::kiln_command();
     cmd.env("KILN_ROOT", k.root.path()).args(args);
     match auth_sock {
         Some(sock) => cmd.env("SSH_AUTH_SOCK", sock),

@@ -105,16 +105,38 @@ fn upstream_servers(resolv_conf: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// Where the host's resolver settings are (read at each use: they change, e.g. with DHCP).
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// Whether every nameserver of the host's resolv.conf is on the host's loopback (as
+/// systemd-resolved's 127.0.0.53), so a container with a network namespace of its own cannot
+/// ask any of them directly. dockerd then falls back to systemd-resolved's upstream list or
+/// public resolvers; kiln gives default-bridge containers this server as a forwarder instead,
+/// which asks the host's own resolvers from the host's namespace (and so keeps the host's
+/// split DNS, VPN domains and caching). `false` with no nameserver at all.
+pub fn host_resolvers_loopback_only() -> bool {
+    loopback_only(&std::fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default())
+}
+
+fn loopback_only(resolv_conf: &str) -> bool {
+    let servers = upstream_servers(resolv_conf);
+    !servers.is_empty() && servers.iter().all(|s| s.ip().is_loopback())
+}
+
 /// Starts the server for `container_id`, whose namespace holds `netns_pid` (the sandbox's
-/// init, whose exit stops it). Does nothing for a container on no user-defined network (the
-/// default bridge has no DNS, as Docker's). `upstream`: the container's `--dns` servers,
-/// which other names go to instead of the host's resolvers (as dockerd's). Returns whether a
-/// server was started.
+/// init, whose exit stops it). On user-defined networks it answers the names of containers
+/// and forwards other names; on the default bridge alone (no DNS by name, as Docker's) it is
+/// started only when `forwarder` (the container's resolv.conf names it because the host's
+/// resolvers are all on loopback: [`host_resolvers_loopback_only`]), and only forwards:
+/// [`lookup`] never answers from the default bridge's endpoints. `upstream`: the container's
+/// `--dns` servers, which other names go to instead of the host's resolvers (as dockerd's).
+/// Returns whether a server was started.
 pub fn start(
     store_root: &Path,
     container_id: &str,
     netns_pid: u32,
     upstream: &[IpAddr],
+    forwarder: bool,
 ) -> Result<bool> {
     let files = StateFiles::new(store_root);
     let (user_defined, way_out) = {
@@ -128,7 +150,7 @@ pub fn start(
         };
         (mine().any(|n| !n.predefined), mine().any(|n| !n.internal))
     };
-    if !user_defined {
+    if !user_defined && !forwarder {
         return Ok(false);
     }
     let (socket, listener) = bind_inside(netns_pid)?;
@@ -142,7 +164,7 @@ pub fn start(
     let upstream = if way_out && !upstream.is_empty() {
         upstream.iter().map(|ip| SocketAddr::new(*ip, 53)).collect()
     } else if way_out {
-        upstream_servers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+        upstream_servers(&std::fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default())
     } else {
         Vec::new()
     };
@@ -423,6 +445,19 @@ mod tests {
         assert_eq!(lookup(&a, "bbbb"), None);
         assert_eq!(lookup(&a, "DATABASE"), Some(ip([10, 0, 0, 3])));
         assert_eq!(lookup(&d, "database"), None);
+    }
+
+    #[test]
+    fn only_loopback_resolvers_need_the_forwarder() {
+        assert!(loopback_only(
+            "nameserver 127.0.0.53\noptions edns0 trust-ad\n"
+        ));
+        assert!(loopback_only("nameserver 127.0.0.1\nnameserver ::1\n"));
+        assert!(!loopback_only(
+            "nameserver 127.0.0.53\nnameserver 10.0.0.1\n"
+        ));
+        assert!(!loopback_only("nameserver 192.0.2.1\n"));
+        assert!(!loopback_only("search example.org\n"));
     }
 
     #[test]

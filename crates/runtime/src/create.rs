@@ -453,6 +453,16 @@ impl<H: Host> Runtime<H> {
                     if !network.predefined && dns.is_empty() {
                         dns.push(kiln_network::dns::DNS_ADDRESS.into());
                     }
+                    // The default bridge has no names, but a host whose resolvers are all on
+                    // its loopback (systemd-resolved) cannot be asked from it: the embedded
+                    // server forwards for it (no container names: see `dns::start`).
+                    if i == 0
+                        && network.predefined
+                        && dns_upstream.is_empty()
+                        && kiln_network::dns::host_resolvers_loopback_only()
+                    {
+                        dns.push(kiln_network::dns::DNS_ADDRESS.into());
+                    }
                     // Docker's /etc/hosts names the container on its first network's address.
                     if let (0, Some(ip)) = (i, endpoint.ip) {
                         extra_hosts.push(ExtraHost {

@@ -123,17 +123,59 @@ pub struct NetworkChoice {
     pub networks: Vec<(String, EndpointSettings)>,
 }
 
+/// The environment variable that keeps a root kiln's containers on the user-mode network.
+const DEFAULT_NETWORK_VAR: &str = "KILN_DEFAULT_NETWORK";
+
+/// What a container started without a network (and `--network bridge`) joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DefaultNetwork {
+    /// The real default bridge network (`bridge`, 172.17.0.0/16 on `kiln0`), as dockerd's.
+    Bridge,
+    /// slirp4netns' user-mode NAT in the container's own namespace.
+    UserMode,
+}
+
+impl DefaultNetwork {
+    /// A root kiln's default is the bridge, as Docker's; a rootless kiln's is slirp4netns
+    /// (its bridges live in the per-user namespace, reached only through published ports).
+    /// `KILN_DEFAULT_NETWORK=slirp4netns` keeps a root kiln on the user-mode network, so it
+    /// makes no bridge or nftables rules in the host's namespace unless a network is named
+    /// (the role of dockerd's `--bridge=none`; the e2e tests that run in the machine's own
+    /// namespace use it); `bridge` asks for the default explicitly.
+    pub(crate) fn of_this_kiln() -> Result<DefaultNetwork> {
+        let root = kiln_network::privileged();
+        match std::env::var(DEFAULT_NETWORK_VAR).as_deref() {
+            Err(_) | Ok("") | Ok("bridge") if root => Ok(DefaultNetwork::Bridge),
+            Err(_) | Ok("") | Ok("bridge") | Ok("slirp4netns") => Ok(DefaultNetwork::UserMode),
+            Ok(other) => Err(invalid(
+                DEFAULT_NETWORK_VAR,
+                other,
+                "expected bridge or slirp4netns",
+            )),
+        }
+    }
+}
+
 impl HostConfig {
     /// The network, as the sandbox names it.
     pub fn network(&self) -> Result<NetworkMode> {
         Ok(self.network_choice(None)?.mode)
     }
 
-    /// The network the container joins: `none`, `host`, the default network (slirp4netns),
-    /// or bridge networks (`bridge` as root, else the default network as before; any other
-    /// name is a user-defined network). `endpoints` adds the networks `NetworkingConfig`
-    /// names, with their settings.
+    /// The network the container joins: `none`, `host`, the default network, or bridge
+    /// networks (any other name is a user-defined one). `endpoints` adds the networks
+    /// `NetworkingConfig` names, with their settings. The default (no `NetworkMode`, `""`,
+    /// `"default"`, and `bridge`) is the default bridge for a root kiln, slirp4netns for a
+    /// rootless one or with `KILN_DEFAULT_NETWORK=slirp4netns`.
     pub fn network_choice(&self, endpoints: Option<&NetworkingConfig>) -> Result<NetworkChoice> {
+        self.network_choice_with(endpoints, DefaultNetwork::of_this_kiln()?)
+    }
+
+    fn network_choice_with(
+        &self,
+        endpoints: Option<&NetworkingConfig>,
+        default: DefaultNetwork,
+    ) -> Result<NetworkChoice> {
         let endpoints = endpoints.map(|n| &n.endpoints_config);
         let settings = |name: &str| {
             endpoints
@@ -145,14 +187,18 @@ impl HostConfig {
             mode,
             networks: Vec::new(),
         };
-        let root = kiln_network::privileged();
         let primary = match self.network_mode.as_deref().unwrap_or("") {
             "none" => return Ok(simple(NetworkMode::None)),
             "host" => return Ok(simple(NetworkMode::Host)),
-            "bridge" if !root => return Ok(simple(NetworkMode::Default)),
+            "bridge" if default == DefaultNetwork::UserMode => {
+                return Ok(simple(NetworkMode::Default));
+            }
             "" | "default" => match endpoints.and_then(|e| e.keys().find(|n| !is_default(n))) {
                 // Clients such as compose name the network only in EndpointsConfig.
                 Some(first) => first.clone(),
+                None if default == DefaultNetwork::Bridge => {
+                    kiln_network::DEFAULT_BRIDGE.to_owned()
+                }
                 None => return Ok(simple(NetworkMode::Default)),
             },
             other if other.starts_with("container:") => {
@@ -220,19 +266,35 @@ mod tests {
         }))
         .unwrap();
         for mode in ["", "default"] {
-            let choice = with_mode(mode).network_choice(Some(&cli)).unwrap();
+            let choice = with_mode(mode)
+                .network_choice_with(Some(&cli), DefaultNetwork::UserMode)
+                .unwrap();
             assert_eq!(choice.mode, NetworkMode::Default, "mode {mode:?}");
             assert!(choice.networks.is_empty());
+            let choice = with_mode(mode)
+                .network_choice_with(Some(&cli), DefaultNetwork::Bridge)
+                .unwrap();
+            let names: Vec<&str> = choice.networks.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names, ["bridge"], "mode {mode:?}");
         }
         for (mode, expected) in [("none", NetworkMode::None), ("host", NetworkMode::Host)] {
             let choice = with_mode(mode).network_choice(Some(&endpoints)).unwrap();
             assert_eq!(choice.mode, expected);
             assert!(choice.networks.is_empty());
         }
-        assert_eq!(
-            HostConfig::default().network().unwrap(),
-            NetworkMode::Default
-        );
+        // No network: the default bridge, or the user-mode network (rootless, or asked for).
+        let choice = HostConfig::default()
+            .network_choice_with(None, DefaultNetwork::Bridge)
+            .unwrap();
+        assert_eq!(choice.mode, NetworkMode::Prepared);
+        assert_eq!(choice.networks[0].0, "bridge");
+        for mode in ["", "default", "bridge"] {
+            let choice = with_mode(mode)
+                .network_choice_with(None, DefaultNetwork::UserMode)
+                .unwrap();
+            assert_eq!(choice.mode, NetworkMode::Default, "{mode:?}");
+            assert!(choice.networks.is_empty());
+        }
         let bad = EndpointSettings {
             ipam_config: Some(EndpointIpamConfig {
                 ipv4_address: "10.1.0.300".into(),

@@ -425,7 +425,19 @@ fn spawn_sandbox(
             networks
                 .attach_container(&record.id, pid)
                 .and_then(|()| {
-                    kiln_network::dns::start(store.root(), &record.id, pid, &spec.dns_upstream)
+                    // On the default bridge the server is there only when resolv.conf names
+                    // it (a host with loopback resolvers only; see `create`).
+                    let forwarder = spec
+                        .sandbox
+                        .dns
+                        .contains(&kiln_network::dns::DNS_ADDRESS.into());
+                    kiln_network::dns::start(
+                        store.root(),
+                        &record.id,
+                        pid,
+                        &spec.dns_upstream,
+                        forwarder,
+                    )
                 })
                 .and_then(|_| match bound.take() {
                     Some(b) if bridged && !b.is_empty() => {

@@ -12,6 +12,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod api;
+mod default;
 mod names;
 mod rootless;
 

@@ -90,7 +90,7 @@ fn a_cache_behind_token_auth_uses_the_docker_credentials() {
     let certs = tempfile::tempdir().unwrap();
     let no_credentials = tempfile::tempdir().unwrap();
     let with_credentials = tempfile::tempdir().unwrap();
-    let login = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let login = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .env("DOCKER_CONFIG", with_credentials.path())
         .env("KILN_REGISTRY_CERTS_DIR", certs.path())
@@ -113,7 +113,7 @@ fn a_cache_behind_token_auth_uses_the_docker_credentials() {
             value,
             &ctx,
         ];
-        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        crate::e2e::harness::kiln_command()
             .env("KILN_ROOT", root)
             .env("DOCKER_CONFIG", config)
             .env("KILN_REGISTRY_CERTS_DIR", certs.path())

@@ -235,6 +235,7 @@ fn the_terminal_kiln_runs_on_cannot_be_typed_into() {
         let out = Command::new("script")
             .args(["-qec", &command, "/dev/null"])
             .env("KILN_ROOT", k.root.path())
+            .env("KILN_DEFAULT_NETWORK", "slirp4netns")
             .stdin(std::process::Stdio::null())
             .output()
             .expect("run script (util-linux)");

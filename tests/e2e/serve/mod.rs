@@ -44,7 +44,7 @@ impl Daemon {
     pub fn start(k: &Kiln, extra_env: &[(&str, &Path)], extra_args: &[&str]) -> Daemon {
         Daemon::spawn(
             k,
-            Command::new(env!("CARGO_BIN_EXE_kiln")),
+            crate::e2e::harness::kiln_command(),
             extra_env,
             extra_args,
         )

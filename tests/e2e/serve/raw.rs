@@ -183,7 +183,7 @@ fn sigterm_stops_cleanly_stale_sockets_are_replaced_live_ones_refused() {
     killed.child.kill().unwrap();
     killed.child.wait().unwrap();
     assert!(socket.exists());
-    let mut again = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let mut again = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .args(["serve", "--host", &format!("unix://{}", socket.display())])
         .stderr(std::process::Stdio::null())

@@ -356,7 +356,7 @@ fn the_kiln_cli_drives_kiln_serve_through_the_api() {
     c.assert_local_store_unused();
 
     // KILN_HOST does what --host does.
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let out = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", c.root.path())
         .env("KILN_HOST", d.host())
         .args(["images", "--filter", "reference=client-app"])

@@ -30,7 +30,7 @@ impl ClientCli {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        let mut c = crate::e2e::harness::kiln_command();
         c.env("KILN_ROOT", self.root.path())
             .env_remove("KILN_HOST")
             .env_remove("KILN_TLS_VERIFY")
@@ -70,7 +70,7 @@ impl ClientCli {
 
     /// The client's own store holds no image, so nothing ran in-process.
     pub fn assert_local_store_unused(&self) {
-        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        let out = crate::e2e::harness::kiln_command()
             .env("KILN_ROOT", self.root.path())
             .env_remove("KILN_HOST")
             .arg("images")

@@ -2,7 +2,6 @@
 //! container's logs, a build context from stdin, and the daemon over TCP with mutual TLS.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::super::super::harness::{Kiln, assert_success, stderr, stdout};
@@ -67,7 +66,7 @@ fn the_kiln_cli_reaches_a_tcp_daemon_only_over_mutual_tls() {
         ]
     };
     let run = |extra: Vec<String>, args: &[&str]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        let mut command = crate::e2e::harness::kiln_command();
         command
             .env("KILN_ROOT", c.root.path())
             .env_remove("KILN_HOST")
