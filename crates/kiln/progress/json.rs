@@ -144,6 +144,11 @@ pub fn event_json(event: &ProgressEvent) -> Value {
             "cause": cause.kind(),
             "reason": cause.reason(),
         }),
+        ProgressEvent::LayerShared { step, from } => json!({
+            "type": "step.layer_shared",
+            "step": step_json(step),
+            "from": step_json(from),
+        }),
         ProgressEvent::SourcesHashed {
             step,
             from_context,

@@ -429,6 +429,7 @@ impl Engine {
         let slots = Slots::new(jobs);
         let first_error = Mutex::new(None);
         let multi = plans.platforms.len() > 1;
+        let shared = crate::shared_layers::SharedLayers::new(multi);
         let runs: Vec<BuildRun<'_>> = plans
             .plans
             .iter()
@@ -439,6 +440,7 @@ impl Engine {
                 context,
                 req,
                 remote,
+                shared: &shared,
                 progress,
                 board: &board,
                 slots: &slots,

@@ -5,6 +5,7 @@
 
 mod copy_add;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use kiln_dockerfile::Instruction;
@@ -15,6 +16,7 @@ use kiln_sandbox::OverlayMount;
 use crate::copy::{mkdir_all, workdir_owner};
 use crate::error::{Result, SolveError};
 use crate::progress::StepLabel;
+use crate::shared_layers::{Layer, SharedOp};
 use crate::stage::{StageBuilder, StageState, join_workdir};
 
 /// A scratch directory with `upper`, `work` and mount points for one step.
@@ -93,19 +95,38 @@ impl StageBuilder<'_> {
                 Ok(())
             },
             |b, st, label| -> Result<Option<LayerRef>> {
-                let dirs = StepDirs::new(&b.engine.store, "workdir-")?;
-                let mount = b.mount_rw(st, &dirs)?;
-                // As BuildKit does, the directory belongs to the current USER, resolved its
-                // lenient way (a user not in /etc/passwd leaves it root's: only RUN fails).
-                let owner = match user.as_deref() {
-                    Some(u) if !u.is_empty() => Some(
-                        workdir_owner(u, mount.path()).map_err(|e| b.fail(ins, e.to_string()))?,
-                    ),
-                    _ => None,
+                let build = || -> Result<Option<LayerRef>> {
+                    let dirs = StepDirs::new(&b.engine.store, "workdir-")?;
+                    let mount = b.mount_rw(st, &dirs)?;
+                    // As BuildKit does, the directory belongs to the current USER, resolved its
+                    // lenient way (a user not in /etc/passwd leaves it root's: only RUN fails).
+                    let owner = match user.as_deref() {
+                        Some(u) if !u.is_empty() => Some(
+                            workdir_owner(u, mount.path())
+                                .map_err(|e| b.fail(ins, e.to_string()))?,
+                        ),
+                        _ => None,
+                    };
+                    mkdir_all(mount.path(), dir, owner).map_err(|e| b.fail(ins, e.to_string()))?;
+                    mount.unmount()?;
+                    b.commit_upper(ins, label, &dirs.path("upper"))
                 };
-                mkdir_all(mount.path(), dir, owner).map_err(|e| b.fail(ins, e.to_string()))?;
-                mount.unmount()?;
-                b.commit_upper(ins, label, &dirs.path("upper"))
+                // Without a USER the directories are root's whatever the base: the layer is the
+                // same for every target platform whose base is alike on the way to `dir`.
+                let op = user.as_deref().is_none_or(str::is_empty).then(|| {
+                    let mut key = crate::cache::KeyBuilder::new("WORKDIR shared layer", None);
+                    b.key_epoch(&mut key);
+                    key.field("dir", dir);
+                    SharedOp {
+                        key: key.finish().to_string(),
+                        dest: dir.to_owned(),
+                    }
+                });
+                let layer = b.shared_layer(st, label, op, || Ok((build()?, BTreeMap::new())))?;
+                Ok(match layer {
+                    Layer::Built(layer) => layer,
+                    Layer::Shared(layer, _) => Some(layer),
+                })
             },
         )
     }

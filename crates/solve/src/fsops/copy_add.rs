@@ -32,6 +32,7 @@ use crate::dockerignore::IgnoreMatcher;
 use crate::download::{download, is_url, parse_checksum};
 use crate::error::{Result, SolveError};
 use crate::progress::{ProgressEvent, StepLabel};
+use crate::shared_layers::{Layer, SharedOp};
 use crate::stage::{StageBuilder, StageState};
 
 /// A URL whose download waits for a cache miss because `--checksum` already names its content.
@@ -216,9 +217,9 @@ impl StageBuilder<'_> {
             (Some(spec), true) => Some(self.resolve_owner_in_parent(state, &dirs, ins, spec)?),
             _ => None,
         };
-        let key_inputs = |key: &mut KeyBuilder| {
+        // Everything the key hashes: the layer's inputs but the base (and the platform).
+        let key_fields = |key: &mut KeyBuilder| {
             key.field("content", &content.to_string());
-            key.detail("content-files", manifest);
             key.list("sources", c.sources.iter().map(String::as_str));
             key.list(
                 "heredocs",
@@ -237,6 +238,11 @@ impl StageBuilder<'_> {
             if let Some(deferred) = &deferred {
                 key.field("checksum", &deferred.checksum.to_string());
             }
+        };
+        let key_inputs = |key: &mut KeyBuilder| {
+            key.field("content", &content.to_string());
+            key.detail("content-files", manifest);
+            key_fields(key);
         };
         let write = |b: &Self, root: &Path, reuse: CopyReuse<'_>| -> Result<CopyOutcome> {
             let fail = |message: String| b.fail(ins, message);
@@ -318,6 +324,13 @@ impl StageBuilder<'_> {
             Ok(layer)
         };
 
+        // Another target platform's run of this step can stand for this one's when nothing
+        // but the files at the destination decides the layer: `--chown` by name reads the
+        // base's /etc/passwd, so it is always run (see `crate::shared_layers`).
+        let shared_op = c
+            .chown
+            .as_deref()
+            .is_none_or(|spec| spec.split(':').all(|part| part.parse::<u32>().is_ok()));
         let result = if c.link {
             self.linked_step(state, ins, label, key_inputs, |b, label| {
                 let layer_root = dirs.path("upper");
@@ -340,17 +353,38 @@ impl StageBuilder<'_> {
                     Ok(())
                 },
                 |b, st, label| {
-                    let previous = previous();
-                    let upper = dirs.path("upper");
-                    let reuse = CopyReuse {
-                        fingerprints: Some(&fingerprints),
-                        previous: previous.as_ref(),
-                        upper: Some(&upper),
-                    };
-                    let mount = b.mount_rw(st, &dirs)?;
-                    let outcome = write(b, mount.path(), reuse)?;
-                    mount.unmount()?;
-                    commit(b, label, &dirs.path("upper"), outcome)
+                    let op = shared_op.then(|| {
+                        let mut key =
+                            KeyBuilder::new(&format!("{} shared layer", ins.keyword), None);
+                        b.key_epoch(&mut key);
+                        key_fields(&mut key);
+                        SharedOp {
+                            key: key.finish().to_string(),
+                            dest: dest.clone(),
+                        }
+                    });
+                    let layer = b.shared_layer(st, label, op, || {
+                        let previous = previous();
+                        let upper = dirs.path("upper");
+                        let reuse = CopyReuse {
+                            fingerprints: Some(&fingerprints),
+                            previous: previous.as_ref(),
+                            upper: Some(&upper),
+                        };
+                        let mount = b.mount_rw(st, &dirs)?;
+                        let outcome = write(b, mount.path(), reuse)?;
+                        mount.unmount()?;
+                        let layer = commit(b, label, &dirs.path("upper"), outcome)?;
+                        let files = copied.borrow().as_ref().map(|(_, files)| files.clone());
+                        Ok((layer, files.unwrap_or_default()))
+                    })?;
+                    Ok(match layer {
+                        Layer::Built(layer) => layer,
+                        Layer::Shared(layer, files) => {
+                            *copied.borrow_mut() = Some((layer.diff_id.clone(), files));
+                            Some(layer)
+                        }
+                    })
                 },
             )
         };

@@ -1,0 +1,301 @@
+//! One layer for the same filesystem step of several target platforms of one build.
+//!
+//! A multi-platform build runs each COPY/ADD and WORKDIR once per target, over bases that
+//! differ (each platform's base image), so their cache keys differ, as they must. Their layers,
+//! though, are often the same bytes: a copy of the same sources writes the same files, and it
+//! reads the base only where it writes and on the way there. Copying, tarring, compressing and
+//! fsyncing that layer again per platform was what made a two-platform build of COPY-only
+//! steps cost twice the CPU of one (docs/benchmarks.md, "Multi-platform builds").
+//!
+//! The key decision is what makes two bases "alike enough". The first target to run a step
+//! records, with its layer, the state of its base (type, mode, owner, size, times, device,
+//! symlink target, xattrs) at every path in the layer and at every prefix of the step's
+//! destination. A later target of the same build whose base shows the very same state at each
+//! of those paths would walk the same directories and write the same entries (the copy follows
+//! only what it reads there, and parents it creates depend on the step's own inputs), so it
+//! takes that layer (blob, diffID, snapshot) instead. Whatever the check cannot vouch for is
+//! built as before:
+//! - a layer holding whiteouts or opaque directories: they depend on what the base holds *below*
+//!   a path, which the check does not look at;
+//! - a symlink in the first base on any checked path: the step wrote through it, somewhere the
+//!   other base may not lead;
+//! - steps that resolve names against the base (`--chown name`, WORKDIR under a USER): their
+//!   callers do not offer them (no operation key).
+//!
+//! Nothing here outlives the build, and cache keys stay per platform: only the work is shared.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use kiln_image::LayerRef;
+use kiln_sandbox::OverlayMount;
+
+use crate::error::{Result, SolveError};
+use crate::progress::{ProgressEvent, StepLabel};
+use crate::stage::{StageBuilder, StageState};
+
+/// The overlay xattrs that make an upper dir entry more than a plain file or directory.
+const OVERLAY_MARKERS: [&[u8]; 4] = [
+    b"trusted.overlay.opaque",
+    b"trusted.overlay.whiteout",
+    b"user.overlay.opaque",
+    b"user.overlay.whiteout",
+];
+
+/// What a base holds at one path, as far as a step writing there can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PathState {
+    Absent,
+    Present {
+        mode: u32,
+        owner: (u32, u32),
+        size: u64,
+        mtime: (i64, i64),
+        rdev: u64,
+        link: Option<Vec<u8>>,
+        xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+}
+
+impl PathState {
+    fn is_symlink(&self) -> bool {
+        matches!(self, PathState::Present { link: Some(_), .. })
+    }
+}
+
+/// A layer one target built, and what its base held where the step looked.
+#[derive(Debug, Clone)]
+struct Built {
+    layer: LayerRef,
+    /// The step that built it (its progress label), for the event naming the sharing.
+    by: StepLabel,
+    /// Root-relative path → the first base's state there.
+    probes: Vec<(PathBuf, PathState)>,
+    /// What the step's caller keeps about the files it wrote (a COPY's fingerprints).
+    files: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default)]
+enum Slot {
+    /// Nobody has run the operation yet.
+    #[default]
+    Empty,
+    /// Its first run cannot be vouched for (see the module docs).
+    Unshareable,
+    Built(Built),
+}
+
+/// The build's operations by key; a step takes its operation's lock for as long as it runs, so
+/// a second target reaching the same step waits for the first and takes its layer.
+#[derive(Debug, Default)]
+pub(crate) struct SharedLayers {
+    /// Off for a one-platform build: nothing to share with, so no probing either.
+    enabled: bool,
+    ops: Mutex<HashMap<String, Arc<Mutex<Slot>>>>,
+}
+
+/// How a step's layer came about.
+pub(crate) enum Layer {
+    /// The step ran.
+    Built(Option<LayerRef>),
+    /// Another target's run of the step made it; with that run's files.
+    Shared(LayerRef, BTreeMap<String, String>),
+}
+
+/// A step's operation: what decides its layer besides its base, and where it writes.
+pub(crate) struct SharedOp {
+    /// Every input of the step but its base and platform (a cache key without the parent).
+    pub key: String,
+    /// The absolute destination the step walks to (its prefixes are checked in the base).
+    pub dest: String,
+}
+
+impl SharedLayers {
+    pub(crate) fn new(enabled: bool) -> Self {
+        SharedLayers {
+            enabled,
+            ops: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn slot(&self, key: &str) -> Arc<Mutex<Slot>> {
+        let mut ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
+        ops.entry(key.to_owned()).or_default().clone()
+    }
+}
+
+impl StageBuilder<'_> {
+    /// Runs `build` for a step of `state`, unless another target of this build already ran the
+    /// same operation over a base that looks the same where the step writes: then that layer.
+    /// `build` returns the layer and the files to keep with it.
+    pub(crate) fn shared_layer(
+        &self,
+        state: &StageState,
+        label: &StepLabel,
+        op: Option<SharedOp>,
+        build: impl FnOnce() -> Result<(Option<LayerRef>, BTreeMap<String, String>)>,
+    ) -> Result<Layer> {
+        let op = match op {
+            Some(op) if self.shared.enabled => op,
+            _ => return Ok(Layer::Built(build()?.0)),
+        };
+        let slot = self.shared.slot(&op.key);
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Slot::Built(built) = &*slot {
+            let paths: Vec<&Path> = built.probes.iter().map(|(p, _)| p.as_path()).collect();
+            let states = self.probe_base(state, &paths)?;
+            if built.probes.iter().map(|(_, s)| s).eq(states.iter()) {
+                (self.progress)(ProgressEvent::LayerShared {
+                    step: label.clone(),
+                    from: built.by.clone(),
+                });
+                return Ok(Layer::Shared(built.layer.clone(), built.files.clone()));
+            }
+            return Ok(Layer::Built(build()?.0));
+        }
+        let first = matches!(*slot, Slot::Empty);
+        let (layer, files) = build()?;
+        if first {
+            *slot = match &layer {
+                Some(layer) => self.describe(state, label, &op, layer, &files)?,
+                None => Slot::Unshareable,
+            };
+        }
+        Ok(Layer::Built(layer))
+    }
+
+    /// The slot for a layer this target just built: the base's state at every path of the
+    /// layer and every prefix of the destination, unless the check could not vouch for it.
+    fn describe(
+        &self,
+        state: &StageState,
+        label: &StepLabel,
+        op: &SharedOp,
+        layer: &LayerRef,
+        files: &BTreeMap<String, String>,
+    ) -> Result<Slot> {
+        let snapshot = self.engine.store.snapshot_path(&layer.diff_id);
+        let Some(mut paths) = layer_paths(&snapshot)? else {
+            return Ok(Slot::Unshareable);
+        };
+        let mut prefix = PathBuf::new();
+        for part in Path::new(&op.dest).components() {
+            if let std::path::Component::Normal(name) = part {
+                prefix.push(name);
+                paths.push(prefix.clone());
+            }
+        }
+        paths.sort();
+        paths.dedup();
+        let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        let states = self.probe_base(state, &refs)?;
+        if states.iter().any(PathState::is_symlink) {
+            return Ok(Slot::Unshareable);
+        }
+        Ok(Slot::Built(Built {
+            layer: layer.clone(),
+            by: label.clone(),
+            probes: paths.into_iter().zip(states).collect(),
+            files: files.clone(),
+        }))
+    }
+
+    /// The state of `state`'s filesystem at each root-relative path, seen through a read-only
+    /// overlay of its layers (nothing exists in an empty stage).
+    fn probe_base(&self, state: &StageState, paths: &[&Path]) -> Result<Vec<PathState>> {
+        if state.layers.is_empty() {
+            return Ok(vec![PathState::Absent; paths.len()]);
+        }
+        let lowers = self.lower_dirs(state.layer_refs())?;
+        let dir = self.engine.store.temp_dir("probe-")?;
+        let mount = OverlayMount::mount(&lowers, None, dir.path())?;
+        let states = paths
+            .iter()
+            .map(|p| path_state(&mount.path().join(p)))
+            .collect::<Result<Vec<_>>>();
+        mount.unmount()?;
+        states
+    }
+}
+
+fn path_state(path: &Path) -> Result<PathState> {
+    let io = |source| SolveError::ReadFile {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        // A path below a file is not there either; below a symlink the probe of the symlink
+        // itself (an ancestor, also probed) already tells the bases apart.
+        Err(e) if e.raw_os_error().is_some_and(is_missing) => return Ok(PathState::Absent),
+        Err(e) => return Err(io(e)),
+    };
+    let link = if meta.file_type().is_symlink() {
+        Some(
+            std::fs::read_link(path)
+                .map_err(io)?
+                .as_os_str()
+                .as_bytes()
+                .to_vec(),
+        )
+    } else {
+        None
+    };
+    Ok(PathState::Present {
+        mode: meta.mode(),
+        owner: (meta.uid(), meta.gid()),
+        size: if meta.is_dir() { 0 } else { meta.size() },
+        mtime: (meta.mtime(), meta.mtime_nsec()),
+        rdev: meta.rdev(),
+        link,
+        xattrs: crate::copy::xattrs_of(path).map_err(io)?,
+    })
+}
+
+/// ENOENT, or ENOTDIR (a component on the way is not a directory).
+fn is_missing(errno: i32) -> bool {
+    errno == rustix::io::Errno::NOENT.raw_os_error()
+        || errno == rustix::io::Errno::NOTDIR.raw_os_error()
+}
+
+/// Every root-relative path of a committed layer's snapshot, or `None` when it holds a
+/// whiteout or an opaque directory (see the module docs).
+fn layer_paths(snapshot: &Path) -> Result<Option<Vec<PathBuf>>> {
+    let mut paths = Vec::new();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        let dir = snapshot.join(&rel);
+        let io = |source| SolveError::ReadFile {
+            path: dir.clone(),
+            source,
+        };
+        for entry in std::fs::read_dir(&dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let path = entry.path();
+            let io = |source| SolveError::ReadFile {
+                path: path.clone(),
+                source,
+            };
+            let meta = std::fs::symlink_metadata(&path).map_err(io)?;
+            if meta.file_type().is_char_device() && meta.rdev() == 0 {
+                return Ok(None);
+            }
+            let xattrs = crate::copy::xattrs_of(&path).map_err(io)?;
+            if xattrs
+                .iter()
+                .any(|(name, _)| OVERLAY_MARKERS.contains(&name.as_slice()))
+            {
+                return Ok(None);
+            }
+            let child = rel.join(entry.file_name());
+            if meta.is_dir() {
+                dirs.push(child.clone());
+            }
+            paths.push(child);
+        }
+    }
+    Ok(Some(paths))
+}
