@@ -120,6 +120,7 @@ impl StageBuilder<'_> {
                     SharedOp {
                         key: key.finish().to_string(),
                         dest: dir.to_owned(),
+                        over_base: true,
                     }
                 });
                 let layer = b.shared_layer(st, label, op, || Ok((build()?, BTreeMap::new())))?;

@@ -111,6 +111,9 @@ pub(crate) struct SharedOp {
     pub key: String,
     /// The absolute destination the step walks to (its prefixes are checked in the base).
     pub dest: String,
+    /// Whether the step writes over the base at all: `COPY --link` writes into an empty
+    /// directory, so its layer is the same over any base and nothing is checked.
+    pub over_base: bool,
 }
 
 impl SharedLayers {
@@ -177,6 +180,14 @@ impl StageBuilder<'_> {
         layer: &LayerRef,
         files: &BTreeMap<String, String>,
     ) -> Result<Slot> {
+        if !op.over_base {
+            return Ok(Slot::Built(Built {
+                layer: layer.clone(),
+                by: label.clone(),
+                probes: Vec::new(),
+                files: files.clone(),
+            }));
+        }
         let snapshot = self.engine.store.snapshot_path(&layer.diff_id);
         let Some(mut paths) = layer_paths(&snapshot)? else {
             return Ok(Slot::Unshareable);
@@ -206,7 +217,7 @@ impl StageBuilder<'_> {
     /// The state of `state`'s filesystem at each root-relative path, seen through a read-only
     /// overlay of its layers (nothing exists in an empty stage).
     fn probe_base(&self, state: &StageState, paths: &[&Path]) -> Result<Vec<PathState>> {
-        if state.layers.is_empty() {
+        if state.layers.is_empty() || paths.is_empty() {
             return Ok(vec![PathState::Absent; paths.len()]);
         }
         let lowers = self.lower_dirs(state.layer_refs())?;
@@ -298,4 +309,61 @@ fn layer_paths(snapshot: &Path) -> Result<Option<Vec<PathBuf>>> {
         }
     }
     Ok(Some(paths))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_paths_lists_every_entry_and_refuses_overlay_markers() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("app/config")).unwrap();
+        std::fs::write(dir.path().join("app/config/a.conf"), "a").unwrap();
+        let mut paths = layer_paths(dir.path()).unwrap().unwrap();
+        paths.sort();
+        let want: Vec<PathBuf> = ["app", "app/config", "app/config/a.conf"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(paths, want);
+
+        // A whiteout (char device 0:0, as overlay writes one) makes the layer unshareable.
+        let whiteout = dir.path().join("app/gone");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &whiteout,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0),
+            0,
+        )
+        .unwrap();
+        assert!(layer_paths(dir.path()).unwrap().is_none());
+        std::fs::remove_file(&whiteout).unwrap();
+
+        // So does an opaque directory.
+        rustix::fs::setxattr(
+            dir.path().join("app/config"),
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        assert!(layer_paths(dir.path()).unwrap().is_none());
+    }
+
+    #[test]
+    fn path_state_tells_absent_dir_file_and_symlink_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("f"), "x").unwrap();
+        std::os::unix::fs::symlink("d", dir.path().join("l")).unwrap();
+        let state = |p: &str| path_state(&dir.path().join(p)).unwrap();
+        assert_eq!(state("missing"), PathState::Absent);
+        // Below a file: not there either (ENOTDIR).
+        assert_eq!(state("f/below"), PathState::Absent);
+        assert!(!state("d").is_symlink() && state("d") != PathState::Absent);
+        assert!(state("l").is_symlink());
+        assert_ne!(state("d"), state("f"));
+    }
 }

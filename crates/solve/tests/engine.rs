@@ -340,7 +340,8 @@ type Case = fn(&Fixture);
 /// A two-platform build shares the layer of a WORKDIR and a COPY whose bases are alike where
 /// they write (equal layer digests, a `LayerShared` event each), and builds its own where the
 /// bases differ on the way: `/data` is a directory in amd64's base and a symlink to `srv` in
-/// arm64's, so arm64's COPY to /data/b.txt writes srv/b.txt. No RUN: nothing is emulated.
+/// arm64's, so arm64's COPY to /data/b.txt writes srv/b.txt. A `COPY --link` is shared
+/// whatever the bases. No RUN: nothing is emulated.
 fn shared_layers_between_platforms(_: &Fixture) {
     let store_dir = tempfile::tempdir().unwrap();
     let store = Store::open(store_dir.path()).unwrap();
@@ -348,7 +349,7 @@ fn shared_layers_between_platforms(_: &Fixture) {
     let engine = engine(&store, rt.handle().clone());
     let ctx = context(
         "FROM scratch AS base\nARG TARGETARCH\nCOPY base-$TARGETARCH/ /\n\
-         FROM base\nWORKDIR /app\nCOPY a.txt /app/\nCOPY b.txt /data/b.txt\n",
+         FROM base\nWORKDIR /app\nCOPY a.txt /app/\nCOPY b.txt /data/b.txt\nCOPY --link a.txt /opt/\n",
         &[("a.txt", "a\n"), ("b.txt", "b\n")],
     );
     for arch in ["amd64", "arm64"] {
@@ -377,11 +378,12 @@ fn shared_layers_between_platforms(_: &Fixture) {
         panic!("two images: {:?}", built.platform_images);
     };
     let (a, b): (Vec<_>, Vec<_>) = (amd64.layers().collect(), arm64.layers().collect());
-    assert_eq!((a.len(), b.len()), (4, 4));
+    assert_eq!((a.len(), b.len()), (5, 5));
     assert_ne!(a[0].digest, b[0].digest, "the bases differ");
     assert_eq!(a[1].digest, b[1].digest, "WORKDIR /app");
     assert_eq!(a[2].digest, b[2].digest, "COPY a.txt /app/");
     assert_ne!(a[3].digest, b[3].digest, "COPY b.txt /data/b.txt");
+    assert_eq!(a[4].digest, b[4].digest, "COPY --link a.txt /opt/");
     let mut shared: Vec<String> = shared
         .into_inner()
         .unwrap()
@@ -393,7 +395,14 @@ fn shared_layers_between_platforms(_: &Fixture) {
         })
         .collect();
     shared.sort();
-    assert_eq!(shared, ["COPY a.txt /app/", "WORKDIR /app"]);
+    assert_eq!(
+        shared,
+        [
+            "COPY --link a.txt /opt/",
+            "COPY a.txt /app/",
+            "WORKDIR /app"
+        ]
+    );
     let has = |layer: &kiln_image::LayerRef, path: &str| {
         std::fs::symlink_metadata(store.snapshot_path(&layer.diff_id).join(path)).is_ok()
     };

@@ -315,7 +315,11 @@ impl StageBuilder<'_> {
         let slot = Self::slot(&label);
         let previous = || self.previous_copy(&slot);
         let copied: RefCell<Option<(DiffId, BTreeMap<String, String>)>> = RefCell::new(None);
-        let commit = |b: &Self, label: &StepLabel, upper: &Path, outcome: CopyOutcome| {
+        let commit = |b: &Self,
+                      label: &StepLabel,
+                      upper: &Path,
+                      outcome: CopyOutcome|
+         -> Result<Option<LayerRef>> {
             link_reused(upper, &outcome).map_err(|e| b.fail(ins, e.to_string()))?;
             let layer = b.commit_upper(ins, label, upper)?;
             *copied.borrow_mut() = layer
@@ -332,16 +336,31 @@ impl StageBuilder<'_> {
             .as_deref()
             .is_none_or(|spec| spec.split(':').all(|part| part.parse::<u32>().is_ok()));
         let result = if c.link {
-            self.linked_step(state, ins, label, key_inputs, |b, label| {
-                let layer_root = dirs.path("upper");
-                let previous = previous();
-                let reuse = CopyReuse {
-                    fingerprints: Some(&fingerprints),
-                    previous: previous.as_ref(),
-                    upper: Some(&layer_root),
+            self.linked_step(state, ins, label, key_inputs, |b, st, label| {
+                // The owner is resolved into the key already, so any target's run will do.
+                let mut key =
+                    KeyBuilder::new(&format!("{} --link shared layer", ins.keyword), None);
+                b.key_epoch(&mut key);
+                key_fields(&mut key);
+                let op = SharedOp {
+                    key: key.finish().to_string(),
+                    dest: dest.clone(),
+                    over_base: false,
                 };
-                let outcome = write(b, &layer_root, reuse)?;
-                commit(b, label, &layer_root, outcome)
+                let layer = b.shared_layer(st, label, Some(op), || {
+                    let layer_root = dirs.path("upper");
+                    let previous = previous();
+                    let reuse = CopyReuse {
+                        fingerprints: Some(&fingerprints),
+                        previous: previous.as_ref(),
+                        upper: Some(&layer_root),
+                    };
+                    let outcome = write(b, &layer_root, reuse)?;
+                    let layer = commit(b, label, &layer_root, outcome)?;
+                    let files = copied.borrow().as_ref().map(|(_, files)| files.clone());
+                    Ok((layer, files.unwrap_or_default()))
+                })?;
+                Ok(shared_copy(layer, &copied))
             })
         } else {
             self.fs_step(
@@ -361,6 +380,7 @@ impl StageBuilder<'_> {
                         SharedOp {
                             key: key.finish().to_string(),
                             dest: dest.clone(),
+                            over_base: true,
                         }
                     });
                     let layer = b.shared_layer(st, label, op, || {
@@ -378,13 +398,7 @@ impl StageBuilder<'_> {
                         let files = copied.borrow().as_ref().map(|(_, files)| files.clone());
                         Ok((layer, files.unwrap_or_default()))
                     })?;
-                    Ok(match layer {
-                        Layer::Built(layer) => layer,
-                        Layer::Shared(layer, files) => {
-                            *copied.borrow_mut() = Some((layer.diff_id.clone(), files));
-                            Some(layer)
-                        }
-                    })
+                    Ok(shared_copy(layer, &copied))
                 },
             )
         };
@@ -505,7 +519,7 @@ impl StageBuilder<'_> {
         ins: &Instruction,
         label: StepLabel,
         key_inputs: impl FnOnce(&mut KeyBuilder),
-        execute: impl FnOnce(&Self, &StepLabel) -> Result<Option<LayerRef>>,
+        execute: impl FnOnce(&Self, &StageState, &StepLabel) -> Result<Option<LayerRef>>,
     ) -> Result<()> {
         let mut key = KeyBuilder::new(&format!("{} --link", ins.keyword), None);
         // The stage's platform, as for every other step: a stage shared by the targets of a
@@ -519,15 +533,21 @@ impl StageBuilder<'_> {
         chained.field("linked", &layer_key.to_string());
         let stage_key = chained.finish();
 
-        self.cached_or_run(
-            state,
-            ins,
-            label,
-            &layer_key,
-            stage_key,
-            inputs,
-            |b, _, label| execute(b, label),
-        )
+        self.cached_or_run(state, ins, label, &layer_key, stage_key, inputs, execute)
+    }
+}
+
+/// A copy's layer, noting what a shared one's files were (for the next build's reuse).
+fn shared_copy(
+    layer: Layer,
+    copied: &RefCell<Option<(DiffId, BTreeMap<String, String>)>>,
+) -> Option<LayerRef> {
+    match layer {
+        Layer::Built(layer) => layer,
+        Layer::Shared(layer, files) => {
+            *copied.borrow_mut() = Some((layer.diff_id.clone(), files));
+            Some(layer)
+        }
     }
 }
 
