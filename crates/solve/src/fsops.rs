@@ -19,23 +19,36 @@ use crate::progress::StepLabel;
 use crate::shared_layers::{Layer, SharedOp};
 use crate::stage::{StageBuilder, StageState, join_workdir};
 
-/// A scratch directory with `upper`, `work` and mount points for one step.
+/// A scratch directory for one step, whose `upper`, `work` and mount points are made when the
+/// step first needs them: most steps that reach the cache hit it (or take another target
+/// platform's layer) and need none, and every directory made is an inode the store's
+/// filesystem allocates and frees.
 struct StepDirs {
     dir: tempfile::TempDir,
 }
 
 impl StepDirs {
     fn new(store: &kiln_store::Store, prefix: &str) -> Result<Self> {
-        let dir = store.temp_dir(prefix)?;
-        // `extra` holds downloads and heredoc files; `parent` is where `--link` looks up names.
-        for sub in ["upper", "work", "merged", "src", "extra", "parent"] {
-            let p = dir.path().join(sub);
-            std::fs::create_dir(&p).map_err(|source| SolveError::ReadFile { path: p, source })?;
-        }
-        Ok(StepDirs { dir })
+        Ok(StepDirs {
+            dir: store.temp_dir(prefix)?,
+        })
     }
+
+    /// Where `sub` is (`extra` holds downloads and heredoc files, made by their writers;
+    /// `parent` is where `--link` looks up names).
     fn path(&self, sub: &str) -> PathBuf {
         self.dir.path().join(sub)
+    }
+
+    /// `sub`, made if it is not there yet.
+    fn dir(&self, sub: &str) -> Result<PathBuf> {
+        let p = self.path(sub);
+        match std::fs::create_dir(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                Err(SolveError::ReadFile { path: p, source: e })
+            }
+            _ => Ok(p),
+        }
     }
 }
 
@@ -43,12 +56,12 @@ impl StageBuilder<'_> {
     /// Mounts `state`'s filesystem read-write at `dirs/merged` with `dirs/upper` collecting changes.
     fn mount_rw(&self, state: &StageState, dirs: &StepDirs) -> Result<OverlayMount> {
         let lowers = self.lower_dirs(state.layer_refs())?;
-        let upper = dirs.path("upper");
-        let work = dirs.path("work");
+        let upper = dirs.dir("upper")?;
+        let work = dirs.dir("work")?;
         Ok(OverlayMount::mount(
             &lowers,
             Some((&upper, &work)),
-            &dirs.path("merged"),
+            &dirs.dir("merged")?,
         )?)
     }
 
@@ -74,7 +87,7 @@ impl StageBuilder<'_> {
             }
         };
         let lowers = self.lower_dirs(layers)?;
-        Ok((OverlayMount::mount(&lowers, None, &dirs.path("src"))?, id))
+        Ok((OverlayMount::mount(&lowers, None, &dirs.dir("src")?)?, id))
     }
 
     pub(crate) fn workdir_step(

@@ -13,8 +13,9 @@
 //! destination. A later target of the same build whose base shows the very same state at each
 //! of those paths would walk the same directories and write the same entries (the copy follows
 //! only what it reads there, and parents it creates depend on the step's own inputs), so it
-//! takes that layer (blob, diffID, snapshot) instead. Whatever the check cannot vouch for is
-//! built as before:
+//! takes that layer (blob, diffID, snapshot) instead. The state is read from the bases' layer
+//! snapshots by overlayfs's lookup rules, not through a mount (see [`lookup`]). Whatever the
+//! check cannot vouch for is built as before:
 //! - a layer holding whiteouts or opaque directories: they depend on what the base holds *below*
 //!   a path, which the check does not look at;
 //! - a symlink in the first base on any checked path: the step wrote through it, somewhere the
@@ -31,7 +32,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use kiln_image::LayerRef;
-use kiln_sandbox::OverlayMount;
 
 use crate::error::{Result, SolveError};
 use crate::progress::{ProgressEvent, StepLabel};
@@ -214,22 +214,78 @@ impl StageBuilder<'_> {
         }))
     }
 
-    /// The state of `state`'s filesystem at each root-relative path, seen through a read-only
-    /// overlay of its layers (nothing exists in an empty stage).
+    /// The state of `state`'s filesystem at each root-relative path (nothing exists in an
+    /// empty stage), looked up in its layers' snapshots.
     fn probe_base(&self, state: &StageState, paths: &[&Path]) -> Result<Vec<PathState>> {
         if state.layers.is_empty() || paths.is_empty() {
             return Ok(vec![PathState::Absent; paths.len()]);
         }
         let lowers = self.lower_dirs(state.layer_refs())?;
-        let dir = self.engine.store.temp_dir("probe-")?;
-        let mount = OverlayMount::mount(&lowers, None, dir.path())?;
-        let states = paths
-            .iter()
-            .map(|p| path_state(&mount.path().join(p)))
-            .collect::<Result<Vec<_>>>();
-        mount.unmount()?;
-        states
+        paths.iter().map(|path| lookup(&lowers, path)).collect()
     }
+}
+
+/// What an overlay of `lowers` (topmost first) shows at the root-relative `rel`, found in the
+/// layers' directories by overlayfs's lookup rules rather than through a mount (a mount and
+/// unmount per step and target cost more than the whole check): component by component, the
+/// topmost entry wins; a whiteout hides the layers below; a directory merges with the
+/// directories below it unless it is opaque; anything that is not a directory hides what is
+/// below. Below a non-directory (a symlink included) nothing exists: the probe of that
+/// ancestor, which is always among the paths checked, tells such bases apart.
+fn lookup(lowers: &[PathBuf], rel: &Path) -> Result<PathState> {
+    let mut layers: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
+    let mut prefix = PathBuf::new();
+    let parts: Vec<_> = rel.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        prefix.push(part);
+        let mut top: Option<(PathBuf, bool)> = None;
+        let mut merged = Vec::new();
+        for layer in &layers {
+            let path = layer.join(&prefix);
+            let io = |source| SolveError::ReadFile {
+                path: path.clone(),
+                source,
+            };
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(meta) => meta,
+                Err(e) if e.raw_os_error().is_some_and(is_missing) => continue,
+                Err(e) => return Err(io(e)),
+            };
+            let xattrs = crate::copy::xattrs_of(&path).map_err(io)?;
+            let marker = |name: &str| {
+                xattrs.iter().any(|(key, value)| {
+                    [b"trusted.overlay.".as_slice(), b"user.overlay."]
+                        .iter()
+                        .any(|ns| key.strip_prefix(*ns) == Some(name.as_bytes()))
+                        && (name != "opaque" || value == b"y")
+                })
+            };
+            let whiteout =
+                (meta.file_type().is_char_device() && meta.rdev() == 0) || marker("whiteout");
+            if whiteout {
+                break;
+            }
+            let is_dir = meta.is_dir();
+            if top.is_none() {
+                top = Some((path, is_dir));
+            }
+            if !is_dir {
+                break;
+            }
+            merged.push(*layer);
+            if marker("opaque") {
+                break;
+            }
+        }
+        match top {
+            None => return Ok(PathState::Absent),
+            Some((path, _)) if i + 1 == parts.len() => return path_state(&path),
+            Some((_, false)) => return Ok(PathState::Absent),
+            Some((_, true)) => layers = merged,
+        }
+    }
+    // The root itself: never in a layer's tar, never checked.
+    Ok(PathState::Absent)
 }
 
 fn path_state(path: &Path) -> Result<PathState> {
@@ -262,7 +318,13 @@ fn path_state(path: &Path) -> Result<PathState> {
         mtime: (meta.mtime(), meta.mtime_nsec()),
         rdev: meta.rdev(),
         link,
-        xattrs: crate::copy::xattrs_of(path).map_err(io)?,
+        xattrs: crate::copy::xattrs_of(path)
+            .map_err(io)?
+            .into_iter()
+            .filter(|(name, _)| {
+                !name.starts_with(b"trusted.overlay.") && !name.starts_with(b"user.overlay.")
+            })
+            .collect(),
     })
 }
 
@@ -350,6 +412,60 @@ mod tests {
         )
         .unwrap();
         assert!(layer_paths(dir.path()).unwrap().is_none());
+    }
+
+    /// Three layers, topmost first: `top` whites out /etc/old and makes /opt opaque;
+    /// `middle` has /app as a file over `bottom`'s directory, and /etc/new.
+    #[test]
+    fn lookup_follows_overlay_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let [top, middle, bottom] = ["top", "middle", "bottom"].map(|l| dir.path().join(l));
+        for (layer, dirs) in [
+            (&top, &["etc", "opt"][..]),
+            (&middle, &["etc"][..]),
+            (&bottom, &["etc", "opt", "app"][..]),
+        ] {
+            for d in dirs {
+                std::fs::create_dir_all(layer.join(d)).unwrap();
+            }
+        }
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            top.join("etc/old"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0),
+            0,
+        )
+        .unwrap();
+        rustix::fs::setxattr(
+            top.join("opt"),
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        std::fs::write(middle.join("app"), "a file").unwrap();
+        std::fs::write(middle.join("etc/new"), "new").unwrap();
+        std::fs::write(bottom.join("etc/old"), "old").unwrap();
+        std::fs::write(bottom.join("opt/hidden"), "x").unwrap();
+        std::fs::write(bottom.join("app/inner"), "x").unwrap();
+        let lowers = [top.clone(), middle.clone(), bottom.clone()];
+        let at = |p: &str| lookup(&lowers, Path::new(p)).unwrap();
+        assert_eq!(at("etc/old"), PathState::Absent, "whited out");
+        assert_eq!(at("etc/new"), path_state(&middle.join("etc/new")).unwrap());
+        assert_eq!(at("opt/hidden"), PathState::Absent, "below an opaque dir");
+        assert_eq!(
+            at("app"),
+            path_state(&middle.join("app")).unwrap(),
+            "a file on top"
+        );
+        assert_eq!(at("app/inner"), PathState::Absent, "below a file");
+        assert_eq!(at("missing/x"), PathState::Absent);
+        // The topmost directory's own metadata, without overlay's xattrs.
+        let PathState::Present { xattrs, .. } = at("opt") else {
+            panic!("/opt is there");
+        };
+        assert!(xattrs.is_empty(), "{xattrs:?}");
     }
 
     #[test]

@@ -348,7 +348,7 @@ impl StageBuilder<'_> {
                     over_base: false,
                 };
                 let layer = b.shared_layer(st, label, Some(op), || {
-                    let layer_root = dirs.path("upper");
+                    let layer_root = dirs.dir("upper")?;
                     let previous = previous();
                     let reuse = CopyReuse {
                         fingerprints: Some(&fingerprints),
@@ -501,12 +501,13 @@ impl StageBuilder<'_> {
             None
         } else {
             let lowers = self.lower_dirs(state.layer_refs())?;
-            Some(OverlayMount::mount(&lowers, None, &dirs.path("parent"))?)
+            Some(OverlayMount::mount(&lowers, None, &dirs.dir("parent")?)?)
         };
-        let root = mount
-            .as_ref()
-            .map(|m| m.path().to_owned())
-            .unwrap_or_else(|| dirs.path("parent"));
+        let root = match &mount {
+            Some(mount) => mount.path().to_owned(),
+            // Numeric ids, or nothing to look names up in: an empty directory.
+            None => dirs.dir("parent")?,
+        };
         parse_chown(spec, &root).map_err(|e| self.fail(ins, e.to_string()))
     }
 
