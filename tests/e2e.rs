@@ -27,8 +27,8 @@ mod e2e {
     mod hosts;
     mod images;
     mod mounts;
-    mod named_contexts;
     mod multiplatform;
+    mod named_contexts;
     mod network;
     mod old_store;
     mod on_error;

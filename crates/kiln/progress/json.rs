@@ -211,6 +211,20 @@ mod tests {
                 json!({"type": "step.cached", "step": step_json(&label())}),
             ),
             (
+                ProgressEvent::LayerShared {
+                    step: label(),
+                    from: StepLabel {
+                        stage: "linux/amd64 app".into(),
+                        ..label()
+                    },
+                },
+                json!({
+                    "type": "step.layer_shared",
+                    "step": step_json(&label()),
+                    "from": {"stage": "linux/amd64 app", "position": 2, "total": 3, "text": "RUN make"},
+                }),
+            ),
+            (
                 ProgressEvent::StepCachedRemote {
                     step: label(),
                     source: "r.example/app:cache".into(),

@@ -12,8 +12,8 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod api;
-mod rootless;
 mod names;
+mod rootless;
 
 use super::containers::eventually;
 use super::harness::{Kiln, assert_success, stderr, stdout};
