@@ -98,6 +98,10 @@ impl ProgressPrinter {
             } => format!(
                 "exporting cache {destination}: {records} records, {layers} layers ({sent} sent) done"
             ),
+            ProgressEvent::LayerShared { step, from } => format!(
+                "[{} {}/{}] same layer as [{} {}/{}]",
+                step.stage, step.position, step.total, from.stage, from.position, from.total
+            ),
             ProgressEvent::SourcesHashed {
                 step,
                 from_context,

@@ -144,6 +144,11 @@ pub fn event_json(event: &ProgressEvent) -> Value {
             "cause": cause.kind(),
             "reason": cause.reason(),
         }),
+        ProgressEvent::LayerShared { step, from } => json!({
+            "type": "step.layer_shared",
+            "step": step_json(step),
+            "from": step_json(from),
+        }),
         ProgressEvent::SourcesHashed {
             step,
             from_context,
@@ -204,6 +209,20 @@ mod tests {
             (
                 ProgressEvent::StepCached(label()),
                 json!({"type": "step.cached", "step": step_json(&label())}),
+            ),
+            (
+                ProgressEvent::LayerShared {
+                    step: label(),
+                    from: StepLabel {
+                        stage: "linux/amd64 app".into(),
+                        ..label()
+                    },
+                },
+                json!({
+                    "type": "step.layer_shared",
+                    "step": step_json(&label()),
+                    "from": {"stage": "linux/amd64 app", "position": 2, "total": 3, "text": "RUN make"},
+                }),
             ),
             (
                 ProgressEvent::StepCachedRemote {

@@ -118,9 +118,11 @@ impl View {
             ProgressEvent::Pulling { reference } => {
                 self.pending.push(format!("pulling {reference}"))
             }
-            // Hashing statistics are for plain logs and tools; metadata steps ran nothing.
+            // Hashing statistics and layers shared between platforms are for plain logs and
+            // tools; metadata steps ran nothing.
             ProgressEvent::BlobFetched { .. }
             | ProgressEvent::SourcesHashed { .. }
+            | ProgressEvent::LayerShared { .. }
             | ProgressEvent::StepMetadata(_) => {}
             ProgressEvent::ImageWritten { config, .. } => {
                 self.pending.push(format!("writing image {config} done"))

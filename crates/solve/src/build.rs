@@ -429,6 +429,10 @@ impl Engine {
         let slots = Slots::new(jobs);
         let first_error = Mutex::new(None);
         let multi = plans.platforms.len() > 1;
+        // `KILN_NO_LAYER_SHARING` (any value) turns the sharing off, to measure what it saves.
+        let shared = crate::shared_layers::SharedLayers::new(
+            multi && std::env::var_os("KILN_NO_LAYER_SHARING").is_none(),
+        );
         let runs: Vec<BuildRun<'_>> = plans
             .plans
             .iter()
@@ -439,6 +443,7 @@ impl Engine {
                 context,
                 req,
                 remote,
+                shared: &shared,
                 progress,
                 board: &board,
                 slots: &slots,

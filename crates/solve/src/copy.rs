@@ -22,6 +22,8 @@ mod confined;
 mod owner;
 mod reuse;
 
+pub(crate) use reuse::xattrs_of;
+
 use std::fs::{File, Metadata};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@
 
 mod copy_add;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use kiln_dockerfile::Instruction;
@@ -15,25 +16,39 @@ use kiln_sandbox::OverlayMount;
 use crate::copy::{mkdir_all, workdir_owner};
 use crate::error::{Result, SolveError};
 use crate::progress::StepLabel;
+use crate::shared_layers::{Layer, SharedOp};
 use crate::stage::{StageBuilder, StageState, join_workdir};
 
-/// A scratch directory with `upper`, `work` and mount points for one step.
+/// A scratch directory for one step, whose `upper`, `work` and mount points are made when the
+/// step first needs them: most steps that reach the cache hit it (or take another target
+/// platform's layer) and need none, and every directory made is an inode the store's
+/// filesystem allocates and frees.
 struct StepDirs {
     dir: tempfile::TempDir,
 }
 
 impl StepDirs {
     fn new(store: &kiln_store::Store, prefix: &str) -> Result<Self> {
-        let dir = store.temp_dir(prefix)?;
-        // `extra` holds downloads and heredoc files; `parent` is where `--link` looks up names.
-        for sub in ["upper", "work", "merged", "src", "extra", "parent"] {
-            let p = dir.path().join(sub);
-            std::fs::create_dir(&p).map_err(|source| SolveError::ReadFile { path: p, source })?;
-        }
-        Ok(StepDirs { dir })
+        Ok(StepDirs {
+            dir: store.temp_dir(prefix)?,
+        })
     }
+
+    /// Where `sub` is (`extra` holds downloads and heredoc files, made by their writers;
+    /// `parent` is where `--link` looks up names).
     fn path(&self, sub: &str) -> PathBuf {
         self.dir.path().join(sub)
+    }
+
+    /// `sub`, made if it is not there yet.
+    fn dir(&self, sub: &str) -> Result<PathBuf> {
+        let p = self.path(sub);
+        match std::fs::create_dir(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                Err(SolveError::ReadFile { path: p, source: e })
+            }
+            _ => Ok(p),
+        }
     }
 }
 
@@ -41,12 +56,12 @@ impl StageBuilder<'_> {
     /// Mounts `state`'s filesystem read-write at `dirs/merged` with `dirs/upper` collecting changes.
     fn mount_rw(&self, state: &StageState, dirs: &StepDirs) -> Result<OverlayMount> {
         let lowers = self.lower_dirs(state.layer_refs())?;
-        let upper = dirs.path("upper");
-        let work = dirs.path("work");
+        let upper = dirs.dir("upper")?;
+        let work = dirs.dir("work")?;
         Ok(OverlayMount::mount(
             &lowers,
             Some((&upper, &work)),
-            &dirs.path("merged"),
+            &dirs.dir("merged")?,
         )?)
     }
 
@@ -72,7 +87,7 @@ impl StageBuilder<'_> {
             }
         };
         let lowers = self.lower_dirs(layers)?;
-        Ok((OverlayMount::mount(&lowers, None, &dirs.path("src"))?, id))
+        Ok((OverlayMount::mount(&lowers, None, &dirs.dir("src")?)?, id))
     }
 
     pub(crate) fn workdir_step(
@@ -93,19 +108,39 @@ impl StageBuilder<'_> {
                 Ok(())
             },
             |b, st, label| -> Result<Option<LayerRef>> {
-                let dirs = StepDirs::new(&b.engine.store, "workdir-")?;
-                let mount = b.mount_rw(st, &dirs)?;
-                // As BuildKit does, the directory belongs to the current USER, resolved its
-                // lenient way (a user not in /etc/passwd leaves it root's: only RUN fails).
-                let owner = match user.as_deref() {
-                    Some(u) if !u.is_empty() => Some(
-                        workdir_owner(u, mount.path()).map_err(|e| b.fail(ins, e.to_string()))?,
-                    ),
-                    _ => None,
+                let build = || -> Result<Option<LayerRef>> {
+                    let dirs = StepDirs::new(&b.engine.store, "workdir-")?;
+                    let mount = b.mount_rw(st, &dirs)?;
+                    // As BuildKit does, the directory belongs to the current USER, resolved its
+                    // lenient way (a user not in /etc/passwd leaves it root's: only RUN fails).
+                    let owner = match user.as_deref() {
+                        Some(u) if !u.is_empty() => Some(
+                            workdir_owner(u, mount.path())
+                                .map_err(|e| b.fail(ins, e.to_string()))?,
+                        ),
+                        _ => None,
+                    };
+                    mkdir_all(mount.path(), dir, owner).map_err(|e| b.fail(ins, e.to_string()))?;
+                    mount.unmount()?;
+                    b.commit_upper(ins, label, &dirs.path("upper"))
                 };
-                mkdir_all(mount.path(), dir, owner).map_err(|e| b.fail(ins, e.to_string()))?;
-                mount.unmount()?;
-                b.commit_upper(ins, label, &dirs.path("upper"))
+                // Without a USER the directories are root's whatever the base: the layer is the
+                // same for every target platform whose base is alike on the way to `dir`.
+                let op = user.as_deref().is_none_or(str::is_empty).then(|| {
+                    let mut key = crate::cache::KeyBuilder::new("WORKDIR shared layer", None);
+                    b.key_epoch(&mut key);
+                    key.field("dir", dir);
+                    SharedOp {
+                        key: key.finish().to_string(),
+                        dest: dir.to_owned(),
+                        over_base: true,
+                    }
+                });
+                let layer = b.shared_layer(st, label, op, || Ok((build()?, BTreeMap::new())))?;
+                Ok(match layer {
+                    Layer::Built(layer) => layer,
+                    Layer::Shared(layer, _) => Some(layer),
+                })
             },
         )
     }

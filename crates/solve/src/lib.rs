@@ -39,6 +39,7 @@ pub mod remote_cache;
 pub mod remote_context;
 mod scan_stages;
 mod schedule;
+mod shared_layers;
 pub mod ssh;
 mod stage;
 

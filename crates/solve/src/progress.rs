@@ -58,6 +58,9 @@ pub enum ProgressEvent {
     StepDone { step: StepLabel, elapsed: Duration },
     /// A step's result came from the cache.
     StepCached(StepLabel),
+    /// A step that missed the cache took the layer another target platform's run of the same
+    /// step made over a base alike where the step writes (`from`), instead of making its own.
+    LayerShared { step: StepLabel, from: StepLabel },
     /// A step's result came from an imported cache (`--cache-from`), named by `source`.
     StepCachedRemote { step: StepLabel, source: String },
     /// A `--cache-from` was read: it holds `records` usable step records.

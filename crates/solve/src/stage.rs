@@ -38,6 +38,8 @@ pub(crate) struct StageBuilder<'a> {
     pub pins: &'a crate::pins::ImagePins,
     /// The build's imported caches and the steps its exports record.
     pub remote: &'a crate::remote_cache::RemoteCache,
+    /// The layers the build's target platforms share (see `crate::shared_layers`).
+    pub shared: &'a crate::shared_layers::SharedLayers,
     /// Whether the build has already failed elsewhere.
     pub cancelled: &'a (dyn Fn() -> bool + Sync),
     pub progress: Progress<'a>,

@@ -337,6 +337,81 @@ fn credentials_per_build(f: &Fixture) {
 /// One test: its name (for the filter argument) and body.
 type Case = fn(&Fixture);
 
+/// A two-platform build shares the layer of a WORKDIR and a COPY whose bases are alike where
+/// they write (equal layer digests, a `LayerShared` event each), and builds its own where the
+/// bases differ on the way: `/data` is a directory in amd64's base and a symlink to `srv` in
+/// arm64's, so arm64's COPY to /data/b.txt writes srv/b.txt. A `COPY --link` is shared
+/// whatever the bases. No RUN: nothing is emulated.
+fn shared_layers_between_platforms(_: &Fixture) {
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let rt = runtime();
+    let engine = engine(&store, rt.handle().clone());
+    let ctx = context(
+        "FROM scratch AS base\nARG TARGETARCH\nCOPY base-$TARGETARCH/ /\n\
+         FROM base\nWORKDIR /app\nCOPY a.txt /app/\nCOPY b.txt /data/b.txt\nCOPY --link a.txt /opt/\n",
+        &[("a.txt", "a\n"), ("b.txt", "b\n")],
+    );
+    for arch in ["amd64", "arm64"] {
+        let etc = ctx.path().join(format!("base-{arch}/etc"));
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("arch"), arch).unwrap();
+    }
+    std::fs::create_dir(ctx.path().join("base-amd64/data")).unwrap();
+    std::fs::create_dir(ctx.path().join("base-arm64/srv")).unwrap();
+    std::os::unix::fs::symlink("srv", ctx.path().join("base-arm64/data")).unwrap();
+    let mut req = request(ctx.path(), "unused", "shared:latest");
+    req.build_args.clear();
+    req.platforms = vec![
+        "linux/amd64".parse::<Platform>().unwrap(),
+        "linux/arm64".parse::<Platform>().unwrap(),
+    ];
+    let shared = Mutex::new(Vec::new());
+    let built = engine
+        .build(&req, &|event| {
+            if let ProgressEvent::LayerShared { step, from } = event {
+                shared.lock().unwrap().push((step, from));
+            }
+        })
+        .unwrap();
+    let [amd64, arm64] = &built.platform_images[..] else {
+        panic!("two images: {:?}", built.platform_images);
+    };
+    let (a, b): (Vec<_>, Vec<_>) = (amd64.layers().collect(), arm64.layers().collect());
+    assert_eq!((a.len(), b.len()), (5, 5));
+    assert_ne!(a[0].digest, b[0].digest, "the bases differ");
+    assert_eq!(a[1].digest, b[1].digest, "WORKDIR /app");
+    assert_eq!(a[2].digest, b[2].digest, "COPY a.txt /app/");
+    assert_ne!(a[3].digest, b[3].digest, "COPY b.txt /data/b.txt");
+    assert_eq!(a[4].digest, b[4].digest, "COPY --link a.txt /opt/");
+    let mut shared: Vec<String> = shared
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|(step, from)| {
+            assert_eq!(step.position, from.position);
+            assert_ne!(step.stage, from.stage, "shared with the other platform");
+            step.text
+        })
+        .collect();
+    shared.sort();
+    assert_eq!(
+        shared,
+        [
+            "COPY --link a.txt /opt/",
+            "COPY a.txt /app/",
+            "WORKDIR /app"
+        ]
+    );
+    let has = |layer: &kiln_image::LayerRef, path: &str| {
+        std::fs::symlink_metadata(store.snapshot_path(&layer.diff_id).join(path)).is_ok()
+    };
+    assert!(has(&a[3], "data/b.txt") && !has(&a[3], "srv"));
+    assert!(has(&b[3], "srv/b.txt") && !has(&b[3], "data"));
+    assert!(has(&a[2], "app/a.txt"));
+    assert_eq!(tmp_entries(&store), Vec::<std::ffi::OsString>::new());
+}
+
 fn main() {
     kiln_sandbox::maybe_run_init();
     assert!(
@@ -361,6 +436,10 @@ fn main() {
         ("build_from_async_code", build_from_async_code),
         ("builds_at_once", builds_at_once),
         ("credentials_per_build", credentials_per_build),
+        (
+            "shared_layers_between_platforms",
+            shared_layers_between_platforms,
+        ),
     ];
     for (name, case) in cases {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {

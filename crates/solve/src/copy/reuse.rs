@@ -182,7 +182,7 @@ fn fill_by_copy(target: &Path, link: &PendingLink) -> Result<(), CopyError> {
 }
 
 /// Every xattr of `path` (not following a symlink), sorted by name.
-fn xattrs_of(path: &Path) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+pub(crate) fn xattrs_of(path: &Path) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut names = vec![0u8; 1024];
     let len = loop {
         match rustix::fs::llistxattr(path, &mut names) {

@@ -32,6 +32,7 @@ use crate::dockerignore::IgnoreMatcher;
 use crate::download::{download, is_url, parse_checksum};
 use crate::error::{Result, SolveError};
 use crate::progress::{ProgressEvent, StepLabel};
+use crate::shared_layers::{Layer, SharedOp};
 use crate::stage::{StageBuilder, StageState};
 
 /// A URL whose download waits for a cache miss because `--checksum` already names its content.
@@ -216,9 +217,9 @@ impl StageBuilder<'_> {
             (Some(spec), true) => Some(self.resolve_owner_in_parent(state, &dirs, ins, spec)?),
             _ => None,
         };
-        let key_inputs = |key: &mut KeyBuilder| {
+        // Everything the key hashes: the layer's inputs but the base (and the platform).
+        let key_fields = |key: &mut KeyBuilder| {
             key.field("content", &content.to_string());
-            key.detail("content-files", manifest);
             key.list("sources", c.sources.iter().map(String::as_str));
             key.list(
                 "heredocs",
@@ -237,6 +238,11 @@ impl StageBuilder<'_> {
             if let Some(deferred) = &deferred {
                 key.field("checksum", &deferred.checksum.to_string());
             }
+        };
+        let key_inputs = |key: &mut KeyBuilder| {
+            key.field("content", &content.to_string());
+            key.detail("content-files", manifest);
+            key_fields(key);
         };
         let write = |b: &Self, root: &Path, reuse: CopyReuse<'_>| -> Result<CopyOutcome> {
             let fail = |message: String| b.fail(ins, message);
@@ -309,7 +315,11 @@ impl StageBuilder<'_> {
         let slot = Self::slot(&label);
         let previous = || self.previous_copy(&slot);
         let copied: RefCell<Option<(DiffId, BTreeMap<String, String>)>> = RefCell::new(None);
-        let commit = |b: &Self, label: &StepLabel, upper: &Path, outcome: CopyOutcome| {
+        let commit = |b: &Self,
+                      label: &StepLabel,
+                      upper: &Path,
+                      outcome: CopyOutcome|
+         -> Result<Option<LayerRef>> {
             link_reused(upper, &outcome).map_err(|e| b.fail(ins, e.to_string()))?;
             let layer = b.commit_upper(ins, label, upper)?;
             *copied.borrow_mut() = layer
@@ -318,17 +328,39 @@ impl StageBuilder<'_> {
             Ok(layer)
         };
 
+        // Another target platform's run of this step can stand for this one's when nothing
+        // but the files at the destination decides the layer: `--chown` by name reads the
+        // base's /etc/passwd, so it is always run (see `crate::shared_layers`).
+        let shared_op = c
+            .chown
+            .as_deref()
+            .is_none_or(|spec| spec.split(':').all(|part| part.parse::<u32>().is_ok()));
         let result = if c.link {
-            self.linked_step(state, ins, label, key_inputs, |b, label| {
-                let layer_root = dirs.path("upper");
-                let previous = previous();
-                let reuse = CopyReuse {
-                    fingerprints: Some(&fingerprints),
-                    previous: previous.as_ref(),
-                    upper: Some(&layer_root),
+            self.linked_step(state, ins, label, key_inputs, |b, st, label| {
+                // The owner is resolved into the key already, so any target's run will do.
+                let mut key =
+                    KeyBuilder::new(&format!("{} --link shared layer", ins.keyword), None);
+                b.key_epoch(&mut key);
+                key_fields(&mut key);
+                let op = SharedOp {
+                    key: key.finish().to_string(),
+                    dest: dest.clone(),
+                    over_base: false,
                 };
-                let outcome = write(b, &layer_root, reuse)?;
-                commit(b, label, &layer_root, outcome)
+                let layer = b.shared_layer(st, label, Some(op), || {
+                    let layer_root = dirs.dir("upper")?;
+                    let previous = previous();
+                    let reuse = CopyReuse {
+                        fingerprints: Some(&fingerprints),
+                        previous: previous.as_ref(),
+                        upper: Some(&layer_root),
+                    };
+                    let outcome = write(b, &layer_root, reuse)?;
+                    let layer = commit(b, label, &layer_root, outcome)?;
+                    let files = copied.borrow().as_ref().map(|(_, files)| files.clone());
+                    Ok((layer, files.unwrap_or_default()))
+                })?;
+                Ok(shared_copy(layer, &copied))
             })
         } else {
             self.fs_step(
@@ -340,17 +372,33 @@ impl StageBuilder<'_> {
                     Ok(())
                 },
                 |b, st, label| {
-                    let previous = previous();
-                    let upper = dirs.path("upper");
-                    let reuse = CopyReuse {
-                        fingerprints: Some(&fingerprints),
-                        previous: previous.as_ref(),
-                        upper: Some(&upper),
-                    };
-                    let mount = b.mount_rw(st, &dirs)?;
-                    let outcome = write(b, mount.path(), reuse)?;
-                    mount.unmount()?;
-                    commit(b, label, &dirs.path("upper"), outcome)
+                    let op = shared_op.then(|| {
+                        let mut key =
+                            KeyBuilder::new(&format!("{} shared layer", ins.keyword), None);
+                        b.key_epoch(&mut key);
+                        key_fields(&mut key);
+                        SharedOp {
+                            key: key.finish().to_string(),
+                            dest: dest.clone(),
+                            over_base: true,
+                        }
+                    });
+                    let layer = b.shared_layer(st, label, op, || {
+                        let previous = previous();
+                        let upper = dirs.path("upper");
+                        let reuse = CopyReuse {
+                            fingerprints: Some(&fingerprints),
+                            previous: previous.as_ref(),
+                            upper: Some(&upper),
+                        };
+                        let mount = b.mount_rw(st, &dirs)?;
+                        let outcome = write(b, mount.path(), reuse)?;
+                        mount.unmount()?;
+                        let layer = commit(b, label, &dirs.path("upper"), outcome)?;
+                        let files = copied.borrow().as_ref().map(|(_, files)| files.clone());
+                        Ok((layer, files.unwrap_or_default()))
+                    })?;
+                    Ok(shared_copy(layer, &copied))
                 },
             )
         };
@@ -453,12 +501,13 @@ impl StageBuilder<'_> {
             None
         } else {
             let lowers = self.lower_dirs(state.layer_refs())?;
-            Some(OverlayMount::mount(&lowers, None, &dirs.path("parent"))?)
+            Some(OverlayMount::mount(&lowers, None, &dirs.dir("parent")?)?)
         };
-        let root = mount
-            .as_ref()
-            .map(|m| m.path().to_owned())
-            .unwrap_or_else(|| dirs.path("parent"));
+        let root = match &mount {
+            Some(mount) => mount.path().to_owned(),
+            // Numeric ids, or nothing to look names up in: an empty directory.
+            None => dirs.dir("parent")?,
+        };
         parse_chown(spec, &root).map_err(|e| self.fail(ins, e.to_string()))
     }
 
@@ -471,7 +520,7 @@ impl StageBuilder<'_> {
         ins: &Instruction,
         label: StepLabel,
         key_inputs: impl FnOnce(&mut KeyBuilder),
-        execute: impl FnOnce(&Self, &StepLabel) -> Result<Option<LayerRef>>,
+        execute: impl FnOnce(&Self, &StageState, &StepLabel) -> Result<Option<LayerRef>>,
     ) -> Result<()> {
         let mut key = KeyBuilder::new(&format!("{} --link", ins.keyword), None);
         // The stage's platform, as for every other step: a stage shared by the targets of a
@@ -485,15 +534,21 @@ impl StageBuilder<'_> {
         chained.field("linked", &layer_key.to_string());
         let stage_key = chained.finish();
 
-        self.cached_or_run(
-            state,
-            ins,
-            label,
-            &layer_key,
-            stage_key,
-            inputs,
-            |b, _, label| execute(b, label),
-        )
+        self.cached_or_run(state, ins, label, &layer_key, stage_key, inputs, execute)
+    }
+}
+
+/// A copy's layer, noting what a shared one's files were (for the next build's reuse).
+fn shared_copy(
+    layer: Layer,
+    copied: &RefCell<Option<(DiffId, BTreeMap<String, String>)>>,
+) -> Option<LayerRef> {
+    match layer {
+        Layer::Built(layer) => layer,
+        Layer::Shared(layer, files) => {
+            *copied.borrow_mut() = Some((layer.diff_id.clone(), files));
+            Some(layer)
+        }
     }
 }
 
