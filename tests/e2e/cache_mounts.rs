@@ -412,7 +412,7 @@ fn the_export_reads_a_cache_only_once_no_other_build_uses_it() {
     std::fs::write(ctx.path().join("Dockerfile"), DOCKERFILE).unwrap();
     let base = format!("BASE={}", k.base);
     let url = format!("INDEX=http://127.0.0.1:{}", index.port);
-    let mut exporter = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let mut exporter = super::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .args(["build", "--allow", "network.host", "--build-arg", &base])
         .args([

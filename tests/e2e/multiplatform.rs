@@ -204,7 +204,7 @@ fn bad_platforms_and_missing_emulation_fail_before_any_step() {
     // As if no handler were registered (they are kernel-wide: the test only hides them).
     let no_handlers = tempfile::tempdir().unwrap();
     let dir = ctx.path().to_str().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let out = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .env("KILN_BINFMT_MISC", no_handlers.path())
         .args(["build", "--progress", "plain", "-t", "bad"])
@@ -234,7 +234,7 @@ fn bad_platforms_and_missing_emulation_fail_before_any_step() {
         &["--platform", "linux/arm64,linux/amd64"],
     );
     assert_success(&built, &["build copy-only"]);
-    let run = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let run = crate::e2e::harness::kiln_command()
         .env("KILN_ROOT", k.root.path())
         .env("KILN_BINFMT_MISC", no_handlers.path())
         .args(["run", "--rm", "--platform", "linux/arm64", "copied", "true"])

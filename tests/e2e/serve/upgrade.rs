@@ -15,7 +15,10 @@ fn a_daemon_whose_binary_was_replaced_still_runs_containers() {
     let bin_dir = tempfile::tempdir().unwrap();
     let copy = bin_dir.path().join("kiln");
     std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &copy).unwrap();
-    let d = Daemon::spawn(&k, Command::new(&copy), &[], &[]);
+    let mut command = Command::new(&copy);
+    // In the machine's own network namespace: no default bridge there (see harness).
+    command.env("KILN_DEFAULT_NETWORK", "slirp4netns");
+    let d = Daemon::spawn(&k, command, &[], &[]);
     // What an upgrade does: a new file renamed over the old one, whose inode the daemon keeps.
     let new = bin_dir.path().join("kiln.new");
     std::fs::write(&new, b"#!/bin/sh\nexit 99\n").unwrap();
