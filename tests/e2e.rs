@@ -27,8 +27,8 @@ mod e2e {
     mod hosts;
     mod images;
     mod mounts;
-    mod named_contexts;
     mod multiplatform;
+    mod named_contexts;
     mod network;
     mod old_store;
     mod on_error;
@@ -41,6 +41,7 @@ mod e2e {
     mod remote_contexts;
     mod repeated_layers;
     mod reproducible;
+    mod restart_policy;
     mod rootless;
     mod run;
     mod runtime;

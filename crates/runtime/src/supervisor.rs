@@ -10,7 +10,10 @@
 //! enters a private mount namespace, holds the container's running lock for the container's
 //! lifetime, serves the attach socket (`attach`), starts the sandbox (whose inits die with
 //! it), copies the output into the log and to attached clients, runs the HEALTHCHECK, and
-//! records the exit code. With `--rm` it then removes the container and its anonymous volumes.
+//! records the exit code. Its restart policy (`restart`) runs the process again in the same
+//! supervisor, the lock held throughout, so the container reads as running (`restarting`
+//! between runs) and its log and attached clients carry on. With `--rm` it then removes the
+//! container and its anonymous volumes.
 //! Foreground and detached containers go through this same path, so there is one state
 //! machine.
 
@@ -29,6 +32,7 @@ use crate::error::{Result, RuntimeError};
 use crate::health::{healthcheck, run_health_checks};
 use crate::logfile::LogWriter;
 use crate::pty::{Pty, PtyReader, set_window_size};
+use crate::restart::Backoff;
 use crate::spec::ContainerSpec;
 
 /// `argv[1]` of a supervisor process: `<exe> __kiln-supervise ROOT ID [attach-first]`.
@@ -41,6 +45,8 @@ const ATTACH_LIMIT: Duration = Duration::from_secs(60);
 /// A client that takes longer than this to accept output is dropped, so one stuck client
 /// cannot stop the output of the others (or the log).
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a restart's delay looks for a user's stop.
+const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// Tells the launcher to look at the record again (a byte on the supervisor's stdout). The
 /// launcher may be gone; that is no error.
@@ -285,47 +291,158 @@ pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
             .wait_timeout_while(accepted, ATTACH_LIMIT, |n| *n == 0);
     }
 
-    let started = start_sandbox(store, &spec, &record, &log, &streams);
-    let (child, copiers) = match started {
-        Ok(started) => started,
-        Err(e) => {
-            let message = e.to_string();
-            let code = start_error_code(&e);
-            // Its stderr is the supervisor log the launcher reads.
-            let _ = writeln!(
-                std::io::stderr(),
-                "{START_FAILED}{}",
-                message.replace('\n', " ")
-            );
-            streams.hang_up();
-            unpublish(store, &spec, id);
+    let mut backoff = Backoff::default();
+    // Restarts since this start by a user (what `on-failure:N` counts).
+    let mut restarts = 0u32;
+    let mut record = record;
+    loop {
+        let first = restarts == 0;
+        // `kiln update --restart` may have changed the policy since the last run.
+        let spec = if first {
+            spec.clone()
+        } else {
+            ContainerSpec::read(store, id)?
+        };
+        // A user's stop that came just after the delay's last look.
+        if !first && store.find_container(id)?.state.manually_stopped {
             store.update_container(id, |r| {
                 r.state.status = ContainerStatus::Exited;
-                r.state.exit_code = code;
-                r.state.error = message.clone();
-                r.state.started_at = Some(chrono::Utc::now());
-                r.state.finished_at = Some(chrono::Utc::now());
+                r.state.restarting = false;
             })?;
-            store.record_exit_in_lock(&running, code)?;
-            announce();
+            store.record_exit_in_lock(&running, record.state.exit_code)?;
+            streams.hang_up();
             return finish(store, &record);
         }
-    };
-    let pid = child.namespace_init_pid().unwrap_or(0);
-    let check = healthcheck(&record.config.healthcheck);
-    let record = store.update_container(id, |r| {
-        r.state.status = ContainerStatus::Running;
-        r.state.pid = pid;
-        r.state.sandbox_pid = child.pid();
-        r.state.owner_pid = std::process::id();
-        r.state.exit_code = 0;
-        r.state.error.clear();
-        r.state.started_at = Some(chrono::Utc::now());
-        r.state.finished_at = None;
-        r.state.health = check.as_ref().map(|_| Health::default());
-    })?;
-    announce();
+        let started = start_sandbox(store, &spec, &record, &log, &streams);
+        let (child, copiers) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                let message = e.to_string();
+                let code = start_error_code(&e);
+                // Its stderr is the supervisor log the launcher reads.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{START_FAILED}{}",
+                    message.replace('\n', " ")
+                );
+                streams.hang_up();
+                unpublish(store, &spec, id);
+                store.update_container(id, |r| {
+                    r.state.status = ContainerStatus::Exited;
+                    r.state.restarting = false;
+                    r.state.exit_code = code;
+                    r.state.error = message.clone();
+                    r.state.started_at = Some(chrono::Utc::now());
+                    r.state.finished_at = Some(chrono::Utc::now());
+                })?;
+                store.record_exit_in_lock(&running, code)?;
+                announce();
+                return finish(store, &record);
+            }
+        };
+        let pid = child.namespace_init_pid().unwrap_or(0);
+        let check = healthcheck(&record.config.healthcheck);
+        let began = std::time::Instant::now();
+        record = store.update_container(id, |r| {
+            r.state.status = ContainerStatus::Running;
+            r.state.restarting = false;
+            // A user's start (the first run) ends what a user's stop began, and counts
+            // restarts anew (dockerd's `ResetRestartManager(true)`).
+            if first {
+                r.state.manually_stopped = false;
+                r.state.restart_count = 0;
+            }
+            r.state.pid = pid;
+            r.state.sandbox_pid = child.pid();
+            r.state.owner_pid = std::process::id();
+            r.state.exit_code = 0;
+            r.state.error.clear();
+            r.state.started_at = Some(chrono::Utc::now());
+            r.state.finished_at = None;
+            r.state.health = check.as_ref().map(|_| Health::default());
+        })?;
+        announce();
+        let code = run_to_exit(store, &spec, &record, child, copiers, check, pid, &streams)?;
 
+        let policy = ContainerSpec::read(store, id)
+            .map(|s| s.restart_policy)
+            .unwrap_or_default();
+        let manual = store.find_container(id)?.state.manually_stopped;
+        if record.auto_remove || !policy.restarts_after(code, restarts, manual) {
+            // A `--rm` container's record goes in a moment, so its exit is not written into
+            // it (a synced rewrite on the path of every `kiln run --rm`): the code goes into
+            // the running lock, which `kiln run` and every waiter read, and the record says
+            // running (this process holds the lock) until it is removed. Killed in between,
+            // it reads as a dead supervisor's.
+            if !record.auto_remove {
+                store.update_container(id, |r| {
+                    r.state.status = ContainerStatus::Exited;
+                    r.state.restarting = false;
+                    r.state.exit_code = code;
+                    r.state.pid = 0;
+                    r.state.finished_at = Some(chrono::Utc::now());
+                })?;
+            }
+            store.record_exit_in_lock(&running, code)?;
+            // Clients learn the end from the closed connection, after the exit code is
+            // recorded.
+            streams.hang_up();
+            return finish(store, &record);
+        }
+        restarts += 1;
+        let delay = backoff.next(began.elapsed());
+        store.update_container(id, |r| {
+            r.state.restarting = true;
+            r.state.restart_count += 1;
+            r.state.exit_code = code;
+            r.state.pid = 0;
+            r.state.sandbox_pid = 0;
+            r.state.finished_at = Some(chrono::Utc::now());
+        })?;
+        announce();
+        if !wait_before_restart(store, id, delay)? {
+            // A user stopped it between two runs.
+            store.update_container(id, |r| {
+                r.state.status = ContainerStatus::Exited;
+                r.state.restarting = false;
+            })?;
+            store.record_exit_in_lock(&running, code)?;
+            streams.hang_up();
+            return finish(store, &record);
+        }
+    }
+}
+
+/// Sleeps `delay` before a restart, looking at the record meanwhile: a user's stop during the
+/// delay is seen within [`STOP_POLL`] (and once more just before the next run).
+/// Returns false when the user stopped it.
+fn wait_before_restart(store: &Store, id: &str, delay: Duration) -> Result<bool> {
+    let deadline = std::time::Instant::now() + delay;
+    loop {
+        if store.find_container(id)?.state.manually_stopped {
+            return Ok(false);
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Ok(true);
+        }
+        std::thread::sleep(STOP_POLL.min(deadline - now));
+    }
+}
+
+/// Waits for the container's process to end, then ends what served it (published ports, the
+/// output copiers, stdin, health checks); returns its exit code.
+#[allow(clippy::too_many_arguments)]
+fn run_to_exit(
+    store: &Store,
+    spec: &ContainerSpec,
+    record: &ContainerRecord,
+    child: kiln_sandbox::SandboxChild,
+    copiers: Copiers,
+    check: Option<kiln_image::HealthConfig>,
+    pid: u32,
+    streams: &Streams,
+) -> Result<i32> {
     let exited = Arc::new(AtomicBool::new(false));
     let health = check.map(|check| {
         let (store, record, exited) = (store.clone(), record.clone(), exited.clone());
@@ -334,10 +451,9 @@ pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
             run_health_checks(&store, &record, &check, pid, &security, &exited)
         })
     });
-
     let code = child.wait()?.code();
     exited.store(true, Ordering::SeqCst);
-    unpublish(store, &spec, id);
+    unpublish(store, spec, &record.id);
     for copier in copiers {
         let _ = copier.join();
     }
@@ -345,22 +461,7 @@ pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
     if let Some(h) = health {
         let _ = h.join();
     }
-    // A `--rm` container's record goes in a moment, so its exit is not written into it (a
-    // synced rewrite on the path of every `kiln run --rm`): the code goes into the running
-    // lock, which `kiln run` and every waiter read, and the record says running (this process
-    // holds the lock) until it is removed. Killed in between, it reads as a dead supervisor's.
-    if !record.auto_remove {
-        store.update_container(id, |r| {
-            r.state.status = ContainerStatus::Exited;
-            r.state.exit_code = code;
-            r.state.pid = 0;
-            r.state.finished_at = Some(chrono::Utc::now());
-        })?;
-    }
-    store.record_exit_in_lock(&running, code)?;
-    // Clients learn the end from the closed connection, after the exit code is recorded.
-    streams.hang_up();
-    finish(store, &record)
+    Ok(code)
 }
 
 /// `--rm`: the container goes with its anonymous volumes.
