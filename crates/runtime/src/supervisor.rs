@@ -17,23 +17,25 @@
 //! Foreground and detached containers go through this same path, so there is one state
 //! machine.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_store::{ContainerRecord, ContainerStatus, Health, Store};
 
-use crate::attach::{AttachRequest, StreamType};
+use crate::attach::StreamType;
 use crate::error::{Result, RuntimeError};
 use crate::health::{healthcheck, run_health_checks};
 use crate::logfile::LogWriter;
-use crate::pty::{Pty, PtyReader, set_window_size};
+use crate::pty::{Pty, PtyReader};
 use crate::restart::Backoff;
 use crate::spec::ContainerSpec;
+
+mod clients;
+use clients::{Streams, serve};
 
 /// `argv[1]` of a supervisor process: `<exe> __kiln-supervise ROOT ID [attach-first]`.
 pub const SUPERVISOR_MARKER: &str = "__kiln-supervise";
@@ -42,9 +44,6 @@ pub(crate) const ATTACH_FIRST: &str = "attach-first";
 pub(crate) const START_LIMIT: Duration = Duration::from_secs(60);
 /// How long the supervisor waits for the first client of an attach-first start.
 const ATTACH_LIMIT: Duration = Duration::from_secs(60);
-/// A client that takes longer than this to accept output is dropped, so one stuck client
-/// cannot stop the output of the others (or the log).
-const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a restart's delay looks for a user's stop.
 const STOP_POLL: Duration = Duration::from_millis(50);
 
@@ -109,159 +108,6 @@ pub fn start_error_code(error: &RuntimeError) -> i32 {
     }
 }
 
-/// The output side of one attached client.
-#[derive(Debug)]
-struct Client {
-    /// Which connection it is (a detaching client removes itself).
-    id: u64,
-    socket: UnixStream,
-    stdout: bool,
-    stderr: bool,
-}
-
-/// What the supervisor shares between its threads.
-#[derive(Debug)]
-struct Streams {
-    tty: bool,
-    stdin_once: bool,
-    clients: Mutex<Vec<Client>>,
-    /// The container's stdin (a pipe, or the pty master), while it is open.
-    stdin: Mutex<Option<Box<dyn WriteDebug>>>,
-    /// The pty master, for resize requests.
-    pty: Mutex<Option<std::fs::File>>,
-    /// Clients accepted so far (an attach-first start waits for one); also their IDs.
-    accepted: Mutex<usize>,
-    accepted_changed: Condvar,
-}
-
-trait WriteDebug: Write + Send + std::fmt::Debug {}
-impl<T: Write + Send + std::fmt::Debug> WriteDebug for T {}
-
-impl Streams {
-    /// Sends output to every client that asked for its stream, dropping clients that fail.
-    fn broadcast(&self, stream: StreamType, bytes: &[u8]) {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients.retain_mut(|c| {
-            let wanted = match stream {
-                StreamType::Stderr => c.stderr,
-                _ => c.stdout,
-            };
-            if !wanted {
-                return true;
-            }
-            let sent = if self.tty {
-                c.socket.write_all(bytes)
-            } else {
-                crate::attach::write_frame(&mut c.socket, stream, bytes)
-            };
-            sent.is_ok()
-        });
-    }
-
-    fn close_stdin(&self) {
-        self.stdin.lock().unwrap_or_else(|e| e.into_inner()).take();
-    }
-
-    /// Ends every client's connection (the output ended).
-    fn hang_up(&self) {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        for c in clients.drain(..) {
-            let _ = c.socket.shutdown(std::net::Shutdown::Both);
-        }
-    }
-}
-
-/// Accepts clients until the process ends.
-fn serve(listener: UnixListener, streams: Arc<Streams>) {
-    std::thread::spawn(move || {
-        for socket in listener.incoming().flatten() {
-            let streams = streams.clone();
-            std::thread::spawn(move || {
-                let _ = handle_client(socket, &streams);
-            });
-        }
-    });
-}
-
-fn handle_client(socket: UnixStream, streams: &Streams) -> std::io::Result<()> {
-    let mut reader = BufReader::new(socket.try_clone()?);
-    let mut hello = String::new();
-    reader.read_line(&mut hello)?;
-    let request: AttachRequest = serde_json::from_str(&hello)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    if let Some((rows, cols)) = request.resize {
-        if let Some(master) = &*streams.pty.lock().unwrap_or_else(|e| e.into_inner()) {
-            set_window_size(master, rows, cols);
-        }
-        return Ok(());
-    }
-    socket.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT))?;
-    // The client is in the list before it is counted, so a start that waited for it sends
-    // it everything.
-    let id = {
-        let mut clients = streams.clients.lock().unwrap_or_else(|e| e.into_inner());
-        let mut accepted = streams.accepted.lock().unwrap_or_else(|e| e.into_inner());
-        *accepted += 1;
-        clients.push(Client {
-            id: *accepted as u64,
-            socket: socket.try_clone()?,
-            stdout: request.stdout,
-            stderr: request.stderr,
-        });
-        *accepted as u64
-    };
-    streams.accepted_changed.notify_all();
-    if !request.stdin {
-        return Ok(());
-    }
-    // Detach keys are watched on a terminal's input only, as dockerd does.
-    let mut detach = request
-        .detach_keys
-        .filter(|_| streams.tty)
-        .map(|keys| keys.watch());
-    // The client's input goes to the container's stdin until the client ends it.
-    let mut buf = [0u8; 8192];
-    let mut pass = Vec::with_capacity(buf.len());
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        pass.clear();
-        let detached = match detach.as_mut() {
-            Some(watch) => watch.feed(&buf[..n], &mut pass),
-            None => {
-                pass.extend_from_slice(&buf[..n]);
-                false
-            }
-        };
-        let mut stdin = streams.stdin.lock().unwrap_or_else(|e| e.into_inner());
-        match stdin.as_mut() {
-            Some(w) => {
-                if w.write_all(&pass).and_then(|()| w.flush()).is_err() {
-                    stdin.take();
-                }
-            }
-            None => break,
-        }
-        drop(stdin);
-        if detached {
-            // This client goes; the container, its stdin and the other clients stay.
-            streams
-                .clients
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|c| c.id != id);
-            let _ = socket.shutdown(std::net::Shutdown::Both);
-            return Ok(());
-        }
-    }
-    if streams.stdin_once {
-        streams.close_stdin();
-    }
-    Ok(())
-}
-
 /// The supervisor's work: runs the container `id` to its end.
 pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
     let Some(running) = store.try_hold_container_running(id)? else {
@@ -272,15 +118,7 @@ pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
     let record = store.find_container(id)?;
     let spec = ContainerSpec::read(store, id)?;
     let log = LogWriter::create(&store.container_dir(id).join("container.log"))?;
-    let streams = Arc::new(Streams {
-        tty: record.config.tty,
-        stdin_once: record.config.stdin_once,
-        clients: Mutex::new(Vec::new()),
-        stdin: Mutex::new(None),
-        pty: Mutex::new(None),
-        accepted: Mutex::new(0),
-        accepted_changed: Condvar::new(),
-    });
+    let streams = Arc::new(Streams::new(record.config.tty, record.config.stdin_once));
     let listener = crate::attach::listen(store, id)?;
     serve(listener, streams.clone());
     announce();
