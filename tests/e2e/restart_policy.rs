@@ -44,8 +44,11 @@ fn on_failure_restarts_up_to_its_count_and_always_until_a_stop() {
         "-c",
         "echo run; exit 3",
     ]);
-    // The wait ends with the last run, not the first.
+    // A wait ends with the first run, as dockerd's (its `restarting` state wakes waiters).
     assert_eq!(k.ok(&["wait", "flaky"]), "3\n");
+    eventually("the last run", || {
+        inspect(&k, "flaky")["State"]["Status"] == "exited"
+    });
     let v = inspect(&k, "flaky");
     assert_eq!(v["RestartCount"], 2, "{v}");
     assert_eq!(v["State"]["Status"], "exited", "{v}");
@@ -187,6 +190,9 @@ fn restart_policies_are_checked_and_updated() {
     let began = Instant::now();
     k.ok(&["start", "later"]);
     assert_eq!(k.ok(&["wait", "later"]), "1\n");
+    eventually("the restarted run's end", || {
+        inspect(&k, "later")["State"]["Status"] == "exited"
+    });
     assert_eq!(inspect(&k, "later")["RestartCount"], 1);
     assert!(began.elapsed() >= Duration::from_millis(100), "no backoff");
     // A --rm container's policy cannot be set afterwards either.

@@ -254,7 +254,14 @@ fn restart_policies_through_the_daemon_and_at_its_start() {
         "on-failure:2",
         &["sh", "-c", "sleep 0.3; exit 5"],
     );
+    // The wait ends with the first run's end, as dockerd's.
     assert_eq!(docker.ok(&["wait", "bouncer"]).trim(), "5");
+    eventually("the last run", || {
+        docker
+            .ok(&["inspect", "--format", "{{.State.Status}}", "bouncer"])
+            .trim()
+            == "exited"
+    });
     let inspect = |name: &str, format: &str| {
         docker
             .ok(&["inspect", "--format", format, name])
