@@ -62,7 +62,7 @@ impl<H: Host> Runtime<H> {
             .state
             .can_start()
             .map_err(RuntimeError::state(&record.name))?;
-        self.clear_stale_pause(&record)?;
+        self.clear_stale_marks(&record)?;
         self.host
             .launch(&record, None)
             .inspect_err(|_| self.remove_unstarted(&record))?;
@@ -85,7 +85,7 @@ impl<H: Host> Runtime<H> {
             .state
             .can_start()
             .map_err(RuntimeError::state(&record.name))?;
-        self.clear_stale_pause(&record)?;
+        self.clear_stale_marks(&record)?;
         let mut stream = None;
         let mut connect = || -> Result<bool> {
             stream = crate::attach::try_connect(&self.store, &record, &request)?;
@@ -246,11 +246,15 @@ impl<H: Host> Runtime<H> {
 
     /// A record of a stopped container may still say paused (it died frozen): a start must
     /// not inherit that.
-    fn clear_stale_pause(&self, record: &ContainerRecord) -> Result<()> {
+    /// A user's start also ends what a user's stop began (the restart policy applies again);
+    /// cleared here, before the supervisor exists, so a stop during the start is not undone.
+    fn clear_stale_marks(&self, record: &ContainerRecord) -> Result<()> {
         let stored = self.store.find_container(&record.id)?;
-        if stored.state.paused {
-            self.store
-                .update_container(&record.id, |r| r.state.paused = false)?;
+        if stored.state.paused || stored.state.manually_stopped {
+            self.store.update_container(&record.id, |r| {
+                r.state.paused = false;
+                r.state.manually_stopped = false;
+            })?;
         }
         Ok(())
     }

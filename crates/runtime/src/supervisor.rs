@@ -184,10 +184,9 @@ pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
         record = store.update_container(id, |r| {
             r.state.status = ContainerStatus::Running;
             r.state.restarting = false;
-            // A user's start (the first run) ends what a user's stop began, and counts
-            // restarts anew (dockerd's `ResetRestartManager(true)`).
+            // A user's start (the first run) counts restarts anew (dockerd's
+            // `ResetRestartManager(true)`); it cleared the stop mark before launching.
             if first {
-                r.state.manually_stopped = false;
                 r.state.restart_count = 0;
             }
             r.state.pid = pid;
