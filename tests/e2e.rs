@@ -42,6 +42,7 @@ mod e2e {
     mod remote_contexts;
     mod repeated_layers;
     mod reproducible;
+    mod restart_policy;
     mod rootless;
     mod run;
     mod runtime;

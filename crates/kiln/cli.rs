@@ -245,6 +245,9 @@ pub enum Command {
         /// Most processes at once (-1: no limit)
         #[arg(long = "pids-limit", allow_hyphen_values = true)]
         pids_limit: Option<i64>,
+        /// Restart policy: no, always, unless-stopped, on-failure[:N]
+        #[arg(long, value_name = "POLICY")]
+        restart: Option<String>,
         #[arg(required = true)]
         containers: Vec<String>,
     },

@@ -40,6 +40,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::watch;
 
+pub use containers::start_restartable;
 pub use error::{ApiError, DaemonError};
 
 /// The API version served, and the oldest one accepted.

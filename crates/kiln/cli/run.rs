@@ -76,6 +76,9 @@ pub struct RunArgs {
     /// Remove the container (and its anonymous volumes) when it exits
     #[arg(long)]
     pub rm: bool,
+    /// Restart policy when the container exits: no, always, unless-stopped, on-failure[:N]
+    #[arg(long, value_name = "POLICY")]
+    pub restart: Option<String>,
     /// Run in the background and print the container ID
     #[arg(short = 'd', long)]
     pub detach: bool,

@@ -297,6 +297,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             memory,
             cpus,
             pids_limit,
+            restart,
             containers,
         } => {
             require_root()?;
@@ -306,6 +307,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 memory.as_deref(),
                 cpus,
                 pids_limit,
+                restart.as_deref(),
             )
         }
         Command::Container {

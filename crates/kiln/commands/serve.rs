@@ -76,6 +76,14 @@ pub fn serve(global: &GlobalOpts, args: &ServeArgs) -> Result<ExitCode> {
         eprintln!("kiln serve: listening on {host}");
     }
     rt.block_on(async {
+        // As dockerd at its start: containers whose restart policy says so run again (after
+        // a reboot, or a supervisor killed while no daemon ran).
+        for (name, e) in kiln_daemon::start_restartable(&daemon).await {
+            eprintln!(
+                "kiln serve: WARNING: could not restart container {name}: {}",
+                e.message
+            );
+        }
         let shutdown = async {
             use tokio::signal::unix::{SignalKind, signal};
             let (Ok(mut term), Ok(mut int)) = (

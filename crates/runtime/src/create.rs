@@ -95,7 +95,7 @@ pub struct ContainerConfig {
 pub struct HostConfig {
     /// `-v` strings.
     pub binds: Vec<String>,
-    /// Kept in the spec and reported by inspect (kiln restarts nothing on it).
+    /// Kept in the spec, reported by inspect, carried out by the supervisor.
     #[serde(skip_serializing_if = "RestartPolicy::is_no")]
     pub restart_policy: RestartPolicy,
     pub mounts: Vec<ApiMount>,

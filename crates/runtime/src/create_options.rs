@@ -3,8 +3,8 @@
 //! as dockerd checks them: a bad policy or an unknown log driver is a 400, not a container that
 //! quietly behaves otherwise), `PidMode`/`UTSMode` (only the container's own namespace).
 //!
-//! Restart policies are validated but not carried out (a container that exits stays exited),
-//! and `json-file` is the only log driver (its options are accepted): docs/api.md says so.
+//! Restart policies are carried out by the container's supervisor (`restart.rs`); `json-file`
+//! is the only log driver (its options are accepted): docs/api.md says so.
 
 use std::collections::BTreeMap;
 

@@ -50,12 +50,41 @@ impl SystemHost {
     }
 }
 
+impl SystemHost {
+    /// The record once its running container's process is recorded, for at most
+    /// [`crate::supervisor::START_LIMIT`]; as it is when the container stops or is between two
+    /// runs of its restart policy.
+    fn started_pid(&self, record: &ContainerRecord) -> Result<ContainerRecord> {
+        let deadline = std::time::Instant::now() + crate::supervisor::START_LIMIT;
+        loop {
+            let now = self.store.find_container(&record.id)?;
+            if now.state.sandbox_pid != 0
+                || now.state.restarting
+                || !self.store.container_is_running(&record.id)?
+                || std::time::Instant::now() >= deadline
+            {
+                return Ok(now);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Host for SystemHost {
     fn is_running(&self, id: &str) -> Result<bool> {
         Ok(self.store.container_is_running(id)?)
     }
 
     fn signal(&self, record: &ContainerRecord, signal: i32) -> Result<()> {
+        // A supervisor holds the lock a moment before it records the process it started (the
+        // sandbox's start, slow on a loaded machine): a signal then waits for the pid.
+        let fresh;
+        let record = if record.state.sandbox_pid == 0 {
+            fresh = self.started_pid(record)?;
+            &fresh
+        } else {
+            record
+        };
         // The running lock says the pid is still the container's (not a reused one).
         if !self.store.container_is_running(&record.id)? || record.state.sandbox_pid == 0 {
             return Err(RuntimeError::state(&record.name)(

@@ -49,7 +49,7 @@ impl<H: Host> Runtime<H> {
             "Status": c.state.docker_status(),
             "Running": running,
             "Paused": c.state.is_paused(),
-            "Restarting": false,
+            "Restarting": c.state.is_restarting(),
             "OOMKilled": false,
             "Dead": false,
             "Pid": if running { c.state.pid } else { 0 },
@@ -95,8 +95,16 @@ impl<H: Host> Runtime<H> {
                 "StopSignal": c.config.stop_signal,
                 "Healthcheck": c.config.healthcheck,
             },
+            "RestartCount": c.state.restart_count,
             "HostConfig": {
                 "AutoRemove": c.auto_remove,
+                "RestartPolicy": spec.as_ref().map(|s| {
+                    let p = &s.restart_policy;
+                    serde_json::json!({
+                        "Name": if p.name.is_empty() { "no" } else { p.name.as_str() },
+                        "MaximumRetryCount": p.maximum_retry_count,
+                    })
+                }),
                 "Links": spec.as_ref().filter(|s| !s.links.is_empty()).map(|s| &s.links),
                 "Dns": spec.as_ref().map_or(&[][..], |s| &s.dns_upstream[..]),
                 "DnsSearch": names.dns_search.clone().unwrap_or_default(),

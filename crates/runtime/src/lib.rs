@@ -36,6 +36,7 @@ pub mod ports;
 mod process;
 pub mod pty;
 mod resources;
+mod restart;
 mod signals;
 mod spec;
 mod status;

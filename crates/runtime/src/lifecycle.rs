@@ -45,8 +45,10 @@ impl<H: Host> Runtime<H> {
             if record.state.status == ContainerStatus::Running {
                 record.state.status = ContainerStatus::Exited;
             }
-            // A container that stopped while paused is not paused any more.
+            // A container that stopped while paused is not paused any more, nor restarting
+            // when its supervisor died between two runs.
             record.state.paused = false;
+            record.state.restarting = false;
         }
         Ok(record)
     }
@@ -60,7 +62,7 @@ impl<H: Host> Runtime<H> {
             .state
             .can_start()
             .map_err(RuntimeError::state(&record.name))?;
-        self.clear_stale_pause(&record)?;
+        self.clear_stale_marks(&record)?;
         self.host
             .launch(&record, None)
             .inspect_err(|_| self.remove_unstarted(&record))?;
@@ -83,7 +85,7 @@ impl<H: Host> Runtime<H> {
             .state
             .can_start()
             .map_err(RuntimeError::state(&record.name))?;
-        self.clear_stale_pause(&record)?;
+        self.clear_stale_marks(&record)?;
         let mut stream = None;
         let mut connect = || -> Result<bool> {
             stream = crate::attach::try_connect(&self.store, &record, &request)?;
@@ -116,6 +118,16 @@ impl<H: Host> Runtime<H> {
             .state
             .can_kill()
             .map_err(RuntimeError::state(&record.name))?;
+        // The signals that end a container end its restarting too (dockerd: the stop signal
+        // and SIGKILL); any other is passed on and the policy still applies.
+        let stop_signal = self.stop_signal(&record)?;
+        if signal == stop_signal || signal == rustix::process::Signal::KILL {
+            self.mark_manually_stopped(&record)?;
+            // Between two runs there is no process: the supervisor sees the mark and ends.
+            if record.state.is_restarting() {
+                return Ok(());
+            }
+        }
         self.host.signal(&record, signal.as_raw())?;
         // A frozen process dies only once thawed (dockerd unpauses for SIGKILL too); any other
         // signal waits for the unpause.
@@ -136,21 +148,27 @@ impl<H: Host> Runtime<H> {
         if record.state.is_paused() {
             self.unpause(&record.id)?;
         }
-        let signal = parse_signal(if record.config.stop_signal.is_empty() {
-            "SIGTERM"
-        } else {
-            &record.config.stop_signal
-        })?;
-        // It may stop by itself between the check and the signal (its process gone while
-        // the supervisor still records the exit, or the record already says so).
-        match self.host.signal(&record, signal.as_raw()) {
-            Ok(()) => {}
-            Err(RuntimeError::State {
-                source: kiln_store::StateError::NotRunning,
-                ..
-            }) => {}
-            Err(e) if self.host.is_running(&record.id)? => return Err(e),
-            Err(_) => {}
+        let signal = self.stop_signal(&record)?;
+        // Its restart policy must not start it again (until a user's next start).
+        self.mark_manually_stopped(&record)?;
+        // It may stop by itself between the check and the signal (its process gone while the
+        // supervisor still records the exit, or the record already says so), or be between
+        // two runs of its restart policy (whose supervisor ends on seeing the mark).
+        if !record.state.is_restarting() {
+            match self.host.signal(&record, signal.as_raw()) {
+                Ok(())
+                | Err(RuntimeError::State {
+                    source: kiln_store::StateError::NotRunning,
+                    ..
+                }) => {}
+                Err(e)
+                    if self.host.is_running(&record.id)?
+                        && !self.container(&record.id)?.state.is_restarting() =>
+                {
+                    return Err(e);
+                }
+                Err(_) => {}
+            }
         }
         let (stopped, _) = self.host.wait_stopped(&record.id, Some(grace))?;
         if !stopped {
@@ -178,6 +196,7 @@ impl<H: Host> Runtime<H> {
             .can_remove(force)
             .map_err(RuntimeError::state(&record.name))?;
         if record.state.is_running() {
+            self.mark_manually_stopped(&record)?;
             let _ = self
                 .host
                 .signal(&record, rustix::process::Signal::KILL.as_raw());
@@ -218,13 +237,34 @@ impl<H: Host> Runtime<H> {
         self.container(&record.id)
     }
 
+    /// The signal `stop` sends: the container's `StopSignal`, else SIGTERM.
+    fn stop_signal(&self, record: &ContainerRecord) -> Result<rustix::process::Signal> {
+        parse_signal(if record.config.stop_signal.is_empty() {
+            "SIGTERM"
+        } else {
+            &record.config.stop_signal
+        })
+    }
+
+    /// Records that a user stopped the container: its supervisor then does not restart it,
+    /// and a daemon's start leaves an `unless-stopped` one stopped.
+    fn mark_manually_stopped(&self, record: &ContainerRecord) -> Result<()> {
+        self.store
+            .update_container(&record.id, |r| r.state.manually_stopped = true)?;
+        Ok(())
+    }
+
     /// A record of a stopped container may still say paused (it died frozen): a start must
     /// not inherit that.
-    fn clear_stale_pause(&self, record: &ContainerRecord) -> Result<()> {
+    /// A user's start also ends what a user's stop began (the restart policy applies again);
+    /// cleared here, before the supervisor exists, so a stop during the start is not undone.
+    fn clear_stale_marks(&self, record: &ContainerRecord) -> Result<()> {
         let stored = self.store.find_container(&record.id)?;
-        if stored.state.paused {
-            self.store
-                .update_container(&record.id, |r| r.state.paused = false)?;
+        if stored.state.paused || stored.state.manually_stopped {
+            self.store.update_container(&record.id, |r| {
+                r.state.paused = false;
+                r.state.manually_stopped = false;
+            })?;
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ pub struct ContainerSpec {
     #[serde(default)]
     pub ports: crate::ports::PortsSpec,
     /// Docker's `RestartPolicy` as given at create or by `update` (absent in specs written
-    /// before it was kept: `no`). Kept and reported; kiln does not restart containers on it.
+    /// before it was kept: `no`). Carried out by the container's supervisor (`restart`).
     #[serde(default, skip_serializing_if = "RestartPolicy::is_no")]
     pub restart_policy: RestartPolicy,
     /// `HostConfig.Links` as dockerd shows them (`/NAME:/CONTAINER/ALIAS`).
@@ -85,7 +85,10 @@ impl ContainerSpec {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        std::fs::write(&path, bytes).map_err(RuntimeError::io(path))
+        // Whole or not at all: a supervisor reads the restart policy while `update` writes.
+        let partial = path.with_extension("json.partial");
+        std::fs::write(&partial, bytes).map_err(RuntimeError::io(&partial))?;
+        std::fs::rename(&partial, &path).map_err(RuntimeError::io(path))
     }
 
     pub fn read(store: &Store, id: &str) -> Result<ContainerSpec> {

@@ -8,6 +8,12 @@ use kiln_store::{ContainerRecord, ContainerStatus, HealthStatus, Timestamp};
 pub fn status_text(c: &ContainerRecord, now: Timestamp) -> String {
     match c.state.status {
         ContainerStatus::Created => "Created".into(),
+        // Docker's text between two runs of a restart policy.
+        ContainerStatus::Running if c.state.restarting => format!(
+            "Restarting ({}) {} ago",
+            c.state.exit_code,
+            human_since(c.state.finished_at, now)
+        ),
         ContainerStatus::Running if c.state.paused => {
             format!("Up {} (Paused)", human_since(c.state.started_at, now))
         }

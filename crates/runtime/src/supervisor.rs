@@ -10,26 +10,32 @@
 //! enters a private mount namespace, holds the container's running lock for the container's
 //! lifetime, serves the attach socket (`attach`), starts the sandbox (whose inits die with
 //! it), copies the output into the log and to attached clients, runs the HEALTHCHECK, and
-//! records the exit code. With `--rm` it then removes the container and its anonymous volumes.
+//! records the exit code. Its restart policy (`restart`) runs the process again in the same
+//! supervisor, the lock held throughout, so the container reads as running (`restarting`
+//! between runs) and its log and attached clients carry on. With `--rm` it then removes the
+//! container and its anonymous volumes.
 //! Foreground and detached containers go through this same path, so there is one state
 //! machine.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use kiln_store::{ContainerRecord, ContainerStatus, Health, Store};
 
-use crate::attach::{AttachRequest, StreamType};
+use crate::attach::StreamType;
 use crate::error::{Result, RuntimeError};
 use crate::health::{healthcheck, run_health_checks};
 use crate::logfile::LogWriter;
-use crate::pty::{Pty, PtyReader, set_window_size};
+use crate::pty::{Pty, PtyReader};
+use crate::restart::Backoff;
 use crate::spec::ContainerSpec;
+
+mod clients;
+use clients::{Streams, serve};
 
 /// `argv[1]` of a supervisor process: `<exe> __kiln-supervise ROOT ID [attach-first]`.
 pub const SUPERVISOR_MARKER: &str = "__kiln-supervise";
@@ -38,9 +44,8 @@ pub(crate) const ATTACH_FIRST: &str = "attach-first";
 pub(crate) const START_LIMIT: Duration = Duration::from_secs(60);
 /// How long the supervisor waits for the first client of an attach-first start.
 const ATTACH_LIMIT: Duration = Duration::from_secs(60);
-/// A client that takes longer than this to accept output is dropped, so one stuck client
-/// cannot stop the output of the others (or the log).
-const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a restart's delay looks for a user's stop.
+const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// Tells the launcher to look at the record again (a byte on the supervisor's stdout). The
 /// launcher may be gone; that is no error.
@@ -103,159 +108,6 @@ pub fn start_error_code(error: &RuntimeError) -> i32 {
     }
 }
 
-/// The output side of one attached client.
-#[derive(Debug)]
-struct Client {
-    /// Which connection it is (a detaching client removes itself).
-    id: u64,
-    socket: UnixStream,
-    stdout: bool,
-    stderr: bool,
-}
-
-/// What the supervisor shares between its threads.
-#[derive(Debug)]
-struct Streams {
-    tty: bool,
-    stdin_once: bool,
-    clients: Mutex<Vec<Client>>,
-    /// The container's stdin (a pipe, or the pty master), while it is open.
-    stdin: Mutex<Option<Box<dyn WriteDebug>>>,
-    /// The pty master, for resize requests.
-    pty: Mutex<Option<std::fs::File>>,
-    /// Clients accepted so far (an attach-first start waits for one); also their IDs.
-    accepted: Mutex<usize>,
-    accepted_changed: Condvar,
-}
-
-trait WriteDebug: Write + Send + std::fmt::Debug {}
-impl<T: Write + Send + std::fmt::Debug> WriteDebug for T {}
-
-impl Streams {
-    /// Sends output to every client that asked for its stream, dropping clients that fail.
-    fn broadcast(&self, stream: StreamType, bytes: &[u8]) {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients.retain_mut(|c| {
-            let wanted = match stream {
-                StreamType::Stderr => c.stderr,
-                _ => c.stdout,
-            };
-            if !wanted {
-                return true;
-            }
-            let sent = if self.tty {
-                c.socket.write_all(bytes)
-            } else {
-                crate::attach::write_frame(&mut c.socket, stream, bytes)
-            };
-            sent.is_ok()
-        });
-    }
-
-    fn close_stdin(&self) {
-        self.stdin.lock().unwrap_or_else(|e| e.into_inner()).take();
-    }
-
-    /// Ends every client's connection (the output ended).
-    fn hang_up(&self) {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        for c in clients.drain(..) {
-            let _ = c.socket.shutdown(std::net::Shutdown::Both);
-        }
-    }
-}
-
-/// Accepts clients until the process ends.
-fn serve(listener: UnixListener, streams: Arc<Streams>) {
-    std::thread::spawn(move || {
-        for socket in listener.incoming().flatten() {
-            let streams = streams.clone();
-            std::thread::spawn(move || {
-                let _ = handle_client(socket, &streams);
-            });
-        }
-    });
-}
-
-fn handle_client(socket: UnixStream, streams: &Streams) -> std::io::Result<()> {
-    let mut reader = BufReader::new(socket.try_clone()?);
-    let mut hello = String::new();
-    reader.read_line(&mut hello)?;
-    let request: AttachRequest = serde_json::from_str(&hello)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    if let Some((rows, cols)) = request.resize {
-        if let Some(master) = &*streams.pty.lock().unwrap_or_else(|e| e.into_inner()) {
-            set_window_size(master, rows, cols);
-        }
-        return Ok(());
-    }
-    socket.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT))?;
-    // The client is in the list before it is counted, so a start that waited for it sends
-    // it everything.
-    let id = {
-        let mut clients = streams.clients.lock().unwrap_or_else(|e| e.into_inner());
-        let mut accepted = streams.accepted.lock().unwrap_or_else(|e| e.into_inner());
-        *accepted += 1;
-        clients.push(Client {
-            id: *accepted as u64,
-            socket: socket.try_clone()?,
-            stdout: request.stdout,
-            stderr: request.stderr,
-        });
-        *accepted as u64
-    };
-    streams.accepted_changed.notify_all();
-    if !request.stdin {
-        return Ok(());
-    }
-    // Detach keys are watched on a terminal's input only, as dockerd does.
-    let mut detach = request
-        .detach_keys
-        .filter(|_| streams.tty)
-        .map(|keys| keys.watch());
-    // The client's input goes to the container's stdin until the client ends it.
-    let mut buf = [0u8; 8192];
-    let mut pass = Vec::with_capacity(buf.len());
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        pass.clear();
-        let detached = match detach.as_mut() {
-            Some(watch) => watch.feed(&buf[..n], &mut pass),
-            None => {
-                pass.extend_from_slice(&buf[..n]);
-                false
-            }
-        };
-        let mut stdin = streams.stdin.lock().unwrap_or_else(|e| e.into_inner());
-        match stdin.as_mut() {
-            Some(w) => {
-                if w.write_all(&pass).and_then(|()| w.flush()).is_err() {
-                    stdin.take();
-                }
-            }
-            None => break,
-        }
-        drop(stdin);
-        if detached {
-            // This client goes; the container, its stdin and the other clients stay.
-            streams
-                .clients
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|c| c.id != id);
-            let _ = socket.shutdown(std::net::Shutdown::Both);
-            return Ok(());
-        }
-    }
-    if streams.stdin_once {
-        streams.close_stdin();
-    }
-    Ok(())
-}
-
 /// The supervisor's work: runs the container `id` to its end.
 pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
     let Some(running) = store.try_hold_container_running(id)? else {
@@ -266,15 +118,7 @@ pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
     let record = store.find_container(id)?;
     let spec = ContainerSpec::read(store, id)?;
     let log = LogWriter::create(&store.container_dir(id).join("container.log"))?;
-    let streams = Arc::new(Streams {
-        tty: record.config.tty,
-        stdin_once: record.config.stdin_once,
-        clients: Mutex::new(Vec::new()),
-        stdin: Mutex::new(None),
-        pty: Mutex::new(None),
-        accepted: Mutex::new(0),
-        accepted_changed: Condvar::new(),
-    });
+    let streams = Arc::new(Streams::new(record.config.tty, record.config.stdin_once));
     let listener = crate::attach::listen(store, id)?;
     serve(listener, streams.clone());
     announce();
@@ -285,47 +129,157 @@ pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
             .wait_timeout_while(accepted, ATTACH_LIMIT, |n| *n == 0);
     }
 
-    let started = start_sandbox(store, &spec, &record, &log, &streams);
-    let (child, copiers) = match started {
-        Ok(started) => started,
-        Err(e) => {
-            let message = e.to_string();
-            let code = start_error_code(&e);
-            // Its stderr is the supervisor log the launcher reads.
-            let _ = writeln!(
-                std::io::stderr(),
-                "{START_FAILED}{}",
-                message.replace('\n', " ")
-            );
-            streams.hang_up();
-            unpublish(store, &spec, id);
+    let mut backoff = Backoff::default();
+    // Restarts since this start by a user (what `on-failure:N` counts).
+    let mut restarts = 0u32;
+    let mut record = record;
+    loop {
+        let first = restarts == 0;
+        // `kiln update --restart` may have changed the policy since the last run.
+        let spec = if first {
+            spec.clone()
+        } else {
+            ContainerSpec::read(store, id)?
+        };
+        // A user's stop that came just after the delay's last look.
+        if !first && store.find_container(id)?.state.manually_stopped {
             store.update_container(id, |r| {
                 r.state.status = ContainerStatus::Exited;
-                r.state.exit_code = code;
-                r.state.error = message.clone();
-                r.state.started_at = Some(chrono::Utc::now());
-                r.state.finished_at = Some(chrono::Utc::now());
+                r.state.restarting = false;
             })?;
-            store.record_exit_in_lock(&running, code)?;
-            announce();
+            store.record_exit_in_lock(&running, record.state.exit_code)?;
+            streams.hang_up();
             return finish(store, &record);
         }
-    };
-    let pid = child.namespace_init_pid().unwrap_or(0);
-    let check = healthcheck(&record.config.healthcheck);
-    let record = store.update_container(id, |r| {
-        r.state.status = ContainerStatus::Running;
-        r.state.pid = pid;
-        r.state.sandbox_pid = child.pid();
-        r.state.owner_pid = std::process::id();
-        r.state.exit_code = 0;
-        r.state.error.clear();
-        r.state.started_at = Some(chrono::Utc::now());
-        r.state.finished_at = None;
-        r.state.health = check.as_ref().map(|_| Health::default());
-    })?;
-    announce();
+        let started = start_sandbox(store, &spec, &record, &log, &streams);
+        let (child, copiers) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                let message = e.to_string();
+                let code = start_error_code(&e);
+                // Its stderr is the supervisor log the launcher reads.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{START_FAILED}{}",
+                    message.replace('\n', " ")
+                );
+                streams.hang_up();
+                unpublish(store, &spec, id);
+                store.update_container(id, |r| {
+                    r.state.status = ContainerStatus::Exited;
+                    r.state.restarting = false;
+                    r.state.exit_code = code;
+                    r.state.error = message.clone();
+                    r.state.started_at = Some(chrono::Utc::now());
+                    r.state.finished_at = Some(chrono::Utc::now());
+                })?;
+                store.record_exit_in_lock(&running, code)?;
+                announce();
+                return finish(store, &record);
+            }
+        };
+        let pid = child.namespace_init_pid().unwrap_or(0);
+        let check = healthcheck(&record.config.healthcheck);
+        let began = std::time::Instant::now();
+        record = store.update_container(id, |r| {
+            r.state.status = ContainerStatus::Running;
+            r.state.restarting = false;
+            // A user's start (the first run) counts restarts anew (dockerd's
+            // `ResetRestartManager(true)`); it cleared the stop mark before launching.
+            if first {
+                r.state.restart_count = 0;
+            }
+            r.state.pid = pid;
+            r.state.sandbox_pid = child.pid();
+            r.state.owner_pid = std::process::id();
+            r.state.exit_code = 0;
+            r.state.error.clear();
+            r.state.started_at = Some(chrono::Utc::now());
+            r.state.finished_at = None;
+            r.state.health = check.as_ref().map(|_| Health::default());
+        })?;
+        announce();
+        let code = run_to_exit(store, &spec, &record, child, copiers, check, pid, &streams)?;
 
+        let policy = ContainerSpec::read(store, id)
+            .map(|s| s.restart_policy)
+            .unwrap_or_default();
+        let manual = store.find_container(id)?.state.manually_stopped;
+        if record.auto_remove || !policy.restarts_after(code, restarts, manual) {
+            // A `--rm` container's record goes in a moment, so its exit is not written into
+            // it (a synced rewrite on the path of every `kiln run --rm`): the code goes into
+            // the running lock, which `kiln run` and every waiter read, and the record says
+            // running (this process holds the lock) until it is removed. Killed in between,
+            // it reads as a dead supervisor's.
+            if !record.auto_remove {
+                store.update_container(id, |r| {
+                    r.state.status = ContainerStatus::Exited;
+                    r.state.restarting = false;
+                    r.state.exit_code = code;
+                    r.state.pid = 0;
+                    r.state.finished_at = Some(chrono::Utc::now());
+                })?;
+            }
+            store.record_exit_in_lock(&running, code)?;
+            // Clients learn the end from the closed connection, after the exit code is
+            // recorded.
+            streams.hang_up();
+            return finish(store, &record);
+        }
+        restarts += 1;
+        let delay = backoff.next(began.elapsed());
+        store.update_container(id, |r| {
+            r.state.restarting = true;
+            r.state.restart_count += 1;
+            r.state.exit_code = code;
+            r.state.pid = 0;
+            r.state.sandbox_pid = 0;
+            r.state.finished_at = Some(chrono::Utc::now());
+        })?;
+        announce();
+        if !wait_before_restart(store, id, delay)? {
+            // A user stopped it between two runs.
+            store.update_container(id, |r| {
+                r.state.status = ContainerStatus::Exited;
+                r.state.restarting = false;
+            })?;
+            store.record_exit_in_lock(&running, code)?;
+            streams.hang_up();
+            return finish(store, &record);
+        }
+    }
+}
+
+/// Sleeps `delay` before a restart, looking at the record meanwhile: a user's stop during the
+/// delay is seen within [`STOP_POLL`] (and once more just before the next run).
+/// Returns false when the user stopped it.
+fn wait_before_restart(store: &Store, id: &str, delay: Duration) -> Result<bool> {
+    let deadline = std::time::Instant::now() + delay;
+    loop {
+        if store.find_container(id)?.state.manually_stopped {
+            return Ok(false);
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Ok(true);
+        }
+        std::thread::sleep(STOP_POLL.min(deadline - now));
+    }
+}
+
+/// Waits for the container's process to end, then ends what served it (published ports, the
+/// output copiers, stdin, health checks); returns its exit code.
+#[allow(clippy::too_many_arguments)]
+fn run_to_exit(
+    store: &Store,
+    spec: &ContainerSpec,
+    record: &ContainerRecord,
+    child: kiln_sandbox::SandboxChild,
+    copiers: Copiers,
+    check: Option<kiln_image::HealthConfig>,
+    pid: u32,
+    streams: &Streams,
+) -> Result<i32> {
     let exited = Arc::new(AtomicBool::new(false));
     let health = check.map(|check| {
         let (store, record, exited) = (store.clone(), record.clone(), exited.clone());
@@ -334,10 +288,9 @@ pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
             run_health_checks(&store, &record, &check, pid, &security, &exited)
         })
     });
-
     let code = child.wait()?.code();
     exited.store(true, Ordering::SeqCst);
-    unpublish(store, &spec, id);
+    unpublish(store, spec, &record.id);
     for copier in copiers {
         let _ = copier.join();
     }
@@ -345,22 +298,7 @@ pub fn supervise(store: &Store, id: &str, attach_first: bool) -> Result<()> {
     if let Some(h) = health {
         let _ = h.join();
     }
-    // A `--rm` container's record goes in a moment, so its exit is not written into it (a
-    // synced rewrite on the path of every `kiln run --rm`): the code goes into the running
-    // lock, which `kiln run` and every waiter read, and the record says running (this process
-    // holds the lock) until it is removed. Killed in between, it reads as a dead supervisor's.
-    if !record.auto_remove {
-        store.update_container(id, |r| {
-            r.state.status = ContainerStatus::Exited;
-            r.state.exit_code = code;
-            r.state.pid = 0;
-            r.state.finished_at = Some(chrono::Utc::now());
-        })?;
-    }
-    store.record_exit_in_lock(&running, code)?;
-    // Clients learn the end from the closed connection, after the exit code is recorded.
-    streams.hang_up();
-    finish(store, &record)
+    Ok(code)
 }
 
 /// `--rm`: the container goes with its anonymous volumes.

@@ -111,21 +111,38 @@ impl<H: Host> Runtime<H> {
         }
     }
 
-    /// Until the container stops: blocked on its lock, or (`cancellable`) in slices of
-    /// [`POLL`] with `check` between them.
+    /// Until the container stops: blocked on its lock, or (`cancellable`, or a container its
+    /// restart policy restarts) in slices of [`POLL`] with `check` between them. A run that
+    /// ends and is restarted counts as a stop, as in dockerd (whose `restarting` state wakes
+    /// the waiters): its end shows as a new finish time in the record, with its exit code.
     fn stopped_unless(
         &self,
         id: &str,
         cancellable: bool,
         check: &dyn Fn() -> Result<()>,
     ) -> Result<(bool, Option<i32>)> {
-        if !cancellable {
+        let restarts = crate::spec::ContainerSpec::read(&self.store, id)
+            .is_ok_and(|s| s.restart_policy.restarts());
+        if !cancellable && !restarts {
             return self.host.wait_stopped(id, None);
         }
+        let finished = |id: &str| {
+            self.store
+                .find_container(id)
+                .map(|r| (r.state.finished_at, r.state.exit_code))
+                .ok()
+        };
+        let before = restarts.then(|| finished(id)).flatten().map(|f| f.0);
         loop {
             let (stopped, code) = self.host.wait_stopped(id, Some(POLL))?;
             if stopped {
                 return Ok((true, code));
+            }
+            if let Some(before) = before
+                && let Some((Some(now), code)) = finished(id)
+                && Some(now) != before
+            {
+                return Ok((true, Some(code)));
             }
             check()?;
         }

@@ -164,6 +164,22 @@ pub struct ContainerState {
     /// records written before pause existed, which read as not paused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// Between two runs of a container its restart policy restarts (its supervisor holds
+    /// it running meanwhile): Docker's `restarting` status.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restarting: bool,
+    /// How many times the restart policy restarted the container (inspect's `RestartCount`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restart_count: u32,
+    /// A user stopped or killed it: no restart until the next start by a user, and an
+    /// `unless-stopped` container stays stopped when a daemon starts (dockerd's
+    /// `HasBeenManuallyStopped`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manually_stopped: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A lifecycle operation the container's state does not allow. Each is a
@@ -180,6 +196,8 @@ pub enum StateError {
     Paused,
     #[error("is already paused")]
     AlreadyPaused,
+    #[error("is restarting, wait until the container is running")]
+    Restarting,
     #[error("is not paused")]
     NotPaused,
 }
@@ -195,6 +213,12 @@ impl StateError {
 impl ContainerState {
     pub fn is_running(&self) -> bool {
         self.status == ContainerStatus::Running
+    }
+
+    /// Waiting to run again by its restart policy (a stale flag on a stopped record means
+    /// nothing).
+    pub fn is_restarting(&self) -> bool {
+        self.is_running() && self.restarting
     }
 
     /// A created or exited container may start; a running one may not start twice.
@@ -216,6 +240,10 @@ impl ContainerState {
         if self.paused {
             return Err(StateError::Paused);
         }
+        // Between two runs there is no process whose namespaces to join.
+        if self.restarting {
+            return Err(StateError::Restarting);
+        }
         Ok(())
     }
 
@@ -229,6 +257,9 @@ impl ContainerState {
         self.require_running()?;
         if self.paused {
             return Err(StateError::AlreadyPaused);
+        }
+        if self.restarting {
+            return Err(StateError::Restarting);
         }
         Ok(())
     }
@@ -246,6 +277,8 @@ impl ContainerState {
     pub fn docker_status(&self) -> &'static str {
         if self.is_paused() {
             "paused"
+        } else if self.is_restarting() {
+            "restarting"
         } else {
             self.status.as_str()
         }
@@ -457,6 +490,21 @@ mod tests {
             ..exited.clone()
         };
         assert!(!stale.is_paused());
+        assert_eq!(stale.docker_status(), "exited");
+        // Between two runs of a restart policy: running to the rules, but no exec or pause.
+        let restarting = ContainerState {
+            restarting: true,
+            ..running.clone()
+        };
+        assert_eq!(restarting.docker_status(), "restarting");
+        assert_eq!(restarting.can_start(), Err(StateError::AlreadyRunning));
+        assert_eq!(restarting.can_exec(), Err(StateError::Restarting));
+        assert_eq!(restarting.can_pause(), Err(StateError::Restarting));
+        assert_eq!(restarting.can_kill(), Ok(()));
+        let stale = ContainerState {
+            restarting: true,
+            ..exited.clone()
+        };
         assert_eq!(stale.docker_status(), "exited");
     }
 

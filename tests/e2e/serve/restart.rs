@@ -203,3 +203,127 @@ fn a_daemon_finishing_its_requests_leaves_its_successors_socket() {
     );
     drop(waiting);
 }
+
+/// A container's restarts through the daemon: `die` then `start` events for each, in order.
+fn actions_of(docker: &Docker, name: &str) -> Vec<String> {
+    docker
+        .ok(&[
+            "events",
+            "--since",
+            "0",
+            "--until",
+            &(chrono::Utc::now().timestamp() + 1).to_string(),
+            "--filter",
+            "type=container",
+            "--filter",
+            &format!("container={name}"),
+            "--format",
+            "{{.Action}} {{.Actor.Attributes.exitCode}}",
+        ])
+        .lines()
+        .map(|l| l.replace("<no value>", "").trim().to_owned())
+        .filter(|l| l.starts_with("start") || l.starts_with("die"))
+        .collect()
+}
+
+#[test]
+fn restart_policies_through_the_daemon_and_at_its_start() {
+    let k = Kiln::new();
+    let _cleanup = Cleanup(&k);
+    let mut d = Daemon::start(&k, &[], &[]);
+    let docker = Docker::new(&d);
+    let run = |name: &str, policy: &str, command: &[&str]| {
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "none",
+            "--restart",
+            policy,
+            &k.base,
+        ];
+        args.extend_from_slice(command);
+        docker.ok(&args);
+    };
+
+    // on-failure:2: three runs, each reported, and the container ends exited.
+    run(
+        "bouncer",
+        "on-failure:2",
+        &["sh", "-c", "sleep 0.3; exit 5"],
+    );
+    // The wait ends with the first run's end, as dockerd's.
+    assert_eq!(docker.ok(&["wait", "bouncer"]).trim(), "5");
+    eventually("the last run", || {
+        docker
+            .ok(&["inspect", "--format", "{{.State.Status}}", "bouncer"])
+            .trim()
+            == "exited"
+    });
+    let inspect = |name: &str, format: &str| {
+        docker
+            .ok(&["inspect", "--format", format, name])
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(
+        inspect(
+            "bouncer",
+            "{{.RestartCount}} {{.State.Status}} {{.HostConfig.RestartPolicy.Name}}"
+        ),
+        "2 exited on-failure"
+    );
+    eventually("the events of three runs", || {
+        actions_of(&docker, "bouncer").len() >= 6
+    });
+    assert_eq!(
+        actions_of(&docker, "bouncer"),
+        ["start", "die 5", "start", "die 5", "start", "die 5"]
+    );
+    docker.ok(&["rm", "bouncer"]);
+
+    // always (running at the "reboot") and unless-stopped (stopped by its user before it).
+    run("keeper", "always", &["sleep", "1000"]);
+    run("quiet", "unless-stopped", &["sleep", "1000"]);
+    docker.ok(&["stop", "-t", "1", "quiet"]);
+    assert_eq!(inspect("quiet", "{{.State.Status}}"), "exited");
+
+    // A machine's reboot: no daemon, and the containers' supervisors gone with it.
+    drop(docker);
+    assert!(d.terminate().success(), "{}", d.log());
+    let root = k.root.path().to_string_lossy().into_owned();
+    for (pid, _) in processes_using(&root) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    eventually("the supervisors to go", || {
+        processes_using(&root).is_empty()
+    });
+    assert!(k.ok(&["ps", "-q"]).trim().is_empty());
+
+    let d = Daemon::start(&k, &[], &[]);
+    let docker = Docker::new(&d);
+    let inspect = |name: &str, format: &str| {
+        docker
+            .ok(&["inspect", "--format", format, name])
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(
+        inspect("keeper", "{{.State.Status}}"),
+        "running",
+        "{}",
+        d.log()
+    );
+    assert_eq!(inspect("quiet", "{{.State.Status}}"), "exited");
+    assert_eq!(processes_using(&root).len(), 1);
+    // A user's stop through the daemon ends it for good.
+    docker.ok(&["stop", "-t", "1", "keeper"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(inspect("keeper", "{{.State.Status}}"), "exited");
+    assert!(processes_using(&root).is_empty());
+}

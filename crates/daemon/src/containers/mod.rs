@@ -1,6 +1,6 @@
 //! The container operations of the Engine API over `kiln_runtime`: create, start, wait, kill,
 //! stop, restart, remove, resize, commit (here), logs and attach (`attach.rs`), the
-//! list and inspect shapes (`shapes.rs`).
+//! list and inspect shapes (`shapes.rs`), the watchers of exits and restarts (`policy.rs`).
 //!
 //! Each handler is as thin as the CLI's command: request → one runtime call → dockerd's shape.
 //! The runtime is blocking (it waits on lock files and sockets), so every call runs on tokio's
@@ -12,6 +12,7 @@
 mod archive;
 mod attach;
 mod ops;
+mod policy;
 mod resources;
 pub(crate) mod shapes;
 
@@ -38,6 +39,7 @@ pub use archive::{export, get as get_archive, put as put_archive, stat as stat_a
 pub(crate) use attach::detach_keys;
 pub use attach::{attach, logs};
 pub use ops::{changes, prune, rename};
+pub use policy::start_restartable;
 pub use resources::{pause, stats, top, unpause, update};
 pub use shapes::{inspect, list};
 
@@ -287,29 +289,8 @@ pub async fn start(daemon: Arc<Daemon>, id: &str) -> Result<Response<Body>, ApiE
         let _ = p.tx.send(result);
     }
     event(&daemon, "start", &record, &[]);
-    watch_exit(&daemon, record, exit);
+    policy::watch_exit(&daemon, record, exit);
     Ok(stream::empty(StatusCode::NO_CONTENT))
-}
-
-/// Reports `die` (with `exitCode`) when a container the daemon started stops, and hands the
-/// code to the waits that began before the start.
-fn watch_exit(daemon: &Arc<Daemon>, record: ContainerRecord, exit: kiln_store::ExitWatch) {
-    let daemon = Arc::clone(daemon);
-    tokio::task::spawn_blocking(move || {
-        let code = match exit.wait() {
-            Ok(Some(code)) => code,
-            Ok(None) => runtime(&daemon)
-                .container(&record.id)
-                .map(|c| c.state.exit_code)
-                .unwrap_or(-1),
-            Err(_) => return,
-        };
-        event(&daemon, "die", &record, &[("exitCode", code.to_string())]);
-        daemon.exits.exited(&record.id, code);
-        if record.auto_remove {
-            event(&daemon, "destroy", &record, &[]);
-        }
-    });
 }
 
 /// `POST /containers/{id}/wait`: the `200` headers at once (the CLI waits for them before it
@@ -478,7 +459,7 @@ pub async fn restart(
     })
     .await?;
     event(&daemon, "restart", &record, &[]);
-    watch_exit(&daemon, record, exit);
+    policy::watch_exit(&daemon, record, exit);
     Ok(stream::empty(StatusCode::NO_CONTENT))
 }
 

@@ -214,7 +214,7 @@ fn complete(
     set(obj, "HostnamePath", json!(dir.join("hostname")));
     set(obj, "HostsPath", json!(dir.join("hosts")));
     set(obj, "LogPath", json!(dir.join("container.log")));
-    set(obj, "RestartCount", json!(0));
+    set(obj, "RestartCount", json!(c.state.restart_count));
     set(obj, "Driver", json!("overlay2"));
     set(obj, "Platform", json!("linux"));
     set(obj, "MountLabel", json!(""));

@@ -23,6 +23,12 @@ pub fn request(args: &RunArgs, attached_stdin: bool) -> Result<ContainerCreateRe
             .map(|m| parse_mount_flag(m))
             .collect::<Result<_>>()?,
         auto_remove: args.rm,
+        restart_policy: args
+            .restart
+            .as_deref()
+            .map(kiln_runtime::RestartPolicy::parse_flag)
+            .transpose()?
+            .unwrap_or_default(),
         ..HostConfig::default()
     };
     // As given: the in-process `create` decides the default network where it runs (it

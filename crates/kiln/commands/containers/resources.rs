@@ -169,6 +169,7 @@ pub fn update(
     memory: Option<&str>,
     cpus: Option<f64>,
     pids_limit: Option<i64>,
+    restart: Option<&str>,
 ) -> Result<ExitCode> {
     let request = UpdateRequest {
         memory: memory
@@ -176,7 +177,9 @@ pub fn update(
             .transpose()?,
         nano_cpus: cpus.map(|c| (c * 1e9) as i64),
         pids_limit,
-        restart_policy: None,
+        restart_policy: restart
+            .map(kiln_runtime::RestartPolicy::parse_flag)
+            .transpose()?,
     };
     let rt = Runtime::new(store.clone());
     for query in queries {

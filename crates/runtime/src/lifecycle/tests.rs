@@ -410,3 +410,21 @@ fn execs_are_recorded_only_in_running_containers() {
         .unwrap_err();
     assert_eq!(empty.kind(), ErrorKind::InvalidArgument, "{empty}");
 }
+
+#[test]
+fn a_users_stop_or_kill_marks_the_container_and_a_start_clears_the_mark() {
+    let (_d, rt) = runtime();
+    let id = create(&rt, "policy", "");
+    let marked = |rt: &Runtime<_>| rt.store.find_container(&id).unwrap().state.manually_stopped;
+    rt.start("policy").unwrap();
+    assert!(!marked(&rt));
+    // A signal that does not end the container leaves its restart policy in force.
+    rt.kill("policy", "SIGHUP").unwrap();
+    assert!(!marked(&rt));
+    rt.stop("policy", Duration::from_secs(1)).unwrap();
+    assert!(marked(&rt), "stop did not mark the container");
+    rt.start("policy").unwrap();
+    assert!(!marked(&rt), "a start kept the stop's mark");
+    rt.kill("policy", "KILL").unwrap();
+    assert!(marked(&rt), "kill did not mark the container");
+}

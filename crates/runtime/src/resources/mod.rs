@@ -180,6 +180,14 @@ impl<H: Host> Runtime<H> {
         let mut spec = ContainerSpec::read(&self.store, &c.id)?;
         if let Some(policy) = &request.restart_policy {
             policy.check()?;
+            // dockerd's rule, as at create: a `--rm` container is never restarted.
+            if c.auto_remove && policy.restarts() {
+                return Err(RuntimeError::Invalid {
+                    what: "restart policy",
+                    value: policy.name.clone(),
+                    reason: "cannot be updated because AutoRemove is enabled for the container",
+                });
+            }
         }
         let mut limits: ResourceLimits = spec.sandbox.resources;
         let mut check = crate::create::HostConfig::default();
