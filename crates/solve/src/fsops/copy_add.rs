@@ -217,9 +217,10 @@ impl StageBuilder<'_> {
             (Some(spec), true) => Some(self.resolve_owner_in_parent(state, &dirs, ins, spec)?),
             _ => None,
         };
-        // Everything the key hashes: the layer's inputs but the base (and the platform).
+        // What the key hashes after the content: the layer's inputs but the base (and the
+        // platform). The content goes first in both keys, so the step's own key is the one
+        // earlier kiln wrote (stores keep hitting their records).
         let key_fields = |key: &mut KeyBuilder| {
-            key.field("content", &content.to_string());
             key.list("sources", c.sources.iter().map(String::as_str));
             key.list(
                 "heredocs",
@@ -341,6 +342,7 @@ impl StageBuilder<'_> {
                 let mut key =
                     KeyBuilder::new(&format!("{} --link shared layer", ins.keyword), None);
                 b.key_epoch(&mut key);
+                key.field("content", &content.to_string());
                 key_fields(&mut key);
                 let op = SharedOp {
                     key: key.finish().to_string(),
@@ -376,6 +378,7 @@ impl StageBuilder<'_> {
                         let mut key =
                             KeyBuilder::new(&format!("{} shared layer", ins.keyword), None);
                         b.key_epoch(&mut key);
+                        key.field("content", &content.to_string());
                         key_fields(&mut key);
                         SharedOp {
                             key: key.finish().to_string(),
