@@ -217,24 +217,22 @@ pub fn unpublish(bridge: &str, container_id: &str) -> Result<()> {
 /// Whether the table of `bridge` has a port chain for `container_id` (for tests and
 /// `kiln check`).
 pub fn has_port_chain(bridge: &str, container_id: &str) -> bool {
-    Command::new("nft")
+    let mut command = Command::new("nft");
+    command
         .args(["list", "chain", "ip", bridge, &port_chain(container_id)])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+        .stdin(Stdio::null());
+    kiln_sandbox::fork_window::output(&mut command).is_ok_and(|out| out.status.success())
 }
 
 /// The container ID prefixes of the port chains in the table of `bridge` (none when the
 /// table or `nft` is missing).
 pub fn port_chains(bridge: &str) -> Vec<String> {
-    let Ok(output) = Command::new("nft")
+    let mut command = Command::new("nft");
+    command
         .args(["-j", "list", "table", "ip", bridge])
         .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-    else {
+        .stderr(Stdio::null());
+    let Ok(output) = kiln_sandbox::fork_window::output(&mut command) else {
         return Vec::new();
     };
     let listing: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
@@ -263,10 +261,10 @@ pub fn kiln_tables_in(netns_pid: Option<u32>) -> Result<Vec<String>> {
             },
         )?;
     }
-    let output = command
+    command
         .args(["-j", "list", "tables", "ip"])
-        .stdin(Stdio::null())
-        .output()
+        .stdin(Stdio::null());
+    let output = kiln_sandbox::fork_window::output(&mut command)
         .map_err(missing_nft("list the nftables tables"))?;
     if !output.status.success() {
         return Err(NetworkError::Nftables {
@@ -316,6 +314,9 @@ fn run_nft_in(netns_pid: Option<u32>, action: &str, commands: &Value) -> Result<
             },
         )?;
     }
+    // nft's run is short: the window lasts until it ends (a daemon unmounts build overlays
+    // meanwhile: see `kiln_sandbox::fork_window`).
+    let _window = kiln_sandbox::fork_window::spawning();
     let mut child = command
         .args(["-j", "-f", "-"])
         .stdin(Stdio::piped())

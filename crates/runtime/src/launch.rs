@@ -53,12 +53,21 @@ pub(crate) fn launch(
         .stdin(Stdio::null())
         .stdout(news_writer)
         .stderr(diagnostics);
+    // The first process holds copies of this process's descriptors until it runs its own
+    // program; a daemon unmounts build overlays meanwhile (`kiln_sandbox::fork_window`). It
+    // only forks the supervisor and exits, so its end closes the window (and the supervisor,
+    // forked from it after the exec, holds none of ours).
+    let window = kiln_sandbox::fork_window::spawning();
     let spawned = command.spawn();
     // Our copy of the write end goes with the command, so the supervisor's exit reads as EOF.
     drop(command);
     let news = News::new(news);
     let mut first = spawned.map_err(RuntimeError::io("/proc/self/exe"))?;
-    let result = follow(
+    // Reaped here, so the launcher (a long-lived `kiln serve`) keeps no zombie of it; its
+    // status stays with `first` for `follow` to read.
+    let _ = first.wait();
+    drop(window);
+    follow(
         store,
         record,
         before_start,
@@ -66,11 +75,7 @@ pub(crate) fn launch(
         &mut first,
         diagnostics_reader,
         exit,
-    );
-    // The first process only forks the supervisor and exits: reaped here on every path, so
-    // the launcher (a long-lived `kiln serve`) keeps no zombie of it.
-    let _ = first.wait();
-    result
+    )
 }
 
 /// Follows a launched supervisor until the container runs (or could not start).

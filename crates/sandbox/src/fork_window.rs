@@ -14,10 +14,12 @@
 //! stages; holding unmounts off until each init had reported from user space made fifty
 //! builds pass).
 //!
-//! The decision: every child this crate starts is started inside a [`Spawning`] window (a
-//! shared lock) that lasts until the child has shown a sign of life from its own program —
-//! the sandbox init's and exec helper's `Started` report, slirp4netns's ready fd — and every
-//! host-side unmount runs under [`quiesced`], which takes the lock exclusively. An unmount
+//! The decision: every child this crate starts, and every other child a process that mounts
+//! overlays starts (supervisors, `nft`, `git`, `ssh-agent`), is started inside a [`Spawning`]
+//! window (a shared lock) that lasts until the child has shown a sign of life from its own
+//! program — the sandbox init's and exec helper's `Started` report, slirp4netns's ready fd, a
+//! supervisor's first process ending, a short helper's end ([`output`]) — and every
+//! host-side unmount runs under `quiesced`, which takes the lock exclusively. An unmount
 //! never overlaps a child holding inherited descriptors. Retrying on `EBUSY` or detaching
 //! lazily would only hide a holder, including a real leak; this removes the transient one.
 
@@ -27,17 +29,27 @@ static FORK_WINDOW: RwLock<()> = RwLock::new(());
 
 /// Held from before a child is started until it has run in user space (see the module
 /// documentation). A thread holding one must not start another child before dropping it: a
-/// waiting unmount blocks new windows.
-pub(crate) struct Spawning {
+/// waiting unmount blocks new windows. Every process that mounts overlays (a build, `kiln
+/// serve`) starts its other children inside one too: supervisors, `nft`, `git`, `ssh-agent`.
+#[derive(Debug)]
+pub struct Spawning {
     _shared: RwLockReadGuard<'static, ()>,
 }
 
 /// Opens a window for starting a child.
-pub(crate) fn spawning() -> Spawning {
+pub fn spawning() -> Spawning {
     // A panic elsewhere while holding the lock leaves nothing inconsistent to guard.
     Spawning {
         _shared: FORK_WINDOW.read().unwrap_or_else(|e| e.into_inner()),
     }
+}
+
+/// Runs `command` to its end inside a window and returns its output: for short helpers
+/// (`nft`, `ssh-add`, `git`), whose end is the surest sign their copies of our descriptors
+/// are gone.
+pub fn output(command: &mut std::process::Command) -> std::io::Result<std::process::Output> {
+    let _window = spawning();
+    command.output()
 }
 
 /// Runs `f` (an unmount) while no child of this process holds copies of its descriptors.

@@ -17,7 +17,7 @@ mod copy_root;
 mod error;
 mod etc_files;
 mod exec;
-mod fork_window;
+pub mod fork_window;
 mod host;
 mod init;
 pub mod netns_keeper;

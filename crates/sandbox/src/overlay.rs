@@ -359,30 +359,8 @@ impl OverlayMount {
             return self.finish_copy();
         }
         self.mounted = false;
-        // Busy only for an instant under load (a child process between fork and exec that
-        // forked outside the fork window still holds the mount): try again a few times, then
-        // detach it, which ends it once that reference goes. The writes are in the upper dir
-        // either way; a build step must not fail on it (seen once in 20 concurrent runs plus 4
-        // builds through one daemon).
-        let mut tries = 0;
-        loop {
-            match unmount_quiesced(&self.target, UnmountFlags::empty()) {
-                Err(rustix::io::Errno::BUSY) if tries < 20 => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(rustix::io::Errno::BUSY) => {
-                    return unmount_quiesced(&self.target, UnmountFlags::DETACH).map_err(|e| {
-                        SandboxError::io(format!("unmount {}", self.target.display()))(e.into())
-                    });
-                }
-                other => {
-                    return other.map_err(|e| {
-                        SandboxError::io(format!("unmount {}", self.target.display()))(e.into())
-                    });
-                }
-            }
-        }
+        unmount_quiesced(&self.target, UnmountFlags::empty())
+            .map_err(|e| SandboxError::io(format!("unmount {}", self.target.display()))(e.into()))
     }
 }
 

@@ -197,9 +197,13 @@ pub fn git_checkout(
         if let Some(sock) = &access.ssh_auth_sock {
             cmd.env("SSH_AUTH_SOCK", sock);
         }
-        let out = cmd.output().map_err(|cause| RemoteContextError::NoGit {
-            repo: shown.clone(),
-            cause,
+        // `ADD <git URL>` runs while other stages unmount overlays: see
+        // `kiln_sandbox::fork_window`.
+        let out = kiln_sandbox::fork_window::output(&mut cmd).map_err(|cause| {
+            RemoteContextError::NoGit {
+                repo: shown.clone(),
+                cause,
+            }
         })?;
         if out.status.success() {
             return Ok(());

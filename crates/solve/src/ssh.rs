@@ -163,6 +163,8 @@ fn start_agent(id: &str, socket: &Path) -> Result<Child, SshError> {
         id: id.to_owned(),
         reason,
     };
+    // Until its socket answers (its own program runs): see `kiln_sandbox::fork_window`.
+    let _window = kiln_sandbox::fork_window::spawning();
     let mut child = Command::new("ssh-agent")
         .arg("-D")
         .arg("-a")
@@ -199,14 +201,15 @@ fn add_key(id: &str, socket: &Path, key: &Path) -> Result<(), SshError> {
         reason,
     };
     std::fs::metadata(key).map_err(|e| fail(e.to_string()))?;
-    let out = Command::new("ssh-add")
+    let mut command = Command::new("ssh-add");
+    command
         .arg("-q")
         .arg(key)
         .env("SSH_AUTH_SOCK", socket)
         .env("SSH_ASKPASS_REQUIRE", "never")
         .env_remove("DISPLAY")
-        .stdin(Stdio::null())
-        .output()
+        .stdin(Stdio::null());
+    let out = kiln_sandbox::fork_window::output(&mut command)
         .map_err(|e| fail(format!("cannot run ssh-add: {e}")))?;
     if !out.status.success() {
         return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
