@@ -125,8 +125,10 @@ impl Networks {
             }
         }
         // `nft` may be missing where no bridge network was ever made: then there is no table.
+        // The default bridge's table is every root store's on this machine (as docker0 is
+        // dockerd's): it stays while any of them uses it, so it is no store's leftover.
         for table in nft::kiln_tables().unwrap_or_default() {
-            if !bridges.contains(table.as_str()) {
+            if !bridges.contains(table.as_str()) && table != crate::DEFAULT_BRIDGE_INTERFACE {
                 found.push(Leftover {
                     object: format!("nftables table {table}"),
                     problem: format!(
