@@ -10,10 +10,7 @@ use std::collections::BTreeMap;
 
 use kiln_image::HealthConfig;
 use kiln_images::{StoredImage, lower_dirs};
-use kiln_sandbox::{
-    Capabilities, ExtraHost, NameSettings, NetworkMode, ProcessSpec, ResourceLimits, SandboxSpec,
-    SecurityOptions,
-};
+use kiln_sandbox::{ExtraHost, NetworkMode, ProcessSpec, SandboxSpec};
 use kiln_store::{CONTAINER_SCHEMA_VERSION, ContainerRecord, ContainerState, RunConfig};
 use serde::{Deserialize, Serialize};
 
@@ -22,13 +19,16 @@ use crate::error::{Result, RuntimeError};
 use crate::host::Host;
 use crate::lifecycle::Runtime;
 use crate::links::Link;
-use crate::mounts::{ApiMount, MountRequest, create_mounts, from_api, parse_bind};
+use crate::mounts::{ApiMount, MountRequest, create_mounts};
 pub use crate::network_request::{
     EndpointIpamConfig, EndpointSettings, NetworkChoice, NetworkingConfig,
 };
 use crate::process::entrypoint;
 pub use crate::process::process_spec;
 use crate::spec::{ContainerSpec, RestartPolicy};
+use checks::name_settings;
+
+mod checks;
 
 /// PATH for a container whose image sets none (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -162,26 +162,6 @@ pub struct HostConfig {
     pub dns_options: Vec<String>,
 }
 
-/// `/etc/hostname`, `--domainname`, `--dns-search` and `--dns-option` as the sandbox takes
-/// them (empty lists: the host's, as dockerd).
-fn name_settings(config: &ContainerConfig, host: &HostConfig) -> Result<NameSettings> {
-    // The kernel's limit for a UTS name.
-    if config.domainname.len() > 64 || config.domainname.contains(char::is_whitespace) {
-        return Err(invalid(
-            "domain name",
-            &config.domainname,
-            "expected at most 64 characters without spaces",
-        ));
-    }
-    let given = |list: &Vec<String>| Some(list.clone()).filter(|l| !l.is_empty());
-    Ok(NameSettings {
-        etc_hostname: true,
-        domainname: config.domainname.clone(),
-        dns_search: given(&host.dns_search),
-        dns_options: given(&host.dns_options),
-    })
-}
-
 pub(crate) fn invalid(
     what: &'static str,
     value: impl ToString,
@@ -191,108 +171,6 @@ pub(crate) fn invalid(
         what,
         value: value.to_string(),
         reason,
-    }
-}
-
-impl HostConfig {
-    /// The `/etc/hosts` entries `ExtraHosts` asks for.
-    pub fn extra_hosts(&self) -> Result<Vec<ExtraHost>> {
-        self.extra_hosts
-            .iter()
-            .map(|h| {
-                ExtraHost::parse(h)
-                    .map_err(|_| invalid("extra host", h, "expected NAME:ADDRESS (an IP address)"))
-            })
-            .collect()
-    }
-
-    /// `Dns`, checked: addresses.
-    pub fn dns_servers(&self) -> Result<Vec<std::net::IpAddr>> {
-        self.dns
-            .iter()
-            .map(|s| {
-                s.parse()
-                    .map_err(|_| invalid("DNS server", s, "expected an IP address"))
-            })
-            .collect()
-    }
-
-    /// Docker's default capabilities and seccomp filter, adjusted as asked.
-    pub fn security_options(&self) -> Result<SecurityOptions> {
-        let capabilities = Capabilities::docker_default()
-            .adjusted(&self.cap_add, &self.cap_drop)
-            .map_err(|e| invalid("capability", e.0, "unknown capability"))?;
-        let mut options = SecurityOptions {
-            capabilities,
-            read_only_root: self.readonly_rootfs,
-            ..Default::default()
-        };
-        for opt in &self.security_opt {
-            options
-                .apply_security_opt(opt)
-                .map_err(|_| invalid("security option", opt, "unsupported security option"))?;
-        }
-        Ok(options)
-    }
-
-    /// The cgroup limits, with Docker's bounds.
-    pub fn resource_limits(&self) -> Result<ResourceLimits> {
-        let memory_bytes = match self.memory {
-            0 => None,
-            // Docker's minimum: below it the container cannot even start.
-            m if m < 6 << 20 => {
-                return Err(invalid(
-                    "memory limit",
-                    m,
-                    "the minimum memory limit is 6MB",
-                ));
-            }
-            m => Some(m as u64),
-        };
-        let pids = match self.pids_limit {
-            None | Some(-1) | Some(0) => None,
-            Some(n) if n < 0 => {
-                return Err(invalid(
-                    "pids-limit",
-                    n,
-                    "must be positive, or -1 for no limit",
-                ));
-            }
-            Some(n) => Some(n as u64),
-        };
-        let nano_cpus = match self.nano_cpus {
-            0 => None,
-            n if n < 0 => return Err(invalid("cpus", n, "must be a positive number")),
-            n => {
-                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
-                if n > cpus * 1_000_000_000 {
-                    return Err(invalid(
-                        "cpus",
-                        n as f64 / 1e9,
-                        "more than the range of CPUs available",
-                    ));
-                }
-                Some(n as u64)
-            }
-        };
-        Ok(ResourceLimits {
-            memory_bytes,
-            pids,
-            nano_cpus,
-        })
-    }
-
-    /// Every mount asked for, `Binds` first, as Docker lists them.
-    pub fn mount_requests(&self) -> Result<Vec<MountRequest>> {
-        let mut requests = Vec::new();
-        for b in &self.binds {
-            requests.push(parse_bind(b)?);
-        }
-        for m in &self.mounts {
-            requests.push(from_api(m)?);
-        }
-        requests.extend(self.tmpfs_requests()?);
-        Ok(requests)
     }
 }
 
@@ -604,70 +482,5 @@ mod tests {
         let again: ContainerCreateRequest =
             serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(again, r);
-    }
-
-    #[test]
-    fn bad_host_config_values_are_invalid_arguments() {
-        let bad = |h: HostConfig| {
-            let e = h
-                .security_options()
-                .err()
-                .or(h.resource_limits().err())
-                .or(h.network().err())
-                .expect("an error");
-            assert_eq!(e.kind(), kiln_error::ErrorKind::InvalidArgument, "{e}");
-            e.to_string()
-        };
-        let base = HostConfig::default;
-        assert!(
-            bad(HostConfig {
-                cap_add: vec!["FLY".into()],
-                ..base()
-            })
-            .contains("FLY")
-        );
-        assert!(
-            bad(HostConfig {
-                security_opt: vec!["label=x".into()],
-                ..base()
-            })
-            .contains("unsupported security option")
-        );
-        assert!(
-            bad(HostConfig {
-                memory: 1024,
-                ..base()
-            })
-            .contains("minimum memory")
-        );
-        assert!(
-            bad(HostConfig {
-                pids_limit: Some(-5),
-                ..base()
-            })
-            .contains("pids-limit")
-        );
-        assert!(
-            bad(HostConfig {
-                nano_cpus: -1,
-                ..base()
-            })
-            .contains("positive")
-        );
-        assert!(
-            bad(HostConfig {
-                nano_cpus: i64::MAX,
-                ..base()
-            })
-            .contains("range of CPUs")
-        );
-        assert!(
-            bad(HostConfig {
-                network_mode: Some("container:web".into()),
-                ..base()
-            })
-            .contains("container:web")
-        );
-        assert!(!HostConfig::default().resource_limits().unwrap().any());
     }
 }
