@@ -300,6 +300,26 @@ pub fn time_ago(now: chrono::DateTime<chrono::Utc>, then: chrono::DateTime<chron
     }
 }
 
+/// Sizes as Docker prints them (decimal units, three significant digits).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        return format!("{bytes}B");
+    }
+    let number = format!("{v:.3}");
+    format!(
+        "{}{}",
+        number.trim_end_matches('0').trim_end_matches('.'),
+        UNITS[unit]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,5 +381,14 @@ mod tests {
             "An hour ago"
         );
         assert_eq!(time_ago(now, now - chrono::Duration::days(3)), "3 days ago");
+    }
+
+    #[test]
+    fn sizes_print_like_docker() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1_500), "1.5kB");
+        assert_eq!(human_size(12_345_678), "12.346MB");
+        assert_eq!(human_size(2_000_000_000), "2GB");
     }
 }
