@@ -261,7 +261,8 @@ pub fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-/// Sizes as `docker images` prints them (decimal units).
+/// Sizes as Docker prints them (`docker images`, `system df`, `prune`): decimal units, at
+/// most three decimals.
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut v = bytes as f64;
@@ -298,26 +299,6 @@ pub fn time_ago(now: chrono::DateTime<chrono::Utc>, then: chrono::DateTime<chron
     } else {
         format!("{n} {unit}s ago")
     }
-}
-
-/// Sizes as Docker prints them (decimal units, three significant digits).
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        return format!("{bytes}B");
-    }
-    let number = format!("{v:.3}");
-    format!(
-        "{}{}",
-        number.trim_end_matches('0').trim_end_matches('.'),
-        UNITS[unit]
-    )
 }
 
 #[cfg(test)]
@@ -385,10 +366,17 @@ mod tests {
 
     #[test]
     fn sizes_print_like_docker() {
-        assert_eq!(human_size(0), "0B");
-        assert_eq!(human_size(999), "999B");
-        assert_eq!(human_size(1_500), "1.5kB");
-        assert_eq!(human_size(12_345_678), "12.346MB");
-        assert_eq!(human_size(2_000_000_000), "2GB");
+        assert_eq!(format_size(0), "0B");
+        assert_eq!(format_size(999), "999B");
+        assert_eq!(format_size(1_500), "1.5kB");
+        assert_eq!(format_size(12_345_678), "12.346MB");
+        assert_eq!(format_size(2_000_000_000), "2GB");
+    }
+
+    #[test]
+    fn sizes_are_in_decimal_units() {
+        assert_eq!(format_size(0), "0B");
+        assert_eq!(format_size(1_200_000), "1.2MB");
+        assert_eq!(format_size(999), "999B");
     }
 }

@@ -12,7 +12,7 @@ use kiln_store::{BuildRecord, BuildStatus, StepStatus, Store};
 use super::flags::parse_duration;
 use super::recording::retention;
 use crate::cli::HistoryCommand;
-use crate::render::human_size;
+use crate::render::format_size;
 
 /// `kiln build history …`.
 pub fn run(store: &Store, command: HistoryCommand) -> Result<ExitCode> {
@@ -43,7 +43,7 @@ pub fn run(store: &Store, command: HistoryCommand) -> Result<ExitCode> {
             }
             println!(
                 "Total reclaimed space: {} ({} builds)",
-                human_size(bytes),
+                format_size(bytes),
                 removed.len()
             );
             Ok(ExitCode::SUCCESS)

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use kiln_store::{PrunedKind, Severity, Store, StoreLock};
 
 use super::flags::{parse_duration, parse_size};
-use crate::render::human_size;
+use crate::render::format_size;
 
 /// Takes the store for exclusive use, saying so when running builds make us wait.
 fn lock_store_exclusive(store: &Store) -> Result<StoreLock> {
@@ -82,10 +82,10 @@ pub fn df(store: &Store, verbose: bool) -> Result<ExitCode> {
             "{name:<18} {:>6} {:>7} {:>11} {:>12}",
             row.total,
             row.active,
-            human_size(row.bytes),
+            format_size(row.bytes),
             format!(
                 "{} ({}%)",
-                human_size(row.reclaimable),
+                format_size(row.reclaimable),
                 (row.reclaimable * 100).checked_div(row.bytes).unwrap_or(0)
             )
         );
@@ -107,8 +107,8 @@ pub fn df(store: &Store, verbose: bool) -> Result<ExitCode> {
         println!(
             "{names:<50} {:<14} {:>11} {:>11}",
             i.manifest.short(),
-            human_size(i.bytes),
-            human_size(i.shared_bytes)
+            format_size(i.bytes),
+            format_size(i.shared_bytes)
         );
     }
     println!("\nBuild cache usage:\n");
@@ -123,7 +123,7 @@ pub fn df(store: &Store, verbose: bool) -> Result<ExitCode> {
             r.layer
                 .as_ref()
                 .map_or("-".to_owned(), |l| l.short().to_owned()),
-            human_size(r.bytes),
+            format_size(r.bytes),
             if r.in_image { "yes" } else { "no" },
             ago(r.last_used)
         );
@@ -138,7 +138,7 @@ pub fn df(store: &Store, verbose: bool) -> Result<ExitCode> {
             println!(
                 "{:<14} {:>11} {}",
                 short_hex(item.id.hex()),
-                human_size(item.bytes),
+                format_size(item.bytes),
                 if item.active { "yes" } else { "no" }
             );
         }
@@ -146,7 +146,7 @@ pub fn df(store: &Store, verbose: bool) -> Result<ExitCode> {
     if !u.unreferenced_list.is_empty() {
         println!("\nUnreferenced blobs:\n");
         for (d, size) in &u.unreferenced_list {
-            println!("{:<14} {:>11}", d.short(), human_size(*size));
+            println!("{:<14} {:>11}", d.short(), format_size(*size));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -196,12 +196,12 @@ pub fn prune(store: &Store, args: &crate::cli::PruneArgs) -> Result<ExitCode> {
             PrunedKind::ExplainRecord => "explain record",
             PrunedKind::LayerVariant => "layer variant record",
         };
-        println!("deleted {kind} {} ({})", p.id, human_size(p.bytes));
+        println!("deleted {kind} {} ({})", p.id, format_size(p.bytes));
     }
     println!(
         "Total reclaimed space: {} ({} cache records, {} untagged images, {} snapshots, \
          {} blobs, {} cache mounts, {} leftovers, {} explain and {} layer variant records)",
-        human_size(report.reclaimed()),
+        format_size(report.reclaimed()),
         report.count(PrunedKind::CacheRecord),
         report.count(PrunedKind::Image),
         report.count(PrunedKind::Snapshot),
@@ -214,7 +214,7 @@ pub fn prune(store: &Store, args: &crate::cli::PruneArgs) -> Result<ExitCode> {
     if builds > 0 {
         println!(
             "Build history: {builds} builds removed ({})",
-            human_size(history_bytes)
+            format_size(history_bytes)
         );
     }
     Ok(ExitCode::SUCCESS)
