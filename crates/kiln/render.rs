@@ -261,7 +261,8 @@ pub fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-/// Sizes as `docker images` prints them (decimal units).
+/// Sizes as Docker prints them (`docker images`, `system df`, `prune`): decimal units, at
+/// most three decimals.
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut v = bytes as f64;
@@ -361,5 +362,21 @@ mod tests {
             "An hour ago"
         );
         assert_eq!(time_ago(now, now - chrono::Duration::days(3)), "3 days ago");
+    }
+
+    #[test]
+    fn sizes_print_like_docker() {
+        assert_eq!(format_size(0), "0B");
+        assert_eq!(format_size(999), "999B");
+        assert_eq!(format_size(1_500), "1.5kB");
+        assert_eq!(format_size(12_345_678), "12.346MB");
+        assert_eq!(format_size(2_000_000_000), "2GB");
+    }
+
+    #[test]
+    fn sizes_are_in_decimal_units() {
+        assert_eq!(format_size(0), "0B");
+        assert_eq!(format_size(1_200_000), "1.2MB");
+        assert_eq!(format_size(999), "999B");
     }
 }

@@ -41,7 +41,7 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
         bail!("--format applies to what is pushed: use it with --push");
     }
     let on_error = super::on_error::OnError::from_flag(args.on_error.as_deref())?;
-    let retention = super::history::retention()?;
+    let retention = super::recording::retention()?;
     // How the record names the context: as typed (`-` for a tar on stdin), made absolute.
     let context_label = if args.context.as_os_str() == "-" {
         "-".to_owned()
@@ -163,7 +163,7 @@ pub fn build(env: &Env, args: BuildArgs) -> Result<ExitCode> {
     let renderer = on_error.gate(progress::renderer(mode, args.explain).into());
     let (hook, handover) = on_error.hook(&renderer);
     req.on_run_failure = hook;
-    let recorder = super::history::Recorder::begin(
+    let recorder = super::recording::Recorder::begin(
         &env.store,
         kiln_solve::history::inputs(&req, &context_label),
         retention,

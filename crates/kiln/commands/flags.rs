@@ -1,6 +1,6 @@
 //! Flag values several commands share (the network of `build` and `run`, sizes of `prune` and
-//! `run`, build args and log times of the in-process and the `--host` commands), so that no
-//! command file imports another.
+//! `run`, durations of `prune` and `build history prune`, build args and log times of the
+//! in-process and the `--host` commands), so that no command file imports another.
 
 use std::collections::BTreeMap;
 
@@ -120,6 +120,37 @@ pub fn parse_size(s: &str) -> Result<u64> {
     Ok((n * mult as f64) as u64)
 }
 
+/// `until=` durations: Go's syntax (`24h`, `1h30m`, `90s`, `500ms`) plus `d` for days.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    let bad = || anyhow::anyhow!("invalid duration {s:?} (expected e.g. 24h, 30m or 7d)");
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let n_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..n_end].parse().map_err(|_| bad())?;
+        rest = &rest[n_end..];
+        let u_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let secs = match &rest[..u_end] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => return Err(bad()),
+        };
+        total += n * secs;
+        rest = &rest[u_end..];
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +225,20 @@ mod tests {
             choose_network(Some("host"), BUILD_NETWORKS).unwrap(),
             NetworkMode::Host
         );
+    }
+
+    #[test]
+    fn durations_parse_like_go() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("").is_err());
     }
 }

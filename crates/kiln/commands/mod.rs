@@ -15,6 +15,7 @@ mod import;
 mod leftovers;
 mod on_error;
 mod pushing;
+mod recording;
 mod registry;
 mod remote;
 mod rootless;

@@ -23,7 +23,7 @@
 //! as usual. While the shell runs, progress events of the stages still finishing are queued
 //! ([`Gate`]) and shown after it, so they do not write over it.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -31,7 +31,7 @@ use anyhow::{Context, Result, bail};
 use kiln_runtime::pty::{Pty, PtyReader};
 use kiln_solve::{FailedRun, OnRunFailure, ProgressEvent};
 
-use super::containers::terminal::{RawMode, copy_window_size};
+use super::containers::terminal::{RawMode, copy_window_size, relay_input};
 use crate::progress::{Outcome, Renderer};
 
 /// The label a kept container carries: the step it was kept from.
@@ -216,9 +216,7 @@ fn open_shell(failed: &FailedRun<'_>, argv: &[String]) -> Result<i32> {
     // Only the shell keeps the slave open, so reading the master ends when it exits.
     drop(slave);
     let raw = RawMode::enter()?;
-    let input = master.try_clone()?;
-    // Detached: it may block on a read of our stdin after the shell exits, and ends with kiln.
-    std::thread::spawn(move || relay(std::io::stdin(), input));
+    relay_input(master.try_clone()?);
     let output = std::thread::spawn(move || {
         let _ = std::io::copy(&mut PtyReader(master), &mut std::io::stdout());
         let _ = std::io::stdout().flush();
@@ -227,15 +225,6 @@ fn open_shell(failed: &FailedRun<'_>, argv: &[String]) -> Result<i32> {
     let _ = output.join();
     drop(raw);
     Ok(code?)
-}
-
-fn relay(mut from: impl Read, mut to: std::fs::File) {
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = from.read(&mut buf) {
-        if n == 0 || to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
 }
 
 /// Keeps the failed step as a stopped container; returns the line that tells the user.

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use kiln_store::{PrunedKind, Severity, Store, StoreLock};
 
-use super::flags::parse_size;
+use super::flags::{parse_duration, parse_size};
+use crate::render::format_size;
 
 /// Takes the store for exclusive use, saying so when running builds make us wait.
 fn lock_store_exclusive(store: &Store) -> Result<StoreLock> {
@@ -75,16 +76,16 @@ pub fn df(store: &Store, verbose: bool) -> Result<ExitCode> {
         ("Cache mounts", &u.cache_mounts),
         ("Unreferenced blobs", &u.unreferenced_blobs),
     ];
-    let history = super::history::usage_row(store)?;
+    let history = super::recording::usage_row(store)?;
     for (name, row) in rows.into_iter().chain([("Build history", &history)]) {
         println!(
             "{name:<18} {:>6} {:>7} {:>11} {:>12}",
             row.total,
             row.active,
-            human_size(row.bytes),
+            format_size(row.bytes),
             format!(
                 "{} ({}%)",
-                human_size(row.reclaimable),
+                format_size(row.reclaimable),
                 (row.reclaimable * 100).checked_div(row.bytes).unwrap_or(0)
             )
         );
@@ -106,8 +107,8 @@ pub fn df(store: &Store, verbose: bool) -> Result<ExitCode> {
         println!(
             "{names:<50} {:<14} {:>11} {:>11}",
             i.manifest.short(),
-            human_size(i.bytes),
-            human_size(i.shared_bytes)
+            format_size(i.bytes),
+            format_size(i.shared_bytes)
         );
     }
     println!("\nBuild cache usage:\n");
@@ -122,7 +123,7 @@ pub fn df(store: &Store, verbose: bool) -> Result<ExitCode> {
             r.layer
                 .as_ref()
                 .map_or("-".to_owned(), |l| l.short().to_owned()),
-            human_size(r.bytes),
+            format_size(r.bytes),
             if r.in_image { "yes" } else { "no" },
             ago(r.last_used)
         );
@@ -137,7 +138,7 @@ pub fn df(store: &Store, verbose: bool) -> Result<ExitCode> {
             println!(
                 "{:<14} {:>11} {}",
                 short_hex(item.id.hex()),
-                human_size(item.bytes),
+                format_size(item.bytes),
                 if item.active { "yes" } else { "no" }
             );
         }
@@ -145,7 +146,7 @@ pub fn df(store: &Store, verbose: bool) -> Result<ExitCode> {
     if !u.unreferenced_list.is_empty() {
         println!("\nUnreferenced blobs:\n");
         for (d, size) in &u.unreferenced_list {
-            println!("{:<14} {:>11}", d.short(), human_size(*size));
+            println!("{:<14} {:>11}", d.short(), format_size(*size));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -183,7 +184,7 @@ pub fn prune(store: &Store, args: &crate::cli::PruneArgs) -> Result<ExitCode> {
     let report = store.prune(&lock, &opts)?;
     drop(lock);
     // The build history's own rules (count and age); with --all every finished build goes.
-    let (builds, history_bytes) = super::history::prune(store, args.all)?;
+    let (builds, history_bytes) = super::recording::prune(store, args.all)?;
     for p in &report.removed {
         let kind = match p.kind {
             PrunedKind::Leftover => "leftover",
@@ -195,12 +196,12 @@ pub fn prune(store: &Store, args: &crate::cli::PruneArgs) -> Result<ExitCode> {
             PrunedKind::ExplainRecord => "explain record",
             PrunedKind::LayerVariant => "layer variant record",
         };
-        println!("deleted {kind} {} ({})", p.id, human_size(p.bytes));
+        println!("deleted {kind} {} ({})", p.id, format_size(p.bytes));
     }
     println!(
         "Total reclaimed space: {} ({} cache records, {} untagged images, {} snapshots, \
          {} blobs, {} cache mounts, {} leftovers, {} explain and {} layer variant records)",
-        human_size(report.reclaimed()),
+        format_size(report.reclaimed()),
         report.count(PrunedKind::CacheRecord),
         report.count(PrunedKind::Image),
         report.count(PrunedKind::Snapshot),
@@ -213,7 +214,7 @@ pub fn prune(store: &Store, args: &crate::cli::PruneArgs) -> Result<ExitCode> {
     if builds > 0 {
         println!(
             "Build history: {builds} builds removed ({})",
-            human_size(history_bytes)
+            format_size(history_bytes)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -230,85 +231,5 @@ fn ago(t: std::time::SystemTime) -> String {
         60..3600 => format!("{} minutes ago", secs / 60),
         3600..86400 => format!("{} hours ago", secs / 3600),
         _ => format!("{} days ago", secs / 86400),
-    }
-}
-
-/// Sizes as Docker prints them (decimal units, three significant digits).
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        return format!("{bytes}B");
-    }
-    let number = format!("{v:.3}");
-    format!(
-        "{}{}",
-        number.trim_end_matches('0').trim_end_matches('.'),
-        UNITS[unit]
-    )
-}
-
-/// `until=` durations: Go's syntax (`24h`, `1h30m`, `90s`, `500ms`) plus `d` for days.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
-    let bad = || anyhow::anyhow!("invalid duration {s:?} (expected e.g. 24h, 30m or 7d)");
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let n_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let n: f64 = rest[..n_end].parse().map_err(|_| bad())?;
-        rest = &rest[n_end..];
-        let u_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let secs = match &rest[..u_end] {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "d" => 86400.0,
-            _ => return Err(bad()),
-        };
-        total += n * secs;
-        rest = &rest[u_end..];
-    }
-    Ok(std::time::Duration::from_secs_f64(total))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn durations_parse_like_go() {
-        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86400));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(
-            parse_duration("7d").unwrap(),
-            Duration::from_secs(7 * 86400)
-        );
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("").is_err());
-    }
-
-    #[test]
-    fn sizes_print_like_docker() {
-        assert_eq!(human_size(0), "0B");
-        assert_eq!(human_size(999), "999B");
-        assert_eq!(human_size(1_500), "1.5kB");
-        assert_eq!(human_size(12_345_678), "12.346MB");
-        assert_eq!(human_size(2_000_000_000), "2GB");
     }
 }

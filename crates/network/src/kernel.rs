@@ -15,12 +15,7 @@ use crate::state::{EndpointRecord, NetworkRecord};
 /// Makes a bridge network's bridge and rules (and lets the host forward for it); on failure
 /// removes what it made.
 pub(crate) fn bring_up(network: &NetworkRecord, netns: Option<u32>) -> Result<()> {
-    let addressing = network
-        .addressing
-        .ok_or_else(|| NetworkError::Unsupported {
-            network: network.name.clone(),
-            what: "a bridge",
-        })?;
+    let addressing = network.addressing_for("a bridge")?;
     let created = netlink::ensure_bridge(
         netns,
         &network.bridge,
@@ -95,12 +90,7 @@ pub(crate) fn attach(
     default_route: bool,
     bridge_netns: Option<u32>,
 ) -> Result<()> {
-    let addressing = network
-        .addressing
-        .ok_or_else(|| NetworkError::Unsupported {
-            network: network.name.clone(),
-            what: "addresses",
-        })?;
+    let addressing = network.addressing_for("addresses")?;
     let ip = endpoint.ip.ok_or_else(|| NetworkError::Unsupported {
         network: network.name.clone(),
         what: "an endpoint without an address",

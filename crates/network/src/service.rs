@@ -434,12 +434,7 @@ impl Networks {
                        the default bridge's links are HostConfig.Links)",
             });
         }
-        let addressing = network
-            .addressing
-            .ok_or_else(|| NetworkError::Unsupported {
-                network: network.name.clone(),
-                what: "addresses",
-            })?;
+        let addressing = network.addressing_for("addresses")?;
         let mut taken = network.taken();
         let ip = match request.ip {
             Some(ip) => {

@@ -132,6 +132,14 @@ impl NetworkRecord {
     pub fn subnet(&self) -> Option<Ipv4Net> {
         self.addressing.map(|a| a.subnet)
     }
+
+    /// The addressing `what` needs; a network without one (`none`, `host`) cannot give it.
+    pub(crate) fn addressing_for(&self, what: &'static str) -> Result<Addressing> {
+        self.addressing.ok_or_else(|| NetworkError::Unsupported {
+            network: self.name.clone(),
+            what,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

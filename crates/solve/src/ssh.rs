@@ -11,7 +11,7 @@
 //! the build starts, so an unreachable agent or an unreadable key fails early, naming it.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -278,17 +278,7 @@ impl Drop for SshProxy {
 fn relay(a: UnixStream, b: UnixStream) {
     let pipe = |mut from: UnixStream, mut to: UnixStream| {
         std::thread::spawn(move || {
-            let mut buf = [0u8; 16 * 1024];
-            loop {
-                match from.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if to.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
+            let _ = std::io::copy(&mut from, &mut to);
             let _ = to.shutdown(std::net::Shutdown::Write);
         });
     };

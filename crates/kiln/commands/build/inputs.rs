@@ -29,6 +29,11 @@ pub fn resolve(
 ) -> Result<Inputs> {
     let stdin_file = args.file.as_deref().is_some_and(|f| f.as_os_str() == "-");
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+    // `-f` as text, for the contexts that hold their Dockerfile (a tar, a repository).
+    let file_name = args
+        .file
+        .as_deref()
+        .map(|f| f.to_string_lossy().into_owned());
     if args.context.as_os_str() == "-" {
         if stdin_file {
             bail!("the context and the Dockerfile cannot both be read from stdin (`-` and `-f -`)");
@@ -42,34 +47,26 @@ pub fn resolve(
         let engine = env.engine()?;
         // The names built pick the reused context directory (see `Engine::unpack_context`).
         let hint = args.tags.join(" ");
-        if kiln_solve::looks_like_archive(&head) {
-            let unpacked = engine
-                .unpack_context(std::io::Cursor::new(head).chain(stdin), &hint)
-                .context("reading the build context from stdin")?;
-            // `-f` names the Dockerfile inside the tar, as with docker build.
-            let name = args
-                .file
-                .as_deref()
-                .map(|f| f.to_string_lossy().into_owned());
-            let dockerfile = unpacked.dockerfile(name.as_deref())?;
-            let context_dir = unpacked.path();
-            keep.push(Box::new(unpacked));
-            return Ok(Inputs {
-                context_dir,
-                dockerfile: Some(dockerfile),
-                _keep: keep,
-            });
-        }
-        // Not an archive: a lone Dockerfile, built with an empty context.
-        if args.file.is_some() {
-            bail!(
-                "-f names a Dockerfile inside a context tar, but stdin holds a Dockerfile, not a tar"
-            );
-        }
-        let text = read_dockerfile(std::io::Cursor::new(head).chain(stdin))?;
-        let (unpacked, dockerfile) = engine.context_of_dockerfile(&text, &hint)?;
-        let context_dir = unpacked.path();
-        keep.push(Box::new(unpacked));
+        let (context_dir, dockerfile, kept): (_, _, Box<dyn std::any::Any>) =
+            if kiln_solve::looks_like_archive(&head) {
+                let unpacked = engine
+                    .unpack_context(std::io::Cursor::new(head).chain(stdin), &hint)
+                    .context("reading the build context from stdin")?;
+                // `-f` names the Dockerfile inside the tar, as with docker build.
+                let dockerfile = unpacked.dockerfile(file_name.as_deref())?;
+                (unpacked.path(), dockerfile, Box::new(unpacked))
+            } else {
+                // Not an archive: a lone Dockerfile, built with an empty context.
+                if args.file.is_some() {
+                    bail!(
+                        "-f names a Dockerfile inside a context tar, but stdin holds a Dockerfile, not a tar"
+                    );
+                }
+                let text = read_dockerfile(std::io::Cursor::new(head).chain(stdin))?;
+                let (unpacked, dockerfile) = engine.context_of_dockerfile(&text, &hint)?;
+                (unpacked.path(), dockerfile, Box::new(unpacked))
+            };
+        keep.push(kept);
         return Ok(Inputs {
             context_dir,
             dockerfile: Some(dockerfile),
@@ -82,12 +79,8 @@ pub fn resolve(
             bail!("-f -: a remote context brings its own Dockerfile; name it with -f PATH");
         }
         let engine = env.engine()?;
-        let name = args
-            .file
-            .as_deref()
-            .map(|f| f.to_string_lossy().into_owned());
         let fetched =
-            engine.fetch_context(&remote, name.as_deref(), access, &args.tags.join(" "))?;
+            engine.fetch_context(&remote, file_name.as_deref(), access, &args.tags.join(" "))?;
         let context_dir = fetched.context_dir.clone();
         let dockerfile = match (&fetched.dockerfile, &args.file) {
             (Some(path), _) => Some(path.clone()),

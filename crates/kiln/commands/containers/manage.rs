@@ -37,30 +37,9 @@ pub fn prune(store: &Store, filters: &[String]) -> Result<ExitCode> {
         println!();
     }
     let bytes: u64 = pruned.iter().map(|p| p.bytes).sum();
-    println!("Total reclaimed space: {}", kiln_human_bytes(bytes));
+    println!(
+        "Total reclaimed space: {}",
+        crate::render::format_size(bytes)
+    );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Docker's decimal units (`1.2MB`, `0B`).
-fn kiln_human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    let number = format!("{value:.3}");
-    let number = number.trim_end_matches('0').trim_end_matches('.');
-    format!("{number}{}", UNITS[unit])
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes_are_in_decimal_units() {
-        assert_eq!(super::kiln_human_bytes(0), "0B");
-        assert_eq!(super::kiln_human_bytes(1_200_000), "1.2MB");
-        assert_eq!(super::kiln_human_bytes(999), "999B");
-    }
 }

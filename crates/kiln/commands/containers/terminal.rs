@@ -75,7 +75,7 @@ pub fn attach_terminal(
 
 /// Copies stdin to the pty until stdin ends. Detached: it may block on a read after the
 /// process exits, and then ends with kiln.
-fn relay_input(mut master: File) {
+pub fn relay_input(mut master: File) {
     std::thread::spawn(move || {
         let mut input = std::io::stdin();
         let mut buf = [0u8; 4096];
