@@ -238,9 +238,21 @@ pub(crate) fn without_nulls(value: serde_json::Value) -> serde_json::Value {
 /// `POST /containers/{id}/start`: 204; 304 for a running container. Attaches waiting for the
 /// start are connected before the process starts, so they see all of its output.
 pub async fn start(daemon: Arc<Daemon>, id: &str) -> Result<Response<Body>, ApiError> {
+    Ok(stream::empty(if start_container(daemon, id).await? {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_MODIFIED
+    }))
+}
+
+/// The daemon's start of a container: the runtime's start (attached to the first pending
+/// attach), the other pending attaches joined, the `start` event and the exit watch. `false`
+/// when it was running already. The `start` handler and the restore at the daemon's start
+/// (`policy`) both call it.
+pub(crate) async fn start_container(daemon: Arc<Daemon>, id: &str) -> Result<bool, ApiError> {
     let record = find(&daemon, id).await?;
     if record.state.is_running() {
-        return Ok(stream::empty(StatusCode::NOT_MODIFIED));
+        return Ok(false);
     }
     let mut pending = daemon.attaches.take(&record.id);
     let rt = runtime(&daemon);
@@ -290,7 +302,7 @@ pub async fn start(daemon: Arc<Daemon>, id: &str) -> Result<Response<Body>, ApiE
     }
     event(&daemon, "start", &record, &[]);
     policy::watch_exit(&daemon, record, exit);
-    Ok(stream::empty(StatusCode::NO_CONTENT))
+    Ok(true)
 }
 
 /// `POST /containers/{id}/wait`: the `200` headers at once (the CLI waits for them before it

@@ -48,7 +48,7 @@ pub async fn start_restartable(daemon: &Arc<Daemon>) -> Vec<(String, ApiError)> 
     .unwrap_or_default();
     let mut failed = Vec::new();
     for c in candidates {
-        if let Err(e) = super::start(Arc::clone(daemon), &c.id).await {
+        if let Err(e) = super::start_container(Arc::clone(daemon), &c.id).await {
             failed.push((c.name, e));
         }
     }
