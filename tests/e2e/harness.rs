@@ -95,6 +95,31 @@ impl Kiln {
         self.cmd(&args)
     }
 
+    /// `kiln build -t TAG --network none --build-arg BASE=<busybox> EXTRA… CONTEXT`: the build
+    /// most context tests run, whose steps need no network. `context` is a directory or a URL.
+    pub fn build_offline(&self, tag: &str, extra: &[&str], context: &str) -> Output {
+        let base = format!("BASE={}", self.base);
+        let mut args = vec![
+            "build",
+            "-t",
+            tag,
+            "--network",
+            "none",
+            "--build-arg",
+            &base,
+        ];
+        args.extend_from_slice(extra);
+        args.push(context);
+        self.cmd(&args)
+    }
+
+    /// `cat PATH` in a container of `image` with no network; panics unless it succeeded.
+    pub fn cat(&self, image: &str, path: &str) -> String {
+        let out = self.cmd(&["run", "--rm", "--network", "none", image, "cat", path]);
+        assert_success(&out, &["run", image, "cat", path]);
+        stdout(&out)
+    }
+
     pub fn build_ok(&self, context: &str, tag: &str, extra: &[&str]) -> String {
         let out = self.build(context, tag, extra);
         assert_success(&out, &["build", context]);

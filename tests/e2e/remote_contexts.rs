@@ -44,24 +44,8 @@ fn git_contexts_by_ref_and_subdirectory() {
     let k = Kiln::new();
     let repos = repository();
     let daemon = GitDaemon::start(repos.path()).unwrap();
-    let base = format!("BASE={}", k.base);
-    let build = |tag: &str, context: &str| {
-        k.cmd(&[
-            "build",
-            "-t",
-            tag,
-            "--network",
-            "none",
-            "--build-arg",
-            &base,
-            context,
-        ])
-    };
-    let cat = |tag: &str, path: &str| {
-        let out = k.cmd(&["run", "--rm", "--network", "none", tag, "cat", path]);
-        assert_success(&out, &["run", tag]);
-        stdout(&out)
-    };
+    let build = |tag: &str, context: &str| k.build_offline(tag, &[], context);
+    let cat = |tag: &str, path: &str| k.cat(tag, path);
     let head = daemon.url("repo.git");
     assert_success(&build("git:head", &head), &["build", &head]);
     assert_eq!(cat("git:head", "/ctx/sub/version"), "two\n");
@@ -116,19 +100,8 @@ fn git_contexts_by_ref_and_subdirectory() {
     .unwrap();
     let named = format!("src={head}#v1");
     let dir = ctx.path().to_str().unwrap();
-    let args = [
-        "build",
-        "-t",
-        "git:named",
-        "--network",
-        "none",
-        "--build-arg",
-        &base,
-        "--build-context",
-        &named,
-        dir,
-    ];
-    assert_success(&k.cmd(&args), &args);
+    let out = k.build_offline("git:named", &["--build-context", &named], dir);
+    assert_success(&out, &["build", "--build-context", &named]);
     assert_eq!(cat("git:named", "/version"), "one\n");
 }
 
@@ -195,19 +168,7 @@ fn tarball_and_dockerfile_urls() {
     )
     .unwrap();
     let server = HttpFileServer::start(served.path()).unwrap();
-    let base = format!("BASE={}", k.base);
-    let build = |tag: &str, url: &str| {
-        k.cmd(&[
-            "build",
-            "-t",
-            tag,
-            "--network",
-            "none",
-            "--build-arg",
-            &base,
-            url,
-        ])
-    };
+    let build = |tag: &str, url: &str| k.build_offline(tag, &[], url);
     let url = server.url("/ctx.tar.gz");
     assert_success(&build("url:tar", &url), &["build", &url]);
     let out = k.cmd(&[
