@@ -45,10 +45,9 @@ fn git_contexts_by_ref_and_subdirectory() {
     let repos = repository();
     let daemon = GitDaemon::start(repos.path()).unwrap();
     let build = |tag: &str, context: &str| k.build_offline(tag, &[], context);
-    let cat = |tag: &str, path: &str| k.cat(tag, path);
     let head = daemon.url("repo.git");
     assert_success(&build("git:head", &head), &["build", &head]);
-    assert_eq!(cat("git:head", "/ctx/sub/version"), "two\n");
+    assert_eq!(k.cat("git:head", "/ctx/sub/version"), "two\n");
     // No .git in the context unless asked for.
     let out = k.cmd(&[
         "run",
@@ -64,11 +63,11 @@ fn git_contexts_by_ref_and_subdirectory() {
 
     let tagged = format!("{head}#v1:sub");
     assert_success(&build("git:v1", &tagged), &["build", &tagged]);
-    assert_eq!(cat("git:v1", "/sub/version"), "one\n");
+    assert_eq!(k.cat("git:v1", "/sub/version"), "one\n");
     let commit = git(&repos.path().join("repo.git"), &["rev-parse", "v1"]).unwrap();
     let by_commit = format!("{head}#{commit}:sub");
     assert_success(&build("git:sha", &by_commit), &["build", &by_commit]);
-    assert_eq!(cat("git:sha", "/sub/version"), "one\n");
+    assert_eq!(k.cat("git:sha", "/sub/version"), "one\n");
     assert!(tmp_is_empty(&k), "the checkout was left in tmp/");
 
     // Bad input: a missing ref, a missing subdirectory, a repository that is not there.
@@ -89,7 +88,7 @@ fn git_contexts_by_ref_and_subdirectory() {
     let http = GitHttpServer::start(repos.path()).unwrap();
     let over_http = format!("{}#v1:sub", http.url("repo.git"));
     assert_success(&build("git:http", &over_http), &["build", &over_http]);
-    assert_eq!(cat("git:http", "/sub/version"), "one\n");
+    assert_eq!(k.cat("git:http", "/sub/version"), "one\n");
 
     // A repository as a named context.
     let ctx = tempfile::tempdir().unwrap();
@@ -102,7 +101,7 @@ fn git_contexts_by_ref_and_subdirectory() {
     let dir = ctx.path().to_str().unwrap();
     let out = k.build_offline("git:named", &["--build-context", &named], dir);
     assert_success(&out, &["build", "--build-context", &named]);
-    assert_eq!(cat("git:named", "/version"), "one\n");
+    assert_eq!(k.cat("git:named", "/version"), "one\n");
 }
 
 /// `ADD <git URL> DEST` checks the repository out into DEST, `.git` only with
@@ -171,20 +170,10 @@ fn tarball_and_dockerfile_urls() {
     let build = |tag: &str, url: &str| k.build_offline(tag, &[], url);
     let url = server.url("/ctx.tar.gz");
     assert_success(&build("url:tar", &url), &["build", &url]);
-    let out = k.cmd(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "url:tar",
-        "cat",
-        "/hello",
-    ]);
-    assert_eq!(stdout(&out), "from a tarball\n");
+    assert_eq!(k.cat("url:tar", "/hello"), "from a tarball\n");
     let url = server.url("/Dockerfile");
     assert_success(&build("url:df", &url), &["build", &url]);
-    let out = k.cmd(&["run", "--rm", "--network", "none", "url:df", "cat", "/lone"]);
-    assert_eq!(stdout(&out), "lone\n");
+    assert_eq!(k.cat("url:df", "/lone"), "lone\n");
     let url = server.url("/missing.tar");
     let out = build("url:missing", &url);
     assert!(!out.status.success());
