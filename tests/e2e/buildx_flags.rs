@@ -250,18 +250,7 @@ fn a_dockerfiles_own_ignore_file_wins() {
     let base = format!("BASE={}", k.base);
     let dir = p.to_str().unwrap();
     let listing = |tag: &str, extra: &[&str]| {
-        let mut args = vec![
-            "build",
-            "-t",
-            tag,
-            "--network",
-            "none",
-            "--build-arg",
-            &base,
-        ];
-        args.extend_from_slice(extra);
-        args.push(dir);
-        assert_success(&k.cmd(&args), &args);
+        assert_success(&k.build_offline(tag, extra, dir), &[tag]);
         let out = k.cmd(&["run", "--rm", "--network", "none", tag, "ls", "/ctx"]);
         stdout(&out)
     };

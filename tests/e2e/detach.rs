@@ -1,60 +1,16 @@
 //! Detach keys on the kiln CLI: `kiln run -it` and `kiln attach` on a pty of the test's end on
 //! ctrl-p ctrl-q (or `--detach-keys`), exit 0, and leave the container running.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use super::containers::{Cleanup, eventually};
-use super::harness::{Kiln, stderr};
-
-/// kiln on a pty of the test's: its master (to type on) and what kiln wrote so far.
-fn on_a_pty(
-    k: &Kiln,
-    args: &[&str],
-) -> (
-    std::process::Child,
-    std::fs::File,
-    std::sync::Arc<std::sync::Mutex<String>>,
-) {
-    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
-    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
-    grantpt(&master).unwrap();
-    unlockpt(&master).unwrap();
-    let name = ptsname(&master, Vec::new()).unwrap();
-    let slave = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .open(name.to_str().unwrap())
-        .unwrap();
-    let child = crate::e2e::harness::kiln_command()
-        .env("KILN_ROOT", k.root.path())
-        .args(args)
-        .stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave)
-        .spawn()
-        .unwrap();
-    let master = std::fs::File::from(master);
-    let mut reader = master.try_clone().unwrap();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = seen.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            sink.lock().unwrap().push_str(&text);
-        }
-    });
-    (child, master, seen)
-}
+use super::harness::{Kiln, kiln_on_a_pty, stderr};
 
 /// Types a line and `keys` (one at a time, as a user does) into kiln on a pty; kiln must
 /// then end with 0 and leave the container running.
 fn detach_on_a_pty(k: &Kiln, args: &[&str], line: &str, keys: &[u8], container: &str) {
-    let (mut child, mut master, seen) = on_a_pty(k, args);
+    let (mut child, mut master, seen) = kiln_on_a_pty(k, args);
     let running = || {
         let out = k.cmd(&["inspect", container]);
         let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();

@@ -2,7 +2,7 @@
 //! or miss and why), result and full logs; `kiln build history ls|inspect|logs|rm|prune`;
 //! retention; a killed build reads as interrupted; plain and rawjson output is never cut.
 
-use super::containers::{Cleanup, eventually};
+use super::containers::Cleanup;
 use super::harness::{Kiln, assert_success, stderr, stdout};
 
 /// A line longer than BuildKit's 2 MiB log limit, then many short ones.
@@ -229,32 +229,11 @@ fn builds_are_recorded_with_full_logs_cache_results_and_errors() {
 fn a_killed_build_is_recorded_as_interrupted_and_the_store_stays_sound() {
     let k = Kiln::new();
     let _cleanup = Cleanup(&k);
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
+    let (mut child, _ctx) = k.build_running_until(
         "ARG BASE\nFROM $BASE\nRUN echo started-$((3*3)) && sleep 60\n",
-    )
-    .unwrap();
-    let base = format!("BASE={}", k.base);
-    let mut child = crate::e2e::harness::kiln_command()
-        .env("KILN_ROOT", k.root.path())
-        .args([
-            "build",
-            "--progress=plain",
-            "--build-arg",
-            &base,
-            ctx.path().to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually("the step's output in the history", || {
-        let ids = stdout(&k.cmd(&["build", "history", "ls", "-q"]));
-        ids.lines().next().is_some_and(|id| {
-            stdout(&k.cmd(&["build", "history", "logs", id])).contains("started-9")
-        })
-    });
+        &[],
+        "started-9",
+    );
     let id = newest(&k);
     assert_eq!(record(&k, &id)["status"], "running");
     // A running build cannot be removed.

@@ -82,13 +82,8 @@ fn a_two_platform_build_is_one_index_that_runs_pushes_and_unpacks_per_platform()
     k.ok(&["tag", "app", &pushed]);
     let push_out = k.cmd(&["push", &pushed]);
     assert_success(&push_out, &["push", &pushed]);
-    let raw = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{pushed}"))
-        .output()
-        .unwrap();
-    assert_success(&raw, &["skopeo inspect --raw"]);
-    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let raw = kiln_testkit::skopeo_inspect_raw(&pushed).unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&raw).unwrap();
     assert_eq!(
         index["mediaType"],
         "application/vnd.oci.image.index.v1+json"

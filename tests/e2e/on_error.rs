@@ -2,12 +2,12 @@
 //! failed RUN's sandbox sees the step's file, environment, working directory and mounts; a
 //! kept step is a container that `ps -a`, `start -ai`, `commit` and `rm` work on.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use super::containers::{Cleanup, eventually};
-use super::harness::{Kiln, stderr, stdout};
+use super::harness::{Kiln, kiln_on_a_pty, stderr, stdout};
 
 /// The failing step writes computed values, so the typed commands and the Dockerfile's text
 /// (which the progress output shows) never contain what the test looks for.
@@ -26,44 +26,6 @@ fn context() -> (tempfile::TempDir, String) {
     std::fs::write(ctx.path().join("bound.txt"), "from-the-bind\n").unwrap();
     let flag = format!("id=tok,src={}", secret.display());
     (ctx, flag)
-}
-
-/// kiln with a pty of the test's as its terminal: the child, the master to type on, and all
-/// kiln wrote so far.
-fn on_a_pty(k: &Kiln, args: &[&str]) -> (std::process::Child, std::fs::File, Arc<Mutex<String>>) {
-    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
-    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
-    grantpt(&master).unwrap();
-    unlockpt(&master).unwrap();
-    let name = ptsname(&master, Vec::new()).unwrap();
-    let slave = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .open(name.to_str().unwrap())
-        .unwrap();
-    let child = crate::e2e::harness::kiln_command()
-        .env("KILN_ROOT", k.root.path())
-        .args(args)
-        .stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave)
-        .spawn()
-        .unwrap();
-    let master = std::fs::File::from(master);
-    let mut reader = master.try_clone().unwrap();
-    let seen = Arc::new(Mutex::new(String::new()));
-    let sink = seen.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            sink.lock().unwrap().push_str(&text);
-        }
-    });
-    (child, master, seen)
 }
 
 /// Waits for the child with a deadline, so a shell that never ends fails the test.
@@ -124,7 +86,7 @@ fn shell_opens_in_the_failed_steps_sandbox_as_it_was() {
     for progress in ["--progress=plain", "--progress=tty"] {
         let mut args = args;
         args[1] = progress;
-        let (mut child, mut master, seen) = on_a_pty(&k, &args);
+        let (mut child, mut master, seen) = kiln_on_a_pty(&k, &args);
         eventually("the shell", || {
             seen.lock().unwrap().contains("in its sandbox as it was")
         });
@@ -213,7 +175,7 @@ fn keep_leaves_a_stopped_container_to_start_commit_and_remove() {
     );
 
     // `start -ai` opens its shell, in the step's state.
-    let (mut child, mut master, seen) = on_a_pty(&k, &["start", "-ai", &name]);
+    let (mut child, mut master, seen) = kiln_on_a_pty(&k, &["start", "-ai", &name]);
     master
         .write_all(
             b"cat made.txt; echo \"[$STEP_MARK]\"; pwd | tr / :; echo uid-$(id -u); exit 4\n",
@@ -281,33 +243,11 @@ fn keep_leaves_a_stopped_container_to_start_commit_and_remove() {
 fn a_step_killed_by_ctrl_c_is_not_kept() {
     let k = Kiln::new();
     let _cleanup = Cleanup(&k);
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
+    let (mut child, _ctx) = k.build_running_until(
         "ARG BASE\nFROM $BASE\nRUN echo started-$((4*4)) && sleep 60\n",
-    )
-    .unwrap();
-    let base = format!("BASE={}", k.base);
-    let mut child = crate::e2e::harness::kiln_command()
-        .env("KILN_ROOT", k.root.path())
-        .args([
-            "build",
-            "--on-error=keep",
-            "--progress=plain",
-            "--build-arg",
-            &base,
-            ctx.path().to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually("the step running", || {
-        let ids = stdout(&k.cmd(&["build", "history", "ls", "-q"]));
-        ids.lines().next().is_some_and(|id| {
-            stdout(&k.cmd(&["build", "history", "logs", id])).contains("started-16")
-        })
-    });
+        &["--on-error=keep"],
+        "started-16",
+    );
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
     let seen = Mutex::new(String::new());

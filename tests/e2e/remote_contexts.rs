@@ -44,27 +44,10 @@ fn git_contexts_by_ref_and_subdirectory() {
     let k = Kiln::new();
     let repos = repository();
     let daemon = GitDaemon::start(repos.path()).unwrap();
-    let base = format!("BASE={}", k.base);
-    let build = |tag: &str, context: &str| {
-        k.cmd(&[
-            "build",
-            "-t",
-            tag,
-            "--network",
-            "none",
-            "--build-arg",
-            &base,
-            context,
-        ])
-    };
-    let cat = |tag: &str, path: &str| {
-        let out = k.cmd(&["run", "--rm", "--network", "none", tag, "cat", path]);
-        assert_success(&out, &["run", tag]);
-        stdout(&out)
-    };
+    let build = |tag: &str, context: &str| k.build_offline(tag, &[], context);
     let head = daemon.url("repo.git");
     assert_success(&build("git:head", &head), &["build", &head]);
-    assert_eq!(cat("git:head", "/ctx/sub/version"), "two\n");
+    assert_eq!(k.cat("git:head", "/ctx/sub/version"), "two\n");
     // No .git in the context unless asked for.
     let out = k.cmd(&[
         "run",
@@ -80,11 +63,11 @@ fn git_contexts_by_ref_and_subdirectory() {
 
     let tagged = format!("{head}#v1:sub");
     assert_success(&build("git:v1", &tagged), &["build", &tagged]);
-    assert_eq!(cat("git:v1", "/sub/version"), "one\n");
+    assert_eq!(k.cat("git:v1", "/sub/version"), "one\n");
     let commit = git(&repos.path().join("repo.git"), &["rev-parse", "v1"]).unwrap();
     let by_commit = format!("{head}#{commit}:sub");
     assert_success(&build("git:sha", &by_commit), &["build", &by_commit]);
-    assert_eq!(cat("git:sha", "/sub/version"), "one\n");
+    assert_eq!(k.cat("git:sha", "/sub/version"), "one\n");
     assert!(tmp_is_empty(&k), "the checkout was left in tmp/");
 
     // Bad input: a missing ref, a missing subdirectory, a repository that is not there.
@@ -105,7 +88,7 @@ fn git_contexts_by_ref_and_subdirectory() {
     let http = GitHttpServer::start(repos.path()).unwrap();
     let over_http = format!("{}#v1:sub", http.url("repo.git"));
     assert_success(&build("git:http", &over_http), &["build", &over_http]);
-    assert_eq!(cat("git:http", "/sub/version"), "one\n");
+    assert_eq!(k.cat("git:http", "/sub/version"), "one\n");
 
     // A repository as a named context.
     let ctx = tempfile::tempdir().unwrap();
@@ -116,20 +99,9 @@ fn git_contexts_by_ref_and_subdirectory() {
     .unwrap();
     let named = format!("src={head}#v1");
     let dir = ctx.path().to_str().unwrap();
-    let args = [
-        "build",
-        "-t",
-        "git:named",
-        "--network",
-        "none",
-        "--build-arg",
-        &base,
-        "--build-context",
-        &named,
-        dir,
-    ];
-    assert_success(&k.cmd(&args), &args);
-    assert_eq!(cat("git:named", "/version"), "one\n");
+    let out = k.build_offline("git:named", &["--build-context", &named], dir);
+    assert_success(&out, &["build", "--build-context", &named]);
+    assert_eq!(k.cat("git:named", "/version"), "one\n");
 }
 
 /// `ADD <git URL> DEST` checks the repository out into DEST, `.git` only with
@@ -195,35 +167,13 @@ fn tarball_and_dockerfile_urls() {
     )
     .unwrap();
     let server = HttpFileServer::start(served.path()).unwrap();
-    let base = format!("BASE={}", k.base);
-    let build = |tag: &str, url: &str| {
-        k.cmd(&[
-            "build",
-            "-t",
-            tag,
-            "--network",
-            "none",
-            "--build-arg",
-            &base,
-            url,
-        ])
-    };
+    let build = |tag: &str, url: &str| k.build_offline(tag, &[], url);
     let url = server.url("/ctx.tar.gz");
     assert_success(&build("url:tar", &url), &["build", &url]);
-    let out = k.cmd(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "url:tar",
-        "cat",
-        "/hello",
-    ]);
-    assert_eq!(stdout(&out), "from a tarball\n");
+    assert_eq!(k.cat("url:tar", "/hello"), "from a tarball\n");
     let url = server.url("/Dockerfile");
     assert_success(&build("url:df", &url), &["build", &url]);
-    let out = k.cmd(&["run", "--rm", "--network", "none", "url:df", "cat", "/lone"]);
-    assert_eq!(stdout(&out), "lone\n");
+    assert_eq!(k.cat("url:df", "/lone"), "lone\n");
     let url = server.url("/missing.tar");
     let out = build("url:missing", &url);
     assert!(!out.status.success());

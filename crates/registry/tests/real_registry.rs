@@ -234,14 +234,7 @@ async fn index_selects_the_requested_platform() {
     };
     let amd_image = build_image(&source, &amd64(), b"x86");
     let arm_image = build_image(&source, &arm64, b"arm");
-    let entry = |image: &common::BuiltImage, platform: &Platform| Descriptor {
-        platform: Some(platform.clone()),
-        ..Descriptor::new(
-            media_type::OCI_MANIFEST,
-            image.manifest_digest.clone(),
-            image.manifest_size,
-        )
-    };
+    let entry = |image: &common::BuiltImage, platform: &Platform| image.index_entry(platform);
     let index = Index {
         schema_version: 2,
         media_type: Some(media_type::OCI_INDEX.into()),
@@ -361,14 +354,7 @@ async fn a_pulled_image_keeps_its_attestation_manifests_and_only_its_own() {
     let arm64 = Platform::new("linux", "arm64");
     let amd_image = build_image(&source, &amd64(), b"x86");
     let arm_image = build_image(&source, &arm64, b"arm");
-    let entry = |image: &common::BuiltImage, platform: &Platform| Descriptor {
-        platform: Some(platform.clone()),
-        ..Descriptor::new(
-            media_type::OCI_MANIFEST,
-            image.manifest_digest.clone(),
-            image.manifest_size,
-        )
-    };
+    let entry = |image: &common::BuiltImage, platform: &Platform| image.index_entry(platform);
     let arm_att = attestation_for(&source, &arm_image, br#"{"statement":"arm"}"#);
     let amd_att = attestation_for(&source, &amd_image, br#"{"statement":"amd"}"#);
     let index = |manifests: Vec<Descriptor>| Index {

@@ -18,7 +18,7 @@ use kiln_image::{
 };
 
 use crate::TestRegistry;
-use crate::tools::run_tool;
+use crate::tools::{run_tool, skopeo_copy_oci_layout_to};
 
 /// The annotation naming an image in an OCI layout's `index.json`.
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -133,18 +133,7 @@ pub fn push_busybox(registry: &TestRegistry, repo_tag: &str) -> Result<String> {
     }
     let layout = cached_busybox_layout()?;
     let reference = format!("{}/{repo_tag}", registry.addr());
-    run_tool(
-        Command::new("skopeo")
-            .args([
-                "--insecure-policy",
-                "copy",
-                "--quiet",
-                "--dest-tls-verify=false",
-            ])
-            .arg(format!("oci:{}:{CACHED_TAG}", layout.display()))
-            .arg(format!("docker://{reference}")),
-    )
-    .with_context(|| {
+    skopeo_copy_oci_layout_to(layout, CACHED_TAG, &reference).with_context(|| {
         format!(
             "pushing busybox to {reference}; registry log:\n{}",
             registry.log()

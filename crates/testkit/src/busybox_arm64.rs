@@ -5,14 +5,13 @@
 //! (`kiln system binfmt`); building the image does too (`busybox --list-full` runs once).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use kiln_image::{Index, Platform, media_type};
 
 use crate::TestRegistry;
 use crate::busybox::{add_to_layout, busybox_image, write_json_blob};
-use crate::tools::run_tool;
+use crate::tools::skopeo_copy_oci_layout_to;
 
 /// Where `scripts/setup.sh` puts the arm64 busybox binary.
 pub const ARM64_BUSYBOX: &str = "/var/cache/kiln/arm64/busybox";
@@ -36,19 +35,7 @@ pub fn push_busybox_index(registry: &TestRegistry, repo_tag: &str) -> Result<Str
     let layout = tempfile::tempdir().context("creating a temp dir for the busybox index")?;
     busybox_index_layout(layout.path(), &arm64, "multi")?;
     let reference = format!("{}/{repo_tag}", registry.addr());
-    run_tool(
-        Command::new("skopeo")
-            .args([
-                "--insecure-policy",
-                "copy",
-                "--all",
-                "--quiet",
-                "--dest-tls-verify=false",
-            ])
-            .arg(format!("oci:{}:multi", layout.path().display()))
-            .arg(format!("docker://{reference}")),
-    )
-    .with_context(|| {
+    skopeo_copy_oci_layout_to(layout.path(), "multi", &reference).with_context(|| {
         format!(
             "pushing the busybox index to {reference}; registry log:\n{}",
             registry.log()

@@ -88,13 +88,15 @@ pub fn skopeo_copy_to_oci_layout(reference: &str, layout_dir: &Path, tag: &str) 
 }
 
 /// Copies image `tag` of the OCI layout at `layout_dir` to `reference` in a registry (plain
-/// HTTP allowed), keeping the manifest exactly as the layout has it.
+/// HTTP allowed), keeping the manifest exactly as the layout has it; an index is copied with
+/// every image it lists (`--all`), not only the host's.
 pub fn skopeo_copy_oci_layout_to(layout_dir: &Path, tag: &str, reference: &str) -> Result<()> {
     run_tool(
         Command::new("skopeo")
             .args([
                 "--insecure-policy",
                 "copy",
+                "--all",
                 "--quiet",
                 "--preserve-digests",
                 "--dest-tls-verify=false",

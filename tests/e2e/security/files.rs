@@ -247,7 +247,10 @@ fn a_decompression_bomb_stops_before_the_disk_is_full() {
     .unwrap();
     let root = tempfile::tempdir().unwrap();
     let base = format!("BASE={}", k.base);
-    let out = std::process::Command::new("unshare")
+    // kiln in the machine's network namespace (only the mount namespace is its own).
+    let mut unshare = std::process::Command::new("unshare");
+    crate::e2e::harness::in_the_machines_netns(&mut unshare);
+    let out = unshare
         .args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg(r#"mount -t tmpfs -o size=128m kiln-bomb "$1" && shift && exec "$@""#)
         .arg("sh")

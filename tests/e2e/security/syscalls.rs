@@ -232,10 +232,11 @@ fn the_terminal_kiln_runs_on_cannot_be_typed_into() {
     .unwrap();
     let kiln = env!("CARGO_BIN_EXE_kiln");
     let on_a_terminal = |command: String| {
-        let out = Command::new("script")
+        let mut script = Command::new("script");
+        crate::e2e::harness::in_the_machines_netns(&mut script);
+        let out = script
             .args(["-qec", &command, "/dev/null"])
             .env("KILN_ROOT", k.root.path())
-            .env("KILN_DEFAULT_NETWORK", "slirp4netns")
             .stdin(std::process::Stdio::null())
             .output()
             .expect("run script (util-linux)");

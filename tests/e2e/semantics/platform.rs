@@ -2,7 +2,7 @@
 //! platform, and RUN in a stage for a platform this machine cannot execute.
 
 use super::{build_in, build_ok, context};
-use crate::e2e::harness::{Kiln, assert_success, stderr};
+use crate::e2e::harness::{Kiln, stderr};
 
 /// Pushes `<registry>/busybox-multi:latest`: an OCI index whose host entry is the busybox
 /// image and whose `linux/arm64` (or, on an arm64 host, `linux/amd64`) entry has the same
@@ -65,19 +65,7 @@ fn push_multi_platform_busybox(k: &Kiln) -> (String, kiln_image::Platform) {
     )
     .unwrap();
     let reference = format!("{}/busybox-multi:latest", k.registry.addr());
-    let out = std::process::Command::new("skopeo")
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--all",
-            "--quiet",
-            "--dest-tls-verify=false",
-        ])
-        .arg(format!("oci:{}:multi", layout.path().display()))
-        .arg(format!("docker://{reference}"))
-        .output()
-        .unwrap();
-    assert_success(&out, &["skopeo copy --all"]);
+    kiln_testkit::skopeo_copy_oci_layout_to(layout.path(), "multi", &reference).unwrap();
     (reference, foreign)
 }
 

@@ -168,19 +168,10 @@ fn docker_cli_runs_lists_stops_and_removes_containers() {
     docker.ok(&["rm", "-f", "web"]);
     let gone = docker.run(&["inspect", "web"], b"", None);
     assert!(stderr(&gone).contains("No such"), "{}", stderr(&gone));
-    let events = docker.ok(&[
-        "events",
-        "--since",
-        "0",
-        "--until",
-        &(chrono::Utc::now().timestamp() + 1).to_string(),
-        "--filter",
-        "type=container",
-        "--filter",
-        "container=web",
-        "--format",
+    let events = docker.events_so_far(
+        &["type=container", "container=web"],
         "{{.Action}} {{.Actor.Attributes.exitCode}}",
-    ]);
+    );
     for expected in ["create", "start", "die 0", "kill", "die 137", "destroy"] {
         assert!(
             events.contains(expected),

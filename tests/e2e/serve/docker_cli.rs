@@ -37,6 +37,18 @@ impl Docker<'_> {
         super::output_within(command, stdin, super::CLIENT_LIMIT)
     }
 
+    /// `docker events` from the daemon's first event up to a second from now (so the command
+    /// ends), with `--filter` for each of `filters`, each event printed with `format`.
+    pub(super) fn events_so_far(&self, filters: &[&str], format: &str) -> String {
+        let until = (chrono::Utc::now().timestamp() + 1).to_string();
+        let mut args = vec!["events", "--since", "0", "--until", &until];
+        for filter in filters {
+            args.extend(["--filter", filter]);
+        }
+        args.extend(["--format", format]);
+        self.ok(&args)
+    }
+
     pub(super) fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args, b"", None);
         assert!(
@@ -149,18 +161,7 @@ fn docker_cli_builds_lists_inspects_tags_saves_loads_and_removes() {
     // The kiln CLI shares the store.
     assert_eq!(k.image_id("web:1"), id);
     // docker events replays what the daemon did.
-    let until = (chrono::Utc::now().timestamp() + 1).to_string();
-    let events = docker.ok(&[
-        "events",
-        "--since",
-        "0",
-        "--until",
-        &until,
-        "--filter",
-        "type=image",
-        "--format",
-        "{{.Action}} {{.Actor.Attributes.name}}",
-    ]);
+    let events = docker.events_so_far(&["type=image"], "{{.Action}} {{.Actor.Attributes.name}}");
     for expected in [
         "tag web:1",
         "tag web:2",

@@ -206,20 +206,12 @@ fn a_daemon_finishing_its_requests_leaves_its_successors_socket() {
 
 /// A container's restarts through the daemon: `die` then `start` events for each, in order.
 fn actions_of(docker: &Docker, name: &str) -> Vec<String> {
+    let container = format!("container={name}");
     docker
-        .ok(&[
-            "events",
-            "--since",
-            "0",
-            "--until",
-            &(chrono::Utc::now().timestamp() + 1).to_string(),
-            "--filter",
-            "type=container",
-            "--filter",
-            &format!("container={name}"),
-            "--format",
+        .events_so_far(
+            &["type=container", &container],
             "{{.Action}} {{.Actor.Attributes.exitCode}}",
-        ])
+        )
         .lines()
         .map(|l| l.replace("<no value>", "").trim().to_owned())
         .filter(|l| l.starts_with("start") || l.starts_with("die"))

@@ -17,7 +17,7 @@ fn a_daemon_whose_binary_was_replaced_still_runs_containers() {
     std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &copy).unwrap();
     let mut command = Command::new(&copy);
     // In the machine's own network namespace: no default bridge there (see harness).
-    command.env("KILN_DEFAULT_NETWORK", "slirp4netns");
+    crate::e2e::harness::in_the_machines_netns(&mut command);
     let d = Daemon::spawn(&k, command, &[], &[]);
     // What an upgrade does: a new file renamed over the old one, whose inode the daemon keeps.
     let new = bin_dir.path().join("kiln.new");

@@ -221,6 +221,20 @@ pub struct BuiltImage {
     pub layer_digest: Digest,
 }
 
+impl BuiltImage {
+    /// This image's manifest as an entry of an image index, for `platform`.
+    pub fn index_entry(&self, platform: &Platform) -> Descriptor {
+        Descriptor {
+            platform: Some(platform.clone()),
+            ..Descriptor::new(
+                media_type::OCI_MANIFEST,
+                self.manifest_digest.clone(),
+                self.manifest_size,
+            )
+        }
+    }
+}
+
 pub fn build_image(store: &Store, platform: &Platform, file_content: &[u8]) -> BuiltImage {
     let mut tar_bytes = Vec::new();
     {
